@@ -1,0 +1,98 @@
+//! Schema migrations, keyed by `PRAGMA user_version`. A migration is never edited once
+//! released; a change is a new entry at the end.
+
+use rusqlite::TransactionBehavior;
+
+use super::{Db, DbError};
+
+const MIGRATIONS: &[&str] = &[
+    // 1: images, layers, snapshots, leases.
+    "CREATE TABLE meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
+        parent TEXT REFERENCES snapshots(key),
+        created TEXT NOT NULL,
+        usage_size INTEGER,
+        usage_inodes INTEGER
+    );
+    CREATE INDEX snapshots_parent ON snapshots(parent);
+    CREATE TABLE layers (
+        chain_id TEXT PRIMARY KEY,
+        parent TEXT REFERENCES layers(chain_id),
+        diff_id TEXT NOT NULL,
+        size INTEGER NOT NULL
+    );
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,
+        manifest_digest TEXT NOT NULL,
+        manifest_media_type TEXT NOT NULL,
+        created TEXT,
+        size INTEGER NOT NULL,
+        added TEXT NOT NULL
+    );
+    CREATE TABLE image_layers (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        blob_digest TEXT NOT NULL,
+        chain_id TEXT NOT NULL REFERENCES layers(chain_id),
+        PRIMARY KEY (image_id, position)
+    );
+    CREATE INDEX image_layers_chain ON image_layers(chain_id);
+    CREATE TABLE tags (
+        name TEXT PRIMARY KEY,
+        image_id TEXT NOT NULL REFERENCES images(id),
+        tagged TEXT NOT NULL
+    );
+    CREATE INDEX tags_image ON tags(image_id);
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        image_id TEXT NOT NULL REFERENCES images(id),
+        snapshot_key TEXT,
+        created TEXT NOT NULL,
+        running INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE leases (
+        id TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        start_time INTEGER NOT NULL,
+        created TEXT NOT NULL
+    );
+    CREATE TABLE lease_resources (
+        lease_id TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('blob', 'snapshot')),
+        key TEXT NOT NULL,
+        PRIMARY KEY (lease_id, kind, key)
+    );",
+];
+
+pub(super) fn migrate(db: &Db) -> Result<(), DbError> {
+    let mut conn = db.lock();
+    let known = MIGRATIONS.len() as i64;
+    // The common case, an up-to-date schema, needs no write lock.
+    if conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? == known {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > known {
+        return Err(DbError::TooNew {
+            path: db.path.clone(),
+            found: version,
+            known,
+        });
+    }
+    for sql in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    if version < known {
+        tx.pragma_update(None, "user_version", known)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

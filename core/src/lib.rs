@@ -1,0 +1,14 @@
+//! ketch: a container engine. This crate is the engine every front door (CLI, daemon, C ABI,
+//! Python, Node) wraps; it has no CLI, no FFI and no `anyhow`.
+
+pub mod content;
+pub mod db;
+pub mod digest;
+pub mod error;
+pub mod fsutil;
+pub mod mount;
+pub mod reference;
+pub mod snapshot;
+mod util;
+
+pub use error::{Error, ErrorKind, Result};

@@ -1,0 +1,170 @@
+//! Mounts as data, and the few calls that perform them.
+//!
+//! Snapshotters return [`Mount`]s and never mount anything themselves; whoever needs the files
+//! (the differ, the runtime, a test) mounts them with [`Mount::mount`] or [`TempMount`].
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+
+/// A mount to perform: `mount -t <kind> -o <options> <source> <target>`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mount {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Source")]
+    pub source: String,
+    #[serde(rename = "Options")]
+    pub options: Vec<String>,
+}
+
+/// Mount data longer than this does not fit the kernel's one-page limit.
+const MAX_DATA: usize = 4000;
+
+impl Mount {
+    pub fn bind(source: &Path, readonly: bool) -> Mount {
+        Mount {
+            kind: "bind".into(),
+            source: source.to_string_lossy().into_owned(),
+            options: vec!["rbind".into(), if readonly { "ro" } else { "rw" }.into()],
+        }
+    }
+
+    pub fn is_readonly(&self) -> bool {
+        self.options.iter().any(|o| o == "ro")
+    }
+
+    /// The value of a `key=value` option.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options
+            .iter()
+            .find_map(|o| o.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    }
+
+    /// Mounts onto `target`, which must exist.
+    pub fn mount(&self, target: &Path) -> io::Result<()> {
+        match self.kind.as_str() {
+            "bind" => {
+                let source = Path::new(&self.source);
+                if self.options.iter().any(|o| o == "rbind") {
+                    rustix::mount::mount_bind_recursive(source, target)?;
+                } else {
+                    rustix::mount::mount_bind(source, target)?;
+                }
+                if self.is_readonly() {
+                    rustix::mount::mount_remount(
+                        target,
+                        MountFlags::BIND | MountFlags::RDONLY,
+                        "",
+                    )?;
+                }
+                Ok(())
+            }
+            "overlay" => {
+                let mut flags = MountFlags::empty();
+                let mut data: Vec<String> = Vec::new();
+                for o in &self.options {
+                    match o.as_str() {
+                        "ro" => flags |= MountFlags::RDONLY,
+                        "rw" => {}
+                        _ => data.push(o.clone()),
+                    }
+                }
+                let joined = data.join(",");
+                // Many lower layers overflow the one-page mount data limit. Naming each
+                // lower directory by an O_PATH descriptor (/proc/self/fd/N) keeps every name
+                // short without changing the working directory, which other threads share.
+                let mut _held: Vec<OwnedFd> = Vec::new();
+                let joined = if joined.len() > MAX_DATA {
+                    let mut short = Vec::with_capacity(data.len());
+                    for o in &data {
+                        if let Some(lowers) = o.strip_prefix("lowerdir=") {
+                            let mut names = Vec::new();
+                            for l in lowers.split(':') {
+                                let fd = rustix::fs::open(
+                                    l,
+                                    rustix::fs::OFlags::PATH
+                                        | rustix::fs::OFlags::DIRECTORY
+                                        | rustix::fs::OFlags::CLOEXEC,
+                                    rustix::fs::Mode::empty(),
+                                )?;
+                                names.push(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                                _held.push(fd);
+                            }
+                            short.push(format!("lowerdir={}", names.join(":")));
+                        } else {
+                            short.push(o.clone());
+                        }
+                    }
+                    short.join(",")
+                } else {
+                    joined
+                };
+                let data = CString::new(joined)
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                rustix::mount::mount("overlay", target, "overlay", flags, data.as_c_str())?;
+                Ok(())
+            }
+            other => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("unsupported mount type {other:?}"),
+            )),
+        }
+    }
+}
+
+/// Mounts every mount in order onto `target`.
+pub fn mount_all(mounts: &[Mount], target: &Path) -> io::Result<()> {
+    for m in mounts {
+        m.mount(target)?;
+    }
+    Ok(())
+}
+
+/// Unmounts `target`; a busy mount is detached instead, so it goes once its last user does.
+pub fn unmount(target: &Path) -> io::Result<()> {
+    match rustix::mount::unmount(target, UnmountFlags::empty()) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::BUSY) => Ok(rustix::mount::unmount(target, UnmountFlags::DETACH)?),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Mounts onto a fresh directory under `parent` and undoes it all on drop.
+pub struct TempMount {
+    path: PathBuf,
+    mounted: usize,
+}
+
+impl TempMount {
+    pub fn new(mounts: &[Mount], parent: &Path) -> io::Result<TempMount> {
+        std::fs::create_dir_all(parent)?;
+        let path = parent.join(format!("mnt-{}", crate::util::random_hex(8)));
+        std::fs::create_dir(&path)?;
+        let mut tm = TempMount { path, mounted: 0 };
+        for m in mounts {
+            m.mount(&tm.path)?;
+            tm.mounted += 1;
+            // Keep the mount out of the host's peer groups: a private mount's unmount
+            // never propagates, and no one else's mount events reach it.
+            let _ = rustix::mount::mount_change(&tm.path, MountPropagationFlags::PRIVATE);
+        }
+        Ok(tm)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempMount {
+    fn drop(&mut self) {
+        for _ in 0..self.mounted {
+            let _ = unmount(&self.path);
+        }
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}
