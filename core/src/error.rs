@@ -44,7 +44,9 @@ pub enum Error {
     Db(#[from] crate::db::DbError),
     #[error(transparent)]
     Snapshot(#[from] crate::snapshot::SnapshotError),
-    //DIFF
+    #[error(transparent)]
+    Diff(#[from] crate::diff::DiffError),
+    //IMAGE
     #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
     #[error(transparent)]
@@ -63,7 +65,8 @@ impl Error {
             Error::Content(e) => e.kind(),
             Error::Db(e) => e.kind(),
             Error::Snapshot(e) => e.kind(),
-            //DIFFKIND
+            Error::Diff(e) => e.kind(),
+            //IMAGEKIND
             Error::Reference(_) | Error::Digest(_) => ErrorKind::InvalidArgument,
             Error::Io { source, .. } => io_kind(source),
         }

@@ -3,6 +3,7 @@
 
 pub mod content;
 pub mod db;
+pub mod diff;
 pub mod digest;
 pub mod error;
 pub mod fsutil;

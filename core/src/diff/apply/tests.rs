@@ -1,0 +1,337 @@
+//! Layer application, including every kind of hostile layer. Each test unpacks into its own
+//! temp directory and checks that nothing reached outside it.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use super::*;
+use crate::diff::compare;
+
+/// Appends an entry whose name and link name are written verbatim, as a hostile archiver would.
+fn raw(b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) {
+    let mut h = tar::Header::new_gnu();
+    {
+        let old = h.as_old_mut();
+        old.name[..name.len()].copy_from_slice(name.as_bytes());
+        old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+    }
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(if kind == tar::EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(1_000_000);
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+}
+
+fn tar_of(f: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    f(&mut b);
+    b.into_inner().unwrap()
+}
+
+use tar::EntryType as T;
+
+struct Case {
+    _dir: tempfile::TempDir,
+    root: std::path::PathBuf,
+    outside: std::path::PathBuf,
+}
+
+fn case() -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    Case {
+        _dir: dir,
+        root,
+        outside,
+    }
+}
+
+fn run(c: &Case, layer: &[u8]) -> Result<Applied, DiffError> {
+    apply(&mut &layer[..], &c.root, &ApplyOptions::default())
+}
+
+fn outside_untouched(c: &Case) {
+    assert_eq!(
+        fs::read_dir(&c.outside).unwrap().count(),
+        0,
+        "something was written outside the root"
+    );
+}
+
+#[test]
+fn unpacks_files_dirs_links_and_metadata() {
+    let c = case();
+    let layer = tar_of(|b| {
+        raw(b, "etc/", T::Directory, "", b"");
+        raw(b, "etc/hostname", T::Regular, "", b"ketch\n");
+        raw(b, "etc/alias", T::Link, "etc/hostname", b"");
+        raw(b, "bin/sh", T::Symlink, "busybox", b"");
+        raw(b, "run/fifo", T::Fifo, "", b"");
+    });
+    let applied = run(&c, &layer).unwrap();
+    assert_eq!(applied.diff_id, Digest::of(&layer));
+    assert_eq!(applied.compression, Compression::None);
+    assert_eq!(applied.content_size, 6);
+    assert_eq!(
+        fs::read_to_string(c.root.join("etc/hostname")).unwrap(),
+        "ketch\n"
+    );
+    let a = fs::metadata(c.root.join("etc/hostname")).unwrap();
+    let b = fs::metadata(c.root.join("etc/alias")).unwrap();
+    assert_eq!(a.ino(), b.ino());
+    assert_eq!(a.mode() & 0o7777, 0o644);
+    assert_eq!(a.mtime(), 1_000_000);
+    assert_eq!(fs::metadata(c.root.join("etc")).unwrap().mtime(), 1_000_000);
+    assert_eq!(
+        fs::read_link(c.root.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    assert!(
+        fs::symlink_metadata(c.root.join("run/fifo"))
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+}
+
+use std::os::unix::fs::FileTypeExt;
+
+#[test]
+fn gzip_and_zstd_give_the_plain_diff_id() {
+    let layer = tar_of(|b| raw(b, "f", T::Regular, "", b"data"));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer).unwrap();
+    let gz = gz.finish().unwrap();
+    let zst = zstd::encode_all(&layer[..], 1).unwrap();
+    for (bytes, kind) in [(gz, Compression::Gzip), (zst, Compression::Zstd)] {
+        let c = case();
+        let a = run(&c, &bytes).unwrap();
+        assert_eq!(a.compression, kind);
+        assert_eq!(a.diff_id, Digest::of(&layer));
+        assert_eq!(fs::read(c.root.join("f")).unwrap(), b"data");
+    }
+}
+
+#[test]
+fn whiteouts_hide_lower_files_and_opaque_dirs_hide_lower_children() {
+    let c = case();
+    fs::create_dir_all(c.root.join("d/sub")).unwrap();
+    fs::write(c.root.join("d/old"), "x").unwrap();
+    fs::write(c.root.join("gone"), "x").unwrap();
+    fs::create_dir_all(c.root.join("gonedir/x")).unwrap();
+    let layer = tar_of(|b| {
+        raw(b, "d/", T::Directory, "", b"");
+        raw(b, "d/new", T::Regular, "", b"n");
+        raw(b, "d/.wh..wh..opq", T::Regular, "", b"");
+        raw(b, ".wh.gone", T::Regular, "", b"");
+        raw(b, ".wh.gonedir", T::Regular, "", b"");
+        raw(b, ".wh.never-existed", T::Regular, "", b"");
+    });
+    run(&c, &layer).unwrap();
+    let names: Vec<_> = fs::read_dir(c.root.join("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("new")]);
+    assert!(!c.root.join("gone").exists());
+    assert!(!c.root.join("gonedir").exists());
+    assert!(!c.root.join(".wh.gone").exists());
+}
+
+#[test]
+fn dot_dot_entry_is_refused() {
+    let c = case();
+    let layer = tar_of(|b| raw(b, "../outside/evil", T::Regular, "", b"x"));
+    let err = run(&c, &layer).unwrap_err();
+    assert!(matches!(err, DiffError::UnsafeEntry { .. }), "{err}");
+    assert!(err.to_string().contains("../outside/evil"), "{err}");
+    assert!(err.to_string().contains("escapes"), "{err}");
+    outside_untouched(&c);
+}
+
+#[test]
+fn absolute_paths_are_contained() {
+    let c = case();
+    let abs = format!("{}/abs", c.outside.display());
+    let layer = tar_of(|b| raw(b, &abs, T::Regular, "", b"x"));
+    run(&c, &layer).unwrap();
+    outside_untouched(&c);
+    let inside = c.root.join(abs.trim_start_matches('/'));
+    assert_eq!(fs::read(inside).unwrap(), b"x");
+}
+
+#[test]
+fn write_through_symlink_pointing_outside_is_contained() {
+    let c = case();
+    fs::create_dir_all(c.root.join("etc")).unwrap();
+    let target = c.outside.display().to_string();
+    // Symlinks resolve as if the root were "/": an absolute target and a climb of ".." both
+    // stay inside.
+    let layer = tar_of(|b| {
+        raw(b, "abs", T::Symlink, "/etc", b"");
+        raw(b, "abs/passwd", T::Regular, "", b"owned");
+        raw(b, "rel", T::Symlink, "../../../../../../..", b"");
+        raw(b, "rel/x", T::Regular, "", b"owned");
+    });
+    run(&c, &layer).unwrap();
+    assert_eq!(fs::read(c.root.join("etc/passwd")).unwrap(), b"owned");
+    assert_eq!(fs::read(c.root.join("x")).unwrap(), b"owned");
+    // A symlink to the real host directory: the write either lands inside or is refused,
+    // never in the host directory.
+    let layer = tar_of(|b| {
+        raw(b, "host", T::Symlink, &target, b"");
+        raw(b, "host/passwd", T::Regular, "", b"owned");
+    });
+    let _ = run(&c, &layer);
+    outside_untouched(&c);
+}
+
+#[test]
+fn hardlink_outside_the_layer_is_refused() {
+    let c = case();
+    fs::write(c.outside.join("secret"), "s").unwrap();
+    let layer = tar_of(|b| raw(b, "h", T::Link, "../outside/secret", b""));
+    let err = run(&c, &layer).unwrap_err();
+    assert!(
+        err.to_string().contains("hard link target escapes"),
+        "{err}"
+    );
+
+    // An absolute target, or one through a symlink, resolves inside the root: no such file.
+    let secret = format!("{}/secret", c.outside.display());
+    for layer in [
+        tar_of(|b| raw(b, "h2", T::Link, &secret, b"")),
+        tar_of(|b| {
+            raw(b, "l", T::Symlink, &c.outside.display().to_string(), b"");
+            raw(b, "h3", T::Link, "l/secret", b"");
+        }),
+    ] {
+        let err = run(&c, &layer).unwrap_err();
+        assert!(err.to_string().contains("not found"), "{err}");
+    }
+    assert_eq!(fs::metadata(c.outside.join("secret")).unwrap().nlink(), 1);
+    assert_eq!(fs::read_dir(&c.outside).unwrap().count(), 1);
+}
+
+#[test]
+fn device_nodes_are_not_created() {
+    let c = case();
+    let layer = tar_of(|b| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("dev/sda").unwrap();
+        h.set_entry_type(T::Block);
+        h.set_device_major(8).unwrap();
+        h.set_device_minor(0).unwrap();
+        h.set_mode(0o666);
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &b""[..]).unwrap();
+        raw(b, "dev/mem", T::Char, "", b"");
+    });
+    let a = run(&c, &layer).unwrap();
+    assert_eq!(a.skipped_devices, 2);
+    assert!(!c.root.join("dev/sda").exists());
+    assert!(!c.root.join("dev/mem").exists());
+}
+
+#[test]
+fn gzip_bomb_is_bounded() {
+    let c = case();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    {
+        let mut b = tar::Builder::new(&mut gz);
+        let mut h = tar::Header::new_gnu();
+        h.set_path("zeros").unwrap();
+        h.set_size(32 << 20);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, std::io::Read::take(std::io::repeat(0), 32 << 20))
+            .unwrap();
+        b.finish().unwrap();
+    }
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 1 << 20);
+    let opts = ApplyOptions { max_size: 8 << 20 };
+    let err = apply(&mut &bomb[..], &c.root, &opts).unwrap_err();
+    assert!(matches!(err, DiffError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("limit"), "{err}");
+}
+
+#[test]
+fn truncated_layer_is_refused() {
+    let layer = tar_of(|b| raw(b, "big", T::Regular, "", &[1u8; 10_000]));
+    let c = case();
+    let err = run(&c, &layer[..5000]).unwrap_err();
+    assert!(matches!(err, DiffError::Truncated), "{err}");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer).unwrap();
+    let gz = gz.finish().unwrap();
+    let c = case();
+    let err = run(&c, &gz[..gz.len() / 2]).unwrap_err();
+    assert!(
+        matches!(err, DiffError::Truncated | DiffError::Decompress { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_is_refused() {
+    let c = case();
+    let err = run(&c, &[0x55u8; 4096]).unwrap_err();
+    assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{err}");
+}
+
+#[test]
+fn compare_then_apply_round_trips() {
+    let d = tempfile::tempdir().unwrap();
+    let (lower, upper, out) = (
+        d.path().join("lower"),
+        d.path().join("upper"),
+        d.path().join("out"),
+    );
+    for p in [&lower, &upper, &out] {
+        fs::create_dir_all(p).unwrap();
+    }
+    // lower: a b/c d/e ; upper: a (changed) b/c f (new) and a hard link, d removed.
+    fs::write(lower.join("a"), "old").unwrap();
+    fs::create_dir_all(lower.join("b")).unwrap();
+    fs::write(lower.join("b/c"), "same").unwrap();
+    fs::create_dir_all(lower.join("d")).unwrap();
+    fs::write(lower.join("d/e"), "e").unwrap();
+    crate::fsutil::copy_tree(&lower, &upper).unwrap();
+    crate::fsutil::copy_tree(&lower, &out).unwrap();
+    fs::write(upper.join("a"), "new!").unwrap();
+    fs::remove_dir_all(upper.join("d")).unwrap();
+    fs::write(upper.join("f"), "f").unwrap();
+    fs::set_permissions(upper.join("f"), fs::Permissions::from_mode(0o4755)).unwrap();
+    fs::hard_link(upper.join("f"), upper.join("f2")).unwrap();
+
+    let mut layer = Vec::new();
+    compare(&lower, &upper, &mut layer).unwrap();
+    let names: Vec<String> = tar::Archive::new(&layer[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, vec![".wh.d", "a", "f", "f2"]);
+
+    apply(&mut &layer[..], &out, &ApplyOptions::default()).unwrap();
+    assert_eq!(fs::read_to_string(out.join("a")).unwrap(), "new!");
+    assert_eq!(fs::read_to_string(out.join("b/c")).unwrap(), "same");
+    assert!(!out.join("d").exists());
+    let f = fs::metadata(out.join("f")).unwrap();
+    assert_eq!(f.mode() & 0o7777, 0o4755);
+    assert_eq!(f.ino(), fs::metadata(out.join("f2")).unwrap().ino());
+}
