@@ -46,7 +46,10 @@ pub enum Error {
     Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error(transparent)]
     Diff(#[from] crate::diff::DiffError),
-    //IMAGE
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
     #[error(transparent)]
@@ -66,16 +69,10 @@ impl Error {
             Error::Db(e) => e.kind(),
             Error::Snapshot(e) => e.kind(),
             Error::Diff(e) => e.kind(),
-            //IMAGEKIND
+            Error::Image(e) => e.kind(),
+            Error::Engine(e) => e.kind(),
             Error::Reference(_) | Error::Digest(_) => ErrorKind::InvalidArgument,
             Error::Io { source, .. } => io_kind(source),
-        }
-    }
-
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            context: context.into(),
-            source,
         }
     }
 }
@@ -89,6 +86,12 @@ pub(crate) fn io_kind(e: &std::io::Error) -> ErrorKind {
         K::PermissionDenied => ErrorKind::PermissionDenied,
         K::InvalidInput | K::InvalidData | K::UnexpectedEof => ErrorKind::InvalidArgument,
         _ => ErrorKind::Internal,
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::Db(e.into())
     }
 }
 

@@ -5,11 +5,15 @@ pub mod content;
 pub mod db;
 pub mod diff;
 pub mod digest;
+pub mod engine;
 pub mod error;
 pub mod fsutil;
+pub mod image;
+pub mod model;
 pub mod mount;
 pub mod reference;
 pub mod snapshot;
 mod util;
 
+pub use engine::{Engine, Options, StorageDriver};
 pub use error::{Error, ErrorKind, Result};

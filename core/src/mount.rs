@@ -142,7 +142,9 @@ pub struct TempMount {
 impl TempMount {
     pub fn new(mounts: &[Mount], parent: &Path) -> io::Result<TempMount> {
         std::fs::create_dir_all(parent)?;
-        let path = parent.join(format!("mnt-{}", crate::util::random_hex(8)));
+        let pid = std::process::id();
+        let start = crate::util::process_start_time(pid).unwrap_or(0);
+        let path = parent.join(format!("mnt-{pid}-{start}-{}", crate::util::random_hex(6)));
         std::fs::create_dir(&path)?;
         let mut tm = TempMount { path, mounted: 0 };
         for m in mounts {
@@ -167,4 +169,35 @@ impl Drop for TempMount {
         }
         let _ = std::fs::remove_dir(&self.path);
     }
+}
+
+/// Unmounts and removes the `mnt-<pid>-<start>-*` directories under `parent` whose process is
+/// gone: what a killed process leaves of its [`TempMount`]s. Never removes anything
+/// recursively, so a mount that refuses to go keeps what is below it safe.
+pub fn cleanup_temp_mounts(parent: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(parent) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("mnt-")) else {
+            continue;
+        };
+        let mut parts = rest.splitn(3, '-');
+        let pid = parts.next().and_then(|p| p.parse().ok());
+        let start = parts.next().and_then(|s| s.parse().ok());
+        if let (Some(pid), Some(start)) = (pid, start)
+            && crate::util::process_alive(pid, start)
+        {
+            continue;
+        }
+        let path = entry.path();
+        // Stacked mounts come off one at a time.
+        while unmount(&path).is_ok() {}
+        let _ = std::fs::remove_dir(&path);
+    }
+    Ok(())
 }

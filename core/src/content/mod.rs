@@ -256,6 +256,11 @@ impl Writer {
         self.hasher.len()
     }
 
+    /// Digest of what was written so far.
+    pub fn digest(&self) -> Digest {
+        self.hasher.clone().finish()
+    }
+
     /// Checks the written data against `expected_size` and `expected` digest (each if given)
     /// and makes it visible under its digest. On a mismatch nothing is stored.
     pub fn commit(

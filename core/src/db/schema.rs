@@ -65,7 +65,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE TABLE lease_resources (
         lease_id TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,
-        kind TEXT NOT NULL CHECK (kind IN ('blob', 'snapshot')),
+        kind TEXT NOT NULL CHECK (kind IN ('blob', 'layer', 'snapshot')),
         key TEXT NOT NULL,
         PRIMARY KEY (lease_id, kind, key)
     );",

@@ -84,10 +84,6 @@ impl MetaStore {
         self.root.join(id.to_string())
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Creates a snapshot. `populate` fills a fresh directory, given the directories of the
     /// parent chain (nearest first), before the snapshot becomes visible.
     pub fn create(

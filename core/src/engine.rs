@@ -1,0 +1,230 @@
+//! The facade every front door uses.
+//!
+//! [`Engine`] has one method set, named after the Docker Engine API's operations, taking and
+//! returning [`crate::model`] types. Today it is embedded: it opens the state root itself.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::content::ContentStore;
+use crate::db::{Db, DbError};
+use crate::diff::ApplyOptions;
+use crate::error::{Error, ErrorKind, Result};
+use crate::snapshot::{AnySnapshotter, Copy, Overlay};
+
+pub const DEFAULT_ROOT: &str = "/var/lib/ketch";
+
+/// Which snapshotter a state root uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageDriver {
+    Overlay,
+    Copy,
+}
+
+impl StorageDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageDriver::Overlay => "overlay",
+            StorageDriver::Copy => "copy",
+        }
+    }
+}
+
+impl std::str::FromStr for StorageDriver {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "overlay" | "overlay2" | "overlayfs" => Ok(StorageDriver::Overlay),
+            "copy" | "vfs" | "native" => Ok(StorageDriver::Copy),
+            _ => Err(EngineError::UnknownDriver {
+                name: s.to_string(),
+            }
+            .into()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("unknown storage driver {name:?} (overlay, copy)")]
+    UnknownDriver { name: String },
+    #[error(
+        "state root {root} uses the {recorded} storage driver; it cannot be opened with {asked}"
+    )]
+    DriverMismatch {
+        root: PathBuf,
+        recorded: String,
+        asked: String,
+    },
+    #[error("overlayfs does not work under {root}; use --storage-driver copy")]
+    OverlayUnsupported { root: PathBuf },
+}
+
+impl EngineError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::UnknownDriver { .. } => ErrorKind::InvalidArgument,
+            EngineError::DriverMismatch { .. } | EngineError::OverlayUnsupported { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+        }
+    }
+}
+
+/// How to open a state root.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub root: PathBuf,
+    /// `None`: what the root already uses, or for a new root overlay where it works, else copy.
+    pub storage_driver: Option<StorageDriver>,
+    /// Largest uncompressed layer accepted.
+    pub max_layer_size: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            root: PathBuf::from(DEFAULT_ROOT),
+            storage_driver: None,
+            max_layer_size: ApplyOptions::default().max_size,
+        }
+    }
+}
+
+/// An engine working on a local state root.
+pub struct Local {
+    pub(crate) root: PathBuf,
+    pub(crate) db: Arc<Db>,
+    pub(crate) content: ContentStore,
+    pub(crate) snapshots: AnySnapshotter,
+    /// Where temporary mounts go.
+    pub(crate) scratch: PathBuf,
+    pub(crate) apply: ApplyOptions,
+}
+
+fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let context = format!("{context} {}", path.display());
+    move |source| Error::Io { context, source }
+}
+
+impl Local {
+    pub fn open(opts: &Options) -> Result<Local> {
+        let root = &opts.root;
+        std::fs::create_dir_all(root).map_err(io("create state root", root))?;
+        let scratch = root.join("tmp");
+        std::fs::create_dir_all(&scratch).map_err(io("create", &scratch))?;
+        let db = Arc::new(Db::open(&root.join("ketch.db"))?);
+        let driver = Self::driver(&db, root, &scratch, opts.storage_driver)?;
+        let snapshots_root = root.join("snapshots");
+        let snapshots = match driver {
+            StorageDriver::Overlay => {
+                AnySnapshotter::Overlay(Overlay::new(snapshots_root, db.clone())?)
+            }
+            StorageDriver::Copy => AnySnapshotter::Copy(Copy::new(snapshots_root, db.clone())?),
+        };
+        let content = ContentStore::open(root)?;
+        let local = Local {
+            root: root.clone(),
+            db,
+            content,
+            snapshots,
+            scratch,
+            apply: ApplyOptions {
+                max_size: opts.max_layer_size,
+            },
+        };
+        local.recover()?;
+        Ok(local)
+    }
+
+    /// The driver recorded for this root; a new root records the one asked for or detected.
+    fn driver(
+        db: &Db,
+        root: &Path,
+        scratch: &Path,
+        asked: Option<StorageDriver>,
+    ) -> Result<StorageDriver> {
+        let recorded: Option<String> = db.read(|tx| {
+            use rusqlite::OptionalExtension;
+            Ok::<_, DbError>(
+                tx.query_row(
+                    "SELECT value FROM meta WHERE key = 'storage_driver'",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            )
+        })?;
+        if let Some(r) = recorded {
+            let recorded: StorageDriver = r.parse()?;
+            if let Some(a) = asked
+                && a != recorded
+            {
+                return Err(EngineError::DriverMismatch {
+                    root: root.to_path_buf(),
+                    recorded: recorded.as_str().into(),
+                    asked: a.as_str().into(),
+                }
+                .into());
+            }
+            return Ok(recorded);
+        }
+        let chosen = match asked {
+            Some(StorageDriver::Overlay) => {
+                if !Overlay::supported(scratch) {
+                    return Err(EngineError::OverlayUnsupported {
+                        root: root.to_path_buf(),
+                    }
+                    .into());
+                }
+                StorageDriver::Overlay
+            }
+            Some(StorageDriver::Copy) => StorageDriver::Copy,
+            None if Overlay::supported(scratch) => StorageDriver::Overlay,
+            None => StorageDriver::Copy,
+        };
+        db.write(|tx| {
+            // Another process may have recorded one meanwhile; the first one stands.
+            tx.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('storage_driver', ?1)",
+                [chosen.as_str()],
+            )?;
+            let v: String = tx.query_row(
+                "SELECT value FROM meta WHERE key = 'storage_driver'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok::<_, Error>(v.parse::<StorageDriver>()?)
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn storage_driver(&self) -> &'static str {
+        self.snapshots.driver_name()
+    }
+}
+
+/// The engine. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Engine {
+    local: Arc<Local>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) a state root, embedded in this process.
+    pub fn open(opts: &Options) -> Result<Engine> {
+        Ok(Engine {
+            local: Arc::new(Local::open(opts)?),
+        })
+    }
+}
+
+impl std::ops::Deref for Engine {
+    type Target = Local;
+    fn deref(&self) -> &Local {
+        &self.local
+    }
+}

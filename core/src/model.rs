@@ -1,0 +1,101 @@
+//! The engine's API types, in the JSON shapes of the Docker Engine API
+//! (`docker-engine-api.yaml`): what the daemon serves, the client parses and the bindings
+//! hand out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /images/json`, one entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageSummary {
+    pub id: String,
+    pub parent_id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    /// Unix seconds.
+    pub created: i64,
+    pub size: i64,
+    pub shared_size: i64,
+    pub labels: BTreeMap<String, String>,
+    pub containers: i64,
+}
+
+/// `GET /images/{name}/json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageInspect {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+    pub parent: String,
+    pub comment: String,
+    pub created: String,
+    pub docker_version: String,
+    pub author: String,
+    /// The image config's `config` object, as the image holds it.
+    pub config: serde_json::Value,
+    pub architecture: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    pub os: String,
+    pub size: i64,
+    pub graph_driver: GraphDriver,
+    #[serde(rename = "RootFS")]
+    pub root_fs: RootFs,
+    pub metadata: ImageMetadata,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct GraphDriver {
+    pub name: String,
+    pub data: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct RootFs {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    pub layers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageMetadata {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_tag_time: Option<String>,
+}
+
+/// `GET /images/{name}/history`, one entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct HistoryResponseItem {
+    pub id: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub created_by: String,
+    pub tags: Vec<String>,
+    pub size: i64,
+    pub comment: String,
+}
+
+/// `DELETE /images/{name}`, one entry: exactly one of the two is set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageDeleteResponseItem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untagged: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<String>,
+}
+
+/// `POST /images/prune`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImagePruneResponse {
+    pub images_deleted: Vec<ImageDeleteResponseItem>,
+    pub space_reclaimed: i64,
+}
