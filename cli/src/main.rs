@@ -1,1 +1,160 @@
-fn main() {}
+//! `ketch`: the command line front door, with Docker's verbs, flags, output and exit codes.
+
+mod format;
+mod images;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ketch",
+    version,
+    about = "A container engine",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// State root.
+    #[arg(long, global = true, env = "KETCH_ROOT", default_value = ketch::engine::DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Storage driver for a new state root (overlay, copy); default: overlay where it works.
+    #[arg(long, global = true, env = "KETCH_STORAGE_DRIVER")]
+    storage_driver: Option<String>,
+    /// Largest uncompressed layer accepted, in bytes (guards against compression bombs).
+    #[arg(long, global = true, env = "KETCH_MAX_LAYER_SIZE", value_parser = parse_bytes)]
+    max_layer_size: Option<u64>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// `1234`, `64k`, `512m`, `2g` (binary units, as Docker's size flags).
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid size: {s:?}"))?;
+    if n < 0.0 || !n.is_finite() {
+        return Err(format!("invalid size: {s:?}"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Import the contents from a tarball to create a filesystem image
+    Import(images::ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(images::LoadArgs),
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save(images::SaveArgs),
+    /// List images
+    Images(images::ListArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(images::TagArgs),
+    /// Remove one or more images
+    Rmi(images::RmiArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Return low-level information on ketch objects
+    Inspect(images::InspectArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Import the contents from a tarball to create a filesystem image
+    Import(images::ImportArgs),
+    /// Load an image from a tar archive or STDIN
+    Load(images::LoadArgs),
+    /// Save one or more images to a tar archive
+    Save(images::SaveArgs),
+    /// List images
+    #[command(alias = "list")]
+    Ls(images::ListArgs),
+    /// Display detailed information on one or more images
+    Inspect(images::InspectArgs),
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag(images::TagArgs),
+    /// Remove one or more images
+    #[command(alias = "remove")]
+    Rm(images::RmiArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Remove unused images
+    Prune(images::PruneArgs),
+}
+
+impl Cli {
+    fn engine(&self) -> anyhow::Result<ketch::Engine> {
+        let mut opts = ketch::Options {
+            root: self.root.clone(),
+            ..Default::default()
+        };
+        if let Some(d) = &self.storage_driver {
+            opts.storage_driver = Some(d.parse()?);
+        }
+        if let Some(m) = self.max_layer_size {
+            opts.max_layer_size = m;
+        }
+        Ok(ketch::Engine::open(&opts)?)
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(cli, a),
+        Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(cli, a),
+        Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(cli, a),
+        Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::list(cli, a),
+        Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(cli, a),
+        Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(cli, a),
+        Command::History(a) | Command::Image(ImageCommand::History(a)) => images::history(cli, a),
+        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => images::inspect(cli, a),
+        Command::Image(ImageCommand::Prune(a)) => images::prune(cli, a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => 0,
+                // Docker's CLI exits 125 when it cannot run the command it was given.
+                _ => 125,
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("Error: {}", chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// An error and its causes on one line, skipping causes already in the message.
+fn chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
