@@ -1,1 +1,432 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: run the real `ketch` binary against a private state
+//! root, build test images and archives, and check that a test left nothing behind.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use ketch::digest::Digest;
+
+/// The workspace's `target` directory.
+pub fn target_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target")
+}
+
+/// The `ketch` binary under test: `KETCH_BIN`, else the workspace's debug build.
+pub fn ketch_bin() -> PathBuf {
+    if let Ok(b) = std::env::var("KETCH_BIN") {
+        return PathBuf::from(b);
+    }
+    let p = target_dir().join("debug/ketch");
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+/// Requires an external tool the tests interoperate with.
+pub fn require_tool(name: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{name} is not installed; .ci/run installs it (apt-get install {name})"
+    );
+}
+
+/// The busybox root file-system tarball, built once from Debian's busybox-static.
+pub fn busybox_rootfs() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = target_dir().join("fixtures");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("busybox-rootfs.tar");
+        if !out.exists() {
+            // Built under a unique name and renamed: parallel test processes may race here.
+            let tmp = dir.join(format!("busybox-rootfs.{}.tar", std::process::id()));
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/busybox-rootfs.sh");
+            let st = Command::new(script).arg(&tmp).status().unwrap();
+            assert!(st.success(), "building the busybox fixture failed");
+            std::fs::rename(&tmp, &out).unwrap();
+        }
+        out
+    })
+    .clone()
+}
+
+/// A private state root, removed with everything in it when dropped.
+pub struct Root {
+    pub dir: tempfile::TempDir,
+    pub extra: Vec<String>,
+}
+
+impl Default for Root {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Root {
+    pub fn new() -> Root {
+        Root {
+            dir: tempfile::Builder::new()
+                .prefix("ketch-test-")
+                .tempdir()
+                .unwrap(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// A root opened with extra global flags (`--storage-driver copy`, say).
+    pub fn with_flags(flags: &[&str]) -> Root {
+        let mut r = Root::new();
+        r.extra = flags.iter().map(|s| s.to_string()).collect();
+        r
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = self.cmd_bare();
+        c.args(&self.extra);
+        c
+    }
+
+    /// A command on this root without the root's extra flags.
+    pub fn cmd_bare(&self) -> Command {
+        let mut c = Command::new(ketch_bin());
+        c.arg("--root").arg(self.path());
+        c.env_remove("KETCH_ROOT")
+            .env_remove("KETCH_STORAGE_DRIVER")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs and requires success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "ketch {args:?} failed ({}):\n{}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// Runs and requires failure; returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let o = self.run(args);
+        assert!(
+            !o.status.success(),
+            "ketch {args:?} succeeded:\n{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8(o.stderr).unwrap(),
+        )
+    }
+
+    /// Runs with `input` on stdin.
+    pub fn run_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+
+    /// Imports the busybox fixture as `name`; returns the image ID.
+    pub fn busybox(&self, name: &str) -> String {
+        let rootfs = busybox_rootfs();
+        self.ok(&["import", rootfs.to_str().unwrap(), name])
+            .trim()
+            .to_string()
+    }
+
+    /// Everything that makes up the root's state: every file below it (but the database
+    /// files) and every row of the database's tables. Equal before and after an operation
+    /// means the operation changed nothing.
+    pub fn state(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let root = self.path();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd {
+                let e = e.unwrap();
+                let p = e.path();
+                let rel = p.strip_prefix(&root).unwrap().display().to_string();
+                if rel.starts_with("ketch.db") {
+                    continue;
+                }
+                let md = std::fs::symlink_metadata(&p).unwrap();
+                out.insert(format!("file {rel}"), format!("{}", md.len()));
+                if md.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        let db = root.join("ketch.db");
+        if db.exists() {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            for table in [
+                "images",
+                "image_layers",
+                "tags",
+                "layers",
+                "snapshots",
+                "leases",
+                "lease_resources",
+                "meta",
+            ] {
+                let mut stmt = conn.prepare(&format!("SELECT * FROM {table}")).unwrap();
+                let n = stmt.column_count();
+                let rows: Vec<String> = stmt
+                    .query_map([], |r| {
+                        let mut cols = Vec::new();
+                        for i in 0..n {
+                            let v: rusqlite::types::Value = r.get(i)?;
+                            cols.push(format!("{v:?}"));
+                        }
+                        Ok(cols.join("|"))
+                    })
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                for (i, row) in rows.iter().enumerate() {
+                    out.insert(format!("row {table} {i}"), row.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Counts rows of a table.
+    pub fn count(&self, table: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.path().join("ketch.db")).unwrap();
+        conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Entries of a directory below the root.
+    pub fn entries(&self, rel: &str) -> Vec<String> {
+        match std::fs::read_dir(self.path().join(rel)) {
+            Ok(rd) => {
+                let mut v: Vec<String> = rd
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect();
+                v.sort();
+                v
+            }
+            Err(_) => vec![],
+        }
+    }
+
+    /// Mounts below the root that are still there.
+    pub fn mounts(&self) -> Vec<String> {
+        let root = self.path().display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        // Whatever a failing test left mounted comes off before the directory goes, so that
+        // removing it never reaches through a mount.
+        for m in self.mounts().into_iter().rev() {
+            let c = std::ffi::CString::new(m).unwrap();
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        if !std::thread::panicking() {
+            assert!(self.mounts().is_empty(), "mounts left behind");
+        }
+    }
+}
+
+/// A tar archive built in memory; entry names are written verbatim.
+pub struct TarBuilder {
+    b: tar::Builder<Vec<u8>>,
+}
+
+impl Default for TarBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TarBuilder {
+    pub fn new() -> TarBuilder {
+        TarBuilder {
+            b: tar::Builder::new(Vec::new()),
+        }
+    }
+
+    pub fn entry(mut self, name: &str, kind: tar::EntryType, link: &str, data: &[u8]) -> Self {
+        let mut h = tar::Header::new_gnu();
+        {
+            let old = h.as_old_mut();
+            old.name[..name.len()].copy_from_slice(name.as_bytes());
+            old.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        }
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(if kind == tar::EntryType::Directory {
+            0o755
+        } else {
+            0o644
+        });
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        self.b.append(&h, data).unwrap();
+        self
+    }
+
+    pub fn file(self, name: &str, data: &[u8]) -> Self {
+        self.entry(name, tar::EntryType::Regular, "", data)
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.b.into_inner().unwrap()
+    }
+}
+
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn digest(data: &[u8]) -> Digest {
+    Digest::of(data)
+}
+
+/// A minimal image config for the given layers (uncompressed tars).
+pub fn config_for(layers: &[&[u8]]) -> Vec<u8> {
+    let diff_ids: Vec<String> = layers.iter().map(|l| digest(l).to_string()).collect();
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "2024-01-01T00:00:00Z",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        "history": layers.iter().map(|_| serde_json::json!({"created_by": "test"})).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+/// An OCI layout tarball with one image: `blobs` maps each layer's stored bytes (what the
+/// manifest names) to its uncompressed tar (what the config's diff IDs name).
+pub fn oci_archive(tag: &str, layers: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
+    oci_archive_with(tag, layers, |_| {})
+}
+
+/// [`oci_archive`] with the manifest edited by `edit` before it is stored.
+pub fn oci_archive_with(
+    tag: &str,
+    layers: &[(Vec<u8>, Vec<u8>)],
+    edit: impl Fn(&mut serde_json::Value),
+) -> Vec<u8> {
+    let uncompressed: Vec<&[u8]> = layers.iter().map(|(_, u)| u.as_slice()).collect();
+    let config = config_for(&uncompressed);
+    let layer_descs: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|(stored, _)| {
+            let media = if stored.starts_with(&[0x1f, 0x8b]) {
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            } else {
+                "application/vnd.oci.image.layer.v1.tar"
+            };
+            serde_json::json!({"mediaType": media, "digest": digest(stored).to_string(), "size": stored.len()})
+        })
+        .collect();
+    let mut manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest(&config).to_string(), "size": config.len()},
+        "layers": layer_descs,
+    });
+    edit(&mut manifest);
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest(&manifest).to_string(),
+            "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": tag, "org.opencontainers.image.ref.name": tag.rsplit(':').next().unwrap()},
+        }],
+    }))
+    .unwrap();
+    let mut t = TarBuilder::new()
+        .file("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)
+        .file("index.json", &index)
+        .file(
+            &format!("blobs/sha256/{}", digest(&manifest).hex()),
+            &manifest,
+        )
+        .file(&format!("blobs/sha256/{}", digest(&config).hex()), &config);
+    for (stored, _) in layers {
+        t = t.file(&format!("blobs/sha256/{}", digest(stored).hex()), stored);
+    }
+    t.finish()
+}
+
+/// A legacy docker-archive (`<hex>.json`, `<n>/layer.tar`, `manifest.json`) with one image.
+pub fn legacy_docker_archive(tag: &str, layers: &[Vec<u8>], config: Option<Vec<u8>>) -> Vec<u8> {
+    let uncompressed: Vec<&[u8]> = layers.iter().map(|l| l.as_slice()).collect();
+    let config = config.unwrap_or_else(|| config_for(&uncompressed));
+    let config_name = format!("{}.json", digest(&config).hex());
+    let layer_names: Vec<String> = (0..layers.len())
+        .map(|i| format!("layer{i}/layer.tar"))
+        .collect();
+    let manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": [tag],
+        "Layers": layer_names,
+    }]))
+    .unwrap();
+    let mut t = TarBuilder::new().file(&config_name, &config);
+    for (name, l) in layer_names.iter().zip(layers) {
+        t = t.file(name, l);
+    }
+    t.file("manifest.json", &manifest).finish()
+}

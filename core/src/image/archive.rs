@@ -142,6 +142,11 @@ impl Local {
         };
         let mut w = self.content.writer()?;
         crate::util::copy(reader, &mut w).map_err(|e| archive_read_error(path, e))?;
+        if let Some(s) = size
+            && w.written() < s
+        {
+            return Err(invalid("the archive is truncated").into());
+        }
         let digest = w.digest();
         if let Some(c) = &claimed
             && c != &digest
