@@ -194,7 +194,7 @@ impl Local {
                 [],
                 |r| r.get(0),
             )?;
-            Ok::<_, Error>(v.parse::<StorageDriver>()?)
+            v.parse::<StorageDriver>()
         })
     }
 

@@ -231,11 +231,11 @@ fn layer_not_matching_its_manifest_is_refused() {
     let other = TarBuilder::new().file("f", b"fake").finish();
     // OCI: a blob whose content is not what its name says.
     let good = oci_archive("x:1", &[(layer.clone(), layer.clone())]);
-    let swapped = swap_blob(&good, &digest(&layer).hex().to_string(), &other);
+    let swapped = swap_blob(&good, digest(&layer).hex(), &other);
     refused(&r, &["load"], &swapped, "does not match its name");
     // docker-archive: a layer whose content is not the config's diff ID.
     let config = ketch_tests::config_for(&[&other]);
-    let archive = legacy_docker_archive("x:2", &[layer.clone()], Some(config));
+    let archive = legacy_docker_archive("x:2", std::slice::from_ref(&layer), Some(config));
     refused(&r, &["load"], &archive, "does not match diff ID");
     // A descriptor whose size is not the blob's.
     let wrong_size = ketch_tests::oci_archive_with("x:3", &[(layer.clone(), layer.clone())], |m| {

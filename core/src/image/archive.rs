@@ -325,7 +325,7 @@ impl Local {
         desc: &oci::Descriptor,
         what: &str,
     ) -> crate::Result<Digest> {
-        let digest = parse_digest(&desc.digest().to_string())?;
+        let digest = parse_digest(desc.digest().as_ref())?;
         let path = format!("blobs/sha256/{}", digest.hex());
         let d = self
             .archive_blob(lease, a, &path)

@@ -120,11 +120,7 @@ impl Local {
                             }
                         }
                     }
-                    "snapshot" => {
-                        if !held(tx, kind, key)? {
-                            doomed.push(key.clone());
-                        }
-                    }
+                    "snapshot" if !held(tx, kind, key)? => doomed.push(key.clone()),
                     _ => {}
                 }
             }

@@ -748,3 +748,6 @@ fn history_comment(raw: &serde_json::Value) -> String {
         })
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests;
