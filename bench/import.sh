@@ -4,7 +4,7 @@
 #
 #   bench/import.sh [RUNS]       (default 7; needs root, a release build is made)
 #
-# The rootfs is built from this machine's own /usr/share and /usr/bin (no download). Each
+# The rootfs is built from this machine's own /usr/share (no download). Each
 # run does all three, in rotating order, each into a fresh directory after `sync`; the
 # figures are medians of per-run ratios, since disk-heavy timings swing widely here.
 set -euo pipefail
@@ -18,8 +18,8 @@ ketch=$here/target/release/ketch
 
 rootfs=$work/rootfs.tar.gz
 if [ ! -s "$rootfs" ]; then
-    echo "building $rootfs from /usr/share and /usr/bin ..." >&2
-    tar -C / --numeric-owner -cf - usr/share usr/bin 2>/dev/null | gzip -6 > "$rootfs.tmp"
+    echo "building $rootfs from /usr/share ..." >&2
+    tar -C / --numeric-owner -cf - usr/share 2>/dev/null | gzip -6 > "$rootfs.tmp"
     mv "$rootfs.tmp" "$rootfs"
 fi
 size=$(stat -c %s "$rootfs")

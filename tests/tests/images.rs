@@ -282,3 +282,16 @@ fn images_filters_by_reference() {
         "b"
     );
 }
+
+#[test]
+fn ketch_root_from_the_environment() {
+    let r = Root::new();
+    r.busybox("busybox");
+    let o = std::process::Command::new(ketch_tests::ketch_bin())
+        .args(["images", "-q"])
+        .env("KETCH_ROOT", r.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+}

@@ -281,3 +281,97 @@ fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::diff::{ApplyOptions, apply_to_mounts};
+    use crate::snapshot::{Copy, Overlay, Snapshotter};
+
+    /// A layer made by comparing snapshots, applied onto the parent in another snapshotter,
+    /// gives the same tree: for overlay (whose mounts stack lower layers) and copy alike.
+    fn round_trip<S: Snapshotter>(make: fn(PathBuf, Arc<crate::db::Db>) -> S) {
+        let d = tempfile::tempdir().unwrap();
+        let db = Arc::new(crate::db::Db::open(&d.path().join("db")).unwrap());
+        let sn = make(d.path().join("snapshots"), db);
+        let scratch = d.path().join("tmp");
+        let base = {
+            let mut b = tar::Builder::new(Vec::new());
+            for (p, data) in [
+                ("keep", "k"),
+                ("gone", "g"),
+                ("dir/old", "o"),
+                ("change", "before"),
+            ] {
+                let mut h = tar::Header::new_gnu();
+                h.set_path(p).unwrap();
+                h.set_size(data.len() as u64);
+                h.set_mode(0o644);
+                h.set_mtime(1_000);
+                h.set_cksum();
+                b.append(&h, data.as_bytes()).unwrap();
+            }
+            b.into_inner().unwrap()
+        };
+        let m = sn.prepare("base-a", None).unwrap();
+        apply_to_mounts(&mut &base[..], &m, &scratch, &ApplyOptions::default()).unwrap();
+        sn.commit("base", "base-a").unwrap();
+
+        let child = sn.prepare("child", Some("base")).unwrap();
+        {
+            let tm = TempMount::new(&child, &scratch).unwrap();
+            let r = tm.path();
+            fs::remove_file(r.join("gone")).unwrap();
+            fs::remove_dir_all(r.join("dir")).unwrap();
+            fs::create_dir(r.join("dir")).unwrap();
+            fs::write(r.join("dir/new"), "n").unwrap();
+            fs::write(r.join("change"), "after!").unwrap();
+            fs::write(r.join("added"), "a").unwrap();
+        }
+        let lower = sn.view("base-view", Some("base")).unwrap();
+        let mut layer = Vec::new();
+        compare_mounts(&lower, &child, &scratch, &mut layer).unwrap();
+        sn.remove("base-view").unwrap();
+
+        let names: Vec<String> = tar::Archive::new(&layer[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert!(names.contains(&".wh.gone".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"added".to_string()) && names.contains(&"change".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            !names.contains(&"keep".to_string()),
+            "unchanged file in the diff: {names:?}"
+        );
+
+        let again = sn.prepare("again", Some("base")).unwrap();
+        apply_to_mounts(&mut &layer[..], &again, &scratch, &ApplyOptions::default()).unwrap();
+        let tm = TempMount::new(&again, &scratch).unwrap();
+        let r = tm.path();
+        assert_eq!(fs::read_to_string(r.join("keep")).unwrap(), "k");
+        assert_eq!(fs::read_to_string(r.join("change")).unwrap(), "after!");
+        assert_eq!(fs::read_to_string(r.join("added")).unwrap(), "a");
+        assert!(!r.join("gone").exists());
+        assert!(
+            !r.join("dir/old").exists(),
+            "the old directory's content is still visible"
+        );
+        assert_eq!(fs::read_to_string(r.join("dir/new")).unwrap(), "n");
+    }
+
+    #[test]
+    fn overlay_snapshots_round_trip() {
+        round_trip(|root, db| Overlay::new(root, db).unwrap());
+    }
+
+    #[test]
+    fn copy_snapshots_round_trip() {
+        round_trip(|root, db| Copy::new(root, db).unwrap());
+    }
+}
