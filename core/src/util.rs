@@ -11,10 +11,14 @@ pub fn random_hex(n: usize) -> String {
 
 /// `io::copy` with a buffer sized for layer data rather than 8 KiB.
 pub fn copy(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
+    copy_buf(&mut vec![0u8; 256 * 1024], r, w)
+}
+
+/// `io::copy` through a caller's buffer, for loops that copy many files.
+pub fn copy_buf(buf: &mut [u8], r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
-        let n = match r.read(&mut buf) {
+        let n = match r.read(buf) {
             Ok(0) => return Ok(total),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

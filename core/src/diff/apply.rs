@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -486,7 +486,6 @@ impl<'a> Unpacker<'a> {
         name: &OsStr,
         raw: &[u8],
     ) -> Result<bool, DiffError> {
-        let raw = raw.to_vec();
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let flags = OFlags::WRONLY
@@ -494,48 +493,35 @@ impl<'a> Unpacker<'a> {
                     | OFlags::EXCL
                     | OFlags::NOFOLLOW
                     | OFlags::CLOEXEC;
-                let fd =
-                    match rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600)) {
-                        Err(Errno::EXIST) => {
-                            self.replace(parent, name, &raw)?;
-                            rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
-                        }
-                        r => r,
-                    }
-                    .map_err(entry_err(&raw))?;
+                let fd = replacing(parent, name, raw, || {
+                    rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
+                })?;
                 let mut file = File::from(fd);
-                let size = entry.header().size().map_err(malformed)?;
-                if size > 0 {
-                    let n =
-                        copy_with(&mut self.buf, entry, &mut file).map_err(|e| match e.kind() {
+                if entry.header().size().map_err(malformed)? > 0 {
+                    let n = crate::util::copy_buf(&mut self.buf, entry, &mut file).map_err(
+                        |e| match e.kind() {
                             io::ErrorKind::UnexpectedEof => DiffError::Truncated,
-                            _ => io_entry_err(&raw)(e),
-                        })?;
+                            _ => io_entry_err(raw)(e),
+                        },
+                    )?;
                     self.content_size += n;
                 }
-                rustix::fs::fchown(&file, Some(uid(meta.uid)), Some(gid(meta.gid)))
-                    .map_err(entry_err(&raw))?;
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode))
-                    .map_err(entry_err(&raw))?;
-                for (k, v) in meta.xattrs.iter().filter(|(k, _)| allowed_xattr(k)) {
-                    rustix::fs::fsetxattr(&file, os(k), v, rustix::fs::XattrFlags::empty())
-                        .map_err(entry_err(&raw))?;
-                }
-                rustix::fs::futimens(&file, &meta.timestamps()).map_err(entry_err(&raw))?;
+                set_meta(file.as_fd(), meta, raw)?;
+                rustix::fs::futimens(&file, &meta.timestamps()).map_err(entry_err(raw))?;
             }
             tar::EntryType::Directory => {
                 match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700)) {
                     Ok(()) => {}
                     Err(Errno::EXIST) => {
                         let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
-                            .map_err(entry_err(&raw))?;
+                            .map_err(entry_err(raw))?;
                         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-                            self.replace(parent, name, &raw)?;
+                            remove_all_at(parent, name).map_err(entry_err(raw))?;
                             rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(0o700))
-                                .map_err(entry_err(&raw))?;
+                                .map_err(entry_err(raw))?;
                         }
                     }
-                    Err(e) => return Err(entry_err(&raw)(e)),
+                    Err(e) => return Err(entry_err(raw)(e)),
                 }
                 let dir = rustix::fs::openat(
                     parent,
@@ -543,142 +529,74 @@ impl<'a> Unpacker<'a> {
                     OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::empty(),
                 )
-                .map_err(entry_err(&raw))?;
-                rustix::fs::fchown(&dir, Some(uid(meta.uid)), Some(gid(meta.gid)))
-                    .map_err(entry_err(&raw))?;
-                rustix::fs::fchmod(&dir, Mode::from_raw_mode(meta.mode))
-                    .map_err(entry_err(&raw))?;
-                for (k, v) in meta.xattrs.iter().filter(|(k, _)| allowed_xattr(k)) {
-                    rustix::fs::fsetxattr(&dir, os(k), v, rustix::fs::XattrFlags::empty())
-                        .map_err(entry_err(&raw))?;
-                }
+                .map_err(entry_err(raw))?;
+                set_meta(dir.as_fd(), meta, raw)?;
                 self.dir_times
-                    .push((raw_path(&raw), meta.mtime, meta.mtime_nsec));
+                    .push((raw_path(raw), meta.mtime, meta.mtime_nsec));
             }
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| DiffError::UnsafeEntry {
-                        entry: String::from_utf8_lossy(&raw).into_owned(),
-                        reason: "symlink without a target",
-                    })?;
+                    .ok_or_else(|| unsafe_entry(raw, "symlink without a target"))?;
                 let target = os(&target).to_owned();
-                match rustix::fs::symlinkat(&target, parent, name) {
-                    Err(Errno::EXIST) => {
-                        self.replace(parent, name, &raw)?;
-                        rustix::fs::symlinkat(&target, parent, name)
-                    }
-                    r => r,
-                }
-                .map_err(entry_err(&raw))?;
-                rustix::fs::chownat(
-                    parent,
-                    name,
-                    Some(uid(meta.uid)),
-                    Some(gid(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(entry_err(&raw))?;
-                rustix::fs::utimensat(parent, name, &meta.timestamps(), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(entry_err(&raw))?;
+                replacing(parent, name, raw, || {
+                    rustix::fs::symlinkat(&target, parent, name)
+                })?;
+                set_link_meta(parent, name, meta, raw)?;
             }
             tar::EntryType::Link => {
                 let target = entry
                     .link_name_bytes()
-                    .ok_or_else(|| DiffError::UnsafeEntry {
-                        entry: String::from_utf8_lossy(&raw).into_owned(),
-                        reason: "hard link without a target",
-                    })?;
-                let tcomp = clean(&target).map_err(|_| DiffError::UnsafeEntry {
-                    entry: String::from_utf8_lossy(&raw).into_owned(),
-                    reason: "hard link target escapes the layer root (\"..\")",
+                    .ok_or_else(|| unsafe_entry(raw, "hard link without a target"))?;
+                let tcomp = clean(&target).map_err(|_| {
+                    unsafe_entry(raw, "hard link target escapes the layer root (\"..\")")
                 })?;
                 let Some((&tname, tparents)) = tcomp.split_last() else {
-                    return Err(DiffError::UnsafeEntry {
-                        entry: String::from_utf8_lossy(&raw).into_owned(),
-                        reason: "hard link to the root directory",
-                    });
+                    return Err(unsafe_entry(raw, "hard link to the root directory"));
                 };
+                let shown = String::from_utf8_lossy(&target).into_owned();
                 let tdir =
                     open_in_root(self.root, &join(tparents)).map_err(|e| DiffError::Entry {
-                        entry: String::from_utf8_lossy(&raw).into_owned(),
+                        entry: String::from_utf8_lossy(raw).into_owned(),
                         source: io::Error::new(
                             io::Error::from(e).kind(),
-                            format!(
-                                "hard link target {:?} not found in the layer",
-                                String::from_utf8_lossy(&target)
-                            ),
+                            format!("hard link target {shown:?} not found in the layer"),
                         ),
                     })?;
-                let link = |p: BorrowedFd<'_>| {
-                    rustix::fs::linkat(&tdir, os(tname), p, name, AtFlags::empty())
-                };
-                match link(parent) {
-                    Err(Errno::EXIST) => {
-                        self.replace(parent, name, &raw)?;
-                        link(parent)
-                    }
-                    r => r,
-                }
-                .map_err(|e| DiffError::Entry {
-                    entry: String::from_utf8_lossy(&raw).into_owned(),
-                    source: io::Error::new(
-                        io::Error::from(e).kind(),
-                        format!(
-                            "hard link to {:?}: {}",
-                            String::from_utf8_lossy(&target),
-                            io::Error::from(e)
+                replacing(parent, name, raw, || {
+                    rustix::fs::linkat(&tdir, os(tname), parent, name, AtFlags::empty())
+                })
+                .map_err(|e| match e {
+                    DiffError::Entry { entry, source } => DiffError::Entry {
+                        entry,
+                        source: io::Error::new(
+                            source.kind(),
+                            format!("hard link to {shown:?}: {source}"),
                         ),
-                    ),
+                    },
+                    other => other,
                 })?;
             }
             tar::EntryType::Fifo => {
-                match rustix::fs::mknodat(
-                    parent,
-                    name,
-                    FileType::Fifo,
-                    Mode::from_raw_mode(meta.mode),
-                    0,
-                ) {
-                    Err(Errno::EXIST) => {
-                        self.replace(parent, name, &raw)?;
-                        rustix::fs::mknodat(
-                            parent,
-                            name,
-                            FileType::Fifo,
-                            Mode::from_raw_mode(meta.mode),
-                            0,
-                        )
-                    }
-                    r => r,
-                }
-                .map_err(entry_err(&raw))?;
-                rustix::fs::chownat(
-                    parent,
-                    name,
-                    Some(uid(meta.uid)),
-                    Some(gid(meta.gid)),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(entry_err(&raw))?;
-                rustix::fs::utimensat(parent, name, &meta.timestamps(), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(entry_err(&raw))?;
+                replacing(parent, name, raw, || {
+                    rustix::fs::mknodat(
+                        parent,
+                        name,
+                        FileType::Fifo,
+                        Mode::from_raw_mode(meta.mode),
+                        0,
+                    )
+                })?;
+                set_link_meta(parent, name, meta, raw)?;
             }
             tar::EntryType::Char | tar::EntryType::Block => {
                 self.skipped_devices += 1;
                 return Ok(false);
             }
-            _ => {
-                // Other types (sockets, vendor extensions) carry nothing a container can use.
-                return Ok(false);
-            }
+            // Other types (sockets, vendor extensions) carry nothing a container can use.
+            _ => return Ok(false),
         }
         Ok(true)
-    }
-
-    /// Removes whatever is at `parent/name` so an entry of another type can take its place.
-    fn replace(&self, parent: BorrowedFd<'_>, name: &OsStr, entry: &[u8]) -> Result<(), DiffError> {
-        remove_all_at(parent, name).map_err(entry_err(entry))
     }
 
     fn whiteout(&mut self, parents: &[&[u8]], hidden: &[u8], raw: &[u8]) -> Result<(), DiffError> {
@@ -750,6 +668,62 @@ impl<'a> Unpacker<'a> {
     }
 }
 
+/// Runs `create`; if something is already at `parent/name`, removes it (whatever it is, never
+/// following a symlink) and runs `create` once more.
+fn replacing<T>(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    raw: &[u8],
+    create: impl Fn() -> Result<T, Errno>,
+) -> Result<T, DiffError> {
+    match create() {
+        Err(Errno::EXIST) => {
+            remove_all_at(parent, name).map_err(entry_err(raw))?;
+            create()
+        }
+        r => r,
+    }
+    .map_err(entry_err(raw))
+}
+
+/// Owner, mode and permitted xattrs of an open file or directory. Mode after owner: a chown
+/// clears set-ID bits.
+fn set_meta(fd: BorrowedFd<'_>, meta: &Meta, raw: &[u8]) -> Result<(), DiffError> {
+    rustix::fs::fchown(fd, Some(uid(meta.uid)), Some(gid(meta.gid))).map_err(entry_err(raw))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(entry_err(raw))?;
+    for (k, v) in meta.xattrs.iter().filter(|(k, _)| allowed_xattr(k)) {
+        rustix::fs::fsetxattr(fd, os(k), v, rustix::fs::XattrFlags::empty())
+            .map_err(entry_err(raw))?;
+    }
+    Ok(())
+}
+
+/// Owner and times of a symlink or FIFO, never following it.
+fn set_link_meta(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    meta: &Meta,
+    raw: &[u8],
+) -> Result<(), DiffError> {
+    rustix::fs::chownat(
+        parent,
+        name,
+        Some(uid(meta.uid)),
+        Some(gid(meta.gid)),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(entry_err(raw))?;
+    rustix::fs::utimensat(parent, name, &meta.timestamps(), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(entry_err(raw))
+}
+
+fn unsafe_entry(raw: &[u8], reason: &'static str) -> DiffError {
+    DiffError::UnsafeEntry {
+        entry: String::from_utf8_lossy(raw).into_owned(),
+        reason,
+    }
+}
+
 /// The cleaned path of an entry already known to be clean.
 fn raw_path(raw: &[u8]) -> Vec<u8> {
     join(&clean(raw).unwrap_or_default())
@@ -812,20 +786,6 @@ fn remove_all_at(parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
         remove_all_at(dir.as_fd(), os(&child))?;
     }
     rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)
-}
-
-fn copy_with(buf: &mut [u8], r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
-    let mut total = 0;
-    loop {
-        let n = match r.read(buf) {
-            Ok(0) => return Ok(total),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        w.write_all(&buf[..n])?;
-        total += n as u64;
-    }
 }
 
 #[cfg(test)]

@@ -64,9 +64,8 @@ impl std::str::FromStr for SaveFormat {
             "docker-archive" | "docker" => Ok(SaveFormat::DockerArchive),
             "oci-archive" => Ok(SaveFormat::OciArchive),
             "oci-dir" => Ok(SaveFormat::OciDir),
-            _ => Err(ImageError::BadChange {
-                change: s.to_string(),
-                reason: "unknown format (docker-archive, oci-archive, oci-dir)".into(),
+            _ => Err(ImageError::Invalid {
+                reason: format!("unknown save format {s:?} (docker-archive, oci-archive, oci-dir)"),
             }),
         }
     }
@@ -449,14 +448,7 @@ impl Local {
         let mut out = Vec::new();
         for e in entries {
             let config = self.archive_blob(lease, a, &e.config)?;
-            let config_bytes = self.content.read(&config, MAX_JSON)?;
-            let cfg = parse_config(&config_bytes)?;
-            let diff_ids: Vec<Digest> = cfg
-                .rootfs()
-                .diff_ids()
-                .iter()
-                .map(|d| parse_digest(d))
-                .collect::<Result<_, _>>()?;
+            let (config_size, created, diff_ids) = self.read_config(&config)?;
             if diff_ids.len() != e.layers.len() {
                 return Err(malformed(
                     "manifest.json",
@@ -485,7 +477,7 @@ impl Local {
             let (manifest, media_type) = match found {
                 Some((d, bytes)) => (d.clone(), manifest_media_type(bytes)),
                 None => (
-                    self.synthesize_manifest(lease, &config, config_bytes.len() as u64, &blobs)?,
+                    self.synthesize_manifest(lease, &config, config_size, &blobs)?,
                     MEDIA_OCI_MANIFEST.to_string(),
                 ),
             };
@@ -501,12 +493,25 @@ impl Local {
                 manifest,
                 manifest_media_type: media_type,
                 config,
-                created: cfg.created().clone(),
+                created,
                 layers: blobs.into_iter().zip(diff_ids).collect(),
                 tags,
             });
         }
         Ok(out)
+    }
+
+    /// A stored config's size, creation time and diff IDs.
+    fn read_config(&self, config: &Digest) -> crate::Result<(u64, Option<String>, Vec<Digest>)> {
+        let bytes = self.content.read(config, MAX_JSON)?;
+        let cfg = parse_config(&bytes)?;
+        let diff_ids = cfg
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|d| parse_digest(d))
+            .collect::<Result<_, _>>()?;
+        Ok((bytes.len() as u64, cfg.created().clone(), diff_ids))
     }
 
     /// An OCI manifest for a legacy docker-archive image, which has none of its own.
@@ -591,14 +596,7 @@ impl Local {
                 let m = parse_manifest(&bytes)
                     .map_err(|e| malformed(format!("manifest {manifest}"), e))?;
                 let config = self.descriptor_blob(lease, a, m.config(), "config")?;
-                let config_bytes = self.content.read(&config, MAX_JSON)?;
-                let cfg = parse_config(&config_bytes)?;
-                let diff_ids: Vec<Digest> = cfg
-                    .rootfs()
-                    .diff_ids()
-                    .iter()
-                    .map(|d| parse_digest(d))
-                    .collect::<Result<_, _>>()?;
+                let (_, created, diff_ids) = self.read_config(&config)?;
                 if diff_ids.len() != m.layers().len() {
                     return Err(malformed(
                         format!("manifest {manifest}"),
@@ -618,7 +616,7 @@ impl Local {
                     manifest,
                     manifest_media_type: media,
                     config,
-                    created: cfg.created().clone(),
+                    created,
                     layers: blobs.into_iter().zip(diff_ids).collect(),
                     tags,
                 });
@@ -721,8 +719,7 @@ impl Local {
         dest: SaveDest<'_>,
     ) -> crate::Result<()> {
         if names.is_empty() {
-            return Err(ImageError::BadChange {
-                change: String::new(),
+            return Err(ImageError::Invalid {
                 reason: "save needs at least one image".into(),
             }
             .into());
@@ -766,9 +763,8 @@ impl Local {
         })?;
         match (format, dest) {
             (SaveFormat::OciDir, SaveDest::Path(p)) => self.save_dir(&items, p),
-            (SaveFormat::OciDir, SaveDest::Writer(_)) => Err(ImageError::BadChange {
-                change: "oci-dir".into(),
-                reason: "an OCI layout directory needs an output path".into(),
+            (SaveFormat::OciDir, SaveDest::Writer(_)) => Err(ImageError::Invalid {
+                reason: "an OCI layout directory needs an output path (-o DIR)".into(),
             }
             .into()),
             (f, SaveDest::Writer(w)) => self.save_tar(&items, f == SaveFormat::DockerArchive, w),

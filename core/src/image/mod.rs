@@ -58,6 +58,8 @@ pub enum ImageError {
     },
     #[error("invalid --change {change:?}: {reason}")]
     BadChange { change: String, reason: String },
+    #[error("{reason}")]
+    Invalid { reason: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -74,7 +76,8 @@ impl ImageError {
             | ImageError::InvalidArchive { .. }
             | ImageError::Malformed { .. }
             | ImageError::LayerMismatch { .. }
-            | ImageError::BadChange { .. } => ErrorKind::InvalidArgument,
+            | ImageError::BadChange { .. }
+            | ImageError::Invalid { .. } => ErrorKind::InvalidArgument,
             ImageError::Conflict { .. } => ErrorKind::Conflict,
             ImageError::Io { source, .. } => crate::error::io_kind(source),
         }
@@ -177,8 +180,7 @@ pub(crate) fn get_image(
             params![id.to_string()],
             row_to_image,
         )
-        .optional()
-        .map_err(crate::db::DbError::from)?;
+        .optional()?;
     Ok(row.map(to_record).transpose()?)
 }
 
@@ -186,18 +188,14 @@ pub(crate) fn image_layers(
     tx: &Transaction<'_>,
     id: &Digest,
 ) -> Result<Vec<LayerRecord>, crate::Error> {
-    let mut stmt = tx
-        .prepare(
-            "SELECT blob_digest, chain_id FROM image_layers WHERE image_id = ?1 ORDER BY position",
-        )
-        .map_err(crate::db::DbError::from)?;
+    let mut stmt = tx.prepare(
+        "SELECT blob_digest, chain_id FROM image_layers WHERE image_id = ?1 ORDER BY position",
+    )?;
     let rows = stmt
         .query_map(params![id.to_string()], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })
-        .map_err(crate::db::DbError::from)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(crate::db::DbError::from)?;
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     rows.into_iter()
         .map(|(b, c)| {
             Ok(LayerRecord {
@@ -212,16 +210,12 @@ pub(crate) fn image_tags(
     tx: &Transaction<'_>,
     id: &Digest,
 ) -> Result<Vec<(Reference, String)>, crate::Error> {
-    let mut stmt = tx
-        .prepare("SELECT name, tagged FROM tags WHERE image_id = ?1 ORDER BY name")
-        .map_err(crate::db::DbError::from)?;
+    let mut stmt = tx.prepare("SELECT name, tagged FROM tags WHERE image_id = ?1 ORDER BY name")?;
     let rows = stmt
         .query_map(params![id.to_string()], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })
-        .map_err(crate::db::DbError::from)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(crate::db::DbError::from)?;
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows
         .into_iter()
         .filter_map(|(n, t)| Reference::parse(&n).ok().map(|r| (r, t)))
@@ -259,16 +253,14 @@ pub(crate) fn resolve(tx: &Transaction<'_>, name: &str) -> Result<Resolved, crat
                     params![d.to_string()],
                     |row| row.get(0),
                 )
-                .optional()
-                .map_err(crate::db::DbError::from)?,
+                .optional()?,
             _ => tx
                 .query_row(
                     "SELECT image_id FROM tags WHERE name = ?1",
                     params![r.to_string()],
                     |row| row.get(0),
                 )
-                .optional()
-                .map_err(crate::db::DbError::from)?,
+                .optional()?,
         };
         if let Some(id) = id {
             let image = get_image(tx, &parse_digest(&id)?)?.ok_or_else(not_found)?;
@@ -283,16 +275,12 @@ pub(crate) fn resolve(tx: &Transaction<'_>, name: &str) -> Result<Resolved, crat
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     {
-        let mut stmt = tx
-            .prepare("SELECT id FROM images WHERE id >= ?1 AND id < ?2 LIMIT 2")
-            .map_err(crate::db::DbError::from)?;
+        let mut stmt = tx.prepare("SELECT id FROM images WHERE id >= ?1 AND id < ?2 LIMIT 2")?;
         let lo = format!("sha256:{prefix}");
         let hi = format!("sha256:{prefix}\u{7f}");
         let ids = stmt
-            .query_map(params![lo, hi], |r| r.get::<_, String>(0))
-            .map_err(crate::db::DbError::from)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(crate::db::DbError::from)?;
+            .query_map(params![lo, hi], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         match ids.as_slice() {
             [one] => {
                 let image = get_image(tx, &parse_digest(one)?)?.ok_or_else(not_found)?;
@@ -322,16 +310,13 @@ fn containers_using(
     tx: &Transaction<'_>,
     id: &Digest,
 ) -> Result<Vec<(String, bool)>, crate::Error> {
-    let mut stmt = tx
-        .prepare("SELECT id, running FROM containers WHERE image_id = ?1 ORDER BY id")
-        .map_err(crate::db::DbError::from)?;
+    let mut stmt =
+        tx.prepare("SELECT id, running FROM containers WHERE image_id = ?1 ORDER BY id")?;
     let rows = stmt
         .query_map(params![id.to_string()], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? != 0))
-        })
-        .map_err(crate::db::DbError::from)?
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(crate::db::DbError::from)?;
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -372,14 +357,10 @@ fn matches_filter(r: &Reference, filter: &str) -> bool {
 impl Local {
     pub fn image_list(&self, opts: &ListOptions) -> crate::Result<Vec<model::ImageSummary>> {
         self.db.read(|tx| {
-            let mut stmt = tx
-                .prepare(&format!("SELECT {IMAGE_COLUMNS} FROM images"))
-                .map_err(crate::db::DbError::from)?;
+            let mut stmt = tx.prepare(&format!("SELECT {IMAGE_COLUMNS} FROM images"))?;
             let rows = stmt
-                .query_map([], row_to_image)
-                .map_err(crate::db::DbError::from)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(crate::db::DbError::from)?;
+                .query_map([], row_to_image)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = Vec::new();
             for row in rows {
                 let image = to_record(row)?;
@@ -477,9 +458,8 @@ impl Local {
     pub fn image_tag(&self, source: &str, target: &str) -> crate::Result<()> {
         let target = Reference::parse(target)?.with_default_tag();
         if target.digest().is_some() {
-            return Err(ImageError::BadChange {
-                change: target.to_string(),
-                reason: "refusing to create a tag with a digest reference".into(),
+            return Err(ImageError::Invalid {
+                reason: format!("refusing to create a tag with a digest reference: {target}"),
             }
             .into());
         }
@@ -502,8 +482,7 @@ impl Local {
                         params![l.chain_id.to_string()],
                         |r| r.get(0),
                     )
-                    .optional()
-                    .map_err(crate::db::DbError::from)?
+                    .optional()?
                     .unwrap_or(0);
                 sizes.push(size);
             }
@@ -624,8 +603,7 @@ impl Local {
                 }
             };
             for r in &untag {
-                tx.execute("DELETE FROM tags WHERE name = ?1", params![r.to_string()])
-                    .map_err(crate::db::DbError::from)?;
+                tx.execute("DELETE FROM tags WHERE name = ?1", params![r.to_string()])?;
                 out.push(model::ImageDeleteResponseItem {
                     untagged: Some(r.familiar()),
                     deleted: None,
@@ -662,18 +640,15 @@ impl Local {
                  AND id NOT IN (SELECT image_id FROM containers)"
             };
             let ids = {
-                let mut stmt = tx.prepare(sql).map_err(crate::db::DbError::from)?;
-                stmt.query_map([], |r| r.get::<_, String>(0))
-                    .map_err(crate::db::DbError::from)?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(crate::db::DbError::from)?
+                let mut stmt = tx.prepare(sql)?;
+                stmt.query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
             };
             let mut out = Vec::new();
             for id in ids {
                 let image = get_image(tx, &parse_digest(&id)?)?.expect("listed just now");
                 for (r, _) in image_tags(tx, &image.id)? {
-                    tx.execute("DELETE FROM tags WHERE name = ?1", params![r.to_string()])
-                        .map_err(crate::db::DbError::from)?;
+                    tx.execute("DELETE FROM tags WHERE name = ?1", params![r.to_string()])?;
                     out.push(model::ImageDeleteResponseItem {
                         untagged: Some(r.familiar()),
                         deleted: None,
@@ -712,13 +687,11 @@ fn delete_image_row(
     tx.execute(
         "DELETE FROM tags WHERE image_id = ?1",
         params![image.id.to_string()],
-    )
-    .map_err(crate::db::DbError::from)?;
+    )?;
     tx.execute(
         "DELETE FROM images WHERE id = ?1",
         params![image.id.to_string()],
-    )
-    .map_err(crate::db::DbError::from)?;
+    )?;
     Ok(())
 }
 
@@ -728,8 +701,7 @@ pub(crate) fn set_tag(tx: &Transaction<'_>, r: &Reference, id: &Digest) -> crate
         "INSERT INTO tags (name, image_id, tagged) VALUES (?1, ?2, ?3)
          ON CONFLICT(name) DO UPDATE SET image_id = excluded.image_id, tagged = excluded.tagged",
         params![r.to_string(), id.to_string(), crate::db::now()],
-    )
-    .map_err(crate::db::DbError::from)?;
+    )?;
     Ok(())
 }
 
