@@ -358,11 +358,13 @@ pub fn history(cli: &Cli, a: &HistoryArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct InspectArgs {
     /// Format output using a Go template, or json
     #[arg(short = 'f', long)]
     format: Option<String>,
+    #[arg(skip)]
+    pub containers_too: bool,
     #[arg(required = true)]
     names: Vec<String>,
 }
@@ -372,6 +374,13 @@ pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
     let mut found = Vec::new();
     let mut code = ExitCode::SUCCESS;
     for n in &a.names {
+        // Like Docker: a container of that name first, then an image.
+        if a.containers_too
+            && let Ok(c) = engine.container_get(n)
+        {
+            found.push(crate::containers::inspect_json(&c));
+            continue;
+        }
         match engine.image_inspect(n) {
             Ok(i) => found.push(serde_json::to_value(i)?),
             Err(e) => {

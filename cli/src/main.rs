@@ -1,5 +1,6 @@
 //! `ketch`: the command line front door, with Docker's verbs, flags, output and exit codes.
 
+mod containers;
 mod format;
 mod images;
 
@@ -30,7 +31,7 @@ pub struct Cli {
 }
 
 /// `1234`, `64k`, `512m`, `2g` (binary units, as Docker's size flags).
-fn parse_bytes(s: &str) -> Result<u64, String> {
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let t = t.trim_end_matches('b');
     let (num, mult) = match t.chars().last() {
@@ -49,6 +50,38 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run {
+        #[command(flatten)]
+        args: containers::RunArgs,
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create {
+        #[command(flatten)]
+        args: containers::CreateArgs,
+        #[arg(long, action = clap::ArgAction::Help)]
+        help: Option<bool>,
+    },
+    /// Start one or more stopped containers
+    Start(containers::StartArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Stop one or more running containers
+    Stop(containers::StopArgs),
+    /// Restart one or more containers
+    Restart(containers::StopArgs),
+    /// Kill one or more running containers
+    Kill(containers::KillArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait(containers::WaitArgs),
+    /// Remove one or more containers
+    Rm(containers::RmArgs),
+    /// Fetch the logs of a container
+    Logs(containers::LogsArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
     /// Load an image from a tar archive or STDIN
@@ -112,6 +145,16 @@ impl Cli {
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Run { args, .. } => containers::run(cli, args),
+        Command::Create { args, .. } => containers::create(cli, args),
+        Command::Start(a) => containers::start(cli, a),
+        Command::Ps(a) => containers::ps(cli, a),
+        Command::Stop(a) => containers::stop(cli, a),
+        Command::Restart(a) => containers::restart(cli, a),
+        Command::Kill(a) => containers::kill(cli, a),
+        Command::Wait(a) => containers::wait(cli, a),
+        Command::Rm(a) => containers::rm(cli, a),
+        Command::Logs(a) => containers::logs(cli, a),
         Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(cli, a),
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(cli, a),
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(cli, a),
@@ -119,7 +162,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(cli, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(cli, a),
         Command::History(a) | Command::Image(ImageCommand::History(a)) => images::history(cli, a),
-        Command::Inspect(a) | Command::Image(ImageCommand::Inspect(a)) => images::inspect(cli, a),
+        Command::Inspect(a) => {
+            let mut a = a.clone();
+            a.containers_too = true;
+            images::inspect(cli, &a)
+        }
+        Command::Image(ImageCommand::Inspect(a)) => images::inspect(cli, a),
         Command::Image(ImageCommand::Prune(a)) => images::prune(cli, a),
     }
 }
@@ -140,6 +188,10 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(code) => code,
         Err(e) => {
+            if let Some(containers::Exit(code, msg)) = e.downcast_ref::<containers::Exit>() {
+                eprintln!("ketch: {msg}");
+                return ExitCode::from(*code);
+            }
             eprintln!("Error: {}", chain(&e));
             ExitCode::from(1)
         }

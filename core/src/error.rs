@@ -51,6 +51,8 @@ pub enum Error {
     #[error(transparent)]
     Engine(#[from] crate::engine::EngineError),
     #[error(transparent)]
+    Container(#[from] crate::runtime::ContainerError),
+    #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
     #[error(transparent)]
     Digest(#[from] crate::digest::DigestError),
@@ -71,6 +73,7 @@ impl Error {
             Error::Diff(e) => e.kind(),
             Error::Image(e) => e.kind(),
             Error::Engine(e) => e.kind(),
+            Error::Container(e) => e.kind(),
             Error::Reference(_) | Error::Digest(_) => ErrorKind::InvalidArgument,
             Error::Io { source, .. } => io_kind(source),
         }

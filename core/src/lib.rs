@@ -12,6 +12,7 @@ pub mod image;
 pub mod model;
 pub mod mount;
 pub mod reference;
+pub mod runtime;
 pub mod snapshot;
 mod util;
 

@@ -69,6 +69,8 @@ const MIGRATIONS: &[&str] = &[
         key TEXT NOT NULL,
         PRIMARY KEY (lease_id, kind, key)
     );",
+    // 2: containers keep their whole configuration.
+    "ALTER TABLE containers ADD COLUMN config TEXT NOT NULL DEFAULT '{}';",
 ];
 
 pub(super) fn migrate(db: &Db) -> Result<(), DbError> {

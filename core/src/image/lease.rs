@@ -120,7 +120,13 @@ impl Local {
                             }
                         }
                     }
-                    "snapshot" if !held(tx, kind, key)? => doomed.push(key.clone()),
+                    // Unpack snapshots, or a container's that its record never claimed.
+                    "snapshot"
+                        if !held(tx, kind, key)?
+                            && !exists(tx, "SELECT COUNT(*) FROM containers WHERE snapshot_key = ?1", key)? =>
+                    {
+                        doomed.push(key.clone())
+                    }
                     _ => {}
                 }
             }

@@ -1,0 +1,737 @@
+//! Container verbs: create, start, run, ps, stop, kill, wait, logs, rm, restart.
+
+use std::io::{self, BufRead, IsTerminal, Seek, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use ketch::runtime::{Container, CreateOptions, Status};
+use serde_json::{Value, json};
+
+use crate::Cli;
+use crate::format::{self, Format};
+
+/// An error that ends the command with a given exit status, Docker-style.
+#[derive(Debug)]
+pub struct Exit(pub u8, pub String);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// `run` and `create` fail with 125 (engine) or 126/127 (the command), as Docker's do.
+fn engine_exit(e: ketch::Error) -> anyhow::Error {
+    let code = match &e {
+        ketch::Error::Container(c) => c.exit_code(),
+        _ => 125,
+    };
+    Exit(code as u8, e.to_string()).into()
+}
+
+#[derive(Args, Clone)]
+pub struct CreateArgs {
+    /// Assign a name to the container
+    #[arg(long)]
+    name: Option<String>,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long = "env-file")]
+    env_file: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Container host name
+    #[arg(short = 'h', long)]
+    hostname: Option<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Set meta data on a container
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
+    /// Run an init inside the container that forwards signals and reaps processes
+    #[arg(long)]
+    init: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Memory limit
+    #[arg(short = 'm', long, value_parser = crate::parse_bytes)]
+    memory: Option<u64>,
+    /// Number of CPUs
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Give extended privileges to this container
+    #[arg(long)]
+    privileged: bool,
+    /// Add Linux capabilities
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// Security options (no-new-privileges)
+    #[arg(long)]
+    security_opt: Vec<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long)]
+    read_only: bool,
+    /// Connect a container to a network (none, host)
+    #[arg(long, visible_alias = "net")]
+    network: Option<String>,
+    /// Restart policy to apply when a container exits (no, on-failure[:N], always, unless-stopped)
+    #[arg(long)]
+    restart: Option<String>,
+    /// Log driver options (max-size, max-file)
+    #[arg(long)]
+    log_opt: Vec<String>,
+    /// Automatically remove the container when it exits
+    #[arg(long)]
+    rm: bool,
+    /// The image
+    image: String,
+    /// Command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl CreateArgs {
+    fn options(&self) -> Result<CreateOptions> {
+        let mut env = Vec::new();
+        for f in &self.env_file {
+            let text =
+                std::fs::read_to_string(f).map_err(|e| Exit(125, format!("open {f}: {e}")))?;
+            for line in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                env.push(expand_env(line));
+            }
+        }
+        env.extend(self.env.iter().map(|e| expand_env(e)));
+        let mut labels = Vec::new();
+        for l in &self.label {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            labels.push((k.to_string(), v.to_string()));
+        }
+        let mut no_new_privileges = false;
+        for o in &self.security_opt {
+            match o.as_str() {
+                "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
+                    no_new_privileges = true
+                }
+                "no-new-privileges:false" | "no-new-privileges=false" => no_new_privileges = false,
+                _ => bail!(Exit(125, format!("invalid --security-opt: {o:?}"))),
+            }
+        }
+        let (mut log_max_size, mut log_max_file) = (None, None);
+        for o in &self.log_opt {
+            match o.split_once('=') {
+                Some(("max-size", v)) => {
+                    log_max_size = Some(crate::parse_bytes(v).map_err(|e| Exit(125, e))?)
+                }
+                Some(("max-file", v)) => {
+                    log_max_file = Some(
+                        v.parse()
+                            .map_err(|_| Exit(125, format!("invalid max-file: {v}")))?,
+                    )
+                }
+                _ => bail!(Exit(125, format!("unknown log opt {o:?}"))),
+            }
+        }
+        if let Some(r) = &self.restart {
+            let (kind, n) = r.split_once(':').unwrap_or((r, ""));
+            let ok = match kind {
+                "no" | "always" | "unless-stopped" => n.is_empty(),
+                "on-failure" => n.is_empty() || n.parse::<u32>().is_ok(),
+                _ => false,
+            };
+            if !ok {
+                bail!(Exit(125, format!("invalid restart policy {r:?}")));
+            }
+            if self.rm && kind != "no" {
+                bail!(Exit(
+                    125,
+                    "conflicting options: cannot specify both --restart and --rm".into()
+                ));
+            }
+        }
+        if let Some(n) = &self.network
+            && !matches!(n.as_str(), "none" | "host" | "default" | "bridge")
+        {
+            bail!(Exit(125, format!("network {n} not found")));
+        }
+        if let Some(m) = self.memory
+            && m < 6 << 20
+        {
+            bail!(Exit(125, "Minimum memory limit allowed is 6MB".into()));
+        }
+        if let Some(c) = self.cpus
+            && (c <= 0.0 || c > num_cpus() as f64)
+        {
+            bail!(Exit(
+                125,
+                format!(
+                    "range of CPUs is from 0.01 to {}.00, as there are only {} CPUs available",
+                    num_cpus(),
+                    num_cpus()
+                )
+            ));
+        }
+        Ok(CreateOptions {
+            image: self.image.clone(),
+            name: self.name.clone(),
+            cmd: self.command.clone(),
+            entrypoint: self.entrypoint.as_ref().map(|e| {
+                if e.is_empty() {
+                    vec![]
+                } else {
+                    vec![e.clone()]
+                }
+            }),
+            env,
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+            hostname: self.hostname.clone(),
+            labels,
+            init: self.init,
+            tty: self.tty,
+            open_stdin: self.interactive,
+            memory: self.memory,
+            cpus: self.cpus,
+            cpu_shares: self.cpu_shares,
+            pids_limit: self.pids_limit,
+            privileged: self.privileged,
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            no_new_privileges,
+            read_only: self.read_only,
+            // Until networking lands, the default is a namespace with loopback only.
+            network: self.network.clone().filter(|n| n == "host"),
+            restart: self.restart.clone(),
+            auto_remove: self.rm,
+            log_max_size,
+            log_max_file,
+        })
+    }
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// `-e NAME` takes the value from this process's environment, as Docker does.
+fn expand_env(e: &str) -> String {
+    if e.contains('=') {
+        e.to_string()
+    } else {
+        format!("{e}={}", std::env::var(e).unwrap_or_default())
+    }
+}
+
+pub fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
+    let opts = a.options()?;
+    let engine = cli.engine().map_err(|e| Exit(125, e.to_string()))?;
+    let c = engine.container_create(&opts).map_err(engine_exit)?;
+    println!("{}", c.record.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Clone)]
+pub struct RunArgs {
+    /// Run container in background and print container ID
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
+    let opts = a.create.options()?;
+    let engine = cli.engine().map_err(|e| Exit(125, e.to_string()))?;
+    let c = engine.container_create(&opts).map_err(engine_exit)?;
+    let id = c.record.id.clone();
+    if a.detach {
+        if let Err(e) = engine.container_start(&id, false, false) {
+            return Err(engine_exit(e));
+        }
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let result = engine.container_start(&id, true, opts.open_stdin);
+    if opts.auto_remove {
+        let _ = engine.container_remove(&id, true);
+    }
+    match result {
+        Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
+        Err(e) => Err(engine_exit(e)),
+    }
+}
+
+#[derive(Args)]
+pub struct StartArgs {
+    /// Attach STDOUT/STDERR and forward signals
+    #[arg(short = 'a', long)]
+    attach: bool,
+    /// Attach container's STDIN
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    if a.attach || a.interactive {
+        if a.containers.len() > 1 {
+            bail!("you cannot start and attach multiple containers at once");
+        }
+        let code = engine.container_start(&a.containers[0], true, a.interactive)?;
+        return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+    }
+    let mut code = ExitCode::SUCCESS;
+    for name in &a.containers {
+        match engine.container_start(name, false, false) {
+            Ok(_) => println!("{name}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    Ok(code)
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only display container IDs
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Filter output based on conditions provided (status=, name=, label=, id=)
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    format: Option<String>,
+    /// Don't truncate output
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+fn status_text(c: &Container) -> String {
+    let since = |ts: &str| {
+        chrono::DateTime::parse_from_rfc3339(ts)
+            .map(|t| format::human_duration(chrono::Utc::now().timestamp() - t.timestamp()))
+            .unwrap_or_default()
+    };
+    match c.status {
+        Status::Created => "Created".into(),
+        Status::Running => format!("Up {}", since(&c.task.started_at)),
+        Status::Paused => format!("Up {} (Paused)", since(&c.task.started_at)),
+        Status::Restarting => format!(
+            "Restarting ({}) {} ago",
+            c.task.exit_code,
+            since(&c.task.finished_at)
+        ),
+        Status::Exited => format!(
+            "Exited ({}) {} ago",
+            c.task.exit_code,
+            since(&c.task.finished_at)
+        ),
+    }
+}
+
+fn matches_filters(c: &Container, filters: &[String]) -> Result<bool> {
+    for f in filters {
+        let Some((k, v)) = f.split_once('=') else {
+            bail!("bad format of filter (expected name=value)")
+        };
+        let ok = match k {
+            "status" => c.status.as_str() == v,
+            "name" => c.record.name.contains(v.trim_start_matches('/')),
+            "id" => c.record.id.starts_with(v),
+            "label" => {
+                let (lk, lv) = match v.split_once('=') {
+                    Some((a, b)) => (a, Some(b)),
+                    None => (v, None),
+                };
+                c.record
+                    .config
+                    .labels
+                    .iter()
+                    .any(|(k, val)| k == lk && lv.is_none_or(|x| x == val))
+            }
+            _ => bail!("invalid filter '{k}'"),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+pub fn ps(cli: &Cli, a: &PsArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    let all = a.all || a.filter.iter().any(|f| f.starts_with("status="));
+    let mut rows = Vec::new();
+    let mut out = io::stdout().lock();
+    for c in engine.container_list(all)? {
+        if !matches_filters(&c, &a.filter)? {
+            continue;
+        }
+        let id = if a.no_trunc {
+            c.record.id.clone()
+        } else {
+            c.record.id[..12].to_string()
+        };
+        if a.quiet {
+            writeln!(out, "{id}")?;
+            continue;
+        }
+        let mut command = std::iter::once(c.record.path.clone())
+            .chain(c.record.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !a.no_trunc {
+            command = format::ellipsis(&command, 20);
+        }
+        let created = chrono::DateTime::parse_from_rfc3339(&c.record.created)
+            .map(|t| t.timestamp())
+            .unwrap_or(0);
+        rows.push(json!({
+            "Command": format!("\"{command}\""),
+            "CreatedAt": format::go_time(created),
+            "ID": id,
+            "Image": c.record.config.image,
+            "Labels": c.record.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+            "LocalVolumes": "0",
+            "Mounts": "",
+            "Names": c.record.name,
+            "Networks": c.record.config.network.clone().unwrap_or_else(|| "none".into()),
+            "Ports": "",
+            "RunningFor": format::since(created),
+            "Size": "0B",
+            "State": c.status.as_str(),
+            "Status": status_text(&c),
+        }));
+    }
+    if a.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let columns = [
+        ("CONTAINER ID", "ID"),
+        ("IMAGE", "Image"),
+        ("COMMAND", "Command"),
+        ("CREATED", "RunningFor"),
+        ("STATUS", "Status"),
+        ("PORTS", "Ports"),
+        ("NAMES", "Names"),
+    ];
+    format::print_rows(
+        &mut out,
+        &Format::parse(a.format.as_deref()),
+        &columns,
+        &rows,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long, default_value_t = 10)]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+fn each(names: &[String], mut f: impl FnMut(&str) -> ketch::Result<()>) -> Result<ExitCode> {
+    let mut code = ExitCode::SUCCESS;
+    for n in names {
+        match f(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn stop(cli: &Cli, a: &StopArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    each(&a.containers, |n| {
+        engine.container_stop(n, Duration::from_secs(a.time))
+    })
+}
+
+pub fn restart(cli: &Cli, a: &StopArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    each(&a.containers, |n| {
+        engine.container_stop(n, Duration::from_secs(a.time))?;
+        engine.container_start(n, false, false).map(|_| ())
+    })
+}
+
+#[derive(Args)]
+pub struct KillArgs {
+    /// Signal to send to the container
+    #[arg(short = 's', long, default_value = "KILL")]
+    signal: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// A signal by name (`KILL`, `SIGTERM`) or number.
+pub fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Ok(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = name.strip_prefix("SIG").unwrap_or(&name);
+    Ok(match name {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "WINCH" => libc::SIGWINCH,
+        "ALRM" => libc::SIGALRM,
+        _ => bail!("invalid signal: {s}"),
+    })
+}
+
+pub fn kill(cli: &Cli, a: &KillArgs) -> Result<ExitCode> {
+    let sig = parse_signal(&a.signal)?;
+    let engine = cli.engine()?;
+    each(&a.containers, |n| engine.container_kill(n, sig))
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn wait(cli: &Cli, a: &WaitArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    let mut code = ExitCode::SUCCESS;
+    for n in &a.containers {
+        match engine.container_wait(n, None) {
+            Ok(c) => println!("{c}"),
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    Ok(code)
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    /// Force the removal of a running container (uses SIGKILL)
+    #[arg(short = 'f', long)]
+    force: bool,
+    /// Remove anonymous volumes associated with the container
+    #[arg(short = 'v', long)]
+    volumes: bool,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    each(&a.containers, |n| engine.container_remove(n, a.force))
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Number of lines to show from the end of the logs
+    #[arg(short = 'n', long, default_value = "all")]
+    tail: String,
+    /// Show timestamps
+    #[arg(short = 't', long)]
+    timestamps: bool,
+    /// Show logs since timestamp (RFC 3339) or relative (e.g. 42m)
+    #[arg(long)]
+    since: Option<String>,
+    container: String,
+}
+
+fn since_cutoff(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default());
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = num
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid --since value {s:?}"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => bail!("invalid --since value {s:?}"),
+    };
+    Ok(chrono::Utc::now() - chrono::Duration::seconds(secs))
+}
+
+pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    let cutoff = a.since.as_deref().map(since_cutoff).transpose()?;
+    let mut records = engine.container_logs(&a.container)?;
+    if let Some(c) = cutoff {
+        records.retain(|(_, t, _)| chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| t >= c));
+    }
+    if a.tail != "all" {
+        let n: usize = a
+            .tail
+            .parse()
+            .map_err(|_| anyhow::anyhow!("invalid --tail value {:?}", a.tail))?;
+        let skip = records.len().saturating_sub(n);
+        records.drain(..skip);
+    }
+    let print = |stream: &str, time: &str, text: &str| {
+        let line = if a.timestamps {
+            format!("{time} {text}")
+        } else {
+            text.to_string()
+        };
+        if stream == "stderr" {
+            let _ = io::stderr().write_all(line.as_bytes());
+        } else {
+            let mut o = io::stdout().lock();
+            let _ = o.write_all(line.as_bytes());
+            let _ = o.flush();
+        }
+    };
+    for (s, t, l) in &records {
+        print(s, t, l);
+    }
+    if !a.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Follow: read what the monitor appends until the container stops.
+    let path = engine.container_log_path(&a.container)?;
+    let mut file = std::fs::File::open(&path)?;
+    file.seek(io::SeekFrom::End(0))?;
+    let mut reader = io::BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n > 0 && line.ends_with('\n') {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                print(
+                    v["stream"].as_str().unwrap_or("stdout"),
+                    v["time"].as_str().unwrap_or(""),
+                    v["log"].as_str().unwrap_or(""),
+                );
+            }
+            continue;
+        }
+        if !engine.container_get(&a.container)?.is_running() {
+            // Drain anything written between the last read and the exit.
+            let mut rest = String::new();
+            let _ = io::Read::read_to_string(&mut reader, &mut rest);
+            for l in line.lines().chain(rest.lines()) {
+                if let Ok(v) = serde_json::from_str::<Value>(l) {
+                    print(
+                        v["stream"].as_str().unwrap_or("stdout"),
+                        v["time"].as_str().unwrap_or(""),
+                        v["log"].as_str().unwrap_or(""),
+                    );
+                }
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if !io::stdout().is_terminal() {
+            let _ = io::stdout().flush();
+        }
+    }
+}
+
+/// `inspect` of a container, in Docker's shape (the fields ketch has so far).
+pub fn inspect_json(c: &Container) -> Value {
+    json!({
+        "Id": c.record.id,
+        "Created": c.record.created,
+        "Path": c.record.path,
+        "Args": c.record.args,
+        "State": {
+            "Status": c.status.as_str(),
+            "Running": matches!(c.status, Status::Running | Status::Paused),
+            "Paused": c.status == Status::Paused,
+            "Restarting": c.status == Status::Restarting,
+            "OOMKilled": c.task.oom_killed,
+            "Dead": false,
+            "Pid": c.task.pid,
+            "ExitCode": c.task.exit_code,
+            "Error": c.task.error,
+            "StartedAt": if c.task.started_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { c.task.started_at.clone() },
+            "FinishedAt": if c.task.finished_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { c.task.finished_at.clone() },
+        },
+        "Image": c.record.image_id,
+        "Name": format!("/{}", c.record.name),
+        "RestartCount": c.task.restart_count,
+        "Config": {
+            "Hostname": c.record.config.hostname,
+            "User": c.record.config.user.clone().unwrap_or_default(),
+            "Env": c.record.config.env,
+            "Cmd": c.record.config.cmd,
+            "Image": c.record.config.image,
+            "WorkingDir": c.record.config.workdir.clone().unwrap_or_default(),
+            "Labels": c.record.config.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "Tty": c.record.config.tty,
+            "OpenStdin": c.record.config.open_stdin,
+        },
+        "HostConfig": {
+            "Memory": c.record.config.memory.unwrap_or(0),
+            "NanoCpus": c.record.config.cpus.map_or(0, |x| (x * 1e9) as i64),
+            "CpuShares": c.record.config.cpu_shares.unwrap_or(0),
+            "PidsLimit": c.record.config.pids_limit,
+            "Privileged": c.record.config.privileged,
+            "CapAdd": c.record.config.cap_add,
+            "CapDrop": c.record.config.cap_drop,
+            "ReadonlyRootfs": c.record.config.read_only,
+            "NetworkMode": c.record.config.network.clone().unwrap_or_else(|| "none".into()),
+            "RestartPolicy": {"Name": c.record.config.restart.clone().unwrap_or_else(|| "no".into())},
+            "AutoRemove": c.record.config.auto_remove,
+        },
+    })
+}

@@ -1,0 +1,869 @@
+//! Containers: a record in the database, a bundle directory, and a per-container shim.
+//!
+//! The stored container (its configuration, in the database) is kept apart from the running
+//! task (what `ketch-shim` records in the bundle's `state.json`). Every operation goes
+//! refresh → guard → act → persist: the state is read and reconciled first (a shim that
+//! died is noticed here, and its container marked exited), then the operation checks that
+//! it may act, acts, and records the result.
+//!
+//! Isolation is never set up in this process: a front door may have threads. The engine
+//! execs `ketch-shim`, a fresh single-threaded process of this workspace, which clones the
+//! container and stays as its monitor.
+
+mod spec;
+
+use std::fs;
+use std::io::{self, BufRead, Read};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Local;
+use crate::error::ErrorKind;
+use crate::image::lease::{Lease, Resource};
+use crate::snapshot::{SnapshotError, Snapshotter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("No such container: {name}")]
+    NotFound { name: String },
+    #[error(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{id}\". You have to remove (or rename) that container to be able to reuse that name."
+    )]
+    NameInUse { name: String, id: String },
+    #[error("Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    BadName { name: String },
+    #[error("{reason}")]
+    Invalid { reason: String },
+    #[error("{reason}")]
+    Conflict { reason: String },
+    #[error("{message}")]
+    Start { code: i32, message: String },
+    #[error("cannot find ketch-shim: set KETCH_SHIM, or install it beside ketch or on PATH")]
+    NoShim,
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ContainerError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ContainerError::NotFound { .. } => ErrorKind::NotFound,
+            ContainerError::NameInUse { .. } | ContainerError::Conflict { .. } => {
+                ErrorKind::Conflict
+            }
+            ContainerError::BadName { .. } | ContainerError::Invalid { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            ContainerError::Start { .. } => ErrorKind::FailedPrecondition,
+            ContainerError::NoShim => ErrorKind::Unavailable,
+            ContainerError::Io { source, .. } => crate::error::io_kind(source),
+        }
+    }
+
+    /// The exit status Docker's CLI gives this error: 126/127 for a command that cannot run
+    /// or is not found, 125 for the engine's own failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ContainerError::Start { code, .. } if *code == 126 || *code == 127 => *code,
+            _ => 125,
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> crate::Error {
+    let what = what.into();
+    move |source| ContainerError::Io { what, source }.into()
+}
+
+/// What `create` and `run` take: Docker's flags.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreateOptions {
+    pub image: String,
+    pub name: Option<String>,
+    pub cmd: Vec<String>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub hostname: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub init: bool,
+    pub tty: bool,
+    pub open_stdin: bool,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub cpu_shares: Option<u64>,
+    pub pids_limit: Option<i64>,
+    pub privileged: bool,
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub no_new_privileges: bool,
+    pub read_only: bool,
+    pub network: Option<String>,
+    pub restart: Option<String>,
+    pub auto_remove: bool,
+    pub log_max_size: Option<u64>,
+    pub log_max_file: Option<u32>,
+}
+
+/// A stored container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    pub image_id: String,
+    pub created: String,
+    pub config: CreateOptions,
+    /// The command as resolved at create time (entrypoint + cmd).
+    pub path: String,
+    pub args: Vec<String>,
+}
+
+/// What the shim records about the running task.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct TaskState {
+    pub status: String,
+    pub pid: i32,
+    pub shim_pid: u32,
+    pub shim_start: u64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub exit_code: i32,
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    pub error: String,
+    pub restart_count: u32,
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// A container's status, as `ps` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Exited,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Exited => "exited",
+        }
+    }
+}
+
+/// A container and its task, reconciled.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub record: ContainerRecord,
+    pub task: TaskState,
+    pub status: Status,
+    pub bundle: PathBuf,
+}
+
+const NAME_ADJ: &[&str] = &[
+    "brave", "calm", "clever", "eager", "fervent", "gentle", "happy", "jolly", "keen", "lucid",
+    "merry", "nifty", "quiet", "sharp", "swift", "vivid", "wise", "zen", "bold", "bright",
+];
+const NAME_NOUN: &[&str] = &[
+    "albatross",
+    "beacon",
+    "cutter",
+    "dinghy",
+    "ensign",
+    "frigate",
+    "galley",
+    "harbor",
+    "inlet",
+    "jetty",
+    "keel",
+    "lantern",
+    "mast",
+    "narwhal",
+    "oar",
+    "pilot",
+    "quay",
+    "rudder",
+    "sloop",
+    "tiller",
+];
+
+fn valid_name(n: &str) -> bool {
+    let b = n.as_bytes();
+    !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+}
+
+/// Finds the `ketch-shim` executable: `KETCH_SHIM`, beside the running executable (or one
+/// directory up, for test binaries in `deps/`), then `PATH`.
+pub fn shim_path() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("KETCH_SHIM") {
+        return Some(PathBuf::from(p));
+    }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        for d in [dir.to_path_buf(), dir.join("..")] {
+            let p = d.join("ketch-shim");
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("ketch-shim"))
+            .find(|p| p.is_file())
+    })
+}
+
+fn alive(pid: u32, start: u64) -> bool {
+    pid > 0 && crate::util::process_alive(pid, start)
+}
+
+impl Local {
+    fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    fn load_records(&self) -> crate::Result<Vec<ContainerRecord>> {
+        self.db.read(|tx| {
+            let mut stmt = tx.prepare("SELECT config FROM containers ORDER BY created DESC")?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|c| serde_json::from_str(&c).ok())
+                .collect())
+        })
+    }
+
+    /// Finds a container by full ID, name, or unique ID prefix.
+    fn find(&self, name: &str) -> crate::Result<ContainerRecord> {
+        let name = name.trim_start_matches('/');
+        let records = self.load_records()?;
+        if let Some(r) = records.iter().find(|r| r.id == name || r.name == name) {
+            return Ok(r.clone());
+        }
+        let matches: Vec<&ContainerRecord> = records
+            .iter()
+            .filter(|r| !name.is_empty() && r.id.starts_with(name))
+            .collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(ContainerError::NotFound {
+                name: name.to_string(),
+            }
+            .into()),
+            _ => Err(ContainerError::Invalid {
+                reason: format!("multiple containers found with provided prefix: {name}"),
+            }
+            .into()),
+        }
+    }
+
+    /// Reads a container's task state and reconciles it: a task whose shim is gone has
+    /// exited, whatever its last record says.
+    fn refresh(&self, record: ContainerRecord) -> crate::Result<Container> {
+        let bundle = self.containers_dir().join(&record.id);
+        let mut task: TaskState = fs::read(bundle.join("state.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let mut status = match task.status.as_str() {
+            "" => Status::Created,
+            "running" => Status::Running,
+            "restarting" => Status::Restarting,
+            _ => Status::Exited,
+        };
+        if matches!(status, Status::Running | Status::Restarting)
+            && !alive(task.shim_pid, task.shim_start)
+        {
+            // The monitor was killed. Its container died with it (parent-death signal); the
+            // cgroups it made are empty now.
+            for cg in &task.cgroups {
+                let _ = fs::remove_dir(cg);
+            }
+            task.status = "exited".into();
+            if task.exit_code == 0 {
+                task.exit_code = 137;
+            }
+            task.pid = 0;
+            task.cgroups.clear();
+            if task.finished_at.is_empty() {
+                task.finished_at = crate::db::now();
+            }
+            let tmp = bundle.join(".state.json.engine");
+            if fs::write(&tmp, serde_json::to_vec(&task).unwrap_or_default()).is_ok() {
+                let _ = fs::rename(&tmp, bundle.join("state.json"));
+            }
+            status = Status::Exited;
+        }
+        if status == Status::Running && self.frozen(&task) {
+            status = Status::Paused;
+        }
+        self.set_running(
+            &record.id,
+            matches!(
+                status,
+                Status::Running | Status::Paused | Status::Restarting
+            ),
+        )?;
+        Ok(Container {
+            record,
+            task,
+            status,
+            bundle,
+        })
+    }
+
+    fn set_running(&self, id: &str, running: bool) -> crate::Result<()> {
+        let current: Option<i64> = self.db.read(|tx| {
+            Ok::<_, crate::Error>(
+                tx.query_row(
+                    "SELECT running FROM containers WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            )
+        })?;
+        if current.is_some_and(|c| (c != 0) != running) {
+            self.db.write(|tx| {
+                tx.execute(
+                    "UPDATE containers SET running = ?1 WHERE id = ?2",
+                    params![running as i64, id],
+                )?;
+                Ok::<_, crate::Error>(())
+            })?;
+        }
+        Ok(())
+    }
+
+    fn frozen(&self, task: &TaskState) -> bool {
+        task.cgroups.iter().any(|cg| {
+            fs::read_to_string(cg.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+                || fs::read_to_string(cg.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        })
+    }
+
+    pub fn container_get(&self, name: &str) -> crate::Result<Container> {
+        let r = self.find(name)?;
+        self.refresh(r)
+    }
+
+    pub fn container_list(&self, all: bool) -> crate::Result<Vec<Container>> {
+        let mut out = Vec::new();
+        for r in self.load_records()? {
+            let c = self.refresh(r)?;
+            if all
+                || matches!(
+                    c.status,
+                    Status::Running | Status::Paused | Status::Restarting
+                )
+            {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates a container from an image: its writable snapshot, its bundle, its record.
+    pub fn container_create(&self, opts: &CreateOptions) -> crate::Result<Container> {
+        if let Some(n) = &opts.name
+            && !valid_name(n)
+        {
+            return Err(ContainerError::BadName { name: n.clone() }.into());
+        }
+        let lease = Lease::new(&self.db)?;
+        let res = self.create_leased(&lease, opts);
+        let released = self.release(lease);
+        let c = res?;
+        released?;
+        Ok(c)
+    }
+
+    fn create_leased(&self, lease: &Lease, opts: &CreateOptions) -> crate::Result<Container> {
+        let (image, top, config_raw) = {
+            let (image, layers) = self.db.read(|tx| {
+                let image = crate::image::resolve(tx, &opts.image)?.image;
+                let layers = crate::image::image_layers(tx, &image.id)?;
+                Ok::<_, crate::Error>((image, layers))
+            })?;
+            let raw: serde_json::Value =
+                serde_json::from_slice(&self.content.read(&image.id, 8 << 20)?)
+                    .map_err(|e| crate::image::malformed("image config", e))?;
+            (image, layers.last().map(|l| l.chain_id.to_string()), raw)
+        };
+        let cfg = config_raw.get("config").cloned().unwrap_or_default();
+        let strings = |v: Option<&serde_json::Value>| -> Vec<String> {
+            v.and_then(|v| v.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let entrypoint = match &opts.entrypoint {
+            Some(e) => e.clone(),
+            None => strings(cfg.get("Entrypoint")),
+        };
+        let cmd = if !opts.cmd.is_empty() {
+            opts.cmd.clone()
+        } else if opts.entrypoint.is_some() {
+            vec![]
+        } else {
+            strings(cfg.get("Cmd"))
+        };
+        let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+        if args.is_empty() {
+            return Err(ContainerError::Invalid {
+                reason: "no command specified".into(),
+            }
+            .into());
+        }
+        if opts.init {
+            return Err(ContainerError::Invalid {
+                reason: "--init is not supported yet".into(),
+            }
+            .into());
+        }
+        let id = crate::util::random_hex(32);
+        let name = match &opts.name {
+            Some(n) => n.clone(),
+            None => {
+                let b = crate::util::random_hex(2);
+                let v = u16::from_str_radix(&b, 16).unwrap_or(0) as usize;
+                format!(
+                    "{}_{}",
+                    NAME_ADJ[v % NAME_ADJ.len()],
+                    NAME_NOUN[(v / NAME_ADJ.len()) % NAME_NOUN.len()]
+                )
+            }
+        };
+        // Env: image's, then the user's, later keys replacing earlier ones.
+        let mut env: Vec<String> = strings(cfg.get("Env"));
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(
+                0,
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+        }
+        for e in &opts.env {
+            let key = e.split('=').next().unwrap_or("");
+            env.retain(|x| x.split('=').next() != Some(key));
+            env.push(e.clone());
+        }
+        let hostname = opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| id[..12].to_string());
+        env.retain(|x| !x.starts_with("HOSTNAME="));
+        env.push(format!("HOSTNAME={hostname}"));
+        let cwd = opts
+            .workdir
+            .clone()
+            .or_else(|| {
+                cfg.get("WorkingDir")
+                    .and_then(|w| w.as_str())
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "/".into());
+        let user = opts.user.clone().or_else(|| {
+            cfg.get("User")
+                .and_then(|u| u.as_str())
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+        });
+        let mut opts = opts.clone();
+        opts.user = user;
+        opts.name = Some(name.clone());
+
+        let bundle = self.containers_dir().join(&id);
+        fs::create_dir_all(&bundle).map_err(io_err(format!("create {}", bundle.display())))?;
+        let key = format!("container-{id}");
+        lease.add(&self.db, Resource::Snapshot(key.clone()))?;
+        let result = (|| -> crate::Result<()> {
+            let mounts = self.snapshots.prepare(&key, top.as_deref())?;
+            fs::write(bundle.join("hostname"), format!("{hostname}\n"))
+                .map_err(io_err("write hostname"))?;
+            fs::write(
+                bundle.join("hosts"),
+                format!(
+                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
+                ),
+            )
+            .map_err(io_err("write hosts"))?;
+            fs::write(bundle.join("resolv.conf"), resolv_conf())
+                .map_err(io_err("write resolv.conf"))?;
+            let nofile = {
+                let mut l = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+                l.rlim_max.min(1 << 20)
+            };
+            let cx = spec::SpecContext {
+                id: &id,
+                rootfs_path: bundle.join("rootfs").display().to_string(),
+                rootfs_mounts: serde_json::to_value(&mounts).unwrap_or_default(),
+                hostname: hostname.clone(),
+                args: args.clone(),
+                env,
+                cwd,
+                bundle: bundle.display().to_string(),
+                nofile,
+            };
+            let spec_json = spec::build(&opts, &cx);
+            // The OCI model checks the document is a valid runtime spec.
+            let spec: oci_spec::runtime::Spec =
+                serde_json::from_value(spec_json).map_err(|e| ContainerError::Invalid {
+                    reason: format!("runtime spec: {e}"),
+                })?;
+            fs::write(
+                bundle.join("config.json"),
+                serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+            )
+            .map_err(io_err("write config.json"))?;
+            let record = ContainerRecord {
+                id: id.clone(),
+                name: name.clone(),
+                image_id: image.id.to_string(),
+                created: crate::db::now(),
+                config: opts.clone(),
+                path: args[0].clone(),
+                args: args[1..].to_vec(),
+            };
+            self.db.write(|tx| {
+                let taken: Option<String> = tx.query_row("SELECT id FROM containers WHERE name = ?1", params![name], |r| r.get(0)).optional()?;
+                if let Some(other) = taken {
+                    return Err(ContainerError::NameInUse { name: name.clone(), id: other }.into());
+                }
+                tx.execute(
+                    "INSERT INTO containers (id, name, image_id, snapshot_key, created, running, config) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
+                    params![id, name, image.id.to_string(), key, record.created, serde_json::to_string(&record).unwrap_or_default()],
+                )?;
+                Ok::<_, crate::Error>(())
+            })
+        })();
+        if let Err(e) = result {
+            let _ = self.snapshots.remove(&key);
+            let _ = fs::remove_dir_all(&bundle);
+            return Err(e);
+        }
+        self.container_get(&id)
+    }
+
+    /// Starts a container's task. Detached: returns once it runs (or failed to start), with
+    /// the task's monitor left running. Attached: the monitor shares this process's stdio
+    /// and this returns the container's exit status when it ends.
+    pub fn container_start(&self, name: &str, attach: bool, stdin: bool) -> crate::Result<i32> {
+        let c = self.container_get(name)?;
+        match c.status {
+            Status::Running | Status::Paused | Status::Restarting => {
+                if attach {
+                    return Err(ContainerError::Conflict {
+                        reason: format!("container {} is already running", c.record.id),
+                    }
+                    .into());
+                }
+                return Ok(0);
+            }
+            Status::Created | Status::Exited => {}
+        }
+        let shim = shim_path().ok_or(ContainerError::NoShim)?;
+        let _ = fs::remove_file(c.bundle.join("stop-requested"));
+        let _ = fs::remove_file(c.bundle.join("state.json"));
+        let mut cmd = Command::new(&shim);
+        if attach {
+            cmd.arg("--attach");
+        }
+        if stdin {
+            cmd.arg("--stdin");
+        }
+        cmd.arg(&c.bundle);
+        if attach {
+            self.set_running(&c.record.id, true)?;
+            let mut child = cmd
+                .spawn()
+                .map_err(io_err(format!("run {}", shim.display())))?;
+            // Ctrl-C and friends go to the whole foreground group; the shim passes them to
+            // the container, and this process waits for the shim to report the outcome.
+            let _ignore = IgnoreSignals::new();
+            let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
+            let code = status.code().unwrap_or(125);
+            let c = self.container_get(name)?;
+            if !c.task.error.is_empty() && c.task.pid == 0 && c.task.started_at.is_empty() {
+                return Err(ContainerError::Start {
+                    code: c.task.exit_code,
+                    message: c.task.error,
+                }
+                .into());
+            }
+            return Ok(code);
+        }
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| io_err("pipe")(e.into()))?;
+        let wfd = w.as_raw_fd();
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(move || {
+                // Hand the report pipe over as fd 3.
+                if libc::dup2(wfd, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(io_err(format!("run {}", shim.display())))?;
+        drop(w);
+        let mut report = String::new();
+        let mut rf = unsafe { fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(r)) };
+        let _ = rf.read_to_string(&mut report);
+        // The shim has its own session now; reap it when it exits so no zombie is left
+        // with this process.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        let report = report.trim();
+        if let Some(rest) = report.strip_prefix("error ") {
+            let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+            return Err(ContainerError::Start {
+                code: code.parse().unwrap_or(125),
+                message: message.to_string(),
+            }
+            .into());
+        }
+        if !report.starts_with("ok") {
+            return Err(ContainerError::Start {
+                code: 125,
+                message: format!("ketch-shim exited without starting the container ({report:?})"),
+            }
+            .into());
+        }
+        self.set_running(&c.record.id, true)?;
+        Ok(0)
+    }
+
+    /// Sends a signal to the container's main process.
+    pub fn container_kill(&self, name: &str, signal: i32) -> crate::Result<()> {
+        let c = self.container_get(name)?;
+        if !matches!(c.status, Status::Running | Status::Paused) || c.task.pid <= 0 {
+            return Err(ContainerError::Conflict {
+                reason: format!(
+                    "Cannot kill container: {}: container {} is not running",
+                    name, c.record.id
+                ),
+            }
+            .into());
+        }
+        if signal == libc::SIGKILL || signal == libc::SIGTERM {
+            // Signals that end the task also end its restart policy, as `docker kill` does.
+            let _ = fs::write(c.bundle.join("stop-requested"), b"");
+        }
+        if unsafe { libc::kill(c.task.pid, signal) } != 0 {
+            return Err(io_err("kill")(io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    /// Waits until the container is not running; returns its exit status.
+    pub fn container_wait(&self, name: &str, timeout: Option<Duration>) -> crate::Result<i32> {
+        let record = self.find(name)?;
+        let start = Instant::now();
+        loop {
+            let c = self.refresh(record.clone())?;
+            if matches!(c.status, Status::Exited | Status::Created) && c.task.status != "restarting"
+            {
+                return Ok(c.task.exit_code);
+            }
+            if timeout.is_some_and(|t| start.elapsed() > t) {
+                return Err(ContainerError::Conflict {
+                    reason: "timed out waiting for the container".into(),
+                }
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (or the image's stop signal), then SIGKILL after `timeout`.
+    pub fn container_stop(&self, name: &str, timeout: Duration) -> crate::Result<()> {
+        let c = self.container_get(name)?;
+        if !matches!(
+            c.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            return Ok(());
+        }
+        let _ = fs::write(c.bundle.join("stop-requested"), b"");
+        if c.status == Status::Paused {
+            self.thaw(&c);
+        }
+        if c.task.pid > 0 {
+            unsafe { libc::kill(c.task.pid, libc::SIGTERM) };
+        }
+        if self.container_wait(name, Some(timeout)).is_err() {
+            let c = self.container_get(name)?;
+            if c.task.pid > 0 {
+                unsafe { libc::kill(c.task.pid, libc::SIGKILL) };
+            }
+            self.container_wait(name, Some(Duration::from_secs(30)))?;
+        }
+        Ok(())
+    }
+
+    fn thaw(&self, c: &Container) {
+        for cg in &c.task.cgroups {
+            let _ = fs::write(cg.join("freezer.state"), "THAWED");
+            let _ = fs::write(cg.join("cgroup.freeze"), "0");
+        }
+    }
+
+    /// Removes a container: its task (with `force`), snapshot, bundle and record.
+    pub fn container_remove(&self, name: &str, force: bool) -> crate::Result<()> {
+        let c = self.container_get(name)?;
+        if matches!(
+            c.status,
+            Status::Running | Status::Paused | Status::Restarting
+        ) {
+            if !force {
+                return Err(ContainerError::Conflict {
+                    reason: format!(
+                        "cannot remove container \"/{}\": container is running: stop the container before removing or force remove",
+                        c.record.name
+                    ),
+                }
+                .into());
+            }
+            let _ = fs::write(c.bundle.join("stop-requested"), b"");
+            self.thaw(&c);
+            if c.task.pid > 0 {
+                unsafe { libc::kill(c.task.pid, libc::SIGKILL) };
+            }
+            self.container_wait(name, Some(Duration::from_secs(30)))?;
+        }
+        let key = format!("container-{}", c.record.id);
+        match self.snapshots.remove(&key) {
+            Ok(()) | Err(SnapshotError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.db.write(|tx| {
+            tx.execute("DELETE FROM containers WHERE id = ?1", params![c.record.id])?;
+            Ok::<_, crate::Error>(())
+        })?;
+        fs::remove_dir_all(&c.bundle).map_err(io_err(format!("remove {}", c.bundle.display())))?;
+        Ok(())
+    }
+
+    /// The container's log records, oldest first: (stream, time, text).
+    pub fn container_logs(&self, name: &str) -> crate::Result<Vec<(String, String, String)>> {
+        let c = self.container_get(name)?;
+        let mut files: Vec<PathBuf> = Vec::new();
+        for i in (1..10).rev() {
+            let p = PathBuf::from(format!("{}.{i}", c.bundle.join("container.log").display()));
+            if p.exists() {
+                files.push(p);
+            }
+        }
+        files.push(c.bundle.join("container.log"));
+        let mut out = Vec::new();
+        for f in files {
+            let Ok(file) = fs::File::open(&f) else {
+                continue;
+            };
+            for line in io::BufReader::new(file).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    out.push((
+                        v["stream"].as_str().unwrap_or("stdout").to_string(),
+                        v["time"].as_str().unwrap_or("").to_string(),
+                        v["log"].as_str().unwrap_or("").to_string(),
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Path of the container's current log file, for followers.
+    pub fn container_log_path(&self, name: &str) -> crate::Result<PathBuf> {
+        Ok(self.container_get(name)?.bundle.join("container.log"))
+    }
+}
+
+impl Container {
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self.status,
+            Status::Running | Status::Paused | Status::Restarting
+        )
+    }
+}
+
+/// The host's resolv.conf without loopback name servers, which would mean nothing inside
+/// the container's own network namespace.
+fn resolv_conf() -> String {
+    let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let kept: Vec<&str> = host
+        .lines()
+        .filter(|l| {
+            let l = l.trim();
+            !(l.starts_with("nameserver") && (l.contains("127.") || l.contains("::1")))
+        })
+        .collect();
+    let mut s = kept.join("\n");
+    s.push('\n');
+    s
+}
+
+/// Ignores terminal signals in this process while an attached shim runs.
+struct IgnoreSignals {
+    old: Vec<(i32, libc::sighandler_t)>,
+}
+
+impl IgnoreSignals {
+    fn new() -> IgnoreSignals {
+        let mut old = Vec::new();
+        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP] {
+            old.push((s, unsafe { libc::signal(s, libc::SIG_IGN) }));
+        }
+        IgnoreSignals { old }
+    }
+}
+
+impl Drop for IgnoreSignals {
+    fn drop(&mut self) {
+        for (s, h) in &self.old {
+            unsafe { libc::signal(*s, *h) };
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! An image config plus run options, turned into an OCI runtime spec.
+
+use serde_json::{Value, json};
+
+use super::CreateOptions;
+
+/// Docker's default capabilities.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability the kernel knows, for `--privileged` and `--cap-add ALL`.
+pub const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+const MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+const READONLY: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// `CAP_X` for `x`, `X` or `CAP_X`.
+pub fn cap_name(s: &str) -> String {
+    let up = s.to_ascii_uppercase();
+    if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    }
+}
+
+/// The capability set after `--privileged`, `--cap-add` and `--cap-drop`.
+pub fn capabilities(opts: &CreateOptions) -> Vec<String> {
+    if opts.privileged {
+        return ALL_CAPS.iter().map(|s| s.to_string()).collect();
+    }
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    if opts.cap_drop.iter().any(|c| c.eq_ignore_ascii_case("all")) {
+        caps.clear();
+    }
+    for c in &opts.cap_drop {
+        let c = cap_name(c);
+        caps.retain(|x| *x != c);
+    }
+    for c in &opts.cap_add {
+        if c.eq_ignore_ascii_case("all") {
+            caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+            continue;
+        }
+        let c = cap_name(c);
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    caps
+}
+
+/// Inputs to the spec that come from the engine rather than the user.
+pub struct SpecContext<'a> {
+    pub id: &'a str,
+    pub rootfs_path: String,
+    pub rootfs_mounts: Value,
+    pub hostname: String,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub bundle: String,
+    pub nofile: u64,
+}
+
+pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
+    let caps = capabilities(opts);
+    let nonroot = opts.user.as_deref().is_some_and(|u| {
+        !u.is_empty() && u != "0" && u != "root" && !u.starts_with("0:") && !u.starts_with("root:")
+    });
+    // A non-root user keeps only the bounding set, as with Docker.
+    let (eff, perm) = if nonroot {
+        (vec![], vec![])
+    } else {
+        (caps.clone(), caps.clone())
+    };
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "cgroup"}),
+    ];
+    if opts.network.as_deref() != Some("host") {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let sys_opts = if opts.privileged {
+        vec!["nosuid", "noexec", "nodev", "rw"]
+    } else {
+        vec!["nosuid", "noexec", "nodev", "ro"]
+    };
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+    ];
+    for f in ["resolv.conf", "hostname", "hosts"] {
+        mounts.push(json!({
+            "destination": format!("/etc/{f}"),
+            "type": "bind",
+            "source": format!("{}/{f}", cx.bundle),
+            "options": ["rbind", "rprivate"],
+        }));
+    }
+    let mut resources = serde_json::Map::new();
+    if let Some(m) = opts.memory {
+        resources.insert("memory".into(), json!({"limit": m as i64}));
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(s) = opts.cpu_shares.filter(|s| *s > 0) {
+        cpu.insert("shares".into(), json!(s));
+    }
+    if let Some(c) = opts.cpus.filter(|c| *c > 0.0) {
+        cpu.insert("quota".into(), json!((c * 100_000.0) as i64));
+        cpu.insert("period".into(), json!(100_000));
+    }
+    if !cpu.is_empty() {
+        resources.insert("cpu".into(), Value::Object(cpu));
+    }
+    if let Some(p) = opts.pids_limit.filter(|p| *p > 0) {
+        resources.insert("pids".into(), json!({"limit": p}));
+    }
+    let restart = opts.restart.clone().unwrap_or_else(|| "no".into());
+    let mut annotations = json!({
+        "io.ketch.rootfs": cx.rootfs_mounts.to_string(),
+        "io.ketch.restart": restart,
+        "io.ketch.log.max-size": opts.log_max_size.unwrap_or(0).to_string(),
+        "io.ketch.log.max-file": opts.log_max_file.unwrap_or(1).to_string(),
+    });
+    if let Some(u) = &opts.user {
+        annotations["io.ketch.user"] = json!(u);
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": opts.tty,
+            "user": {"uid": 0, "gid": 0},
+            "args": cx.args,
+            "env": cx.env,
+            "cwd": cx.cwd,
+            "capabilities": {"bounding": caps, "effective": eff, "permitted": perm, "inheritable": [], "ambient": []},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": cx.nofile, "soft": cx.nofile}],
+            "noNewPrivileges": opts.no_new_privileges,
+        },
+        "root": {"path": cx.rootfs_path, "readonly": opts.read_only},
+        "hostname": cx.hostname,
+        "mounts": mounts,
+        "annotations": annotations,
+        "linux": {
+            "namespaces": namespaces,
+            "resources": Value::Object(resources),
+            "cgroupsPath": format!("/ketch/{}", cx.id),
+            "maskedPaths": if opts.privileged { vec![] } else { MASKED.to_vec() },
+            "readonlyPaths": if opts.privileged { vec![] } else { READONLY.to_vec() },
+        },
+    })
+}

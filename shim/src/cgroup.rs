@@ -1,0 +1,232 @@
+//! Cgroups on either layout: v2 (one unified hierarchy) or v1 (one hierarchy per controller,
+//! possibly beside a controller-less v2 mount, as on hybrid hosts). The layout is read from
+//! the mount table, never assumed.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::spec::Resources;
+
+/// The cgroups of one container, dispatched over the closed set of layouts.
+#[derive(Debug)]
+pub enum Cgroup {
+    V1(Vec<(String, PathBuf)>),
+    V2(PathBuf),
+}
+
+/// Controllers a container is placed under on v1.
+const V1_CONTROLLERS: &[&str] = &[
+    "memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "devices", "cpuset",
+];
+
+fn v1_mounts() -> io::Result<Vec<(String, PathBuf)>> {
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut post = post.split(' ');
+        if post.next() != Some("cgroup") {
+            continue;
+        }
+        let Some(mountpoint) = pre.split(' ').nth(4) else {
+            continue;
+        };
+        let opts = post.nth(1).unwrap_or("");
+        for c in opts.split(',') {
+            if V1_CONTROLLERS.contains(&c) && !out.iter().any(|(n, _): &(String, PathBuf)| n == c) {
+                out.push((c.to_string(), PathBuf::from(mountpoint)));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn write(path: &Path, value: &str) -> io::Result<()> {
+    fs::write(path, value).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("write {value:?} to {}: {e}", path.display()),
+        )
+    })
+}
+
+impl Cgroup {
+    /// Creates the container's cgroups at `rel` (e.g. `/ketch/<id>`) and applies limits.
+    pub fn create(rel: &str, resources: Option<&Resources>) -> io::Result<Cgroup> {
+        let rel = rel.trim_start_matches('/');
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            let path = Path::new("/sys/fs/cgroup").join(rel);
+            // Delegate the controllers down to the container's level.
+            let mut parent = PathBuf::from("/sys/fs/cgroup");
+            for part in Path::new(rel)
+                .parent()
+                .into_iter()
+                .flat_map(|p| p.components())
+            {
+                let avail =
+                    fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+                let enable: Vec<String> = avail
+                    .split_whitespace()
+                    .filter(|c| ["memory", "cpu", "pids"].contains(c))
+                    .map(|c| format!("+{c}"))
+                    .collect();
+                if !enable.is_empty() {
+                    let _ = write(&parent.join("cgroup.subtree_control"), &enable.join(" "));
+                }
+                parent = parent.join(part);
+                fs::create_dir_all(&parent)?;
+            }
+            let avail = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+            let enable: Vec<String> = avail
+                .split_whitespace()
+                .filter(|c| ["memory", "cpu", "pids"].contains(c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            if !enable.is_empty() {
+                let _ = write(&parent.join("cgroup.subtree_control"), &enable.join(" "));
+            }
+            fs::create_dir_all(&path)?;
+            let cg = Cgroup::V2(path);
+            cg.apply(resources)?;
+            return Ok(cg);
+        }
+        let mut dirs = Vec::new();
+        for (controller, mount) in v1_mounts()? {
+            let dir = mount.join(rel);
+            if dirs.iter().any(|(_, d): &(String, PathBuf)| d == &dir) {
+                continue;
+            }
+            fs::create_dir_all(&dir)?;
+            if controller == "cpuset" {
+                // A new cpuset starts with no CPUs and no memory nodes: inherit the parent's.
+                let mut cur = mount.clone();
+                for part in Path::new(rel).components() {
+                    let parent = cur.clone();
+                    cur = cur.join(part);
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        if fs::read_to_string(cur.join(f)).is_ok_and(|v| v.trim().is_empty()) {
+                            let v = fs::read_to_string(parent.join(f)).unwrap_or_default();
+                            let _ = write(&cur.join(f), v.trim());
+                        }
+                    }
+                }
+            }
+            dirs.push((controller, dir));
+        }
+        let cg = Cgroup::V1(dirs);
+        cg.apply(resources)?;
+        Ok(cg)
+    }
+
+    fn dir(&self, controller: &str) -> Option<&Path> {
+        match self {
+            Cgroup::V1(d) => d
+                .iter()
+                .find(|(c, _)| c == controller)
+                .map(|(_, p)| p.as_path()),
+            Cgroup::V2(p) => Some(p),
+        }
+    }
+
+    fn apply(&self, r: Option<&Resources>) -> io::Result<()> {
+        let Some(r) = r else { return Ok(()) };
+        let v2 = matches!(self, Cgroup::V2(_));
+        if let Some(limit) = r.memory.as_ref().and_then(|m| m.limit).filter(|l| *l > 0)
+            && let Some(d) = self.dir("memory")
+        {
+            if v2 {
+                write(&d.join("memory.max"), &limit.to_string())?;
+                let _ = write(&d.join("memory.swap.max"), "0");
+            } else {
+                write(&d.join("memory.limit_in_bytes"), &limit.to_string())?;
+                // No swap beyond the limit, as Docker does by default (memsw = limit).
+                if d.join("memory.memsw.limit_in_bytes").exists() {
+                    write(&d.join("memory.memsw.limit_in_bytes"), &limit.to_string())?;
+                }
+            }
+        }
+        if let Some(cpu) = &r.cpu
+            && let Some(d) = self.dir("cpu")
+        {
+            if let Some(shares) = cpu.shares.filter(|s| *s > 0) {
+                if v2 {
+                    // The mapping runc and crun use from shares (2..262144) to weight (1..10000).
+                    let weight = 1 + ((shares.clamp(2, 262144) - 2) * 9999) / 262142;
+                    write(&d.join("cpu.weight"), &weight.to_string())?;
+                } else {
+                    write(&d.join("cpu.shares"), &shares.to_string())?;
+                }
+            }
+            if let Some(quota) = cpu.quota.filter(|q| *q > 0) {
+                let period = cpu.period.unwrap_or(100_000);
+                if v2 {
+                    write(&d.join("cpu.max"), &format!("{quota} {period}"))?;
+                } else {
+                    write(&d.join("cpu.cfs_period_us"), &period.to_string())?;
+                    write(&d.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                }
+            }
+        }
+        if let Some(p) = &r.pids
+            && p.limit > 0
+            && let Some(d) = self.dir("pids")
+        {
+            write(&d.join("pids.max"), &p.limit.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Moves a process into every cgroup of the container.
+    pub fn add(&self, pid: i32) -> io::Result<()> {
+        match self {
+            Cgroup::V1(d) => {
+                for (_, p) in d {
+                    write(&p.join("cgroup.procs"), &pid.to_string())?;
+                }
+                Ok(())
+            }
+            Cgroup::V2(p) => write(&p.join("cgroup.procs"), &pid.to_string()),
+        }
+    }
+
+    /// Whether the kernel's OOM killer killed a process of the container.
+    pub fn oom_killed(&self) -> bool {
+        let (file, key) = match self {
+            Cgroup::V1(_) => ("memory.oom_control", "oom_kill"),
+            Cgroup::V2(_) => ("memory.events", "oom_kill"),
+        };
+        let Some(d) = self.dir("memory") else {
+            return false;
+        };
+        fs::read_to_string(d.join(file))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .any(|(k, v)| k == key && v.trim().parse::<u64>().unwrap_or(0) > 0)
+    }
+
+    /// Every directory made for the container (recorded so the engine can clean up after a
+    /// shim that was killed).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Cgroup::V1(d) => d.iter().map(|(_, p)| p.clone()).collect(),
+            Cgroup::V2(p) => vec![p.clone()],
+        }
+    }
+
+    /// Removes the container's cgroups once its processes are gone.
+    pub fn destroy(&self) {
+        for p in self.paths() {
+            for _ in 0..50 {
+                match fs::remove_dir(&p) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+}

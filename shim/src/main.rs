@@ -1,0 +1,657 @@
+//! `ketch-shim`: one per container. Started by the engine (from any front door) as a fresh,
+//! single-threaded process, it clones the container's first process into new namespaces,
+//! places it in its cgroups, and then stays as its monitor: it holds the container's stdio,
+//! writes its log, records its state and exit status in `state.json`, and applies its
+//! restart policy. A detached container outlives whatever started it.
+//!
+//! Contract with the engine (all files in the bundle directory given as the only argument):
+//! - reads `config.json`, an OCI runtime spec; annotations `io.ketch.rootfs` (the root file
+//!   system's mounts, JSON), `io.ketch.restart` (`no`, `on-failure[:N]`, `always`,
+//!   `unless-stopped`), `io.ketch.log.max-size` and `io.ketch.log.max-file`;
+//! - writes `state.json` (replaced atomically) and appends `container.log` (JSON lines:
+//!   `log`, `stream`, `time`, as Docker's json-file driver);
+//! - `--attach`: the container's output also goes to the shim's stdout/stderr, the shim's
+//!   stdin (with `--stdin`) to the container, signals to the shim are passed on, and the shim
+//!   exits with the container's exit status;
+//! - otherwise it detaches (new session, stdio to /dev/null) after writing one line to fd 3:
+//!   `ok` or `error <code> <message>`.
+
+mod cgroup;
+mod init;
+mod spec;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use serde::Serialize;
+
+use crate::cgroup::Cgroup;
+use crate::spec::{RootfsMount, Spec};
+
+#[derive(Serialize, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
+struct State {
+    status: String,
+    pid: i32,
+    shim_pid: u32,
+    shim_start: u64,
+    started_at: String,
+    finished_at: String,
+    exit_code: i32,
+    #[serde(rename = "OOMKilled")]
+    oom_killed: bool,
+    error: String,
+    restart_count: u32,
+    cgroups: Vec<PathBuf>,
+}
+
+fn now_rfc3339() -> String {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since the epoch (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+fn process_start_time(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .and_then(|rest| rest.split(' ').nth(19))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn write_state(bundle: &Path, state: &State) {
+    let tmp = bundle.join(".state.json.tmp");
+    if let Ok(bytes) = serde_json::to_vec(state)
+        && fs::write(&tmp, bytes).is_ok()
+    {
+        let _ = fs::rename(&tmp, bundle.join("state.json"));
+    }
+}
+
+/// The json-file log: one JSON object per line, rotated by size.
+struct Log {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_size: u64,
+    max_file: u32,
+    partial: [Vec<u8>; 2],
+}
+
+impl Log {
+    fn open(path: PathBuf, max_size: u64, max_file: u32) -> Log {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok();
+        let size = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        Log {
+            path,
+            file,
+            size,
+            max_size,
+            max_file: max_file.max(1),
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.file = None;
+        for i in (1..self.max_file).rev() {
+            let from = if i == 1 {
+                self.path.clone()
+            } else {
+                PathBuf::from(format!("{}.{}", self.path.display(), i - 1))
+            };
+            let _ = fs::rename(&from, format!("{}.{}", self.path.display(), i));
+        }
+        if self.max_file == 1 {
+            let _ = fs::remove_file(&self.path);
+        }
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .truncate(false)
+            .open(&self.path)
+            .ok();
+        self.size = 0;
+    }
+
+    fn record(&mut self, stream: usize, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let name = if stream == 0 { "stdout" } else { "stderr" };
+        let mut rec = serde_json::to_vec(
+            &serde_json::json!({"log": text, "stream": name, "time": now_rfc3339()}),
+        )
+        .unwrap_or_default();
+        rec.push(b'\n');
+        if self.max_size > 0 && self.size + rec.len() as u64 > self.max_size && self.size > 0 {
+            self.rotate();
+        }
+        if let Some(f) = &mut self.file
+            && f.write_all(&rec).is_ok()
+        {
+            self.size += rec.len() as u64;
+        }
+    }
+
+    /// Logs complete lines of `data`; keeps a trailing partial line for the next call.
+    fn write(&mut self, stream: usize, data: &[u8]) {
+        let mut buf = std::mem::take(&mut self.partial[stream]);
+        buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(nl) = buf[start..].iter().position(|b| *b == b'\n') {
+            let end = start + nl + 1;
+            self.record(stream, &buf[start..end]);
+            start = end;
+        }
+        // A very long line without a newline is logged in pieces, as Docker does at 16 KiB.
+        if buf.len() - start > 16 * 1024 {
+            self.record(stream, &buf[start..]);
+            start = buf.len();
+        }
+        self.partial[stream] = buf[start..].to_vec();
+    }
+
+    fn flush(&mut self) {
+        for s in 0..2 {
+            let rest = std::mem::take(&mut self.partial[s]);
+            if !rest.is_empty() {
+                self.record(s, &rest);
+            }
+        }
+    }
+}
+
+struct Options {
+    bundle: PathBuf,
+    attach: bool,
+    stdin: bool,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut bundle = None;
+    let mut attach = false;
+    let mut stdin = false;
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "--attach" => attach = true,
+            "--stdin" => stdin = true,
+            s if s.starts_with('-') => return Err(format!("unknown flag {s}")),
+            s => bundle = Some(PathBuf::from(s)),
+        }
+    }
+    Ok(Options {
+        bundle: bundle.ok_or("usage: ketch-shim [--attach] [--stdin] BUNDLE")?,
+        attach,
+        stdin,
+    })
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
+}
+
+/// The restart policy: (kind, maximum retries for on-failure).
+fn restart_policy(spec: &Spec) -> (String, u32) {
+    let p = spec
+        .annotations
+        .get("io.ketch.restart")
+        .cloned()
+        .unwrap_or_else(|| "no".into());
+    match p.split_once(':') {
+        Some((k, n)) => (k.to_string(), n.parse().unwrap_or(0)),
+        None => (p, 0),
+    }
+}
+
+/// One run of the container: clone, set up, wait. Returns the exit status, or the start
+/// error's.
+struct Run {
+    pid: Pid,
+    out: OwnedFd,
+    err: OwnedFd,
+    input: Option<OwnedFd>,
+}
+
+fn start(
+    spec: &Spec,
+    rootfs: &[RootfsMount],
+    cg: &Cgroup,
+    stdin: bool,
+) -> Result<Run, init::StartError> {
+    let e = |what: &str| {
+        let what = what.to_string();
+        move |err: io::Error| init::StartError {
+            code: 125,
+            message: format!("{what}: {err}"),
+        }
+    };
+    let (out_r, out_w) = pipe().map_err(e("pipe"))?;
+    let (err_r, err_w) = pipe().map_err(e("pipe"))?;
+    let (in_r, in_w) = if stdin {
+        let (r, w) = pipe().map_err(e("pipe"))?;
+        (Some(r), Some(w))
+    } else {
+        (None, None)
+    };
+    let (go_r, go_w) = pipe().map_err(e("pipe"))?;
+    let (exec_r, exec_w) = pipe().map_err(e("pipe"))?;
+    let mut flags = libc::SIGCHLD as libc::c_long;
+    let mut cgroupns = false;
+    for ns in &spec.linux.namespaces {
+        if ns.path.is_some() {
+            continue;
+        }
+        flags |= match ns.kind.as_str() {
+            "pid" => libc::CLONE_NEWPID,
+            "mount" => libc::CLONE_NEWNS,
+            "uts" => libc::CLONE_NEWUTS,
+            "ipc" => libc::CLONE_NEWIPC,
+            "network" => libc::CLONE_NEWNET,
+            "cgroup" => {
+                // Joined after the cgroups are set up, so the namespace is rooted there.
+                cgroupns = true;
+                0
+            }
+            _ => 0,
+        } as libc::c_long;
+    }
+    // A fork with namespace flags. This process is single-threaded, so the child may run
+    // Rust code until it execs.
+    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
+    if pid < 0 {
+        return Err(e("clone")(io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        drop((out_r, err_r, go_w, exec_r));
+        drop(in_w);
+        let mut go = File::from(go_r);
+        let mut b = [0u8; 1];
+        if go.read_exact(&mut b).is_err() {
+            unsafe { libc::_exit(125) };
+        }
+        let stdin_fd: RawFd = match &in_r {
+            Some(r) => r.as_raw_fd(),
+            None => File::open("/dev/null")
+                .map(|f| f.into_raw_fd_keep())
+                .unwrap_or(-1),
+        };
+        unsafe {
+            libc::dup2(stdin_fd, 0);
+            libc::dup2(out_w.as_raw_fd(), 1);
+            libc::dup2(err_w.as_raw_fd(), 2);
+        }
+        for nsj in &spec.linux.namespaces {
+            if let Some(path) = &nsj.path
+                && let Ok(f) = File::open(path)
+            {
+                let _ = nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::empty());
+            }
+        }
+        let err = init::init(spec, rootfs, cgroupns);
+        let mut w = File::from(exec_w);
+        let _ = w.write_all(format!("{} {}", err.code, err.message).as_bytes());
+        unsafe { libc::_exit(err.code) };
+    }
+    let pid = Pid::from_raw(pid as i32);
+    drop((out_w, err_w, go_r, exec_w));
+    drop(in_r);
+    if let Err(err) = cg.add(pid.as_raw()) {
+        let _ = kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(e("join the container's cgroups")(err));
+    }
+    let _ = File::from(go_w).write_all(b"g");
+    // The exec pipe closes on a successful exec; anything read from it is a start error.
+    let mut msg = String::new();
+    let _ = File::from(exec_r).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let _ = waitpid(pid, None);
+        let (code, message) = msg.split_once(' ').unwrap_or(("125", &msg));
+        return Err(init::StartError {
+            code: code.parse().unwrap_or(125),
+            message: message.to_string(),
+        });
+    }
+    Ok(Run {
+        pid,
+        out: out_r,
+        err: err_r,
+        input: in_w,
+    })
+}
+
+trait KeepFd {
+    fn into_raw_fd_keep(self) -> RawFd;
+}
+
+impl KeepFd for File {
+    fn into_raw_fd_keep(self) -> RawFd {
+        std::os::fd::IntoRawFd::into_raw_fd(self)
+    }
+}
+
+/// Copies the container's output to the log (and the terminal, when attached) until both
+/// streams close and the container has exited; passes signals on. Returns the exit status.
+fn monitor(run: Run, log: &mut Log, attach: bool, forward_stdin: bool, sfd: &SignalFd) -> i32 {
+    let mut open = [Some(run.out), Some(run.err)];
+    let mut input = run.input;
+    let mut status: Option<i32> = None;
+    let mut buf = vec![0u8; 32 * 1024];
+    let stdin_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
+    let mut stdin_open = forward_stdin && input.is_some();
+    loop {
+        if status.is_some() && open.iter().all(Option::is_none) {
+            break;
+        }
+        let mut fds: Vec<PollFd> = Vec::new();
+        let mut which: Vec<usize> = Vec::new();
+        fds.push(PollFd::new(sfd.as_fd(), PollFlags::POLLIN));
+        which.push(9);
+        for (i, o) in open.iter().enumerate() {
+            if let Some(fd) = o {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+                which.push(i);
+            }
+        }
+        if stdin_open {
+            fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
+            which.push(2);
+        }
+        // Once the container has exited, whatever still holds its pipes (a daemon it left
+        // behind in another namespace cannot) gets a moment, then the pipes are abandoned.
+        let timeout = if status.is_some() {
+            PollTimeout::from(200u16)
+        } else {
+            PollTimeout::NONE
+        };
+        let n = match poll(&mut fds, timeout) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => break,
+        };
+        if n == 0 && status.is_some() {
+            break;
+        }
+        let ready: Vec<(usize, bool)> = fds
+            .iter()
+            .zip(&which)
+            .map(|(f, w)| (*w, f.revents().is_some_and(|r| !r.is_empty())))
+            .collect();
+        for (w, is_ready) in ready {
+            if !is_ready {
+                continue;
+            }
+            match w {
+                9 => {
+                    while let Ok(Some(si)) = sfd.read_signal() {
+                        let sig = si.ssi_signo as i32;
+                        if sig == libc::SIGCHLD {
+                            loop {
+                                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                                    Ok(WaitStatus::Exited(p, code)) if p == run.pid => {
+                                        status = Some(code)
+                                    }
+                                    Ok(WaitStatus::Signaled(p, s, _)) if p == run.pid => {
+                                        status = Some(128 + s as i32)
+                                    }
+                                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                                    Ok(_) => {}
+                                }
+                            }
+                        } else if status.is_none()
+                            && let Ok(s) = Signal::try_from(sig)
+                        {
+                            let _ = kill(run.pid, s);
+                        }
+                    }
+                }
+                0 | 1 => {
+                    let fd = open[w].as_ref().expect("polled");
+                    match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+                        Ok(0) | Err(_) => open[w] = None,
+                        Ok(n) => {
+                            log.write(w, &buf[..n]);
+                            if attach {
+                                let _ = if w == 0 {
+                                    io::stdout()
+                                        .write_all(&buf[..n])
+                                        .and_then(|_| io::stdout().flush())
+                                } else {
+                                    io::stderr().write_all(&buf[..n])
+                                };
+                            }
+                        }
+                    }
+                }
+                2 => match nix::unistd::read(0, &mut buf) {
+                    Ok(0) | Err(_) => {
+                        stdin_open = false;
+                        input = None;
+                    }
+                    Ok(n) => {
+                        if let Some(i) = &input
+                            && nix::unistd::write(i, &buf[..n]).is_err()
+                        {
+                            stdin_open = false;
+                            input = None;
+                        }
+                    }
+                },
+                _ => {}
+            }
+        }
+    }
+    drop(input);
+    log.flush();
+    status.unwrap_or(137)
+}
+
+fn main() {
+    let opts = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ketch-shim: {e}");
+            std::process::exit(125);
+        }
+    };
+    let code = run(opts);
+    std::process::exit(code);
+}
+
+/// Reports to whoever started a detached shim, on fd 3, then closes it.
+fn report(ready: &mut Option<File>, msg: &str) {
+    if let Some(mut f) = ready.take() {
+        let _ = f.write_all(msg.as_bytes());
+    }
+}
+
+fn run(opts: Options) -> i32 {
+    let bundle = opts.bundle.clone();
+    let mut ready: Option<File> = if opts.attach {
+        None
+    } else {
+        // SAFETY: the engine hands a detached shim its report pipe as fd 3.
+        Some(unsafe { File::from_raw_fd(3) })
+    };
+    let spec: Spec = match fs::read(bundle.join("config.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("read {}/config.json: {e}", bundle.display());
+            report(&mut ready, &format!("error 125 {msg}"));
+            eprintln!("ketch-shim: {msg}");
+            return 125;
+        }
+    };
+    let rootfs: Vec<RootfsMount> = spec
+        .annotations
+        .get("io.ketch.rootfs")
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default();
+    if !opts.attach {
+        // Outlive the starter: own session, no terminal, nothing inherited.
+        let _ = nix::unistd::setsid();
+        if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+            for fd in 0..3 {
+                unsafe { libc::dup2(null.as_raw_fd(), fd) };
+            }
+        }
+    }
+    // Signals arrive through a descriptor, in the monitor's poll loop.
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        mask.add(s);
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => {
+            report(&mut ready, &format!("error 125 signalfd: {e}"));
+            return 125;
+        }
+    };
+    // Orphans the container leaves behind come to us, not to the host's init.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    let id = bundle
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cgroups_path = spec
+        .linux
+        .cgroups_path
+        .clone()
+        .unwrap_or_else(|| format!("/ketch/{id}"));
+    let max_size = spec
+        .annotations
+        .get("io.ketch.log.max-size")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let max_file = spec
+        .annotations
+        .get("io.ketch.log.max-file")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut log = Log::open(bundle.join("container.log"), max_size, max_file);
+    let (policy, max_retries) = restart_policy(&spec);
+    let mut state = State {
+        shim_pid: std::process::id(),
+        shim_start: process_start_time(std::process::id()),
+        ..Default::default()
+    };
+    loop {
+        let cg = match Cgroup::create(&cgroups_path, spec.linux.resources.as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("cgroups: {e}");
+                state.status = "exited".into();
+                state.exit_code = 125;
+                state.error = msg.clone();
+                state.finished_at = now_rfc3339();
+                write_state(&bundle, &state);
+                report(&mut ready, &format!("error 125 {msg}"));
+                return 125;
+            }
+        };
+        state.cgroups = cg.paths();
+        let run = match start(&spec, &rootfs, &cg, opts.stdin) {
+            Ok(r) => r,
+            Err(err) => {
+                cg.destroy();
+                state.status = "exited".into();
+                state.exit_code = err.code;
+                state.error = err.message.clone();
+                state.pid = 0;
+                state.finished_at = now_rfc3339();
+                state.cgroups.clear();
+                write_state(&bundle, &state);
+                // An attached starter reads the error from the state file.
+                report(&mut ready, &format!("error {} {}", err.code, err.message));
+                return err.code;
+            }
+        };
+        state.status = "running".into();
+        state.pid = run.pid.as_raw();
+        state.started_at = now_rfc3339();
+        state.finished_at.clear();
+        state.error.clear();
+        state.oom_killed = false;
+        write_state(&bundle, &state);
+        report(&mut ready, &format!("ok {}", run.pid));
+        let code = monitor(run, &mut log, opts.attach, opts.stdin, &sfd);
+        state.oom_killed = cg.oom_killed();
+        // Kill what is left in the container's cgroups (with a pid namespace, nothing is).
+        cg.destroy();
+        state.cgroups.clear();
+        state.exit_code = code;
+        state.finished_at = now_rfc3339();
+        state.pid = 0;
+        // A stop request (recorded by the engine before it signals) ends restarts.
+        let stopped = bundle.join("stop-requested").exists();
+        let restart = !stopped
+            && match policy.as_str() {
+                "always" | "unless-stopped" => true,
+                "on-failure" => {
+                    code != 0 && (max_retries == 0 || state.restart_count < max_retries)
+                }
+                _ => false,
+            };
+        if !restart {
+            state.status = "exited".into();
+            write_state(&bundle, &state);
+            return if opts.attach { code } else { 0 };
+        }
+        state.restart_count += 1;
+        state.status = "restarting".into();
+        write_state(&bundle, &state);
+        // Docker's back-off starts at 100 ms and doubles; a short fixed delay is enough here.
+        std::thread::sleep(std::time::Duration::from_millis(
+            100 * u64::from(state.restart_count.min(10)),
+        ));
+    }
+}

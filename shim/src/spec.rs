@@ -1,0 +1,132 @@
+//! The part of the OCI runtime spec (`config.json`) the shim acts on. The engine writes the
+//! whole spec with oci-spec; the shim reads only what it needs, so it stays small.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct Spec {
+    pub process: Process,
+    pub root: Root,
+    pub hostname: Option<String>,
+    pub mounts: Vec<Mount>,
+    pub linux: Linux,
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Process {
+    pub terminal: bool,
+    pub user: User,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: String,
+    pub capabilities: Option<Capabilities>,
+    pub rlimits: Vec<Rlimit>,
+    pub no_new_privileges: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct Capabilities {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub permitted: Vec<String>,
+    pub ambient: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hard: u64,
+    pub soft: u64,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct Root {
+    pub path: String,
+    pub readonly: bool,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct Mount {
+    pub destination: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Linux {
+    pub namespaces: Vec<Namespace>,
+    pub resources: Option<Resources>,
+    pub cgroups_path: Option<String>,
+    pub masked_paths: Vec<String>,
+    pub readonly_paths: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Namespace {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct Resources {
+    pub memory: Option<Memory>,
+    pub cpu: Option<Cpu>,
+    pub pids: Option<Pids>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct Memory {
+    pub limit: Option<i64>,
+    pub swap: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct Cpu {
+    pub shares: Option<u64>,
+    pub quota: Option<i64>,
+    pub period: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default)]
+pub struct Pids {
+    pub limit: i64,
+}
+
+/// A mount of the container's root file system, as the engine's snapshotter returns it.
+#[derive(Debug, Deserialize, Clone)]
+pub struct RootfsMount {
+    #[serde(rename = "Type")]
+    pub kind: String,
+    #[serde(rename = "Source")]
+    pub source: String,
+    #[serde(rename = "Options")]
+    pub options: Vec<String>,
+}
