@@ -44,6 +44,19 @@ fn v1_mounts() -> io::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// `mkdir -p`, retried: another container's shim may remove an empty parent meanwhile.
+fn create_dir_retrying(dir: &Path) -> io::Result<()> {
+    let mut last = None;
+    for _ in 0..20 {
+        match fs::create_dir_all(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::NotFound)))
+}
+
 fn write(path: &Path, value: &str) -> io::Result<()> {
     fs::write(path, value).map_err(|e| {
         io::Error::new(
@@ -88,7 +101,7 @@ impl Cgroup {
             if !enable.is_empty() {
                 let _ = write(&parent.join("cgroup.subtree_control"), &enable.join(" "));
             }
-            fs::create_dir_all(&path)?;
+            create_dir_retrying(&path)?;
             let cg = Cgroup::V2(path);
             cg.apply(resources)?;
             return Ok(cg);
@@ -99,7 +112,7 @@ impl Cgroup {
             if dirs.iter().any(|(_, d): &(String, PathBuf)| d == &dir) {
                 continue;
             }
-            fs::create_dir_all(&dir)?;
+            create_dir_retrying(&dir)?;
             if controller == "cpuset" {
                 // A new cpuset starts with no CPUs and no memory nodes: inherit the parent's.
                 let mut cur = mount.clone();
@@ -217,7 +230,8 @@ impl Cgroup {
         }
     }
 
-    /// Removes the container's cgroups once its processes are gone.
+    /// Removes the container's cgroups once its processes are gone, and the parent `ketch`
+    /// groups too when no other container is left in them.
     pub fn destroy(&self) {
         for p in self.paths() {
             for _ in 0..50 {
@@ -226,6 +240,10 @@ impl Cgroup {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
                 }
+            }
+            if let Some(parent) = p.parent() {
+                // Fails while another container's group is inside: then it stays.
+                let _ = fs::remove_dir(parent);
             }
         }
     }

@@ -297,6 +297,9 @@ fn start(
         return Err(e("clone")(io::Error::last_os_error()));
     }
     if pid == 0 {
+        // The monitor blocks signals to read them from a descriptor; the mask would survive
+        // exec and leave the container deaf to SIGTERM.
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
         drop((out_r, err_r, go_w, exec_r));
         drop(in_w);
         let mut go = File::from(go_r);
@@ -505,7 +508,9 @@ fn run(opts: Options) -> i32 {
     let mut ready: Option<File> = if opts.attach {
         None
     } else {
-        // SAFETY: the engine hands a detached shim its report pipe as fd 3.
+        // SAFETY: the engine hands a detached shim its report pipe as fd 3. It must not leak
+        // into the container, whose holding it open would keep the starter waiting.
+        unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
         Some(unsafe { File::from_raw_fd(3) })
     };
     let spec: Spec = match fs::read(bundle.join("config.json"))

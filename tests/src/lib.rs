@@ -268,6 +268,14 @@ impl Root {
 
 impl Drop for Root {
     fn drop(&mut self) {
+        // Containers a failing test left running go first: processes, cgroups, mounts.
+        if self.path().join("containers").is_dir()
+            && let Ok(o) = self.cmd().args(["ps", "-aq", "--no-trunc"]).output()
+        {
+            for id in String::from_utf8_lossy(&o.stdout).lines() {
+                let _ = self.cmd().args(["rm", "-f", id]).output();
+            }
+        }
         // Whatever a failing test left mounted comes off before the directory goes, so that
         // removing it never reaches through a mount.
         for m in self.mounts().into_iter().rev() {

@@ -303,6 +303,9 @@ impl Local {
             // cgroups it made are empty now.
             for cg in &task.cgroups {
                 let _ = fs::remove_dir(cg);
+                if let Some(parent) = cg.parent() {
+                    let _ = fs::remove_dir(parent);
+                }
             }
             task.status = "exited".into();
             if task.exit_code == 0 {

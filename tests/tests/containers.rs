@@ -1,0 +1,353 @@
+//! Containers end to end on the busybox fixture: isolation from the inside, limits, the
+//! detached lifecycle, many at once, crashes, and errors with Docker's exit codes.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ketch_tests::Root;
+
+fn setup() -> Root {
+    let r = Root::new();
+    r.busybox("busybox");
+    r
+}
+
+/// Runs `ketch run --rm busybox sh -c SCRIPT`, requiring success; returns stdout.
+fn sh(r: &Root, flags: &[&str], script: &str) -> String {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "sh", "-c", script]);
+    r.ok(&args)
+}
+
+fn no_cgroups_left(id: &str) {
+    for c in ["memory", "pids", "cpu", "freezer", "unified"] {
+        let p = format!("/sys/fs/cgroup/{c}/ketch/{id}");
+        assert!(!std::path::Path::new(&p).exists(), "{p} left behind");
+    }
+}
+
+#[test]
+fn inside_a_container() {
+    let r = setup();
+    let out = sh(
+        &r,
+        &["--hostname", "boat"],
+        "echo $$; hostname; ps -o pid,comm | wc -l; cat /etc/motd; head -c 10 /proc/timer_list | wc -c",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1", "{out}");
+    assert_eq!(lines[1], "boat");
+    // Header, sh, ps, wc: nothing from the host.
+    assert!(lines[2].trim().parse::<u32>().unwrap() <= 5, "{out}");
+    assert_eq!(lines[3], "ketch busybox fixture");
+    assert_eq!(lines[4], "0", "/proc/timer_list is not masked");
+
+    // Docker's 14 capabilities, nothing more.
+    let caps = sh(&r, &[], "grep CapEff /proc/self/status");
+    assert!(caps.contains("00000000a80425fb"), "{caps}");
+    let o = r.run(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /m && mount -t tmpfs t /m",
+    ]);
+    assert!(!o.status.success(), "mount worked without --privileged");
+    sh(
+        &r,
+        &["--privileged"],
+        "mkdir -p /m && mount -t tmpfs t /m && touch /m/x",
+    );
+    // The hostname defaults to the short ID.
+    let id = r.ok(&["create", "busybox", "hostname"]).trim().to_string();
+    let o = r.cmd().args(["start", "-a", &id]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), &id[..12]);
+    r.ok(&["rm", &id]);
+    no_cgroups_left(&id);
+}
+
+#[test]
+fn writes_stay_in_the_container_layer() {
+    let r = setup();
+    let a = r.ok(&[
+        "create",
+        "--name",
+        "a",
+        "busybox",
+        "sh",
+        "-c",
+        "echo changed > /usr/new; echo x >> /etc/motd; cat /usr/new",
+    ]);
+    let o = r.cmd().args(["start", "-a", a.trim()]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "changed");
+    // A second container from the image sees the image, not the first one's changes.
+    let out = sh(&r, &[], "ls /usr/new 2>&1; cat /etc/motd");
+    assert!(out.contains("No such file"), "{out}");
+    assert!(out.ends_with("ketch busybox fixture\n"), "{out}");
+    // The image's own layer is untouched: a save holds the original.
+    let snapshots = r.path().join("snapshots");
+    for e in std::fs::read_dir(&snapshots).unwrap() {
+        let fs = e.unwrap().path().join("fs");
+        if fs.join("bin/busybox").exists() {
+            assert_eq!(
+                std::fs::read_to_string(fs.join("etc/motd")).unwrap(),
+                "ketch busybox fixture\n"
+            );
+            assert!(!fs.join("usr/new").exists());
+        }
+    }
+    r.ok(&["rm", "a"]);
+}
+
+#[test]
+fn exit_codes_and_bad_input() {
+    let r = setup();
+    assert_eq!(
+        r.run(&["run", "--rm", "busybox", "sh", "-c", "exit 7"])
+            .status
+            .code(),
+        Some(7)
+    );
+    let (code, err) = r.fails(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(err.contains("executable file not found"), "{err}");
+    let (code, err) = r.fails(&["run", "--rm", "busybox", "/etc/motd"]);
+    assert_eq!(code, 126, "{err}");
+    let (code, err) = r.fails(&["run", "--rm", "nosuchimage"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("No such image"), "{err}");
+    let (code, err) = r.fails(&["run", "--rm", "--memory", "lots", "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    r.ok(&["create", "--name", "taken", "busybox", "true"]);
+    let (code, err) = r.fails(&["create", "--name", "taken", "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("is already in use"), "{err}");
+    r.ok(&["run", "-d", "--name", "busy", "busybox", "sleep", "1000"]);
+    let (code, err) = r.fails(&["rm", "busy"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("container is running"), "{err}");
+    r.ok(&["rm", "-f", "busy", "taken"]);
+    let (code, err) = r.fails(&["start", "taken"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("No such container: taken"), "{err}");
+    // A container's image cannot be removed while it exists.
+    r.ok(&["create", "--name", "user", "busybox", "true"]);
+    let (_, err) = r.fails(&["rmi", "busybox"]);
+    assert!(err.contains("is using its referenced image"), "{err}");
+    r.ok(&["rm", "user"]);
+}
+
+#[test]
+fn memory_limit_oom_kills() {
+    let r = setup();
+    let o = r.run(&[
+        "run",
+        "--name",
+        "oom",
+        "--memory",
+        "32m",
+        "busybox",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=256M",
+        "count=1",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(137),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.OOMKilled}}", "oom"])
+            .trim(),
+        "true"
+    );
+    r.ok(&["rm", "oom"]);
+}
+
+#[test]
+fn pids_limit_stops_a_fork_bomb() {
+    let r = setup();
+    // Each round announces itself, then forks; the shell gives up at the first failed fork.
+    let o = r.run(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "20",
+        "busybox",
+        "sh",
+        "-c",
+        "for i in $(seq 1 60); do echo $i; sleep 30 & done",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let last: u32 = out.lines().last().unwrap_or("0").parse().unwrap();
+    assert!((10..=20).contains(&last), "{last} forks succeeded");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("can't fork"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success());
+}
+
+#[test]
+fn cpus_sets_a_quota() {
+    let r = setup();
+    let id = r
+        .ok(&["run", "-d", "--cpus", "0.5", "busybox", "sleep", "100"])
+        .trim()
+        .to_string();
+    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/ketch/{id}/cpu.cfs_quota_us"))
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/ketch/{id}/cpu.max")))
+        .unwrap();
+    assert!(quota.trim().starts_with("50000"), "{quota}");
+    r.ok(&["rm", "-f", &id]);
+    no_cgroups_left(&id);
+}
+
+#[test]
+fn detached_lifecycle() {
+    let r = setup();
+    let script = "trap 'echo got TERM; exit 3' TERM; echo started; while true; do sleep 0.1; done";
+    let id = r
+        .ok(&["run", "-d", "--name", "svc", "busybox", "sh", "-c", script])
+        .trim()
+        .to_string();
+    assert_eq!(id.len(), 64);
+    // The CLI has exited; the container runs on.
+    assert!(r.ok(&["ps", "-q"]).contains(&id[..12]));
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.Status}}", "svc"]).trim(),
+        "running"
+    );
+    // Another process follows the log, another waits for the exit.
+    let mut follow = r
+        .cmd()
+        .args(["logs", "-f", "svc"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiter = r
+        .cmd()
+        .args(["wait", "svc"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    r.ok(&["stop", "-t", "10", "svc"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "stop waited for the timeout despite the TERM handler"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&waiter.wait_with_output().unwrap().stdout).trim(),
+        "3"
+    );
+    let st = follow.wait().unwrap();
+    assert!(st.success(), "logs -f failed");
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut follow.stdout.take().unwrap(), &mut out).unwrap();
+    assert!(out.contains("started") && out.contains("got TERM"), "{out}");
+    assert!(r.ok(&["logs", "--tail", "1", "svc"]).contains("got TERM"));
+    let ts = r.ok(&["logs", "-t", "svc"]);
+    assert!(
+        ts.lines().all(|l| l.contains('T') && l.contains('Z')),
+        "{ts}"
+    );
+    // A container that ignores TERM is killed after -t.
+    r.ok(&[
+        "run", "-d", "--name", "stubborn", "busybox", "sleep", "1000",
+    ]);
+    let start = Instant::now();
+    r.ok(&["stop", "-t", "1", "stubborn"]);
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.ExitCode}}", "stubborn"])
+            .trim(),
+        "137"
+    );
+    r.ok(&["rm", "svc", "stubborn"]);
+    no_cgroups_left(&id);
+}
+
+#[test]
+fn twenty_at_once() {
+    let r = setup();
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            r.cmd()
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("c{i}"),
+                    "busybox",
+                    "sleep",
+                    "1000",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let ids: Vec<String> = r
+        .ok(&["ps", "-q", "--no-trunc"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ids.len(), 20);
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.iter().map(String::as_str));
+    r.ok(&args);
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+    assert!(r.mounts().is_empty());
+    for id in &ids {
+        no_cgroups_left(id);
+    }
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", r.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+#[test]
+fn killing_the_monitor_ends_the_container() {
+    let r = setup();
+    let id = r
+        .ok(&["run", "-d", "busybox", "sleep", "1000"])
+        .trim()
+        .to_string();
+    let state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(r.path().join("containers").join(&id).join("state.json")).unwrap(),
+    )
+    .unwrap();
+    let shim = state["ShimPid"].as_i64().unwrap() as i32;
+    let pid = state["Pid"].as_i64().unwrap() as i32;
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    let start = Instant::now();
+    while unsafe { libc::kill(pid, 0) } == 0 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.Status}}", &id]).trim(),
+        "exited"
+    );
+    assert_eq!(r.ok(&["ps", "-q"]), "");
+    r.ok(&["rm", &id]);
+    no_cgroups_left(&id);
+}
