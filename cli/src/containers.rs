@@ -735,3 +735,61 @@ pub fn inspect_json(c: &Container) -> Value {
         },
     })
 }
+
+#[derive(Args)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn pause(cli: &Cli, a: &NamesArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    each(&a.containers, |n| engine.container_pause(n))
+}
+
+pub fn unpause(cli: &Cli, a: &NamesArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    each(&a.containers, |n| engine.container_unpause(n))
+}
+
+#[derive(Args)]
+pub struct RenameArgs {
+    container: String,
+    new_name: String,
+}
+
+pub fn rename(cli: &Cli, a: &RenameArgs) -> Result<ExitCode> {
+    cli.engine()?.container_rename(&a.container, &a.new_name)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short = 'f', long)]
+    force: bool,
+}
+
+pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
+    if !a.force {
+        print!(
+            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+        );
+        io::stdout().flush()?;
+        let mut answer = String::new();
+        io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let removed = cli.engine()?.container_prune()?;
+    if !removed.is_empty() {
+        println!("Deleted Containers:");
+        for id in &removed {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: 0B");
+    Ok(ExitCode::SUCCESS)
+}

@@ -82,6 +82,15 @@ enum Command {
     Rm(containers::RmArgs),
     /// Fetch the logs of a container
     Logs(containers::LogsArgs),
+    /// Pause all processes within one or more containers
+    Pause(containers::NamesArgs),
+    /// Unpause all processes within one or more containers
+    Unpause(containers::NamesArgs),
+    /// Rename a container
+    Rename(containers::RenameArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCommand),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
     /// Load an image from a tar archive or STDIN
@@ -101,6 +110,17 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    /// Remove all stopped containers
+    Prune(containers::PruneArgs),
+    /// List containers
+    #[command(alias = "list", alias = "ps")]
+    Ls(containers::PsArgs),
+    /// Remove one or more containers
+    Rm(containers::RmArgs),
 }
 
 #[derive(Subcommand)]
@@ -155,6 +175,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Wait(a) => containers::wait(cli, a),
         Command::Rm(a) => containers::rm(cli, a),
         Command::Logs(a) => containers::logs(cli, a),
+        Command::Pause(a) => containers::pause(cli, a),
+        Command::Unpause(a) => containers::unpause(cli, a),
+        Command::Rename(a) => containers::rename(cli, a),
+        Command::Container(ContainerCommand::Prune(a)) => containers::prune(cli, a),
+        Command::Container(ContainerCommand::Ls(a)) => containers::ps(cli, a),
+        Command::Container(ContainerCommand::Rm(a)) => containers::rm(cli, a),
         Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(cli, a),
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(cli, a),
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(cli, a),

@@ -391,6 +391,23 @@ fn cap_set(names: &[String]) -> caps::CapsHashSet {
 
 /// Sets the capability sets, keeping to what the bounding set still has: a capability the
 /// host withholds (CAP_SYS_RESOURCE on some hosts) is left out rather than failing the start.
+/// Shrinks the bounding set; needs CAP_SETPCAP, so it runs before the change of user.
+fn drop_bounding(spec: &Spec) -> Result<(), StartError> {
+    let Some(c) = &spec.process.capabilities else {
+        return Ok(());
+    };
+    let host_bounding = caps::read(None, caps::CapSet::Bounding)
+        .map_err(ctx(|| "read capabilities".to_string()))?;
+    let bounding = cap_set(&c.bounding);
+    for cap in &host_bounding {
+        if !bounding.contains(cap) {
+            caps::drop(None, caps::CapSet::Bounding, *cap)
+                .map_err(ctx(|| format!("drop {cap} from the bounding set")))?;
+        }
+    }
+    Ok(())
+}
+
 fn set_capabilities(spec: &Spec) -> Result<(), StartError> {
     let Some(c) = &spec.process.capabilities else {
         return Ok(());
@@ -400,13 +417,6 @@ fn set_capabilities(spec: &Spec) -> Result<(), StartError> {
     let keep = |set: caps::CapsHashSet| -> caps::CapsHashSet {
         set.intersection(&host_bounding).cloned().collect()
     };
-    let bounding = keep(cap_set(&c.bounding));
-    for cap in &host_bounding {
-        if !bounding.contains(cap) {
-            caps::drop(None, caps::CapSet::Bounding, *cap)
-                .map_err(ctx(|| format!("drop {cap} from the bounding set")))?;
-        }
-    }
     // Permitted first (it bounds effective), then the rest; ambient last.
     let permitted = keep(cap_set(&c.permitted));
     caps::set(
@@ -667,6 +677,7 @@ fn setup(spec: &Spec, rootfs_mounts: &[RootfsMount], cgroupns: bool) -> Result<N
     };
     // Docker creates a missing working directory.
     let _ = fs::create_dir_all(cwd);
+    drop_bounding(spec)?;
     set_user(&identity)?;
     chdir(cwd).map_err(|e| {
         fail(

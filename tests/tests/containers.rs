@@ -351,3 +351,266 @@ fn killing_the_monitor_ends_the_container() {
     r.ok(&["rm", &id]);
     no_cgroups_left(&id);
 }
+
+#[test]
+fn run_options_reach_the_process() {
+    let r = setup();
+    let envfile = r.dir.path().join("env");
+    std::fs::write(&envfile, "FROM_FILE=1\n# comment\n").unwrap();
+    let out = sh(
+        &r,
+        &[
+            "-e",
+            "A=b c",
+            "--env-file",
+            envfile.to_str().unwrap(),
+            "-w",
+            "/srv/app",
+            "-u",
+            "nobody",
+            "--label",
+            "k=v",
+        ],
+        "echo $A; echo $FROM_FILE; pwd; id -u; id -g; echo $HOME",
+    );
+    assert_eq!(out, "b c\n1\n/srv/app\n65534\n65534\n/nonexistent\n");
+    assert_eq!(sh(&r, &["-u", "1:0"], "id -u; id -g"), "1\n0\n");
+    let (code, err) = r.fails(&["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
+    assert_eq!(code, 126, "{err}");
+    assert!(err.contains("unable to find user nosuchuser"), "{err}");
+    // --entrypoint replaces the image's.
+    assert_eq!(
+        r.ok(&[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "echo",
+            "busybox",
+            "via",
+            "entrypoint"
+        ])
+        .trim(),
+        "via entrypoint"
+    );
+}
+
+#[test]
+fn security_options() {
+    let r = setup();
+    let o = r.run(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // /dev/shm and /tmp-like mounts stay writable on a read-only root.
+    sh(&r, &["--read-only"], "touch /dev/shm/ok");
+    // cap-drop: chown needs CAP_CHOWN.
+    let o = r.run(&[
+        "run",
+        "--rm",
+        "--cap-drop",
+        "CHOWN",
+        "busybox",
+        "chown",
+        "1",
+        "/etc/motd",
+    ]);
+    assert!(!o.status.success(), "chown worked without CAP_CHOWN");
+    let caps = sh(
+        &r,
+        &["--cap-drop", "all", "--cap-add", "NET_ADMIN"],
+        "grep CapEff /proc/self/status",
+    );
+    assert!(caps.contains("0000000000001000"), "{caps}");
+    let nnp = sh(
+        &r,
+        &["--security-opt", "no-new-privileges"],
+        "grep NoNewPrivs /proc/self/status",
+    );
+    assert!(nnp.contains('1'), "{nnp}");
+    // Privileged gets every capability the host's bounding set has, and no more.
+    let host_bnd = std::fs::read_to_string("/proc/self/status").unwrap();
+    let host_bnd = host_bnd
+        .lines()
+        .find(|l| l.starts_with("CapBnd"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let priv_caps = sh(&r, &["--privileged"], "grep CapEff /proc/self/status");
+    assert!(
+        priv_caps.contains(&host_bnd),
+        "{priv_caps} vs host {host_bnd}"
+    );
+}
+
+#[test]
+fn network_none_and_host() {
+    let r = setup();
+    let none = sh(&r, &["--network", "none"], "ls /sys/class/net");
+    assert_eq!(none.split_whitespace().collect::<Vec<_>>(), ["lo"]);
+    sh(&r, &[], "ping -c 1 -W 1 127.0.0.1 >/dev/null");
+    let host: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let inside = sh(&r, &["--network", "host"], "ls /sys/class/net");
+    for name in &host {
+        assert!(inside.contains(name.as_str()), "{name} missing in {inside}");
+    }
+}
+
+#[test]
+fn pause_rename_restart_prune() {
+    let r = setup();
+    r.ok(&["run", "-d", "--name", "p", "busybox", "sleep", "1000"]);
+    r.ok(&["pause", "p"]);
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.Status}}", "p"]).trim(),
+        "paused"
+    );
+    assert!(r.ok(&["ps"]).contains("(Paused)"));
+    r.ok(&["unpause", "p"]);
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.Status}}", "p"]).trim(),
+        "running"
+    );
+    r.ok(&["rename", "p", "q"]);
+    assert_eq!(r.ok(&["ps", "--format", "{{.Names}}"]).trim(), "q");
+    let (_, err) = r.fails(&["rename", "q", "bad name"]);
+    assert!(err.contains("Invalid container name"), "{err}");
+    r.ok(&["rm", "-f", "q"]);
+
+    // on-failure:2 restarts a failing container twice, then leaves it exited.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    let start = Instant::now();
+    while r
+        .ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "flaky",
+        ])
+        .trim()
+        != "2 exited"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{}",
+            r.ok(&[
+                "inspect",
+                "-f",
+                "{{.RestartCount}} {{.State.Status}}",
+                "flaky"
+            ])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(r.ok(&["logs", "flaky"]).matches("run").count(), 3);
+    // always: restarted until stopped; stop ends it for good.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "loop",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        r.ok(&["inspect", "-f", "{{.RestartCount}}", "loop"])
+            .trim()
+            .parse::<u32>()
+            .unwrap()
+            >= 1
+    );
+    r.ok(&["stop", "-t", "1", "loop"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.Status}}", "loop"]).trim(),
+        "exited"
+    );
+
+    r.ok(&["create", "--name", "idle", "busybox", "true"]);
+    r.ok(&["run", "-d", "--name", "alive", "busybox", "sleep", "1000"]);
+    let out = r.ok(&["container", "prune", "-f"]);
+    assert_eq!(out.lines().filter(|l| l.len() == 64).count(), 3, "{out}");
+    assert_eq!(
+        r.ok(&["ps", "-a", "--format", "{{.Names}}"]).trim(),
+        "alive"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(r.ok(&["ps", "--format", "json"]).trim()).unwrap();
+    assert_eq!(json["Names"], "alive");
+    assert_eq!(
+        r.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "status=running",
+            "--format",
+            "{{.Names}}"
+        ])
+        .trim(),
+        "alive"
+    );
+    assert_eq!(
+        r.ok(&["ps", "-a", "--filter", "name=ali", "-q"])
+            .lines()
+            .count(),
+        1
+    );
+    r.ok(&["rm", "-f", "alive"]);
+}
+
+#[test]
+fn log_rotation() {
+    let r = setup();
+    let id = r
+        .ok(&[
+            "run",
+            "-d",
+            "--log-opt",
+            "max-size=2k",
+            "--log-opt",
+            "max-file=2",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in $(seq 1 300); do echo line-$i; done",
+        ])
+        .trim()
+        .to_string();
+    r.ok(&["wait", &id]);
+    let dir = r.path().join("containers").join(&id);
+    assert!(dir.join("container.log.1").exists());
+    assert!(!dir.join("container.log.2").exists());
+    for f in ["container.log", "container.log.1"] {
+        assert!(std::fs::metadata(dir.join(f)).unwrap().len() <= 2048 + 200);
+    }
+    let logs = r.ok(&["logs", &id]);
+    assert!(logs.ends_with("line-300\n"), "{logs}");
+    assert!(
+        !logs.contains("line-1\n"),
+        "the oldest lines should have rotated away"
+    );
+    r.ok(&["rm", &id]);
+}

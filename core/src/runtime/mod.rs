@@ -787,6 +787,114 @@ impl Local {
         Ok(())
     }
 
+    /// Freezes every process of a running container.
+    pub fn container_pause(&self, name: &str) -> crate::Result<()> {
+        let c = self.container_get(name)?;
+        match c.status {
+            Status::Running => {}
+            Status::Paused => {
+                return Err(ContainerError::Conflict {
+                    reason: format!("container {} is already paused", c.record.id),
+                }
+                .into());
+            }
+            _ => {
+                return Err(ContainerError::Conflict {
+                    reason: format!("container {} is not running", c.record.id),
+                }
+                .into());
+            }
+        }
+        self.freeze(&c, true)
+    }
+
+    /// Thaws a paused container.
+    pub fn container_unpause(&self, name: &str) -> crate::Result<()> {
+        let c = self.container_get(name)?;
+        if c.status != Status::Paused {
+            return Err(ContainerError::Conflict {
+                reason: format!("container {} is not paused", c.record.id),
+            }
+            .into());
+        }
+        self.freeze(&c, false)
+    }
+
+    fn freeze(&self, c: &Container, frozen: bool) -> crate::Result<()> {
+        // v1: the freezer hierarchy; v2: cgroup.freeze in the unified group.
+        let target = c.task.cgroups.iter().find_map(|cg| {
+            if cg.join("freezer.state").exists() {
+                Some((
+                    cg.join("freezer.state"),
+                    if frozen { "FROZEN" } else { "THAWED" },
+                ))
+            } else if cg.join("cgroup.freeze").exists() {
+                Some((cg.join("cgroup.freeze"), if frozen { "1" } else { "0" }))
+            } else {
+                None
+            }
+        });
+        let Some((file, value)) = target else {
+            return Err(ContainerError::Conflict {
+                reason: "this host has no freezer cgroup".into(),
+            }
+            .into());
+        };
+        fs::write(&file, value).map_err(io_err(format!("write {}", file.display())))?;
+        Ok(())
+    }
+
+    /// Gives a container a new name.
+    pub fn container_rename(&self, name: &str, new_name: &str) -> crate::Result<()> {
+        let new_name = new_name.trim_start_matches('/');
+        if !valid_name(new_name) {
+            return Err(ContainerError::BadName {
+                name: new_name.to_string(),
+            }
+            .into());
+        }
+        let mut record = self.find(name)?;
+        self.db.write(|tx| {
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM containers WHERE name = ?1",
+                    params![new_name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(other) = taken {
+                return Err(ContainerError::NameInUse {
+                    name: new_name.to_string(),
+                    id: other,
+                }
+                .into());
+            }
+            record.name = new_name.to_string();
+            record.config.name = Some(new_name.to_string());
+            tx.execute(
+                "UPDATE containers SET name = ?1, config = ?2 WHERE id = ?3",
+                params![
+                    new_name,
+                    serde_json::to_string(&record).unwrap_or_default(),
+                    record.id
+                ],
+            )?;
+            Ok::<_, crate::Error>(())
+        })
+    }
+
+    /// Removes every stopped container; returns their IDs.
+    pub fn container_prune(&self) -> crate::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for c in self.container_list(true)? {
+            if matches!(c.status, Status::Exited | Status::Created) {
+                self.container_remove(&c.record.id, false)?;
+                removed.push(c.record.id);
+            }
+        }
+        Ok(removed)
+    }
+
     /// The container's log records, oldest first: (stream, time, text).
     pub fn container_logs(&self, name: &str) -> crate::Result<Vec<(String, String, String)>> {
         let c = self.container_get(name)?;
