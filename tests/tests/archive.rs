@@ -231,3 +231,31 @@ fn save_refuses_unknown_images_and_leaves_no_file() {
         "a temp file was left"
     );
 }
+
+#[test]
+fn save_to_a_pipe_writes_through_it() {
+    let r = Root::new();
+    r.busybox("busybox");
+    // A FIFO stands in for /dev/stdout or a device: it must stay what it is.
+    let fifo = r.dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    r.ok(&["save", "-o", fifo.to_str().unwrap(), "busybox"]);
+    let bytes = reader.join().unwrap();
+    assert!(bytes.len() > 1_000_000);
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the FIFO was replaced"
+    );
+    let b = Root::new();
+    let o = b.run_stdin(&["load"], &bytes);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

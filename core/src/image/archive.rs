@@ -768,6 +768,17 @@ impl Local {
             }
             .into()),
             (f, SaveDest::Writer(w)) => self.save_tar(&items, f == SaveFormat::DockerArchive, w),
+            // A device or a pipe (`-o /dev/stdout`, a FIFO) is written as it is: renaming a
+            // temp file over it would replace the device node itself.
+            (f, SaveDest::Path(p))
+                if fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir()) =>
+            {
+                let mut out = fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .map_err(|e| save_io(p, e))?;
+                self.save_tar(&items, f == SaveFormat::DockerArchive, &mut out)
+            }
             (f, SaveDest::Path(p)) => {
                 let tmp = temp_sibling(p);
                 let res = (|| {
