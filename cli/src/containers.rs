@@ -278,7 +278,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let result = engine.container_start(&id, true, opts.open_stdin);
+    let result = start_attached(&engine, &id, opts.open_stdin);
     if opts.auto_remove {
         let _ = engine.container_remove(&id, true);
     }
@@ -306,7 +306,7 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
         if a.containers.len() > 1 {
             bail!("you cannot start and attach multiple containers at once");
         }
-        let code = engine.container_start(&a.containers[0], true, a.interactive)?;
+        let code = start_attached(&engine, &a.containers[0], a.interactive)?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     let mut code = ExitCode::SUCCESS;
@@ -792,4 +792,43 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
     }
     println!("Total reclaimed space: 0B");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts a container attached, passing signals sent to this process on to it. Ctrl-C and
+/// other terminal signals reach the monitor directly (it shares the foreground process
+/// group), so only signals another process sent (`kill`) are forwarded: never twice.
+fn start_attached(engine: &ketch::Engine, id: &str, stdin: bool) -> ketch::Result<i32> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let shim = Arc::new(AtomicU32::new(0));
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+        ] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let target = shim.clone();
+        std::thread::spawn(move || {
+            loop {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let sig = libc::sigwaitinfo(&set, &mut info);
+                if sig < 0 {
+                    continue;
+                }
+                let pid = target.load(Ordering::SeqCst);
+                if info.si_code == libc::SI_USER && pid > 0 {
+                    libc::kill(pid as i32, sig);
+                }
+            }
+        });
+    }
+    engine.container_start_with(id, true, stdin, &|pid| shim.store(pid, Ordering::SeqCst))
 }

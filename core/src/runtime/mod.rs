@@ -584,6 +584,18 @@ impl Local {
     /// the task's monitor left running. Attached: the monitor shares this process's stdio
     /// and this returns the container's exit status when it ends.
     pub fn container_start(&self, name: &str, attach: bool, stdin: bool) -> crate::Result<i32> {
+        self.container_start_with(name, attach, stdin, &|_| {})
+    }
+
+    /// [`Self::container_start`], telling `on_spawn` the monitor's PID as soon as it runs,
+    /// so that a front door can pass signals on to it.
+    pub fn container_start_with(
+        &self,
+        name: &str,
+        attach: bool,
+        stdin: bool,
+        on_spawn: &dyn Fn(u32),
+    ) -> crate::Result<i32> {
         let c = self.container_get(name)?;
         match c.status {
             Status::Running | Status::Paused | Status::Restarting => {
@@ -613,9 +625,7 @@ impl Local {
             let mut child = cmd
                 .spawn()
                 .map_err(io_err(format!("run {}", shim.display())))?;
-            // Ctrl-C and friends go to the whole foreground group; the shim passes them to
-            // the container, and this process waits for the shim to report the outcome.
-            let _ignore = IgnoreSignals::new();
+            on_spawn(child.id());
             let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
             let code = status.code().unwrap_or(125);
             let c = self.container_get(name)?;
@@ -954,27 +964,4 @@ fn resolv_conf() -> String {
     let mut s = kept.join("\n");
     s.push('\n');
     s
-}
-
-/// Ignores terminal signals in this process while an attached shim runs.
-struct IgnoreSignals {
-    old: Vec<(i32, libc::sighandler_t)>,
-}
-
-impl IgnoreSignals {
-    fn new() -> IgnoreSignals {
-        let mut old = Vec::new();
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGQUIT, libc::SIGHUP] {
-            old.push((s, unsafe { libc::signal(s, libc::SIG_IGN) }));
-        }
-        IgnoreSignals { old }
-    }
-}
-
-impl Drop for IgnoreSignals {
-    fn drop(&mut self) {
-        for (s, h) in &self.old {
-            unsafe { libc::signal(*s, *h) };
-        }
-    }
 }
