@@ -832,3 +832,157 @@ fn start_attached(engine: &ketch::Engine, id: &str, stdin: bool) -> ketch::Resul
     }
     engine.container_start_with(id, true, stdin, &|pid| shim.store(pid, Ordering::SeqCst))
 }
+
+#[derive(Args)]
+pub struct TopArgs {
+    container: String,
+    /// ps options (default -ef)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    ps_args: Vec<String>,
+}
+
+/// `ps` on the host, narrowed to the container's processes, as Docker's `top` does.
+pub fn top(cli: &Cli, a: &TopArgs) -> Result<ExitCode> {
+    let pids = cli.engine()?.container_pids(&a.container)?;
+    let args = if a.ps_args.is_empty() {
+        vec!["-ef".to_string()]
+    } else {
+        a.ps_args.clone()
+    };
+    let o = std::process::Command::new("ps").args(&args).output()?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| anyhow::anyhow!("ps output has no PID column"))?;
+    let mut rows = vec![
+        header
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>(),
+    ];
+    let ncols = rows[0].len();
+    for l in lines {
+        let fields: Vec<&str> = l.split_whitespace().collect();
+        if fields
+            .get(col)
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(|p| pids.contains(&p))
+        {
+            // The last column (the command) keeps its spaces.
+            let mut row: Vec<String> = fields
+                .iter()
+                .take(ncols - 1)
+                .map(|s| s.to_string())
+                .collect();
+            row.push(
+                fields
+                    .iter()
+                    .skip(ncols - 1)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+            rows.push(row);
+        }
+    }
+    format::table(&mut io::stdout().lock(), &rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct StatsArgs {
+    /// Show all containers (default shows just running)
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Disable streaming stats and only pull the first result
+    #[arg(long)]
+    no_stream: bool,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    format: Option<String>,
+    containers: Vec<String>,
+}
+
+pub fn stats(cli: &Cli, a: &StatsArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    let names: Vec<String> = if a.containers.is_empty() {
+        engine
+            .container_list(a.all)?
+            .into_iter()
+            .map(|c| c.record.id)
+            .collect()
+    } else {
+        a.containers.clone()
+    };
+    loop {
+        // Two samples a second apart give the CPU share, as Docker's first reading does.
+        let first: Vec<_> = names
+            .iter()
+            .map(|n| engine.container_stats(n))
+            .collect::<ketch::Result<_>>()?;
+        let t0 = std::time::Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let second: Vec<_> = names
+            .iter()
+            .map(|n| engine.container_stats(n))
+            .collect::<ketch::Result<_>>()?;
+        let wall = t0.elapsed().as_nanos() as f64;
+        let rows: Vec<Value> = first
+            .iter()
+            .zip(&second)
+            .map(|(a, b)| {
+                let cpu = if b.running { (b.cpu_ns.saturating_sub(a.cpu_ns)) as f64 / wall * 100.0 } else { 0.0 };
+                let mem_pct = if b.memory_limit > 0 { b.memory_usage as f64 / b.memory_limit as f64 * 100.0 } else { 0.0 };
+                json!({
+                    "BlockIO": "0B / 0B",
+                    "CPUPerc": format!("{cpu:.2}%"),
+                    "Container": b.id[..12].to_string(),
+                    "ID": b.id[..12].to_string(),
+                    "MemPerc": format!("{mem_pct:.2}%"),
+                    "MemUsage": format!("{} / {}", binary_size(b.memory_usage), binary_size(b.memory_limit)),
+                    "Name": b.name,
+                    "NetIO": "0B / 0B",
+                    "PIDs": b.pids.to_string(),
+                })
+            })
+            .collect();
+        let columns = [
+            ("CONTAINER ID", "ID"),
+            ("NAME", "Name"),
+            ("CPU %", "CPUPerc"),
+            ("MEM USAGE / LIMIT", "MemUsage"),
+            ("MEM %", "MemPerc"),
+            ("NET I/O", "NetIO"),
+            ("BLOCK I/O", "BlockIO"),
+            ("PIDS", "PIDs"),
+        ];
+        format::print_rows(
+            &mut io::stdout().lock(),
+            &Format::parse(a.format.as_deref()),
+            &columns,
+            &rows,
+        )?;
+        if a.no_stream {
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+}
+
+/// Docker's binary sizes for memory (`BytesSize`): KiB, MiB, GiB with two decimals.
+fn binary_size(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < units.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    format!("{v:.4}")
+        .trim_end_matches('0')
+        .trim_end_matches('.')
+        .to_string()
+        + units[i]
+}

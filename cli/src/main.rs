@@ -88,6 +88,10 @@ enum Command {
     Unpause(containers::NamesArgs),
     /// Rename a container
     Rename(containers::RenameArgs),
+    /// Display the running processes of a container
+    Top(containers::TopArgs),
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(containers::StatsArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -178,6 +182,8 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(a) => containers::pause(cli, a),
         Command::Unpause(a) => containers::unpause(cli, a),
         Command::Rename(a) => containers::rename(cli, a),
+        Command::Top(a) => containers::top(cli, a),
+        Command::Stats(a) => containers::stats(cli, a),
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(cli, a),
         Command::Container(ContainerCommand::Ls(a)) => containers::ps(cli, a),
         Command::Container(ContainerCommand::Rm(a)) => containers::rm(cli, a),

@@ -643,3 +643,50 @@ fn signals_to_run_reach_the_container() {
     assert_eq!(status.code(), Some(5));
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn top_and_stats() {
+    let r = setup();
+    let id = r
+        .ok(&[
+            "run",
+            "-d",
+            "--cpus",
+            "0.5",
+            "--memory",
+            "64m",
+            "--name",
+            "busy",
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do :; done",
+        ])
+        .trim()
+        .to_string();
+    let top = r.ok(&["top", "busy"]);
+    assert!(top.lines().next().unwrap().contains("PID"), "{top}");
+    assert!(top.contains("while true"), "{top}");
+    assert_eq!(top.lines().count(), 2, "{top}");
+    let stats = r.ok(&["stats", "--no-stream", "--format", "json", "busy"]);
+    let v: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
+    let cpu: f64 = v["CPUPerc"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    // A busy loop held to half a CPU.
+    assert!(cpu > 20.0 && cpu < 60.0, "{stats}");
+    assert!(
+        v["MemUsage"].as_str().unwrap().ends_with("/ 64MiB"),
+        "{stats}"
+    );
+    assert_eq!(v["PIDs"], "1");
+    let table = r.ok(&["stats", "--no-stream"]);
+    assert!(
+        table.starts_with("CONTAINER ID") && table.contains("busy"),
+        "{table}"
+    );
+    r.ok(&["rm", "-f", &id]);
+}

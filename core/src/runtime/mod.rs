@@ -169,6 +169,19 @@ impl Status {
     }
 }
 
+/// A sample of a container's resource use.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub id: String,
+    pub name: String,
+    /// CPU time used so far, in nanoseconds.
+    pub cpu_ns: u64,
+    pub memory_usage: u64,
+    pub memory_limit: u64,
+    pub pids: u64,
+    pub running: bool,
+}
+
 /// A container and its task, reconciled.
 #[derive(Debug, Clone)]
 pub struct Container {
@@ -852,6 +865,88 @@ impl Local {
         };
         fs::write(&file, value).map_err(io_err(format!("write {}", file.display())))?;
         Ok(())
+    }
+
+    /// PIDs (host view) of every process in a running container.
+    pub fn container_pids(&self, name: &str) -> crate::Result<Vec<i32>> {
+        let c = self.container_get(name)?;
+        if !c.is_running() {
+            return Err(ContainerError::Conflict {
+                reason: format!("container {} is not running", c.record.id),
+            }
+            .into());
+        }
+        let mut pids: Vec<i32> = c
+            .task
+            .cgroups
+            .iter()
+            .find_map(|cg| fs::read_to_string(cg.join("cgroup.procs")).ok())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// One sample of a container's resource use.
+    pub fn container_stats(&self, name: &str) -> crate::Result<Stats> {
+        let c = self.container_get(name)?;
+        let read = |file: &str| -> Option<String> {
+            c.task
+                .cgroups
+                .iter()
+                .find_map(|cg| fs::read_to_string(cg.join(file)).ok())
+        };
+        let num = |file: &str| {
+            read(file).and_then(|v| {
+                v.split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+        };
+        let kv = |file: &str, key: &str| {
+            read(file).and_then(|v| {
+                v.lines().find_map(|l| {
+                    l.strip_prefix(key)
+                        .and_then(|r| r.trim().parse::<u64>().ok())
+                })
+            })
+        };
+        let host_mem = fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines().find_map(|l| {
+                    l.strip_prefix("MemTotal:")
+                        .and_then(|r| r.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                })
+            })
+            .map_or(0, |k| k * 1024);
+        // v1: cpuacct.usage (ns), memory.usage_in_bytes less inactive file cache, as Docker;
+        // v2: cpu.stat usage_usec, memory.current less inactive_file.
+        let cpu_ns = num("cpuacct.usage")
+            .or_else(|| kv("cpu.stat", "usage_usec ").map(|u| u * 1000))
+            .unwrap_or(0);
+        let (usage, inactive) = match num("memory.usage_in_bytes") {
+            Some(u) => (u, kv("memory.stat", "total_inactive_file ").unwrap_or(0)),
+            None => (
+                num("memory.current").unwrap_or(0),
+                kv("memory.stat", "inactive_file ").unwrap_or(0),
+            ),
+        };
+        let limit = num("memory.limit_in_bytes")
+            .or_else(|| num("memory.max"))
+            .unwrap_or(u64::MAX)
+            .min(host_mem.max(1));
+        Ok(Stats {
+            id: c.record.id.clone(),
+            name: c.record.name.clone(),
+            cpu_ns,
+            memory_usage: usage.saturating_sub(inactive),
+            memory_limit: limit,
+            pids: num("pids.current").unwrap_or(0),
+            running: c.is_running(),
+        })
     }
 
     /// Gives a container a new name.
