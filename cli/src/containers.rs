@@ -986,3 +986,52 @@ fn binary_size(b: u64) -> String {
         .to_string()
         + units[i]
 }
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Keep STDIN open even if not attached
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// Set environment variables
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
+    if a.tty {
+        bail!(Exit(125, "exec -t: terminals are not supported yet".into()));
+    }
+    let engine = cli.engine()?;
+    let opts = ketch::runtime::ExecOptions {
+        cmd: a.command.clone(),
+        env: a.env.iter().map(|e| expand_env(e)).collect(),
+        user: a.user.clone(),
+        workdir: a.workdir.clone(),
+        detach: a.detach,
+        interactive: a.interactive,
+    };
+    let code = engine
+        .container_exec(&a.container, &opts, &|_| {})
+        .map_err(|e| match &e {
+            ketch::Error::Container(c @ ketch::runtime::ContainerError::Start { .. }) => {
+                anyhow::Error::from(Exit(c.exit_code() as u8, e.to_string()))
+            }
+            _ => anyhow::Error::from(e),
+        })?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}

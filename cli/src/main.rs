@@ -88,6 +88,8 @@ enum Command {
     Unpause(containers::NamesArgs),
     /// Rename a container
     Rename(containers::RenameArgs),
+    /// Execute a command in a running container
+    Exec(containers::ExecArgs),
     /// Display the running processes of a container
     Top(containers::TopArgs),
     /// Display a live stream of container(s) resource usage statistics
@@ -182,6 +184,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(a) => containers::pause(cli, a),
         Command::Unpause(a) => containers::unpause(cli, a),
         Command::Rename(a) => containers::rename(cli, a),
+        Command::Exec(a) => containers::exec(cli, a),
         Command::Top(a) => containers::top(cli, a),
         Command::Stats(a) => containers::stats(cli, a),
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(cli, a),

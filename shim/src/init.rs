@@ -453,7 +453,7 @@ struct Identity {
 
 /// Resolves `user[:group]` (names or numbers) against the container's files, read after the
 /// root switch, as Docker does.
-fn resolve_user(spec: &Spec) -> Result<Identity, StartError> {
+fn resolve_user(spec: &Spec, spec_user: &str) -> Result<Identity, StartError> {
     let u = &spec.process.user;
     let mut id = Identity {
         uid: u.uid,
@@ -463,14 +463,9 @@ fn resolve_user(spec: &Spec) -> Result<Identity, StartError> {
     };
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
-    let spec_user = spec
-        .annotations
-        .get("io.ketch.user")
-        .cloned()
-        .unwrap_or_default();
     let (user, grp) = match spec_user.split_once(':') {
         Some((u, g)) => (u.to_string(), Some(g.to_string())),
-        None => (spec_user.clone(), None),
+        None => (spec_user.to_string(), None),
     };
     let entry = |name_or_id: &str| {
         passwd
@@ -658,23 +653,56 @@ fn setup(spec: &Spec, rootfs_mounts: &[RootfsMount], cgroupns: bool) -> Result<N
     {
         loopback_up()?;
     }
-    set_rlimits(spec);
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let args: Vec<CString> = spec.process.args.iter().map(|a| cstr(a)).collect();
-    let Some(first) = spec.process.args.first() else {
+    let user = spec
+        .annotations
+        .get("io.ketch.user")
+        .cloned()
+        .unwrap_or_default();
+    launch(
+        spec,
+        &spec.process.args,
+        &spec.process.env,
+        &spec.process.cwd,
+        &user,
+    )
+}
+
+/// Runs a process in a container it is already inside (namespaces joined, root switched):
+/// `ketch exec`'s counterpart of [`init`]. Returns only on failure.
+pub fn exec_init(
+    spec: &Spec,
+    args: &[String],
+    env: &[String],
+    cwd: &str,
+    user: &str,
+) -> StartError {
+    match launch(spec, args, env, cwd, user) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// Identity, limits, working directory, capabilities, then exec.
+fn launch(
+    spec: &Spec,
+    args_in: &[String],
+    env_in: &[String],
+    cwd_in: &str,
+    user: &str,
+) -> Result<Never, StartError> {
+    set_rlimits(spec);
+    let args: Vec<CString> = args_in.iter().map(|a| cstr(a)).collect();
+    let Some(first) = args_in.first() else {
         return Err(fail(125, "no command specified"));
     };
-    let identity = resolve_user(spec)?;
-    let mut env_list = spec.process.env.clone();
+    let identity = resolve_user(spec, user)?;
+    let mut env_list = env_in.to_vec();
     if !env_list.iter().any(|e| e.starts_with("HOME=")) {
         env_list.push(format!("HOME={}", identity.home));
     }
     let env: Vec<CString> = env_list.iter().map(|e| cstr(e)).collect();
-    let cwd = if spec.process.cwd.is_empty() {
-        "/"
-    } else {
-        spec.process.cwd.as_str()
-    };
+    let cwd = if cwd_in.is_empty() { "/" } else { cwd_in };
     // Docker creates a missing working directory.
     let _ = fs::create_dir_all(cwd);
     drop_bounding(spec)?;

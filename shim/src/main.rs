@@ -17,6 +17,7 @@
 //!   `ok` or `error <code> <message>`.
 
 mod cgroup;
+mod exec;
 mod init;
 mod spec;
 
@@ -98,7 +99,7 @@ fn write_state(bundle: &Path, state: &State) {
 }
 
 /// The json-file log: one JSON object per line, rotated by size.
-struct Log {
+pub(crate) struct Log {
     path: PathBuf,
     file: Option<File>,
     size: u64,
@@ -128,6 +129,18 @@ impl Log {
         }
     }
 
+    /// A log that records nothing: `exec`'s output is not the container's log.
+    pub(crate) fn disabled() -> Log {
+        Log {
+            path: PathBuf::new(),
+            file: None,
+            size: 0,
+            max_size: 0,
+            max_file: 1,
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
     fn rotate(&mut self) {
         self.file = None;
         for i in (1..self.max_file).rev() {
@@ -151,6 +164,9 @@ impl Log {
     }
 
     fn record(&mut self, stream: usize, line: &[u8]) {
+        if self.file.is_none() {
+            return;
+        }
         let text = String::from_utf8_lossy(line);
         let name = if stream == 0 { "stdout" } else { "stderr" };
         let mut rec = serde_json::to_vec(
@@ -221,7 +237,7 @@ fn parse_args() -> Result<Options, String> {
     })
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)
 }
 
@@ -240,11 +256,11 @@ fn restart_policy(spec: &Spec) -> (String, u32) {
 
 /// One run of the container: clone, set up, wait. Returns the exit status, or the start
 /// error's.
-struct Run {
-    pid: Pid,
-    out: OwnedFd,
-    err: OwnedFd,
-    input: Option<OwnedFd>,
+pub(crate) struct Run {
+    pub(crate) pid: Pid,
+    pub(crate) out: OwnedFd,
+    pub(crate) err: OwnedFd,
+    pub(crate) input: Option<OwnedFd>,
 }
 
 fn start(
@@ -370,7 +386,13 @@ impl KeepFd for File {
 
 /// Copies the container's output to the log (and the terminal, when attached) until both
 /// streams close and the container has exited; passes signals on. Returns the exit status.
-fn monitor(run: Run, log: &mut Log, attach: bool, forward_stdin: bool, sfd: &SignalFd) -> i32 {
+pub(crate) fn monitor(
+    run: Run,
+    log: &mut Log,
+    attach: bool,
+    forward_stdin: bool,
+    sfd: &SignalFd,
+) -> i32 {
     let mut open = [Some(run.out), Some(run.err)];
     let mut input = run.input;
     let mut status: Option<i32> = None;
@@ -485,6 +507,9 @@ fn monitor(run: Run, log: &mut Log, attach: bool, forward_stdin: bool, sfd: &Sig
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("exec") {
+        std::process::exit(exec::run());
+    }
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
@@ -497,7 +522,7 @@ fn main() {
 }
 
 /// Reports to whoever started a detached shim, on fd 3, then closes it.
-fn report(ready: &mut Option<File>, msg: &str) {
+pub(crate) fn report(ready: &mut Option<File>, msg: &str) {
     if let Some(mut f) = ready.take() {
         let _ = f.write_all(msg.as_bytes());
     }

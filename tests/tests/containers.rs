@@ -690,3 +690,70 @@ fn top_and_stats() {
     );
     r.ok(&["rm", "-f", &id]);
 }
+
+#[test]
+fn exec_runs_inside_the_container() {
+    let r = setup();
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "host",
+        "--hostname",
+        "inner",
+        "-e",
+        "FROM_RUN=1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /tmp/mark; sleep 1000",
+    ]);
+    let out = r.ok(&[
+        "exec",
+        "host",
+        "sh",
+        "-c",
+        "hostname; cat /tmp/mark; echo $FROM_RUN; ps -o pid,comm | grep -c sleep",
+    ]);
+    assert_eq!(out, "inner\nx\n1\n1\n");
+    assert_eq!(
+        r.ok(&[
+            "exec",
+            "-e",
+            "A=b",
+            "-w",
+            "/etc",
+            "-u",
+            "nobody",
+            "host",
+            "sh",
+            "-c",
+            "echo $A; pwd; id -u"
+        ]),
+        "b\n/etc\n65534\n"
+    );
+    assert_eq!(
+        r.run(&["exec", "host", "sh", "-c", "exit 9"]).status.code(),
+        Some(9)
+    );
+    let (code, err) = r.fails(&["exec", "host", "no-such-thing"]);
+    assert_eq!(code, 127, "{err}");
+    // Standard input reaches an interactive exec.
+    let o = r.run_stdin(&["exec", "-i", "host", "cat"], b"piped in\n");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "piped in\n");
+    // Detached: returns at once; the process runs in the container.
+    r.ok(&["exec", "-d", "host", "sh", "-c", "echo late > /tmp/late"]);
+    let start = Instant::now();
+    while r
+        .run(&["exec", "host", "cat", "/tmp/late"])
+        .stdout
+        .is_empty()
+    {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r.ok(&["stop", "-t", "0", "host"]);
+    let (_, err) = r.fails(&["exec", "host", "true"]);
+    assert!(err.contains("is not running"), "{err}");
+    r.ok(&["rm", "host"]);
+}

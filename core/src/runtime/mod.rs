@@ -14,7 +14,7 @@ mod spec;
 
 use std::fs;
 use std::io::{self, BufRead, Read};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -651,50 +651,7 @@ impl Local {
             }
             return Ok(code);
         }
-        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| io_err("pipe")(e.into()))?;
-        let wfd = w.as_raw_fd();
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(move || {
-                // Hand the report pipe over as fd 3.
-                if libc::dup2(wfd, 3) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .map_err(io_err(format!("run {}", shim.display())))?;
-        drop(w);
-        let mut report = String::new();
-        let mut rf = unsafe { fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(r)) };
-        let _ = rf.read_to_string(&mut report);
-        // The shim has its own session now; reap it when it exits so no zombie is left
-        // with this process.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
-        let report = report.trim();
-        if let Some(rest) = report.strip_prefix("error ") {
-            let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
-            return Err(ContainerError::Start {
-                code: code.parse().unwrap_or(125),
-                message: message.to_string(),
-            }
-            .into());
-        }
-        if !report.starts_with("ok") {
-            return Err(ContainerError::Start {
-                code: 125,
-                message: format!("ketch-shim exited without starting the container ({report:?})"),
-            }
-            .into());
-        }
+        spawn_reporting(cmd, &shim, true)?;
         self.set_running(&c.record.id, true)?;
         Ok(0)
     }
@@ -1042,6 +999,126 @@ impl Container {
             self.status,
             Status::Running | Status::Paused | Status::Restarting
         )
+    }
+}
+
+/// Runs a shim with a report pipe as fd 3 and returns once it reports that its process
+/// runs (or why it does not). Detached, the shim goes on in a session of its own and is
+/// reaped in the background; attached, its child handle is returned to wait on.
+fn spawn_reporting(
+    mut cmd: Command,
+    shim: &std::path::Path,
+    detached: bool,
+) -> crate::Result<Option<std::process::Child>> {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| io_err("pipe")(e.into()))?;
+    let wfd = w.as_raw_fd();
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(move || {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    if detached {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(io_err(format!("run {}", shim.display())))?;
+    drop(w);
+    let mut report = String::new();
+    let mut rf = fs::File::from(std::os::fd::OwnedFd::from(r));
+    let _ = rf.read_to_string(&mut report);
+    let report = report.trim();
+    let failure = if let Some(rest) = report.strip_prefix("error ") {
+        let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+        Some(ContainerError::Start {
+            code: code.parse().unwrap_or(125),
+            message: message.to_string(),
+        })
+    } else if !report.starts_with("ok") {
+        Some(ContainerError::Start {
+            code: 125,
+            message: format!("ketch-shim exited without starting the process ({report:?})"),
+        })
+    } else {
+        None
+    };
+    if let Some(e) = failure {
+        let _ = child.wait();
+        return Err(e.into());
+    }
+    if detached {
+        // Reap the shim when it exits, so no zombie is left with this process.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        return Ok(None);
+    }
+    Ok(Some(child))
+}
+
+/// What `exec` takes: Docker's flags.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub detach: bool,
+    pub interactive: bool,
+}
+
+impl Local {
+    /// Runs a new process in a running container. Attached, returns its exit status.
+    pub fn container_exec(
+        &self,
+        name: &str,
+        opts: &ExecOptions,
+        on_spawn: &dyn Fn(u32),
+    ) -> crate::Result<i32> {
+        let c = self.container_get(name)?;
+        if c.status != Status::Running || c.task.pid <= 0 {
+            return Err(ContainerError::Conflict {
+                reason: format!("container {} is not running", c.record.id),
+            }
+            .into());
+        }
+        if opts.cmd.is_empty() {
+            return Err(ContainerError::Invalid {
+                reason: "exec needs a command".into(),
+            }
+            .into());
+        }
+        let shim = shim_path().ok_or(ContainerError::NoShim)?;
+        let mut cmd = Command::new(&shim);
+        cmd.arg("exec").arg(&c.bundle).arg(c.task.pid.to_string());
+        if !opts.detach {
+            cmd.arg("--attach");
+        }
+        if opts.interactive {
+            cmd.arg("--stdin");
+        }
+        if let Some(u) = &opts.user {
+            cmd.args(["--user", u]);
+        }
+        if let Some(w) = &opts.workdir {
+            cmd.args(["--cwd", w]);
+        }
+        for e in &opts.env {
+            cmd.args(["--env", e]);
+        }
+        cmd.arg("--").args(&opts.cmd);
+        let child = spawn_reporting(cmd, &shim, opts.detach)?;
+        let Some(mut child) = child else { return Ok(0) };
+        on_spawn(child.id());
+        let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
+        Ok(status.code().unwrap_or(125))
     }
 }
 

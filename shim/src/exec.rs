@@ -1,0 +1,226 @@
+//! `ketch-shim exec`: a new process in a running container. Joins the container's cgroups
+//! and namespaces and takes its root, then clones the process (a pid namespace applies to
+//! children only) and monitors it like the container's own, without a log.
+//!
+//!   ketch-shim exec BUNDLE PID [--attach] [--stdin] [--user U] [--cwd D] [--env K=V]... -- CMD...
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::path::PathBuf;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::unistd::Pid;
+
+use crate::spec::Spec;
+use crate::{Log, Run, init, monitor, pipe, report};
+
+struct Args {
+    bundle: PathBuf,
+    pid: i32,
+    attach: bool,
+    stdin: bool,
+    user: Option<String>,
+    cwd: Option<String>,
+    env: Vec<String>,
+    cmd: Vec<String>,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut it = std::env::args().skip(2);
+    let bundle = PathBuf::from(it.next().ok_or("missing bundle")?);
+    let pid = it
+        .next()
+        .and_then(|p| p.parse().ok())
+        .ok_or("missing pid")?;
+    let mut a = Args {
+        bundle,
+        pid,
+        attach: false,
+        stdin: false,
+        user: None,
+        cwd: None,
+        env: vec![],
+        cmd: vec![],
+    };
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--attach" => a.attach = true,
+            "--stdin" => a.stdin = true,
+            "--user" => a.user = it.next(),
+            "--cwd" => a.cwd = it.next(),
+            "--env" => a.env.extend(it.next()),
+            "--" => {
+                a.cmd = it.collect();
+                break;
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(a)
+}
+
+pub fn run() -> i32 {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ketch-shim exec: {e}");
+            return 125;
+        }
+    };
+    // The engine always hands over a report pipe as fd 3: attached or not, it learns there
+    // whether the process started, apart from the process's own output.
+    unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
+    let mut ready: Option<File> = Some(unsafe { File::from_raw_fd(3) });
+    let fail = |ready: &mut Option<File>, code: i32, msg: String| -> i32 {
+        report(ready, &format!("error {code} {msg}"));
+        code
+    };
+    let spec: Spec = match fs::read(a.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        Some(s) => s,
+        None => {
+            return fail(
+                &mut ready,
+                125,
+                format!("read {}/config.json", a.bundle.display()),
+            );
+        }
+    };
+    // The container's cgroups, from the monitor's state.
+    let cgroups: Vec<PathBuf> = fs::read(a.bundle.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.get("Cgroups").cloned())
+        .and_then(|c| serde_json::from_value(c).ok())
+        .unwrap_or_default();
+    for cg in &cgroups {
+        if let Err(e) = fs::write(cg.join("cgroup.procs"), std::process::id().to_string()) {
+            return fail(&mut ready, 125, format!("join {}: {e}", cg.display()));
+        }
+    }
+    if !a.attach {
+        let _ = nix::unistd::setsid();
+        if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+            for fd in 0..3 {
+                unsafe { libc::dup2(null.as_raw_fd(), fd) };
+            }
+        }
+    }
+    // Namespaces, then the container's root: its mount namespace alone does not move ours.
+    let root = match File::open(format!("/proc/{}/root", a.pid)) {
+        Ok(f) => f,
+        Err(e) => {
+            return fail(
+                &mut ready,
+                125,
+                format!("container process {} is gone: {e}", a.pid),
+            );
+        }
+    };
+    for ns in ["cgroup", "ipc", "uts", "net", "pid", "mnt"] {
+        let Ok(f) = File::open(format!("/proc/{}/ns/{ns}", a.pid)) else {
+            continue;
+        };
+        let own = fs::read_link(format!("/proc/self/ns/{ns}")).ok();
+        let theirs = fs::read_link(format!("/proc/{}/ns/{ns}", a.pid)).ok();
+        if own == theirs {
+            continue;
+        }
+        if let Err(e) = nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::empty()) {
+            return fail(
+                &mut ready,
+                125,
+                format!("enter the container's {ns} namespace: {e}"),
+            );
+        }
+    }
+    if nix::unistd::fchdir(root.as_raw_fd()).is_err() || nix::unistd::chroot(".").is_err() {
+        return fail(&mut ready, 125, "enter the container's root".into());
+    }
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        mask.add(s);
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
+    let Ok(sfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+    else {
+        return fail(&mut ready, 125, "signalfd".into());
+    };
+    let mut env = spec.process.env.clone();
+    for e in &a.env {
+        let key = e.split('=').next().unwrap_or("");
+        env.retain(|x| x.split('=').next() != Some(key));
+        env.push(e.clone());
+    }
+    let cwd = a.cwd.clone().unwrap_or_else(|| spec.process.cwd.clone());
+    let user = a
+        .user
+        .clone()
+        .or_else(|| spec.annotations.get("io.ketch.user").cloned())
+        .unwrap_or_default();
+    let io = (|| -> std::io::Result<_> {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let input = if a.stdin { Some(pipe()?) } else { None };
+        let (exec_r, exec_w) = pipe()?;
+        Ok((out_r, out_w, err_r, err_w, input, exec_r, exec_w))
+    })();
+    let Ok((out_r, out_w, err_r, err_w, input, exec_r, exec_w)) = io else {
+        return fail(&mut ready, 125, "pipe".into());
+    };
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return fail(&mut ready, 125, "fork".into());
+    }
+    if pid == 0 {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        let stdin_fd = match &input {
+            Some((r, _)) => r.as_raw_fd(),
+            None => File::open("/dev/null")
+                .map(std::os::fd::IntoRawFd::into_raw_fd)
+                .unwrap_or(-1),
+        };
+        unsafe {
+            libc::dup2(stdin_fd, 0);
+            libc::dup2(out_w.as_raw_fd(), 1);
+            libc::dup2(err_w.as_raw_fd(), 2);
+        }
+        let err = init::exec_init(&spec, &a.cmd, &env, &cwd, &user);
+        let _ = File::from(exec_w).write_all(format!("{} {}", err.code, err.message).as_bytes());
+        unsafe { libc::_exit(err.code) };
+    }
+    drop((out_w, err_w, exec_w));
+    let input_w = input.map(|(r, w)| {
+        drop(r);
+        w
+    });
+    let mut msg = String::new();
+    let _ = File::from(exec_r).read_to_string(&mut msg);
+    if !msg.is_empty() {
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
+        let (code, message) = msg.split_once(' ').unwrap_or(("126", &msg));
+        return fail(&mut ready, code.parse().unwrap_or(126), message.to_string());
+    }
+    report(&mut ready, &format!("ok {pid}"));
+    let run = Run {
+        pid: Pid::from_raw(pid),
+        out: out_r,
+        err: err_r,
+        input: input_w,
+    };
+    let code = monitor(run, &mut Log::disabled(), a.attach, a.stdin, &sfd);
+    if a.attach { code } else { 0 }
+}
