@@ -1032,7 +1032,7 @@ fn spawn_reporting(
         .map_err(io_err(format!("run {}", shim.display())))?;
     drop(w);
     let mut report = String::new();
-    let mut rf = fs::File::from(std::os::fd::OwnedFd::from(r));
+    let mut rf = fs::File::from(r);
     let _ = rf.read_to_string(&mut report);
     let report = report.trim();
     let failure = if let Some(rest) = report.strip_prefix("error ") {
