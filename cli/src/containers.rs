@@ -135,8 +135,10 @@ impl CreateArgs {
             labels.push((k.to_string(), v.to_string()));
         }
         let mut no_new_privileges = false;
+        let mut seccomp_unconfined = false;
         for o in &self.security_opt {
             match o.as_str() {
+                "seccomp=unconfined" | "seccomp:unconfined" => seccomp_unconfined = true,
                 "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
                     no_new_privileges = true
                 }
@@ -225,6 +227,7 @@ impl CreateArgs {
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
             no_new_privileges,
+            seccomp_unconfined,
             read_only: self.read_only,
             // Until networking lands, the default is a namespace with loopback only.
             network: self.network.clone().filter(|n| n == "host"),

@@ -706,6 +706,12 @@ fn launch(
     // Docker creates a missing working directory.
     let _ = fs::create_dir_all(cwd);
     drop_bounding(spec)?;
+    // Compiled before, loaded after the identity change would need CAP_SYS_ADMIN or
+    // no_new_privs: load it while still root, allowing what the rest of the setup calls.
+    if let Some(profile) = &spec.linux.seccomp {
+        let programs = crate::seccomp::compile(profile).map_err(|e| fail(125, e))?;
+        crate::seccomp::load(&programs).map_err(|e| fail(125, e))?;
+    }
     set_user(&identity)?;
     chdir(cwd).map_err(|e| {
         fail(

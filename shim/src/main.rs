@@ -19,6 +19,7 @@
 mod cgroup;
 mod exec;
 mod init;
+mod seccomp;
 mod spec;
 
 use std::fs::{self, File, OpenOptions};

@@ -81,6 +81,32 @@ pub struct Linux {
     pub cgroups_path: Option<String>,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
+    pub seccomp: Option<Seccomp>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Seccomp {
+    pub default_action: String,
+    pub syscalls: Vec<SyscallRule>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SyscallRule {
+    pub names: Vec<String>,
+    pub action: String,
+    pub errno_ret: Option<u32>,
+    pub args: Vec<SyscallArg>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SyscallArg {
+    pub index: u8,
+    pub value: u64,
+    pub value_two: u64,
+    pub op: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -757,3 +757,36 @@ fn exec_runs_inside_the_container() {
     assert!(err.contains("is not running"), "{err}");
     r.ok(&["rm", "host"]);
 }
+
+#[test]
+fn default_seccomp_profile() {
+    let r = setup();
+    assert!(sh(&r, &[], "grep '^Seccomp:' /proc/self/status").contains('2'));
+    // A user namespace needs no capability, so only the profile stands in the way.
+    let o = r.run(&["run", "--rm", "busybox", "unshare", "-U", "true"]);
+    assert!(
+        !o.status.success(),
+        "unshare -U worked under the default profile"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"));
+    let o = r.run(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox",
+        "unshare",
+        "-U",
+        "true",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(sh(&r, &["--privileged"], "grep '^Seccomp:' /proc/self/status").contains('0'));
+    // The profile is plain OCI seccomp in the bundle's config.json.
+    let id = r.ok(&["create", "busybox", "true"]).trim().to_string();
+    let spec: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(r.path().join("containers").join(&id).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    r.ok(&["rm", &id]);
+}

@@ -108,6 +108,8 @@ pub struct CreateOptions {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub no_new_privileges: bool,
+    /// `--security-opt seccomp=unconfined`.
+    pub seccomp_unconfined: bool,
     pub read_only: bool,
     pub network: Option<String>,
     pub restart: Option<String>,

@@ -125,6 +125,41 @@ pub fn capabilities(opts: &CreateOptions) -> Vec<String> {
     caps
 }
 
+/// The default seccomp profile, resolved for a container's capabilities into OCI's
+/// `linux.seccomp`; `None` for a privileged or unconfined container.
+pub fn seccomp(opts: &CreateOptions, caps: &[String]) -> Option<Value> {
+    if opts.privileged || opts.seccomp_unconfined {
+        return None;
+    }
+    let profile: Value = serde_json::from_str(include_str!("seccomp.json"))
+        .expect("the built-in profile is valid JSON");
+    let syscalls: Vec<Value> = profile["syscalls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|g| {
+            !g["excludes"]["caps"].as_array().is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.as_str()
+                        .is_some_and(|c| caps.iter().any(|have| have == c))
+                })
+            })
+        })
+        .map(|g| {
+            let mut g = g.clone();
+            if let Some(o) = g.as_object_mut() {
+                o.remove("excludes");
+            }
+            g
+        })
+        .collect();
+    Some(json!({
+        "defaultAction": profile["defaultAction"],
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+        "syscalls": syscalls,
+    }))
+}
+
 /// Inputs to the spec that come from the engine rather than the user.
 pub struct SpecContext<'a> {
     pub id: &'a str,
@@ -208,7 +243,8 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     if let Some(u) = &opts.user {
         annotations["io.ketch.user"] = json!(u);
     }
-    json!({
+    let seccomp = seccomp(opts, &caps);
+    let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": opts.tty,
@@ -231,5 +267,9 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
             "maskedPaths": if opts.privileged { vec![] } else { MASKED.to_vec() },
             "readonlyPaths": if opts.privileged { vec![] } else { READONLY.to_vec() },
         },
-    })
+    });
+    if let Some(s) = seccomp {
+        spec["linux"]["seccomp"] = s;
+    }
+    spec
 }
