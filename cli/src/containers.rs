@@ -281,7 +281,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let result = start_attached(&engine, &id, opts.open_stdin);
+    let result = start_attached(&engine, &id, opts.open_stdin, opts.tty);
     if opts.auto_remove {
         let _ = engine.container_remove(&id, true);
     }
@@ -309,7 +309,8 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
         if a.containers.len() > 1 {
             bail!("you cannot start and attach multiple containers at once");
         }
-        let code = start_attached(&engine, &a.containers[0], a.interactive)?;
+        let tty = engine.container_get(&a.containers[0])?.record.config.tty;
+        let code = start_attached(&engine, &a.containers[0], a.interactive, tty)?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     let mut code = ExitCode::SUCCESS;
@@ -800,8 +801,10 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
 /// Starts a container attached, passing signals sent to this process on to it. Ctrl-C and
 /// other terminal signals reach the monitor directly (it shares the foreground process
 /// group), so only signals another process sent (`kill`) are forwarded: never twice.
-fn start_attached(engine: &ketch::Engine, id: &str, stdin: bool) -> ketch::Result<i32> {
+fn start_attached(engine: &ketch::Engine, id: &str, stdin: bool, tty: bool) -> ketch::Result<i32> {
     use std::sync::Arc;
+    // With a terminal on both ends, ours passes every key through untouched.
+    let _raw = if tty { RawMode::enter() } else { None };
     use std::sync::atomic::{AtomicU32, Ordering};
     let shim = Arc::new(AtomicU32::new(0));
     unsafe {
@@ -1037,4 +1040,33 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
             _ => anyhow::Error::from(e),
         })?;
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// This terminal in raw mode for as long as it lives; restored on drop.
+struct RawMode {
+    saved: libc::termios,
+}
+
+impl RawMode {
+    fn enter() -> Option<RawMode> {
+        if !io::stdin().is_terminal() {
+            return None;
+        }
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            libc::cfmakeraw(&mut t);
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            Some(RawMode { saved })
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
+    }
 }

@@ -218,8 +218,9 @@ pub fn run() -> i32 {
     let run = Run {
         pid: Pid::from_raw(pid),
         out: out_r,
-        err: err_r,
+        err: Some(err_r),
         input: input_w,
+        tty: None,
     };
     let code = monitor(run, &mut Log::disabled(), a.attach, a.stdin, &sfd);
     if a.attach { code } else { 0 }

@@ -260,8 +260,11 @@ fn restart_policy(spec: &Spec) -> (String, u32) {
 pub(crate) struct Run {
     pub(crate) pid: Pid,
     pub(crate) out: OwnedFd,
-    pub(crate) err: OwnedFd,
+    /// None with a terminal: it carries both streams.
+    pub(crate) err: Option<OwnedFd>,
     pub(crate) input: Option<OwnedFd>,
+    /// The terminal's master side, to pass window size changes to.
+    pub(crate) tty: Option<OwnedFd>,
 }
 
 fn start(
@@ -287,6 +290,11 @@ fn start(
     };
     let (go_r, go_w) = pipe().map_err(e("pipe"))?;
     let (exec_r, exec_w) = pipe().map_err(e("pipe"))?;
+    let pty = if spec.process.terminal {
+        Some(open_pty().map_err(e("open a terminal"))?)
+    } else {
+        None
+    };
     let mut flags = libc::SIGCHLD as libc::c_long;
     let mut cgroupns = false;
     for ns in &spec.linux.namespaces {
@@ -331,9 +339,21 @@ fn start(
                 .unwrap_or(-1),
         };
         unsafe {
-            libc::dup2(stdin_fd, 0);
-            libc::dup2(out_w.as_raw_fd(), 1);
-            libc::dup2(err_w.as_raw_fd(), 2);
+            match &pty {
+                Some((_, slave)) => {
+                    // The terminal becomes the container's controlling terminal and stdio.
+                    libc::setsid();
+                    libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
+                    for fd in 0..3 {
+                        libc::dup2(slave.as_raw_fd(), fd);
+                    }
+                }
+                None => {
+                    libc::dup2(stdin_fd, 0);
+                    libc::dup2(out_w.as_raw_fd(), 1);
+                    libc::dup2(err_w.as_raw_fd(), 2);
+                }
+            }
         }
         for nsj in &spec.linux.namespaces {
             if let Some(path) = &nsj.path
@@ -367,12 +387,34 @@ fn start(
             message: message.to_string(),
         });
     }
+    if let Some((master, slave)) = pty {
+        drop((slave, out_r, err_r, in_w));
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(e("dup"));
+        return Ok(Run {
+            pid,
+            out: dup(&master)?,
+            err: None,
+            input: if stdin { Some(dup(&master)?) } else { None },
+            tty: Some(master),
+        });
+    }
     Ok(Run {
         pid,
         out: out_r,
-        err: err_r,
+        err: Some(err_r),
         input: in_w,
+        tty: None,
     })
+}
+
+/// A terminal pair, master close-on-exec, sized like ours if we have one.
+fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let have = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0;
+    let p =
+        nix::pty::openpty(if have { Some(&ws) } else { None }, None).map_err(io::Error::from)?;
+    unsafe { libc::fcntl(p.master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
+    Ok((p.master, p.slave))
 }
 
 trait KeepFd {
@@ -394,7 +436,7 @@ pub(crate) fn monitor(
     forward_stdin: bool,
     sfd: &SignalFd,
 ) -> i32 {
-    let mut open = [Some(run.out), Some(run.err)];
+    let mut open = [Some(run.out), run.err];
     let mut input = run.input;
     let mut status: Option<i32> = None;
     let mut buf = vec![0u8; 32 * 1024];
@@ -458,6 +500,15 @@ pub(crate) fn monitor(
                                     Ok(WaitStatus::StillAlive) | Err(_) => break,
                                     Ok(_) => {}
                                 }
+                            }
+                        } else if sig == libc::SIGWINCH
+                            && let Some(master) = &run.tty
+                        {
+                            // Our terminal changed size: so does the container's, and the
+                            // kernel tells its foreground process.
+                            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+                            if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 {
+                                unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
                             }
                         } else if status.is_none()
                             && let Ok(s) = Signal::try_from(sig)

@@ -790,3 +790,84 @@ fn default_seccomp_profile() {
     assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
     r.ok(&["rm", &id]);
 }
+
+#[test]
+fn run_it_gives_a_terminal_that_follows_its_size() {
+    ketch_tests::require_tool("tmux");
+    let r = setup();
+    let session = format!("ketch-tty-{}", std::process::id());
+    let rc = r.dir.path().join("rc");
+    let cmd = format!(
+        "{} --root {} run -it --name tty busybox sh; echo $? > {}",
+        ketch_tests::ketch_bin().display(),
+        r.path().display(),
+        rc.display()
+    );
+    let tmux = |args: &[&str]| {
+        let o = std::process::Command::new("tmux")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    tmux(&[
+        "-L",
+        &session,
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ]);
+    let t = format!("{session}:0");
+    let tm = |args: &[&str]| {
+        let mut a = vec!["-L", session.as_str()];
+        a.extend_from_slice(args);
+        tmux(&a);
+    };
+    let shows = |want: &str| {
+        let start = Instant::now();
+        loop {
+            let o = std::process::Command::new("tmux")
+                .args(["-L", &session, "capture-pane", "-t", &t, "-p"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if text.contains(want) || start.elapsed() > Duration::from_secs(10) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(shows("/ #").contains("/ #"));
+    tm(&["send-keys", "-t", &t, "stty size; echo TERM=$TERM", "Enter"]);
+    let text = shows("TERM=xterm");
+    assert!(
+        text.contains("TERM=xterm") && text.contains("30 100"),
+        "{text}"
+    );
+    tm(&["resize-window", "-t", &t, "-x", "120", "-y", "40"]);
+    tm(&["send-keys", "-t", &t, "stty size", "Enter"]);
+    let text = shows("40 120");
+    assert!(text.contains("40 120"), "{text}");
+    tm(&["send-keys", "-t", &t, "exit 4", "Enter"]);
+    let start = Instant::now();
+    while !rc.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::process::Command::new("tmux")
+        .args(["-L", &session, "kill-server"])
+        .output();
+    assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "4");
+    // What the terminal showed is in the log too.
+    assert!(r.ok(&["logs", "tty"]).contains("40 120"));
+    r.ok(&["rm", "tty"]);
+}

@@ -493,6 +493,9 @@ impl Local {
             env.retain(|x| x.split('=').next() != Some(key));
             env.push(e.clone());
         }
+        if opts.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
         let hostname = opts
             .hostname
             .clone()
