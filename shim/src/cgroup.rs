@@ -44,6 +44,19 @@ fn v1_mounts() -> io::Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// Lets the children of a v2 group use the controllers a container's limits need.
+fn delegate(dir: &Path) {
+    let avail = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let enable: Vec<String> = avail
+        .split_whitespace()
+        .filter(|c| ["memory", "cpu", "pids"].contains(c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if !enable.is_empty() {
+        let _ = write(&dir.join("cgroup.subtree_control"), &enable.join(" "));
+    }
+}
+
 /// `mkdir -p`, retried: another container's shim may remove an empty parent meanwhile.
 fn create_dir_retrying(dir: &Path) -> io::Result<()> {
     let mut last = None;
@@ -79,28 +92,11 @@ impl Cgroup {
                 .into_iter()
                 .flat_map(|p| p.components())
             {
-                let avail =
-                    fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-                let enable: Vec<String> = avail
-                    .split_whitespace()
-                    .filter(|c| ["memory", "cpu", "pids"].contains(c))
-                    .map(|c| format!("+{c}"))
-                    .collect();
-                if !enable.is_empty() {
-                    let _ = write(&parent.join("cgroup.subtree_control"), &enable.join(" "));
-                }
+                delegate(&parent);
                 parent = parent.join(part);
-                fs::create_dir_all(&parent)?;
+                create_dir_retrying(&parent)?;
             }
-            let avail = fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-            let enable: Vec<String> = avail
-                .split_whitespace()
-                .filter(|c| ["memory", "cpu", "pids"].contains(c))
-                .map(|c| format!("+{c}"))
-                .collect();
-            if !enable.is_empty() {
-                let _ = write(&parent.join("cgroup.subtree_control"), &enable.join(" "));
-            }
+            delegate(&parent);
             create_dir_retrying(&path)?;
             let cg = Cgroup::V2(path);
             cg.apply(resources)?;

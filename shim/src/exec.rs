@@ -9,8 +9,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd};
 use std::path::PathBuf;
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::unistd::Pid;
 
 use crate::spec::Spec;
@@ -141,22 +140,7 @@ pub fn run() -> i32 {
     if nix::unistd::fchdir(root.as_raw_fd()).is_err() || nix::unistd::chroot(".").is_err() {
         return fail(&mut ready, 125, "enter the container's root".into());
     }
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
-        mask.add(s);
-    }
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
-    let Ok(sfd) = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-    else {
+    let Ok(sfd) = crate::monitor_signals() else {
         return fail(&mut ready, 125, "signalfd".into());
     };
     let mut env = spec.process.env.clone();

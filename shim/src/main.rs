@@ -573,6 +573,25 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Blocks the signals a monitor handles and returns a descriptor to read them from.
+pub(crate) fn monitor_signals() -> nix::Result<SignalFd> {
+    let mut mask = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ] {
+        mask.add(s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+}
+
 /// Reports to whoever started a detached shim, on fd 3, then closes it.
 pub(crate) fn report(ready: &mut Option<File>, msg: &str) {
     if let Some(mut f) = ready.take() {
@@ -617,21 +636,7 @@ fn run(opts: Options) -> i32 {
         }
     }
     // Signals arrive through a descriptor, in the monitor's poll loop.
-    let mut mask = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ] {
-        mask.add(s);
-    }
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None);
-    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+    let sfd = match monitor_signals() {
         Ok(s) => s,
         Err(e) => {
             report(&mut ready, &format!("error 125 signalfd: {e}"));
