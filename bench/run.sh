@@ -59,5 +59,8 @@ id=$("$ketch" --root "$root" run -d bench sleep 1000)
 sleep 0.5
 shim=$(sed -n 's/.*"ShimPid":\([0-9]*\).*/\1/p' "$root/containers/$id/state.json")
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$shim/status")
+anon=$(awk '/RssAnon/ {print $2}' "/proc/$shim/status")
+pss=$(awk '/^Pss:/ {print $2}' "/proc/$shim/smaps_rollup")
 printf '%-40s %8d KiB\n' "monitor RSS per idle detached container" "$rss"
+printf '%-40s %8d KiB  (PSS %d KiB; the rest is shared page cache of libc and the binary)\n' "  of which private (anonymous)" "$anon" "$pss"
 "$ketch" --root "$root" rm -f "$id" >/dev/null
