@@ -7,6 +7,7 @@ use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -598,8 +599,13 @@ fn lookup(prog: &str, env: &[String]) -> Result<CString, StartError> {
 }
 
 /// Everything between the namespaces and the user's program. Returns only on failure.
-pub fn init(spec: &Spec, rootfs_mounts: &[RootfsMount], cgroupns: bool) -> StartError {
-    match setup(spec, rootfs_mounts, cgroupns) {
+pub fn init(
+    spec: &Spec,
+    rootfs_mounts: &[RootfsMount],
+    cgroupns: bool,
+    console: Option<i32>,
+) -> StartError {
+    match setup(spec, rootfs_mounts, cgroupns, console) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -607,7 +613,60 @@ pub fn init(spec: &Spec, rootfs_mounts: &[RootfsMount], cgroupns: bool) -> Start
 
 enum Never {}
 
-fn setup(spec: &Spec, rootfs_mounts: &[RootfsMount], cgroupns: bool) -> Result<Never, StartError> {
+/// Opens a terminal in the container's own devpts, makes it this process's controlling
+/// terminal and stdio, and sends the master side to the monitor.
+fn open_console(sock: i32) -> Result<(), StartError> {
+    let master = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/ptmx")
+        .map_err(ctx(|| "open /dev/ptmx".to_string()))?;
+    let mut n: libc::c_uint = 0;
+    let mut unlock: libc::c_int = 0;
+    unsafe {
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) < 0
+            || libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) < 0
+        {
+            return Err(fail(
+                125,
+                format!("unlock the terminal: {}", io::Error::last_os_error()),
+            ));
+        }
+    }
+    let slave = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(format!("/dev/pts/{n}"))
+        .map_err(ctx(|| format!("open /dev/pts/{n}")))?;
+    unsafe {
+        libc::setsid();
+        if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
+            return Err(fail(
+                125,
+                format!("take the terminal: {}", io::Error::last_os_error()),
+            ));
+        }
+        for fd in 0..3 {
+            libc::dup2(slave.as_raw_fd(), fd);
+        }
+    }
+    let fds = [master.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(b"t")];
+    nix::sys::socket::sendmsg::<()>(sock, &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+        .map_err(ctx(|| "send the terminal".to_string()))?;
+    unsafe { libc::close(sock) };
+    Ok(())
+}
+
+fn setup(
+    spec: &Spec,
+    rootfs_mounts: &[RootfsMount],
+    cgroupns: bool,
+    console: Option<i32>,
+) -> Result<Never, StartError> {
     if cgroupns {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP)
             .map_err(ctx(|| "unshare the cgroup namespace".to_string()))?;
@@ -652,6 +711,9 @@ fn setup(spec: &Spec, rootfs_mounts: &[RootfsMount], cgroupns: bool) -> Result<N
         .any(|n| n.kind == "network" && n.path.is_none())
     {
         loopback_up()?;
+    }
+    if let Some(sock) = console {
+        open_console(sock)?;
     }
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let user = spec

@@ -290,8 +290,18 @@ fn start(
     };
     let (go_r, go_w) = pipe().map_err(e("pipe"))?;
     let (exec_r, exec_w) = pipe().map_err(e("pipe"))?;
-    let pty = if spec.process.terminal {
-        Some(open_pty().map_err(e("open a terminal"))?)
+    // With a terminal, the container opens it in its own devpts (so its name resolves
+    // there) and sends the master side back over this socket.
+    let console = if spec.process.terminal {
+        Some(
+            nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|err| e("socketpair")(err.into()))?,
+        )
     } else {
         None
     };
@@ -338,21 +348,11 @@ fn start(
                 .map(|f| f.into_raw_fd_keep())
                 .unwrap_or(-1),
         };
-        unsafe {
-            match &pty {
-                Some((_, slave)) => {
-                    // The terminal becomes the container's controlling terminal and stdio.
-                    libc::setsid();
-                    libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0);
-                    for fd in 0..3 {
-                        libc::dup2(slave.as_raw_fd(), fd);
-                    }
-                }
-                None => {
-                    libc::dup2(stdin_fd, 0);
-                    libc::dup2(out_w.as_raw_fd(), 1);
-                    libc::dup2(err_w.as_raw_fd(), 2);
-                }
+        if console.is_none() {
+            unsafe {
+                libc::dup2(stdin_fd, 0);
+                libc::dup2(out_w.as_raw_fd(), 1);
+                libc::dup2(err_w.as_raw_fd(), 2);
             }
         }
         for nsj in &spec.linux.namespaces {
@@ -362,7 +362,8 @@ fn start(
                 let _ = nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::empty());
             }
         }
-        let err = init::init(spec, rootfs, cgroupns);
+        let console_fd = console.as_ref().map(|(_, c)| c.as_raw_fd());
+        let err = init::init(spec, rootfs, cgroupns, console_fd);
         let mut w = File::from(exec_w);
         let _ = w.write_all(format!("{} {}", err.code, err.message).as_bytes());
         unsafe { libc::_exit(err.code) };
@@ -376,6 +377,29 @@ fn start(
         return Err(e("join the container's cgroups")(err));
     }
     let _ = File::from(go_w).write_all(b"g");
+    let master = match console {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            match receive_fd(&ours) {
+                Ok(m) => Some(m),
+                Err(err) => {
+                    let mut msg = String::new();
+                    let _ = File::from(exec_r).read_to_string(&mut msg);
+                    let _ = waitpid(pid, None);
+                    let (code, message) = msg.split_once(' ').unwrap_or(("125", &msg));
+                    return Err(init::StartError {
+                        code: code.parse().unwrap_or(125),
+                        message: if message.is_empty() {
+                            format!("receive the terminal: {err}")
+                        } else {
+                            message.to_string()
+                        },
+                    });
+                }
+            }
+        }
+        None => None,
+    };
     // The exec pipe closes on a successful exec; anything read from it is a start error.
     let mut msg = String::new();
     let _ = File::from(exec_r).read_to_string(&mut msg);
@@ -387,8 +411,13 @@ fn start(
             message: message.to_string(),
         });
     }
-    if let Some((master, slave)) = pty {
-        drop((slave, out_r, err_r, in_w));
+    if let Some(master) = master {
+        drop((out_r, err_r, in_w));
+        // Sized like our own terminal, if we have one.
+        let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 {
+            unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        }
         let dup = |fd: &OwnedFd| fd.try_clone().map_err(e("dup"));
         return Ok(Run {
             pid,
@@ -407,14 +436,29 @@ fn start(
     })
 }
 
-/// A terminal pair, master close-on-exec, sized like ours if we have one.
-fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    let have = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0;
-    let p =
-        nix::pty::openpty(if have { Some(&ws) } else { None }, None).map_err(io::Error::from)?;
-    unsafe { libc::fcntl(p.master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    Ok((p.master, p.slave))
+/// Receives one descriptor sent with SCM_RIGHTS.
+fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c
+            && let Some(fd) = fds.first()
+        {
+            return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "no terminal received",
+    ))
 }
 
 trait KeepFd {
