@@ -871,3 +871,54 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
     assert!(r.ok(&["logs", "tty"]).contains("40 120"));
     r.ok(&["rm", "tty"]);
 }
+
+#[test]
+fn killing_ketch_at_any_point_leaves_a_consistent_state() {
+    let r = setup();
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80] {
+        let mut child = r
+            .cmd()
+            .args(["run", "-d", "busybox", "sleep", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // The next command sees each container whole: created, running or exited, and
+        // a running one really runs.
+        let listed = r.ok(&["ps", "-a", "--format", "{{.ID}} {{.State}}"]);
+        for line in listed.lines() {
+            let (id, state) = line.split_once(' ').unwrap();
+            assert!(["created", "running", "exited"].contains(&state), "{line}");
+            if state == "running" {
+                let pid: i32 = r
+                    .ok(&["inspect", "-f", "{{.State.Pid}}", id])
+                    .trim()
+                    .parse()
+                    .unwrap();
+                assert!(
+                    pid > 0 && unsafe { libc::kill(pid, 0) } == 0,
+                    "{id} listed as running without a process"
+                );
+            }
+        }
+        assert_eq!(
+            r.count("leases"),
+            0,
+            "a dead lease survived the next command"
+        );
+    }
+    let ids = r.ok(&["ps", "-aq", "--no-trunc"]);
+    for id in ids.lines() {
+        r.ok(&["rm", "-f", id]);
+        no_cgroups_left(id);
+    }
+    assert!(
+        r.entries("containers").is_empty(),
+        "{:?}",
+        r.entries("containers")
+    );
+    assert!(r.mounts().is_empty());
+}

@@ -200,6 +200,7 @@ impl Local {
             self.collect(&id)?;
         }
         self.snapshots.cleanup()?;
+        self.cleanup_bundles()?;
         Ok(())
     }
 }

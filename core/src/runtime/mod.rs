@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Local;
 use crate::error::ErrorKind;
 use crate::image::lease::{Lease, Resource};
-use crate::snapshot::{SnapshotError, Snapshotter};
+use crate::snapshot::Snapshotter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -522,22 +522,31 @@ impl Local {
         opts.user = user;
         opts.name = Some(name.clone());
 
+        // The bundle is written under a temp name naming this process, and renamed into
+        // place in the transaction that records the container: a crash leaves either a
+        // temp directory of a dead process or a recorded container, never an orphan that
+        // looks like a container.
         let bundle = self.containers_dir().join(&id);
-        fs::create_dir_all(&bundle).map_err(io_err(format!("create {}", bundle.display())))?;
+        let pid = std::process::id();
+        let staging = self.containers_dir().join(format!(
+            "tmp-{pid}-{}-{id}",
+            crate::util::process_start_time(pid).unwrap_or(0)
+        ));
+        fs::create_dir_all(&staging).map_err(io_err(format!("create {}", staging.display())))?;
         let key = format!("container-{id}");
         lease.add(&self.db, Resource::Snapshot(key.clone()))?;
         let result = (|| -> crate::Result<()> {
             let mounts = self.snapshots.prepare(&key, top.as_deref())?;
-            fs::write(bundle.join("hostname"), format!("{hostname}\n"))
+            fs::write(staging.join("hostname"), format!("{hostname}\n"))
                 .map_err(io_err("write hostname"))?;
             fs::write(
-                bundle.join("hosts"),
+                staging.join("hosts"),
                 format!(
                     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
                 ),
             )
             .map_err(io_err("write hosts"))?;
-            fs::write(bundle.join("resolv.conf"), resolv_conf())
+            fs::write(staging.join("resolv.conf"), resolv_conf())
                 .map_err(io_err("write resolv.conf"))?;
             let nofile = {
                 let mut l = libc::rlimit {
@@ -565,7 +574,7 @@ impl Local {
                     reason: format!("runtime spec: {e}"),
                 })?;
             fs::write(
-                bundle.join("config.json"),
+                staging.join("config.json"),
                 serde_json::to_vec_pretty(&spec).unwrap_or_default(),
             )
             .map_err(io_err("write config.json"))?;
@@ -587,12 +596,13 @@ impl Local {
                     "INSERT INTO containers (id, name, image_id, snapshot_key, created, running, config) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
                     params![id, name, image.id.to_string(), key, record.created, serde_json::to_string(&record).unwrap_or_default()],
                 )?;
+                fs::rename(&staging, &bundle).map_err(io_err(format!("create {}", bundle.display())))?;
                 Ok::<_, crate::Error>(())
             })
         })();
         if let Err(e) = result {
             let _ = self.snapshots.remove(&key);
-            let _ = fs::remove_dir_all(&bundle);
+            let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
         self.container_get(&id)
@@ -659,6 +669,48 @@ impl Local {
         spawn_reporting(cmd, &shim, true)?;
         self.set_running(&c.record.id, true)?;
         Ok(0)
+    }
+
+    /// Removes container directories no record claims: staging directories of dead
+    /// processes. Runs under the write lock, so a directory being renamed into place by a
+    /// live process is either still staging or already recorded.
+    pub(crate) fn cleanup_bundles(&self) -> crate::Result<()> {
+        let dir = self.containers_dir();
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        let doomed = self.db.write(|tx| {
+            let mut doomed = Vec::new();
+            for n in &names {
+                let orphan = if n.starts_with("rm-") {
+                    true
+                } else if let Some(rest) = n.strip_prefix("tmp-") {
+                    let mut parts = rest.splitn(3, '-');
+                    let pid = parts.next().and_then(|p| p.parse().ok());
+                    let start = parts.next().and_then(|s| s.parse().ok());
+                    !matches!((pid, start), (Some(p), Some(s)) if crate::util::process_alive(p, s))
+                } else {
+                    let known: i64 = tx.query_row(
+                        "SELECT COUNT(*) FROM containers WHERE id = ?1",
+                        params![n],
+                        |r| r.get(0),
+                    )?;
+                    known == 0
+                };
+                if orphan {
+                    doomed.push(dir.join(n));
+                }
+            }
+            Ok::<_, crate::Error>(doomed)
+        })?;
+        for d in doomed {
+            let _ = fs::remove_dir_all(d);
+        }
+        Ok(())
     }
 
     /// Sends a signal to the container's main process.
@@ -759,16 +811,23 @@ impl Local {
             }
             self.container_wait(name, Some(Duration::from_secs(30)))?;
         }
+        // One transaction forgets the container, hands its snapshot to a lease and moves
+        // its bundle aside; a crash after it leaves a dead lease, whose recovery removes
+        // both.
         let key = format!("container-{}", c.record.id);
-        match self.snapshots.remove(&key) {
-            Ok(()) | Err(SnapshotError::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let doomed = self.containers_dir().join(format!("rm-{}", c.record.id));
+        let lease = Lease::new(&self.db)?;
         self.db.write(|tx| {
+            lease.add_in(tx, Resource::Snapshot(key.clone()))?;
             tx.execute("DELETE FROM containers WHERE id = ?1", params![c.record.id])?;
-            Ok::<_, crate::Error>(())
+            match fs::rename(&c.bundle, &doomed) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io_err(format!("remove {}", c.bundle.display()))(e)),
+            }
         })?;
-        fs::remove_dir_all(&c.bundle).map_err(io_err(format!("remove {}", c.bundle.display())))?;
+        let _ = fs::remove_dir_all(&doomed);
+        self.release(lease)?;
         Ok(())
     }
 
