@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
@@ -786,8 +787,21 @@ fn launch(
         unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
     }
     set_capabilities(spec)?;
-    let err = nix::unistd::execve(&prog, &args, &env).unwrap_err();
-    Err(match err {
+    if spec
+        .annotations
+        .get("io.ketch.init")
+        .is_some_and(|v| v == "true")
+    {
+        return run_as_init(&prog, &args, &env, first);
+    }
+    Err(exec_error(
+        nix::unistd::execve(&prog, &args, &env).unwrap_err(),
+        first,
+    ))
+}
+
+fn exec_error(err: nix::errno::Errno, first: &str) -> StartError {
+    match err {
         nix::errno::Errno::ENOENT => {
             fail(127, format!("exec: \"{first}\": no such file or directory"))
         }
@@ -795,5 +809,85 @@ fn launch(
             fail(126, format!("exec: \"{first}\": permission denied"))
         }
         e => fail(126, format!("exec {first}: {e}")),
-    })
+    }
+}
+
+/// `--init`: this process stays as the container's PID 1, runs the program as its child,
+/// passes signals on to it, reaps every orphan, and exits with the program's status. It
+/// is the shim's own image, so nothing needs to be installed in the container.
+fn run_as_init(
+    prog: &CString,
+    args: &[CString],
+    env: &[CString],
+    first: &str,
+) -> Result<Never, StartError> {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+    let forwarded = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+        Signal::SIGALRM,
+        Signal::SIGCONT,
+    ];
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    for s in forwarded {
+        mask.add(s);
+    }
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
+        .map_err(ctx(|| "block signals".to_string()))?;
+    let (status_r, status_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ctx(|| "pipe".to_string()))?;
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(fail(125, format!("fork: {}", io::Error::last_os_error())));
+    }
+    if child == 0 {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        drop(status_r);
+        let err = exec_error(nix::unistd::execve(prog, args, env).unwrap_err(), first);
+        let _ =
+            fs::File::from(status_w).write_all(format!("{} {}", err.code, err.message).as_bytes());
+        unsafe { libc::_exit(err.code) };
+    }
+    drop(status_w);
+    let mut msg = String::new();
+    let _ = fs::File::from(status_r).read_to_string(&mut msg);
+    if let Some((code, message)) = msg.split_once(' ') {
+        return Err(fail(code.parse().unwrap_or(126), message));
+    }
+    // The program runs: let the monitor know by closing what is left of its start pipe.
+    for fd in 3..1024 {
+        unsafe { libc::close(fd) };
+    }
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"ketch-init".as_ptr(), 0, 0, 0) };
+    loop {
+        let sig = match mask.wait() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        if sig == Signal::SIGCHLD {
+            loop {
+                let mut status = 0;
+                let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                if pid <= 0 {
+                    break;
+                }
+                if pid == child {
+                    let code = if libc::WIFEXITED(status) {
+                        libc::WEXITSTATUS(status)
+                    } else {
+                        128 + libc::WTERMSIG(status)
+                    };
+                    unsafe { libc::_exit(code) };
+                }
+            }
+        } else {
+            unsafe { libc::kill(child, sig as i32) };
+        }
+    }
 }

@@ -922,3 +922,46 @@ fn killing_ketch_at_any_point_leaves_a_consistent_state() {
     );
     assert!(r.mounts().is_empty());
 }
+
+#[test]
+fn init_reaps_and_forwards() {
+    let r = setup();
+    let out = sh(
+        &r,
+        &["--init"],
+        "ps -o pid,comm | awk '$1 == 1 {print $2}'; echo $$",
+    );
+    assert_eq!(out, "ketch-init\n2\n");
+    // An orphan left behind is reaped: no zombie stays.
+    let zombies = sh(
+        &r,
+        &["--init"],
+        "sh -c 'sleep 0.1 &'; sleep 0.5; ps -o stat | grep -c Z || true",
+    );
+    assert_eq!(zombies.trim(), "0");
+    // A program that ignores signals as PID 1 gets them through the init: stop is quick.
+    r.ok(&[
+        "run", "-d", "--init", "--name", "quick", "busybox", "sleep", "1000",
+    ]);
+    let start = Instant::now();
+    r.ok(&["stop", "-t", "10", "quick"]);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.ExitCode}}", "quick"])
+            .trim(),
+        "143"
+    );
+    assert_eq!(
+        r.run(&["run", "--rm", "--init", "busybox", "sh", "-c", "exit 6"])
+            .status
+            .code(),
+        Some(6)
+    );
+    let (code, _) = r.fails(&["run", "--rm", "--init", "busybox", "nonexistent"]);
+    assert_eq!(code, 127);
+    r.ok(&["rm", "quick"]);
+}

@@ -461,12 +461,6 @@ impl Local {
             }
             .into());
         }
-        if opts.init {
-            return Err(ContainerError::Invalid {
-                reason: "--init is not supported yet".into(),
-            }
-            .into());
-        }
         let id = crate::util::random_hex(32);
         let name = match &opts.name {
             Some(n) => n.clone(),

@@ -243,6 +243,9 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     if let Some(u) = &opts.user {
         annotations["io.ketch.user"] = json!(u);
     }
+    if opts.init {
+        annotations["io.ketch.init"] = json!("true");
+    }
     let seccomp = seccomp(opts, &caps);
     let mut spec = json!({
         "ociVersion": "1.0.2",
