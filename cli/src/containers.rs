@@ -1019,10 +1019,12 @@ pub struct ExecArgs {
 }
 
 pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
-    if a.tty {
-        bail!(Exit(125, "exec -t: terminals are not supported yet".into()));
-    }
     let engine = cli.engine()?;
+    let _raw = if a.tty && !a.detach {
+        RawMode::enter()
+    } else {
+        None
+    };
     let opts = ketch::runtime::ExecOptions {
         cmd: a.command.clone(),
         env: a.env.iter().map(|e| expand_env(e)).collect(),
@@ -1030,6 +1032,7 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
         workdir: a.workdir.clone(),
         detach: a.detach,
         interactive: a.interactive,
+        tty: a.tty,
     };
     let code = engine
         .container_exec(&a.container, &opts, &|_| {})

@@ -20,6 +20,7 @@ struct Args {
     pid: i32,
     attach: bool,
     stdin: bool,
+    tty: bool,
     user: Option<String>,
     cwd: Option<String>,
     env: Vec<String>,
@@ -38,6 +39,7 @@ fn parse() -> Result<Args, String> {
         pid,
         attach: false,
         stdin: false,
+        tty: false,
         user: None,
         cwd: None,
         env: vec![],
@@ -47,6 +49,7 @@ fn parse() -> Result<Args, String> {
         match x.as_str() {
             "--attach" => a.attach = true,
             "--stdin" => a.stdin = true,
+            "--tty" => a.tty = true,
             "--user" => a.user = it.next(),
             "--cwd" => a.cwd = it.next(),
             "--env" => a.env.extend(it.next()),
@@ -149,6 +152,9 @@ pub fn run() -> i32 {
         env.retain(|x| x.split('=').next() != Some(key));
         env.push(e.clone());
     }
+    if a.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
     let cwd = a.cwd.clone().unwrap_or_else(|| spec.process.cwd.clone());
     let user = a
         .user
@@ -165,6 +171,19 @@ pub fn run() -> i32 {
     let Ok((out_r, out_w, err_r, err_w, input, exec_r, exec_w)) = io else {
         return fail(&mut ready, 125, "pipe".into());
     };
+    let console = if a.tty {
+        match nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        ) {
+            Ok(p) => Some(p),
+            Err(e) => return fail(&mut ready, 125, format!("socketpair: {e}")),
+        }
+    } else {
+        None
+    };
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return fail(&mut ready, 125, "fork".into());
@@ -177,16 +196,35 @@ pub fn run() -> i32 {
                 .map(std::os::fd::IntoRawFd::into_raw_fd)
                 .unwrap_or(-1),
         };
-        unsafe {
-            libc::dup2(stdin_fd, 0);
-            libc::dup2(out_w.as_raw_fd(), 1);
-            libc::dup2(err_w.as_raw_fd(), 2);
-        }
-        let err = init::exec_init(&spec, &a.cmd, &env, &cwd, &user);
+        let err = match &console {
+            // A terminal from the container's own devpts, as for its first process.
+            Some((_, theirs)) => match init::open_console(theirs.as_raw_fd()) {
+                Ok(()) => init::exec_init(&spec, &a.cmd, &env, &cwd, &user),
+                Err(e) => e,
+            },
+            None => {
+                unsafe {
+                    libc::dup2(stdin_fd, 0);
+                    libc::dup2(out_w.as_raw_fd(), 1);
+                    libc::dup2(err_w.as_raw_fd(), 2);
+                }
+                init::exec_init(&spec, &a.cmd, &env, &cwd, &user)
+            }
+        };
         let _ = File::from(exec_w).write_all(format!("{} {}", err.code, err.message).as_bytes());
         unsafe { libc::_exit(err.code) };
     }
     drop((out_w, err_w, exec_w));
+    let master = match console {
+        Some((ours, theirs)) => {
+            drop(theirs);
+            match crate::receive_fd(&ours) {
+                Ok(m) => Some(m),
+                Err(_) => None,
+            }
+        }
+        None => None,
+    };
     let input_w = input.map(|(r, w)| {
         drop(r);
         w
@@ -199,12 +237,30 @@ pub fn run() -> i32 {
         return fail(&mut ready, code.parse().unwrap_or(126), message.to_string());
     }
     report(&mut ready, &format!("ok {pid}"));
-    let run = Run {
-        pid: Pid::from_raw(pid),
-        out: out_r,
-        err: Some(err_r),
-        input: input_w,
-        tty: None,
+    let run = match master {
+        Some(m) => {
+            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+            if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 {
+                unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+            }
+            let (Ok(out), Ok(inp)) = (m.try_clone(), m.try_clone()) else {
+                return fail(&mut ready, 125, "dup".into());
+            };
+            Run {
+                pid: Pid::from_raw(pid),
+                out,
+                err: None,
+                input: if a.stdin { Some(inp) } else { None },
+                tty: Some(m),
+            }
+        }
+        None => Run {
+            pid: Pid::from_raw(pid),
+            out: out_r,
+            err: Some(err_r),
+            input: input_w,
+            tty: None,
+        },
     };
     let code = monitor(run, &mut Log::disabled(), a.attach, a.stdin, &sfd);
     if a.attach { code } else { 0 }

@@ -616,7 +616,7 @@ enum Never {}
 
 /// Opens a terminal in the container's own devpts, makes it this process's controlling
 /// terminal and stdio, and sends the master side to the monitor.
-fn open_console(sock: i32) -> Result<(), StartError> {
+pub(crate) fn open_console(sock: i32) -> Result<(), StartError> {
     let master = fs::OpenOptions::new()
         .read(true)
         .write(true)

@@ -437,7 +437,7 @@ fn start(
 }
 
 /// Receives one descriptor sent with SCM_RIGHTS.
-fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
+pub(crate) fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
     let mut buf = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([RawFd; 1]);

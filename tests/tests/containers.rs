@@ -858,6 +858,43 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
     tm(&["send-keys", "-t", &t, "stty size", "Enter"]);
     let text = shows("40 120");
     assert!(text.contains("40 120"), "{text}");
+    // exec -it, from a second window of the same size, gets a terminal of its own.
+    let inner = format!(
+        "{} --root {} exec -it tty sh",
+        ketch_tests::ketch_bin().display(),
+        r.path().display()
+    );
+    tm(&["new-window", "-t", &format!("{session}:1"), &inner]);
+    let w1 = format!("{session}:1");
+    let shows_in = |target: &str, want: &str| {
+        let start = Instant::now();
+        loop {
+            let o = std::process::Command::new("tmux")
+                .args(["-L", &session, "capture-pane", "-t", target, "-p"])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            if text.contains(want) || start.elapsed() > Duration::from_secs(10) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(shows_in(&w1, "/ #").contains("/ #"));
+    tm(&[
+        "send-keys",
+        "-t",
+        &w1,
+        "echo in-exec $(tty) $(stty size) $TERM",
+        "Enter",
+    ]);
+    let text = shows_in(&w1, "in-exec /dev/pts/");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("in-exec /dev/pts/") && l.ends_with("xterm")),
+        "{text}"
+    );
+    tm(&["send-keys", "-t", &w1, "exit", "Enter"]);
     tm(&["send-keys", "-t", &t, "exit 4", "Enter"]);
     let start = Instant::now();
     while !rc.exists() && start.elapsed() < Duration::from_secs(10) {

@@ -1130,6 +1130,7 @@ pub struct ExecOptions {
     pub workdir: Option<String>,
     pub detach: bool,
     pub interactive: bool,
+    pub tty: bool,
 }
 
 impl Local {
@@ -1161,6 +1162,9 @@ impl Local {
         }
         if opts.interactive {
             cmd.arg("--stdin");
+        }
+        if opts.tty {
+            cmd.arg("--tty");
         }
         if let Some(u) = &opts.user {
             cmd.args(["--user", u]);
