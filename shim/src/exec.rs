@@ -218,10 +218,7 @@ pub fn run() -> i32 {
     let master = match console {
         Some((ours, theirs)) => {
             drop(theirs);
-            match crate::receive_fd(&ours) {
-                Ok(m) => Some(m),
-                Err(_) => None,
-            }
+            crate::receive_fd(&ours).ok()
         }
         None => None,
     };
