@@ -78,6 +78,14 @@ impl Db {
         .map_err(open_err)?;
         conn.busy_timeout(Duration::from_secs(60))
             .map_err(open_err)?;
+        // Every CLI invocation opens and closes the database: a checkpoint on each close
+        // would cost two fsyncs and a new WAL file per command. SQLite still checkpoints
+        // as the WAL grows.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )
+        .map_err(open_err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
