@@ -230,8 +230,40 @@ fn do_mounts(spec: &Spec, root: &Path) -> Result<(), StartError> {
     Ok(())
 }
 
+/// `--privileged`: every character and block device of the host's /dev (top level), as
+/// Docker gives a privileged container the host's devices.
+fn host_devices(dev: &Path) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = fs::read_dir("/dev") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(md) = fs::symlink_metadata(e.path()) else {
+            continue;
+        };
+        let ft = md.file_type();
+        let kind = if ft.is_char_device() {
+            SFlag::S_IFCHR
+        } else if ft.is_block_device() {
+            SFlag::S_IFBLK
+        } else {
+            continue;
+        };
+        let target = dev.join(e.file_name());
+        if target.exists() {
+            continue;
+        }
+        let _ = mknod(
+            &target,
+            kind,
+            Mode::from_bits_truncate(md.mode() & 0o7777),
+            md.rdev(),
+        );
+    }
+}
+
 /// The standard device nodes in the container's /dev (a tmpfs the spec mounted).
-fn make_devices(root: &Path) -> Result<(), StartError> {
+fn make_devices(root: &Path, privileged: bool) -> Result<(), StartError> {
     let dev = root.join("dev");
     if !dev.is_dir() {
         return Ok(());
@@ -268,6 +300,9 @@ fn make_devices(root: &Path) -> Result<(), StartError> {
             )
             .map_err(ctx(|| format!("create /dev/{name}")))?;
         }
+    }
+    if privileged {
+        host_devices(&dev);
     }
     umask(old);
     for (link, target) in [
@@ -691,7 +726,11 @@ fn setup(
         let root = PathBuf::from(&spec.root.path);
         mount_rootfs(rootfs_mounts, &root)?;
         do_mounts(spec, &root)?;
-        make_devices(&root)?;
+        let privileged = spec
+            .annotations
+            .get("io.ketch.privileged")
+            .is_some_and(|v| v == "true");
+        make_devices(&root, privileged)?;
         pivot(&root)?;
         mask_paths(spec)?;
         if spec.root.readonly {

@@ -60,6 +60,36 @@ fn inside_a_container() {
         &["--privileged"],
         "mkdir -p /m && mount -t tmpfs t /m && touch /m/x",
     );
+    // A privileged container has the host's devices; others have the standard few.
+    let host_dev = std::fs::read_dir("/dev")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            use std::os::unix::fs::FileTypeExt;
+            let n = e.file_name();
+            e.file_type()
+                .is_ok_and(|t| t.is_block_device() || t.is_char_device())
+                && ![
+                    "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx",
+                ]
+                .contains(&n.to_str().unwrap_or(""))
+        });
+    if let Some(d) = host_dev {
+        let name = d.file_name().to_string_lossy().into_owned();
+        sh(&r, &["--privileged"], &format!("test -e /dev/{name}"));
+        let o = r.run(&[
+            "run",
+            "--rm",
+            "busybox",
+            "test",
+            "-e",
+            &format!("/dev/{name}"),
+        ]);
+        assert!(
+            !o.status.success(),
+            "/dev/{name} visible without --privileged"
+        );
+    }
     // The hostname defaults to the short ID.
     let id = r.ok(&["create", "busybox", "hostname"]).trim().to_string();
     let o = r.cmd().args(["start", "-a", &id]).output().unwrap();

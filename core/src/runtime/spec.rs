@@ -246,6 +246,9 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     if opts.init {
         annotations["io.ketch.init"] = json!("true");
     }
+    if opts.privileged {
+        annotations["io.ketch.privileged"] = json!("true");
+    }
     let seccomp = seccomp(opts, &caps);
     let mut spec = json!({
         "ociVersion": "1.0.2",
