@@ -691,7 +691,7 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
 }
 
 /// `inspect` of a container, in Docker's shape (the fields ketch has so far).
-pub fn inspect_json(c: &Container) -> Value {
+pub fn inspect_json(c: &Container, driver: &str) -> Value {
     json!({
         "Id": c.record.id,
         "Created": c.record.created,
@@ -711,8 +711,19 @@ pub fn inspect_json(c: &Container) -> Value {
             "FinishedAt": if c.task.finished_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { c.task.finished_at.clone() },
         },
         "Image": c.record.image_id,
+        "ResolvConfPath": c.bundle.join("resolv.conf"),
+        "HostnamePath": c.bundle.join("hostname"),
+        "HostsPath": c.bundle.join("hosts"),
+        "LogPath": c.bundle.join("container.log"),
         "Name": format!("/{}", c.record.name),
         "RestartCount": c.task.restart_count,
+        "Driver": driver,
+        "Mounts": [],
+        "NetworkSettings": {
+            "Networks": {},
+            "IPAddress": "",
+            "Ports": {},
+        },
         "Config": {
             "Hostname": c.record.config.hostname,
             "User": c.record.config.user.clone().unwrap_or_default(),

@@ -378,7 +378,7 @@ pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
         if a.containers_too
             && let Ok(c) = engine.container_get(n)
         {
-            found.push(crate::containers::inspect_json(&c));
+            found.push(crate::containers::inspect_json(&c, engine.storage_driver()));
             continue;
         }
         match engine.image_inspect(n) {
