@@ -227,3 +227,31 @@ pub fn load(programs: &[BpfProgram]) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_profile() -> Seccomp {
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../core/src/runtime/seccomp.json")).unwrap();
+        let mut v = v;
+        for g in v["syscalls"].as_array_mut().unwrap() {
+            g.as_object_mut().unwrap().remove("excludes");
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn default_profile_compiles() {
+        let start = std::time::Instant::now();
+        let progs = compile(&default_profile()).unwrap();
+        eprintln!(
+            "compiled {} filters, {} instructions, in {:?}",
+            progs.len(),
+            progs.iter().map(Vec::len).sum::<usize>(),
+            start.elapsed()
+        );
+        assert_eq!(progs.len(), 2);
+    }
+}
