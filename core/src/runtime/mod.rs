@@ -273,19 +273,39 @@ impl Local {
         })
     }
 
-    /// Finds a container by full ID, name, or unique ID prefix.
+    /// Finds a container by full ID, name, or unique ID prefix, with indexed look-ups:
+    /// this is on the path of every container command.
     fn find(&self, name: &str) -> crate::Result<ContainerRecord> {
         let name = name.trim_start_matches('/');
-        let records = self.load_records()?;
-        if let Some(r) = records.iter().find(|r| r.id == name || r.name == name) {
-            return Ok(r.clone());
-        }
-        let matches: Vec<&ContainerRecord> = records
-            .iter()
-            .filter(|r| !name.is_empty() && r.id.starts_with(name))
-            .collect();
-        match matches.as_slice() {
-            [one] => Ok((*one).clone()),
+        let found: Vec<String> = self.db.read(|tx| {
+            let exact: Option<String> = tx
+                .query_row(
+                    "SELECT config FROM containers WHERE id = ?1 OR name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(c) = exact {
+                return Ok::<_, crate::Error>(vec![c]);
+            }
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Ok(vec![]);
+            }
+            // IDs are lowercase hex: a prefix is the range [prefix, prefix + 'g').
+            let mut stmt =
+                tx.prepare("SELECT config FROM containers WHERE id >= ?1 AND id < ?2 LIMIT 2")?;
+            let rows = stmt
+                .query_map(params![name, format!("{name}g")], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })?;
+        match found.as_slice() {
+            [one] => serde_json::from_str(one).map_err(|e| {
+                ContainerError::Invalid {
+                    reason: format!("container record {name}: {e}"),
+                }
+                .into()
+            }),
             [] => Err(ContainerError::NotFound {
                 name: name.to_string(),
             }
