@@ -478,6 +478,21 @@ fn security_options() {
 }
 
 #[test]
+fn rlimits_stay_within_the_host() {
+    let r = setup();
+    let mut host = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut host) };
+    let want = host.rlim_max.min(1 << 20);
+    // Docker asks for 1048576 open files; where the host's hard limit is lower (20000
+    // here), the container gets the host's limit instead of failing to start.
+    let out = sh(&r, &[], "ulimit -n; ulimit -Hn");
+    assert_eq!(out, format!("{want}\n{want}\n"));
+}
+
+#[test]
 fn network_none_and_host() {
     let r = setup();
     let none = sh(&r, &["--network", "none"], "ls /sys/class/net");
