@@ -879,6 +879,8 @@ fn run_as_init(
     }
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(ctx(|| "block signals".to_string()))?;
+    // Named before the program starts, so it never sees PID 1 under the shim's name.
+    unsafe { libc::prctl(libc::PR_SET_NAME, c"ketch-init".as_ptr(), 0, 0, 0) };
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ctx(|| "pipe".to_string()))?;
     let child = unsafe { libc::fork() };
@@ -903,7 +905,6 @@ fn run_as_init(
     for fd in 3..1024 {
         unsafe { libc::close(fd) };
     }
-    unsafe { libc::prctl(libc::PR_SET_NAME, c"ketch-init".as_ptr(), 0, 0, 0) };
     loop {
         let sig = match mask.wait() {
             Ok(s) => s,
