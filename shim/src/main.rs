@@ -345,7 +345,7 @@ fn start(
         let stdin_fd: RawFd = match &in_r {
             Some(r) => r.as_raw_fd(),
             None => File::open("/dev/null")
-                .map(|f| f.into_raw_fd_keep())
+                .map(std::os::fd::IntoRawFd::into_raw_fd)
                 .unwrap_or(-1),
         };
         if console.is_none() {
@@ -459,16 +459,6 @@ pub(crate) fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
         io::ErrorKind::UnexpectedEof,
         "no terminal received",
     ))
-}
-
-trait KeepFd {
-    fn into_raw_fd_keep(self) -> RawFd;
-}
-
-impl KeepFd for File {
-    fn into_raw_fd_keep(self) -> RawFd {
-        std::os::fd::IntoRawFd::into_raw_fd(self)
-    }
 }
 
 /// Copies the container's output to the log (and the terminal, when attached) until both
