@@ -113,6 +113,7 @@ impl Local {
         std::fs::create_dir_all(root).map_err(io("create state root", root))?;
         let scratch = root.join("tmp");
         std::fs::create_dir_all(&scratch).map_err(io("create", &scratch))?;
+        Overlay::cleanup_probes(&scratch);
         let db = Arc::new(Db::open(&root.join("ketch.db"))?);
         let driver = Self::driver(&db, root, &scratch, opts.storage_driver)?;
         let snapshots_root = root.join("snapshots");

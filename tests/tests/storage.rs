@@ -1,7 +1,7 @@
 //! Layered storage seen from outside: shared layers, both drivers, several processes at once,
 //! and crashes.
 
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ketch_tests::{Root, TarBuilder, busybox_rootfs, oci_archive};
@@ -286,4 +286,34 @@ fn kill_at_any_point_of_unpacking_leaves_a_consistent_root() {
         child.wait().unwrap();
         assert_consistent_after_crash(&r, "big:1");
     }
+}
+
+/// A process killed while probing for overlayfs leaves its probe (and maybe its mount); the
+/// next open removes both, and leaves a live process's probe alone.
+#[test]
+fn a_dead_process_overlay_probe_is_removed_at_open() {
+    let r = Root::new();
+    r.ok(&["images"]);
+    let dead = r.path().join("tmp/overlay-probe-999999999-1-abcdef");
+    let merged = dead.join("merged");
+    std::fs::create_dir_all(&merged).unwrap();
+    std::fs::create_dir_all(dead.join("upper/etc")).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "probe", merged.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let me = std::process::id();
+    let start = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
+    let start = start[start.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .nth(19)
+        .unwrap()
+        .to_string();
+    let live = format!("overlay-probe-{me}-{start}-012345");
+    std::fs::create_dir_all(r.path().join("tmp").join(&live)).unwrap();
+
+    r.ok(&["images"]);
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+    assert_eq!(r.entries("tmp"), [live]);
 }

@@ -9,6 +9,10 @@ use super::meta::MetaStore;
 use super::{Info, Kind, Mount, Result, SnapshotError, Snapshotter, Usage};
 use crate::db::Db;
 
+/// Names a probe directory: `overlay-probe-PID-START-RANDOM`, so a later process can tell
+/// whether its maker still runs.
+const PROBE_PREFIX: &str = "overlay-probe-";
+
 pub struct Overlay {
     meta: MetaStore,
 }
@@ -23,7 +27,12 @@ impl Overlay {
     /// Whether overlayfs works with an upper directory on the file system under `dir`: the
     /// kernel has it and the file system can hold an upper layer (not overlay itself, say).
     pub fn supported(dir: &Path) -> bool {
-        let probe = dir.join(format!("overlay-probe-{}", crate::util::random_hex(6)));
+        let pid = std::process::id();
+        let start = crate::util::process_start_time(pid).unwrap_or(0);
+        let probe = dir.join(format!(
+            "{PROBE_PREFIX}{pid}-{start}-{}",
+            crate::util::random_hex(6)
+        ));
         let ok = (|| -> std::io::Result<()> {
             for d in ["lower", "upper", "work", "merged"] {
                 fs::create_dir_all(probe.join(d))?;
@@ -43,6 +52,31 @@ impl Overlay {
         .is_ok();
         let _ = fs::remove_dir_all(&probe);
         ok
+    }
+
+    /// Removes the probes of processes that died while probing (a kill between the mount and
+    /// the unmount leaves a mount behind too). Probes of live processes are left alone.
+    pub fn cleanup_probes(dir: &Path) {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PROBE_PREFIX)) else {
+                continue;
+            };
+            let mut parts = rest.splitn(3, '-');
+            let pid = parts.next().and_then(|p| p.parse().ok());
+            let start = parts.next().and_then(|s| s.parse().ok());
+            if let (Some(pid), Some(start)) = (pid, start)
+                && crate::util::process_alive(pid, start)
+            {
+                continue;
+            }
+            let probe = entry.path();
+            while crate::mount::unmount(&probe.join("merged")).is_ok() {}
+            let _ = fs::remove_dir_all(&probe);
+        }
     }
 
     fn fs_dir(&self, id: i64) -> PathBuf {
