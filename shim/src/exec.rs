@@ -99,8 +99,16 @@ pub fn run() -> i32 {
         .and_then(|v| v.get("Cgroups").cloned())
         .and_then(|c| serde_json::from_value(c).ok())
         .unwrap_or_default();
+    // This process is single-threaded: on v1, moving its one thread through `tasks` avoids
+    // the global lock a `cgroup.procs` write takes (see the shim's `Cgroup::join_self`).
     for cg in &cgroups {
-        if let Err(e) = fs::write(cg.join("cgroup.procs"), std::process::id().to_string()) {
+        let tasks = cg.join("tasks");
+        let file = if tasks.exists() {
+            tasks
+        } else {
+            cg.join("cgroup.procs")
+        };
+        if let Err(e) = fs::write(file, "0") {
             return fail(&mut ready, 125, format!("join {}: {e}", cg.display()));
         }
     }

@@ -342,6 +342,12 @@ fn start(
         if go.read_exact(&mut b).is_err() {
             unsafe { libc::_exit(125) };
         }
+        // The child moves itself: on v1 that takes no global lock (see `Cgroup::join_self`).
+        if let Err(err) = cg.join_self() {
+            let mut w = File::from(exec_w);
+            let _ = write!(w, "125 join the container's cgroups: {err}");
+            unsafe { libc::_exit(125) };
+        }
         let stdin_fd: RawFd = match &in_r {
             Some(r) => r.as_raw_fd(),
             None => File::open("/dev/null")
@@ -371,11 +377,6 @@ fn start(
     let pid = Pid::from_raw(pid as i32);
     drop((out_w, err_w, go_r, exec_w));
     drop(in_r);
-    if let Err(err) = cg.add(pid.as_raw()) {
-        let _ = kill(pid, Signal::SIGKILL);
-        let _ = waitpid(pid, None);
-        return Err(e("join the container's cgroups")(err));
-    }
     let _ = File::from(go_w).write_all(b"g");
     let master = match console {
         Some((ours, theirs)) => {
