@@ -464,6 +464,39 @@ pub(crate) fn receive_fd(sock: &OwnedFd) -> io::Result<OwnedFd> {
 
 /// Copies the container's output to the log (and the terminal, when attached) until both
 /// streams close and the container has exited; passes signals on. Returns the exit status.
+/// Drops the page-table entries of the code and read-only data this process used to set the
+/// container up, so a long-lived monitor keeps resident only what its loop touches again.
+/// Only read-only, file-backed mappings with no private (anonymous) page are trimmed: a later
+/// fault maps the same page-cache page back, so nothing is lost. A mapping the loader wrote
+/// to before making it read-only (RELRO) holds anonymous pages and is left alone.
+fn trim_resident() {
+    let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut candidate: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let Some(first) = f.next() else { continue };
+        if let Some((a, b)) = first.split_once('-')
+            && let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+        {
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            candidate = (!perms.contains('w') && perms.ends_with('p') && path.starts_with('/'))
+                .then_some((a, b));
+            continue;
+        }
+        if first == "Anonymous:"
+            && let Some((a, b)) = candidate.take()
+            && f.next() == Some("0")
+        {
+            // SAFETY: a read-only, file-backed mapping of this process with no private page;
+            // its contents come back unchanged from the page cache on the next access.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+        }
+    }
+}
+
 pub(crate) fn monitor(
     run: Run,
     log: &mut Log,
@@ -745,6 +778,9 @@ fn run(opts: Options) -> i32 {
         state.oom_killed = false;
         write_state(&bundle, &state);
         report(&mut ready, &format!("ok {}", run.pid));
+        if !opts.attach {
+            trim_resident();
+        }
         let code = monitor(run, &mut log, opts.attach, opts.stdin, &sfd);
         state.oom_killed = cg.oom_killed();
         // Kill what is left in the container's cgroups (with a pid namespace, nothing is).
