@@ -854,6 +854,49 @@ fn exec_error(err: nix::errno::Errno, first: &str) -> StartError {
 /// `--init`: this process stays as the container's PID 1, runs the program as its child,
 /// passes signals on to it, reaps every orphan, and exits with the program's status. It
 /// is the shim's own image, so nothing needs to be installed in the container.
+/// Rewrites this process's command line (`/proc/self/cmdline`) in place, as
+/// `setproctitle(3)` does: the words, joined by spaces, are written over the argument area
+/// the kernel set up at exec and cut to its length. The area's last byte is left non-NUL,
+/// which tells the kernel the title is one string ending at its first NUL; otherwise the
+/// zeroed rest of the area would read as empty arguments. (`PR_SET_MM` would need
+/// CAP_SYS_RESOURCE, which the host may not grant.)
+fn set_cmdline(head: &[&str], args: &[CString]) {
+    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields 48 and 49, arg_start and arg_end, counted after the command name's ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return;
+    };
+    let mut fields = rest.split(' ').skip(45);
+    let (Some(Ok(start)), Some(Ok(end))) = (
+        fields.next().map(str::parse::<usize>),
+        fields.next().map(str::parse::<usize>),
+    ) else {
+        return;
+    };
+    let len = end.saturating_sub(start);
+    if len < 2 {
+        return;
+    }
+    let words: Vec<&[u8]> = head
+        .iter()
+        .map(|w| w.as_bytes())
+        .chain(args.iter().map(|a| a.as_bytes()))
+        .collect();
+    let mut title = words.join(&b' ');
+    // Room for the terminating NUL and the non-NUL marker byte.
+    title.truncate(len - 2);
+    // SAFETY: [start, end) is this process's argument area on its own stack, set up by the
+    // kernel at exec; nothing in this process reads the original arguments any more.
+    unsafe {
+        let area = start as *mut u8;
+        std::ptr::write_bytes(area, 0, len);
+        std::ptr::copy_nonoverlapping(title.as_ptr(), area, title.len());
+        *area.add(len - 1) = b' ';
+    }
+}
+
 fn run_as_init(
     prog: &CString,
     args: &[CString],
@@ -879,8 +922,10 @@ fn run_as_init(
     }
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)
         .map_err(ctx(|| "block signals".to_string()))?;
-    // Named before the program starts, so it never sees PID 1 under the shim's name.
+    // Named before the program starts, so it never sees PID 1 under the shim's name (nor
+    // the shim's arguments, which hold a host path).
     unsafe { libc::prctl(libc::PR_SET_NAME, c"ketch-init".as_ptr(), 0, 0, 0) };
+    set_cmdline(&["ketch-init", "--"], args);
     let (status_r, status_w) =
         nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(ctx(|| "pipe".to_string()))?;
     let child = unsafe { libc::fork() };

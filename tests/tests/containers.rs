@@ -1025,6 +1025,13 @@ fn init_reaps_and_forwards() {
         "ps -o pid,comm | awk '$1 == 1 {print $2}'; echo $$",
     );
     assert_eq!(out, "ketch-init\n2\n");
+    // Its command line is the init's, not the monitor's (which names a host path).
+    let cmdline = sh(&r, &["--init"], "tr '\\0' ' ' </proc/1/cmdline");
+    // (A command line ends in a NUL, which `tr` makes the last space.)
+    assert_eq!(
+        cmdline,
+        "ketch-init -- sh -c tr '\\0' ' ' </proc/1/cmdline "
+    );
     // An orphan left behind is reaped: no zombie stays.
     let zombies = sh(
         &r,
