@@ -729,6 +729,7 @@ pub fn inspect_json(c: &Container, driver: &str) -> Value {
             "User": c.record.config.user.clone().unwrap_or_default(),
             "Env": c.record.config.env,
             "Cmd": c.record.config.cmd,
+            "Entrypoint": c.record.config.entrypoint.clone().filter(|e| !e.is_empty()),
             "Image": c.record.config.image,
             "WorkingDir": c.record.config.workdir.clone().unwrap_or_default(),
             "Labels": c.record.config.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),

@@ -413,6 +413,32 @@ fn run_options_reach_the_process() {
     );
     assert_eq!(out, "b c\n1\n/srv/app\n65534\n65534\n/nonexistent\n");
     assert_eq!(sh(&r, &["-u", "1:0"], "id -u; id -g"), "1\n0\n");
+    // inspect shows the configuration in effect: image defaults merged with the options.
+    r.ok(&[
+        "create",
+        "--name",
+        "cfg",
+        "-e",
+        "A=1",
+        "--hostname",
+        "h1",
+        "busybox",
+        "sleep",
+        "5",
+    ]);
+    let config: serde_json::Value =
+        serde_json::from_str(&r.ok(&["inspect", "-f", "{{json .Config}}", "cfg"])).unwrap();
+    assert_eq!(config["Hostname"], "h1");
+    assert_eq!(config["Cmd"], serde_json::json!(["sleep", "5"]));
+    let env: Vec<&str> = config["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
+    assert!(env.contains(&"A=1"), "{env:?}");
+    r.ok(&["rm", "cfg"]);
     let (code, err) = r.fails(&["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
     assert_eq!(code, 126, "{err}");
     assert!(err.contains("unable to find user nosuchuser"), "{err}");

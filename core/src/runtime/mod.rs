@@ -474,7 +474,7 @@ impl Local {
         } else {
             strings(cfg.get("Cmd"))
         };
-        let args: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+        let args: Vec<String> = entrypoint.iter().chain(&cmd).cloned().collect();
         if args.is_empty() {
             return Err(ContainerError::Invalid {
                 reason: "no command specified".into(),
@@ -532,9 +532,23 @@ impl Local {
                 .filter(|u| !u.is_empty())
                 .map(str::to_string)
         });
+        // The record keeps the configuration in effect, image defaults merged, as Docker's
+        // inspect shows it.
         let mut opts = opts.clone();
         opts.user = user;
         opts.name = Some(name.clone());
+        opts.hostname = Some(hostname.clone());
+        // HOSTNAME is set at run time, as Docker does, not part of the configuration.
+        opts.env = env
+            .iter()
+            .filter(|e| !e.starts_with("HOSTNAME="))
+            .cloned()
+            .collect();
+        opts.cmd = cmd;
+        opts.entrypoint = Some(entrypoint);
+        if opts.workdir.is_none() && cwd != "/" {
+            opts.workdir = Some(cwd.clone());
+        }
 
         // The bundle is written under a temp name naming this process, and renamed into
         // place in the transaction that records the container: a crash leaves either a
