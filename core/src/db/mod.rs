@@ -88,14 +88,28 @@ impl Db {
             true,
         )
         .map_err(open_err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA wal_autocheckpoint = 128;
-             PRAGMA journal_size_limit = 1048576;",
-        )
-        .map_err(open_err)?;
+        // Switching a new database to WAL takes an exclusive lock without consulting the
+        // busy handler, so processes opening a fresh root together may see SQLITE_BUSY
+        // here: wait and retry, within the same bound as the busy timeout.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            match conn.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA wal_autocheckpoint = 128;
+                 PRAGMA journal_size_limit = 1048576;",
+            ) {
+                Ok(()) => break,
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        }
         let db = Db {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
