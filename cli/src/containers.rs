@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use ketch::runtime::{Container, CreateOptions, Status};
+use ketch::network::Endpoint;
+use ketch::runtime::{Container, CreateOptions, NetMode, Status};
 use serde_json::{Value, json};
 
 use crate::Cli;
@@ -95,9 +96,12 @@ pub struct CreateArgs {
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
-    /// Connect a container to a network (none, host)
+    /// Connect a container to a network (bridge, host, none, container:NAME, or a network's name)
     #[arg(long, visible_alias = "net")]
     network: Option<String>,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long)]
+    ip: Option<String>,
     /// Restart policy to apply when a container exits (no, on-failure[:N], always, unless-stopped)
     #[arg(long)]
     restart: Option<String>,
@@ -178,11 +182,6 @@ impl CreateArgs {
                 ));
             }
         }
-        if let Some(n) = &self.network
-            && !matches!(n.as_str(), "none" | "host" | "default" | "bridge")
-        {
-            bail!(Exit(125, format!("network {n} not found")));
-        }
         if let Some(m) = self.memory
             && m < 6 << 20
         {
@@ -229,8 +228,8 @@ impl CreateArgs {
             no_new_privileges,
             seccomp_unconfined,
             read_only: self.read_only,
-            // Until networking lands, the default is a namespace with loopback only.
-            network: self.network.clone().filter(|n| n == "host"),
+            network: self.network.clone(),
+            ip: self.ip.clone(),
             restart: self.restart.clone(),
             auto_remove: self.rm,
             log_max_size,
@@ -434,7 +433,7 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<ExitCode> {
             "LocalVolumes": "0",
             "Mounts": "",
             "Names": c.record.name,
-            "Networks": c.record.config.network.clone().unwrap_or_else(|| "none".into()),
+            "Networks": NetMode::of(&c.record.config).name(),
             "Ports": "",
             "RunningFor": format::since(created),
             "Size": "0B",
@@ -690,8 +689,36 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
     }
 }
 
-/// `inspect` of a container, in Docker's shape (the fields ketch has so far).
-pub fn inspect_json(c: &Container, driver: &str) -> Value {
+/// `inspect` of a container, in Docker's shape (the fields ketch has so far). `endpoints`
+/// are the container's places on networks while it runs.
+pub fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) -> Value {
+    let mode = NetMode::of(&c.record.config);
+    let mut networks = serde_json::Map::new();
+    let entry = |ep: Option<&Endpoint>| {
+        json!({
+            "NetworkID": ep.map(|e| e.network_id.clone()).unwrap_or_default(),
+            "MacAddress": ep.map(|e| e.mac.clone()).unwrap_or_default(),
+            "Gateway": ep.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
+            "IPAddress": ep.map(|e| e.ip.to_string()).unwrap_or_default(),
+            "IPPrefixLen": ep.map_or(0, |e| e.prefix),
+        })
+    };
+    match &mode {
+        NetMode::Bridge(_) if endpoints.is_empty() => {
+            networks.insert(mode.name(), entry(None));
+        }
+        NetMode::Bridge(_) => {
+            for ep in endpoints {
+                networks.insert(ep.network.clone(), entry(Some(ep)));
+            }
+        }
+        NetMode::Host | NetMode::None => {
+            networks.insert(mode.name(), entry(None));
+        }
+        NetMode::Container(_) => {}
+    }
+    // Docker fills the top-level address fields for the default bridge only.
+    let default = endpoints.iter().find(|e| e.network == "bridge");
     json!({
         "Id": c.record.id,
         "Created": c.record.created,
@@ -720,8 +747,11 @@ pub fn inspect_json(c: &Container, driver: &str) -> Value {
         "Driver": driver,
         "Mounts": [],
         "NetworkSettings": {
-            "Networks": {},
-            "IPAddress": "",
+            "Networks": networks,
+            "IPAddress": default.map(|e| e.ip.to_string()).unwrap_or_default(),
+            "IPPrefixLen": default.map_or(0, |e| e.prefix),
+            "Gateway": default.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
+            "MacAddress": default.map(|e| e.mac.clone()).unwrap_or_default(),
             "Ports": {},
         },
         "Config": {
@@ -745,7 +775,7 @@ pub fn inspect_json(c: &Container, driver: &str) -> Value {
             "CapAdd": c.record.config.cap_add,
             "CapDrop": c.record.config.cap_drop,
             "ReadonlyRootfs": c.record.config.read_only,
-            "NetworkMode": c.record.config.network.clone().unwrap_or_else(|| "none".into()),
+            "NetworkMode": mode.name(),
             "RestartPolicy": {"Name": c.record.config.restart.clone().unwrap_or_else(|| "no".into())},
             "AutoRemove": c.record.config.auto_remove,
         },

@@ -378,7 +378,16 @@ pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
         if a.containers_too
             && let Ok(c) = engine.container_get(n)
         {
-            found.push(crate::containers::inspect_json(&c, engine.storage_driver()));
+            let endpoints = if c.is_running() {
+                engine.container_endpoints(&c.record.id)?
+            } else {
+                vec![]
+            };
+            found.push(crate::containers::inspect_json(
+                &c,
+                engine.storage_driver(),
+                &endpoints,
+            ));
             continue;
         }
         match engine.image_inspect(n) {

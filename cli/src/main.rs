@@ -3,6 +3,7 @@
 mod containers;
 mod format;
 mod images;
+mod networks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +27,9 @@ pub struct Cli {
     /// Largest uncompressed layer accepted, in bytes (guards against compression bombs).
     #[arg(long, global = true, env = "KETCH_MAX_LAYER_SIZE", value_parser = parse_bytes)]
     max_layer_size: Option<u64>,
+    /// Bridge device of the default network for a new state root (default ketch0).
+    #[arg(long, global = true, env = "KETCH_BRIDGE")]
+    bridge: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +120,9 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
 }
 
 #[derive(Subcommand)]
@@ -165,6 +172,7 @@ impl Cli {
         if let Some(m) = self.max_layer_size {
             opts.max_layer_size = m;
         }
+        opts.default_bridge = self.bridge.clone();
         Ok(ketch::Engine::open(&opts)?)
     }
 }
@@ -204,6 +212,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(cli, a),
         Command::Image(ImageCommand::Prune(a)) => images::prune(cli, a),
+        Command::Network(c) => networks::run(cli, c),
     }
 }
 

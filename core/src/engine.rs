@@ -79,6 +79,9 @@ pub struct Options {
     pub storage_driver: Option<StorageDriver>,
     /// Largest uncompressed layer accepted.
     pub max_layer_size: u64,
+    /// The bridge device of the default network `bridge` (`None`: `ketch0`), fixed when the
+    /// root makes that network.
+    pub default_bridge: Option<String>,
 }
 
 impl Default for Options {
@@ -87,6 +90,7 @@ impl Default for Options {
             root: PathBuf::from(DEFAULT_ROOT),
             storage_driver: None,
             max_layer_size: ApplyOptions::default().max_size,
+            default_bridge: None,
         }
     }
 }
@@ -100,6 +104,7 @@ pub struct Local {
     /// Where temporary mounts go.
     pub(crate) scratch: PathBuf,
     pub(crate) apply: ApplyOptions,
+    pub(crate) default_bridge: String,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -133,6 +138,10 @@ impl Local {
             apply: ApplyOptions {
                 max_size: opts.max_layer_size,
             },
+            default_bridge: opts
+                .default_bridge
+                .clone()
+                .unwrap_or_else(|| "ketch0".into()),
         };
         local.recover()?;
         Ok(local)

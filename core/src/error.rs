@@ -53,6 +53,8 @@ pub enum Error {
     #[error(transparent)]
     Container(#[from] crate::runtime::ContainerError),
     #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
+    #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
     #[error(transparent)]
     Digest(#[from] crate::digest::DigestError),
@@ -74,6 +76,7 @@ impl Error {
             Error::Image(e) => e.kind(),
             Error::Engine(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Network(e) => e.kind(),
             Error::Reference(_) | Error::Digest(_) => ErrorKind::InvalidArgument,
             Error::Io { source, .. } => io_kind(source),
         }

@@ -11,6 +11,7 @@ pub mod fsutil;
 pub mod image;
 pub mod model;
 pub mod mount;
+pub mod network;
 pub mod reference;
 pub mod runtime;
 pub mod snapshot;

@@ -637,8 +637,25 @@ fn main() {
             std::process::exit(125);
         }
     };
+    let bundle = opts.bundle.clone();
     let code = run(opts);
+    release_netns(&bundle);
     std::process::exit(code);
+}
+
+/// Lets go of the network namespace the engine made for the container (annotation
+/// `io.ketch.netns`) once the container is done for good: unmounted and unlinked, it goes
+/// with the veth pair inside as soon as no process holds it.
+fn release_netns(bundle: &Path) {
+    let Some(path) = fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Spec>(&b).ok())
+        .and_then(|s| s.annotations.get("io.ketch.netns").cloned())
+    else {
+        return;
+    };
+    let _ = nix::mount::umount2(path.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    let _ = fs::remove_file(&path);
 }
 
 /// Blocks the signals a monitor handles and returns a descriptor to read them from.

@@ -67,6 +67,9 @@ pub fn busybox_rootfs() -> PathBuf {
 pub struct Root {
     pub dir: tempfile::TempDir,
     pub extra: Vec<String>,
+    /// The default network's bridge device: one of its own per root, so that tests in
+    /// parallel never share one.
+    pub bridge: String,
 }
 
 impl Default for Root {
@@ -83,6 +86,7 @@ impl Root {
                 .tempdir()
                 .unwrap(),
             extra: Vec::new(),
+            bridge: format!("kt{}", random_hex(5)),
         }
     }
 
@@ -109,6 +113,7 @@ impl Root {
         c.arg("--root").arg(self.path());
         c.env_remove("KETCH_ROOT")
             .env_remove("KETCH_STORAGE_DRIVER")
+            .env("KETCH_BRIDGE", &self.bridge)
             .stdin(Stdio::null());
         c
     }
@@ -276,6 +281,16 @@ impl Drop for Root {
                 let _ = self.cmd().args(["rm", "-f", id]).output();
             }
         }
+        // Then the networks it made, and the default network's bridge, which outlives its
+        // containers as docker0 does.
+        if self.path().join("ketch.db").exists() {
+            let _ = self.cmd().args(["network", "prune", "-f"]).output();
+        }
+        if Path::new("/sys/class/net").join(&self.bridge).exists() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &self.bridge])
+                .output();
+        }
         // Whatever a failing test left mounted comes off before the directory goes, so that
         // removing it never reaches through a mount.
         for m in self.mounts().into_iter().rev() {
@@ -437,4 +452,13 @@ pub fn legacy_docker_archive(tag: &str, layers: &[Vec<u8>], config: Option<Vec<u
         t = t.file(name, l);
     }
     t.file("manifest.json", &manifest).finish()
+}
+
+/// `n` random bytes as hex, for unique names.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut buf))
+        .unwrap();
+    buf.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -880,9 +880,10 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
     let session = format!("ketch-tty-{}", std::process::id());
     let rc = r.dir.path().join("rc");
     let cmd = format!(
-        "{} --root {} run -it --name tty busybox sh; echo $? > {}",
+        "{} --root {} --bridge {} run -it --name tty busybox sh; echo $? > {}",
         ketch_tests::ketch_bin().display(),
         r.path().display(),
+        r.bridge,
         rc.display()
     );
     let tmux = |args: &[&str]| {
@@ -942,9 +943,10 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
     assert!(text.contains("40 120"), "{text}");
     // exec -it, from a second window of the same size, gets a terminal of its own.
     let inner = format!(
-        "{} --root {} exec -it tty sh",
+        "{} --root {} --bridge {} exec -it tty sh",
         ketch_tests::ketch_bin().display(),
-        r.path().display()
+        r.path().display(),
+        r.bridge
     );
     tm(&["new-window", "-t", &format!("{session}:1"), &inner]);
     let w1 = format!("{session}:1");

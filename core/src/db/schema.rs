@@ -71,6 +71,21 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 2: containers keep their whole configuration.
     "ALTER TABLE containers ADD COLUMN config TEXT NOT NULL DEFAULT '{}';",
+    // 3: networks, and the addresses containers hold on them while they run.
+    "CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        config TEXT NOT NULL
+    );
+    CREATE TABLE endpoints (
+        network_id TEXT NOT NULL REFERENCES networks(id),
+        container_id TEXT NOT NULL,
+        ip TEXT NOT NULL,
+        config TEXT NOT NULL,
+        PRIMARY KEY (network_id, container_id),
+        UNIQUE (network_id, ip)
+    );
+    CREATE INDEX endpoints_container ON endpoints(container_id);",
 ];
 
 pub(super) fn migrate(db: &Db) -> Result<(), DbError> {

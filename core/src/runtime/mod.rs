@@ -111,11 +111,54 @@ pub struct CreateOptions {
     /// `--security-opt seccomp=unconfined`.
     pub seccomp_unconfined: bool,
     pub read_only: bool,
+    /// `bridge` (the default when `None`), `none`, `host`, `container:<name|id>`, or the
+    /// name of a network.
     pub network: Option<String>,
+    /// `--ip`: the address on the network, instead of the next free one.
+    pub ip: Option<String>,
     pub restart: Option<String>,
     pub auto_remove: bool,
     pub log_max_size: Option<u64>,
     pub log_max_file: Option<u32>,
+}
+
+/// How a container is networked, from its `--network`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetMode {
+    /// A bridge network, by name or ID (`bridge` is the default one).
+    Bridge(String),
+    Host,
+    None,
+    /// Another container's network namespace.
+    Container(String),
+}
+
+impl NetMode {
+    pub fn of(opts: &CreateOptions) -> NetMode {
+        match opts.network.as_deref() {
+            None | Some("" | "default") => NetMode::Bridge("bridge".into()),
+            Some("host") => NetMode::Host,
+            Some("none") => NetMode::None,
+            Some(n) => match n.strip_prefix("container:") {
+                Some(c) => NetMode::Container(c.to_string()),
+                None => NetMode::Bridge(n.to_string()),
+            },
+        }
+    }
+
+    pub fn is_bridge(&self) -> bool {
+        matches!(self, NetMode::Bridge(_))
+    }
+
+    /// The name `inspect` shows as the network mode.
+    pub fn name(&self) -> String {
+        match self {
+            NetMode::Bridge(n) => n.clone(),
+            NetMode::Host => "host".into(),
+            NetMode::None => "none".into(),
+            NetMode::Container(c) => format!("container:{c}"),
+        }
+    }
 }
 
 /// A stored container.
@@ -532,6 +575,41 @@ impl Local {
                 .filter(|u| !u.is_empty())
                 .map(str::to_string)
         });
+        let net_mode = NetMode::of(opts);
+        match &net_mode {
+            NetMode::Bridge(n) => {
+                let rec = self.network_find(n)?;
+                if opts.ip.is_some() && rec.predefined() {
+                    return Err(ContainerError::Invalid {
+                        reason:
+                            "user specified IP address is supported on user defined networks only"
+                                .into(),
+                    }
+                    .into());
+                }
+            }
+            NetMode::Container(other) => {
+                self.find(other)?;
+            }
+            NetMode::Host | NetMode::None => {
+                if opts.ip.is_some() {
+                    return Err(ContainerError::Invalid {
+                        reason:
+                            "user specified IP address is supported on user defined networks only"
+                                .into(),
+                    }
+                    .into());
+                }
+            }
+        }
+        if let Some(ip) = &opts.ip
+            && ip.parse::<std::net::Ipv4Addr>().is_err()
+        {
+            return Err(ContainerError::Invalid {
+                reason: format!("invalid IPv4 address: {ip}"),
+            }
+            .into());
+        }
         // The record keeps the configuration in effect, image defaults merged, as Docker's
         // inspect shows it.
         let mut opts = opts.clone();
@@ -567,13 +645,8 @@ impl Local {
             let mounts = self.snapshots.prepare(&key, top.as_deref())?;
             fs::write(staging.join("hostname"), format!("{hostname}\n"))
                 .map_err(io_err("write hostname"))?;
-            fs::write(
-                staging.join("hosts"),
-                format!(
-                    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n127.0.1.1\t{hostname}\n"
-                ),
-            )
-            .map_err(io_err("write hosts"))?;
+            fs::write(staging.join("hosts"), hosts_file(&hostname, None))
+                .map_err(io_err("write hosts"))?;
             fs::write(staging.join("resolv.conf"), resolv_conf())
                 .map_err(io_err("write resolv.conf"))?;
             let nofile = {
@@ -594,6 +667,12 @@ impl Local {
                 cwd,
                 bundle: bundle.display().to_string(),
                 nofile,
+                netns: match &net_mode {
+                    NetMode::Bridge(_) => Some(self.netns_path(&id).display().to_string()),
+                    // Filled in at each start, with the other container's process then.
+                    NetMode::Container(_) => Some("/proc/self/ns/net".into()),
+                    NetMode::Host | NetMode::None => None,
+                },
             };
             let spec_json = spec::build(&opts, &cx);
             // The OCI model checks the document is a valid runtime spec.
@@ -668,7 +747,66 @@ impl Local {
         let shim = shim_path().ok_or(ContainerError::NoShim)?;
         let _ = fs::remove_file(c.bundle.join("stop-requested"));
         let _ = fs::remove_file(c.bundle.join("state.json"));
-        let mut cmd = Command::new(&shim);
+        self.prepare_network(&c)?;
+        let started = self.spawn_shim(&c, &shim, attach, stdin, on_spawn);
+        if started.is_err() {
+            let _ = self.release_endpoints(&c.record.id);
+        }
+        started
+    }
+
+    /// What the container's network needs before its process starts: on a bridge network,
+    /// its namespace, address and veth pair; with `container:X`, X's namespace.
+    fn prepare_network(&self, c: &Container) -> crate::Result<()> {
+        match NetMode::of(&c.record.config) {
+            NetMode::Bridge(n) => {
+                let ip = c.record.config.ip.as_deref().and_then(|ip| ip.parse().ok());
+                let ep = self.network_attach(&c.record.id, &n, ip)?;
+                let hostname = c.record.config.hostname.clone().unwrap_or_default();
+                fs::write(c.bundle.join("hosts"), hosts_file(&hostname, Some(ep.ip)))
+                    .map_err(io_err("write hosts"))?;
+            }
+            NetMode::Container(other) => {
+                let o = self.container_get(&other)?;
+                if !o.is_running() || o.task.pid <= 0 {
+                    return Err(ContainerError::Conflict {
+                        reason: format!(
+                            "cannot join network namespace of a non running container: {other}"
+                        ),
+                    }
+                    .into());
+                }
+                let path = c.bundle.join("config.json");
+                let mut spec: serde_json::Value = fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .ok_or_else(|| ContainerError::Invalid {
+                        reason: format!("read {}", path.display()),
+                    })?;
+                if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
+                    for ns in nss.iter_mut().filter(|ns| ns["type"] == "network") {
+                        ns["path"] = serde_json::json!(format!("/proc/{}/ns/net", o.task.pid));
+                    }
+                }
+                let tmp = c.bundle.join(".config.json.tmp");
+                fs::write(&tmp, serde_json::to_vec_pretty(&spec).unwrap_or_default())
+                    .and_then(|()| fs::rename(&tmp, &path))
+                    .map_err(io_err("write config.json"))?;
+            }
+            NetMode::Host | NetMode::None => {}
+        }
+        Ok(())
+    }
+
+    fn spawn_shim(
+        &self,
+        c: &Container,
+        shim: &std::path::Path,
+        attach: bool,
+        stdin: bool,
+        on_spawn: &dyn Fn(u32),
+    ) -> crate::Result<i32> {
+        let mut cmd = Command::new(shim);
         if attach {
             cmd.arg("--attach");
         }
@@ -684,7 +822,11 @@ impl Local {
             on_spawn(child.id());
             let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
             let code = status.code().unwrap_or(125);
-            let c = self.container_get(name)?;
+            let c = self.container_get(&c.record.id)?;
+            if !c.is_running() {
+                // Its monitor let go of the namespace; the addresses go too.
+                self.release_endpoints(&c.record.id)?;
+            }
             if !c.task.error.is_empty() && c.task.pid == 0 && c.task.started_at.is_empty() {
                 return Err(ContainerError::Start {
                     code: c.task.exit_code,
@@ -694,7 +836,7 @@ impl Local {
             }
             return Ok(code);
         }
-        spawn_reporting(cmd, &shim, true)?;
+        spawn_reporting(cmd, shim, true)?;
         self.set_running(&c.record.id, true)?;
         Ok(0)
     }
@@ -842,6 +984,7 @@ impl Local {
         // One transaction forgets the container, hands its snapshot to a lease and moves
         // its bundle aside; a crash after it leaves a dead lease, whose recovery removes
         // both.
+        self.release_endpoints(&c.record.id)?;
         let key = format!("container-{}", c.record.id);
         let doomed = self.containers_dir().join(format!("rm-{}", c.record.id));
         let lease = Lease::new(&self.db)?;
@@ -1216,6 +1359,15 @@ impl Local {
         let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
         Ok(status.code().unwrap_or(125))
     }
+}
+
+/// A container's /etc/hosts: loopback names, and its hostname on its address (on loopback
+/// while it has none).
+fn hosts_file(hostname: &str, ip: Option<std::net::Ipv4Addr>) -> String {
+    let own = ip.map_or_else(|| "127.0.1.1".to_string(), |ip| ip.to_string());
+    format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n{own}\t{hostname}\n"
+    )
 }
 
 /// The host's resolv.conf without loopback name servers, which would mean nothing inside

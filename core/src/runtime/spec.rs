@@ -171,6 +171,9 @@ pub struct SpecContext<'a> {
     pub cwd: String,
     pub bundle: String,
     pub nofile: u64,
+    /// The network namespace to join (a bridge network's, or another container's); `None`
+    /// with a network namespace of its own means loopback only.
+    pub netns: Option<String>,
 }
 
 pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
@@ -191,8 +194,10 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
         json!({"type": "mount"}),
         json!({"type": "cgroup"}),
     ];
-    if opts.network.as_deref() != Some("host") {
-        namespaces.push(json!({"type": "network"}));
+    match (opts.network.as_deref(), &cx.netns) {
+        (Some("host"), _) => {}
+        (_, Some(path)) => namespaces.push(json!({"type": "network", "path": path})),
+        (_, None) => namespaces.push(json!({"type": "network"})),
     }
     let sys_opts = if opts.privileged {
         vec!["nosuid", "noexec", "nodev", "rw"]
@@ -248,6 +253,10 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     }
     if opts.privileged {
         annotations["io.ketch.privileged"] = json!("true");
+    }
+    if let (Some(path), true) = (&cx.netns, super::NetMode::of(opts).is_bridge()) {
+        // The monitor lets go of the namespace when the container is done.
+        annotations["io.ketch.netns"] = json!(path);
     }
     let seccomp = seccomp(opts, &caps);
     let mut spec = json!({

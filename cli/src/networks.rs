@@ -1,0 +1,275 @@
+//! Network verbs: `network create`, `ls`, `inspect`, `rm`, `prune`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+use ketch::network::{Network, NetworkCreate};
+use serde_json::json;
+
+use crate::Cli;
+use crate::containers::Exit;
+use crate::format::{self, Format};
+
+#[derive(Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network
+    Create(CreateArgs),
+    /// List networks
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Display detailed information on one or more networks
+    Inspect(InspectArgs),
+    /// Remove one or more networks
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Remove all unused networks
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    name: String,
+    /// Driver to manage the Network
+    #[arg(short = 'd', long, default_value = "bridge")]
+    driver: String,
+    /// Subnet in CIDR format that represents a network segment
+    #[arg(long)]
+    subnet: Option<String>,
+    /// IPv4 Gateway for the master subnet
+    #[arg(long)]
+    gateway: Option<String>,
+    /// Allocate container ip from a sub-range
+    #[arg(long)]
+    ip_range: Option<String>,
+    /// Restrict external access to the network
+    #[arg(long)]
+    internal: bool,
+    /// Set metadata on a network
+    #[arg(long)]
+    label: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct LsArgs {
+    /// Provide filter values (e.g. "driver=bridge")
+    #[arg(short, long)]
+    filter: Vec<String>,
+    /// Only display network IDs
+    #[arg(short, long)]
+    quiet: bool,
+    /// Format output using a custom template ('table', 'json', or a Go template)
+    #[arg(long)]
+    format: Option<String>,
+    /// Do not truncate the output
+    #[arg(long)]
+    no_trunc: bool,
+}
+
+#[derive(Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    networks: Vec<String>,
+    /// Format output using a custom template
+    #[arg(short, long)]
+    format: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    networks: Vec<String>,
+    /// Do not error if the network does not exist
+    #[arg(short, long)]
+    force: bool,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Do not prompt for confirmation
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub fn run(cli: &Cli, c: &NetworkCommand) -> Result<ExitCode> {
+    match c {
+        NetworkCommand::Create(a) => create(cli, a),
+        NetworkCommand::Ls(a) => ls(cli, a),
+        NetworkCommand::Inspect(a) => inspect(cli, a),
+        NetworkCommand::Rm(a) => rm(cli, a),
+        NetworkCommand::Prune(a) => prune(cli, a),
+    }
+}
+
+fn engine_exit(e: ketch::Error) -> anyhow::Error {
+    Exit(1, format!("Error response from daemon: {e}")).into()
+}
+
+fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
+    let mut labels = Vec::new();
+    for l in &a.label {
+        let (k, v) = l.split_once('=').unwrap_or((l, ""));
+        labels.push((k.to_string(), v.to_string()));
+    }
+    let opts = NetworkCreate {
+        name: a.name.clone(),
+        driver: Some(a.driver.clone()),
+        subnet: a.subnet.clone(),
+        gateway: a.gateway.clone(),
+        ip_range: a.ip_range.clone(),
+        internal: a.internal,
+        labels,
+    };
+    let rec = cli.engine()?.network_create(&opts).map_err(engine_exit)?;
+    println!("{}", rec.id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Container names by ID, for the `Containers` map of a network.
+fn names(cli: &Cli) -> Result<BTreeMap<String, String>> {
+    Ok(cli
+        .engine()?
+        .container_list(true)?
+        .into_iter()
+        .map(|c| (c.record.id, c.record.name))
+        .collect())
+}
+
+fn matches(n: &Network, filters: &[(String, String)]) -> Result<bool> {
+    for (k, v) in filters {
+        let r = &n.record;
+        let ok = match k.as_str() {
+            "driver" => &r.driver == v,
+            "name" => r.name.contains(v.as_str()),
+            "id" => r.id.starts_with(v.as_str()),
+            "label" => match v.split_once('=') {
+                Some((lk, lv)) => r.labels.get(lk).is_some_and(|x| x == lv),
+                None => r.labels.contains_key(v),
+            },
+            "type" => match v.as_str() {
+                "builtin" => r.predefined(),
+                "custom" => !r.predefined(),
+                _ => bail!("invalid filter 'type={v}': must be builtin or custom"),
+            },
+            "dangling" => (v == "true") == n.endpoints.is_empty() && !r.predefined(),
+            _ => bail!("invalid filter '{k}'"),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
+    let mut filters = Vec::new();
+    for f in &a.filter {
+        let Some((k, v)) = f.split_once('=') else {
+            bail!("bad format of filter (expected name=value)");
+        };
+        filters.push((k.to_string(), v.to_string()));
+    }
+    let engine = cli.engine()?;
+    let mut nets = Vec::new();
+    for n in engine.network_list()? {
+        if matches(&n, &filters)? {
+            nets.push(n);
+        }
+    }
+    let id = |i: &str| {
+        if a.no_trunc {
+            i.to_string()
+        } else {
+            i[..12.min(i.len())].to_string()
+        }
+    };
+    let mut out = io::stdout().lock();
+    if a.quiet {
+        for n in &nets {
+            writeln!(out, "{}", id(&n.record.id))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<_> = nets
+        .iter()
+        .map(|n| {
+            json!({
+                "ID": id(&n.record.id),
+                "Name": n.record.name,
+                "Driver": n.record.driver,
+                "Scope": "local",
+                "IPv6": "false",
+                "Internal": n.record.internal.to_string(),
+                "CreatedAt": n.record.created,
+                "Labels": n.record.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+            })
+        })
+        .collect();
+    format::print_rows(
+        &mut out,
+        &Format::parse(a.format.as_deref()),
+        &[
+            ("NETWORK ID", "ID"),
+            ("NAME", "Name"),
+            ("DRIVER", "Driver"),
+            ("SCOPE", "Scope"),
+        ],
+        &rows,
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    let names = names(cli)?;
+    let mut found = Vec::new();
+    let mut code = ExitCode::SUCCESS;
+    for n in &a.networks {
+        match engine.network_inspect(n) {
+            Ok(net) => found.push(serde_json::to_value(net.resource(&names))?),
+            Err(e) => {
+                eprintln!("Error: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    let mut out = io::stdout().lock();
+    match a.format.as_deref() {
+        Some(t) if t != "json" => {
+            for v in &found {
+                writeln!(out, "{}", format::render(&t.replace("\\n", "\n"), v)?)?;
+            }
+        }
+        _ => writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?,
+    }
+    Ok(code)
+}
+
+fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    let mut code = ExitCode::SUCCESS;
+    for n in &a.networks {
+        match engine.network_remove(n) {
+            Ok(()) => println!("{n}"),
+            Err(e) if a.force && e.kind() == ketch::ErrorKind::NotFound => {}
+            Err(e) => {
+                eprintln!("Error response from daemon: {e}");
+                code = ExitCode::from(1);
+            }
+        }
+    }
+    Ok(code)
+}
+
+fn prune(cli: &Cli, _a: &PruneArgs) -> Result<ExitCode> {
+    let removed = cli.engine()?.network_prune()?;
+    if !removed.is_empty() {
+        println!("Deleted Networks:");
+        for n in &removed {
+            println!("{n}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

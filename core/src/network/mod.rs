@@ -1,0 +1,811 @@
+//! Networks: Docker's `bridge`, `host`, `none` and `container:<name|id>`, with IPAM.
+//!
+//! A network is a record in the database (its subnet, gateway, bridge device); a bridge
+//! network is also a Linux bridge with the gateway address, made when the network is made.
+//! A container on a bridge network gets, at each start, a network namespace held by a bind
+//! mount under `netns/`, an address from the network's range (an `endpoints` row, unique per
+//! network, so no address is handed out twice), and a veth pair from the namespace to the
+//! bridge. When the container stops, its monitor lets go of the namespace and the kernel
+//! removes the veth pair with it; the engine forgets the address the next time it allocates
+//! on that network, or when the container is removed.
+//!
+//! Every link, address and route is set through netlink ([`netlink`]), never by running `ip`.
+
+pub mod netlink;
+pub mod netns;
+pub mod subnet;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Local;
+use crate::error::ErrorKind;
+use netlink::Netlink;
+use subnet::Subnet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("network {name} not found")]
+    NotFound { name: String },
+    #[error("network with name {name} already exists")]
+    NameInUse { name: String },
+    #[error("{reason}")]
+    Invalid { reason: String },
+    #[error("error while removing network: network {name} id {id} has active endpoints")]
+    InUse { name: String, id: String },
+    #[error("{name} is a pre-defined network and cannot be removed")]
+    Predefined { name: String },
+    #[error(
+        "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"
+    )]
+    PoolsExhausted,
+    #[error("no available IPv4 addresses on network {name}")]
+    AddressesExhausted { name: String },
+    #[error("Address already in use: {ip} on network {name}")]
+    AddressInUse { ip: Ipv4Addr, name: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl NetworkError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            NetworkError::NotFound { .. } => ErrorKind::NotFound,
+            NetworkError::NameInUse { .. } => ErrorKind::Conflict,
+            NetworkError::Invalid { .. } => ErrorKind::InvalidArgument,
+            NetworkError::InUse { .. } | NetworkError::Predefined { .. } => {
+                ErrorKind::FailedPrecondition
+            }
+            NetworkError::PoolsExhausted | NetworkError::AddressesExhausted { .. } => {
+                ErrorKind::Unavailable
+            }
+            NetworkError::AddressInUse { .. } => ErrorKind::Conflict,
+            NetworkError::Io { source, .. } => crate::error::io_kind(source),
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> crate::Error {
+    let what = what.into();
+    move |source| NetworkError::Io { what, source }.into()
+}
+
+fn invalid(reason: impl Into<String>) -> crate::Error {
+    NetworkError::Invalid {
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// What `network create` takes: Docker's flags.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkCreate {
+    pub name: String,
+    /// `bridge` (the default); `host` and `null` exist once, made by the engine.
+    pub driver: Option<String>,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub labels: Vec<(String, String)>,
+}
+
+/// A stored network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    /// `bridge`, `host` or `null`.
+    pub driver: String,
+    /// The bridge device (bridge networks only).
+    pub bridge: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub labels: BTreeMap<String, String>,
+    pub created: String,
+}
+
+impl NetworkRecord {
+    fn subnet(&self) -> Option<Subnet> {
+        self.subnet.as_deref().and_then(|s| s.parse().ok())
+    }
+
+    fn gateway(&self) -> Option<Ipv4Addr> {
+        self.gateway.as_deref().and_then(|g| g.parse().ok())
+    }
+
+    pub fn predefined(&self) -> bool {
+        matches!(self.name.as_str(), "bridge" | "host" | "none")
+    }
+}
+
+/// A container's place on a network while it runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub network_id: String,
+    pub network: String,
+    pub container_id: String,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub mac: String,
+    /// The process that made the endpoint (PID, start time): while it lives and the
+    /// container has not run yet, the endpoint is in use (the container is starting).
+    #[serde(default)]
+    pub owner: (u32, u64),
+}
+
+/// A network and the containers on it, for `network inspect` and `network ls`.
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub record: NetworkRecord,
+    pub endpoints: Vec<Endpoint>,
+}
+
+impl Network {
+    /// The Docker Engine API's shape; `names` maps container IDs to names.
+    pub fn resource(&self, names: &BTreeMap<String, String>) -> crate::model::NetworkResource {
+        use crate::model::{Ipam, IpamConfig, NetworkContainer, NetworkResource};
+        let r = &self.record;
+        let mut options = BTreeMap::new();
+        if r.driver == "bridge" {
+            options.insert("com.docker.network.bridge.name".into(), r.bridge.clone());
+        }
+        NetworkResource {
+            name: r.name.clone(),
+            id: r.id.clone(),
+            created: r.created.clone(),
+            scope: "local".into(),
+            driver: r.driver.clone(),
+            enable_ipv6: false,
+            ipam: Ipam {
+                driver: "default".into(),
+                config: r
+                    .subnet
+                    .iter()
+                    .map(|s| IpamConfig {
+                        subnet: s.clone(),
+                        gateway: r.gateway.clone().unwrap_or_default(),
+                        ip_range: r.ip_range.clone(),
+                    })
+                    .collect(),
+                options: BTreeMap::new(),
+            },
+            internal: r.internal,
+            attachable: false,
+            ingress: false,
+            containers: self
+                .endpoints
+                .iter()
+                .map(|e| {
+                    (
+                        e.container_id.clone(),
+                        NetworkContainer {
+                            name: names.get(&e.container_id).cloned().unwrap_or_default(),
+                            endpoint_id: format!(
+                                "{}{}",
+                                &e.network_id[..32],
+                                &e.container_id[..32]
+                            ),
+                            mac_address: e.mac.clone(),
+                            ipv4_address: format!("{}/{}", e.ip, e.prefix),
+                            ipv6_address: String::new(),
+                        },
+                    )
+                })
+                .collect(),
+            options,
+            labels: r.labels.clone(),
+        }
+    }
+}
+
+/// Holds a host-wide lock while new subnets are chosen and their bridges made, so engines
+/// on other state roots never pick the same free subnet at once. An abstract UNIX socket:
+/// bound by one process at a time, gone when it exits, nothing left on disk.
+struct HostLock(#[allow(dead_code)] std::os::unix::net::UnixListener);
+
+impl HostLock {
+    fn take() -> io::Result<HostLock> {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"ketch-network-lock")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match std::os::unix::net::UnixListener::bind_addr(&addr) {
+                Ok(l) => return Ok(HostLock(l)),
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// Docker's MAC for an address: 02:42 and the four address bytes.
+fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn read_record(json: &str) -> crate::Result<NetworkRecord> {
+    serde_json::from_str(json).map_err(|e| invalid(format!("network record: {e}")))
+}
+
+impl Local {
+    pub(crate) fn netns_path(&self, container_id: &str) -> PathBuf {
+        self.root.join("netns").join(container_id)
+    }
+
+    /// Makes the predefined networks `bridge`, `host` and `none` if this root has none yet.
+    fn ensure_predefined(&self) -> crate::Result<()> {
+        let have: i64 = self.db.read(|tx| {
+            Ok::<_, crate::Error>(tx.query_row(
+                "SELECT COUNT(*) FROM networks WHERE name IN ('bridge', 'host', 'none')",
+                [],
+                |r| r.get(0),
+            )?)
+        })?;
+        if have == 3 {
+            return Ok(());
+        }
+        for (name, driver) in [("host", "host"), ("none", "null")] {
+            let rec = NetworkRecord {
+                id: crate::util::random_hex(32),
+                name: name.into(),
+                driver: driver.into(),
+                bridge: String::new(),
+                subnet: None,
+                gateway: None,
+                ip_range: None,
+                internal: false,
+                labels: BTreeMap::new(),
+                created: crate::db::now(),
+            };
+            self.db.write(|tx| {
+                tx.execute(
+                    "INSERT OR IGNORE INTO networks (id, name, config) VALUES (?1, ?2, ?3)",
+                    params![
+                        rec.id,
+                        rec.name,
+                        serde_json::to_string(&rec).unwrap_or_default()
+                    ],
+                )?;
+                Ok::<_, crate::Error>(())
+            })?;
+        }
+        let bridge = NetworkCreate {
+            name: "bridge".into(),
+            ..Default::default()
+        };
+        match self.create_bridge(&bridge, Some(self.default_bridge.clone())) {
+            Ok(_) => Ok(()),
+            Err(crate::Error::Network(NetworkError::NameInUse { .. })) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn load_networks(&self) -> crate::Result<Vec<NetworkRecord>> {
+        let rows: Vec<String> = self.db.read(|tx| {
+            let mut stmt = tx.prepare("SELECT config FROM networks ORDER BY name")?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok::<_, crate::Error>(rows)
+        })?;
+        rows.iter().map(|r| read_record(r)).collect()
+    }
+
+    /// A network by full ID, name, or unique ID prefix.
+    pub(crate) fn network_find(&self, name: &str) -> crate::Result<NetworkRecord> {
+        self.ensure_predefined()?;
+        let all = self.load_networks()?;
+        if let Some(n) = all.iter().find(|n| n.id == name || n.name == name) {
+            return Ok(n.clone());
+        }
+        let by_prefix: Vec<&NetworkRecord> =
+            all.iter().filter(|n| n.id.starts_with(name)).collect();
+        match by_prefix.as_slice() {
+            [one] if !name.is_empty() => Ok((*one).clone()),
+            _ => Err(NetworkError::NotFound {
+                name: name.to_string(),
+            }
+            .into()),
+        }
+    }
+
+    fn endpoints_of(&self, network_id: &str) -> crate::Result<Vec<Endpoint>> {
+        let rows: Vec<String> = self.db.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT config FROM endpoints WHERE network_id = ?1 ORDER BY container_id",
+            )?;
+            let rows = stmt
+                .query_map(params![network_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok::<_, crate::Error>(rows)
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+
+    /// Forgets the endpoints of containers that no longer run: their monitors have let go
+    /// of the namespaces, and with them the devices. An endpoint whose maker still runs is
+    /// kept: its container may be starting.
+    fn purge_endpoints(&self, network_id: &str) -> crate::Result<()> {
+        for ep in self.endpoints_of(network_id)? {
+            let in_use = match self.container_get(&ep.container_id) {
+                Ok(c) => {
+                    c.is_running()
+                        || (c.status == crate::runtime::Status::Created
+                            && crate::util::process_alive(ep.owner.0, ep.owner.1))
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !in_use {
+                self.release_endpoints(&ep.container_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists networks, with the containers running on them.
+    pub fn network_list(&self) -> crate::Result<Vec<Network>> {
+        self.ensure_predefined()?;
+        let mut out = Vec::new();
+        for record in self.load_networks()? {
+            self.purge_endpoints(&record.id)?;
+            let endpoints = self.endpoints_of(&record.id)?;
+            out.push(Network { record, endpoints });
+        }
+        Ok(out)
+    }
+
+    pub fn network_inspect(&self, name: &str) -> crate::Result<Network> {
+        let record = self.network_find(name)?;
+        self.purge_endpoints(&record.id)?;
+        let endpoints = self.endpoints_of(&record.id)?;
+        Ok(Network { record, endpoints })
+    }
+
+    /// `network create`: a bridge network with its own Linux bridge and subnet.
+    pub fn network_create(&self, opts: &NetworkCreate) -> crate::Result<NetworkRecord> {
+        self.ensure_predefined()?;
+        if !valid_name(&opts.name) {
+            return Err(invalid(format!(
+                "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                opts.name
+            )));
+        }
+        match opts.driver.as_deref().unwrap_or("bridge") {
+            "bridge" => {}
+            "host" | "null" => {
+                return Err(invalid(format!(
+                    "only one instance of \"{}\" network is allowed",
+                    opts.driver.as_deref().unwrap_or_default()
+                )));
+            }
+            other => {
+                return Err(invalid(format!(
+                    "plugin \"{other}\" not found: ketch has the bridge driver (host and null are predefined)"
+                )));
+            }
+        }
+        self.create_bridge(opts, None)
+    }
+
+    fn create_bridge(
+        &self,
+        opts: &NetworkCreate,
+        bridge: Option<String>,
+    ) -> crate::Result<NetworkRecord> {
+        let id = crate::util::random_hex(32);
+        let bridge = bridge.unwrap_or_else(|| format!("br-{}", &id[..12]));
+        if bridge.len() > 15 {
+            return Err(invalid(format!(
+                "bridge name {bridge:?} is longer than 15 characters"
+            )));
+        }
+        let requested: Option<Subnet> = opts
+            .subnet
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(invalid)?;
+        let ip_range: Option<Subnet> = opts
+            .ip_range
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(invalid)?;
+        let gateway: Option<Ipv4Addr> = opts
+            .gateway
+            .as_deref()
+            .map(|g| {
+                g.parse()
+                    .map_err(|_| invalid(format!("invalid gateway address: {g}")))
+            })
+            .transpose()?;
+        if requested.is_none() && (ip_range.is_some() || gateway.is_some()) {
+            return Err(invalid("--ip-range and --gateway need --subnet"));
+        }
+        if let (Some(s), Some(r)) = (requested, ip_range)
+            && !s.contains_subnet(&r)
+        {
+            return Err(invalid(format!("ip-range {r} is not within subnet {s}")));
+        }
+        if let (Some(s), Some(g)) = (requested, gateway)
+            && !s.contains(g)
+        {
+            return Err(invalid(format!("gateway {g} is not within subnet {s}")));
+        }
+        // Choosing a subnet and claiming it with the bridge's address is one step for every
+        // engine on this host.
+        let _lock = HostLock::take().map_err(io_err("take the host's network lock"))?;
+        let taken: Vec<Subnet> = self
+            .load_networks()?
+            .iter()
+            .filter_map(NetworkRecord::subnet)
+            .collect();
+        let subnet = match requested {
+            Some(s) => {
+                if let Some(t) = taken.iter().find(|t| t.overlaps(&s)) {
+                    return Err(invalid(format!(
+                        "Pool overlaps with other one on this address space: {s} overlaps {t}"
+                    )));
+                }
+                s
+            }
+            None => {
+                let routed = subnet::host_routes();
+                subnet::default_pools()
+                    .iter()
+                    .flat_map(|(pool, prefix)| pool.split(*prefix).collect::<Vec<_>>())
+                    .find(|s| !taken.iter().chain(&routed).any(|t| t.overlaps(s)))
+                    .ok_or(NetworkError::PoolsExhausted)?
+            }
+        };
+        let gateway = gateway
+            .or_else(|| subnet.nth(1))
+            .ok_or_else(|| invalid(format!("subnet {subnet} has no room for a gateway")))?;
+        let rec = NetworkRecord {
+            id,
+            name: opts.name.clone(),
+            driver: "bridge".into(),
+            bridge,
+            subnet: Some(subnet.to_string()),
+            gateway: Some(gateway.to_string()),
+            ip_range: ip_range.map(|r| r.to_string()),
+            internal: opts.internal,
+            labels: opts.labels.iter().cloned().collect(),
+            created: crate::db::now(),
+        };
+        self.db.write(|tx| {
+            let taken: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM networks WHERE name = ?1",
+                    params![rec.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if taken.is_some() {
+                return Err(NetworkError::NameInUse {
+                    name: rec.name.clone(),
+                }
+                .into());
+            }
+            tx.execute(
+                "INSERT INTO networks (id, name, config) VALUES (?1, ?2, ?3)",
+                params![
+                    rec.id,
+                    rec.name,
+                    serde_json::to_string(&rec).unwrap_or_default()
+                ],
+            )?;
+            Ok::<_, crate::Error>(())
+        })?;
+        if let Err(e) = self.ensure_bridge(&rec) {
+            let _ = self.db.write(|tx| {
+                tx.execute("DELETE FROM networks WHERE id = ?1", params![rec.id])?;
+                Ok::<_, crate::Error>(())
+            });
+            let _ = self.delete_bridge(&rec);
+            return Err(e);
+        }
+        Ok(rec)
+    }
+
+    /// Makes the network's bridge with its gateway address, if it is not there (after a
+    /// reboot, say), and sets it up.
+    fn ensure_bridge(&self, rec: &NetworkRecord) -> crate::Result<()> {
+        let (Some(subnet), Some(gateway)) = (rec.subnet(), rec.gateway()) else {
+            return Ok(());
+        };
+        let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
+        let index = match nl
+            .link_index(&rec.bridge)
+            .map_err(io_err("look up a link"))?
+        {
+            Some(i) => i,
+            None => {
+                match nl.add_bridge(&rec.bridge, None) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(io_err(format!("create bridge {}", rec.bridge))(e)),
+                }
+                nl.link_index(&rec.bridge)
+                    .map_err(io_err("look up a link"))?
+                    .ok_or_else(|| invalid(format!("bridge {} vanished", rec.bridge)))?
+            }
+        };
+        match nl.add_addr(index, gateway, subnet.prefix) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => {
+                return Err(io_err(format!("add {gateway} to {}", rec.bridge))(e));
+            }
+        }
+        nl.set_link(index, None, None)
+            .map_err(io_err(format!("set {} up", rec.bridge)))
+    }
+
+    fn delete_bridge(&self, rec: &NetworkRecord) -> crate::Result<()> {
+        if rec.driver != "bridge" || rec.bridge.is_empty() {
+            return Ok(());
+        }
+        let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
+        if let Some(index) = nl
+            .link_index(&rec.bridge)
+            .map_err(io_err("look up a link"))?
+        {
+            match nl.del_link(index) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+                Err(e) => return Err(io_err(format!("delete bridge {}", rec.bridge))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// `network rm`: refused while a container runs on it, and for the predefined ones.
+    pub fn network_remove(&self, name: &str) -> crate::Result<()> {
+        let rec = self.network_find(name)?;
+        if rec.predefined() {
+            return Err(NetworkError::Predefined { name: rec.name }.into());
+        }
+        self.purge_endpoints(&rec.id)?;
+        if !self.endpoints_of(&rec.id)?.is_empty() {
+            return Err(NetworkError::InUse {
+                name: rec.name,
+                id: rec.id,
+            }
+            .into());
+        }
+        self.db.write(|tx| {
+            tx.execute("DELETE FROM networks WHERE id = ?1", params![rec.id])?;
+            Ok::<_, crate::Error>(())
+        })?;
+        self.delete_bridge(&rec)
+    }
+
+    /// `network prune`: removes the user-defined networks no running container uses.
+    pub fn network_prune(&self) -> crate::Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for rec in self.load_networks()? {
+            if rec.predefined() {
+                continue;
+            }
+            match self.network_remove(&rec.id) {
+                Ok(()) => removed.push(rec.name),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::NotFound | ErrorKind::FailedPrecondition
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Gives a starting container its place on the bridge network `network`: a fresh
+    /// namespace at [`Self::netns_path`], an address, and a veth pair into the bridge.
+    pub(crate) fn network_attach(
+        &self,
+        container_id: &str,
+        network: &str,
+        static_ip: Option<Ipv4Addr>,
+    ) -> crate::Result<Endpoint> {
+        let rec = self.network_find(network)?;
+        if rec.driver != "bridge" {
+            return Err(invalid(format!(
+                "container cannot be attached to network {} (driver {})",
+                rec.name, rec.driver
+            )));
+        }
+        // What a dead monitor left: the namespace and this container's old addresses.
+        self.release_endpoints(container_id)?;
+        self.purge_endpoints(&rec.id)?;
+        self.ensure_bridge(&rec)?;
+        let ep = self.allocate(&rec, container_id, static_ip)?;
+        let path = self.netns_path(container_id);
+        let made = (|| -> crate::Result<()> {
+            netns::create(&path).map_err(io_err(format!("create {}", path.display())))?;
+            let ns =
+                std::fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+            let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
+            let host_end = format!("veth{}", &crate::util::random_hex(4)[..7]);
+            use std::os::fd::AsRawFd;
+            nl.add_veth(&host_end, "eth0", ns.as_raw_fd(), 1500)
+                .map_err(io_err(format!("create veth pair {host_end}")))?;
+            let bridge = nl
+                .link_index(&rec.bridge)
+                .map_err(io_err("look up a link"))?
+                .ok_or_else(|| invalid(format!("bridge {} is missing", rec.bridge)))?;
+            let host_index = nl
+                .link_index(&host_end)
+                .map_err(io_err("look up a link"))?
+                .ok_or_else(|| invalid(format!("veth {host_end} is missing")))?;
+            nl.set_link(host_index, Some(bridge), None)
+                .map_err(io_err(format!("attach {host_end} to {}", rec.bridge)))?;
+            let (ip, prefix, gateway, internal) = (ep.ip, ep.prefix, ep.gateway, rec.internal);
+            netns::within(&path, move || {
+                let nl = Netlink::open()?;
+                if let Some(lo) = nl.link_index("lo")? {
+                    nl.set_link(lo, None, None)?;
+                }
+                let eth0 = nl
+                    .link_index("eth0")?
+                    .ok_or_else(|| io::Error::other("eth0 is missing"))?;
+                nl.set_link(eth0, None, Some(mac_for(ip)))?;
+                nl.add_addr(eth0, ip, prefix)?;
+                if let (Some(gw), false) = (gateway, internal) {
+                    nl.add_default_route(gw)?;
+                }
+                Ok(())
+            })
+            .map_err(io_err(format!(
+                "configure eth0 of container {container_id}"
+            )))
+        })();
+        if let Err(e) = made {
+            let _ = self.release_endpoints(container_id);
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
+    /// Hands out an address on `rec`: the one asked for, or the lowest free one in the
+    /// range, never the network, gateway or broadcast address. The `endpoints` table's
+    /// unique (network, address) pair makes a double hand-out impossible across processes.
+    fn allocate(
+        &self,
+        rec: &NetworkRecord,
+        container_id: &str,
+        static_ip: Option<Ipv4Addr>,
+    ) -> crate::Result<Endpoint> {
+        let subnet = rec
+            .subnet()
+            .ok_or_else(|| invalid(format!("network {} has no subnet", rec.name)))?;
+        let range = rec
+            .ip_range
+            .as_deref()
+            .and_then(|r| r.parse::<Subnet>().ok())
+            .unwrap_or(subnet);
+        let gateway = rec.gateway();
+        if let Some(ip) = static_ip
+            && (!subnet.contains(ip)
+                || Some(ip) == gateway
+                || u32::from(ip) == subnet.first()
+                || u32::from(ip) == subnet.last())
+        {
+            return Err(invalid(format!(
+                "invalid address {ip}: it is not a free host address of subnet {subnet}"
+            )));
+        }
+        self.db.write(|tx| {
+            let used: std::collections::HashSet<String> = {
+                let mut stmt = tx.prepare("SELECT ip FROM endpoints WHERE network_id = ?1")?;
+                stmt.query_map(params![rec.id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let ip = match static_ip {
+                Some(ip) if used.contains(&ip.to_string()) => {
+                    return Err(NetworkError::AddressInUse {
+                        ip,
+                        name: rec.name.clone(),
+                    }
+                    .into());
+                }
+                Some(ip) => ip,
+                None => (range.first()..=range.last())
+                    .map(Ipv4Addr::from)
+                    .find(|ip| {
+                        u32::from(*ip) != subnet.first()
+                            && u32::from(*ip) != subnet.last()
+                            && Some(*ip) != gateway
+                            && !used.contains(&ip.to_string())
+                    })
+                    .ok_or_else(|| NetworkError::AddressesExhausted {
+                        name: rec.name.clone(),
+                    })?,
+            };
+            let ep = Endpoint {
+                network_id: rec.id.clone(),
+                network: rec.name.clone(),
+                container_id: container_id.to_string(),
+                ip,
+                prefix: subnet.prefix,
+                gateway,
+                mac: mac_string(mac_for(ip)),
+                owner: (
+                    std::process::id(),
+                    crate::util::process_start_time(std::process::id()).unwrap_or(0),
+                ),
+            };
+            tx.execute(
+                "INSERT INTO endpoints (network_id, container_id, ip, config) VALUES (?1, ?2, ?3, ?4)",
+                params![rec.id, container_id, ip.to_string(), serde_json::to_string(&ep).unwrap_or_default()],
+            )?;
+            Ok::<_, crate::Error>(ep)
+        })
+    }
+
+    /// Lets go of a container's namespace (and so its veth pairs) and its addresses.
+    pub(crate) fn release_endpoints(&self, container_id: &str) -> crate::Result<()> {
+        let path = self.netns_path(container_id);
+        netns::remove(&path).map_err(io_err(format!("remove {}", path.display())))?;
+        self.db.write(|tx| {
+            tx.execute(
+                "DELETE FROM endpoints WHERE container_id = ?1",
+                params![container_id],
+            )?;
+            Ok::<_, crate::Error>(())
+        })
+    }
+
+    /// The endpoints a container holds now.
+    pub fn container_endpoints(&self, container_id: &str) -> crate::Result<Vec<Endpoint>> {
+        let rows: Vec<String> = self.db.read(|tx| {
+            let mut stmt = tx.prepare("SELECT config FROM endpoints WHERE container_id = ?1")?;
+            let rows = stmt
+                .query_map(params![container_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok::<_, crate::Error>(rows)
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+}

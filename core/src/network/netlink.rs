@@ -1,0 +1,356 @@
+//! A small synchronous rtnetlink client: the few link, address and route requests the bridge
+//! driver makes, each sent with `NLM_F_ACK` and checked against the kernel's answer.
+//!
+//! Written over a raw `NETLINK_ROUTE` socket rather than an async netlink stack: the engine
+//! is synchronous, every request here is one message and one acknowledgement, and the wire
+//! format for these messages has been stable for two decades.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+
+const IFLA_ADDRESS: u16 = 1;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
+const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_NET_NS_FD: u16 = 28;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const VETH_INFO_PEER: u16 = 1;
+
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const IFA_BROADCAST: u16 = 4;
+
+const RTA_GATEWAY: u16 = 5;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_BOOT: u8 = 3;
+const RT_SCOPE_UNIVERSE: u8 = 0;
+const RTN_UNICAST: u8 = 1;
+
+const IFF_UP: u32 = 0x1;
+const NLA_F_NESTED: u16 = 0x8000;
+
+/// A request under construction: header, fixed part, then attributes.
+struct Msg {
+    buf: Vec<u8>,
+    /// Offsets of open nested attributes, closed by [`Msg::end`].
+    nests: Vec<usize>,
+}
+
+fn align(n: usize) -> usize {
+    (n + 3) & !3
+}
+
+impl Msg {
+    fn new(kind: u16, flags: u16) -> Msg {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // length, filled in by `finish`
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        buf.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+        buf.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel
+        Msg {
+            buf,
+            nests: Vec::new(),
+        }
+    }
+
+    /// `struct ifinfomsg`.
+    fn ifinfo(mut self, index: i32, flags: u32, change: u32) -> Msg {
+        self.ifinfo_into(index, flags, change);
+        self
+    }
+
+    fn ifinfo_into(&mut self, index: i32, flags: u32, change: u32) {
+        self.buf.extend_from_slice(&[0u8, 0]); // AF_UNSPEC, pad
+        self.buf.extend_from_slice(&0u16.to_ne_bytes()); // device type
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self.buf.extend_from_slice(&flags.to_ne_bytes());
+        self.buf.extend_from_slice(&change.to_ne_bytes());
+    }
+
+    fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Msg {
+        let len = 4 + data.len();
+        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
+        self.buf.extend_from_slice(&kind.to_ne_bytes());
+        self.buf.extend_from_slice(data);
+        self.buf.resize(align(self.buf.len()), 0);
+        self
+    }
+
+    fn attr_str(&mut self, kind: u16, s: &str) -> &mut Msg {
+        let mut data = s.as_bytes().to_vec();
+        data.push(0);
+        self.attr(kind, &data)
+    }
+
+    fn attr_u32(&mut self, kind: u16, v: u32) -> &mut Msg {
+        self.attr(kind, &v.to_ne_bytes())
+    }
+
+    fn begin(&mut self, kind: u16) -> &mut Msg {
+        self.nests.push(self.buf.len());
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf
+            .extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
+        self
+    }
+
+    fn end(&mut self) -> &mut Msg {
+        let start = self.nests.pop().expect("an open nested attribute");
+        let len = (self.buf.len() - start) as u16;
+        self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
+        self
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        let len = self.buf.len() as u32;
+        self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
+        self.buf
+    }
+}
+
+/// A `NETLINK_ROUTE` socket, bound to the network namespace it was opened in.
+pub struct Netlink {
+    fd: OwnedFd,
+}
+
+impl Netlink {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> io::Result<Netlink> {
+        // SAFETY: plain socket(2); the descriptor is owned from here on.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and is not owned elsewhere.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // Ask for extended error messages (a text naming the failed attribute).
+        let one: libc::c_int = 1;
+        // SAFETY: a valid option value of the size given.
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_NETLINK,
+                libc::NETLINK_EXT_ACK,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of_val(&one) as libc::socklen_t,
+            )
+        };
+        Ok(Netlink { fd })
+    }
+
+    /// Sends one request and waits for its acknowledgement; answers other than the ack
+    /// (a GETLINK reply, say) are returned.
+    fn request(&self, msg: Msg) -> io::Result<Vec<Vec<u8>>> {
+        let buf = msg.finish();
+        // SAFETY: the buffer is valid for its length; the kernel's address is all zero.
+        let n = unsafe {
+            let mut addr: libc::sockaddr_nl = std::mem::zeroed();
+            addr.nl_family = libc::AF_NETLINK as u16;
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                buf.as_ptr() as *const libc::c_void,
+                buf.len(),
+                0,
+                &addr as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut replies = Vec::new();
+        let mut rbuf = vec![0u8; 32 * 1024];
+        loop {
+            // SAFETY: reading into a buffer we own, of the length given.
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    rbuf.as_mut_ptr() as *mut libc::c_void,
+                    rbuf.len(),
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let mut off = 0usize;
+            let n = n as usize;
+            while off + 16 <= n {
+                let len = u32::from_ne_bytes(rbuf[off..off + 4].try_into().unwrap()) as usize;
+                let kind = u16::from_ne_bytes(rbuf[off + 4..off + 6].try_into().unwrap());
+                if len < 16 || off + len > n {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "malformed netlink reply",
+                    ));
+                }
+                let body = &rbuf[off + 16..off + len];
+                match kind {
+                    NLMSG_ERROR => {
+                        let code = i32::from_ne_bytes(body[0..4].try_into().unwrap());
+                        if code == 0 {
+                            return Ok(replies);
+                        }
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    NLMSG_DONE => return Ok(replies),
+                    _ => replies.push(body.to_vec()),
+                }
+                off += align(len);
+            }
+        }
+    }
+
+    /// The index of the link named `name`, if there is one.
+    pub fn link_index(&self, name: &str) -> io::Result<Option<i32>> {
+        let mut m = Msg::new(RTM_GETLINK, 0).ifinfo(0, 0, 0);
+        m.attr_str(IFLA_IFNAME, name);
+        match self.request(m) {
+            Ok(replies) => Ok(replies
+                .first()
+                .filter(|r| r.len() >= 16)
+                .map(|r| i32::from_ne_bytes(r[4..8].try_into().unwrap()))),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates a bridge device; fails with `EEXIST` when the name is taken.
+    pub fn add_bridge(&self, name: &str, mtu: Option<u32>) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL).ifinfo(0, 0, 0);
+        m.attr_str(IFLA_IFNAME, name);
+        if let Some(mtu) = mtu {
+            m.attr_u32(IFLA_MTU, mtu);
+        }
+        m.begin(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "bridge")
+            .end();
+        self.request(m).map(drop)
+    }
+
+    /// Creates a veth pair: `host` stays here, `peer` goes to the namespace `peer_netns`.
+    pub fn add_veth(&self, host: &str, peer: &str, peer_netns: RawFd, mtu: u32) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL).ifinfo(0, 0, 0);
+        m.attr_str(IFLA_IFNAME, host).attr_u32(IFLA_MTU, mtu);
+        m.begin(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "veth")
+            .begin(IFLA_INFO_DATA)
+            .begin(VETH_INFO_PEER);
+        m.ifinfo_into(0, 0, 0);
+        m.attr_str(IFLA_IFNAME, peer)
+            .attr_u32(IFLA_MTU, mtu)
+            .attr_u32(IFLA_NET_NS_FD, peer_netns as u32);
+        m.end().end().end();
+        self.request(m).map(drop)
+    }
+
+    /// Sets a link up, and optionally its master (a bridge) and hardware address.
+    pub fn set_link(
+        &self,
+        index: i32,
+        master: Option<i32>,
+        mac: Option<[u8; 6]>,
+    ) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, 0).ifinfo(index, IFF_UP, IFF_UP);
+        if let Some(master) = master {
+            m.attr_u32(IFLA_MASTER, master as u32);
+        }
+        if let Some(mac) = mac {
+            m.attr(IFLA_ADDRESS, &mac);
+        }
+        self.request(m).map(drop)
+    }
+
+    pub fn del_link(&self, index: i32) -> io::Result<()> {
+        let m = Msg::new(RTM_DELLINK, 0).ifinfo(index, 0, 0);
+        self.request(m).map(drop)
+    }
+
+    /// Adds an IPv4 address; `EEXIST` when the link already has it.
+    pub fn add_addr(&self, index: i32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
+        m.buf
+            .extend_from_slice(&[libc::AF_INET as u8, prefix, 0, RT_SCOPE_UNIVERSE]);
+        m.buf.extend_from_slice(&(index as u32).to_ne_bytes());
+        let bcast = if prefix >= 31 {
+            addr
+        } else {
+            Ipv4Addr::from(u32::from(addr) | (u32::MAX >> prefix))
+        };
+        m.attr(IFA_LOCAL, &addr.octets())
+            .attr(IFA_ADDRESS, &addr.octets())
+            .attr(IFA_BROADCAST, &bcast.octets());
+        self.request(m).map(drop)
+    }
+
+    /// Adds the default route through `gateway`.
+    pub fn add_default_route(&self, gateway: Ipv4Addr) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
+        m.buf.extend_from_slice(&[
+            libc::AF_INET as u8,
+            0, // destination prefix: the default route
+            0,
+            0,
+            RT_TABLE_MAIN,
+            RTPROT_BOOT,
+            RT_SCOPE_UNIVERSE,
+            RTN_UNICAST,
+        ]);
+        m.buf.extend_from_slice(&0u32.to_ne_bytes());
+        m.attr(RTA_GATEWAY, &gateway.octets());
+        self.request(m).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_attributes_carry_their_length() {
+        let mut m = Msg::new(RTM_NEWLINK, 0).ifinfo(0, 0, 0);
+        m.begin(IFLA_LINKINFO)
+            .attr_str(IFLA_INFO_KIND, "veth")
+            .end();
+        let b = m.finish();
+        assert_eq!(
+            u32::from_ne_bytes(b[0..4].try_into().unwrap()) as usize,
+            b.len()
+        );
+        // Header 16 + ifinfomsg 16, then the nest: 4 + ("veth\0" attribute: 4 + 5, aligned 12).
+        let nest = &b[32..];
+        assert_eq!(u16::from_ne_bytes([nest[0], nest[1]]), 16);
+        assert_eq!(
+            u16::from_ne_bytes([nest[2], nest[3]]),
+            IFLA_LINKINFO | NLA_F_NESTED
+        );
+        assert_eq!(&nest[8..13], b"veth\0");
+    }
+}

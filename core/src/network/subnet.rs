@@ -1,0 +1,169 @@
+//! IPv4 subnets: parsing, containment, overlap, and the address pool new networks draw from.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+/// An IPv4 prefix, always stored with the host bits cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Subnet {
+        let mask = Self::mask_of(prefix);
+        Subnet {
+            addr: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+        }
+    }
+
+    fn mask_of(prefix: u8) -> u32 {
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(prefix))
+        }
+    }
+
+    pub fn mask(&self) -> u32 {
+        Self::mask_of(self.prefix)
+    }
+
+    pub fn first(&self) -> u32 {
+        u32::from(self.addr)
+    }
+
+    pub fn last(&self) -> u32 {
+        self.first() | !self.mask()
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == self.first()
+    }
+
+    pub fn contains_subnet(&self, other: &Subnet) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
+    }
+
+    pub fn overlaps(&self, other: &Subnet) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
+    /// The `n`th address of the subnet (0 is the network address).
+    pub fn nth(&self, n: u32) -> Option<Ipv4Addr> {
+        let ip = self.first().checked_add(n)?;
+        (ip <= self.last()).then(|| Ipv4Addr::from(ip))
+    }
+
+    /// Splits this subnet into subnets of `prefix` bits, in order.
+    pub fn split(&self, prefix: u8) -> impl Iterator<Item = Subnet> + '_ {
+        let step = if prefix >= 32 {
+            1u64
+        } else {
+            1u64 << (32 - prefix)
+        };
+        let count = if prefix < self.prefix {
+            0
+        } else {
+            1u64 << (prefix - self.prefix)
+        };
+        (0..count).map(move |i| {
+            Subnet::new(
+                Ipv4Addr::from((u64::from(self.first()) + i * step) as u32),
+                prefix,
+            )
+        })
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Subnet, String> {
+        let (a, p) = s
+            .split_once('/')
+            .ok_or_else(|| format!("invalid CIDR address: {s}"))?;
+        let addr: Ipv4Addr = a
+            .parse()
+            .map_err(|_| format!("invalid CIDR address: {s}"))?;
+        let prefix: u8 = p
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32)
+            .ok_or_else(|| format!("invalid CIDR address: {s}"))?;
+        Ok(Subnet::new(addr, prefix))
+    }
+}
+
+/// Where subnets of new networks come from, as Docker's default address pools: the /16s of
+/// 172.17.0.0/12, then the /20s of 192.168.0.0/16.
+pub fn default_pools() -> Vec<(Subnet, u8)> {
+    vec![
+        (Subnet::new(Ipv4Addr::new(172, 17, 0, 0), 16), 16),
+        (Subnet::new(Ipv4Addr::new(172, 18, 0, 0), 15), 16),
+        (Subnet::new(Ipv4Addr::new(172, 20, 0, 0), 14), 16),
+        (Subnet::new(Ipv4Addr::new(172, 24, 0, 0), 14), 16),
+        (Subnet::new(Ipv4Addr::new(172, 28, 0, 0), 14), 16),
+        (Subnet::new(Ipv4Addr::new(192, 168, 0, 0), 16), 20),
+    ]
+}
+
+/// The IPv4 routes of the host's main table (`/proc/net/route`), as subnets; the default
+/// route is left out, since every subnet overlaps it.
+pub fn host_routes() -> Vec<Subnet> {
+    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
+            // The file holds addresses in host byte order of a little-endian u32 read.
+            let dest = Ipv4Addr::from(u32::from_be(dest));
+            let prefix = u32::from_be(mask).count_ones() as u8;
+            (prefix > 0).then(|| Subnet::new(dest, prefix))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_contain() {
+        let s: Subnet = "10.1.2.3/16".parse().unwrap();
+        assert_eq!(s.to_string(), "10.1.0.0/16");
+        assert!(s.contains(Ipv4Addr::new(10, 1, 255, 1)));
+        assert!(!s.contains(Ipv4Addr::new(10, 2, 0, 1)));
+        assert_eq!(s.nth(1), Some(Ipv4Addr::new(10, 1, 0, 1)));
+        assert_eq!(s.nth(65536), None);
+        assert!(s.overlaps(&"10.1.5.0/24".parse().unwrap()));
+        assert!(!s.overlaps(&"10.2.0.0/16".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Subnet>().is_err());
+        assert!("10.0.0/8".parse::<Subnet>().is_err());
+    }
+
+    #[test]
+    fn pools_split_in_order() {
+        let p: Vec<String> = default_pools()
+            .iter()
+            .flat_map(|(s, n)| s.split(*n).collect::<Vec<_>>())
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(p[0], "172.17.0.0/16");
+        assert_eq!(p[1], "172.18.0.0/16");
+        assert_eq!(p[14], "172.31.0.0/16");
+        assert_eq!(p[15], "192.168.0.0/20");
+        assert_eq!(p.len(), 15 + 16);
+    }
+}

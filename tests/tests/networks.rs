@@ -1,0 +1,305 @@
+//! Networks end to end: bridges, addresses, isolation, and nothing left behind. Every packet
+//! stays on this machine: containers talk to each other and to their bridge only.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::Stdio;
+
+use ketch_tests::{Root, busybox_rootfs};
+
+fn setup() -> Root {
+    let r = Root::new();
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    r
+}
+
+fn sh(r: &Root, flags: &[&str], script: &str) -> String {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "sh", "-c", script]);
+    r.ok(&args)
+}
+
+/// A container's address on a network, from `inspect`.
+fn ip_on(r: &Root, container: &str, network: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(&r.ok(&[
+        "inspect",
+        "-f",
+        "{{json .NetworkSettings.Networks}}",
+        container,
+    ]))
+    .unwrap();
+    v[network]["IPAddress"].as_str().unwrap().to_string()
+}
+
+/// Starts busybox's httpd serving `text` as the container `name`.
+fn web(r: &Root, name: &str, flags: &[&str], text: &str) {
+    let script =
+        format!("mkdir /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www");
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "sh", "-c", &script]);
+    r.ok(&args);
+}
+
+/// An HTTP GET through `nc` (busybox's static wget cannot resolve here); retried while the
+/// server comes up.
+fn get(host: &str) -> String {
+    format!(
+        "for i in $(seq 50); do out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80) && [ -n \"$out\" ] && break; sleep 0.1; done; echo \"$out\" | tail -1"
+    )
+}
+
+fn links() -> HashSet<String> {
+    std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn default_bridge_gives_an_address_and_a_route() {
+    let r = setup();
+    let out = sh(
+        &r,
+        &[],
+        "ip -4 addr show eth0 | grep inet; ip route; tail -1 /etc/hosts",
+    );
+    let mut lines = out.lines();
+    let inet = lines.next().unwrap();
+    assert!(inet.trim().starts_with("inet 172."), "{out}");
+    assert!(out.contains("default via"), "{out}");
+    let own = inet
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    assert!(out.lines().last().unwrap().starts_with(own), "{out}");
+    // The default network and its bridge, as Docker's docker0.
+    let ls = r.ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    assert_eq!(ls, "bridge bridge\nhost host\nnone null\n");
+    assert!(Path::new("/sys/class/net").join(&r.bridge).exists());
+    let gw = r.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .IPAM.Config}}",
+        "bridge",
+    ]);
+    assert!(gw.contains("\"Gateway\":\"172."), "{gw}");
+}
+
+#[test]
+fn containers_on_one_network_talk_and_other_networks_cannot_reach_them() {
+    let r = setup();
+    r.ok(&["network", "create", "front"]);
+    r.ok(&["network", "create", "--subnet", "10.231.7.0/24", "back"]);
+    web(&r, "site", &["--network", "front"], "hello-front");
+    let ip = ip_on(&r, "site", "front");
+    assert_eq!(sh(&r, &["--network", "front"], &get(&ip)), "hello-front\n");
+    // From another bridge: no route between them.
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "back",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The second network's own subnet, and --ip.
+    let out = sh(
+        &r,
+        &["--network", "back", "--ip", "10.231.7.77"],
+        "ip -4 addr show eth0 | grep inet",
+    );
+    assert!(out.contains("inet 10.231.7.77/24"), "{out}");
+    // A network with a running container on it is not removed.
+    let (code, err) = r.fails(&["network", "rm", "front"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has active endpoints"), "{err}");
+    r.ok(&["rm", "-f", "site"]);
+    r.ok(&["network", "rm", "front", "back"]);
+}
+
+#[test]
+fn host_none_and_container_modes() {
+    let r = setup();
+    // none: loopback only.
+    assert_eq!(sh(&r, &["--network", "none"], "ls /sys/class/net"), "lo\n");
+    // host: the host's interfaces.
+    let inside: HashSet<String> = sh(&r, &["--network", "host"], "ls /sys/class/net")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        inside.contains("eth0") && inside.contains("lo"),
+        "{inside:?}"
+    );
+    // container:X shares X's interfaces and its localhost.
+    web(&r, "x", &[], "hello-local");
+    let x_ip = ip_on(&r, "x", "bridge");
+    let out = sh(
+        &r,
+        &["--network", "container:x"],
+        &format!(
+            "ip -4 addr show eth0 | grep -c {x_ip}; {}",
+            get("127.0.0.1")
+        ),
+    );
+    assert_eq!(out, "1\nhello-local\n");
+    r.ok(&["rm", "-f", "x"]);
+    let (code, err) = r.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:nosuch",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("No such container: nosuch"), "{err}");
+    let (code, err) = r.fails(&["run", "--rm", "--network", "nosuchnet", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("network nosuchnet not found"), "{err}");
+}
+
+#[test]
+fn twenty_parallel_runs_never_share_an_address() {
+    let r = setup();
+    r.ok(&["network", "create", "--subnet", "10.231.9.0/24", "many"]);
+    let children: Vec<_> = (0..20)
+        .map(|i| {
+            r.cmd()
+                .args([
+                    "run",
+                    "-d",
+                    "--name",
+                    &format!("c{i}"),
+                    "--network",
+                    "many",
+                    "busybox",
+                    "sleep",
+                    "1000",
+                ])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let ips: HashSet<String> = (0..20)
+        .map(|i| ip_on(&r, &format!("c{i}"), "many"))
+        .collect();
+    assert_eq!(ips.len(), 20, "{ips:?}");
+    let listed = r.ok(&["network", "inspect", "-f", "{{json .Containers}}", "many"]);
+    let v: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(v.as_object().unwrap().len(), 20);
+    let ids = r.ok(&["ps", "-aq"]);
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.lines());
+    r.ok(&args);
+    // Addresses go with their containers: a new one gets the lowest again.
+    let out = sh(
+        &r,
+        &["--network", "many"],
+        "ip -4 addr show eth0 | grep inet",
+    );
+    assert!(out.contains("inet 10.231.9.2/24"), "{out}");
+}
+
+#[test]
+fn nothing_is_left_behind() {
+    let before = links();
+    let r = setup();
+    r.ok(&["network", "create", "left"]);
+    let net_id = r.ok(&["network", "inspect", "-f", "{{.Id}}", "left"]);
+    let bridge = format!("br-{}", &net_id[..12]);
+    assert!(links().contains(&bridge));
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "--network",
+        "left",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    r.ok(&["run", "-d", "--name", "b", "busybox", "sleep", "1000"]);
+    // A container that exits by itself lets go of its namespace and veth pair.
+    r.ok(&[
+        "run",
+        "--name",
+        "done",
+        "--network",
+        "left",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(r.entries("netns").len(), 2, "{:?}", r.entries("netns"));
+    let during = links();
+    assert!(during.iter().filter(|l| l.starts_with("veth")).count() >= 2);
+    r.ok(&["rm", "-f", "a", "b", "done"]);
+    r.ok(&["network", "prune", "-f"]);
+    assert!(r.entries("netns").is_empty(), "{:?}", r.entries("netns"));
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+    // Namespaces go asynchronously in the kernel; their veth pairs with them.
+    let mut left: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        left = links()
+            .difference(&before)
+            .filter(|l| **l != r.bridge)
+            .cloned()
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn a_killed_monitor_leaves_nothing_after_the_next_command() {
+    let r = setup();
+    r.ok(&["run", "-d", "--name", "k", "busybox", "sleep", "1000"]);
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            r.path()
+                .join("containers")
+                .join(r.ok(&["inspect", "-f", "{{.Id}}", "k"]).trim())
+                .join("state.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let shim = state["ShimPid"].as_i64().unwrap() as i32;
+    unsafe { libc::kill(shim, libc::SIGKILL) };
+    // The next command sees it exited; starting it again reuses nothing stale.
+    for _ in 0..100 {
+        if r.ok(&["inspect", "-f", "{{.State.Status}}", "k"]).trim() == "exited" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    r.ok(&["network", "ls"]);
+    assert!(r.entries("netns").is_empty(), "{:?}", r.entries("netns"));
+    r.ok(&["start", "k"]);
+    assert_eq!(r.entries("netns").len(), 1);
+    r.ok(&["rm", "-f", "k"]);
+    assert!(r.entries("netns").is_empty());
+}
