@@ -102,6 +102,15 @@ pub struct CreateArgs {
     /// IPv4 address (e.g., 172.30.100.104)
     #[arg(long)]
     ip: Option<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long)]
+    network_alias: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long)]
+    dns: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long)]
+    add_host: Vec<String>,
     /// Restart policy to apply when a container exits (no, on-failure[:N], always, unless-stopped)
     #[arg(long)]
     restart: Option<String>,
@@ -182,6 +191,29 @@ impl CreateArgs {
                 ));
             }
         }
+        for h in &self.add_host {
+            let ok = h
+                .split_once(':')
+                .is_some_and(|(n, ip)| !n.is_empty() && ip.parse::<std::net::IpAddr>().is_ok());
+            if !ok {
+                bail!(Exit(
+                    125,
+                    format!(
+                        "invalid argument \"{h}\" for \"--add-host\" flag: invalid IP address in add-host"
+                    )
+                ));
+            }
+        }
+        for d in &self.dns {
+            if d.parse::<std::net::IpAddr>().is_err() {
+                bail!(Exit(
+                    125,
+                    format!(
+                        "invalid argument \"{d}\" for \"--dns\" flag: {d} is not an ip address"
+                    )
+                ));
+            }
+        }
         if let Some(m) = self.memory
             && m < 6 << 20
         {
@@ -230,6 +262,9 @@ impl CreateArgs {
             read_only: self.read_only,
             network: self.network.clone(),
             ip: self.ip.clone(),
+            network_aliases: self.network_alias.clone(),
+            dns: self.dns.clone(),
+            extra_hosts: self.add_host.clone(),
             restart: self.restart.clone(),
             auto_remove: self.rm,
             log_max_size,

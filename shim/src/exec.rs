@@ -267,6 +267,6 @@ pub fn run() -> i32 {
             tty: None,
         },
     };
-    let code = monitor(run, &mut Log::disabled(), a.attach, a.stdin, &sfd);
+    let code = monitor(run, &mut Log::disabled(), a.attach, a.stdin, &sfd, None);
     if a.attach { code } else { 0 }
 }

@@ -17,6 +17,7 @@
 //!   `ok` or `error <code> <message>`.
 
 mod cgroup;
+mod dns;
 mod exec;
 mod init;
 mod seccomp;
@@ -503,6 +504,7 @@ pub(crate) fn monitor(
     attach: bool,
     forward_stdin: bool,
     sfd: &SignalFd,
+    mut dns: Option<&mut dns::Server>,
 ) -> i32 {
     let mut open = [Some(run.out), run.err];
     let mut input = run.input;
@@ -527,6 +529,16 @@ pub(crate) fn monitor(
         if stdin_open {
             fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
             which.push(2);
+        }
+        if let Some(d) = dns.as_deref()
+            && status.is_none()
+        {
+            fds.push(PollFd::new(d.fd(), PollFlags::POLLIN));
+            which.push(7);
+            if let Some(u) = d.upstream_fd() {
+                fds.push(PollFd::new(u, PollFlags::POLLIN));
+                which.push(8);
+            }
         }
         // Once the container has exited, whatever still holds its pipes (a daemon it left
         // behind in another namespace cannot) gets a moment, then the pipes are abandoned.
@@ -553,6 +565,16 @@ pub(crate) fn monitor(
                 continue;
             }
             match w {
+                7 => {
+                    if let Some(d) = dns.as_deref_mut() {
+                        d.serve();
+                    }
+                }
+                8 => {
+                    if let Some(d) = dns.as_deref_mut() {
+                        d.relay();
+                    }
+                }
                 9 => {
                     while let Ok(Some(si)) = sfd.read_signal() {
                         let sig = si.ssi_signo as i32;
@@ -750,6 +772,34 @@ fn run(opts: Options) -> i32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let mut log = Log::open(bundle.join("container.log"), max_size, max_file);
+    // On a user-defined network, this monitor is the container's name server.
+    let mut dns = match (
+        spec.annotations.get("io.ketch.netns"),
+        spec.annotations.get("io.ketch.dns.records"),
+    ) {
+        (Some(netns), Some(records)) => {
+            let upstream = spec
+                .annotations
+                .get("io.ketch.dns.upstream")
+                .map(|u| {
+                    u.split(',')
+                        .filter_map(|s| s.parse::<std::net::IpAddr>().ok())
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                        .collect()
+                })
+                .unwrap_or_default();
+            match dns::Server::bind(netns, PathBuf::from(records), upstream) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    let msg = format!("start the name server on {}: {e}", dns::LISTEN);
+                    report(&mut ready, &format!("error 125 {msg}"));
+                    eprintln!("ketch-shim: {msg}");
+                    return 125;
+                }
+            }
+        }
+        _ => None,
+    };
     let (policy, max_retries) = restart_policy(&spec);
     let mut state = State {
         shim_pid: std::process::id(),
@@ -798,7 +848,7 @@ fn run(opts: Options) -> i32 {
         if !opts.attach {
             trim_resident();
         }
-        let code = monitor(run, &mut log, opts.attach, opts.stdin, &sfd);
+        let code = monitor(run, &mut log, opts.attach, opts.stdin, &sfd, dns.as_mut());
         state.oom_killed = cg.oom_killed();
         // Kill what is left in the container's cgroups (with a pid namespace, nothing is).
         cg.destroy();

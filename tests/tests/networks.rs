@@ -303,3 +303,101 @@ fn a_killed_monitor_leaves_nothing_after_the_next_command() {
     r.ok(&["rm", "-f", "k"]);
     assert!(r.entries("netns").is_empty());
 }
+
+#[test]
+fn containers_resolve_each_other_by_name_and_alias() {
+    let r = setup();
+    r.ok(&["network", "create", "app"]);
+    r.ok(&["network", "create", "other"]);
+    web(
+        &r,
+        "site",
+        &["--network", "app", "--network-alias", "www"],
+        "by-name",
+    );
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "app",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    // By name and by alias, from a container that was there before.
+    assert_eq!(
+        r.ok(&["exec", "client", "sh", "-c", &get("site")]),
+        "by-name\n"
+    );
+    assert_eq!(
+        r.ok(&["exec", "client", "sh", "-c", &get("www")]),
+        "by-name\n"
+    );
+    let conf = r.ok(&["exec", "client", "cat", "/etc/resolv.conf"]);
+    assert!(conf.starts_with("nameserver 127.0.0.11\n"), "{conf}");
+    // A third that joins later resolves them, and they resolve it.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "late",
+        "--network",
+        "app",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(
+        r.ok(&["exec", "late", "sh", "-c", &get("site")]),
+        "by-name\n"
+    );
+    let late_ip = ip_on(&r, "late", "app");
+    let out = r.ok(&["exec", "client", "nslookup", "late"]);
+    assert!(out.contains(&format!("Address: {late_ip}")), "{out}");
+    // Names are the network's own: another network knows none of them, and cannot reach
+    // the addresses either.
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "other",
+        "busybox",
+        "nslookup",
+        "site",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"),
+        "{out:?}"
+    );
+    let site_ip = ip_on(&r, "site", "app");
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "other",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {site_ip} 80"),
+    ]);
+    assert!(!out.status.success());
+    // A container that is gone is forgotten.
+    r.ok(&["rm", "-f", "late"]);
+    let out = r.run(&["exec", "client", "nslookup", "late"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"),
+        "{out:?}"
+    );
+    // --add-host and --dns reach the container's files.
+    let out = sh(
+        &r,
+        &["--add-host", "db.local:10.9.8.7", "--dns", "10.1.1.1"],
+        "grep db.local /etc/hosts; grep nameserver /etc/resolv.conf",
+    );
+    assert_eq!(out, "10.9.8.7\tdb.local\nnameserver 10.1.1.1\n");
+    let (code, err) = r.fails(&["run", "--rm", "--add-host", "bad", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("--add-host"), "{err}");
+}

@@ -265,6 +265,35 @@ impl Local {
         self.root.join("netns").join(container_id)
     }
 
+    /// The names of a user-defined network's containers, for their name servers.
+    pub(crate) fn dns_records_path(&self, network_id: &str) -> PathBuf {
+        self.root.join("dns").join(network_id)
+    }
+
+    /// Rewrites a network's records file (`IP NAME SHORT-ID ALIAS...` per running
+    /// container), atomically: the monitors re-read it when it changes.
+    fn write_dns_records(&self, network_id: &str) -> crate::Result<()> {
+        let mut text = String::new();
+        for ep in self.endpoints_of(network_id)? {
+            let Ok(c) = self.container_record(&ep.container_id) else {
+                continue;
+            };
+            text.push_str(&format!("{} {} {}", ep.ip, c.name, &c.id[..12]));
+            for a in &c.config.network_aliases {
+                text.push(' ');
+                text.push_str(a);
+            }
+            text.push('\n');
+        }
+        let path = self.dns_records_path(network_id);
+        let dir = self.root.join("dns");
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let tmp = dir.join(format!(".{network_id}.{}", std::process::id()));
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(io_err(format!("write {}", path.display())))
+    }
+
     /// Makes the predefined networks `bridge`, `host` and `none` if this root has none yet.
     fn ensure_predefined(&self) -> crate::Result<()> {
         let have: i64 = self.db.read(|tx| {
@@ -615,6 +644,7 @@ impl Local {
             tx.execute("DELETE FROM networks WHERE id = ?1", params![rec.id])?;
             Ok::<_, crate::Error>(())
         })?;
+        let _ = std::fs::remove_file(self.dns_records_path(&rec.id));
         self.delete_bridge(&rec)
     }
 
@@ -658,6 +688,9 @@ impl Local {
         self.purge_endpoints(&rec.id)?;
         self.ensure_bridge(&rec)?;
         let ep = self.allocate(&rec, container_id, static_ip)?;
+        if !rec.predefined() {
+            self.write_dns_records(&rec.id)?;
+        }
         let path = self.netns_path(container_id);
         let made = (|| -> crate::Result<()> {
             netns::create(&path).map_err(io_err(format!("create {}", path.display())))?;
@@ -785,13 +818,20 @@ impl Local {
     pub(crate) fn release_endpoints(&self, container_id: &str) -> crate::Result<()> {
         let path = self.netns_path(container_id);
         netns::remove(&path).map_err(io_err(format!("remove {}", path.display())))?;
+        let held = self.container_endpoints(container_id)?;
         self.db.write(|tx| {
             tx.execute(
                 "DELETE FROM endpoints WHERE container_id = ?1",
                 params![container_id],
             )?;
             Ok::<_, crate::Error>(())
-        })
+        })?;
+        for ep in held {
+            if self.dns_records_path(&ep.network_id).exists() {
+                self.write_dns_records(&ep.network_id)?;
+            }
+        }
+        Ok(())
     }
 
     /// The endpoints a container holds now.

@@ -116,6 +116,12 @@ pub struct CreateOptions {
     pub network: Option<String>,
     /// `--ip`: the address on the network, instead of the next free one.
     pub ip: Option<String>,
+    /// `--network-alias`: more names the container answers to on its network.
+    pub network_aliases: Vec<String>,
+    /// `--dns`: name servers (the embedded server's upstream on user-defined networks).
+    pub dns: Vec<String>,
+    /// `--add-host`: `HOST:IP` lines for /etc/hosts.
+    pub extra_hosts: Vec<String>,
     pub restart: Option<String>,
     pub auto_remove: bool,
     pub log_max_size: Option<u64>,
@@ -318,6 +324,10 @@ impl Local {
 
     /// Finds a container by full ID, name, or unique ID prefix, with indexed look-ups:
     /// this is on the path of every container command.
+    pub(crate) fn container_record(&self, name: &str) -> crate::Result<ContainerRecord> {
+        self.find(name)
+    }
+
     fn find(&self, name: &str) -> crate::Result<ContainerRecord> {
         let name = name.trim_start_matches('/');
         let found: Vec<String> = self.db.read(|tx| {
@@ -576,9 +586,14 @@ impl Local {
                 .map(str::to_string)
         });
         let net_mode = NetMode::of(opts);
+        // A user-defined network's records file, for the container's name server.
+        let mut dns_records = None;
         match &net_mode {
             NetMode::Bridge(n) => {
                 let rec = self.network_find(n)?;
+                if !rec.predefined() {
+                    dns_records = Some(self.dns_records_path(&rec.id).display().to_string());
+                }
                 if opts.ip.is_some() && rec.predefined() {
                     return Err(ContainerError::Invalid {
                         reason:
@@ -645,10 +660,16 @@ impl Local {
             let mounts = self.snapshots.prepare(&key, top.as_deref())?;
             fs::write(staging.join("hostname"), format!("{hostname}\n"))
                 .map_err(io_err("write hostname"))?;
-            fs::write(staging.join("hosts"), hosts_file(&hostname, None))
-                .map_err(io_err("write hosts"))?;
-            fs::write(staging.join("resolv.conf"), resolv_conf())
-                .map_err(io_err("write resolv.conf"))?;
+            fs::write(
+                staging.join("hosts"),
+                hosts_file(&hostname, None, &opts.extra_hosts),
+            )
+            .map_err(io_err("write hosts"))?;
+            fs::write(
+                staging.join("resolv.conf"),
+                resolv_conf(dns_records.is_some(), &opts.dns),
+            )
+            .map_err(io_err("write resolv.conf"))?;
             let nofile = {
                 let mut l = libc::rlimit {
                     rlim_cur: 0,
@@ -672,6 +693,12 @@ impl Local {
                     // Filled in at each start, with the other container's process then.
                     NetMode::Container(_) => Some("/proc/self/ns/net".into()),
                     NetMode::Host | NetMode::None => None,
+                },
+                dns_records: dns_records.clone(),
+                dns_upstream: if opts.dns.is_empty() {
+                    host_nameservers()
+                } else {
+                    opts.dns.clone()
                 },
             };
             let spec_json = spec::build(&opts, &cx);
@@ -763,8 +790,11 @@ impl Local {
                 let ip = c.record.config.ip.as_deref().and_then(|ip| ip.parse().ok());
                 let ep = self.network_attach(&c.record.id, &n, ip)?;
                 let hostname = c.record.config.hostname.clone().unwrap_or_default();
-                fs::write(c.bundle.join("hosts"), hosts_file(&hostname, Some(ep.ip)))
-                    .map_err(io_err("write hosts"))?;
+                fs::write(
+                    c.bundle.join("hosts"),
+                    hosts_file(&hostname, Some(ep.ip), &c.record.config.extra_hosts),
+                )
+                .map_err(io_err("write hosts"))?;
             }
             NetMode::Container(other) => {
                 let o = self.container_get(&other)?;
@@ -1363,24 +1393,54 @@ impl Local {
 
 /// A container's /etc/hosts: loopback names, and its hostname on its address (on loopback
 /// while it has none).
-fn hosts_file(hostname: &str, ip: Option<std::net::Ipv4Addr>) -> String {
+fn hosts_file(hostname: &str, ip: Option<std::net::Ipv4Addr>, extra: &[String]) -> String {
     let own = ip.map_or_else(|| "127.0.1.1".to_string(), |ip| ip.to_string());
-    format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n{own}\t{hostname}\n"
-    )
+    let mut s = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n".to_string();
+    // `--add-host NAME:IP`, as Docker writes them: before the container's own line.
+    for e in extra {
+        if let Some((name, ip)) = e.split_once(':') {
+            s.push_str(&format!("{ip}\t{name}\n"));
+        }
+    }
+    s.push_str(&format!("{own}\t{hostname}\n"));
+    s
+}
+
+/// The host's name servers that mean something from a container: not loopback ones.
+fn host_nameservers() -> Vec<String> {
+    fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.starts_with("127.") && s != "::1")
+        .collect()
 }
 
 /// The host's resolv.conf without loopback name servers, which would mean nothing inside
 /// the container's own network namespace.
-fn resolv_conf() -> String {
+///
+/// On a user-defined network the container asks its embedded server, 127.0.0.11, as in
+/// Docker; `--dns` servers replace the host's.
+fn resolv_conf(embedded: bool, dns: &[String]) -> String {
     let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let kept: Vec<&str> = host
+    let mut kept: Vec<String> = host
         .lines()
         .filter(|l| {
             let l = l.trim();
-            !(l.starts_with("nameserver") && (l.contains("127.") || l.contains("::1")))
+            !l.starts_with("nameserver")
+                || (!embedded && dns.is_empty() && !l.contains("127.") && !l.contains("::1"))
         })
+        .map(str::to_string)
         .collect();
+    if embedded {
+        kept.insert(0, "nameserver 127.0.0.11".into());
+        kept.push("options ndots:0".into());
+    } else {
+        for (i, d) in dns.iter().enumerate() {
+            kept.insert(i, format!("nameserver {d}"));
+        }
+    }
     let mut s = kept.join("\n");
     s.push('\n');
     s

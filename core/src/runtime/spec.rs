@@ -174,6 +174,10 @@ pub struct SpecContext<'a> {
     /// The network namespace to join (a bridge network's, or another container's); `None`
     /// with a network namespace of its own means loopback only.
     pub netns: Option<String>,
+    /// A user-defined network's records file: the monitor serves its names.
+    pub dns_records: Option<String>,
+    /// Where the monitor sends names that are not the network's.
+    pub dns_upstream: Vec<String>,
 }
 
 pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
@@ -257,6 +261,10 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     if let (Some(path), true) = (&cx.netns, super::NetMode::of(opts).is_bridge()) {
         // The monitor lets go of the namespace when the container is done.
         annotations["io.ketch.netns"] = json!(path);
+        if let Some(records) = &cx.dns_records {
+            annotations["io.ketch.dns.records"] = json!(records);
+            annotations["io.ketch.dns.upstream"] = json!(cx.dns_upstream.join(","));
+        }
     }
     let seccomp = seccomp(opts, &caps);
     let mut spec = json!({
