@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 use ketch::network::Endpoint;
+use ketch::network::firewall::PortMap;
 use ketch::runtime::{Container, CreateOptions, NetMode, Status};
 use serde_json::{Value, json};
 
@@ -111,6 +112,12 @@ pub struct CreateArgs {
     /// Add a custom host-to-IP mapping (host:ip)
     #[arg(long)]
     add_host: Vec<String>,
+    /// Publish a container's port(s) to the host ([hostIP:][hostPort:]containerPort[/proto])
+    #[arg(short = 'p', long)]
+    publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long)]
+    publish_all: bool,
     /// Restart policy to apply when a container exits (no, on-failure[:N], always, unless-stopped)
     #[arg(long)]
     restart: Option<String>,
@@ -265,6 +272,12 @@ impl CreateArgs {
             network_aliases: self.network_alias.clone(),
             dns: self.dns.clone(),
             extra_hosts: self.add_host.clone(),
+            publish: self
+                .publish
+                .iter()
+                .map(|p| parse_publish(p))
+                .collect::<Result<Vec<_>>>()?,
+            publish_all: self.publish_all,
             restart: self.restart.clone(),
             auto_remove: self.rm,
             log_max_size,
@@ -469,7 +482,11 @@ pub fn ps(cli: &Cli, a: &PsArgs) -> Result<ExitCode> {
             "Mounts": "",
             "Names": c.record.name,
             "Networks": NetMode::of(&c.record.config).name(),
-            "Ports": "",
+            "Ports": if c.is_running() && !c.record.config.publish.is_empty() {
+                ports_text(&engine.container_endpoints(&c.record.id)?)
+            } else {
+                String::new()
+            },
             "RunningFor": format::since(created),
             "Size": "0B",
             "State": c.status.as_str(),
@@ -724,6 +741,122 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
     }
 }
 
+/// `-p [hostIP:][hostPort:]containerPort[/proto]`, as Docker reads it.
+fn parse_publish(s: &str) -> Result<PortMap> {
+    let bad = |why: &str| {
+        Exit(
+            125,
+            format!("invalid argument \"{s}\" for \"-p, --publish\" flag: {why}"),
+        )
+    };
+    let (spec, proto) = match s.rsplit_once('/') {
+        Some((spec, proto)) => (spec, proto.to_ascii_lowercase()),
+        None => (s, "tcp".to_string()),
+    };
+    if proto != "tcp" && proto != "udp" {
+        bail!(bad(&format!("invalid proto: {proto}")));
+    }
+    let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
+    let (host_ip, host_port, container) = match parts.as_slice() {
+        [c] => (None, "", *c),
+        [c, h] => (None, *h, *c),
+        [c, h, ip] => (Some(*ip), *h, *c),
+        _ => bail!(bad("invalid format")),
+    };
+    let port = |p: &str| -> Result<u16> {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(bad(&format!("invalid port: {p:?}")).into()),
+        }
+    };
+    let host_ip = match host_ip.filter(|ip| !ip.is_empty() && *ip != "0.0.0.0") {
+        Some(ip) => Some(
+            ip.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| bad(&format!("invalid IP address: {ip}")))?,
+        ),
+        None => None,
+    };
+    Ok(PortMap {
+        proto,
+        host_ip,
+        host_port: if host_port.is_empty() {
+            0
+        } else {
+            port(host_port)?
+        },
+        container_port: port(container)?,
+    })
+}
+
+/// `0.0.0.0:18080->80/tcp, ...`, as Docker's `ps` prints published ports.
+fn ports_text(endpoints: &[Endpoint]) -> String {
+    endpoints
+        .iter()
+        .flat_map(|e| &e.ports)
+        .map(|p| {
+            format!(
+                "{}:{}->{}/{}",
+                p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                p.host_port,
+                p.container_port,
+                p.proto
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `ketch port CONTAINER [PRIVATE_PORT[/PROTO]]`.
+pub fn port(cli: &Cli, a: &PortArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    let c = engine.container_get(&a.container).map_err(engine_exit)?;
+    let endpoints = if c.is_running() {
+        engine.container_endpoints(&c.record.id)?
+    } else {
+        vec![]
+    };
+    let filter = a.private_port.as_deref().map(|p| match p.split_once('/') {
+        Some((n, proto)) => (n.to_string(), proto.to_string()),
+        None => (p.to_string(), "tcp".to_string()),
+    });
+    let mut found = false;
+    for p in endpoints.iter().flat_map(|e| &e.ports) {
+        let host = format!(
+            "{}:{}",
+            p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+            p.host_port
+        );
+        match &filter {
+            Some((n, proto)) => {
+                if *n == p.container_port.to_string() && *proto == p.proto {
+                    println!("{host}");
+                    found = true;
+                }
+            }
+            None => {
+                println!("{}/{} -> {host}", p.container_port, p.proto);
+                found = true;
+            }
+        }
+    }
+    if !found && let Some((n, proto)) = filter {
+        bail!(Exit(
+            1,
+            format!(
+                "Error: No public port '{n}/{proto}' published for {}",
+                a.container
+            )
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct PortArgs {
+    container: String,
+    private_port: Option<String>,
+}
+
 /// `inspect` of a container, in Docker's shape (the fields ketch has so far). `endpoints`
 /// are the container's places on networks while it runs.
 pub fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) -> Value {
@@ -787,7 +920,12 @@ pub fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) -> Valu
             "IPPrefixLen": default.map_or(0, |e| e.prefix),
             "Gateway": default.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
             "MacAddress": default.map(|e| e.mac.clone()).unwrap_or_default(),
-            "Ports": {},
+            "Ports": endpoints.iter().flat_map(|e| &e.ports).map(|p| {
+                (
+                    format!("{}/{}", p.container_port, p.proto),
+                    json!([{"HostIp": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(), "HostPort": p.host_port.to_string()}]),
+                )
+            }).collect::<serde_json::Map<_, _>>(),
         },
         "Config": {
             "Hostname": c.record.config.hostname,
@@ -811,6 +949,15 @@ pub fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) -> Valu
             "CapDrop": c.record.config.cap_drop,
             "ReadonlyRootfs": c.record.config.read_only,
             "NetworkMode": mode.name(),
+            "PortBindings": c.record.config.publish.iter().map(|p| {
+                (
+                    format!("{}/{}", p.container_port, p.proto),
+                    json!([{
+                        "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+                        "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() },
+                    }]),
+                )
+            }).collect::<serde_json::Map<_, _>>(),
             "RestartPolicy": {"Name": c.record.config.restart.clone().unwrap_or_else(|| "no".into())},
             "AutoRemove": c.record.config.auto_remove,
         },

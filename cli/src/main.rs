@@ -98,6 +98,8 @@ enum Command {
     Top(containers::TopArgs),
     /// Display a live stream of container(s) resource usage statistics
     Stats(containers::StatsArgs),
+    /// List port mappings or a specific mapping for the container
+    Port(containers::PortArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -195,6 +197,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(a) => containers::exec(cli, a),
         Command::Top(a) => containers::top(cli, a),
         Command::Stats(a) => containers::stats(cli, a),
+        Command::Port(a) => containers::port(cli, a),
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(cli, a),
         Command::Container(ContainerCommand::Ls(a)) => containers::ps(cli, a),
         Command::Container(ContainerCommand::Rm(a)) => containers::rm(cli, a),

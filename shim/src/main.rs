@@ -661,8 +661,59 @@ fn main() {
     };
     let bundle = opts.bundle.clone();
     let code = run(opts);
+    withdraw_ports(&bundle);
     release_netns(&bundle);
     std::process::exit(code);
+}
+
+#[derive(serde::Deserialize)]
+struct PortMap {
+    proto: String,
+    host_ip: Option<std::net::Ipv4Addr>,
+    host_port: u16,
+}
+
+/// Binds (and for TCP listens on) each published host port named in `ports.json`.
+fn hold_ports(bundle: &Path) -> Result<Vec<OwnedFd>, String> {
+    let Ok(text) = fs::read(bundle.join("ports.json")) else {
+        return Ok(vec![]);
+    };
+    let ports: Vec<PortMap> =
+        serde_json::from_slice(&text).map_err(|e| format!("read ports.json: {e}"))?;
+    let mut held = Vec::new();
+    for p in ports {
+        let ip = p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+        let addr = std::net::SocketAddr::from((ip, p.host_port));
+        let fd: io::Result<OwnedFd> = if p.proto == "udp" {
+            std::net::UdpSocket::bind(addr).map(OwnedFd::from)
+        } else {
+            std::net::TcpListener::bind(addr).map(OwnedFd::from)
+        };
+        match fd {
+            Ok(fd) => held.push(fd),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                return Err(format!(
+                    "Bind for {ip}:{} failed: port is already allocated",
+                    p.host_port
+                ));
+            }
+            Err(e) => return Err(format!("bind {ip}:{}/{}: {e}", p.host_port, p.proto)),
+        }
+    }
+    Ok(held)
+}
+
+/// Runs the `nft` script the engine left to withdraw the container's published ports.
+fn withdraw_ports(bundle: &Path) {
+    let script = bundle.join("ports-down.nft");
+    if script.exists() {
+        let _ = std::process::Command::new("nft")
+            .arg("-f")
+            .arg(&script)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }
 
 /// Lets go of the network namespace the engine made for the container (annotation
@@ -772,6 +823,28 @@ fn run(opts: Options) -> i32 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let mut log = Log::open(bundle.join("container.log"), max_size, max_file);
+    let mut state = State {
+        shim_pid: std::process::id(),
+        shim_start: process_start_time(std::process::id()),
+        ..Default::default()
+    };
+    // A start that fails before the container runs: recorded for the engine (an attached
+    // starter reads it from the state file) and reported to a detached one.
+    let fail_early = |state: &mut State, ready: &mut Option<File>, msg: String| -> i32 {
+        state.status = "exited".into();
+        state.exit_code = 125;
+        state.error = msg.clone();
+        state.finished_at = now_rfc3339();
+        write_state(&bundle, state);
+        report(ready, &format!("error 125 {msg}"));
+        125
+    };
+    // Published ports: held for as long as the container runs, so nothing else on the host
+    // takes them; a port that is taken already fails the start.
+    let _held = match hold_ports(&bundle) {
+        Ok(h) => h,
+        Err(msg) => return fail_early(&mut state, &mut ready, msg),
+    };
     // On a user-defined network, this monitor is the container's name server.
     let mut dns = match (
         spec.annotations.get("io.ketch.netns"),
@@ -792,20 +865,13 @@ fn run(opts: Options) -> i32 {
                 Ok(s) => Some(s),
                 Err(e) => {
                     let msg = format!("start the name server on {}: {e}", dns::LISTEN);
-                    report(&mut ready, &format!("error 125 {msg}"));
-                    eprintln!("ketch-shim: {msg}");
-                    return 125;
+                    return fail_early(&mut state, &mut ready, msg);
                 }
             }
         }
         _ => None,
     };
     let (policy, max_retries) = restart_policy(&spec);
-    let mut state = State {
-        shim_pid: std::process::id(),
-        shim_start: process_start_time(std::process::id()),
-        ..Default::default()
-    };
     loop {
         let cg = match Cgroup::create(&cgroups_path, spec.linux.resources.as_ref()) {
             Ok(c) => c,

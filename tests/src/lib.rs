@@ -291,6 +291,10 @@ impl Drop for Root {
                 .args(["link", "del", &self.bridge])
                 .output();
         }
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &format!("ketch_{}", self.bridge)])
+            .stderr(Stdio::null())
+            .output();
         // Whatever a failing test left mounted comes off before the directory goes, so that
         // removing it never reaches through a mount.
         for m in self.mounts().into_iter().rev() {

@@ -253,8 +253,21 @@ fn nothing_is_left_behind() {
     assert_eq!(r.entries("netns").len(), 2, "{:?}", r.entries("netns"));
     let during = links();
     assert!(during.iter().filter(|l| l.starts_with("veth")).count() >= 2);
+    let tables = || {
+        String::from_utf8_lossy(
+            &std::process::Command::new("nft")
+                .args(["list", "tables"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .into_owned()
+    };
+    let table = format!("ketch_{}", bridge.replace('-', "_"));
+    assert!(tables().contains(&table), "{}", tables());
     r.ok(&["rm", "-f", "a", "b", "done"]);
     r.ok(&["network", "prune", "-f"]);
+    assert!(!tables().contains(&table), "{}", tables());
     assert!(r.entries("netns").is_empty(), "{:?}", r.entries("netns"));
     assert!(r.mounts().is_empty(), "{:?}", r.mounts());
     // Namespaces go asynchronously in the kernel; their veth pairs with them.
@@ -400,4 +413,161 @@ fn containers_resolve_each_other_by_name_and_alias() {
     let (code, err) = r.fails(&["run", "--rm", "--add-host", "bad", "busybox", "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("--add-host"), "{err}");
+}
+
+/// Reads an HTTP response through a published port from the host.
+fn http_get(addr: &str) -> String {
+    use std::io::{Read, Write};
+    for _ in 0..50 {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+            let mut out = String::new();
+            if s.read_to_string(&mut out).is_ok() && !out.is_empty() {
+                return out.lines().last().unwrap_or_default().to_string();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("no answer from {addr}");
+}
+
+/// The host's own (non-loopback, non-bridge) IPv4 address.
+fn host_address() -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let dev = *f.get(1)?;
+        if dev.starts_with("kt") || dev.starts_with("br-") || dev.starts_with("ketch") {
+            return None;
+        }
+        Some(f.get(3)?.split('/').next()?.to_string())
+    })
+}
+
+fn container_pid(r: &Root, name: &str) -> i32 {
+    r.ok(&["inspect", "-f", "{{.State.Pid}}", name])
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn published_ports_reach_the_container_from_the_host() {
+    let r = setup();
+    web(
+        &r,
+        "pub",
+        &["-p", "18080:80", "-p", "127.0.0.1::80", "-p", "53/udp"],
+        "published",
+    );
+    // From the host's loopback and from its own address.
+    assert_eq!(http_get("127.0.0.1:18080"), "published");
+    if let Some(addr) = host_address() {
+        assert_eq!(http_get(&format!("{addr}:18080")), "published");
+    }
+    // `port`, with a host port chosen for the second mapping.
+    let ports = r.ok(&["port", "pub"]);
+    assert!(ports.contains("80/tcp -> 0.0.0.0:18080\n"), "{ports}");
+    let local = r.ok(&["port", "pub", "80/tcp"]);
+    let chosen = local
+        .lines()
+        .find(|l| l.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("{local}"))
+        .to_string();
+    assert_eq!(http_get(&chosen), "published");
+    // UDP: a socket in the container's network namespace answers what the host sends to
+    // the published port.
+    let udp = r.ok(&["port", "pub", "53/udp"]).trim().to_string();
+    let host_port: u16 = udp.rsplit(':').next().unwrap().parse().unwrap();
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", container_pid(&r, "pub"))).unwrap();
+    let server = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        let s = std::net::UdpSocket::bind("0.0.0.0:53").unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf).unwrap();
+        s.send_to(&[&buf[..n], b"-pong"].concat(), from).unwrap();
+    });
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let mut answer = None;
+    for _ in 0..30 {
+        client.send_to(b"ping", ("127.0.0.1", host_port)).unwrap();
+        if let Ok((n, _)) = client.recv_from(&mut buf) {
+            answer = Some(buf[..n].to_vec());
+            break;
+        }
+    }
+    server.join().unwrap();
+    assert_eq!(answer.as_deref(), Some(&b"ping-pong"[..]));
+    // A host port is one container's: a second is refused, and so is one a host process
+    // holds.
+    let (code, err) = r.fails(&["run", "--rm", "-p", "18080:80", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("port is already allocated"), "{err}");
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let held = holder.local_addr().unwrap().port().to_string();
+    let (code, err) = r.fails(&[
+        "run",
+        "--rm",
+        "-p",
+        &format!("{held}:80"),
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("port is already allocated"), "{err}");
+    // When the container stops, its ports are withdrawn.
+    r.ok(&["stop", "-t", "1", "pub"]);
+    let map = std::process::Command::new("nft")
+        .args([
+            "list",
+            "map",
+            "ip",
+            &format!("ketch_{}", r.bridge),
+            "tcp_any",
+        ])
+        .output()
+        .unwrap();
+    assert!(map.status.success());
+    assert!(!String::from_utf8_lossy(&map.stdout).contains("18080"));
+    assert!(std::net::TcpStream::connect("127.0.0.1:18080").is_err());
+    r.ok(&["rm", "pub"]);
+    // -P publishes what the image exposes.
+    let rootfs = busybox_rootfs();
+    r.ok(&[
+        "import",
+        "--change",
+        "EXPOSE 80",
+        rootfs.to_str().unwrap(),
+        "exposing",
+    ]);
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "all",
+        "-P",
+        "exposing",
+        "sh",
+        "-c",
+        "mkdir /www && echo all > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let mapped = r.ok(&["port", "all", "80"]).trim().to_string();
+    let port = mapped.rsplit(':').next().unwrap();
+    assert_eq!(http_get(&format!("127.0.0.1:{port}")), "all");
+    r.ok(&["rm", "-f", "all"]);
 }

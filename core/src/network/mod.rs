@@ -11,6 +11,7 @@
 //!
 //! Every link, address and route is set through netlink ([`netlink`]), never by running `ip`.
 
+pub mod firewall;
 pub mod netlink;
 pub mod netns;
 pub mod subnet;
@@ -145,6 +146,9 @@ pub struct Endpoint {
     /// container has not run yet, the endpoint is in use (the container is starting).
     #[serde(default)]
     pub owner: (u32, u64),
+    /// Ports published to this address, host ports resolved.
+    #[serde(default)]
+    pub ports: Vec<firewall::PortMap>,
 }
 
 /// A network and the containers on it, for `network inspect` and `network ls`.
@@ -254,6 +258,28 @@ fn mac_string(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// Host ports for `ports`: those asked for, and for `0` one the kernel has free now.
+fn resolve_ports(ports: &[firewall::PortMap]) -> crate::Result<Vec<firewall::PortMap>> {
+    ports
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if p.host_port == 0 {
+                let addr = (p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
+                let port = if p.proto == "udp" {
+                    std::net::UdpSocket::bind(addr).and_then(|s| s.local_addr())
+                } else {
+                    std::net::TcpListener::bind(addr).and_then(|s| s.local_addr())
+                }
+                .map_err(io_err("find a free host port"))?
+                .port();
+                p.host_port = port;
+            }
+            Ok(p)
+        })
+        .collect()
 }
 
 fn read_record(json: &str) -> crate::Result<NetworkRecord> {
@@ -581,12 +607,14 @@ impl Local {
             return Ok(());
         };
         let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
+        let mut made = false;
         let index = match nl
             .link_index(&rec.bridge)
             .map_err(io_err("look up a link"))?
         {
             Some(i) => i,
             None => {
+                made = true;
                 match nl.add_bridge(&rec.bridge, None) {
                     Ok(()) => {}
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -605,12 +633,21 @@ impl Local {
             }
         }
         nl.set_link(index, None, None)
-            .map_err(io_err(format!("set {} up", rec.bridge)))
+            .map_err(io_err(format!("set {} up", rec.bridge)))?;
+        if made && firewall::available() {
+            firewall::create(&rec.bridge, subnet, rec.internal)
+                .map_err(io_err(format!("set up the firewall of {}", rec.bridge)))?;
+        }
+        Ok(())
     }
 
     fn delete_bridge(&self, rec: &NetworkRecord) -> crate::Result<()> {
         if rec.driver != "bridge" || rec.bridge.is_empty() {
             return Ok(());
+        }
+        if firewall::available() {
+            firewall::delete(&rec.bridge)
+                .map_err(io_err(format!("remove the firewall of {}", rec.bridge)))?;
         }
         let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
         if let Some(index) = nl
@@ -675,8 +712,14 @@ impl Local {
         container_id: &str,
         network: &str,
         static_ip: Option<Ipv4Addr>,
+        ports: &[firewall::PortMap],
     ) -> crate::Result<Endpoint> {
         let rec = self.network_find(network)?;
+        if !ports.is_empty() && !firewall::available() {
+            return Err(invalid(
+                "publishing ports needs nftables (the nft command), which is not installed",
+            ));
+        }
         if rec.driver != "bridge" {
             return Err(invalid(format!(
                 "container cannot be attached to network {} (driver {})",
@@ -687,7 +730,22 @@ impl Local {
         self.release_endpoints(container_id)?;
         self.purge_endpoints(&rec.id)?;
         self.ensure_bridge(&rec)?;
-        let ep = self.allocate(&rec, container_id, static_ip)?;
+        let mut ep = self.allocate(&rec, container_id, static_ip)?;
+        if !ports.is_empty() {
+            ep.ports = resolve_ports(ports)?;
+            let stored = ep.clone();
+            self.db.write(|tx| {
+                tx.execute(
+                    "UPDATE endpoints SET config = ?1 WHERE network_id = ?2 AND container_id = ?3",
+                    params![
+                        serde_json::to_string(&stored).unwrap_or_default(),
+                        stored.network_id,
+                        container_id
+                    ],
+                )?;
+                Ok::<_, crate::Error>(())
+            })?;
+        }
         if !rec.predefined() {
             self.write_dns_records(&rec.id)?;
         }
@@ -729,7 +787,14 @@ impl Local {
             })
             .map_err(io_err(format!(
                 "configure eth0 of container {container_id}"
-            )))
+            )))?;
+            firewall::publish(&rec.bridge, ep.ip, &ep.ports).map_err(|e| {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    invalid(e.to_string())
+                } else {
+                    io_err(format!("publish the ports of container {container_id}"))(e)
+                }
+            })
         })();
         if let Err(e) = made {
             let _ = self.release_endpoints(container_id);
@@ -805,6 +870,7 @@ impl Local {
                     std::process::id(),
                     crate::util::process_start_time(std::process::id()).unwrap_or(0),
                 ),
+                ports: vec![],
             };
             tx.execute(
                 "INSERT INTO endpoints (network_id, container_id, ip, config) VALUES (?1, ?2, ?3, ?4)",
@@ -819,6 +885,11 @@ impl Local {
         let path = self.netns_path(container_id);
         netns::remove(&path).map_err(io_err(format!("remove {}", path.display())))?;
         let held = self.container_endpoints(container_id)?;
+        for ep in held.iter().filter(|e| !e.ports.is_empty()) {
+            if let Ok(rec) = self.network_find(&ep.network_id) {
+                let _ = firewall::withdraw(&rec.bridge, ep.ip, &ep.ports);
+            }
+        }
         self.db.write(|tx| {
             tx.execute(
                 "DELETE FROM endpoints WHERE container_id = ?1",

@@ -122,6 +122,10 @@ pub struct CreateOptions {
     pub dns: Vec<String>,
     /// `--add-host`: `HOST:IP` lines for /etc/hosts.
     pub extra_hosts: Vec<String>,
+    /// `-p`: ports to publish; a host port of 0 is chosen at each start.
+    pub publish: Vec<crate::network::firewall::PortMap>,
+    /// `-P`: publish every port the image exposes, on host ports chosen at start.
+    pub publish_all: bool,
     pub restart: Option<String>,
     pub auto_remove: bool,
     pub log_max_size: Option<u64>,
@@ -617,6 +621,41 @@ impl Local {
                 }
             }
         }
+        let mut publish = opts.publish.clone();
+        if opts.publish_all
+            && let Some(exposed) = cfg.get("ExposedPorts").and_then(|e| e.as_object())
+        {
+            for key in exposed.keys() {
+                let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+                let Ok(port) = port.parse::<u16>() else {
+                    continue;
+                };
+                if !publish
+                    .iter()
+                    .any(|p| p.container_port == port && p.proto == proto)
+                {
+                    publish.push(crate::network::firewall::PortMap {
+                        proto: proto.to_string(),
+                        host_ip: None,
+                        host_port: 0,
+                        container_port: port,
+                    });
+                }
+            }
+        }
+        match &net_mode {
+            NetMode::Container(_) if !publish.is_empty() => {
+                return Err(ContainerError::Invalid {
+                    reason:
+                        "conflicting options: port publishing and the container type network mode"
+                            .into(),
+                }
+                .into());
+            }
+            // As Docker: published ports mean nothing without a network of its own.
+            NetMode::Host | NetMode::None => publish.clear(),
+            _ => {}
+        }
         if let Some(ip) = &opts.ip
             && ip.parse::<std::net::Ipv4Addr>().is_err()
         {
@@ -631,6 +670,7 @@ impl Local {
         opts.user = user;
         opts.name = Some(name.clone());
         opts.hostname = Some(hostname.clone());
+        opts.publish = publish;
         // HOSTNAME is set at run time, as Docker does, not part of the configuration.
         opts.env = env
             .iter()
@@ -788,7 +828,24 @@ impl Local {
         match NetMode::of(&c.record.config) {
             NetMode::Bridge(n) => {
                 let ip = c.record.config.ip.as_deref().and_then(|ip| ip.parse().ok());
-                let ep = self.network_attach(&c.record.id, &n, ip)?;
+                let ep = self.network_attach(&c.record.id, &n, ip, &c.record.config.publish)?;
+                // The monitor holds the host ports while the container runs (so nothing else
+                // takes them) and withdraws them when it stops.
+                let ports = c.bundle.join("ports.json");
+                let down = c.bundle.join("ports-down.nft");
+                if ep.ports.is_empty() {
+                    let _ = fs::remove_file(&ports);
+                    let _ = fs::remove_file(&down);
+                } else {
+                    let rec = self.network_find(&ep.network_id)?;
+                    fs::write(&ports, serde_json::to_vec(&ep.ports).unwrap_or_default())
+                        .map_err(io_err("write ports.json"))?;
+                    fs::write(
+                        &down,
+                        crate::network::firewall::withdraw_script(&rec.bridge, ep.ip, &ep.ports),
+                    )
+                    .map_err(io_err("write ports-down.nft"))?;
+                }
                 let hostname = c.record.config.hostname.clone().unwrap_or_default();
                 fs::write(
                     c.bundle.join("hosts"),
