@@ -70,6 +70,8 @@ pub struct Root {
     /// The default network's bridge device: one of its own per root, so that tests in
     /// parallel never share one.
     pub bridge: String,
+    /// A command every `ketch` runs under (`nsenter --net=...`, say).
+    pub wrap: Vec<String>,
 }
 
 impl Default for Root {
@@ -87,6 +89,7 @@ impl Root {
                 .unwrap(),
             extra: Vec::new(),
             bridge: format!("kt{}", random_hex(5)),
+            wrap: Vec::new(),
         }
     }
 
@@ -109,7 +112,14 @@ impl Root {
 
     /// A command on this root without the root's extra flags.
     pub fn cmd_bare(&self) -> Command {
-        let mut c = Command::new(ketch_bin());
+        let mut c = match self.wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(ketch_bin());
+                c
+            }
+            None => Command::new(ketch_bin()),
+        };
         c.arg("--root").arg(self.path());
         c.env_remove("KETCH_ROOT")
             .env_remove("KETCH_STORAGE_DRIVER")
@@ -286,15 +296,17 @@ impl Drop for Root {
         if self.path().join("ketch.db").exists() {
             let _ = self.cmd().args(["network", "prune", "-f"]).output();
         }
-        if Path::new("/sys/class/net").join(&self.bridge).exists() {
-            let _ = Command::new("ip")
-                .args(["link", "del", &self.bridge])
+        if self.wrap.is_empty() {
+            if Path::new("/sys/class/net").join(&self.bridge).exists() {
+                let _ = Command::new("ip")
+                    .args(["link", "del", &self.bridge])
+                    .output();
+            }
+            let _ = Command::new("nft")
+                .args(["delete", "table", "ip", &format!("ketch_{}", self.bridge)])
+                .stderr(Stdio::null())
                 .output();
         }
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &format!("ketch_{}", self.bridge)])
-            .stderr(Stdio::null())
-            .output();
         // Whatever a failing test left mounted comes off before the directory goes, so that
         // removing it never reaches through a mount.
         for m in self.mounts().into_iter().rev() {

@@ -128,6 +128,16 @@ fn containers_on_one_network_talk_and_other_networks_cannot_reach_them() {
     assert!(err.contains("has active endpoints"), "{err}");
     r.ok(&["rm", "-f", "site"]);
     r.ok(&["network", "rm", "front", "back"]);
+    // --internal: no route out.
+    r.ok(&["network", "create", "--internal", "inner"]);
+    let routes = sh(&r, &["--network", "inner"], "ip route");
+    assert!(!routes.contains("default"), "{routes}");
+    assert!(
+        r.ok(&["network", "inspect", "-f", "{{.Internal}}", "inner"])
+            .trim()
+            == "true"
+    );
+    r.ok(&["network", "rm", "inner"]);
 }
 
 #[test]
@@ -570,4 +580,85 @@ fn published_ports_reach_the_container_from_the_host() {
     let port = mapped.rsplit(':').next().unwrap();
     assert_eq!(http_get(&format!("127.0.0.1:{port}")), "all");
     r.ok(&["rm", "-f", "all"]);
+}
+
+/// A network namespace of the test's own, deleted (with everything in it) when dropped.
+struct PrivateNet(String);
+
+impl PrivateNet {
+    fn new() -> PrivateNet {
+        let name = format!("ketch-test-{}", ketch_tests::random_hex(4));
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        PrivateNet(name)
+    }
+
+    fn sh(&self, script: &str) -> String {
+        let o = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.0))
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for PrivateNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// A host whose FORWARD chain drops by default (as Docker leaves it) and forwards between
+/// interfaces: containers on one bridge still talk, and bridges stay apart. In a network
+/// namespace of the test's own, so the host's firewall is never touched.
+#[test]
+fn bridges_work_behind_a_dropping_forward_chain_and_stay_apart_when_forwarding() {
+    let net = PrivateNet::new();
+    net.sh(
+        "ip link set lo up && echo 1 > /proc/sys/net/ipv4/ip_forward && \
+         nft add table ip filter && \
+         nft add chain ip filter FORWARD '{ type filter hook forward priority 0; policy drop; }'",
+    );
+    let mut r = Root::new();
+    r.wrap = vec!["nsenter".into(), format!("--net=/run/netns/{}", net.0)];
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    r.ok(&["network", "create", "one"]);
+    r.ok(&["network", "create", "two"]);
+    let rules = net.sh("nft list chain ip filter FORWARD");
+    assert!(rules.matches("comment \"ketch br-").count() >= 4, "{rules}");
+    web(&r, "srv", &["--network", "one"], "through-drop");
+    assert_eq!(sh(&r, &["--network", "one"], &get("srv")), "through-drop\n");
+    let ip = ip_on(&r, "srv", "one");
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "two",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    r.ok(&["rm", "-f", "srv"]);
+    r.ok(&["network", "rm", "one", "two"]);
+    // The removed networks' rules went with them (the default network's stay, as its
+    // bridge does).
+    let rules = net.sh("nft list chain ip filter FORWARD");
+    assert!(!rules.contains("ketch br-"), "{rules}");
 }
