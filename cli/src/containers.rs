@@ -278,6 +278,7 @@ impl CreateArgs {
                 .map(|p| parse_publish(p))
                 .collect::<Result<Vec<_>>>()?,
             publish_all: self.publish_all,
+            extra_networks: vec![],
             restart: self.restart.clone(),
             auto_remove: self.rm,
             log_max_size,

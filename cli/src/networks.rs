@@ -27,6 +27,31 @@ pub enum NetworkCommand {
     Rm(RmArgs),
     /// Remove all unused networks
     Prune(PruneArgs),
+    /// Connect a container to a network
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network
+    Disconnect(DisconnectArgs),
+}
+
+#[derive(Args)]
+pub struct ConnectArgs {
+    network: String,
+    container: String,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long)]
+    ip: Option<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long)]
+    alias: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct DisconnectArgs {
+    network: String,
+    container: String,
+    /// Force the container to disconnect from a network
+    #[arg(short, long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -100,6 +125,19 @@ pub fn run(cli: &Cli, c: &NetworkCommand) -> Result<ExitCode> {
         NetworkCommand::Inspect(a) => inspect(cli, a),
         NetworkCommand::Rm(a) => rm(cli, a),
         NetworkCommand::Prune(a) => prune(cli, a),
+        NetworkCommand::Connect(a) => {
+            cli.engine()?
+                .network_connect(&a.network, &a.container, a.ip.as_deref(), &a.alias)
+                .map_err(engine_exit)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NetworkCommand::Disconnect(a) => {
+            let _ = a.force;
+            cli.engine()?
+                .network_disconnect(&a.network, &a.container)
+                .map_err(engine_exit)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,9 +1,11 @@
-//! The embedded name server of a container on a user-defined network, as Docker's
+//! The embedded name server of a container on user-defined networks, as Docker's
 //! 127.0.0.11: the container's own monitor answers on a UDP socket bound inside the
-//! container's network namespace. Names of the network's containers (and their aliases)
-//! come from a records file the engine rewrites whenever one joins or leaves, re-read when
-//! it changes, so a container that joins later resolves at once. Other names are passed to
-//! the upstream servers from a socket in the monitor's own (the host's) namespace.
+//! container's network namespace. Names of the networks' containers (and their aliases)
+//! come from one records file per network, which the engine rewrites whenever a container
+//! joins or leaves; the container's list of those files changes when it is connected to a
+//! network or disconnected. Both are read at each query, so a container that joins later
+//! resolves at once. Other names are passed to the upstream servers from a socket in the
+//! monitor's own (the host's) namespace.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -11,10 +13,12 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
-/// Where the server listens inside the container.
-pub const LISTEN: &str = "127.0.0.11:53";
+/// Where the server listens inside the container. Not port 53 itself, which the container's
+/// own programs may want on every address: the engine redirects 127.0.0.11:53 here with a
+/// DNAT rule in the container's namespace, as Docker does.
+pub const LISTEN: &str = "127.0.0.11:53953";
 
 const TYPE_A: u16 = 1;
 const CLASS_IN: u16 = 1;
@@ -26,10 +30,8 @@ pub struct Server {
     sock: UdpSocket,
     upstream: Option<UdpSocket>,
     servers: Vec<SocketAddr>,
+    /// A file naming the records files of the container's networks, one a line.
     records: PathBuf,
-    /// What the records file was when last read (inode, modification time).
-    seen: Option<(u64, SystemTime)>,
-    names: HashMap<String, Vec<Ipv4Addr>>,
     /// Queries passed upstream: our ID → (the client's ID, the client, when sent).
     pending: HashMap<u16, (u16, SocketAddr, Instant)>,
     next_id: u16,
@@ -58,8 +60,6 @@ impl Server {
             upstream,
             servers,
             records,
-            seen: None,
-            names: HashMap::new(),
             pending: HashMap::new(),
             next_id: 1,
         })
@@ -73,30 +73,27 @@ impl Server {
         self.upstream.as_ref().map(|u| u.as_fd())
     }
 
-    /// Re-reads the records file if it changed: lines of `IP NAME [NAME...]`.
-    fn refresh(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        let now = fs::metadata(&self.records)
-            .ok()
-            .and_then(|m| Some((m.ino(), m.modified().ok()?)));
-        if now.is_some() && now == self.seen {
-            return;
-        }
-        self.seen = now;
-        self.names.clear();
-        let text = fs::read_to_string(&self.records).unwrap_or_default();
-        for line in text.lines() {
-            let mut f = line.split_whitespace();
-            let Some(Ok(ip)) = f.next().map(str::parse::<Ipv4Addr>) else {
-                continue;
-            };
-            for name in f {
-                self.names
-                    .entry(name.to_ascii_lowercase())
-                    .or_default()
-                    .push(ip);
+    /// The addresses of `name` on the container's networks: lines of `IP NAME [NAME...]`
+    /// in each records file the list names.
+    fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let list = fs::read_to_string(&self.records).unwrap_or_default();
+        let mut found: Option<Vec<Ipv4Addr>> = None;
+        for file in list.lines().filter(|l| !l.trim().is_empty()) {
+            let text = fs::read_to_string(file.trim()).unwrap_or_default();
+            for line in text.lines() {
+                let mut f = line.split_whitespace();
+                let Some(Ok(ip)) = f.next().map(str::parse::<Ipv4Addr>) else {
+                    continue;
+                };
+                if f.any(|n| n.eq_ignore_ascii_case(name)) {
+                    let ips = found.get_or_insert_with(Vec::new);
+                    if !ips.contains(&ip) {
+                        ips.push(ip);
+                    }
+                }
             }
         }
+        found
     }
 
     /// Answers every query waiting on the listening socket.
@@ -140,12 +137,11 @@ impl Server {
         let qtype = u16::from_be_bytes([q[end], q[end + 1]]);
         let qclass = u16::from_be_bytes([q[end + 2], q[end + 3]]);
         let question_end = end + 4;
-        self.refresh();
         let key = name.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(ips) = self.names.get(&key) {
+        if let Some(ips) = self.lookup(&key) {
             // Ours: A records for A queries, an empty answer for other types.
             let ips: Vec<Ipv4Addr> = if qtype == TYPE_A && qclass == CLASS_IN {
-                ips.clone()
+                ips
             } else {
                 vec![]
             };
@@ -245,14 +241,14 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let records = dir.join("records");
         fs::write(&records, "10.0.0.2 web www\n10.0.0.3 db\n").unwrap();
+        let list = dir.join("list");
+        fs::write(&list, format!("{}\n", records.display())).unwrap();
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut s = Server {
             sock,
             upstream: None,
             servers: vec![],
-            records: records.clone(),
-            seen: None,
-            names: HashMap::new(),
+            records: list.clone(),
             pending: HashMap::new(),
             next_id: 1,
         };
@@ -268,10 +264,19 @@ mod tests {
         let r = s.answer(&query("nosuch", TYPE_A), from).unwrap();
         assert_eq!(r[3] & 0x0f, RCODE_NXDOMAIN);
         // A container that joins later: the file changes, the name resolves.
-        std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(&records, "10.0.0.2 web www\n10.0.0.3 db\n10.0.0.4 late\n").unwrap();
         let r = s.answer(&query("late", TYPE_A), from).unwrap();
         assert_eq!(&r[r.len() - 4..], &[10, 0, 0, 4]);
+        // A second network's file, once the container is connected to it.
+        let second = dir.join("second");
+        fs::write(&second, "10.1.0.9 other\n").unwrap();
+        fs::write(
+            &list,
+            format!("{}\n{}\n", records.display(), second.display()),
+        )
+        .unwrap();
+        let r = s.answer(&query("other", TYPE_A), from).unwrap();
+        assert_eq!(&r[r.len() - 4..], &[10, 1, 0, 9]);
         // Garbage is not answered at all, or with an error; it never panics.
         assert!(s.answer(&[1, 2, 3], from).is_none());
         let _ = s.answer(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 70], from);

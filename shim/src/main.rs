@@ -362,11 +362,19 @@ fn start(
                 libc::dup2(err_w.as_raw_fd(), 2);
             }
         }
+        // A namespace to join that is not there must fail the start: going on would leave
+        // the container in the monitor's (the host's) namespace.
         for nsj in &spec.linux.namespaces {
-            if let Some(path) = &nsj.path
-                && let Ok(f) = File::open(path)
-            {
-                let _ = nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::empty());
+            if let Some(path) = &nsj.path {
+                let joined = File::open(path).and_then(|f| {
+                    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::empty())
+                        .map_err(io::Error::from)
+                });
+                if let Err(err) = joined {
+                    let mut w = File::from(exec_w);
+                    let _ = write!(w, "125 join the {} namespace {path}: {err}", nsj.kind);
+                    unsafe { libc::_exit(125) };
+                }
             }
         }
         let console_fd = console.as_ref().map(|(_, c)| c.as_raw_fd());

@@ -230,9 +230,17 @@ fn twenty_parallel_runs_never_share_an_address() {
     assert!(out.contains("inet 10.231.9.2/24"), "{out}");
 }
 
+/// The host's interface indexes.
+fn ifindexes() -> HashSet<String> {
+    links()
+        .iter()
+        .filter_map(|l| std::fs::read_to_string(format!("/sys/class/net/{l}/ifindex")).ok())
+        .map(|i| i.trim().to_string())
+        .collect()
+}
+
 #[test]
 fn nothing_is_left_behind() {
-    let before = links();
     let r = setup();
     r.ok(&["network", "create", "left"]);
     let net_id = r.ok(&["network", "inspect", "-f", "{{.Id}}", "left"]);
@@ -250,6 +258,16 @@ fn nothing_is_left_behind() {
         "1000",
     ]);
     r.ok(&["run", "-d", "--name", "b", "busybox", "sleep", "1000"]);
+    // The host ends of their veth pairs, by the index each container's eth0 names.
+    let ours: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|c| {
+            r.ok(&["exec", c, "cat", "/sys/class/net/eth0/iflink"])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert!(ours.iter().all(|i| ifindexes().contains(i)), "{ours:?}");
     // A container that exits by itself lets go of its namespace and veth pair.
     r.ok(&[
         "run",
@@ -261,8 +279,6 @@ fn nothing_is_left_behind() {
         "true",
     ]);
     assert_eq!(r.entries("netns").len(), 2, "{:?}", r.entries("netns"));
-    let during = links();
-    assert!(during.iter().filter(|l| l.starts_with("veth")).count() >= 2);
     let tables = || {
         String::from_utf8_lossy(
             &std::process::Command::new("nft")
@@ -278,22 +294,20 @@ fn nothing_is_left_behind() {
     r.ok(&["rm", "-f", "a", "b", "done"]);
     r.ok(&["network", "prune", "-f"]);
     assert!(!tables().contains(&table), "{}", tables());
+    assert!(!links().contains(&bridge));
     assert!(r.entries("netns").is_empty(), "{:?}", r.entries("netns"));
     assert!(r.mounts().is_empty(), "{:?}", r.mounts());
-    // Namespaces go asynchronously in the kernel; their veth pairs with them.
-    let mut left: Vec<String> = Vec::new();
+    // Namespaces go asynchronously in the kernel, their veth pairs with them.
+    let mut left = ours.clone();
     for _ in 0..100 {
-        left = links()
-            .difference(&before)
-            .filter(|l| **l != r.bridge)
-            .cloned()
-            .collect();
+        let now = ifindexes();
+        left.retain(|i| now.contains(i));
         if left.is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(left.is_empty(), "veth ends left behind: {left:?}");
 }
 
 #[test]
@@ -360,6 +374,20 @@ fn containers_resolve_each_other_by_name_and_alias() {
     );
     let conf = r.ok(&["exec", "client", "cat", "/etc/resolv.conf"]);
     assert!(conf.starts_with("nameserver 127.0.0.11\n"), "{conf}");
+    // Port 53 stays the container's own: a server of its own may bind it on every address,
+    // and names still resolve through 127.0.0.11.
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", container_pid(&r, "client"))).unwrap();
+    let own = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        assert_eq!(
+            unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+            0
+        );
+        std::net::UdpSocket::bind("0.0.0.0:53").map(|_| ())
+    })
+    .join()
+    .unwrap();
+    assert!(own.is_ok(), "{own:?}");
     // A third that joins later resolves them, and they resolve it.
     r.ok(&[
         "run",
@@ -661,4 +689,56 @@ fn bridges_work_behind_a_dropping_forward_chain_and_stay_apart_when_forwarding()
     // bridge does).
     let rules = net.sh("nft list chain ip filter FORWARD");
     assert!(!rules.contains("ketch br-"), "{rules}");
+}
+
+#[test]
+fn connect_and_disconnect_a_running_container() {
+    let r = setup();
+    r.ok(&["network", "create", "first"]);
+    r.ok(&["network", "create", "second"]);
+    web(&r, "srv", &["--network", "first"], "connected");
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cli",
+        "--network",
+        "second",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    // Not on srv's network: no name, no route.
+    let out = r.run(&["exec", "cli", "nslookup", "srv"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"));
+    r.ok(&["network", "connect", "--alias", "client", "first", "cli"]);
+    assert_eq!(
+        r.ok(&["exec", "cli", "sh", "-c", &get("srv")]),
+        "connected\n"
+    );
+    let ifaces = r.ok(&["exec", "cli", "ls", "/sys/class/net"]);
+    assert_eq!(ifaces, "eth0\neth1\nlo\n");
+    // srv resolves it by its alias on that network.
+    let out = r.ok(&["exec", "srv", "nslookup", "client"]);
+    assert!(out.contains(&ip_on(&r, "cli", "first")), "{out}");
+    let (code, err) = r.fails(&["network", "connect", "first", "cli"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already exists"), "{err}");
+    // A connected network is joined again at the next start.
+    r.ok(&["restart", "-t", "0", "cli"]);
+    assert_eq!(
+        r.ok(&["exec", "cli", "ls", "/sys/class/net"]),
+        "eth0\neth1\nlo\n"
+    );
+    r.ok(&["network", "disconnect", "first", "cli"]);
+    assert_eq!(r.ok(&["exec", "cli", "ls", "/sys/class/net"]), "eth0\nlo\n");
+    let out = r.run(&["exec", "srv", "nslookup", "client"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"));
+    // Off its last network, the container keeps loopback only, also after a restart.
+    r.ok(&["network", "disconnect", "second", "cli"]);
+    assert_eq!(r.ok(&["exec", "cli", "ls", "/sys/class/net"]), "lo\n");
+    r.ok(&["restart", "-t", "0", "cli"]);
+    assert_eq!(r.ok(&["exec", "cli", "ls", "/sys/class/net"]), "lo\n");
+    r.ok(&["rm", "-f", "srv", "cli"]);
+    r.ok(&["network", "rm", "first", "second"]);
 }

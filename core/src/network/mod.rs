@@ -149,6 +149,20 @@ pub struct Endpoint {
     /// Ports published to this address, host ports resolved.
     #[serde(default)]
     pub ports: Vec<firewall::PortMap>,
+    /// The veth pair: its host end, and its name in the container (`eth0`, `eth1`...).
+    #[serde(default)]
+    pub veth: String,
+    #[serde(default)]
+    pub iface: String,
+}
+
+/// A network a container is connected to beyond its first (`network connect`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct NetworkAttachment {
+    pub network: String,
+    pub ip: Option<String>,
+    pub aliases: Vec<String>,
 }
 
 /// A network and the containers on it, for `network inspect` and `network ls`.
@@ -305,7 +319,16 @@ impl Local {
                 continue;
             };
             text.push_str(&format!("{} {} {}", ep.ip, c.name, &c.id[..12]));
-            for a in &c.config.network_aliases {
+            let extra = c
+                .config
+                .extra_networks
+                .iter()
+                .find(|a| a.network == ep.network || a.network == ep.network_id);
+            let aliases = match extra {
+                Some(a) => &a.aliases,
+                None => &c.config.network_aliases,
+            };
+            for a in aliases {
                 text.push(' ');
                 text.push_str(a);
             }
@@ -677,12 +700,15 @@ impl Local {
             }
             .into());
         }
+        // Devices and rules first: a kill in between leaves a network whose bridge comes
+        // back at its next use, never a bridge no record names.
+        self.delete_bridge(&rec)?;
         self.db.write(|tx| {
             tx.execute("DELETE FROM networks WHERE id = ?1", params![rec.id])?;
             Ok::<_, crate::Error>(())
         })?;
         let _ = std::fs::remove_file(self.dns_records_path(&rec.id));
-        self.delete_bridge(&rec)
+        Ok(())
     }
 
     /// `network prune`: removes the user-defined networks no running container uses.
@@ -705,14 +731,37 @@ impl Local {
         Ok(removed)
     }
 
-    /// Gives a starting container its place on the bridge network `network`: a fresh
-    /// namespace at [`Self::netns_path`], an address, and a veth pair into the bridge.
+    /// Gives a starting container its network namespace at [`Self::netns_path`] and its
+    /// place on the bridge network `network` there, as `eth0` with the default route.
     pub(crate) fn network_attach(
         &self,
         container_id: &str,
         network: &str,
         static_ip: Option<Ipv4Addr>,
         ports: &[firewall::PortMap],
+    ) -> crate::Result<Endpoint> {
+        // What a dead monitor left: the namespace and this container's old addresses.
+        self.release_endpoints(container_id)?;
+        let path = self.netns_path(container_id);
+        netns::create(&path).map_err(io_err(format!("create {}", path.display())))?;
+        let plugged = self.plug(container_id, network, static_ip, ports, "eth0", true);
+        if plugged.is_err() {
+            let _ = self.release_endpoints(container_id);
+        }
+        plugged
+    }
+
+    /// Puts the container whose namespace is at [`Self::netns_path`] on `network`: an
+    /// address, a veth pair from the bridge to `iface`, the default route if `route`, and
+    /// its published ports. Undone on failure.
+    pub(crate) fn plug(
+        &self,
+        container_id: &str,
+        network: &str,
+        static_ip: Option<Ipv4Addr>,
+        ports: &[firewall::PortMap],
+        iface: &str,
+        route: bool,
     ) -> crate::Result<Endpoint> {
         let rec = self.network_find(network)?;
         if !ports.is_empty() && !firewall::available() {
@@ -726,67 +775,62 @@ impl Local {
                 rec.name, rec.driver
             )));
         }
-        // What a dead monitor left: the namespace and this container's old addresses.
-        self.release_endpoints(container_id)?;
         self.purge_endpoints(&rec.id)?;
         self.ensure_bridge(&rec)?;
         let mut ep = self.allocate(&rec, container_id, static_ip)?;
-        if !ports.is_empty() {
-            ep.ports = resolve_ports(ports)?;
-            let stored = ep.clone();
-            self.db.write(|tx| {
-                tx.execute(
-                    "UPDATE endpoints SET config = ?1 WHERE network_id = ?2 AND container_id = ?3",
-                    params![
-                        serde_json::to_string(&stored).unwrap_or_default(),
-                        stored.network_id,
-                        container_id
-                    ],
-                )?;
-                Ok::<_, crate::Error>(())
-            })?;
-        }
-        if !rec.predefined() {
-            self.write_dns_records(&rec.id)?;
-        }
+        ep.ports = resolve_ports(ports)?;
+        ep.veth = format!("veth{}", &crate::util::random_hex(4)[..7]);
+        ep.iface = iface.to_string();
+        let stored = ep.clone();
+        self.db.write(|tx| {
+            tx.execute(
+                "UPDATE endpoints SET config = ?1 WHERE network_id = ?2 AND container_id = ?3",
+                params![
+                    serde_json::to_string(&stored).unwrap_or_default(),
+                    stored.network_id,
+                    container_id
+                ],
+            )?;
+            Ok::<_, crate::Error>(())
+        })?;
         let path = self.netns_path(container_id);
         let made = (|| -> crate::Result<()> {
-            netns::create(&path).map_err(io_err(format!("create {}", path.display())))?;
             let ns =
                 std::fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
             let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
-            let host_end = format!("veth{}", &crate::util::random_hex(4)[..7]);
             use std::os::fd::AsRawFd;
-            nl.add_veth(&host_end, "eth0", ns.as_raw_fd(), 1500)
-                .map_err(io_err(format!("create veth pair {host_end}")))?;
+            nl.add_veth(&ep.veth, iface, ns.as_raw_fd(), 1500)
+                .map_err(io_err(format!("create veth pair {}", ep.veth)))?;
             let bridge = nl
                 .link_index(&rec.bridge)
                 .map_err(io_err("look up a link"))?
                 .ok_or_else(|| invalid(format!("bridge {} is missing", rec.bridge)))?;
             let host_index = nl
-                .link_index(&host_end)
+                .link_index(&ep.veth)
                 .map_err(io_err("look up a link"))?
-                .ok_or_else(|| invalid(format!("veth {host_end} is missing")))?;
+                .ok_or_else(|| invalid(format!("veth {} is missing", ep.veth)))?;
             nl.set_link(host_index, Some(bridge), None)
-                .map_err(io_err(format!("attach {host_end} to {}", rec.bridge)))?;
-            let (ip, prefix, gateway, internal) = (ep.ip, ep.prefix, ep.gateway, rec.internal);
+                .map_err(io_err(format!("attach {} to {}", ep.veth, rec.bridge)))?;
+            let (ip, prefix, gateway) = (ep.ip, ep.prefix, ep.gateway);
+            let route = route && !rec.internal;
+            let name = iface.to_string();
             netns::within(&path, move || {
                 let nl = Netlink::open()?;
                 if let Some(lo) = nl.link_index("lo")? {
                     nl.set_link(lo, None, None)?;
                 }
-                let eth0 = nl
-                    .link_index("eth0")?
-                    .ok_or_else(|| io::Error::other("eth0 is missing"))?;
-                nl.set_link(eth0, None, Some(mac_for(ip)))?;
-                nl.add_addr(eth0, ip, prefix)?;
-                if let (Some(gw), false) = (gateway, internal) {
+                let index = nl
+                    .link_index(&name)?
+                    .ok_or_else(|| io::Error::other(format!("{name} is missing")))?;
+                nl.set_link(index, None, Some(mac_for(ip)))?;
+                nl.add_addr(index, ip, prefix)?;
+                if let (Some(gw), true) = (gateway, route) {
                     nl.add_default_route(gw)?;
                 }
                 Ok(())
             })
             .map_err(io_err(format!(
-                "configure eth0 of container {container_id}"
+                "configure {iface} of container {container_id}"
             )))?;
             firewall::publish(&rec.bridge, ep.ip, &ep.ports).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {
@@ -794,13 +838,48 @@ impl Local {
                 } else {
                     io_err(format!("publish the ports of container {container_id}"))(e)
                 }
-            })
+            })?;
+            if !rec.predefined() {
+                self.write_dns_records(&rec.id)?;
+            }
+            Ok(())
         })();
         if let Err(e) = made {
-            let _ = self.release_endpoints(container_id);
+            let _ = self.unplug(&ep);
             return Err(e);
         }
         Ok(ep)
+    }
+
+    /// Takes a container off one network: its ports, its veth pair, its address.
+    pub(crate) fn unplug(&self, ep: &Endpoint) -> crate::Result<()> {
+        let rec = self.network_find(&ep.network_id).ok();
+        if let Some(rec) = &rec
+            && !ep.ports.is_empty()
+        {
+            let _ = firewall::withdraw(&rec.bridge, ep.ip, &ep.ports);
+        }
+        if !ep.veth.is_empty() {
+            let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
+            if let Some(index) = nl.link_index(&ep.veth).map_err(io_err("look up a link"))? {
+                match nl.del_link(index) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+                    Err(e) => return Err(io_err(format!("delete {}", ep.veth))(e)),
+                }
+            }
+        }
+        self.db.write(|tx| {
+            tx.execute(
+                "DELETE FROM endpoints WHERE network_id = ?1 AND container_id = ?2",
+                params![ep.network_id, ep.container_id],
+            )?;
+            Ok::<_, crate::Error>(())
+        })?;
+        if rec.is_some_and(|r| !r.predefined()) {
+            self.write_dns_records(&ep.network_id)?;
+        }
+        Ok(())
     }
 
     /// Hands out an address on `rec`: the one asked for, or the lowest free one in the
@@ -871,6 +950,8 @@ impl Local {
                     crate::util::process_start_time(std::process::id()).unwrap_or(0),
                 ),
                 ports: vec![],
+                veth: String::new(),
+                iface: String::new(),
             };
             tx.execute(
                 "INSERT INTO endpoints (network_id, container_id, ip, config) VALUES (?1, ?2, ?3, ?4)",
@@ -918,5 +999,244 @@ impl Local {
             .iter()
             .filter_map(|r| serde_json::from_str(r).ok())
             .collect())
+    }
+}
+
+/// Where a container's monitor serves names in the container's namespace; 127.0.0.11:53 is
+/// redirected there (the container's programs keep port 53 for themselves).
+pub const DNS_PORT: u16 = 53953;
+
+/// Sends 127.0.0.11:53 to the monitor's name server inside the namespace at `netns`.
+pub(crate) fn redirect_dns(netns: &std::path::Path) -> io::Result<()> {
+    if !firewall::available() {
+        return Err(io::Error::other(
+            "name resolution on user-defined networks needs nftables (the nft command)",
+        ));
+    }
+    netns::within(netns, || {
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        use std::io::Write;
+        child.stdin.take().expect("piped stdin").write_all(
+            format!(
+                "add table ip ketch_dns
+delete table ip ketch_dns
+                     table ip ketch_dns {{
+  chain output {{
+    type nat hook output priority -100; policy accept;
+                         ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{DNS_PORT}
+  }}
+}}
+"
+            )
+            .as_bytes(),
+        )?;
+        let out = child.wait_with_output()?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "nft: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    })
+}
+
+impl Local {
+    /// Writes the list of records files a container's name server reads: those of the
+    /// user-defined networks it is on now.
+    pub(crate) fn write_dns_list(
+        &self,
+        container_id: &str,
+        bundle: &std::path::Path,
+    ) -> crate::Result<()> {
+        let mut text = String::new();
+        let endpoints = self.container_endpoints(container_id)?;
+        if endpoints.iter().any(|e| e.network != "bridge") {
+            let path = self.netns_path(container_id);
+            redirect_dns(&path).map_err(io_err("redirect 127.0.0.11:53 in the container"))?;
+        }
+        for ep in endpoints {
+            if ep.network != "bridge" {
+                text.push_str(&format!(
+                    "{}\n",
+                    self.dns_records_path(&ep.network_id).display()
+                ));
+            }
+        }
+        let path = bundle.join("dns.list");
+        let tmp = bundle.join(".dns.list.tmp");
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(io_err(format!("write {}", path.display())))
+    }
+
+    /// `network connect`: a running container joins the network at once (as `ethN`), a
+    /// stopped one at its next start.
+    pub fn network_connect(
+        &self,
+        network: &str,
+        container: &str,
+        ip: Option<&str>,
+        aliases: &[String],
+    ) -> crate::Result<()> {
+        use crate::runtime::NetMode;
+        let rec = self.network_find(network)?;
+        let c = self.container_get(container)?;
+        let mode = NetMode::of(&c.record.config);
+        match &mode {
+            NetMode::Bridge(_) => {}
+            NetMode::Host => {
+                return Err(invalid(
+                    "container cannot be disconnected from host network or connected to host network",
+                ));
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "container sharing network namespace with another container or host cannot be connected to any other network ({})",
+                    mode.name()
+                )));
+            }
+        }
+        if rec.driver != "bridge" {
+            return Err(invalid(format!(
+                "container cannot be connected to network {} (driver {})",
+                rec.name, rec.driver
+            )));
+        }
+        let on = |n: &str| n == rec.name || n == rec.id;
+        let NetMode::Bridge(primary) = &mode else {
+            unreachable!()
+        };
+        let primary_rec = self.network_find(primary)?;
+        if primary_rec.id == rec.id
+            || c.record
+                .config
+                .extra_networks
+                .iter()
+                .any(|a| on(&a.network))
+        {
+            return Err(NetworkError::Invalid {
+                reason: format!(
+                    "endpoint with name {} already exists in network {}",
+                    c.record.name, rec.name
+                ),
+            }
+            .into());
+        }
+        let static_ip: Option<Ipv4Addr> = match ip {
+            Some(s) => Some(
+                s.parse()
+                    .map_err(|_| invalid(format!("invalid IPv4 address: {s}")))?,
+            ),
+            None => None,
+        };
+        if static_ip.is_some() && rec.predefined() {
+            return Err(invalid(
+                "user specified IP address is supported on user defined networks only",
+            ));
+        }
+        let attachment = NetworkAttachment {
+            network: rec.name.clone(),
+            ip: ip.map(str::to_string),
+            aliases: aliases.to_vec(),
+        };
+        self.update_config(&c.record.id, |cfg| {
+            cfg.extra_networks.push(attachment);
+            Ok(())
+        })?;
+        if c.is_running() {
+            let n = self.container_endpoints(&c.record.id)?.len();
+            let plugged = self.plug(
+                &c.record.id,
+                &rec.id,
+                static_ip,
+                &[],
+                &format!("eth{n}"),
+                false,
+            );
+            if let Err(e) = plugged {
+                let _ = self.update_config(&c.record.id, |cfg| {
+                    cfg.extra_networks.retain(|a| !on(&a.network));
+                    Ok(())
+                });
+                return Err(e);
+            }
+            self.write_dns_list(&c.record.id, &c.bundle)?;
+            if !rec.predefined() {
+                // Now the container asks its own name server.
+                let conf =
+                    std::fs::read_to_string(c.bundle.join("resolv.conf")).unwrap_or_default();
+                if !conf.contains("nameserver 127.0.0.11") {
+                    let body: String = conf
+                        .lines()
+                        .filter(|l| !l.trim_start().starts_with("nameserver"))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    std::fs::write(
+                        c.bundle.join("resolv.conf"),
+                        format!("nameserver 127.0.0.11\n{body}options ndots:0\n"),
+                    )
+                    .map_err(io_err("write resolv.conf"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `network disconnect`: off the network now if it runs, and at later starts.
+    pub fn network_disconnect(&self, network: &str, container: &str) -> crate::Result<()> {
+        use crate::runtime::NetMode;
+        let rec = self.network_find(network)?;
+        let c = self.container_get(container)?;
+        let on = |n: &str| n == rec.name || n == rec.id;
+        let mode = NetMode::of(&c.record.config);
+        if mode == NetMode::Host {
+            return Err(invalid(
+                "container cannot be disconnected from host network or connected to host network",
+            ));
+        }
+        let primary = matches!(&mode, NetMode::Bridge(p) if self.network_find(p).is_ok_and(|p| p.id == rec.id));
+        let extra = c
+            .record
+            .config
+            .extra_networks
+            .iter()
+            .any(|a| on(&a.network));
+        if !primary && !extra {
+            return Err(invalid(format!(
+                "container {} is not connected to network {}",
+                c.record.name, rec.name
+            )));
+        }
+        if c.is_running() {
+            for ep in self.container_endpoints(&c.record.id)? {
+                if ep.network_id == rec.id {
+                    self.unplug(&ep)?;
+                }
+            }
+            self.write_dns_list(&c.record.id, &c.bundle)?;
+        }
+        self.update_config(&c.record.id, |cfg| {
+            if primary {
+                // The next network becomes the first; with none left, loopback only.
+                if cfg.extra_networks.is_empty() {
+                    cfg.network = Some("none".into());
+                } else {
+                    let next = cfg.extra_networks.remove(0);
+                    cfg.network = Some(next.network);
+                    cfg.ip = next.ip;
+                    cfg.network_aliases = next.aliases;
+                }
+            } else {
+                cfg.extra_networks.retain(|a| !on(&a.network));
+            }
+            Ok(())
+        })
     }
 }

@@ -126,6 +126,8 @@ pub struct CreateOptions {
     pub publish: Vec<crate::network::firewall::PortMap>,
     /// `-P`: publish every port the image exposes, on host ports chosen at start.
     pub publish_all: bool,
+    /// Networks beyond the first (`network connect`), joined at each start in order.
+    pub extra_networks: Vec<crate::network::NetworkAttachment>,
     pub restart: Option<String>,
     pub auto_remove: bool,
     pub log_max_size: Option<u64>,
@@ -590,14 +592,12 @@ impl Local {
                 .map(str::to_string)
         });
         let net_mode = NetMode::of(opts);
-        // A user-defined network's records file, for the container's name server.
-        let mut dns_records = None;
+        // On a user-defined network, the container asks its monitor for names.
+        let mut embedded_dns = false;
         match &net_mode {
             NetMode::Bridge(n) => {
                 let rec = self.network_find(n)?;
-                if !rec.predefined() {
-                    dns_records = Some(self.dns_records_path(&rec.id).display().to_string());
-                }
+                embedded_dns = !rec.predefined();
                 if opts.ip.is_some() && rec.predefined() {
                     return Err(ContainerError::Invalid {
                         reason:
@@ -707,7 +707,7 @@ impl Local {
             .map_err(io_err("write hosts"))?;
             fs::write(
                 staging.join("resolv.conf"),
-                resolv_conf(dns_records.is_some(), &opts.dns),
+                resolv_conf(embedded_dns, &opts.dns),
             )
             .map_err(io_err("write resolv.conf"))?;
             let nofile = {
@@ -734,7 +734,10 @@ impl Local {
                     NetMode::Container(_) => Some("/proc/self/ns/net".into()),
                     NetMode::Host | NetMode::None => None,
                 },
-                dns_records: dns_records.clone(),
+                // The list of its networks' records files, kept by the engine.
+                dns_records: net_mode
+                    .is_bridge()
+                    .then(|| bundle.join("dns.list").display().to_string()),
                 dns_upstream: if opts.dns.is_empty() {
                     host_nameservers()
                 } else {
@@ -829,6 +832,18 @@ impl Local {
             NetMode::Bridge(n) => {
                 let ip = c.record.config.ip.as_deref().and_then(|ip| ip.parse().ok());
                 let ep = self.network_attach(&c.record.id, &n, ip, &c.record.config.publish)?;
+                for (i, extra) in c.record.config.extra_networks.iter().enumerate() {
+                    let ip = extra.ip.as_deref().and_then(|ip| ip.parse().ok());
+                    self.plug(
+                        &c.record.id,
+                        &extra.network,
+                        ip,
+                        &[],
+                        &format!("eth{}", i + 1),
+                        false,
+                    )?;
+                }
+                self.write_dns_list(&c.record.id, &c.bundle)?;
                 // The monitor holds the host ports while the container runs (so nothing else
                 // takes them) and withdraws them when it stops.
                 let ports = c.bundle.join("ports.json");
@@ -880,7 +895,26 @@ impl Local {
                     .and_then(|()| fs::rename(&tmp, &path))
                     .map_err(io_err("write config.json"))?;
             }
-            NetMode::Host | NetMode::None => {}
+            NetMode::None => {
+                // Disconnected from its last network: the namespace the spec names holds
+                // loopback only now.
+                let spec = fs::read_to_string(c.bundle.join("config.json")).unwrap_or_default();
+                let path = self.netns_path(&c.record.id);
+                if spec.contains(&path.display().to_string()) {
+                    self.release_endpoints(&c.record.id)?;
+                    crate::network::netns::create(&path)
+                        .map_err(io_err(format!("create {}", path.display())))?;
+                    crate::network::netns::within(&path, || {
+                        let nl = crate::network::netlink::Netlink::open()?;
+                        if let Some(lo) = nl.link_index("lo")? {
+                            nl.set_link(lo, None, None)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(io_err("set lo up"))?;
+                }
+            }
+            NetMode::Host => {}
         }
         Ok(())
     }
@@ -1262,6 +1296,36 @@ impl Local {
                     serde_json::to_string(&record).unwrap_or_default(),
                     record.id
                 ],
+            )?;
+            Ok::<_, crate::Error>(())
+        })
+    }
+
+    /// Changes a container's stored configuration in one transaction.
+    pub(crate) fn update_config(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut CreateOptions) -> crate::Result<()>,
+    ) -> crate::Result<()> {
+        self.db.write(|tx| {
+            let json: String = tx
+                .query_row(
+                    "SELECT config FROM containers WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| ContainerError::NotFound {
+                    name: id.to_string(),
+                })?;
+            let mut record: ContainerRecord =
+                serde_json::from_str(&json).map_err(|e| ContainerError::Invalid {
+                    reason: format!("container record {id}: {e}"),
+                })?;
+            f(&mut record.config)?;
+            tx.execute(
+                "UPDATE containers SET config = ?1 WHERE id = ?2",
+                params![serde_json::to_string(&record).unwrap_or_default(), id],
             )?;
             Ok::<_, crate::Error>(())
         })
