@@ -12,7 +12,7 @@ cd "$here"
 cargo build --release -q -p ketch-cli -p ketch-shim
 ketch=$here/target/release/ketch
 work=$(mktemp -d /var/tmp/ketch-net-bench.XXXX)
-export KETCH_ROOT=$work/root KETCH_BRIDGE=ktbench$$
+export KETCH_ROOT=$work/root KETCH_BRIDGE=ktbench$$ KETCH_IP_FORWARD=false
 k() { "$ketch" "$@"; }
 cleanup() {
     k rm -f $(k ps -aq 2>/dev/null) >/dev/null 2>&1 || true

@@ -13,8 +13,12 @@ cargo build --release -q -p ketch-cli -p ketch-shim
 ketch=$here/target/release/ketch
 work=$(mktemp -d /var/tmp/ketch-run-bench.XXXX)
 root=$work/root
+# A default network of the bench's own, gone with it; the host's forwarding left alone.
+export KETCH_BRIDGE=ktbench$$ KETCH_IP_FORWARD=false
 cleanup() {
     "$ketch" --root "$root" rm -f $("$ketch" --root "$root" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+    ip link del "$KETCH_BRIDGE" 2>/dev/null || true
+    nft delete table ip "ketch_$KETCH_BRIDGE" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT

@@ -30,6 +30,9 @@ pub struct Cli {
     /// Bridge device of the default network for a new state root (default ketch0).
     #[arg(long, global = true, env = "KETCH_BRIDGE")]
     bridge: Option<String>,
+    /// Turn on the host's IPv4 forwarding for bridge networks, as Docker does (true, false).
+    #[arg(long, global = true, env = "KETCH_IP_FORWARD", default_value_t = true, action = clap::ArgAction::Set)]
+    ip_forward: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -175,6 +178,7 @@ impl Cli {
             opts.max_layer_size = m;
         }
         opts.default_bridge = self.bridge.clone();
+        opts.ip_forward = self.ip_forward;
         Ok(ketch::Engine::open(&opts)?)
     }
 }

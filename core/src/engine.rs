@@ -82,6 +82,9 @@ pub struct Options {
     /// The bridge device of the default network `bridge` (`None`: `ketch0`), fixed when the
     /// root makes that network.
     pub default_bridge: Option<String>,
+    /// Turn on the host's IPv4 forwarding when a bridge network with a way out is made, as
+    /// Docker does, so that containers reach beyond the host. Off: left as it is.
+    pub ip_forward: bool,
 }
 
 impl Default for Options {
@@ -91,6 +94,7 @@ impl Default for Options {
             storage_driver: None,
             max_layer_size: ApplyOptions::default().max_size,
             default_bridge: None,
+            ip_forward: true,
         }
     }
 }
@@ -105,6 +109,7 @@ pub struct Local {
     pub(crate) scratch: PathBuf,
     pub(crate) apply: ApplyOptions,
     pub(crate) default_bridge: String,
+    pub(crate) ip_forward: bool,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -142,6 +147,7 @@ impl Local {
                 .default_bridge
                 .clone()
                 .unwrap_or_else(|| "ketch0".into()),
+            ip_forward: opts.ip_forward,
         };
         local.recover()?;
         Ok(local)

@@ -124,6 +124,8 @@ impl Root {
         c.env_remove("KETCH_ROOT")
             .env_remove("KETCH_STORAGE_DRIVER")
             .env("KETCH_BRIDGE", &self.bridge)
+            // Tests leave the host's forwarding setting as they found it.
+            .env("KETCH_IP_FORWARD", "false")
             .stdin(Stdio::null());
         c
     }

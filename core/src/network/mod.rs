@@ -661,6 +661,12 @@ impl Local {
             firewall::create(&rec.bridge, subnet, rec.internal)
                 .map_err(io_err(format!("set up the firewall of {}", rec.bridge)))?;
         }
+        if made && self.ip_forward && !rec.internal {
+            let path = "/proc/sys/net/ipv4/ip_forward";
+            if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0") {
+                std::fs::write(path, "1").map_err(io_err(format!("write {path}")))?;
+            }
+        }
         Ok(())
     }
 
