@@ -883,7 +883,7 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
     let session = format!("ketch-tty-{}", std::process::id());
     let rc = r.dir.path().join("rc");
     let cmd = format!(
-        "{} --root {} --bridge {} run -it --name tty busybox sh; echo $? > {}",
+        "{} --root {} --bridge {} --ip-forward=false run -it --name tty busybox sh; echo $? > {}",
         ketch_tests::ketch_bin().display(),
         r.path().display(),
         r.bridge,
@@ -946,7 +946,7 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
     assert!(text.contains("40 120"), "{text}");
     // exec -it, from a second window of the same size, gets a terminal of its own.
     let inner = format!(
-        "{} --root {} --bridge {} exec -it tty sh",
+        "{} --root {} --bridge {} --ip-forward=false exec -it tty sh",
         ketch_tests::ketch_bin().display(),
         r.path().display(),
         r.bridge
