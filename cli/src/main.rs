@@ -33,6 +33,9 @@ pub struct Cli {
     /// Turn on the host's IPv4 forwarding for bridge networks, as Docker does (true, false).
     #[arg(long, global = true, env = "KETCH_IP_FORWARD", default_value_t = true, action = clap::ArgAction::Set)]
     ip_forward: bool,
+    /// Address pool for new networks' subnets, as dockerd's: base=CIDR,size=N (repeatable)
+    #[arg(long, global = true, env = "KETCH_DEFAULT_ADDRESS_POOL", value_delimiter = ';', value_parser = ketch::network::subnet::parse_pool)]
+    default_address_pool: Vec<(ketch::network::subnet::Subnet, u8)>,
     #[command(subcommand)]
     command: Command,
 }
@@ -179,6 +182,7 @@ impl Cli {
         }
         opts.default_bridge = self.bridge.clone();
         opts.ip_forward = self.ip_forward;
+        opts.address_pools = self.default_address_pool.clone();
         Ok(ketch::Engine::open(&opts)?)
     }
 }

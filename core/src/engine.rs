@@ -85,6 +85,9 @@ pub struct Options {
     /// Turn on the host's IPv4 forwarding when a bridge network with a way out is made, as
     /// Docker does, so that containers reach beyond the host. Off: left as it is.
     pub ip_forward: bool,
+    /// Where subnets of new networks come from: (pool, prefix length of each subnet).
+    /// Empty: Docker's defaults (the /16s of 172.17.0.0/12, the /20s of 192.168.0.0/16).
+    pub address_pools: Vec<(crate::network::subnet::Subnet, u8)>,
 }
 
 impl Default for Options {
@@ -95,6 +98,7 @@ impl Default for Options {
             max_layer_size: ApplyOptions::default().max_size,
             default_bridge: None,
             ip_forward: true,
+            address_pools: Vec::new(),
         }
     }
 }
@@ -110,6 +114,7 @@ pub struct Local {
     pub(crate) apply: ApplyOptions,
     pub(crate) default_bridge: String,
     pub(crate) ip_forward: bool,
+    pub(crate) address_pools: Vec<(crate::network::subnet::Subnet, u8)>,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -148,6 +153,11 @@ impl Local {
                 .clone()
                 .unwrap_or_else(|| "ketch0".into()),
             ip_forward: opts.ip_forward,
+            address_pools: if opts.address_pools.is_empty() {
+                crate::network::subnet::default_pools()
+            } else {
+                opts.address_pools.clone()
+            },
         };
         local.recover()?;
         Ok(local)

@@ -742,3 +742,35 @@ fn connect_and_disconnect_a_running_container() {
     r.ok(&["rm", "-f", "srv", "cli"]);
     r.ok(&["network", "rm", "first", "second"]);
 }
+
+#[test]
+fn subnets_come_from_the_configured_pool_and_skip_what_is_taken() {
+    let mut r = setup();
+    r.extra = vec![
+        "--default-address-pool".into(),
+        "base=10.232.0.0/16,size=24".into(),
+    ];
+    // The default network takes the pool's first subnet, then each new one the next free.
+    r.ok(&["network", "create", "--subnet", "10.232.2.0/24", "p2"]);
+    r.ok(&["network", "create", "p1"]);
+    r.ok(&["network", "create", "p3"]);
+    let subnet = |n: &str| {
+        r.ok(&["network", "inspect", "-f", "{{json .IPAM.Config}}", n])
+            .trim()
+            .to_string()
+    };
+    assert!(
+        subnet("bridge").contains("10.232.0.0/24"),
+        "{}",
+        subnet("bridge")
+    );
+    assert!(subnet("p1").contains("10.232.1.0/24"), "{}", subnet("p1"));
+    assert!(subnet("p3").contains("10.232.3.0/24"), "{}", subnet("p3"));
+    let (code, err) = r.fails(&["network", "create", "--subnet", "10.232.2.128/25", "p4"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("overlaps"), "{err}");
+    let (code, err) = r.fails(&["--default-address-pool", "base=nonsense", "network", "ls"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("invalid CIDR"), "{err}");
+    r.ok(&["network", "rm", "p1", "p2", "p3"]);
+}

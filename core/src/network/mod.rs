@@ -566,7 +566,7 @@ impl Local {
             }
             None => {
                 let routed = subnet::host_routes();
-                subnet::default_pools()
+                self.address_pools
                     .iter()
                     .flat_map(|(pool, prefix)| pool.split(*prefix).collect::<Vec<_>>())
                     .find(|s| !taken.iter().chain(&routed).any(|t| t.overlaps(s)))

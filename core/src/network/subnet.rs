@@ -104,6 +104,31 @@ impl FromStr for Subnet {
     }
 }
 
+/// Reads Docker's `--default-address-pool` value: `base=CIDR,size=N`.
+pub fn parse_pool(s: &str) -> Result<(Subnet, u8), String> {
+    let mut base = None;
+    let mut size = None;
+    for part in s.split(',') {
+        match part.split_once('=') {
+            Some(("base", v)) => base = Some(v.parse::<Subnet>()?),
+            Some(("size", v)) => {
+                size = Some(
+                    v.parse::<u8>()
+                        .ok()
+                        .filter(|n| *n <= 32)
+                        .ok_or_else(|| format!("invalid pool size: {v}"))?,
+                )
+            }
+            _ => return Err(format!("invalid address pool {s:?}: want base=CIDR,size=N")),
+        }
+    }
+    match (base, size) {
+        (Some(b), Some(n)) if n >= b.prefix => Ok((b, n)),
+        (Some(b), Some(n)) => Err(format!("pool size /{n} is larger than its base {b}")),
+        _ => Err(format!("invalid address pool {s:?}: want base=CIDR,size=N")),
+    }
+}
+
 /// Where subnets of new networks come from, as Docker's default address pools: the /16s of
 /// 172.17.0.0/12, then the /20s of 192.168.0.0/16.
 pub fn default_pools() -> Vec<(Subnet, u8)> {
