@@ -711,13 +711,18 @@ fn hold_ports(bundle: &Path) -> Result<Vec<OwnedFd>, String> {
     Ok(held)
 }
 
-/// Runs the `nft` script the engine left to withdraw the container's published ports.
+/// Runs the commands the engine left to withdraw the container's published ports.
 fn withdraw_ports(bundle: &Path) {
-    let script = bundle.join("ports-down.nft");
-    if script.exists() {
-        let _ = std::process::Command::new("nft")
-            .arg("-f")
-            .arg(&script)
+    let Some(commands) = fs::read(bundle.join("ports-down.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<Vec<String>>>(&b).ok())
+    else {
+        return;
+    };
+    for c in commands.iter().filter(|c| !c.is_empty()) {
+        let _ = std::process::Command::new(&c[0])
+            .args(&c[1..])
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status();

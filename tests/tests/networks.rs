@@ -774,3 +774,59 @@ fn subnets_come_from_the_configured_pool_and_skip_what_is_taken() {
     assert!(err.contains("invalid CIDR"), "{err}");
     r.ok(&["network", "rm", "p1", "p2", "p3"]);
 }
+
+/// Where nft is absent, iptables sets the same rules (forced here with KETCH_FIREWALL, in a
+/// network namespace of the test's own so the host's tables are never touched).
+#[test]
+fn iptables_does_the_same_where_nft_is_absent() {
+    ketch_tests::require_tool("iptables");
+    let net = PrivateNet::new();
+    net.sh("ip link set lo up && echo 1 > /proc/sys/net/ipv4/ip_forward");
+    let mut r = Root::new();
+    r.wrap = vec![
+        "env".into(),
+        "KETCH_FIREWALL=iptables".into(),
+        "nsenter".into(),
+        format!("--net=/run/netns/{}", net.0),
+    ];
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    r.ok(&["network", "create", "one"]);
+    r.ok(&["network", "create", "two"]);
+    web(
+        &r,
+        "srv",
+        &["--network", "one", "-p", "18081:80"],
+        "via-iptables",
+    );
+    assert_eq!(sh(&r, &["--network", "one"], &get("srv")), "via-iptables\n");
+    let ip = ip_on(&r, "srv", "one");
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "two",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80"),
+    ]);
+    assert!(!out.status.success());
+    // The published port, from the namespace's own loopback.
+    let page = net.sh(
+        "for i in $(seq 50); do curl -s -m 2 http://127.0.0.1:18081/ && break; sleep 0.1; done",
+    );
+    assert_eq!(page, "via-iptables\n");
+    let nat = net.sh("iptables -t nat -S");
+    assert!(nat.contains("--dport 18081 -j DNAT"), "{nat}");
+    assert!(
+        !net.sh("nft list tables").contains("ketch_"),
+        "nft was used"
+    );
+    r.ok(&["stop", "-t", "1", "srv"]);
+    assert!(!net.sh("iptables -t nat -S").contains("18081"));
+    r.ok(&["rm", "srv"]);
+    let id = r.ok(&["network", "inspect", "-f", "{{.Id}}", "one"]);
+    r.ok(&["network", "rm", "one", "two"]);
+    let all = net.sh("iptables -t nat -S; iptables -S");
+    assert!(!all.contains(&format!("br-{}", &id[..12])), "{all}");
+}

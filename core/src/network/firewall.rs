@@ -1,12 +1,15 @@
-//! nftables for bridge networks: published ports, masquerade, isolation. Each network has a
-//! table of its own, `ip ketch_<bridge>`, made with its bridge and deleted with it, so every
-//! rule ketch makes is plainly ketch's and goes in one step. Published ports are elements of
-//! maps in that table (`tcp_any` by host port, `tcp_addr` by host address and port; the same
-//! for UDP), added when a container starts and removed when it stops.
+//! The firewall of bridge networks: published ports, masquerade, isolation. With nftables
+//! (preferred), each network has a table of its own, `ip ketch_<bridge>`, made and deleted
+//! with its bridge, so every rule ketch makes is plainly ketch's and goes in one step;
+//! published ports are elements of maps in it (`tcp_any` by host port, `tcp_addr` by host
+//! address and port; the same for UDP), added when a container starts and removed when it
+//! stops. Where `nft` is absent, the same rules go through `iptables`, in chains named
+//! `KETCH-<bridge>` (nat) and `KETCH-F-<bridge>` (filter) with jumps marked `ketch <bridge>`.
+//! `KETCH_FIREWALL=nft|iptables` picks one.
 //!
 //! A host whose iptables FORWARD chain drops by default (as Docker leaves it) would drop the
-//! bridge's traffic whatever this table says, so while such a chain exists the network also
-//! has two accept rules there, marked with the comment `ketch <bridge>`.
+//! bridge's traffic whatever ketch's own table says, so while such a chain exists the
+//! network also has two accept rules there, marked with the comment `ketch <bridge>`.
 
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -47,17 +50,58 @@ pub fn table(bridge: &str) -> String {
     format!("ketch_{}", bridge.replace('-', "_"))
 }
 
-/// Whether nftables can be used here (asked once per process).
-pub fn available() -> bool {
-    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| {
-        Command::new("nft")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+/// Which program sets the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Nft,
+    Iptables,
+}
+
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The backend here: nftables where `nft` runs, else iptables (asked once per process).
+pub fn backend() -> Option<Backend> {
+    static BACKEND: std::sync::OnceLock<Option<Backend>> = std::sync::OnceLock::new();
+    *BACKEND.get_or_init(|| match std::env::var("KETCH_FIREWALL").as_deref() {
+        Ok("nft") => runs("nft").then_some(Backend::Nft),
+        Ok("iptables") => runs("iptables").then_some(Backend::Iptables),
+        _ if runs("nft") => Some(Backend::Nft),
+        _ if runs("iptables") => Some(Backend::Iptables),
+        _ => None,
     })
+}
+
+/// Whether a firewall can be set up here.
+pub fn available() -> bool {
+    backend().is_some()
+}
+
+/// Runs one command; its error output becomes the error.
+fn run(argv: &[String]) -> io::Result<()> {
+    let out = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| io::Error::new(e.kind(), format!("run {}: {e}", argv[0])))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(io::Error::other(format!(
+        "{}: {}",
+        argv[0],
+        String::from_utf8_lossy(&out.stderr).trim()
+    )))
+}
+
+fn argv(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
 }
 
 /// Runs `nft -f -` with `script`.
@@ -95,8 +139,353 @@ fn nft_output(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Makes the network's table (a no-op when it is there).
+/// Makes the network's rules (a no-op when they are there).
 pub fn create(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
+    match backend() {
+        Some(Backend::Nft) => create_nft(bridge, subnet, internal),
+        Some(Backend::Iptables) => create_iptables(bridge, subnet, internal),
+        None => Ok(()),
+    }?;
+    // A published port reached from the host's own 127.0.0.1 is routed to the bridge with
+    // that source; the bridge must accept it (it is masqueraded). Goes with the bridge.
+    let _ = std::fs::write(
+        format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
+        "1",
+    );
+    Ok(())
+}
+
+/// Deletes the network's rules.
+pub fn delete(bridge: &str) -> io::Result<()> {
+    match backend() {
+        Some(Backend::Nft) => delete_nft(bridge),
+        Some(Backend::Iptables) => {
+            delete_iptables(bridge);
+            Ok(())
+        }
+        None => Ok(()),
+    }
+}
+
+/// Publishes `ports` to the container address `ip`.
+pub fn publish(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> {
+    if ports.is_empty() {
+        return Ok(());
+    }
+    match backend() {
+        Some(Backend::Nft) => publish_nft(bridge, ip, ports),
+        Some(Backend::Iptables) => {
+            for c in port_rules(bridge, ip, ports, "-A") {
+                if let Err(e) = run(&c) {
+                    let _ = withdraw(bridge, ip, ports);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        }
+        None => Err(io::Error::other(
+            "no firewall (nft or iptables) to publish ports with",
+        )),
+    }
+}
+
+/// The commands that withdraw `ports` (each safe to run when they are gone already): the
+/// monitor runs them when the container stops.
+pub fn withdraw_commands(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> Vec<Vec<String>> {
+    if ports.is_empty() {
+        return vec![];
+    }
+    match backend() {
+        // One transaction: adding first makes each delete succeed whether or not it was
+        // there.
+        Some(Backend::Nft) => vec![vec![
+            "nft".into(),
+            elements(bridge, ip, ports, false).replace('\n', "; "),
+        ]],
+        Some(Backend::Iptables) => port_rules(bridge, ip, ports, "-D"),
+        None => vec![],
+    }
+}
+
+pub fn withdraw(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> {
+    let mut first = Ok(());
+    for c in withdraw_commands(bridge, ip, ports) {
+        if let Err(e) = run(&c)
+            && first.is_ok()
+        {
+            first = Err(e);
+        }
+    }
+    first
+}
+
+/// The commands that send 127.0.0.11:53 to `port` on 127.0.0.11, to run inside a
+/// container's network namespace (its own firewall, gone with it).
+pub fn dns_redirect_commands(port: u16) -> Vec<Vec<String>> {
+    let to = format!("127.0.0.11:{port}");
+    match backend() {
+        Some(Backend::Nft) => vec![vec![
+            "nft".into(),
+            format!(
+                "add table ip ketch_dns; delete table ip ketch_dns; add table ip ketch_dns; \
+                 add chain ip ketch_dns output {{ type nat hook output priority -100; policy accept; }}; \
+                 add rule ip ketch_dns output ip daddr 127.0.0.11 udp dport 53 dnat to {to}"
+            ),
+        ]],
+        Some(Backend::Iptables) => vec![argv(&[
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-d",
+            "127.0.0.11",
+            "-p",
+            "udp",
+            "--dport",
+            "53",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &to,
+        ])],
+        None => vec![],
+    }
+}
+
+/// Runs `commands` in order, stopping at the first failure.
+pub fn run_all(commands: &[Vec<String>]) -> io::Result<()> {
+    commands.iter().try_for_each(|c| run(c))
+}
+
+fn nat_chain(bridge: &str) -> String {
+    format!("KETCH-{bridge}")
+}
+
+fn filter_chain(bridge: &str) -> String {
+    format!("KETCH-F-{bridge}")
+}
+
+/// The iptables DNAT rules of `ports` (`op` -A to add, -D to delete).
+fn port_rules(bridge: &str, ip: Ipv4Addr, ports: &[PortMap], op: &str) -> Vec<Vec<String>> {
+    ports
+        .iter()
+        .map(|p| {
+            let mut c = argv(&[
+                "iptables",
+                "-t",
+                "nat",
+                op,
+                &nat_chain(bridge),
+                "-p",
+                &p.proto,
+            ]);
+            if let Some(h) = p.host_ip {
+                c.extend(argv(&["-d", &h.to_string()]));
+            }
+            c.extend(argv(&[
+                "--dport",
+                &p.host_port.to_string(),
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{ip}:{}", p.container_port),
+            ]));
+            c
+        })
+        .collect()
+}
+
+/// The iptables rules of a network: (table, chain, rule) appended in order; the jumps into
+/// the network's chains are marked with its comment.
+fn iptables_rules(
+    bridge: &str,
+    subnet: Subnet,
+    internal: bool,
+) -> Vec<(&'static str, String, Vec<String>)> {
+    let nat = nat_chain(bridge);
+    let filter = filter_chain(bridge);
+    let mark = format!("ketch {bridge}");
+    let tagged = |mut r: Vec<String>| {
+        r.extend(argv(&["-m", "comment", "--comment", &mark]));
+        r
+    };
+    let mut rules = vec![
+        (
+            "nat",
+            "PREROUTING".to_string(),
+            tagged(argv(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", &nat])),
+        ),
+        (
+            "nat",
+            "OUTPUT".to_string(),
+            tagged(argv(&["-m", "addrtype", "--dst-type", "LOCAL", "-j", &nat])),
+        ),
+        (
+            "nat",
+            "POSTROUTING".to_string(),
+            tagged(argv(&[
+                "-o",
+                bridge,
+                "-s",
+                "127.0.0.0/8",
+                "-j",
+                "MASQUERADE",
+            ])),
+        ),
+        (
+            "nat",
+            "POSTROUTING".to_string(),
+            tagged(argv(&[
+                "-o",
+                bridge,
+                "-s",
+                &subnet.to_string(),
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "DNAT",
+                "-j",
+                "MASQUERADE",
+            ])),
+        ),
+    ];
+    if !internal {
+        rules.push((
+            "nat",
+            "POSTROUTING".to_string(),
+            tagged(argv(&[
+                "-s",
+                &subnet.to_string(),
+                "!",
+                "-o",
+                bridge,
+                "-j",
+                "MASQUERADE",
+            ])),
+        ));
+    }
+    // What is left after the isolation rules (at the top of FORWARD, see below) is the
+    // bridge's to pass.
+    rules.push(("filter", filter.clone(), argv(&["-o", bridge, "-j", "ACCEPT"])));
+    rules.push(("filter", filter, argv(&["-i", bridge, "-j", "ACCEPT"])));
+    rules
+}
+
+/// The rules that keep a network apart, which must come before every network's accepts:
+/// nothing new enters the bridge from elsewhere unless it was published (DNAT), and an
+/// internal network's traffic does not leave it at all.
+fn isolation_rules(bridge: &str, internal: bool) -> Vec<Vec<String>> {
+    let mut rules = vec![argv(&[
+        "-o", bridge, "!", "-i", bridge, "-m", "conntrack", "!", "--ctstate",
+        "RELATED,ESTABLISHED,DNAT", "-j", "DROP",
+    ])];
+    if internal {
+        rules.push(argv(&["-i", bridge, "!", "-o", bridge, "-j", "DROP"]));
+        rules.push(argv(&["-o", bridge, "!", "-i", bridge, "-j", "DROP"]));
+    }
+    rules
+}
+
+fn create_iptables(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
+    // Start from nothing of this network's, so a second call does not double the rules.
+    delete_iptables(bridge);
+    let mark = format!("ketch {bridge}");
+    run(&argv(&["iptables", "-t", "nat", "-N", &nat_chain(bridge)]))?;
+    run(&argv(&["iptables", "-t", "filter", "-N", &filter_chain(bridge)]))?;
+    for (table, chain, rule) in iptables_rules(bridge, subnet, internal) {
+        let mut c = argv(&["iptables", "-t", table, "-A", &chain]);
+        c.extend(rule);
+        run(&c)?;
+    }
+    // Isolation first in FORWARD, ahead of any network's accepts (and of any rule or policy
+    // of the host's that drops); the accepts right after the last isolation rule.
+    for rule in isolation_rules(bridge, internal) {
+        let mut c = argv(&["iptables", "-t", "filter", "-I", "FORWARD", "1"]);
+        c.extend(rule);
+        c.extend(argv(&["-m", "comment", "--comment", &mark]));
+        run(&c)?;
+    }
+    let listed = Command::new("iptables")
+        .args(["-t", "filter", "-S", "FORWARD"])
+        .output()?;
+    let after = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A "))
+        .take_while(|l| l.contains("-j DROP") && l.contains("ketch "))
+        .count();
+    run(&argv(&[
+        "iptables", "-t", "filter", "-I", "FORWARD", &(after + 1).to_string(), "-j",
+        &filter_chain(bridge), "-m", "comment", "--comment", &mark,
+    ]))
+}
+
+fn delete_iptables(bridge: &str) {
+    // Every rule that jumps to or marks this network's, in the built-in chains.
+    let mark = format!("ketch {bridge}");
+    for (table, chain) in [
+        ("nat", "PREROUTING"),
+        ("nat", "OUTPUT"),
+        ("nat", "POSTROUTING"),
+        ("filter", "FORWARD"),
+    ] {
+        let Ok(out) = Command::new("iptables")
+            .args(["-t", table, "-S", chain])
+            .stderr(Stdio::null())
+            .output()
+        else {
+            continue;
+        };
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if !line.contains(&format!("\"{mark}\""))
+                && !line.contains(&format!("--comment {mark}"))
+            {
+                continue;
+            }
+            // `-A CHAIN rule...` becomes `-D CHAIN rule...`, split as the shell would.
+            let Some(rest) = line.strip_prefix("-A ") else {
+                continue;
+            };
+            let mut c = argv(&["iptables", "-t", table, "-D"]);
+            c.extend(shell_words(rest));
+            let _ = run(&c);
+        }
+    }
+    for (table, chain) in [("nat", nat_chain(bridge)), ("filter", filter_chain(bridge))] {
+        let _ = run(&argv(&["iptables", "-t", table, "-F", &chain]));
+        let _ = run(&argv(&["iptables", "-t", table, "-X", &chain]));
+    }
+}
+
+/// Splits an `iptables -S` line into words: spaces separate, double quotes group.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for ch in s.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' if !quoted => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            c => cur.push(c),
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// The nftables table of a network (a no-op when it is there).
+fn create_nft(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
     let t = table(bridge);
     if nft_output(&["list", "table", "ip", &t]).is_some() {
         return Ok(());
@@ -151,17 +540,11 @@ pub fn create(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
 "
     );
     nft(&script)?;
-    // A published port reached from the host's own 127.0.0.1 is routed to the bridge with
-    // that source; the bridge must accept it (masqueraded above). Goes with the bridge.
-    let _ = std::fs::write(
-        format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
-        "1",
-    );
     accept_in_host_forward(bridge)
 }
 
 /// Deletes the network's table and its accept rules in the host's FORWARD chain.
-pub fn delete(bridge: &str) -> io::Result<()> {
+fn delete_nft(bridge: &str) -> io::Result<()> {
     remove_host_forward(bridge);
     let t = table(bridge);
     if nft_output(&["list", "table", "ip", &t]).is_none() {
@@ -224,10 +607,7 @@ fn elements(bridge: &str, ip: Ipv4Addr, ports: &[PortMap], add: bool) -> String 
     s
 }
 
-pub fn publish(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> {
-    if ports.is_empty() {
-        return Ok(());
-    }
+fn publish_nft(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> {
     nft(&elements(bridge, ip, ports, true)).map_err(|e| {
         // A host port another container of this network publishes already.
         let taken = ports
@@ -245,18 +625,6 @@ pub fn publish(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> 
             _ => e,
         }
     })
-}
-
-/// The `nft -f` script that withdraws `ports`: the monitor runs it when the container stops.
-pub fn withdraw_script(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> String {
-    elements(bridge, ip, ports, false)
-}
-
-pub fn withdraw(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> {
-    if ports.is_empty() {
-        return Ok(());
-    }
-    nft(&withdraw_script(bridge, ip, ports))
 }
 
 #[cfg(test)]
@@ -286,8 +654,25 @@ mod tests {
              add element ip ketch_br_abc udp_addr { 127.0.0.1 . 5353 : 10.0.0.2 . 53 }\n"
         );
         assert!(
-            withdraw_script("br-abc", ip, &ports)
+            elements("br-abc", ip, &ports, false)
                 .contains("delete element ip ketch_br_abc udp_addr { 127.0.0.1 . 5353 }\n")
+        );
+        assert_eq!(
+            port_rules("br-abc", ip, &ports[1..], "-A")[0].join(" "),
+            "iptables -t nat -A KETCH-br-abc -p udp -d 127.0.0.1 --dport 5353 -j DNAT --to-destination 10.0.0.2:53"
+        );
+        assert_eq!(
+            shell_words(r#"FORWARD -j KETCH-F-br -m comment --comment "ketch br" -x"#),
+            [
+                "FORWARD",
+                "-j",
+                "KETCH-F-br",
+                "-m",
+                "comment",
+                "--comment",
+                "ketch br",
+                "-x"
+            ]
         );
     }
 }

@@ -772,7 +772,7 @@ impl Local {
         let rec = self.network_find(network)?;
         if !ports.is_empty() && !firewall::available() {
             return Err(invalid(
-                "publishing ports needs nftables (the nft command), which is not installed",
+                "publishing ports needs nftables or iptables, and neither is installed",
             ));
         }
         if rec.driver != "bridge" {
@@ -1016,40 +1016,12 @@ pub const DNS_PORT: u16 = 53953;
 pub(crate) fn redirect_dns(netns: &std::path::Path) -> io::Result<()> {
     if !firewall::available() {
         return Err(io::Error::other(
-            "name resolution on user-defined networks needs nftables (the nft command)",
+            "name resolution on user-defined networks needs nftables or iptables",
         ));
     }
+    // Commands run from a thread inside the namespace start inside it.
     netns::within(netns, || {
-        let mut child = std::process::Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        use std::io::Write;
-        child.stdin.take().expect("piped stdin").write_all(
-            format!(
-                "add table ip ketch_dns
-delete table ip ketch_dns
-                     table ip ketch_dns {{
-  chain output {{
-    type nat hook output priority -100; policy accept;
-                         ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:{DNS_PORT}
-  }}
-}}
-"
-            )
-            .as_bytes(),
-        )?;
-        let out = child.wait_with_output()?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
-                "nft: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
+        firewall::run_all(&firewall::dns_redirect_commands(DNS_PORT))
     })
 }
 

@@ -847,7 +847,7 @@ impl Local {
                 // The monitor holds the host ports while the container runs (so nothing else
                 // takes them) and withdraws them when it stops.
                 let ports = c.bundle.join("ports.json");
-                let down = c.bundle.join("ports-down.nft");
+                let down = c.bundle.join("ports-down.json");
                 if ep.ports.is_empty() {
                     let _ = fs::remove_file(&ports);
                     let _ = fs::remove_file(&down);
@@ -855,11 +855,10 @@ impl Local {
                     let rec = self.network_find(&ep.network_id)?;
                     fs::write(&ports, serde_json::to_vec(&ep.ports).unwrap_or_default())
                         .map_err(io_err("write ports.json"))?;
-                    fs::write(
-                        &down,
-                        crate::network::firewall::withdraw_script(&rec.bridge, ep.ip, &ep.ports),
-                    )
-                    .map_err(io_err("write ports-down.nft"))?;
+                    let commands =
+                        crate::network::firewall::withdraw_commands(&rec.bridge, ep.ip, &ep.ports);
+                    fs::write(&down, serde_json::to_vec(&commands).unwrap_or_default())
+                        .map_err(io_err("write ports-down.json"))?;
                 }
                 let hostname = c.record.config.hostname.clone().unwrap_or_default();
                 fs::write(
