@@ -367,7 +367,11 @@ fn iptables_rules(
     }
     // What is left after the isolation rules (at the top of FORWARD, see below) is the
     // bridge's to pass.
-    rules.push(("filter", filter.clone(), argv(&["-o", bridge, "-j", "ACCEPT"])));
+    rules.push((
+        "filter",
+        filter.clone(),
+        argv(&["-o", bridge, "-j", "ACCEPT"]),
+    ));
     rules.push(("filter", filter, argv(&["-i", bridge, "-j", "ACCEPT"])));
     rules
 }
@@ -377,8 +381,18 @@ fn iptables_rules(
 /// internal network's traffic does not leave it at all.
 fn isolation_rules(bridge: &str, internal: bool) -> Vec<Vec<String>> {
     let mut rules = vec![argv(&[
-        "-o", bridge, "!", "-i", bridge, "-m", "conntrack", "!", "--ctstate",
-        "RELATED,ESTABLISHED,DNAT", "-j", "DROP",
+        "-o",
+        bridge,
+        "!",
+        "-i",
+        bridge,
+        "-m",
+        "conntrack",
+        "!",
+        "--ctstate",
+        "RELATED,ESTABLISHED,DNAT",
+        "-j",
+        "DROP",
     ])];
     if internal {
         rules.push(argv(&["-i", bridge, "!", "-o", bridge, "-j", "DROP"]));
@@ -392,7 +406,13 @@ fn create_iptables(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<(
     delete_iptables(bridge);
     let mark = format!("ketch {bridge}");
     run(&argv(&["iptables", "-t", "nat", "-N", &nat_chain(bridge)]))?;
-    run(&argv(&["iptables", "-t", "filter", "-N", &filter_chain(bridge)]))?;
+    run(&argv(&[
+        "iptables",
+        "-t",
+        "filter",
+        "-N",
+        &filter_chain(bridge),
+    ]))?;
     for (table, chain, rule) in iptables_rules(bridge, subnet, internal) {
         let mut c = argv(&["iptables", "-t", table, "-A", &chain]);
         c.extend(rule);
@@ -415,8 +435,18 @@ fn create_iptables(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<(
         .take_while(|l| l.contains("-j DROP") && l.contains("ketch "))
         .count();
     run(&argv(&[
-        "iptables", "-t", "filter", "-I", "FORWARD", &(after + 1).to_string(), "-j",
-        &filter_chain(bridge), "-m", "comment", "--comment", &mark,
+        "iptables",
+        "-t",
+        "filter",
+        "-I",
+        "FORWARD",
+        &(after + 1).to_string(),
+        "-j",
+        &filter_chain(bridge),
+        "-m",
+        "comment",
+        "--comment",
+        &mark,
     ]))
 }
 
