@@ -9,6 +9,7 @@ use clap::Args;
 use ketch::network::Endpoint;
 use ketch::network::firewall::PortMap;
 use ketch::runtime::{Container, CreateOptions, NetMode, Status};
+use ketch::volume::MountSpec;
 use serde_json::{Value, json};
 
 use crate::Cli;
@@ -118,6 +119,18 @@ pub struct CreateArgs {
     /// Publish all exposed ports to random ports
     #[arg(short = 'P', long)]
     publish_all: bool,
+    /// Bind mount a volume ([NAME|/HOST:]/PATH[:ro|rw|nocopy|z|Z|rshared|...])
+    #[arg(short = 'v', long)]
+    volume: Vec<String>,
+    /// Attach a filesystem mount (type=volume|bind|tmpfs,source=,target=,readonly,...)
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Mount a tmpfs directory (/PATH[:size=64m,mode=1777,ro])
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    /// Mount volumes from the specified container(s) (NAME[:ro|rw])
+    #[arg(long)]
+    volumes_from: Vec<String>,
     /// Restart policy to apply when a container exits (no, on-failure[:N], always, unless-stopped)
     #[arg(long)]
     restart: Option<String>,
@@ -279,6 +292,20 @@ impl CreateArgs {
                 .collect::<Result<Vec<_>>>()?,
             publish_all: self.publish_all,
             extra_networks: vec![],
+            mounts: {
+                let mut m = Vec::new();
+                for v in &self.volume {
+                    m.push(parse_volume(v)?);
+                }
+                for v in &self.mount {
+                    m.push(parse_mount(v)?);
+                }
+                for v in &self.tmpfs {
+                    m.push(parse_tmpfs(v)?);
+                }
+                m
+            },
+            volumes_from: self.volumes_from.clone(),
             restart: self.restart.clone(),
             auto_remove: self.rm,
             log_max_size,
@@ -626,7 +653,9 @@ pub struct RmArgs {
 
 pub fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
     let engine = cli.engine()?;
-    each(&a.containers, |n| engine.container_remove(n, a.force))
+    each(&a.containers, |n| {
+        engine.container_remove_with(n, a.force, a.volumes)
+    })
 }
 
 #[derive(Args)]
@@ -740,6 +769,145 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
             let _ = io::stdout().flush();
         }
     }
+}
+
+fn propagation_or_mode(
+    m: &mut MountSpec,
+    opt: &str,
+    bad: &dyn Fn(&str) -> Exit,
+) -> std::result::Result<(), Exit> {
+    match opt {
+        "ro" => m.readonly = true,
+        "rw" => m.readonly = false,
+        "z" | "Z" => {} // SELinux relabelling: nothing to do on a host without it
+        "nocopy" => m.nocopy = true,
+        "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave" => {
+            m.propagation = Some(opt.to_string())
+        }
+        "" => {}
+        other => return Err(bad(&format!("invalid mode: {other}"))),
+    }
+    Ok(())
+}
+
+/// `-v [NAME|/HOST:]/PATH[:OPTS]`.
+fn parse_volume(s: &str) -> Result<MountSpec> {
+    let bad = |why: &str| {
+        Exit(
+            125,
+            format!("invalid argument \"{s}\" for \"-v, --volume\" flag: {why}"),
+        )
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, target, opts) = match parts.as_slice() {
+        [t] => ("", *t, ""),
+        [a, b] if b.starts_with('/') => (*a, *b, ""),
+        [t, o] => ("", *t, *o),
+        [a, b, o] => (*a, *b, *o),
+        _ => bail!(bad("too many colons")),
+    };
+    if !target.starts_with('/') {
+        bail!(bad(&format!(
+            "invalid mount path: '{target}' mount path must be absolute"
+        )));
+    }
+    let mut m = MountSpec {
+        kind: if source.starts_with('/') {
+            "bind"
+        } else {
+            "volume"
+        }
+        .into(),
+        source: source.to_string(),
+        target: target.to_string(),
+        create_host_path: true,
+        ..Default::default()
+    };
+    for o in opts.split(',') {
+        propagation_or_mode(&mut m, o, &bad)?;
+    }
+    Ok(m)
+}
+
+/// `--mount type=...,source=...,target=...,...`.
+fn parse_mount(s: &str) -> Result<MountSpec> {
+    let bad = |why: &str| {
+        Exit(
+            125,
+            format!("invalid argument \"{s}\" for \"--mount\" flag: {why}"),
+        )
+    };
+    let mut m = MountSpec {
+        kind: "volume".into(),
+        ..Default::default()
+    };
+    for field in s.split(',') {
+        let (k, v) = field.split_once('=').unwrap_or((field, ""));
+        let yes = |v: &str| v.is_empty() || v == "true" || v == "1";
+        match k {
+            "type" => m.kind = v.to_string(),
+            "source" | "src" => m.source = v.to_string(),
+            "target" | "destination" | "dst" => m.target = v.to_string(),
+            "readonly" | "ro" => m.readonly = yes(v),
+            "volume-nocopy" => m.nocopy = yes(v),
+            "bind-propagation" => propagation_or_mode(&mut m, v, &bad)?,
+            "tmpfs-size" => m.tmpfs_size = Some(crate::parse_bytes(v).map_err(|e| bad(&e))?),
+            "tmpfs-mode" => {
+                m.tmpfs_mode = Some(
+                    u32::from_str_radix(v, 8)
+                        .map_err(|_| bad(&format!("invalid tmpfs-mode: {v}")))?,
+                )
+            }
+            "consistency" | "bind-nonrecursive" | "volume-driver" => {}
+            _ => bail!(bad(&format!("unexpected key '{k}'"))),
+        }
+    }
+    if !matches!(m.kind.as_str(), "volume" | "bind" | "tmpfs") {
+        bail!(bad(&format!("invalid mount type: {:?}", m.kind)));
+    }
+    if m.target.is_empty() {
+        bail!(bad("target is required"));
+    }
+    if m.kind == "bind" && m.source.is_empty() {
+        bail!(bad("source is required when specifying volume-driver"));
+    }
+    if m.kind == "tmpfs" && !m.source.is_empty() {
+        bail!(bad("source must not be specified for a tmpfs mount"));
+    }
+    Ok(m)
+}
+
+/// `--tmpfs /PATH[:size=64m,mode=1777,ro]`.
+fn parse_tmpfs(s: &str) -> Result<MountSpec> {
+    let bad = |why: &str| {
+        Exit(
+            125,
+            format!("invalid argument \"{s}\" for \"--tmpfs\" flag: {why}"),
+        )
+    };
+    let (target, opts) = s.split_once(':').unwrap_or((s, ""));
+    let mut m = MountSpec {
+        kind: "tmpfs".into(),
+        target: target.to_string(),
+        ..Default::default()
+    };
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            Some(("size", v)) => m.tmpfs_size = Some(crate::parse_bytes(v).map_err(|e| bad(&e))?),
+            Some(("mode", v)) => {
+                m.tmpfs_mode = Some(
+                    u32::from_str_radix(v, 8).map_err(|_| bad(&format!("invalid mode: {v}")))?,
+                )
+            }
+            None if o == "ro" => m.readonly = true,
+            None if o == "rw" => m.readonly = false,
+            _ => {} // other tmpfs options (exec, nosuid, ...) keep Docker's defaults
+        }
+    }
+    if !target.starts_with('/') {
+        bail!(bad("mount path must be absolute"));
+    }
+    Ok(m)
 }
 
 /// `-p [hostIP:][hostPort:]containerPort[/proto]`, as Docker reads it.
@@ -858,6 +1026,21 @@ pub struct PortArgs {
     private_port: Option<String>,
 }
 
+/// Where a volume's data lives: `volumes/<name>/_data` of the root the bundle is in.
+fn engine_volume_path(bundle: &std::path::Path, name: &str) -> String {
+    bundle
+        .parent()
+        .and_then(|c| c.parent())
+        .map(|root| {
+            root.join("volumes")
+                .join(name)
+                .join("_data")
+                .display()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// `inspect` of a container, in Docker's shape (the fields ketch has so far). `endpoints`
 /// are the container's places on networks while it runs.
 pub fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) -> Value {
@@ -914,7 +1097,22 @@ pub fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) -> Valu
         "Name": format!("/{}", c.record.name),
         "RestartCount": c.task.restart_count,
         "Driver": driver,
-        "Mounts": [],
+        "Mounts": c.record.config.mounts.iter().map(|m| {
+            let source = match m.kind.as_str() {
+                "volume" => engine_volume_path(&c.bundle, &m.source),
+                _ => m.source.clone(),
+            };
+            json!({
+                "Type": m.kind,
+                "Name": if m.kind == "volume" { m.source.clone() } else { String::new() },
+                "Source": source,
+                "Destination": m.target,
+                "Driver": if m.kind == "volume" { "local" } else { "" },
+                "Mode": if m.kind == "bind" { "" } else { "z" },
+                "RW": !m.readonly,
+                "Propagation": m.propagation.clone().unwrap_or_else(|| if m.kind == "bind" { "rprivate".into() } else { String::new() }),
+            })
+        }).collect::<Vec<_>>(),
         "NetworkSettings": {
             "Networks": networks,
             "IPAddress": default.map(|e| e.ip.to_string()).unwrap_or_default(),

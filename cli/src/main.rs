@@ -4,6 +4,7 @@ mod containers;
 mod format;
 mod images;
 mod networks;
+mod volumes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -131,6 +132,9 @@ enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
 }
 
 #[derive(Subcommand)]
@@ -224,6 +228,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Image(ImageCommand::Inspect(a)) => images::inspect(cli, a),
         Command::Image(ImageCommand::Prune(a)) => images::prune(cli, a),
         Command::Network(c) => networks::run(cli, c),
+        Command::Volume(c) => volumes::run(cli, c),
     }
 }
 

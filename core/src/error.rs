@@ -55,6 +55,8 @@ pub enum Error {
     #[error(transparent)]
     Network(#[from] crate::network::NetworkError),
     #[error(transparent)]
+    Volume(#[from] crate::volume::VolumeError),
+    #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
     #[error(transparent)]
     Digest(#[from] crate::digest::DigestError),
@@ -77,6 +79,7 @@ impl Error {
             Error::Engine(e) => e.kind(),
             Error::Container(e) => e.kind(),
             Error::Network(e) => e.kind(),
+            Error::Volume(e) => e.kind(),
             Error::Reference(_) | Error::Digest(_) => ErrorKind::InvalidArgument,
             Error::Io { source, .. } => io_kind(source),
         }

@@ -144,3 +144,18 @@ fn copy_dir(
     }
     Ok(())
 }
+
+/// Opens the directory `path` below `root`, resolving every component (symlinks included)
+/// as if `root` were `/`: nothing outside `root` can be reached.
+pub fn open_dir_in_root(root: &Path, path: &str) -> io::Result<std::os::fd::OwnedFd> {
+    let root = fs::File::open(root)?;
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    Ok(rustix::fs::openat2(
+        &root,
+        rel,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+        rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    )?)
+}

@@ -16,6 +16,7 @@ pub mod reference;
 pub mod runtime;
 pub mod snapshot;
 mod util;
+pub mod volume;
 
 pub use engine::{Engine, Options, StorageDriver};
 pub use error::{Error, ErrorKind, Result};

@@ -108,10 +108,26 @@ impl Mount {
                 rustix::mount::mount("overlay", target, "overlay", flags, data.as_c_str())?;
                 Ok(())
             }
-            other => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                format!("unsupported mount type {other:?}"),
-            )),
+            // Any other file system (a volume's tmpfs, a device): flags by name, the rest
+            // passed on as data.
+            kind => {
+                let mut flags = MountFlags::empty();
+                let mut data: Vec<&str> = Vec::new();
+                for o in &self.options {
+                    match o.as_str() {
+                        "ro" => flags |= MountFlags::RDONLY,
+                        "rw" | "defaults" => {}
+                        "nosuid" => flags |= MountFlags::NOSUID,
+                        "nodev" => flags |= MountFlags::NODEV,
+                        "noexec" => flags |= MountFlags::NOEXEC,
+                        other => data.push(other),
+                    }
+                }
+                let data = CString::new(data.join(","))
+                    .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+                rustix::mount::mount(self.source.as_str(), target, kind, flags, data.as_c_str())?;
+                Ok(())
+            }
         }
     }
 }
@@ -200,4 +216,17 @@ pub fn cleanup_temp_mounts(parent: &Path) -> io::Result<()> {
         let _ = std::fs::remove_dir(&path);
     }
     Ok(())
+}
+
+/// Whether `path` is a mount point (of this mount namespace).
+pub fn is_mountpoint(path: &Path) -> bool {
+    let Ok(path) = path.canonicalize() else {
+        return false;
+    };
+    let want = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == want)
 }

@@ -212,6 +212,29 @@ fn do_mounts(spec: &Spec, root: &Path) -> Result<(), StartError> {
                 ));
             }
         }
+        // The descriptor names the directory under the new mount; the mount itself is what
+        // the changes below are for, so look it up again.
+        let (_mounted_fd, target) = match open_in_root(root, &m.destination, false) {
+            Ok(fd) => {
+                let p = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+                (fd, p)
+            }
+            Err(e) => return Err(fail(125, format!("reopen {}: {e}", m.destination))),
+        };
+        // Propagation, on its own call as the kernel wants it.
+        for o in &m.options {
+            let p = match o.as_str() {
+                "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+                "private" => MsFlags::MS_PRIVATE,
+                "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+                "shared" => MsFlags::MS_SHARED,
+                "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+                "slave" => MsFlags::MS_SLAVE,
+                _ => continue,
+            };
+            mount(None::<&str>, &target, None::<&str>, p, None::<&str>)
+                .map_err(ctx(|| format!("set {o} on {}", m.destination)))?;
+        }
         // A bind mount takes its flags only on a remount.
         if is_bind
             && (readonly

@@ -86,6 +86,11 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (network_id, ip)
     );
     CREATE INDEX endpoints_container ON endpoints(container_id);",
+    // 4: volumes.
+    "CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        config TEXT NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(db: &Db) -> Result<(), DbError> {

@@ -128,6 +128,11 @@ pub struct CreateOptions {
     pub publish_all: bool,
     /// Networks beyond the first (`network connect`), joined at each start in order.
     pub extra_networks: Vec<crate::network::NetworkAttachment>,
+    /// Volumes, host directories and tmpfs mounts (`-v`, `--mount`, `--tmpfs`); volume
+    /// names are resolved at create (anonymous ones made then).
+    pub mounts: Vec<crate::volume::MountSpec>,
+    /// `--volumes-from`: containers whose mounts this one mounts too (`NAME[:ro|rw]`).
+    pub volumes_from: Vec<String>,
     pub restart: Option<String>,
     pub auto_remove: bool,
     pub log_max_size: Option<u64>,
@@ -664,6 +669,7 @@ impl Local {
             }
             .into());
         }
+        let user_mounts = self.resolve_mounts(opts, &cfg)?;
         // The record keeps the configuration in effect, image defaults merged, as Docker's
         // inspect shows it.
         let mut opts = opts.clone();
@@ -671,6 +677,7 @@ impl Local {
         opts.name = Some(name.clone());
         opts.hostname = Some(hostname.clone());
         opts.publish = publish;
+        opts.mounts = user_mounts;
         // HOSTNAME is set at run time, as Docker does, not part of the configuration.
         opts.env = env
             .iter()
@@ -698,6 +705,8 @@ impl Local {
         lease.add(&self.db, Resource::Snapshot(key.clone()))?;
         let result = (|| -> crate::Result<()> {
             let mounts = self.snapshots.prepare(&key, top.as_deref())?;
+            self.copy_up(&opts.mounts, &mounts)?;
+            let user_mounts = self.spec_mounts(&opts.mounts)?;
             fs::write(staging.join("hostname"), format!("{hostname}\n"))
                 .map_err(io_err("write hostname"))?;
             fs::write(
@@ -738,6 +747,7 @@ impl Local {
                 dns_records: net_mode
                     .is_bridge()
                     .then(|| bundle.join("dns.list").display().to_string()),
+                user_mounts,
                 dns_upstream: if opts.dns.is_empty() {
                     host_nameservers()
                 } else {
@@ -1080,6 +1090,17 @@ impl Local {
 
     /// Removes a container: its task (with `force`), snapshot, bundle and record.
     pub fn container_remove(&self, name: &str, force: bool) -> crate::Result<()> {
+        self.container_remove_with(name, force, false)
+    }
+
+    /// `rm [-f] [-v]`: with `volumes`, the container's anonymous volumes go with it (those no
+    /// other container uses).
+    pub fn container_remove_with(
+        &self,
+        name: &str,
+        force: bool,
+        volumes: bool,
+    ) -> crate::Result<()> {
         let c = self.container_get(name)?;
         if matches!(
             c.status,
@@ -1119,6 +1140,14 @@ impl Local {
         })?;
         let _ = fs::remove_dir_all(&doomed);
         self.release(lease)?;
+        if volumes {
+            for m in c.record.config.mounts.iter().filter(|m| m.kind == "volume") {
+                let anonymous = self.volume_inspect(&m.source).is_ok_and(|v| v.anonymous);
+                if anonymous && !self.volume_in_use(&m.source)? {
+                    let _ = self.volume_remove(&m.source, false);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -1298,6 +1327,148 @@ impl Local {
             )?;
             Ok::<_, crate::Error>(())
         })
+    }
+
+    /// The mounts a new container gets: `--volumes-from` first, then its own, then an
+    /// anonymous volume for each VOLUME of the image nothing else covers. Named volumes that
+    /// do not exist are made; anonymous ones get a name.
+    fn resolve_mounts(
+        &self,
+        opts: &CreateOptions,
+        image_config: &serde_json::Value,
+    ) -> crate::Result<Vec<crate::volume::MountSpec>> {
+        use crate::volume::{MountSpec, VolumeCreate};
+        let bad = |reason: String| -> crate::Error { ContainerError::Invalid { reason }.into() };
+        let mut out: Vec<MountSpec> = Vec::new();
+        for from in &opts.volumes_from {
+            let (name, mode) = match from.rsplit_once(':') {
+                Some((n, m)) if m == "ro" || m == "rw" => (n, Some(m)),
+                _ => (from.as_str(), None),
+            };
+            let other = self.find(name)?;
+            for m in other.config.mounts.iter().filter(|m| m.kind != "tmpfs") {
+                let mut m = m.clone();
+                if let Some(mode) = mode {
+                    m.readonly = mode == "ro";
+                }
+                out.push(m);
+            }
+        }
+        for m in &opts.mounts {
+            if !m.target.starts_with('/') || m.target == "/" {
+                return Err(bad(format!(
+                    "invalid mount config: invalid mount path: '{}' mount path must be absolute and not /",
+                    m.target
+                )));
+            }
+            out.retain(|o| o.target != m.target);
+            out.push(m.clone());
+        }
+        if let Some(vols) = image_config.get("Volumes").and_then(|v| v.as_object()) {
+            for target in vols.keys() {
+                if !out.iter().any(|m| m.target == *target) {
+                    out.push(MountSpec {
+                        kind: "volume".into(),
+                        target: target.clone(),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        for m in &mut out {
+            match m.kind.as_str() {
+                "volume" => {
+                    let v = self.volume_create(&VolumeCreate {
+                        name: m.source.clone(),
+                        ..Default::default()
+                    })?;
+                    m.source = v.name;
+                }
+                "bind" => {
+                    if !m.source.starts_with('/') {
+                        return Err(bad(format!(
+                            "invalid mount config for type \"bind\": invalid mount path: '{}' mount path must be absolute",
+                            m.source
+                        )));
+                    }
+                    if !std::path::Path::new(&m.source).exists() {
+                        if !m.create_host_path {
+                            return Err(bad(format!(
+                                "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                                m.source
+                            )));
+                        }
+                        fs::create_dir_all(&m.source)
+                            .map_err(io_err(format!("create {}", m.source)))?;
+                    }
+                }
+                "tmpfs" => {}
+                other => return Err(bad(format!("invalid mount type {other:?}"))),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies the image's files into the new, empty volumes mounted over them.
+    fn copy_up(
+        &self,
+        mounts: &[crate::volume::MountSpec],
+        rootfs: &[crate::mount::Mount],
+    ) -> crate::Result<()> {
+        let wanted: Vec<&crate::volume::MountSpec> = mounts
+            .iter()
+            .filter(|m| m.kind == "volume" && !m.nocopy)
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let root = crate::mount::TempMount::new(rootfs, &self.scratch)
+            .map_err(io_err("mount the container's root file system"))?;
+        for m in wanted {
+            self.volume_copy_up(&m.source, root.path(), &m.target)?;
+        }
+        Ok(())
+    }
+
+    /// Runtime-spec entries for a container's volumes, binds and tmpfs mounts.
+    fn spec_mounts(
+        &self,
+        mounts: &[crate::volume::MountSpec],
+    ) -> crate::Result<Vec<serde_json::Value>> {
+        let mut out = Vec::new();
+        for m in mounts {
+            let propagation = m.propagation.clone().unwrap_or_else(|| "rprivate".into());
+            match m.kind.as_str() {
+                "tmpfs" => {
+                    let mut options = vec!["nosuid".to_string(), "nodev".into(), "noexec".into()];
+                    if let Some(size) = m.tmpfs_size {
+                        options.push(format!("size={size}"));
+                    }
+                    if let Some(mode) = m.tmpfs_mode {
+                        options.push(format!("mode={mode:o}"));
+                    }
+                    if m.readonly {
+                        options.push("ro".into());
+                    }
+                    out.push(serde_json::json!({
+                        "destination": m.target, "type": "tmpfs", "source": "tmpfs", "options": options,
+                    }));
+                }
+                kind => {
+                    let source = if kind == "volume" {
+                        self.volume_source(&m.source)?.display().to_string()
+                    } else {
+                        m.source.clone()
+                    };
+                    let mut options = vec!["rbind".to_string(), propagation];
+                    options.push(if m.readonly { "ro" } else { "rw" }.into());
+                    out.push(serde_json::json!({
+                        "destination": m.target, "type": "bind", "source": source, "options": options,
+                    }));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Changes a container's stored configuration in one transaction.

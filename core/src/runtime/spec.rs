@@ -178,6 +178,8 @@ pub struct SpecContext<'a> {
     pub dns_records: Option<String>,
     /// Where the monitor sends names that are not the network's.
     pub dns_upstream: Vec<String>,
+    /// Volumes, binds and tmpfs mounts, as runtime-spec mount entries.
+    pub user_mounts: Vec<Value>,
 }
 
 pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
@@ -224,6 +226,17 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
             "options": ["rbind", "rprivate"],
         }));
     }
+    // The user's mounts too; then parents before what is inside them (a volume on /etc
+    // before the container's /etc/hosts), as Docker orders them. The sort is stable.
+    mounts.extend(cx.user_mounts.iter().cloned());
+    mounts.sort_by_key(|m| {
+        m["destination"]
+            .as_str()
+            .unwrap_or("")
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .count()
+    });
     let mut resources = serde_json::Map::new();
     if let Some(m) = opts.memory {
         resources.insert("memory".into(), json!({"limit": m as i64}));

@@ -1,0 +1,354 @@
+//! Volumes: data that outlives containers. A volume is a record in the database and a
+//! directory `volumes/<name>/_data`; the `local` driver's options (`type`, `device`, `o`, as
+//! Docker's) mount something else there instead (a tmpfs, a bind of a host directory), on
+//! first use. Containers name the volumes they mount in their configuration, which is what
+//! "in use" means: a volume any container (running or not) names is not removed.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Local;
+use crate::error::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    #[error("get {name}: no such volume")]
+    NotFound { name: String },
+    #[error("remove {name}: volume is in use - [{containers}]")]
+    InUse { name: String, containers: String },
+    #[error("{reason}")]
+    Invalid { reason: String },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl VolumeError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            VolumeError::NotFound { .. } => ErrorKind::NotFound,
+            VolumeError::InUse { .. } => ErrorKind::Conflict,
+            VolumeError::Invalid { .. } => ErrorKind::InvalidArgument,
+            VolumeError::Io { source, .. } => crate::error::io_kind(source),
+        }
+    }
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> crate::Error {
+    let what = what.into();
+    move |source| VolumeError::Io { what, source }.into()
+}
+
+fn invalid(reason: impl Into<String>) -> crate::Error {
+    VolumeError::Invalid {
+        reason: reason.into(),
+    }
+    .into()
+}
+
+/// What `volume create` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VolumeCreate {
+    /// Empty: a random name (an anonymous volume).
+    pub name: String,
+    pub driver: Option<String>,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A stored volume, in the Docker Engine API's shape (`GET /volumes/{name}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Volume {
+    pub name: String,
+    pub driver: String,
+    pub mountpoint: String,
+    pub created_at: String,
+    pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
+    pub scope: String,
+    /// Made for one container (`-v /path`, an image's VOLUME); `rm -v` removes it with it.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub anonymous: bool,
+}
+
+/// What a container mounts (`-v`, `--mount`, `--tmpfs`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MountSpec {
+    /// `volume`, `bind` or `tmpfs`.
+    pub kind: String,
+    /// A volume's name (empty: anonymous) or a host path.
+    pub source: String,
+    pub target: String,
+    pub readonly: bool,
+    /// `rprivate` (the default), `private`, `rshared`, `shared`, `rslave`, `slave`.
+    pub propagation: Option<String>,
+    /// Do not copy the image's files at the target into a new volume.
+    pub nocopy: bool,
+    pub tmpfs_size: Option<u64>,
+    pub tmpfs_mode: Option<u32>,
+    /// `-v` makes a missing host directory; `--mount type=bind` refuses it.
+    pub create_host_path: bool,
+}
+
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+impl Local {
+    fn volumes_dir(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    fn volume_data(&self, name: &str) -> PathBuf {
+        self.volumes_dir().join(name).join("_data")
+    }
+
+    fn load_volume(&self, name: &str) -> crate::Result<Option<Volume>> {
+        let json: Option<String> = self.db.read(|tx| {
+            Ok::<_, crate::Error>(
+                tx.query_row(
+                    "SELECT config FROM volumes WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            )
+        })?;
+        json.map(|j| serde_json::from_str(&j).map_err(|e| invalid(format!("volume {name}: {e}"))))
+            .transpose()
+    }
+
+    pub fn volume_inspect(&self, name: &str) -> crate::Result<Volume> {
+        self.load_volume(name)?.ok_or_else(|| {
+            VolumeError::NotFound {
+                name: name.to_string(),
+            }
+            .into()
+        })
+    }
+
+    pub fn volume_list(&self) -> crate::Result<Vec<Volume>> {
+        let rows: Vec<String> = self.db.read(|tx| {
+            let mut stmt = tx.prepare("SELECT config FROM volumes ORDER BY name")?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok::<_, crate::Error>(rows)
+        })?;
+        rows.iter()
+            .map(|j| serde_json::from_str(j).map_err(|e| invalid(format!("volume record: {e}"))))
+            .collect()
+    }
+
+    /// `volume create`: idempotent for a name that exists with the same driver, as Docker.
+    pub fn volume_create(&self, opts: &VolumeCreate) -> crate::Result<Volume> {
+        let anonymous = opts.name.is_empty();
+        let name = if anonymous {
+            crate::util::random_hex(32)
+        } else {
+            opts.name.clone()
+        };
+        if !valid_name(&name) {
+            return Err(invalid(format!(
+                "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed"
+            )));
+        }
+        let driver = opts.driver.clone().unwrap_or_else(|| "local".into());
+        if driver != "local" {
+            return Err(invalid(format!(
+                "create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found"
+            )));
+        }
+        for k in opts.options.keys() {
+            if !matches!(k.as_str(), "type" | "device" | "o" | "size") {
+                return Err(invalid(format!("create {name}: invalid option: {k:?}")));
+            }
+        }
+        if let Some(existing) = self.load_volume(&name)? {
+            return Ok(existing);
+        }
+        let v = Volume {
+            name: name.clone(),
+            driver,
+            mountpoint: self.volume_data(&name).display().to_string(),
+            created_at: crate::db::now(),
+            labels: opts.labels.clone(),
+            options: opts.options.clone(),
+            scope: "local".into(),
+            anonymous,
+        };
+        let data = self.volume_data(&name);
+        fs::create_dir_all(&data).map_err(io_err(format!("create {}", data.display())))?;
+        let inserted = self.db.write(|tx| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO volumes (name, config) VALUES (?1, ?2)",
+                params![name, serde_json::to_string(&v).unwrap_or_default()],
+            )?;
+            Ok::<_, crate::Error>(n)
+        })?;
+        if inserted == 0 {
+            // Another process made it meanwhile: theirs stands.
+            return self.volume_inspect(&name);
+        }
+        Ok(v)
+    }
+
+    /// The containers whose configuration names the volume.
+    fn volume_users(&self, name: &str) -> crate::Result<Vec<(String, bool)>> {
+        let mut users = Vec::new();
+        for c in self.container_list(true)? {
+            if c.record
+                .config
+                .mounts
+                .iter()
+                .any(|m| m.kind == "volume" && m.source == name)
+            {
+                users.push((c.record.id.clone(), c.is_running()));
+            }
+        }
+        Ok(users)
+    }
+
+    /// `volume rm`: refused while a container uses it; with `force`, a volume only stopped
+    /// containers use goes (and they lose it).
+    pub fn volume_remove(&self, name: &str, force: bool) -> crate::Result<()> {
+        let v = self.volume_inspect(name)?;
+        let users = self.volume_users(name)?;
+        if !users.is_empty() && (!force || users.iter().any(|(_, running)| *running)) {
+            return Err(VolumeError::InUse {
+                name: name.to_string(),
+                containers: users
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .into());
+        }
+        // Forget it first, then its files: a crash in between leaves a directory no record
+        // names, which the next removal of the same name or a prune tidies.
+        self.db.write(|tx| {
+            tx.execute("DELETE FROM volumes WHERE name = ?1", params![v.name])?;
+            Ok::<_, crate::Error>(())
+        })?;
+        let dir = self.volumes_dir().join(&v.name);
+        let data = dir.join("_data");
+        while crate::mount::unmount(&data).is_ok() {}
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(format!("remove {}", dir.display()))(e)),
+        }
+    }
+
+    /// `volume prune`: unused anonymous volumes, or with `all` every unused one.
+    pub fn volume_prune(&self, all: bool) -> crate::Result<(Vec<String>, u64)> {
+        let mut removed = Vec::new();
+        let mut space = 0;
+        for v in self.volume_list()? {
+            if !(all || v.anonymous) || !self.volume_users(&v.name)?.is_empty() {
+                continue;
+            }
+            space += crate::fsutil::disk_usage(Path::new(&v.mountpoint))
+                .map(|u| u.size)
+                .unwrap_or(0);
+            match self.volume_remove(&v.name, false) {
+                Ok(()) => removed.push(v.name),
+                Err(e) if e.kind() == ErrorKind::Conflict || e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((removed, space))
+    }
+
+    /// Whether any container names the volume.
+    pub fn volume_in_use(&self, name: &str) -> crate::Result<bool> {
+        Ok(!self.volume_users(name)?.is_empty())
+    }
+
+    /// Where a container mounts the volume from: its `_data`, with the driver's own mount
+    /// (a tmpfs, a host directory) put there on first use.
+    pub(crate) fn volume_source(&self, name: &str) -> crate::Result<PathBuf> {
+        let v = self.volume_inspect(name)?;
+        let data = self.volume_data(name);
+        let kind = v.options.get("type").map(String::as_str).unwrap_or("");
+        let device = v.options.get("device").cloned().unwrap_or_default();
+        let o = v.options.get("o").cloned().unwrap_or_default();
+        let bind = o.split(',').any(|x| x == "bind");
+        if bind {
+            // A host directory under the volume's name: mounted straight from there.
+            if device.is_empty() {
+                return Err(invalid(format!("volume {name}: o=bind needs device=")));
+            }
+            return Ok(PathBuf::from(device));
+        }
+        if kind.is_empty() || kind == "none" {
+            return Ok(data);
+        }
+        if crate::mount::is_mountpoint(&data) {
+            return Ok(data);
+        }
+        let m = crate::mount::Mount {
+            kind: kind.to_string(),
+            source: if device.is_empty() {
+                kind.to_string()
+            } else {
+                device
+            },
+            options: o
+                .split(',')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect(),
+        };
+        m.mount(&data)
+            .map_err(io_err(format!("mount volume {name} ({kind})")))?;
+        Ok(data)
+    }
+
+    /// Copies what the image has at `target` into a volume that is empty (Docker's
+    /// copy-up for a volume mounted where the image has files). `rootfs` is the container's
+    /// root file system, mounted.
+    pub(crate) fn volume_copy_up(
+        &self,
+        name: &str,
+        rootfs: &Path,
+        target: &str,
+    ) -> crate::Result<()> {
+        let data = self.volume_source(name)?;
+        let empty = fs::read_dir(&data)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty {
+            return Ok(());
+        }
+        // Resolved inside the root file system, so a symlink in the image cannot point the
+        // copy at the host.
+        let Ok(dir) = crate::fsutil::open_dir_in_root(rootfs, target) else {
+            return Ok(());
+        };
+        let src = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&dir)
+        ));
+        if !fs::metadata(&src).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        crate::fsutil::copy_tree(&src, &data).map_err(io_err(format!(
+            "copy {target} of the image into volume {name}"
+        )))
+    }
+}

@@ -1,0 +1,242 @@
+//! Volumes, bind mounts and tmpfs mounts end to end.
+
+use std::os::unix::fs::MetadataExt;
+
+use ketch_tests::{Root, busybox_rootfs};
+
+fn setup() -> Root {
+    let r = Root::new();
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    r
+}
+
+fn sh(r: &Root, flags: &[&str], script: &str) -> String {
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "sh", "-c", script]);
+    r.ok(&args)
+}
+
+#[test]
+fn named_volumes_outlive_containers_and_are_shared() {
+    let r = setup();
+    sh(&r, &["-v", "data:/data"], "echo persisted > /data/f");
+    // The next container that mounts it sees what the first wrote.
+    assert_eq!(sh(&r, &["-v", "data:/data"], "cat /data/f"), "persisted\n");
+    // :ro refuses writes, and the data stays.
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/data:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /data/f",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
+    assert_eq!(sh(&r, &["-v", "data:/data"], "cat /data/f"), "persisted\n");
+    // Two running containers see each other's writes.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "a",
+        "-v",
+        "data:/shared",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "--mount",
+        "type=volume,source=data,target=/other",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    r.ok(&["exec", "a", "sh", "-c", "echo from-a > /shared/note"]);
+    assert_eq!(r.ok(&["exec", "b", "cat", "/other/note"]), "from-a\n");
+    // --volumes-from, read-only.
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "a:ro",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /shared/note; touch /shared/x",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from-a\n");
+    assert!(!out.status.success());
+    // In use: refused, also with -f while a container runs; the data is untouched.
+    let (code, err) = r.fails(&["volume", "rm", "data"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("volume is in use"), "{err}");
+    let (_, err) = r.fails(&["volume", "rm", "-f", "data"]);
+    assert!(err.contains("volume is in use"), "{err}");
+    assert_eq!(r.ok(&["exec", "a", "cat", "/shared/f"]), "persisted\n");
+    // inspect names it among the container's mounts.
+    let mounts = r.ok(&["inspect", "-f", "{{json .Mounts}}", "a"]);
+    assert!(
+        mounts.contains("\"Name\":\"data\"") && mounts.contains("\"Destination\":\"/shared\""),
+        "{mounts}"
+    );
+    assert_eq!(
+        r.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]),
+        ""
+    );
+    r.ok(&["rm", "-f", "a", "b"]);
+    assert_eq!(
+        r.ok(&["volume", "ls", "-q", "--filter", "dangling=true"]),
+        "data\n"
+    );
+    r.ok(&["volume", "rm", "data"]);
+    let (code, err) = r.fails(&["volume", "inspect", "data"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such volume"), "{err}");
+}
+
+#[test]
+fn a_new_volume_gets_the_image_files_and_anonymous_ones_go_with_rm_v() {
+    let r = setup();
+    // Copy-up: a new named volume over /etc holds the image's /etc.
+    let listed = sh(&r, &["-v", "etcvol:/etc"], "cat /etc/passwd | head -1");
+    assert!(listed.starts_with("root:"), "{listed}");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&r.ok(&["volume", "inspect", "etcvol"])).unwrap();
+    let mountpoint = inspect[0]["Mountpoint"].as_str().unwrap().to_string();
+    assert!(std::path::Path::new(&mountpoint).join("passwd").exists());
+    // nocopy: empty.
+    assert_eq!(
+        sh(&r, &["-v", "bare:/etc:nocopy"], "ls /etc | wc -l").trim(),
+        "3"
+    );
+    // Anonymous volumes: -v /path, and an image's VOLUME.
+    r.ok(&[
+        "import",
+        "--change",
+        "VOLUME /cache",
+        busybox_rootfs().to_str().unwrap(),
+        "withvol",
+    ]);
+    r.ok(&[
+        "run",
+        "--name",
+        "anon",
+        "-v",
+        "/scratch",
+        "withvol",
+        "sh",
+        "-c",
+        "echo x > /cache/y",
+    ]);
+    let mounts = r.ok(&["inspect", "-f", "{{json .Mounts}}", "anon"]);
+    assert_eq!(mounts.matches("\"Type\":\"volume\"").count(), 2, "{mounts}");
+    let before = r.ok(&["volume", "ls", "-q"]).lines().count();
+    r.ok(&["rm", "-v", "anon"]);
+    assert_eq!(r.ok(&["volume", "ls", "-q"]).lines().count(), before - 2);
+    // Named volumes stay; prune -a takes the unused ones.
+    let out = r.ok(&["volume", "prune", "-a", "-f"]);
+    assert!(out.contains("etcvol") && out.contains("bare"), "{out}");
+    assert_eq!(r.ok(&["volume", "ls", "-q"]), "");
+}
+
+#[test]
+fn bind_mounts_and_tmpfs() {
+    let r = setup();
+    let host = r.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let bind = format!("{}:/h", host.display());
+    // Writes appear on the host, owned by the container's user.
+    sh(&r, &["-u", "1234:2345", "-v", &bind], "echo hi > /h/file");
+    let md = std::fs::metadata(host.join("file")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (1234, 2345));
+    assert_eq!(std::fs::read_to_string(host.join("file")).unwrap(), "hi\n");
+    // --mount type=bind,readonly; a missing source is refused for --mount, made for -v.
+    let ro = format!("type=bind,source={},target=/h,readonly", host.display());
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "--mount",
+        &ro,
+        "busybox",
+        "sh",
+        "-c",
+        "cat /h/file && touch /h/new",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    assert!(!out.status.success());
+    assert!(!host.join("new").exists());
+    let missing = r.dir.path().join("missing");
+    let (code, err) = r.fails(&[
+        "run",
+        "--rm",
+        "--mount",
+        &format!("type=bind,source={},target=/m", missing.display()),
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("bind source path does not exist"), "{err}");
+    sh(&r, &["-v", &format!("{}:/m", missing.display())], "true");
+    assert!(missing.is_dir());
+    // tmpfs: empty at each start, gone after.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "t",
+        "--tmpfs",
+        "/scratch:size=1m",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(r.ok(&["exec", "t", "ls", "/scratch"]), "");
+    r.ok(&["exec", "t", "sh", "-c", "echo temp > /scratch/f"]);
+    let df = r.ok(&["exec", "t", "df", "-k", "/scratch"]);
+    assert!(df.contains("tmpfs") && df.contains(" 1024 "), "{df}");
+    r.ok(&["restart", "-t", "0", "t"]);
+    assert_eq!(r.ok(&["exec", "t", "ls", "/scratch"]), "");
+    r.ok(&["rm", "-f", "t"]);
+    // A local volume of type tmpfs.
+    r.ok(&[
+        "volume",
+        "create",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        "--opt",
+        "o=size=2m",
+        "mem",
+    ]);
+    let df = sh(&r, &["-v", "mem:/mem"], "df -k /mem | tail -1");
+    assert!(df.starts_with("tmpfs") && df.contains(" 2048 "), "{df}");
+    r.ok(&["volume", "rm", "mem"]);
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+    // Bad input.
+    let (code, err) = r.fails(&["run", "--rm", "-v", "x:relative", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("must be absolute"), "{err}");
+    let (code, _) = r.fails(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=nfs,target=/x",
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    let (code, err) = r.fails(&["volume", "create", "bad/name"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid characters"), "{err}");
+}
