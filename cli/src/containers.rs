@@ -1496,3 +1496,113 @@ impl Drop for RawMode {
         unsafe { libc::tcsetattr(0, libc::TCSANOW, &self.saved) };
     }
 }
+
+#[derive(Args)]
+pub struct CommitArgs {
+    container: String,
+    reference: Option<String>,
+    /// Author (e.g., "John Hannibal Smith <hannibal@a-team.com>")
+    #[arg(short, long)]
+    author: Option<String>,
+    /// Apply Dockerfile instruction to the created image
+    #[arg(short, long)]
+    change: Vec<String>,
+    /// Commit message
+    #[arg(short, long)]
+    message: Option<String>,
+    /// Pause container during commit
+    #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pause: bool,
+}
+
+pub fn commit(cli: &Cli, a: &CommitArgs) -> Result<ExitCode> {
+    let opts = ketch::runtime::CommitOptions {
+        reference: a.reference.clone(),
+        changes: a.change.clone(),
+        message: a.message.clone(),
+        author: a.author.clone(),
+        pause: a.pause,
+    };
+    let id = cli
+        .engine()?
+        .container_commit(&a.container, &opts)
+        .map_err(|e| Exit(1, format!("Error response from daemon: {e}")))?;
+    println!("{id}");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    container: String,
+}
+
+pub fn diff(cli: &Cli, a: &DiffArgs) -> Result<ExitCode> {
+    let changes = cli
+        .engine()?
+        .container_diff(&a.container)
+        .map_err(|e| Exit(1, format!("Error response from daemon: {e}")))?;
+    let mut out = io::stdout().lock();
+    for c in changes {
+        writeln!(out, "{} {}", c.kind, c.path)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    container: String,
+    /// Write to a file, instead of STDOUT
+    #[arg(short, long)]
+    output: Option<std::path::PathBuf>,
+}
+
+pub fn export(cli: &Cli, a: &ExportArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    match &a.output {
+        Some(path) => {
+            let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
+            if special {
+                // A device or a pipe: written to as it is, never renamed over.
+                let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+                engine
+                    .container_export(&a.container, &mut f)
+                    .map_err(|e| Exit(1, format!("Error response from daemon: {e}")))?;
+            } else {
+                // Written beside the target and renamed in place: never half a file there.
+                let tmp = path.with_file_name(format!(
+                    ".{}.ketch-{}",
+                    path.file_name()
+                        .map(|n| n.to_string_lossy())
+                        .unwrap_or_default(),
+                    std::process::id()
+                ));
+                let written = (|| -> Result<()> {
+                    let mut f = std::fs::File::create(&tmp)?;
+                    engine
+                        .container_export(&a.container, &mut f)
+                        .map_err(|e| Exit(1, format!("Error response from daemon: {e}")))?;
+                    f.sync_all()?;
+                    std::fs::rename(&tmp, path)?;
+                    Ok(())
+                })();
+                if written.is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                written?;
+            }
+        }
+        None => {
+            if io::stdout().is_terminal() {
+                bail!(Exit(
+                    1,
+                    "cowardly refusing to save to a terminal. Use the -o flag or redirect".into()
+                ));
+            }
+            let mut out = io::stdout().lock();
+            engine
+                .container_export(&a.container, &mut out)
+                .map_err(|e| Exit(1, format!("Error response from daemon: {e}")))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -107,6 +107,12 @@ enum Command {
     Stats(containers::StatsArgs),
     /// List port mappings or a specific mapping for the container
     Port(containers::PortArgs),
+    /// Create a new image from a container's changes
+    Commit(containers::CommitArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(containers::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(containers::ExportArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -146,6 +152,12 @@ enum ContainerCommand {
     Ls(containers::PsArgs),
     /// Remove one or more containers
     Rm(containers::RmArgs),
+    /// Create a new image from a container's changes
+    Commit(containers::CommitArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(containers::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(containers::ExportArgs),
 }
 
 #[derive(Subcommand)]
@@ -210,6 +222,15 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Top(a) => containers::top(cli, a),
         Command::Stats(a) => containers::stats(cli, a),
         Command::Port(a) => containers::port(cli, a),
+        Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
+            containers::commit(cli, a)
+        }
+        Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => {
+            containers::diff(cli, a)
+        }
+        Command::Export(a) | Command::Container(ContainerCommand::Export(a)) => {
+            containers::export(cli, a)
+        }
         Command::Container(ContainerCommand::Prune(a)) => containers::prune(cli, a),
         Command::Container(ContainerCommand::Ls(a)) => containers::ps(cli, a),
         Command::Container(ContainerCommand::Rm(a)) => containers::rm(cli, a),

@@ -18,6 +18,18 @@ pub fn compare_mounts(
     scratch: &Path,
     out: &mut dyn Write,
 ) -> Result<(), DiffError> {
+    compare_mounts_skipping(lower, upper, scratch, out, &BTreeSet::new())
+}
+
+/// [`compare_mounts`], leaving out the paths in `skip` (relative, as `etc/hosts`) where
+/// `lower` does not have them: the mount points a container's runtime made.
+pub fn compare_mounts_skipping(
+    lower: &[Mount],
+    upper: &[Mount],
+    scratch: &Path,
+    out: &mut dyn Write,
+    skip: &BTreeSet<PathBuf>,
+) -> Result<(), DiffError> {
     let io_err = |source| DiffError::Io {
         path: scratch.to_path_buf(),
         source,
@@ -29,6 +41,24 @@ pub fn compare_mounts(
                 if m.kind == "bind" && !m.is_readonly() {
                     m.options.retain(|o| o != "rw");
                     m.options.push("ro".into());
+                }
+                // A writable overlay (a running container's, say) is looked at without its
+                // work directory, which its own mount holds: the upper directory becomes the
+                // top lower one of a read-only overlay.
+                if m.kind == "overlay"
+                    && let Some(upper) = m.option("upperdir").map(str::to_string)
+                {
+                    let lowers = m.option("lowerdir").unwrap_or_default().to_string();
+                    m.options.retain(|o| {
+                        !o.starts_with("upperdir=")
+                            && !o.starts_with("workdir=")
+                            && !o.starts_with("lowerdir=")
+                    });
+                    if lowers.is_empty() {
+                        m = Mount::bind(Path::new(&upper), true);
+                    } else {
+                        m.options.push(format!("lowerdir={upper}:{lowers}"));
+                    }
                 }
                 m
             })
@@ -48,7 +78,7 @@ pub fn compare_mounts(
             empty.0.as_path()
         }
     };
-    compare(lower_path, upper_mnt.path(), out)
+    compare_skipping(lower_path, upper_mnt.path(), out, skip)
 }
 
 struct EmptyDir(PathBuf);
@@ -69,9 +99,19 @@ fn tempdir_in(parent: &Path) -> io::Result<EmptyDir> {
 /// added and changed entries in full, removed ones as `.wh.` whiteouts. Entries are sorted,
 /// so the same trees always give the same bytes.
 pub fn compare(lower: &Path, upper: &Path, out: &mut dyn Write) -> Result<(), DiffError> {
+    compare_skipping(lower, upper, out, &BTreeSet::new())
+}
+
+fn compare_skipping(
+    lower: &Path,
+    upper: &Path,
+    out: &mut dyn Write,
+    skip: &BTreeSet<PathBuf>,
+) -> Result<(), DiffError> {
     let mut w = Walker {
         builder: tar::Builder::new(out),
         links: HashMap::new(),
+        skip,
     };
     w.dir(lower, upper, Path::new(""), true)?;
     w.builder.finish().map_err(|source| DiffError::Io {
@@ -85,6 +125,8 @@ struct Walker<'a> {
     builder: tar::Builder<&'a mut dyn Write>,
     /// First path written for each multiply-linked inode of the upper tree.
     links: HashMap<(u64, u64), PathBuf>,
+    /// Paths left out where the lower tree does not have them.
+    skip: &'a BTreeSet<PathBuf>,
 }
 
 fn names(dir: &Path) -> io::Result<BTreeSet<OsString>> {
@@ -162,6 +204,9 @@ impl Walker<'_> {
             } else {
                 None
             };
+            if lmd.is_none() && self.skip.contains(&r) {
+                continue;
+            }
             let unchanged = match &lmd {
                 Some(l) => same(l, &umd, &lp, &up).map_err(err(&up))?,
                 None => false,

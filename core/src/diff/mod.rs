@@ -20,7 +20,7 @@ mod compare;
 use std::path::PathBuf;
 
 pub use apply::{Applied, ApplyOptions, apply, apply_to_mounts};
-pub use compare::{compare, compare_mounts};
+pub use compare::{compare, compare_mounts, compare_mounts_skipping};
 
 use crate::error::ErrorKind;
 

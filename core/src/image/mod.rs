@@ -12,7 +12,7 @@
 //! so the state root ends as it began.
 
 mod archive;
-mod import;
+pub(crate) mod import;
 pub(crate) mod lease;
 mod unpack;
 
@@ -723,3 +723,10 @@ fn history_comment(raw: &serde_json::Value) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// `--change` instructions as a container config in the image config's JSON shape
+/// (`Env`, `Cmd`, ...): only what they set.
+pub(crate) fn apply_changes_json(changes: &[String]) -> Result<serde_json::Value, ImageError> {
+    let cfg = import::apply_changes(changes)?;
+    serde_json::to_value(cfg).map_err(|e| malformed("config", e))
+}

@@ -10,7 +10,10 @@
 //! execs `ketch-shim`, a fresh single-threaded process of this workspace, which clones the
 //! container and stays as its monitor.
 
+mod changes;
 mod spec;
+
+pub use changes::{Change, CommitOptions};
 
 use std::fs;
 use std::io::{self, BufRead, Read};

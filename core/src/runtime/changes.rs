@@ -1,0 +1,395 @@
+//! What a container changed: `diff` (the paths), `commit` (a new image of its image plus
+//! one layer of the changes), `export` (its whole file system as a tar).
+
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+
+use super::{Container, ContainerError, io_err};
+use crate::digest::Digest;
+use crate::engine::Local;
+use crate::image::lease::{Lease, Resource};
+use crate::snapshot::Snapshotter;
+
+/// One line of `diff`: `A` added, `C` changed, `D` deleted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Change {
+    pub kind: char,
+    pub path: String,
+}
+
+/// What `commit` takes: Docker's flags.
+#[derive(Debug, Clone, Default)]
+pub struct CommitOptions {
+    pub reference: Option<String>,
+    pub changes: Vec<String>,
+    pub message: Option<String>,
+    pub author: Option<String>,
+    /// Pause the container while its changes are read (Docker's default).
+    pub pause: bool,
+}
+
+fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
+    let (r, w): (OwnedFd, OwnedFd) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+    Ok((std::fs::File::from(r), std::fs::File::from(w)))
+}
+
+impl Local {
+    /// Streams the container's changes as a layer tar (`full`: its whole file system) to
+    /// `consume`, which runs beside the writer; returns what `consume` returns.
+    fn container_tar<T>(
+        &self,
+        c: &Container,
+        full: bool,
+        consume: impl FnOnce(&mut (dyn Read + Send)) -> crate::Result<T>,
+    ) -> crate::Result<T> {
+        let key = format!("container-{}", c.record.id);
+        let upper = self.snapshots.mounts(&key)?;
+        let lease = Lease::new(&self.db)?;
+        let lower = match (&self.top_layer(c)?, full) {
+            (Some(chain), false) => {
+                let view = format!("view-{}", crate::util::random_hex(8));
+                lease.add(&self.db, Resource::Snapshot(view.clone()))?;
+                self.snapshots.view(&view, Some(chain))?
+            }
+            _ => vec![],
+        };
+        // The mount points the runtime made in the container's layer are not its changes
+        // (where the image does not have them): /etc/hosts and the like, and the targets
+        // of its volumes and binds. Its whole file system keeps them, as empty entries.
+        let mut skip = std::collections::BTreeSet::new();
+        if !full {
+            for p in ["etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+                skip.insert(std::path::PathBuf::from(p));
+            }
+            for m in &c.record.config.mounts {
+                skip.insert(std::path::PathBuf::from(m.target.trim_start_matches('/')));
+            }
+        }
+        let (r, w) = pipe().map_err(io_err("pipe"))?;
+        let result = std::thread::scope(|s| {
+            let writer = s.spawn(move || {
+                let mut w = io::BufWriter::with_capacity(1 << 20, w);
+                crate::diff::compare_mounts_skipping(&lower, &upper, &self.scratch, &mut w, &skip)?;
+                w.flush().map_err(io_err("write the changes"))?;
+                Ok::<_, crate::Error>(())
+            });
+            let mut r = io::BufReader::with_capacity(1 << 20, r);
+            let out = consume(&mut r);
+            // Whatever the consumer left unread, so the writer can finish.
+            let _ = io::copy(&mut r, &mut io::sink());
+            let wrote = writer
+                .join()
+                .unwrap_or_else(|_| Err(io_err("compare")(io::Error::other("panicked"))));
+            wrote.and(out)
+        });
+        let released = self.release(lease);
+        let out = result?;
+        released?;
+        Ok(out)
+    }
+
+    /// The chain ID of the container's image's top layer.
+    fn top_layer(&self, c: &Container) -> crate::Result<Option<String>> {
+        let id: Digest = c.record.image_id.parse()?;
+        let layers = self.db.read(|tx| crate::image::image_layers(tx, &id))?;
+        Ok(layers.last().map(|l| l.chain_id.to_string()))
+    }
+
+    /// `diff`: the paths the container added, changed and deleted, sorted.
+    pub fn container_diff(&self, name: &str) -> crate::Result<Vec<Change>> {
+        let c = self.container_get(name)?;
+        let key = format!("container-{}", c.record.id);
+        // Which paths the image has, to tell added from changed.
+        let lease = Lease::new(&self.db)?;
+        let lower = match self.top_layer(&c)? {
+            Some(chain) => {
+                let view = format!("view-{}", crate::util::random_hex(8));
+                lease.add(&self.db, Resource::Snapshot(view.clone()))?;
+                self.snapshots.view(&view, Some(&chain))?
+            }
+            None => vec![],
+        };
+        let _ = key;
+        let lower_mnt = if lower.is_empty() {
+            None
+        } else {
+            Some(
+                crate::mount::TempMount::new(&lower, &self.scratch)
+                    .map_err(io_err("mount the image"))?,
+            )
+        };
+        let result = self.container_tar(&c, false, |r| {
+            let mut changes = Vec::new();
+            let mut archive = tar::Archive::new(r);
+            for entry in archive.entries().map_err(io_err("read the changes"))? {
+                let entry = entry.map_err(io_err("read the changes"))?;
+                let path = entry
+                    .path()
+                    .map_err(io_err("read the changes"))?
+                    .into_owned();
+                let path = path.to_string_lossy().trim_end_matches('/').to_string();
+                let (dir, base) = match path.rsplit_once('/') {
+                    Some((d, b)) => (format!("/{d}"), b.to_string()),
+                    None => (String::new(), path.clone()),
+                };
+                if base == ".wh..wh..opq" {
+                    continue;
+                }
+                if let Some(gone) = base.strip_prefix(".wh.") {
+                    changes.push(Change {
+                        kind: 'D',
+                        path: format!("{dir}/{gone}"),
+                    });
+                    continue;
+                }
+                let full = format!("/{path}");
+                let existed = lower_mnt.as_ref().is_some_and(|m| {
+                    m.path()
+                        .join(path.trim_start_matches('/'))
+                        .symlink_metadata()
+                        .is_ok()
+                });
+                changes.push(Change {
+                    kind: if existed { 'C' } else { 'A' },
+                    path: full,
+                });
+            }
+            Ok(changes)
+        });
+        // Docker lists the image's directories that hold a change as changed themselves.
+        let result = result.map(|mut changes| {
+            let mut parents = std::collections::BTreeSet::new();
+            for c in &changes {
+                let mut p = std::path::Path::new(&c.path).parent();
+                while let Some(dir) = p.filter(|d| *d != std::path::Path::new("/")) {
+                    parents.insert(dir.display().to_string());
+                    p = dir.parent();
+                }
+            }
+            for dir in parents {
+                let existed = lower_mnt.as_ref().is_some_and(|m| {
+                    m.path()
+                        .join(dir.trim_start_matches('/'))
+                        .symlink_metadata()
+                        .is_ok()
+                });
+                if existed && !changes.iter().any(|c| c.path == dir) {
+                    changes.push(Change {
+                        kind: 'C',
+                        path: dir,
+                    });
+                }
+            }
+            changes
+        });
+        drop(lower_mnt);
+        let released = self.release(lease);
+        let mut changes = result?;
+        released?;
+        changes.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(changes)
+    }
+
+    /// `export`: the container's whole file system as a tar, written to `out`.
+    pub fn container_export(&self, name: &str, out: &mut dyn Write) -> crate::Result<()> {
+        let c = self.container_get(name)?;
+        self.container_tar(&c, true, |r| {
+            io::copy(r, out).map_err(io_err("write the export"))?;
+            Ok(())
+        })
+    }
+
+    /// `commit`: a new image, the container's image plus one layer of its changes, with
+    /// `changes` (Dockerfile instructions) applied to the config. Returns the image ID.
+    pub fn container_commit(&self, name: &str, opts: &CommitOptions) -> crate::Result<Digest> {
+        let c = self.container_get(name)?;
+        let reference = opts
+            .reference
+            .as_deref()
+            .map(|r| crate::reference::Reference::parse(r).map(|r| r.with_default_tag()))
+            .transpose()?;
+        let overrides = crate::image::apply_changes_json(&opts.changes)?;
+        let paused = opts.pause && c.status == super::Status::Running;
+        if paused {
+            self.container_pause(&c.record.id)?;
+        }
+        let lease = Lease::new(&self.db)?;
+        let res = self.commit_leased(&lease, &c, opts, reference, overrides);
+        if paused {
+            let _ = self.container_unpause(&c.record.id);
+        }
+        let released = self.release(lease);
+        let id = res?;
+        released?;
+        Ok(id)
+    }
+
+    fn commit_leased(
+        &self,
+        lease: &Lease,
+        c: &Container,
+        opts: &CommitOptions,
+        reference: Option<crate::reference::Reference>,
+        overrides: serde_json::Value,
+    ) -> crate::Result<Digest> {
+        let image_id: Digest = c.record.image_id.parse()?;
+        let parent_chain: Option<Digest> = self.top_layer(c)?.map(|s| s.parse()).transpose()?;
+        // One pass over the changes: stored as an (uncompressed) layer blob and unpacked
+        // into the new layer's snapshot at once.
+        let mut blob = self.content.writer()?;
+        let (chain, applied) = self.container_tar(c, false, |r| {
+            struct Tee<'a> {
+                inner: &'a mut (dyn Read + Send),
+                copy: &'a mut crate::content::Writer,
+            }
+            impl Read for Tee<'_> {
+                fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                    let n = self.inner.read(buf)?;
+                    self.copy.write_all(&buf[..n])?;
+                    Ok(n)
+                }
+            }
+            let mut tee = Tee {
+                inner: r,
+                copy: &mut blob,
+            };
+            let out = self.unpack_layer(lease, parent_chain.as_ref(), &mut tee, |_| Ok(()))?;
+            io::copy(&mut tee, &mut io::sink()).map_err(io_err("read the changes"))?;
+            Ok(out)
+        })?;
+        let blob_size = blob.written();
+        let blob_digest = blob.digest();
+        lease.add(&self.db, Resource::Blob(blob_digest.clone()))?;
+        blob.commit(None, None)?;
+
+        // The image's config with the new layer, a history entry, and the overrides.
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&self.content.read(&image_id, 8 << 20)?)
+                .map_err(|e| crate::image::malformed("image config", e))?;
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        config["created"] = now.clone().into();
+        if let Some(a) = &opts.author {
+            config["author"] = a.clone().into();
+        }
+        config["container"] = c.record.id.clone().into();
+        merge_config(&mut config["config"], &overrides);
+        let diff_ids = config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .ok_or_else(|| crate::image::malformed("image config", "no rootfs.diff_ids"))?;
+        diff_ids.push(applied.diff_id.to_string().into());
+        let created_by = std::iter::once(c.record.path.clone())
+            .chain(c.record.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut entry = serde_json::json!({"created": now, "created_by": created_by});
+        if let Some(m) = &opts.message {
+            entry["comment"] = m.clone().into();
+        }
+        if let Some(a) = &opts.author {
+            entry["author"] = a.clone().into();
+        }
+        match config["history"].as_array_mut() {
+            Some(h) => h.push(entry),
+            None => config["history"] = serde_json::json!([entry]),
+        }
+        let config_bytes =
+            serde_json::to_vec(&config).map_err(|e| crate::image::malformed("image config", e))?;
+        let id = Digest::of(&config_bytes);
+        lease.add(&self.db, Resource::Blob(id.clone()))?;
+        self.content.write_all(&config_bytes, Some(&id))?;
+
+        // The image's manifest with the new layer and config.
+        let (manifest_digest, layers) = self.db.read(|tx| {
+            let img =
+                crate::image::get_image(tx, &image_id)?.ok_or_else(|| ContainerError::Invalid {
+                    reason: format!("the image of container {} is gone", c.record.name),
+                })?;
+            let layers = crate::image::image_layers(tx, &image_id)?;
+            Ok::<_, crate::Error>((img.manifest_digest, layers))
+        })?;
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&self.content.read(&manifest_digest, 8 << 20)?)
+                .map_err(|e| crate::image::malformed("manifest", e))?;
+        let docker = manifest["mediaType"]
+            .as_str()
+            .is_some_and(|m| m.contains("docker"));
+        manifest["config"]["digest"] = id.to_string().into();
+        manifest["config"]["size"] = config_bytes.len().into();
+        let layer_type = if docker {
+            "application/vnd.docker.image.rootfs.diff.tar"
+        } else {
+            "application/vnd.oci.image.layer.v1.tar"
+        };
+        manifest["layers"]
+            .as_array_mut()
+            .ok_or_else(|| crate::image::malformed("manifest", "no layers"))?
+            .push(serde_json::json!({
+                "mediaType": layer_type,
+                "digest": blob_digest.to_string(),
+                "size": blob_size,
+            }));
+        manifest.as_object_mut().map(|m| m.remove("annotations"));
+        let manifest_bytes =
+            serde_json::to_vec(&manifest).map_err(|e| crate::image::malformed("manifest", e))?;
+        let new_manifest = Digest::of(&manifest_bytes);
+        lease.add(&self.db, Resource::Blob(new_manifest.clone()))?;
+        self.content
+            .write_all(&manifest_bytes, Some(&new_manifest))?;
+        let media_type = manifest["mediaType"]
+            .as_str()
+            .unwrap_or(crate::image::MEDIA_OCI_MANIFEST)
+            .to_string();
+        let mut all: Vec<(Digest, Digest)> = layers
+            .iter()
+            .map(|l| (l.blob.clone(), l.chain_id.clone()))
+            .collect();
+        all.push((blob_digest, chain));
+        self.commit_images(&[crate::image::import::NewImage {
+            id: id.clone(),
+            manifest_digest: new_manifest,
+            manifest_media_type: media_type,
+            created: Some(now),
+            layers: all,
+            tags: reference.into_iter().collect(),
+        }])?;
+        Ok(id)
+    }
+}
+
+/// Applies `--change` overrides to a container config: lists of environment variables,
+/// labels, ports and volumes merge by key; everything else replaces.
+fn merge_config(config: &mut serde_json::Value, overrides: &serde_json::Value) {
+    let Some(over) = overrides.as_object() else {
+        return;
+    };
+    if !config.is_object() {
+        *config = serde_json::json!({});
+    }
+    for (k, v) in over {
+        if v.is_null() {
+            continue;
+        }
+        match k.as_str() {
+            "Env" => {
+                let mut env: Vec<serde_json::Value> =
+                    config[k].as_array().cloned().unwrap_or_default();
+                for e in v.as_array().into_iter().flatten() {
+                    let key = e.as_str().and_then(|s| s.split('=').next()).unwrap_or("");
+                    env.retain(|x| x.as_str().and_then(|s| s.split('=').next()) != Some(key));
+                    env.push(e.clone());
+                }
+                config[k] = env.into();
+            }
+            "Labels" | "ExposedPorts" | "Volumes" => {
+                if !config[k].is_object() {
+                    config[k] = serde_json::json!({});
+                }
+                for (ik, iv) in v.as_object().into_iter().flatten() {
+                    config[k][ik] = iv.clone();
+                }
+            }
+            _ => config[k] = v.clone(),
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! What containers change: diff, commit, export.
+
+use ketch_tests::{Root, busybox_rootfs};
+
+fn setup() -> Root {
+    let r = Root::new();
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    r
+}
+
+#[test]
+fn commit_keeps_exactly_the_changes() {
+    let r = setup();
+    r.ok(&[
+        "run",
+        "--name",
+        "c",
+        "-v",
+        "v:/vol",
+        "busybox",
+        "sh",
+        "-c",
+        "echo new > /etc/newfile; echo more >> /etc/motd; rm /etc/group; rm -r /usr/sbin; \
+         mkdir -p /opt/app && echo y > /opt/app/y && ln -s y /opt/app/link; echo data > /vol/x",
+    ]);
+    let diff = r.ok(&["diff", "c"]);
+    assert_eq!(
+        diff,
+        "C /etc\nD /etc/group\nC /etc/motd\nA /etc/newfile\nA /opt\nA /opt/app\nA /opt/app/link\nA /opt/app/y\nC /usr\nD /usr/sbin\n"
+    );
+    let id = r.ok(&[
+        "commit",
+        "-c",
+        "ENV MODE=committed",
+        "-c",
+        "CMD [\"cat\", \"/etc/newfile\"]",
+        "-m",
+        "the change",
+        "-a",
+        "tester",
+        "c",
+        "changed:v1",
+    ]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    // A new container sees exactly those changes, and the new config.
+    let out = r.ok(&[
+        "run",
+        "--rm",
+        "changed:v1",
+        "sh",
+        "-c",
+        "cat /etc/newfile; tail -1 /etc/motd; ls /etc/group 2>&1; ls /usr/sbin 2>&1; \
+         readlink /opt/app/link; ls /vol 2>&1; echo $MODE",
+    ]);
+    assert_eq!(
+        out,
+        "new\nmore\nls: /etc/group: No such file or directory\nls: /usr/sbin: No such file or directory\ny\n\
+         ls: /vol: No such file or directory\ncommitted\n"
+    );
+    assert_eq!(r.ok(&["run", "--rm", "changed:v1"]), "new\n");
+    let hist = r.ok(&["history", "--format", "{{.Comment}}", "changed:v1"]);
+    assert!(hist.starts_with("the change\n"), "{hist}");
+    // The original image is untouched.
+    assert!(
+        r.run(&["run", "--rm", "busybox", "cat", "/etc/group"])
+            .status
+            .success()
+    );
+    // It saves as an image other tools read.
+    let out = r.dir.path().join("changed.tar");
+    r.ok(&["save", "-o", out.to_str().unwrap(), "changed:v1"]);
+    ketch_tests::require_tool("skopeo");
+    {
+        let o = std::process::Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                &format!("docker-archive:{}", out.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(m["layers"].as_array().unwrap().len(), 2, "{m}");
+    }
+    // Commit of a running container (paused while read), and bad input.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "busybox",
+        "sh",
+        "-c",
+        "echo live > /live; sleep 1000",
+    ]);
+    for _ in 0..50 {
+        if r.run(&["exec", "live", "cat", "/live"]).status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    r.ok(&["commit", "live", "live:1"]);
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.Status}}", "live"]).trim(),
+        "running"
+    );
+    assert_eq!(r.ok(&["run", "--rm", "live:1", "cat", "/live"]), "live\n");
+    let (code, err) = r.fails(&["commit", "nosuch"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No such container"), "{err}");
+    let (code, err) = r.fails(&["commit", "-c", "BOGUS x", "c"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("BOGUS"), "{err}");
+    r.ok(&["rm", "-f", "live"]);
+}
+
+#[test]
+fn export_writes_the_whole_file_system() {
+    let r = setup();
+    r.ok(&[
+        "run",
+        "--name",
+        "e",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /hello; rm /etc/motd",
+    ]);
+    let out = r.dir.path().join("e.tar");
+    r.ok(&["export", "-o", out.to_str().unwrap(), "e"]);
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&out).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "hello"), "{names:?}");
+    assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("motd") || n.contains(".wh.")),
+        "{names:?}"
+    );
+    // It imports back as an image.
+    r.ok(&["import", out.to_str().unwrap(), "exported"]);
+    assert_eq!(r.ok(&["run", "--rm", "exported", "cat", "/hello"]), "hi\n");
+}
