@@ -1606,3 +1606,156 @@ pub fn export(cli: &Cli, a: &ExportArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// CONTAINER:SRC_PATH or a local path (- for a tar on stdin)
+    src: String,
+    /// CONTAINER:DEST_PATH or a local path (- for a tar on stdout)
+    dest: String,
+}
+
+/// `CONTAINER:PATH`, or `None` for a local path (one with a `/` before any `:`).
+fn container_path(s: &str) -> Option<(&str, &str)> {
+    let (c, p) = s.split_once(':')?;
+    if c.is_empty() || c.contains('/') {
+        return None;
+    }
+    Some((c, p))
+}
+
+/// `cp`: with archive semantics both ways (owners, modes, times; symlinks as links).
+pub fn cp(cli: &Cli, a: &CpArgs) -> Result<ExitCode> {
+    let engine = cli.engine()?;
+    let fail = |e: ketch::Error| Exit(1, format!("Error response from daemon: {e}"));
+    match (container_path(&a.src), container_path(&a.dest)) {
+        (Some((c, path)), None) => {
+            if a.dest == "-" {
+                let mut out = io::stdout().lock();
+                engine.container_copy_out(c, path, &mut out).map_err(fail)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            copy_to_host(&engine, c, path, std::path::Path::new(&a.dest))?;
+        }
+        (None, Some((c, dest))) => {
+            if a.src == "-" {
+                let mut input = io::stdin().lock();
+                engine
+                    .container_copy_in(c, dest, &mut input)
+                    .map_err(fail)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let src = std::path::Path::new(&a.src);
+            let md = std::fs::symlink_metadata(src)
+                .map_err(|e| Exit(1, format!("lstat {}: {e}", a.src)))?;
+            let contents = a.src.ends_with("/.");
+            let name = if contents {
+                std::path::PathBuf::from(".")
+            } else {
+                std::path::PathBuf::from(src.file_name().unwrap_or(src.as_os_str()))
+            };
+            // The archive is made on a second thread while the helper reads it.
+            let (mut r, w) = std::io::pipe()?;
+            let src_owned = src.to_path_buf();
+            let is_dir = md.is_dir();
+            let maker = std::thread::spawn(move || -> io::Result<()> {
+                let mut b = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, w));
+                b.follow_symlinks(false);
+                b.mode(tar::HeaderMode::Complete);
+                if is_dir {
+                    b.append_dir_all(&name, &src_owned)?;
+                } else {
+                    b.append_path_with_name(&src_owned, &name)?;
+                }
+                b.into_inner()?.flush()
+            });
+            let copied = engine.container_copy_in(c, dest, &mut r);
+            drop(r);
+            let made = maker
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("panicked")));
+            copied.map_err(fail)?;
+            made?;
+        }
+        (Some(_), Some(_)) => bail!(Exit(
+            1,
+            "copying between containers is not supported".into()
+        )),
+        (None, None) => bail!(Exit(1, "must specify at least one container source".into())),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Extracts the container's archive of `path` at the local `dest`, as Docker does: into
+/// `dest` if it is a directory, else as `dest`. The tar crate checks every entry stays
+/// inside the directory it is unpacked in, symlinks included, so a hostile container cannot
+/// write elsewhere on the host.
+fn copy_to_host(
+    engine: &ketch::Engine,
+    container: &str,
+    path: &str,
+    dest: &std::path::Path,
+) -> Result<()> {
+    let into_dir = dest.is_dir();
+    let parent = if into_dir {
+        dest.to_path_buf()
+    } else {
+        let p = dest
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
+        if !p.is_dir() {
+            bail!(Exit(
+                1,
+                format!(
+                    "invalid output path: directory {} does not exist",
+                    p.display()
+                )
+            ));
+        }
+        p
+    };
+    // Unpacked into a fresh directory beside the destination, then moved into place.
+    let stage = parent.join(format!(".ketch-cp-{}", std::process::id()));
+    std::fs::create_dir(&stage)?;
+    let result = (|| -> Result<()> {
+        let (r, mut w) = std::io::pipe()?;
+        let stage_dir = stage.clone();
+        let unpacker = std::thread::spawn(move || -> io::Result<()> {
+            let mut a = tar::Archive::new(io::BufReader::with_capacity(1 << 20, r));
+            a.set_preserve_permissions(true);
+            a.set_preserve_ownerships(true);
+            a.set_preserve_mtime(true);
+            a.unpack(&stage_dir)
+        });
+        let copied = engine.container_copy_out(container, path, &mut w);
+        drop(w);
+        let unpacked = unpacker
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("panicked")));
+        copied.map_err(|e| Exit(1, format!("Error response from daemon: {e}")))?;
+        unpacked?;
+        if path.ends_with("/.") {
+            // Contents: every top-level entry goes into the destination directory.
+            std::fs::create_dir_all(dest)?;
+            for e in std::fs::read_dir(&stage)? {
+                let e = e?;
+                std::fs::rename(e.path(), dest.join(e.file_name()))?;
+            }
+            return Ok(());
+        }
+        let Some(first) = std::fs::read_dir(&stage)?.next() else {
+            return Ok(());
+        };
+        let first = first?.path();
+        if into_dir {
+            std::fs::rename(&first, dest.join(first.file_name().unwrap_or_default()))?;
+        } else {
+            std::fs::rename(&first, dest)?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&stage);
+    result
+}

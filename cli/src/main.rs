@@ -113,6 +113,8 @@ enum Command {
     Diff(containers::DiffArgs),
     /// Export a container's filesystem as a tar archive
     Export(containers::ExportArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(containers::CpArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(ContainerCommand),
@@ -158,6 +160,8 @@ enum ContainerCommand {
     Diff(containers::DiffArgs),
     /// Export a container's filesystem as a tar archive
     Export(containers::ExportArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(containers::CpArgs),
 }
 
 #[derive(Subcommand)]
@@ -222,6 +226,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Top(a) => containers::top(cli, a),
         Command::Stats(a) => containers::stats(cli, a),
         Command::Port(a) => containers::port(cli, a),
+        Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => containers::cp(cli, a),
         Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
             containers::commit(cli, a)
         }

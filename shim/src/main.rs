@@ -17,6 +17,7 @@
 //!   `ok` or `error <code> <message>`.
 
 mod cgroup;
+mod cp;
 mod dns;
 mod exec;
 mod init;
@@ -657,8 +658,10 @@ pub(crate) fn monitor(
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("exec") {
-        std::process::exit(exec::run());
+    match std::env::args().nth(1).as_deref() {
+        Some("exec") => std::process::exit(exec::run()),
+        Some("cp") => std::process::exit(cp::run()),
+        _ => {}
     }
     let opts = match parse_args() {
         Ok(o) => o,

@@ -393,3 +393,105 @@ fn merge_config(config: &mut serde_json::Value, overrides: &serde_json::Value) {
         }
     }
 }
+
+impl Local {
+    /// Runs `ketch-shim cp` with the container's view of its file system: the mount
+    /// namespace of its process while it runs, else its root file system mounted here.
+    fn container_cp(
+        &self,
+        name: &str,
+        args: &[&str],
+        input: Option<&mut dyn Read>,
+        output: Option<&mut dyn Write>,
+    ) -> crate::Result<()> {
+        let c = self.container_get(name)?;
+        let shim = super::shim_path().ok_or(ContainerError::NoShim)?;
+        let key = format!("container-{}", c.record.id);
+        let mounted;
+        let (flag, value) = if c.is_running() && c.task.pid > 0 {
+            ("--pid", c.task.pid.to_string())
+        } else {
+            let mounts = self.snapshots.mounts(&key)?;
+            mounted = crate::mount::TempMount::new(&mounts, &self.scratch)
+                .map_err(io_err("mount the container's file system"))?;
+            ("--root", mounted.path().display().to_string())
+        };
+        let mut cmd = std::process::Command::new(&shim);
+        cmd.arg("cp").arg(flag).arg(&value).args(args);
+        cmd.stdin(if input.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        });
+        cmd.stdout(if output.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        });
+        cmd.stderr(std::process::Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(io_err(format!("run {}", shim.display())))?;
+        let mut stdin = child.stdin.take();
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let (fed, copied, message) = std::thread::scope(|s| {
+            let errors = s.spawn(move || {
+                let mut m = String::new();
+                let _ = stderr.read_to_string(&mut m);
+                m
+            });
+            // One way only: an archive in, or one out.
+            let fed = match (input, stdin.take()) {
+                (Some(input), Some(mut w)) => io::copy(input, &mut w).map(drop),
+                _ => Ok(()),
+            };
+            let copied = match (output, stdout.as_mut()) {
+                (Some(out), Some(r)) => io::copy(r, out).map(drop),
+                _ => Ok(()),
+            };
+            (fed, copied, errors.join().unwrap_or_default())
+        });
+        let status = child.wait().map_err(io_err("wait for ketch-shim cp"))?;
+        if !status.success() {
+            let message = message.trim();
+            let kind = if message.starts_with("Could not find") {
+                ContainerError::CopyNotFound {
+                    message: message.to_string(),
+                }
+            } else {
+                ContainerError::Invalid {
+                    reason: if message.is_empty() {
+                        format!("copy failed ({status})")
+                    } else {
+                        message.to_string()
+                    },
+                }
+            };
+            return Err(kind.into());
+        }
+        fed.map_err(io_err("send the archive"))?;
+        copied.map_err(io_err("write the archive"))?;
+        Ok(())
+    }
+
+    /// `cp CONTAINER:PATH -`: a tar of PATH (under its base name; `PATH/.`: its contents).
+    pub fn container_copy_out(
+        &self,
+        name: &str,
+        path: &str,
+        out: &mut dyn Write,
+    ) -> crate::Result<()> {
+        self.container_cp(name, &["out", path], None, Some(out))
+    }
+
+    /// `cp - CONTAINER:DEST`: a tar with one top-level entry (or `.`) into DEST.
+    pub fn container_copy_in(
+        &self,
+        name: &str,
+        dest: &str,
+        archive: &mut dyn Read,
+    ) -> crate::Result<()> {
+        self.container_cp(name, &["in", dest], Some(archive), None)
+    }
+}

@@ -46,6 +46,8 @@ pub enum ContainerError {
     Conflict { reason: String },
     #[error("{message}")]
     Start { code: i32, message: String },
+    #[error("{message}")]
+    CopyNotFound { message: String },
     #[error("cannot find ketch-shim: set KETCH_SHIM, or install it beside ketch or on PATH")]
     NoShim,
     #[error("{what}: {source}")]
@@ -59,7 +61,9 @@ pub enum ContainerError {
 impl ContainerError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ContainerError::NotFound { .. } => ErrorKind::NotFound,
+            ContainerError::NotFound { .. } | ContainerError::CopyNotFound { .. } => {
+                ErrorKind::NotFound
+            }
             ContainerError::NameInUse { .. } | ContainerError::Conflict { .. } => {
                 ErrorKind::Conflict
             }

@@ -1,0 +1,187 @@
+//! `ketch-shim cp`: copies out of and into a container's file system from inside it. The
+//! helper first takes the container's view (the mount namespace of its process, whose root
+//! is the container's; or a `chroot` into a stopped container's mounted root file system),
+//! so every path, symlinks included, resolves inside the container: a symlink swapped in
+//! while the copy runs (CVE-2018-15664) can only point elsewhere in the container. It runs
+//! no program and loads no library from there (CVE-2019-14271): it is this binary, already
+//! loaded, reading and writing tar.
+//!
+//!   ketch-shim cp (--pid PID | --root DIR) out PATH          tar of PATH to stdout
+//!   ketch-shim cp (--pid PID | --root DIR) in DEST           tar from stdin into DEST
+//!
+//! Out, the tar holds PATH under its base name (`PATH/.`: its contents, under `.`). In, the
+//! tar holds one top-level entry (or `.`, for contents): into an existing directory DEST it
+//! goes as it is; otherwise it becomes DEST, in DEST's directory.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsFd;
+use std::path::{Component, Path, PathBuf};
+
+pub fn run() -> i32 {
+    match main() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let (how, rest) = args.split_at(2.min(args.len()));
+    let (dir, rest) = match (how, rest) {
+        ([flag, value], [dir, rest @ ..]) => {
+            enter(flag, value)?;
+            (dir.as_str(), rest)
+        }
+        _ => return Err(usage()),
+    };
+    match (dir, rest) {
+        ("out", [path]) => copy_out(path),
+        ("in", [dest]) => copy_in(dest),
+        _ => Err(usage()),
+    }
+}
+
+fn usage() -> String {
+    "usage: ketch-shim cp (--pid PID | --root DIR) (out PATH | in DEST)".into()
+}
+
+/// Takes the container's view of the file system.
+fn enter(flag: &str, value: &str) -> Result<(), String> {
+    match flag {
+        "--pid" => {
+            let ns = File::open(format!("/proc/{value}/ns/mnt"))
+                .map_err(|e| format!("container process {value}: {e}"))?;
+            // The root and working directory become the namespace's root: the container's.
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
+                .map_err(|e| format!("enter the container's mount namespace: {e}"))?;
+        }
+        "--root" => {
+            nix::unistd::chroot(value).map_err(|e| format!("chroot {value}: {e}"))?;
+        }
+        _ => return Err(usage()),
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+fn no_such(path: &str) -> String {
+    format!("Could not find the file {path} in container")
+}
+
+fn copy_out(path: &str) -> Result<(), String> {
+    let contents = path.ends_with("/.");
+    let p = Path::new(path);
+    let md = std::fs::symlink_metadata(p).map_err(|_| no_such(path))?;
+    let name: PathBuf = if contents {
+        PathBuf::from(".")
+    } else {
+        PathBuf::from(p.file_name().unwrap_or(p.as_os_str()))
+    };
+    let stdout = io::stdout();
+    let mut b = tar::Builder::new(io::BufWriter::with_capacity(1 << 20, stdout.lock()));
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    let res = if md.is_dir() {
+        b.append_dir_all(&name, p)
+    } else {
+        b.append_path_with_name(p, &name)
+    };
+    res.and_then(|()| b.into_inner().and_then(|mut w| w.flush()))
+        .map_err(|e| format!("copy {path}: {e}"))
+}
+
+/// Where a tar entry goes: `top` (its first component) renamed to `as_name` if given.
+fn renamed(path: &Path, as_name: Option<&Path>) -> Option<PathBuf> {
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return None;
+    }
+    let mut comps = path
+        .components()
+        .filter(|c| !matches!(c, Component::CurDir));
+    let Some(as_name) = as_name else {
+        return Some(path.to_path_buf());
+    };
+    match comps.next() {
+        Some(Component::Normal(_)) => {}
+        None => return Some(as_name.to_path_buf()),
+        _ => return None,
+    }
+    let mut out = as_name.to_path_buf();
+    out.extend(comps);
+    Some(out)
+}
+
+fn copy_in(dest: &str) -> Result<(), String> {
+    let d = Path::new(dest);
+    let (target, as_name): (PathBuf, Option<PathBuf>) = match std::fs::metadata(d) {
+        Ok(md) if md.is_dir() => (d.to_path_buf(), None),
+        Ok(_) => (
+            d.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            d.file_name().map(PathBuf::from),
+        ),
+        Err(_) => {
+            let parent = d.parent().unwrap_or(Path::new("/"));
+            if !std::fs::metadata(parent).is_ok_and(|m| m.is_dir()) {
+                return Err(format!(
+                    "Could not find the file {} in container",
+                    parent.display()
+                ));
+            }
+            (parent.to_path_buf(), d.file_name().map(PathBuf::from))
+        }
+    };
+    let stdin = io::stdin();
+    let mut a = tar::Archive::new(io::BufReader::with_capacity(1 << 20, stdin.lock()));
+    a.set_preserve_permissions(true);
+    a.set_preserve_ownerships(true);
+    a.set_preserve_mtime(true);
+    a.set_overwrite(true);
+    for entry in a.entries().map_err(|e| format!("read the archive: {e}"))? {
+        let mut entry = entry.map_err(|e| format!("read the archive: {e}"))?;
+        let path = entry
+            .path()
+            .map_err(|e| format!("read the archive: {e}"))?
+            .into_owned();
+        if path.components().all(|c| matches!(c, Component::CurDir)) && as_name.is_none() {
+            continue; // `.` itself: the existing directory stays as it is
+        }
+        let Some(to) = renamed(&path, as_name.as_deref()) else {
+            return Err(format!("refusing archive entry {}", path.display()));
+        };
+        if to.as_os_str().is_empty() {
+            continue;
+        }
+        // Names with `..` or a root were refused above; inside the container, every other
+        // path stays in it.
+        let full = target.join(&to);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("create {}: {e}", parent.display()))?;
+        }
+        if entry.header().entry_type() == tar::EntryType::Link {
+            // A hard link names another entry of the archive, renamed the same way.
+            let link = entry
+                .link_name()
+                .ok()
+                .flatten()
+                .and_then(|l| renamed(&l, as_name.as_deref()))
+                .ok_or_else(|| format!("refusing hard link {}", path.display()))?;
+            let _ = std::fs::remove_file(&full);
+            std::fs::hard_link(target.join(link), &full)
+                .map_err(|e| format!("link {}: {e}", full.display()))?;
+            continue;
+        }
+        entry
+            .unpack(&full)
+            .map_err(|e| format!("write {}: {e}", full.display()))?;
+    }
+    // Whatever follows the archive's end is not ours to leave unread for the writer.
+    let _ = io::copy(&mut a.into_inner(), &mut io::sink());
+    Ok(())
+}
