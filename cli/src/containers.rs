@@ -1655,7 +1655,7 @@ pub fn cp(cli: &Cli, a: &CpArgs) -> Result<ExitCode> {
                 std::path::PathBuf::from(src.file_name().unwrap_or(src.as_os_str()))
             };
             // The archive is made on a second thread while the helper reads it.
-            let (mut r, w) = std::io::pipe()?;
+            let (mut r, w) = pipe()?;
             let src_owned = src.to_path_buf();
             let is_dir = md.is_dir();
             let maker = std::thread::spawn(move || -> io::Result<()> {
@@ -1720,7 +1720,7 @@ fn copy_to_host(
     let stage = parent.join(format!(".ketch-cp-{}", std::process::id()));
     std::fs::create_dir(&stage)?;
     let result = (|| -> Result<()> {
-        let (r, mut w) = std::io::pipe()?;
+        let (r, mut w) = pipe()?;
         let stage_dir = stage.clone();
         let unpacker = std::thread::spawn(move || -> io::Result<()> {
             let mut a = tar::Archive::new(io::BufReader::with_capacity(1 << 20, r));
@@ -1758,4 +1758,21 @@ fn copy_to_host(
     })();
     let _ = std::fs::remove_dir_all(&stage);
     result
+}
+
+/// A pipe, both ends closed on exec.
+fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills both descriptors, which are owned from here on.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: fresh descriptors from pipe2, not owned elsewhere.
+    Ok(unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    })
 }
