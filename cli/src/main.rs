@@ -4,6 +4,7 @@ mod containers;
 mod format;
 mod images;
 mod networks;
+mod system;
 mod volumes;
 
 use std::path::PathBuf;
@@ -143,6 +144,9 @@ enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
+    /// Manage ketch
+    #[command(subcommand)]
+    System(system::SystemCommand),
 }
 
 #[derive(Subcommand)]
@@ -255,6 +259,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Image(ImageCommand::Prune(a)) => images::prune(cli, a),
         Command::Network(c) => networks::run(cli, c),
         Command::Volume(c) => volumes::run(cli, c),
+        Command::System(c) => system::run(cli, c),
     }
 }
 

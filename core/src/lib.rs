@@ -15,6 +15,7 @@ pub mod network;
 pub mod reference;
 pub mod runtime;
 pub mod snapshot;
+pub mod system;
 mod util;
 pub mod volume;
 

@@ -240,3 +240,68 @@ fn bind_mounts_and_tmpfs() {
     assert_eq!(code, 1);
     assert!(err.contains("invalid characters"), "{err}");
 }
+
+#[test]
+fn system_prune_keeps_what_containers_use() {
+    let r = setup();
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "spare"]);
+    r.ok(&["network", "create", "used"]);
+    r.ok(&["network", "create", "unused"]);
+    r.ok(&["volume", "create", "named"]);
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "live",
+        "--network",
+        "used",
+        "-v",
+        "named:/n",
+        "-v",
+        "/anon",
+        "busybox",
+        "sh",
+        "-c",
+        "echo keep > /n/f; sleep 1000",
+    ]);
+    r.ok(&["run", "--name", "stopped", "-v", "/gone", "spare", "true"]);
+    let df = r.ok(&["system", "df"]);
+    assert!(df.starts_with("TYPE"), "{df}");
+    assert!(
+        df.contains("Images") && df.contains("Local Volumes"),
+        "{df}"
+    );
+    let verbose = r.ok(&["system", "df", "-v"]);
+    assert!(verbose.contains("named"), "{verbose}");
+    let out = r.ok(&["system", "prune", "-a", "--volumes", "-f"]);
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    // The stopped container, the unused network, its anonymous volume and the unused image
+    // are gone.
+    assert!(r.run(&["inspect", "stopped"]).status.code() != Some(0));
+    assert!(
+        !r.ok(&["network", "ls", "--format", "{{.Name}}"])
+            .contains("unused")
+    );
+    assert!(
+        !r.ok(&["images", "--format", "{{.Repository}}"])
+            .contains("spare")
+    );
+    // What the running container uses stays, and it goes on.
+    assert!(
+        r.ok(&["network", "ls", "--format", "{{.Name}}"])
+            .contains("used")
+    );
+    assert!(
+        r.ok(&["images", "--format", "{{.Repository}}"])
+            .contains("busybox")
+    );
+    let vols = r.ok(&["volume", "ls", "-q"]);
+    assert!(vols.contains("named"), "{vols}");
+    assert_eq!(vols.lines().count(), 2, "{vols}");
+    assert_eq!(r.ok(&["exec", "live", "cat", "/n/f"]), "keep\n");
+    // Named volumes are not pruned by system prune, even unused.
+    r.ok(&["rm", "-f", "live"]);
+    r.ok(&["system", "prune", "--volumes", "-f"]);
+    assert!(r.ok(&["volume", "ls", "-q"]).contains("named"));
+}

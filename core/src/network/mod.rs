@@ -717,11 +717,27 @@ impl Local {
         Ok(())
     }
 
-    /// `network prune`: removes the user-defined networks no running container uses.
+    /// `network prune`: removes the user-defined networks no container (running or not)
+    /// is connected to.
     pub fn network_prune(&self) -> crate::Result<Vec<String>> {
         let mut removed = Vec::new();
+        let mut named = std::collections::HashSet::new();
+        for c in self.container_list(true)? {
+            if let crate::runtime::NetMode::Bridge(n) =
+                crate::runtime::NetMode::of(&c.record.config)
+            {
+                named.insert(n);
+            }
+            named.extend(
+                c.record
+                    .config
+                    .extra_networks
+                    .iter()
+                    .map(|a| a.network.clone()),
+            );
+        }
         for rec in self.load_networks()? {
-            if rec.predefined() {
+            if rec.predefined() || named.contains(&rec.name) || named.contains(&rec.id) {
                 continue;
             }
             match self.network_remove(&rec.id) {
