@@ -378,16 +378,7 @@ pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
         if a.containers_too
             && let Ok(c) = engine.container_get(n)
         {
-            let endpoints = if c.is_running() {
-                engine.container_endpoints(&c.record.id)?
-            } else {
-                vec![]
-            };
-            found.push(crate::containers::inspect_json(
-                &c,
-                engine.storage_driver(),
-                &endpoints,
-            ));
+            found.push(engine.container_inspect(&c.record.id)?);
             continue;
         }
         match engine.image_inspect(n) {

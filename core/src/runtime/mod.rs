@@ -11,6 +11,7 @@
 //! container and stays as its monitor.
 
 mod changes;
+mod inspect;
 mod spec;
 
 pub use changes::{Change, CommitOptions};

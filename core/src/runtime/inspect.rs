@@ -1,0 +1,157 @@
+//! `inspect` of a container, in the Docker Engine API's shape (`GET /containers/{id}/json`).
+
+use serde_json::{Value, json};
+
+use super::{Container, NetMode, Status};
+use crate::engine::Local;
+use crate::network::Endpoint;
+
+impl Local {
+    /// The container as `docker inspect` shows it.
+    pub fn container_inspect(&self, name: &str) -> crate::Result<Value> {
+        let c = self.container_get(name)?;
+        let endpoints = if c.is_running() {
+            self.container_endpoints(&c.record.id)?
+        } else {
+            vec![]
+        };
+        Ok(inspect_json(&c, self.storage_driver(), &endpoints))
+    }
+}
+
+/// Where a volume's data lives: `volumes/<name>/_data` of the root the bundle is in.
+fn engine_volume_path(bundle: &std::path::Path, name: &str) -> String {
+    bundle
+        .parent()
+        .and_then(|c| c.parent())
+        .map(|root| {
+            root.join("volumes")
+                .join(name)
+                .join("_data")
+                .display()
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// `inspect` of a container, in Docker's shape (the fields ketch has so far). `endpoints`
+/// are the container's places on networks while it runs.
+pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) -> Value {
+    let mode = NetMode::of(&c.record.config);
+    let mut networks = serde_json::Map::new();
+    let entry = |ep: Option<&Endpoint>| {
+        json!({
+            "NetworkID": ep.map(|e| e.network_id.clone()).unwrap_or_default(),
+            "MacAddress": ep.map(|e| e.mac.clone()).unwrap_or_default(),
+            "Gateway": ep.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
+            "IPAddress": ep.map(|e| e.ip.to_string()).unwrap_or_default(),
+            "IPPrefixLen": ep.map_or(0, |e| e.prefix),
+        })
+    };
+    match &mode {
+        NetMode::Bridge(_) if endpoints.is_empty() => {
+            networks.insert(mode.name(), entry(None));
+        }
+        NetMode::Bridge(_) => {
+            for ep in endpoints {
+                networks.insert(ep.network.clone(), entry(Some(ep)));
+            }
+        }
+        NetMode::Host | NetMode::None => {
+            networks.insert(mode.name(), entry(None));
+        }
+        NetMode::Container(_) => {}
+    }
+    // Docker fills the top-level address fields for the default bridge only.
+    let default = endpoints.iter().find(|e| e.network == "bridge");
+    json!({
+        "Id": c.record.id,
+        "Created": c.record.created,
+        "Path": c.record.path,
+        "Args": c.record.args,
+        "State": {
+            "Status": c.status.as_str(),
+            "Running": matches!(c.status, Status::Running | Status::Paused),
+            "Paused": c.status == Status::Paused,
+            "Restarting": c.status == Status::Restarting,
+            "OOMKilled": c.task.oom_killed,
+            "Dead": false,
+            "Pid": c.task.pid,
+            "ExitCode": c.task.exit_code,
+            "Error": c.task.error,
+            "StartedAt": if c.task.started_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { c.task.started_at.clone() },
+            "FinishedAt": if c.task.finished_at.is_empty() { "0001-01-01T00:00:00Z".to_string() } else { c.task.finished_at.clone() },
+        },
+        "Image": c.record.image_id,
+        "ResolvConfPath": c.bundle.join("resolv.conf"),
+        "HostnamePath": c.bundle.join("hostname"),
+        "HostsPath": c.bundle.join("hosts"),
+        "LogPath": c.bundle.join("container.log"),
+        "Name": format!("/{}", c.record.name),
+        "RestartCount": c.task.restart_count,
+        "Driver": driver,
+        "Mounts": c.record.config.mounts.iter().map(|m| {
+            let source = match m.kind.as_str() {
+                "volume" => engine_volume_path(&c.bundle, &m.source),
+                _ => m.source.clone(),
+            };
+            json!({
+                "Type": m.kind,
+                "Name": if m.kind == "volume" { m.source.clone() } else { String::new() },
+                "Source": source,
+                "Destination": m.target,
+                "Driver": if m.kind == "volume" { "local" } else { "" },
+                "Mode": if m.kind == "bind" { "" } else { "z" },
+                "RW": !m.readonly,
+                "Propagation": m.propagation.clone().unwrap_or_else(|| if m.kind == "bind" { "rprivate".into() } else { String::new() }),
+            })
+        }).collect::<Vec<_>>(),
+        "NetworkSettings": {
+            "Networks": networks,
+            "IPAddress": default.map(|e| e.ip.to_string()).unwrap_or_default(),
+            "IPPrefixLen": default.map_or(0, |e| e.prefix),
+            "Gateway": default.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
+            "MacAddress": default.map(|e| e.mac.clone()).unwrap_or_default(),
+            "Ports": endpoints.iter().flat_map(|e| &e.ports).map(|p| {
+                (
+                    format!("{}/{}", p.container_port, p.proto),
+                    json!([{"HostIp": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(), "HostPort": p.host_port.to_string()}]),
+                )
+            }).collect::<serde_json::Map<_, _>>(),
+        },
+        "Config": {
+            "Hostname": c.record.config.hostname,
+            "User": c.record.config.user.clone().unwrap_or_default(),
+            "Env": c.record.config.env,
+            "Cmd": c.record.config.cmd,
+            "Entrypoint": c.record.config.entrypoint.clone().filter(|e| !e.is_empty()),
+            "Image": c.record.config.image,
+            "WorkingDir": c.record.config.workdir.clone().unwrap_or_default(),
+            "Labels": c.record.config.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "Tty": c.record.config.tty,
+            "OpenStdin": c.record.config.open_stdin,
+        },
+        "HostConfig": {
+            "Memory": c.record.config.memory.unwrap_or(0),
+            "NanoCpus": c.record.config.cpus.map_or(0, |x| (x * 1e9) as i64),
+            "CpuShares": c.record.config.cpu_shares.unwrap_or(0),
+            "PidsLimit": c.record.config.pids_limit,
+            "Privileged": c.record.config.privileged,
+            "CapAdd": c.record.config.cap_add,
+            "CapDrop": c.record.config.cap_drop,
+            "ReadonlyRootfs": c.record.config.read_only,
+            "NetworkMode": mode.name(),
+            "PortBindings": c.record.config.publish.iter().map(|p| {
+                (
+                    format!("{}/{}", p.container_port, p.proto),
+                    json!([{
+                        "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+                        "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() },
+                    }]),
+                )
+            }).collect::<serde_json::Map<_, _>>(),
+            "RestartPolicy": {"Name": c.record.config.restart.clone().unwrap_or_else(|| "no".into())},
+            "AutoRemove": c.record.config.auto_remove,
+        },
+    })
+}
