@@ -1026,7 +1026,6 @@ pub struct PortArgs {
     private_port: Option<String>,
 }
 
-
 #[derive(Args)]
 pub struct NamesArgs {
     #[arg(required = true)]

@@ -1,6 +1,7 @@
 //! `ketch`: the command line front door, with Docker's verbs, flags, output and exit codes.
 
 mod containers;
+mod daemon;
 mod format;
 mod images;
 mod networks;
@@ -147,6 +148,8 @@ enum Command {
     /// Manage ketch
     #[command(subcommand)]
     System(system::SystemCommand),
+    /// Serve the Docker Engine API on a UNIX socket
+    Daemon(daemon::DaemonArgs),
 }
 
 #[derive(Subcommand)]
@@ -260,6 +263,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Network(c) => networks::run(cli, c),
         Command::Volume(c) => volumes::run(cli, c),
         Command::System(c) => system::run(cli, c),
+        Command::Daemon(a) => daemon::run(cli, a),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod mount;
 pub mod network;
 pub mod reference;
 pub mod runtime;
+pub mod server;
 pub mod snapshot;
 pub mod system;
 mod util;

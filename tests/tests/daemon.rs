@@ -1,0 +1,292 @@
+//! `ketch daemon`: the Docker Engine API on a UNIX socket the test makes.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use ketch_tests::{Root, busybox_rootfs};
+
+/// A daemon on a socket in the root's directory, killed when dropped.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(r: &Root) -> Daemon {
+        let socket = r.dir.path().join("ketch.sock");
+        let child = r
+            .cmd()
+            .args(["daemon", "-H", &format!("unix://{}", socket.display())])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while UnixStream::connect(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the daemon did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, socket }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One request on a connection of its own: (status, headers, body).
+fn request(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, String, Vec<u8>) {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: ketch\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    read_response(&mut r, method == "HEAD")
+}
+
+fn read_response(r: &mut BufReader<UnixStream>, head: bool) -> (u16, String, Vec<u8>) {
+    let mut headers = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        headers.push_str(&line);
+    }
+    let status: u16 = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let lower = headers.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if head {
+    } else if lower.contains("transfer-encoding: chunked") {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(len) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|l| l.trim().parse::<usize>().ok())
+    {
+        body.resize(len, 0);
+        r.read_exact(&mut body).unwrap();
+    }
+    (status, headers, body)
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
+}
+
+fn setup() -> (Root, Daemon) {
+    let r = Root::new();
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    let d = Daemon::start(&r);
+    (r, d)
+}
+
+#[test]
+fn ping_version_and_keep_alive() {
+    let (_r, d) = setup();
+    let (status, headers, body) = request(&d, "GET", "/_ping", None);
+    assert_eq!((status, body.as_slice()), (200, &b"OK"[..]));
+    assert!(
+        headers.to_ascii_lowercase().contains("api-version: 1.47"),
+        "{headers}"
+    );
+    let (status, headers, _) = request(&d, "HEAD", "/_ping", None);
+    assert_eq!(status, 200);
+    assert!(headers.to_ascii_lowercase().contains("api-version:"));
+    let (status, _, body) = request(&d, "GET", "/v1.44/version", None);
+    assert_eq!(status, 200);
+    let v = json(&body);
+    assert_eq!(v["ApiVersion"], "1.47");
+    assert_eq!(v["Os"], "linux");
+    let (_, _, body) = request(&d, "GET", "/info", None);
+    assert_eq!(json(&body)["Images"], 1);
+    // Two requests on one connection.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"GET /_ping HTTP/1.1\r\nHost: k\r\n\r\nGET /v1.47/containers/json HTTP/1.1\r\nHost: k\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(s);
+    assert_eq!(read_response(&mut r, false).0, 200);
+    let (status, _, body) = read_response(&mut r, false);
+    assert_eq!((status, json(&body)), (200, serde_json::json!([])));
+}
+
+#[test]
+fn containers_through_the_api() {
+    let (r, d) = setup();
+    let (status, _, body) = request(
+        &d,
+        "POST",
+        "/v1.47/containers/create?name=apitest",
+        Some(
+            r#"{"Image":"busybox","Cmd":["sh","-c","echo out; echo err >&2; exit 3"],"HostConfig":{"NetworkMode":"none"}}"#,
+        ),
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let id = json(&body)["Id"].as_str().unwrap().to_string();
+    // The CLI on the same root sees what the daemon made.
+    assert_eq!(r.ok(&["ps", "-a", "--format", "{{.Names}}"]), "apitest\n");
+    let (status, _, _) = request(&d, "POST", &format!("/v1.47/containers/{id}/start"), None);
+    assert_eq!(status, 204);
+    let (status, _, body) = request(&d, "POST", &format!("/v1.47/containers/{id}/wait"), None);
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["StatusCode"], 3);
+    let (_, _, body) = request(
+        &d,
+        "GET",
+        &format!("/v1.47/containers/{id}/logs?stdout=1&stderr=1"),
+        None,
+    );
+    // Multiplexed frames: stream, three zeros, big-endian length, payload.
+    let mut frames = Vec::new();
+    let mut rest = body.as_slice();
+    while rest.len() >= 8 {
+        let n = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        frames.push((
+            rest[0],
+            String::from_utf8_lossy(&rest[8..8 + n]).into_owned(),
+        ));
+        rest = &rest[8 + n..];
+    }
+    frames.sort();
+    assert_eq!(frames, [(1, "out\n".to_string()), (2, "err\n".to_string())]);
+    let (status, _, body) = request(&d, "GET", &format!("/containers/{id}/json"), None);
+    assert_eq!(status, 200);
+    assert_eq!(json(&body)["State"]["ExitCode"], 3);
+    let (status, _, _) = request(&d, "DELETE", &format!("/v1.47/containers/{id}"), None);
+    assert_eq!(status, 204);
+    let (status, _, body) = request(&d, "GET", &format!("/containers/{id}/json"), None);
+    assert_eq!(status, 404);
+    assert!(
+        json(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("No such container")
+    );
+}
+
+#[test]
+fn bad_requests_get_4xx_and_change_nothing() {
+    let (r, d) = setup();
+    let (status, _, body) = request(&d, "POST", "/containers/create", Some("{not json"));
+    assert_eq!(status, 400);
+    assert!(
+        json(&body)["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid JSON")
+    );
+    let (status, _, _) = request(
+        &d,
+        "POST",
+        "/containers/create",
+        Some(r#"{"Cmd":["true"]}"#),
+    );
+    assert_eq!(status, 400);
+    let (status, _, _) = request(
+        &d,
+        "POST",
+        "/containers/create",
+        Some(r#"{"Image":"nosuchimage"}"#),
+    );
+    assert_eq!(status, 404);
+    let (status, _, _) = request(&d, "GET", "/no/such/endpoint", None);
+    assert_eq!(status, 404);
+    let (status, _, _) = request(&d, "POST", "/containers/nosuch/kill?signal=NOPE", None);
+    assert!(status == 400 || status == 404, "{status}");
+    // Garbage instead of HTTP.
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn many_clients_at_once() {
+    let (r, d) = setup();
+    let d = std::sync::Arc::new(d);
+    let workers: Vec<_> = (0..20)
+        .map(|i| {
+            let d = d.clone();
+            std::thread::spawn(move || {
+                for round in 0..3 {
+                    let (s, _, b) = request(
+                        &d,
+                        "POST",
+                        &format!("/containers/create?name=w{i}-{round}"),
+                        Some(r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"NetworkMode":"none"}}"#),
+                    );
+                    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+                    let id = json(&b)["Id"].as_str().unwrap().to_string();
+                    assert_eq!(request(&d, "POST", &format!("/containers/{id}/start"), None).0, 204);
+                    let (s, _, b) = request(&d, "POST", &format!("/containers/{id}/wait"), None);
+                    assert_eq!((s, json(&b)["StatusCode"].as_i64()), (200, Some(0)));
+                    assert_eq!(request(&d, "DELETE", &format!("/containers/{id}"), None).0, 204);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn containers_outlive_the_daemon() {
+    let (r, mut d) = setup();
+    let (_, _, body) = request(
+        &d,
+        "POST",
+        "/containers/create?name=survivor",
+        Some(r#"{"Image":"busybox","Cmd":["sleep","1000"],"HostConfig":{"NetworkMode":"none"}}"#),
+    );
+    let id = json(&body)["Id"].as_str().unwrap().to_string();
+    assert_eq!(
+        request(&d, "POST", &format!("/containers/{id}/start"), None).0,
+        204
+    );
+    d.kill();
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.Status}}", "survivor"])
+            .trim(),
+        "running"
+    );
+    // A new daemon finds it.
+    let d2 = Daemon::start(&r);
+    let (_, _, body) = request(&d2, "GET", "/containers/json", None);
+    let list = json(&body);
+    assert_eq!(list[0]["Names"][0], "/survivor");
+    assert_eq!(list[0]["State"], "running");
+    assert_eq!(
+        request(&d2, "DELETE", "/containers/survivor?force=1", None).0,
+        204
+    );
+}
