@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 use ketch::network::Endpoint;
 use ketch::network::firewall::PortMap;
-use ketch::runtime::{Container, CreateOptions, NetMode, Status};
+use ketch::runtime::{Container, CreateOptions, NetMode};
 use ketch::volume::MountSpec;
 use serde_json::{Value, json};
 
@@ -421,26 +421,7 @@ pub struct PsArgs {
 }
 
 fn status_text(c: &Container) -> String {
-    let since = |ts: &str| {
-        chrono::DateTime::parse_from_rfc3339(ts)
-            .map(|t| format::human_duration(chrono::Utc::now().timestamp() - t.timestamp()))
-            .unwrap_or_default()
-    };
-    match c.status {
-        Status::Created => "Created".into(),
-        Status::Running => format!("Up {}", since(&c.task.started_at)),
-        Status::Paused => format!("Up {} (Paused)", since(&c.task.started_at)),
-        Status::Restarting => format!(
-            "Restarting ({}) {} ago",
-            c.task.exit_code,
-            since(&c.task.finished_at)
-        ),
-        Status::Exited => format!(
-            "Exited ({}) {} ago",
-            c.task.exit_code,
-            since(&c.task.finished_at)
-        ),
-    }
+    c.status_text()
 }
 
 fn matches_filters(c: &Container, filters: &[String]) -> Result<bool> {

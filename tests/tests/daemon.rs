@@ -290,3 +290,111 @@ fn containers_outlive_the_daemon() {
         204
     );
 }
+
+/// The real Docker CLI against the daemon.
+fn docker(d: &Daemon, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+        .env(
+            "DOCKER_CONFIG",
+            d.socket.parent().unwrap().join("docker-config"),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn docker_ok(d: &Daemon, args: &[&str]) -> String {
+    let o = docker(d, args);
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn the_docker_cli_works_against_it() {
+    ketch_tests::require_tool("docker");
+    let (r, d) = setup();
+    let v = docker_ok(&d, &["version"]);
+    assert!(v.contains("Server: ketch"), "{v}");
+    assert!(docker_ok(&d, &["info"]).contains("Images: 1"));
+    // run --rm: attach, start, wait, remove; the exit code comes through.
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["run", "--rm", "--network", "none", "busybox", "echo", "hi"]
+        ),
+        "hi\n"
+    );
+    let o = docker(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "exit 7",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(7));
+    // run -d, logs -f, stop, rm.
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3; do echo line $i; sleep 0.2; done",
+        ],
+    );
+    assert_eq!(
+        docker_ok(&d, &["logs", "-f", "bg"]),
+        "line 1\nline 2\nline 3\n"
+    );
+    let ps = docker_ok(&d, &["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
+    assert!(ps.starts_with("bg Exited (0)"), "{ps}");
+    assert_eq!(
+        docker_ok(&d, &["inspect", "-f", "{{.State.ExitCode}}", "bg"]),
+        "0\n"
+    );
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "long",
+            "--network",
+            "none",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    docker_ok(&d, &["stop", "-t", "1", "long"]);
+    docker_ok(&d, &["rm", "bg", "long"]);
+    assert_eq!(docker_ok(&d, &["ps", "-aq"]), "");
+    assert!(docker_ok(&d, &["images"]).contains("busybox"));
+    // Errors come back as Docker's.
+    let o = docker(&d, &["inspect", "nosuch"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No such"),
+        "{o:?}"
+    );
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}

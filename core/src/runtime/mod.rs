@@ -1558,6 +1558,32 @@ impl Local {
 }
 
 impl Container {
+    /// What `ps` shows as its status: `Up 3 minutes`, `Exited (0) 2 hours ago`...
+    pub fn status_text(&self) -> String {
+        let since = |ts: &str| {
+            chrono::DateTime::parse_from_rfc3339(ts)
+                .map(|t| {
+                    crate::model::human_duration(chrono::Utc::now().timestamp() - t.timestamp())
+                })
+                .unwrap_or_default()
+        };
+        match self.status {
+            Status::Created => "Created".into(),
+            Status::Running => format!("Up {}", since(&self.task.started_at)),
+            Status::Paused => format!("Up {} (Paused)", since(&self.task.started_at)),
+            Status::Restarting => format!(
+                "Restarting ({}) {} ago",
+                self.task.exit_code,
+                since(&self.task.finished_at)
+            ),
+            Status::Exited => format!(
+                "Exited ({}) {} ago",
+                self.task.exit_code,
+                since(&self.task.finished_at)
+            ),
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         matches!(
             self.status,

@@ -181,8 +181,14 @@ fn route(engine: &Engine, req: &Request, w: &mut UnixStream) -> Result<Option<Re
                 Reply::Empty(304)
             } else {
                 engine.container_start(id, false, false)?;
+                if c.record.config.auto_remove {
+                    auto_remove(engine, c.record.id.clone());
+                }
                 Reply::Empty(204)
             }
+        }
+        ("POST", ["containers", id, "attach"]) => {
+            return container_attach(engine, id, req, w).map(|()| None);
         }
         ("POST", ["containers", id, "stop"]) => {
             let t = req
@@ -237,11 +243,39 @@ fn route(engine: &Engine, req: &Request, w: &mut UnixStream) -> Result<Option<Re
             Reply::Empty(204)
         }
         ("POST", ["containers", id, "wait"]) => {
-            return container_wait(engine, id, w).map(|()| None);
+            let condition = req
+                .query
+                .get("condition")
+                .map(String::as_str)
+                .unwrap_or("not-running");
+            return container_wait(engine, id, condition, w).map(|()| None);
         }
         ("DELETE", ["containers", id]) => {
             engine.container_remove_with(id, req.query_bool("force"), req.query_bool("v"))?;
             Reply::Empty(204)
+        }
+        ("GET", ["containers", id, "logs"]) if req.query_bool("follow") => {
+            let c = engine.container_get(id)?;
+            let tty = c.record.config.tty;
+            let ctype = if tty {
+                "application/vnd.docker.raw-stream"
+            } else {
+                "application/vnd.docker.multiplexed-stream"
+            };
+            let (out, err) = (req.query_bool("stdout"), req.query_bool("stderr"));
+            let want = move |fd: u8| if fd == 2 { err } else { out };
+            let mut body = http::ChunkedWriter::start(
+                w,
+                200,
+                &[
+                    ("Content-Type", ctype.into()),
+                    ("Api-Version", API_VERSION.into()),
+                ],
+            )
+            .map_err(|e| ApiError(500, e.to_string()))?;
+            follow_log(engine, id, 0, Until::Stopped, tty, &want, &mut body);
+            let _ = body.finish();
+            return Ok(None);
         }
         ("GET", ["containers", id, "logs"]) => Reply::Text(
             200,
@@ -307,7 +341,10 @@ fn version() -> Value {
     json!({
         "Platform": {"Name": "ketch"},
         "Components": [{"Name": "Engine", "Version": env!("CARGO_PKG_VERSION"),
-                        "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION}}],
+                        "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+                                    "Os": "linux", "Arch": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+                                    "KernelVersion": uname.release().to_string_lossy(),
+                                    "Experimental": "false", "GitCommit": "", "GoVersion": "", "BuildTime": ""}}],
         "Version": env!("CARGO_PKG_VERSION"),
         "ApiVersion": API_VERSION,
         "MinAPIVersion": MIN_API_VERSION,
@@ -388,7 +425,7 @@ fn containers_list(engine: &Engine, req: &Request) -> Result<Value> {
             "Ports": [],
             "Labels": c.record.config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
             "State": c.status.as_str(),
-            "Status": c.status.as_str(),
+            "Status": c.status_text(),
             "HostConfig": {"NetworkMode": crate::runtime::NetMode::of(&c.record.config).name()},
             "Mounts": [],
         }));
@@ -500,9 +537,50 @@ fn container_create(engine: &Engine, req: &Request) -> Result<Value> {
     Ok(json!({"Id": c.record.id, "Warnings": []}))
 }
 
+/// What a container's state is now, for waiting on it: (running, started at, finished at,
+/// exit code), or `None` once it is removed.
+fn snapshot(engine: &Engine, id: &str) -> Option<(bool, String, String, i32)> {
+    let c = engine.container_get(id).ok()?;
+    Some((
+        c.is_running(),
+        c.task.started_at.clone(),
+        c.task.finished_at.clone(),
+        c.task.exit_code,
+    ))
+}
+
+/// Waits for `condition`: `not-running` (now, if it is not), `next-exit` (the end of a run
+/// that ends after now), `removed`. Returns the exit code.
+fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Result<i32> {
+    let first = snapshot(engine, id).ok_or_else(|| {
+        crate::Error::from(crate::runtime::ContainerError::NotFound {
+            name: id.to_string(),
+        })
+    })?;
+    let mut last = first.3;
+    loop {
+        let now = snapshot(engine, id);
+        match (&now, condition) {
+            (None, _) => return Ok(last),
+            (Some((false, ..)), "not-running") => return Ok(now.map_or(last, |n| n.3)),
+            (Some((false, _, finished, code)), "next-exit") if *finished != first.2 => {
+                return Ok(*code);
+            }
+            _ => {}
+        }
+        if let Some(n) = &now {
+            last = n.3;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// `POST /containers/{id}/wait`: the headers go out at once (clients wait on them), the
-/// status when the container stops.
-fn container_wait(engine: &Engine, id: &str, w: &mut UnixStream) -> Result<()> {
+/// status when the condition is met.
+fn container_wait(engine: &Engine, id: &str, condition: &str, w: &mut UnixStream) -> Result<()> {
+    if !matches!(condition, "not-running" | "next-exit" | "removed") {
+        return Err(bad(format!("invalid condition: {condition}")));
+    }
     engine.container_get(id)?;
     let mut out = http::ChunkedWriter::start(
         w,
@@ -513,13 +591,140 @@ fn container_wait(engine: &Engine, id: &str, w: &mut UnixStream) -> Result<()> {
         ],
     )
     .map_err(|e| ApiError(500, e.to_string()))?;
-    let body = match engine.container_wait(id, None) {
+    let body = match wait_for(engine, id, condition) {
         Ok(code) => json!({"StatusCode": code, "Error": null}),
         Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),
     };
     let _ = writeln!(out, "{body}");
     let _ = out.finish();
     Ok(())
+}
+
+/// Removes an `AutoRemove` container once it has run, from a thread of the daemon's.
+fn auto_remove(engine: &Engine, id: String) {
+    let engine = engine.clone();
+    std::thread::spawn(move || {
+        if wait_for(&engine, &id, "not-running").is_ok() {
+            let _ = engine.container_remove(&id, true);
+        }
+    });
+}
+
+/// `POST /containers/{id}/attach`: the connection is taken over (`101 UPGRADED`) and the
+/// container's output follows on it, multiplexed without a terminal, raw with one, until
+/// the container stops after having run. The output comes from the container's log.
+fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut UnixStream) -> Result<()> {
+    let c = engine.container_get(id)?;
+    let tty = c.record.config.tty;
+    let want = |fd: u8| match fd {
+        2 => req.query_bool("stderr"),
+        _ => req.query_bool("stdout"),
+    };
+    let ctype = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let head = if req.header("upgrade").is_some() {
+        format!(
+            "HTTP/1.1 101 UPGRADED\r\nContent-Type: {ctype}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nApi-Version: {API_VERSION}\r\n\r\n"
+        )
+    } else {
+        format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nApi-Version: {API_VERSION}\r\n\r\n")
+    };
+    w.write_all(head.as_bytes())
+        .map_err(|e| ApiError(500, e.to_string()))?;
+    let path = engine.container_log_path(id)?;
+    let from = if req.query_bool("logs") {
+        0
+    } else {
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+    };
+    let until = if req.query_bool("stream") {
+        Until::RanAndStopped(c.task.started_at.clone())
+    } else {
+        Until::Now
+    };
+    follow_log(engine, id, from, until, tty, &want, w);
+    let _ = w.flush();
+    let _ = w.shutdown(std::net::Shutdown::Write);
+    Ok(())
+}
+
+/// When a follower stops.
+enum Until {
+    /// After what the log holds now.
+    Now,
+    /// When the container is not running.
+    Stopped,
+    /// When the container has run after it started at this time, and stopped.
+    RanAndStopped(String),
+}
+
+/// Writes the container's log lines from byte `from` on as they come (multiplexed frames,
+/// or raw with a terminal), until `until`; a write error (the client went) ends it too.
+fn follow_log(
+    engine: &Engine,
+    id: &str,
+    from: u64,
+    until: Until,
+    tty: bool,
+    want: &dyn Fn(u8) -> bool,
+    w: &mut dyn Write,
+) {
+    let Ok(path) = engine.container_log_path(id) else {
+        return;
+    };
+    let mut offset = from;
+    let mut partial = Vec::new();
+    loop {
+        let state = snapshot(engine, id);
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            use std::io::{Read, Seek, SeekFrom};
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < offset {
+                offset = 0; // rotated
+            }
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let mut buf = Vec::new();
+                let _ = f.read_to_end(&mut buf);
+                offset += buf.len() as u64;
+                partial.extend_from_slice(&buf);
+            }
+            while let Some(nl) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=nl).collect();
+                let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                    continue;
+                };
+                let fd: u8 = if v["stream"] == "stderr" { 2 } else { 1 };
+                if !want(fd) {
+                    continue;
+                }
+                let text = v["log"].as_str().unwrap_or_default().as_bytes();
+                let mut frame = Vec::with_capacity(text.len() + 8);
+                if !tty {
+                    frame.push(fd);
+                    frame.extend_from_slice(&[0, 0, 0]);
+                    frame.extend_from_slice(&(text.len() as u32).to_be_bytes());
+                }
+                frame.extend_from_slice(text);
+                if w.write_all(&frame).and_then(|()| w.flush()).is_err() {
+                    return;
+                }
+            }
+        }
+        let done = match (&until, &state) {
+            (Until::Now, _) | (_, None) => true,
+            (Until::Stopped, Some((running, ..))) => !running,
+            (Until::RanAndStopped(begun), Some((running, started, ..))) => {
+                !running && started != begun
+            }
+        };
+        if done {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// `GET /containers/{id}/logs`: the log in the multiplexed framing (stream, 3 zero bytes,
