@@ -33,7 +33,8 @@ pub struct ContainerUsage {
     pub names: Vec<String>,
     pub image: String,
     pub command: String,
-    pub created: String,
+    /// Unix seconds.
+    pub created: i64,
     pub state: String,
     pub status: String,
     /// Its writable layer.
@@ -97,9 +98,11 @@ impl Local {
                     .chain(c.record.args.iter().cloned())
                     .collect::<Vec<_>>()
                     .join(" "),
-                created: c.record.created.clone(),
+                created: chrono::DateTime::parse_from_rfc3339(&c.record.created)
+                    .map(|t| t.timestamp())
+                    .unwrap_or(0),
                 state: c.status.as_str().to_string(),
-                status: c.status.as_str().to_string(),
+                status: c.status_text(),
                 size_rw,
             });
         }

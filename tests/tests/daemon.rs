@@ -398,3 +398,144 @@ fn the_docker_cli_works_against_it() {
     );
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn the_docker_cli_manages_images_networks_volumes_and_files() {
+    ketch_tests::require_tool("docker");
+    let (r, d) = setup();
+    docker_ok(
+        &d,
+        &["run", "-d", "--name", "c", "busybox", "sleep", "1000"],
+    );
+    // exec, with its exit code and both streams.
+    let o = docker(
+        &d,
+        &["exec", "c", "sh", "-c", "echo out; echo err >&2; exit 4"],
+    );
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    // cp both ways.
+    let host = r.dir.path().join("h.txt");
+    std::fs::write(&host, "from host\n").unwrap();
+    docker_ok(&d, &["cp", host.to_str().unwrap(), "c:/tmp/"]);
+    assert_eq!(
+        docker_ok(&d, &["exec", "c", "cat", "/tmp/h.txt"]),
+        "from host\n"
+    );
+    let back = r.dir.path().join("motd");
+    docker_ok(&d, &["cp", "c:/etc/motd", back.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&back).unwrap().contains("busybox"));
+    // diff and commit.
+    docker_ok(&d, &["exec", "c", "sh", "-c", "echo x > /etc/added"]);
+    let diff = docker_ok(&d, &["diff", "c"]);
+    assert!(diff.contains("A /etc/added"), "{diff}");
+    docker_ok(&d, &["commit", "c", "committed:1"]);
+    assert_eq!(
+        docker_ok(&d, &["run", "--rm", "committed:1", "cat", "/etc/added"]),
+        "x\n"
+    );
+    // tag, save, rmi, load.
+    docker_ok(&d, &["tag", "busybox", "mine:1"]);
+    let tar = r.dir.path().join("mine.tar");
+    docker_ok(&d, &["save", "-o", tar.to_str().unwrap(), "mine:1"]);
+    docker_ok(&d, &["rmi", "mine:1"]);
+    assert!(!docker_ok(&d, &["images"]).contains("mine"));
+    let loaded = docker_ok(&d, &["load", "-i", tar.to_str().unwrap()]);
+    assert!(loaded.contains("mine:1"), "{loaded}");
+    // networks.
+    docker_ok(&d, &["network", "create", "dnet"]);
+    docker_ok(&d, &["network", "connect", "dnet", "c"]);
+    assert_eq!(
+        docker_ok(&d, &["exec", "c", "ls", "/sys/class/net"]),
+        "eth0\neth1\nlo\n"
+    );
+    docker_ok(&d, &["network", "disconnect", "dnet", "c"]);
+    docker_ok(&d, &["network", "rm", "dnet"]);
+    // volumes, and run -v.
+    docker_ok(&d, &["volume", "create", "dvol"]);
+    assert!(docker_ok(&d, &["volume", "ls"]).contains("dvol"));
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "dvol:/v",
+            "busybox",
+            "sh",
+            "-c",
+            "echo kept > /v/f",
+        ],
+    );
+    assert_eq!(
+        docker_ok(
+            &d,
+            &["run", "--rm", "-v", "dvol:/v", "busybox", "cat", "/v/f"]
+        ),
+        "kept\n"
+    );
+    docker_ok(&d, &["volume", "rm", "dvol"]);
+    assert!(docker_ok(&d, &["system", "df"]).contains("Images"));
+    docker_ok(&d, &["rm", "-f", "c"]);
+}
+
+#[test]
+fn an_archive_put_cannot_write_outside_the_container() {
+    let (r, d) = setup();
+    let (_, _, body) = request(
+        &d,
+        "POST",
+        "/containers/create?name=target",
+        Some(r#"{"Image":"busybox","Cmd":["sleep","1000"],"HostConfig":{"NetworkMode":"none"}}"#),
+    );
+    let id = json(&body)["Id"].as_str().unwrap().to_string();
+    request(&d, "POST", &format!("/containers/{id}/start"), None);
+    // A tar whose entry climbs out, sent raw.
+    let mut tar = Vec::new();
+    {
+        let mut h = tar::Header::new_gnu();
+        let name = format!(
+            "../../../../../../tmp/ketch-escape-{}",
+            ketch_tests::random_hex(4)
+        );
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.extend_from_slice(h.as_bytes());
+        tar.extend_from_slice(b"evil");
+        tar.resize(512 * 2, 0);
+        tar.resize(tar.len() + 1024, 0);
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        write!(
+            s,
+            "PUT /containers/{id}/archive?path=/tmp HTTP/1.1\r\nHost: k\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            tar.len()
+        )
+        .unwrap();
+        s.write_all(&tar).unwrap();
+        let (status, _, body) = read_response(&mut BufReader::new(s), false);
+        assert!(
+            (400..500).contains(&status),
+            "{status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            !std::path::Path::new(&format!(
+                "/{}",
+                name.trim_start_matches("../").trim_start_matches("../")
+            ))
+            .exists()
+        );
+        let leaked = std::fs::read_dir("/tmp").unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("ketch-escape-")
+        });
+        assert!(!leaked, "the archive wrote on the host");
+    }
+    request(&d, "DELETE", &format!("/containers/{id}?force=1"), None);
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}

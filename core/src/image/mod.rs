@@ -545,7 +545,13 @@ impl Local {
             let users = containers_using(tx, &image.id)?;
             let mut out = Vec::new();
             let short = image.id.short().to_string();
-            if let Some((c, _)) = users.iter().find(|(_, running)| *running) {
+            // Untagging one of several tags touches no container, running or not.
+            let only_untag = resolved.reference.is_some() && tags.len() > 1;
+            if let Some((c, _)) = users
+                .iter()
+                .find(|(_, running)| *running)
+                .filter(|_| !only_untag)
+            {
                 return Err(ImageError::Conflict {
                     action: "delete",
                     name: short,

@@ -1673,6 +1673,22 @@ impl Local {
         opts: &ExecOptions,
         on_spawn: &dyn Fn(u32),
     ) -> crate::Result<i32> {
+        let child = self.container_exec_spawn(name, opts, false)?;
+        let Some(mut child) = child else { return Ok(0) };
+        on_spawn(child.id());
+        let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
+        Ok(status.code().unwrap_or(125))
+    }
+
+    /// Starts a process in a running container; attached, returns the monitor's child
+    /// handle, with its output on pipes if `piped` (for a front door that frames it, the
+    /// daemon's exec), else on this process's stdio.
+    pub fn container_exec_spawn(
+        &self,
+        name: &str,
+        opts: &ExecOptions,
+        piped: bool,
+    ) -> crate::Result<Option<std::process::Child>> {
         let c = self.container_get(name)?;
         if c.status != Status::Running || c.task.pid <= 0 {
             return Err(ContainerError::Conflict {
@@ -1708,11 +1724,15 @@ impl Local {
             cmd.args(["--env", e]);
         }
         cmd.arg("--").args(&opts.cmd);
-        let child = spawn_reporting(cmd, &shim, opts.detach)?;
-        let Some(mut child) = child else { return Ok(0) };
-        on_spawn(child.id());
-        let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
-        Ok(status.code().unwrap_or(125))
+        if piped && !opts.detach {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            cmd.stdin(if opts.interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        }
+        spawn_reporting(cmd, &shim, opts.detach)
     }
 }
 

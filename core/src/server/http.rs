@@ -17,6 +17,8 @@ pub struct Request {
     pub path: String,
     pub version: Option<String>,
     pub query: BTreeMap<String, String>,
+    /// The query in order, repeated names kept.
+    pub query_list: Vec<(String, String)>,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
     pub keep_alive: bool,
@@ -27,6 +29,15 @@ impl Request {
         self.headers
             .get(&name.to_ascii_lowercase())
             .map(String::as_str)
+    }
+
+    /// Every value of a parameter given more than once (`names=a&names=b`).
+    pub fn query_all(&self, name: &str) -> Vec<String> {
+        self.query_list
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     pub fn query_bool(&self, name: &str) -> bool {
@@ -59,7 +70,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Splits `/v1.47/containers/json?all=1` into the version, the path and the query.
-fn split_target(target: &str) -> (Option<String>, String, BTreeMap<String, String>) {
+fn split_target(target: &str) -> (Option<String>, String, Vec<(String, String)>) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut version = None;
     let mut path = path.to_string();
@@ -119,7 +130,8 @@ pub fn read_request(r: &mut BufReader<impl Read>) -> io::Result<Option<Request>>
         }
     }
     let method = req.method.unwrap_or("GET").to_string();
-    let (version, path, query) = split_target(req.path.unwrap_or("/"));
+    let (version, path, query_list) = split_target(req.path.unwrap_or("/"));
+    let query = query_list.iter().cloned().collect();
     let mut hmap = BTreeMap::new();
     for h in req.headers.iter() {
         hmap.insert(
@@ -138,6 +150,7 @@ pub fn read_request(r: &mut BufReader<impl Read>) -> io::Result<Option<Request>>
         path,
         version,
         query,
+        query_list,
         headers: hmap,
         body: Vec::new(),
         keep_alive,
@@ -146,7 +159,10 @@ pub fn read_request(r: &mut BufReader<impl Read>) -> io::Result<Option<Request>>
 }
 
 /// The body of a request, as a reader that stops at its end (by length or chunks).
-pub fn body_reader<'a, R: BufRead>(req: &Request, r: &'a mut R) -> Box<dyn Read + 'a> {
+pub fn body_reader<'a, R: BufRead + Send>(
+    req: &Request,
+    r: &'a mut R,
+) -> Box<dyn Read + Send + 'a> {
     if req
         .header("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"))
@@ -166,7 +182,7 @@ pub fn body_reader<'a, R: BufRead>(req: &Request, r: &'a mut R) -> Box<dyn Read 
 }
 
 /// Reads the whole body into the request, refusing more than [`MAX_BODY`].
-pub fn read_body<R: BufRead>(req: &mut Request, r: &mut R) -> io::Result<()> {
+pub fn read_body<R: BufRead + Send>(req: &mut Request, r: &mut R) -> io::Result<()> {
     let mut body = Vec::new();
     let mut rd = body_reader(req, r).take(MAX_BODY + 1);
     rd.read_to_end(&mut body)?;
@@ -325,8 +341,8 @@ mod tests {
         let (v, p, q) = split_target("/v1.47/containers/json?all=1&filters=%7B%7D");
         assert_eq!(v.as_deref(), Some("1.47"));
         assert_eq!(p, "/containers/json");
-        assert_eq!(q.get("all").map(String::as_str), Some("1"));
-        assert_eq!(q.get("filters").map(String::as_str), Some("{}"));
+        assert_eq!(q[0], ("all".to_string(), "1".to_string()));
+        assert_eq!(q[1], ("filters".to_string(), "{}".to_string()));
         let (v, p, _) = split_target("/_ping");
         assert_eq!((v, p.as_str()), (None, "/_ping"));
     }

@@ -91,7 +91,12 @@ fn connection(engine: &Engine, stream: UnixStream) -> io::Result<()> {
         {
             writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         }
-        if let Err(e) = http::read_body(&mut req, &mut reader) {
+        // Uploads of any size (image tars, archives) are streamed to their handler; other
+        // bodies are read whole, within a bound.
+        let streaming = streaming_upload(&req);
+        if streaming {
+            // Read by the handler below.
+        } else if let Err(e) = http::read_body(&mut req, &mut reader) {
             let body = json!({"message": format!("bad request body: {e}")}).to_string();
             let status = if e.to_string().contains("too large") {
                 413
@@ -110,7 +115,17 @@ fn connection(engine: &Engine, stream: UnixStream) -> io::Result<()> {
         }
         let keep_alive = req.keep_alive;
         let head = req.method == "HEAD";
-        let reply = route(engine, &req, &mut writer);
+        let reply = {
+            let mut body: Box<dyn io::Read + Send + '_> = if streaming {
+                http::body_reader(&req, &mut reader)
+            } else {
+                Box::new(io::empty())
+            };
+            let reply = route(engine, &req, &mut writer, &mut body);
+            // Whatever the handler left unread belongs to this request, not the next.
+            let _ = io::copy(&mut body, &mut io::sink());
+            reply
+        };
         let mut headers = vec![
             ("Api-Version", API_VERSION.to_string()),
             ("Server", format!("ketch/{}", env!("CARGO_PKG_VERSION"))),
@@ -163,7 +178,23 @@ fn segments(path: &str) -> Vec<&str> {
     path.split('/').filter(|s| !s.is_empty()).collect()
 }
 
-fn route(engine: &Engine, req: &Request, w: &mut UnixStream) -> Result<Option<Reply>> {
+/// Requests whose bodies may be large and go to their handler as a stream.
+fn streaming_upload(req: &Request) -> bool {
+    let seg = segments(&req.path);
+    matches!(
+        (req.method.as_str(), seg.as_slice()),
+        ("POST", ["images", "load"])
+            | ("POST", ["images", "create"])
+            | ("PUT", ["containers", _, "archive"])
+    )
+}
+
+fn route(
+    engine: &Engine,
+    req: &Request,
+    w: &mut UnixStream,
+    body: &mut (dyn io::Read + Send),
+) -> Result<Option<Reply>> {
     let seg = segments(&req.path);
     let m = req.method.as_str();
     let reply = match (m, seg.as_slice()) {
@@ -305,6 +336,271 @@ fn route(engine: &Engine, req: &Request, w: &mut UnixStream) -> Result<Option<Re
             200,
             serde_json::to_value(engine.image_inspect(&name.join("/"))?).unwrap_or_default(),
         ),
+        // Images.
+        ("POST", ["images", "load"]) => {
+            let loaded = engine.image_load(crate::image::LoadSource::Reader(body))?;
+            let text: String = loaded
+                .iter()
+                .flat_map(|l| {
+                    if l.tags.is_empty() {
+                        vec![format!("Loaded image ID: {}\n", l.id)]
+                    } else {
+                        l.tags
+                            .iter()
+                            .map(|t| format!("Loaded image: {t}\n"))
+                            .collect()
+                    }
+                })
+                .map(|line| json!({"stream": line}).to_string() + "\n")
+                .collect();
+            Reply::Text(200, "application/json", text.into_bytes())
+        }
+        ("POST", ["images", "create"]) => {
+            if req.query.get("fromSrc").map(String::as_str) != Some("-") {
+                return Err(ApiError(
+                    501,
+                    "pulling from a registry is not served yet; import with fromSrc=-".into(),
+                ));
+            }
+            let reference = match (req.query.get("repo"), req.query.get("tag")) {
+                (Some(r), Some(t)) if !r.is_empty() && !t.is_empty() => Some(format!("{r}:{t}")),
+                (Some(r), _) if !r.is_empty() => Some(r.clone()),
+                _ => None,
+            };
+            let opts = crate::image::ImportOptions {
+                reference,
+                changes: req.query.get("changes").cloned().into_iter().collect(),
+                message: req.query.get("message").cloned(),
+                source: "-".into(),
+            };
+            let id = engine.image_import(body, &opts)?;
+            Reply::Text(
+                200,
+                "application/json",
+                (json!({"status": id.to_string()}).to_string() + "\n").into_bytes(),
+            )
+        }
+        ("GET", ["images", "get"]) => {
+            let names: Vec<String> = req.query_all("names");
+            return image_save(engine, &names, w).map(|()| None);
+        }
+        ("GET", ["images", name @ .., "get"]) if !name.is_empty() => {
+            return image_save(engine, &[name.join("/")], w).map(|()| None);
+        }
+        ("GET", ["images", name @ .., "history"]) if !name.is_empty() => Reply::Json(
+            200,
+            serde_json::to_value(engine.image_history(&name.join("/"))?).unwrap_or_default(),
+        ),
+        ("POST", ["images", name @ .., "tag"]) if !name.is_empty() => {
+            let repo = req
+                .query
+                .get("repo")
+                .ok_or_else(|| bad("repo is required"))?;
+            let target = match req.query.get("tag").filter(|t| !t.is_empty()) {
+                Some(t) => format!("{repo}:{t}"),
+                None => repo.clone(),
+            };
+            engine.image_tag(&name.join("/"), &target)?;
+            Reply::Empty(201)
+        }
+        ("POST", ["images", "prune"]) => {
+            let all = req
+                .query
+                .get("filters")
+                .is_some_and(|f| f.contains("\"dangling\"") && f.contains("false"));
+            Reply::Json(
+                200,
+                serde_json::to_value(engine.image_prune(all)?).unwrap_or_default(),
+            )
+        }
+        ("DELETE", ["images", name @ ..]) if !name.is_empty() => Reply::Json(
+            200,
+            serde_json::to_value(engine.image_remove(&name.join("/"), req.query_bool("force"))?)
+                .unwrap_or_default(),
+        ),
+        // Containers' files and changes.
+        ("GET", ["containers", id, "export"]) => {
+            let mut out =
+                http::ChunkedWriter::start(w, 200, &[("Content-Type", "application/x-tar".into())])
+                    .map_err(|e| ApiError(500, e.to_string()))?;
+            let _ = engine.container_export(id, &mut out);
+            let _ = out.finish();
+            return Ok(None);
+        }
+        ("POST", ["commit"]) => {
+            let container = req
+                .query
+                .get("container")
+                .ok_or_else(|| bad("container is required"))?;
+            let reference = match (req.query.get("repo"), req.query.get("tag")) {
+                (Some(r), Some(t)) if !r.is_empty() && !t.is_empty() => Some(format!("{r}:{t}")),
+                (Some(r), _) if !r.is_empty() => Some(r.clone()),
+                _ => None,
+            };
+            let opts = crate::runtime::CommitOptions {
+                reference,
+                changes: req.query_all("changes"),
+                message: req.query.get("comment").cloned().filter(|c| !c.is_empty()),
+                author: req.query.get("author").cloned().filter(|a| !a.is_empty()),
+                pause: req
+                    .query
+                    .get("pause")
+                    .is_none_or(|p| p != "0" && p != "false"),
+            };
+            let id = engine.container_commit(container, &opts)?;
+            Reply::Json(201, json!({"Id": id.to_string()}))
+        }
+        ("HEAD", ["containers", id, "archive"]) | ("GET", ["containers", id, "archive"]) => {
+            let path = req
+                .query
+                .get("path")
+                .ok_or_else(|| bad("path is required"))?;
+            return container_archive_get(engine, id, path, req.method == "HEAD", w).map(|()| None);
+        }
+        ("PUT", ["containers", id, "archive"]) => {
+            let path = req
+                .query
+                .get("path")
+                .ok_or_else(|| bad("path is required"))?;
+            engine.container_copy_in(id, path, body)?;
+            Reply::Empty(200)
+        }
+        ("GET", ["containers", id, "top"]) => {
+            let pids = engine.container_pids(id)?;
+            let processes: Vec<Value> = pids
+                .iter()
+                .map(|p| {
+                    let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
+                        .map(|b| {
+                            String::from_utf8_lossy(&b)
+                                .split('\0')
+                                .filter(|s| !s.is_empty())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default();
+                    json!(["root", p.to_string(), cmd])
+                })
+                .collect();
+            Reply::Json(
+                200,
+                json!({"Titles": ["UID", "PID", "CMD"], "Processes": processes}),
+            )
+        }
+        // Exec.
+        ("POST", ["containers", id, "exec"]) => Reply::Json(201, exec_create(engine, id, req)?),
+        ("POST", ["exec", id, "start"]) => return exec_start(engine, id, req, w).map(|()| None),
+        ("GET", ["exec", id, "json"]) => Reply::Json(200, exec_inspect(id)?),
+        ("POST", ["exec", _id, "resize"]) | ("POST", ["containers", _id, "resize"]) => {
+            Reply::Empty(200)
+        }
+        // Networks.
+        ("POST", ["networks", "create"]) => {
+            let b = json_body(req)?;
+            let ipam = &b["IPAM"]["Config"][0];
+            let opts = crate::network::NetworkCreate {
+                name: b["Name"].as_str().unwrap_or_default().to_string(),
+                driver: b["Driver"].as_str().map(str::to_string),
+                subnet: ipam["Subnet"].as_str().map(str::to_string),
+                gateway: ipam["Gateway"].as_str().map(str::to_string),
+                ip_range: ipam["IPRange"].as_str().map(str::to_string),
+                internal: b["Internal"].as_bool().unwrap_or(false),
+                labels: b["Labels"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            let rec = engine.network_create(&opts)?;
+            Reply::Json(201, json!({"Id": rec.id, "Warning": ""}))
+        }
+        ("POST", ["networks", "prune"]) => {
+            Reply::Json(200, json!({"NetworksDeleted": engine.network_prune()?}))
+        }
+        ("GET", ["networks", id]) => {
+            let names: BTreeMap<String, String> = engine
+                .container_list(true)?
+                .into_iter()
+                .map(|c| (c.record.id, c.record.name))
+                .collect();
+            Reply::Json(
+                200,
+                serde_json::to_value(engine.network_inspect(id)?.resource(&names))
+                    .unwrap_or_default(),
+            )
+        }
+        ("DELETE", ["networks", id]) => {
+            engine.network_remove(id)?;
+            Reply::Empty(204)
+        }
+        ("POST", ["networks", id, "connect"]) => {
+            let b = json_body(req)?;
+            let container = b["Container"]
+                .as_str()
+                .ok_or_else(|| bad("Container is required"))?;
+            let ep = &b["EndpointConfig"];
+            let ip = ep["IPAMConfig"]["IPv4Address"]
+                .as_str()
+                .filter(|s| !s.is_empty());
+            engine.network_connect(id, container, ip, &strings(&ep["Aliases"]))?;
+            Reply::Empty(200)
+        }
+        ("POST", ["networks", id, "disconnect"]) => {
+            let b = json_body(req)?;
+            let container = b["Container"]
+                .as_str()
+                .ok_or_else(|| bad("Container is required"))?;
+            engine.network_disconnect(id, container)?;
+            Reply::Empty(200)
+        }
+        // Volumes.
+        ("POST", ["volumes", "create"]) => {
+            let b = json_body(req)?;
+            let map = |v: &Value| -> BTreeMap<String, String> {
+                v.as_object()
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let opts = crate::volume::VolumeCreate {
+                name: b["Name"].as_str().unwrap_or_default().to_string(),
+                driver: b["Driver"]
+                    .as_str()
+                    .filter(|d| !d.is_empty())
+                    .map(str::to_string),
+                options: map(&b["DriverOpts"]),
+                labels: map(&b["Labels"]),
+            };
+            Reply::Json(
+                201,
+                serde_json::to_value(engine.volume_create(&opts)?).unwrap_or_default(),
+            )
+        }
+        ("POST", ["volumes", "prune"]) => {
+            let all = req
+                .query
+                .get("filters")
+                .is_some_and(|f| f.contains("\"all\""));
+            let (names, space) = engine.volume_prune(all)?;
+            Reply::Json(
+                200,
+                json!({"VolumesDeleted": names, "SpaceReclaimed": space}),
+            )
+        }
+        ("GET", ["volumes", name]) => Reply::Json(
+            200,
+            serde_json::to_value(engine.volume_inspect(name)?).unwrap_or_default(),
+        ),
+        ("DELETE", ["volumes", name]) => {
+            engine.volume_remove(name, req.query_bool("force"))?;
+            Reply::Empty(204)
+        }
         ("GET", ["networks"]) => {
             let names: BTreeMap<String, String> = engine
                 .container_list(true)?
@@ -334,6 +630,293 @@ fn route(engine: &Engine, req: &Request, w: &mut UnixStream) -> Result<Option<Re
         }
     };
     Ok(Some(reply))
+}
+
+/// `GET /images/get`: the images as one tar (Docker's own format), streamed.
+fn image_save(engine: &Engine, names: &[String], w: &mut UnixStream) -> Result<()> {
+    if names.is_empty() {
+        return Err(bad("names is required"));
+    }
+    // Refused before a byte is sent: an unknown image is a 404, not a broken stream.
+    for n in names {
+        engine.image_inspect(n)?;
+    }
+    let mut out =
+        http::ChunkedWriter::start(w, 200, &[("Content-Type", "application/x-tar".into())])
+            .map_err(|e| ApiError(500, e.to_string()))?;
+    let _ = engine.image_save(
+        names,
+        crate::image::SaveFormat::DockerArchive,
+        crate::image::SaveDest::Writer(&mut out),
+    );
+    let _ = out.finish();
+    Ok(())
+}
+
+/// `GET|HEAD /containers/{id}/archive`: a tar of the path, with its stat in the
+/// `X-Docker-Container-Path-Stat` header (base64 JSON), as `docker cp` expects.
+fn container_archive_get(
+    engine: &Engine,
+    id: &str,
+    path: &str,
+    head_only: bool,
+    w: &mut UnixStream,
+) -> Result<()> {
+    // The archive itself tells what the path is: its first entry.
+    let mut tarball = Vec::new();
+    engine.container_copy_out(id, path, &mut tarball)?;
+    let (name, mode, size, mtime, link) = {
+        let mut a = tar::Archive::new(&tarball[..]);
+        let mut entries = a.entries().map_err(|e| ApiError(500, e.to_string()))?;
+        match entries.next() {
+            Some(Ok(e)) => {
+                let h = e.header();
+                let kind = h.entry_type();
+                let mut mode = h.mode().unwrap_or(0) as u64;
+                if kind.is_dir() {
+                    mode |= 1 << 31;
+                } else if kind.is_symlink() {
+                    mode |= 1 << 27;
+                }
+                (
+                    std::path::Path::new(path)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "/".into()),
+                    mode,
+                    h.size().unwrap_or(0),
+                    h.mtime().unwrap_or(0),
+                    h.link_name()
+                        .ok()
+                        .flatten()
+                        .map(|l| l.display().to_string())
+                        .unwrap_or_default(),
+                )
+            }
+            _ => {
+                return Err(ApiError(
+                    404,
+                    format!("Could not find the file {path} in container"),
+                ));
+            }
+        }
+    };
+    let stat = json!({
+        "name": name, "size": size, "mode": mode,
+        "mtime": chrono::DateTime::from_timestamp(mtime as i64, 0).map(|t| t.to_rfc3339()).unwrap_or_default(),
+        "linkTarget": link,
+    });
+    use base64_engine::encode;
+    let headers = [
+        ("Content-Type", "application/x-tar".to_string()),
+        (
+            "X-Docker-Container-Path-Stat",
+            encode(stat.to_string().as_bytes()),
+        ),
+        ("Api-Version", API_VERSION.to_string()),
+    ];
+    http::respond(w, 200, &headers, &tarball, head_only, true)
+        .map_err(|e| ApiError(500, e.to_string()))
+}
+
+/// Standard base64, for the one header that wants it.
+mod base64_engine {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    #[test]
+    fn known_values() {
+        assert_eq!(encode(b"hello"), "aGVsbG8=");
+        assert_eq!(encode(b"ab"), "YWI=");
+        assert_eq!(encode(b"abc"), "YWJj");
+    }
+}
+
+/// Execs made and not yet forgotten: their configuration, then their state.
+struct Exec {
+    container: String,
+    opts: crate::runtime::ExecOptions,
+    running: bool,
+    exit_code: Option<i32>,
+}
+
+fn execs() -> &'static std::sync::Mutex<BTreeMap<String, Exec>> {
+    static EXECS: std::sync::OnceLock<std::sync::Mutex<BTreeMap<String, Exec>>> =
+        std::sync::OnceLock::new();
+    EXECS.get_or_init(Default::default)
+}
+
+fn exec_create(engine: &Engine, container: &str, req: &Request) -> Result<Value> {
+    let b = json_body(req)?;
+    let c = engine.container_get(container)?;
+    if !c.is_running() {
+        return Err(ApiError(
+            409,
+            format!("container {} is not running", c.record.id),
+        ));
+    }
+    let cmd = strings(&b["Cmd"]);
+    if cmd.is_empty() {
+        return Err(bad("No exec command specified"));
+    }
+    let opts = crate::runtime::ExecOptions {
+        cmd,
+        env: strings(&b["Env"]),
+        user: b["User"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        workdir: b["WorkingDir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        detach: false,
+        interactive: false,
+        tty: false,
+    };
+    let id = crate::util::random_hex(32);
+    execs().lock().unwrap_or_else(|p| p.into_inner()).insert(
+        id.clone(),
+        Exec {
+            container: c.record.id,
+            opts,
+            running: false,
+            exit_code: None,
+        },
+    );
+    Ok(json!({"Id": id}))
+}
+
+/// `POST /exec/{id}/start`: the process's output, multiplexed, on the taken-over connection
+/// (or nothing, detached).
+fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut UnixStream) -> Result<()> {
+    let b = json_body(req)?;
+    let detach = b["Detach"].as_bool().unwrap_or(false);
+    let (container, mut opts) = {
+        let mut all = execs().lock().unwrap_or_else(|p| p.into_inner());
+        let e = all
+            .get_mut(id)
+            .ok_or_else(|| ApiError(404, format!("No such exec instance: {id}")))?;
+        if e.running || e.exit_code.is_some() {
+            return Err(ApiError(409, format!("exec {id} has already run")));
+        }
+        e.running = true;
+        (e.container.clone(), e.opts.clone())
+    };
+    opts.detach = detach;
+    let finish = |code: Option<i32>| {
+        if let Some(e) = execs()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(id)
+        {
+            e.running = false;
+            e.exit_code = code;
+        }
+    };
+    let child = match engine.container_exec_spawn(&container, &opts, true) {
+        Ok(c) => c,
+        Err(e) => {
+            finish(Some(126));
+            return Err(e.into());
+        }
+    };
+    let Some(mut child) = child else {
+        finish(Some(0));
+        return http::respond(w, 200, &[], b"", false, true)
+            .map_err(|e| ApiError(500, e.to_string()));
+    };
+    let head = if req.header("upgrade").is_some() {
+        "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    } else {
+        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n\r\n"
+    };
+    let _ = w.write_all(head.as_bytes());
+    // Both streams, framed, as they come.
+    let (tx, rx) = std::sync::mpsc::channel::<(u8, Vec<u8>)>();
+    let mut readers = Vec::new();
+    for (fd, pipe) in [
+        (
+            1u8,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+        ),
+        (
+            2u8,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn io::Read + Send>),
+        ),
+    ] {
+        if let Some(mut p) = pipe {
+            let tx = tx.clone();
+            readers.push(std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = p.read(&mut buf) {
+                    if n == 0 || tx.send((fd, buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }));
+        }
+    }
+    drop(tx);
+    for (fd, data) in rx {
+        let mut frame = Vec::with_capacity(data.len() + 8);
+        frame.push(fd);
+        frame.extend_from_slice(&[0, 0, 0]);
+        frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&data);
+        if w.write_all(&frame).is_err() {
+            break;
+        }
+    }
+    for r in readers {
+        let _ = r.join();
+    }
+    let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(125);
+    finish(Some(code));
+    let _ = w.flush();
+    let _ = w.shutdown(std::net::Shutdown::Write);
+    Ok(())
+}
+
+fn exec_inspect(id: &str) -> Result<Value> {
+    let all = execs().lock().unwrap_or_else(|p| p.into_inner());
+    let e = all
+        .get(id)
+        .ok_or_else(|| ApiError(404, format!("No such exec instance: {id}")))?;
+    Ok(json!({
+        "ID": id,
+        "ContainerID": e.container,
+        "Running": e.running,
+        "ExitCode": e.exit_code,
+        "ProcessConfig": {"entrypoint": e.opts.cmd.first(), "arguments": e.opts.cmd.get(1..).unwrap_or_default(), "tty": false},
+        "OpenStdin": false, "OpenStdout": true, "OpenStderr": true,
+    }))
 }
 
 fn version() -> Value {
@@ -672,15 +1255,33 @@ fn follow_log(
     want: &dyn Fn(u8) -> bool,
     w: &mut dyn Write,
 ) {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
     let Ok(path) = engine.container_log_path(id) else {
         return;
     };
+    // The log is held open (made here if the container has not run yet; its monitor
+    // appends to the same file), so what it holds can still be read after the container
+    // is gone, removed by AutoRemove, say.
+    let open = || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .ok()
+    };
+    let mut file = open();
     let mut offset = from;
     let mut partial = Vec::new();
     loop {
         let state = snapshot(engine, id);
-        if let Ok(mut f) = std::fs::File::open(&path) {
-            use std::io::{Read, Seek, SeekFrom};
+        // Rotated under us: the file at the path is a new one; finish the old first.
+        let rotated = match (&file, std::fs::metadata(&path)) {
+            (Some(f), Ok(now)) => f.metadata().is_ok_and(|m| m.ino() != now.ino()),
+            _ => false,
+        };
+        if let Some(f) = file.as_mut() {
             let len = f.metadata().map(|m| m.len()).unwrap_or(0);
             if len < offset {
                 offset = 0; // rotated
@@ -712,6 +1313,10 @@ fn follow_log(
                     return;
                 }
             }
+        }
+        if rotated || file.is_none() {
+            file = open();
+            offset = 0;
         }
         let done = match (&until, &state) {
             (Until::Now, _) | (_, None) => true,
