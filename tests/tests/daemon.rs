@@ -539,3 +539,104 @@ fn an_archive_put_cannot_write_outside_the_container() {
     request(&d, "DELETE", &format!("/containers/{id}?force=1"), None);
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
+
+/// A test client from `target/` (made by scripts/setup).
+fn workspace_target() -> PathBuf {
+    ketch_tests::ketch_bin()
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn docker_py_works_against_it() {
+    let python = workspace_target().join("test-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing; scripts/setup makes it",
+        python.display()
+    );
+    let (r, d) = setup();
+    let script = format!(
+        r#"
+import docker
+c = docker.DockerClient(base_url="unix://{sock}")
+assert c.version()["ApiVersion"] == "1.47"
+assert c.containers.run("busybox", ["echo", "hi"], remove=True, network_mode="none") == b"hi\n"
+ct = c.containers.run("busybox", ["sh", "-c", "echo a; sleep 100"], detach=True, name="pyc", network_mode="none")
+assert [x.name for x in c.containers.list()] == ["pyc"]
+import time
+for _ in range(50):
+    if ct.logs() == b"a\n":
+        break
+    time.sleep(0.1)
+assert ct.logs() == b"a\n", ct.logs()
+r = ct.exec_run(["sh", "-c", "echo from exec; exit 3"])
+assert (r.exit_code, r.output) == (3, b"from exec\n"), r
+ct.stop(timeout=1)
+ct.remove()
+assert c.containers.list(all=True) == []
+assert ["busybox:latest"] in [i.tags for i in c.images.list()]
+c.images.get("busybox").tag("pytag", "1")
+c.images.remove("pytag:1")
+n = c.networks.create("pynet")
+assert "pynet" in [x.name for x in c.networks.list()]
+n.remove()
+v = c.volumes.create("pyvol")
+assert "pyvol" in [x.name for x in c.volumes.list()]
+v.remove()
+print("ok")
+"#,
+        sock = d.socket.display()
+    );
+    let o = std::process::Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}
+
+#[test]
+fn dockerode_works_against_it() {
+    let modules = workspace_target().join("test-node/node_modules");
+    assert!(
+        modules.join("dockerode").exists(),
+        "{} is missing; scripts/setup makes it",
+        modules.display()
+    );
+    let (r, d) = setup();
+    let script = format!(
+        r#"
+const Docker = require('dockerode');
+const d = new Docker({{socketPath: '{sock}'}});
+(async () => {{
+  const c = await d.createContainer({{Image: 'busybox', Cmd: ['sh', '-c', 'exit 5'], HostConfig: {{NetworkMode: 'none'}}}});
+  await c.start();
+  const r = await c.wait();
+  if (r.StatusCode !== 5) throw new Error('exit ' + JSON.stringify(r));
+  await c.remove();
+  console.log('ok');
+}})().catch(e => {{ console.error(e); process.exit(1); }});
+"#,
+        sock = d.socket.display()
+    );
+    let o = std::process::Command::new("node")
+        .args(["-e", &script])
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}

@@ -132,6 +132,17 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             "OpenStdin": c.record.config.open_stdin,
         },
         "HostConfig": {
+            "LogConfig": {
+                "Type": "json-file",
+                "Config": {
+                    "max-size": c.record.config.log_max_size.map(|s| s.to_string()),
+                    "max-file": c.record.config.log_max_file.map(|s| s.to_string()),
+                },
+            },
+            "Binds": c.record.config.mounts.iter().filter(|m| m.kind != "tmpfs").map(|m| {
+                format!("{}:{}{}", m.source, m.target, if m.readonly { ":ro" } else { "" })
+            }).collect::<Vec<_>>(),
+            "Init": c.record.config.init,
             "Memory": c.record.config.memory.unwrap_or(0),
             "NanoCpus": c.record.config.cpus.map_or(0, |x| (x * 1e9) as i64),
             "CpuShares": c.record.config.cpu_shares.unwrap_or(0),

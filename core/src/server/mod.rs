@@ -1141,10 +1141,19 @@ fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Result<i32> {
         })
     })?;
     let mut last = first.3;
+    let full_id = engine.container_get(id).map(|c| c.record.id).unwrap_or_default();
     loop {
         let now = snapshot(engine, id);
         match (&now, condition) {
-            (None, _) => return Ok(last),
+            // Gone: an AutoRemove container's code was kept for this.
+            (None, _) => {
+                let kept = removed_codes()
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&full_id)
+                    .copied();
+                return Ok(kept.unwrap_or(last));
+            }
             (Some((false, ..)), "not-running") => return Ok(now.map_or(last, |n| n.3)),
             (Some((false, _, finished, code)), "next-exit") if *finished != first.2 => {
                 return Ok(*code);
@@ -1183,11 +1192,26 @@ fn container_wait(engine: &Engine, id: &str, condition: &str, w: &mut UnixStream
     Ok(())
 }
 
+/// Exit codes of containers removed by AutoRemove, for those waiting on `removed` (the last
+/// few hundred).
+fn removed_codes() -> &'static std::sync::Mutex<BTreeMap<String, i32>> {
+    static CODES: std::sync::OnceLock<std::sync::Mutex<BTreeMap<String, i32>>> =
+        std::sync::OnceLock::new();
+    CODES.get_or_init(Default::default)
+}
+
 /// Removes an `AutoRemove` container once it has run, from a thread of the daemon's.
 fn auto_remove(engine: &Engine, id: String) {
     let engine = engine.clone();
     std::thread::spawn(move || {
-        if wait_for(&engine, &id, "not-running").is_ok() {
+        if let Ok(code) = wait_for(&engine, &id, "not-running") {
+            {
+                let mut codes = removed_codes().lock().unwrap_or_else(|p| p.into_inner());
+                if codes.len() > 512 {
+                    codes.clear();
+                }
+                codes.insert(id.clone(), code);
+            }
             let _ = engine.container_remove(&id, true);
         }
     });
