@@ -1141,7 +1141,10 @@ fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Result<i32> {
         })
     })?;
     let mut last = first.3;
-    let full_id = engine.container_get(id).map(|c| c.record.id).unwrap_or_default();
+    let full_id = engine
+        .container_get(id)
+        .map(|c| c.record.id)
+        .unwrap_or_default();
     loop {
         let now = snapshot(engine, id);
         match (&now, condition) {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# ketch daemon under load: 1000 keep-alive `GET /containers/json` and `GET /_ping` over the
+# UNIX socket (one client), and `docker run --rm IMAGE true` through the daemon (hyperfine,
+# median of N), beside dockerd's where one runs (DOCKERD_SOCKET=/var/run/docker.sock).
+#
+#   bench/daemon.sh [N]     (default 20; needs root, python3, hyperfine and a docker CLI)
+set -euo pipefail
+n=${1:-20}
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+cargo build --release -q -p ketch-cli -p ketch-shim
+ketch=$here/target/release/ketch
+work=$(mktemp -d /var/tmp/ketch-daemon-bench.XXXX)
+export KETCH_ROOT=$work/root KETCH_BRIDGE=ktbench$$ KETCH_IP_FORWARD=false
+sock=$work/ketch.sock
+daemon=
+cleanup() {
+    [ -n "$daemon" ] && kill "$daemon" 2>/dev/null && wait "$daemon" 2>/dev/null || true
+    "$ketch" rm -f $("$ketch" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+    ip link del "$KETCH_BRIDGE" 2>/dev/null || true
+    nft delete table ip "ketch_$KETCH_BRIDGE" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+tests/fixtures/busybox-rootfs.sh "$work/rootfs.tar"
+"$ketch" import "$work/rootfs.tar" bench >/dev/null
+"$ketch" daemon -H "unix://$sock" 2>/dev/null &
+daemon=$!
+for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+
+requests() {
+    python3 - "$1" "$2" <<'EOF'
+import http.client, socket, sys, time
+class Unix(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost")
+        self.path = path
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+c = Unix(sys.argv[1])
+start = time.perf_counter()
+for _ in range(1000):
+    c.request("GET", sys.argv[2])
+    r = c.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+print(f"{time.perf_counter() - start:.3f}")
+EOF
+}
+for path in /_ping /v1.47/containers/json; do
+    t=$(requests "$sock" "$path")
+    printf '%-48s %7s s  (%.0f req/s)\n' "ketch daemon: 1000 x GET $path" "$t" "$(echo "1000 / $t" | bc -l)"
+    if [ -S "${DOCKERD_SOCKET:-/nonexistent}" ]; then
+        t=$(requests "$DOCKERD_SOCKET" "$path")
+        printf '%-48s %7s s\n' "dockerd: 1000 x GET $path" "$t"
+    fi
+done
+if command -v docker >/dev/null; then
+    hyperfine -N -w 3 -r "$n" --export-csv "$work/t.csv" \
+        "env DOCKER_HOST=unix://$sock docker run --rm --network none bench true" >/dev/null 2>&1
+    awk -F, 'NR == 2 {printf "%-48s %7.1f ms (median)\n", "docker run --rm through ketch daemon", $4 * 1000}' "$work/t.csv"
+fi
