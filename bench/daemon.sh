@@ -58,7 +58,10 @@ for path in /_ping /v1.47/containers/json; do
     fi
 done
 if command -v docker >/dev/null; then
-    hyperfine -N -w 3 -r "$n" --export-csv "$work/t.csv" \
-        "env DOCKER_HOST=unix://$sock docker run --rm --network none bench true" >/dev/null 2>&1
+    if ! hyperfine -N -w 3 -r "$n" --export-csv "$work/t.csv" \
+        "env DOCKER_HOST=unix://$sock docker run --rm --network none bench true" >/dev/null 2>"$work/err"; then
+        echo "docker run through ketch daemon failed: $(tail -3 "$work/err")"
+        exit 1
+    fi
     awk -F, 'NR == 2 {printf "%-48s %7.1f ms (median)\n", "docker run --rm through ketch daemon", $4 * 1000}' "$work/t.csv"
 fi

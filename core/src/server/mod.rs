@@ -1166,7 +1166,7 @@ fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Result<i32> {
         if let Some(n) = &now {
             last = n.3;
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -1355,7 +1355,7 @@ fn follow_log(
         if done {
             return;
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
