@@ -403,9 +403,22 @@ impl Local {
             "restarting" => Status::Restarting,
             _ => Status::Exited,
         };
-        if matches!(status, Status::Running | Status::Restarting)
-            && !alive(task.shim_pid, task.shim_start)
-        {
+        // A monitor that is gone has either recorded the end (perhaps after the first read:
+        // read again, once it is known gone) or was killed.
+        let gone = matches!(status, Status::Running | Status::Restarting)
+            && !alive(task.shim_pid, task.shim_start);
+        let recorded = gone
+            .then(|| {
+                fs::read(bundle.join("state.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<TaskState>(&b).ok())
+                    .filter(|t| t.status == "exited")
+            })
+            .flatten();
+        if let Some(last) = recorded {
+            task = last;
+            status = Status::Exited;
+        } else if gone {
             // The monitor was killed. Its container died with it (parent-death signal); the
             // cgroups it made are empty now.
             for cg in &task.cgroups {
@@ -417,6 +430,9 @@ impl Local {
             task.status = "exited".into();
             if task.exit_code == 0 {
                 task.exit_code = 137;
+            }
+            if task.error.is_empty() {
+                task.error = "the container's monitor ended without recording an exit".into();
             }
             task.pid = 0;
             task.cgroups.clear();
@@ -554,17 +570,10 @@ impl Local {
             .into());
         }
         let id = crate::util::random_hex(32);
+        let generated = opts.name.is_none();
         let name = match &opts.name {
             Some(n) => n.clone(),
-            None => {
-                let b = crate::util::random_hex(2);
-                let v = u16::from_str_radix(&b, 16).unwrap_or(0) as usize;
-                format!(
-                    "{}_{}",
-                    NAME_ADJ[v % NAME_ADJ.len()],
-                    NAME_NOUN[(v / NAME_ADJ.len()) % NAME_NOUN.len()]
-                )
-            }
+            None => random_name(),
         };
         // Env: image's, then the user's, later keys replacing earlier ones.
         let mut env: Vec<String> = strings(cfg.get("Env"));
@@ -783,10 +792,26 @@ impl Local {
                 args: args[1..].to_vec(),
             };
             self.db.write(|tx| {
-                let taken: Option<String> = tx.query_row("SELECT id FROM containers WHERE name = ?1", params![name], |r| r.get(0)).optional()?;
-                if let Some(other) = taken {
-                    return Err(ContainerError::NameInUse { name: name.clone(), id: other }.into());
+                let mut record = record.clone();
+                let taken = |n: &str| -> rusqlite::Result<Option<String>> {
+                    tx.query_row("SELECT id FROM containers WHERE name = ?1", params![n], |r| r.get(0)).optional()
+                };
+                if let Some(other) = taken(&record.name)? {
+                    if !generated {
+                        return Err(ContainerError::NameInUse { name: record.name.clone(), id: other }.into());
+                    }
+                    // A made-up name another container has: make up another, as Docker does.
+                    let mut fresh = random_name();
+                    for i in 0.. {
+                        if taken(&fresh)?.is_none() {
+                            break;
+                        }
+                        fresh = if i < 16 { random_name() } else { format!("{}_{}", random_name(), &id[..6]) };
+                    }
+                    record.name = fresh.clone();
+                    record.config.name = Some(fresh);
                 }
+                let name = record.name.clone();
                 tx.execute(
                     "INSERT INTO containers (id, name, image_id, snapshot_key, created, running, config) VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6)",
                     params![id, name, image.id.to_string(), key, record.created, serde_json::to_string(&record).unwrap_or_default()],
@@ -1734,6 +1759,17 @@ impl Local {
         }
         spawn_reporting(cmd, &shim, opts.detach)
     }
+}
+
+/// Docker's kind of made-up name: `adjective_noun`.
+fn random_name() -> String {
+    let b = crate::util::random_hex(2);
+    let v = u16::from_str_radix(&b, 16).unwrap_or(0) as usize;
+    format!(
+        "{}_{}",
+        NAME_ADJ[v % NAME_ADJ.len()],
+        NAME_NOUN[(v / NAME_ADJ.len()) % NAME_NOUN.len()]
+    )
 }
 
 /// A container's /etc/hosts: loopback names, and its hostname on its address (on loopback
