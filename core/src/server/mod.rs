@@ -49,6 +49,9 @@ fn bad(msg: impl Into<String>) -> ApiError {
 
 type Result<T> = std::result::Result<T, ApiError>;
 
+/// Connections being served, across listeners.
+static ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Serves connections from `listener` until it fails; each on a thread of its own.
 pub fn serve(engine: Arc<Engine>, listener: UnixListener) -> io::Result<()> {
     for conn in listener.incoming() {
@@ -58,8 +61,15 @@ pub fn serve(engine: Arc<Engine>, listener: UnixListener) -> io::Result<()> {
             Err(e) => return Err(e),
         };
         let engine = engine.clone();
+        ACTIVE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         std::thread::spawn(move || {
             let _ = connection(&engine, conn);
+            // The last connection gone: give what the allocator keeps for the threads'
+            // arenas back to the system, so an idle daemon is as small as it started.
+            if ACTIVE.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+                // SAFETY: malloc_trim only returns free memory to the kernel.
+                unsafe { libc::malloc_trim(0) };
+            }
         });
     }
     Ok(())
