@@ -708,7 +708,7 @@ fn fifty_clients_for_thirty_seconds() {
     let after = rss_kib(pid);
     eprintln!("daemon RSS: {baseline} KiB before, {after} KiB after {rounds} rounds");
     assert!(
-        after < baseline + 16 * 1024,
+        after < baseline + 8 * 1024,
         "daemon RSS {baseline} -> {after} KiB"
     );
 }
