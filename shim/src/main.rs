@@ -949,6 +949,10 @@ fn run(opts: Options) -> i32 {
                 _ => false,
             };
         if !restart {
+            // Its ports and network go before the end is recorded: whoever waits for the
+            // container to stop finds them gone.
+            withdraw_ports(&bundle);
+            release_netns(&bundle);
             state.status = "exited".into();
             write_state(&bundle, &state);
             return if opts.attach { code } else { 0 };
