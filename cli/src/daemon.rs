@@ -19,6 +19,23 @@ pub struct DaemonArgs {
     /// Group for the UNIX socket (default: root's)
     #[arg(short = 'G', long)]
     group: Option<String>,
+    /// Use TLS and verify the remote (mutual TLS on TCP listeners)
+    #[arg(long)]
+    tlsverify: bool,
+    /// Trust certs signed only by this CA
+    #[arg(long)]
+    tlscacert: Option<PathBuf>,
+    /// Path to TLS certificate file
+    #[arg(long)]
+    tlscert: Option<PathBuf>,
+    /// Path to TLS key file
+    #[arg(long)]
+    tlskey: Option<PathBuf>,
+}
+
+/// A TCP address the daemon may listen on without TLS: loopback only.
+fn loopback_only(addrs: &[std::net::SocketAddr]) -> bool {
+    !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/ketch/ketch.sock";
@@ -64,18 +81,37 @@ pub fn run(cli: &Cli, a: &DaemonArgs) -> Result<ExitCode> {
         a.hosts.clone()
     };
     let mut paths: Vec<PathBuf> = Vec::new();
-    let mut listeners = Vec::new();
+    let mut listeners: Vec<(String, ketch::server::Listener)> = Vec::new();
+    let tls = a.tlsverify || a.tlscacert.is_some() || a.tlscert.is_some() || a.tlskey.is_some();
     for h in &hosts {
         match h.split_once("://") {
             Some(("unix", p)) => {
                 let path = PathBuf::from(p);
-                listeners.push(bind(&path, group)?);
+                let l = bind(&path, group)?;
+                listeners.push((p.to_string(), ketch::server::Listener::Unix(l)));
                 paths.push(path);
             }
-            Some(("tcp", _)) => {
-                bail!("{h}: TCP listeners are not served yet; use a UNIX socket (unix:///path)")
+            Some(("tcp", addr)) => {
+                use std::net::ToSocketAddrs;
+                let resolved: Vec<std::net::SocketAddr> = addr
+                    .to_socket_addrs()
+                    .with_context(|| format!("{h}: not an address"))?
+                    .collect();
+                if tls {
+                    bail!("{h}: TLS listeners are not served yet");
+                }
+                if !loopback_only(&resolved) {
+                    bail!(
+                        "refusing to listen on {h} without TLS: anyone who reaches it would control this host. \
+                         Listen on a loopback address (tcp://127.0.0.1:2375), or give --tlsverify with \
+                         --tlscacert, --tlscert and --tlskey"
+                    );
+                }
+                let l = std::net::TcpListener::bind(&resolved[..])
+                    .with_context(|| format!("listen on {h}"))?;
+                listeners.push((h.clone(), ketch::server::Listener::Tcp(l)));
             }
-            _ => bail!("{h}: want unix:///path"),
+            _ => bail!("{h}: want unix:///path or tcp://HOST:PORT"),
         }
     }
     let engine = Arc::new(cli.engine()?);
@@ -96,8 +132,8 @@ pub fn run(cli: &Cli, a: &DaemonArgs) -> Result<ExitCode> {
             std::process::exit(0);
         });
     }
-    for (l, p) in listeners.into_iter().zip(&paths) {
-        eprintln!("ketch daemon: API listening on {}", p.display());
+    for (name, l) in listeners {
+        eprintln!("ketch daemon: API listening on {name}");
         let engine = engine.clone();
         std::thread::spawn(move || ketch::server::serve(engine, l));
     }

@@ -31,6 +31,14 @@ pub fn ketch_bin() -> PathBuf {
     p
 }
 
+/// Whether an external tool is installed.
+pub fn have_tool(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Requires an external tool the tests interoperate with.
 pub fn require_tool(name: &str) {
     let found = Command::new("sh")

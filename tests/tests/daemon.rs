@@ -17,12 +17,18 @@ struct Daemon {
 impl Daemon {
     fn start(r: &Root) -> Daemon {
         let socket = r.dir.path().join("ketch.sock");
-        let child = r
-            .cmd()
-            .args(["daemon", "-H", &format!("unix://{}", socket.display())])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = r.cmd();
+        cmd.args(["daemon", "-H", &format!("unix://{}", socket.display())])
+            .stderr(Stdio::null());
+        // Gone with the test even when it fails in a way that skips the drop.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while UnixStream::connect(&socket).is_err() {
             assert!(Instant::now() < deadline, "the daemon did not come up");
@@ -711,4 +717,60 @@ fn fifty_clients_for_thirty_seconds() {
         after < baseline + 8 * 1024,
         "daemon RSS {baseline} -> {after} KiB"
     );
+}
+
+#[test]
+fn tcp_only_on_loopback_without_tls() {
+    let r = Root::new();
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    // Not on an address others reach, without TLS: refused, and it says why.
+    let o = r.run(&["daemon", "-H", "tcp://0.0.0.0:0"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("without TLS"), "{err}");
+    // On loopback it serves, and the docker CLI talks to it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = r
+        .cmd()
+        .args(["daemon", "-H", &format!("tcp://127.0.0.1:{port}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /_ping HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("OK"),
+        "{out}"
+    );
+    if ketch_tests::have_tool("docker") {
+        let o = std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "busybox",
+                "echo",
+                "over tcp",
+            ])
+            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
+            .env("DOCKER_CONFIG", r.dir.path().join("docker-config"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "over tcp\n", "{o:?}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

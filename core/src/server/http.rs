@@ -266,7 +266,7 @@ pub fn reason(status: u16) -> &'static str {
 
 /// Writes a whole response.
 pub fn respond(
-    w: &mut impl Write,
+    w: &mut (impl Write + ?Sized),
     status: u16,
     headers: &[(&str, String)],
     body: &[u8],
@@ -290,11 +290,11 @@ pub fn respond(
 }
 
 /// A response whose body is written as it comes (chunked).
-pub struct ChunkedWriter<'a, W: Write> {
+pub struct ChunkedWriter<'a, W: Write + ?Sized> {
     inner: &'a mut W,
 }
 
-impl<'a, W: Write> ChunkedWriter<'a, W> {
+impl<'a, W: Write + ?Sized> ChunkedWriter<'a, W> {
     pub fn start(
         inner: &'a mut W,
         status: u16,
@@ -316,7 +316,7 @@ impl<'a, W: Write> ChunkedWriter<'a, W> {
     }
 }
 
-impl<W: Write> Write for ChunkedWriter<'_, W> {
+impl<W: Write + ?Sized> Write for ChunkedWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);

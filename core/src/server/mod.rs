@@ -6,6 +6,7 @@ pub mod http;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 
@@ -52,12 +53,57 @@ type Result<T> = std::result::Result<T, ApiError>;
 /// Connections being served, across listeners.
 static ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// A connection the API is served on: a UNIX or TCP stream.
+pub trait Conn: io::Read + io::Write + Send {
+    fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>>;
+    /// Ends what is written (a hijacked stream's end), leaving reading open.
+    fn shutdown_write(&self);
+}
+
+impl Conn for UnixStream {
+    fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+impl Conn for TcpStream {
+    fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>> {
+        Ok(Box::new(self.try_clone()?))
+    }
+    fn shutdown_write(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// Where the API is served.
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    fn accept(&self) -> io::Result<Box<dyn Conn>> {
+        Ok(match self {
+            Listener::Unix(l) => Box::new(l.accept()?.0),
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+        })
+    }
+}
+
 /// Serves connections from `listener` until it fails; each on a thread of its own.
-pub fn serve(engine: Arc<Engine>, listener: UnixListener) -> io::Result<()> {
-    for conn in listener.incoming() {
-        let conn = match conn {
+pub fn serve(engine: Arc<Engine>, listener: Listener) -> io::Result<()> {
+    loop {
+        let conn = match listener.accept() {
             Ok(c) => c,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
             Err(e) => return Err(e),
         };
         let engine = engine.clone();
@@ -72,11 +118,10 @@ pub fn serve(engine: Arc<Engine>, listener: UnixListener) -> io::Result<()> {
             }
         });
     }
-    Ok(())
 }
 
-fn connection(engine: &Engine, stream: UnixStream) -> io::Result<()> {
-    let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone()?);
+fn connection(engine: &Engine, stream: Box<dyn Conn>) -> io::Result<()> {
+    let mut reader = BufReader::with_capacity(64 * 1024, stream.try_clone_conn()?);
     let mut writer = stream;
     loop {
         let mut req = match http::read_request(&mut reader) {
@@ -131,7 +176,7 @@ fn connection(engine: &Engine, stream: UnixStream) -> io::Result<()> {
             } else {
                 Box::new(io::empty())
             };
-            let reply = route(engine, &req, &mut writer, &mut body);
+            let reply = route(engine, &req, &mut *writer, &mut body);
             // Whatever the handler left unread belongs to this request, not the next.
             let _ = io::copy(&mut body, &mut io::sink());
             reply
@@ -202,7 +247,7 @@ fn streaming_upload(req: &Request) -> bool {
 fn route(
     engine: &Engine,
     req: &Request,
-    w: &mut UnixStream,
+    w: &mut dyn Conn,
     body: &mut (dyn io::Read + Send),
 ) -> Result<Option<Reply>> {
     let seg = segments(&req.path);
@@ -643,7 +688,7 @@ fn route(
 }
 
 /// `GET /images/get`: the images as one tar (Docker's own format), streamed.
-fn image_save(engine: &Engine, names: &[String], w: &mut UnixStream) -> Result<()> {
+fn image_save(engine: &Engine, names: &[String], w: &mut dyn Conn) -> Result<()> {
     if names.is_empty() {
         return Err(bad("names is required"));
     }
@@ -670,7 +715,7 @@ fn container_archive_get(
     id: &str,
     path: &str,
     head_only: bool,
-    w: &mut UnixStream,
+    w: &mut dyn Conn,
 ) -> Result<()> {
     // The archive itself tells what the path is: its first entry.
     let mut tarball = Vec::new();
@@ -819,7 +864,7 @@ fn exec_create(engine: &Engine, container: &str, req: &Request) -> Result<Value>
 
 /// `POST /exec/{id}/start`: the process's output, multiplexed, on the taken-over connection
 /// (or nothing, detached).
-fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut UnixStream) -> Result<()> {
+fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<()> {
     let b = json_body(req)?;
     let detach = b["Detach"].as_bool().unwrap_or(false);
     let (container, mut opts) = {
@@ -910,7 +955,7 @@ fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut UnixStream) -> R
     let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(125);
     finish(Some(code));
     let _ = w.flush();
-    let _ = w.shutdown(std::net::Shutdown::Write);
+    w.shutdown_write();
     Ok(())
 }
 
@@ -1182,7 +1227,7 @@ fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Result<i32> {
 
 /// `POST /containers/{id}/wait`: the headers go out at once (clients wait on them), the
 /// status when the condition is met.
-fn container_wait(engine: &Engine, id: &str, condition: &str, w: &mut UnixStream) -> Result<()> {
+fn container_wait(engine: &Engine, id: &str, condition: &str, w: &mut dyn Conn) -> Result<()> {
     if !matches!(condition, "not-running" | "next-exit" | "removed") {
         return Err(bad(format!("invalid condition: {condition}")));
     }
@@ -1233,7 +1278,7 @@ fn auto_remove(engine: &Engine, id: String) {
 /// `POST /containers/{id}/attach`: the connection is taken over (`101 UPGRADED`) and the
 /// container's output follows on it, multiplexed without a terminal, raw with one, until
 /// the container stops after having run. The output comes from the container's log.
-fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut UnixStream) -> Result<()> {
+fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<()> {
     let c = engine.container_get(id)?;
     let tty = c.record.config.tty;
     let want = |fd: u8| match fd {
@@ -1267,7 +1312,7 @@ fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut UnixStream
     };
     follow_log(engine, id, from, until, tty, &want, w);
     let _ = w.flush();
-    let _ = w.shutdown(std::net::Shutdown::Write);
+    w.shutdown_write();
     Ok(())
 }
 
