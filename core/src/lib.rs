@@ -7,6 +7,7 @@ pub mod diff;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod events;
 pub mod fsutil;
 pub mod image;
 pub mod model;

@@ -774,3 +774,110 @@ fn tcp_only_on_loopback_without_tls() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn events_of_the_daemon_and_of_embedded_users() {
+    let (r, d) = setup();
+    let since = chrono_now_secs();
+    // One container through the API, one through the CLI on the same root.
+    let (_, _, body) = request(
+        &d,
+        "POST",
+        "/containers/create?name=viaapi",
+        Some(r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"NetworkMode":"none"}}"#),
+    );
+    let id = json(&body)["Id"].as_str().unwrap().to_string();
+    request(&d, "POST", &format!("/containers/{id}/start"), None);
+    request(&d, "POST", &format!("/containers/{id}/wait"), None);
+    request(&d, "DELETE", &format!("/containers/{id}"), None);
+    r.ok(&[
+        "run",
+        "--rm",
+        "--name",
+        "viacli",
+        "--network",
+        "none",
+        "busybox",
+        "true",
+    ]);
+    r.ok(&["volume", "create", "evvol"]);
+    let until = chrono_now_secs() + 1;
+    let (status, _, body) = request(
+        &d,
+        "GET",
+        &format!("/events?since={since}&until={until}"),
+        None,
+    );
+    assert_eq!(status, 200);
+    let events: Vec<(String, String, String)> = String::from_utf8_lossy(&body)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["Type"].as_str().unwrap().to_string(),
+                v["Action"].as_str().unwrap().to_string(),
+                v["Actor"]["Attributes"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    let containers: Vec<String> = events
+        .iter()
+        .filter(|(t, _, _)| t == "container")
+        .map(|(_, a, n)| format!("{a} {n}"))
+        .collect();
+    assert_eq!(
+        containers,
+        [
+            "create viaapi",
+            "start viaapi",
+            "die viaapi",
+            "destroy viaapi",
+            "create viacli",
+            "start viacli",
+            "die viacli",
+            "destroy viacli"
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|(t, a, _)| t == "volume" && a == "create")
+    );
+    // Filtered, and through the docker CLI.
+    let (_, _, body) = request(
+        &d,
+        "GET",
+        &format!(
+            "/events?since={since}&until={until}&filters=%7B%22type%22%3A%5B%22volume%22%5D%7D"
+        ),
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&body).lines().count(), 1);
+    if ketch_tests::have_tool("docker") {
+        let out = docker_ok(
+            &d,
+            &[
+                "events",
+                "--since",
+                &since.to_string(),
+                "--until",
+                &until.to_string(),
+                "--filter",
+                "event=die",
+                "--format",
+                "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+            ],
+        );
+        assert_eq!(out, "viaapi 0\nviacli 0\n");
+    }
+}
+
+fn chrono_now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}

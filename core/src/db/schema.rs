@@ -91,6 +91,15 @@ const MIGRATIONS: &[&str] = &[
         name TEXT PRIMARY KEY,
         config TEXT NOT NULL
     );",
+    // 5: events.
+    "CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time_nano INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        action TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        attributes TEXT NOT NULL
+    );",
 ];
 
 pub(super) fn migrate(db: &Db) -> Result<(), DbError> {

@@ -620,6 +620,12 @@ impl Local {
             let _ = self.delete_bridge(&rec);
             return Err(e);
         }
+        self.event(
+            "network",
+            "create",
+            &rec.id,
+            &[("name", &rec.name), ("type", "bridge")],
+        );
         Ok(rec)
     }
 
@@ -714,6 +720,12 @@ impl Local {
             Ok::<_, crate::Error>(())
         })?;
         let _ = std::fs::remove_file(self.dns_records_path(&rec.id));
+        self.event(
+            "network",
+            "destroy",
+            &rec.id,
+            &[("name", &rec.name), ("type", "bridge")],
+        );
         Ok(())
     }
 

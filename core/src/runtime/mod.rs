@@ -448,13 +448,15 @@ impl Local {
         if status == Status::Running && self.frozen(&task) {
             status = Status::Paused;
         }
-        self.set_running(
-            &record.id,
-            matches!(
-                status,
-                Status::Running | Status::Paused | Status::Restarting
-            ),
-        )?;
+        let running = matches!(
+            status,
+            Status::Running | Status::Paused | Status::Restarting
+        );
+        // The one process that sees a container stop records it.
+        if self.set_running(&record.id, running)? && !running {
+            let code = task.exit_code.to_string();
+            self.container_event(&record, "die", &[("exitCode", &code)]);
+        }
         Ok(Container {
             record,
             task,
@@ -463,7 +465,8 @@ impl Local {
         })
     }
 
-    fn set_running(&self, id: &str, running: bool) -> crate::Result<()> {
+    /// Records whether the container runs; says whether that changed.
+    fn set_running(&self, id: &str, running: bool) -> crate::Result<bool> {
         let current: Option<i64> = self.db.read(|tx| {
             Ok::<_, crate::Error>(
                 tx.query_row(
@@ -475,15 +478,26 @@ impl Local {
             )
         })?;
         if current.is_some_and(|c| (c != 0) != running) {
-            self.db.write(|tx| {
-                tx.execute(
-                    "UPDATE containers SET running = ?1 WHERE id = ?2",
+            let changed = self.db.write(|tx| {
+                let n = tx.execute(
+                    "UPDATE containers SET running = ?1 WHERE id = ?2 AND running != ?1",
                     params![running as i64, id],
                 )?;
-                Ok::<_, crate::Error>(())
+                Ok::<_, crate::Error>(n > 0)
             })?;
+            return Ok(changed);
         }
-        Ok(())
+        Ok(false)
+    }
+
+    /// A container event, with its image and name.
+    fn container_event(&self, r: &ContainerRecord, action: &str, extra: &[(&str, &str)]) {
+        let mut attrs = vec![
+            ("image", r.config.image.as_str()),
+            ("name", r.name.as_str()),
+        ];
+        attrs.extend_from_slice(extra);
+        self.event("container", action, &r.id, &attrs);
     }
 
     fn frozen(&self, task: &TaskState) -> bool {
@@ -825,7 +839,9 @@ impl Local {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        self.container_get(&id)
+        let c = self.container_get(&id)?;
+        self.container_event(&c.record, "create", &[]);
+        Ok(c)
     }
 
     /// Starts a container's task. Detached: returns once it runs (or failed to start), with
@@ -979,6 +995,7 @@ impl Local {
         cmd.arg(&c.bundle);
         if attach {
             self.set_running(&c.record.id, true)?;
+            self.container_event(&c.record, "start", &[]);
             let mut child = cmd
                 .spawn()
                 .map_err(io_err(format!("run {}", shim.display())))?;
@@ -1001,6 +1018,7 @@ impl Local {
         }
         spawn_reporting(cmd, shim, true)?;
         self.set_running(&c.record.id, true)?;
+        self.container_event(&c.record, "start", &[]);
         Ok(0)
     }
 
@@ -1065,6 +1083,7 @@ impl Local {
         if unsafe { libc::kill(c.task.pid, signal) } != 0 {
             return Err(io_err("kill")(io::Error::last_os_error()));
         }
+        self.container_event(&c.record, "kill", &[("signal", &signal.to_string())]);
         Ok(())
     }
 
@@ -1111,6 +1130,7 @@ impl Local {
             }
             self.container_wait(name, Some(Duration::from_secs(30)))?;
         }
+        self.container_event(&c.record, "stop", &[]);
         Ok(())
     }
 
@@ -1173,6 +1193,7 @@ impl Local {
         })?;
         let _ = fs::remove_dir_all(&doomed);
         self.release(lease)?;
+        self.container_event(&c.record, "destroy", &[]);
         if volumes {
             for m in c.record.config.mounts.iter().filter(|m| m.kind == "volume") {
                 let anonymous = self.volume_inspect(&m.source).is_ok_and(|v| v.anonymous);
@@ -1202,7 +1223,9 @@ impl Local {
                 .into());
             }
         }
-        self.freeze(&c, true)
+        self.freeze(&c, true)?;
+        self.container_event(&c.record, "pause", &[]);
+        Ok(())
     }
 
     /// Thaws a paused container.
@@ -1214,7 +1237,9 @@ impl Local {
             }
             .into());
         }
-        self.freeze(&c, false)
+        self.freeze(&c, false)?;
+        self.container_event(&c.record, "unpause", &[]);
+        Ok(())
     }
 
     fn freeze(&self, c: &Container, frozen: bool) -> crate::Result<()> {

@@ -673,6 +673,7 @@ fn route(
             200,
             json!({"Volumes": engine.volume_list()?, "Warnings": []}),
         ),
+        ("GET", ["events"]) => return events(engine, req, w).map(|()| None),
         ("GET", ["system", "df"]) => Reply::Json(
             200,
             serde_json::to_value(engine.system_df()?).unwrap_or_default(),
@@ -972,6 +973,113 @@ fn exec_inspect(id: &str) -> Result<Value> {
         "ProcessConfig": {"entrypoint": e.opts.cmd.first(), "arguments": e.opts.cmd.get(1..).unwrap_or_default(), "tty": false},
         "OpenStdin": false, "OpenStdout": true, "OpenStderr": true,
     }))
+}
+
+/// Docker's timestamps in queries: Unix seconds, with a fraction or not; in nanoseconds.
+fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(secs) = s.parse::<f64>() {
+        return Some((secs * 1e9) as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+}
+
+/// Docker's `filters` query: `{"type":["container"]}` or the older `{"type":{"container":true}}`.
+fn filters(req: &Request) -> Result<BTreeMap<String, Vec<String>>> {
+    let Some(raw) = req.query.get("filters").filter(|f| !f.is_empty()) else {
+        return Ok(BTreeMap::new());
+    };
+    let v: Value = serde_json::from_str(raw).map_err(|e| bad(format!("invalid filters: {e}")))?;
+    let mut out = BTreeMap::new();
+    for (k, vals) in v.as_object().into_iter().flatten() {
+        let list: Vec<String> = match vals {
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            Value::Object(o) => o.keys().cloned().collect(),
+            _ => return Err(bad(format!("invalid filter {k}"))),
+        };
+        out.insert(k.clone(), list);
+    }
+    Ok(out)
+}
+
+/// `GET /events`: what happened in [since, until], then what happens, as JSON lines, until
+/// `until` (or the client leaves).
+fn events(engine: &Engine, req: &Request, w: &mut dyn Conn) -> Result<()> {
+    let since = req
+        .query
+        .get("since")
+        .map(|s| parse_time(s).ok_or_else(|| bad(format!("invalid since: {s}"))))
+        .transpose()?;
+    let until = req
+        .query
+        .get("until")
+        .map(|s| parse_time(s).ok_or_else(|| bad(format!("invalid until: {s}"))))
+        .transpose()?;
+    let filters = filters(req)?;
+    let wanted = |e: &crate::events::Event| {
+        filters.iter().all(|(k, vals)| {
+            let attr = |name: &str| e.actor.attributes.get(name).cloned().unwrap_or_default();
+            vals.iter().any(|v| match k.as_str() {
+                "type" => &e.kind == v,
+                "event" => &e.action == v,
+                "container" => {
+                    e.kind == "container"
+                        && (e.actor.id.starts_with(v.as_str()) || attr("name") == *v)
+                }
+                "image" => attr("image") == *v || e.actor.id == *v,
+                "network" => {
+                    e.kind == "network"
+                        && (e.actor.id.starts_with(v.as_str()) || attr("name") == *v)
+                }
+                "volume" => e.kind == "volume" && e.actor.id == *v,
+                _ => true,
+            })
+        })
+    };
+    let mut after = if since.is_some() {
+        0
+    } else {
+        engine.events_last()?
+    };
+    let mut out = http::ChunkedWriter::start(
+        w,
+        200,
+        &[
+            ("Content-Type", "application/json".into()),
+            ("Api-Version", API_VERSION.into()),
+        ],
+    )
+    .map_err(|e| ApiError(500, e.to_string()))?;
+    loop {
+        for e in engine.events_since(after, since.unwrap_or(0))? {
+            after = e.seq;
+            if until.is_some_and(|u| e.time_nano > u) {
+                let _ = out.finish();
+                return Ok(());
+            }
+            if wanted(&e) {
+                let line = serde_json::to_string(&e).unwrap_or_default() + "\n";
+                if out
+                    .write_all(line.as_bytes())
+                    .and_then(|()| out.flush())
+                    .is_err()
+                {
+                    return Ok(());
+                }
+            }
+        }
+        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+        if until.is_some_and(|u| now > u) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = out.finish();
+    Ok(())
 }
 
 fn version() -> Value {

@@ -203,6 +203,7 @@ impl Local {
             // Another process made it meanwhile: theirs stands.
             return self.volume_inspect(&name);
         }
+        self.event("volume", "create", &name, &[("driver", "local")]);
         Ok(v)
     }
 
@@ -247,6 +248,7 @@ impl Local {
         let dir = self.volumes_dir().join(&v.name);
         let data = dir.join("_data");
         while crate::mount::unmount(&data).is_ok() {}
+        self.event("volume", "destroy", &v.name, &[("driver", "local")]);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
