@@ -391,6 +391,21 @@ fn the_docker_cli_works_against_it() {
             "1000",
         ],
     );
+    // stats: one sample, in the shape docker's columns are computed from.
+    let line = docker_ok(
+        &d,
+        &[
+            "stats",
+            "--no-stream",
+            "--format",
+            "{{.Name}} {{.MemUsage}} {{.PIDs}} {{.CPUPerc}}",
+            "long",
+        ],
+    );
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((f[0], f[4]), ("long", "1"), "{line}");
+    assert!(f[3].ends_with("MiB") || f[3].ends_with("GiB"), "{line}");
+    assert!(f[5].trim_end_matches('%').parse::<f64>().is_ok(), "{line}");
     docker_ok(&d, &["stop", "-t", "1", "long"]);
     docker_ok(&d, &["rm", "bg", "long"]);
     assert_eq!(docker_ok(&d, &["ps", "-aq"]), "");

@@ -347,6 +347,10 @@ impl Local {
         let released = self.release(lease);
         let loaded = res?;
         released?;
+        for l in &loaded {
+            let name = l.tags.first().cloned().unwrap_or_default();
+            self.event("image", "load", &l.id.to_string(), &[("name", &name)]);
+        }
         Ok(loaded)
     }
 

@@ -211,6 +211,7 @@ impl Local {
         let released = self.release(lease);
         let id = res?;
         released?;
+        self.event("image", "import", &id.to_string(), &[]);
         Ok(id)
     }
 

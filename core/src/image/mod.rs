@@ -463,10 +463,16 @@ impl Local {
             }
             .into());
         }
-        self.db.write(|tx| {
-            let image = resolve(tx, source)?.image;
-            set_tag(tx, &target, &image.id)
-        })
+        self.db
+            .write(|tx| {
+                let image = resolve(tx, source)?.image;
+                set_tag(tx, &target, &image.id)?;
+                Ok::<_, crate::Error>(image.id)
+            })
+            .map(|id| {
+                let name = target.familiar();
+                self.event("image", "tag", &id.to_string(), &[("name", &name)]);
+            })
     }
 
     pub fn image_history(&self, name: &str) -> crate::Result<Vec<model::HistoryResponseItem>> {
@@ -631,6 +637,14 @@ impl Local {
             self.release(lease)?;
         } else {
             lease.release_empty(&self.db)?;
+        }
+        for item in &out {
+            if let Some(u) = &item.untagged {
+                self.event("image", "untag", u, &[("name", u)]);
+            }
+            if let Some(d) = &item.deleted {
+                self.event("image", "delete", d, &[]);
+            }
         }
         Ok(out)
     }

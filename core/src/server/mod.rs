@@ -674,6 +674,7 @@ fn route(
             json!({"Volumes": engine.volume_list()?, "Warnings": []}),
         ),
         ("GET", ["events"]) => return events(engine, req, w).map(|()| None),
+        ("GET", ["containers", id, "stats"]) => return stats(engine, id, req, w).map(|()| None),
         ("GET", ["system", "df"]) => Reply::Json(
             200,
             serde_json::to_value(engine.system_df()?).unwrap_or_default(),
@@ -1077,6 +1078,118 @@ fn events(engine: &Engine, req: &Request, w: &mut dyn Conn) -> Result<()> {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = out.finish();
+    Ok(())
+}
+
+/// The host's CPU time so far (`/proc/stat`), in nanoseconds, as Docker's
+/// `system_cpu_usage`.
+fn system_cpu_ns() -> u64 {
+    let hz = 100u64; // USER_HZ on Linux
+    std::fs::read_to_string("/proc/stat")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu "))
+        .map(|rest| {
+            rest.split_whitespace()
+                .take(8)
+                .filter_map(|v| v.parse::<u64>().ok())
+                .sum::<u64>()
+                * (1_000_000_000 / hz)
+        })
+        .unwrap_or(0)
+}
+
+/// One stats sample in the API's shape; `pre` is the previous one (CPU percentages come from
+/// the difference).
+fn stats_json(s: &crate::runtime::Stats, pre: Option<(u64, u64)>, system: u64) -> Value {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let (pre_cpu, pre_system) = pre.unwrap_or((0, 0));
+    json!({
+        "read": now,
+        "preread": if pre.is_some() { now.clone() } else { "0001-01-01T00:00:00Z".into() },
+        "id": s.id,
+        "name": format!("/{}", s.name),
+        "pids_stats": {"current": s.pids},
+        "num_procs": 0,
+        "cpu_stats": {
+            "cpu_usage": {"total_usage": s.cpu_ns, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+            "system_cpu_usage": system,
+            "online_cpus": cpus,
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+        },
+        "precpu_stats": {
+            "cpu_usage": {"total_usage": pre_cpu, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+            "system_cpu_usage": pre_system,
+            "online_cpus": cpus,
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+        },
+        "memory_stats": {"usage": s.memory_usage, "limit": s.memory_limit, "stats": {}},
+        "blkio_stats": {},
+        "storage_stats": {},
+    })
+}
+
+/// `GET /containers/{id}/stats`: one sample (`stream=false`, with a second's CPU
+/// difference unless `one-shot`), or one a second until the client leaves or the container
+/// stops.
+fn stats(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<()> {
+    let stream = req
+        .query
+        .get("stream")
+        .is_none_or(|v| v != "0" && v != "false");
+    let one_shot = req.query_bool("one-shot");
+    let first = engine.container_stats(id)?;
+    let mut pre = None;
+    if !stream {
+        if !one_shot && first.running {
+            pre = Some((first.cpu_ns, system_cpu_ns()));
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        let s = engine.container_stats(id)?;
+        let body = stats_json(&s, pre, system_cpu_ns()).to_string() + "\n";
+        return http::respond(
+            w,
+            200,
+            &[
+                ("Content-Type", "application/json".into()),
+                ("Api-Version", API_VERSION.into()),
+            ],
+            body.as_bytes(),
+            false,
+            true,
+        )
+        .map_err(|e| ApiError(500, e.to_string()));
+    }
+    let mut out = http::ChunkedWriter::start(
+        w,
+        200,
+        &[
+            ("Content-Type", "application/json".into()),
+            ("Api-Version", API_VERSION.into()),
+        ],
+    )
+    .map_err(|e| ApiError(500, e.to_string()))?;
+    loop {
+        let Ok(s) = engine.container_stats(id) else {
+            break;
+        };
+        let system = system_cpu_ns();
+        let line = stats_json(&s, pre, system).to_string() + "\n";
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+            || !s.running
+        {
+            break;
+        }
+        pre = Some((s.cpu_ns, system));
+        std::thread::sleep(std::time::Duration::from_secs(1));
     }
     let _ = out.finish();
     Ok(())
