@@ -202,12 +202,7 @@ pub fn cleanup_temp_mounts(parent: &Path) -> io::Result<()> {
         let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("mnt-")) else {
             continue;
         };
-        let mut parts = rest.splitn(3, '-');
-        let pid = parts.next().and_then(|p| p.parse().ok());
-        let start = parts.next().and_then(|s| s.parse().ok());
-        if let (Some(pid), Some(start)) = (pid, start)
-            && crate::util::process_alive(pid, start)
-        {
+        if crate::util::maker_alive(rest) {
             continue;
         }
         let path = entry.path();

@@ -38,6 +38,15 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// Whether the maker named in `PID-START-...` (a temp name's tail) still runs. A name
+/// that does not parse names no live maker.
+pub fn maker_alive(tail: &str) -> bool {
+    let mut parts = tail.splitn(3, '-');
+    let pid = parts.next().and_then(|p| p.parse().ok());
+    let start = parts.next().and_then(|s| s.parse().ok());
+    matches!((pid, start), (Some(pid), Some(start)) if process_alive(pid, start))
+}
+
 /// Whether the process that recorded (`pid`, `start_time`) is still alive.
 pub fn process_alive(pid: u32, start_time: u64) -> bool {
     process_start_time(pid) == Some(start_time)

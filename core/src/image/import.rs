@@ -24,9 +24,9 @@ pub struct ImportOptions {
 }
 
 /// Everything read through it is also written to the blob being stored.
-struct Tee<'a> {
-    inner: &'a mut (dyn Read + Send),
-    copy: &'a mut crate::content::Writer,
+pub(crate) struct Tee<'a> {
+    pub(crate) inner: &'a mut (dyn Read + Send),
+    pub(crate) copy: &'a mut crate::content::Writer,
 }
 
 impl Read for Tee<'_> {

@@ -421,12 +421,16 @@ impl Local {
     }
 
     fn endpoints_of(&self, network_id: &str) -> crate::Result<Vec<Endpoint>> {
+        self.endpoints_where("network_id", network_id)
+    }
+
+    /// Endpoints whose `column` (`network_id` or `container_id`) is `value`.
+    fn endpoints_where(&self, column: &str, value: &str) -> crate::Result<Vec<Endpoint>> {
+        let sql = format!("SELECT config FROM endpoints WHERE {column} = ?1 ORDER BY container_id");
         let rows: Vec<String> = self.db.read(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT config FROM endpoints WHERE network_id = ?1 ORDER BY container_id",
-            )?;
+            let mut stmt = tx.prepare(&sql)?;
             let rows = stmt
-                .query_map(params![network_id], |r| r.get(0))?
+                .query_map(params![value], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<String>>>()?;
             Ok::<_, crate::Error>(rows)
         })?;
@@ -1022,17 +1026,7 @@ impl Local {
 
     /// The endpoints a container holds now.
     pub fn container_endpoints(&self, container_id: &str) -> crate::Result<Vec<Endpoint>> {
-        let rows: Vec<String> = self.db.read(|tx| {
-            let mut stmt = tx.prepare("SELECT config FROM endpoints WHERE container_id = ?1")?;
-            let rows = stmt
-                .query_map(params![container_id], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok::<_, crate::Error>(rows)
-        })?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| serde_json::from_str(r).ok())
-            .collect())
+        self.endpoints_where("container_id", container_id)
     }
 }
 

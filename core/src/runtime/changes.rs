@@ -239,18 +239,7 @@ impl Local {
         // into the new layer's snapshot at once.
         let mut blob = self.content.writer()?;
         let (chain, applied) = self.container_tar(c, false, |r| {
-            struct Tee<'a> {
-                inner: &'a mut (dyn Read + Send),
-                copy: &'a mut crate::content::Writer,
-            }
-            impl Read for Tee<'_> {
-                fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-                    let n = self.inner.read(buf)?;
-                    self.copy.write_all(&buf[..n])?;
-                    Ok(n)
-                }
-            }
-            let mut tee = Tee {
+            let mut tee = crate::image::import::Tee {
                 inner: r,
                 copy: &mut blob,
             };

@@ -1040,10 +1040,7 @@ impl Local {
                 let orphan = if n.starts_with("rm-") {
                     true
                 } else if let Some(rest) = n.strip_prefix("tmp-") {
-                    let mut parts = rest.splitn(3, '-');
-                    let pid = parts.next().and_then(|p| p.parse().ok());
-                    let start = parts.next().and_then(|s| s.parse().ok());
-                    !matches!((pid, start), (Some(p), Some(s)) if crate::util::process_alive(p, s))
+                    !crate::util::maker_alive(rest)
                 } else {
                     let known: i64 = tx.query_row(
                         "SELECT COUNT(*) FROM containers WHERE id = ?1",

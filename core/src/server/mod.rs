@@ -221,6 +221,19 @@ fn connection(engine: &Engine, stream: Box<dyn Conn>) -> io::Result<()> {
     }
 }
 
+/// Starts a chunked `application/json` response (a stream of JSON documents).
+fn json_stream<'a>(w: &'a mut (dyn Conn + 'a)) -> Result<http::ChunkedWriter<'a, dyn Conn + 'a>> {
+    http::ChunkedWriter::start(
+        w,
+        200,
+        &[
+            ("Content-Type", "application/json".into()),
+            ("Api-Version", API_VERSION.into()),
+        ],
+    )
+    .map_err(|e| ApiError(500, e.to_string()))
+}
+
 fn json_body(req: &Request) -> Result<Value> {
     if req.body.is_empty() {
         return Ok(json!({}));
@@ -1046,15 +1059,7 @@ fn events(engine: &Engine, req: &Request, w: &mut dyn Conn) -> Result<()> {
     } else {
         engine.events_last()?
     };
-    let mut out = http::ChunkedWriter::start(
-        w,
-        200,
-        &[
-            ("Content-Type", "application/json".into()),
-            ("Api-Version", API_VERSION.into()),
-        ],
-    )
-    .map_err(|e| ApiError(500, e.to_string()))?;
+    let mut out = json_stream(w)?;
     loop {
         for e in engine.events_since(after, since.unwrap_or(0))? {
             after = e.seq;
@@ -1165,15 +1170,7 @@ fn stats(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<(
         )
         .map_err(|e| ApiError(500, e.to_string()));
     }
-    let mut out = http::ChunkedWriter::start(
-        w,
-        200,
-        &[
-            ("Content-Type", "application/json".into()),
-            ("Api-Version", API_VERSION.into()),
-        ],
-    )
-    .map_err(|e| ApiError(500, e.to_string()))?;
+    let mut out = json_stream(w)?;
     loop {
         let Ok(s) = engine.container_stats(id) else {
             break;
@@ -1453,15 +1450,7 @@ fn container_wait(engine: &Engine, id: &str, condition: &str, w: &mut dyn Conn) 
         return Err(bad(format!("invalid condition: {condition}")));
     }
     engine.container_get(id)?;
-    let mut out = http::ChunkedWriter::start(
-        w,
-        200,
-        &[
-            ("Content-Type", "application/json".into()),
-            ("Api-Version", API_VERSION.into()),
-        ],
-    )
-    .map_err(|e| ApiError(500, e.to_string()))?;
+    let mut out = json_stream(w)?;
     let body = match wait_for(engine, id, condition) {
         Ok(code) => json!({"StatusCode": code, "Error": null}),
         Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),

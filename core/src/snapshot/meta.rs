@@ -274,13 +274,7 @@ impl MetaStore {
                         .optional()?;
                     known.is_none()
                 } else if let Some(rest) = name.strip_prefix("tmp-") {
-                    let mut parts = rest.splitn(3, '-');
-                    let pid = parts.next().and_then(|p| p.parse().ok());
-                    let start = parts.next().and_then(|s| s.parse().ok());
-                    match (pid, start) {
-                        (Some(pid), Some(start)) => !crate::util::process_alive(pid, start),
-                        _ => true,
-                    }
+                    !crate::util::maker_alive(rest)
                 } else {
                     name.starts_with("rm-")
                 };

@@ -65,12 +65,7 @@ impl Overlay {
             let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PROBE_PREFIX)) else {
                 continue;
             };
-            let mut parts = rest.splitn(3, '-');
-            let pid = parts.next().and_then(|p| p.parse().ok());
-            let start = parts.next().and_then(|s| s.parse().ok());
-            if let (Some(pid), Some(start)) = (pid, start)
-                && crate::util::process_alive(pid, start)
-            {
+            if crate::util::maker_alive(rest) {
                 continue;
             }
             let probe = entry.path();
