@@ -214,7 +214,13 @@ impl Netlink {
                 let body = &rbuf[off + 16..off + len];
                 match kind {
                     NLMSG_ERROR => {
-                        let code = i32::from_ne_bytes(body[0..4].try_into().unwrap());
+                        let Some(code) = body.get(0..4) else {
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                "short netlink error message",
+                            ));
+                        };
+                        let code = i32::from_ne_bytes(code.try_into().unwrap());
                         if code == 0 {
                             return Ok(replies);
                         }
