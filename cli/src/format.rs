@@ -237,6 +237,29 @@ pub fn print_rows(
     Ok(())
 }
 
+/// What `inspect` prints: the documents as a JSON array indented as Docker's, or each
+/// through a template.
+pub fn print_inspect(found: &[Value], format: Option<&str>) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match format {
+        None | Some("json") => {
+            let mut buf = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+            serde::Serialize::serialize(found, &mut ser)?;
+            out.write_all(&buf)?;
+            writeln!(out)?;
+        }
+        Some(t) => {
+            let t = t.replace("\\n", "\n").replace("\\t", "\t");
+            for v in found {
+                writeln!(out, "{}", render(&t, v)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -389,26 +389,7 @@ pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
             }
         }
     }
-    let mut out = io::stdout().lock();
-    match a.format.as_deref() {
-        None | Some("json") => {
-            let mut buf = Vec::new();
-            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
-            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-            serde::Serialize::serialize(&found, &mut ser)?;
-            out.write_all(&buf)?;
-            writeln!(out)?;
-        }
-        Some(t) => {
-            for v in &found {
-                writeln!(
-                    out,
-                    "{}",
-                    format::render(&t.replace("\\n", "\n").replace("\\t", "\t"), v)?
-                )?;
-            }
-        }
-    }
+    format::print_inspect(&found, a.format.as_deref())?;
     Ok(code)
 }
 

@@ -180,15 +180,7 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
             }
         }
     }
-    let mut out = io::stdout().lock();
-    match a.format.as_deref() {
-        Some(t) if t != "json" => {
-            for v in &found {
-                writeln!(out, "{}", format::render(&t.replace("\\n", "\n"), v)?)?;
-            }
-        }
-        _ => writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?,
-    }
+    format::print_inspect(&found, a.format.as_deref())?;
     Ok(code)
 }
 

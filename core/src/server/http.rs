@@ -53,7 +53,6 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
-            && i + 2 < b.len() + 1
             && let Some(v) = b
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())

@@ -573,14 +573,7 @@ fn route(
                 gateway: ipam["Gateway"].as_str().map(str::to_string),
                 ip_range: ipam["IPRange"].as_str().map(str::to_string),
                 internal: b["Internal"].as_bool().unwrap_or(false),
-                labels: b["Labels"]
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                labels: string_map(&b["Labels"]).into_iter().collect(),
             };
             let rec = engine.network_create(&opts)?;
             Reply::Json(201, json!({"Id": rec.id, "Warning": ""}))
@@ -627,23 +620,11 @@ fn route(
         // Volumes.
         ("POST", ["volumes", "create"]) => {
             let b = json_body(req)?;
-            let map = |v: &Value| -> BTreeMap<String, String> {
-                v.as_object()
-                    .map(|o| {
-                        o.iter()
-                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
             let opts = crate::volume::VolumeCreate {
                 name: b["Name"].as_str().unwrap_or_default().to_string(),
-                driver: b["Driver"]
-                    .as_str()
-                    .filter(|d| !d.is_empty())
-                    .map(str::to_string),
-                options: map(&b["DriverOpts"]),
-                labels: map(&b["Labels"]),
+                driver: text(&b["Driver"]),
+                options: string_map(&b["DriverOpts"]),
+                labels: string_map(&b["Labels"]),
             };
             Reply::Json(
                 201,
@@ -852,20 +833,20 @@ fn exec_create(engine: &Engine, container: &str, req: &Request) -> Result<Value>
     let opts = crate::runtime::ExecOptions {
         cmd,
         env: strings(&b["Env"]),
-        user: b["User"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
-        workdir: b["WorkingDir"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
+        user: text(&b["User"]),
+        workdir: text(&b["WorkingDir"]),
         detach: false,
         interactive: false,
         tty: false,
     };
     let id = crate::util::random_hex(32);
-    execs().lock().unwrap_or_else(|p| p.into_inner()).insert(
+    let mut all = execs().lock().unwrap_or_else(|p| p.into_inner());
+    // Finished execs are kept to be inspected, but not forever: a long-lived daemon would
+    // hold one entry per exec it ever ran.
+    if all.len() >= 1024 {
+        all.retain(|_, e| e.running || e.exit_code.is_none());
+    }
+    all.insert(
         id.clone(),
         Exec {
             container: c.record.id,
@@ -955,12 +936,7 @@ fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Res
     }
     drop(tx);
     for (fd, data) in rx {
-        let mut frame = Vec::with_capacity(data.len() + 8);
-        frame.push(fd);
-        frame.extend_from_slice(&[0, 0, 0]);
-        frame.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        frame.extend_from_slice(&data);
-        if w.write_all(&frame).is_err() {
+        if w.write_all(&frame(fd, &data, false)).is_err() {
             break;
         }
     }
@@ -1289,6 +1265,35 @@ fn containers_list(engine: &Engine, req: &Request) -> Result<Value> {
     Ok(Value::Array(out))
 }
 
+/// A string field that is set and not empty.
+fn text(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// A JSON object of strings (labels, driver options).
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One frame of the multiplexed stream: the stream (1 out, 2 err), three zero bytes, the
+/// length big-endian, the payload. With a terminal there is no framing: the payload alone.
+fn frame(fd: u8, data: &[u8], tty: bool) -> Vec<u8> {
+    let mut f = Vec::with_capacity(data.len() + 8);
+    if !tty {
+        f.push(fd);
+        f.extend_from_slice(&[0, 0, 0]);
+        f.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    }
+    f.extend_from_slice(data);
+    f
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -1346,26 +1351,10 @@ fn container_create(engine: &Engine, req: &Request) -> Result<Value> {
             .as_array()
             .map(|_| strings(&body["Entrypoint"])),
         env: strings(&body["Env"]),
-        workdir: body["WorkingDir"]
-            .as_str()
-            .filter(|w| !w.is_empty())
-            .map(str::to_string),
-        user: body["User"]
-            .as_str()
-            .filter(|u| !u.is_empty())
-            .map(str::to_string),
-        hostname: body["Hostname"]
-            .as_str()
-            .filter(|h| !h.is_empty())
-            .map(str::to_string),
-        labels: body["Labels"]
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        workdir: text(&body["WorkingDir"]),
+        user: text(&body["User"]),
+        hostname: text(&body["Hostname"]),
+        labels: string_map(&body["Labels"]).into_iter().collect(),
         tty: body["Tty"].as_bool().unwrap_or(false),
         open_stdin: body["OpenStdin"].as_bool().unwrap_or(false),
         memory: hc["Memory"].as_u64().filter(|m| *m > 0),
@@ -1594,14 +1583,10 @@ fn follow_log(
                     continue;
                 }
                 let text = v["log"].as_str().unwrap_or_default().as_bytes();
-                let mut frame = Vec::with_capacity(text.len() + 8);
-                if !tty {
-                    frame.push(fd);
-                    frame.extend_from_slice(&[0, 0, 0]);
-                    frame.extend_from_slice(&(text.len() as u32).to_be_bytes());
-                }
-                frame.extend_from_slice(text);
-                if w.write_all(&frame).and_then(|()| w.flush()).is_err() {
+                if w.write_all(&frame(fd, text, tty))
+                    .and_then(|()| w.flush())
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -1641,10 +1626,7 @@ fn container_logs(engine: &Engine, id: &str, req: &Request) -> Result<Vec<u8>> {
         } else {
             text
         };
-        out.push(fd);
-        out.extend_from_slice(&[0, 0, 0]);
-        out.extend_from_slice(&(line.len() as u32).to_be_bytes());
-        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(&frame(fd, line.as_bytes(), false));
     }
     Ok(out)
 }
