@@ -885,24 +885,43 @@ fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Res
             e.exit_code = code;
         }
     };
-    let child = match engine.container_exec_spawn(&container, &opts, true) {
-        Ok(c) => c,
-        Err(e) => {
-            finish(Some(126));
-            return Err(e.into());
-        }
-    };
-    let Some(mut child) = child else {
-        finish(Some(0));
-        return http::respond(w, 200, &[], b"", false, true)
-            .map_err(|e| ApiError(500, e.to_string()));
-    };
+    if detach {
+        return match engine.container_exec_spawn(&container, &opts, true) {
+            Ok(_) => {
+                finish(Some(0));
+                http::respond(w, 200, &[], b"", false, true)
+                    .map_err(|e| ApiError(500, e.to_string()))
+            }
+            Err(e) => {
+                finish(Some(126));
+                Err(e.into())
+            }
+        };
+    }
+    // The connection is taken over before the process starts, as Docker does: a client
+    // reads the stream raw only after the answer's head, and output sent along with the
+    // head could be swallowed by its HTTP reader.
     let head = if req.header("upgrade").is_some() {
         "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
     } else {
         "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n\r\n"
     };
-    let _ = w.write_all(head.as_bytes());
+    let _ = w.write_all(head.as_bytes()).and_then(|()| w.flush());
+    let mut child = match engine.container_exec_spawn(&container, &opts, true) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            finish(Some(0));
+            w.shutdown_write();
+            return Ok(());
+        }
+        Err(e) => {
+            // Past the head, the error goes on the stream.
+            let _ = w.write_all(&frame(2, format!("{e}\n").as_bytes(), false));
+            finish(Some(126));
+            w.shutdown_write();
+            return Ok(());
+        }
+    };
     // Both streams, framed, as they come.
     let (tx, rx) = std::sync::mpsc::channel::<(u8, Vec<u8>)>();
     let mut readers = Vec::new();
