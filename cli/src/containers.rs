@@ -269,6 +269,7 @@ impl CreateArgs {
             labels,
             init: self.init,
             tty: self.tty,
+            console_size: if self.tty { terminal_size() } else { None },
             open_stdin: self.interactive,
             memory: self.memory,
             cpus: self.cpus,
@@ -1313,6 +1314,14 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
 }
 
 /// This terminal in raw mode for as long as it lives; restored on drop.
+/// The size of the terminal on stdin, if it is one: (rows, columns).
+pub fn terminal_size() -> Option<(u16, u16)> {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ fills `ws` and fails on anything but a terminal.
+    (unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_row > 0)
+        .then_some((ws.ws_row, ws.ws_col))
+}
+
 struct RawMode {
     saved: libc::termios,
 }

@@ -206,7 +206,7 @@ pub fn run() -> i32 {
         };
         let err = match &console {
             // A terminal from the container's own devpts, as for its first process.
-            Some((_, theirs)) => match init::open_console(theirs.as_raw_fd()) {
+            Some((_, theirs)) => match init::open_console(theirs.as_raw_fd(), None) {
                 Ok(()) => init::exec_init(&spec, &a.cmd, &env, &cwd, &user),
                 Err(e) => e,
             },
@@ -267,6 +267,11 @@ pub fn run() -> i32 {
             tty: None,
         },
     };
-    let code = monitor(run, &mut Log::disabled(), a.attach, a.stdin, &sfd, None);
+    let relay = if a.attach {
+        crate::Relay::Plain
+    } else {
+        crate::Relay::None
+    };
+    let code = monitor(run, &mut Log::disabled(), relay, a.stdin, &sfd, None, None);
     if a.attach { code } else { 0 }
 }

@@ -674,7 +674,10 @@ enum Never {}
 
 /// Opens a terminal in the container's own devpts, makes it this process's controlling
 /// terminal and stdio, and sends the master side to the monitor.
-pub(crate) fn open_console(sock: i32) -> Result<(), StartError> {
+pub(crate) fn open_console(
+    sock: i32,
+    size: Option<crate::spec::ConsoleSize>,
+) -> Result<(), StartError> {
     let master = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -699,6 +702,16 @@ pub(crate) fn open_console(sock: i32) -> Result<(), StartError> {
         .custom_flags(libc::O_NOCTTY)
         .open(format!("/dev/pts/{n}"))
         .map_err(ctx(|| format!("open /dev/pts/{n}")))?;
+    if let Some(size) = size {
+        let ws = libc::winsize {
+            ws_row: size.height,
+            ws_col: size.width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: sets the size of the terminal this process just opened.
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
     unsafe {
         libc::setsid();
         if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
@@ -776,7 +789,7 @@ fn setup(
         loopback_up()?;
     }
     if let Some(sock) = console {
-        open_console(sock)?;
+        open_console(sock, spec.process.console_size)?;
     }
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let user = spec

@@ -14,7 +14,12 @@
 //!   stdin (with `--stdin`) to the container, signals to the shim are passed on, and the shim
 //!   exits with the container's exit status;
 //! - otherwise it detaches (new session, stdio to /dev/null) after writing one line to fd 3:
-//!   `ok` or `error <code> <message>`.
+//!   `ok` or `error <code> <message>`;
+//! - `--stream` (with `--attach`): detaches as above but keeps the stdio it was given (a
+//!   daemon's end of an attached client's connection) and copies to and from it as attached;
+//!   `--framed` puts each piece of output in Docker's multiplexed frame (stream type, length)
+//!   on stdout. On SIGWINCH with no terminal of its own it takes the size from `winsize` in
+//!   the bundle (`ROWS COLS`).
 
 mod cgroup;
 mod cp;
@@ -219,24 +224,43 @@ struct Options {
     bundle: PathBuf,
     attach: bool,
     stdin: bool,
+    stream: bool,
+    framed: bool,
+}
+
+/// Where the container's output goes besides its log.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Relay {
+    None,
+    /// To stdout and stderr as it comes.
+    Plain,
+    /// To stdout, each piece in a multiplexed frame.
+    Framed,
 }
 
 fn parse_args() -> Result<Options, String> {
     let mut bundle = None;
     let mut attach = false;
     let mut stdin = false;
+    let mut stream = false;
+    let mut framed = false;
     for a in std::env::args().skip(1) {
         match a.as_str() {
             "--attach" => attach = true,
             "--stdin" => stdin = true,
+            "--stream" => stream = true,
+            "--framed" => framed = true,
             s if s.starts_with('-') => return Err(format!("unknown flag {s}")),
             s => bundle = Some(PathBuf::from(s)),
         }
     }
     Ok(Options {
-        bundle: bundle.ok_or("usage: ketch-shim [--attach] [--stdin] BUNDLE")?,
-        attach,
+        bundle: bundle
+            .ok_or("usage: ketch-shim [--attach [--stream [--framed]]] [--stdin] BUNDLE")?,
+        attach: attach || stream,
         stdin,
+        stream,
+        framed,
     })
 }
 
@@ -510,10 +534,11 @@ fn trim_resident() {
 pub(crate) fn monitor(
     run: Run,
     log: &mut Log,
-    attach: bool,
+    mut relay: Relay,
     forward_stdin: bool,
     sfd: &SignalFd,
     mut dns: Option<&mut dns::Server>,
+    winsize: Option<&Path>,
 ) -> i32 {
     let mut open = [Some(run.out), run.err];
     let mut input = run.input;
@@ -606,7 +631,9 @@ pub(crate) fn monitor(
                             // Our terminal changed size: so does the container's, and the
                             // kernel tells its foreground process.
                             let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-                            if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 {
+                            let known = unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0
+                                || winsize.is_some_and(|p| read_winsize(p, &mut ws));
+                            if known {
                                 unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
                             }
                         } else if status.is_none()
@@ -622,14 +649,25 @@ pub(crate) fn monitor(
                         Ok(0) | Err(_) => open[w] = None,
                         Ok(n) => {
                             log.write(w, &buf[..n]);
-                            if attach {
-                                let _ = if w == 0 {
+                            let sent = match relay {
+                                Relay::None => Ok(()),
+                                Relay::Plain if w == 0 => io::stdout()
+                                    .write_all(&buf[..n])
+                                    .and_then(|_| io::stdout().flush()),
+                                Relay::Plain => io::stderr().write_all(&buf[..n]),
+                                Relay::Framed => {
+                                    let mut frame = Vec::with_capacity(8 + n);
+                                    frame.extend_from_slice(&[w as u8 + 1, 0, 0, 0]);
+                                    frame.extend_from_slice(&(n as u32).to_be_bytes());
+                                    frame.extend_from_slice(&buf[..n]);
                                     io::stdout()
-                                        .write_all(&buf[..n])
+                                        .write_all(&frame)
                                         .and_then(|_| io::stdout().flush())
-                                } else {
-                                    io::stderr().write_all(&buf[..n])
-                                };
+                                }
+                            };
+                            // Whoever was attached went away: the log goes on alone.
+                            if sent.is_err() && relay == Relay::Framed {
+                                relay = Relay::None;
                             }
                         }
                     }
@@ -655,6 +693,22 @@ pub(crate) fn monitor(
     drop(input);
     log.flush();
     status.unwrap_or(137)
+}
+
+/// A terminal size written by the engine as `ROWS COLS`.
+fn read_winsize(path: &Path, ws: &mut libc::winsize) -> bool {
+    let Ok(text) = fs::read_to_string(path) else {
+        return false;
+    };
+    let mut it = text.split_whitespace().map(|v| v.parse::<u16>());
+    match (it.next(), it.next()) {
+        (Some(Ok(rows)), Some(Ok(cols))) => {
+            ws.ws_row = rows;
+            ws.ws_col = cols;
+            true
+        }
+        _ => false,
+    }
 }
 
 fn main() {
@@ -775,7 +829,7 @@ pub(crate) fn report(ready: &mut Option<File>, msg: &str) {
 
 fn run(opts: Options) -> i32 {
     let bundle = opts.bundle.clone();
-    let mut ready: Option<File> = if opts.attach {
+    let mut ready: Option<File> = if opts.attach && !opts.stream {
         None
     } else {
         // SAFETY: the engine hands a detached shim its report pipe as fd 3. It must not leak
@@ -800,9 +854,11 @@ fn run(opts: Options) -> i32 {
         .get("io.ketch.rootfs")
         .and_then(|r| serde_json::from_str(r).ok())
         .unwrap_or_default();
-    if !opts.attach {
-        // Outlive the starter: own session, no terminal, nothing inherited.
+    if !opts.attach || opts.stream {
+        // Outlive the starter: own session, no terminal, nothing inherited but the stream.
         let _ = nix::unistd::setsid();
+    }
+    if !opts.attach {
         if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
             for fd in 0..3 {
                 unsafe { libc::dup2(null.as_raw_fd(), fd) };
@@ -927,10 +983,32 @@ fn run(opts: Options) -> i32 {
         state.oom_killed = false;
         write_state(&bundle, &state);
         report(&mut ready, &format!("ok {}", run.pid));
-        if !opts.attach {
+        if !opts.attach || opts.stream {
             trim_resident();
         }
-        let code = monitor(run, &mut log, opts.attach, opts.stdin, &sfd, dns.as_mut());
+        let relay = match (opts.attach, opts.framed) {
+            (false, _) => Relay::None,
+            (true, false) => Relay::Plain,
+            (true, true) => Relay::Framed,
+        };
+        let winsize = bundle.join("winsize");
+        let code = monitor(
+            run,
+            &mut log,
+            relay,
+            opts.stdin,
+            &sfd,
+            dns.as_mut(),
+            Some(&winsize),
+        );
+        // A stream is for one run: after a restart the container goes on detached.
+        if opts.stream {
+            if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+                for fd in 0..3 {
+                    unsafe { libc::dup2(null.as_raw_fd(), fd) };
+                }
+            }
+        }
         state.oom_killed = cg.oom_killed();
         // Kill what is left in the container's cgroups (with a pid namespace, nothing is).
         cg.destroy();
@@ -955,7 +1033,7 @@ fn run(opts: Options) -> i32 {
             release_netns(&bundle);
             state.status = "exited".into();
             write_state(&bundle, &state);
-            return if opts.attach { code } else { 0 };
+            return if opts.attach && !opts.stream { code } else { 0 };
         }
         state.restart_count += 1;
         state.status = "restarting".into();

@@ -20,6 +20,7 @@ pub struct Spec {
 #[serde(default, rename_all = "camelCase")]
 pub struct Process {
     pub terminal: bool,
+    pub console_size: Option<ConsoleSize>,
     pub user: User,
     pub args: Vec<String>,
     pub env: Vec<String>,
@@ -27,6 +28,13 @@ pub struct Process {
     pub capabilities: Option<Capabilities>,
     pub rlimits: Vec<Rlimit>,
     pub no_new_privileges: bool,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[serde(default)]
+pub struct ConsoleSize {
+    pub height: u16,
+    pub width: u16,
 }
 
 #[derive(Debug, Deserialize, Default)]

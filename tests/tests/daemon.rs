@@ -420,6 +420,64 @@ fn the_docker_cli_works_against_it() {
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
 
+/// `docker run` with stdin: through a terminal (under `script`), its size set by the client,
+/// and without one (multiplexed), input and exit codes passed through.
+#[test]
+fn the_docker_cli_runs_interactive_containers() {
+    ketch_tests::require_tool("docker");
+    ketch_tests::require_tool("script");
+    let (_r, d) = setup();
+    let with_stdin = |cmd: &mut std::process::Command, input: &str| {
+        cmd.env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+            .env(
+                "DOCKER_CONFIG",
+                d.socket.parent().unwrap().join("docker-config"),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = with_stdin(
+        std::process::Command::new("script").args([
+            "-qec",
+            "stty rows 33 cols 101; docker run --rm -it --network none busybox sh",
+            "/dev/null",
+        ]),
+        "echo in-$((6*7)); stty size; tty; exit 3\n",
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("in-42"), "{out}");
+    assert!(out.contains("33 101"), "{out}");
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    let o = with_stdin(
+        std::process::Command::new("docker").args([
+            "run",
+            "--rm",
+            "-i",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "cat; echo err >&2; exit 4",
+        ]),
+        "hello\n",
+    );
+    assert_eq!(o.status.code(), Some(4));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    assert_eq!(docker_ok(&d, &["ps", "-aq"]), "");
+}
+
 #[test]
 fn the_docker_cli_manages_images_networks_volumes_and_files() {
     ketch_tests::require_tool("docker");

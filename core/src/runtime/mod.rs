@@ -18,7 +18,7 @@ pub use changes::{Change, CommitOptions};
 
 use std::fs;
 use std::io::{self, BufRead, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -107,6 +107,8 @@ pub struct CreateOptions {
     pub labels: Vec<(String, String)>,
     pub init: bool,
     pub tty: bool,
+    /// The terminal's size at the start (rows, columns), with `tty`.
+    pub console_size: Option<(u16, u16)>,
     pub open_stdin: bool,
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
@@ -860,6 +862,58 @@ impl Local {
         stdin: bool,
         on_spawn: &dyn Fn(u32),
     ) -> crate::Result<i32> {
+        let mode = if attach {
+            ShimMode::Attached
+        } else {
+            ShimMode::Detached
+        };
+        self.start_task(name, mode, stdin, on_spawn)
+    }
+
+    /// Starts a container's task detached, its output also copied to `stream` (in Docker's
+    /// multiplexed frames when `framed`) and, with `stdin`, `stream` read as its input: the
+    /// daemon's end of an attached client's connection. Returns once the task runs; the
+    /// stream ends when the task does.
+    pub fn container_start_streaming(
+        &self,
+        name: &str,
+        stream: OwnedFd,
+        stdin: bool,
+        framed: bool,
+    ) -> crate::Result<()> {
+        self.start_task(name, ShimMode::Stream { stream, framed }, stdin, &|_| {})
+            .map(|_| ())
+    }
+
+    /// Sets the terminal size of a container started with a terminal and a stream.
+    pub fn container_resize(&self, name: &str, rows: u16, cols: u16) -> crate::Result<()> {
+        let c = self.container_get(name)?;
+        if !c.is_running() {
+            return Err(ContainerError::Conflict {
+                reason: format!("container {} is not running", c.record.id),
+            }
+            .into());
+        }
+        let path = c.bundle.join("winsize");
+        let tmp = c.bundle.join(".winsize.tmp");
+        fs::write(&tmp, format!("{rows} {cols}\n"))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(io_err("write winsize"))?;
+        if c.task.shim_pid > 0 {
+            // SAFETY: signals the container's monitor, which reads the size on SIGWINCH.
+            unsafe { libc::kill(c.task.shim_pid as i32, libc::SIGWINCH) };
+        }
+        Ok(())
+    }
+
+    fn start_task(
+        &self,
+        name: &str,
+        mode: ShimMode,
+        stdin: bool,
+        on_spawn: &dyn Fn(u32),
+    ) -> crate::Result<i32> {
+        let attach = !matches!(mode, ShimMode::Detached);
         let c = self.container_get(name)?;
         match c.status {
             Status::Running | Status::Paused | Status::Restarting => {
@@ -877,7 +931,7 @@ impl Local {
         let _ = fs::remove_file(c.bundle.join("stop-requested"));
         let _ = fs::remove_file(c.bundle.join("state.json"));
         self.prepare_network(&c)?;
-        let started = self.spawn_shim(&c, &shim, attach, stdin, on_spawn);
+        let started = self.spawn_shim(&c, &shim, mode, stdin, on_spawn);
         if started.is_err() {
             let _ = self.release_endpoints(&c.record.id);
         }
@@ -981,19 +1035,38 @@ impl Local {
         &self,
         c: &Container,
         shim: &std::path::Path,
-        attach: bool,
+        mode: ShimMode,
         stdin: bool,
         on_spawn: &dyn Fn(u32),
     ) -> crate::Result<i32> {
         let mut cmd = Command::new(shim);
-        if attach {
-            cmd.arg("--attach");
+        match &mode {
+            ShimMode::Detached => {}
+            ShimMode::Attached => {
+                cmd.arg("--attach");
+            }
+            ShimMode::Stream { stream, framed } => {
+                cmd.arg("--stream");
+                if *framed {
+                    cmd.arg("--framed");
+                }
+                let dup = |f: &OwnedFd| f.try_clone().map_err(io_err("duplicate the stream"));
+                cmd.stdin(Stdio::from(dup(stream)?))
+                    .stdout(Stdio::from(dup(stream)?))
+                    .stderr(Stdio::from(dup(stream)?));
+            }
         }
         if stdin {
             cmd.arg("--stdin");
         }
         cmd.arg(&c.bundle);
-        if attach {
+        if let ShimMode::Stream { .. } = mode {
+            spawn_reporting(cmd, shim, true, false)?;
+            self.set_running(&c.record.id, true)?;
+            self.container_event(&c.record, "start", &[]);
+            return Ok(0);
+        }
+        if let ShimMode::Attached = mode {
             self.set_running(&c.record.id, true)?;
             self.container_event(&c.record, "start", &[]);
             let mut child = cmd
@@ -1016,7 +1089,7 @@ impl Local {
             }
             return Ok(code);
         }
-        spawn_reporting(cmd, shim, true)?;
+        spawn_reporting(cmd, shim, true, true)?;
         self.set_running(&c.record.id, true)?;
         self.container_event(&c.record, "start", &[]);
         Ok(0)
@@ -1642,10 +1715,21 @@ impl Container {
 /// Runs a shim with a report pipe as fd 3 and returns once it reports that its process
 /// runs (or why it does not). Detached, the shim goes on in a session of its own and is
 /// reaped in the background; attached, its child handle is returned to wait on.
+/// How a container's monitor is started.
+enum ShimMode {
+    /// On its own, stdio to /dev/null.
+    Detached,
+    /// Sharing this process's stdio, which waits for it.
+    Attached,
+    /// On its own, its stdio a stream it copies to and from.
+    Stream { stream: OwnedFd, framed: bool },
+}
+
 fn spawn_reporting(
     mut cmd: Command,
     shim: &std::path::Path,
     detached: bool,
+    null_stdio: bool,
 ) -> crate::Result<Option<std::process::Child>> {
     let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| io_err("pipe")(e.into()))?;
@@ -1659,7 +1743,7 @@ fn spawn_reporting(
             Ok(())
         });
     }
-    if detached {
+    if detached && null_stdio {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -1779,7 +1863,7 @@ impl Local {
                 Stdio::null()
             });
         }
-        spawn_reporting(cmd, &shim, opts.detach)
+        spawn_reporting(cmd, &shim, opts.detach, true)
     }
 }
 

@@ -280,6 +280,10 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
         }
     }
     let seccomp = seccomp(opts, &caps);
+    let console_size = opts
+        .console_size
+        .filter(|(h, w)| opts.tty && *h > 0 && *w > 0)
+        .map(|(h, w)| json!({"height": h, "width": w}));
     let mut spec = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -306,6 +310,9 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     });
     if let Some(s) = seccomp {
         spec["linux"]["seccomp"] = s;
+    }
+    if let Some(size) = console_size {
+        spec["process"]["consoleSize"] = size;
     }
     spec
 }

@@ -168,6 +168,9 @@ fn connection(engine: &Engine, stream: Box<dyn Conn>) -> io::Result<()> {
             );
             return Ok(());
         }
+        if let Some(id) = attaching_stdin(&req) {
+            return attach_stdin(engine, &id, &req, reader, writer);
+        }
         let keep_alive = req.keep_alive;
         let head = req.method == "HEAD";
         let reply = {
@@ -279,7 +282,14 @@ fn route(
             if c.is_running() {
                 Reply::Empty(304)
             } else {
-                engine.container_start(id, false, false)?;
+                match take_pending(&c.record.id) {
+                    Some((stream, framed)) => {
+                        engine.container_start_streaming(id, stream, true, framed)?
+                    }
+                    None => {
+                        engine.container_start(id, false, false)?;
+                    }
+                }
                 if c.record.config.auto_remove {
                     auto_remove(engine, c.record.id.clone());
                 }
@@ -350,7 +360,10 @@ fn route(
             return container_wait(engine, id, condition, w).map(|()| None);
         }
         ("DELETE", ["containers", id]) => {
+            let full = engine.container_get(id)?.record.id;
             engine.container_remove_with(id, req.query_bool("force"), req.query_bool("v"))?;
+            // A client attached to it waiting for its start: the stream ends.
+            take_pending(&full);
             Reply::Empty(204)
         }
         ("GET", ["containers", id, "logs"]) if req.query_bool("follow") => {
@@ -559,9 +572,21 @@ fn route(
         ("POST", ["containers", id, "exec"]) => Reply::Json(201, exec_create(engine, id, req)?),
         ("POST", ["exec", id, "start"]) => return exec_start(engine, id, req, w).map(|()| None),
         ("GET", ["exec", id, "json"]) => Reply::Json(200, exec_inspect(id)?),
-        ("POST", ["exec", _id, "resize"]) | ("POST", ["containers", _id, "resize"]) => {
+        ("POST", ["containers", id, "resize"]) => {
+            let dim = |k: &str| -> Result<u16> {
+                req.query
+                    .get(k)
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad(format!("{k}: a number of characters is required")))
+            };
+            let (h, w) = (dim("h")?, dim("w")?);
+            let c = engine.container_get(id)?;
+            if c.record.config.tty {
+                engine.container_resize(id, h, w)?;
+            }
             Reply::Empty(200)
         }
+        ("POST", ["exec", _id, "resize"]) => Reply::Empty(200),
         // Networks.
         ("POST", ["networks", "create"]) => {
             let b = json_body(req)?;
@@ -1375,6 +1400,13 @@ fn container_create(engine: &Engine, req: &Request) -> Result<Value> {
         hostname: text(&body["Hostname"]),
         labels: string_map(&body["Labels"]).into_iter().collect(),
         tty: body["Tty"].as_bool().unwrap_or(false),
+        console_size: match hc["ConsoleSize"].as_array().map(|a| a.as_slice()) {
+            Some([h, w]) => Some((
+                h.as_u64().unwrap_or(0).min(u16::MAX.into()) as u16,
+                w.as_u64().unwrap_or(0).min(u16::MAX.into()) as u16,
+            )),
+            _ => None,
+        },
         open_stdin: body["OpenStdin"].as_bool().unwrap_or(false),
         memory: hc["Memory"].as_u64().filter(|m| *m > 0),
         cpus: hc["NanoCpus"]
@@ -1531,6 +1563,86 @@ fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) 
     follow_log(engine, id, from, until, tty, &want, w);
     let _ = w.flush();
     w.shutdown_write();
+    Ok(())
+}
+
+/// Clients attached with stdin to a container that has not started: by container ID, the
+/// monitor's end of a socket pair whose other end the client's connection is copied to and
+/// from, and whether output goes in multiplexed frames (no terminal).
+static PENDING: std::sync::Mutex<BTreeMap<String, (std::os::fd::OwnedFd, bool)>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+fn take_pending(id: &str) -> Option<(std::os::fd::OwnedFd, bool)> {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+}
+
+/// The container an attach request with stdin names, when its input can be given: one with
+/// `OpenStdin` that is not running yet (its monitor is started with the stream). Attaching
+/// to a running container's output is served by [`container_attach`].
+fn attaching_stdin(req: &Request) -> Option<String> {
+    match (req.method.as_str(), segments(&req.path).as_slice()) {
+        ("POST", ["containers", id, "attach"]) if req.query_bool("stdin") => Some(id.to_string()),
+        _ => None,
+    }
+}
+
+/// Attach with stdin: the connection is hijacked and, once the container starts, copied to
+/// its monitor's stdin; the monitor's output comes back on it. Ends with the container.
+fn attach_stdin(
+    engine: &Engine,
+    id: &str,
+    req: &Request,
+    mut reader: BufReader<Box<dyn Conn>>,
+    mut writer: Box<dyn Conn>,
+) -> io::Result<()> {
+    let c = match engine.container_get(id) {
+        Ok(c) => c,
+        Err(e) => {
+            let ApiError(status, message) = e.into();
+            let body = json!({"message": message}).to_string();
+            let headers = [("Content-Type", "application/json".to_string())];
+            return http::respond(&mut writer, status, &headers, body.as_bytes(), false, false);
+        }
+    };
+    if c.is_running() || !c.record.config.open_stdin {
+        let _ = container_attach(engine, id, req, &mut *writer);
+        return Ok(());
+    }
+    let (ours, theirs) = UnixStream::pair()?;
+    let key = c.record.id.clone();
+    PENDING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.clone(), (theirs.into(), !c.record.config.tty));
+    let ctype = if c.record.config.tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let head = if req.header("upgrade").is_some() {
+        format!(
+            "HTTP/1.1 101 UPGRADED\r\nContent-Type: {ctype}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nApi-Version: {API_VERSION}\r\n\r\n"
+        )
+    } else {
+        format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nApi-Version: {API_VERSION}\r\n\r\n")
+    };
+    if let Err(e) = writer.write_all(head.as_bytes()) {
+        take_pending(&key);
+        return Err(e);
+    }
+    // Input that ends before the start waits in the pair's buffer, its end included: a
+    // client may close its side for writing before it asks for the start.
+    let mut input = ours.try_clone()?;
+    let copier = std::thread::spawn(move || {
+        let _ = io::copy(&mut reader, &mut input);
+        let _ = input.shutdown(std::net::Shutdown::Write);
+    });
+    let mut output = ours;
+    let _ = io::copy(&mut output, &mut writer);
+    let _ = writer.flush();
+    writer.shutdown_write();
+    take_pending(&key);
+    drop(copier);
     Ok(())
 }
 
