@@ -13,24 +13,9 @@ use crate::Cli;
 
 #[derive(Args)]
 pub struct DaemonArgs {
-    /// Daemon socket(s) to listen on (unix:///path)
-    #[arg(short = 'H', long = "host")]
-    hosts: Vec<String>,
     /// Group for the UNIX socket (default: root's)
     #[arg(short = 'G', long)]
     group: Option<String>,
-    /// Use TLS and verify the remote (mutual TLS on TCP listeners)
-    #[arg(long)]
-    tlsverify: bool,
-    /// Trust certs signed only by this CA
-    #[arg(long)]
-    tlscacert: Option<PathBuf>,
-    /// Path to TLS certificate file
-    #[arg(long)]
-    tlscert: Option<PathBuf>,
-    /// Path to TLS key file
-    #[arg(long)]
-    tlskey: Option<PathBuf>,
 }
 
 /// A TCP address the daemon may listen on without TLS: loopback only.
@@ -75,14 +60,20 @@ fn group_id(name: &str) -> Result<u32> {
 
 pub fn run(cli: &Cli, a: &DaemonArgs) -> Result<ExitCode> {
     let group = a.group.as_deref().map(group_id).transpose()?;
-    let hosts = if a.hosts.is_empty() {
+    let hosts = if cli.host.is_empty() {
         vec![format!("unix://{DEFAULT_SOCKET}")]
     } else {
-        a.hosts.clone()
+        cli.host.clone()
     };
     let mut paths: Vec<PathBuf> = Vec::new();
     let mut listeners: Vec<(String, ketch::server::Listener)> = Vec::new();
-    let tls = a.tlsverify || a.tlscacert.is_some() || a.tlscert.is_some() || a.tlskey.is_some();
+    // TLS on TCP listeners, as dockerd: --tls serves it, --tlsverify also asks each client for
+    // a certificate signed by the CA.
+    let tls = cli
+        .tls_files()
+        .map(|f| ketch::tls::server_config(&f))
+        .transpose()
+        .context("TLS")?;
     for h in &hosts {
         match h.split_once("://") {
             Some(("unix", p)) => {
@@ -97,19 +88,21 @@ pub fn run(cli: &Cli, a: &DaemonArgs) -> Result<ExitCode> {
                     .to_socket_addrs()
                     .with_context(|| format!("{h}: not an address"))?
                     .collect();
-                if tls {
-                    bail!("{h}: TLS listeners are not served yet");
-                }
-                if !loopback_only(&resolved) {
+                let verified = cli.tlsverify && tls.is_some();
+                if !verified && !loopback_only(&resolved) {
                     bail!(
-                        "refusing to listen on {h} without TLS: anyone who reaches it would control this host. \
+                        "refusing to listen on {h} without mutual TLS: anyone who reaches it would control this host. \
                          Listen on a loopback address (tcp://127.0.0.1:2375), or give --tlsverify with \
                          --tlscacert, --tlscert and --tlskey"
                     );
                 }
                 let l = std::net::TcpListener::bind(&resolved[..])
                     .with_context(|| format!("listen on {h}"))?;
-                listeners.push((h.clone(), ketch::server::Listener::Tcp(l)));
+                let l = match &tls {
+                    Some(config) => ketch::server::Listener::Tls(l, config.clone()),
+                    None => ketch::server::Listener::Tcp(l),
+                };
+                listeners.push((h.clone(), l));
             }
             _ => bail!("{h}: want unix:///path or tcp://HOST:PORT"),
         }

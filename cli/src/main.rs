@@ -39,6 +39,30 @@ pub struct Cli {
     /// Address pool for new networks' subnets, as dockerd's: base=CIDR,size=N (repeatable)
     #[arg(long, global = true, env = "KETCH_DEFAULT_ADDRESS_POOL", value_delimiter = ';', value_parser = ketch::network::subnet::parse_pool)]
     default_address_pool: Vec<(ketch::network::subnet::Subnet, u8)>,
+    /// Daemon to talk to (unix:///path, tcp://HOST:PORT); for `daemon`, where to listen
+    #[arg(
+        short = 'H',
+        long = "host",
+        global = true,
+        env = "KETCH_HOST",
+        value_delimiter = ','
+    )]
+    host: Vec<String>,
+    /// Use TLS; implied by --tlsverify
+    #[arg(long, global = true)]
+    tls: bool,
+    /// Use TLS and verify the remote (the daemon: client certificates)
+    #[arg(long, global = true, env = "KETCH_TLS_VERIFY", value_parser = clap::builder::FalseyValueParser::new())]
+    tlsverify: bool,
+    /// Trust certs signed only by this CA (default: $KETCH_CERT_PATH/ca.pem)
+    #[arg(long, global = true)]
+    tlscacert: Option<PathBuf>,
+    /// Path to TLS certificate file (default: $KETCH_CERT_PATH/cert.pem)
+    #[arg(long, global = true)]
+    tlscert: Option<PathBuf>,
+    /// Path to TLS key file (default: $KETCH_CERT_PATH/key.pem)
+    #[arg(long, global = true)]
+    tlskey: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -196,6 +220,37 @@ enum ImageCommand {
 }
 
 impl Cli {
+    /// The TLS files given (flags, else `$KETCH_CERT_PATH/{ca,cert,key}.pem`), when TLS is
+    /// asked for.
+    pub fn tls_files(&self) -> Option<ketch::tls::TlsFiles> {
+        let given = self.tlscacert.is_some() || self.tlscert.is_some() || self.tlskey.is_some();
+        if !(self.tls || self.tlsverify || given) {
+            return None;
+        }
+        let dir = std::env::var_os("KETCH_CERT_PATH").map(PathBuf::from);
+        let pick = |flag: &Option<PathBuf>, name: &str| {
+            flag.clone()
+                .or_else(|| dir.as_ref().map(|d| d.join(name)).filter(|p| p.exists()))
+        };
+        Some(ketch::tls::TlsFiles {
+            ca: pick(&self.tlscacert, "ca.pem"),
+            cert: pick(&self.tlscert, "cert.pem"),
+            key: pick(&self.tlskey, "key.pem"),
+            verify: self.tlsverify,
+        })
+    }
+
+    /// The daemon to talk to, when one is given (`-H`, `KETCH_HOST`): the CLI is remote.
+    pub fn remote(&self) -> anyhow::Result<Option<ketch::client::Client>> {
+        match self.host.first() {
+            None => Ok(None),
+            Some(url) => Ok(Some(ketch::client::Client::new(
+                url,
+                self.tls_files().as_ref(),
+            )?)),
+        }
+    }
+
     fn engine(&self) -> anyhow::Result<ketch::Engine> {
         let mut opts = ketch::Options {
             root: self.root.clone(),

@@ -60,6 +60,10 @@ pub enum Error {
     Reference(#[from] crate::reference::ReferenceError),
     #[error(transparent)]
     Digest(#[from] crate::digest::DigestError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -78,6 +82,8 @@ impl Error {
             Error::Image(e) => e.kind(),
             Error::Engine(e) => e.kind(),
             Error::Container(e) => e.kind(),
+            Error::Tls(e) => e.kind(),
+            Error::Client(e) => e.kind(),
             Error::Network(e) => e.kind(),
             Error::Volume(e) => e.kind(),
             Error::Reference(_) | Error::Digest(_) => ErrorKind::InvalidArgument,

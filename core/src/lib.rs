@@ -1,6 +1,7 @@
 //! ketch: a container engine. This crate is the engine every front door (CLI, daemon, C ABI,
 //! Python, Node) wraps; it has no CLI, no FFI and no `anyhow`.
 
+pub mod client;
 pub mod content;
 pub mod db;
 pub mod diff;
@@ -18,6 +19,7 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod system;
+pub mod tls;
 mod util;
 pub mod volume;
 

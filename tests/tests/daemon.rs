@@ -800,7 +800,7 @@ fn tcp_only_on_loopback_without_tls() {
     let o = r.run(&["daemon", "-H", "tcp://0.0.0.0:0"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("without TLS"), "{err}");
+    assert!(err.contains("without mutual TLS"), "{err}");
     // On loopback it serves, and the docker CLI talks to it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -844,6 +844,181 @@ fn tcp_only_on_loopback_without_tls() {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&o.stdout), "over tcp\n", "{o:?}");
     }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate it signed, in `dir`;
+/// and a client certificate signed by another CA.
+fn make_certs(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {o:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "rogue-ca"] {
+        let mut a = vec!["req", "-x509", "-days", "2", "-subj", "/CN=test-ca"];
+        a.extend(ec);
+        let (key, out) = (format!("{ca}-key.pem"), format!("{ca}.pem"));
+        a.extend(["-keyout", &key, "-out", &out]);
+        openssl(&a);
+    }
+    std::fs::write(
+        dir.join("server.cnf"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, ca, ext) in [
+        ("server", "ca", "server.cnf"),
+        ("client", "ca", "client.cnf"),
+        ("rogue", "rogue-ca", "client.cnf"),
+    ] {
+        let (key, csr, cert) = (
+            format!("{name}-key.pem"),
+            format!("{name}.csr"),
+            format!("{name}-cert.pem"),
+        );
+        let mut a = vec!["req", "-subj", "/CN=ketch-test"];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &csr]);
+        openssl(&a);
+        let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-extfile",
+            ext,
+            "-out",
+            &cert,
+        ]);
+    }
+}
+
+/// Mutual TLS: on an address others reach, with --tlsverify, the daemon serves clients whose
+/// certificate the CA signed, and no one else.
+#[test]
+fn tcp_with_mutual_tls() {
+    ketch_tests::require_tool("openssl");
+    ketch_tests::require_tool("docker");
+    let r = Root::new();
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    let certs = r.dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    make_certs(&certs);
+    let c = |n: &str| certs.join(n).display().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("tcp://0.0.0.0:{port}");
+    // TLS without client verification is not enough off loopback.
+    let o = r.run(&[
+        "daemon",
+        "-H",
+        &listen,
+        "--tls",
+        "--tlscert",
+        &c("server-cert.pem"),
+        "--tlskey",
+        &c("server-key.pem"),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("without mutual TLS"));
+    let mut cmd = r.cmd();
+    cmd.args([
+        "daemon",
+        "-H",
+        &listen,
+        "--tlsverify",
+        "--tlscacert",
+        &c("ca.pem"),
+        "--tlscert",
+        &c("server-cert.pem"),
+        "--tlskey",
+        &c("server-key.pem"),
+    ])
+    .stderr(Stdio::null());
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let host = format!("tcp://127.0.0.1:{port}");
+    let docker = |tls: &[String], args: &[&str]| {
+        std::process::Command::new("docker")
+            .args(tls)
+            .args(["-H", &host])
+            .args(args)
+            .env("DOCKER_CONFIG", r.dir.path().join("docker-config"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let with = |cert: &str, key: &str| {
+        vec![
+            "--tlsverify".to_string(),
+            "--tlscacert".into(),
+            c("ca.pem"),
+            "--tlscert".into(),
+            c(cert),
+            "--tlskey".into(),
+            c(key),
+        ]
+    };
+    let o = docker(
+        &with("client-cert.pem", "client-key.pem"),
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "echo",
+            "over tls",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "over tls\n", "{o:?}");
+    // No certificate, one another CA signed, or no TLS at all: turned away.
+    let no_cert = vec!["--tls".to_string(), "--tlscacert".into(), c("ca.pem")];
+    for tls in [no_cert, with("rogue-cert.pem", "rogue-key.pem"), vec![]] {
+        let o = docker(&tls, &["ps", "-a"]);
+        assert!(!o.status.success(), "{tls:?}: {o:?}");
+    }
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(b"GET /_ping HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(!out.starts_with(b"HTTP/1.1 200"), "{out:?}");
     let _ = child.kill();
     let _ = child.wait();
 }

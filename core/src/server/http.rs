@@ -166,11 +166,7 @@ pub fn body_reader<'a, R: BufRead + Send>(
         .header("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"))
     {
-        Box::new(Chunked {
-            inner: r,
-            left: 0,
-            done: false,
-        })
+        Box::new(Chunked::new(r))
     } else {
         let len = req
             .header("content-length")
@@ -195,13 +191,24 @@ pub fn read_body<R: BufRead + Send>(req: &mut Request, r: &mut R) -> io::Result<
     Ok(())
 }
 
-struct Chunked<'a, R: BufRead> {
-    inner: &'a mut R,
+/// A chunked body (request or response), read as the bytes it carries.
+pub struct Chunked<R: BufRead> {
+    inner: R,
     left: u64,
     done: bool,
 }
 
-impl<R: BufRead> Read for Chunked<'_, R> {
+impl<R: BufRead> Chunked<R> {
+    pub fn new(inner: R) -> Chunked<R> {
+        Chunked {
+            inner,
+            left: 0,
+            done: false,
+        }
+    }
+}
+
+impl<R: BufRead> Read for Chunked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.done {
             return Ok(0);

@@ -82,6 +82,8 @@ impl Conn for TcpStream {
 pub enum Listener {
     Unix(UnixListener),
     Tcp(TcpListener),
+    /// TCP with TLS (mutual, when the configuration verifies clients).
+    Tls(TcpListener, Arc<rustls::ServerConfig>),
 }
 
 impl Listener {
@@ -92,6 +94,13 @@ impl Listener {
                 let (s, _) = l.accept()?;
                 let _ = s.set_nodelay(true);
                 Box::new(s)
+            }
+            Listener::Tls(l, config) => {
+                let (s, _) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                // The handshake happens on the relay's thread: a slow or hostile client
+                // holds up nobody else.
+                Box::new(crate::tls::accept(config.clone(), s)?)
             }
         })
     }
