@@ -753,62 +753,15 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
     }
 }
 
-fn propagation_or_mode(
-    m: &mut MountSpec,
-    opt: &str,
-    bad: &dyn Fn(&str) -> Exit,
-) -> std::result::Result<(), Exit> {
-    match opt {
-        "ro" => m.readonly = true,
-        "rw" => m.readonly = false,
-        "z" | "Z" => {} // SELinux relabelling: nothing to do on a host without it
-        "nocopy" => m.nocopy = true,
-        "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave" => {
-            m.propagation = Some(opt.to_string())
-        }
-        "" => {}
-        other => return Err(bad(&format!("invalid mode: {other}"))),
-    }
-    Ok(())
-}
-
 /// `-v [NAME|/HOST:]/PATH[:OPTS]`.
 fn parse_volume(s: &str) -> Result<MountSpec> {
-    let bad = |why: &str| {
+    ketch::model::create::parse_volume(s).map_err(|why| {
         Exit(
             125,
             format!("invalid argument \"{s}\" for \"-v, --volume\" flag: {why}"),
         )
-    };
-    let parts: Vec<&str> = s.split(':').collect();
-    let (source, target, opts) = match parts.as_slice() {
-        [t] => ("", *t, ""),
-        [a, b] if b.starts_with('/') => (*a, *b, ""),
-        [t, o] => ("", *t, *o),
-        [a, b, o] => (*a, *b, *o),
-        _ => bail!(bad("too many colons")),
-    };
-    if !target.starts_with('/') {
-        bail!(bad(&format!(
-            "invalid mount path: '{target}' mount path must be absolute"
-        )));
-    }
-    let mut m = MountSpec {
-        kind: if source.starts_with('/') {
-            "bind"
-        } else {
-            "volume"
-        }
-        .into(),
-        source: source.to_string(),
-        target: target.to_string(),
-        create_host_path: true,
-        ..Default::default()
-    };
-    for o in opts.split(',') {
-        propagation_or_mode(&mut m, o, &bad)?;
-    }
-    Ok(m)
+        .into()
+    })
 }
 
 /// `--mount type=...,source=...,target=...,...`.
@@ -832,7 +785,9 @@ fn parse_mount(s: &str) -> Result<MountSpec> {
             "target" | "destination" | "dst" => m.target = v.to_string(),
             "readonly" | "ro" => m.readonly = yes(v),
             "volume-nocopy" => m.nocopy = yes(v),
-            "bind-propagation" => propagation_or_mode(&mut m, v, &bad)?,
+            "bind-propagation" => {
+                ketch::model::create::volume_option(&mut m, v).map_err(|e| bad(&e))?
+            }
             "tmpfs-size" => m.tmpfs_size = Some(crate::parse_bytes(v).map_err(|e| bad(&e))?),
             "tmpfs-mode" => {
                 m.tmpfs_mode = Some(
@@ -861,35 +816,14 @@ fn parse_mount(s: &str) -> Result<MountSpec> {
 
 /// `--tmpfs /PATH[:size=64m,mode=1777,ro]`.
 fn parse_tmpfs(s: &str) -> Result<MountSpec> {
-    let bad = |why: &str| {
+    let (target, opts) = s.split_once(':').unwrap_or((s, ""));
+    ketch::model::create::parse_tmpfs(target, opts).map_err(|why| {
         Exit(
             125,
             format!("invalid argument \"{s}\" for \"--tmpfs\" flag: {why}"),
         )
-    };
-    let (target, opts) = s.split_once(':').unwrap_or((s, ""));
-    let mut m = MountSpec {
-        kind: "tmpfs".into(),
-        target: target.to_string(),
-        ..Default::default()
-    };
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o.split_once('=') {
-            Some(("size", v)) => m.tmpfs_size = Some(crate::parse_bytes(v).map_err(|e| bad(&e))?),
-            Some(("mode", v)) => {
-                m.tmpfs_mode = Some(
-                    u32::from_str_radix(v, 8).map_err(|_| bad(&format!("invalid mode: {v}")))?,
-                )
-            }
-            None if o == "ro" => m.readonly = true,
-            None if o == "rw" => m.readonly = false,
-            _ => {} // other tmpfs options (exec, nosuid, ...) keep Docker's defaults
-        }
-    }
-    if !target.starts_with('/') {
-        bail!(bad("mount path must be absolute"));
-    }
-    Ok(m)
+        .into()
+    })
 }
 
 /// `-p [hostIP:][hostPort:]containerPort[/proto]`, as Docker reads it.

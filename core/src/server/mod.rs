@@ -1360,84 +1360,8 @@ fn strings(v: &Value) -> Vec<String> {
 /// `POST /containers/create`: the API's ContainerConfig + HostConfig as run options.
 fn container_create(engine: &Engine, req: &Request) -> Result<Value> {
     let body = json_body(req)?;
-    let image = body["Image"]
-        .as_str()
-        .filter(|i| !i.is_empty())
-        .ok_or_else(|| bad("config.Image is required"))?;
-    let hc = &body["HostConfig"];
-    let restart = hc["RestartPolicy"]["Name"]
-        .as_str()
-        .filter(|n| !n.is_empty() && *n != "no")
-        .map(
-            |n| match hc["RestartPolicy"]["MaximumRetryCount"].as_u64() {
-                Some(m) if m > 0 && n == "on-failure" => format!("{n}:{m}"),
-                _ => n.to_string(),
-            },
-        );
-    let mut mounts = Vec::new();
-    for b in strings(&hc["Binds"]) {
-        let parts: Vec<&str> = b.split(':').collect();
-        let (source, target, opts) = match parts.as_slice() {
-            [s, t] => (*s, *t, ""),
-            [s, t, o] => (*s, *t, *o),
-            _ => return Err(bad(format!("invalid bind: {b}"))),
-        };
-        mounts.push(crate::volume::MountSpec {
-            kind: if source.starts_with('/') {
-                "bind"
-            } else {
-                "volume"
-            }
-            .into(),
-            source: source.into(),
-            target: target.into(),
-            readonly: opts.split(',').any(|o| o == "ro"),
-            create_host_path: true,
-            ..Default::default()
-        });
-    }
-    let opts = crate::runtime::CreateOptions {
-        image: image.to_string(),
-        name: req.query.get("name").cloned().filter(|n| !n.is_empty()),
-        cmd: strings(&body["Cmd"]),
-        entrypoint: body["Entrypoint"]
-            .as_array()
-            .map(|_| strings(&body["Entrypoint"])),
-        env: strings(&body["Env"]),
-        workdir: text(&body["WorkingDir"]),
-        user: text(&body["User"]),
-        hostname: text(&body["Hostname"]),
-        labels: string_map(&body["Labels"]).into_iter().collect(),
-        tty: body["Tty"].as_bool().unwrap_or(false),
-        console_size: match hc["ConsoleSize"].as_array().map(|a| a.as_slice()) {
-            Some([h, w]) => Some((
-                h.as_u64().unwrap_or(0).min(u16::MAX.into()) as u16,
-                w.as_u64().unwrap_or(0).min(u16::MAX.into()) as u16,
-            )),
-            _ => None,
-        },
-        open_stdin: body["OpenStdin"].as_bool().unwrap_or(false),
-        memory: hc["Memory"].as_u64().filter(|m| *m > 0),
-        cpus: hc["NanoCpus"]
-            .as_u64()
-            .filter(|n| *n > 0)
-            .map(|n| n as f64 / 1e9),
-        cpu_shares: hc["CpuShares"].as_u64().filter(|s| *s > 0),
-        pids_limit: hc["PidsLimit"].as_i64().filter(|p| *p > 0),
-        privileged: hc["Privileged"].as_bool().unwrap_or(false),
-        cap_add: strings(&hc["CapAdd"]),
-        cap_drop: strings(&hc["CapDrop"]),
-        read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
-        network: hc["NetworkMode"]
-            .as_str()
-            .filter(|n| !n.is_empty() && *n != "default")
-            .map(str::to_string),
-        restart,
-        auto_remove: hc["AutoRemove"].as_bool().unwrap_or(false),
-        init: hc["Init"].as_bool().unwrap_or(false),
-        mounts,
-        ..Default::default()
-    };
+    let name = req.query.get("name").cloned().filter(|n| !n.is_empty());
+    let opts = crate::model::create::create_options(&body, name).map_err(bad)?;
     let c = engine.container_create(&opts)?;
     Ok(json!({"Id": c.record.id, "Warnings": []}))
 }

@@ -2,6 +2,8 @@
 //! (`docker-engine-api.yaml`): what the daemon serves, the client parses and the bindings
 //! hand out.
 
+pub mod create;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

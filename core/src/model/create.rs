@@ -1,0 +1,569 @@
+//! `POST /containers/create`'s body (the API's ContainerConfig with HostConfig and
+//! NetworkingConfig) and the engine's [`CreateOptions`], both ways: the daemon reads what any
+//! client sends; the remote CLI sends what the embedded one would run. Also the short forms
+//! both take from a user (`-v`, `--tmpfs`, sizes).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use crate::network::firewall::PortMap;
+use crate::runtime::CreateOptions;
+use crate::volume::MountSpec;
+
+/// `1234`, `64k`, `512m`, `2g` (binary units, as Docker's size flags).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches('b');
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid size: {s:?}"))?;
+    if n < 0.0 || !n.is_finite() {
+        return Err(format!("invalid size: {s:?}"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+/// One option of `-v`'s third part (or `bind-propagation`).
+pub fn volume_option(m: &mut MountSpec, opt: &str) -> Result<(), String> {
+    match opt {
+        "ro" => m.readonly = true,
+        "rw" => m.readonly = false,
+        "z" | "Z" => {} // SELinux relabelling: nothing to do on a host without it
+        "nocopy" => m.nocopy = true,
+        "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave" => {
+            m.propagation = Some(opt.to_string())
+        }
+        "" => {}
+        other => return Err(format!("invalid mode: {other}")),
+    }
+    Ok(())
+}
+
+/// `-v [NAME|/HOST:]/PATH[:OPTS]` (a `Binds` entry); the error says what is wrong.
+pub fn parse_volume(s: &str) -> Result<MountSpec, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let (source, target, opts) = match parts.as_slice() {
+        [t] => ("", *t, ""),
+        [a, b] if b.starts_with('/') => (*a, *b, ""),
+        [t, o] => ("", *t, *o),
+        [a, b, o] => (*a, *b, *o),
+        _ => return Err("too many colons".into()),
+    };
+    if !target.starts_with('/') {
+        return Err(format!(
+            "invalid mount path: '{target}' mount path must be absolute"
+        ));
+    }
+    let mut m = MountSpec {
+        kind: if source.starts_with('/') {
+            "bind"
+        } else {
+            "volume"
+        }
+        .into(),
+        source: source.to_string(),
+        target: target.to_string(),
+        create_host_path: source.starts_with('/'),
+        ..Default::default()
+    };
+    for o in opts.split(',') {
+        volume_option(&mut m, o)?;
+    }
+    Ok(m)
+}
+
+/// `--tmpfs /PATH[:size=64m,mode=1777,ro]` (a `Tmpfs` entry is the same, split at the colon).
+pub fn parse_tmpfs(target: &str, opts: &str) -> Result<MountSpec, String> {
+    let mut m = MountSpec {
+        kind: "tmpfs".into(),
+        target: target.to_string(),
+        ..Default::default()
+    };
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        match o.split_once('=') {
+            Some(("size", v)) => m.tmpfs_size = Some(parse_bytes(v)?),
+            Some(("mode", v)) => {
+                m.tmpfs_mode =
+                    Some(u32::from_str_radix(v, 8).map_err(|_| format!("invalid mode: {v}"))?)
+            }
+            None if o == "ro" => m.readonly = true,
+            None if o == "rw" => m.readonly = false,
+            _ => {} // other tmpfs options (exec, nosuid, ...) keep Docker's defaults
+        }
+    }
+    if !target.starts_with('/') {
+        return Err("mount path must be absolute".into());
+    }
+    Ok(m)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+}
+
+/// A `HostConfig.Mounts` entry.
+fn mount_of(v: &Value) -> Result<MountSpec, String> {
+    let kind = v["Type"].as_str().unwrap_or("volume").to_string();
+    if !matches!(kind.as_str(), "volume" | "bind" | "tmpfs") {
+        return Err(format!("mount type {kind:?} is not supported"));
+    }
+    let target = v["Target"].as_str().unwrap_or_default().to_string();
+    if !target.starts_with('/') {
+        return Err(format!("invalid mount target {target:?}: must be absolute"));
+    }
+    let mut m = MountSpec {
+        kind,
+        source: v["Source"].as_str().unwrap_or_default().to_string(),
+        target,
+        readonly: v["ReadOnly"].as_bool().unwrap_or(false),
+        propagation: text(&v["BindOptions"]["Propagation"]),
+        nocopy: v["VolumeOptions"]["NoCopy"].as_bool().unwrap_or(false),
+        tmpfs_size: v["TmpfsOptions"]["SizeBytes"].as_u64().filter(|s| *s > 0),
+        tmpfs_mode: v["TmpfsOptions"]["Mode"].as_u64().map(|m| m as u32),
+        create_host_path: v["BindOptions"]["CreateMountpoint"]
+            .as_bool()
+            .unwrap_or(false),
+    };
+    if m.kind == "bind" && m.source.is_empty() {
+        return Err("a bind mount needs a source".into());
+    }
+    if m.kind == "tmpfs" && !m.source.is_empty() {
+        return Err("a tmpfs mount takes no source".into());
+    }
+    if let Some(p) = &m.propagation {
+        let p = p.clone();
+        volume_option(&mut m, &p)?;
+    }
+    Ok(m)
+}
+
+fn mount_json(m: &MountSpec) -> Value {
+    let mut v = json!({
+        "Type": m.kind,
+        "Source": m.source,
+        "Target": m.target,
+        "ReadOnly": m.readonly,
+    });
+    if m.kind == "bind" {
+        v["BindOptions"] = json!({"CreateMountpoint": m.create_host_path});
+        if let Some(p) = &m.propagation {
+            v["BindOptions"]["Propagation"] = json!(p);
+        }
+    }
+    if m.nocopy {
+        v["VolumeOptions"] = json!({"NoCopy": true});
+    }
+    if m.kind == "tmpfs" && (m.tmpfs_size.is_some() || m.tmpfs_mode.is_some()) {
+        let mut t = Map::new();
+        if let Some(s) = m.tmpfs_size {
+            t.insert("SizeBytes".into(), json!(s));
+        }
+        if let Some(mode) = m.tmpfs_mode {
+            t.insert("Mode".into(), json!(mode));
+        }
+        v["TmpfsOptions"] = Value::Object(t);
+    }
+    v
+}
+
+/// `80/tcp` → (80, tcp).
+fn port_key(k: &str) -> Result<(u16, String), String> {
+    let (port, proto) = k.split_once('/').unwrap_or((k, "tcp"));
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("invalid port {k:?}"))?;
+    let proto = proto.to_ascii_lowercase();
+    if proto != "tcp" && proto != "udp" {
+        return Err(format!("invalid protocol in {k:?}"));
+    }
+    Ok((port, proto))
+}
+
+/// The engine's options from a create request's body; `name` from the query.
+pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOptions, String> {
+    let image = body["Image"]
+        .as_str()
+        .filter(|i| !i.is_empty())
+        .ok_or("config.Image is required")?;
+    let hc = &body["HostConfig"];
+    let restart = hc["RestartPolicy"]["Name"]
+        .as_str()
+        .filter(|n| !n.is_empty() && *n != "no")
+        .map(
+            |n| match hc["RestartPolicy"]["MaximumRetryCount"].as_u64() {
+                Some(m) if m > 0 && n == "on-failure" => format!("{n}:{m}"),
+                _ => n.to_string(),
+            },
+        );
+    let mut mounts = Vec::new();
+    for b in strings(&hc["Binds"]) {
+        mounts.push(parse_volume(&b).map_err(|e| format!("invalid bind {b:?}: {e}"))?);
+    }
+    if let Some(ms) = hc["Mounts"].as_array() {
+        for m in ms {
+            mounts.push(mount_of(m)?);
+        }
+    }
+    if let Some(t) = hc["Tmpfs"].as_object() {
+        for (target, opts) in t {
+            let opts = opts.as_str().unwrap_or_default();
+            mounts.push(
+                parse_tmpfs(target, opts).map_err(|e| format!("invalid tmpfs {target:?}: {e}"))?,
+            );
+        }
+    }
+    let mut publish = Vec::new();
+    if let Some(pb) = hc["PortBindings"].as_object() {
+        for (k, bindings) in pb {
+            let (container_port, proto) = port_key(k)?;
+            let list = bindings.as_array().cloned().unwrap_or_default();
+            let list = if list.is_empty() {
+                vec![json!({})]
+            } else {
+                list
+            };
+            for b in list {
+                let host_ip = match b["HostIp"]
+                    .as_str()
+                    .filter(|ip| !ip.is_empty() && *ip != "0.0.0.0")
+                {
+                    Some(ip) => Some(ip.parse().map_err(|_| format!("invalid host IP {ip:?}"))?),
+                    None => None,
+                };
+                let host_port = match b["HostPort"].as_str().filter(|p| !p.is_empty()) {
+                    Some(p) => p.parse().map_err(|_| format!("invalid host port {p:?}"))?,
+                    None => 0,
+                };
+                publish.push(PortMap {
+                    proto: proto.clone(),
+                    host_ip,
+                    host_port,
+                    container_port,
+                });
+            }
+        }
+    }
+    let (mut no_new_privileges, mut seccomp_unconfined) = (false, false);
+    for o in strings(&hc["SecurityOpt"]) {
+        match o.as_str() {
+            "seccomp=unconfined" | "seccomp:unconfined" => seccomp_unconfined = true,
+            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
+                no_new_privileges = true
+            }
+            "no-new-privileges:false" | "no-new-privileges=false" => no_new_privileges = false,
+            _ => return Err(format!("invalid security option {o:?}")),
+        }
+    }
+    let log = &hc["LogConfig"];
+    if let Some(t) = log["Type"]
+        .as_str()
+        .filter(|t| !t.is_empty() && *t != "json-file")
+    {
+        return Err(format!("log driver {t:?} is not supported (json-file is)"));
+    }
+    let log_max_size = log["Config"]["max-size"]
+        .as_str()
+        .map(parse_bytes)
+        .transpose()?;
+    let log_max_file = log["Config"]["max-file"]
+        .as_str()
+        .map(|v| v.parse().map_err(|_| format!("invalid max-file {v:?}")))
+        .transpose()?;
+    let network = hc["NetworkMode"]
+        .as_str()
+        .filter(|n| !n.is_empty() && *n != "default")
+        .map(str::to_string);
+    // The endpoint of the network the container is created on: its address and aliases.
+    let endpoint = body["NetworkingConfig"]["EndpointsConfig"]
+        .as_object()
+        .and_then(|eps| {
+            network
+                .as_ref()
+                .and_then(|n| eps.get(n))
+                .or_else(|| eps.values().next())
+        })
+        .cloned()
+        .unwrap_or(Value::Null);
+    let labels: BTreeMap<String, String> = body["Labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(CreateOptions {
+        image: image.to_string(),
+        name,
+        cmd: strings(&body["Cmd"]),
+        entrypoint: body["Entrypoint"]
+            .as_array()
+            .map(|_| strings(&body["Entrypoint"])),
+        env: strings(&body["Env"]),
+        workdir: text(&body["WorkingDir"]),
+        user: text(&body["User"]),
+        hostname: text(&body["Hostname"]),
+        labels: labels.into_iter().collect(),
+        init: hc["Init"].as_bool().unwrap_or(false),
+        tty: body["Tty"].as_bool().unwrap_or(false),
+        console_size: match hc["ConsoleSize"].as_array().map(|a| a.as_slice()) {
+            Some([h, w]) => Some((
+                h.as_u64().unwrap_or(0).min(u16::MAX.into()) as u16,
+                w.as_u64().unwrap_or(0).min(u16::MAX.into()) as u16,
+            ))
+            .filter(|(h, w)| *h > 0 && *w > 0),
+            _ => None,
+        },
+        open_stdin: body["OpenStdin"].as_bool().unwrap_or(false),
+        memory: hc["Memory"].as_u64().filter(|m| *m > 0),
+        cpus: hc["NanoCpus"]
+            .as_u64()
+            .filter(|n| *n > 0)
+            .map(|n| n as f64 / 1e9),
+        cpu_shares: hc["CpuShares"].as_u64().filter(|s| *s > 0),
+        pids_limit: hc["PidsLimit"].as_i64().filter(|p| *p != 0),
+        privileged: hc["Privileged"].as_bool().unwrap_or(false),
+        cap_add: strings(&hc["CapAdd"]),
+        cap_drop: strings(&hc["CapDrop"]),
+        no_new_privileges,
+        seccomp_unconfined,
+        read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
+        network,
+        ip: text(&endpoint["IPAMConfig"]["IPv4Address"]),
+        network_aliases: strings(&endpoint["Aliases"]),
+        dns: strings(&hc["Dns"]),
+        extra_hosts: strings(&hc["ExtraHosts"]),
+        publish,
+        publish_all: hc["PublishAllPorts"].as_bool().unwrap_or(false),
+        extra_networks: vec![],
+        mounts,
+        volumes_from: strings(&hc["VolumesFrom"]),
+        restart,
+        auto_remove: hc["AutoRemove"].as_bool().unwrap_or(false),
+        log_max_size,
+        log_max_file,
+    })
+}
+
+/// A create request's body for `opts` (its name goes in the query).
+pub fn create_body(opts: &CreateOptions) -> Value {
+    // In the order given (the map keeps insertion order).
+    let mut port_bindings = Map::new();
+    let mut exposed = Map::new();
+    for p in &opts.publish {
+        let key = format!("{}/{}", p.container_port, p.proto);
+        exposed.insert(key.clone(), json!({}));
+        let binding = json!({
+            "HostIp": p.host_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() },
+        });
+        match port_bindings.get_mut(&key).and_then(Value::as_array_mut) {
+            Some(list) => list.push(binding),
+            None => {
+                port_bindings.insert(key, json!([binding]));
+            }
+        }
+    }
+    let restart = opts.restart.as_deref().map(|r| {
+        let (name, n) = r.split_once(':').unwrap_or((r, "0"));
+        json!({"Name": name, "MaximumRetryCount": n.parse::<u64>().unwrap_or(0)})
+    });
+    let mut security = Vec::new();
+    if opts.no_new_privileges {
+        security.push("no-new-privileges:true");
+    }
+    if opts.seccomp_unconfined {
+        security.push("seccomp=unconfined");
+    }
+    let mut log_config = Map::new();
+    if let Some(s) = opts.log_max_size {
+        log_config.insert("max-size".into(), json!(s.to_string()));
+    }
+    if let Some(f) = opts.log_max_file {
+        log_config.insert("max-file".into(), json!(f.to_string()));
+    }
+    let network = opts.network.clone().unwrap_or_else(|| "default".into());
+    let mut endpoint = Map::new();
+    if let Some(ip) = &opts.ip {
+        endpoint.insert("IPAMConfig".into(), json!({"IPv4Address": ip}));
+    }
+    if !opts.network_aliases.is_empty() {
+        endpoint.insert("Aliases".into(), json!(opts.network_aliases));
+    }
+    let endpoints = if endpoint.is_empty() {
+        json!({})
+    } else {
+        json!({ network.clone(): endpoint })
+    };
+    let labels: Map<String, Value> = opts
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    json!({
+        "Hostname": opts.hostname.clone().unwrap_or_default(),
+        "User": opts.user.clone().unwrap_or_default(),
+        "AttachStdin": opts.open_stdin,
+        "AttachStdout": true,
+        "AttachStderr": true,
+        "Tty": opts.tty,
+        "OpenStdin": opts.open_stdin,
+        "StdinOnce": opts.open_stdin,
+        "Env": opts.env,
+        "Cmd": opts.cmd,
+        "Entrypoint": opts.entrypoint,
+        "Image": opts.image,
+        "WorkingDir": opts.workdir.clone().unwrap_or_default(),
+        "Labels": labels,
+        "ExposedPorts": exposed,
+        "HostConfig": {
+            "Mounts": opts.mounts.iter().map(mount_json).collect::<Vec<_>>(),
+            "NetworkMode": network,
+            "PortBindings": port_bindings,
+            "PublishAllPorts": opts.publish_all,
+            "RestartPolicy": restart.unwrap_or_else(|| json!({"Name": "no", "MaximumRetryCount": 0})),
+            "AutoRemove": opts.auto_remove,
+            "VolumesFrom": opts.volumes_from,
+            "CapAdd": opts.cap_add,
+            "CapDrop": opts.cap_drop,
+            "Dns": opts.dns,
+            "ExtraHosts": opts.extra_hosts,
+            "Privileged": opts.privileged,
+            "ReadonlyRootfs": opts.read_only,
+            "SecurityOpt": security,
+            "Init": opts.init,
+            "ConsoleSize": opts.console_size.map(|(h, w)| [h, w]).unwrap_or([0, 0]),
+            "Memory": opts.memory.unwrap_or(0),
+            "NanoCpus": opts.cpus.map(|c| (c * 1e9).round() as u64).unwrap_or(0),
+            "CpuShares": opts.cpu_shares.unwrap_or(0),
+            "PidsLimit": opts.pids_limit.unwrap_or(0),
+            "LogConfig": {"Type": "json-file", "Config": log_config},
+        },
+        "NetworkingConfig": {"EndpointsConfig": endpoints},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every option the CLI can give survives the trip through the API's JSON.
+    #[test]
+    fn options_round_trip_through_the_body() {
+        let opts = CreateOptions {
+            image: "busybox:1".into(),
+            name: Some("web".into()),
+            cmd: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            entrypoint: Some(vec![]),
+            env: vec!["A=1".into(), "B=two words".into()],
+            workdir: Some("/srv".into()),
+            user: Some("1000:1000".into()),
+            hostname: Some("box".into()),
+            labels: vec![("a".into(), "1".into()), ("b".into(), "".into())],
+            init: true,
+            tty: true,
+            console_size: Some((33, 101)),
+            open_stdin: true,
+            memory: Some(64 << 20),
+            cpus: Some(0.5),
+            cpu_shares: Some(512),
+            pids_limit: Some(-1),
+            privileged: false,
+            cap_add: vec!["NET_ADMIN".into()],
+            cap_drop: vec!["CHOWN".into()],
+            no_new_privileges: true,
+            seccomp_unconfined: true,
+            read_only: true,
+            network: Some("appnet".into()),
+            ip: Some("10.9.0.9".into()),
+            network_aliases: vec!["db".into()],
+            dns: vec!["10.0.0.2".into()],
+            extra_hosts: vec!["h:10.0.0.3".into()],
+            publish: vec![
+                PortMap {
+                    proto: "tcp".into(),
+                    host_ip: Some("127.0.0.1".parse().unwrap()),
+                    host_port: 8080,
+                    container_port: 80,
+                },
+                PortMap {
+                    proto: "udp".into(),
+                    host_ip: None,
+                    host_port: 0,
+                    container_port: 53,
+                },
+            ],
+            publish_all: true,
+            extra_networks: vec![],
+            mounts: vec![
+                parse_volume("data:/data:ro,nocopy").unwrap(),
+                parse_volume("/srv/x:/x:rshared").unwrap(),
+                MountSpec {
+                    kind: "bind".into(),
+                    source: "/srv/y".into(),
+                    target: "/y".into(),
+                    ..Default::default()
+                },
+                parse_tmpfs("/tmp", "size=64m,mode=1777").unwrap(),
+            ],
+            volumes_from: vec!["other:ro".into()],
+            restart: Some("on-failure:3".into()),
+            auto_remove: false,
+            log_max_size: Some(1 << 20),
+            log_max_file: Some(3),
+        };
+        let back = create_options(&create_body(&opts), opts.name.clone()).unwrap();
+        // Options have no equality of their own; their JSON does.
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&opts).unwrap()
+        );
+    }
+
+    #[test]
+    fn docker_cli_forms_are_read() {
+        let body = json!({
+            "Image": "busybox",
+            "HostConfig": {
+                "Binds": ["/h:/c:ro", "vol:/v"],
+                "Tmpfs": {"/run": "size=1m"},
+                "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]},
+                "SecurityOpt": ["no-new-privileges"],
+            },
+        });
+        let o = create_options(&body, None).unwrap();
+        assert_eq!(o.mounts.len(), 3);
+        assert!(o.mounts[0].readonly && o.mounts[0].kind == "bind");
+        assert_eq!(o.mounts[1].kind, "volume");
+        assert_eq!(o.mounts[2].tmpfs_size, Some(1 << 20));
+        assert_eq!(o.publish[0].host_port, 8080);
+        assert!(o.no_new_privileges);
+        for bad in [
+            json!({}),
+            json!({"Image": "b", "HostConfig": {"Binds": ["a:b:c:d"]}}),
+            json!({"Image": "b", "HostConfig": {"Mounts": [{"Type": "npipe", "Target": "/x"}]}}),
+            json!({"Image": "b", "HostConfig": {"PortBindings": {"x/tcp": []}}}),
+            json!({"Image": "b", "HostConfig": {"SecurityOpt": ["apparmor=x"]}}),
+        ] {
+            assert!(create_options(&bad, None).is_err(), "{bad}");
+        }
+    }
+}
