@@ -1,19 +1,19 @@
 //! Container verbs: create, start, run, ps, stop, kill, wait, logs, rm, restart.
 
-use std::io::{self, BufRead, IsTerminal, Seek, Write};
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use ketch::network::Endpoint;
 use ketch::network::firewall::PortMap;
-use ketch::runtime::{Container, CreateOptions, NetMode};
+use ketch::runtime::CreateOptions;
 use ketch::volume::MountSpec;
 use serde_json::{Value, json};
 
 use crate::Cli;
 use crate::format::{self, Format};
+use ketch::api::Api;
 
 /// An error that ends the command with a given exit status, Docker-style.
 #[derive(Debug)]
@@ -27,10 +27,26 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-/// `run` and `create` fail with 125 (engine) or 126/127 (the command), as Docker's do.
+/// A start that failed, as `run` reports it.
+pub fn start_error(e: ketch::Error) -> anyhow::Error {
+    engine_exit(e)
+}
+
+/// `run` and `create` fail with 125 (engine) or 126/127 (the command), as Docker's do. A
+/// daemon's answer carries only the message, which Docker's CLI reads the same way.
 fn engine_exit(e: ketch::Error) -> anyhow::Error {
     let code = match &e {
         ketch::Error::Container(c) => c.exit_code(),
+        ketch::Error::Client(_) => {
+            let m = e.to_string();
+            if m.contains("executable file not found") || m.contains("no such file or directory") {
+                127
+            } else if m.contains("permission denied") {
+                126
+            } else {
+                125
+            }
+        }
         _ => 125,
     };
     Exit(code as u8, e.to_string()).into()
@@ -330,9 +346,9 @@ fn expand_env(e: &str) -> String {
 
 pub fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
     let opts = a.options()?;
-    let engine = cli.engine().map_err(|e| Exit(125, e.to_string()))?;
-    let c = engine.container_create(&opts).map_err(engine_exit)?;
-    println!("{}", c.record.id);
+    let api = cli.api().map_err(|e| Exit(125, e.to_string()))?;
+    let id = api.container_create(&opts).map_err(engine_exit)?;
+    println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -347,11 +363,22 @@ pub struct RunArgs {
 
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     let opts = a.create.options()?;
+    if let Some(client) = cli.remote().map_err(|e| Exit(125, e.to_string()))? {
+        let id = client.container_create(&opts).map_err(engine_exit)?;
+        if a.detach {
+            client.container_start(&id).map_err(engine_exit)?;
+            println!("{id}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let code = crate::remote::start_attached(&client, &id, &opts)?;
+        return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+    }
     let engine = cli.engine().map_err(|e| Exit(125, e.to_string()))?;
-    let c = engine.container_create(&opts).map_err(engine_exit)?;
+    let local: &ketch::engine::Local = &engine;
+    let c = local.container_create(&opts).map_err(engine_exit)?;
     let id = c.record.id.clone();
     if a.detach {
-        if let Err(e) = engine.container_start(&id, false, false) {
+        if let Err(e) = local.container_start(&id, false, false) {
             return Err(engine_exit(e));
         }
         println!("{id}");
@@ -359,7 +386,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     }
     let result = start_attached(&engine, &id, opts.open_stdin, opts.tty);
     if opts.auto_remove {
-        let _ = engine.container_remove(&id, true);
+        let _ = local.container_remove(&id, true);
     }
     match result {
         Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
@@ -380,19 +407,32 @@ pub struct StartArgs {
 }
 
 pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
     if a.attach || a.interactive {
         if a.containers.len() > 1 {
             bail!("you cannot start and attach multiple containers at once");
         }
-        let tty = engine.container_get(&a.containers[0])?.record.config.tty;
-        let code = start_attached(&engine, &a.containers[0], a.interactive, tty)?;
+        let name = &a.containers[0];
+        if let Some(client) = cli.remote()? {
+            let c = client.container_inspect(name)?;
+            let opts = CreateOptions {
+                tty: c["Config"]["Tty"].as_bool().unwrap_or(false),
+                open_stdin: a.interactive && c["Config"]["OpenStdin"].as_bool().unwrap_or(false),
+                ..Default::default()
+            };
+            let id = c["Id"].as_str().unwrap_or(name).to_string();
+            let code = crate::remote::start_attached(&client, &id, &opts)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        let engine = cli.engine()?;
+        let tty = engine.container_get(name)?.record.config.tty;
+        let code = start_attached(&engine, name, a.interactive, tty)?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
+    let api = cli.api()?;
     let mut code = ExitCode::SUCCESS;
     for name in &a.containers {
-        match engine.container_start(name, false, false) {
-            Ok(_) => println!("{name}"),
+        match api.container_start(name) {
+            Ok(()) => println!("{name}"),
             Err(e) => {
                 eprintln!("Error response from daemon: {e}");
                 code = ExitCode::from(1);
@@ -421,29 +461,28 @@ pub struct PsArgs {
     no_trunc: bool,
 }
 
-fn status_text(c: &Container) -> String {
-    c.status_text()
-}
-
-fn matches_filters(c: &Container, filters: &[String]) -> Result<bool> {
+/// Whether a `GET /containers/json` entry passes `ps`'s filters.
+fn matches_filters(c: &Value, filters: &[String]) -> Result<bool> {
+    let name = c["Names"][0]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches('/');
     for f in filters {
         let Some((k, v)) = f.split_once('=') else {
             bail!("bad format of filter (expected name=value)")
         };
         let ok = match k {
-            "status" => c.status.as_str() == v,
-            "name" => c.record.name.contains(v.trim_start_matches('/')),
-            "id" => c.record.id.starts_with(v),
+            "status" => c["State"] == v,
+            "name" => name.contains(v.trim_start_matches('/')),
+            "id" => c["Id"].as_str().unwrap_or_default().starts_with(v),
             "label" => {
                 let (lk, lv) = match v.split_once('=') {
                     Some((a, b)) => (a, Some(b)),
                     None => (v, None),
                 };
-                c.record
-                    .config
-                    .labels
-                    .iter()
-                    .any(|(k, val)| k == lk && lv.is_none_or(|x| x == val))
+                c["Labels"][lk]
+                    .as_str()
+                    .is_some_and(|val| lv.is_none_or(|x| x == val))
             }
             _ => bail!("invalid filter '{k}'"),
         };
@@ -455,52 +494,53 @@ fn matches_filters(c: &Container, filters: &[String]) -> Result<bool> {
 }
 
 pub fn ps(cli: &Cli, a: &PsArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let api = cli.api()?;
     let all = a.all || a.filter.iter().any(|f| f.starts_with("status="));
     let mut rows = Vec::new();
     let mut out = io::stdout().lock();
-    for c in engine.container_list(all)? {
+    for c in api.container_summaries(all)? {
         if !matches_filters(&c, &a.filter)? {
             continue;
         }
+        let full = c["Id"].as_str().unwrap_or_default();
         let id = if a.no_trunc {
-            c.record.id.clone()
+            full.to_string()
         } else {
-            c.record.id[..12].to_string()
+            full[..12.min(full.len())].to_string()
         };
         if a.quiet {
             writeln!(out, "{id}")?;
             continue;
         }
-        let mut command = std::iter::once(c.record.path.clone())
-            .chain(c.record.args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let mut command = c["Command"].as_str().unwrap_or_default().to_string();
         if !a.no_trunc {
             command = format::ellipsis(&command, 20);
         }
-        let created = chrono::DateTime::parse_from_rfc3339(&c.record.created)
-            .map(|t| t.timestamp())
-            .unwrap_or(0);
+        let created = c["Created"].as_i64().unwrap_or(0);
+        let labels = c["Labels"]
+            .as_object()
+            .map(|l| {
+                l.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default();
         rows.push(json!({
             "Command": format!("\"{command}\""),
             "CreatedAt": format::go_time(created),
             "ID": id,
-            "Image": c.record.config.image,
-            "Labels": c.record.config.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+            "Image": c["Image"],
+            "Labels": labels,
             "LocalVolumes": "0",
             "Mounts": "",
-            "Names": c.record.name,
-            "Networks": NetMode::of(&c.record.config).name(),
-            "Ports": if c.is_running() && !c.record.config.publish.is_empty() {
-                ports_text(&engine.container_endpoints(&c.record.id)?)
-            } else {
-                String::new()
-            },
+            "Names": c["Names"][0].as_str().unwrap_or_default().trim_start_matches('/'),
+            "Networks": c["HostConfig"]["NetworkMode"],
+            "Ports": ports_text(&c["Ports"]),
             "RunningFor": format::since(created),
             "Size": "0B",
-            "State": c.status.as_str(),
-            "Status": status_text(&c),
+            "State": c["State"],
+            "Status": c["Status"],
         }));
     }
     if a.quiet {
@@ -533,7 +573,7 @@ pub struct StopArgs {
     containers: Vec<String>,
 }
 
-fn each(names: &[String], mut f: impl FnMut(&str) -> ketch::Result<()>) -> Result<ExitCode> {
+pub fn each(names: &[String], mut f: impl FnMut(&str) -> ketch::Result<()>) -> Result<ExitCode> {
     let mut code = ExitCode::SUCCESS;
     for n in names {
         match f(n) {
@@ -548,17 +588,16 @@ fn each(names: &[String], mut f: impl FnMut(&str) -> ketch::Result<()>) -> Resul
 }
 
 pub fn stop(cli: &Cli, a: &StopArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     each(&a.containers, |n| {
         engine.container_stop(n, Duration::from_secs(a.time))
     })
 }
 
 pub fn restart(cli: &Cli, a: &StopArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     each(&a.containers, |n| {
-        engine.container_stop(n, Duration::from_secs(a.time))?;
-        engine.container_start(n, false, false).map(|_| ())
+        engine.container_restart(n, Duration::from_secs(a.time))
     })
 }
 
@@ -596,7 +635,7 @@ pub fn parse_signal(s: &str) -> Result<i32> {
 
 pub fn kill(cli: &Cli, a: &KillArgs) -> Result<ExitCode> {
     let sig = parse_signal(&a.signal)?;
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     each(&a.containers, |n| engine.container_kill(n, sig))
 }
 
@@ -607,10 +646,10 @@ pub struct WaitArgs {
 }
 
 pub fn wait(cli: &Cli, a: &WaitArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let mut code = ExitCode::SUCCESS;
     for n in &a.containers {
-        match engine.container_wait(n, None) {
+        match engine.container_wait(n) {
             Ok(c) => println!("{c}"),
             Err(e) => {
                 eprintln!("Error response from daemon: {e}");
@@ -634,9 +673,9 @@ pub struct RmArgs {
 }
 
 pub fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     each(&a.containers, |n| {
-        engine.container_remove_with(n, a.force, a.volumes)
+        engine.container_remove(n, a.force, a.volumes)
     })
 }
 
@@ -678,79 +717,37 @@ fn since_cutoff(s: &str) -> Result<chrono::DateTime<chrono::Utc>> {
 }
 
 pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
-    let cutoff = a.since.as_deref().map(since_cutoff).transpose()?;
-    let mut records = engine.container_logs(&a.container)?;
-    if let Some(c) = cutoff {
-        records.retain(|(_, t, _)| chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| t >= c));
-    }
-    if a.tail != "all" {
-        let n: usize = a
-            .tail
-            .parse()
-            .map_err(|_| anyhow::anyhow!("invalid --tail value {:?}", a.tail))?;
-        let skip = records.len().saturating_sub(n);
-        records.drain(..skip);
-    }
-    let print = |stream: &str, time: &str, text: &str| {
+    let api = cli.api()?;
+    let tail = if a.tail == "all" {
+        None
+    } else {
+        Some(
+            a.tail
+                .parse()
+                .map_err(|_| anyhow::anyhow!("invalid --tail value {:?}", a.tail))?,
+        )
+    };
+    let opts = ketch::api::LogOptions {
+        follow: a.follow,
+        since: a.since.as_deref().map(since_cutoff).transpose()?,
+        tail,
+    };
+    api.container_logs(&a.container, &opts, &mut |(stream, time, text)| {
         let line = if a.timestamps {
             format!("{time} {text}")
         } else {
-            text.to_string()
+            text
         };
         if stream == "stderr" {
-            let _ = io::stderr().write_all(line.as_bytes());
+            io::stderr().write_all(line.as_bytes()).is_ok()
         } else {
             let mut o = io::stdout().lock();
-            let _ = o.write_all(line.as_bytes());
-            let _ = o.flush();
+            o.write_all(line.as_bytes())
+                .and_then(|()| o.flush())
+                .is_ok()
         }
-    };
-    for (s, t, l) in &records {
-        print(s, t, l);
-    }
-    if !a.follow {
-        return Ok(ExitCode::SUCCESS);
-    }
-    // Follow: read what the monitor appends until the container stops.
-    let path = engine.container_log_path(&a.container)?;
-    let mut file = std::fs::File::open(&path)?;
-    file.seek(io::SeekFrom::End(0))?;
-    let mut reader = io::BufReader::new(file);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line)?;
-        if n > 0 && line.ends_with('\n') {
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                print(
-                    v["stream"].as_str().unwrap_or("stdout"),
-                    v["time"].as_str().unwrap_or(""),
-                    v["log"].as_str().unwrap_or(""),
-                );
-            }
-            continue;
-        }
-        if !engine.container_get(&a.container)?.is_running() {
-            // Drain anything written between the last read and the exit.
-            let mut rest = String::new();
-            let _ = io::Read::read_to_string(&mut reader, &mut rest);
-            for l in line.lines().chain(rest.lines()) {
-                if let Ok(v) = serde_json::from_str::<Value>(l) {
-                    print(
-                        v["stream"].as_str().unwrap_or("stdout"),
-                        v["time"].as_str().unwrap_or(""),
-                        v["log"].as_str().unwrap_or(""),
-                    );
-                }
-            }
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        if !io::stdout().is_terminal() {
-            let _ = io::stdout().flush();
-        }
-    }
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `-v [NAME|/HOST:]/PATH[:OPTS]`.
@@ -874,17 +871,19 @@ fn parse_publish(s: &str) -> Result<PortMap> {
 }
 
 /// `0.0.0.0:18080->80/tcp, ...`, as Docker's `ps` prints published ports.
-fn ports_text(endpoints: &[Endpoint]) -> String {
-    endpoints
-        .iter()
-        .flat_map(|e| &e.ports)
+/// `0.0.0.0:18080->80/tcp, ...`, as Docker's `ps` prints a summary's `Ports`.
+fn ports_text(ports: &Value) -> String {
+    ports
+        .as_array()
+        .into_iter()
+        .flatten()
         .map(|p| {
             format!(
                 "{}:{}->{}/{}",
-                p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-                p.host_port,
-                p.container_port,
-                p.proto
+                p["IP"].as_str().unwrap_or("0.0.0.0"),
+                p["PublicPort"],
+                p["PrivatePort"],
+                p["Type"].as_str().unwrap_or("tcp")
             )
         })
         .collect::<Vec<_>>()
@@ -893,33 +892,41 @@ fn ports_text(endpoints: &[Endpoint]) -> String {
 
 /// `ketch port CONTAINER [PRIVATE_PORT[/PROTO]]`.
 pub fn port(cli: &Cli, a: &PortArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
-    let c = engine.container_get(&a.container).map_err(engine_exit)?;
-    let endpoints = if c.is_running() {
-        engine.container_endpoints(&c.record.id)?
-    } else {
-        vec![]
-    };
+    let c = cli
+        .api()?
+        .container_inspect(&a.container)
+        .map_err(engine_exit)?;
+    // (container port/proto, host address) in the order the container publishes them.
+    let mut published = Vec::new();
+    for (key, bindings) in c["NetworkSettings"]["Ports"]
+        .as_object()
+        .into_iter()
+        .flatten()
+    {
+        for b in bindings.as_array().into_iter().flatten() {
+            let host = format!(
+                "{}:{}",
+                b["HostIp"].as_str().unwrap_or("0.0.0.0"),
+                b["HostPort"].as_str().unwrap_or_default()
+            );
+            published.push((key.clone(), host));
+        }
+    }
     let filter = a.private_port.as_deref().map(|p| match p.split_once('/') {
         Some((n, proto)) => (n.to_string(), proto.to_string()),
         None => (p.to_string(), "tcp".to_string()),
     });
     let mut found = false;
-    for p in endpoints.iter().flat_map(|e| &e.ports) {
-        let host = format!(
-            "{}:{}",
-            p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-            p.host_port
-        );
+    for (key, host) in &published {
         match &filter {
             Some((n, proto)) => {
-                if *n == p.container_port.to_string() && *proto == p.proto {
+                if *key == format!("{n}/{proto}") {
                     println!("{host}");
                     found = true;
                 }
             }
             None => {
-                println!("{}/{} -> {host}", p.container_port, p.proto);
+                println!("{key} -> {host}");
                 found = true;
             }
         }
@@ -949,12 +956,12 @@ pub struct NamesArgs {
 }
 
 pub fn pause(cli: &Cli, a: &NamesArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     each(&a.containers, |n| engine.container_pause(n))
 }
 
 pub fn unpause(cli: &Cli, a: &NamesArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     each(&a.containers, |n| engine.container_unpause(n))
 }
 
@@ -965,7 +972,7 @@ pub struct RenameArgs {
 }
 
 pub fn rename(cli: &Cli, a: &RenameArgs) -> Result<ExitCode> {
-    cli.engine()?.container_rename(&a.container, &a.new_name)?;
+    cli.api()?.container_rename(&a.container, &a.new_name)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -988,7 +995,7 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let removed = cli.engine()?.container_prune()?;
+    let removed = cli.api()?.container_prune()?;
     if !removed.is_empty() {
         println!("Deleted Containers:");
         for id in &removed {
@@ -1051,51 +1058,8 @@ pub struct TopArgs {
 
 /// `ps` on the host, narrowed to the container's processes, as Docker's `top` does.
 pub fn top(cli: &Cli, a: &TopArgs) -> Result<ExitCode> {
-    let pids = cli.engine()?.container_pids(&a.container)?;
-    let args = if a.ps_args.is_empty() {
-        vec!["-ef".to_string()]
-    } else {
-        a.ps_args.clone()
-    };
-    let o = std::process::Command::new("ps").args(&args).output()?;
-    let text = String::from_utf8_lossy(&o.stdout);
-    let mut lines = text.lines();
-    let header = lines.next().unwrap_or_default();
-    let col = header
-        .split_whitespace()
-        .position(|h| h == "PID")
-        .ok_or_else(|| anyhow::anyhow!("ps output has no PID column"))?;
-    let mut rows = vec![
-        header
-            .split_whitespace()
-            .map(str::to_string)
-            .collect::<Vec<_>>(),
-    ];
-    let ncols = rows[0].len();
-    for l in lines {
-        let fields: Vec<&str> = l.split_whitespace().collect();
-        if fields
-            .get(col)
-            .and_then(|p| p.parse::<i32>().ok())
-            .is_some_and(|p| pids.contains(&p))
-        {
-            // The last column (the command) keeps its spaces.
-            let mut row: Vec<String> = fields
-                .iter()
-                .take(ncols - 1)
-                .map(|s| s.to_string())
-                .collect();
-            row.push(
-                fields
-                    .iter()
-                    .skip(ncols - 1)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            );
-            rows.push(row);
-        }
-    }
+    let (titles, processes) = cli.api()?.container_top(&a.container, &a.ps_args)?;
+    let rows: Vec<Vec<String>> = std::iter::once(titles).chain(processes).collect();
     format::table(&mut io::stdout().lock(), &rows)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -1115,12 +1079,12 @@ pub struct StatsArgs {
 }
 
 pub fn stats(cli: &Cli, a: &StatsArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let names: Vec<String> = if a.containers.is_empty() {
         engine
-            .container_list(a.all)?
+            .container_summaries(a.all)?
             .into_iter()
-            .map(|c| c.record.id)
+            .filter_map(|c| c["Id"].as_str().map(str::to_string))
             .collect()
     } else {
         a.containers.clone()
@@ -1221,7 +1185,6 @@ pub struct ExecArgs {
 }
 
 pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
     let _raw = if a.tty && !a.detach {
         RawMode::enter()
     } else {
@@ -1236,14 +1199,20 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
         interactive: a.interactive,
         tty: a.tty,
     };
-    let code = engine
-        .container_exec(&a.container, &opts, &|_| {})
-        .map_err(|e| match &e {
-            ketch::Error::Container(c @ ketch::runtime::ContainerError::Start { .. }) => {
-                anyhow::Error::from(Exit(c.exit_code() as u8, e.to_string()))
-            }
-            _ => anyhow::Error::from(e),
-        })?;
+    if let Some(client) = cli.remote()? {
+        let code = crate::remote::exec(&client, &a.container, &opts)?;
+        return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+    }
+    let engine = cli.engine()?;
+    let code = match engine.container_exec(&a.container, &opts, &|_| {}) {
+        Ok(code) => code,
+        // The process did not start: said as a daemon's exec says it, on stderr.
+        Err(ketch::Error::Container(c @ ketch::runtime::ContainerError::Start { .. })) => {
+            eprintln!("{c}");
+            c.exit_code()
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
@@ -1256,12 +1225,12 @@ pub fn terminal_size() -> Option<(u16, u16)> {
         .then_some((ws.ws_row, ws.ws_col))
 }
 
-struct RawMode {
+pub struct RawMode {
     saved: libc::termios,
 }
 
 impl RawMode {
-    fn enter() -> Option<RawMode> {
+    pub fn enter() -> Option<RawMode> {
         if !io::stdin().is_terminal() {
             return None;
         }
@@ -1344,7 +1313,7 @@ pub struct ExportArgs {
 }
 
 pub fn export(cli: &Cli, a: &ExportArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     match &a.output {
         Some(path) => {
             let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file());
@@ -1413,7 +1382,7 @@ fn container_path(s: &str) -> Option<(&str, &str)> {
 
 /// `cp`: with archive semantics both ways (owners, modes, times; symlinks as links).
 pub fn cp(cli: &Cli, a: &CpArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let fail = |e: ketch::Error| Exit(1, format!("Error response from daemon: {e}"));
     match (container_path(&a.src), container_path(&a.dest)) {
         (Some((c, path)), None) => {
@@ -1422,13 +1391,12 @@ pub fn cp(cli: &Cli, a: &CpArgs) -> Result<ExitCode> {
                 engine.container_copy_out(c, path, &mut out).map_err(fail)?;
                 return Ok(ExitCode::SUCCESS);
             }
-            copy_to_host(&engine, c, path, std::path::Path::new(&a.dest))?;
+            copy_to_host(&*engine, c, path, std::path::Path::new(&a.dest))?;
         }
         (None, Some((c, dest))) => {
             if a.src == "-" {
-                let mut input = io::stdin().lock();
                 engine
-                    .container_copy_in(c, dest, &mut input)
+                    .container_copy_in(c, dest, &mut io::stdin())
                     .map_err(fail)?;
                 return Ok(ExitCode::SUCCESS);
             }
@@ -1478,7 +1446,7 @@ pub fn cp(cli: &Cli, a: &CpArgs) -> Result<ExitCode> {
 /// inside the directory it is unpacked in, symlinks included, so a hostile container cannot
 /// write elsewhere on the host.
 fn copy_to_host(
-    engine: &ketch::Engine,
+    engine: &dyn Api,
     container: &str,
     path: &str,
     dest: &std::path::Path,

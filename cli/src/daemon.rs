@@ -13,6 +13,9 @@ use crate::Cli;
 
 #[derive(Args)]
 pub struct DaemonArgs {
+    /// Where to listen: unix:///path or tcp://HOST:PORT (repeatable)
+    #[arg(short = 'H', long = "host")]
+    hosts: Vec<String>,
     /// Group for the UNIX socket (default: root's)
     #[arg(short = 'G', long)]
     group: Option<String>,
@@ -60,10 +63,12 @@ fn group_id(name: &str) -> Result<u32> {
 
 pub fn run(cli: &Cli, a: &DaemonArgs) -> Result<ExitCode> {
     let group = a.group.as_deref().map(group_id).transpose()?;
-    let hosts = if cli.host.is_empty() {
-        vec![format!("unix://{DEFAULT_SOCKET}")]
-    } else {
+    let hosts = if !a.hosts.is_empty() {
+        a.hosts.clone()
+    } else if !cli.host.is_empty() {
         cli.host.clone()
+    } else {
+        vec![format!("unix://{DEFAULT_SOCKET}")]
     };
     let mut paths: Vec<PathBuf> = Vec::new();
     let mut listeners: Vec<(String, ketch::server::Listener)> = Vec::new();

@@ -37,7 +37,7 @@ pub fn import(cli: &Cli, a: &ImportArgs) -> Result<ExitCode> {
     {
         bail!("platform {p:?} is not supported on this host");
     }
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let opts = ImportOptions {
         reference: a.reference.clone(),
         changes: a.change.clone(),
@@ -68,19 +68,14 @@ pub fn load(cli: &Cli, a: &LoadArgs) -> Result<ExitCode> {
     if a.input.is_none() && io::stdin().is_terminal() {
         bail!("requested load from stdin, but stdin is empty");
     }
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let loaded = match &a.input {
         Some(p) => engine.image_load(LoadSource::Path(p))?,
         None => engine.image_load(LoadSource::Reader(&mut io::stdin()))?,
     };
     if !a.quiet {
-        for img in loaded {
-            if img.tags.is_empty() {
-                println!("Loaded image ID: {}", img.id);
-            }
-            for t in img.tags {
-                println!("Loaded image: {t}");
-            }
+        for line in loaded {
+            println!("{line}");
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -100,7 +95,7 @@ pub struct SaveArgs {
 
 pub fn save(cli: &Cli, a: &SaveArgs) -> Result<ExitCode> {
     let format: SaveFormat = a.format.parse().map_err(ketch::Error::from)?;
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     match &a.output {
         Some(p) => engine.image_save(&a.images, format, SaveDest::Path(p))?,
         None => {
@@ -166,7 +161,7 @@ pub fn list(cli: &Cli, a: &ListArgs) -> Result<ExitCode> {
             _ => bail!("invalid filter {f:?} (supported: dangling=, reference=)"),
         }
     }
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let images = engine.image_list(&opts)?;
     let mut out = io::stdout().lock();
     if a.quiet {
@@ -254,7 +249,7 @@ pub struct TagArgs {
 }
 
 pub fn tag(cli: &Cli, a: &TagArgs) -> Result<ExitCode> {
-    cli.engine()?.image_tag(&a.source, &a.target)?;
+    cli.api()?.image_tag(&a.source, &a.target)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -271,7 +266,7 @@ pub struct RmiArgs {
 }
 
 pub fn rmi(cli: &Cli, a: &RmiArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let mut code = ExitCode::SUCCESS;
     for name in &a.images {
         match engine.image_remove(name, a.force) {
@@ -312,7 +307,7 @@ pub struct HistoryArgs {
 }
 
 pub fn history(cli: &Cli, a: &HistoryArgs) -> Result<ExitCode> {
-    let items = cli.engine()?.image_history(&a.image)?;
+    let items = cli.api()?.image_history(&a.image)?;
     let mut out = io::stdout().lock();
     if a.quiet {
         for i in &items {
@@ -370,15 +365,15 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let mut found = Vec::new();
     let mut code = ExitCode::SUCCESS;
     for n in &a.names {
         // Like Docker: a container of that name first, then an image.
         if a.containers_too
-            && let Ok(c) = engine.container_get(n)
+            && let Ok(c) = engine.container_inspect(n)
         {
-            found.push(engine.container_inspect(&c.record.id)?);
+            found.push(c);
             continue;
         }
         match engine.image_inspect(n) {
@@ -418,7 +413,7 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let report = cli.engine()?.image_prune(a.all)?;
+    let report = cli.api()?.image_prune(a.all)?;
     if !report.images_deleted.is_empty() {
         println!("Deleted Images:");
         for i in &report.images_deleted {

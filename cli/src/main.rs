@@ -5,6 +5,7 @@ mod daemon;
 mod format;
 mod images;
 mod networks;
+mod remote;
 mod system;
 mod volumes;
 
@@ -39,14 +40,8 @@ pub struct Cli {
     /// Address pool for new networks' subnets, as dockerd's: base=CIDR,size=N (repeatable)
     #[arg(long, global = true, env = "KETCH_DEFAULT_ADDRESS_POOL", value_delimiter = ';', value_parser = ketch::network::subnet::parse_pool)]
     default_address_pool: Vec<(ketch::network::subnet::Subnet, u8)>,
-    /// Daemon to talk to (unix:///path, tcp://HOST:PORT); for `daemon`, where to listen
-    #[arg(
-        short = 'H',
-        long = "host",
-        global = true,
-        env = "KETCH_HOST",
-        value_delimiter = ','
-    )]
+    /// Daemon to talk to (unix:///path, tcp://HOST:PORT), before the command as Docker's
+    #[arg(short = 'H', long = "host", env = "KETCH_HOST", value_delimiter = ',')]
     host: Vec<String>,
     /// Use TLS; implied by --tlsverify
     #[arg(long, global = true)]
@@ -238,6 +233,14 @@ impl Cli {
         }
     }
 
+    /// What the verbs talk to: the daemon given by `-H`, else the state root, opened here.
+    pub fn api(&self) -> anyhow::Result<Box<dyn ketch::api::Api>> {
+        Ok(match self.remote()? {
+            Some(c) => Box::new(c),
+            None => Box::new(self.engine()?),
+        })
+    }
+
     fn engine(&self) -> anyhow::Result<ketch::Engine> {
         let mut opts = ketch::Options {
             root: self.root.clone(),
@@ -346,4 +349,14 @@ fn chain(e: &anyhow::Error) -> String {
         }
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every command's flags are consistent (no short option twice, with globals too).
+    #[test]
+    fn flags_are_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

@@ -1,12 +1,12 @@
 //! Network verbs: `network create`, `ls`, `inspect`, `rm`, `prune`.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
-use ketch::network::{Network, NetworkCreate};
+use ketch::model::NetworkResource;
+use ketch::network::NetworkCreate;
 use serde_json::json;
 
 use crate::Cli;
@@ -126,14 +126,14 @@ pub fn run(cli: &Cli, c: &NetworkCommand) -> Result<ExitCode> {
         NetworkCommand::Rm(a) => rm(cli, a),
         NetworkCommand::Prune(a) => prune(cli, a),
         NetworkCommand::Connect(a) => {
-            cli.engine()?
+            cli.api()?
                 .network_connect(&a.network, &a.container, a.ip.as_deref(), &a.alias)
                 .map_err(engine_exit)?;
             Ok(ExitCode::SUCCESS)
         }
         NetworkCommand::Disconnect(a) => {
             let _ = a.force;
-            cli.engine()?
+            cli.api()?
                 .network_disconnect(&a.network, &a.container)
                 .map_err(engine_exit)?;
             Ok(ExitCode::SUCCESS)
@@ -160,24 +160,14 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
         internal: a.internal,
         labels,
     };
-    let rec = cli.engine()?.network_create(&opts).map_err(engine_exit)?;
-    println!("{}", rec.id);
+    let id = cli.api()?.network_create(&opts).map_err(engine_exit)?;
+    println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Container names by ID, for the `Containers` map of a network.
-fn names(cli: &Cli) -> Result<BTreeMap<String, String>> {
-    Ok(cli
-        .engine()?
-        .container_list(true)?
-        .into_iter()
-        .map(|c| (c.record.id, c.record.name))
-        .collect())
-}
-
-fn matches(n: &Network, filters: &[(String, String)]) -> Result<bool> {
+fn matches(r: &NetworkResource, filters: &[(String, String)]) -> Result<bool> {
+    let predefined = matches!(r.name.as_str(), "bridge" | "host" | "none");
     for (k, v) in filters {
-        let r = &n.record;
         let ok = match k.as_str() {
             "driver" => &r.driver == v,
             "name" => r.name.contains(v.as_str()),
@@ -187,11 +177,11 @@ fn matches(n: &Network, filters: &[(String, String)]) -> Result<bool> {
                 None => r.labels.contains_key(v),
             },
             "type" => match v.as_str() {
-                "builtin" => r.predefined(),
-                "custom" => !r.predefined(),
+                "builtin" => predefined,
+                "custom" => !predefined,
                 _ => bail!("invalid filter 'type={v}': must be builtin or custom"),
             },
-            "dangling" => (v == "true") == n.endpoints.is_empty() && !r.predefined(),
+            "dangling" => (v == "true") == r.containers.is_empty() && !predefined,
             _ => bail!("invalid filter '{k}'"),
         };
         if !ok {
@@ -209,7 +199,7 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
         };
         filters.push((k.to_string(), v.to_string()));
     }
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let mut nets = Vec::new();
     for n in engine.network_list()? {
         if matches(&n, &filters)? {
@@ -226,7 +216,7 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
     let mut out = io::stdout().lock();
     if a.quiet {
         for n in &nets {
-            writeln!(out, "{}", id(&n.record.id))?;
+            writeln!(out, "{}", id(&n.id))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -234,14 +224,14 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
         .iter()
         .map(|n| {
             json!({
-                "ID": id(&n.record.id),
-                "Name": n.record.name,
-                "Driver": n.record.driver,
+                "ID": id(&n.id),
+                "Name": n.name,
+                "Driver": n.driver,
                 "Scope": "local",
                 "IPv6": "false",
-                "Internal": n.record.internal.to_string(),
-                "CreatedAt": n.record.created,
-                "Labels": n.record.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+                "Internal": n.internal.to_string(),
+                "CreatedAt": n.created,
+                "Labels": n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
             })
         })
         .collect();
@@ -260,13 +250,12 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
 }
 
 fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
-    let names = names(cli)?;
+    let engine = cli.api()?;
     let mut found = Vec::new();
     let mut code = ExitCode::SUCCESS;
     for n in &a.networks {
         match engine.network_inspect(n) {
-            Ok(net) => found.push(serde_json::to_value(net.resource(&names))?),
+            Ok(net) => found.push(serde_json::to_value(net)?),
             Err(e) => {
                 eprintln!("Error: {e}");
                 code = ExitCode::from(1);
@@ -278,7 +267,7 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
 }
 
 fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let mut code = ExitCode::SUCCESS;
     for n in &a.networks {
         match engine.network_remove(n) {
@@ -294,7 +283,7 @@ fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
 }
 
 fn prune(cli: &Cli, _a: &PruneArgs) -> Result<ExitCode> {
-    let removed = cli.engine()?.network_prune()?;
+    let removed = cli.api()?.network_prune()?;
     if !removed.is_empty() {
         println!("Deleted Networks:");
         for n in &removed {

@@ -57,7 +57,7 @@ fn pct(part: i64, total: i64) -> String {
 }
 
 fn df(cli: &Cli, a: &DfArgs) -> Result<ExitCode> {
-    let u = cli.engine()?.system_df()?;
+    let u = cli.api()?.system_df()?;
     let mut out = io::stdout().lock();
     if a.verbose {
         writeln!(out, "Images space usage:\n")?;
@@ -211,7 +211,7 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     }
-    let r = cli.engine()?.system_prune(a.all, a.volumes)?;
+    let r = cli.api()?.system_prune(a.all, a.volumes)?;
     let mut out = io::stdout().lock();
     let section = |out: &mut dyn Write, title: &str, items: &[String]| -> io::Result<()> {
         if !items.is_empty() {

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::Cli;
 use crate::containers::Exit;
 use crate::format::{self, Format};
+use ketch::api::Api;
 
 #[derive(Subcommand)]
 pub enum VolumeCommand {
@@ -120,16 +121,27 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
 }
 
 fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let mut rows = Vec::new();
     let mut names = Vec::new();
+    // Volumes some container names, for `dangling`.
+    let used: std::collections::BTreeSet<String> =
+        if a.filter.iter().any(|f| f.starts_with("dangling=")) {
+            engine
+                .system_df()?
+                .volumes
+                .into_iter()
+                .filter(|v| v.ref_count > 0)
+                .map(|v| v.name)
+                .collect()
+        } else {
+            Default::default()
+        };
     for v in engine.volume_list()? {
         let mut keep = true;
         for f in &a.filter {
             keep &= match f.split_once('=') {
-                Some(("dangling", d)) => {
-                    (d == "true" || d == "1") != engine.volume_in_use(&v.name)?
-                }
+                Some(("dangling", d)) => (d == "true" || d == "1") != used.contains(&v.name),
                 Some(("name", n)) => v.name.contains(n),
                 Some(("driver", d)) => v.driver == d,
                 Some(("label", l)) => match l.split_once('=') {
@@ -168,7 +180,7 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
 }
 
 fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let mut found = Vec::new();
     let mut code = ExitCode::SUCCESS;
     for n in &a.volumes {
@@ -185,7 +197,7 @@ fn inspect(cli: &Cli, a: &InspectArgs) -> Result<ExitCode> {
 }
 
 fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
-    let engine = cli.engine()?;
+    let engine = cli.api()?;
     let mut code = ExitCode::SUCCESS;
     for n in &a.volumes {
         match engine.volume_remove(n, a.force) {
@@ -201,7 +213,7 @@ fn rm(cli: &Cli, a: &RmArgs) -> Result<ExitCode> {
 }
 
 fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
-    let (removed, space) = cli.engine()?.volume_prune(a.all)?;
+    let (removed, space) = cli.api()?.volume_prune(a.all)?;
     if !removed.is_empty() {
         println!("Deleted Volumes:");
         for n in &removed {

@@ -109,6 +109,7 @@ impl Write for Stream {
     }
 }
 
+#[derive(Clone)]
 enum Target {
     Unix(PathBuf),
     Tcp {
@@ -119,6 +120,7 @@ enum Target {
 }
 
 /// A daemon to talk to. Cheap: connections are made per request.
+#[derive(Clone)]
 pub struct Client {
     url: String,
     target: Target,

@@ -1,6 +1,7 @@
 //! ketch: a container engine. This crate is the engine every front door (CLI, daemon, C ABI,
 //! Python, Node) wraps; it has no CLI, no FFI and no `anyhow`.
 
+pub mod api;
 pub mod client;
 pub mod content;
 pub mod db;

@@ -6,7 +6,7 @@ use crate::engine::Local;
 use crate::snapshot::Snapshotter;
 
 /// `GET /system/df`, in the Docker Engine API's shape (the parts ketch has).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct DiskUsage {
     pub layers_size: i64,
@@ -15,7 +15,7 @@ pub struct DiskUsage {
     pub volumes: Vec<VolumeUsage>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ImageUsage {
     pub id: String,
@@ -26,7 +26,7 @@ pub struct ImageUsage {
     pub containers: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ContainerUsage {
     pub id: String,
@@ -41,7 +41,7 @@ pub struct ContainerUsage {
     pub size_rw: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct VolumeUsage {
     pub name: String,
@@ -52,7 +52,7 @@ pub struct VolumeUsage {
 }
 
 /// What `system prune` removed.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct PruneReport {
     pub containers_deleted: Vec<String>,

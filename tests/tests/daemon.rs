@@ -1013,6 +1013,38 @@ fn tcp_with_mutual_tls() {
         let o = docker(&tls, &["ps", "-a"]);
         assert!(!o.status.success(), "{tls:?}: {o:?}");
     }
+    // The ketch CLI as a client: with the certificate, and refused with another CA's.
+    let ketch = |cert: &str, key: &str| {
+        r.cmd()
+            .args([
+                "-H",
+                &host,
+                "--tlsverify",
+                "--tlscacert",
+                &c("ca.pem"),
+                "--tlscert",
+                &c(cert),
+                "--tlskey",
+                &c(key),
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "busybox",
+                "echo",
+                "ketch over tls",
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = ketch("client-cert.pem", "client-key.pem");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "ketch over tls\n",
+        "{o:?}"
+    );
+    let o = ketch("rogue-cert.pem", "rogue-key.pem");
+    assert!(!o.status.success(), "{o:?}");
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(b"GET /_ping HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n");
@@ -1128,4 +1160,214 @@ fn chrono_now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+/// `ketch -H` against the daemon: the same root seen embedded and through the daemon gives
+/// the same output and exit codes, and every kind of verb works remotely.
+#[test]
+fn the_ketch_cli_goes_remote_with_the_same_output() {
+    let (r, d) = setup();
+    let url = format!("unix://{}", d.socket.display());
+    let remote = |args: &[&str]| r.cmd().args(["-H", &url]).args(args).output().unwrap();
+    let remote_ok = |args: &[&str]| {
+        let o = remote(args);
+        assert!(o.status.success(), "ketch -H {args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "none",
+        "-l",
+        "tier=front",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; touch /made; sleep 100",
+    ]);
+    r.ok(&["volume", "create", "--label", "a=b", "data"]);
+    // Wait for the output to be in the log.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !r.ok(&["logs", "web"]).contains("out") {
+        assert!(Instant::now() < deadline, "no output from web");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for args in [
+        &[
+            "ps",
+            "-a",
+            "--format",
+            "{{.ID}} {{.Image}} {{.Command}} {{.Names}} {{.State}} {{.Labels}}",
+        ][..],
+        &["ps", "-q", "--filter", "label=tier=front"],
+        &[
+            "images",
+            "--format",
+            "{{.Repository}} {{.Tag}} {{.ID}} {{.Size}}",
+        ],
+        &["inspect", "web"],
+        &[
+            "inspect",
+            "--format",
+            "{{.Config.Image}} {{.State.Running}}",
+            "web",
+        ],
+        &["image", "inspect", "busybox"],
+        &["logs", "web"],
+        &["logs", "-t", "web"],
+        &["logs", "--tail", "1", "web"],
+        &["top", "web", "-o", "pid,comm"],
+        &["port", "web"],
+        &["diff", "web"],
+        &["network", "ls"],
+        &["network", "inspect", "none"],
+        &["volume", "ls"],
+        &["volume", "ls", "-f", "dangling=true"],
+        &["volume", "inspect", "data"],
+        &["system", "df"],
+        &[
+            "exec",
+            "web",
+            "sh",
+            "-c",
+            "echo in-exec; echo e >&2; exit 3",
+        ],
+        &["exec", "web", "no-such-command"],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi; exit 7",
+        ],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "no-such-command",
+        ],
+        &["inspect", "no-such-thing"],
+        &["rm", "no-such-container"],
+        &["logs", "no-such-container"],
+        &["volume", "inspect", "no-such-volume"],
+    ] {
+        let local = r.run(args);
+        let far = remote(args);
+        let show = |o: &std::process::Output| {
+            format!(
+                "exit {:?}\n{}{}",
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        };
+        assert_eq!(show(&local), show(&far), "{args:?}");
+    }
+    // Each kind of change, through the daemon.
+    let o = r
+        .cmd()
+        .args([
+            "-H",
+            &url,
+            "run",
+            "-i",
+            "--rm",
+            "--network",
+            "none",
+            "busybox",
+            "cat",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"piped in\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "piped in\n");
+    remote_ok(&["pause", "web"]);
+    assert_eq!(
+        remote_ok(&["inspect", "--format", "{{.State.Status}}", "web"]),
+        "paused\n"
+    );
+    remote_ok(&["unpause", "web"]);
+    let files = r.dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("in.txt"), "to the container\n").unwrap();
+    remote_ok(&["cp", files.join("in.txt").to_str().unwrap(), "web:/in.txt"]);
+    remote_ok(&[
+        "cp",
+        "web:/in.txt",
+        files.join("back.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(files.join("back.txt")).unwrap(),
+        "to the container\n"
+    );
+    let id = remote_ok(&[
+        "commit",
+        "-c",
+        "CMD [\"cat\", \"/in.txt\"]",
+        "web",
+        "committed:1",
+    ]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(
+        remote_ok(&["run", "--rm", "--network", "none", "committed:1"]),
+        "to the container\n"
+    );
+    let tar = files.join("web.tar");
+    remote_ok(&["export", "-o", tar.to_str().unwrap(), "web"]);
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("made"));
+    remote_ok(&["tag", "committed:1", "again:2"]);
+    let saved = files.join("saved.tar");
+    remote_ok(&["save", "-o", saved.to_str().unwrap(), "again:2"]);
+    assert!(remote_ok(&["rmi", "again:2"]).contains("Untagged: again:2"));
+    assert_eq!(
+        remote_ok(&["load", "-i", saved.to_str().unwrap()]),
+        "Loaded image: again:2\n"
+    );
+    remote_ok(&["network", "create", "remote-net"]);
+    remote_ok(&["create", "--name", "joiner", "busybox", "true"]);
+    remote_ok(&["network", "connect", "--alias", "j", "remote-net", "joiner"]);
+
+    remote_ok(&["network", "disconnect", "remote-net", "joiner"]);
+    assert_eq!(remote_ok(&["rm", "joiner"]), "joiner\n");
+    assert_eq!(remote_ok(&["network", "rm", "remote-net"]), "remote-net\n");
+    assert_eq!(remote_ok(&["volume", "rm", "data"]), "data\n");
+    assert_eq!(remote_ok(&["stop", "-t", "1", "web"]), "web\n");
+    assert_eq!(remote_ok(&["rm", "web"]), "web\n");
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+    // KETCH_HOST does what -H does; a daemon that is not there is an error that says so.
+    let o = r
+        .cmd()
+        .env("KETCH_HOST", &url)
+        .args(["ps", "-a"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = r
+        .cmd()
+        .args(["-H", "unix:///nonexistent/ketch.sock", "ps"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("Cannot connect"),
+        "{o:?}"
+    );
 }

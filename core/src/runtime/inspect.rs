@@ -17,6 +17,120 @@ impl Local {
         };
         Ok(inspect_json(&c, self.storage_driver(), &endpoints))
     }
+
+    /// The containers as `GET /containers/json` lists them (running ones only unless `all`).
+    pub fn container_summaries(&self, all: bool) -> crate::Result<Vec<Value>> {
+        let mut out = Vec::new();
+        for c in self.container_list(all)? {
+            let created = chrono::DateTime::parse_from_rfc3339(&c.record.created)
+                .map(|t| t.timestamp())
+                .unwrap_or(0);
+            let command = std::iter::once(c.record.path.clone())
+                .chain(c.record.args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" ");
+            let ports: Vec<Value> = if c.is_running() && !c.record.config.publish.is_empty() {
+                self.container_endpoints(&c.record.id)?
+                    .iter()
+                    .flat_map(|e| &e.ports)
+                    .map(|p| {
+                        json!({
+                            "IP": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
+                            "PrivatePort": p.container_port,
+                            "PublicPort": p.host_port,
+                            "Type": p.proto,
+                        })
+                    })
+                    .collect()
+            } else {
+                vec![]
+            };
+            let labels: serde_json::Map<String, Value> = c
+                .record
+                .config
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            out.push(json!({
+                "Id": c.record.id,
+                "Names": [format!("/{}", c.record.name)],
+                "Image": c.record.config.image,
+                "ImageID": c.record.image_id,
+                "Command": command,
+                "Created": created,
+                "Ports": ports,
+                "Labels": labels,
+                "State": c.status.as_str(),
+                "Status": c.status_text(),
+                "HostConfig": {"NetworkMode": NetMode::of(&c.record.config).name()},
+                "Mounts": [],
+            }));
+        }
+        Ok(out)
+    }
+
+    /// `ps` on the host (with `ps_args`, default `-ef`), narrowed to the container's
+    /// processes, as Docker's `top` does: the titles and one row per process.
+    pub fn container_top(
+        &self,
+        name: &str,
+        ps_args: &[String],
+    ) -> crate::Result<(Vec<String>, Vec<Vec<String>>)> {
+        let pids = self.container_pids(name)?;
+        let args = if ps_args.is_empty() {
+            vec!["-ef".to_string()]
+        } else {
+            ps_args.to_vec()
+        };
+        let o = std::process::Command::new("ps")
+            .args(&args)
+            .output()
+            .map_err(|source| crate::Error::Io {
+                context: "run ps".into(),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&o.stdout);
+        let mut lines = text.lines();
+        let titles: Vec<String> = lines
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        let col = titles.iter().position(|h| h == "PID").ok_or_else(|| {
+            crate::Error::from(super::ContainerError::Invalid {
+                reason: format!("ps {}: its output has no PID column", args.join(" ")),
+            })
+        })?;
+        let ncols = titles.len();
+        let mut rows = Vec::new();
+        for l in lines {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            if fields
+                .get(col)
+                .and_then(|p| p.parse::<i32>().ok())
+                .is_some_and(|p| pids.contains(&p))
+            {
+                // The last column (the command) keeps its spaces.
+                let mut row: Vec<String> = fields
+                    .iter()
+                    .take(ncols - 1)
+                    .map(|s| s.to_string())
+                    .collect();
+                row.push(
+                    fields
+                        .iter()
+                        .skip(ncols - 1)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                );
+                rows.push(row);
+            }
+        }
+        Ok((titles, rows))
+    }
 }
 
 /// Where a volume's data lives: `volumes/<name>/_data` of the root the bundle is in.
@@ -37,6 +151,21 @@ fn engine_volume_path(bundle: &std::path::Path, name: &str) -> String {
 /// `inspect` of a container, in Docker's shape (the fields ketch has so far). `endpoints`
 /// are the container's places on networks while it runs.
 pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) -> Value {
+    // Each container port with every host address it is published on, in order.
+    let mut ports = serde_json::Map::new();
+    for p in endpoints.iter().flat_map(|e| &e.ports) {
+        let binding = json!({
+            "HostIp": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(),
+            "HostPort": p.host_port.to_string(),
+        });
+        let key = format!("{}/{}", p.container_port, p.proto);
+        match ports.get_mut(&key).and_then(Value::as_array_mut) {
+            Some(list) => list.push(binding),
+            None => {
+                ports.insert(key, json!([binding]));
+            }
+        }
+    }
     let mode = NetMode::of(&c.record.config);
     let mut networks = serde_json::Map::new();
     let entry = |ep: Option<&Endpoint>| {
@@ -112,12 +241,7 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             "IPPrefixLen": default.map_or(0, |e| e.prefix),
             "Gateway": default.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
             "MacAddress": default.map(|e| e.mac.clone()).unwrap_or_default(),
-            "Ports": endpoints.iter().flat_map(|e| &e.ports).map(|p| {
-                (
-                    format!("{}/{}", p.container_port, p.proto),
-                    json!([{"HostIp": p.host_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED).to_string(), "HostPort": p.host_port.to_string()}]),
-                )
-            }).collect::<serde_json::Map<_, _>>(),
+            "Ports": ports,
         },
         "Config": {
             "Hostname": c.record.config.hostname,

@@ -241,6 +241,9 @@ impl Status {
     }
 }
 
+/// One record of a container's log: stream (`stdout`, `stderr`), time (RFC 3339), text.
+pub type LogRecord = (String, String, String);
+
 /// A sample of a container's resource use.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stats {
@@ -1642,7 +1645,13 @@ impl Local {
     }
 
     /// The container's log records, oldest first: (stream, time, text).
-    pub fn container_logs(&self, name: &str) -> crate::Result<Vec<(String, String, String)>> {
+    pub fn container_logs(&self, name: &str) -> crate::Result<Vec<LogRecord>> {
+        Ok(self.container_log_records(name)?.0)
+    }
+
+    /// [`Self::container_logs`], with how many bytes of the current log file they cover
+    /// (whole lines only): where a follower goes on from.
+    pub fn container_log_records(&self, name: &str) -> crate::Result<(Vec<LogRecord>, u64)> {
         let c = self.container_get(name)?;
         let mut files: Vec<PathBuf> = Vec::new();
         for i in (1..10).rev() {
@@ -1653,12 +1662,20 @@ impl Local {
         }
         files.push(c.bundle.join("container.log"));
         let mut out = Vec::new();
+        let mut covered = 0u64;
         for f in files {
             let Ok(file) = fs::File::open(&f) else {
                 continue;
             };
-            for line in io::BufReader::new(file).lines() {
-                let Ok(line) = line else { break };
+            covered = 0;
+            let mut reader = io::BufReader::new(file);
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if !line.ends_with('\n') => break,
+                    Ok(n) => covered += n as u64,
+                }
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
                     out.push((
                         v["stream"].as_str().unwrap_or("stdout").to_string(),
@@ -1668,7 +1685,7 @@ impl Local {
                 }
             }
         }
-        Ok(out)
+        Ok((out, covered))
     }
 
     /// Path of the container's current log file, for followers.

@@ -283,7 +283,10 @@ fn route(
         }
         ("GET", ["version"]) => Reply::Json(200, version()),
         ("GET", ["info"]) => Reply::Json(200, info(engine)?),
-        ("GET", ["containers", "json"]) => Reply::Json(200, containers_list(engine, req)?),
+        ("GET", ["containers", "json"]) => Reply::Json(
+            200,
+            Value::Array(engine.container_summaries(req.query_bool("all"))?),
+        ),
         ("POST", ["containers", "create"]) => Reply::Json(201, container_create(engine, req)?),
         ("GET", ["containers", id, "json"]) => Reply::Json(200, engine.container_inspect(id)?),
         ("POST", ["containers", id, "start"]) => {
@@ -375,34 +378,9 @@ fn route(
             take_pending(&full);
             Reply::Empty(204)
         }
-        ("GET", ["containers", id, "logs"]) if req.query_bool("follow") => {
-            let c = engine.container_get(id)?;
-            let tty = c.record.config.tty;
-            let ctype = if tty {
-                "application/vnd.docker.raw-stream"
-            } else {
-                "application/vnd.docker.multiplexed-stream"
-            };
-            let (out, err) = (req.query_bool("stdout"), req.query_bool("stderr"));
-            let want = move |fd: u8| if fd == 2 { err } else { out };
-            let mut body = http::ChunkedWriter::start(
-                w,
-                200,
-                &[
-                    ("Content-Type", ctype.into()),
-                    ("Api-Version", API_VERSION.into()),
-                ],
-            )
-            .map_err(|e| ApiError(500, e.to_string()))?;
-            follow_log(engine, id, 0, Until::Stopped, tty, &want, &mut body);
-            let _ = body.finish();
-            return Ok(None);
+        ("GET", ["containers", id, "logs"]) => {
+            return container_logs(engine, id, req, w).map(|()| None);
         }
-        ("GET", ["containers", id, "logs"]) => Reply::Text(
-            200,
-            "application/vnd.docker.multiplexed-stream",
-            container_logs(engine, id, req)?,
-        ),
         ("GET", ["containers", id, "changes"]) => {
             let changes: Vec<Value> = engine
                 .container_diff(id)?
@@ -417,11 +395,25 @@ fn route(
             let ids = engine.container_prune()?;
             Reply::Json(200, json!({"ContainersDeleted": ids, "SpaceReclaimed": 0}))
         }
-        ("GET", ["images", "json"]) => Reply::Json(
-            200,
-            serde_json::to_value(engine.image_list(&crate::image::ListOptions::default())?)
-                .unwrap_or_default(),
-        ),
+        ("GET", ["images", "json"]) => {
+            let f = filters(req)?;
+            let one = |k: &str| f.get(k).and_then(|v| v.first()).cloned();
+            if let Some(k) = f
+                .keys()
+                .find(|k| !matches!(k.as_str(), "dangling" | "reference"))
+            {
+                return Err(bad(format!("invalid filter '{k}'")));
+            }
+            let opts = crate::image::ListOptions {
+                all: req.query_bool("all"),
+                dangling: one("dangling").map(|d| d == "true" || d == "1"),
+                reference: one("reference"),
+            };
+            Reply::Json(
+                200,
+                serde_json::to_value(engine.image_list(&opts)?).unwrap_or_default(),
+            )
+        }
         ("GET", ["images", name @ .., "json"]) if !name.is_empty() => Reply::Json(
             200,
             serde_json::to_value(engine.image_inspect(&name.join("/"))?).unwrap_or_default(),
@@ -459,8 +451,8 @@ fn route(
             };
             let opts = crate::image::ImportOptions {
                 reference,
-                changes: req.query.get("changes").cloned().into_iter().collect(),
-                message: req.query.get("message").cloned(),
+                changes: req.query_all("changes"),
+                message: req.query.get("message").cloned().filter(|m| !m.is_empty()),
                 source: "-".into(),
             };
             let id = engine.image_import(body, &opts)?;
@@ -556,26 +548,13 @@ fn route(
             Reply::Empty(200)
         }
         ("GET", ["containers", id, "top"]) => {
-            let pids = engine.container_pids(id)?;
-            let processes: Vec<Value> = pids
-                .iter()
-                .map(|p| {
-                    let cmd = std::fs::read(format!("/proc/{p}/cmdline"))
-                        .map(|b| {
-                            String::from_utf8_lossy(&b)
-                                .split('\0')
-                                .filter(|s| !s.is_empty())
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        })
-                        .unwrap_or_default();
-                    json!(["root", p.to_string(), cmd])
-                })
-                .collect();
-            Reply::Json(
-                200,
-                json!({"Titles": ["UID", "PID", "CMD"], "Processes": processes}),
-            )
+            let args: Vec<String> = req
+                .query
+                .get("ps_args")
+                .map(|a| a.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default();
+            let (titles, processes) = engine.container_top(id, &args)?;
+            Reply::Json(200, json!({"Titles": titles, "Processes": processes}))
         }
         // Exec.
         ("POST", ["containers", id, "exec"]) => Reply::Json(201, exec_create(engine, id, req)?),
@@ -949,9 +928,13 @@ fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Res
             return Ok(());
         }
         Err(e) => {
-            // Past the head, the error goes on the stream.
+            // Past the head, the error goes on the stream, its code in the exec's state.
             let _ = w.write_all(&frame(2, format!("{e}\n").as_bytes(), false));
-            finish(Some(126));
+            let code = match &e {
+                crate::Error::Container(c) => c.exit_code(),
+                _ => 126,
+            };
+            finish(Some(code));
             w.shutdown_write();
             return Ok(());
         }
@@ -1289,36 +1272,6 @@ fn info(engine: &Engine) -> Result<Value> {
     }))
 }
 
-fn containers_list(engine: &Engine, req: &Request) -> Result<Value> {
-    let all = req.query_bool("all");
-    let mut out = Vec::new();
-    for c in engine.container_list(all)? {
-        let created = chrono::DateTime::parse_from_rfc3339(&c.record.created)
-            .map(|t| t.timestamp())
-            .unwrap_or(0);
-        let command = std::iter::once(c.record.path.clone())
-            .chain(c.record.args.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" ");
-        out.push(json!({
-            "Id": c.record.id,
-            "Names": [format!("/{}", c.record.name)],
-            "Image": c.record.config.image,
-            "ImageID": c.record.image_id,
-            "Command": command,
-            "Created": created,
-            "Ports": [],
-            "Labels": c.record.config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
-            "State": c.status.as_str(),
-            "Status": c.status_text(),
-            "HostConfig": {"NetworkMode": crate::runtime::NetMode::of(&c.record.config).name()},
-            "Mounts": [],
-        }));
-    }
-    Ok(Value::Array(out))
-}
-
-/// A string field that is set and not empty.
 fn text(v: &Value) -> Option<String> {
     v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
 }
@@ -1493,7 +1446,7 @@ fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) 
     } else {
         Until::Now
     };
-    follow_log(engine, id, from, until, tty, &want, w);
+    follow_log(engine, id, from, until, (tty, false), &want, w);
     let _ = w.flush();
     w.shutdown_write();
     Ok(())
@@ -1596,7 +1549,7 @@ fn follow_log(
     id: &str,
     from: u64,
     until: Until,
-    tty: bool,
+    (tty, timestamps): (bool, bool),
     want: &dyn Fn(u8) -> bool,
     w: &mut dyn Write,
 ) {
@@ -1646,8 +1599,13 @@ fn follow_log(
                 if !want(fd) {
                     continue;
                 }
-                let text = v["log"].as_str().unwrap_or_default().as_bytes();
-                if w.write_all(&frame(fd, text, tty))
+                let text = v["log"].as_str().unwrap_or_default();
+                let text = if timestamps {
+                    format!("{} {text}", v["time"].as_str().unwrap_or_default())
+                } else {
+                    text.to_string()
+                };
+                if w.write_all(&frame(fd, text.as_bytes(), tty))
                     .and_then(|()| w.flush())
                     .is_err()
                 {
@@ -1675,14 +1633,58 @@ fn follow_log(
 
 /// `GET /containers/{id}/logs`: the log in the multiplexed framing (stream, 3 zero bytes,
 /// big-endian length, payload).
-fn container_logs(engine: &Engine, id: &str, req: &Request) -> Result<Vec<u8>> {
-    let stdout = req.query_bool("stdout");
-    let stderr = req.query_bool("stderr");
+/// `GET /containers/{id}/logs`: the log's records (`since`, `tail`, `timestamps` applied),
+/// then with `follow` what comes until the container stops; multiplexed frames, raw with a
+/// terminal.
+fn container_logs(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<()> {
+    let c = engine.container_get(id)?;
+    let tty = c.record.config.tty;
+    let (out, err) = (req.query_bool("stdout"), req.query_bool("stderr"));
+    let want = move |fd: u8| if fd == 2 { err } else { out };
     let timestamps = req.query_bool("timestamps");
-    let mut out = Vec::new();
-    for (stream, time, text) in engine.container_logs(id)? {
+    let since = match req.query.get("since").filter(|s| !s.is_empty()) {
+        Some(s) => Some(
+            s.parse::<f64>()
+                .map_err(|_| bad(format!("invalid since: {s:?}")))?,
+        ),
+        None => None,
+    };
+    let tail = match req.query.get("tail").map(String::as_str) {
+        None | Some("") | Some("all") => None,
+        Some(t) => Some(
+            t.parse::<usize>()
+                .map_err(|_| bad(format!("invalid tail: {t:?}")))?,
+        ),
+    };
+    let (mut records, offset) = engine.container_log_records(id)?;
+    if let Some(since) = since {
+        records.retain(|(_, t, _)| {
+            chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| {
+                t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9 >= since
+            })
+        });
+    }
+    if let Some(n) = tail {
+        let skip = records.len().saturating_sub(n);
+        records.drain(..skip);
+    }
+    let ctype = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let mut body = http::ChunkedWriter::start(
+        w,
+        200,
+        &[
+            ("Content-Type", ctype.into()),
+            ("Api-Version", API_VERSION.into()),
+        ],
+    )
+    .map_err(|e| ApiError(500, e.to_string()))?;
+    for (stream, time, text) in records {
         let fd: u8 = if stream == "stderr" { 2 } else { 1 };
-        if (fd == 1 && !stdout) || (fd == 2 && !stderr) {
+        if !want(fd) {
             continue;
         }
         let line = if timestamps {
@@ -1690,9 +1692,23 @@ fn container_logs(engine: &Engine, id: &str, req: &Request) -> Result<Vec<u8>> {
         } else {
             text
         };
-        out.extend_from_slice(&frame(fd, line.as_bytes(), false));
+        if body.write_all(&frame(fd, line.as_bytes(), tty)).is_err() {
+            return Ok(());
+        }
     }
-    Ok(out)
+    if req.query_bool("follow") {
+        follow_log(
+            engine,
+            id,
+            offset,
+            Until::Stopped,
+            (tty, timestamps),
+            &want,
+            &mut body,
+        );
+    }
+    let _ = body.finish();
+    Ok(())
 }
 
 fn signal_number(name: &str) -> Option<i32> {

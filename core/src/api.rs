@@ -1,0 +1,931 @@
+//! One set of operations, two transports: [`Api`] is what a front door asks of an engine,
+//! answered the same by a local engine ([`Engine`], the state root opened in this process)
+//! and by a daemon ([`Client`], the Docker Engine API over a socket). The daemon serves the
+//! same local engine, so a front door gives the same answers embedded and remote.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::Result;
+use crate::client::{Body, Client, ClientError, query};
+use crate::engine::{Engine, Local};
+use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
+use crate::model::{
+    HistoryResponseItem, ImageDeleteResponseItem, ImageInspect, ImagePruneResponse, ImageSummary,
+    NetworkResource,
+};
+use crate::network::NetworkCreate;
+use crate::runtime::{Change, CommitOptions, CreateOptions, Stats};
+use crate::system::{DiskUsage, PruneReport};
+use crate::volume::{Volume, VolumeCreate};
+
+pub use crate::runtime::LogRecord;
+
+/// Which log records, and whether to wait for more.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    pub follow: bool,
+    /// Only records at or after this time.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only the last N records (of those before following).
+    pub tail: Option<usize>,
+}
+
+/// The operations the front doors use, named after the Docker Engine API's.
+pub trait Api {
+    /// Where the answers come from, for messages: a state root or a daemon's address.
+    fn describe(&self) -> String;
+
+    // Containers.
+    fn container_create(&self, opts: &CreateOptions) -> Result<String>;
+    fn container_start(&self, name: &str) -> Result<()>;
+    fn container_stop(&self, name: &str, timeout: Duration) -> Result<()>;
+    fn container_restart(&self, name: &str, timeout: Duration) -> Result<()>;
+    fn container_kill(&self, name: &str, signal: i32) -> Result<()>;
+    /// Waits until the container is not running; its exit code.
+    fn container_wait(&self, name: &str) -> Result<i32>;
+    fn container_remove(&self, name: &str, force: bool, volumes: bool) -> Result<()>;
+    fn container_pause(&self, name: &str) -> Result<()>;
+    fn container_unpause(&self, name: &str) -> Result<()>;
+    fn container_rename(&self, name: &str, new_name: &str) -> Result<()>;
+    fn container_prune(&self) -> Result<Vec<String>>;
+    /// `GET /containers/json` entries.
+    fn container_summaries(&self, all: bool) -> Result<Vec<Value>>;
+    fn container_inspect(&self, name: &str) -> Result<Value>;
+    /// Calls `each` with each record; with `follow`, until the container stops or `each`
+    /// says stop (returns false).
+    fn container_logs(
+        &self,
+        name: &str,
+        opts: &LogOptions,
+        each: &mut dyn FnMut(LogRecord) -> bool,
+    ) -> Result<()>;
+    fn container_top(
+        &self,
+        name: &str,
+        ps_args: &[String],
+    ) -> Result<(Vec<String>, Vec<Vec<String>>)>;
+    fn container_stats(&self, name: &str) -> Result<Stats>;
+    /// The new image's ID.
+    fn container_commit(&self, name: &str, opts: &CommitOptions) -> Result<String>;
+    fn container_diff(&self, name: &str) -> Result<Vec<Change>>;
+    fn container_export(&self, name: &str, out: &mut dyn Write) -> Result<()>;
+    /// A tar of `path` in the container.
+    fn container_copy_out(&self, name: &str, path: &str, out: &mut dyn Write) -> Result<()>;
+    /// Unpacks a tar at `path` in the container.
+    fn container_copy_in(&self, name: &str, path: &str, tar: &mut (dyn Read + Send)) -> Result<()>;
+
+    // Images.
+    fn image_list(&self, opts: &ListOptions) -> Result<Vec<ImageSummary>>;
+    fn image_inspect(&self, name: &str) -> Result<ImageInspect>;
+    fn image_tag(&self, source: &str, target: &str) -> Result<()>;
+    fn image_history(&self, name: &str) -> Result<Vec<HistoryResponseItem>>;
+    fn image_remove(&self, name: &str, force: bool) -> Result<Vec<ImageDeleteResponseItem>>;
+    fn image_prune(&self, all: bool) -> Result<ImagePruneResponse>;
+    /// The new image's ID.
+    fn image_import(&self, tar: &mut (dyn Read + Send), opts: &ImportOptions) -> Result<String>;
+    /// What was loaded, as Docker says it: `Loaded image: NAME:TAG`, `Loaded image ID: ID`.
+    fn image_load(&self, src: LoadSource<'_>) -> Result<Vec<String>>;
+    fn image_save(&self, names: &[String], format: SaveFormat, dest: SaveDest<'_>) -> Result<()>;
+
+    // Networks.
+    /// The new network's ID.
+    fn network_create(&self, opts: &NetworkCreate) -> Result<String>;
+    fn network_list(&self) -> Result<Vec<NetworkResource>>;
+    fn network_inspect(&self, name: &str) -> Result<NetworkResource>;
+    fn network_remove(&self, name: &str) -> Result<()>;
+    fn network_prune(&self) -> Result<Vec<String>>;
+    fn network_connect(
+        &self,
+        network: &str,
+        container: &str,
+        ip: Option<&str>,
+        aliases: &[String],
+    ) -> Result<()>;
+    fn network_disconnect(&self, network: &str, container: &str) -> Result<()>;
+
+    // Volumes.
+    fn volume_create(&self, opts: &VolumeCreate) -> Result<Volume>;
+    fn volume_list(&self) -> Result<Vec<Volume>>;
+    fn volume_inspect(&self, name: &str) -> Result<Volume>;
+    fn volume_remove(&self, name: &str, force: bool) -> Result<()>;
+    /// The volumes removed and the bytes freed.
+    fn volume_prune(&self, all: bool) -> Result<(Vec<String>, u64)>;
+
+    // System.
+    fn system_df(&self) -> Result<DiskUsage>;
+    fn system_prune(&self, all: bool, volumes: bool) -> Result<PruneReport>;
+}
+
+/// What `load` says of an image it brought in.
+pub fn load_messages(loaded: &[crate::image::LoadedImage]) -> Vec<String> {
+    loaded
+        .iter()
+        .flat_map(|l| {
+            if l.tags.is_empty() {
+                vec![format!("Loaded image ID: {}", l.id)]
+            } else {
+                l.tags
+                    .iter()
+                    .map(|t| format!("Loaded image: {t}"))
+                    .collect()
+            }
+        })
+        .collect()
+}
+
+impl Api for Engine {
+    fn describe(&self) -> String {
+        self.root().display().to_string()
+    }
+
+    fn container_create(&self, opts: &CreateOptions) -> Result<String> {
+        Ok(Local::container_create(self, opts)?.record.id)
+    }
+    fn container_start(&self, name: &str) -> Result<()> {
+        Local::container_start(self, name, false, false).map(|_| ())
+    }
+    fn container_stop(&self, name: &str, timeout: Duration) -> Result<()> {
+        Local::container_stop(self, name, timeout)
+    }
+    fn container_restart(&self, name: &str, timeout: Duration) -> Result<()> {
+        Local::container_stop(self, name, timeout)?;
+        Local::container_start(self, name, false, false).map(|_| ())
+    }
+    fn container_kill(&self, name: &str, signal: i32) -> Result<()> {
+        Local::container_kill(self, name, signal)
+    }
+    fn container_wait(&self, name: &str) -> Result<i32> {
+        Local::container_wait(self, name, None)
+    }
+    fn container_remove(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
+        Local::container_remove_with(self, name, force, volumes)
+    }
+    fn container_pause(&self, name: &str) -> Result<()> {
+        Local::container_pause(self, name)
+    }
+    fn container_unpause(&self, name: &str) -> Result<()> {
+        Local::container_unpause(self, name)
+    }
+    fn container_rename(&self, name: &str, new_name: &str) -> Result<()> {
+        Local::container_rename(self, name, new_name)
+    }
+    fn container_prune(&self) -> Result<Vec<String>> {
+        Local::container_prune(self)
+    }
+    fn container_summaries(&self, all: bool) -> Result<Vec<Value>> {
+        Local::container_summaries(self, all)
+    }
+    fn container_inspect(&self, name: &str) -> Result<Value> {
+        Local::container_inspect(self, name)
+    }
+    fn container_logs(
+        &self,
+        name: &str,
+        opts: &LogOptions,
+        each: &mut dyn FnMut(LogRecord) -> bool,
+    ) -> Result<()> {
+        let (mut records, offset) = self.container_log_records(name)?;
+        if let Some(c) = opts.since {
+            records
+                .retain(|(_, t, _)| chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| t >= c));
+        }
+        if let Some(n) = opts.tail {
+            let skip = records.len().saturating_sub(n);
+            records.drain(..skip);
+        }
+        for r in records {
+            if !each(r) {
+                return Ok(());
+            }
+        }
+        if opts.follow {
+            follow_local(self, name, offset, each)?;
+        }
+        Ok(())
+    }
+    fn container_top(
+        &self,
+        name: &str,
+        ps_args: &[String],
+    ) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        Local::container_top(self, name, ps_args)
+    }
+    fn container_stats(&self, name: &str) -> Result<Stats> {
+        Local::container_stats(self, name)
+    }
+    fn container_commit(&self, name: &str, opts: &CommitOptions) -> Result<String> {
+        Ok(Local::container_commit(self, name, opts)?.to_string())
+    }
+    fn container_diff(&self, name: &str) -> Result<Vec<Change>> {
+        Local::container_diff(self, name)
+    }
+    fn container_export(&self, name: &str, out: &mut dyn Write) -> Result<()> {
+        Local::container_export(self, name, out)
+    }
+    fn container_copy_out(&self, name: &str, path: &str, out: &mut dyn Write) -> Result<()> {
+        Local::container_copy_out(self, name, path, out)
+    }
+    fn container_copy_in(&self, name: &str, path: &str, tar: &mut (dyn Read + Send)) -> Result<()> {
+        Local::container_copy_in(self, name, path, tar)
+    }
+
+    fn image_list(&self, opts: &ListOptions) -> Result<Vec<ImageSummary>> {
+        Local::image_list(self, opts)
+    }
+    fn image_inspect(&self, name: &str) -> Result<ImageInspect> {
+        Local::image_inspect(self, name)
+    }
+    fn image_tag(&self, source: &str, target: &str) -> Result<()> {
+        Local::image_tag(self, source, target)
+    }
+    fn image_history(&self, name: &str) -> Result<Vec<HistoryResponseItem>> {
+        Local::image_history(self, name)
+    }
+    fn image_remove(&self, name: &str, force: bool) -> Result<Vec<ImageDeleteResponseItem>> {
+        Local::image_remove(self, name, force)
+    }
+    fn image_prune(&self, all: bool) -> Result<ImagePruneResponse> {
+        Local::image_prune(self, all)
+    }
+    fn image_import(&self, tar: &mut (dyn Read + Send), opts: &ImportOptions) -> Result<String> {
+        Ok(Local::image_import(self, tar, opts)?.to_string())
+    }
+    fn image_load(&self, src: LoadSource<'_>) -> Result<Vec<String>> {
+        Ok(load_messages(&Local::image_load(self, src)?))
+    }
+    fn image_save(&self, names: &[String], format: SaveFormat, dest: SaveDest<'_>) -> Result<()> {
+        Local::image_save(self, names, format, dest)
+    }
+
+    fn network_create(&self, opts: &NetworkCreate) -> Result<String> {
+        Ok(Local::network_create(self, opts)?.id)
+    }
+    fn network_list(&self) -> Result<Vec<NetworkResource>> {
+        let names = self.container_names()?;
+        Ok(Local::network_list(self)?
+            .iter()
+            .map(|n| n.resource(&names))
+            .collect())
+    }
+    fn network_inspect(&self, name: &str) -> Result<NetworkResource> {
+        let names = self.container_names()?;
+        Ok(Local::network_inspect(self, name)?.resource(&names))
+    }
+    fn network_remove(&self, name: &str) -> Result<()> {
+        Local::network_remove(self, name)
+    }
+    fn network_prune(&self) -> Result<Vec<String>> {
+        Local::network_prune(self)
+    }
+    fn network_connect(
+        &self,
+        network: &str,
+        container: &str,
+        ip: Option<&str>,
+        aliases: &[String],
+    ) -> Result<()> {
+        Local::network_connect(self, network, container, ip, aliases)
+    }
+    fn network_disconnect(&self, network: &str, container: &str) -> Result<()> {
+        Local::network_disconnect(self, network, container)
+    }
+
+    fn volume_create(&self, opts: &VolumeCreate) -> Result<Volume> {
+        Local::volume_create(self, opts)
+    }
+    fn volume_list(&self) -> Result<Vec<Volume>> {
+        Local::volume_list(self)
+    }
+    fn volume_inspect(&self, name: &str) -> Result<Volume> {
+        Local::volume_inspect(self, name)
+    }
+    fn volume_remove(&self, name: &str, force: bool) -> Result<()> {
+        Local::volume_remove(self, name, force)
+    }
+    fn volume_prune(&self, all: bool) -> Result<(Vec<String>, u64)> {
+        Local::volume_prune(self, all)
+    }
+
+    fn system_df(&self) -> Result<DiskUsage> {
+        Local::system_df(self)
+    }
+    fn system_prune(&self, all: bool, volumes: bool) -> Result<PruneReport> {
+        Local::system_prune(self, all, volumes)
+    }
+}
+
+impl Local {
+    /// Container names by ID, for the `Containers` map of a network.
+    pub fn container_names(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        Ok(self
+            .container_list(true)?
+            .into_iter()
+            .map(|c| (c.record.id, c.record.name))
+            .collect())
+    }
+}
+
+/// Follows a local container's log from byte `offset` of its current file until it stops.
+fn follow_local(
+    engine: &Local,
+    name: &str,
+    offset: u64,
+    each: &mut dyn FnMut(LogRecord) -> bool,
+) -> Result<()> {
+    use std::io::{BufRead, Seek};
+    let path = engine.container_log_path(name)?;
+    let io = |source| crate::Error::Io {
+        context: format!("read {}", path.display()),
+        source,
+    };
+    let mut file = std::fs::File::open(&path).map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = String::new();
+    let record = |l: &str| {
+        serde_json::from_str::<Value>(l).ok().map(|v| {
+            (
+                v["stream"].as_str().unwrap_or("stdout").to_string(),
+                v["time"].as_str().unwrap_or("").to_string(),
+                v["log"].as_str().unwrap_or("").to_string(),
+            )
+        })
+    };
+    loop {
+        let n = reader.read_line(&mut line).map_err(io)?;
+        if n > 0 && line.ends_with('\n') {
+            if let Some(r) = record(&line)
+                && !each(r)
+            {
+                return Ok(());
+            }
+            line.clear();
+            continue;
+        }
+        if !engine.container_get(name)?.is_running() {
+            // What was written between the last read and the exit.
+            let mut rest = String::new();
+            let _ = reader.read_to_string(&mut rest);
+            for l in line.lines().chain(rest.lines()) {
+                if let Some(r) = record(l)
+                    && !each(r)
+                {
+                    return Ok(());
+                }
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn enc(s: &str) -> String {
+    query(&[("", s)])[1..].to_string()
+}
+
+impl Client {
+    fn empty(&self, method: &str, path: &str) -> Result<()> {
+        self.request(method, path, Body::None)?.bytes()?;
+        Ok(())
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let v = self.get(path)?;
+        serde_json::from_value(v)
+            .map_err(|e| ClientError::Protocol(format!("GET {path}: {e}")).into())
+    }
+}
+
+impl Api for Client {
+    fn describe(&self) -> String {
+        self.url().to_string()
+    }
+
+    fn container_create(&self, opts: &CreateOptions) -> Result<String> {
+        let body = crate::model::create::create_body(opts);
+        let path = match &opts.name {
+            Some(n) => format!("/containers/create?name={}", enc(n)),
+            None => "/containers/create".into(),
+        };
+        let v = self.call("POST", &path, Some(&body))?;
+        Ok(v["Id"].as_str().unwrap_or_default().to_string())
+    }
+    fn container_start(&self, name: &str) -> Result<()> {
+        self.empty("POST", &format!("/containers/{}/start", enc(name)))
+    }
+    fn container_stop(&self, name: &str, timeout: Duration) -> Result<()> {
+        let path = format!("/containers/{}/stop?t={}", enc(name), timeout.as_secs());
+        self.empty("POST", &path)
+    }
+    fn container_restart(&self, name: &str, timeout: Duration) -> Result<()> {
+        let path = format!("/containers/{}/restart?t={}", enc(name), timeout.as_secs());
+        self.empty("POST", &path)
+    }
+    fn container_kill(&self, name: &str, signal: i32) -> Result<()> {
+        let path = format!("/containers/{}/kill?signal={signal}", enc(name));
+        self.empty("POST", &path)
+    }
+    fn container_wait(&self, name: &str) -> Result<i32> {
+        let v = self.call("POST", &format!("/containers/{}/wait", enc(name)), None)?;
+        if let Some(m) = v["Error"]["Message"].as_str() {
+            return Err(ClientError::Api {
+                status: 500,
+                message: m.to_string(),
+            }
+            .into());
+        }
+        Ok(v["StatusCode"].as_i64().unwrap_or(-1) as i32)
+    }
+    fn container_remove(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
+        let path = format!("/containers/{}?force={force}&v={volumes}", enc(name));
+        self.empty("DELETE", &path)
+    }
+    fn container_pause(&self, name: &str) -> Result<()> {
+        self.empty("POST", &format!("/containers/{}/pause", enc(name)))
+    }
+    fn container_unpause(&self, name: &str) -> Result<()> {
+        self.empty("POST", &format!("/containers/{}/unpause", enc(name)))
+    }
+    fn container_rename(&self, name: &str, new_name: &str) -> Result<()> {
+        let path = format!("/containers/{}/rename?name={}", enc(name), enc(new_name));
+        self.empty("POST", &path)
+    }
+    fn container_prune(&self) -> Result<Vec<String>> {
+        let v = self.call("POST", "/containers/prune", None)?;
+        Ok(strings(&v["ContainersDeleted"]))
+    }
+    fn container_summaries(&self, all: bool) -> Result<Vec<Value>> {
+        let v = self.get(&format!("/containers/json?all={all}"))?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+    fn container_inspect(&self, name: &str) -> Result<Value> {
+        self.get(&format!("/containers/{}/json", enc(name)))
+    }
+    fn container_logs(
+        &self,
+        name: &str,
+        opts: &LogOptions,
+        each: &mut dyn FnMut(LogRecord) -> bool,
+    ) -> Result<()> {
+        let mut path = format!(
+            "/containers/{}/logs?stdout=1&stderr=1&timestamps=1&follow={}",
+            enc(name),
+            opts.follow
+        );
+        if let Some(s) = opts.since {
+            path.push_str(&format!(
+                "&since={}.{:09}",
+                s.timestamp(),
+                s.timestamp_subsec_nanos()
+            ));
+        }
+        if let Some(n) = opts.tail {
+            path.push_str(&format!("&tail={n}"));
+        }
+        let mut resp = self.request("GET", &path, Body::None)?;
+        let raw = resp
+            .header("content-type")
+            .is_some_and(|t| t.contains("raw-stream"));
+        let split = |stream: &str, payload: &[u8]| {
+            let text = String::from_utf8_lossy(payload);
+            let (time, text) = text.split_once(' ').unwrap_or(("", &text));
+            (stream.to_string(), time.to_string(), text.to_string())
+        };
+        let io = |e: std::io::Error| ClientError::Protocol(e.to_string());
+        if raw {
+            // A terminal's log: no frames, one record per line.
+            let mut r = std::io::BufReader::new(resp);
+            loop {
+                let mut line = Vec::new();
+                let n = std::io::BufRead::read_until(&mut r, b'\n', &mut line).map_err(io)?;
+                if n == 0 || !each(split("stdout", &line)) {
+                    return Ok(());
+                }
+            }
+        }
+        let mut head = [0u8; 8];
+        loop {
+            match resp.read_exact(&mut head) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(io(e).into()),
+            }
+            let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+            let mut payload = vec![0u8; len];
+            resp.read_exact(&mut payload).map_err(io)?;
+            let stream = if head[0] == 2 { "stderr" } else { "stdout" };
+            if !each(split(stream, &payload)) {
+                return Ok(());
+            }
+        }
+    }
+    fn container_top(
+        &self,
+        name: &str,
+        ps_args: &[String],
+    ) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+        let mut path = format!("/containers/{}/top", enc(name));
+        if !ps_args.is_empty() {
+            path.push_str(&format!("?ps_args={}", enc(&ps_args.join(" "))));
+        }
+        let v = self.get(&path)?;
+        let rows = v["Processes"]
+            .as_array()
+            .map(|a| a.iter().map(strings).collect())
+            .unwrap_or_default();
+        Ok((strings(&v["Titles"]), rows))
+    }
+    fn container_stats(&self, name: &str) -> Result<Stats> {
+        let v = self.get(&format!(
+            "/containers/{}/stats?stream=false&one-shot=true",
+            enc(name)
+        ))?;
+        let id = v["id"].as_str().unwrap_or_default().to_string();
+        Ok(Stats {
+            name: v["name"]
+                .as_str()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            cpu_ns: v["cpu_stats"]["cpu_usage"]["total_usage"]
+                .as_u64()
+                .unwrap_or(0),
+            memory_usage: v["memory_stats"]["usage"].as_u64().unwrap_or(0),
+            memory_limit: v["memory_stats"]["limit"].as_u64().unwrap_or(0),
+            pids: v["pids_stats"]["current"].as_u64().unwrap_or(0),
+            running: v["pids_stats"]["current"].as_u64().unwrap_or(0) > 0,
+            id,
+        })
+    }
+    fn container_commit(&self, name: &str, opts: &CommitOptions) -> Result<String> {
+        let mut q = vec![("container", name.to_string())];
+        if let Some(r) = &opts.reference {
+            q.push(("repo", r.clone()));
+        }
+        for c in &opts.changes {
+            q.push(("changes", c.clone()));
+        }
+        if let Some(m) = &opts.message {
+            q.push(("comment", m.clone()));
+        }
+        if let Some(a) = &opts.author {
+            q.push(("author", a.clone()));
+        }
+        q.push(("pause", opts.pause.to_string()));
+        let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let v = self.call(
+            "POST",
+            &format!("/commit?{}", query(&pairs)),
+            Some(&json!({})),
+        )?;
+        Ok(v["Id"].as_str().unwrap_or_default().to_string())
+    }
+    fn container_diff(&self, name: &str) -> Result<Vec<Change>> {
+        let v = self.get(&format!("/containers/{}/changes", enc(name)))?;
+        Ok(v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| Change {
+                kind: match c["Kind"].as_u64() {
+                    Some(0) => 'C',
+                    Some(1) => 'A',
+                    _ => 'D',
+                },
+                path: c["Path"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+    fn container_export(&self, name: &str, out: &mut dyn Write) -> Result<()> {
+        let mut resp = self.request(
+            "GET",
+            &format!("/containers/{}/export", enc(name)),
+            Body::None,
+        )?;
+        copy(&mut resp, out)
+    }
+    fn container_copy_out(&self, name: &str, path: &str, out: &mut dyn Write) -> Result<()> {
+        let p = format!("/containers/{}/archive?path={}", enc(name), enc(path));
+        let mut resp = self.request("GET", &p, Body::None)?;
+        copy(&mut resp, out)
+    }
+    fn container_copy_in(&self, name: &str, path: &str, tar: &mut (dyn Read + Send)) -> Result<()> {
+        let p = format!("/containers/{}/archive?path={}", enc(name), enc(path));
+        self.request("PUT", &p, Body::Stream(tar))?.bytes()?;
+        Ok(())
+    }
+
+    fn image_list(&self, opts: &ListOptions) -> Result<Vec<ImageSummary>> {
+        let mut filters = serde_json::Map::new();
+        if let Some(d) = opts.dangling {
+            filters.insert("dangling".into(), json!([d.to_string()]));
+        }
+        if let Some(r) = &opts.reference {
+            filters.insert("reference".into(), json!([r]));
+        }
+        let f = Value::Object(filters).to_string();
+        self.typed(&format!(
+            "/images/json?all={}&filters={}",
+            opts.all,
+            enc(&f)
+        ))
+    }
+    fn image_inspect(&self, name: &str) -> Result<ImageInspect> {
+        self.typed(&format!("/images/{name}/json"))
+    }
+    fn image_tag(&self, source: &str, target: &str) -> Result<()> {
+        crate::reference::Reference::parse(target)?;
+        let (repo, tag) = split_reference(target);
+        let path = format!("/images/{source}/tag?repo={}&tag={}", enc(repo), enc(tag));
+        self.request("POST", &path, Body::None)?.bytes()?;
+        Ok(())
+    }
+    fn image_history(&self, name: &str) -> Result<Vec<HistoryResponseItem>> {
+        self.typed(&format!("/images/{name}/history"))
+    }
+    fn image_remove(&self, name: &str, force: bool) -> Result<Vec<ImageDeleteResponseItem>> {
+        let v = self.call("DELETE", &format!("/images/{name}?force={force}"), None)?;
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()).into())
+    }
+    fn image_prune(&self, all: bool) -> Result<ImagePruneResponse> {
+        let f = if all {
+            enc(r#"{"dangling":["false"]}"#)
+        } else {
+            String::new()
+        };
+        let v = self.call("POST", &format!("/images/prune?filters={f}"), None)?;
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()).into())
+    }
+    fn image_import(&self, tar: &mut (dyn Read + Send), opts: &ImportOptions) -> Result<String> {
+        let mut q = vec![("fromSrc", "-".to_string())];
+        if let Some(r) = &opts.reference {
+            crate::reference::Reference::parse(r)?;
+            let (repo, tag) = split_reference(r);
+            q.push(("repo", repo.to_string()));
+            q.push(("tag", tag.to_string()));
+        }
+        for c in &opts.changes {
+            q.push(("changes", c.clone()));
+        }
+        if let Some(m) = &opts.message {
+            q.push(("message", m.clone()));
+        }
+        let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resp = self.request(
+            "POST",
+            &format!("/images/create?{}", query(&pairs)),
+            Body::Stream(tar),
+        )?;
+        let mut id = String::new();
+        for v in resp.json_stream() {
+            let v = v?;
+            if let Some(e) = v["error"].as_str() {
+                return Err(ClientError::Api {
+                    status: 500,
+                    message: e.to_string(),
+                }
+                .into());
+            }
+            if let Some(s) = v["status"].as_str() {
+                id = s.to_string();
+            }
+        }
+        Ok(id)
+    }
+    fn image_load(&self, src: LoadSource<'_>) -> Result<Vec<String>> {
+        let mut file;
+        let reader: &mut (dyn Read + Send) = match src {
+            LoadSource::Reader(r) => r,
+            LoadSource::Path(p) => {
+                file = std::fs::File::open(p).map_err(|source| crate::Error::Io {
+                    context: format!("open {}", p.display()),
+                    source,
+                })?;
+                if file.metadata().is_ok_and(|m| m.is_dir()) {
+                    return Err(ClientError::Url {
+                        url: p.display().to_string(),
+                        reason: "a daemon loads archives; give a tar of the layout".into(),
+                    }
+                    .into());
+                }
+                &mut file
+            }
+        };
+        let resp = self.request("POST", "/images/load", Body::Stream(reader))?;
+        let mut out = Vec::new();
+        for v in resp.json_stream() {
+            let v = v?;
+            if let Some(e) = v["error"].as_str() {
+                return Err(ClientError::Api {
+                    status: 500,
+                    message: e.to_string(),
+                }
+                .into());
+            }
+            if let Some(s) = v["stream"].as_str() {
+                out.extend(s.lines().map(str::to_string));
+            }
+        }
+        Ok(out)
+    }
+    fn image_save(&self, names: &[String], format: SaveFormat, dest: SaveDest<'_>) -> Result<()> {
+        if format != SaveFormat::DockerArchive {
+            return Err(ClientError::Url {
+                url: self.url().to_string(),
+                reason: "a daemon saves docker-archive tarballs only".into(),
+            }
+            .into());
+        }
+        let q: Vec<(&str, &str)> = names.iter().map(|n| ("names", n.as_str())).collect();
+        let mut resp = self.request("GET", &format!("/images/get?{}", query(&q)), Body::None)?;
+        match dest {
+            SaveDest::Writer(w) => copy(&mut resp, w),
+            SaveDest::Path(p) => write_atomically(p, &mut resp),
+        }
+    }
+
+    fn network_create(&self, opts: &NetworkCreate) -> Result<String> {
+        let mut ipam = Vec::new();
+        if opts.subnet.is_some() || opts.gateway.is_some() || opts.ip_range.is_some() {
+            let mut c = serde_json::Map::new();
+            for (k, v) in [
+                ("Subnet", &opts.subnet),
+                ("Gateway", &opts.gateway),
+                ("IPRange", &opts.ip_range),
+            ] {
+                if let Some(v) = v {
+                    c.insert(k.into(), json!(v));
+                }
+            }
+            ipam.push(Value::Object(c));
+        }
+        let labels: serde_json::Map<String, Value> = opts
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let body = json!({
+            "Name": opts.name,
+            "Driver": opts.driver.clone().unwrap_or_else(|| "bridge".into()),
+            "Internal": opts.internal,
+            "IPAM": {"Driver": "default", "Config": ipam},
+            "Labels": labels,
+        });
+        let v = self.call("POST", "/networks/create", Some(&body))?;
+        Ok(v["Id"].as_str().unwrap_or_default().to_string())
+    }
+    fn network_list(&self) -> Result<Vec<NetworkResource>> {
+        self.typed("/networks")
+    }
+    fn network_inspect(&self, name: &str) -> Result<NetworkResource> {
+        self.typed(&format!("/networks/{}", enc(name)))
+    }
+    fn network_remove(&self, name: &str) -> Result<()> {
+        self.empty("DELETE", &format!("/networks/{}", enc(name)))
+    }
+    fn network_prune(&self) -> Result<Vec<String>> {
+        let v = self.call("POST", "/networks/prune", None)?;
+        Ok(strings(&v["NetworksDeleted"]))
+    }
+    fn network_connect(
+        &self,
+        network: &str,
+        container: &str,
+        ip: Option<&str>,
+        aliases: &[String],
+    ) -> Result<()> {
+        let mut ep = serde_json::Map::new();
+        if let Some(ip) = ip {
+            ep.insert("IPAMConfig".into(), json!({"IPv4Address": ip}));
+        }
+        if !aliases.is_empty() {
+            ep.insert("Aliases".into(), json!(aliases));
+        }
+        let body = json!({"Container": container, "EndpointConfig": ep});
+        self.call(
+            "POST",
+            &format!("/networks/{}/connect", enc(network)),
+            Some(&body),
+        )?;
+        Ok(())
+    }
+    fn network_disconnect(&self, network: &str, container: &str) -> Result<()> {
+        let body = json!({"Container": container});
+        self.call(
+            "POST",
+            &format!("/networks/{}/disconnect", enc(network)),
+            Some(&body),
+        )?;
+        Ok(())
+    }
+
+    fn volume_create(&self, opts: &VolumeCreate) -> Result<Volume> {
+        let body = json!({
+            "Name": opts.name,
+            "Driver": opts.driver.clone().unwrap_or_else(|| "local".into()),
+            "DriverOpts": opts.options,
+            "Labels": opts.labels,
+        });
+        let v = self.call("POST", "/volumes/create", Some(&body))?;
+        serde_json::from_value(v).map_err(|e| ClientError::Protocol(e.to_string()).into())
+    }
+    fn volume_list(&self) -> Result<Vec<Volume>> {
+        let v = self.get("/volumes")?;
+        serde_json::from_value(v["Volumes"].clone())
+            .map_err(|e| ClientError::Protocol(e.to_string()).into())
+    }
+    fn volume_inspect(&self, name: &str) -> Result<Volume> {
+        self.typed(&format!("/volumes/{}", enc(name)))
+    }
+    fn volume_remove(&self, name: &str, force: bool) -> Result<()> {
+        self.empty("DELETE", &format!("/volumes/{}?force={force}", enc(name)))
+    }
+    fn volume_prune(&self, all: bool) -> Result<(Vec<String>, u64)> {
+        let f = if all {
+            enc(r#"{"all":["true"]}"#)
+        } else {
+            String::new()
+        };
+        let v = self.call("POST", &format!("/volumes/prune?filters={f}"), None)?;
+        Ok((
+            strings(&v["VolumesDeleted"]),
+            v["SpaceReclaimed"].as_u64().unwrap_or(0),
+        ))
+    }
+
+    fn system_df(&self) -> Result<DiskUsage> {
+        self.typed("/system/df")
+    }
+    fn system_prune(&self, all: bool, volumes: bool) -> Result<PruneReport> {
+        // As Docker's CLI does it: one prune after the other.
+        let mut r = PruneReport {
+            containers_deleted: self.container_prune()?,
+            networks_deleted: self.network_prune()?,
+            ..Default::default()
+        };
+        if volumes {
+            let (names, space) = self.volume_prune(false)?;
+            r.volumes_deleted = names;
+            r.space_reclaimed += space as i64;
+        }
+        let images = self.image_prune(all)?;
+        r.space_reclaimed += images.space_reclaimed;
+        r.images_deleted = images.images_deleted;
+        Ok(r)
+    }
+}
+
+/// `repo[:tag]` as given (not normalized): the tag is after the last colon past the last
+/// slash; `latest` when there is none.
+fn split_reference(r: &str) -> (&str, &str) {
+    let slash = r.rfind('/').map_or(0, |i| i + 1);
+    match r[slash..].rfind(':') {
+        Some(i) => (&r[..slash + i], &r[slash + i + 1..]),
+        None => (r, "latest"),
+    }
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+fn copy(from: &mut dyn Read, to: &mut dyn Write) -> Result<()> {
+    std::io::copy(from, to)
+        .and_then(|_| to.flush())
+        .map_err(|source| crate::Error::Io {
+            context: "copy the daemon's answer".into(),
+            source,
+        })
+}
+
+/// Writes `from` to a temporary name beside `path`, then renames it into place.
+fn write_atomically(path: &Path, from: &mut dyn Read) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.ketch-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let io = |source| crate::Error::Io {
+        context: format!("write {}", path.display()),
+        source,
+    };
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        copy(from, &mut f)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
