@@ -1198,6 +1198,7 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
         detach: a.detach,
         interactive: a.interactive,
         tty: a.tty,
+        console_size: if a.tty { terminal_size() } else { None },
     };
     if let Some(client) = cli.remote()? {
         let code = crate::remote::exec(&client, &a.container, &opts)?;

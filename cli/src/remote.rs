@@ -100,6 +100,7 @@ pub fn exec(client: &Client, container: &str, opts: &ExecOptions) -> Result<i32>
         "AttachStdout": attached,
         "AttachStderr": attached,
         "Tty": opts.tty,
+        "ConsoleSize": opts.console_size.map(|(h, w)| [h, w]),
         "Cmd": opts.cmd,
         "Env": opts.env,
         "User": opts.user.clone().unwrap_or_default(),

@@ -21,6 +21,8 @@ struct Args {
     attach: bool,
     stdin: bool,
     tty: bool,
+    /// The terminal's size at the start.
+    size: Option<crate::spec::ConsoleSize>,
     user: Option<String>,
     cwd: Option<String>,
     env: Vec<String>,
@@ -40,6 +42,7 @@ fn parse() -> Result<Args, String> {
         attach: false,
         stdin: false,
         tty: false,
+        size: None,
         user: None,
         cwd: None,
         env: vec![],
@@ -50,6 +53,15 @@ fn parse() -> Result<Args, String> {
             "--attach" => a.attach = true,
             "--stdin" => a.stdin = true,
             "--tty" => a.tty = true,
+            "--size" => {
+                a.size = it.next().and_then(|s| {
+                    let (h, w) = s.split_once('x')?;
+                    Some(crate::spec::ConsoleSize {
+                        height: h.parse().ok()?,
+                        width: w.parse().ok()?,
+                    })
+                })
+            }
             "--user" => a.user = it.next(),
             "--cwd" => a.cwd = it.next(),
             "--env" => a.env.extend(it.next()),
@@ -206,7 +218,7 @@ pub fn run() -> i32 {
         };
         let err = match &console {
             // A terminal from the container's own devpts, as for its first process.
-            Some((_, theirs)) => match init::open_console(theirs.as_raw_fd(), None) {
+            Some((_, theirs)) => match init::open_console(theirs.as_raw_fd(), a.size) {
                 Ok(()) => init::exec_init(&spec, &a.cmd, &env, &cwd, &user),
                 Err(e) => e,
             },

@@ -475,6 +475,40 @@ fn the_docker_cli_runs_interactive_containers() {
     assert_eq!(o.status.code(), Some(4));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "hello\n");
     assert_eq!(String::from_utf8_lossy(&o.stderr), "err\n");
+    // exec, through a terminal and with stdin.
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "box",
+            "--network",
+            "none",
+            "busybox",
+            "sleep",
+            "100",
+        ],
+    );
+    let o = with_stdin(
+        std::process::Command::new("script").args([
+            "-qec",
+            "stty rows 20 cols 70; docker exec -it box sh",
+            "/dev/null",
+        ]),
+        "stty size; tty; exit 5\n",
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(5), "{out}");
+    assert!(out.contains("20 70"), "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    let o = with_stdin(
+        std::process::Command::new("docker").args(["exec", "-i", "box", "sh", "-c", "cat; exit 6"]),
+        "via exec\n",
+    );
+    assert_eq!(o.status.code(), Some(6));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "via exec\n");
+    docker_ok(&d, &["rm", "-f", "box"]);
     assert_eq!(docker_ok(&d, &["ps", "-aq"]), "");
 }
 

@@ -1811,6 +1811,8 @@ pub struct ExecOptions {
     pub detach: bool,
     pub interactive: bool,
     pub tty: bool,
+    /// The terminal's size at the start (rows, columns), with `tty`.
+    pub console_size: Option<(u16, u16)>,
 }
 
 impl Local {
@@ -1861,6 +1863,9 @@ impl Local {
         }
         if opts.tty {
             cmd.arg("--tty");
+            if let Some((h, w)) = opts.console_size.filter(|(h, w)| *h > 0 && *w > 0) {
+                cmd.args(["--size", &format!("{h}x{w}")]);
+            }
         }
         if let Some(u) = &opts.user {
             cmd.args(["--user", u]);

@@ -180,6 +180,17 @@ fn connection(engine: &Engine, stream: Box<dyn Conn>) -> io::Result<()> {
         if let Some(id) = attaching_stdin(&req) {
             return attach_stdin(engine, &id, &req, reader, writer);
         }
+        // An attached exec takes the connection over, its reading side too.
+        if let Some(id) = exec_attaching(&req) {
+            if let Err(ApiError(status, message)) =
+                exec_start(engine, &id, &req, &mut *writer, Some(reader))
+            {
+                let body = json!({"message": message}).to_string();
+                let headers = [("Content-Type", "application/json".to_string())];
+                http::respond(&mut writer, status, &headers, body.as_bytes(), false, false)?;
+            }
+            return Ok(());
+        }
         let keep_alive = req.keep_alive;
         let head = req.method == "HEAD";
         let reply = {
@@ -558,7 +569,9 @@ fn route(
         }
         // Exec.
         ("POST", ["containers", id, "exec"]) => Reply::Json(201, exec_create(engine, id, req)?),
-        ("POST", ["exec", id, "start"]) => return exec_start(engine, id, req, w).map(|()| None),
+        ("POST", ["exec", id, "start"]) => {
+            return exec_start(engine, id, req, w, None).map(|()| None);
+        }
         ("GET", ["exec", id, "json"]) => Reply::Json(200, exec_inspect(id)?),
         ("POST", ["containers", id, "resize"]) => {
             let dim = |k: &str| -> Result<u16> {
@@ -849,8 +862,15 @@ fn exec_create(engine: &Engine, container: &str, req: &Request) -> Result<Value>
         user: text(&b["User"]),
         workdir: text(&b["WorkingDir"]),
         detach: false,
-        interactive: false,
-        tty: false,
+        interactive: b["AttachStdin"].as_bool().unwrap_or(false),
+        tty: b["Tty"].as_bool().unwrap_or(false),
+        console_size: match b["ConsoleSize"].as_array().map(|a| a.as_slice()) {
+            Some([h, w]) => Some((
+                h.as_u64().unwrap_or(0).min(u16::MAX.into()) as u16,
+                w.as_u64().unwrap_or(0).min(u16::MAX.into()) as u16,
+            )),
+            _ => None,
+        },
     };
     let id = crate::util::random_hex(32);
     let mut all = execs().lock().unwrap_or_else(|p| p.into_inner());
@@ -873,7 +893,16 @@ fn exec_create(engine: &Engine, container: &str, req: &Request) -> Result<Value>
 
 /// `POST /exec/{id}/start`: the process's output, multiplexed, on the taken-over connection
 /// (or nothing, detached).
-fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<()> {
+/// `POST /exec/{id}/start`. Attached, the connection is taken over: the process's output
+/// goes on it (framed, raw with a terminal) and, with `input` (the connection's reading
+/// side, for an exec with stdin), what the client sends goes to the process.
+fn exec_start(
+    engine: &Engine,
+    id: &str,
+    req: &Request,
+    w: &mut dyn Conn,
+    input: Option<BufReader<Box<dyn Conn>>>,
+) -> Result<()> {
     let b = json_body(req)?;
     let detach = b["Detach"].as_bool().unwrap_or(false);
     let (container, mut opts) = {
@@ -914,10 +943,18 @@ fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Res
     // The connection is taken over before the process starts, as Docker does: a client
     // reads the stream raw only after the answer's head, and output sent along with the
     // head could be swallowed by its HTTP reader.
-    let head = if req.header("upgrade").is_some() {
-        "HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    let tty = opts.tty;
+    let ctype = if tty {
+        "application/vnd.docker.raw-stream"
     } else {
-        "HTTP/1.1 200 OK\r\nContent-Type: application/vnd.docker.multiplexed-stream\r\n\r\n"
+        "application/vnd.docker.multiplexed-stream"
+    };
+    let head = if req.header("upgrade").is_some() {
+        format!(
+            "HTTP/1.1 101 UPGRADED\r\nContent-Type: {ctype}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+        )
+    } else {
+        format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n\r\n")
     };
     let _ = w.write_all(head.as_bytes()).and_then(|()| w.flush());
     let mut child = match engine.container_exec_spawn(&container, &opts, true) {
@@ -939,6 +976,12 @@ fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Res
             return Ok(());
         }
     };
+    // What the client sends, to the process's stdin until either ends.
+    if let (Some(mut stdin), Some(mut input)) = (child.stdin.take(), input) {
+        std::thread::spawn(move || {
+            let _ = io::copy(&mut input, &mut stdin);
+        });
+    }
     // Both streams, framed, as they come.
     let (tx, rx) = std::sync::mpsc::channel::<(u8, Vec<u8>)>();
     let mut readers = Vec::new();
@@ -972,7 +1015,7 @@ fn exec_start(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Res
     }
     drop(tx);
     for (fd, data) in rx {
-        if w.write_all(&frame(fd, &data, false)).is_err() {
+        if w.write_all(&frame(fd, &data, tty)).is_err() {
             break;
         }
     }
@@ -1460,6 +1503,20 @@ static PENDING: std::sync::Mutex<BTreeMap<String, (std::os::fd::OwnedFd, bool)>>
 
 fn take_pending(id: &str) -> Option<(std::os::fd::OwnedFd, bool)> {
     PENDING.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+}
+
+/// The exec an attached `POST /exec/{id}/start` names.
+fn exec_attaching(req: &Request) -> Option<String> {
+    match (req.method.as_str(), segments(&req.path).as_slice()) {
+        ("POST", ["exec", id, "start"]) => {
+            let detach = serde_json::from_slice::<Value>(&req.body)
+                .ok()
+                .and_then(|b| b["Detach"].as_bool())
+                .unwrap_or(false);
+            (!detach).then(|| id.to_string())
+        }
+        _ => None,
+    }
 }
 
 /// The container an attach request with stdin names, when its input can be given: one with
