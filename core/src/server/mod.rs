@@ -739,11 +739,38 @@ fn container_archive_get(
     head_only: bool,
     w: &mut dyn Conn,
 ) -> Result<()> {
-    // The archive itself tells what the path is: its first entry.
-    let mut tarball = Vec::new();
-    engine.container_copy_out(id, path, &mut tarball)?;
-    let (name, mode, size, mtime, link) = {
-        let mut a = tar::Archive::new(&tarball[..]);
+    // The archive is made on a thread into a pipe and streamed; its first entry, read
+    // here, tells what the path is (for the stat header) before a byte of it is sent.
+    let (rx, tx) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| ApiError(500, e.to_string()))?;
+    let (mut rx, mut tx) = (std::fs::File::from(rx), std::fs::File::from(tx));
+    let maker = {
+        let engine = engine.clone();
+        let (id, path) = (id.to_string(), path.to_string());
+        std::thread::spawn(move || {
+            let made = engine.container_copy_out(&id, &path, &mut tx);
+            drop(tx);
+            made
+        })
+    };
+    /// What the tar reader takes from the pipe, kept to be sent too.
+    struct Keep<'a> {
+        inner: &'a mut std::fs::File,
+        kept: Vec<u8>,
+    }
+    impl io::Read for Keep<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.kept.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let mut keep = Keep {
+        inner: &mut rx,
+        kept: Vec::new(),
+    };
+    let first = {
+        let mut a = tar::Archive::new(&mut keep);
         let mut entries = a.entries().map_err(|e| ApiError(500, e.to_string()))?;
         match entries.next() {
             Some(Ok(e)) => {
@@ -755,11 +782,7 @@ fn container_archive_get(
                 } else if kind.is_symlink() {
                     mode |= 1 << 27;
                 }
-                (
-                    std::path::Path::new(path)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "/".into()),
+                Some((
                     mode,
                     h.size().unwrap_or(0),
                     h.mtime().unwrap_or(0),
@@ -768,16 +791,23 @@ fn container_archive_get(
                         .flatten()
                         .map(|l| l.display().to_string())
                         .unwrap_or_default(),
-                )
+                ))
             }
-            _ => {
-                return Err(ApiError(
-                    404,
-                    format!("Could not find the file {path} in container"),
-                ));
-            }
+            _ => None,
         }
     };
+    let kept = std::mem::take(&mut keep.kept);
+    let Some((mode, size, mtime, link)) = first else {
+        drop(rx);
+        return Err(match maker.join() {
+            Ok(Err(e)) => e.into(),
+            _ => ApiError(404, format!("Could not find the file {path} in container")),
+        });
+    };
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
     let stat = json!({
         "name": name, "size": size, "mode": mode,
         "mtime": chrono::DateTime::from_timestamp(mtime as i64, 0).map(|t| t.to_rfc3339()).unwrap_or_default(),
@@ -792,8 +822,31 @@ fn container_archive_get(
         ),
         ("Api-Version", API_VERSION.to_string()),
     ];
-    http::respond(w, 200, &headers, &tarball, head_only, true)
-        .map_err(|e| ApiError(500, e.to_string()))
+    if head_only {
+        drop(rx);
+        let _ = maker.join();
+        return http::respond(w, 200, &headers, b"", true, true)
+            .map_err(|e| ApiError(500, e.to_string()));
+    }
+    let whole = {
+        let mut out = http::ChunkedWriter::start(w, 200, &headers)
+            .map_err(|e| ApiError(500, e.to_string()))?;
+        let sent = out
+            .write_all(&kept)
+            .and_then(|()| io::copy(&mut rx, &mut out).map(|_| ()));
+        drop(rx);
+        let whole = sent.is_ok() && matches!(maker.join(), Ok(Ok(())));
+        if whole {
+            let _ = out.finish();
+        }
+        whole
+    };
+    if !whole {
+        // A failure past the head can only cut the stream short: the client sees it end
+        // without its last chunk, never a tar that looks whole.
+        w.shutdown_write();
+    }
+    Ok(())
 }
 
 /// Standard base64, for the one header that wants it.
