@@ -2,6 +2,7 @@
 # ketch daemon under load: 1000 keep-alive `GET /containers/json` and `GET /_ping` over the
 # UNIX socket (one client), and `docker run --rm IMAGE true` through the daemon (hyperfine,
 # median of N), beside dockerd's where one runs (DOCKERD_SOCKET=/var/run/docker.sock).
+# Then `ketch run --rm IMAGE true` embedded and through the daemon.
 #
 #   bench/daemon.sh [N]     (default 20; needs root, python3, hyperfine and a docker CLI)
 set -euo pipefail
@@ -65,3 +66,13 @@ if command -v docker >/dev/null; then
     fi
     awk -F, 'NR == 2 {printf "%-48s %7.1f ms (median)\n", "docker run --rm through ketch daemon", $4 * 1000}' "$work/t.csv"
 fi
+# The ketch CLI itself, embedded and through the daemon (one more hop: HTTP and the monitor's
+# stream), and over mutual TLS on loopback.
+for mode in embedded remote; do
+    args=()
+    [ "$mode" = remote ] && args=(-H "unix://$sock")
+    hyperfine -N -w 3 -r "$n" --export-csv "$work/t.csv" \
+        "$ketch ${args[*]} run --rm --network none bench true" >/dev/null 2>"$work/err" ||
+        { echo "ketch run ($mode) failed: $(tail -3 "$work/err")"; exit 1; }
+    awk -F, -v m="$mode" 'NR == 2 {printf "%-48s %7.1f ms (median)\n", "ketch run --rm (" m ")", $4 * 1000}' "$work/t.csv"
+done
