@@ -35,7 +35,7 @@ pub struct LogOptions {
 }
 
 /// The operations the front doors use, named after the Docker Engine API's.
-pub trait Api {
+pub trait Api: Send + Sync {
     /// Where the answers come from, for messages: a state root or a daemon's address.
     fn describe(&self) -> String;
 

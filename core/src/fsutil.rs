@@ -148,14 +148,187 @@ fn copy_dir(
 /// Opens the directory `path` below `root`, resolving every component (symlinks included)
 /// as if `root` were `/`: nothing outside `root` can be reached.
 pub fn open_dir_in_root(root: &Path, path: &str) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::AsFd;
     let root = fs::File::open(root)?;
-    let rel = path.trim_start_matches('/');
-    let rel = if rel.is_empty() { "." } else { rel };
-    Ok(rustix::fs::openat2(
-        &root,
-        rel,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+    Ok(open_in_root(root.as_fd(), path.as_bytes(), true)?)
+}
+
+/// Whether the kernel has `openat2` (Linux 5.6+, and not hidden by a seccomp filter or a
+/// tool like valgrind); learnt at the first call.
+static NO_OPENAT2: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Opens `path` below the directory `root` as `O_PATH` (a directory when `dir`), resolving
+/// every component, symlinks included, as if `root` were `/`: nothing outside it can be
+/// reached. `openat2(RESOLVE_IN_ROOT)` where the kernel has it, else the same walk done
+/// here a component at a time, never following a link the kernel resolves itself.
+pub fn open_in_root(
+    root: std::os::fd::BorrowedFd<'_>,
+    path: &[u8],
+    dir: bool,
+) -> Result<std::os::fd::OwnedFd, rustix::io::Errno> {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::atomic::Ordering;
+
+    use rustix::fs::{OFlags, ResolveFlags};
+    use rustix::io::Errno;
+    let rel: &[u8] = {
+        let t = &path[path.iter().take_while(|b| **b == b'/').count()..];
+        if t.is_empty() { b"." } else { t }
+    };
+    let flags = OFlags::PATH
+        | OFlags::CLOEXEC
+        | if dir {
+            OFlags::DIRECTORY
+        } else {
+            OFlags::empty()
+        };
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        let rel_os = OsStr::from_bytes(rel);
+        match rustix::fs::openat2(
+            root,
+            rel_os,
+            flags,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(Errno::NOSYS) | Err(Errno::PERM) => NO_OPENAT2.store(true, Ordering::Relaxed),
+            r => return r,
+        }
+    }
+    walk_in_root(root, rel, dir)
+}
+
+/// [`open_in_root`] without `openat2`.
+fn walk_in_root(
+    root: std::os::fd::BorrowedFd<'_>,
+    rel: &[u8],
+    dir: bool,
+) -> Result<std::os::fd::OwnedFd, rustix::io::Errno> {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    use rustix::fs::OFlags;
+    use rustix::io::Errno;
+    // The walk: a stack of open directories from the root down, so `..` pops (never above
+    // the root) and each step opens one name with O_NOFOLLOW.
+    let mut stack = vec![rustix::fs::openat(
+        root,
+        c".",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
-        rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
-    )?)
+    )?];
+    let mut todo: std::collections::VecDeque<Vec<u8>> = rel
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(<[u8]>::to_vec)
+        .collect();
+    let mut links = 0;
+    let mut last: Option<std::os::fd::OwnedFd> = None;
+    while let Some(c) = todo.pop_front() {
+        if let Some(fd) = last.take() {
+            stack.push(fd);
+        }
+        if c == b".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            continue;
+        }
+        let cur = stack.last().expect("the root stays");
+        let fd = rustix::fs::openat(
+            cur,
+            OsStr::from_bytes(&c),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&fd)?;
+        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        if kind == rustix::fs::FileType::Symlink {
+            links += 1;
+            if links > 40 {
+                return Err(Errno::LOOP);
+            }
+            let target = rustix::fs::readlinkat(cur, OsStr::from_bytes(&c), Vec::new())?;
+            let target = target.as_bytes();
+            if target.starts_with(b"/") {
+                stack.truncate(1);
+            }
+            for part in target
+                .split(|b| *b == b'/')
+                .filter(|p| !p.is_empty() && *p != b".")
+                .rev()
+            {
+                todo.push_front(part.to_vec());
+            }
+            continue;
+        }
+        if !todo.is_empty() && kind != rustix::fs::FileType::Directory {
+            return Err(Errno::NOTDIR);
+        }
+        last = Some(fd);
+    }
+    let fd = match last {
+        Some(fd) => fd,
+        None => stack.pop().expect("the root stays"),
+    };
+    if dir {
+        let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode);
+        if kind != rustix::fs::FileType::Directory {
+            return Err(Errno::NOTDIR);
+        }
+    }
+    Ok(fd)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// The walk without openat2 stays below the root whatever the links say, as the kernel's
+    /// RESOLVE_IN_ROOT does.
+    #[test]
+    fn the_walk_stays_in_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("root");
+        fs::create_dir_all(root.join("a/b")).unwrap();
+        fs::create_dir_all(t.path().join("a")).unwrap();
+        symlink("/a", root.join("abs")).unwrap();
+        symlink("../../../../a", root.join("a/up")).unwrap();
+        symlink("loop2", root.join("loop1")).unwrap();
+        symlink("loop1", root.join("loop2")).unwrap();
+        fs::write(root.join("file"), b"").unwrap();
+        let r = fs::File::open(&root).unwrap();
+        let ino = |fd: &std::os::fd::OwnedFd| rustix::fs::fstat(fd).unwrap().st_ino;
+        let md = |p: &Path| fs::metadata(p).unwrap().ino();
+        for (path, expect) in [
+            ("a/b", root.join("a/b")),
+            ("/abs/b", root.join("a/b")),
+            ("../../a", root.join("a")),
+            // Up as far as it can (the root), then down: not the outside's `a`.
+            ("a/up", root.join("a")),
+            ("", root.clone()),
+        ] {
+            let walked = walk_in_root(r.as_fd(), path.as_bytes(), true).unwrap();
+            assert_eq!(ino(&walked), md(&expect), "{path}");
+            let kernel = open_in_root(r.as_fd(), path.as_bytes(), true).unwrap();
+            assert_eq!(ino(&kernel), md(&expect), "{path} (openat2)");
+        }
+        assert_eq!(
+            walk_in_root(r.as_fd(), b"loop1", true).unwrap_err(),
+            rustix::io::Errno::LOOP
+        );
+        assert_eq!(
+            walk_in_root(r.as_fd(), b"file/x", true).unwrap_err(),
+            rustix::io::Errno::NOTDIR
+        );
+        assert_eq!(
+            walk_in_root(r.as_fd(), b"file", true).unwrap_err(),
+            rustix::io::Errno::NOTDIR
+        );
+        assert!(walk_in_root(r.as_fd(), b"nope/x", true).is_err());
+    }
 }

@@ -488,3 +488,48 @@ pub fn random_hex(n: usize) -> String {
         .unwrap();
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A daemon on a socket in the root's directory, killed when dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub socket: PathBuf,
+}
+
+impl Daemon {
+    /// Starts one on this root, at `ketch.sock` in the root's directory.
+    pub fn start(r: &Root) -> Daemon {
+        let socket = r.dir.path().join("ketch.sock");
+        let mut cmd = r.cmd();
+        cmd.args(["daemon", "-H", &format!("unix://{}", socket.display())])
+            .stderr(Stdio::null());
+        // Gone with the test even when it fails in a way that skips the drop.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not come up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Daemon { child, socket }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -3,51 +3,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ketch_tests::{Root, busybox_rootfs};
-
-/// A daemon on a socket in the root's directory, killed when dropped.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Daemon {
-    fn start(r: &Root) -> Daemon {
-        let socket = r.dir.path().join("ketch.sock");
-        let mut cmd = r.cmd();
-        cmd.args(["daemon", "-H", &format!("unix://{}", socket.display())])
-            .stderr(Stdio::null());
-        // Gone with the test even when it fails in a way that skips the drop.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the daemon did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Daemon { child, socket }
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use ketch_tests::{Daemon, Root, busybox_rootfs};
 
 /// One request on a connection of its own: (status, headers, body).
 fn request(d: &Daemon, method: &str, path: &str, body: Option<&str>) -> (u16, String, Vec<u8>) {

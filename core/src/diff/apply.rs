@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::mpsc;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
 use super::{Compression, DiffError};
@@ -740,14 +740,7 @@ fn gid(g: u32) -> rustix::fs::Gid {
 /// Opens `path` (cleaned components joined by `/`) below `root` as a directory, resolving
 /// every symlink as if `root` were `/`.
 fn open_in_root(root: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd, Errno> {
-    let path = if path.is_empty() { &b"."[..] } else { path };
-    rustix::fs::openat2(
-        root,
-        os(path),
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
+    crate::fsutil::open_in_root(root, path, true)
 }
 
 fn list_dir(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {

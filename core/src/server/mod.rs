@@ -590,17 +590,7 @@ fn route(
         ("POST", ["exec", _id, "resize"]) => Reply::Empty(200),
         // Networks.
         ("POST", ["networks", "create"]) => {
-            let b = json_body(req)?;
-            let ipam = &b["IPAM"]["Config"][0];
-            let opts = crate::network::NetworkCreate {
-                name: b["Name"].as_str().unwrap_or_default().to_string(),
-                driver: b["Driver"].as_str().map(str::to_string),
-                subnet: ipam["Subnet"].as_str().map(str::to_string),
-                gateway: ipam["Gateway"].as_str().map(str::to_string),
-                ip_range: ipam["IPRange"].as_str().map(str::to_string),
-                internal: b["Internal"].as_bool().unwrap_or(false),
-                labels: string_map(&b["Labels"]).into_iter().collect(),
-            };
+            let opts = crate::model::create::network_options(&json_body(req)?).map_err(bad)?;
             let rec = engine.network_create(&opts)?;
             Reply::Json(201, json!({"Id": rec.id, "Warning": ""}))
         }
@@ -645,13 +635,7 @@ fn route(
         }
         // Volumes.
         ("POST", ["volumes", "create"]) => {
-            let b = json_body(req)?;
-            let opts = crate::volume::VolumeCreate {
-                name: b["Name"].as_str().unwrap_or_default().to_string(),
-                driver: text(&b["Driver"]),
-                options: string_map(&b["DriverOpts"]),
-                labels: string_map(&b["Labels"]),
-            };
+            let opts = crate::model::create::volume_options(&json_body(req)?);
             Reply::Json(
                 201,
                 serde_json::to_value(engine.volume_create(&opts)?).unwrap_or_default(),
@@ -1370,17 +1354,6 @@ fn info(engine: &Engine) -> Result<Value> {
 
 fn text(v: &Value) -> Option<String> {
     v.as_str().filter(|s| !s.is_empty()).map(str::to_string)
-}
-
-/// A JSON object of strings (labels, driver options).
-fn string_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .map(|o| {
-            o.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// One frame of the multiplexed stream: the stream (1 out, 2 err), three zero bytes, the

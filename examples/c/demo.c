@@ -1,0 +1,84 @@
+/*
+ * A C program on libengine: imports a root file system tarball as an image, runs a
+ * container from it, reads its logs through a callback and removes it. Embedded (a state
+ * root, opened in this process) or remote (a daemon's URL).
+ *
+ *   demo ROOT|URL ROOTFS.tar
+ */
+#include <engine.h>
+#include <stdio.h>
+#include <string.h>
+
+static int on_log(void *userdata, engine_stream stream, const char *time, const uint8_t *data,
+                  size_t len) {
+    (void)time;
+    fwrite(data, 1, len, stream == ENGINE_STDERR ? stderr : stdout);
+    ++*(int *)userdata;
+    return 0;
+}
+
+/* Reports a failed call; returns whether it failed. */
+static int failed(engine_status status, const char *what) {
+    if (status == ENGINE_OK)
+        return 0;
+    char msg[512];
+    engine_last_error(msg, sizeof msg);
+    fprintf(stderr, "%s: status %u: %s\n", what, (unsigned)status, msg);
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s ROOT|URL ROOTFS.tar\n", argv[0]);
+        return 2;
+    }
+    engine *e = NULL;
+    engine_status status = strstr(argv[1], "://") ? engine_connect(argv[1], NULL, NULL, NULL, &e)
+                                                  : engine_open(argv[1], &e);
+    if (failed(status, "open"))
+        return 1;
+    int ok = 0;
+    char *image = NULL, *id = NULL;
+    if (failed(engine_image_import(e, argv[2], "demo:c", &image), "import"))
+        goto out;
+
+    /* A missing image is ENGINE_NOT_FOUND, its message readable. */
+    status = engine_container_create(e, "{\"Image\": \"no-such-image:1\"}", NULL, &id);
+    if (status != ENGINE_NOT_FOUND) {
+        fprintf(stderr, "create from a missing image: status %u, not ENGINE_NOT_FOUND\n",
+                (unsigned)status);
+        goto out;
+    }
+    char msg[256];
+    if (engine_last_error(msg, sizeof msg) == 0) {
+        fprintf(stderr, "no message for the failure\n");
+        goto out;
+    }
+    /* Bad arguments are refused, not followed. */
+    if (engine_container_start(e, NULL) != ENGINE_NULL_ARGUMENT ||
+        engine_container_create(e, "{not json", NULL, &id) != ENGINE_BAD_ENCODING) {
+        fprintf(stderr, "bad arguments were not refused\n");
+        goto out;
+    }
+
+    const char *body = "{\"Image\": \"demo:c\","
+                       " \"Cmd\": [\"sh\", \"-c\", \"echo hello from C; echo to stderr >&2; exit 3\"],"
+                       " \"HostConfig\": {\"NetworkMode\": \"none\"}}";
+    if (failed(engine_container_create(e, body, NULL, &id), "create") ||
+        failed(engine_container_start(e, id), "start"))
+        goto out;
+    int code = -1, records = 0;
+    if (failed(engine_container_wait(e, id, &code), "wait") ||
+        failed(engine_container_logs(e, id, false, on_log, &records), "logs"))
+        goto out;
+    printf("exit %d, %d log records\n", code, records);
+    if (failed(engine_container_remove(e, id, false, false), "remove") ||
+        failed(engine_image_remove(e, "demo:c", false, NULL), "remove image"))
+        goto out;
+    ok = code == 3 && records == 2;
+out:
+    engine_string_free(image);
+    engine_string_free(id);
+    engine_close(e);
+    return ok ? 0 : 1;
+}
