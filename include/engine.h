@@ -97,8 +97,9 @@ size_t engine_last_error(char *buf, size_t len);
 // Frees a string the library returned. NULL is ignored.
 void engine_string_free(char *s);
 
-// Opens (creating if needed) the state root `root` in this process; NULL for the default
-// (/var/lib/ketch). Stores the handle in `*out`.
+// Opens (creating if needed) the state root `root` in this process; NULL for `KETCH_ROOT`
+// or the default (/var/lib/ketch). The other settings come from the environment as for the
+// CLI (`KETCH_BRIDGE`, `KETCH_IP_FORWARD` ...). Stores the handle in `*out`.
 engine_status engine_open(const char *root, engine **out);
 
 // A handle on the daemon at `url` (`unix:///path`, `tcp://host:port`). With `ca` given,

@@ -227,13 +227,14 @@ pub extern "C" fn engine_string_free(s: *mut c_char) {
     }
 }
 
-/// Opens (creating if needed) the state root `root` in this process; NULL for the default
-/// (/var/lib/ketch). Stores the handle in `*out`.
+/// Opens (creating if needed) the state root `root` in this process; NULL for `KETCH_ROOT`
+/// or the default (/var/lib/ketch). The other settings come from the environment as for the
+/// CLI (`KETCH_BRIDGE`, `KETCH_IP_FORWARD` ...). Stores the handle in `*out`.
 #[unsafe(no_mangle)]
 pub extern "C" fn engine_open(root: *const c_char, out: *mut *mut engine) -> engine_status {
     guard(|| {
         check_out(out)?;
-        let mut opts = ketch::Options::default();
+        let mut opts = ketch::Options::from_env()?;
         if let Some(r) = maybe_text(root, "root")? {
             opts.root = r.into();
         }

@@ -612,25 +612,7 @@ pub struct KillArgs {
 
 /// A signal by name (`KILL`, `SIGTERM`) or number.
 pub fn parse_signal(s: &str) -> Result<i32> {
-    if let Ok(n) = s.parse::<i32>() {
-        return Ok(n);
-    }
-    let name = s.to_ascii_uppercase();
-    let name = name.strip_prefix("SIG").unwrap_or(&name);
-    Ok(match name {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "STOP" => libc::SIGSTOP,
-        "CONT" => libc::SIGCONT,
-        "WINCH" => libc::SIGWINCH,
-        "ALRM" => libc::SIGALRM,
-        _ => bail!("invalid signal: {s}"),
-    })
+    ketch::runtime::signal_number(s).ok_or_else(|| anyhow::anyhow!("invalid signal: {s}"))
 }
 
 pub fn kill(cli: &Cli, a: &KillArgs) -> Result<ExitCode> {

@@ -18,7 +18,7 @@ use crate::model::{
     NetworkResource,
 };
 use crate::network::NetworkCreate;
-use crate::runtime::{Change, CommitOptions, CreateOptions, Stats};
+use crate::runtime::{Change, CommitOptions, CreateOptions, ExecOptions, Stats};
 use crate::system::{DiskUsage, PruneReport};
 use crate::volume::{Volume, VolumeCreate};
 
@@ -68,6 +68,9 @@ pub trait Api: Send + Sync {
         name: &str,
         ps_args: &[String],
     ) -> Result<(Vec<String>, Vec<Vec<String>>)>;
+    /// Runs a command in a running container to its end: its exit code and its output
+    /// (stdout and stderr as they came). No stdin, no terminal.
+    fn container_exec_output(&self, name: &str, opts: &ExecOptions) -> Result<(i32, Vec<u8>)>;
     fn container_stats(&self, name: &str) -> Result<Stats>;
     /// The new image's ID.
     fn container_commit(&self, name: &str, opts: &CommitOptions) -> Result<String>;
@@ -213,6 +216,55 @@ impl Api for Engine {
         ps_args: &[String],
     ) -> Result<(Vec<String>, Vec<Vec<String>>)> {
         Local::container_top(self, name, ps_args)
+    }
+    fn container_exec_output(&self, name: &str, opts: &ExecOptions) -> Result<(i32, Vec<u8>)> {
+        let opts = ExecOptions {
+            detach: false,
+            interactive: false,
+            tty: false,
+            ..opts.clone()
+        };
+        let Some(mut child) = Local::container_exec_spawn(self, name, &opts, true)? else {
+            return Ok((0, Vec::new()));
+        };
+        // Both pipes into one buffer, in the order the pieces come.
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let readers: Vec<_> = [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|mut pipe| {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 32 * 1024];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    out.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .extend_from_slice(&buf[..n]);
+                }
+            })
+        })
+        .collect();
+        for r in readers {
+            let _ = r.join();
+        }
+        let status = child.wait().map_err(|source| crate::Error::Io {
+            context: "wait for the exec".into(),
+            source,
+        })?;
+        let output = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok((status.code().unwrap_or(125), output))
     }
     fn container_stats(&self, name: &str) -> Result<Stats> {
         Local::container_stats(self, name)
@@ -538,6 +590,45 @@ impl Api for Client {
             .map(|a| a.iter().map(strings).collect())
             .unwrap_or_default();
         Ok((strings(&v["Titles"]), rows))
+    }
+    fn container_exec_output(&self, name: &str, opts: &ExecOptions) -> Result<(i32, Vec<u8>)> {
+        let body = json!({
+            "AttachStdout": true,
+            "AttachStderr": true,
+            "Cmd": opts.cmd,
+            "Env": opts.env,
+            "User": opts.user.clone().unwrap_or_default(),
+            "WorkingDir": opts.workdir.clone().unwrap_or_default(),
+        });
+        let created = self.call(
+            "POST",
+            &format!("/containers/{}/exec", enc(name)),
+            Some(&body),
+        )?;
+        let id = created["Id"].as_str().unwrap_or_default().to_string();
+        let mut hj = self.hijack(
+            "POST",
+            &format!("/exec/{id}/start"),
+            Some(&json!({"Detach": false, "Tty": false})),
+        )?;
+        let _ = hj.writer.shutdown_write();
+        // Both streams' frames into one buffer, in the order they came.
+        let io = |e: std::io::Error| ClientError::Protocol(e.to_string());
+        let mut out = Vec::new();
+        let mut head = [0u8; 8];
+        loop {
+            match hj.reader.read_exact(&mut head) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(io(e).into()),
+            }
+            let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+            let start = out.len();
+            out.resize(start + len, 0);
+            hj.reader.read_exact(&mut out[start..]).map_err(io)?;
+        }
+        let v = self.get(&format!("/exec/{id}/json"))?;
+        Ok((v["ExitCode"].as_i64().unwrap_or(-1) as i32, out))
     }
     fn container_stats(&self, name: &str) -> Result<Stats> {
         let v = self.get(&format!(

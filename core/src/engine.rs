@@ -58,12 +58,16 @@ pub enum EngineError {
     },
     #[error("overlayfs does not work under {root}; use --storage-driver copy")]
     OverlayUnsupported { root: PathBuf },
+    #[error("{reason}")]
+    Invalid { reason: String },
 }
 
 impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            EngineError::UnknownDriver { .. } => ErrorKind::InvalidArgument,
+            EngineError::UnknownDriver { .. } | EngineError::Invalid { .. } => {
+                ErrorKind::InvalidArgument
+            }
             EngineError::DriverMismatch { .. } | EngineError::OverlayUnsupported { .. } => {
                 ErrorKind::FailedPrecondition
             }
@@ -100,6 +104,47 @@ impl Default for Options {
             ip_forward: true,
             address_pools: Vec::new(),
         }
+    }
+}
+
+impl Options {
+    /// The defaults with what the environment says, as every front door reads it:
+    /// `KETCH_ROOT`, `KETCH_STORAGE_DRIVER`, `KETCH_MAX_LAYER_SIZE`, `KETCH_BRIDGE`,
+    /// `KETCH_IP_FORWARD` (`false`/`0`: leave the host's forwarding alone) and
+    /// `KETCH_DEFAULT_ADDRESS_POOL` (`base=CIDR,size=N`, `;`-separated).
+    pub fn from_env() -> Result<Options> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut o = Options::default();
+        if let Some(r) = var("KETCH_ROOT") {
+            o.root = PathBuf::from(r);
+        }
+        if let Some(d) = var("KETCH_STORAGE_DRIVER") {
+            o.storage_driver = Some(d.parse()?);
+        }
+        if let Some(m) = var("KETCH_MAX_LAYER_SIZE") {
+            o.max_layer_size =
+                crate::model::create::parse_bytes(&m).map_err(|reason| EngineError::Invalid {
+                    reason: format!("KETCH_MAX_LAYER_SIZE: {reason}"),
+                })?;
+        }
+        o.default_bridge = var("KETCH_BRIDGE");
+        if let Some(f) = var("KETCH_IP_FORWARD") {
+            o.ip_forward = !matches!(
+                f.to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "off"
+            );
+        }
+        if let Some(pools) = var("KETCH_DEFAULT_ADDRESS_POOL") {
+            for p in pools.split(';').filter(|p| !p.is_empty()) {
+                o.address_pools
+                    .push(crate::network::subnet::parse_pool(p).map_err(|reason| {
+                        EngineError::Invalid {
+                            reason: format!("KETCH_DEFAULT_ADDRESS_POOL: {reason}"),
+                        }
+                    })?);
+            }
+        }
+        Ok(o)
     }
 }
 

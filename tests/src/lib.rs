@@ -533,3 +533,24 @@ impl Drop for Daemon {
         self.kill();
     }
 }
+
+/// `examples/c/demo.c` built into `dir` with its Makefile: (shared, static).
+pub fn build_c_demo(dir: &Path) -> (PathBuf, PathBuf) {
+    let lib = target_dir().join("debug");
+    for f in ["libengine.so", "libengine.a"] {
+        assert!(
+            lib.join(f).exists(),
+            "{f} is missing: run `cargo build --workspace` first"
+        );
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/c");
+    let o = Command::new("make")
+        .arg("-C")
+        .arg(&examples)
+        .arg(format!("OUT={}", dir.display()))
+        .arg(format!("LIBDIR={}", lib.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make: {o:?}");
+    (dir.join("demo"), dir.join("demo-static"))
+}

@@ -6,28 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ketch_tests::{Daemon, Root, busybox_rootfs, require_tool, target_dir};
-
-/// The demo built into `dir`: (shared, static).
-fn build(dir: &Path) -> (PathBuf, PathBuf) {
-    let lib = target_dir().join("debug");
-    for f in ["libengine.so", "libengine.a"] {
-        assert!(
-            lib.join(f).exists(),
-            "{f} is missing: run `cargo build --workspace` first"
-        );
-    }
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/c");
-    let o = Command::new("make")
-        .arg("-C")
-        .arg(&examples)
-        .arg(format!("OUT={}", dir.display()))
-        .arg(format!("LIBDIR={}", lib.display()))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "make: {o:?}");
-    (dir.join("demo"), dir.join("demo-static"))
-}
+use ketch_tests::{Daemon, Root, build_c_demo, busybox_rootfs, require_tool, target_dir};
 
 /// Runs a demo (optionally under a wrapper) on a root or a daemon's URL.
 fn demo(r: &Root, wrap: &[&str], program: &Path, target: &str) -> Output {
@@ -64,7 +43,7 @@ fn a_c_program_runs_a_container_embedded_and_remote() {
     require_tool("pkg-config");
     require_tool("cc");
     let r = Root::new();
-    let (shared, stat) = build(r.dir.path());
+    let (shared, stat) = build_c_demo(r.dir.path());
     let root = r.path().display().to_string();
     assert_story(&demo(&r, &[], &shared, &root), "shared, embedded");
     assert_story(&demo(&r, &[], &stat, &root), "static, embedded");
@@ -81,7 +60,7 @@ fn a_c_program_runs_clean_under_valgrind() {
     require_tool("pkg-config");
     require_tool("valgrind");
     let r = Root::new();
-    let (shared, _) = build(r.dir.path());
+    let (shared, _) = build_c_demo(r.dir.path());
     let valgrind = [
         "valgrind",
         "-q",

@@ -241,6 +241,28 @@ impl Status {
     }
 }
 
+/// A signal by name (`KILL`, `SIGTERM`, any case) or number.
+pub fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return Some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    Some(match upper.trim_start_matches("SIG") {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "WINCH" => libc::SIGWINCH,
+        "ALRM" => libc::SIGALRM,
+        _ => return None,
+    })
+}
+
 /// One record of a container's log: stream (`stdout`, `stderr`), time (RFC 3339), text.
 pub type LogRecord = (String, String, String);
 

@@ -354,7 +354,8 @@ fn route(
                 .get("signal")
                 .map(String::as_str)
                 .unwrap_or("KILL");
-            let n = signal_number(sig).ok_or_else(|| bad(format!("invalid signal: {sig}")))?;
+            let n = crate::runtime::signal_number(sig)
+                .ok_or_else(|| bad(format!("invalid signal: {sig}")))?;
             engine.container_kill(id, n)?;
             Reply::Empty(204)
         }
@@ -1792,24 +1793,4 @@ fn container_logs(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) ->
     }
     let _ = body.finish();
     Ok(())
-}
-
-fn signal_number(name: &str) -> Option<i32> {
-    if let Ok(n) = name.parse::<i32>() {
-        return Some(n);
-    }
-    let n = name.trim_start_matches("SIG");
-    Some(match n {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "USR2" => libc::SIGUSR2,
-        "TERM" => libc::SIGTERM,
-        "STOP" => libc::SIGSTOP,
-        "CONT" => libc::SIGCONT,
-        "WINCH" => libc::SIGWINCH,
-        _ => return None,
-    })
 }
