@@ -104,7 +104,13 @@ fn c_python_and_the_cli_share_a_root() {
         });
         for i in 0..6 {
             let out = r.ok(&[
-                "run", "--rm", "--network", "none", "busybox", "echo", &i.to_string(),
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "busybox",
+                "echo",
+                &i.to_string(),
             ]);
             assert_eq!(out, format!("{i}\n"));
             r.ok(&["ps", "-a"]);

@@ -1,0 +1,463 @@
+//! Node.js bindings: `new Engine({root})` (embedded) and `connect(url)` (a daemon) over core's
+//! [`Api`]. Every method returns a Promise and runs the engine call on a blocking thread, so
+//! the event loop never waits on the engine; results in the Docker API's shapes come back as
+//! plain objects; a failure's kind is the error's `code` (`'NOT_FOUND'` ...).
+
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use ketch::ErrorKind;
+use ketch::api::{Api, LogOptions};
+use napi::bindgen_prelude::JsObjectValue;
+use napi::bindgen_prelude::{AsyncTask, Buffer, ToNapiValue, TypeName};
+use napi::{Env, Error, JsValue, Result, Status, Task, ValueType};
+use napi_derive::napi;
+use serde_json::Value;
+
+fn code(k: ErrorKind) -> &'static str {
+    match k {
+        ErrorKind::NotFound => "NOT_FOUND",
+        ErrorKind::AlreadyExists => "ALREADY_EXISTS",
+        ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
+        ErrorKind::Conflict => "CONFLICT",
+        ErrorKind::FailedPrecondition => "FAILED_PRECONDITION",
+        ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+        ErrorKind::Unavailable => "UNAVAILABLE",
+        ErrorKind::Internal => "INTERNAL",
+    }
+}
+
+/// A result in the Docker API's JSON shapes, handed to JavaScript as a plain object.
+pub struct Json(Value);
+
+impl TypeName for Json {
+    fn type_name() -> &'static str {
+        "any"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Unknown
+    }
+}
+
+impl ToNapiValue for Json {
+    unsafe fn to_napi_value(env: napi::sys::napi_env, val: Self) -> Result<napi::sys::napi_value> {
+        // SAFETY: called by napi with a live env, as for the Value it wraps.
+        unsafe { Value::to_napi_value(env, val.0) }
+    }
+}
+
+fn json(v: impl serde::Serialize) -> Outcome<Json> {
+    serde_json::to_value(v)
+        .map(Json)
+        .map_err(|e| ("INTERNAL", e.to_string()))
+}
+
+/// What a blocking call came to: its value, or the engine's error with its kind.
+type Outcome<T> = std::result::Result<T, (&'static str, String)>;
+
+fn fail(e: ketch::Error) -> (&'static str, String) {
+    (code(e.kind()), e.to_string())
+}
+
+fn invalid(msg: impl Into<String>) -> (&'static str, String) {
+    ("INVALID_ARGUMENT", msg.into())
+}
+
+/// One engine call on libuv's thread pool; its Promise settles with the result, or rejects
+/// with an Error whose `code` is the failure's kind.
+pub struct Call<T: Send + 'static> {
+    work: Option<Box<dyn FnOnce() -> Outcome<T> + Send>>,
+    failure: Option<(&'static str, String)>,
+}
+
+fn call<T: Send + 'static + ToNapiValue + TypeName>(
+    f: impl FnOnce() -> Outcome<T> + Send + 'static,
+) -> AsyncTask<Call<T>> {
+    AsyncTask::new(Call {
+        work: Some(Box::new(f)),
+        failure: None,
+    })
+}
+
+impl<T: Send + 'static + ToNapiValue + TypeName> Task for Call<T> {
+    type Output = Option<T>;
+    type JsValue = T;
+
+    fn compute(&mut self) -> Result<Option<T>> {
+        let work = self.work.take().expect("a task runs once");
+        match work() {
+            Ok(v) => Ok(Some(v)),
+            Err(f) => {
+                let reason = f.1.clone();
+                self.failure = Some(f);
+                Err(Error::from_reason(reason))
+            }
+        }
+    }
+
+    fn resolve(&mut self, _env: Env, output: Option<T>) -> Result<T> {
+        output.ok_or_else(|| Error::from_reason("no result"))
+    }
+
+    fn reject(&mut self, env: Env, err: Error) -> Result<T> {
+        let (c, reason) = self
+            .failure
+            .take()
+            .unwrap_or(("INTERNAL", err.reason.clone()));
+        // The error thrown carries the kind as its `code`.
+        let mut e = env.create_error(Error::new(Status::GenericFailure, reason))?;
+        e.set_named_property("code", c)?;
+        Err(Error::from(e.to_unknown()))
+    }
+}
+
+/// Where an engine is: a root opened lazily on the first call (off the event loop), or a
+/// daemon.
+enum Target {
+    Root(Option<String>),
+    Ready(Arc<dyn Api>),
+}
+
+/// The engine: a state root opened in this process, or a daemon (`connect`).
+#[napi]
+pub struct Engine {
+    target: Arc<Mutex<Target>>,
+}
+
+#[napi(object)]
+pub struct EngineOptions {
+    /// The state root; default `KETCH_ROOT`, else /var/lib/ketch.
+    pub root: Option<String>,
+}
+
+#[napi(object)]
+pub struct TlsOptions {
+    /// The CA the daemon's certificate must be signed by (TLS over TCP when given).
+    pub ca: Option<String>,
+    /// This client's certificate and key.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[napi(object)]
+pub struct RemoveOptions {
+    /// Remove a running container too (killed first).
+    pub force: Option<bool>,
+    /// Its anonymous volumes too.
+    pub volumes: Option<bool>,
+}
+
+#[napi(object)]
+pub struct LogRecord {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    /// RFC 3339.
+    pub time: String,
+    pub data: Buffer,
+}
+
+#[napi(object)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    /// stdout and stderr as they came.
+    pub output: Buffer,
+}
+
+/// The engine behind a handle, opened on first use.
+fn api(target: &Mutex<Target>) -> Outcome<Arc<dyn Api>> {
+    let mut t = target.lock().unwrap_or_else(|p| p.into_inner());
+    if let Target::Root(root) = &*t {
+        let mut opts = ketch::Options::from_env().map_err(fail)?;
+        if let Some(r) = root {
+            opts.root = r.into();
+        }
+        let e = ketch::Engine::open(&opts).map_err(fail)?;
+        *t = Target::Ready(Arc::new(e));
+    }
+    match &*t {
+        Target::Ready(a) => Ok(a.clone()),
+        Target::Root(_) => unreachable!("opened above"),
+    }
+}
+
+/// A daemon at `url` (`unix:///path`, `tcp://host:port`; TLS when `tls.ca` is given).
+#[napi]
+pub fn connect(url: String, tls: Option<TlsOptions>) -> Result<Engine> {
+    let files = tls.and_then(|t| {
+        t.ca.map(|ca| ketch::tls::TlsFiles {
+            ca: Some(ca.into()),
+            cert: t.cert.map(Into::into),
+            key: t.key.map(Into::into),
+            verify: true,
+        })
+    });
+    let c = ketch::client::Client::new(&url, files.as_ref())
+        .map_err(|e| Error::from_reason(e.to_string()))?;
+    Ok(Engine {
+        target: Arc::new(Mutex::new(Target::Ready(Arc::new(c)))),
+    })
+}
+
+macro_rules! engine_call {
+    ($self:ident, |$api:ident| $body:expr) => {{
+        let target = $self.target.clone();
+        call(move || {
+            let $api = api(&target)?;
+            $body
+        })
+    }};
+}
+
+#[napi]
+impl Engine {
+    #[napi(constructor)]
+    pub fn new(options: Option<EngineOptions>) -> Engine {
+        Engine {
+            target: Arc::new(Mutex::new(Target::Root(options.and_then(|o| o.root)))),
+        }
+    }
+
+    /// Creates a container from `body` (`POST /containers/create`'s JSON: `Image`, `Cmd`,
+    /// `HostConfig` ...); resolves to its ID.
+    #[napi(
+        ts_args_type = "body: object, name?: string",
+        ts_return_type = "Promise<string>"
+    )]
+    pub fn create_container(&self, body: Value, name: Option<String>) -> AsyncTask<Call<String>> {
+        engine_call!(self, |api| {
+            let opts = ketch::model::create::create_options(&body, name).map_err(invalid)?;
+            api.container_create(&opts).map_err(fail)
+        })
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn start(&self, id: String) -> AsyncTask<Call<()>> {
+        engine_call!(self, |api| api.container_start(&id).map_err(fail))
+    }
+
+    /// SIGTERM, then SIGKILL after `timeout` seconds (default 10).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop(&self, id: String, timeout: Option<u32>) -> AsyncTask<Call<()>> {
+        let t = Duration::from_secs(timeout.unwrap_or(10).into());
+        engine_call!(self, |api| api.container_stop(&id, t).map_err(fail))
+    }
+
+    /// Sends a signal (`'KILL'` by default; a name or a number as a string).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn kill(&self, id: String, signal: Option<String>) -> AsyncTask<Call<()>> {
+        engine_call!(self, |api| {
+            let s = signal.as_deref().unwrap_or("KILL");
+            let n = ketch::runtime::signal_number(s)
+                .ok_or_else(|| invalid(format!("invalid signal {s:?}")))?;
+            api.container_kill(&id, n).map_err(fail)
+        })
+    }
+
+    /// Resolves to the exit code once the container is not running.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn wait(&self, id: String) -> AsyncTask<Call<i32>> {
+        engine_call!(self, |api| api.container_wait(&id).map_err(fail))
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn remove(&self, id: String, options: Option<RemoveOptions>) -> AsyncTask<Call<()>> {
+        let (force, volumes) = options
+            .map(|o| (o.force.unwrap_or(false), o.volumes.unwrap_or(false)))
+            .unwrap_or_default();
+        engine_call!(self, |api| api
+            .container_remove(&id, force, volumes)
+            .map_err(fail))
+    }
+
+    /// `GET /containers/{id}/json`.
+    #[napi(ts_return_type = "Promise<any>")]
+    pub fn inspect(&self, id: String) -> AsyncTask<Call<Json>> {
+        engine_call!(self, |api| json(api.container_inspect(&id).map_err(fail)?))
+    }
+
+    /// `GET /containers/json` (running ones only unless `all`).
+    #[napi(ts_return_type = "Promise<any[]>")]
+    pub fn list_containers(&self, all: Option<bool>) -> AsyncTask<Call<Json>> {
+        engine_call!(self, |api| {
+            json(
+                api.container_summaries(all.unwrap_or(false))
+                    .map_err(fail)?,
+            )
+        })
+    }
+
+    /// The log's records, then with `follow` what comes until the container stops: an async
+    /// iterator of `{stream, time, data}`.
+    #[napi]
+    pub fn logs(&self, id: String, follow: Option<bool>) -> LogStream {
+        let (tx, rx) = mpsc::sync_channel::<Outcome<ketch::api::LogRecord>>(64);
+        let target = self.target.clone();
+        std::thread::spawn(move || {
+            let run = || -> Outcome<()> {
+                let api = api(&target)?;
+                let opts = LogOptions {
+                    follow: follow.unwrap_or(false),
+                    ..Default::default()
+                };
+                api.container_logs(&id, &opts, &mut |r| tx.send(Ok(r)).is_ok())
+                    .map_err(fail)
+            };
+            if let Err(e) = run() {
+                let _ = tx.send(Err(e));
+            }
+        });
+        LogStream {
+            rx: Arc::new(Mutex::new(rx)),
+        }
+    }
+
+    /// Runs a command in a running container to its end.
+    #[napi(ts_return_type = "Promise<ExecResult>")]
+    pub fn exec(&self, id: String, cmd: Vec<String>) -> AsyncTask<Call<ExecResult>> {
+        engine_call!(self, |api| {
+            let opts = ketch::runtime::ExecOptions {
+                cmd,
+                ..Default::default()
+            };
+            let (code, out) = api.container_exec_output(&id, &opts).map_err(fail)?;
+            Ok(ExecResult {
+                exit_code: code,
+                output: out.into(),
+            })
+        })
+    }
+
+    /// Imports a root file system tarball as an image; resolves to its ID.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn import_image(&self, path: String, reference: Option<String>) -> AsyncTask<Call<String>> {
+        engine_call!(self, |api| {
+            let mut f = std::fs::File::open(&path)
+                .map_err(|e| ("NOT_FOUND", format!("open {path}: {e}")))?;
+            let opts = ketch::image::ImportOptions {
+                reference,
+                source: path.clone(),
+                ..Default::default()
+            };
+            api.image_import(&mut f, &opts).map_err(fail)
+        })
+    }
+
+    /// Loads a docker-archive or OCI tarball; resolves to Docker's messages.
+    #[napi(ts_return_type = "Promise<string[]>")]
+    pub fn load_image(&self, path: String) -> AsyncTask<Call<Vec<String>>> {
+        engine_call!(self, |api| {
+            api.image_load(ketch::image::LoadSource::Path(std::path::Path::new(&path)))
+                .map_err(fail)
+        })
+    }
+
+    /// `GET /images/json`.
+    #[napi(ts_return_type = "Promise<any[]>")]
+    pub fn list_images(&self) -> AsyncTask<Call<Json>> {
+        engine_call!(self, |api| {
+            let images = api.image_list(&Default::default()).map_err(fail)?;
+            json(images)
+        })
+    }
+
+    /// `GET /images/{name}/json`.
+    #[napi(ts_return_type = "Promise<any>")]
+    pub fn inspect_image(&self, name: String) -> AsyncTask<Call<Json>> {
+        engine_call!(self, |api| {
+            let i = api.image_inspect(&name).map_err(fail)?;
+            json(i)
+        })
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn tag_image(&self, source: String, target: String) -> AsyncTask<Call<()>> {
+        engine_call!(self, |api| api.image_tag(&source, &target).map_err(fail))
+    }
+
+    /// Removes an image; resolves to what was untagged and deleted.
+    #[napi(ts_return_type = "Promise<any[]>")]
+    pub fn remove_image(&self, name: String, force: Option<bool>) -> AsyncTask<Call<Json>> {
+        engine_call!(self, |api| {
+            let items = api
+                .image_remove(&name, force.unwrap_or(false))
+                .map_err(fail)?;
+            json(items)
+        })
+    }
+
+    /// Creates a network from `body` (`POST /networks/create`'s JSON); resolves to its ID.
+    #[napi(ts_args_type = "body: object", ts_return_type = "Promise<string>")]
+    pub fn create_network(&self, body: Value) -> AsyncTask<Call<String>> {
+        engine_call!(self, |api| {
+            let opts = ketch::model::create::network_options(&body).map_err(invalid)?;
+            api.network_create(&opts).map_err(fail)
+        })
+    }
+
+    #[napi(ts_return_type = "Promise<any[]>")]
+    pub fn list_networks(&self) -> AsyncTask<Call<Json>> {
+        engine_call!(self, |api| {
+            let nets = api.network_list().map_err(fail)?;
+            json(nets)
+        })
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn remove_network(&self, name: String) -> AsyncTask<Call<()>> {
+        engine_call!(self, |api| api.network_remove(&name).map_err(fail))
+    }
+
+    /// Creates a volume from `body` (`POST /volumes/create`'s JSON); resolves to it.
+    #[napi(ts_args_type = "body: object", ts_return_type = "Promise<any>")]
+    pub fn create_volume(&self, body: Value) -> AsyncTask<Call<Json>> {
+        engine_call!(self, |api| {
+            let v = api
+                .volume_create(&ketch::model::create::volume_options(&body))
+                .map_err(fail)?;
+            json(v)
+        })
+    }
+
+    #[napi(ts_return_type = "Promise<any[]>")]
+    pub fn list_volumes(&self) -> AsyncTask<Call<Json>> {
+        engine_call!(self, |api| {
+            let vs = api.volume_list().map_err(fail)?;
+            json(vs)
+        })
+    }
+
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn remove_volume(&self, name: String, force: Option<bool>) -> AsyncTask<Call<()>> {
+        engine_call!(self, |api| {
+            api.volume_remove(&name, force.unwrap_or(false))
+                .map_err(fail)
+        })
+    }
+}
+
+/// Log records as they come (from a thread that reads them); `for await` over it.
+#[napi]
+pub struct LogStream {
+    rx: Arc<Mutex<mpsc::Receiver<Outcome<ketch::api::LogRecord>>>>,
+}
+
+#[napi]
+impl LogStream {
+    /// The next record, or `null` at the end.
+    #[napi(ts_return_type = "Promise<LogRecord | null>")]
+    pub fn read(&self) -> AsyncTask<Call<Option<LogRecord>>> {
+        let rx = self.rx.clone();
+        call(
+            move || match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                Ok(Ok((stream, time, text))) => Ok(Some(LogRecord {
+                    stream,
+                    time,
+                    data: text.into_bytes().into(),
+                })),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(None),
+            },
+        )
+    }
+}

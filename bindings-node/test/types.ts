@@ -1,0 +1,19 @@
+// Compiled with `tsc --noEmit` by the tests: index.d.ts describes the API as it is used.
+import { Engine, connect, LogRecord, ExecResult } from '..'
+
+async function story(e: Engine): Promise<number> {
+  const id: string = await e.createContainer({ Image: 'busybox', Cmd: ['true'] }, 'typed')
+  await e.start(id)
+  const code: number = await e.wait(id)
+  for await (const r of e.logs(id, true)) {
+    const rec: LogRecord = r
+    rec.data.toString()
+  }
+  const x: ExecResult = await e.exec(id, ['true'])
+  await e.remove(id, { force: true })
+  const images: any[] = await e.listImages()
+  return code + x.exitCode + images.length
+}
+
+story(new Engine({ root: '/tmp/r' }))
+story(connect('unix:///run/ketch/ketch.sock'))
