@@ -1,13 +1,16 @@
 'use strict'
-// The native module as it is, with a log stream usable in `for await`.
+// The native module as it is, with its streams usable in `for await`.
 const native = require('./native.js')
 
-native.LogStream.prototype[Symbol.asyncIterator] = async function* records() {
+// Log records and events, usable in `for await`.
+async function* items() {
   for (;;) {
-    const record = await this.read()
-    if (record === null) return
-    yield record
+    const item = await this.read()
+    if (item === null) return
+    yield item
   }
 }
+native.LogStream.prototype[Symbol.asyncIterator] = items
+native.EventStream.prototype[Symbol.asyncIterator] = items
 
 module.exports = native

@@ -34,6 +34,12 @@ export declare class Engine {
    * iterator of `{stream, time, data}`.
    */
   logs(id: string, follow?: boolean | undefined | null): LogStream
+  /**
+   * What happens to containers, images, networks and volumes: an async iterator of
+   * `GET /events` objects at or after `since` up to `until` (Unix seconds; without
+   * `until` it follows while iterated).
+   */
+  events(since?: number | undefined | null, until?: number | undefined | null): EventStream
   /** Runs a command in a running container to its end. */
   exec(id: string, cmd: Array<string>): Promise<ExecResult>
   /** Imports a root file system tarball as an image; resolves to its ID. */
@@ -55,6 +61,12 @@ export declare class Engine {
   createVolume(body: object): Promise<any>
   listVolumes(): Promise<any[]>
   removeVolume(name: string, force?: boolean | undefined | null): Promise<void>
+}
+
+/** Events as they come (from a thread that reads them); `for await` over it. */
+export declare class EventStream {
+  /** The next event, or `null` at the end. */
+  read(): Promise<any | null>
 }
 
 /** Log records as they come (from a thread that reads them); `for await` over it. */

@@ -836,5 +836,6 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Engine = nativeBinding.Engine
+module.exports.EventStream = nativeBinding.EventStream
 module.exports.LogStream = nativeBinding.LogStream
 module.exports.connect = nativeBinding.connect

@@ -82,6 +82,10 @@ typedef int (*engine_log_callback)(void *userdata,
                                    const uint8_t *data,
                                    size_t len);
 
+// Called with each event, the JSON of one `GET /events` object (NUL-terminated, valid for
+// the call). Return 0 to go on, anything else to stop.
+typedef int (*engine_event_callback)(void *userdata, const char *event_json);
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -175,6 +179,15 @@ engine_status engine_container_logs(const engine *e,
                                     bool follow,
                                     engine_log_callback callback,
                                     void *userdata);
+
+// Calls `callback` with each event at or after `since` up to `until` (Unix nanoseconds; 0
+// for `since`: from now on; 0 for `until`: until the callback returns non-zero). Blocks the
+// calling thread meanwhile.
+engine_status engine_events(const engine *e,
+                            int64_t since,
+                            int64_t until,
+                            engine_event_callback callback,
+                            void *userdata);
 
 // Creates a network from `body`, the JSON of `POST /networks/create` (`Name`, `Driver`,
 // `IPAM`, `Internal`, `Labels`). Stores its ID in `*id_out`.

@@ -312,6 +312,30 @@ impl Engine {
         }
     }
 
+    /// What happens to containers, images, networks and volumes: an async iterator of
+    /// `GET /events` objects at or after `since` up to `until` (Unix seconds; without
+    /// `until` it follows while iterated).
+    #[napi]
+    pub fn events(&self, since: Option<f64>, until: Option<f64>) -> EventStream {
+        let nanos = |s: f64| (s * 1e9) as i64;
+        let (since, until) = (since.map(nanos), until.map(nanos));
+        let (tx, rx) = mpsc::sync_channel::<Outcome<Value>>(64);
+        let target = self.target.clone();
+        std::thread::spawn(move || {
+            let run = || -> Outcome<()> {
+                let api = api(&target)?;
+                api.events(since, until, &mut |v| tx.send(Ok(v)).is_ok())
+                    .map_err(fail)
+            };
+            if let Err(e) = run() {
+                let _ = tx.send(Err(e));
+            }
+        });
+        EventStream {
+            rx: Arc::new(Mutex::new(rx)),
+        }
+    }
+
     /// Runs a command in a running container to its end.
     #[napi(ts_return_type = "Promise<ExecResult>")]
     pub fn exec(&self, id: String, cmd: Vec<String>) -> AsyncTask<Call<ExecResult>> {
@@ -455,6 +479,28 @@ impl LogStream {
                     time,
                     data: text.into_bytes().into(),
                 })),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(None),
+            },
+        )
+    }
+}
+
+/// Events as they come (from a thread that reads them); `for await` over it.
+#[napi]
+pub struct EventStream {
+    rx: Arc<Mutex<mpsc::Receiver<Outcome<Value>>>>,
+}
+
+#[napi]
+impl EventStream {
+    /// The next event, or `null` at the end.
+    #[napi(ts_return_type = "Promise<any | null>")]
+    pub fn read(&self) -> AsyncTask<Call<Option<Json>>> {
+        let rx = self.rx.clone();
+        call(
+            move || match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                Ok(Ok(v)) => Ok(Some(Json(v))),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Ok(None),
             },

@@ -70,6 +70,21 @@ for (const mode of ['embedded', 'remote']) {
     await assert.rejects(e.inspect(id), { code: 'NOT_FOUND' })
   })
 
+  test(`${mode}: events of a run`, async () => {
+    const e = engine()
+    const since = Date.now() / 1000
+    const id = await e.createContainer({ Image: 'busybox', Cmd: ['true'], HostConfig: NONE })
+    await e.start(id)
+    await e.wait(id)
+    await e.remove(id)
+    const actions = []
+    // Date.now() is whole milliseconds: the next one is past everything done so far.
+    for await (const ev of e.events(since, (Date.now() + 1) / 1000)) {
+      if (ev.Actor.ID === id) actions.push(ev.Action)
+    }
+    assert.deepStrictEqual(actions, ['create', 'start', 'die', 'destroy'])
+  })
+
   test(`${mode}: errors carry their kind`, async () => {
     const e = engine()
     await assert.rejects(e.createContainer({ Image: 'no-such-image:1' }), { code: 'NOT_FOUND' })

@@ -11,6 +11,7 @@ async function story(e: Engine): Promise<number> {
   }
   const x: ExecResult = await e.exec(id, ['true'])
   await e.remove(id, { force: true })
+  for await (const ev of e.events(0, Date.now() / 1000)) ev.Action
   const images: any[] = await e.listImages()
   return code + x.exitCode + images.length
 }

@@ -300,6 +300,31 @@ impl Engine {
         }
     }
 
+    /// What happens to containers, images, networks and volumes: an iterator of events
+    /// (dicts with `decode=True`, else JSON bytes) at or after `since` up to `until`
+    /// (datetimes or Unix seconds; without `until` it follows until dropped).
+    #[pyo3(signature = (since=None, until=None, decode=false))]
+    fn events(
+        &self,
+        since: Option<&Bound<'_, PyAny>>,
+        until: Option<&Bound<'_, PyAny>>,
+        decode: bool,
+    ) -> PyResult<EventStream> {
+        let since = since.map(unix_nanos).transpose()?;
+        let until = until.map(unix_nanos).transpose()?;
+        let (tx, rx) = mpsc::sync_channel::<Result<Value, ketch::Error>>(64);
+        let api = self.api.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = api.events(since, until, &mut |v| tx.send(Ok(v)).is_ok()) {
+                let _ = tx.send(Err(e));
+            }
+        });
+        Ok(EventStream {
+            rx: Mutex::new(rx),
+            decode,
+        })
+    }
+
     /// Nothing to release: each call stands alone. For docker-py's `client.close()`.
     fn close(&self) {}
 
@@ -806,6 +831,48 @@ impl ExecResult {
     }
 }
 
+/// A time as docker-py takes it (a datetime, or Unix seconds) in nanoseconds.
+fn unix_nanos(t: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let secs: f64 = if t.hasattr("timestamp")? {
+        t.call_method0("timestamp")?.extract()?
+    } else {
+        t.extract()?
+    };
+    Ok((secs * 1e9) as i64)
+}
+
+/// Events as they come, from a thread that reads them.
+#[pyclass(frozen, module = "ketch")]
+struct EventStream {
+    rx: Mutex<mpsc::Receiver<Result<Value, ketch::Error>>>,
+    decode: bool,
+}
+
+#[pymethods]
+impl EventStream {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let next = py.detach(|| {
+            self.rx
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .recv()
+                .ok()
+        });
+        match next {
+            Some(Ok(v)) if self.decode => to_py(py, &v),
+            Some(Ok(v)) => Ok(PyBytes::new(py, v.to_string().as_bytes())
+                .into_any()
+                .unbind()),
+            Some(Err(e)) => Err(to_err(e)),
+            None => Err(PyStopIteration::new_err(())),
+        }
+    }
+}
+
 /// Log chunks as they come, from a thread that follows the log; ends with the container.
 #[pyclass(frozen, module = "ketch")]
 struct LogStream {
@@ -1262,6 +1329,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Container>()?;
     m.add_class::<ExecResult>()?;
     m.add_class::<LogStream>()?;
+    m.add_class::<EventStream>()?;
     m.add_class::<Images>()?;
     m.add_class::<Image>()?;
     m.add_class::<Networks>()?;

@@ -4,6 +4,7 @@ import concurrent.futures
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -143,6 +144,19 @@ def test_with_and_eight_threads_at_once(engine):
             outs = list(pool.map(one, range(16)))
     assert outs == [f"{i}\n".encode() for i in range(16)]
     assert e.containers.list(all=True) == []
+
+
+def test_events_of_a_run(engine):
+    since = time.time()
+    c = engine.containers.run("busybox", "true", detach=True, **NONE)
+    c.wait()
+    c.remove()
+    events = [
+        e["Action"]
+        for e in engine.events(since=since, until=time.time(), decode=True)
+        if e["Actor"]["ID"] == c.id
+    ]
+    assert events == ["create", "start", "die", "destroy"]
 
 
 def test_a_detached_container_outlives_the_script(engine, root, tmp_path):

@@ -532,6 +532,41 @@ pub extern "C" fn engine_container_logs(
     })
 }
 
+/// Called with each event, the JSON of one `GET /events` object (NUL-terminated, valid for
+/// the call). Return 0 to go on, anything else to stop.
+pub type engine_event_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, event_json: *const c_char) -> c_int>;
+
+/// Calls `callback` with each event at or after `since` up to `until` (Unix nanoseconds; 0
+/// for `since`: from now on; 0 for `until`: until the callback returns non-zero). Blocks the
+/// calling thread meanwhile.
+#[unsafe(no_mangle)]
+pub extern "C" fn engine_events(
+    e: *const engine,
+    since: i64,
+    until: i64,
+    callback: engine_event_callback,
+    userdata: *mut c_void,
+) -> engine_status {
+    guard(|| {
+        let api = handle(e)?;
+        let Some(cb) = callback else {
+            return Err(fail(
+                engine_status::ENGINE_NULL_ARGUMENT,
+                "callback is NULL",
+            ));
+        };
+        let since = (since != 0).then_some(since);
+        let until = (until != 0).then_some(until);
+        api.events(since, until, &mut |v| {
+            let text = CString::new(v.to_string()).unwrap_or_default();
+            // SAFETY: the caller's callback, with a string valid for the call.
+            unsafe { cb(userdata, text.as_ptr()) == 0 }
+        })?;
+        Ok(())
+    })
+}
+
 /// Creates a network from `body`, the JSON of `POST /networks/create` (`Name`, `Driver`,
 /// `IPAM`, `Internal`, `Labels`). Stores its ID in `*id_out`.
 #[unsafe(no_mangle)]

@@ -119,6 +119,14 @@ pub trait Api: Send + Sync {
     fn volume_prune(&self, all: bool) -> Result<(Vec<String>, u64)>;
 
     // System.
+    /// Calls `each` with each event (`GET /events`' objects) at or after `since` (Unix
+    /// nanoseconds; `None`: from now on) up to `until` (`None`: until `each` returns false).
+    fn events(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+        each: &mut dyn FnMut(Value) -> bool,
+    ) -> Result<()>;
     fn system_df(&self) -> Result<DiskUsage>;
     fn system_prune(&self, all: bool, volumes: bool) -> Result<PruneReport>;
 }
@@ -362,6 +370,35 @@ impl Api for Engine {
         Local::volume_prune(self, all)
     }
 
+    fn events(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+        each: &mut dyn FnMut(Value) -> bool,
+    ) -> Result<()> {
+        // Recorded in the database by whichever process acted: read from it as it grows.
+        let mut after = if since.is_some() {
+            0
+        } else {
+            self.events_last()?
+        };
+        loop {
+            for e in self.events_since(after, since.unwrap_or(0))? {
+                after = e.seq;
+                if until.is_some_and(|u| e.time_nano > u) {
+                    return Ok(());
+                }
+                if !each(serde_json::to_value(&e).unwrap_or_default()) {
+                    return Ok(());
+                }
+            }
+            let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
+            if until.is_some_and(|u| now > u) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     fn system_df(&self) -> Result<DiskUsage> {
         Local::system_df(self)
     }
@@ -947,6 +984,34 @@ impl Api for Client {
         ))
     }
 
+    fn events(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+        each: &mut dyn FnMut(Value) -> bool,
+    ) -> Result<()> {
+        let at = |n: i64| {
+            format!(
+                "{}.{:09}",
+                n.div_euclid(1_000_000_000),
+                n.rem_euclid(1_000_000_000)
+            )
+        };
+        let mut q = Vec::new();
+        if let Some(s) = since {
+            q.push(format!("since={}", at(s)));
+        }
+        if let Some(u) = until {
+            q.push(format!("until={}", at(u)));
+        }
+        let resp = self.request("GET", &format!("/events?{}", q.join("&")), Body::None)?;
+        for v in resp.json_stream() {
+            if !each(v?) {
+                break;
+            }
+        }
+        Ok(())
+    }
     fn system_df(&self) -> Result<DiskUsage> {
         self.typed("/system/df")
     }

@@ -8,6 +8,7 @@
 #include <engine.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 static int on_log(void *userdata, engine_stream stream, const char *time, const uint8_t *data,
                   size_t len) {
@@ -15,6 +16,33 @@ static int on_log(void *userdata, engine_stream stream, const char *time, const 
     fwrite(data, 1, len, stream == ENGINE_STDERR ? stderr : stdout);
     ++*(int *)userdata;
     return 0;
+}
+
+/* Collects the actions of the events of one container (`userdata` points at its ID first). */
+struct actions {
+    const char *id;
+    char seen[128];
+};
+
+static int on_event(void *userdata, const char *event_json) {
+    struct actions *a = userdata;
+    const char *action = strstr(event_json, "\"Action\":\"");
+    if (!strstr(event_json, a->id) || !action)
+        return 0;
+    action += strlen("\"Action\":\"");
+    size_t n = strcspn(action, "\""), used = strlen(a->seen);
+    if (used + n + 2 < sizeof a->seen) {
+        if (used)
+            strcat(a->seen, " ");
+        strncat(a->seen, action, n);
+    }
+    return 0;
+}
+
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
 /* Reports a failed call; returns whether it failed. */
@@ -61,6 +89,7 @@ int main(int argc, char **argv) {
         goto out;
     }
 
+    long long since = now_ns();
     const char *body = "{\"Image\": \"demo:c\","
                        " \"Cmd\": [\"sh\", \"-c\", \"echo hello from C; echo to stderr >&2; exit 3\"],"
                        " \"HostConfig\": {\"NetworkMode\": \"none\"}}";
@@ -72,8 +101,14 @@ int main(int argc, char **argv) {
         failed(engine_container_logs(e, id, false, on_log, &records), "logs"))
         goto out;
     printf("exit %d, %d log records\n", code, records);
-    if (failed(engine_container_remove(e, id, false, false), "remove") ||
-        failed(engine_image_remove(e, "demo:c", false, NULL), "remove image"))
+    if (failed(engine_container_remove(e, id, false, false), "remove"))
+        goto out;
+    /* What happened to it, from the engine's events. */
+    struct actions a = {.id = id, .seen = ""};
+    if (failed(engine_events(e, since, now_ns(), on_event, &a), "events"))
+        goto out;
+    printf("events: %s\n", a.seen);
+    if (failed(engine_image_remove(e, "demo:c", false, NULL), "remove image"))
         goto out;
     ok = code == 3 && records == 2;
 out:

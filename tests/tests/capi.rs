@@ -34,6 +34,10 @@ fn assert_story(o: &Output, what: &str) {
     assert!(o.status.success(), "{what}: {o:?}");
     assert!(out.contains("hello from C\n"), "{what}: {out}");
     assert!(out.contains("exit 3, 2 log records\n"), "{what}: {out}");
+    assert!(
+        out.contains("events: create start die destroy\n"),
+        "{what}: {out}"
+    );
     assert!(err.contains("to stderr\n"), "{what}: {err}");
 }
 
