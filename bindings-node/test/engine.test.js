@@ -42,10 +42,13 @@ before(async () => {
 })
 
 after(async () => {
-  const e = new Engine({ root })
-  for (const c of await e.listContainers(true)) await e.remove(c.Id, { force: true })
-  daemon.kill('SIGKILL')
-  fs.rmSync(dir, { recursive: true, force: true })
+  try {
+    const e = new Engine({ root })
+    for (const c of await e.listContainers(true)) await e.remove(c.Id, { force: true })
+  } finally {
+    if (daemon) daemon.kill('SIGKILL')
+    fs.rmSync(dir, { recursive: true, force: true })
+  }
 })
 
 const NONE = { NetworkMode: 'none' }
