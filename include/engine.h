@@ -180,6 +180,14 @@ engine_status engine_container_logs(const engine *e,
                                     engine_log_callback callback,
                                     void *userdata);
 
+// Calls `callback` with a container's output from now on (the time argument empty) until
+// it stops: this run when it runs, else the next one (start it from another thread). The
+// callback returning non-zero ends it (ENGINE_OK). Blocks the calling thread meanwhile.
+engine_status engine_container_attach(const engine *e,
+                                      const char *id,
+                                      engine_log_callback callback,
+                                      void *userdata);
+
 // Calls `callback` with each event at or after `since` up to `until` (Unix nanoseconds; 0
 // for `since`: from now on; 0 for `until`: until the callback returns non-zero). Blocks the
 // calling thread meanwhile.

@@ -532,6 +532,39 @@ pub extern "C" fn engine_container_logs(
     })
 }
 
+/// Calls `callback` with a container's output from now on (the time argument empty) until
+/// it stops: this run when it runs, else the next one (start it from another thread). The
+/// callback returning non-zero ends it (ENGINE_OK). Blocks the calling thread meanwhile.
+#[unsafe(no_mangle)]
+pub extern "C" fn engine_container_attach(
+    e: *const engine,
+    id: *const c_char,
+    callback: engine_log_callback,
+    userdata: *mut c_void,
+) -> engine_status {
+    guard(|| {
+        let api = handle(e)?;
+        let id = text(id, "id")?;
+        let Some(cb) = callback else {
+            return Err(fail(
+                engine_status::ENGINE_NULL_ARGUMENT,
+                "callback is NULL",
+            ));
+        };
+        api.container_attach(id, &mut |(stream, time, text)| {
+            let stream = if stream == "stderr" {
+                engine_stream::ENGINE_STDERR
+            } else {
+                engine_stream::ENGINE_STDOUT
+            };
+            let time = CString::new(time).unwrap_or_default();
+            // SAFETY: the caller's callback, with pointers valid for the call.
+            unsafe { cb(userdata, stream, time.as_ptr(), text.as_ptr(), text.len()) == 0 }
+        })?;
+        Ok(())
+    })
+}
+
 /// Called with each event, the JSON of one `GET /events` object (NUL-terminated, valid for
 /// the call). Return 0 to go on, anything else to stop.
 pub type engine_event_callback =

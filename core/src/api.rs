@@ -68,6 +68,9 @@ pub trait Api: Send + Sync {
         name: &str,
         ps_args: &[String],
     ) -> Result<(Vec<String>, Vec<Vec<String>>)>;
+    /// Calls `each` with the container's output from now on (time empty) until it stops:
+    /// when it runs, that run; else the next one. `each` returning false ends it.
+    fn container_attach(&self, name: &str, each: &mut dyn FnMut(LogRecord) -> bool) -> Result<()>;
     /// Runs a command in a running container to its end: its exit code and its output
     /// (stdout and stderr as they came). No stdin, no terminal.
     fn container_exec_output(&self, name: &str, opts: &ExecOptions) -> Result<(i32, Vec<u8>)>;
@@ -214,7 +217,7 @@ impl Api for Engine {
             }
         }
         if opts.follow {
-            follow_local(self, name, offset, each)?;
+            follow_local(self, name, offset, &|c| !c.is_running(), each)?;
         }
         Ok(())
     }
@@ -224,6 +227,17 @@ impl Api for Engine {
         ps_args: &[String],
     ) -> Result<(Vec<String>, Vec<Vec<String>>)> {
         Local::container_top(self, name, ps_args)
+    }
+    fn container_attach(&self, name: &str, each: &mut dyn FnMut(LogRecord) -> bool) -> Result<()> {
+        let c = self.container_get(name)?;
+        let begun = (!c.is_running()).then(|| c.task.started_at.clone());
+        let offset = std::fs::metadata(self.container_log_path(name)?)
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let stopped = move |c: &crate::runtime::Container| {
+            !c.is_running() && begun.as_ref().is_none_or(|b| c.task.started_at != *b)
+        };
+        follow_local(self, name, offset, &stopped, each)
     }
     fn container_exec_output(&self, name: &str, opts: &ExecOptions) -> Result<(i32, Vec<u8>)> {
         let opts = ExecOptions {
@@ -423,6 +437,7 @@ fn follow_local(
     engine: &Local,
     name: &str,
     offset: u64,
+    done: &dyn Fn(&crate::runtime::Container) -> bool,
     each: &mut dyn FnMut(LogRecord) -> bool,
 ) -> Result<()> {
     use std::io::{BufRead, Seek};
@@ -431,7 +446,13 @@ fn follow_local(
         context: format!("read {}", path.display()),
         source,
     };
-    let mut file = std::fs::File::open(&path).map_err(io)?;
+    // Made here if the container has not run yet; its monitor appends to the same file.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(&path)
+        .map_err(io)?;
     file.seek(std::io::SeekFrom::Start(offset)).map_err(io)?;
     let mut reader = std::io::BufReader::new(file);
     let mut line = String::new();
@@ -455,7 +476,7 @@ fn follow_local(
             line.clear();
             continue;
         }
-        if !engine.container_get(name)?.is_running() {
+        if done(&engine.container_get(name)?) {
             // What was written between the last read and the exit.
             let mut rest = String::new();
             let _ = reader.read_to_string(&mut rest);
@@ -627,6 +648,41 @@ impl Api for Client {
             .map(|a| a.iter().map(strings).collect())
             .unwrap_or_default();
         Ok((strings(&v["Titles"]), rows))
+    }
+    fn container_attach(&self, name: &str, each: &mut dyn FnMut(LogRecord) -> bool) -> Result<()> {
+        let path = format!(
+            "/containers/{}/attach?stream=1&stdout=1&stderr=1",
+            enc(name)
+        );
+        let mut hj = self.hijack("POST", &path, None)?;
+        let _ = hj.writer.shutdown_write();
+        let io = |e: std::io::Error| ClientError::Protocol(e.to_string());
+        let mut buf = vec![0u8; 32 * 1024];
+        if hj.raw {
+            loop {
+                let n = hj.reader.read(&mut buf).map_err(io)?;
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if n == 0 || !each(("stdout".into(), String::new(), text)) {
+                    return Ok(());
+                }
+            }
+        }
+        let mut head = [0u8; 8];
+        loop {
+            match hj.reader.read_exact(&mut head) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(io(e).into()),
+            }
+            let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+            let mut payload = vec![0u8; len];
+            hj.reader.read_exact(&mut payload).map_err(io)?;
+            let stream = if head[0] == 2 { "stderr" } else { "stdout" };
+            let text = String::from_utf8_lossy(&payload).into_owned();
+            if !each((stream.into(), String::new(), text)) {
+                return Ok(());
+            }
+        }
     }
     fn container_exec_output(&self, name: &str, opts: &ExecOptions) -> Result<(i32, Vec<u8>)> {
         let body = json!({

@@ -108,9 +108,23 @@ int main(int argc, char **argv) {
     if (failed(engine_events(e, since, now_ns(), on_event, &a), "events"))
         goto out;
     printf("events: %s\n", a.seen);
+
+    /* Attached to a running container: its output from now until it stops. */
+    engine_string_free(id);
+    id = NULL;
+    const char *later = "{\"Image\": \"demo:c\","
+                        " \"Cmd\": [\"sh\", \"-c\", \"sleep 0.5; echo attached\"],"
+                        " \"HostConfig\": {\"NetworkMode\": \"none\"}}";
+    int attached = 0;
+    if (failed(engine_container_create(e, later, NULL, &id), "create") ||
+        failed(engine_container_start(e, id), "start") ||
+        failed(engine_container_attach(e, id, on_log, &attached), "attach") ||
+        failed(engine_container_remove(e, id, false, false), "remove"))
+        goto out;
+    printf("attach: %d records\n", attached);
     if (failed(engine_image_remove(e, "demo:c", false, NULL), "remove image"))
         goto out;
-    ok = code == 3 && records == 2;
+    ok = code == 3 && records == 2 && attached == 1;
 out:
     engine_string_free(image);
     engine_string_free(id);

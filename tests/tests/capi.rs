@@ -38,6 +38,10 @@ fn assert_story(o: &Output, what: &str) {
         out.contains("events: create start die destroy\n"),
         "{what}: {out}"
     );
+    assert!(
+        out.contains("attached\nattach: 1 records\n"),
+        "{what}: {out}"
+    );
     assert!(err.contains("to stderr\n"), "{what}: {err}");
 }
 

@@ -1512,7 +1512,8 @@ fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) 
         std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
     };
     let until = if req.query_bool("stream") {
-        Until::RanAndStopped(c.task.started_at.clone())
+        // A running container: until it stops; else until a run begins and ends.
+        Until::RanAndStopped((!c.is_running()).then(|| c.task.started_at.clone()))
     } else {
         Until::Now
     };
@@ -1623,7 +1624,7 @@ enum Until {
     /// When the container is not running.
     Stopped,
     /// When the container has run after it started at this time, and stopped.
-    RanAndStopped(String),
+    RanAndStopped(Option<String>),
 }
 
 /// Writes the container's log lines from byte `from` on as they come (multiplexed frames,
@@ -1705,7 +1706,7 @@ fn follow_log(
             (Until::Now, _) | (_, None) => true,
             (Until::Stopped, Some((running, ..))) => !running,
             (Until::RanAndStopped(begun), Some((running, started, ..))) => {
-                !running && started != begun
+                !running && begun.as_ref().is_none_or(|b| started != b)
             }
         };
         if done {
