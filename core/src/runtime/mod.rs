@@ -241,6 +241,30 @@ impl Status {
     }
 }
 
+/// Sleeps until the container's monitor exits (it records the end of the container's run
+/// first, then exits unless it restarts the container), or at most `max`. A run ends
+/// within a poll's latency instead of a polling interval's.
+pub(crate) fn wait_for_monitor(c: &Container, max: Duration) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let pidfd = (c.task.shim_pid > 0 && c.is_running())
+        .then(|| rustix::process::Pid::from_raw(c.task.shim_pid as i32))
+        .flatten()
+        .and_then(|pid| {
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+        });
+    match pidfd {
+        Some(fd) => {
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            let t = rustix::fs::Timespec {
+                tv_sec: max.as_secs() as i64,
+                tv_nsec: max.subsec_nanos() as i64,
+            };
+            let _ = poll(&mut fds, Some(&t));
+        }
+        None => std::thread::sleep(Duration::from_millis(20).min(max)),
+    }
+}
+
 /// A signal by name (`KILL`, `SIGTERM`, any case) or number.
 pub fn signal_number(name: &str) -> Option<i32> {
     if let Ok(n) = name.parse::<i32>() {
@@ -1198,7 +1222,7 @@ impl Local {
                 }
                 .into());
             }
-            std::thread::sleep(Duration::from_millis(20));
+            wait_for_monitor(&c, Duration::from_millis(100));
         }
     }
 

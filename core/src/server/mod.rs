@@ -1435,7 +1435,12 @@ fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Result<i32> {
         if let Some(n) = &now {
             last = n.3;
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+        match engine.container_get(id) {
+            Ok(c) if c.is_running() => {
+                crate::runtime::wait_for_monitor(&c, std::time::Duration::from_millis(100))
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
     }
 }
 
