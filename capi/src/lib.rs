@@ -82,6 +82,21 @@ pub type engine_log_callback = Option<
     ) -> c_int,
 >;
 
+type LogFn =
+    unsafe extern "C" fn(*mut c_void, engine_stream, *const c_char, *const u8, usize) -> c_int;
+
+/// Hands one log record to a caller's callback; whether it wants more.
+fn deliver(cb: LogFn, userdata: *mut c_void, (stream, time, text): ketch::api::LogRecord) -> bool {
+    let stream = if stream == "stderr" {
+        engine_stream::ENGINE_STDERR
+    } else {
+        engine_stream::ENGINE_STDOUT
+    };
+    let time = CString::new(time).unwrap_or_default();
+    // SAFETY: the caller's callback, with pointers valid for the call.
+    unsafe { cb(userdata, stream, time.as_ptr(), text.as_ptr(), text.len()) == 0 }
+}
+
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
 }
@@ -518,16 +533,7 @@ pub extern "C" fn engine_container_logs(
             follow,
             ..Default::default()
         };
-        api.container_logs(id, &opts, &mut |(stream, time, text)| {
-            let stream = if stream == "stderr" {
-                engine_stream::ENGINE_STDERR
-            } else {
-                engine_stream::ENGINE_STDOUT
-            };
-            let time = CString::new(time).unwrap_or_default();
-            // SAFETY: the caller's callback, with pointers valid for the call.
-            unsafe { cb(userdata, stream, time.as_ptr(), text.as_ptr(), text.len()) == 0 }
-        })?;
+        api.container_logs(id, &opts, &mut |r| deliver(cb, userdata, r))?;
         Ok(())
     })
 }
@@ -551,16 +557,7 @@ pub extern "C" fn engine_container_attach(
                 "callback is NULL",
             ));
         };
-        api.container_attach(id, &mut |(stream, time, text)| {
-            let stream = if stream == "stderr" {
-                engine_stream::ENGINE_STDERR
-            } else {
-                engine_stream::ENGINE_STDOUT
-            };
-            let time = CString::new(time).unwrap_or_default();
-            // SAFETY: the caller's callback, with pointers valid for the call.
-            unsafe { cb(userdata, stream, time.as_ptr(), text.as_ptr(), text.len()) == 0 }
-        })?;
+        api.container_attach(id, &mut |r| deliver(cb, userdata, r))?;
         Ok(())
     })
 }

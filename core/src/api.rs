@@ -617,21 +617,11 @@ impl Api for Client {
                 }
             }
         }
-        let mut head = [0u8; 8];
-        loop {
-            match resp.read_exact(&mut head) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(io(e).into()),
-            }
-            let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
-            let mut payload = vec![0u8; len];
-            resp.read_exact(&mut payload).map_err(io)?;
-            let stream = if head[0] == 2 { "stderr" } else { "stdout" };
-            if !each(split(stream, &payload)) {
-                return Ok(());
-            }
-        }
+        crate::client::frames(&mut resp, &mut |fd, payload| {
+            each(split(if fd == 2 { "stderr" } else { "stdout" }, &payload))
+        })
+        .map_err(io)?;
+        Ok(())
     }
     fn container_top(
         &self,
@@ -667,22 +657,13 @@ impl Api for Client {
                 }
             }
         }
-        let mut head = [0u8; 8];
-        loop {
-            match hj.reader.read_exact(&mut head) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(io(e).into()),
-            }
-            let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
-            let mut payload = vec![0u8; len];
-            hj.reader.read_exact(&mut payload).map_err(io)?;
-            let stream = if head[0] == 2 { "stderr" } else { "stdout" };
+        crate::client::frames(&mut hj.reader, &mut |fd, payload| {
+            let stream = if fd == 2 { "stderr" } else { "stdout" };
             let text = String::from_utf8_lossy(&payload).into_owned();
-            if !each((stream.into(), String::new(), text)) {
-                return Ok(());
-            }
-        }
+            each((stream.into(), String::new(), text))
+        })
+        .map_err(io)?;
+        Ok(())
     }
     fn container_exec_output(&self, name: &str, opts: &ExecOptions) -> Result<(i32, Vec<u8>)> {
         let body = json!({
@@ -708,18 +689,11 @@ impl Api for Client {
         // Both streams' frames into one buffer, in the order they came.
         let io = |e: std::io::Error| ClientError::Protocol(e.to_string());
         let mut out = Vec::new();
-        let mut head = [0u8; 8];
-        loop {
-            match hj.reader.read_exact(&mut head) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => return Err(io(e).into()),
-            }
-            let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
-            let start = out.len();
-            out.resize(start + len, 0);
-            hj.reader.read_exact(&mut out[start..]).map_err(io)?;
-        }
+        crate::client::frames(&mut hj.reader, &mut |_, payload| {
+            out.extend_from_slice(&payload);
+            true
+        })
+        .map_err(io)?;
         let v = self.get(&format!("/exec/{id}/json"))?;
         Ok((v["ExitCode"].as_i64().unwrap_or(-1) as i32, out))
     }
@@ -864,19 +838,11 @@ impl Api for Client {
             Body::Stream(tar),
         )?;
         let mut id = String::new();
-        for v in resp.json_stream() {
-            let v = v?;
-            if let Some(e) = v["error"].as_str() {
-                return Err(ClientError::Api {
-                    status: 500,
-                    message: e.to_string(),
-                }
-                .into());
-            }
+        progress(resp, &mut |v| {
             if let Some(s) = v["status"].as_str() {
                 id = s.to_string();
             }
-        }
+        })?;
         Ok(id)
     }
     fn image_load(&self, src: LoadSource<'_>) -> Result<Vec<String>> {
@@ -900,19 +866,11 @@ impl Api for Client {
         };
         let resp = self.request("POST", "/images/load", Body::Stream(reader))?;
         let mut out = Vec::new();
-        for v in resp.json_stream() {
-            let v = v?;
-            if let Some(e) = v["error"].as_str() {
-                return Err(ClientError::Api {
-                    status: 500,
-                    message: e.to_string(),
-                }
-                .into());
-            }
+        progress(resp, &mut |v| {
             if let Some(s) = v["stream"].as_str() {
                 out.extend(s.lines().map(str::to_string));
             }
-        }
+        })?;
         Ok(out)
     }
     fn image_save(&self, names: &[String], format: SaveFormat, dest: SaveDest<'_>) -> Result<()> {
@@ -1098,6 +1056,23 @@ fn split_reference(r: &str) -> (&str, &str) {
         Some(i) => (&r[..slash + i], &r[slash + i + 1..]),
         None => (r, "latest"),
     }
+}
+
+/// Reads a stream of progress messages (`{"status": ...}`, `{"stream": ...}`); one that
+/// carries `error` fails it with the daemon's message.
+fn progress(resp: crate::client::Response, each: &mut dyn FnMut(&Value)) -> Result<()> {
+    for v in resp.json_stream() {
+        let v = v?;
+        if let Some(e) = v["error"].as_str() {
+            return Err(ClientError::Api {
+                status: 500,
+                message: e.to_string(),
+            }
+            .into());
+        }
+        each(&v);
+    }
+    Ok(())
 }
 
 fn strings(v: &Value) -> Vec<String> {

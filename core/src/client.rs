@@ -465,28 +465,38 @@ fn read_head(r: &mut BufReader<Stream>) -> io::Result<(u16, BTreeMap<String, Str
     }
 }
 
-/// Splits Docker's multiplexed stream (8-byte frame heads: stream, 0, 0, 0, length) into
-/// `stdout` and `stderr` until it ends.
-pub fn demux(r: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut dyn Write) -> io::Result<()> {
+/// Reads Docker's multiplexed stream (8-byte frame heads: stream, 0, 0, 0, length), each
+/// frame's stream (1 stdout, 2 stderr) and payload to `each` until the stream ends or `each`
+/// returns false.
+pub fn frames(r: &mut dyn Read, each: &mut dyn FnMut(u8, Vec<u8>) -> bool) -> io::Result<()> {
     let mut head = [0u8; 8];
-    let mut buf = vec![0u8; 32 * 1024];
     loop {
         match r.read_exact(&mut head) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
             Err(e) => return Err(e),
         }
-        let mut left = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
-        let out: &mut dyn Write = if head[0] == 2 { stderr } else { stdout };
-        while left > 0 {
-            let want = left.min(buf.len());
-            let n = r.read(&mut buf[..want])?;
-            if n == 0 {
-                return Ok(());
-            }
-            out.write_all(&buf[..n])?;
-            left -= n;
+        let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        let mut payload = vec![0u8; len];
+        r.read_exact(&mut payload)?;
+        if !each(head[0], payload) {
+            return Ok(());
         }
-        out.flush()?;
     }
+}
+
+/// Splits Docker's multiplexed stream into `stdout` and `stderr` until it ends.
+pub fn demux(r: &mut dyn Read, stdout: &mut dyn Write, stderr: &mut dyn Write) -> io::Result<()> {
+    let mut failed = None;
+    frames(r, &mut |fd, payload| {
+        let out: &mut dyn Write = if fd == 2 { &mut *stderr } else { &mut *stdout };
+        match out.write_all(&payload).and_then(|()| out.flush()) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    })?;
+    failed.map_or(Ok(()), Err)
 }

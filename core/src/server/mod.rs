@@ -987,13 +987,7 @@ fn exec_start(
     } else {
         "application/vnd.docker.multiplexed-stream"
     };
-    let head = if req.header("upgrade").is_some() {
-        format!(
-            "HTTP/1.1 101 UPGRADED\r\nContent-Type: {ctype}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
-        )
-    } else {
-        format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\n\r\n")
-    };
+    let head = hijack_head(req, ctype);
     let _ = w.write_all(head.as_bytes()).and_then(|()| w.flush());
     let mut child = match engine.container_exec_spawn(&container, &opts, true) {
         Ok(Some(c)) => c,
@@ -1501,13 +1495,7 @@ fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) 
     } else {
         "application/vnd.docker.multiplexed-stream"
     };
-    let head = if req.header("upgrade").is_some() {
-        format!(
-            "HTTP/1.1 101 UPGRADED\r\nContent-Type: {ctype}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nApi-Version: {API_VERSION}\r\n\r\n"
-        )
-    } else {
-        format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nApi-Version: {API_VERSION}\r\n\r\n")
-    };
+    let head = hijack_head(req, ctype);
     w.write_all(head.as_bytes())
         .map_err(|e| ApiError(500, e.to_string()))?;
     let path = engine.container_log_path(id)?;
@@ -1595,13 +1583,7 @@ fn attach_stdin(
     } else {
         "application/vnd.docker.multiplexed-stream"
     };
-    let head = if req.header("upgrade").is_some() {
-        format!(
-            "HTTP/1.1 101 UPGRADED\r\nContent-Type: {ctype}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nApi-Version: {API_VERSION}\r\n\r\n"
-        )
-    } else {
-        format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nApi-Version: {API_VERSION}\r\n\r\n")
-    };
+    let head = hijack_head(req, ctype);
     if let Err(e) = writer.write_all(head.as_bytes()) {
         take_pending(&key);
         return Err(e);
@@ -1620,6 +1602,18 @@ fn attach_stdin(
     take_pending(&key);
     drop(copier);
     Ok(())
+}
+
+/// The head of a response that takes the connection over: `101 UPGRADED` when the client
+/// asked for the upgrade, else a plain 200 whose body is the stream.
+fn hijack_head(req: &Request, ctype: &str) -> String {
+    if req.header("upgrade").is_some() {
+        format!(
+            "HTTP/1.1 101 UPGRADED\r\nContent-Type: {ctype}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nApi-Version: {API_VERSION}\r\n\r\n"
+        )
+    } else {
+        format!("HTTP/1.1 200 OK\r\nContent-Type: {ctype}\r\nApi-Version: {API_VERSION}\r\n\r\n")
+    }
 }
 
 /// When a follower stops.
