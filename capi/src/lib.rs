@@ -276,10 +276,12 @@ pub extern "C" fn engine_connect(
         check_out(out)?;
         let url = text(url, "url")?;
         let ca = maybe_text(ca, "ca")?;
+        let cert = maybe_text(cert, "cert")?;
+        let key = maybe_text(key, "key")?;
         let tls = ca.map(|ca| ketch::tls::TlsFiles {
             ca: Some(ca.into()),
-            cert: maybe_text(cert, "cert").ok().flatten().map(Into::into),
-            key: maybe_text(key, "key").ok().flatten().map(Into::into),
+            cert: cert.map(Into::into),
+            key: key.map(Into::into),
             verify: true,
         });
         let c = ketch::client::Client::new(url, tls.as_ref())?;

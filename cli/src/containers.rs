@@ -27,14 +27,9 @@ impl std::fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-/// A start that failed, as `run` reports it.
-pub fn start_error(e: ketch::Error) -> anyhow::Error {
-    engine_exit(e)
-}
-
 /// `run` and `create` fail with 125 (engine) or 126/127 (the command), as Docker's do. A
 /// daemon's answer carries only the message, which Docker's CLI reads the same way.
-fn engine_exit(e: ketch::Error) -> anyhow::Error {
+pub fn engine_exit(e: ketch::Error) -> anyhow::Error {
     let code = match &e {
         ketch::Error::Container(c) => c.exit_code(),
         ketch::Error::Client(_) => {

@@ -69,7 +69,7 @@ pub fn start_attached(client: &Client, id: &str, opts: &CreateOptions) -> Result
         if opts.auto_remove {
             let _ = client.container_remove(id, true, false);
         }
-        return Err(crate::containers::start_error(e));
+        return Err(crate::containers::engine_exit(e));
     }
     let _raw = if opts.tty { RawMode::enter() } else { None };
     if opts.tty

@@ -1121,56 +1121,35 @@ fn events(engine: &Engine, req: &Request, w: &mut dyn Conn) -> Result<()> {
         .map(|s| parse_time(s).ok_or_else(|| bad(format!("invalid until: {s}"))))
         .transpose()?;
     let filters = filters(req)?;
-    let wanted = |e: &crate::events::Event| {
+    let wanted = |e: &Value| {
+        let id = e["Actor"]["ID"].as_str().unwrap_or_default();
+        let attr = |name: &str| e["Actor"]["Attributes"][name].as_str().unwrap_or_default();
         filters.iter().all(|(k, vals)| {
-            let attr = |name: &str| e.actor.attributes.get(name).cloned().unwrap_or_default();
             vals.iter().any(|v| match k.as_str() {
-                "type" => &e.kind == v,
-                "event" => &e.action == v,
+                "type" => e["Type"] == v.as_str(),
+                "event" => e["Action"] == v.as_str(),
                 "container" => {
-                    e.kind == "container"
-                        && (e.actor.id.starts_with(v.as_str()) || attr("name") == *v)
+                    e["Type"] == "container" && (id.starts_with(v.as_str()) || attr("name") == v)
                 }
-                "image" => attr("image") == *v || e.actor.id == *v,
+                "image" => attr("image") == v || id == v,
                 "network" => {
-                    e.kind == "network"
-                        && (e.actor.id.starts_with(v.as_str()) || attr("name") == *v)
+                    e["Type"] == "network" && (id.starts_with(v.as_str()) || attr("name") == v)
                 }
-                "volume" => e.kind == "volume" && e.actor.id == *v,
+                "volume" => e["Type"] == "volume" && id == v,
                 _ => true,
             })
         })
     };
-    let mut after = if since.is_some() {
-        0
-    } else {
-        engine.events_last()?
-    };
     let mut out = json_stream(w)?;
-    loop {
-        for e in engine.events_since(after, since.unwrap_or(0))? {
-            after = e.seq;
-            if until.is_some_and(|u| e.time_nano > u) {
-                let _ = out.finish();
-                return Ok(());
-            }
-            if wanted(&e) {
-                let line = serde_json::to_string(&e).unwrap_or_default() + "\n";
-                if out
-                    .write_all(line.as_bytes())
-                    .and_then(|()| out.flush())
-                    .is_err()
-                {
-                    return Ok(());
-                }
-            }
+    crate::api::Api::events(engine, since, until, &mut |e| {
+        if !wanted(&e) {
+            return true;
         }
-        let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
-        if until.is_some_and(|u| now > u) {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        let line = e.to_string() + "\n";
+        out.write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .is_ok()
+    })?;
     let _ = out.finish();
     Ok(())
 }
@@ -1398,42 +1377,33 @@ fn snapshot(engine: &Engine, id: &str) -> Option<(bool, String, String, i32)> {
 /// Waits for `condition`: `not-running` (now, if it is not), `next-exit` (the end of a run
 /// that ends after now), `removed`. Returns the exit code.
 fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Result<i32> {
-    let first = snapshot(engine, id).ok_or_else(|| {
-        crate::Error::from(crate::runtime::ContainerError::NotFound {
-            name: id.to_string(),
-        })
-    })?;
-    let mut last = first.3;
-    let full_id = engine
-        .container_get(id)
-        .map(|c| c.record.id)
-        .unwrap_or_default();
+    let first = engine.container_get(id)?;
+    let full_id = first.record.id.clone();
+    let mut last = first.task.exit_code;
     loop {
-        let now = snapshot(engine, id);
-        match (&now, condition) {
+        let Ok(c) = engine.container_get(&full_id) else {
             // Gone: an AutoRemove container's code was kept for this.
-            (None, _) => {
-                let kept = removed_codes()
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&full_id)
-                    .copied();
-                return Ok(kept.unwrap_or(last));
-            }
-            (Some((false, ..)), "not-running") => return Ok(now.map_or(last, |n| n.3)),
-            (Some((false, _, finished, code)), "next-exit") if *finished != first.2 => {
-                return Ok(*code);
-            }
-            _ => {}
+            let kept = removed_codes()
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&full_id)
+                .copied();
+            return Ok(kept.unwrap_or(last));
+        };
+        let ended = !c.is_running()
+            && match condition {
+                "not-running" => true,
+                "next-exit" => c.task.finished_at != first.task.finished_at,
+                _ => false,
+            };
+        if ended {
+            return Ok(c.task.exit_code);
         }
-        if let Some(n) = &now {
-            last = n.3;
-        }
-        match engine.container_get(id) {
-            Ok(c) if c.is_running() => {
-                crate::runtime::wait_for_monitor(&c, std::time::Duration::from_millis(100))
-            }
-            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+        last = c.task.exit_code;
+        if c.is_running() {
+            crate::runtime::wait_for_monitor(&c, std::time::Duration::from_millis(100));
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }
