@@ -1,14 +1,18 @@
 //! Writing the difference between two trees as a layer tar.
 
 use std::collections::{BTreeSet, HashMap};
-use std::ffi::OsString;
-use std::fs::{self, Metadata};
-use std::io::{self, Write};
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::io::Errno;
+
 use super::DiffError;
+use crate::fsutil::at::{self, Meta, Node};
 use crate::mount::{Mount, TempMount};
 
 /// Mounts `lower` and `upper` read-only under `scratch` and writes their difference.
@@ -98,6 +102,11 @@ fn tempdir_in(parent: &Path) -> io::Result<EmptyDir> {
 /// Writes the changes that turn the tree `lower` into the tree `upper` as a layer tar:
 /// added and changed entries in full, removed ones as `.wh.` whiteouts. Entries are sorted,
 /// so the same trees always give the same bytes.
+///
+/// `upper` may be a running container's, changing under the walk: every step is one name
+/// in a directory already open, no symlink followed, so what is written comes from inside
+/// the trees, and an entry replaced between two steps fails the walk rather than be
+/// written as something else.
 pub fn compare(lower: &Path, upper: &Path, out: &mut dyn Write) -> Result<(), DiffError> {
     compare_skipping(lower, upper, out, &BTreeSet::new())
 }
@@ -108,12 +117,40 @@ fn compare_skipping(
     out: &mut dyn Write,
     skip: &BTreeSet<PathBuf>,
 ) -> Result<(), DiffError> {
+    let open = |path: &Path| {
+        rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    };
+    let lower_fd = match open(lower) {
+        Ok(fd) => Some(fd),
+        // Nothing below: every entry of upper is added.
+        Err(Errno::NOENT | Errno::NOTDIR) => None,
+        Err(e) => {
+            return Err(DiffError::Io {
+                path: lower.to_path_buf(),
+                source: e.into(),
+            });
+        }
+    };
+    let upper_fd = open(upper).map_err(|e| DiffError::Io {
+        path: upper.to_path_buf(),
+        source: e.into(),
+    })?;
     let mut w = Walker {
         builder: tar::Builder::new(out),
         links: HashMap::new(),
         skip,
+        lower,
+        upper,
     };
-    w.dir(lower, upper, Path::new(""), true)?;
+    w.dir(
+        lower_fd.as_ref().map(AsFd::as_fd),
+        upper_fd.as_fd(),
+        Path::new(""),
+    )?;
     w.builder.finish().map_err(|source| DiffError::Io {
         path: upper.to_path_buf(),
         source,
@@ -127,97 +164,144 @@ struct Walker<'a> {
     links: HashMap<(u64, u64), PathBuf>,
     /// Paths left out where the lower tree does not have them.
     skip: &'a BTreeSet<PathBuf>,
+    /// The roots, for naming paths in errors only.
+    lower: &'a Path,
+    upper: &'a Path,
 }
 
-fn names(dir: &Path) -> io::Result<BTreeSet<OsString>> {
-    match fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| e.map(|e| e.file_name())).collect(),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR) =>
-        {
-            Ok(BTreeSet::new())
-        }
-        Err(e) => Err(e),
-    }
+fn names(dir: BorrowedFd<'_>) -> io::Result<BTreeSet<CString>> {
+    Ok(at::read_names(dir)?.into_iter().collect())
 }
 
-fn same(l: &Metadata, u: &Metadata, lp: &Path, up: &Path) -> io::Result<bool> {
-    let lt = l.file_type();
-    let ut = u.file_type();
-    if lt.is_dir() != ut.is_dir()
-        || lt.is_file() != ut.is_file()
-        || lt.is_symlink() != ut.is_symlink()
-        || l.mode() != u.mode()
-        || l.uid() != u.uid()
-        || l.gid() != u.gid()
-        || l.rdev() != u.rdev()
-    {
+fn os(name: &CStr) -> &OsStr {
+    OsStr::from_bytes(name.to_bytes())
+}
+
+/// Whether the entry `name`, `l` in the directory `ld` and `u` in `ud`, is the same in both.
+fn same(
+    l: &Meta,
+    u: &Meta,
+    ld: BorrowedFd<'_>,
+    ud: BorrowedFd<'_>,
+    name: &CStr,
+) -> io::Result<bool> {
+    if l.mode != u.mode || l.uid != u.uid || l.gid != u.gid || l.rdev != u.rdev {
         return Ok(false);
     }
-    if ut.is_dir() {
+    let kind = u.kind();
+    if kind == FileType::Directory {
         return Ok(true);
     }
-    if ut.is_symlink() {
-        return Ok(fs::read_link(lp)? == fs::read_link(up)?);
+    if kind == FileType::Symlink {
+        let target = |d| rustix::fs::readlinkat(d, name, Vec::new());
+        return Ok(target(ld)? == target(ud)?);
     }
-    if l.size() != u.size() || l.mtime() != u.mtime() || l.mtime_nsec() != u.mtime_nsec() {
+    if l.size != u.size || l.mtime != u.mtime {
         return Ok(false);
     }
     // Same size and time. Without sub-second times a same-second rewrite is possible;
     // compare the bytes then.
-    if ut.is_file() && u.mtime_nsec() == 0 {
-        return Ok(fs::read(lp)? == fs::read(up)?);
+    if kind == FileType::RegularFile && u.mtime.tv_nsec == 0 {
+        let read = |d, md| -> io::Result<Vec<u8>> {
+            let mut data = Vec::new();
+            Exact::new(at::open_file_checked(d, name, md)?, md.size).read_to_end(&mut data)?;
+            Ok(data)
+        };
+        return Ok(read(ld, l)? == read(ud, u)?);
     }
     Ok(true)
 }
 
+/// Reads exactly `left` bytes, the size a tar header has already announced: a file that
+/// grows meanwhile is cut there, one that shrinks is an error (the header cannot be taken
+/// back, and short data would shift every later entry of the archive).
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Exact<R> {
+    fn new(inner: R, size: u64) -> Self {
+        Exact { inner, left: size }
+    }
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let max = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while being read",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 impl Walker<'_> {
+    /// Compares the directory `rel`, open as `upper` and (where the lower tree has a
+    /// directory there) as `lower`.
     fn dir(
         &mut self,
-        lower: &Path,
-        upper: &Path,
+        lower: Option<BorrowedFd<'_>>,
+        upper: BorrowedFd<'_>,
         rel: &Path,
-        lower_exists: bool,
     ) -> Result<(), DiffError> {
-        let err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| DiffError::Io { path, source }
+        let err = |path: PathBuf| move |source| DiffError::Io { path, source };
+        let lnames = match lower {
+            Some(l) => names(l).map_err(err(self.lower.join(rel)))?,
+            None => BTreeSet::new(),
         };
-        let lnames = if lower_exists {
-            names(&lower.join(rel)).map_err(err(&lower.join(rel)))?
-        } else {
-            BTreeSet::new()
-        };
-        let unames = names(&upper.join(rel)).map_err(err(&upper.join(rel)))?;
+        let unames = names(upper).map_err(err(self.upper.join(rel)))?;
         for name in lnames.difference(&unames) {
             let mut wh = OsString::from(".wh.");
-            wh.push(name);
+            wh.push(os(name));
             self.whiteout(&rel.join(wh))?;
         }
         for name in &unames {
-            let r = rel.join(name);
-            let up = upper.join(&r);
-            let lp = lower.join(&r);
-            let umd = fs::symlink_metadata(&up).map_err(err(&up))?;
-            let lmd = if lnames.contains(name) {
-                Some(fs::symlink_metadata(&lp).map_err(err(&lp))?)
-            } else {
-                None
+            let r = rel.join(os(name));
+            let up = || self.upper.join(&r);
+            let umd = at::stat_at(upper, name).map_err(err(up()))?;
+            let lmd = match lower {
+                Some(l) if lnames.contains(name) => {
+                    Some(at::stat_at(l, name).map_err(err(self.lower.join(&r)))?)
+                }
+                _ => None,
             };
             if lmd.is_none() && self.skip.contains(&r) {
                 continue;
             }
-            let unchanged = match &lmd {
-                Some(l) => same(l, &umd, &lp, &up).map_err(err(&up))?,
-                None => false,
+            let unchanged = match (&lmd, lower) {
+                (Some(l), Some(ld)) => same(l, &umd, ld, upper, name).map_err(err(up()))?,
+                _ => false,
+            };
+            // Opened once, for its xattrs and its listing alike.
+            let udir = if umd.is_dir() {
+                Some(at::open_dir_checked(upper, name, &umd).map_err(err(up()))?)
+            } else {
+                None
             };
             if !unchanged {
-                self.entry(&up, &r, &umd)?;
+                self.entry(upper, name, udir.as_ref().map(AsFd::as_fd), &r, &umd)?;
             }
-            if umd.is_dir() {
-                let lower_is_dir = lmd.as_ref().is_some_and(|l| l.is_dir());
-                self.dir(lower, upper, &r, lower_is_dir)?;
-            }
+            let Some(udir) = udir else { continue };
+            let ldir = match (&lmd, lower) {
+                (Some(l), Some(ld)) if l.is_dir() => match at::open_dir(ld, name) {
+                    Ok(fd) => Some(fd),
+                    Err(Errno::NOENT | Errno::NOTDIR) => None,
+                    Err(e) => return Err(err(self.lower.join(&r))(e.into())),
+                },
+                _ => None,
+            };
+            self.dir(ldir.as_ref().map(AsFd::as_fd), udir.as_fd(), &r)?;
         }
         Ok(())
     }
@@ -236,18 +320,43 @@ impl Walker<'_> {
             })
     }
 
-    fn entry(&mut self, full: &Path, rel: &Path, md: &Metadata) -> Result<(), DiffError> {
+    /// Writes the entry `name` of the directory `dir` (`opened` when a directory) as `rel`.
+    fn entry(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &CStr,
+        opened: Option<BorrowedFd<'_>>,
+        rel: &Path,
+        md: &Meta,
+    ) -> Result<(), DiffError> {
+        let full = self.upper.join(rel);
         let err = |source| DiffError::Io {
-            path: full.to_path_buf(),
+            path: full.clone(),
             source,
         };
         let mut h = tar::Header::new_gnu();
-        h.set_mode(md.mode() & 0o7777);
-        h.set_uid(md.uid() as u64);
-        h.set_gid(md.gid() as u64);
-        h.set_mtime(md.mtime().max(0) as u64);
+        h.set_mode(md.mode & 0o7777);
+        h.set_uid(md.uid as u64);
+        h.set_gid(md.gid as u64);
+        h.set_mtime(md.mtime.tv_sec.max(0) as u64);
         h.set_size(0);
-        let xattrs = read_xattrs(full).map_err(err)?;
+        let kind = md.kind();
+        // The file is opened before its xattrs are read, so both come from the inode
+        // that was stat'ed.
+        let file = if kind == FileType::RegularFile {
+            Some(at::open_file_checked(dir, name, md).map_err(err)?)
+        } else {
+            None
+        };
+        let node = match (opened, &file) {
+            (Some(fd), _) => Node::Fd(fd),
+            (None, Some(f)) => Node::Fd(f.as_fd()),
+            (None, None) => Node::Name(dir, name),
+        };
+        let xattrs = at::read_xattrs(node, |k| {
+            k.starts_with(b"user.") || k == b"security.capability"
+        })
+        .map_err(err)?;
         if !xattrs.is_empty() {
             let exts: Vec<(String, Vec<u8>)> = xattrs
                 .into_iter()
@@ -257,74 +366,51 @@ impl Walker<'_> {
                 .append_pax_extensions(exts.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
                 .map_err(err)?;
         }
-        let ft = md.file_type();
-        if !ft.is_dir() && md.nlink() > 1 {
-            let key = (md.dev(), md.ino());
+        if kind != FileType::Directory && md.nlink > 1 {
+            let key = md.inode();
             if let Some(first) = self.links.get(&key) {
                 h.set_entry_type(tar::EntryType::Link);
                 return self.builder.append_link(&mut h, rel, first).map_err(err);
             }
             self.links.insert(key, rel.to_path_buf());
         }
-        if ft.is_dir() {
-            h.set_entry_type(tar::EntryType::Directory);
-            self.builder
-                .append_data(&mut h, rel, io::empty())
-                .map_err(err)
-        } else if ft.is_file() {
+        if let Some(f) = file {
             h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(md.size());
-            let f = fs::File::open(full).map_err(err)?;
-            self.builder.append_data(&mut h, rel, f).map_err(err)
-        } else if ft.is_symlink() {
-            h.set_entry_type(tar::EntryType::Symlink);
-            let target = fs::read_link(full).map_err(err)?;
-            self.builder.append_link(&mut h, rel, target).map_err(err)
-        } else {
-            let kind = if ft.is_char_device() {
-                // Overlay records deletions as 0/0 character devices; a mounted view never
-                // shows them, so one here is a real device.
-                tar::EntryType::Char
-            } else if ft.is_block_device() {
-                tar::EntryType::Block
-            } else if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else {
-                return Ok(());
-            };
-            h.set_entry_type(kind);
-            let rdev = md.rdev();
-            h.set_device_major(libc::major(rdev)).map_err(err)?;
-            h.set_device_minor(libc::minor(rdev)).map_err(err)?;
-            self.builder
-                .append_data(&mut h, rel, io::empty())
-                .map_err(err)
+            h.set_size(md.size);
+            return self
+                .builder
+                .append_data(&mut h, rel, Exact::new(f, md.size))
+                .map_err(err);
         }
+        let kind = match kind {
+            FileType::Directory => {
+                h.set_entry_type(tar::EntryType::Directory);
+                return self
+                    .builder
+                    .append_data(&mut h, rel, io::empty())
+                    .map_err(err);
+            }
+            FileType::Symlink => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                let target =
+                    rustix::fs::readlinkat(dir, name, Vec::new()).map_err(|e| err(e.into()))?;
+                let target = Path::new(OsStr::from_bytes(target.as_bytes()));
+                return self.builder.append_link(&mut h, rel, target).map_err(err);
+            }
+            // Overlay records deletions as 0/0 character devices; a mounted view never
+            // shows them, so one here is a real device.
+            FileType::CharacterDevice => tar::EntryType::Char,
+            FileType::BlockDevice => tar::EntryType::Block,
+            FileType::Fifo => tar::EntryType::Fifo,
+            _ => return Ok(()),
+        };
+        h.set_entry_type(kind);
+        h.set_device_major(libc::major(md.rdev)).map_err(err)?;
+        h.set_device_minor(libc::minor(md.rdev)).map_err(err)?;
+        self.builder
+            .append_data(&mut h, rel, io::empty())
+            .map_err(err)
     }
-}
-
-fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut names = vec![0u8; 65536];
-    let n = match rustix::fs::llistxattr(path, &mut names) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    let mut value = vec![0u8; 65536];
-    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if !(name.starts_with(b"user.") || name == b"security.capability") {
-            continue;
-        }
-        let os = std::ffi::OsStr::from_bytes(name);
-        match rustix::fs::lgetxattr(path, os, &mut value) {
-            Ok(len) => out.push((name.to_vec(), value[..len].to_vec())),
-            Err(rustix::io::Errno::NODATA) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -418,5 +504,108 @@ mod tests {
     #[test]
     fn copy_snapshots_round_trip() {
         round_trip(|root, db| Copy::new(root, db).unwrap());
+    }
+
+    fn entries(layer: &[u8]) -> Vec<(String, tar::EntryType, Option<PathBuf>)> {
+        tar::Archive::new(layer)
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let link = e.link_name().unwrap().map(|l| l.into_owned());
+                (
+                    e.path().unwrap().display().to_string(),
+                    e.header().entry_type(),
+                    link,
+                )
+            })
+            .collect()
+    }
+
+    /// An upper tree with a symlink to a directory outside, named like a directory of the
+    /// lower tree (what a container does to make the walk read the host): the symlink is an
+    /// entry of its own and nothing it leads to is read.
+    #[test]
+    fn a_symlink_to_outside_is_not_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper, outside) = (
+            t.path().join("lower"),
+            t.path().join("upper"),
+            t.path().join("outside"),
+        );
+        fs::create_dir_all(lower.join("d")).unwrap();
+        fs::write(lower.join("d/x"), "x").unwrap();
+        fs::create_dir_all(&upper).unwrap();
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::write(outside.join("secret"), "host secret").unwrap();
+        fs::write(outside.join("sub/x"), "host x").unwrap();
+        std::os::unix::fs::symlink(&outside, upper.join("d")).unwrap();
+        std::os::unix::fs::symlink(&outside, upper.join("e")).unwrap();
+
+        let mut layer = Vec::new();
+        compare(&lower, &upper, &mut layer).unwrap();
+        assert_eq!(
+            entries(&layer),
+            vec![
+                ("d".into(), tar::EntryType::Symlink, Some(outside.clone())),
+                ("e".into(), tar::EntryType::Symlink, Some(outside.clone())),
+            ]
+        );
+        let host = b"host ";
+        assert!(!layer.windows(host.len()).any(|w| w == host));
+    }
+
+    /// FIFOs, in one tree or both, are entries; none is opened, so none blocks the walk.
+    #[test]
+    fn a_fifo_does_not_block() {
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper) = (t.path().join("lower"), t.path().join("upper"));
+        for d in [&lower, &upper] {
+            fs::create_dir_all(d).unwrap();
+            let fifo = d.join("both");
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &fifo,
+                FileType::Fifo,
+                Mode::from_raw_mode(0o600),
+                0,
+            )
+            .unwrap();
+            let zero = rustix::fs::Timestamps {
+                last_access: Default::default(),
+                last_modification: Default::default(),
+            };
+            rustix::fs::utimensat(rustix::fs::CWD, &fifo, &zero, rustix::fs::AtFlags::empty())
+                .unwrap();
+        }
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            upper.join("p"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        fs::write(upper.join("f"), "f").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut layer = Vec::new();
+            compare(&lower, &upper, &mut layer).unwrap();
+            let _ = tx.send(layer);
+        });
+        let layer = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the walk blocked");
+        let got: Vec<_> = entries(&layer)
+            .into_iter()
+            .map(|(p, k, _)| (p, k))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("f".into(), tar::EntryType::Regular),
+                ("p".into(), tar::EntryType::Fifo),
+            ]
+        );
     }
 }

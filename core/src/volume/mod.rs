@@ -331,25 +331,33 @@ impl Local {
         target: &str,
     ) -> crate::Result<()> {
         let data = self.volume_source(name)?;
-        let empty = fs::read_dir(&data)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
+        // The volume may already be mounted by a running container: it is written only
+        // through this descriptor, one name at a time, so no symlink planted there leads
+        // the copy out.
+        let Ok(dst) = rustix::fs::open(
+            &data,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) else {
+            return Ok(());
+        };
+        let empty = crate::fsutil::at::read_names(std::os::fd::AsFd::as_fd(&dst))
+            .is_ok_and(|names| names.is_empty());
         if !empty {
             return Ok(());
         }
         // Resolved inside the root file system, so a symlink in the image cannot point the
         // copy at the host.
-        let Ok(dir) = crate::fsutil::open_dir_in_root(rootfs, target) else {
+        let Ok(src) = crate::fsutil::open_dir_in_root(rootfs, target) else {
             return Ok(());
         };
-        let src = PathBuf::from(format!(
-            "/proc/self/fd/{}",
-            std::os::fd::AsRawFd::as_raw_fd(&dir)
-        ));
-        if !fs::metadata(&src).is_ok_and(|m| m.is_dir()) {
-            return Ok(());
-        }
-        crate::fsutil::copy_tree(&src, &data).map_err(io_err(format!(
+        crate::fsutil::copy_tree_at(
+            std::os::fd::AsFd::as_fd(&src),
+            std::os::fd::AsFd::as_fd(&dst),
+        )
+        .map_err(io_err(format!(
             "copy {target} of the image into volume {name}"
         )))
     }
