@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use clap::Args;
 use ketch::network::firewall::PortMap;
-use ketch::runtime::CreateOptions;
+use ketch::runtime::{CreateOptions, DeviceMapping};
 use ketch::volume::MountSpec;
 use serde_json::{Value, json};
 
@@ -106,6 +106,12 @@ pub struct CreateArgs {
     /// Security options (no-new-privileges)
     #[arg(long)]
     security_opt: Vec<String>,
+    /// Add a host device to the container (HOST[:CONTAINER][:PERMISSIONS])
+    #[arg(long)]
+    device: Vec<String>,
+    /// Add a rule to the cgroup allowed devices list ('c 1:3 rwm')
+    #[arg(long)]
+    device_cgroup_rule: Vec<String>,
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
@@ -318,6 +324,12 @@ impl CreateArgs {
                 m
             },
             volumes_from: self.volumes_from.clone(),
+            devices: self
+                .device
+                .iter()
+                .map(|d| DeviceMapping::parse(d).map_err(|e| Exit(125, e).into()))
+                .collect::<Result<Vec<_>>>()?,
+            device_cgroup_rules: self.device_cgroup_rule.clone(),
             restart: self.restart.clone(),
             auto_remove: self.rm,
             log_max_size,

@@ -47,9 +47,78 @@ pub fn maker_alive(tail: &str) -> bool {
     matches!((pid, start), (Some(pid), Some(start)) if process_alive(pid, start))
 }
 
-/// Whether the process that recorded (`pid`, `start_time`) is still alive.
+/// Whether the process that recorded (`pid`, `start_time`) is still alive. A zombie is not:
+/// it has ended and only waits for its parent (an orphan's, the host's init, may take its
+/// time) to collect its status.
 pub fn process_alive(pid: u32, start_time: u64) -> bool {
-    process_start_time(pid) == Some(start_time)
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+        return false;
+    };
+    let mut fields = rest.split(' ');
+    let state = fields.next().unwrap_or("");
+    let start = fields.nth(18).and_then(|s| s.parse::<u64>().ok());
+    start == Some(start_time) && !matches!(state, "Z" | "X")
+}
+
+/// A pidfd for the process `pid`, checked to be the one recorded: its start time is `start`
+/// (0: unknown), and with `owner` (a container ID) it sits in a cgroup whose path names it.
+/// A PID reused by any other process since it was recorded is refused. The pidfd is taken
+/// before the checks and names one process for good: what was checked is what gets acted on.
+pub fn pidfd_checked(
+    pid: i32,
+    start: u64,
+    owner: Option<&str>,
+) -> io::Result<std::os::fd::OwnedFd> {
+    let gone = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("process {pid} is not the container's process (it ended)"),
+        )
+    };
+    let p = rustix::process::Pid::from_raw(pid).ok_or_else(gone)?;
+    let fd =
+        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(|_| gone())?;
+    if start == 0 && owner.is_none() {
+        return Err(gone());
+    }
+    if start != 0 && process_start_time(pid as u32) != Some(start) {
+        return Err(gone());
+    }
+    if let Some(owner) = owner {
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|_| gone())?;
+        let inside = cgroups.lines().any(|l| {
+            l.splitn(3, ':')
+                .nth(2)
+                .is_some_and(|path| path.split('/').any(|c| c == owner))
+        });
+        if owner.is_empty() || !inside {
+            return Err(gone());
+        }
+    }
+    Ok(fd)
+}
+
+/// Sends `sig` to the process a pidfd names.
+pub fn pidfd_signal(fd: std::os::fd::BorrowedFd<'_>, sig: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain integers; no siginfo is passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 #[cfg(test)]
@@ -62,5 +131,36 @@ mod tests {
         let st = process_start_time(pid).unwrap();
         assert!(process_alive(pid, st));
         assert!(!process_alive(pid, st + 1));
+    }
+
+    #[test]
+    fn a_pidfd_is_only_had_for_the_recorded_process() {
+        let pid = std::process::id() as i32;
+        let st = process_start_time(pid as u32).unwrap();
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let group = own
+            .lines()
+            .filter_map(|l| l.splitn(3, ':').nth(2))
+            .flat_map(|p| p.split('/'))
+            .find(|c| !c.is_empty())
+            .map(str::to_string);
+        if let Some(g) = group {
+            assert!(pidfd_checked(pid, st, Some(&g)).is_ok());
+            assert!(pidfd_checked(pid, 0, Some(&g)).is_ok());
+        }
+        assert!(pidfd_checked(pid, st, None).is_ok());
+        assert!(
+            pidfd_checked(pid, st + 1, None).is_err(),
+            "another start time"
+        );
+        assert!(
+            pidfd_checked(pid, 0, None).is_err(),
+            "nothing to check against"
+        );
+        assert!(
+            pidfd_checked(pid, st, Some("no-such-container")).is_err(),
+            "another cgroup"
+        );
+        assert!(pidfd_checked(i32::MAX, 1, None).is_err());
     }
 }

@@ -11,8 +11,24 @@ use crate::spec::Resources;
 /// The cgroups of one container, dispatched over the closed set of layouts.
 #[derive(Debug)]
 pub enum Cgroup {
-    V1(Vec<(String, PathBuf)>),
+    /// A group per controller; on a hybrid host also a group in the controller-less v2
+    /// hierarchy, which holds the device program.
+    V1 {
+        dirs: Vec<(String, PathBuf)>,
+        unified: Option<PathBuf>,
+    },
     V2(PathBuf),
+}
+
+/// Where the v2 hierarchy is mounted, if it is: `/sys/fs/cgroup` on a v2 host,
+/// `/sys/fs/cgroup/unified` on a hybrid one.
+pub fn unified_mount() -> Option<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|line| {
+        let (pre, post) = line.split_once(" - ")?;
+        let point = pre.split(' ').nth(4)?;
+        (post.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(point))
+    })
 }
 
 /// Controllers a container is placed under on v1.
@@ -82,6 +98,15 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
 impl Cgroup {
     /// Creates the container's cgroups at `rel` (e.g. `/ketch/<id>`) and applies limits.
     pub fn create(rel: &str, resources: Option<&Resources>) -> io::Result<Cgroup> {
+        let cg = Cgroup::make(rel)?;
+        if let Err(e) = cg.apply(resources) {
+            cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    fn make(rel: &str) -> io::Result<Cgroup> {
         let rel = rel.trim_start_matches('/');
         if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
             let path = Path::new("/sys/fs/cgroup").join(rel);
@@ -98,9 +123,7 @@ impl Cgroup {
             }
             delegate(&parent);
             create_dir_retrying(&path)?;
-            let cg = Cgroup::V2(path);
-            cg.apply(resources)?;
-            return Ok(cg);
+            return Ok(Cgroup::V2(path));
         }
         let mut dirs = Vec::new();
         for (controller, mount) in v1_mounts()? {
@@ -125,14 +148,22 @@ impl Cgroup {
             }
             dirs.push((controller, dir));
         }
-        let cg = Cgroup::V1(dirs);
-        cg.apply(resources)?;
-        Ok(cg)
+        // The v2 hierarchy beside v1 has no controllers, but a device program attached there
+        // is enforced all the same: the container's processes go into a group of it too.
+        let unified = match unified_mount() {
+            Some(u) => {
+                let dir = u.join(rel);
+                create_dir_retrying(&dir)?;
+                Some(dir)
+            }
+            None => None,
+        };
+        Ok(Cgroup::V1 { dirs, unified })
     }
 
     fn dir(&self, controller: &str) -> Option<&Path> {
         match self {
-            Cgroup::V1(d) => d
+            Cgroup::V1 { dirs, .. } => dirs
                 .iter()
                 .find(|(c, _)| c == controller)
                 .map(|(_, p)| p.as_path()),
@@ -141,6 +172,27 @@ impl Cgroup {
     }
 
     fn apply(&self, r: Option<&Resources>) -> io::Result<()> {
+        // Devices first, and whether or not the spec has resources: no spec means the
+        // default allow-list, never every device.
+        let devices = crate::devices::rules(r.and_then(|r| r.devices.as_ref()));
+        match self {
+            Cgroup::V1 { dirs, unified } => {
+                let dir = dirs.iter().find(|(c, _)| c == "devices").map(|(_, d)| d);
+                match dir {
+                    Some(d) => crate::devices::apply_v1(d, &devices)?,
+                    None if unified.is_none() => {
+                        return Err(io::Error::other(
+                            "no device controller to confine the container with",
+                        ));
+                    }
+                    None => {}
+                }
+                if let Some(u) = unified {
+                    crate::devices::apply_v2(u, &devices)?;
+                }
+            }
+            Cgroup::V2(d) => crate::devices::apply_v2(d, &devices)?,
+        }
         let Some(r) = r else { return Ok(()) };
         let v2 = matches!(self, Cgroup::V2(_));
         if let Some(limit) = r.memory.as_ref().and_then(|m| m.limit).filter(|l| *l > 0)
@@ -197,9 +249,12 @@ impl Cgroup {
     /// process is its only thread, so the whole process moves.
     pub fn join_self(&self) -> io::Result<()> {
         match self {
-            Cgroup::V1(d) => {
-                for (_, p) in d {
+            Cgroup::V1 { dirs, unified } => {
+                for (_, p) in dirs {
                     write(&p.join("tasks"), "0")?;
+                }
+                if let Some(u) = unified {
+                    write(&u.join("cgroup.procs"), "0")?;
                 }
                 Ok(())
             }
@@ -210,7 +265,7 @@ impl Cgroup {
     /// Whether the kernel's OOM killer killed a process of the container.
     pub fn oom_killed(&self) -> bool {
         let (file, key) = match self {
-            Cgroup::V1(_) => ("memory.oom_control", "oom_kill"),
+            Cgroup::V1 { .. } => ("memory.oom_control", "oom_kill"),
             Cgroup::V2(_) => ("memory.events", "oom_kill"),
         };
         let Some(d) = self.dir("memory") else {
@@ -227,7 +282,11 @@ impl Cgroup {
     /// shim that was killed).
     pub fn paths(&self) -> Vec<PathBuf> {
         match self {
-            Cgroup::V1(d) => d.iter().map(|(_, p)| p.clone()).collect(),
+            Cgroup::V1 { dirs, unified } => dirs
+                .iter()
+                .map(|(_, p)| p.clone())
+                .chain(unified.iter().cloned())
+                .collect(),
             Cgroup::V2(p) => vec![p.clone()],
         }
     }

@@ -6,8 +6,11 @@
 //! no program and loads no library from there (CVE-2019-14271): it is this binary, already
 //! loaded, reading and writing tar.
 //!
-//!   ketch-shim cp (--pid PID | --root DIR) out PATH          tar of PATH to stdout
-//!   ketch-shim cp (--pid PID | --root DIR) in DEST           tar from stdin into DEST
+//!   ketch-shim cp (--pid PID:START | --root DIR) out PATH     tar of PATH to stdout
+//!   ketch-shim cp (--pid PID:START | --root DIR) in DEST      tar from stdin into DEST
+//!
+//! START is the start time of the container's process (clock ticks since boot): a PID that
+//! names another process by now is refused, never entered.
 //!
 //! Out, the tar holds PATH under its base name (`PATH/.`: its contents, under `.`). In, the
 //! tar holds one top-level entry (or `.`, for contents): into an existing directory DEST it
@@ -46,18 +49,34 @@ fn main() -> Result<(), String> {
 }
 
 fn usage() -> String {
-    "usage: ketch-shim cp (--pid PID | --root DIR) (out PATH | in DEST)".into()
+    "usage: ketch-shim cp (--pid PID:START | --root DIR) (out PATH | in DEST)".into()
 }
 
 /// Takes the container's view of the file system.
 fn enter(flag: &str, value: &str) -> Result<(), String> {
     match flag {
         "--pid" => {
-            let ns = File::open(format!("/proc/{value}/ns/mnt"))
-                .map_err(|e| format!("container process {value}: {e}"))?;
+            let (pid, start) = value
+                .split_once(':')
+                .and_then(|(p, s)| Some((p.parse::<i32>().ok()?, s.parse::<u64>().ok()?)))
+                .ok_or_else(usage)?;
+            let pidfd = crate::sys::pidfd_of(pid, start)
+                .map_err(|e| format!("container process {pid}: {e}"))?;
             // The root and working directory become the namespace's root: the container's.
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
-                .map_err(|e| format!("enter the container's mount namespace: {e}"))?;
+            let entered = match nix::sched::setns(&pidfd, nix::sched::CloneFlags::CLONE_NEWNS) {
+                Err(nix::errno::Errno::EINVAL) => {
+                    // A kernel without setns by pidfd: the namespace file, taken while the
+                    // process is known to be alive.
+                    let ns = File::open(format!("/proc/{pid}/ns/mnt"))
+                        .map_err(|e| format!("container process {pid}: {e}"))?;
+                    if !crate::sys::pidfd_alive(pidfd.as_fd()) {
+                        return Err(format!("container process {pid} ended"));
+                    }
+                    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
+                }
+                r => r,
+            };
+            entered.map_err(|e| format!("enter the container's mount namespace: {e}"))?;
         }
         "--root" => {
             nix::unistd::chroot(value).map_err(|e| format!("chroot {value}: {e}"))?;

@@ -2,7 +2,13 @@
 //! and namespaces and takes its root, then clones the process (a pid namespace applies to
 //! children only) and monitors it like the container's own, without a log.
 //!
-//!   ketch-shim exec BUNDLE PID [--attach] [--stdin] [--user U] [--cwd D] [--env K=V]... -- CMD...
+//!   ketch-shim exec BUNDLE PID [--pid-start T] [--attach] [--stdin] [--user U] [--cwd D]
+//!                   [--env K=V]... -- CMD...
+//!
+//! PID is the container's first process, checked against its start time T (clock ticks
+//! since boot; else the one in `state.json`) before anything is joined: a PID that names
+//! another process by now is refused. Every namespace of that process is joined, or the exec
+//! is refused: a command never runs in a namespace of the host's by mistake.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -18,6 +24,7 @@ use crate::{Log, Run, init, monitor, pipe, report};
 struct Args {
     bundle: PathBuf,
     pid: i32,
+    pid_start: Option<u64>,
     attach: bool,
     stdin: bool,
     tty: bool,
@@ -39,6 +46,7 @@ fn parse() -> Result<Args, String> {
     let mut a = Args {
         bundle,
         pid,
+        pid_start: None,
         attach: false,
         stdin: false,
         tty: false,
@@ -51,6 +59,7 @@ fn parse() -> Result<Args, String> {
     while let Some(x) = it.next() {
         match x.as_str() {
             "--attach" => a.attach = true,
+            "--pid-start" => a.pid_start = it.next().and_then(|s| s.parse().ok()),
             "--stdin" => a.stdin = true,
             "--tty" => a.tty = true,
             "--size" => {
@@ -104,13 +113,36 @@ pub fn run() -> i32 {
             );
         }
     };
-    // The container's cgroups, from the monitor's state.
-    let cgroups: Vec<PathBuf> = fs::read(a.bundle.join("state.json"))
+    // The container's cgroups and process, from the monitor's state.
+    let state: serde_json::Value = fs::read(a.bundle.join("state.json"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v.get("Cgroups").cloned())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let cgroups: Vec<PathBuf> = state
+        .get("Cgroups")
+        .cloned()
         .and_then(|c| serde_json::from_value(c).ok())
         .unwrap_or_default();
+    let start = a.pid_start.unwrap_or_else(|| {
+        if state.get("Pid").and_then(|p| p.as_i64()) == Some(i64::from(a.pid)) {
+            state.get("PidStart").and_then(|s| s.as_u64()).unwrap_or(0)
+        } else {
+            0
+        }
+    });
+    // The process first: taken by pidfd and checked, then held, so it cannot be swapped for
+    // another while its namespaces are joined.
+    let pidfd = match crate::sys::pidfd_of(a.pid, start) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return fail(&mut ready, 125, format!("container process {}: {e}", a.pid));
+        }
+    };
+    // From here this process sits in the container's namespaces: not dumpable, so nothing in
+    // the container can open its /proc/PID/exe or trace it (its children inherit that until
+    // their exec).
+    // SAFETY: a process flag, no pointers.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // This process is single-threaded: on v1, moving its one thread through `tasks` avoids
     // the global lock a `cgroup.procs` write takes (see the shim's `Cgroup::join_self`).
     for cg in &cgroups {
@@ -132,36 +164,8 @@ pub fn run() -> i32 {
             }
         }
     }
-    // Namespaces, then the container's root: its mount namespace alone does not move ours.
-    let root = match File::open(format!("/proc/{}/root", a.pid)) {
-        Ok(f) => f,
-        Err(e) => {
-            return fail(
-                &mut ready,
-                125,
-                format!("container process {} is gone: {e}", a.pid),
-            );
-        }
-    };
-    for ns in ["cgroup", "ipc", "uts", "net", "pid", "mnt"] {
-        let Ok(f) = File::open(format!("/proc/{}/ns/{ns}", a.pid)) else {
-            continue;
-        };
-        let own = fs::read_link(format!("/proc/self/ns/{ns}")).ok();
-        let theirs = fs::read_link(format!("/proc/{}/ns/{ns}", a.pid)).ok();
-        if own == theirs {
-            continue;
-        }
-        if let Err(e) = nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::empty()) {
-            return fail(
-                &mut ready,
-                125,
-                format!("enter the container's {ns} namespace: {e}"),
-            );
-        }
-    }
-    if nix::unistd::fchdir(root.as_raw_fd()).is_err() || nix::unistd::chroot(".").is_err() {
-        return fail(&mut ready, 125, "enter the container's root".into());
+    if let Err(e) = join_namespaces(&pidfd, a.pid) {
+        return fail(&mut ready, 125, e);
     }
     let Ok(sfd) = crate::monitor_signals() else {
         return fail(&mut ready, 125, "signalfd".into());
@@ -219,7 +223,7 @@ pub fn run() -> i32 {
         let err = match &console {
             // A terminal from the container's own devpts, as for its first process.
             Some((_, theirs)) => match init::open_console(theirs.as_raw_fd(), a.size) {
-                Ok(()) => init::exec_init(&spec, &a.cmd, &env, &cwd, &user),
+                Ok(()) => launched(&spec, &a.cmd, &env, &cwd, &user),
                 Err(e) => e,
             },
             None => {
@@ -228,7 +232,7 @@ pub fn run() -> i32 {
                     libc::dup2(out_w.as_raw_fd(), 1);
                     libc::dup2(err_w.as_raw_fd(), 2);
                 }
-                init::exec_init(&spec, &a.cmd, &env, &cwd, &user)
+                launched(&spec, &a.cmd, &env, &cwd, &user)
             }
         };
         let _ = File::from(exec_w).write_all(format!("{} {}", err.code, err.message).as_bytes());
@@ -286,4 +290,53 @@ pub fn run() -> i32 {
     };
     let code = monitor(run, &mut Log::disabled(), relay, a.stdin, &sfd, None, None);
     if a.attach { code } else { 0 }
+}
+
+fn launched(
+    spec: &Spec,
+    cmd: &[String],
+    env: &[String],
+    cwd: &str,
+    user: &str,
+) -> init::StartError {
+    match crate::launch::launch(spec, cmd, env, cwd, user, crate::launch::Launch::Exec) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+/// Every namespace the container's process has, entered at once through its pidfd (Linux
+/// 5.8). Where the kernel cannot, each namespace file is opened from `/proc/PID/ns` and the
+/// process checked alive afterwards (so the files were its own), then entered one by one. The
+/// mount namespace sets this process's root and working directory to the container's root.
+fn join_namespaces(pidfd: &std::os::fd::OwnedFd, pid: i32) -> Result<(), String> {
+    use nix::sched::CloneFlags;
+    let all = [
+        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("pid", CloneFlags::CLONE_NEWPID),
+        ("mnt", CloneFlags::CLONE_NEWNS),
+    ];
+    let flags = all.iter().fold(CloneFlags::empty(), |f, (_, c)| f | *c);
+    match nix::sched::setns(pidfd, flags) {
+        Ok(()) => return Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(format!("enter the container's namespaces: {e}")),
+    }
+    let mut files = Vec::new();
+    for (name, flag) in all {
+        let f = File::open(format!("/proc/{pid}/ns/{name}"))
+            .map_err(|e| format!("open the container's {name} namespace: {e}"))?;
+        files.push((name, flag, f));
+    }
+    if !crate::sys::pidfd_alive(pidfd.as_fd()) {
+        return Err(format!("container process {pid} ended"));
+    }
+    for (name, flag, f) in files {
+        nix::sched::setns(f.as_fd(), flag)
+            .map_err(|e| format!("enter the container's {name} namespace: {e}"))?;
+    }
+    Ok(())
 }

@@ -23,11 +23,16 @@
 
 mod cgroup;
 mod cp;
+mod devices;
 mod dns;
 mod exec;
 mod init;
+mod initproc;
+mod launch;
+mod rootfs;
 mod seccomp;
 mod spec;
+mod sys;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -50,6 +55,9 @@ use crate::spec::{RootfsMount, Spec};
 struct State {
     status: String,
     pid: i32,
+    /// The start time of `pid` (clock ticks since boot): with it the engine checks that the
+    /// PID still names the container's process before it signals or joins it.
+    pid_start: u64,
     shim_pid: u32,
     shim_start: u64,
     started_at: String,
@@ -86,15 +94,6 @@ fn now_rfc3339() -> String {
         rem % 60,
         d.subsec_nanos()
     )
-}
-
-fn process_start_time(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')')
-        .and_then(|i| stat.get(i + 2..))
-        .and_then(|rest| rest.split(' ').nth(19))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 fn write_state(bundle: &Path, state: &State) {
@@ -293,11 +292,60 @@ pub(crate) struct Run {
     pub(crate) tty: Option<OwnedFd>,
 }
 
+/// Namespaces the container joins (`--network container:X`, a network's namespace), opened
+/// once by the monitor and kept for every restart: a path naming another process's namespace
+/// is only taken from the process recorded for it (`io.ketch.join.start`), and whatever it
+/// names must be a namespace.
+fn open_joins(spec: &Spec) -> Result<Vec<(libc::c_int, OwnedFd)>, String> {
+    let mut out = Vec::new();
+    for ns in &spec.linux.namespaces {
+        let Some(path) = &ns.path else { continue };
+        let flag = match ns.kind.as_str() {
+            "network" => libc::CLONE_NEWNET,
+            "ipc" => libc::CLONE_NEWIPC,
+            "uts" => libc::CLONE_NEWUTS,
+            "pid" => libc::CLONE_NEWPID,
+            "mount" => libc::CLONE_NEWNS,
+            "cgroup" => libc::CLONE_NEWCGROUP,
+            other => return Err(format!("cannot join a {other} namespace")),
+        };
+        let owner = path
+            .strip_prefix("/proc/")
+            .and_then(|r| r.split_once('/'))
+            .and_then(|(pid, rest)| rest.starts_with("ns/").then_some(pid))
+            .and_then(|pid| pid.parse::<i32>().ok());
+        let what =
+            |e: &dyn std::fmt::Display| format!("join the {} namespace {path}: {e}", ns.kind);
+        let pidfd = match owner {
+            Some(pid) => {
+                let start = spec
+                    .annotations
+                    .get("io.ketch.join.start")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                Some(sys::pidfd_of(pid, start).map_err(|e| what(&e))?)
+            }
+            None => None,
+        };
+        let f = File::open(path).map_err(|e| what(&e))?;
+        if let Some(p) = &pidfd
+            && !sys::pidfd_alive(p.as_fd())
+        {
+            return Err(what(&"its process ended"));
+        }
+        out.push((flag, OwnedFd::from(f)));
+    }
+    Ok(out)
+}
+
 fn start(
+    bundle: &Path,
     spec: &Spec,
     rootfs: &[RootfsMount],
     cg: &Cgroup,
     stdin: bool,
+    joins: &[(libc::c_int, OwnedFd)],
+    init_exe: Option<&OwnedFd>,
 ) -> Result<Run, init::StartError> {
     let e = |what: &str| {
         let what = what.to_string();
@@ -358,14 +406,18 @@ fn start(
         return Err(e("clone")(io::Error::last_os_error()));
     }
     if pid == 0 {
+        // Not dumpable while this is the helper's image inside the container: no process of
+        // the container can open its /proc/PID/exe (the host's ketch-shim) or trace it. The
+        // exec of the user's program makes it dumpable again.
+        // SAFETY: a process flag, no pointers.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
         // The monitor blocks signals to read them from a descriptor; the mask would survive
         // exec and leave the container deaf to SIGTERM.
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
         drop((out_r, err_r, go_w, exec_r));
         drop(in_w);
-        let mut go = File::from(go_r);
         let mut b = [0u8; 1];
-        if go.read_exact(&mut b).is_err() {
+        if nix::unistd::read(go_r.as_raw_fd(), &mut b) != Ok(1) {
             unsafe { libc::_exit(125) };
         }
         // The child moves itself: on v1 that takes no global lock (see `Cgroup::join_self`).
@@ -389,21 +441,35 @@ fn start(
         }
         // A namespace to join that is not there must fail the start: going on would leave
         // the container in the monitor's (the host's) namespace.
-        for nsj in &spec.linux.namespaces {
-            if let Some(path) = &nsj.path {
-                let joined = File::open(path).and_then(|f| {
-                    nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::empty())
-                        .map_err(io::Error::from)
-                });
-                if let Err(err) = joined {
-                    let mut w = File::from(exec_w);
-                    let _ = write!(w, "125 join the {} namespace {path}: {err}", nsj.kind);
-                    unsafe { libc::_exit(125) };
-                }
+        for (flag, fd) in joins {
+            if let Err(err) = nix::sched::setns(fd, nix::sched::CloneFlags::from_bits_retain(*flag))
+            {
+                let mut w = File::from(exec_w);
+                let _ = write!(w, "125 join a namespace: {err}");
+                unsafe { libc::_exit(125) };
             }
         }
         let console_fd = console.as_ref().map(|(_, c)| c.as_raw_fd());
-        let err = init::init(spec, rootfs, cgroupns, console_fd);
+        let err = match init_exe {
+            // `--init`: become the sealed copy of this executable before anything else, while
+            // the host's root (with the loader and libraries it needs) is still in view; the
+            // copy does the setup and stays as PID 1.
+            Some(exe) => initproc::exec_setup(
+                exe.as_fd(),
+                bundle,
+                go_r.as_raw_fd(),
+                exec_w.as_raw_fd(),
+                console_fd,
+                &spec.process.env,
+            ),
+            None => {
+                let how = launch::Launch::First {
+                    monitor: go_r.as_fd(),
+                    reaper: false,
+                };
+                init::init(spec, rootfs, cgroupns, console_fd, how)
+            }
+        };
         let mut w = File::from(exec_w);
         let _ = w.write_all(format!("{} {}", err.code, err.message).as_bytes());
         unsafe { libc::_exit(err.code) };
@@ -411,7 +477,9 @@ fn start(
     let pid = Pid::from_raw(pid as i32);
     drop((out_w, err_w, go_r, exec_w));
     drop(in_r);
-    let _ = File::from(go_w).write_all(b"g");
+    // Held open until the process runs: its closing tells the child the monitor is gone.
+    let mut go = File::from(go_w);
+    let _ = go.write_all(b"g");
     let master = match console {
         Some((ours, theirs)) => {
             drop(theirs);
@@ -438,6 +506,7 @@ fn start(
     // The exec pipe closes on a successful exec; anything read from it is a start error.
     let mut msg = String::new();
     let _ = File::from(exec_r).read_to_string(&mut msg);
+    drop(go);
     if !msg.is_empty() {
         let _ = waitpid(pid, None);
         let (code, message) = msg.split_once(' ').unwrap_or(("125", &msg));
@@ -712,9 +781,21 @@ fn read_winsize(path: &Path, ws: &mut libc::winsize) -> bool {
 }
 
 fn main() {
+    if initproc::selected() {
+        initproc::main();
+    }
+    // Nothing the starter held is kept but stdio and, where the engine passes one, the report
+    // pipe on fd 3: a descriptor a front door (or its caller) leaked must reach neither this
+    // long-lived monitor nor, through it, a container.
     match std::env::args().nth(1).as_deref() {
-        Some("exec") => std::process::exit(exec::run()),
-        Some("cp") => std::process::exit(cp::run()),
+        Some("exec") => {
+            sys::close_from(4, &[], false);
+            std::process::exit(exec::run())
+        }
+        Some("cp") => {
+            sys::close_from(3, &[], false);
+            std::process::exit(cp::run())
+        }
         _ => {}
     }
     let opts = match parse_args() {
@@ -724,6 +805,8 @@ fn main() {
             std::process::exit(125);
         }
     };
+    let reports = !opts.attach || opts.stream;
+    sys::close_from(if reports { 4 } else { 3 }, &[], false);
     let bundle = opts.bundle.clone();
     let code = run(opts);
     withdraw_ports(&bundle);
@@ -897,7 +980,7 @@ fn run(opts: Options) -> i32 {
     let mut log = Log::open(bundle.join("container.log"), max_size, max_file);
     let mut state = State {
         shim_pid: std::process::id(),
-        shim_start: process_start_time(std::process::id()),
+        shim_start: sys::process_start_time(std::process::id()),
         ..Default::default()
     };
     // A start that fails before the container runs: recorded for the engine (an attached
@@ -943,6 +1026,25 @@ fn run(opts: Options) -> i32 {
         }
         _ => None,
     };
+    let joins = match open_joins(&spec) {
+        Ok(j) => j,
+        Err(msg) => return fail_early(&mut state, &mut ready, msg),
+    };
+    // `--init`: PID 1 runs from a sealed copy of this executable, made once for every run.
+    let init_exe = if spec
+        .annotations
+        .get("io.ketch.init")
+        .is_some_and(|v| v == "true")
+    {
+        match sys::sealed_self_copy() {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                return fail_early(&mut state, &mut ready, format!("copy ketch-init: {e}"));
+            }
+        }
+    } else {
+        None
+    };
     let (policy, max_retries) = restart_policy(&spec);
     loop {
         let cg = match Cgroup::create(&cgroups_path, spec.linux.resources.as_ref()) {
@@ -959,7 +1061,15 @@ fn run(opts: Options) -> i32 {
             }
         };
         state.cgroups = cg.paths();
-        let run = match start(&spec, &rootfs, &cg, opts.stdin) {
+        let run = match start(
+            &bundle,
+            &spec,
+            &rootfs,
+            &cg,
+            opts.stdin,
+            &joins,
+            init_exe.as_ref(),
+        ) {
             Ok(r) => r,
             Err(err) => {
                 cg.destroy();
@@ -977,6 +1087,7 @@ fn run(opts: Options) -> i32 {
         };
         state.status = "running".into();
         state.pid = run.pid.as_raw();
+        state.pid_start = sys::process_start_time(run.pid.as_raw() as u32);
         state.started_at = now_rfc3339();
         state.finished_at.clear();
         state.error.clear();
@@ -1016,6 +1127,7 @@ fn run(opts: Options) -> i32 {
         state.exit_code = code;
         state.finished_at = now_rfc3339();
         state.pid = 0;
+        state.pid_start = 0;
         // A stop request (recorded by the engine before it signals) ends restarts.
         let stopped = bundle.join("stop-requested").exists();
         let restart = !stopped

@@ -220,10 +220,15 @@ pub fn compile(profile: &Seccomp) -> Result<Vec<BpfProgram>, String> {
     Ok(out)
 }
 
-/// Loads the filters into this thread; they pass to everything it execs.
+/// Loads the filters into this thread; they pass to everything it execs. Not through
+/// seccompiler's loader, which sets `no_new_privs` on every container: see
+/// `sys::load_seccomp`.
 pub fn load(programs: &[BpfProgram]) -> Result<(), String> {
     for p in programs {
-        seccompiler::apply_filter(p).map_err(|e| format!("seccomp: {e}"))?;
+        // SAFETY: seccompiler's `sock_filter` is the kernel's `struct sock_filter`, as libc's.
+        let filter =
+            unsafe { std::slice::from_raw_parts(p.as_ptr() as *const libc::sock_filter, p.len()) };
+        crate::sys::load_seccomp(filter).map_err(|e| format!("seccomp: {e}"))?;
     }
     Ok(())
 }

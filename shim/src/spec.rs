@@ -90,6 +90,45 @@ pub struct Linux {
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub seccomp: Option<Seccomp>,
+    /// Device nodes to create (`--device`).
+    pub devices: Vec<Device>,
+}
+
+/// A device node in the container, as OCI's `linux.devices` gives it.
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Device {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub major: i64,
+    pub minor: i64,
+    pub file_mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// One rule of the device cgroup, as OCI's `linux.resources.devices` gives it: `kind` is
+/// `a`, `c` or `b`; a missing major or minor is `*`; `access` is a subset of `rwm`.
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    #[serde(rename = "type", default = "all_kinds")]
+    pub kind: String,
+    #[serde(default)]
+    pub major: Option<i64>,
+    #[serde(default)]
+    pub minor: Option<i64>,
+    #[serde(default = "all_access")]
+    pub access: String,
+}
+
+fn all_kinds() -> String {
+    "a".into()
+}
+
+fn all_access() -> String {
+    "rwm".into()
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -128,6 +167,8 @@ pub struct Namespace {
 #[derive(Debug, Deserialize, Default)]
 #[serde(default)]
 pub struct Resources {
+    /// Device rules added to the default allow-list (see `devices::rules`).
+    pub devices: Option<Vec<DeviceRule>>,
     pub memory: Option<Memory>,
     pub cpu: Option<Cpu>,
     pub pids: Option<Pids>,

@@ -360,6 +360,19 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
         auto_remove: hc["AutoRemove"].as_bool().unwrap_or(false),
         log_max_size,
         log_max_file,
+        devices: match hc["Devices"].as_array() {
+            Some(list) => list
+                .iter()
+                .map(|d| {
+                    let m: crate::runtime::DeviceMapping = serde_json::from_value(d.clone())
+                        .map_err(|e| format!("invalid device {d}: {e}"))?;
+                    m.validate()?;
+                    Ok(m)
+                })
+                .collect::<Result<Vec<_>, String>>()?,
+            None => vec![],
+        },
+        device_cgroup_rules: strings(&hc["DeviceCgroupRules"]),
     })
 }
 
@@ -455,6 +468,8 @@ pub fn create_body(opts: &CreateOptions) -> Value {
             "NanoCpus": opts.cpus.map(|c| (c * 1e9).round() as u64).unwrap_or(0),
             "CpuShares": opts.cpu_shares.unwrap_or(0),
             "PidsLimit": opts.pids_limit.unwrap_or(0),
+            "Devices": opts.devices,
+            "DeviceCgroupRules": opts.device_cgroup_rules,
             "LogConfig": {"Type": "json-file", "Config": log_config},
         },
         "NetworkingConfig": {"EndpointsConfig": endpoints},
@@ -567,6 +582,8 @@ mod tests {
             auto_remove: false,
             log_max_size: Some(1 << 20),
             log_max_file: Some(3),
+            devices: vec![crate::runtime::DeviceMapping::parse("/dev/null:/dev/xnull:rw").unwrap()],
+            device_cgroup_rules: vec!["c 1:11 r".into()],
         };
         let back = create_options(&create_body(&opts), opts.name.clone()).unwrap();
         // Options have no equality of their own; their JSON does.

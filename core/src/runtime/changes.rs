@@ -145,10 +145,11 @@ impl Local {
                 }
                 let full = format!("/{path}");
                 let existed = lower_mnt.as_ref().is_some_and(|m| {
-                    m.path()
-                        .join(path.trim_start_matches('/'))
-                        .symlink_metadata()
-                        .is_ok()
+                    std::fs::File::open(m.path()).is_ok_and(|root| {
+                        let root = std::os::fd::AsFd::as_fd(&root);
+                        crate::fsutil::exists_beneath(root, std::path::Path::new(&path))
+                            .unwrap_or(false)
+                    })
                 });
                 changes.push(Change {
                     kind: if existed { 'C' } else { 'A' },
@@ -169,10 +170,11 @@ impl Local {
             }
             for dir in parents {
                 let existed = lower_mnt.as_ref().is_some_and(|m| {
-                    m.path()
-                        .join(dir.trim_start_matches('/'))
-                        .symlink_metadata()
-                        .is_ok()
+                    std::fs::File::open(m.path()).is_ok_and(|root| {
+                        let root = std::os::fd::AsFd::as_fd(&root);
+                        crate::fsutil::exists_beneath(root, std::path::Path::new(&dir))
+                            .unwrap_or(false)
+                    })
                 });
                 if existed && !changes.iter().any(|c| c.path == dir) {
                     changes.push(Change {
@@ -398,7 +400,7 @@ impl Local {
         let key = format!("container-{}", c.record.id);
         let mounted;
         let (flag, value) = if c.is_running() && c.task.pid > 0 {
-            ("--pid", c.task.pid.to_string())
+            ("--pid", format!("{}:{}", c.task.pid, super::task_start(&c)))
         } else {
             let mounts = self.snapshots.mounts(&key)?;
             mounted = crate::mount::TempMount::new(&mounts, &self.scratch)

@@ -274,6 +274,8 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             "Privileged": c.record.config.privileged,
             "CapAdd": c.record.config.cap_add,
             "CapDrop": c.record.config.cap_drop,
+            "Devices": c.record.config.devices,
+            "DeviceCgroupRules": c.record.config.device_cgroup_rules,
             "ReadonlyRootfs": c.record.config.read_only,
             "NetworkMode": mode.name(),
             "PortBindings": c.record.config.publish.iter().map(|p| {

@@ -18,7 +18,7 @@ pub use changes::{Change, CommitOptions};
 
 use std::fs;
 use std::io::{self, BufRead, Read};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -147,6 +147,62 @@ pub struct CreateOptions {
     pub auto_remove: bool,
     pub log_max_size: Option<u64>,
     pub log_max_file: Option<u32>,
+    /// `--device`: host devices the container gets, at a path of its own.
+    pub devices: Vec<DeviceMapping>,
+    /// `--device-cgroup-rule`: more devices the container may use (`c 1:3 rwm`).
+    pub device_cgroup_rules: Vec<String>,
+}
+
+/// A host device given to a container, as the API's `HostConfig.Devices` has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct DeviceMapping {
+    pub path_on_host: String,
+    pub path_in_container: String,
+    pub cgroup_permissions: String,
+}
+
+impl DeviceMapping {
+    /// `--device HOST[:CONTAINER][:PERMISSIONS]`, as Docker reads it.
+    pub fn parse(s: &str) -> Result<DeviceMapping, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let is_perms = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+        let (host, container, perms) = match parts.as_slice() {
+            [h] => (*h, *h, "rwm"),
+            [h, p] if is_perms(p) => (*h, *h, *p),
+            [h, c] => (*h, *c, "rwm"),
+            [h, c, p] => (*h, *c, *p),
+            _ => return Err(format!("invalid device specification: {s}")),
+        };
+        let m = DeviceMapping {
+            path_on_host: host.to_string(),
+            path_in_container: container.to_string(),
+            cgroup_permissions: perms.to_string(),
+        };
+        m.validate()?;
+        Ok(m)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let c = if self.path_in_container.is_empty() {
+            &self.path_on_host
+        } else {
+            &self.path_in_container
+        };
+        if !self.path_on_host.starts_with('/') || !c.starts_with('/') {
+            return Err(format!(
+                "invalid device specification: {}: device paths must be absolute",
+                self.path_on_host
+            ));
+        }
+        let p = &self.cgroup_permissions;
+        if !p.is_empty() && !p.chars().all(|c| "rwm".contains(c)) {
+            return Err(format!(
+                "invalid device permissions {p:?} (a subset of rwm)"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How a container is networked, from its `--network`.
@@ -207,6 +263,8 @@ pub struct ContainerRecord {
 pub struct TaskState {
     pub status: String,
     pub pid: i32,
+    /// Start time of `pid` (clock ticks since boot); 0 in states written before it was kept.
+    pub pid_start: u64,
     pub shim_pid: u32,
     pub shim_start: u64,
     pub started_at: String,
@@ -247,11 +305,8 @@ impl Status {
 pub(crate) fn wait_for_monitor(c: &Container, max: Duration) {
     use rustix::event::{PollFd, PollFlags, poll};
     let pidfd = (c.task.shim_pid > 0 && c.is_running())
-        .then(|| rustix::process::Pid::from_raw(c.task.shim_pid as i32))
-        .flatten()
-        .and_then(|pid| {
-            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
-        });
+        .then(|| crate::util::pidfd_checked(c.task.shim_pid as i32, c.task.shim_start, None).ok())
+        .flatten();
     match pidfd {
         Some(fd) => {
             let mut fds = [PollFd::new(&fd, PollFlags::IN)];
@@ -374,6 +429,52 @@ fn alive(pid: u32, start: u64) -> bool {
     pid > 0 && crate::util::process_alive(pid, start)
 }
 
+/// Signals the container's first process, checked to be the one its monitor started; says
+/// whether it was signalled.
+fn signal_task(c: &Container, sig: i32) -> bool {
+    crate::util::pidfd_checked(c.task.pid, c.task.pid_start, Some(&c.record.id))
+        .and_then(|fd| crate::util::pidfd_signal(fd.as_fd(), sig))
+        .is_ok()
+}
+
+/// The start time of the container's first process, to hand to a helper that joins it. A
+/// state written before start times were kept has none: the process is then checked by its
+/// cgroup, through a pidfd held while its start time is read.
+pub(crate) fn task_start(c: &Container) -> u64 {
+    if c.task.pid_start != 0 {
+        return c.task.pid_start;
+    }
+    match crate::util::pidfd_checked(c.task.pid, 0, Some(&c.record.id)) {
+        Ok(_held) => crate::util::process_start_time(c.task.pid as u32).unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// SIGKILL to the container: its first process, and every process left in its cgroups.
+fn kill_task(c: &Container) {
+    signal_task(c, libc::SIGKILL);
+    kill_cgroups(&c.record.id, &c.task.cgroups);
+}
+
+/// SIGKILL to every process in a container's cgroups, each taken by pidfd and checked to
+/// be in them: what is left when a first process cannot be signalled, or of a container that
+/// outlived its monitor.
+fn kill_cgroups(id: &str, cgroups: &[PathBuf]) {
+    for cg in cgroups {
+        // v2 (5.14) kills the whole group at once, newcomers included.
+        let _ = fs::write(cg.join("cgroup.kill"), "1");
+        // A frozen process would wait for the thaw to die.
+        let _ = fs::write(cg.join("freezer.state"), "THAWED");
+        let _ = fs::write(cg.join("cgroup.freeze"), "0");
+        let procs = fs::read_to_string(cg.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            if let Ok(fd) = crate::util::pidfd_checked(pid, 0, Some(id)) {
+                let _ = crate::util::pidfd_signal(fd.as_fd(), libc::SIGKILL);
+            }
+        }
+    }
+}
+
 impl Local {
     fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
@@ -470,8 +571,10 @@ impl Local {
             task = last;
             status = Status::Exited;
         } else if gone {
-            // The monitor was killed. Its container died with it (parent-death signal); the
-            // cgroups it made are empty now.
+            // The monitor was killed. Its container died with it (parent-death signal), and
+            // whatever escaped that (a process that took another identity) is killed now:
+            // nothing of a container runs on unwatched. Then its cgroups go.
+            kill_cgroups(&record.id, &task.cgroups);
             for cg in &task.cgroups {
                 let _ = fs::remove_dir(cg);
                 if let Some(parent) = cg.parent() {
@@ -809,7 +912,10 @@ impl Local {
                 unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
                 l.rlim_max.min(1 << 20)
             };
+            let devices =
+                spec::devices(&opts).map_err(|reason| ContainerError::Invalid { reason })?;
             let cx = spec::SpecContext {
+                devices,
                 id: &id,
                 rootfs_path: bundle.join("rootfs").display().to_string(),
                 rootfs_mounts: serde_json::to_value(&mounts).unwrap_or_default(),
@@ -948,9 +1054,10 @@ impl Local {
         fs::write(&tmp, format!("{rows} {cols}\n"))
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(io_err("write winsize"))?;
-        if c.task.shim_pid > 0 {
-            // SAFETY: signals the container's monitor, which reads the size on SIGWINCH.
-            unsafe { libc::kill(c.task.shim_pid as i32, libc::SIGWINCH) };
+        // The container's monitor reads the size on SIGWINCH.
+        if let Ok(fd) = crate::util::pidfd_checked(c.task.shim_pid as i32, c.task.shim_start, None)
+        {
+            let _ = crate::util::pidfd_signal(fd.as_fd(), libc::SIGWINCH);
         }
         Ok(())
     }
@@ -1051,6 +1158,9 @@ impl Local {
                         ns["path"] = serde_json::json!(format!("/proc/{}/ns/net", o.task.pid));
                     }
                 }
+                // The monitor takes the namespace only from that very process.
+                spec["annotations"]["io.ketch.join.start"] =
+                    serde_json::json!(task_start(&o).to_string());
                 let tmp = c.bundle.join(".config.json.tmp");
                 fs::write(&tmp, serde_json::to_vec_pretty(&spec).unwrap_or_default())
                     .and_then(|()| fs::rename(&tmp, &path))
@@ -1195,13 +1305,15 @@ impl Local {
             }
             .into());
         }
+        let task = crate::util::pidfd_checked(c.task.pid, c.task.pid_start, Some(&c.record.id))
+            .map_err(|e| ContainerError::Conflict {
+                reason: format!("Cannot kill container: {name}: {e}"),
+            })?;
         if signal == libc::SIGKILL || signal == libc::SIGTERM {
             // Signals that end the task also end its restart policy, as `docker kill` does.
             let _ = fs::write(c.bundle.join("stop-requested"), b"");
         }
-        if unsafe { libc::kill(c.task.pid, signal) } != 0 {
-            return Err(io_err("kill")(io::Error::last_os_error()));
-        }
+        crate::util::pidfd_signal(task.as_fd(), signal).map_err(io_err("kill"))?;
         self.container_event(&c.record, "kill", &[("signal", &signal.to_string())]);
         Ok(())
     }
@@ -1239,14 +1351,10 @@ impl Local {
         if c.status == Status::Paused {
             self.thaw(&c);
         }
-        if c.task.pid > 0 {
-            unsafe { libc::kill(c.task.pid, libc::SIGTERM) };
-        }
+        signal_task(&c, libc::SIGTERM);
         if self.container_wait(name, Some(timeout)).is_err() {
             let c = self.container_get(name)?;
-            if c.task.pid > 0 {
-                unsafe { libc::kill(c.task.pid, libc::SIGKILL) };
-            }
+            kill_task(&c);
             self.container_wait(name, Some(Duration::from_secs(30)))?;
         }
         self.container_event(&c.record, "stop", &[]);
@@ -1289,9 +1397,7 @@ impl Local {
             }
             let _ = fs::write(c.bundle.join("stop-requested"), b"");
             self.thaw(&c);
-            if c.task.pid > 0 {
-                unsafe { libc::kill(c.task.pid, libc::SIGKILL) };
-            }
+            kill_task(&c);
             self.container_wait(name, Some(Duration::from_secs(30)))?;
         }
         // One transaction forgets the container, hands its snapshot to a lease and moves
@@ -1901,6 +2007,7 @@ impl Local {
         let shim = shim_path().ok_or(ContainerError::NoShim)?;
         let mut cmd = Command::new(&shim);
         cmd.arg("exec").arg(&c.bundle).arg(c.task.pid.to_string());
+        cmd.args(["--pid-start", &task_start(&c).to_string()]);
         if !opts.detach {
             cmd.arg("--attach");
         }

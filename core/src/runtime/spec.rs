@@ -180,6 +180,120 @@ pub struct SpecContext<'a> {
     pub dns_upstream: Vec<String>,
     /// Volumes, binds and tmpfs mounts, as runtime-spec mount entries.
     pub user_mounts: Vec<Value>,
+    /// `--device` and `--device-cgroup-rule`, from [`devices`].
+    pub devices: Devices,
+}
+
+/// Device nodes to create (`linux.devices`) and device cgroup rules to add to the default
+/// allow-list (`linux.resources.devices`).
+#[derive(Default)]
+pub struct Devices {
+    pub nodes: Vec<Value>,
+    pub rules: Vec<Value>,
+}
+
+/// A device cgroup rule as Docker takes it: `TYPE MAJOR:MINOR ACCESS`, type `a`, `b` or `c`,
+/// `*` for any number, access a subset of `rwm`.
+pub fn device_rule(s: &str) -> Result<Value, String> {
+    let bad = || format!("invalid device cgroup rule {s:?} (as in 'c 1:3 rwm')");
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [kind, numbers, access] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (major, minor) = numbers.split_once(':').ok_or_else(bad)?;
+    let number = |n: &str| -> Result<Value, String> {
+        match n {
+            "*" => Ok(Value::Null),
+            n => n.parse::<u32>().map(|v| json!(v)).map_err(|_| bad()),
+        }
+    };
+    if !["a", "b", "c"].contains(kind)
+        || access.is_empty()
+        || !access.chars().all(|c| "rwm".contains(c))
+    {
+        return Err(bad());
+    }
+    let mut rule = json!({"allow": true, "type": kind, "access": access});
+    for (key, n) in [("major", major), ("minor", minor)] {
+        let v = number(n)?;
+        if !v.is_null() {
+            rule[key] = v;
+        }
+    }
+    Ok(rule)
+}
+
+/// The nodes and rules for a container's `--device` and `--device-cgroup-rule` options. A
+/// host path is a device node (links followed, as Docker does) or a directory of them.
+pub fn devices(opts: &CreateOptions) -> Result<Devices, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Devices::default();
+    for r in &opts.device_cgroup_rules {
+        out.rules.push(device_rule(r)?);
+    }
+    for d in &opts.devices {
+        d.validate()?;
+        let host = std::path::Path::new(&d.path_on_host);
+        let inside = if d.path_in_container.is_empty() {
+            d.path_on_host.clone()
+        } else {
+            d.path_in_container.clone()
+        };
+        let perms = if d.cgroup_permissions.is_empty() {
+            "rwm"
+        } else {
+            d.cgroup_permissions.as_str()
+        };
+        let md = std::fs::metadata(host).map_err(|e| {
+            format!(
+                "error gathering device information while adding custom device {:?}: {e}",
+                d.path_on_host
+            )
+        })?;
+        let mut found = Vec::new();
+        if md.is_dir() {
+            let mut stack = vec![host.to_path_buf()];
+            while let Some(dir) = stack.pop() {
+                for e in
+                    std::fs::read_dir(&dir).map_err(|e| format!("read {}: {e}", dir.display()))?
+                {
+                    let p = e.map_err(|e| e.to_string())?.path();
+                    let Ok(m) = std::fs::symlink_metadata(&p) else {
+                        continue;
+                    };
+                    if m.is_dir() {
+                        stack.push(p);
+                    } else if m.file_type().is_char_device() || m.file_type().is_block_device() {
+                        let rel = p.strip_prefix(host).unwrap_or(&p).display().to_string();
+                        found.push((format!("{}/{rel}", inside.trim_end_matches('/')), m));
+                    }
+                }
+            }
+        } else if md.file_type().is_char_device() || md.file_type().is_block_device() {
+            found.push((inside, md));
+        } else {
+            return Err(format!(
+                "error gathering device information while adding custom device {:?}: not a device node",
+                d.path_on_host
+            ));
+        }
+        for (path, m) in found {
+            let kind = if m.file_type().is_block_device() {
+                "b"
+            } else {
+                "c"
+            };
+            let (major, minor) = (libc::major(m.rdev()), libc::minor(m.rdev()));
+            out.nodes.push(json!({
+                "path": path, "type": kind, "major": major, "minor": minor,
+                "fileMode": m.mode() & 0o7777, "uid": m.uid(), "gid": m.gid(),
+            }));
+            out.rules.push(json!({
+                "allow": true, "type": kind, "major": major, "minor": minor, "access": perms,
+            }));
+        }
+    }
+    Ok(out)
 }
 
 pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
@@ -238,6 +352,16 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
             .count()
     });
     let mut resources = serde_json::Map::new();
+    // What the container may use beyond the shim's default allow-list: everything when
+    // privileged, else what `--device` and `--device-cgroup-rule` name.
+    let device_rules = if opts.privileged {
+        vec![json!({"allow": true, "type": "a", "access": "rwm"})]
+    } else {
+        cx.devices.rules.clone()
+    };
+    if !device_rules.is_empty() {
+        resources.insert("devices".into(), json!(device_rules));
+    }
     if let Some(m) = opts.memory {
         resources.insert("memory".into(), json!({"limit": m as i64}));
     }
@@ -304,6 +428,7 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
             "namespaces": namespaces,
             "resources": Value::Object(resources),
             "cgroupsPath": format!("/ketch/{}", cx.id),
+            "devices": cx.devices.nodes,
             "maskedPaths": if opts.privileged { vec![] } else { MASKED.to_vec() },
             "readonlyPaths": if opts.privileged { vec![] } else { READONLY.to_vec() },
         },

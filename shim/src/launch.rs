@@ -1,0 +1,349 @@
+//! The last steps before the user's program, shared by a container's first process and by
+//! `exec`: limits, identity, capabilities and the seccomp filter, then `execve` with nothing
+//! of the helper's left open. Runs inside the container (its root and namespaces).
+
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::BorrowedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::unistd::chdir;
+
+use crate::init::{StartError, cstr, ctx, fail};
+use crate::spec::Spec;
+
+/// Which process is being launched.
+pub enum Launch<'a> {
+    /// The container's first process. `monitor` is a pipe the monitor holds open until the
+    /// process runs: once the parent-death signal is armed for the last time, a closed pipe
+    /// means the monitor died before, and the process must not run on without it. With
+    /// `reaper` (`--init`, in the sealed copy) this process stays as PID 1 and runs the
+    /// program as its child.
+    First {
+        monitor: BorrowedFd<'a>,
+        reaper: bool,
+    },
+    /// A process `exec` adds to a running container.
+    Exec,
+}
+
+pub enum Never {}
+
+fn rlimit_resource(kind: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match kind {
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        _ => return None,
+    })
+}
+
+/// Applies rlimits, never above what the host allows: without CAP_SYS_RESOURCE a hard limit
+/// cannot be raised, so a request above it is clamped.
+fn set_rlimits(spec: &Spec) {
+    for r in &spec.process.rlimits {
+        let Some(res) = rlimit_resource(&r.kind) else {
+            continue;
+        };
+        let mut cur = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        unsafe { libc::getrlimit(res, &mut cur) };
+        let mut want = libc::rlimit {
+            rlim_cur: r.soft,
+            rlim_max: r.hard,
+        };
+        if unsafe { libc::setrlimit(res, &want) } != 0 {
+            want.rlim_max = want.rlim_max.min(cur.rlim_max);
+            want.rlim_cur = want.rlim_cur.min(want.rlim_max);
+            unsafe { libc::setrlimit(res, &want) };
+        }
+    }
+}
+
+fn cap_set(names: &[String]) -> caps::CapsHashSet {
+    names
+        .iter()
+        .filter_map(|n| n.parse::<caps::Capability>().ok())
+        .collect()
+}
+
+/// Sets the capability sets, keeping to what the bounding set still has: a capability the
+/// host withholds (CAP_SYS_RESOURCE on some hosts) is left out rather than failing the start.
+/// Shrinks the bounding set; needs CAP_SETPCAP, so it runs before the change of user.
+fn drop_bounding(spec: &Spec) -> Result<(), StartError> {
+    let Some(c) = &spec.process.capabilities else {
+        return Ok(());
+    };
+    let host_bounding = caps::read(None, caps::CapSet::Bounding)
+        .map_err(ctx(|| "read capabilities".to_string()))?;
+    let bounding = cap_set(&c.bounding);
+    for cap in &host_bounding {
+        if !bounding.contains(cap) {
+            caps::drop(None, caps::CapSet::Bounding, *cap)
+                .map_err(ctx(|| format!("drop {cap} from the bounding set")))?;
+        }
+    }
+    Ok(())
+}
+
+fn set_capabilities(spec: &Spec) -> Result<(), StartError> {
+    let Some(c) = &spec.process.capabilities else {
+        return Ok(());
+    };
+    let host_bounding = caps::read(None, caps::CapSet::Bounding)
+        .map_err(ctx(|| "read capabilities".to_string()))?;
+    let keep = |set: caps::CapsHashSet| -> caps::CapsHashSet {
+        set.intersection(&host_bounding).cloned().collect()
+    };
+    // Permitted first (it bounds effective), then the rest; ambient last.
+    let permitted = keep(cap_set(&c.permitted));
+    caps::set(
+        None,
+        caps::CapSet::Effective,
+        &keep(cap_set(&c.effective))
+            .intersection(&permitted)
+            .cloned()
+            .collect(),
+    )
+    .map_err(ctx(|| "set effective capabilities".to_string()))?;
+    caps::set(
+        None,
+        caps::CapSet::Inheritable,
+        &keep(cap_set(&c.inheritable)),
+    )
+    .map_err(ctx(|| "set inheritable capabilities".to_string()))?;
+    caps::set(None, caps::CapSet::Permitted, &permitted)
+        .map_err(ctx(|| "set permitted capabilities".to_string()))?;
+    let _ = caps::clear(None, caps::CapSet::Ambient);
+    for cap in keep(cap_set(&c.ambient)) {
+        let _ = caps::raise(None, caps::CapSet::Ambient, cap);
+    }
+    Ok(())
+}
+
+/// A user as the container's own /etc/passwd and /etc/group define it.
+struct Identity {
+    uid: u32,
+    gid: u32,
+    groups: Vec<u32>,
+    home: String,
+}
+
+/// Resolves `user[:group]` (names or numbers) against the container's files, read after the
+/// root switch, as Docker does.
+fn resolve_user(spec: &Spec, spec_user: &str) -> Result<Identity, StartError> {
+    let u = &spec.process.user;
+    let mut id = Identity {
+        uid: u.uid,
+        gid: u.gid,
+        groups: u.additional_gids.clone(),
+        home: "/".into(),
+    };
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    let (user, grp) = match spec_user.split_once(':') {
+        Some((u, g)) => (u.to_string(), Some(g.to_string())),
+        None => (spec_user.to_string(), None),
+    };
+    let entry = |name_or_id: &str| {
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 7 && (f[0] == name_or_id || f[2] == name_or_id))
+    };
+    if !user.is_empty() {
+        match entry(&user) {
+            Some(f) => {
+                id.uid = f[2].parse().unwrap_or(0);
+                id.gid = f[3].parse().unwrap_or(0);
+                id.home = f[5].to_string();
+            }
+            None => match user.parse::<u32>() {
+                Ok(n) => {
+                    id.uid = n;
+                    id.gid = n;
+                }
+                Err(_) => {
+                    return Err(fail(
+                        126,
+                        format!("unable to find user {user}: no matching entries in passwd file"),
+                    ));
+                }
+            },
+        }
+    } else if let Some(f) = entry("0") {
+        id.home = f[5].to_string();
+    }
+    if let Some(g) = grp {
+        let found = group
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 3 && (f[0] == g || f[2] == g));
+        id.gid = match (found, g.parse::<u32>()) {
+            (Some(f), _) => f[2].parse().unwrap_or(0),
+            (None, Ok(n)) => n,
+            (None, Err(_)) => {
+                return Err(fail(
+                    126,
+                    format!("unable to find group {g}: no matching entries in group file"),
+                ));
+            }
+        };
+    }
+    // Supplementary groups: those that list the user by name.
+    let name = entry(&id.uid.to_string())
+        .map(|f| f[0].to_string())
+        .unwrap_or_default();
+    for l in group.lines() {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() >= 4
+            && !name.is_empty()
+            && f[3].split(',').any(|m| m == name)
+            && let Ok(g) = f[2].parse::<u32>()
+            && !id.groups.contains(&g)
+        {
+            id.groups.push(g);
+        }
+    }
+    Ok(id)
+}
+
+fn set_user(id: &Identity) -> Result<(), StartError> {
+    let groups: Vec<nix::unistd::Gid> = id
+        .groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    nix::unistd::setgroups(&groups).map_err(ctx(|| "setgroups".to_string()))?;
+    let gid = nix::unistd::Gid::from_raw(id.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(ctx(|| format!("setgid {}", id.gid)))?;
+    if id.uid != 0 {
+        // Keep the permitted set across the change of user; the capability sets are set after.
+        unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+        let uid = nix::unistd::Uid::from_raw(id.uid);
+        nix::unistd::setresuid(uid, uid, uid).map_err(ctx(|| format!("setuid {}", id.uid)))?;
+    }
+    Ok(())
+}
+
+/// Finds `prog` on the container's PATH.
+pub fn lookup(prog: &str, env: &[String]) -> Result<CString, StartError> {
+    if prog.contains('/') {
+        return Ok(cstr(prog));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(prog);
+        if let Ok(md) = fs::metadata(&p)
+            && md.is_file()
+        {
+            return Ok(CString::new(p.as_os_str().as_bytes().to_vec()).unwrap_or_default());
+        }
+    }
+    Err(fail(
+        127,
+        format!("exec: \"{prog}\": executable file not found in $PATH"),
+    ))
+}
+
+/// Identity, limits, working directory, capabilities, then exec. Returns only on failure.
+pub fn launch(
+    spec: &Spec,
+    args_in: &[String],
+    env_in: &[String],
+    cwd_in: &str,
+    user: &str,
+    how: Launch<'_>,
+) -> Result<Never, StartError> {
+    set_rlimits(spec);
+    let args: Vec<CString> = args_in.iter().map(|a| cstr(a)).collect();
+    let Some(first) = args_in.first() else {
+        return Err(fail(125, "no command specified"));
+    };
+    let identity = resolve_user(spec, user)?;
+    let mut env_list = env_in.to_vec();
+    if !env_list.iter().any(|e| e.starts_with("HOME=")) {
+        env_list.push(format!("HOME={}", identity.home));
+    }
+    let env: Vec<CString> = env_list.iter().map(|e| cstr(e)).collect();
+    let cwd = if cwd_in.is_empty() { "/" } else { cwd_in };
+    // Docker creates a missing working directory.
+    let _ = fs::create_dir_all(cwd);
+    drop_bounding(spec)?;
+    // Loaded while this process still holds CAP_SYS_ADMIN, so the kernel needs no
+    // no_new_privs for it; the filter allows what the rest of the setup calls.
+    if let Some(profile) = &spec.linux.seccomp {
+        let programs = crate::seccomp::compile(profile).map_err(|e| fail(125, e))?;
+        crate::seccomp::load(&programs).map_err(|e| fail(125, e))?;
+    }
+    set_user(&identity)?;
+    chdir(cwd).map_err(|e| {
+        fail(
+            126,
+            format!("chdir to cwd ({cwd:?}) set in config.json failed: {e}"),
+        )
+    })?;
+    let prog = lookup(first, &env_list)?;
+    if spec.process.no_new_privileges {
+        // SAFETY: a process flag, no pointers.
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    }
+    set_capabilities(spec)?;
+    let reaper = match how {
+        Launch::First { monitor, reaper } => {
+            // The change of identity cleared the parent-death signal: armed again, then the
+            // monitor checked, so the process never outlives it (it dies with the monitor, or
+            // the monitor was already gone and it does not start).
+            // SAFETY: a process flag, no pointers.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            let mut fds = [nix::poll::PollFd::new(
+                monitor,
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO);
+            if fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLHUP))
+            {
+                return Err(fail(125, "the container's monitor is gone"));
+            }
+            reaper
+        }
+        Launch::Exec => false,
+    };
+    // Whatever the helper holds or inherited stays behind: only stdio reaches the program.
+    crate::sys::close_from(3, &[], true);
+    if reaper {
+        return Err(crate::initproc::reap(&prog, &args, &env, first));
+    }
+    Err(exec_error(
+        nix::unistd::execve(&prog, &args, &env).unwrap_err(),
+        first,
+    ))
+}
+
+pub fn exec_error(err: nix::errno::Errno, first: &str) -> StartError {
+    match err {
+        nix::errno::Errno::ENOENT => {
+            fail(127, format!("exec: \"{first}\": no such file or directory"))
+        }
+        nix::errno::Errno::EACCES | nix::errno::Errno::ENOEXEC => {
+            fail(126, format!("exec: \"{first}\": permission denied"))
+        }
+        e => fail(126, format!("exec {first}: {e}")),
+    }
+}

@@ -1,0 +1,364 @@
+//! Kernel calls the shim's crates do not wrap, each with the fallback an older kernel needs:
+//! descriptors closed before exec, mount attributes, mounts made from descriptors, processes
+//! named by pidfd, and a sealed copy of this executable.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`); with the
+/// PID it names one process across PID reuse. 0 when the process is gone.
+pub fn process_start_time(pid: u32) -> u64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|i| stat.get(i + 2..))
+        .and_then(|rest| rest.split(' ').nth(19))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn cvt(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Ranges `[from, ∞)` minus `keep`, as `close_range` takes them.
+fn ranges(from: RawFd, keep: &[RawFd]) -> Vec<(u32, u32)> {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|k| *k >= from).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut out = Vec::new();
+    let mut start = from as u32;
+    for k in keep {
+        if k as u32 > start {
+            out.push((start, k as u32 - 1));
+        }
+        start = k as u32 + 1;
+    }
+    out.push((start, u32::MAX));
+    out
+}
+
+/// Closes (or with `cloexec`, marks close-on-exec) every descriptor from `from` up but
+/// those in `keep`: whatever the starter held without close-on-exec (a directory of the
+/// host, a socket) must not reach a container. `close_range` where the kernel has it (5.9,
+/// 5.11 for the flag), else each open descriptor as `/proc/self/fd` lists it.
+pub fn close_from(from: RawFd, keep: &[RawFd], cloexec: bool) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
+    let mut done = true;
+    for (first, last) in ranges(from, keep) {
+        // SAFETY: close_range takes plain integers; descriptors this process still needs
+        // are in `keep`.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
+        if rc != 0 {
+            done = false;
+            break;
+        }
+    }
+    if done {
+        return;
+    }
+    let open: Vec<RawFd> = fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_else(|_| (from..4096).collect());
+    for fd in open
+        .into_iter()
+        .filter(|fd| *fd >= from && !keep.contains(fd))
+    {
+        // SAFETY: as above; a descriptor that is not open makes the call fail harmlessly.
+        unsafe {
+            if cloexec {
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            } else {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
+/// Mount attributes of `mount_setattr(2)`.
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Adds `attrs` to the mount `fd` names (its root), and with `recursive` to every mount
+/// below it, keeping every flag it already has: a read-only bind of a `nosuid,nodev,noexec`
+/// mount stays all four, and a submount under a read-only volume is read-only too, as with
+/// Docker 25+. `mount_setattr` (5.12) where the kernel has it, else a remount of each mount
+/// with its current flags added.
+pub fn add_mount_attrs(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: attrs,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: the struct is mount_attr's layout and lives through the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    match cvt(rc) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => remount_with(fd, attrs, recursive),
+        Err(e) => Err(e),
+    }
+}
+
+/// [`add_mount_attrs`] by remounting: each mount keeps the flags `statvfs` reports (a
+/// remount that drops a locked flag is refused, one that drops an unlocked flag loses it).
+fn remount_with(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<()> {
+    let top = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    let mut targets = vec![top.clone()];
+    if recursive {
+        let info = fs::read_to_string("/proc/self/mountinfo")?;
+        for line in info.lines() {
+            let Some(point) = line.split(' ').nth(4) else {
+                continue;
+            };
+            let point = std::path::PathBuf::from(unescape_mountinfo(point));
+            if point != top && point.starts_with(&top) {
+                targets.push(point);
+            }
+        }
+    }
+    for t in targets {
+        let c = std::ffi::CString::new(t.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: statvfs fills the struct it is given.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut flags = libc::MS_BIND | libc::MS_REMOUNT;
+        for (st_flag, ms) in [
+            (libc::ST_RDONLY, libc::MS_RDONLY),
+            (libc::ST_NOSUID, libc::MS_NOSUID),
+            (libc::ST_NODEV, libc::MS_NODEV),
+            (libc::ST_NOEXEC, libc::MS_NOEXEC),
+            (libc::ST_NOATIME, libc::MS_NOATIME),
+            (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+            (libc::ST_RELATIME, libc::MS_RELATIME),
+        ] {
+            if st.f_flag & st_flag != 0 {
+                flags |= ms;
+            }
+        }
+        for (attr, ms) in [
+            (MOUNT_ATTR_RDONLY, libc::MS_RDONLY),
+            (MOUNT_ATTR_NOSUID, libc::MS_NOSUID),
+            (MOUNT_ATTR_NODEV, libc::MS_NODEV),
+            (MOUNT_ATTR_NOEXEC, libc::MS_NOEXEC),
+        ] {
+            if attrs & attr != 0 {
+                flags |= ms;
+            }
+        }
+        // SAFETY: a remount of an existing mount point with plain flags.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c.as_ptr(),
+                std::ptr::null(),
+                flags,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as octal.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        if b[i] == b'\\'
+            && let Some(d) = octal
+        {
+            let v =
+                u32::from(d[0] - b'0') * 64 + u32::from(d[1] - b'0') * 8 + u32::from(d[2] - b'0');
+            out.push(v as u8);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Bind-mounts what `src` names onto what `dst` names, both descriptors: nothing is looked up
+/// by path, so a link swapped in between cannot redirect the mount. The new mount API
+/// (`open_tree`, `move_mount`, 5.2) where the kernel has it, else `/proc/self/fd` names.
+pub fn bind_fd(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
+    use rustix::mount::{MoveMountFlags, OpenTreeFlags};
+    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+        | OpenTreeFlags::OPEN_TREE_CLOEXEC
+        | OpenTreeFlags::AT_EMPTY_PATH;
+    if recursive {
+        flags |= OpenTreeFlags::AT_RECURSIVE;
+    }
+    match rustix::mount::open_tree(src, c"", flags) {
+        Ok(tree) => Ok(rustix::mount::move_mount(
+            tree.as_fd(),
+            c"",
+            dst,
+            c"",
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+        )?),
+        Err(rustix::io::Errno::NOSYS) => {
+            let s = format!("/proc/self/fd/{}", src.as_raw_fd());
+            let d = format!("/proc/self/fd/{}", dst.as_raw_fd());
+            let mut ms = nix::mount::MsFlags::MS_BIND;
+            if recursive {
+                ms |= nix::mount::MsFlags::MS_REC;
+            }
+            nix::mount::mount(Some(s.as_str()), d.as_str(), None::<&str>, ms, None::<&str>)
+                .map_err(io::Error::from)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A handle on the process `pid` that started at `start` (clock ticks since boot). The pidfd
+/// is taken first and the start time checked after, so a PID reused since it was recorded is
+/// refused rather than acted on: a pidfd names one process for good.
+pub fn pidfd_of(pid: i32, start: u64) -> io::Result<OwnedFd> {
+    let gone = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("process {pid} is not the one recorded (it ended)"),
+        )
+    };
+    let p = rustix::process::Pid::from_raw(pid).ok_or_else(gone)?;
+    let fd =
+        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(|_| gone())?;
+    if start == 0 || process_start_time(pid as u32) != start {
+        return Err(gone());
+    }
+    Ok(fd)
+}
+
+/// Whether the process behind a pidfd still runs.
+pub fn pidfd_alive(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), 0, 0usize, 0) == 0 }
+}
+
+/// A copy of this executable in a sealed memory file, to exec where the program would
+/// otherwise run inside a container from the host's file: `/proc/PID/exe` then leads to
+/// memory that cannot be written (CVE-2019-5736), not to the host's `ketch-shim`.
+pub fn sealed_self_copy() -> io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let exe = File::open("/proc/self/exe")?;
+    let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    // MFD_EXEC (6.3) says so where the host forbids executable memory files by default.
+    let mfd = match rustix::fs::memfd_create("ketch-init", base | MemfdFlags::EXEC) {
+        Err(rustix::io::Errno::INVAL) => rustix::fs::memfd_create("ketch-init", base)?,
+        r => r?,
+    };
+    let len = exe.metadata()?.len();
+    let mut out = File::from(mfd);
+    let mut copied = 0u64;
+    while copied < len {
+        match rustix::fs::copy_file_range(&exe, None, &out, None, (len - copied) as usize) {
+            Ok(0) => break,
+            Ok(n) => copied += n as u64,
+            Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
+                let mut src = &exe;
+                io::copy(&mut src, &mut out)?;
+                copied = len;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let mfd = OwnedFd::from(out);
+    rustix::fs::fcntl_add_seals(
+        &mfd,
+        SealFlags::SEAL | SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE,
+    )?;
+    Ok(mfd)
+}
+
+/// Loads a seccomp filter into this thread. With CAP_SYS_ADMIN, which the helper holds until
+/// it takes the container's identity, the kernel needs no `no_new_privs`: setuid programs in
+/// the container keep working unless `--security-opt no-new-privileges` asks otherwise.
+/// Without it (a helper run without privileges) the filter is loaded under `no_new_privs`,
+/// which the kernel requires then.
+pub fn load_seccomp(filter: &[libc::sock_filter]) -> io::Result<()> {
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    let load = || {
+        // SAFETY: the program points at `filter`, alive through the call.
+        cvt(unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        })
+    };
+    match load() {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            // SAFETY: a process-wide flag with no pointers.
+            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+            load().map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_skip_what_is_kept() {
+        assert_eq!(ranges(3, &[]), vec![(3, u32::MAX)]);
+        assert_eq!(ranges(3, &[3]), vec![(4, u32::MAX)]);
+        assert_eq!(ranges(3, &[5, 1, 5]), vec![(3, 4), (6, u32::MAX)]);
+        assert_eq!(ranges(3, &[4, 5]), vec![(3, 3), (6, u32::MAX)]);
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(unescape_mountinfo("/plain"), "/plain");
+        assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
+    }
+}
