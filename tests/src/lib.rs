@@ -71,6 +71,38 @@ pub fn busybox_rootfs() -> PathBuf {
     .clone()
 }
 
+/// `tests/fixtures/escape-helper.c` built static, once: the program the escape tests put in
+/// their hostile images.
+pub fn escape_helper() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let dir = target_dir().join("fixtures");
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("escape-helper");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/escape-helper.c");
+        let stale = |o: &Path| {
+            let (Ok(a), Ok(b)) = (std::fs::metadata(o), std::fs::metadata(&src)) else {
+                return true;
+            };
+            a.modified().unwrap() < b.modified().unwrap()
+        };
+        if stale(&out) {
+            require_tool("cc");
+            let tmp = dir.join(format!("escape-helper.{}", std::process::id()));
+            let o = Command::new("cc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&tmp)
+                .arg(&src)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "cc escape-helper.c: {o:?}");
+            std::fs::rename(&tmp, &out).unwrap();
+        }
+        out
+    })
+    .clone()
+}
+
 /// A private state root, removed with everything in it when dropped.
 pub struct Root {
     pub dir: tempfile::TempDir,
@@ -498,8 +530,14 @@ pub struct Daemon {
 impl Daemon {
     /// Starts one on this root, at `ketch.sock` in the root's directory.
     pub fn start(r: &Root) -> Daemon {
+        Daemon::start_with(r, |_| {})
+    }
+
+    /// [`Daemon::start`], with the daemon's command changed by `configure` first.
+    pub fn start_with(r: &Root, configure: impl FnOnce(&mut Command)) -> Daemon {
         let socket = r.dir.path().join("ketch.sock");
         let mut cmd = r.cmd();
+        configure(&mut cmd);
         cmd.args(["daemon", "-H", &format!("unix://{}", socket.display())])
             .stderr(Stdio::null());
         // Gone with the test even when it fails in a way that skips the drop.

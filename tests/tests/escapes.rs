@@ -1,0 +1,921 @@
+//! Ways out of a container, each attacked as a hostile image or container would, through
+//! the CLI and through the daemon; after each, the host is checked unchanged (a marker file,
+//! a directory that must stay empty, a kernel setting, a process that must live on).
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ketch_tests::{Daemon, Root, busybox_rootfs, escape_helper, ketch_bin, random_hex};
+
+/// One way in: the CLI on the root itself, or the CLI through a daemon on that root.
+struct Front<'a> {
+    r: &'a Root,
+    url: Option<String>,
+}
+
+impl Front<'_> {
+    fn name(&self) -> &'static str {
+        if self.url.is_some() {
+            "through the daemon"
+        } else {
+            "embedded"
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        match &self.url {
+            None => self.r.cmd(),
+            Some(url) => {
+                let mut c = Command::new(ketch_bin());
+                c.args(["-H", url])
+                    .env_remove("KETCH_ROOT")
+                    .env_remove("KETCH_HOST")
+                    .env("KETCH_BRIDGE", &self.r.bridge)
+                    .env("KETCH_IP_FORWARD", "false")
+                    .stdin(Stdio::null());
+                c
+            }
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{}: ketch {args:?} failed ({}):\n{}{}",
+            self.name(),
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+/// Runs `attack` embedded, then through a daemon started on the same root.
+fn both(r: &Root, attack: impl Fn(&Front)) {
+    attack(&Front { r, url: None });
+    let d = Daemon::start(r);
+    attack(&Front {
+        r,
+        url: Some(format!("unix://{}", d.socket.display())),
+    });
+}
+
+/// An entry a hostile image adds to busybox (replacing busybox's entry of that name).
+enum E<'a> {
+    File(&'a str, &'a [u8], u32),
+    Dir(&'a str),
+    Link(&'a str, &'a str),
+}
+
+impl E<'_> {
+    fn path(&self) -> &str {
+        match self {
+            E::File(p, ..) | E::Dir(p) | E::Link(p, _) => p,
+        }
+    }
+}
+
+/// Imports busybox plus `extra` (and the escape helper as `/bin/escape-helper`, and again
+/// setuid root as `/opt/euid`) as image `name`, with `changes` (`VOLUME /dev`) applied.
+fn hostile_image(r: &Root, name: &str, extra: &[E], changes: &[&str]) {
+    let helper = std::fs::read(escape_helper()).unwrap();
+    let mut all: Vec<E> = vec![
+        E::File("bin/escape-helper", &helper, 0o755),
+        E::Dir("opt"),
+        E::File("opt/euid", &helper, 0o4755),
+    ];
+    all.extend(extra.iter().map(|e| match e {
+        E::File(p, d, m) => E::File(p, d, *m),
+        E::Dir(p) => E::Dir(p),
+        E::Link(p, t) => E::Link(p, t),
+    }));
+    let mut b = tar::Builder::new(Vec::new());
+    let mut base = tar::Archive::new(std::fs::File::open(busybox_rootfs()).unwrap());
+    for entry in base.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().display().to_string();
+        let path = path
+            .trim_start_matches("./")
+            .trim_end_matches('/')
+            .to_string();
+        if all.iter().any(|e| e.path() == path) {
+            continue;
+        }
+        let h = entry.header().clone();
+        let mut data = Vec::new();
+        entry.read_to_end(&mut data).unwrap();
+        b.append(&h, &data[..]).unwrap();
+    }
+    for e in &all {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        match e {
+            E::File(p, data, mode) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, p, *data).unwrap();
+            }
+            E::Dir(p) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, p, &[][..]).unwrap();
+            }
+            E::Link(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                b.append_link(&mut h, p, target).unwrap();
+            }
+        }
+    }
+    let tar = b.into_inner().unwrap();
+    let mut args = vec!["import".to_string()];
+    for c in changes {
+        args.push("-c".into());
+        args.push(c.to_string());
+    }
+    args.push("-".into());
+    args.push(name.into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = r.run_stdin(&args, &tar);
+    assert!(o.status.success(), "import {name}: {o:?}");
+}
+
+/// A directory of the host's (outside the state root) that an attack aims at; it must stay
+/// as the test made it.
+fn host_dir(r: &Root, name: &str) -> PathBuf {
+    let d = r.dir.path().join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn entries(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The monitor's state file of a container.
+fn state(r: &Root, id: &str) -> serde_json::Value {
+    let b = std::fs::read(r.path().join("containers").join(id).join("state.json")).unwrap();
+    serde_json::from_slice(&b).unwrap()
+}
+
+fn alive(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+fn wait_until(what: &str, secs: u64, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Way out 1: A descriptor the caller holds (a directory of the host, a socket) reaches neither the
+/// container nor its monitor, embedded or through a daemon that holds them itself; the
+/// container's PID 1 and an exec'd process have 0, 1 and 2 only.
+#[test]
+fn inherited_descriptors_do_not_reach_the_container() {
+    let r = Root::new();
+    r.busybox("busybox");
+    let secret = host_dir(&r, "secret");
+    let marker = format!("host-secret-{}", random_hex(6));
+    std::fs::write(secret.join("marker"), &marker).unwrap();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let sock_ino = std::fs::metadata(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&theirs)
+    ))
+    .unwrap()
+    .ino();
+    // Descriptors 9 (the host directory) and 10 (a socket), without close-on-exec.
+    let leak = {
+        let secret = secret.clone();
+        let theirs = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+        move |cmd: &mut Command| {
+            let dir = std::ffi::CString::new(secret.to_str().unwrap()).unwrap();
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fd = libc::open(dir.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY);
+                    if fd < 0 || libc::dup2(fd, 9) < 0 || libc::dup2(theirs, 10) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+    };
+    let check = |f: &Front| {
+        let run = |args: &[&str]| {
+            let mut c = f.cmd();
+            c.args(args);
+            if f.url.is_none() {
+                leak(&mut c);
+            }
+            c.output().unwrap()
+        };
+        let o = run(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "ls /proc/1/fd; cat /proc/1/fd/9/marker; ls -l /proc/1/fd/10",
+        ]);
+        let out = text(&o);
+        assert!(!out.contains(&marker), "{}: {out}", f.name());
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "0\n1\n2\n",
+            "{}: {out}",
+            f.name()
+        );
+        let id = {
+            let o = run(&["run", "-d", "busybox", "sleep", "1000"]);
+            assert!(o.status.success(), "{}: {}", f.name(), text(&o));
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        let pid1 = f.ok(&["exec", &id, "ls", "/proc/1/fd"]);
+        assert_eq!(
+            pid1.split_whitespace().collect::<Vec<_>>(),
+            ["0", "1", "2"],
+            "{}",
+            f.name()
+        );
+        let o = run(&["exec", &id, "sh", "-c", "ls /proc/$$/fd; true"]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .collect::<Vec<_>>(),
+            ["0", "1", "2"],
+            "{}: {}",
+            f.name(),
+            text(&o)
+        );
+        // The container's monitor holds neither the directory nor the socket.
+        let shim = state(f.r, &id)["ShimPid"].as_i64().unwrap();
+        for e in std::fs::read_dir(format!("/proc/{shim}/fd")).unwrap() {
+            let p = e.unwrap().path();
+            let target = std::fs::read_link(&p).unwrap_or_default();
+            assert_ne!(
+                target,
+                secret,
+                "{}: the monitor holds {}",
+                f.name(),
+                p.display()
+            );
+            let md = std::fs::metadata(&p);
+            assert!(
+                !md.is_ok_and(|m| m.ino() == sock_ino),
+                "{}: the monitor holds the caller's socket",
+                f.name()
+            );
+        }
+        f.ok(&["rm", "-f", &id]);
+    };
+    check(&Front { r: &r, url: None });
+    // A daemon that holds them itself.
+    let d = Daemon::start_with(&r, |c| leak(c));
+    check(&Front {
+        r: &r,
+        url: Some(format!("unix://{}", d.socket.display())),
+    });
+    drop(ours);
+}
+
+/// Way out 2: A default container may make device nodes but use only the standard ones: the host's
+/// kernel log (1:11), a terminal (4:0) and a block device stay closed to it. `--device` and
+/// `--device-cgroup-rule` open what they name, no more.
+#[test]
+fn devices_outside_the_allow_list_cannot_be_used() {
+    let r = Root::new();
+    r.busybox("busybox");
+    both(&r, |f| {
+        let mark = format!("ketch-escape-{}", random_hex(6));
+        let script = format!(
+            "mknod /tmp/kmsg c 1 11 && echo {mark} > /tmp/kmsg; echo kmsg=$?; \
+             mknod /tmp/tty0 c 4 0 && echo x > /tmp/tty0; echo tty0=$?; \
+             mknod /tmp/loop b 7 0 && head -c 1 /tmp/loop; echo loop=$?; \
+             echo x > /dev/null; echo null=$?; head -c 4 /dev/urandom | wc -c"
+        );
+        let o = f.run(&["run", "--rm", "busybox", "sh", "-c", &script]);
+        let out = text(&o);
+        for refused in ["kmsg=1", "tty0=1", "loop=1"] {
+            assert!(out.contains(refused), "{}: {out}", f.name());
+        }
+        assert!(
+            out.contains("can't create /tmp/kmsg: Operation not permitted"),
+            "{}: {out}",
+            f.name()
+        );
+        assert!(
+            out.contains("null=0") && out.contains("\n4\n"),
+            "{}: {out}",
+            f.name()
+        );
+        let dmesg = Command::new("dmesg").output().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&dmesg.stdout).contains(&mark),
+            "{}: the container wrote to the host's kernel log",
+            f.name()
+        );
+        // What the options add.
+        let out = f.ok(&[
+            "run",
+            "--rm",
+            "--device",
+            "/dev/null:/dev/xnull",
+            "--device-cgroup-rule",
+            "c 241:7 r",
+            "busybox",
+            "sh",
+            "-c",
+            "ls -l /dev/xnull; echo x > /dev/xnull && echo xnull-ok",
+        ]);
+        assert!(
+            out.contains("1,   3") && out.contains("xnull-ok"),
+            "{}: {out}",
+            f.name()
+        );
+        // Major 241 is for local use and has no driver here: the read the rule allows gets past
+        // the cgroup and finds no device, the write it does not allow is refused before.
+        let o = f.run(&[
+            "run",
+            "--rm",
+            "--device-cgroup-rule",
+            "c 241:7 r",
+            "busybox",
+            "sh",
+            "-c",
+            "mknod /tmp/k c 241 7; cat /tmp/k; echo x > /tmp/k",
+        ]);
+        let out = text(&o);
+        assert!(
+            out.contains("cat: can't open '/tmp/k': No such device or address")
+                && out.contains("can't create /tmp/k: Operation not permitted"),
+            "{}: {out}",
+            f.name()
+        );
+        // The rules in force, as the kernel has them.
+        let id = f.ok(&["run", "-d", "busybox", "sleep", "1000"]);
+        let id = id.trim();
+        let groups: Vec<String> = state(f.r, id)["Cgroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap().to_string())
+            .collect();
+        let mut enforced = 0;
+        for g in &groups {
+            let g = Path::new(g);
+            if let Ok(list) = std::fs::read_to_string(g.join("devices.list")) {
+                assert!(!list.contains("a *:* rwm"), "{}: {list}", f.name());
+                assert!(
+                    list.contains("c 1:3 rwm") && list.contains("c *:* m"),
+                    "{list}"
+                );
+                enforced += 1;
+            }
+            if g.join("cgroup.procs").exists() && !g.join("tasks").exists() {
+                assert_eq!(device_programs(g), 1, "{}: {}", f.name(), g.display());
+                enforced += 1;
+            }
+        }
+        assert!(
+            enforced > 0,
+            "{}: no device controller in {groups:?}",
+            f.name()
+        );
+        f.ok(&["rm", "-f", id]);
+    });
+}
+
+/// How many device programs are attached to a v2 group.
+fn device_programs(group: &Path) -> u32 {
+    #[repr(C)]
+    #[derive(Default)]
+    struct Query {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+    }
+    let dir = std::fs::File::open(group).unwrap();
+    let mut q = Query {
+        target_fd: std::os::fd::AsRawFd::as_raw_fd(&dir) as u32,
+        attach_type: 6, // BPF_CGROUP_DEVICE
+        ..Default::default()
+    };
+    // SAFETY: BPF_PROG_QUERY (16) reads and fills the struct.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            16,
+            &mut q as *mut Query,
+            std::mem::size_of::<Query>(),
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    q.prog_cnt
+}
+
+/// Restores a kernel setting on drop, should an attack have changed it.
+struct Setting {
+    path: &'static str,
+    value: String,
+}
+
+impl Drop for Setting {
+    fn drop(&mut self) {
+        if std::fs::read_to_string(self.path).unwrap_or_default() != self.value {
+            let _ = std::fs::write(self.path, &self.value);
+        }
+    }
+}
+
+/// Way out 3: An image with `VOLUME /dev` whose `/dev/null` is a link to the host's core_pattern: the
+/// masked paths are masked with a real null device, not with what the link names, so the
+/// write goes nowhere.
+#[test]
+fn a_hostile_dev_null_is_never_a_mask_source() {
+    let r = Root::new();
+    hostile_image(
+        &r,
+        "nullpattern",
+        &[
+            E::Dir("dev"),
+            E::Link("dev/null", "/proc/sys/kernel/core_pattern"),
+        ],
+        &["VOLUME /dev"],
+    );
+    let pattern = Setting {
+        path: "/proc/sys/kernel/core_pattern",
+        value: std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
+    };
+    both(&r, |f| {
+        let o = f.run(&[
+            "run",
+            "--rm",
+            "nullpattern",
+            "sh",
+            "-c",
+            "echo '|/tmp/pwn %p' > /proc/keys; echo keys=$?; echo x > /proc/timer_list; \
+             stat -c '%F %t:%T' /proc/keys /proc/timer_list; cat /proc/keys | wc -c",
+        ]);
+        let out = text(&o);
+        assert_eq!(
+            std::fs::read_to_string(pattern.path).unwrap(),
+            pattern.value,
+            "{}: the host's core_pattern changed: {out}",
+            f.name()
+        );
+        assert!(o.status.success(), "{}: {out}", f.name());
+        assert_eq!(
+            out.matches("character special file 1:3").count(),
+            2,
+            "{}: {out}",
+            f.name()
+        );
+    });
+}
+
+/// Way out 4: Mount points the runtime makes (`/etc/hosts` ...) follow an image's dangling links
+/// inside the image: the host directory they name stays empty.
+#[test]
+fn mount_points_are_made_inside_the_root() {
+    let r = Root::new();
+    let outside = host_dir(&r, "host-etc");
+    let hosts = format!("{}/hosts", outside.display());
+    let hostname = format!("{}/hostname", outside.display());
+    let resolv = format!("{}/resolv", outside.display());
+    hostile_image(
+        &r,
+        "danglers",
+        &[
+            E::Link("etc/hosts", &hosts),
+            E::Link("etc/hostname", &hostname),
+            E::Link("etc/resolv.conf", &resolv),
+            E::Link("etc/nologin", &format!("{}/nologin", outside.display())),
+        ],
+        &[],
+    );
+    both(&r, |f| {
+        let out = f.ok(&[
+            "run",
+            "--rm",
+            "danglers",
+            "cat",
+            "/etc/hosts",
+            "/etc/hostname",
+        ]);
+        assert!(out.contains("localhost"), "{}: {out}", f.name());
+        // The volume's mount point too.
+        f.ok(&["run", "--rm", "-v", "/etc/nologin", "danglers", "true"]);
+        assert_eq!(entries(&outside), Vec::<String>::new(), "{}", f.name());
+    });
+}
+
+/// Way out 5: An image whose `/dev` is a link to a host directory gets its device nodes and links
+/// inside the image, also `--privileged` with every host device; the host directory stays
+/// empty.
+#[test]
+fn device_nodes_are_made_inside_the_root() {
+    let r = Root::new();
+    let outside = host_dir(&r, "host-dev");
+    hostile_image(
+        &r,
+        "devlink",
+        &[E::Link("dev", outside.to_str().unwrap())],
+        &[],
+    );
+    both(&r, |f| {
+        let out = f.ok(&["run", "--rm", "devlink", "ls", "/dev/"]);
+        assert!(
+            out.contains("null") && out.contains("urandom"),
+            "{}: {out}",
+            f.name()
+        );
+        let out = f.ok(&["run", "--rm", "--privileged", "devlink", "ls", "/dev/"]);
+        assert!(out.contains("null"), "{}: {out}", f.name());
+        assert_eq!(entries(&outside), Vec::<String>::new(), "{}", f.name());
+    });
+}
+
+/// Way out 6: Host-side walks of a container's files do not follow what the container swaps under
+/// them: `export` of a container that keeps exchanging a directory with a link to a host
+/// directory (renameat2, atomically) never reads the host's files, on the copy driver, where
+/// every path is looked up afresh; and a volume's copy-up, whose directory a container
+/// sharing the volume replaces with a link to the host, never writes the host's directory.
+#[test]
+fn host_side_walks_stay_in_the_container() {
+    for driver in ["copy", "overlay"] {
+        let r = Root::with_flags(&["--storage-driver", driver]);
+        let secret = host_dir(&r, "host-data");
+        let planted = host_dir(&r, "host-target");
+        let mark = format!("HOST-SECRET-{}", random_hex(6));
+        let names: Vec<String> = (0..2000).map(|i| format!("f{i:04}")).collect();
+        for n in &names {
+            std::fs::write(secret.join(n), &mark).unwrap();
+        }
+        let files: Vec<(String, Vec<u8>)> = names
+            .iter()
+            .map(|n| (format!("data/d/{n}"), b"image".to_vec()))
+            .collect();
+        let mut extra = vec![E::Dir("data"), E::Dir("data/d")];
+        extra.extend(files.iter().map(|(p, d)| E::File(p, d, 0o644)));
+        hostile_image(&r, "swapper", &extra, &[]);
+        let swap = format!(
+            "mkdir /d && cd /d && for n in {}; do echo inside > $n; done && \
+             ln -s {} /s && exec escape-helper exchange /d /s 600",
+            names.join(" "),
+            secret.display()
+        );
+        both(&r, |f| {
+            let c = format!("swap-{}", random_hex(4));
+            f.ok(&["run", "-d", "--name", &c, "swapper", "sh", "-c", &swap]);
+            wait_until("the swapper", 20, || {
+                let o = f.run(&["exec", &c, "sh", "-c", "test -e /s"]);
+                o.status.success()
+            });
+            for _ in 0..3 {
+                let o = f.run(&["export", &c]);
+                let tar = String::from_utf8_lossy(&o.stdout);
+                assert!(
+                    !tar.contains(&mark),
+                    "{driver}, {}: export read the host's files",
+                    f.name()
+                );
+            }
+            f.ok(&["rm", "-f", &c]);
+
+            // Copy-up into a volume another container watches.
+            let vol = format!("v{}", random_hex(4));
+            f.ok(&["volume", "create", &vol]);
+            let a = format!("snatch-{}", random_hex(4));
+            let snatch = format!(
+                "touch /tmp/ready; exec escape-helper snatch /vol/d {} 20",
+                planted.display()
+            );
+            f.ok(&[
+                "run",
+                "-d",
+                "--name",
+                &a,
+                "-v",
+                &format!("{vol}:/vol"),
+                "swapper",
+                "sh",
+                "-c",
+                &snatch,
+            ]);
+            wait_until("the snatcher", 20, || {
+                f.run(&["exec", &a, "test", "-e", "/tmp/ready"])
+                    .status
+                    .success()
+            });
+            let b = format!("copyup-{}", random_hex(4));
+            // Created or refused, the copy writes nothing outside the volume.
+            let _ = f.run(&[
+                "create",
+                "--name",
+                &b,
+                "-v",
+                &format!("{vol}:/data"),
+                "swapper",
+            ]);
+            assert_eq!(
+                entries(&planted),
+                Vec::<String>::new(),
+                "{driver}, {}: the copy-up wrote to the host",
+                f.name()
+            );
+            let _ = f.run(&["rm", "-f", &a, &b]);
+            let _ = f.run(&["volume", "rm", &vol]);
+        });
+    }
+}
+
+/// Way out 7: The helper's own executable is never reachable from inside: with `--init` PID 1 runs
+/// from a sealed memory copy, and while `exec` sets a process up in the container, nothing
+/// in the container can read that process's /proc/PID/exe.
+#[test]
+fn the_helper_binary_is_not_reachable_from_inside() {
+    let r = Root::new();
+    hostile_image(&r, "watcher", &[], &[]);
+    let shim = ketch_bin().parent().unwrap().join("ketch-shim");
+    let before = std::fs::read(&shim).unwrap();
+    both(&r, |f| {
+        let id = f.ok(&["run", "-d", "--init", "watcher", "sleep", "1000"]);
+        let id = id.trim();
+        // From the host, PID 1 is a sealed memory file; from inside, not even that is shown.
+        let pid1 = state(f.r, id)["Pid"].as_i64().unwrap();
+        let exe = std::fs::read_link(format!("/proc/{pid1}/exe")).unwrap();
+        let exe = exe.display().to_string();
+        assert!(
+            exe.starts_with("/memfd:ketch-init"),
+            "{}: PID 1 is {exe}",
+            f.name()
+        );
+        let o = f.run(&["exec", id, "readlink", "/proc/1/exe"]);
+        assert!(
+            !text(&o).contains("ketch-shim"),
+            "{}: {}",
+            f.name(),
+            text(&o)
+        );
+        let o = f.run(&["exec", id, "sh", "-c", "echo x >> /proc/1/exe"]);
+        assert!(
+            !o.status.success(),
+            "{}: wrote to PID 1's executable",
+            f.name()
+        );
+        f.ok(&["rm", "-f", id]);
+
+        let w = f.ok(&[
+            "run",
+            "-d",
+            "watcher",
+            "escape-helper",
+            "exe-watch",
+            "ketch-shim",
+            "6",
+        ]);
+        let w = w.trim();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let _ = f.run(&["exec", w, "true"]);
+        }
+        f.ok(&["wait", w]);
+        let seen = f.ok(&["logs", w]);
+        assert_eq!(
+            seen,
+            "",
+            "{}: the container saw the helper: {seen}",
+            f.name()
+        );
+        f.ok(&["rm", w]);
+    });
+    assert_eq!(std::fs::read(&shim).unwrap(), before, "ketch-shim changed");
+}
+
+/// Way out 8: A container that took another identity still dies with its monitor: killing the
+/// monitor of a `-u 1000` container ends the container's process, and the engine then
+/// records the container as exited and removes it.
+#[test]
+fn a_container_dies_with_its_monitor() {
+    let r = Root::new();
+    r.busybox("busybox");
+    both(&r, |f| {
+        let id = f.ok(&["run", "-d", "-u", "1000", "busybox", "sleep", "1000"]);
+        let id = id.trim();
+        let st = state(f.r, id);
+        let (pid, shim) = (st["Pid"].as_i64().unwrap(), st["ShimPid"].as_i64().unwrap());
+        assert!(alive(pid));
+        unsafe { libc::kill(shim as i32, libc::SIGKILL) };
+        wait_until("the container to die with its monitor", 10, || !alive(pid));
+        let ps = f.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("id={id}"),
+            "--format",
+            "{{.Status}}",
+        ]);
+        assert!(ps.starts_with("Exited"), "{}: {ps}", f.name());
+        f.ok(&["rm", id]);
+        let groups = st["Cgroups"].as_array().unwrap();
+        for g in groups {
+            let g = Path::new(g.as_str().unwrap());
+            wait_until("the container's cgroup to go", 10, || !g.exists());
+        }
+    });
+}
+
+/// Way out 9: A PID in the state file that names another process by now (here a host process put
+/// there on purpose) is never signalled, joined or entered: kill, exec and cp refuse, stop
+/// still stops the real container, and the host process lives on.
+#[test]
+fn a_recorded_pid_that_names_another_process_is_not_used() {
+    let r = Root::new();
+    r.busybox("busybox");
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    both(&r, |f| {
+        for legacy in [false, true] {
+            let id = f.ok(&[
+                "run",
+                "-d",
+                "--hostname",
+                "inside",
+                "busybox",
+                "sleep",
+                "1000",
+            ]);
+            let id = id.trim();
+            let mut host = Command::new("sleep").arg("1000").spawn().unwrap();
+            let path = f.r.path().join("containers").join(id).join("state.json");
+            let mut st = state(f.r, id);
+            let real = st["Pid"].as_i64().unwrap();
+            st["Pid"] = serde_json::json!(host.id());
+            if legacy {
+                // A state written before start times were kept.
+                st["PidStart"] = serde_json::json!(0);
+            }
+            std::fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
+            let what = format!("{}, legacy {legacy}", f.name());
+            let o = f.run(&["kill", id]);
+            assert!(!o.status.success(), "{what}: kill {}", text(&o));
+            let o = f.run(&["exec", id, "cat", "/proc/sys/kernel/hostname"]);
+            assert!(!o.status.success(), "{what}: exec ran: {}", text(&o));
+            assert!(!text(&o).contains(host_name.trim()), "{what}: {}", text(&o));
+            let o = f.run(&["cp", &format!("{id}:/proc/sys/kernel/hostname"), "-"]);
+            assert!(
+                !text(&o).contains(host_name.trim()),
+                "{what}: cp {}",
+                text(&o)
+            );
+            f.ok(&["stop", "-t", "1", id]);
+            assert!(!alive(real), "{what}: the container's process lives");
+            assert!(
+                host.try_wait().unwrap().is_none(),
+                "{what}: the host process was killed"
+            );
+            host.kill().unwrap();
+            host.wait().unwrap();
+            f.ok(&["rm", id]);
+        }
+    });
+}
+
+/// Unmounts on drop.
+struct Mounted(Vec<PathBuf>);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        for p in self.0.iter().rev() {
+            let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn mount_tmpfs(at: &Path, opts: &str) {
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+        .arg(at)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mount {}: {o:?}", at.display());
+}
+
+/// Way out 10: `:ro` is recursive and keeps the source's flags: a submount under a read-only bind is
+/// read-only too, and a `nosuid,nodev,noexec` source stays so.
+#[test]
+fn read_only_binds_are_recursive_and_keep_their_flags() {
+    let r = Root::new();
+    r.busybox("busybox");
+    let src = host_dir(&r, "ro-src");
+    mount_tmpfs(&src, "nosuid,nodev,noexec,size=1m");
+    let mut mounted = Mounted(vec![src.clone()]);
+    std::fs::create_dir(src.join("sub")).unwrap();
+    mount_tmpfs(&src.join("sub"), "size=1m");
+    mounted.0.push(src.join("sub"));
+    let bind = format!("{}:/d:ro", src.display());
+    both(&r, |f| {
+        let out = f.ok(&[
+            "run",
+            "--rm",
+            "-v",
+            &bind,
+            "busybox",
+            "sh",
+            "-c",
+            "touch /d/x; echo top=$?; touch /d/sub/y; echo sub=$?; grep ' /d ' /proc/self/mountinfo",
+        ]);
+        assert!(
+            out.contains("top=1") && out.contains("sub=1"),
+            "{}: {out}",
+            f.name()
+        );
+        let line = out.lines().find(|l| l.contains(" /d ")).unwrap_or_default();
+        let opts = line.split(' ').nth(5).unwrap_or_default();
+        for flag in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(
+                opts.split(',').any(|o| o == flag),
+                "{}: {flag} missing: {line}",
+                f.name()
+            );
+        }
+    });
+    assert!(entries(&src).iter().all(|e| e == "sub"));
+    drop(mounted);
+}
+
+/// Way out 11: A setuid-root program works as in Docker (euid 0 for user 65534), and
+/// `--security-opt no-new-privileges` stops it.
+#[test]
+fn setuid_programs_work_unless_no_new_privileges() {
+    let r = Root::new();
+    hostile_image(&r, "suid", &[], &[]);
+    both(&r, |f| {
+        let out = f.ok(&["run", "--rm", "-u", "65534", "suid", "/opt/euid", "euid"]);
+        assert_eq!(out.trim(), "euid=0", "{}", f.name());
+        let out = f.ok(&[
+            "run",
+            "--rm",
+            "-u",
+            "65534",
+            "suid",
+            "grep",
+            "NoNewPrivs",
+            "/proc/self/status",
+        ]);
+        assert!(out.contains('0'), "{}: {out}", f.name());
+        let out = f.ok(&[
+            "run",
+            "--rm",
+            "-u",
+            "65534",
+            "--security-opt",
+            "no-new-privileges",
+            "suid",
+            "/opt/euid",
+            "euid",
+        ]);
+        assert_eq!(out.trim(), "euid=65534", "{}", f.name());
+    });
+}
