@@ -658,6 +658,7 @@ fn host_side_walks_stay_in_the_container() {
                 "-v",
                 &format!("{vol}:/data"),
                 "swapper",
+                "true",
             ]);
             assert_eq!(
                 entries(&planted),
@@ -665,6 +666,12 @@ fn host_side_walks_stay_in_the_container() {
                 "{driver}, {}: the copy-up wrote to the host",
                 f.name()
             );
+            // The attack did happen: the directory was replaced during the copy.
+            wait_until("the snatcher to end", 30, || {
+                f.run(&["wait", &a]).status.success()
+            });
+            let log = f.ok(&["logs", &a]);
+            assert!(log.contains("snatched"), "{driver}, {}: {log}", f.name());
             let _ = f.run(&["rm", "-f", &a, &b]);
             let _ = f.run(&["volume", "rm", &vol]);
         });
