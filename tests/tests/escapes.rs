@@ -624,56 +624,52 @@ fn host_side_walks_stay_in_the_container() {
             }
             f.ok(&["rm", "-f", &c]);
 
-            // Copy-up into a volume another container watches.
-            let vol = format!("v{}", random_hex(4));
-            f.ok(&["volume", "create", &vol]);
-            let a = format!("snatch-{}", random_hex(4));
-            let snatch = format!(
-                "touch /tmp/ready; exec escape-helper snatch /vol/d {} 20",
-                planted.display()
-            );
-            f.ok(&[
-                "run",
-                "-d",
-                "--name",
-                &a,
-                "-v",
-                &format!("{vol}:/vol"),
-                "swapper",
-                "sh",
-                "-c",
-                &snatch,
-            ]);
-            wait_until("the snatcher", 20, || {
-                f.run(&["exec", &a, "test", "-e", "/tmp/ready"])
-                    .status
-                    .success()
-            });
-            let b = format!("copyup-{}", random_hex(4));
-            // Created or refused, the copy writes nothing outside the volume.
-            let _ = f.run(&[
-                "create",
-                "--name",
-                &b,
-                "-v",
-                &format!("{vol}:/data"),
-                "swapper",
-                "true",
-            ]);
-            assert_eq!(
-                entries(&planted),
-                Vec::<String>::new(),
-                "{driver}, {}: the copy-up wrote to the host",
-                f.name()
-            );
-            // The attack did happen: the directory was replaced during the copy.
-            wait_until("the snatcher to end", 30, || {
-                f.run(&["wait", &a]).status.success()
-            });
-            let log = f.ok(&["logs", &a]);
-            assert!(log.contains("snatched"), "{driver}, {}: {log}", f.name());
-            let _ = f.run(&["rm", "-f", &a, &b]);
-            let _ = f.run(&["volume", "rm", &vol]);
+            // Copy-up into a volume another container watches, until the watcher has
+            // replaced the directory in the middle of the copy at least once.
+            let mut mid_copy = false;
+            for _ in 0..5 {
+                let vol = format!("v{}", random_hex(4));
+                f.ok(&["volume", "create", &vol]);
+                let a = format!("snatch-{}", random_hex(4));
+                let snatch = format!(
+                    "touch /tmp/ready; exec escape-helper snatch /vol/d {} 20",
+                    planted.display()
+                );
+                let volume = format!("{vol}:/vol");
+                f.ok(&[
+                    "run", "-d", "--name", &a, "-v", &volume, "swapper", "sh", "-c", &snatch,
+                ]);
+                wait_until("the snatcher", 20, || {
+                    f.run(&["exec", &a, "test", "-e", "/tmp/ready"])
+                        .status
+                        .success()
+                });
+                let b = format!("copyup-{}", random_hex(4));
+                // Created or refused, the copy writes nothing outside the volume.
+                let data = format!("{vol}:/data");
+                let _ = f.run(&["create", "--name", &b, "-v", &data, "swapper", "true"]);
+                assert_eq!(
+                    entries(&planted),
+                    Vec::<String>::new(),
+                    "{driver}, {}: the copy-up wrote to the host",
+                    f.name()
+                );
+                wait_until("the snatcher to end", 30, || {
+                    f.run(&["wait", &a]).status.success()
+                });
+                let log = f.ok(&["logs", &a]);
+                let copied: Option<usize> = log
+                    .trim()
+                    .strip_prefix("snatched after ")
+                    .and_then(|n| n.parse().ok());
+                mid_copy |= copied.is_some_and(|n| n < names.len());
+                let _ = f.run(&["rm", "-f", &a, &b]);
+                let _ = f.run(&["volume", "rm", &vol]);
+                if mid_copy {
+                    break;
+                }
+            }
+            assert!(mid_copy, "{driver}, {}: never swapped mid-copy", f.name());
         });
     }
 }
