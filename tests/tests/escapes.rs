@@ -790,11 +790,11 @@ fn a_recorded_pid_that_names_another_process_is_not_used() {
                 "1000",
             ]);
             let id = id.trim();
-            let mut host = Command::new("sleep").arg("1000").spawn().unwrap();
+            let mut host = Reaped(Command::new("sleep").arg("1000").spawn().unwrap());
             let path = f.r.path().join("containers").join(id).join("state.json");
             let mut st = state(f.r, id);
             let real = st["Pid"].as_i64().unwrap();
-            st["Pid"] = serde_json::json!(host.id());
+            st["Pid"] = serde_json::json!(host.0.id());
             if legacy {
                 // A state written before start times were kept.
                 st["PidStart"] = serde_json::json!(0);
@@ -815,14 +815,23 @@ fn a_recorded_pid_that_names_another_process_is_not_used() {
             f.ok(&["stop", "-t", "1", id]);
             assert!(!alive(real), "{what}: the container's process lives");
             assert!(
-                host.try_wait().unwrap().is_none(),
+                host.0.try_wait().unwrap().is_none(),
                 "{what}: the host process was killed"
             );
-            host.kill().unwrap();
-            host.wait().unwrap();
+            drop(host);
             f.ok(&["rm", id]);
         }
     });
+}
+
+/// A child process killed and collected on drop, also when a test fails.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Unmounts on drop.
