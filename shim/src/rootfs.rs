@@ -378,3 +378,47 @@ pub fn protect_paths(root: BorrowedFd<'_>, spec: &Spec) -> Result<(), StartError
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    /// Dangling links, absolute or climbing out with `..`, lead to entries made inside the
+    /// root; nothing appears outside it.
+    #[test]
+    fn mount_points_are_made_inside_the_root() {
+        let base = std::env::temp_dir().join(format!("ketch-rootfs-{}", std::process::id()));
+        let (root, outside) = (base.join("root"), base.join("outside"));
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let out = outside.display().to_string();
+        symlink(format!("{out}/hosts"), root.join("etc/hosts")).unwrap();
+        symlink(format!("../../../../..{out}/dir"), root.join("etc/up")).unwrap();
+        symlink("/etc/loop2", root.join("etc/loop1")).unwrap();
+        symlink("/etc/loop1", root.join("etc/loop2")).unwrap();
+        let r = rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let file = create_in_root(r.as_fd(), "/etc/hosts", false).unwrap();
+        assert_eq!(
+            FileType::from_raw_mode(rustix::fs::fstat(&file).unwrap().st_mode),
+            FileType::RegularFile
+        );
+        assert!(
+            root.join(out.trim_start_matches('/'))
+                .join("hosts")
+                .is_file()
+        );
+        let dir = create_in_root(r.as_fd(), "/etc/up/sub", true).unwrap();
+        assert!(rustix::fs::fstat(&dir).is_ok());
+        assert!(
+            root.join(out.trim_start_matches('/'))
+                .join("dir/sub")
+                .is_dir()
+        );
+        let looped = create_in_root(r.as_fd(), "/etc/loop1", false).unwrap_err();
+        assert_eq!(looped.raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
