@@ -456,6 +456,37 @@ fn kill_task(c: &Container) {
     kill_cgroups(&c.record.id, &c.task.cgroups);
 }
 
+/// Records a task state the engine reconciled, replacing the file atomically.
+fn write_task(bundle: &std::path::Path, task: &TaskState) {
+    let tmp = bundle.join(".state.json.engine");
+    if fs::write(&tmp, serde_json::to_vec(task).unwrap_or_default()).is_ok() {
+        let _ = fs::rename(&tmp, bundle.join("state.json"));
+    }
+}
+
+/// Removes a container's cgroups, and the `ketch` groups above them once empty, waiting up
+/// to `patience` for the last killed processes to be reaped; returns those still there.
+fn remove_cgroups(cgroups: &[PathBuf], patience: Duration) -> Vec<PathBuf> {
+    let deadline = Instant::now() + patience;
+    let mut left = cgroups.to_vec();
+    loop {
+        left.retain(|cg| match fs::remove_dir(cg) {
+            Ok(()) => {
+                // Fails while another container's group is inside: then it stays.
+                if let Some(parent) = cg.parent() {
+                    let _ = fs::remove_dir(parent);
+                }
+                false
+            }
+            Err(e) => e.kind() != io::ErrorKind::NotFound,
+        });
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// SIGKILL to every process in a container's cgroups, each taken by pidfd and checked to
 /// be in them: what is left when a first process cannot be signalled, or of a container that
 /// outlived its monitor.
@@ -575,12 +606,9 @@ impl Local {
             // whatever escaped that (a process that took another identity) is killed now:
             // nothing of a container runs on unwatched. Then its cgroups go.
             kill_cgroups(&record.id, &task.cgroups);
-            for cg in &task.cgroups {
-                let _ = fs::remove_dir(cg);
-                if let Some(parent) = cg.parent() {
-                    let _ = fs::remove_dir(parent);
-                }
-            }
+            // What cannot go yet (a killed process not yet reaped) stays recorded, for the
+            // next look to remove.
+            task.cgroups = remove_cgroups(&task.cgroups, Duration::from_millis(500));
             task.status = "exited".into();
             if task.exit_code == 0 {
                 task.exit_code = 137;
@@ -589,15 +617,20 @@ impl Local {
                 task.error = "the container's monitor ended without recording an exit".into();
             }
             task.pid = 0;
-            task.cgroups.clear();
             if task.finished_at.is_empty() {
                 task.finished_at = crate::db::now();
             }
-            let tmp = bundle.join(".state.json.engine");
-            if fs::write(&tmp, serde_json::to_vec(&task).unwrap_or_default()).is_ok() {
-                let _ = fs::rename(&tmp, bundle.join("state.json"));
-            }
+            write_task(&bundle, &task);
             status = Status::Exited;
+        } else if status == Status::Exited
+            && !task.cgroups.is_empty()
+            && !alive(task.shim_pid, task.shim_start)
+        {
+            let left = remove_cgroups(&task.cgroups, Duration::ZERO);
+            if left.len() != task.cgroups.len() {
+                task.cgroups = left;
+                write_task(&bundle, &task);
+            }
         }
         if status == Status::Running && self.frozen(&task) {
             status = Status::Paused;
@@ -1399,6 +1432,12 @@ impl Local {
             self.thaw(&c);
             kill_task(&c);
             self.container_wait(name, Some(Duration::from_secs(30)))?;
+        }
+        // Cgroups a killed container left (its last processes not yet reaped) go with it.
+        let c = self.container_get(&c.record.id)?;
+        if !c.task.cgroups.is_empty() && !alive(c.task.shim_pid, c.task.shim_start) {
+            kill_cgroups(&c.record.id, &c.task.cgroups);
+            remove_cgroups(&c.task.cgroups, Duration::from_secs(2));
         }
         // One transaction forgets the container, hands its snapshot to a lease and moves
         // its bundle aside; a crash after it leaves a dead lease, whose recovery removes
