@@ -1030,13 +1030,13 @@ fn run(opts: Options) -> i32 {
         Ok(j) => j,
         Err(msg) => return fail_early(&mut state, &mut ready, msg),
     };
-    // `--init`: PID 1 runs from a sealed copy of this executable, made once for every run.
+    // `--init`: PID 1 runs this executable sealed against writes, made once for every run.
     let init_exe = if spec
         .annotations
         .get("io.ketch.init")
         .is_some_and(|v| v == "true")
     {
-        match sys::sealed_self_copy() {
+        match sys::sealed_self() {
             Ok(fd) => Some(fd),
             Err(e) => {
                 return fail_early(&mut state, &mut ready, format!("copy ketch-init: {e}"));

@@ -103,6 +103,13 @@ struct MountAttr {
 /// Docker 25+. `mount_setattr` (5.12) where the kernel has it, else a remount of each mount
 /// with its current flags added.
 pub fn add_mount_attrs(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<()> {
+    match mount_setattr(fd, attrs, recursive) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => remount_with(fd, attrs, recursive),
+        r => r,
+    }
+}
+
+fn mount_setattr(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<()> {
     let attr = MountAttr {
         attr_set: attrs,
         attr_clr: 0,
@@ -121,11 +128,7 @@ pub fn add_mount_attrs(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::R
             std::mem::size_of::<MountAttr>(),
         )
     };
-    match cvt(rc) {
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => remount_with(fd, attrs, recursive),
-        Err(e) => Err(e),
-    }
+    cvt(rc).map(drop)
 }
 
 /// [`add_mount_attrs`] by remounting: each mount keeps the flags `statvfs` reports (a
@@ -276,10 +279,36 @@ pub fn pidfd_alive(fd: BorrowedFd<'_>) -> bool {
     unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), 0, 0usize, 0) == 0 }
 }
 
-/// A copy of this executable in a sealed memory file, to exec where the program would
-/// otherwise run inside a container from the host's file: `/proc/PID/exe` then leads to
-/// memory that cannot be written (CVE-2019-5736), not to the host's `ketch-shim`.
-pub fn sealed_self_copy() -> io::Result<OwnedFd> {
+/// This executable as a process inside a container may run it (`--init`'s PID 1): through
+/// a read-only mount of its own, so that `/proc/PID/exe`, reopened for writing, is refused
+/// (EROFS) and cannot overwrite the host's `ketch-shim` (CVE-2019-5736). The mount is a
+/// detached clone of the executable's file, in no namespace and costing no memory; where the
+/// kernel lacks the new mount API (`open_tree` 5.2, `mount_setattr` 5.12), a sealed copy in
+/// memory instead.
+pub fn sealed_self() -> io::Result<OwnedFd> {
+    use rustix::mount::OpenTreeFlags;
+    let tree = rustix::mount::open_tree(
+        rustix::fs::CWD,
+        c"/proc/self/exe",
+        OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+    );
+    match tree {
+        Ok(tree) => match mount_setattr(tree.as_fd(), MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID, false)
+        {
+            Ok(()) => return Ok(tree),
+            Err(e) if e.raw_os_error() != Some(libc::ENOSYS) => return Err(e),
+            // A remount cannot reach a detached mount: the copy below.
+            Err(_) => {}
+        },
+        Err(rustix::io::Errno::NOSYS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    sealed_self_copy()
+}
+
+/// A copy of this executable in a sealed memory file: `/proc/PID/exe` leads to memory that
+/// cannot be written. It costs the executable's size per container, hence the last resort.
+fn sealed_self_copy() -> io::Result<OwnedFd> {
     use rustix::fs::{MemfdFlags, SealFlags};
     let exe = File::open("/proc/self/exe")?;
     let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
