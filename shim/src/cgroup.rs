@@ -240,24 +240,35 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The container's v2 group (on a hybrid host the one beside v1), opened for
+    /// `sys::fork_into`.
+    pub fn v2_dir(&self) -> Option<std::fs::File> {
+        let dir = match self {
+            Cgroup::V1 { unified, .. } => unified.as_deref()?,
+            Cgroup::V2(p) => p,
+        };
+        std::fs::File::open(dir).ok()
+    }
+
     /// Moves the calling process, which must be single-threaded, into every cgroup of the
-    /// container.
+    /// container; with `in_v2`, it is in the v2 one already (made there by `fork_into`).
     ///
     /// On v1 this writes `0` (the caller) to `tasks`: moving only the current thread takes no
     /// global lock, while writing a PID to `cgroup.procs` takes the threadgroup rwsem for
     /// writing and waits out an RCU grace period, 10-20 ms per start here. A single-threaded
     /// process is its only thread, so the whole process moves.
-    pub fn join_self(&self) -> io::Result<()> {
+    pub fn join_self(&self, in_v2: bool) -> io::Result<()> {
         match self {
             Cgroup::V1 { dirs, unified } => {
                 for (_, p) in dirs {
                     write(&p.join("tasks"), "0")?;
                 }
-                if let Some(u) = unified {
+                if let Some(u) = unified.as_ref().filter(|_| !in_v2) {
                     write(&u.join("cgroup.procs"), "0")?;
                 }
                 Ok(())
             }
+            Cgroup::V2(_) if in_v2 => Ok(()),
             Cgroup::V2(p) => write(&p.join("cgroup.procs"), "0"),
         }
     }

@@ -145,17 +145,23 @@ pub fn run() -> i32 {
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     // This process is single-threaded: on v1, moving its one thread through `tasks` avoids
     // the global lock a `cgroup.procs` write takes (see the shim's `Cgroup::join_self`).
+    // A v2 group (one without `tasks`) is not joined here: the process is made in it (see
+    // `sys::fork_into`).
+    let mut v2 = None;
     for cg in &cgroups {
         let tasks = cg.join("tasks");
-        let file = if tasks.exists() {
-            tasks
-        } else {
-            cg.join("cgroup.procs")
-        };
-        if let Err(e) = fs::write(file, "0") {
+        if !tasks.exists() {
+            v2 = Some(cg.clone());
+            continue;
+        }
+        if let Err(e) = fs::write(tasks, "0") {
             return fail(&mut ready, 125, format!("join {}: {e}", cg.display()));
         }
     }
+    let v2_dir = match v2.as_ref().map(File::open).transpose() {
+        Ok(d) => d,
+        Err(e) => return fail(&mut ready, 125, format!("open the container's cgroup: {e}")),
+    };
     if !a.attach {
         let _ = nix::unistd::setsid();
         if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
@@ -208,12 +214,21 @@ pub fn run() -> i32 {
     } else {
         None
     };
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return fail(&mut ready, 125, "fork".into());
-    }
+    // SAFETY: this process is single-threaded.
+    let (pid, in_v2) = match unsafe { crate::sys::fork_into(0, v2_dir.as_ref().map(|d| d.as_fd())) }
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&mut ready, 125, format!("fork: {e}")),
+    };
     if pid == 0 {
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+        if let Some(dir) = v2.as_ref().filter(|_| !in_v2)
+            && let Err(e) = fs::write(dir.join("cgroup.procs"), "0")
+        {
+            let _ =
+                File::from(exec_w).write_all(format!("125 join {}: {e}", dir.display()).as_bytes());
+            unsafe { libc::_exit(125) };
+        }
         let stdin_fd = match &input {
             Some((r, _)) => r.as_raw_fd(),
             None => File::open("/dev/null")

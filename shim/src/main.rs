@@ -379,7 +379,7 @@ fn start(
     } else {
         None
     };
-    let mut flags = libc::SIGCHLD as libc::c_long;
+    let mut flags: libc::c_long = 0;
     let mut cgroupns = false;
     for ns in &spec.linux.namespaces {
         if ns.path.is_some() {
@@ -399,12 +399,13 @@ fn start(
             _ => 0,
         } as libc::c_long;
     }
-    // A fork with namespace flags. This process is single-threaded, so the child may run
-    // Rust code until it execs.
-    let pid = unsafe { libc::syscall(libc::SYS_clone, flags, 0, 0, 0, 0) };
-    if pid < 0 {
-        return Err(e("clone")(io::Error::last_os_error()));
-    }
+    // A fork with namespace flags, into the container's v2 group where there is one. This
+    // process is single-threaded, so the child may run Rust code until it execs.
+    let v2 = cg.v2_dir();
+    // SAFETY: this process is single-threaded.
+    let (pid, in_v2) = unsafe { sys::fork_into(flags as u64, v2.as_ref().map(|f| f.as_fd())) }
+        .map_err(e("clone"))?;
+    drop(v2);
     if pid == 0 {
         // Not dumpable while this is the helper's image inside the container: no process of
         // the container can open its /proc/PID/exe (the host's ketch-shim) or trace it. The
@@ -421,7 +422,7 @@ fn start(
             unsafe { libc::_exit(125) };
         }
         // The child moves itself: on v1 that takes no global lock (see `Cgroup::join_self`).
-        if let Err(err) = cg.join_self() {
+        if let Err(err) = cg.join_self(in_v2) {
             let mut w = File::from(exec_w);
             let _ = write!(w, "125 join the container's cgroups: {err}");
             unsafe { libc::_exit(125) };
