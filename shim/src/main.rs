@@ -475,7 +475,7 @@ fn start(
         let _ = w.write_all(format!("{} {}", err.code, err.message).as_bytes());
         unsafe { libc::_exit(err.code) };
     }
-    let pid = Pid::from_raw(pid as i32);
+    let pid = Pid::from_raw(pid);
     drop((out_w, err_w, go_r, exec_w));
     drop(in_r);
     // Held open until the process runs: its closing tells the child the monitor is gone.
