@@ -4,8 +4,11 @@
 //! come from one records file per network, which the engine rewrites whenever a container
 //! joins or leaves; the container's list of those files changes when it is connected to a
 //! network or disconnected. Both are read at each query, so a container that joins later
-//! resolves at once. Other names are passed to the upstream servers from a socket in the
-//! monitor's own (the host's) namespace.
+//! resolves at once. Other names are passed to the upstream servers from the monitor's own
+//! (the host's) namespace, as Docker's resolver does it: each query from a socket of its own,
+//! on a port the kernel picks at random and connected to the one server asked (so only that
+//! server's datagrams reach it), with a random ID; a reply counts only with that ID and the
+//! question that was asked. Nothing listens on the host's addresses for replies.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -13,7 +16,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Where the server listens inside the container. Not port 53 itself, which the container's
 /// own programs may want on every address: the engine redirects 127.0.0.11:53 here with a
@@ -26,15 +29,30 @@ const RCODE_SERVFAIL: u8 = 2;
 const RCODE_NXDOMAIN: u8 = 3;
 const TTL: u32 = 600;
 
+/// Queries passed upstream and not yet answered, at most; the oldest is given up for a new.
+const MAX_PENDING: usize = 128;
+/// How long an upstream server has to answer.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A query passed upstream.
+struct Pending {
+    /// Connected to the server asked, on a port of its own.
+    sock: UdpSocket,
+    /// The client's ID for the query, and the client.
+    client_id: u16,
+    client: SocketAddr,
+    /// The question as sent: a reply must carry the same.
+    question: Vec<u8>,
+    sent: Instant,
+}
+
 pub struct Server {
     sock: UdpSocket,
-    upstream: Option<UdpSocket>,
     servers: Vec<SocketAddr>,
     /// A file naming the records files of the container's networks, one a line.
     records: PathBuf,
-    /// Queries passed upstream: our ID → (the client's ID, the client, when sent).
-    pending: HashMap<u16, (u16, SocketAddr, Instant)>,
-    next_id: u16,
+    /// Queries passed upstream, by the random ID they were sent with.
+    pending: HashMap<u16, Pending>,
 }
 
 impl Server {
@@ -48,20 +66,11 @@ impl Server {
         setns(own.as_fd())?;
         let sock = sock?;
         sock.set_nonblocking(true)?;
-        let upstream = if servers.is_empty() {
-            None
-        } else {
-            let u = UdpSocket::bind("0.0.0.0:0")?;
-            u.set_nonblocking(true)?;
-            Some(u)
-        };
         Ok(Server {
             sock,
-            upstream,
             servers,
             records,
             pending: HashMap::new(),
-            next_id: 1,
         })
     }
 
@@ -69,8 +78,9 @@ impl Server {
         self.sock.as_fd()
     }
 
-    pub fn upstream_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.upstream.as_ref().map(|u| u.as_fd())
+    /// The sockets of the queries waiting for an upstream answer.
+    pub fn upstream_fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.pending.values().map(|p| p.sock.as_fd()).collect()
     }
 
     /// The addresses of `name` on the container's networks: lines of `IP NAME [NAME...]`
@@ -106,23 +116,88 @@ impl Server {
         }
     }
 
-    /// Relays every upstream reply back to the client that asked.
+    /// Relays every upstream reply back to the client that asked. A datagram counts only
+    /// from the server asked (the socket is connected to it), with the ID it was sent and
+    /// the question asked; anything else is dropped and the query waits on.
     pub fn relay(&mut self) {
-        let Some(up) = &self.upstream else { return };
         let mut buf = [0u8; 4096];
-        while let Ok((n, _)) = up.recv_from(&mut buf) {
-            if n < 12 {
-                continue;
-            }
-            let id = u16::from_be_bytes([buf[0], buf[1]]);
-            if let Some((orig, client, _)) = self.pending.remove(&id) {
-                buf[0..2].copy_from_slice(&orig.to_be_bytes());
-                let _ = self.sock.send_to(&buf[..n], client);
+        let mut answered = Vec::new();
+        for (id, p) in &self.pending {
+            while let Ok(n) = p.sock.recv(&mut buf) {
+                let m = &buf[..n];
+                let genuine = n >= 12
+                    && u16::from_be_bytes([m[0], m[1]]) == *id
+                    && m[2] & 0x80 != 0
+                    && m.get(12..12 + p.question.len()) == Some(&p.question[..]);
+                if genuine {
+                    buf[0..2].copy_from_slice(&p.client_id.to_be_bytes());
+                    let _ = self.sock.send_to(&buf[..n], p.client);
+                    answered.push(*id);
+                    break;
+                }
             }
         }
-        // Forget what upstream never answered.
+        for id in answered {
+            self.pending.remove(&id);
+        }
+        self.expire();
+    }
+
+    /// Gives up on queries upstream has not answered in time.
+    fn expire(&mut self) {
         self.pending
-            .retain(|_, (_, _, at)| at.elapsed().as_secs() < 10);
+            .retain(|_, p| p.sent.elapsed() < UPSTREAM_TIMEOUT);
+    }
+
+    /// Passes a query upstream under a fresh random ID, from a socket of its own; false when
+    /// no server could be sent to.
+    fn forward(&mut self, q: &[u8], question_end: usize, client: SocketAddr) -> bool {
+        self.expire();
+        if self.pending.len() >= MAX_PENDING
+            && let Some(oldest) = self
+                .pending
+                .iter()
+                .min_by_key(|(_, p)| p.sent)
+                .map(|(id, _)| *id)
+        {
+            self.pending.remove(&oldest);
+        }
+        let id = loop {
+            let id = random_u16();
+            if !self.pending.contains_key(&id) {
+                break id;
+            }
+        };
+        let mut fwd = q.to_vec();
+        fwd[0..2].copy_from_slice(&id.to_be_bytes());
+        for server in &self.servers {
+            let bind: SocketAddr = if server.is_ipv4() {
+                (Ipv4Addr::UNSPECIFIED, 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            let sock = match UdpSocket::bind(bind)
+                .and_then(|s| s.connect(server).map(|()| s))
+                .and_then(|s| s.set_nonblocking(true).map(|()| s))
+            {
+                Ok(s) => s,
+                Err(_) => continue,
+            };
+            if sock.send(&fwd).is_ok() {
+                self.pending.insert(
+                    id,
+                    Pending {
+                        sock,
+                        client_id: u16::from_be_bytes([q[0], q[1]]),
+                        client,
+                        question: q[12..question_end].to_vec(),
+                        sent: Instant::now(),
+                    },
+                );
+                return true;
+            }
+        }
+        false
     }
 
     fn answer(&mut self, q: &[u8], from: SocketAddr) -> Option<Vec<u8>> {
@@ -147,23 +222,31 @@ impl Server {
             };
             return Some(reply(q, question_end, 0, &ips));
         }
-        if !key.contains('.') || self.upstream.is_none() {
+        if !key.contains('.') || self.servers.is_empty() {
             // A single-label name is a container's or nobody's.
             return Some(reply(q, question_end, RCODE_NXDOMAIN, &[]));
         }
-        let up = self.upstream.as_ref()?;
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        let mut fwd = q.to_vec();
-        let orig = u16::from_be_bytes([q[0], q[1]]);
-        fwd[0..2].copy_from_slice(&id.to_be_bytes());
-        let sent = self.servers.iter().any(|s| up.send_to(&fwd, s).is_ok());
-        if !sent {
+        if !self.forward(q, question_end, from) {
             return Some(reply(q, question_end, RCODE_SERVFAIL, &[]));
         }
-        self.pending.insert(id, (orig, from, Instant::now()));
         None
     }
+}
+
+/// A query ID from the kernel's random source, so an off-path sender cannot guess it.
+fn random_u16() -> u16 {
+    let mut b = [0u8; 2];
+    // SAFETY: getrandom fills the two bytes it is given.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 2, 0) };
+    if n != 2 {
+        // The kernel's source never fails for two bytes once booted; fall back to the clock.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        return (t ^ (t >> 16)) as u16;
+    }
+    u16::from_ne_bytes(b)
 }
 
 fn setns(fd: BorrowedFd<'_>) -> io::Result<()> {
@@ -246,11 +329,9 @@ mod tests {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let mut s = Server {
             sock,
-            upstream: None,
             servers: vec![],
             records: list.clone(),
             pending: HashMap::new(),
-            next_id: 1,
         };
         let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let r = s.answer(&query("WWW", TYPE_A), from).unwrap();
@@ -281,5 +362,86 @@ mod tests {
         assert!(s.answer(&[1, 2, 3], from).is_none());
         let _ = s.answer(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 70], from);
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn answer_to(q: &[u8], id: u16, ip: [u8; 4]) -> Vec<u8> {
+        let mut r = q.to_vec();
+        r[0..2].copy_from_slice(&id.to_be_bytes());
+        r[2] |= 0x80;
+        r[7] = 1;
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&ip);
+        r
+    }
+
+    /// Replies that do not come from the server asked, or do not carry the query's ID and
+    /// question, never reach the client; the real one does, with the client's ID.
+    #[test]
+    fn only_the_server_asked_can_answer() {
+        let timeout = Some(std::time::Duration::from_secs(5));
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        upstream.set_read_timeout(timeout).unwrap();
+        let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
+        listen.set_nonblocking(true).unwrap();
+        let list = std::env::temp_dir().join(format!("ketch-dns-none-{}", std::process::id()));
+        fs::write(&list, "").unwrap();
+        let mut s = Server {
+            sock: listen,
+            servers: vec![upstream.local_addr().unwrap()],
+            records: list.clone(),
+            pending: HashMap::new(),
+        };
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_nonblocking(true).unwrap();
+        let q = query("example.test", TYPE_A);
+        client.send_to(&q, s.sock.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        s.serve();
+        let mut buf = [0u8; 512];
+        let (n, forwarder) = upstream.recv_from(&mut buf).unwrap();
+        let sent = buf[..n].to_vec();
+        let id = u16::from_be_bytes([sent[0], sent[1]]);
+        assert_eq!(
+            &sent[2..],
+            &q[2..],
+            "the query goes on unchanged but for its ID"
+        );
+        assert!(!forwarder.ip().is_unspecified());
+        // Forgeries: another address, the same address from another port, a wrong ID, the
+        // server asked but another question.
+        let forged = answer_to(&q, id, [6, 6, 6, 6]);
+        UdpSocket::bind("127.0.0.2:0")
+            .unwrap()
+            .send_to(&forged, forwarder)
+            .unwrap();
+        UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .send_to(&forged, forwarder)
+            .unwrap();
+        upstream
+            .send_to(&answer_to(&q, id.wrapping_add(1), [6, 6, 6, 6]), forwarder)
+            .unwrap();
+        let other = query("evil.test", TYPE_A);
+        upstream
+            .send_to(&answer_to(&other, id, [6, 6, 6, 6]), forwarder)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        s.relay();
+        assert!(
+            client.recv(&mut buf).is_err(),
+            "a forged reply reached the client"
+        );
+        assert_eq!(s.pending.len(), 1, "the query still waits for its answer");
+        // The real answer.
+        upstream
+            .send_to(&answer_to(&q, id, [10, 9, 8, 7]), forwarder)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        s.relay();
+        let n = client.recv(&mut buf).unwrap();
+        assert_eq!(&buf[0..2], &q[0..2], "the client's own ID");
+        assert_eq!(&buf[n - 4..n], &[10, 9, 8, 7]);
+        assert!(s.pending.is_empty());
+        fs::remove_file(&list).unwrap();
     }
 }

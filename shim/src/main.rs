@@ -639,7 +639,7 @@ pub(crate) fn monitor(
         {
             fds.push(PollFd::new(d.fd(), PollFlags::POLLIN));
             which.push(7);
-            if let Some(u) = d.upstream_fd() {
+            for u in d.upstream_fds() {
                 fds.push(PollFd::new(u, PollFlags::POLLIN));
                 which.push(8);
             }
@@ -664,6 +664,7 @@ pub(crate) fn monitor(
             .zip(&which)
             .map(|(f, w)| (*w, f.revents().is_some_and(|r| !r.is_empty())))
             .collect();
+        let mut relayed = false;
         for (w, is_ready) in ready {
             if !is_ready {
                 continue;
@@ -674,7 +675,9 @@ pub(crate) fn monitor(
                         d.serve();
                     }
                 }
-                8 => {
+                // One pass reads every upstream socket.
+                8 if !relayed => {
+                    relayed = true;
                     if let Some(d) = dns.as_deref_mut() {
                         d.relay();
                     }

@@ -830,3 +830,83 @@ fn iptables_does_the_same_where_nft_is_absent() {
     let all = net.sh("iptables -t nat -S; iptables -S");
     assert!(!all.contains(&format!("br-{}", &id[..12])), "{all}");
 }
+
+/// A reply to the name server's forwarded query `q` (`ip` as its A answer when `ip` is
+/// given, and the query is for an A record).
+fn dns_answer(q: &[u8], ip: Option<[u8; 4]>) -> Vec<u8> {
+    // The question: a name of labels, then type and class.
+    let mut end = 12;
+    while end < q.len() && q[end] != 0 {
+        end += 1 + q[end] as usize;
+    }
+    let end = (end + 5).min(q.len());
+    let qtype = u16::from_be_bytes([q[end - 4], q[end - 3]]);
+    let mut r = q[..end].to_vec();
+    r[2] |= 0x80;
+    r[3] = 0x80;
+    r[6..12].copy_from_slice(&[0, 0, 0, 0, 0, 0]);
+    if let (Some(ip), 1) = (ip, qtype) {
+        r[7] = 1;
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        r.extend_from_slice(&ip);
+    }
+    r
+}
+
+/// The name server forwards outside names to the container's `--dns` server, and takes the
+/// answer only from that server: a forged reply sent first, from another address of the
+/// host, with the right ID and question, never reaches the container.
+#[test]
+fn the_name_server_takes_answers_only_from_the_server_it_asked() {
+    use std::net::UdpSocket;
+    let r = setup();
+    r.ok(&["network", "create", "dnsnet"]);
+    // The upstream server, and a forger, on loopback addresses of the host.
+    let upstream = UdpSocket::bind("127.0.0.77:53").expect("bind 127.0.0.77:53");
+    upstream
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let forger = UdpSocket::bind("127.0.0.78:0").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let mut asked = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((n, from)) = upstream.recv_from(&mut buf) else {
+                    continue;
+                };
+                asked += 1;
+                // The forgery first, then the answer.
+                let _ = forger.send_to(&dns_answer(&buf[..n], Some([6, 6, 6, 6])), from);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let _ = upstream.send_to(&dns_answer(&buf[..n], Some([10, 9, 8, 7])), from);
+            }
+            asked
+        })
+    };
+    let out = r.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "dnsnet",
+        "--dns",
+        "127.0.0.77",
+        "busybox",
+        "nslookup",
+        "outside.example",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let asked = server.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        asked > 0,
+        "the query never reached the upstream server: {out:?}"
+    );
+    assert!(
+        !text.contains("6.6.6.6"),
+        "a forged answer got through: {text}"
+    );
+    assert!(text.contains("10.9.8.7"), "{out:?}");
+}
