@@ -220,6 +220,9 @@ pub fn run() -> i32 {
         Ok(r) => r,
         Err(e) => return fail(&mut ready, 125, format!("fork: {e}")),
     };
+    // A directory of the host's: neither process needs it any more, and the child must not
+    // hold it while it takes its working directory (`-w /proc/self/fd/N`, CVE-2024-21626).
+    drop(v2_dir);
     if pid == 0 {
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
         if let Some(dir) = v2.as_ref().filter(|_| !in_v2)

@@ -297,6 +297,18 @@ pub fn launch(
             format!("chdir to cwd ({cwd:?}) set in config.json failed: {e}"),
         )
     })?;
+    // The working directory must be inside the container's root. A name such as
+    // `/proc/self/fd/N` leads wherever a descriptor this process holds leads, and from a
+    // directory outside the root `..` climbs to the host's `/` (CVE-2024-21626). The kernel
+    // says `(unreachable)` for such a directory.
+    if !cwd_in_root() {
+        return Err(fail(
+            126,
+            format!(
+                "chdir to cwd ({cwd:?}) set in config.json failed: it is outside the container"
+            ),
+        ));
+    }
     let prog = lookup(first, &env_list)?;
     if spec.process.no_new_privileges {
         // SAFETY: a process flag, no pointers.
@@ -334,6 +346,17 @@ pub fn launch(
         nix::unistd::execve(&prog, &args, &env).unwrap_err(),
         first,
     ))
+}
+
+/// Whether this process's working directory is reachable from its root: the raw `getcwd`
+/// system call, which names an unreachable directory `(unreachable)...` instead of failing.
+fn cwd_in_root() -> bool {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: the kernel writes at most `buf.len()` bytes.
+    let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    // A name too long for the buffer is still a name under the root.
+    n > 0 && buf[0] == b'/'
+        || n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE)
 }
 
 pub fn exec_error(err: nix::errno::Errno, first: &str) -> StartError {

@@ -934,3 +934,46 @@ fn setuid_programs_work_unless_no_new_privileges() {
         assert_eq!(out.trim(), "euid=65534", "{}", f.name());
     });
 }
+
+/// CVE-2024-21626: a working directory named through a descriptor (`-w /proc/self/fd/N`)
+/// would leave a process outside the root if the helper held a host directory open; from
+/// there `..` climbs to the host's `/`. No descriptor number works, for run or exec: the
+/// start fails, or the directory is the container's. (The exec helper did hold one, its
+/// container's v2 cgroup directory, until this test.)
+#[test]
+fn a_working_directory_through_a_descriptor_stays_inside() {
+    let r = Root::new();
+    r.busybox("busybox");
+    let secret = host_dir(&r, "cwd-secret");
+    let mark = format!("host-cwd-{}", random_hex(6));
+    std::fs::write(secret.join("marker"), &mark).unwrap();
+    let up = "../".repeat(24);
+    let probe = format!(
+        "pwd; cat {up}{}/marker",
+        secret.display().to_string().trim_start_matches('/')
+    );
+    both(&r, |f| {
+        let id = f.ok(&["run", "-d", "busybox", "sleep", "1000"]);
+        let id = id.trim();
+        for base in ["/proc/self/fd", "/proc/thread-self/fd"] {
+            for n in 3..16 {
+                let cwd = format!("{base}/{n}");
+                for o in [
+                    f.run(&["exec", "-w", &cwd, id, "sh", "-c", &probe]),
+                    f.run(&["run", "--rm", "-w", &cwd, "busybox", "sh", "-c", &probe]),
+                ] {
+                    let out = text(&o);
+                    assert!(
+                        !out.contains(&mark),
+                        "{}: -w {cwd} reached the host: {out}",
+                        f.name()
+                    );
+                    if o.status.success() {
+                        assert!(out.starts_with('/'), "{}: -w {cwd}: {out}", f.name());
+                    }
+                }
+            }
+        }
+        f.ok(&["rm", "-f", id]);
+    });
+}
