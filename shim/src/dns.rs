@@ -385,6 +385,13 @@ mod tests {
         listen.set_nonblocking(true).unwrap();
         let list = std::env::temp_dir().join(format!("ketch-dns-none-{}", std::process::id()));
         fs::write(&list, "").unwrap();
+        struct Gone(PathBuf);
+        impl Drop for Gone {
+            fn drop(&mut self) {
+                let _ = fs::remove_file(&self.0);
+            }
+        }
+        let _gone = Gone(list.clone());
         let mut s = Server {
             sock: listen,
             servers: vec![upstream.local_addr().unwrap()],
@@ -442,6 +449,5 @@ mod tests {
         assert_eq!(&buf[0..2], &q[0..2], "the client's own ID");
         assert_eq!(&buf[n - 4..n], &[10, 9, 8, 7]);
         assert!(s.pending.is_empty());
-        fs::remove_file(&list).unwrap();
     }
 }
