@@ -242,7 +242,7 @@ fn run(
     }
     // The program runs: the monitor learns it from its report pipe's end, and nothing of
     // the setup stays open.
-    crate::sys::close_from(3, &[], false);
+    crate::sys::close_from(3, false);
     loop {
         let sig = match mask.wait() {
             Ok(s) => s,

@@ -338,7 +338,7 @@ pub fn launch(
         Launch::Exec => false,
     };
     // Whatever the helper holds or inherited stays behind: only stdio reaches the program.
-    crate::sys::close_from(3, &[], true);
+    crate::sys::close_from(3, true);
     if reaper {
         return Err(crate::initproc::reap(&prog, &args, &env, first));
     }

@@ -793,11 +793,11 @@ fn main() {
     // long-lived monitor nor, through it, a container.
     match std::env::args().nth(1).as_deref() {
         Some("exec") => {
-            sys::close_from(4, &[], false);
+            sys::close_from(4, false);
             std::process::exit(exec::run())
         }
         Some("cp") => {
-            sys::close_from(3, &[], false);
+            sys::close_from(3, false);
             std::process::exit(cp::run())
         }
         _ => {}
@@ -810,7 +810,7 @@ fn main() {
         }
     };
     let reports = !opts.attach || opts.stream;
-    sys::close_from(if reports { 4 } else { 3 }, &[], false);
+    sys::close_from(if reports { 4 } else { 3 }, false);
     let bundle = opts.bundle.clone();
     let code = run(opts);
     withdraw_ports(&bundle);

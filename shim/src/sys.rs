@@ -25,41 +25,15 @@ fn cvt(rc: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
-/// Ranges `[from, ∞)` minus `keep`, as `close_range` takes them.
-fn ranges(from: RawFd, keep: &[RawFd]) -> Vec<(u32, u32)> {
-    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|k| *k >= from).collect();
-    keep.sort_unstable();
-    keep.dedup();
-    let mut out = Vec::new();
-    let mut start = from as u32;
-    for k in keep {
-        if k as u32 > start {
-            out.push((start, k as u32 - 1));
-        }
-        start = k as u32 + 1;
-    }
-    out.push((start, u32::MAX));
-    out
-}
-
-/// Closes (or with `cloexec`, marks close-on-exec) every descriptor from `from` up but
-/// those in `keep`: whatever the starter held without close-on-exec (a directory of the
-/// host, a socket) must not reach a container. `close_range` where the kernel has it (5.9,
-/// 5.11 for the flag), else each open descriptor as `/proc/self/fd` lists it.
-pub fn close_from(from: RawFd, keep: &[RawFd], cloexec: bool) {
+/// Closes (or with `cloexec`, marks close-on-exec) every descriptor from `from` up: whatever
+/// the starter held without close-on-exec (a directory of the host, a socket) must not reach
+/// a container. `close_range` where the kernel has it (5.9, 5.11 for the flag), else each open
+/// descriptor as `/proc/self/fd` lists it.
+pub fn close_from(from: RawFd, cloexec: bool) {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
-    let mut done = true;
-    for (first, last) in ranges(from, keep) {
-        // SAFETY: close_range takes plain integers; descriptors this process still needs
-        // are in `keep`.
-        let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
-        if rc != 0 {
-            done = false;
-            break;
-        }
-    }
-    if done {
+    // SAFETY: close_range takes plain integers; this process needs nothing from `from` up.
+    if unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, flags) } == 0 {
         return;
     }
     let open: Vec<RawFd> = fs::read_dir("/proc/self/fd")
@@ -68,10 +42,7 @@ pub fn close_from(from: RawFd, keep: &[RawFd], cloexec: bool) {
                 .collect()
         })
         .unwrap_or_else(|_| (from..4096).collect());
-    for fd in open
-        .into_iter()
-        .filter(|fd| *fd >= from && !keep.contains(fd))
-    {
+    for fd in open.into_iter().filter(|fd| *fd >= from) {
         // SAFETY: as above; a descriptor that is not open makes the call fail harmlessly.
         unsafe {
             if cloexec {
@@ -431,14 +402,6 @@ pub fn load_seccomp(filter: &[libc::sock_filter]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_skip_what_is_kept() {
-        assert_eq!(ranges(3, &[]), vec![(3, u32::MAX)]);
-        assert_eq!(ranges(3, &[3]), vec![(4, u32::MAX)]);
-        assert_eq!(ranges(3, &[5, 1, 5]), vec![(3, 4), (6, u32::MAX)]);
-        assert_eq!(ranges(3, &[4, 5]), vec![(3, 3), (6, u32::MAX)]);
-    }
 
     #[test]
     fn mountinfo_escapes() {
