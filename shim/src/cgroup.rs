@@ -22,13 +22,9 @@ pub enum Cgroup {
 
 /// Where the v2 hierarchy is mounted, if it is: `/sys/fs/cgroup` on a v2 host,
 /// `/sys/fs/cgroup/unified` on a hybrid one.
+#[cfg(test)]
 pub fn unified_mount() -> Option<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (pre, post) = line.split_once(" - ")?;
-        let point = pre.split(' ').nth(4)?;
-        (post.split(' ').next() == Some("cgroup2")).then(|| PathBuf::from(point))
-    })
+    mounts().ok()?.1
 }
 
 /// Controllers a container is placed under on v1.
@@ -36,28 +32,36 @@ const V1_CONTROLLERS: &[&str] = &[
     "memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "devices", "cpuset",
 ];
 
-fn v1_mounts() -> io::Result<Vec<(String, PathBuf)>> {
+/// The v1 hierarchies (controller, mount point) and the v2 one, from one read of the mount
+/// table.
+fn mounts() -> io::Result<(Vec<(String, PathBuf)>, Option<PathBuf>)> {
     let info = fs::read_to_string("/proc/self/mountinfo")?;
-    let mut out = Vec::new();
+    let mut v1 = Vec::new();
+    let mut v2 = None;
     for line in info.lines() {
         let Some((pre, post)) = line.split_once(" - ") else {
             continue;
         };
-        let mut post = post.split(' ');
-        if post.next() != Some("cgroup") {
-            continue;
-        }
         let Some(mountpoint) = pre.split(' ').nth(4) else {
             continue;
         };
-        let opts = post.nth(1).unwrap_or("");
-        for c in opts.split(',') {
-            if V1_CONTROLLERS.contains(&c) && !out.iter().any(|(n, _): &(String, PathBuf)| n == c) {
-                out.push((c.to_string(), PathBuf::from(mountpoint)));
+        let mut post = post.split(' ');
+        match post.next() {
+            Some("cgroup2") if v2.is_none() => v2 = Some(PathBuf::from(mountpoint)),
+            Some("cgroup") => {
+                let opts = post.nth(1).unwrap_or("");
+                for c in opts.split(',') {
+                    if V1_CONTROLLERS.contains(&c)
+                        && !v1.iter().any(|(n, _): &(String, PathBuf)| n == c)
+                    {
+                        v1.push((c.to_string(), PathBuf::from(mountpoint)));
+                    }
+                }
             }
+            _ => {}
         }
     }
-    Ok(out)
+    Ok((v1, v2))
 }
 
 /// Lets the children of a v2 group use the controllers a container's limits need.
@@ -125,8 +129,9 @@ impl Cgroup {
             create_dir_retrying(&path)?;
             return Ok(Cgroup::V2(path));
         }
+        let (v1, v2) = mounts()?;
         let mut dirs = Vec::new();
-        for (controller, mount) in v1_mounts()? {
+        for (controller, mount) in v1 {
             let dir = mount.join(rel);
             if dirs.iter().any(|(_, d): &(String, PathBuf)| d == &dir) {
                 continue;
@@ -150,7 +155,7 @@ impl Cgroup {
         }
         // The v2 hierarchy beside v1 has no controllers, but a device program attached there
         // is enforced all the same: the container's processes go into a group of it too.
-        let unified = match unified_mount() {
+        let unified = match v2 {
             Some(u) => {
                 let dir = u.join(rel);
                 create_dir_retrying(&dir)?;
