@@ -380,7 +380,6 @@ fn start(
         None
     };
     let mut flags: libc::c_long = 0;
-    let mut cgroupns = false;
     for ns in &spec.linux.namespaces {
         if ns.path.is_some() {
             continue;
@@ -391,11 +390,8 @@ fn start(
             "uts" => libc::CLONE_NEWUTS,
             "ipc" => libc::CLONE_NEWIPC,
             "network" => libc::CLONE_NEWNET,
-            "cgroup" => {
-                // Joined after the cgroups are set up, so the namespace is rooted there.
-                cgroupns = true;
-                0
-            }
+            // Made after the cgroups are joined (`init::new_cgroupns`), so the namespace is
+            // rooted there.
             _ => 0,
         } as libc::c_long;
     }
@@ -468,7 +464,7 @@ fn start(
                     monitor: go_r.as_fd(),
                     reaper: false,
                 };
-                init::init(spec, rootfs, cgroupns, console_fd, how)
+                init::init(spec, rootfs, init::new_cgroupns(spec), console_fd, how)
             }
         };
         let mut w = File::from(exec_w);
