@@ -281,8 +281,16 @@ pub fn launch(
     }
     let env: Vec<CString> = env_list.iter().map(|e| cstr(e)).collect();
     let cwd = if cwd_in.is_empty() { "/" } else { cwd_in };
-    // Docker creates a missing working directory.
-    let _ = fs::create_dir_all(cwd);
+    // Docker creates a missing working directory. Made inside the root, refusing magic
+    // links: a `/proc/self/fd/N/...` name must not make a directory wherever a descriptor of
+    // this (still privileged) process leads.
+    if let Ok(root) = rustix::fs::open(
+        "/",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        let _ = crate::rootfs::create_in_root(std::os::fd::AsFd::as_fd(&root), cwd, true);
+    }
     drop_bounding(spec)?;
     // Loaded while this process still holds CAP_SYS_ADMIN, so the kernel needs no
     // no_new_privs for it; the filter allows what the rest of the setup calls.
