@@ -32,9 +32,11 @@ const V1_CONTROLLERS: &[&str] = &[
     "memory", "cpu", "cpuacct", "pids", "freezer", "blkio", "devices", "cpuset",
 ];
 
-/// The v1 hierarchies (controller, mount point) and the v2 one, from one read of the mount
-/// table.
-fn mounts() -> io::Result<(Vec<(String, PathBuf)>, Option<PathBuf>)> {
+/// v1 hierarchies: (controller, mount point).
+type V1Mounts = Vec<(String, PathBuf)>;
+
+/// The v1 hierarchies and the v2 one, from one read of the mount table.
+fn mounts() -> io::Result<(V1Mounts, Option<PathBuf>)> {
     let info = fs::read_to_string("/proc/self/mountinfo")?;
     let mut v1 = Vec::new();
     let mut v2 = None;
