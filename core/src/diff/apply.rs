@@ -14,6 +14,7 @@ use rustix::io::Errno;
 
 use super::{Compression, DiffError};
 use crate::digest::{Digest, Hasher};
+use crate::fsutil::at::read_names;
 use crate::mount::{Mount, TempMount};
 
 /// Limits on what a layer may do.
@@ -610,15 +611,16 @@ impl<'a> Unpacker<'a> {
         };
         if hidden == &OPAQUE[WHITEOUT_PREFIX.len()..] {
             // Opaque: hide every child the lower layers had, keep what this layer put there.
-            let children = list_dir(&dir).map_err(entry_err(raw))?;
+            let children = read_names(dir.as_fd()).map_err(io_entry_err(raw))?;
             for child in children {
+                let child = child.to_bytes();
                 let mut p = dir_path.clone();
                 if !p.is_empty() {
                     p.push(b'/');
                 }
-                p.extend_from_slice(&child);
+                p.extend_from_slice(child);
                 if !self.created.contains(&p) {
-                    remove_all_at(dir.as_fd(), os(&child)).map_err(entry_err(raw))?;
+                    remove_all_at(dir.as_fd(), os(child)).map_err(entry_err(raw))?;
                 }
             }
             return Ok(());
@@ -743,25 +745,6 @@ fn open_in_root(root: BorrowedFd<'_>, path: &[u8]) -> Result<OwnedFd, Errno> {
     crate::fsutil::open_in_root(root, path, true)
 }
 
-fn list_dir(dir: &OwnedFd) -> Result<Vec<Vec<u8>>, Errno> {
-    let fd = rustix::fs::openat(
-        dir,
-        c".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut out = Vec::new();
-    let mut d = rustix::fs::Dir::read_from(&fd)?;
-    while let Some(e) = d.read() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            out.push(n.to_vec());
-        }
-    }
-    Ok(out)
-}
-
 /// `rm -rf parent/name`, never following a symlink.
 fn remove_all_at(parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
     match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
@@ -775,8 +758,10 @@ fn remove_all_at(parent: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    for child in list_dir(&dir)? {
-        remove_all_at(dir.as_fd(), os(&child))?;
+    let children =
+        read_names(dir.as_fd()).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    for child in children {
+        remove_all_at(dir.as_fd(), os(child.to_bytes()))?;
     }
     rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR)
 }
