@@ -1414,7 +1414,7 @@ impl Local {
         force: bool,
         volumes: bool,
     ) -> crate::Result<()> {
-        let c = self.container_get(name)?;
+        let mut c = self.container_get(name)?;
         if matches!(
             c.status,
             Status::Running | Status::Paused | Status::Restarting
@@ -1432,9 +1432,9 @@ impl Local {
             self.thaw(&c);
             kill_task(&c);
             self.container_wait(name, Some(Duration::from_secs(30)))?;
+            c = self.container_get(&c.record.id)?;
         }
         // Cgroups a killed container left (its last processes not yet reaped) go with it.
-        let c = self.container_get(&c.record.id)?;
         if !c.task.cgroups.is_empty() && !alive(c.task.shim_pid, c.task.shim_start) {
             kill_cgroups(&c.record.id, &c.task.cgroups);
             remove_cgroups(&c.task.cgroups, Duration::from_secs(2));
