@@ -1,9 +1,10 @@
-//! `--init`: the container's PID 1 runs from a sealed in-memory copy of this executable, so
-//! `/proc/1/exe` leads nowhere on the host (CVE-2019-5736). The container's first process
-//! execs that copy right after it is cloned, while the host's root is still in view (the
-//! loader and libraries the executable needs are the host's), and the copy does the whole
-//! setup; then, as PID 1, it starts the program as its child, passes signals on, reaps every
-//! orphan, and exits with the program's status.
+//! `--init`: the container's PID 1 runs this executable sealed against writes (through a
+//! read-only mount of its own, or a sealed memory copy: `sys::sealed_self`), so
+//! `/proc/1/exe` cannot be opened to overwrite the host's `ketch-shim` (CVE-2019-5736). The
+//! container's first process execs it right after it is cloned, while the host's root is
+//! still in view (the loader and libraries the executable needs are the host's), and it does
+//! the whole setup; then, as PID 1, it starts the program as its child, passes signals on,
+//! reaps every orphan, and exits with the program's status.
 //!
 //!   ketch-init --setup BUNDLE MONITOR-FD REPORT-FD CONSOLE-FD|-
 //!
@@ -30,8 +31,8 @@ pub fn selected() -> bool {
         .is_some_and(|a| a == "ketch-init")
 }
 
-/// Execs the sealed copy `exe` to go on with the setup as `ketch-init`. Returns only on
-/// failure.
+/// Execs the sealed executable `exe` to go on with the setup as `ketch-init`. Returns only
+/// on failure.
 pub fn exec_setup(
     exe: BorrowedFd<'_>,
     bundle: &Path,
@@ -81,7 +82,7 @@ pub fn exec_setup(
     )
 }
 
-/// `ketch-init --setup ...`: the first process's setup, from the sealed copy.
+/// `ketch-init --setup ...`: the first process's setup, in the sealed executable.
 pub fn main() -> ! {
     let args: Vec<String> = std::env::args().collect();
     let fd = |i: usize| args.get(i).and_then(|a| a.parse::<RawFd>().ok());

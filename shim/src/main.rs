@@ -448,9 +448,9 @@ fn start(
         }
         let console_fd = console.as_ref().map(|(_, c)| c.as_raw_fd());
         let err = match init_exe {
-            // `--init`: become the sealed copy of this executable before anything else, while
-            // the host's root (with the loader and libraries it needs) is still in view; the
-            // copy does the setup and stays as PID 1.
+            // `--init`: become the sealed executable before anything else, while the host's
+            // root (with the loader and libraries it needs) is still in view; it does the
+            // setup and stays as PID 1.
             Some(exe) => initproc::exec_setup(
                 exe.as_fd(),
                 bundle,
@@ -1039,7 +1039,7 @@ fn run(opts: Options) -> i32 {
         match sys::sealed_self() {
             Ok(fd) => Some(fd),
             Err(e) => {
-                return fail_early(&mut state, &mut ready, format!("copy ketch-init: {e}"));
+                return fail_early(&mut state, &mut ready, format!("seal ketch-init: {e}"));
             }
         }
     } else {
