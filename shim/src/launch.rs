@@ -18,7 +18,7 @@ pub enum Launch<'a> {
     /// The container's first process. `monitor` is a pipe the monitor holds open until the
     /// process runs: once the parent-death signal is armed for the last time, a closed pipe
     /// means the monitor died before, and the process must not run on without it. With
-    /// `reaper` (`--init`, in the sealed copy) this process stays as PID 1 and runs the
+    /// `reaper` (`--init`, in the sealed executable) this process stays as PID 1 and runs the
     /// program as its child.
     First {
         monitor: BorrowedFd<'a>,

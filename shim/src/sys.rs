@@ -1,6 +1,6 @@
 //! Kernel calls the shim's crates do not wrap, each with the fallback an older kernel needs:
 //! descriptors closed before exec, mount attributes, mounts made from descriptors, processes
-//! named by pidfd, and a sealed copy of this executable.
+//! named by pidfd, and this executable sealed against writes.
 
 use std::fs::{self, File};
 use std::io;
