@@ -165,6 +165,15 @@ fn create_options(
             "auto_remove" => o.auto_remove = v.extract()?,
             "cap_add" => o.cap_add = v.extract()?,
             "cap_drop" => o.cap_drop = v.extract()?,
+            "devices" => {
+                let specs: Vec<String> = v.extract()?;
+                o.devices = specs
+                    .iter()
+                    .map(|d| ketch::runtime::DeviceMapping::parse(d))
+                    .collect::<Result<_, _>>()
+                    .map_err(InvalidArgument::new_err)?;
+            }
+            "device_cgroup_rules" => o.device_cgroup_rules = v.extract()?,
             "dns" => o.dns = v.extract()?,
             "mem_limit" => {
                 o.memory = Some(match v.extract::<u64>() {

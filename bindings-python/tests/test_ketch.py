@@ -27,6 +27,22 @@ def test_run_and_remove_returns_the_output(engine):
     assert engine.containers.list(all=True) == []
 
 
+def test_devices_as_docker_py_gives_them(engine):
+    out = engine.containers.run(
+        "busybox",
+        ["sh", "-c", "ls -l /dev/xnull; mknod /tmp/k c 241 7; cat /tmp/k; true"],
+        devices=["/dev/null:/dev/xnull:rw"],
+        device_cgroup_rules=["c 241:7 r"],
+        remove=True,
+        stderr=True,
+        **NONE,
+    )
+    # Past the cgroup (the rule allows the read), no driver behind the number.
+    assert b"1,   3" in out and b"No such device or address" in out
+    with pytest.raises(ketch.InvalidArgument):
+        engine.containers.run("busybox", "true", devices=["relative"], remove=True, **NONE)
+
+
 def test_a_container_through_its_life(engine):
     c = engine.containers.run(
         "busybox",
