@@ -98,6 +98,16 @@ pub(crate) fn fstat(fd: BorrowedFd<'_>) -> io::Result<Meta> {
 /// The names in the directory `dir` (which may be an `O_PATH` descriptor), without `.` and
 /// `..`, in the order the file system gives them.
 pub(crate) fn read_names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
+    names(dir)?.collect()
+}
+
+/// Whether the directory `dir` holds nothing: read only as far as its first entry.
+pub(crate) fn is_empty(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(names(dir)?.next().transpose()?.is_none())
+}
+
+/// The names of `dir`, without `.` and `..`, as they are read.
+fn names(dir: BorrowedFd<'_>) -> io::Result<impl Iterator<Item = io::Result<CString>>> {
     // A descriptor of its own, so the caller's (perhaps O_PATH) one needs no read position.
     let fd = rustix::fs::openat(
         dir,
@@ -105,15 +115,11 @@ pub(crate) fn read_names(dir: BorrowedFd<'_>) -> io::Result<Vec<CString>> {
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    let mut names = Vec::new();
-    for entry in Dir::new(fd)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name != c"." && name != c".." {
-            names.push(name.to_owned());
-        }
-    }
-    Ok(names)
+    Ok(Dir::new(fd)?.filter_map(|entry| match entry {
+        Ok(e) if e.file_name() == c"." || e.file_name() == c".." => None,
+        Ok(e) => Some(Ok(e.file_name().to_owned())),
+        Err(e) => Some(Err(e.into())),
+    }))
 }
 
 /// Opens the directory `name` in `dir` for reading, refusing a symlink.

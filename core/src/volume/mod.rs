@@ -343,8 +343,7 @@ impl Local {
         ) else {
             return Ok(());
         };
-        let empty = crate::fsutil::at::read_names(std::os::fd::AsFd::as_fd(&dst))
-            .is_ok_and(|names| names.is_empty());
+        let empty = crate::fsutil::at::is_empty(std::os::fd::AsFd::as_fd(&dst)).unwrap_or(false);
         if !empty {
             return Ok(());
         }
