@@ -6,11 +6,12 @@
 //! no program and loads no library from there (CVE-2019-14271): it is this binary, already
 //! loaded, reading and writing tar.
 //!
-//!   ketch-shim cp (--pid PID:START | --root DIR) out PATH     tar of PATH to stdout
-//!   ketch-shim cp (--pid PID:START | --root DIR) in DEST      tar from stdin into DEST
+//!   ketch-shim cp (--pid PID:START:ID | --root DIR) out PATH     tar of PATH to stdout
+//!   ketch-shim cp (--pid PID:START:ID | --root DIR) in DEST      tar from stdin into DEST
 //!
-//! START is the start time of the container's process (clock ticks since boot): a PID that
-//! names another process by now is refused, never entered.
+//! START is the start time of the container's process (clock ticks since boot) and ID the
+//! container's, whose cgroup the process must be in: a PID that names another process by now
+//! is refused, never entered.
 //!
 //! Out, the tar holds PATH under its base name (`PATH/.`: its contents, under `.`). In, the
 //! tar holds one top-level entry (or `.`, for contents): into an existing directory DEST it
@@ -49,18 +50,21 @@ fn main() -> Result<(), String> {
 }
 
 fn usage() -> String {
-    "usage: ketch-shim cp (--pid PID:START | --root DIR) (out PATH | in DEST)".into()
+    "usage: ketch-shim cp (--pid PID:START:ID | --root DIR) (out PATH | in DEST)".into()
 }
 
 /// Takes the container's view of the file system.
 fn enter(flag: &str, value: &str) -> Result<(), String> {
     match flag {
         "--pid" => {
-            let (pid, start) = value
-                .split_once(':')
-                .and_then(|(p, s)| Some((p.parse::<i32>().ok()?, s.parse::<u64>().ok()?)))
-                .ok_or_else(usage)?;
-            let pidfd = crate::sys::pidfd_of(pid, start)
+            let mut parts = value.splitn(3, ':');
+            let (pid, start, owner) = (|| {
+                let pid = parts.next()?.parse::<i32>().ok()?;
+                let start = parts.next()?.parse::<u64>().ok()?;
+                Some((pid, start, parts.next()?))
+            })()
+            .ok_or_else(usage)?;
+            let pidfd = crate::sys::pidfd_of(pid, start, owner)
                 .map_err(|e| format!("container process {pid}: {e}"))?;
             // The root and working directory become the namespace's root: the container's.
             let entered = match nix::sched::setns(&pidfd, nix::sched::CloneFlags::CLONE_NEWNS) {

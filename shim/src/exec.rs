@@ -2,12 +2,13 @@
 //! and namespaces and takes its root, then clones the process (a pid namespace applies to
 //! children only) and monitors it like the container's own, without a log.
 //!
-//!   ketch-shim exec BUNDLE PID [--pid-start T] [--attach] [--stdin] [--user U] [--cwd D]
+//!   ketch-shim exec BUNDLE PID [--pid-start T] [--owner ID] [--attach] [--stdin] [--user U] [--cwd D]
 //!                   [--env K=V]... -- CMD...
 //!
 //! PID is the container's first process, checked against its start time T (clock ticks
-//! since boot; else the one in `state.json`) before anything is joined: a PID that names
-//! another process by now is refused. Every namespace of that process is joined, or the exec
+//! since boot; else the one in `state.json`) and against the cgroup of container ID (else
+//! the bundle's name) before anything is joined: a PID that names another process by now is
+//! refused. Every namespace of that process is joined, or the exec
 //! is refused: a command never runs in a namespace of the host's by mistake.
 
 use std::fs::{self, File, OpenOptions};
@@ -25,6 +26,7 @@ struct Args {
     bundle: PathBuf,
     pid: i32,
     pid_start: Option<u64>,
+    owner: Option<String>,
     attach: bool,
     stdin: bool,
     tty: bool,
@@ -47,6 +49,7 @@ fn parse() -> Result<Args, String> {
         bundle,
         pid,
         pid_start: None,
+        owner: None,
         attach: false,
         stdin: false,
         tty: false,
@@ -60,6 +63,7 @@ fn parse() -> Result<Args, String> {
         match x.as_str() {
             "--attach" => a.attach = true,
             "--pid-start" => a.pid_start = it.next().and_then(|s| s.parse().ok()),
+            "--owner" => a.owner = it.next(),
             "--stdin" => a.stdin = true,
             "--tty" => a.tty = true,
             "--size" => {
@@ -132,7 +136,13 @@ pub fn run() -> i32 {
     });
     // The process first: taken by pidfd and checked, then held, so it cannot be swapped for
     // another while its namespaces are joined.
-    let pidfd = match crate::sys::pidfd_of(a.pid, start) {
+    let owner = a.owner.clone().unwrap_or_else(|| {
+        a.bundle
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let pidfd = match crate::sys::pidfd_of(a.pid, start, &owner) {
         Ok(fd) => fd,
         Err(e) => {
             return fail(&mut ready, 125, format!("container process {}: {e}", a.pid));

@@ -294,8 +294,8 @@ pub(crate) struct Run {
 
 /// Namespaces the container joins (`--network container:X`, a network's namespace), opened
 /// once by the monitor and kept for every restart: a path naming another process's namespace
-/// is only taken from the process recorded for it (`io.ketch.join.start`), and whatever it
-/// names must be a namespace.
+/// is only taken from the process recorded for it (started at `io.ketch.join.start`, in the
+/// cgroup of container `io.ketch.join.owner`), and whatever it names must be a namespace.
 fn open_joins(spec: &Spec) -> Result<Vec<(libc::c_int, OwnedFd)>, String> {
     let mut out = Vec::new();
     for ns in &spec.linux.namespaces {
@@ -323,7 +323,12 @@ fn open_joins(spec: &Spec) -> Result<Vec<(libc::c_int, OwnedFd)>, String> {
                     .get("io.ketch.join.start")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
-                Some(sys::pidfd_of(pid, start).map_err(|e| what(&e))?)
+                let owner = spec
+                    .annotations
+                    .get("io.ketch.join.owner")
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                Some(sys::pidfd_of(pid, start, owner).map_err(|e| what(&e))?)
             }
             None => None,
         };

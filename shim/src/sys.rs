@@ -281,10 +281,13 @@ pub unsafe fn fork_into(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Resul
     cvt(rc).map(|pid| (pid as i32, false))
 }
 
-/// A handle on the process `pid` that started at `start` (clock ticks since boot). The pidfd
-/// is taken first and the start time checked after, so a PID reused since it was recorded is
-/// refused rather than acted on: a pidfd names one process for good.
-pub fn pidfd_of(pid: i32, start: u64) -> io::Result<OwnedFd> {
+/// A handle on the process `pid` that started at `start` (clock ticks since boot) and sits in
+/// the cgroup of container `owner`. The pidfd is taken first and checked after, so a PID
+/// reused since it was recorded is refused rather than acted on: a pidfd names one process for
+/// good. The start time alone is not enough: ticks are 10 ms, and a process started in the
+/// same tick on a reused PID has the same one. A reused PID is in no container's cgroup, or in
+/// another's, so both must hold.
+pub fn pidfd_of(pid: i32, start: u64, owner: &str) -> io::Result<OwnedFd> {
     let gone = || {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -297,7 +300,22 @@ pub fn pidfd_of(pid: i32, start: u64) -> io::Result<OwnedFd> {
     if start == 0 || process_start_time(pid as u32) != start {
         return Err(gone());
     }
+    let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|_| gone())?;
+    if !in_cgroup_of(&cgroups, owner) {
+        return Err(gone());
+    }
     Ok(fd)
+}
+
+/// Whether a `/proc/PID/cgroup` text places the process in a cgroup named `owner`.
+fn in_cgroup_of(cgroups: &str, owner: &str) -> bool {
+    !owner.is_empty()
+        && !owner.contains('/')
+        && cgroups.lines().any(|l| {
+            l.splitn(3, ':')
+                .nth(2)
+                .is_some_and(|path| path.split('/').any(|c| c == owner))
+        })
 }
 
 /// Whether the process behind a pidfd still runs.
@@ -408,5 +426,20 @@ mod tests {
         assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
         assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
+    }
+
+    #[test]
+    fn cgroup_owner() {
+        let v1 = "12:devices:/ketch/abc\n11:memory:/ketch/abc\n0::/ketch/abc\n";
+        assert!(in_cgroup_of(v1, "abc"));
+        assert!(!in_cgroup_of(v1, "ab"));
+        assert!(!in_cgroup_of(v1, ""));
+        assert!(!in_cgroup_of(v1, "ketch/abc"));
+        assert!(!in_cgroup_of("0::/user.slice/sleep\n", "abc"));
+        // A process of this test is in no container's cgroup.
+        let me = std::process::id() as i32;
+        let start = process_start_time(me as u32);
+        assert!(pidfd_of(me, start, "no-such-container").is_err());
+        assert!(pidfd_of(me, 0, "").is_err());
     }
 }

@@ -774,14 +774,16 @@ fn a_container_dies_with_its_monitor() {
 
 /// Way out 9: A PID in the state file that names another process by now (here a host process put
 /// there on purpose) is never signalled, joined or entered: kill, exec and cp refuse, stop
-/// still stops the real container, and the host process lives on.
+/// still stops the real container, and the host process lives on. That holds also where the
+/// recorded start time is the other process's too (started in the same 10 ms tick), and where
+/// none was recorded (a state written before start times were kept).
 #[test]
 fn a_recorded_pid_that_names_another_process_is_not_used() {
     let r = Root::new();
     r.busybox("busybox");
     let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     both(&r, |f| {
-        for legacy in [false, true] {
+        for case in ["other start", "same tick", "legacy"] {
             let id = f.ok(&[
                 "run",
                 "-d",
@@ -797,12 +799,13 @@ fn a_recorded_pid_that_names_another_process_is_not_used() {
             let mut st = state(f.r, id);
             let real = st["Pid"].as_i64().unwrap();
             st["Pid"] = serde_json::json!(host.0.id());
-            if legacy {
-                // A state written before start times were kept.
-                st["PidStart"] = serde_json::json!(0);
+            match case {
+                "same tick" => st["PidStart"] = serde_json::json!(start_time(host.0.id())),
+                "legacy" => st["PidStart"] = serde_json::json!(0),
+                _ => {}
             }
             std::fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
-            let what = format!("{}, legacy {legacy}", f.name());
+            let what = format!("{}, {case}", f.name());
             let o = f.run(&["kill", id]);
             assert!(!o.status.success(), "{what}: kill {}", text(&o));
             let o = f.run(&["exec", id, "cat", "/proc/sys/kernel/hostname"]);
@@ -824,6 +827,13 @@ fn a_recorded_pid_that_names_another_process_is_not_used() {
             f.ok(&["rm", id]);
         }
     });
+}
+
+/// A process's start time, in clock ticks since boot (`/proc/PID/stat`'s 22nd field).
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(19).unwrap().parse().unwrap()
 }
 
 /// A child process killed and collected on drop, also when a test fails.

@@ -400,7 +400,8 @@ impl Local {
         let key = format!("container-{}", c.record.id);
         let mounted;
         let (flag, value) = if c.is_running() && c.task.pid > 0 {
-            ("--pid", format!("{}:{}", c.task.pid, super::task_start(&c)))
+            let start = super::task_start(&c);
+            ("--pid", format!("{}:{start}:{}", c.task.pid, c.record.id))
         } else {
             let mounts = self.snapshots.mounts(&key)?;
             mounted = crate::mount::TempMount::new(&mounts, &self.scratch)

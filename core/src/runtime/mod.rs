@@ -1194,6 +1194,7 @@ impl Local {
                 // The monitor takes the namespace only from that very process.
                 spec["annotations"]["io.ketch.join.start"] =
                     serde_json::json!(task_start(&o).to_string());
+                spec["annotations"]["io.ketch.join.owner"] = serde_json::json!(o.record.id);
                 let tmp = c.bundle.join(".config.json.tmp");
                 fs::write(&tmp, serde_json::to_vec_pretty(&spec).unwrap_or_default())
                     .and_then(|()| fs::rename(&tmp, &path))
@@ -2047,6 +2048,7 @@ impl Local {
         let mut cmd = Command::new(&shim);
         cmd.arg("exec").arg(&c.bundle).arg(c.task.pid.to_string());
         cmd.args(["--pid-start", &task_start(&c).to_string()]);
+        cmd.args(["--owner", &c.record.id]);
         if !opts.detach {
             cmd.arg("--attach");
         }
