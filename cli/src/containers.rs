@@ -184,18 +184,31 @@ impl CreateArgs {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
             labels.push((k.to_string(), v.to_string()));
         }
-        let mut no_new_privileges = false;
-        let mut seccomp_unconfined = false;
+        let mut security = ketch::model::create::SecurityOpts::default();
         for o in &self.security_opt {
-            match o.as_str() {
-                "seccomp=unconfined" | "seccomp:unconfined" => seccomp_unconfined = true,
-                "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
-                    no_new_privileges = true
+            // A profile is named by its file, read here, as Docker's CLI does: the daemon
+            // gets its content.
+            let o = match o.split_once('=').or_else(|| o.split_once(':')) {
+                Some(("seccomp", v)) if !matches!(v, "unconfined" | "builtin" | "default") => {
+                    let text = std::fs::read_to_string(v).map_err(|e| {
+                        Exit(125, format!("opening seccomp profile ({v}) failed: {e}"))
+                    })?;
+                    let json: Value = serde_json::from_str(&text).map_err(|e| {
+                        Exit(125, format!("seccomp profile ({v}) is not JSON: {e}"))
+                    })?;
+                    format!("seccomp={json}")
                 }
-                "no-new-privileges:false" | "no-new-privileges=false" => no_new_privileges = false,
-                _ => bail!(Exit(125, format!("invalid --security-opt: {o:?}"))),
-            }
+                _ => o.clone(),
+            };
+            security
+                .apply(&o)
+                .map_err(|e| Exit(125, format!("invalid --security-opt: {e}")))?;
         }
+        let ketch::model::create::SecurityOpts {
+            no_new_privileges,
+            seccomp_unconfined,
+            seccomp_profile,
+        } = security;
         let (mut log_max_size, mut log_max_file) = (None, None);
         for o in &self.log_opt {
             match o.split_once('=') {
@@ -297,6 +310,7 @@ impl CreateArgs {
             cap_drop: self.cap_drop.clone(),
             no_new_privileges,
             seccomp_unconfined,
+            seccomp_profile,
             read_only: self.read_only,
             network: self.network.clone(),
             ip: self.ip.clone(),

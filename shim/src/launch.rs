@@ -295,8 +295,7 @@ pub fn launch(
     // Loaded while this process still holds CAP_SYS_ADMIN, so the kernel needs no
     // no_new_privs for it; the filter allows what the rest of the setup calls.
     if let Some(profile) = &spec.linux.seccomp {
-        let programs = crate::seccomp::compile(profile).map_err(|e| fail(125, e))?;
-        crate::seccomp::load(&programs).map_err(|e| fail(125, e))?;
+        crate::seccomp::load(profile).map_err(|e| fail(125, e))?;
     }
     set_user(&identity)?;
     chdir(cwd).map_err(|e| {

@@ -89,7 +89,7 @@ pub struct Linux {
     pub cgroups_path: Option<String>,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
-    pub seccomp: Option<Seccomp>,
+    pub seccomp: Option<ketch_seccomp::Profile>,
     /// Device nodes to create (`--device`).
     pub devices: Vec<Device>,
 }
@@ -129,31 +129,6 @@ fn all_kinds() -> String {
 
 fn all_access() -> String {
     "rwm".into()
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-pub struct Seccomp {
-    pub default_action: String,
-    pub syscalls: Vec<SyscallRule>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-pub struct SyscallRule {
-    pub names: Vec<String>,
-    pub action: String,
-    pub errno_ret: Option<u32>,
-    pub args: Vec<SyscallArg>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(default, rename_all = "camelCase")]
-pub struct SyscallArg {
-    pub index: u8,
-    pub value: u64,
-    pub value_two: u64,
-    pub op: String,
 }
 
 #[derive(Debug, Deserialize)]

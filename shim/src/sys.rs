@@ -390,7 +390,7 @@ fn sealed_self_copy() -> io::Result<OwnedFd> {
 /// the container keep working unless `--security-opt no-new-privileges` asks otherwise.
 /// Without it (a helper run without privileges) the filter is loaded under `no_new_privs`,
 /// which the kernel requires then.
-pub fn load_seccomp(filter: &[libc::sock_filter]) -> io::Result<()> {
+pub fn load_seccomp(filter: &[libc::sock_filter], flags: u32) -> io::Result<()> {
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_ptr() as *mut libc::sock_filter,
@@ -401,7 +401,7 @@ pub fn load_seccomp(filter: &[libc::sock_filter]) -> io::Result<()> {
             libc::syscall(
                 libc::SYS_seccomp,
                 libc::SECCOMP_SET_MODE_FILTER,
-                0,
+                flags,
                 &prog as *const libc::sock_fprog,
             )
         })

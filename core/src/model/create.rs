@@ -103,6 +103,59 @@ pub fn parse_tmpfs(target: &str, opts: &str) -> Result<MountSpec, String> {
     Ok(m)
 }
 
+/// `SecurityOpt` entries (`--security-opt`), as Docker's daemon reads them: `KEY=VALUE`,
+/// or the older `KEY:VALUE`.
+#[derive(Debug, Default)]
+pub struct SecurityOpts {
+    pub no_new_privileges: bool,
+    pub seccomp_unconfined: bool,
+    /// A seccomp profile's JSON. Clients read a profile's file and send its content.
+    pub seccomp_profile: Option<String>,
+}
+
+impl SecurityOpts {
+    /// Takes one entry; an entry that is not one of these is an error that names it.
+    pub fn apply(&mut self, o: &str) -> Result<(), String> {
+        if o == "no-new-privileges" {
+            self.no_new_privileges = true;
+            return Ok(());
+        }
+        let (k, v) = o
+            .split_once('=')
+            .or_else(|| o.split_once(':'))
+            .ok_or_else(|| format!("invalid security option {o:?}"))?;
+        match (k, v) {
+            ("seccomp", "unconfined") => {
+                self.seccomp_unconfined = true;
+                self.seccomp_profile = None;
+            }
+            ("seccomp", "builtin" | "default") => {
+                self.seccomp_unconfined = false;
+                self.seccomp_profile = None;
+            }
+            ("seccomp", profile) => {
+                // Checked in full when the container is created; the JSON is checked here so
+                // a path sent where a profile belongs is named as such.
+                if let Err(e) = serde_json::from_str::<Value>(profile) {
+                    return Err(format!(
+                        "seccomp profile: not a JSON profile ({e}); a client sends the \
+                         profile's content, not its path"
+                    ));
+                }
+                self.seccomp_unconfined = false;
+                self.seccomp_profile = Some(profile.to_string());
+            }
+            ("no-new-privileges", v) => {
+                self.no_new_privileges = v
+                    .parse()
+                    .map_err(|_| format!("invalid no-new-privileges value {v:?}"))?;
+            }
+            _ => return Err(format!("invalid security option {o:?}")),
+        }
+        Ok(())
+    }
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| {
@@ -261,17 +314,15 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
             }
         }
     }
-    let (mut no_new_privileges, mut seccomp_unconfined) = (false, false);
+    let mut security = SecurityOpts::default();
     for o in strings(&hc["SecurityOpt"]) {
-        match o.as_str() {
-            "seccomp=unconfined" | "seccomp:unconfined" => seccomp_unconfined = true,
-            "no-new-privileges" | "no-new-privileges:true" | "no-new-privileges=true" => {
-                no_new_privileges = true
-            }
-            "no-new-privileges:false" | "no-new-privileges=false" => no_new_privileges = false,
-            _ => return Err(format!("invalid security option {o:?}")),
-        }
+        security.apply(&o)?;
     }
+    let SecurityOpts {
+        no_new_privileges,
+        seccomp_unconfined,
+        seccomp_profile,
+    } = security;
     let log = &hc["LogConfig"];
     if let Some(t) = log["Type"]
         .as_str()
@@ -345,6 +396,7 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
         cap_drop: strings(&hc["CapDrop"]),
         no_new_privileges,
         seccomp_unconfined,
+        seccomp_profile,
         read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
         network,
         ip: text(&endpoint["IPAMConfig"]["IPv4Address"]),
@@ -401,10 +453,13 @@ pub fn create_body(opts: &CreateOptions) -> Value {
     });
     let mut security = Vec::new();
     if opts.no_new_privileges {
-        security.push("no-new-privileges:true");
+        security.push("no-new-privileges:true".to_string());
     }
     if opts.seccomp_unconfined {
-        security.push("seccomp=unconfined");
+        security.push("seccomp=unconfined".to_string());
+    }
+    if let Some(p) = &opts.seccomp_profile {
+        security.push(format!("seccomp={p}"));
     }
     let mut log_config = Map::new();
     if let Some(s) = opts.log_max_size {
@@ -543,7 +598,8 @@ mod tests {
             cap_add: vec!["NET_ADMIN".into()],
             cap_drop: vec!["CHOWN".into()],
             no_new_privileges: true,
-            seccomp_unconfined: true,
+            seccomp_unconfined: false,
+            seccomp_profile: Some(r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#.into()),
             read_only: true,
             network: Some("appnet".into()),
             ip: Some("10.9.0.9".into()),

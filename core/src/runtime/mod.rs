@@ -120,6 +120,9 @@ pub struct CreateOptions {
     pub no_new_privileges: bool,
     /// `--security-opt seccomp=unconfined`.
     pub seccomp_unconfined: bool,
+    /// `--security-opt seccomp=PROFILE`: the profile's JSON (Docker's format), instead of
+    /// the built-in one.
+    pub seccomp_profile: Option<String>,
     pub read_only: bool,
     /// `bridge` (the default when `None`), `none`, `host`, `container:<name|id>`, or the
     /// name of a network.
@@ -947,8 +950,11 @@ impl Local {
             };
             let devices =
                 spec::devices(&opts).map_err(|reason| ContainerError::Invalid { reason })?;
+            let seccomp = spec::seccomp(&opts, &spec::capabilities(&opts))
+                .map_err(|reason| ContainerError::Invalid { reason })?;
             let cx = spec::SpecContext {
                 devices,
+                seccomp,
                 id: &id,
                 rootfs_path: bundle.join("rootfs").display().to_string(),
                 rootfs_mounts: serde_json::to_value(&mounts).unwrap_or_default(),

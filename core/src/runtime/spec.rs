@@ -125,39 +125,28 @@ pub fn capabilities(opts: &CreateOptions) -> Vec<String> {
     caps
 }
 
-/// The default seccomp profile, resolved for a container's capabilities into OCI's
-/// `linux.seccomp`; `None` for a privileged or unconfined container.
-pub fn seccomp(opts: &CreateOptions, caps: &[String]) -> Option<Value> {
+/// The container's seccomp profile (its own, from `--security-opt seccomp=PROFILE`, or
+/// Docker's default), resolved for its bounding capabilities and this host into OCI's
+/// `linux.seccomp`: `None` for a privileged or unconfined container, as with Docker. The
+/// profile is compiled here once too, so a mistake in it fails `create` with the rule and
+/// call at fault, not the start.
+pub fn seccomp(opts: &CreateOptions, caps: &[String]) -> Result<Option<Value>, String> {
+    use ketch_seccomp::{Host, Profile, compile};
     if opts.privileged || opts.seccomp_unconfined {
-        return None;
+        return Ok(None);
     }
-    let profile: Value = serde_json::from_str(include_str!("seccomp.json"))
-        .expect("the built-in profile is valid JSON");
-    let syscalls: Vec<Value> = profile["syscalls"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|g| {
-            !g["excludes"]["caps"].as_array().is_some_and(|cs| {
-                cs.iter().any(|c| {
-                    c.as_str()
-                        .is_some_and(|c| caps.iter().any(|have| have == c))
-                })
-            })
-        })
-        .map(|g| {
-            let mut g = g.clone();
-            if let Some(o) = g.as_object_mut() {
-                o.remove("excludes");
-            }
-            g
-        })
-        .collect();
-    Some(json!({
-        "defaultAction": profile["defaultAction"],
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
-        "syscalls": syscalls,
-    }))
+    let profile = match &opts.seccomp_profile {
+        Some(text) => Profile::from_json(text).map_err(|e| e.to_string())?,
+        None => Profile::default_profile(),
+    };
+    let host = Host::this().map_err(|e| e.to_string())?;
+    let Some(resolved) = profile.resolve(caps, &host).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    compile(&resolved, host.arch).map_err(|e| e.to_string())?;
+    Ok(Some(
+        serde_json::to_value(&resolved).map_err(|e| format!("seccomp profile: {e}"))?,
+    ))
 }
 
 /// Inputs to the spec that come from the engine rather than the user.
@@ -182,6 +171,8 @@ pub struct SpecContext<'a> {
     pub user_mounts: Vec<Value>,
     /// `--device` and `--device-cgroup-rule`, from [`devices`].
     pub devices: Devices,
+    /// `linux.seccomp`, from [`seccomp`].
+    pub seccomp: Option<Value>,
 }
 
 /// Device nodes to create (`linux.devices`) and device cgroup rules to add to the default
@@ -403,7 +394,6 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
             annotations["io.ketch.dns.upstream"] = json!(cx.dns_upstream.join(","));
         }
     }
-    let seccomp = seccomp(opts, &caps);
     let console_size = opts
         .console_size
         .filter(|(h, w)| opts.tty && *h > 0 && *w > 0)
@@ -433,8 +423,8 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
             "readonlyPaths": if opts.privileged { vec![] } else { READONLY.to_vec() },
         },
     });
-    if let Some(s) = seccomp {
-        spec["linux"]["seccomp"] = s;
+    if let Some(s) = &cx.seccomp {
+        spec["linux"]["seccomp"] = s.clone();
     }
     if let Some(size) = console_size {
         spec["process"]["consoleSize"] = size;
