@@ -172,6 +172,17 @@ pub fn run() -> i32 {
         Ok(d) => d,
         Err(e) => return fail(&mut ready, 125, format!("open the container's cgroup: {e}")),
     };
+    // Opened here, in the host's mount namespace: where the kernel cannot fork straight into
+    // the group, the child joins it by this handle, not by a path it would look up in the
+    // container's view, where the container decides what the path leads to (CVE-2025-52881).
+    let v2_procs = match v2
+        .as_ref()
+        .map(|d| OpenOptions::new().write(true).open(d.join("cgroup.procs")))
+        .transpose()
+    {
+        Ok(f) => f,
+        Err(e) => return fail(&mut ready, 125, format!("open the container's cgroup: {e}")),
+    };
     if !a.attach {
         let _ = nix::unistd::setsid();
         if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
@@ -235,8 +246,8 @@ pub fn run() -> i32 {
     drop(v2_dir);
     if pid == 0 {
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-        if let Some(dir) = v2.as_ref().filter(|_| !in_v2)
-            && let Err(e) = fs::write(dir.join("cgroup.procs"), "0")
+        if let (Some(dir), Some(mut procs)) = (v2.as_ref(), v2_procs.as_ref().filter(|_| !in_v2))
+            && let Err(e) = procs.write_all(b"0")
         {
             let _ =
                 File::from(exec_w).write_all(format!("125 join {}: {e}", dir.display()).as_bytes());

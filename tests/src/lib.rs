@@ -9,6 +9,8 @@ use std::sync::OnceLock;
 
 use ketch::digest::Digest;
 
+pub mod hostile;
+
 /// The workspace's `target` directory.
 pub fn target_dir() -> PathBuf {
     if let Ok(d) = std::env::var("CARGO_TARGET_DIR") {

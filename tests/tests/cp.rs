@@ -2,8 +2,11 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use ketch_tests::{Root, busybox_rootfs, random_hex};
+use ketch_tests::hostile::{E, Front, both, entries, host_dir, hostile_image, text, wait_until};
+use ketch_tests::{Root, busybox_rootfs, random_hex, require_tool};
 
 fn setup() -> Root {
     let r = Root::new();
@@ -103,121 +106,273 @@ fn copies_both_ways_with_archive_semantics() {
     r.ok(&["rm", "-f", "c"]);
 }
 
-#[test]
-fn symlinks_in_the_container_cannot_reach_the_host() {
-    let r = setup();
-    // A secret on the host, and names that must never appear on it.
-    let secret_name = format!("ketch-cp-secret-{}", random_hex(6));
-    let secret = Path::new("/tmp").join(&secret_name);
-    std::fs::write(&secret, "host secret\n").unwrap();
-    let planted = format!("ketch-cp-planted-{}", random_hex(6));
-    r.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "evil",
-        "busybox",
-        "sh",
-        "-c",
-        "ln -s / /escape && ln -s ../../../../../../tmp /up && sleep 1000",
-    ]);
-    for _ in 0..50 {
-        if r.run(&["exec", "evil", "test", "-L", "/up"])
-            .status
-            .success()
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = r.dir.path().join("stolen");
-    for src in [
-        format!("evil:/escape/tmp/{secret_name}"),
-        format!("evil:/up/{secret_name}"),
-    ] {
-        let o = r.run(&["cp", &src, out.to_str().unwrap()]);
-        assert!(!o.status.success(), "{src} was copied");
-        assert!(!out.exists());
-    }
-    let host = r.dir.path().join("payload");
-    std::fs::write(&host, "planted\n").unwrap();
-    r.ok(&[
-        "cp",
-        host.to_str().unwrap(),
-        &format!("evil:/escape/tmp/{planted}"),
-    ]);
-    r.ok(&["cp", host.to_str().unwrap(), &format!("evil:/up/{planted}")]);
-    assert!(
-        !Path::new("/tmp").join(&planted).exists(),
-        "cp wrote on the host"
-    );
-    // The files landed inside the container instead.
-    assert_eq!(
-        r.ok(&["exec", "evil", "cat", &format!("/tmp/{planted}")]),
-        "planted\n"
-    );
+/// A container removed on drop, also when a test fails half-way.
+struct Removed<'a>(&'a Front<'a>, String);
 
-    // The swap race (CVE-2018-15664): a directory turned into a symlink to / and back while
-    // cp runs, many times over.
-    r.ok(&[
-        "exec", "-d", "evil", "sh", "-c",
-        "mkdir -p /data && while :; do mv /data /data.real; ln -s / /data; rm /data; mv /data.real /data; done",
-    ]);
-    for i in 0..30 {
-        let _ = r.run(&[
-            "cp",
-            host.to_str().unwrap(),
-            &format!("evil:/data/tmp/{planted}-{i}"),
-        ]);
-        let _ = r.run(&[
-            "cp",
-            &format!("evil:/data/tmp/{secret_name}"),
-            out.to_str().unwrap(),
-        ]);
+impl Drop for Removed<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.run(&["rm", "-f", &self.1]);
     }
-    for i in 0..30 {
-        let p = Path::new("/tmp").join(format!("{planted}-{i}"));
-        assert!(!p.exists(), "cp wrote {} on the host", p.display());
-    }
-    assert!(!out.exists(), "cp read the host's secret");
-    std::fs::remove_file(&secret).unwrap();
-    r.ok(&["rm", "-f", "evil"]);
 }
 
-/// CVE-2019-14271: docker cp loaded the container's name-service libraries into a process
-/// on the host. Here the container offers broken ones and files owned by unknown users;
-/// cp neither loads nor runs anything of the container's.
+/// Waits until `path` exists in container `c`.
+fn ready(f: &Front, c: &str, path: &str) {
+    wait_until("the container", 20, || {
+        f.run(&["exec", c, "test", "-e", path]).status.success()
+    });
+}
+
+/// Links in the container, planted (`/escape -> /`, `/up -> ../../..`) or swapped in while
+/// `cp` runs (CVE-2018-15664: a directory exchanged with a link to `/` by renameat2, over
+/// and over), resolve inside the container. The host's secret is never copied out, nothing
+/// is ever written to the host's directory, and every `cp` either copies the container's own
+/// file or fails with a message.
+#[test]
+fn symlinks_in_the_container_cannot_reach_the_host() {
+    let r = Root::new();
+    let secret_dir = host_dir(&r, "cp-secret");
+    let secret = format!("HOST-SECRET-{}", random_hex(6));
+    std::fs::write(secret_dir.join("secret"), &secret).unwrap();
+    let target = host_dir(&r, "cp-target");
+    let sd = secret_dir.display().to_string();
+    let td = target.display().to_string();
+    let sd_rel = sd.trim_start_matches('/').to_string();
+    let td_rel = td.trim_start_matches('/').to_string();
+    // The container has the same paths, with its own content: through the link they are
+    // what a copy may find.
+    let inside = "inside-root".to_string();
+    let in_data = "inside-data".to_string();
+    let files = [format!("{sd_rel}/secret"), format!("data/{sd_rel}/secret")];
+    let mut extra = vec![E::Link("escape", "/"), E::Link("up", "../../../../../..")];
+    let mut dirs = Vec::new();
+    for base in ["", "data/"] {
+        let mut acc = base.trim_end_matches('/').to_string();
+        for part in sd_rel.split('/').chain(td_rel.split('/')) {
+            if !acc.is_empty() {
+                acc.push('/');
+            }
+            acc.push_str(part);
+            dirs.push(acc.clone());
+        }
+        dirs.push(format!("{base}{sd_rel}"));
+        dirs.push(format!("{base}{td_rel}"));
+    }
+    dirs.insert(0, "data".into());
+    dirs.sort();
+    dirs.dedup();
+    extra.extend(dirs.iter().map(|d| E::Dir(d)));
+    extra.push(E::File(&files[0], inside.as_bytes(), 0o644));
+    extra.push(E::File(&files[1], in_data.as_bytes(), 0o644));
+    extra.push(E::Link("data-link", "/"));
+    hostile_image(&r, "cpswap", &extra, &[]);
+    let payload = r.dir.path().join("payload");
+    std::fs::write(&payload, "planted\n").unwrap();
+    let payload = payload.to_str().unwrap().to_string();
+    both(&r, |f| {
+        let out = r.dir.path().join(format!("stolen-{}", random_hex(4)));
+        let out_s = out.to_str().unwrap();
+        let name = format!("cp-{}", random_hex(4));
+        let _c = Removed(f, name.clone());
+        f.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "cpswap",
+            "sh",
+            "-c",
+            "touch /tmp/ready; exec escape-helper exchange /data /data-link 8",
+        ]);
+        ready(f, &name, "/tmp/ready");
+        // Planted links: out finds the container's file or nothing; in writes inside.
+        for src in [
+            format!("{name}:/escape/{sd_rel}/secret"),
+            format!("{name}:/up/{sd_rel}/secret"),
+        ] {
+            let o = f.run(&["cp", &src, "-"]);
+            assert!(
+                !text(&o).contains(&secret),
+                "{}: {src}: {}",
+                f.name(),
+                text(&o)
+            );
+            assert!(o.status.success(), "{}: {src}: {}", f.name(), text(&o));
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains(&inside),
+                "{}: {src}",
+                f.name()
+            );
+        }
+        for dest in [
+            format!("{name}:/escape/{td_rel}/planted"),
+            format!("{name}:/up/{td_rel}/planted"),
+        ] {
+            let o = f.run(&["cp", &payload, &dest]);
+            assert!(o.status.success(), "{}: {dest}: {}", f.name(), text(&o));
+        }
+        assert_eq!(entries(&target), Vec::<String>::new(), "{}", f.name());
+        let got = f.ok(&["exec", &name, "cat", &format!("/{td_rel}/planted")]);
+        assert_eq!(got, "planted\n", "{}", f.name());
+
+        // The swap race, out and in, each result checked.
+        let (mut copied, mut refused) = (0, 0);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut i = 0;
+        while Instant::now() < deadline {
+            i += 1;
+            let src = format!("{name}:/data/{sd_rel}/secret");
+            let o = f.run(&["cp", &src, out_s]);
+            if o.status.success() {
+                copied += 1;
+                let got = std::fs::read_to_string(&out).unwrap();
+                assert!(
+                    got == inside || got == in_data,
+                    "{}: cp out copied {got:?}",
+                    f.name()
+                );
+                std::fs::remove_file(&out).unwrap();
+            } else {
+                refused += 1;
+                assert!(!text(&o).is_empty(), "{}: a failure says nothing", f.name());
+            }
+            assert!(!text(&o).contains(&secret), "{}: {}", f.name(), text(&o));
+            let dest = format!("{name}:/data/{td_rel}/planted-{i}");
+            let o = f.run(&["cp", &payload, &dest]);
+            assert!(
+                o.status.success() || !text(&o).is_empty(),
+                "{}: a failure says nothing",
+                f.name()
+            );
+            assert_eq!(
+                entries(&target),
+                Vec::<String>::new(),
+                "{}: cp wrote on the host",
+                f.name()
+            );
+        }
+        assert!(
+            copied > 0,
+            "{}: no copy got through ({refused} refused)",
+            f.name()
+        );
+    });
+    assert_eq!(
+        std::fs::read_to_string(secret_dir.join("secret")).unwrap(),
+        secret
+    );
+}
+
+/// CVE-2019-14271: `docker cp` loaded the container's name-service libraries into a process
+/// of the host's, which ran their constructors as root outside the container. Here the
+/// image's `libnss_files.so.2`, `libnss_compat.so.2` and a fake `libc.so.6`, in every usual
+/// library directory, each have a constructor that leaves a marker (on the host, where such
+/// a process would write, and in the container); the image asks for `files` lookups and has
+/// files owned by users and groups that have names. `cp` out and in, through the CLI and the
+/// daemon, works and never runs them.
 #[test]
 fn cp_runs_nothing_from_the_container() {
-    let r = setup();
-    r.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "nss",
-        "busybox",
-        "sh",
-        "-c",
-        "for d in /lib /lib64 /lib/x86_64-linux-gnu /usr/lib/x86_64-linux-gnu; do mkdir -p $d; \
-         for l in libnss_files.so.2 libnss_dns.so.2 libnss_compat.so.2 libc.so.6; do \
-         echo 'not a library' > $d/$l; done; done; \
-         printf 'passwd: files\\ngroup: files\\n' > /etc/nsswitch.conf; \
-         echo x > /owned && chown 4242:4343 /owned && sleep 1000",
-    ]);
-    for _ in 0..50 {
-        if r.run(&["exec", "nss", "test", "-f", "/owned"])
-            .status
-            .success()
-            && r.ok(&["exec", "nss", "stat", "-c", "%u", "/owned"]).trim() == "4242"
-        {
-            break;
+    require_tool("cc");
+    let r = Root::new();
+    let host_mark = host_dir(&r, "nss").join("ran");
+    let tag = format!("ketch-nss-{}", random_hex(4));
+    let src = r.dir.path().join("evil.c");
+    std::fs::write(
+        &src,
+        format!(
+            "#include <fcntl.h>\n#include <unistd.h>\n\
+             __attribute__((constructor)) static void pwn(void) {{\n\
+               const char *paths[] = {{\"{host}\", \"/tmp/{tag}\", 0}};\n\
+               for (int i = 0; paths[i]; i++) {{ int fd = open(paths[i], O_WRONLY|O_CREAT, 0644);\n\
+                 if (fd >= 0) {{ write(fd, \"ran\\n\", 4); close(fd); }} }}\n}}\n\
+             int _nss_files_getpwuid_r(void) {{ return 0; }}\n\
+             int _nss_files_getpwnam_r(void) {{ return 0; }}\n",
+            host = host_mark.display()
+        ),
+    )
+    .unwrap();
+    let lib = r.dir.path().join("evil.so");
+    let o = Command::new("cc")
+        .args(["-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cc: {o:?}");
+    let lib = std::fs::read(&lib).unwrap();
+    let dirs = [
+        "lib",
+        "lib64",
+        "lib/x86_64-linux-gnu",
+        "usr/lib/x86_64-linux-gnu",
+    ];
+    let mut paths = Vec::new();
+    for d in dirs {
+        for l in ["libnss_files.so.2", "libnss_compat.so.2", "libc.so.6"] {
+            paths.push(format!("{d}/{l}"));
         }
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let out = r.dir.path().join("owned");
-    r.ok(&["cp", "nss:/owned", out.to_str().unwrap()]);
-    assert_eq!(std::fs::metadata(&out).unwrap().uid(), 4242);
-    r.ok(&["cp", out.to_str().unwrap(), "nss:/back"]);
-    assert_eq!(r.ok(&["exec", "nss", "cat", "/back"]), "x\n");
-    r.ok(&["rm", "-f", "nss"]);
+    let mut extra = vec![
+        E::Dir("lib"),
+        E::Dir("lib64"),
+        E::Dir("lib/x86_64-linux-gnu"),
+        E::Dir("usr/lib"),
+        E::Dir("usr/lib/x86_64-linux-gnu"),
+        E::File(
+            "etc/nsswitch.conf",
+            b"passwd: files compat\ngroup: files compat\nhosts: files\n",
+            0o644,
+        ),
+    ];
+    extra.extend(paths.iter().map(|p| E::File(p, &lib, 0o755)));
+    hostile_image(&r, "nss", &extra, &[]);
+    both(&r, |f| {
+        let name = format!("nss-{}", random_hex(4));
+        let _c = Removed(f, name.clone());
+        f.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "nss",
+            "sh",
+            "-c",
+            "mkdir -p /d && echo x > /d/owned && chown 4242:4343 /d/owned && \
+             echo y > /d/root && chown 0:0 /d/root && touch /tmp/ready && exec sleep 1000",
+        ]);
+        ready(f, &name, "/tmp/ready");
+        let out = r.dir.path().join(format!("out-{}", random_hex(4)));
+        let out_s = out.to_str().unwrap();
+        f.ok(&["cp", &format!("{name}:/d"), out_s]);
+        assert_eq!(std::fs::metadata(out.join("owned")).unwrap().uid(), 4242);
+        assert_eq!(std::fs::read_to_string(out.join("root")).unwrap(), "y\n");
+        f.ok(&["cp", &format!("{name}:/d/owned"), "-"]);
+        f.ok(&[
+            "cp",
+            out.join("owned").to_str().unwrap(),
+            &format!("{name}:/back"),
+        ]);
+        f.ok(&["cp", out_s, &format!("{name}:/")]);
+        assert_eq!(f.ok(&["exec", &name, "cat", "/back"]), "x\n");
+        // A stopped container is copied through a chroot into its root: the same holds.
+        f.ok(&["stop", "-t", "0", &name]);
+        f.ok(&["cp", &format!("{name}:/d/owned"), "-"]);
+        f.ok(&[
+            "cp",
+            out.join("owned").to_str().unwrap(),
+            &format!("{name}:/back2"),
+        ]);
+        f.ok(&["start", &name]);
+        ready(f, &name, "/tmp/ready");
+        assert!(
+            !host_mark.exists(),
+            "{}: the container's library ran on the host",
+            f.name()
+        );
+        let o = f.run(&["exec", &name, "test", "-e", &format!("/tmp/{tag}")]);
+        assert!(
+            !o.status.success(),
+            "{}: the container's library ran in cp",
+            f.name()
+        );
+    });
 }

@@ -2,207 +2,17 @@
 //! the CLI and through the daemon; after each, the host is checked unchanged (a marker file,
 //! a directory that must stay empty, a kernel setting, a process that must live on).
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ketch_tests::{Daemon, Root, busybox_rootfs, escape_helper, ketch_bin, random_hex};
-
-/// One way in: the CLI on the root itself, or the CLI through a daemon on that root.
-struct Front<'a> {
-    r: &'a Root,
-    url: Option<String>,
-}
-
-impl Front<'_> {
-    fn name(&self) -> &'static str {
-        if self.url.is_some() {
-            "through the daemon"
-        } else {
-            "embedded"
-        }
-    }
-
-    fn cmd(&self) -> Command {
-        match &self.url {
-            None => self.r.cmd(),
-            Some(url) => {
-                let mut c = Command::new(ketch_bin());
-                c.args(["-H", url])
-                    .env_remove("KETCH_ROOT")
-                    .env_remove("KETCH_HOST")
-                    .env("KETCH_BRIDGE", &self.r.bridge)
-                    .env("KETCH_IP_FORWARD", "false")
-                    .stdin(Stdio::null());
-                c
-            }
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{}: ketch {args:?} failed ({}):\n{}{}",
-            self.name(),
-            o.status,
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8(o.stdout).unwrap()
-    }
-}
-
-/// Runs `attack` embedded, then through a daemon started on the same root.
-fn both(r: &Root, attack: impl Fn(&Front)) {
-    attack(&Front { r, url: None });
-    let d = Daemon::start(r);
-    attack(&Front {
-        r,
-        url: Some(format!("unix://{}", d.socket.display())),
-    });
-}
-
-/// An entry a hostile image adds to busybox (replacing busybox's entry of that name).
-enum E<'a> {
-    File(&'a str, &'a [u8], u32),
-    Dir(&'a str),
-    Link(&'a str, &'a str),
-}
-
-impl E<'_> {
-    fn path(&self) -> &str {
-        match self {
-            E::File(p, ..) | E::Dir(p) | E::Link(p, _) => p,
-        }
-    }
-}
-
-/// Imports busybox plus `extra` (and the escape helper as `/bin/escape-helper`, and again
-/// setuid root as `/opt/euid`) as image `name`, with `changes` (`VOLUME /dev`) applied.
-fn hostile_image(r: &Root, name: &str, extra: &[E], changes: &[&str]) {
-    let helper = std::fs::read(escape_helper()).unwrap();
-    let mut all: Vec<E> = vec![
-        E::File("bin/escape-helper", &helper, 0o755),
-        E::Dir("opt"),
-        E::File("opt/euid", &helper, 0o4755),
-    ];
-    all.extend(extra.iter().map(|e| match e {
-        E::File(p, d, m) => E::File(p, d, *m),
-        E::Dir(p) => E::Dir(p),
-        E::Link(p, t) => E::Link(p, t),
-    }));
-    let mut b = tar::Builder::new(Vec::new());
-    let mut base = tar::Archive::new(std::fs::File::open(busybox_rootfs()).unwrap());
-    for entry in base.entries().unwrap() {
-        let mut entry = entry.unwrap();
-        let path = entry.path().unwrap().display().to_string();
-        let path = path
-            .trim_start_matches("./")
-            .trim_end_matches('/')
-            .to_string();
-        if all.iter().any(|e| e.path() == path) {
-            continue;
-        }
-        let h = entry.header().clone();
-        let mut data = Vec::new();
-        entry.read_to_end(&mut data).unwrap();
-        b.append(&h, &data[..]).unwrap();
-    }
-    for e in &all {
-        let mut h = tar::Header::new_gnu();
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_mtime(1_700_000_000);
-        match e {
-            E::File(p, data, mode) => {
-                h.set_entry_type(tar::EntryType::Regular);
-                h.set_mode(*mode);
-                h.set_size(data.len() as u64);
-                b.append_data(&mut h, p, *data).unwrap();
-            }
-            E::Dir(p) => {
-                h.set_entry_type(tar::EntryType::Directory);
-                h.set_mode(0o755);
-                h.set_size(0);
-                b.append_data(&mut h, p, &[][..]).unwrap();
-            }
-            E::Link(p, target) => {
-                h.set_entry_type(tar::EntryType::Symlink);
-                h.set_mode(0o777);
-                h.set_size(0);
-                b.append_link(&mut h, p, target).unwrap();
-            }
-        }
-    }
-    let tar = b.into_inner().unwrap();
-    let mut args = vec!["import".to_string()];
-    for c in changes {
-        args.push("-c".into());
-        args.push(c.to_string());
-    }
-    args.push("-".into());
-    args.push(name.into());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let o = r.run_stdin(&args, &tar);
-    assert!(o.status.success(), "import {name}: {o:?}");
-}
-
-/// A directory of the host's (outside the state root) that an attack aims at; it must stay
-/// as the test made it.
-fn host_dir(r: &Root, name: &str) -> PathBuf {
-    let d = r.dir.path().join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn entries(d: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(d)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The monitor's state file of a container.
-fn state(r: &Root, id: &str) -> serde_json::Value {
-    let b = std::fs::read(r.path().join("containers").join(id).join("state.json")).unwrap();
-    serde_json::from_slice(&b).unwrap()
-}
-
-fn alive(pid: i64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
-
-fn wait_until(what: &str, secs: u64, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use ketch_tests::hostile::{
+    E, Front, Reaped, Setting, alive, both, entries, host_dir, hostile_image, state, text,
+    wait_until,
+};
+use ketch_tests::{Daemon, Root, ketch_bin, random_hex};
 
 /// Way out 1: A descriptor the caller holds (a directory of the host, a socket) reaches neither the
 /// container nor its monitor, embedded or through a daemon that holds them itself; the
@@ -452,20 +262,6 @@ fn device_programs(group: &Path) -> u32 {
     };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
     q.prog_cnt
-}
-
-/// Restores a kernel setting on drop, should an attack have changed it.
-struct Setting {
-    path: &'static str,
-    value: String,
-}
-
-impl Drop for Setting {
-    fn drop(&mut self) {
-        if std::fs::read_to_string(self.path).unwrap_or_default() != self.value {
-            let _ = std::fs::write(self.path, &self.value);
-        }
-    }
 }
 
 /// Way out 3: An image with `VOLUME /dev` whose `/dev/null` is a link to the host's core_pattern: the
@@ -834,16 +630,6 @@ fn start_time(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     rest.split(' ').nth(19).unwrap().parse().unwrap()
-}
-
-/// A child process killed and collected on drop, also when a test fails.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Unmounts on drop.
