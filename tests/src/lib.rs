@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use ketch::digest::Digest;
 
@@ -76,33 +76,40 @@ pub fn busybox_rootfs() -> PathBuf {
 /// `tests/fixtures/escape-helper.c` built static, once: the program the escape tests put in
 /// their hostile images.
 pub fn escape_helper() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = target_dir().join("fixtures");
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("escape-helper");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/escape-helper.c");
-        let stale = |o: &Path| {
-            let (Ok(a), Ok(b)) = (std::fs::metadata(o), std::fs::metadata(&src)) else {
-                return true;
-            };
-            a.modified().unwrap() < b.modified().unwrap()
+    c_program("escape-helper")
+}
+
+/// `tests/fixtures/NAME.c` built static, once per change of its source.
+pub fn c_program(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(n, _)| n == name) {
+        return p.clone();
+    }
+    let dir = target_dir().join("fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/{name}.c"));
+    let stale = |o: &Path| {
+        let (Ok(a), Ok(b)) = (std::fs::metadata(o), std::fs::metadata(&src)) else {
+            return true;
         };
-        if stale(&out) {
-            require_tool("cc");
-            let tmp = dir.join(format!("escape-helper.{}", std::process::id()));
-            let o = Command::new("cc")
-                .args(["-static", "-O2", "-o"])
-                .arg(&tmp)
-                .arg(&src)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "cc escape-helper.c: {o:?}");
-            std::fs::rename(&tmp, &out).unwrap();
-        }
-        out
-    })
-    .clone()
+        a.modified().unwrap() < b.modified().unwrap()
+    };
+    if stale(&out) {
+        require_tool("cc");
+        let tmp = dir.join(format!("{name}.{}", std::process::id()));
+        let o = Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "cc {name}.c: {o:?}");
+        std::fs::rename(&tmp, &out).unwrap();
+    }
+    built.push((name.to_string(), out.clone()));
+    out
 }
 
 /// A private state root, removed with everything in it when dropped.

@@ -114,6 +114,21 @@ pub struct SecurityOpts {
 }
 
 impl SecurityOpts {
+    /// The `SecurityOpt` entries that give a container its options back.
+    pub fn of(opts: &CreateOptions) -> Vec<String> {
+        let mut out = Vec::new();
+        if opts.no_new_privileges {
+            out.push("no-new-privileges:true".to_string());
+        }
+        if opts.seccomp_unconfined {
+            out.push("seccomp=unconfined".to_string());
+        }
+        if let Some(p) = &opts.seccomp_profile {
+            out.push(format!("seccomp={p}"));
+        }
+        out
+    }
+
     /// Takes one entry; an entry that is not one of these is an error that names it.
     pub fn apply(&mut self, o: &str) -> Result<(), String> {
         if o == "no-new-privileges" {
@@ -451,16 +466,7 @@ pub fn create_body(opts: &CreateOptions) -> Value {
         let (name, n) = r.split_once(':').unwrap_or((r, "0"));
         json!({"Name": name, "MaximumRetryCount": n.parse::<u64>().unwrap_or(0)})
     });
-    let mut security = Vec::new();
-    if opts.no_new_privileges {
-        security.push("no-new-privileges:true".to_string());
-    }
-    if opts.seccomp_unconfined {
-        security.push("seccomp=unconfined".to_string());
-    }
-    if let Some(p) = &opts.seccomp_profile {
-        security.push(format!("seccomp={p}"));
-    }
+    let security = SecurityOpts::of(opts);
     let mut log_config = Map::new();
     if let Some(s) = opts.log_max_size {
         log_config.insert("max-size".into(), json!(s.to_string()));

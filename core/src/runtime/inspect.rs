@@ -193,6 +193,12 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
     }
     // Docker fills the top-level address fields for the default bridge only.
     let default = endpoints.iter().find(|e| e.network == "bridge");
+    let security = crate::model::create::SecurityOpts::of(&c.record.config);
+    let security = if security.is_empty() {
+        Value::Null
+    } else {
+        json!(security)
+    };
     json!({
         "Id": c.record.id,
         "Created": c.record.created,
@@ -277,6 +283,7 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             "Devices": c.record.config.devices,
             "DeviceCgroupRules": c.record.config.device_cgroup_rules,
             "ReadonlyRootfs": c.record.config.read_only,
+            "SecurityOpt": security,
             "NetworkMode": mode.name(),
             "PortBindings": c.record.config.publish.iter().map(|p| {
                 (
