@@ -13,7 +13,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
@@ -27,6 +28,8 @@ struct Args {
     pid: i32,
     pid_start: Option<u64>,
     owner: Option<String>,
+    /// Running as the sealed copy of this executable already.
+    sealed: bool,
     attach: bool,
     stdin: bool,
     tty: bool,
@@ -50,6 +53,7 @@ fn parse() -> Result<Args, String> {
         pid,
         pid_start: None,
         owner: None,
+        sealed: false,
         attach: false,
         stdin: false,
         tty: false,
@@ -64,6 +68,7 @@ fn parse() -> Result<Args, String> {
             "--attach" => a.attach = true,
             "--pid-start" => a.pid_start = it.next().and_then(|s| s.parse().ok()),
             "--owner" => a.owner = it.next(),
+            "--sealed" => a.sealed = true,
             "--stdin" => a.stdin = true,
             "--tty" => a.tty = true,
             "--size" => {
@@ -96,10 +101,41 @@ pub fn run() -> i32 {
             return 125;
         }
     };
+    // Everything from here runs in this executable sealed against writes: this process joins
+    // the container, and what it execs there, a `#!/proc/self/exe` program included, can
+    // only ever reach the sealed copy, never the host's file (CVE-2019-5736).
+    if !a.sealed {
+        let err = match crate::sys::sealed_self() {
+            Ok(exe) => {
+                let mut argv: Vec<std::ffi::CString> = std::env::args_os()
+                    .map(|a| std::ffi::CString::new(a.into_vec()).unwrap_or_default())
+                    .collect();
+                // After `exec BUNDLE PID`, among the options.
+                argv.insert(4.min(argv.len()), c"--sealed".to_owned());
+                let env: Vec<std::ffi::CString> = std::env::vars_os()
+                    .filter_map(|(k, v)| {
+                        let mut kv = k.into_vec();
+                        kv.push(b'=');
+                        kv.extend(v.into_vec());
+                        std::ffi::CString::new(kv).ok()
+                    })
+                    .collect();
+                crate::sys::exec_fd(exe.as_fd(), &argv, &env)
+            }
+            Err(e) => e,
+        };
+        let mut ready = crate::sys::report_fd();
+        eprintln!("ketch-shim exec: seal ketch-shim: {err}");
+        report(&mut ready, &format!("error 125 seal ketch-shim: {err}"));
+        return 125;
+    }
     // The engine always hands over a report pipe as fd 3: attached or not, it learns there
     // whether the process started, apart from the process's own output.
-    unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
-    let mut ready: Option<File> = Some(unsafe { File::from_raw_fd(3) });
+    let Some(ready) = crate::sys::report_fd() else {
+        eprintln!("ketch-shim exec: no report pipe on fd 3: the engine runs this helper");
+        return 125;
+    };
+    let mut ready = Some(ready);
     let fail = |ready: &mut Option<File>, code: i32, msg: String| -> i32 {
         report(ready, &format!("error {code} {msg}"));
         code

@@ -1,12 +1,13 @@
-//! `--init`: the container's PID 1 runs this executable sealed against writes (through a
-//! read-only mount of its own, or a sealed memory copy: `sys::sealed_self`), so
-//! `/proc/1/exe` cannot be opened to overwrite the host's `ketch-shim` (CVE-2019-5736). The
-//! container's first process execs it right after it is cloned, while the host's root is
-//! still in view (the loader and libraries the executable needs are the host's), and it does
-//! the whole setup; then, as PID 1, it starts the program as its child, passes signals on,
-//! reaps every orphan, and exits with the program's status.
+//! `ketch-init`: a container's first process does its setup in this executable sealed
+//! against writes (through a read-only mount of its own, or a sealed memory copy:
+//! `sys::sealed_self`), so nothing it runs, a `#!/proc/self/exe` program included, can reach
+//! the host's `ketch-shim` through `/proc/PID/exe` (CVE-2019-5736). The process execs it
+//! right after it is cloned, while the host's root is still in view (the loader and
+//! libraries the executable needs are the host's), and it does the whole setup; then it execs
+//! the program, or with `--init` stays as PID 1: starts the program as its child, passes
+//! signals on, reaps every orphan, and exits with the program's status.
 //!
-//!   ketch-init --setup BUNDLE MONITOR-FD REPORT-FD CONSOLE-FD|-
+//!   ketch-init --setup BUNDLE MONITOR-FD REPORT-FD CONSOLE-FD|- --init|--no-init
 //!
 //! argv[0] selects this mode. The descriptors are the first process's: the monitor's pipe,
 //! the start report, the terminal socket. The environment is the program's.
@@ -14,7 +15,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -40,6 +41,7 @@ pub fn exec_setup(
     report: RawFd,
     console: Option<RawFd>,
     env: &[String],
+    reaper: bool,
 ) -> StartError {
     for fd in [Some(monitor), Some(report), console].into_iter().flatten() {
         // SAFETY: descriptors this process holds; they must survive the exec.
@@ -52,34 +54,16 @@ pub fn exec_setup(
         cstr(&monitor.to_string()),
         cstr(&report.to_string()),
         cstr(&console.map_or("-".to_string(), |c| c.to_string())),
+        if reaper {
+            c"--init".to_owned()
+        } else {
+            c"--no-init".to_owned()
+        },
     ]
     .into();
     let env: Vec<CString> = env.iter().map(|e| cstr(e)).collect();
-    let argv_p: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    let env_p: Vec<*const libc::c_char> = env
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain([std::ptr::null()])
-        .collect();
-    // SAFETY: both arrays are NUL-terminated and outlive the call.
-    unsafe {
-        libc::syscall(
-            libc::SYS_execveat,
-            exe.as_raw_fd(),
-            c"".as_ptr(),
-            argv_p.as_ptr(),
-            env_p.as_ptr(),
-            libc::AT_EMPTY_PATH,
-        )
-    };
-    fail(
-        125,
-        format!("exec ketch-init: {}", std::io::Error::last_os_error()),
-    )
+    let err = crate::sys::exec_fd(exe, &argv, &env);
+    fail(125, format!("exec ketch-init: {err}"))
 }
 
 /// `ketch-init --setup ...`: the first process's setup, in the sealed executable.
@@ -89,10 +73,13 @@ pub fn main() -> ! {
     let (Some("--setup"), Some(bundle), Some(monitor), Some(report)) =
         (args.get(1).map(String::as_str), args.get(2), fd(3), fd(4))
     else {
-        eprintln!("usage: ketch-init --setup BUNDLE MONITOR-FD REPORT-FD CONSOLE-FD|-");
+        eprintln!(
+            "usage: ketch-init --setup BUNDLE MONITOR-FD REPORT-FD CONSOLE-FD|- --init|--no-init"
+        );
         std::process::exit(125);
     };
     let console = fd(5);
+    let reaper = args.get(6).is_some_and(|a| a == "--init");
     // The exec made this process dumpable again; it is the helper's image in the container.
     // SAFETY: process flags; the name is NUL-terminated.
     unsafe {
@@ -102,7 +89,7 @@ pub fn main() -> ! {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
-    let err = match setup(Path::new(bundle), monitor, console) {
+    let err = match setup(Path::new(bundle), monitor, console, reaper) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -112,7 +99,12 @@ pub fn main() -> ! {
     std::process::exit(err.code)
 }
 
-fn setup(bundle: &Path, monitor: RawFd, console: Option<RawFd>) -> Result<Never, StartError> {
+fn setup(
+    bundle: &Path,
+    monitor: RawFd,
+    console: Option<RawFd>,
+    reaper: bool,
+) -> Result<Never, StartError> {
     let spec: Spec = fs::read(bundle.join("config.json"))
         .map_err(ctx(|| format!("read {}/config.json", bundle.display())))
         .and_then(|b| {
@@ -125,10 +117,7 @@ fn setup(bundle: &Path, monitor: RawFd, console: Option<RawFd>) -> Result<Never,
         .unwrap_or_default();
     // SAFETY: the monitor's pipe stays open for the life of this process.
     let monitor = unsafe { BorrowedFd::borrow_raw(monitor) };
-    let how = Launch::First {
-        monitor,
-        reaper: true,
-    };
+    let how = Launch::First { monitor, reaper };
     Err(crate::init::init(
         &spec,
         &rootfs,

@@ -48,7 +48,7 @@ use nix::unistd::Pid;
 use serde::Serialize;
 
 use crate::cgroup::Cgroup;
-use crate::spec::{RootfsMount, Spec};
+use crate::spec::Spec;
 
 #[derive(Serialize, Default, Clone)]
 #[serde(rename_all = "PascalCase")]
@@ -346,11 +346,11 @@ fn open_joins(spec: &Spec) -> Result<Vec<(libc::c_int, OwnedFd)>, String> {
 fn start(
     bundle: &Path,
     spec: &Spec,
-    rootfs: &[RootfsMount],
     cg: &Cgroup,
     stdin: bool,
     joins: &[(libc::c_int, OwnedFd)],
-    init_exe: Option<&OwnedFd>,
+    sealed: &OwnedFd,
+    reaper: bool,
 ) -> Result<Run, init::StartError> {
     let e = |what: &str| {
         let what = what.to_string();
@@ -452,26 +452,18 @@ fn start(
             }
         }
         let console_fd = console.as_ref().map(|(_, c)| c.as_raw_fd());
-        let err = match init_exe {
-            // `--init`: become the sealed executable before anything else, while the host's
-            // root (with the loader and libraries it needs) is still in view; it does the
-            // setup and stays as PID 1.
-            Some(exe) => initproc::exec_setup(
-                exe.as_fd(),
-                bundle,
-                go_r.as_raw_fd(),
-                exec_w.as_raw_fd(),
-                console_fd,
-                &spec.process.env,
-            ),
-            None => {
-                let how = launch::Launch::First {
-                    monitor: go_r.as_fd(),
-                    reaper: false,
-                };
-                init::init(spec, rootfs, init::new_cgroupns(spec), console_fd, how)
-            }
-        };
+        // Become the sealed executable before anything else, while the host's root (with the
+        // loader and libraries it needs) is still in view; it does the setup, and with
+        // `--init` stays as PID 1.
+        let err = initproc::exec_setup(
+            sealed.as_fd(),
+            bundle,
+            go_r.as_raw_fd(),
+            exec_w.as_raw_fd(),
+            console_fd,
+            &spec.process.env,
+            reaper,
+        );
         let mut w = File::from(exec_w);
         let _ = w.write_all(format!("{} {}", err.code, err.message).as_bytes());
         unsafe { libc::_exit(err.code) };
@@ -920,10 +912,15 @@ fn run(opts: Options) -> i32 {
     let mut ready: Option<File> = if opts.attach && !opts.stream {
         None
     } else {
-        // SAFETY: the engine hands a detached shim its report pipe as fd 3. It must not leak
-        // into the container, whose holding it open would keep the starter waiting.
-        unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) };
-        Some(unsafe { File::from_raw_fd(3) })
+        // The engine hands a detached shim its report pipe as fd 3. It must not leak into
+        // the container, whose holding it open would keep the starter waiting.
+        match sys::report_fd() {
+            Some(f) => Some(f),
+            None => {
+                eprintln!("ketch-shim: no report pipe on fd 3: the engine runs this helper");
+                return 125;
+            }
+        }
     };
     let spec: Spec = match fs::read(bundle.join("config.json"))
         .map_err(|e| e.to_string())
@@ -937,11 +934,6 @@ fn run(opts: Options) -> i32 {
             return 125;
         }
     };
-    let rootfs: Vec<RootfsMount> = spec
-        .annotations
-        .get("io.ketch.rootfs")
-        .and_then(|r| serde_json::from_str(r).ok())
-        .unwrap_or_default();
     if !opts.attach || opts.stream {
         // Outlive the starter: own session, no terminal, nothing inherited but the stream.
         let _ = nix::unistd::setsid();
@@ -1035,21 +1027,18 @@ fn run(opts: Options) -> i32 {
         Ok(j) => j,
         Err(msg) => return fail_early(&mut state, &mut ready, msg),
     };
-    // `--init`: PID 1 runs this executable sealed against writes, made once for every run.
-    let init_exe = if spec
+    // The first process does its setup in this executable sealed against writes, made once
+    // for every run: whatever it execs, a `#!/proc/self/exe` program included, can only ever
+    // reach the sealed copy, never the host's file (CVE-2019-5736). With `--init` it stays
+    // as PID 1.
+    let sealed = match sys::sealed_self() {
+        Ok(fd) => fd,
+        Err(e) => return fail_early(&mut state, &mut ready, format!("seal ketch-init: {e}")),
+    };
+    let reaper = spec
         .annotations
         .get("io.ketch.init")
-        .is_some_and(|v| v == "true")
-    {
-        match sys::sealed_self() {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                return fail_early(&mut state, &mut ready, format!("seal ketch-init: {e}"));
-            }
-        }
-    } else {
-        None
-    };
+        .is_some_and(|v| v == "true");
     let (policy, max_retries) = restart_policy(&spec);
     loop {
         let cg = match Cgroup::create(&cgroups_path, spec.linux.resources.as_ref()) {
@@ -1066,15 +1055,7 @@ fn run(opts: Options) -> i32 {
             }
         };
         state.cgroups = cg.paths();
-        let run = match start(
-            &bundle,
-            &spec,
-            &rootfs,
-            &cg,
-            opts.stdin,
-            &joins,
-            init_exe.as_ref(),
-        ) {
+        let run = match start(&bundle, &spec, &cg, opts.stdin, &joins, &sealed, reaper) {
             Ok(r) => r,
             Err(err) => {
                 cg.destroy();

@@ -2,6 +2,7 @@
 //! descriptors closed before exec, mount attributes, mounts made from descriptors, processes
 //! named by pidfd, and this executable sealed against writes.
 
+use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -316,6 +317,45 @@ fn in_cgroup_of(cgroups: &str, owner: &str) -> bool {
                 .nth(2)
                 .is_some_and(|path| path.split('/').any(|c| c == owner))
         })
+}
+
+/// Execs the executable `exe` (a descriptor: `sealed_self`'s) with `argv` and `env`. Returns
+/// only on failure.
+pub fn exec_fd(exe: BorrowedFd<'_>, argv: &[CString], env: &[CString]) -> io::Error {
+    let argv_p: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    let env_p: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain([std::ptr::null()])
+        .collect();
+    // SAFETY: both arrays are NUL-terminated and outlive the call.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            exe.as_raw_fd(),
+            c"".as_ptr(),
+            argv_p.as_ptr(),
+            env_p.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
+/// The report pipe the engine hands over as fd 3, made close-on-exec; `None` where fd 3 is
+/// not open (the helper run by hand), so nothing else is ever closed in its name.
+pub fn report_fd() -> Option<fs::File> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: flags of a descriptor number; nothing is taken unless it is open.
+    if unsafe { libc::fcntl(3, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return None;
+    }
+    // SAFETY: fd 3 is open and handed to this process to own.
+    Some(unsafe { fs::File::from_raw_fd(3) })
 }
 
 /// Whether the process behind a pidfd still runs.

@@ -872,7 +872,11 @@ fn default_seccomp_profile() {
         &std::fs::read(r.path().join("containers").join(&id).join("config.json")).unwrap(),
     )
     .unwrap();
-    assert_eq!(spec["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
+    // Docker's default: refuse what is not named, for every ABI the host runs.
+    let seccomp = &spec["linux"]["seccomp"];
+    assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(seccomp["architectures"][0], "SCMP_ARCH_X86_64");
+    assert!(seccomp["architectures"].as_array().unwrap().len() == 3);
     r.ok(&["rm", &id]);
 }
 
