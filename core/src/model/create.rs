@@ -123,6 +123,13 @@ fn mount_of(v: &Value) -> Result<MountSpec, String> {
     if !matches!(kind.as_str(), "volume" | "bind" | "tmpfs") {
         return Err(format!("mount type {kind:?} is not supported"));
     }
+    // As Docker: options of another type of mount are an error, not silently kept (they
+    // would be lost on the way from a client's body to a daemon).
+    for (field, owner) in [("BindOptions", "bind"), ("TmpfsOptions", "tmpfs")] {
+        if kind != owner && !v[field].is_null() {
+            return Err(format!("{field} is for {owner} mounts, not {kind}"));
+        }
+    }
     let target = v["Target"].as_str().unwrap_or_default().to_string();
     if !target.starts_with('/') {
         return Err(format!("invalid mount target {target:?}: must be absolute"));
@@ -135,7 +142,10 @@ fn mount_of(v: &Value) -> Result<MountSpec, String> {
         propagation: text(&v["BindOptions"]["Propagation"]),
         nocopy: v["VolumeOptions"]["NoCopy"].as_bool().unwrap_or(false),
         tmpfs_size: v["TmpfsOptions"]["SizeBytes"].as_u64().filter(|s| *s > 0),
-        tmpfs_mode: v["TmpfsOptions"]["Mode"].as_u64().map(|m| m as u32),
+        tmpfs_mode: match v["TmpfsOptions"]["Mode"].as_u64() {
+            Some(m) => Some(u32::try_from(m).map_err(|_| format!("invalid tmpfs mode {m}"))?),
+            None => None,
+        },
         create_host_path: v["BindOptions"]["CreateMountpoint"]
             .as_bool()
             .unwrap_or(false),
@@ -620,5 +630,35 @@ mod tests {
         ] {
             assert!(create_options(&bad, None).is_err(), "{bad}");
         }
+    }
+
+    /// Found by the create_json fuzzer: a mount whose Type was missing (so a volume) kept its
+    /// TmpfsOptions, which the client's body then dropped; the daemon and an embedded engine
+    /// made different containers of one request.
+    #[test]
+    fn options_of_another_mount_type_are_refused() {
+        let body = |m: Value| json!({"Image": "busybox", "HostConfig": {"Mounts": [m]}});
+        for (m, want) in [
+            (
+                json!({"Target": "/t", "TmpfsOptions": {"SizeBytes": 1}}),
+                "TmpfsOptions is for tmpfs mounts, not volume",
+            ),
+            (
+                json!({"Type": "volume", "Source": "v", "Target": "/t", "BindOptions": {"Propagation": "rshared"}}),
+                "BindOptions is for bind mounts, not volume",
+            ),
+            (
+                json!({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"Mode": 4294967296u64 + 0o755}}),
+                "invalid tmpfs mode 4294967789",
+            ),
+        ] {
+            let err = create_options(&body(m), None).unwrap_err();
+            assert_eq!(err, want);
+        }
+        let ok = json!({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1, "Mode": 0o1777}});
+        let opts = create_options(&body(ok), None).unwrap();
+        let back = create_options(&create_body(&opts), None).unwrap();
+        assert_eq!(back.mounts[0].tmpfs_mode, Some(0o1777));
+        assert_eq!(back.mounts[0].tmpfs_size, Some(1));
     }
 }
