@@ -117,8 +117,9 @@ pub fn reference(data: &[u8]) {
     let tagged = r.clone().with_default_tag();
     assert!(tagged.tag().is_some() || tagged.digest().is_some());
     let familiar = r.familiar();
-    if let Err(e) = Reference::parse(&familiar) {
-        panic!("{s:?} shows as {familiar:?}, which does not parse: {e}");
+    match Reference::parse(&familiar) {
+        Ok(back) => assert!(back == r, "{s:?} shows as {familiar:?}, another image"),
+        Err(e) => panic!("{s:?} shows as {familiar:?}, which does not parse: {e}"),
     }
     let _ = (r.name(), r.familiar_name(), r.domain(), r.path());
 }
@@ -185,7 +186,8 @@ mod tests {
     #[test]
     fn seeds_replay() {
         let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
-        let targets: [(&str, fn(&[u8])); 5] = [
+        type Harness = fn(&[u8]);
+        let targets: [(&str, Harness); 5] = [
             ("layer", super::layer),
             ("image_json", super::image_json),
             ("reference", super::reference),
