@@ -214,8 +214,16 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
         .filter(|i| !i.is_empty())
         .ok_or("config.Image is required")?;
     let hc = &body["HostConfig"];
-    let restart = hc["RestartPolicy"]["Name"]
-        .as_str()
+    let restart_name = hc["RestartPolicy"]["Name"].as_str().unwrap_or_default();
+    if !matches!(
+        restart_name,
+        "" | "no" | "always" | "unless-stopped" | "on-failure"
+    ) {
+        return Err(format!(
+            "invalid restart policy {restart_name:?}: use one of no, always, on-failure, unless-stopped"
+        ));
+    }
+    let restart = Some(restart_name)
         .filter(|n| !n.is_empty() && *n != "no")
         .map(
             |n| match hc["RestartPolicy"]["MaximumRetryCount"].as_u64() {
@@ -629,6 +637,31 @@ mod tests {
             json!({"Image": "b", "HostConfig": {"SecurityOpt": ["apparmor=x"]}}),
         ] {
             assert!(create_options(&bad, None).is_err(), "{bad}");
+        }
+    }
+
+    /// Found by the create_json fuzzer: a restart policy named `on-failu:e` was taken as it
+    /// was, and came back from the client's body as `on-failu`; the engine knows four.
+    #[test]
+    fn unknown_restart_policies_are_refused() {
+        for name in ["on-failu:e", "sometimes", "always:3"] {
+            let body = json!({"Image": "busybox", "HostConfig": {"RestartPolicy": {"Name": name}}});
+            let err = create_options(&body, None).unwrap_err();
+            assert!(
+                err.starts_with(&format!("invalid restart policy {name:?}")),
+                "{err}"
+            );
+        }
+        for (name, want) in [
+            ("", None),
+            ("no", None),
+            ("unless-stopped", Some("unless-stopped")),
+        ] {
+            let body = json!({"Image": "busybox", "HostConfig": {"RestartPolicy": {"Name": name}}});
+            assert_eq!(
+                create_options(&body, None).unwrap().restart.as_deref(),
+                want
+            );
         }
     }
 
