@@ -11,6 +11,8 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod model;
 pub mod mount;

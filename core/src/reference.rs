@@ -213,9 +213,12 @@ impl Reference {
         format!("{}/{}", self.domain, self.path)
     }
 
-    /// Repository name as Docker shows it, e.g. `busybox`.
+    /// Repository name as Docker shows it, e.g. `busybox`. The domain stays when the path's
+    /// first component would be read back as one (`docker.io/a.b/c`, not `a.b/c`).
     pub fn familiar_name(&self) -> String {
-        if self.domain == DEFAULT_DOMAIN {
+        let first = self.path.split('/').next().unwrap_or_default();
+        let looks_like_domain = first.contains('.') || first == "localhost";
+        if self.domain == DEFAULT_DOMAIN && !looks_like_domain {
             self.path
                 .strip_prefix("library/")
                 .filter(|p| !p.contains('/'))
@@ -301,5 +304,26 @@ mod tests {
             assert!(Reference::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(Reference::parse(&"a".repeat(300)).is_err());
+    }
+
+    /// Found by the reference fuzzer: `docker.io/lix_brarr.io/library` showed as
+    /// `lix_brarr.io/library`, which reads as a (bad) domain; `docker.io/a.b/c` showed as
+    /// `a.b/c`, another registry's image.
+    #[test]
+    fn familiar_form_keeps_a_domain_the_path_would_be_mistaken_for() {
+        for (s, familiar) in [
+            (
+                "docker.io/lix_brarr.io/library",
+                "docker.io/lix_brarr.io/library",
+            ),
+            ("docker.io/a.b/c:1", "docker.io/a.b/c:1"),
+            ("docker.io/localhost/x", "docker.io/localhost/x"),
+            ("docker.io/me/app", "me/app"),
+            ("busybox", "busybox"),
+        ] {
+            let r = Reference::parse(s).unwrap();
+            assert_eq!(r.familiar(), familiar);
+            assert!(Reference::parse(familiar).unwrap() == r, "{familiar}");
+        }
     }
 }

@@ -262,8 +262,9 @@ fn io_entry_err(entry: &[u8]) -> impl FnOnce(io::Error) -> DiffError + '_ {
 /// Metadata of an entry, with PAX overrides applied.
 struct Meta {
     mode: u32,
-    uid: u32,
-    gid: u32,
+    /// Wider than a kernel id until checked, so a large value is refused rather than cut.
+    uid: u64,
+    gid: u64,
     mtime: i64,
     mtime_nsec: u32,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
@@ -300,8 +301,8 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, DiffError> {
     let mut m = Meta {
         mode: h.mode().map_err(malformed)? & 0o7777,
         // Archivers leave these empty at times; Go's and GNU's readers take that as 0.
-        uid: h.uid().unwrap_or(0) as u32,
-        gid: h.gid().unwrap_or(0) as u32,
+        uid: h.uid().unwrap_or(0),
+        gid: h.gid().unwrap_or(0),
         mtime: h.mtime().unwrap_or(0) as i64,
         mtime_nsec: 0,
         xattrs: Vec::new(),
@@ -314,7 +315,7 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, DiffError> {
             let num = || {
                 std::str::from_utf8(value)
                     .ok()
-                    .and_then(|v| v.parse::<u32>().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
             };
             match key {
                 b"uid" => m.uid = num().unwrap_or(m.uid),
@@ -333,6 +334,14 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, DiffError> {
                 }
             }
         }
+    }
+    // -1 is no owner to the kernel ("leave it as it is"), and larger ids do not fit: a layer
+    // with either names an owner no file can have.
+    if m.uid >= u64::from(u32::MAX) || m.gid >= u64::from(u32::MAX) {
+        return Err(DiffError::UnsafeEntry {
+            entry: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
+            reason: "owner uid or gid out of range",
+        });
     }
     Ok(m)
 }
@@ -731,12 +740,13 @@ fn raw_path(raw: &[u8]) -> Vec<u8> {
     join(&clean(raw).unwrap_or_default())
 }
 
-fn uid(u: u32) -> rustix::fs::Uid {
-    rustix::fs::Uid::from_raw(u)
+/// An owner id [`meta_of`] has checked: below `u32::MAX`.
+fn uid(u: u64) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(u as u32)
 }
 
-fn gid(g: u32) -> rustix::fs::Gid {
-    rustix::fs::Gid::from_raw(g)
+fn gid(g: u64) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(g as u32)
 }
 
 /// Opens `path` (cleaned components joined by `/`) below `root` as a directory, resolving

@@ -632,6 +632,44 @@ impl Local {
     }
 }
 
+/// Reads `bytes` as each JSON document `load` meets (manifest.json, index, manifest, config)
+/// the way `load` does, without a store; the fuzz harness's view of it.
+pub(crate) fn read_documents(bytes: &[u8]) {
+    if let Ok(entries) = serde_json::from_slice::<Vec<DockerEntry>>(bytes) {
+        for e in entries {
+            let _ = norm(&e.config);
+            for l in &e.layers {
+                let _ = norm(l);
+            }
+            for t in e.repo_tags.iter().flatten() {
+                let _ = Reference::parse(t).map(Reference::with_default_tag);
+            }
+        }
+    }
+    if let Ok(index) = serde_json::from_slice::<oci::ImageIndex>(bytes) {
+        for desc in index.manifests() {
+            let _ = tags_of(desc);
+            let _ = parse_digest(desc.digest().as_ref());
+        }
+    }
+    if let Ok(m) = parse_manifest(bytes) {
+        let _ = manifest_media_type(bytes);
+        for desc in std::iter::once(m.config()).chain(m.layers()) {
+            let _ = parse_digest(desc.digest().as_ref());
+        }
+    }
+    if let Ok(c) = parse_config(bytes) {
+        let _ = (
+            c.created(),
+            c.architecture().to_string(),
+            c.os().to_string(),
+        );
+    }
+    if let Ok(raw) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        let _ = super::history_comment(&raw);
+    }
+}
+
 fn manifest_media_type(bytes: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()

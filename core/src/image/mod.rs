@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use oci_spec::image as oci;
 use rusqlite::{OptionalExtension, Transaction, params};
 
+pub(crate) use archive::read_documents;
 pub use archive::{LoadSource, LoadedImage, SaveDest, SaveFormat};
 pub use import::ImportOptions;
 

@@ -191,6 +191,13 @@ fn mount_of(v: &Value) -> Result<MountSpec, String> {
     if !matches!(kind.as_str(), "volume" | "bind" | "tmpfs") {
         return Err(format!("mount type {kind:?} is not supported"));
     }
+    // As Docker: options of another type of mount are an error, not silently kept (they
+    // would be lost on the way from a client's body to a daemon).
+    for (field, owner) in [("BindOptions", "bind"), ("TmpfsOptions", "tmpfs")] {
+        if kind != owner && !v[field].is_null() {
+            return Err(format!("{field} is for {owner} mounts, not {kind}"));
+        }
+    }
     let target = v["Target"].as_str().unwrap_or_default().to_string();
     if !target.starts_with('/') {
         return Err(format!("invalid mount target {target:?}: must be absolute"));
@@ -203,7 +210,10 @@ fn mount_of(v: &Value) -> Result<MountSpec, String> {
         propagation: text(&v["BindOptions"]["Propagation"]),
         nocopy: v["VolumeOptions"]["NoCopy"].as_bool().unwrap_or(false),
         tmpfs_size: v["TmpfsOptions"]["SizeBytes"].as_u64().filter(|s| *s > 0),
-        tmpfs_mode: v["TmpfsOptions"]["Mode"].as_u64().map(|m| m as u32),
+        tmpfs_mode: match v["TmpfsOptions"]["Mode"].as_u64() {
+            Some(m) => Some(u32::try_from(m).map_err(|_| format!("invalid tmpfs mode {m}"))?),
+            None => None,
+        },
         create_host_path: v["BindOptions"]["CreateMountpoint"]
             .as_bool()
             .unwrap_or(false),
@@ -272,8 +282,16 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
         .filter(|i| !i.is_empty())
         .ok_or("config.Image is required")?;
     let hc = &body["HostConfig"];
-    let restart = hc["RestartPolicy"]["Name"]
-        .as_str()
+    let restart_name = hc["RestartPolicy"]["Name"].as_str().unwrap_or_default();
+    if !matches!(
+        restart_name,
+        "" | "no" | "always" | "unless-stopped" | "on-failure"
+    ) {
+        return Err(format!(
+            "invalid restart policy {restart_name:?}: use one of no, always, on-failure, unless-stopped"
+        ));
+    }
+    let restart = Some(restart_name)
         .filter(|n| !n.is_empty() && *n != "no")
         .map(
             |n| match hc["RestartPolicy"]["MaximumRetryCount"].as_u64() {
@@ -682,5 +700,60 @@ mod tests {
         ] {
             assert!(create_options(&bad, None).is_err(), "{bad}");
         }
+    }
+
+    /// Found by the create_json fuzzer: a restart policy named `on-failu:e` was taken as it
+    /// was, and came back from the client's body as `on-failu`; the engine knows four.
+    #[test]
+    fn unknown_restart_policies_are_refused() {
+        for name in ["on-failu:e", "sometimes", "always:3"] {
+            let body = json!({"Image": "busybox", "HostConfig": {"RestartPolicy": {"Name": name}}});
+            let err = create_options(&body, None).unwrap_err();
+            assert!(
+                err.starts_with(&format!("invalid restart policy {name:?}")),
+                "{err}"
+            );
+        }
+        for (name, want) in [
+            ("", None),
+            ("no", None),
+            ("unless-stopped", Some("unless-stopped")),
+        ] {
+            let body = json!({"Image": "busybox", "HostConfig": {"RestartPolicy": {"Name": name}}});
+            assert_eq!(
+                create_options(&body, None).unwrap().restart.as_deref(),
+                want
+            );
+        }
+    }
+
+    /// Found by the create_json fuzzer: a mount whose Type was missing (so a volume) kept its
+    /// TmpfsOptions, which the client's body then dropped; the daemon and an embedded engine
+    /// made different containers of one request.
+    #[test]
+    fn options_of_another_mount_type_are_refused() {
+        let body = |m: Value| json!({"Image": "busybox", "HostConfig": {"Mounts": [m]}});
+        for (m, want) in [
+            (
+                json!({"Target": "/t", "TmpfsOptions": {"SizeBytes": 1}}),
+                "TmpfsOptions is for tmpfs mounts, not volume",
+            ),
+            (
+                json!({"Type": "volume", "Source": "v", "Target": "/t", "BindOptions": {"Propagation": "rshared"}}),
+                "BindOptions is for bind mounts, not volume",
+            ),
+            (
+                json!({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"Mode": 4294967296u64 + 0o755}}),
+                "invalid tmpfs mode 4294967789",
+            ),
+        ] {
+            let err = create_options(&body(m), None).unwrap_err();
+            assert_eq!(err, want);
+        }
+        let ok = json!({"Type": "tmpfs", "Target": "/t", "TmpfsOptions": {"SizeBytes": 1, "Mode": 0o1777}});
+        let opts = create_options(&body(ok), None).unwrap();
+        let back = create_options(&create_body(&opts), None).unwrap();
+        assert_eq!(back.mounts[0].tmpfs_mode, Some(0o1777));
+        assert_eq!(back.mounts[0].tmpfs_size, Some(1));
     }
 }

@@ -96,7 +96,15 @@ fn split_target(target: &str) -> (Option<String>, String, Vec<(String, String)>)
 pub fn read_request(r: &mut BufReader<impl Read>) -> io::Result<Option<Request>> {
     let mut head = Vec::new();
     loop {
-        let n = r.read_until(b'\n', &mut head)?;
+        // Bounded before the newline is found, so one endless line cannot fill the memory.
+        let room = (MAX_HEAD + 1).saturating_sub(head.len()) as u64;
+        let n = r.by_ref().take(room).read_until(b'\n', &mut head)?;
+        if head.len() > MAX_HEAD {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request head too large",
+            ));
+        }
         if n == 0 {
             return if head.is_empty() {
                 Ok(None)
@@ -109,12 +117,6 @@ pub fn read_request(r: &mut BufReader<impl Read>) -> io::Result<Option<Request>>
         }
         if head.ends_with(b"\r\n\r\n") || head.ends_with(b"\n\n") {
             break;
-        }
-        if head.len() > MAX_HEAD {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request head too large",
-            ));
         }
     }
     let mut headers = [httparse::EMPTY_HEADER; 64];
@@ -208,6 +210,25 @@ impl<R: BufRead> Chunked<R> {
     }
 }
 
+/// Longest chunk-size or trailer line: they are a number and a header.
+const MAX_CHUNK_LINE: usize = 8 * 1024;
+
+impl<R: BufRead> Chunked<R> {
+    /// One line of the chunk framing, refused past [`MAX_CHUNK_LINE`] rather than read whole.
+    fn line(&mut self, line: &mut String) -> io::Result<usize> {
+        let n = (&mut self.inner)
+            .take(MAX_CHUNK_LINE as u64)
+            .read_line(line)?;
+        if n == MAX_CHUNK_LINE && !line.ends_with('\n') {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "chunk line too long",
+            ));
+        }
+        Ok(n)
+    }
+}
+
 impl<R: BufRead> Read for Chunked<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.done {
@@ -215,11 +236,11 @@ impl<R: BufRead> Read for Chunked<R> {
         }
         if self.left == 0 {
             let mut line = String::new();
-            self.inner.read_line(&mut line)?;
+            self.line(&mut line)?;
             if line.trim().is_empty() {
                 // The CRLF after the previous chunk.
                 line.clear();
-                self.inner.read_line(&mut line)?;
+                self.line(&mut line)?;
             }
             let size = line.trim().split(';').next().unwrap_or("");
             self.left = u64::from_str_radix(size, 16)
@@ -228,7 +249,7 @@ impl<R: BufRead> Read for Chunked<R> {
                 // Trailers, up to the empty line.
                 loop {
                     line.clear();
-                    let n = self.inner.read_line(&mut line)?;
+                    let n = self.line(&mut line)?;
                     if n == 0 || line.trim().is_empty() {
                         break;
                     }
@@ -365,5 +386,18 @@ mod tests {
         assert_eq!(next.path, "/_ping");
         assert!(read_request(&mut r).unwrap().is_none());
         assert!(read_request(&mut BufReader::new(&b"garbage\r\n\r\n"[..])).is_err());
+    }
+
+    /// A line without its newline is refused once it is too long, not read on for ever.
+    #[test]
+    fn endless_lines_are_bounded() {
+        let endless = io::repeat(b'a');
+        let err = read_request(&mut BufReader::new(endless)).err().unwrap();
+        assert_eq!(err.to_string(), "request head too large");
+        let head = b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut r = BufReader::new(head.chain(io::repeat(b'1')));
+        let mut req = read_request(&mut r).unwrap().unwrap();
+        let err = read_body(&mut req, &mut r).unwrap_err();
+        assert_eq!(err.to_string(), "chunk line too long");
     }
 }

@@ -1086,6 +1086,25 @@ fn parse_time(s: &str) -> Option<i64> {
         .and_then(|t| t.timestamp_nanos_opt())
 }
 
+/// What the router reads of a request before it asks the engine anything; the fuzz
+/// harness's view of the server.
+pub(crate) fn parse_request(req: &Request) {
+    let _ = (
+        streaming_upload(req),
+        exec_attaching(req),
+        attaching_stdin(req),
+    );
+    let _ = filters(req);
+    for k in ["since", "until"] {
+        if let Some(t) = req.query.get(k) {
+            let _ = parse_time(t);
+        }
+    }
+    if let Ok(body) = json_body(req) {
+        crate::fuzzing::json_bodies(&body);
+    }
+}
+
 /// Docker's `filters` query: `{"type":["container"]}` or the older `{"type":{"container":true}}`.
 fn filters(req: &Request) -> Result<BTreeMap<String, Vec<String>>> {
     let Some(raw) = req.query.get("filters").filter(|f| !f.is_empty()) else {

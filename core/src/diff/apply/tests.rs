@@ -286,6 +286,52 @@ fn truncated_layer_is_refused() {
     );
 }
 
+/// Found by the layer fuzzer: a PAX `uid` of 4294967295 (-1 to the kernel) panicked inside
+/// `fchown`'s id type, and a GNU binary uid of 2^32 was cut to 0 (root).
+#[test]
+fn owner_ids_out_of_range_are_refused() {
+    let file = |uid: u64, gid: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_entry_type(T::Regular);
+        h.set_size(0);
+        h.set_mode(0o644);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_cksum();
+        h
+    };
+    for (uid, gid) in [(u64::from(u32::MAX), 0), (0, 1 << 32), (1 << 32, 0)] {
+        let layer = tar_of(|b| b.append(&file(uid, gid), &[][..]).unwrap());
+        let c = case();
+        let err = run(&c, &layer).unwrap_err();
+        assert!(
+            err.to_string().contains("owner uid or gid out of range"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
+    }
+    for (key, value) in [("uid", "4294967295"), ("gid", "99999999999")] {
+        let layer = tar_of(|b| {
+            b.append_pax_extensions([(key, value.as_bytes())]).unwrap();
+            b.append(&file(0, 0), &[][..]).unwrap();
+        });
+        let c = case();
+        let err = run(&c, &layer).unwrap_err();
+        assert!(err.to_string().contains("\"f\""), "{err}");
+        outside_untouched(&c);
+    }
+    // The largest id a file can have still works.
+    let layer = tar_of(|b| {
+        b.append(&file(u64::from(u32::MAX) - 1, 7), &[][..])
+            .unwrap()
+    });
+    let c = case();
+    run(&c, &layer).unwrap();
+    let m = fs::symlink_metadata(c.root.join("f")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (u32::MAX - 1, 7));
+}
+
 #[test]
 fn garbage_is_refused() {
     let c = case();
