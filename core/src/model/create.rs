@@ -87,7 +87,9 @@ pub fn parse_tmpfs(target: &str, opts: &str) -> Result<MountSpec, String> {
     };
     for o in opts.split(',').filter(|o| !o.is_empty()) {
         match o.split_once('=') {
-            Some(("size", v)) => m.tmpfs_size = Some(parse_bytes(v)?),
+            // `size=0` is no size, as `TmpfsOptions.SizeBytes: 0` is in the API: the kernel's
+            // default (half the memory), never an unbounded tmpfs.
+            Some(("size", v)) => m.tmpfs_size = Some(parse_bytes(v)?).filter(|s| *s > 0),
             Some(("mode", v)) => {
                 m.tmpfs_mode =
                     Some(u32::from_str_radix(v, 8).map_err(|_| format!("invalid mode: {v}"))?)
@@ -598,6 +600,17 @@ mod tests {
     use super::*;
 
     /// Every option the CLI can give survives the trip through the API's JSON.
+    #[test]
+    fn a_tmpfs_of_size_zero_has_no_size() {
+        // As the API's `SizeBytes: 0`: the kernel's default, and the same after a round trip
+        // through a client body (found by the create_json fuzz target).
+        assert_eq!(parse_tmpfs("/tmp", "size=0").unwrap().tmpfs_size, None);
+        assert_eq!(
+            parse_tmpfs("/tmp", "size=1k").unwrap().tmpfs_size,
+            Some(1024)
+        );
+    }
+
     #[test]
     fn options_round_trip_through_the_body() {
         let opts = CreateOptions {
