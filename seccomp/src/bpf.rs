@@ -239,11 +239,13 @@ pub fn compile(p: &Profile, host: Arch) -> Result<Compiled, Error> {
         SECCOMP_RET_ERRNO | libc::ENOSYS as u32
     };
     let section = |a: Arch| -> Result<Vec<libc::sock_filter>, Error> {
-        let (lo, hi) = a.range();
+        let table: std::collections::HashMap<&str, u32> = a.table().into_iter().collect();
+        let lo = if a == Arch::X32 { X32_BIT } else { 0 };
+        let hi = table.values().copied().max().unwrap_or(lo);
         let mut by_nr: std::collections::BTreeMap<u32, (&str, Vec<Entry>)> = Default::default();
         for (names, entries) in &rules {
             for n in names {
-                if let Some(nr) = a.number(n) {
+                if let Some(&nr) = table.get(n) {
                     by_nr
                         .entry(nr)
                         .or_insert((n, vec![]))
