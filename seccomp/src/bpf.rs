@@ -16,6 +16,8 @@
 //! default. Two rules without conditions that disagree are an error. A rule whose conditions
 //! name one argument more than once matches when any of them holds (runc's reading).
 
+use std::collections::HashMap;
+
 use crate::arch::{self, Arch, X32_BIT};
 use crate::{Error, Profile, err};
 
@@ -177,6 +179,12 @@ pub fn compile(p: &Profile, host: Arch) -> Result<Compiled, Error> {
     for f in &p.flags {
         flags |= flag(f)?;
     }
+    // The host's tables, by name, once.
+    let tables: Vec<(Arch, HashMap<&str, u32>)> = host
+        .runnable()
+        .iter()
+        .map(|&a| (a, a.table().into_iter().collect()))
+        .collect();
     // Every rule checked once, whatever the ABIs: a mistake is an error, not a rule skipped.
     let mut rules: Vec<(Vec<&str>, Vec<Entry>)> = Vec::new();
     for (i, r) in p.syscalls.iter().enumerate() {
@@ -188,7 +196,7 @@ pub fn compile(p: &Profile, host: Arch) -> Result<Compiled, Error> {
             return Err(at("names no system call".into()));
         }
         for n in &names {
-            if !arch::known_syscall(n) {
+            if !tables.iter().any(|(_, t)| t.contains_key(n)) && !arch::known_syscall(n) {
                 return Err(at(format!("unknown system call {n:?}")));
             }
         }
@@ -239,7 +247,11 @@ pub fn compile(p: &Profile, host: Arch) -> Result<Compiled, Error> {
         SECCOMP_RET_ERRNO | libc::ENOSYS as u32
     };
     let section = |a: Arch| -> Result<Vec<libc::sock_filter>, Error> {
-        let table: std::collections::HashMap<&str, u32> = a.table().into_iter().collect();
+        let table = &tables
+            .iter()
+            .find(|(t, _)| *t == a)
+            .expect("a runnable ABI")
+            .1;
         let lo = if a == Arch::X32 { X32_BIT } else { 0 };
         let hi = table.values().copied().max().unwrap_or(lo);
         let mut by_nr: std::collections::BTreeMap<u32, (&str, Vec<Entry>)> = Default::default();
