@@ -89,7 +89,9 @@ pub struct Linux {
     pub cgroups_path: Option<String>,
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
-    pub seccomp: Option<ketch_seccomp::Profile>,
+    /// Kept as text, read only by the process that loads the filter: the monitor, which lives
+    /// as long as the container, never needs the few hundred rules in its memory.
+    pub seccomp: Option<Box<serde_json::value::RawValue>>,
     /// Device nodes to create (`--device`).
     pub devices: Vec<Device>,
 }
