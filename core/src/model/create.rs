@@ -601,6 +601,28 @@ mod tests {
 
     /// Every option the CLI can give survives the trip through the API's JSON.
     #[test]
+    fn security_options_as_dockers_daemon_reads_them() {
+        let mut o = SecurityOpts::default();
+        o.apply("no-new-privileges").unwrap();
+        assert!(o.no_new_privileges);
+        o.apply("no-new-privileges:false").unwrap();
+        assert!(!o.no_new_privileges);
+        o.apply(r#"seccomp={"defaultAction":"SCMP_ACT_ALLOW"}"#)
+            .unwrap();
+        assert!(o.seccomp_profile.is_some() && !o.seccomp_unconfined);
+        o.apply("seccomp:unconfined").unwrap();
+        assert!(o.seccomp_profile.is_none() && o.seccomp_unconfined);
+        o.apply("seccomp=builtin").unwrap();
+        assert!(o.seccomp_profile.is_none() && !o.seccomp_unconfined);
+        // A client that sends the path instead of the profile is told so.
+        let e = o.apply("seccomp=/etc/profile.json").unwrap_err();
+        assert!(e.contains("not its path"), "{e}");
+        assert!(o.apply("apparmor=x").unwrap_err().contains("apparmor=x"));
+        assert!(o.apply("no-new-privileges=maybe").is_err());
+        assert!(o.apply("label").is_err());
+    }
+
+    #[test]
     fn a_tmpfs_of_size_zero_has_no_size() {
         // As the API's `SizeBytes: 0`: the kernel's default, and the same after a round trip
         // through a client body (found by the create_json fuzz target).
