@@ -4,7 +4,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::{Daemon, Root, busybox_rootfs, escape_helper, ketch_bin};
 
@@ -193,13 +192,7 @@ pub fn alive(pid: i64) -> bool {
     })
 }
 
-pub fn wait_until(what: &str, secs: u64, f: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use crate::wait_until;
 
 /// Restores a kernel setting on drop, should an attack have changed it.
 pub struct Setting {

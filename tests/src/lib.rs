@@ -33,15 +33,21 @@ pub fn ketch_bin() -> PathBuf {
     p
 }
 
-/// Whether an external tool is installed.
-pub fn have_tool(name: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {name}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
+/// The Debian package that installs a tool a test uses; `scripts/setup` installs each.
+fn package_of(tool: &str) -> &str {
+    match tool {
+        "docker" => "docker.io",
+        "cc" => "gcc",
+        "script" | "nsenter" | "unshare" => "util-linux",
+        "ip" => "iproute2",
+        "nft" => "nftables",
+        "node" => "nodejs",
+        other => other,
+    }
 }
 
-/// Requires an external tool the tests interoperate with.
+/// Requires an external tool the tests interoperate with: a test never passes by skipping
+/// what it cannot run, it fails and names what to install.
 pub fn require_tool(name: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
@@ -49,8 +55,50 @@ pub fn require_tool(name: &str) {
         .is_ok_and(|o| o.status.success());
     assert!(
         found,
-        "{name} is not installed; .ci/run installs it (apt-get install {name})"
+        "{name} is not installed; scripts/setup installs it (apt-get install {})",
+        package_of(name)
     );
+}
+
+/// Polls `f` every 20 ms until it holds, and fails the test naming `what` once `secs` have
+/// passed: a deadline that ends in an assert, never a fall-through.
+pub fn wait_until(what: &str, secs: u64, f: impl FnMut() -> bool) {
+    let mut f = f;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Every cgroup hierarchy mounted on this host: (file-system type, mount point), v1 and v2.
+pub fn cgroup_mounts() -> Vec<(String, PathBuf)> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let fstype = post.split(' ').next()?;
+            let mountpoint = pre.split(' ').nth(4)?;
+            (fstype == "cgroup" || fstype == "cgroup2")
+                .then(|| (fstype.to_string(), PathBuf::from(mountpoint)))
+        })
+        .collect()
+}
+
+/// Requires that no cgroup of container `id` is left in any hierarchy, whatever the layout:
+/// `<mount>/ketch/<id>` under every v1 controller's mount and the v2 one (`/sys/fs/cgroup`
+/// on a v2 host, `/sys/fs/cgroup/unified` on a hybrid one).
+pub fn no_cgroups_left(id: &str) {
+    let mounts = cgroup_mounts();
+    assert!(!mounts.is_empty(), "no cgroup hierarchy is mounted");
+    for (_, m) in mounts {
+        let p = m.join("ketch").join(id);
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
 }
 
 /// The busybox root file-system tarball, built once from Debian's busybox-static.

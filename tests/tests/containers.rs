@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ketch_tests::Root;
+use ketch_tests::{Root, no_cgroups_left};
 
 fn setup() -> Root {
     let r = Root::new();
@@ -18,13 +18,6 @@ fn sh(r: &Root, flags: &[&str], script: &str) -> String {
     args.extend_from_slice(flags);
     args.extend_from_slice(&["busybox", "sh", "-c", script]);
     r.ok(&args)
-}
-
-fn no_cgroups_left(id: &str) {
-    for c in ["memory", "pids", "cpu", "freezer", "unified"] {
-        let p = format!("/sys/fs/cgroup/{c}/ketch/{id}");
-        assert!(!std::path::Path::new(&p).exists(), "{p} left behind");
-    }
 }
 
 #[test]

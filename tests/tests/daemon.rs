@@ -820,7 +820,8 @@ fn tcp_only_on_loopback_without_tls() {
         out.starts_with("HTTP/1.1 200") && out.ends_with("OK"),
         "{out}"
     );
-    if ketch_tests::have_tool("docker") {
+    ketch_tests::require_tool("docker");
+    {
         let o = std::process::Command::new("docker")
             .args([
                 "run",
@@ -1129,7 +1130,8 @@ fn events_of_the_daemon_and_of_embedded_users() {
         None,
     );
     assert_eq!(String::from_utf8_lossy(&body).lines().count(), 1);
-    if ketch_tests::have_tool("docker") {
+    ketch_tests::require_tool("docker");
+    {
         let out = docker_ok(
             &d,
             &[

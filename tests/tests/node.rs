@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ketch_tests::{Root, busybox_rootfs, have_tool, ketch_bin, target_dir};
+use ketch_tests::{Root, busybox_rootfs, ketch_bin, require_tool, target_dir};
 
 fn package() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bindings-node");
@@ -58,7 +58,8 @@ fn the_types_describe_the_module() {
         .unwrap();
     assert!(o.status.success(), "tsc:\n{}", show(&o));
     // The loader and types napi-rs generated at the build are the committed ones.
-    if have_tool("git") {
+    require_tool("git");
+    {
         let o = Command::new("git")
             .args(["diff", "--exit-code", "--", "native.js", "native.d.ts"])
             .current_dir(&pkg)
