@@ -113,24 +113,37 @@ impl Cgroup {
     }
 
     fn make(rel: &str) -> io::Result<Cgroup> {
-        let rel = rel.trim_start_matches('/');
-        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-            let path = Path::new("/sys/fs/cgroup").join(rel);
-            // Delegate the controllers down to the container's level.
-            let mut parent = PathBuf::from("/sys/fs/cgroup");
-            for part in Path::new(rel)
-                .parent()
-                .into_iter()
-                .flat_map(|p| p.components())
-            {
-                delegate(&parent);
-                parent = parent.join(part);
-                create_dir_retrying(&parent)?;
-            }
-            delegate(&parent);
-            create_dir_retrying(&path)?;
-            return Ok(Cgroup::V2(path));
+        let base = Path::new("/sys/fs/cgroup");
+        if base.join("cgroup.controllers").exists() {
+            return Cgroup::make_v2(base, rel);
         }
+        Cgroup::make_v1(rel)
+    }
+
+    /// The container's group in the v2 hierarchy mounted at `base`, with the controllers its
+    /// limits need delegated down to it.
+    fn make_v2(base: &Path, rel: &str) -> io::Result<Cgroup> {
+        let rel = rel.trim_start_matches('/');
+        let path = base.join(rel);
+        // Delegate the controllers down to the container's level.
+        let mut parent = base.to_path_buf();
+        for part in Path::new(rel)
+            .parent()
+            .into_iter()
+            .flat_map(|p| p.components())
+        {
+            delegate(&parent);
+            parent = parent.join(part);
+            create_dir_retrying(&parent)?;
+        }
+        delegate(&parent);
+        create_dir_retrying(&path)?;
+        Ok(Cgroup::V2(path))
+    }
+
+    /// The container's groups on a v1 (or hybrid) host, from the mount table.
+    fn make_v1(rel: &str) -> io::Result<Cgroup> {
+        let rel = rel.trim_start_matches('/');
         let (v1, v2) = mounts()?;
         let mut dirs = Vec::new();
         for (controller, mount) in v1 {
@@ -179,8 +192,16 @@ impl Cgroup {
     }
 
     fn apply(&self, r: Option<&Resources>) -> io::Result<()> {
-        // Devices first, and whether or not the spec has resources: no spec means the
-        // default allow-list, never every device.
+        self.apply_devices(r)?;
+        match r {
+            Some(r) => self.apply_limits(r),
+            None => Ok(()),
+        }
+    }
+
+    /// The device program or list, whether or not the spec has resources: no spec means the
+    /// default allow-list, never every device.
+    fn apply_devices(&self, r: Option<&Resources>) -> io::Result<()> {
         let devices = crate::devices::rules(r.and_then(|r| r.devices.as_ref()));
         match self {
             Cgroup::V1 { dirs, unified } => {
@@ -200,7 +221,11 @@ impl Cgroup {
             }
             Cgroup::V2(d) => crate::devices::apply_v2(d, &devices)?,
         }
-        let Some(r) = r else { return Ok(()) };
+        Ok(())
+    }
+
+    /// Memory, CPU and PID limits, in the files of whichever layout the groups are on.
+    fn apply_limits(&self, r: &Resources) -> io::Result<()> {
         let v2 = matches!(self, Cgroup::V2(_));
         if let Some(limit) = r.memory.as_ref().and_then(|m| m.limit).filter(|l| *l > 0)
             && let Some(d) = self.dir("memory")
@@ -325,5 +350,134 @@ impl Cgroup {
                 let _ = fs::remove_dir(parent);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A temporary directory laid out as a cgroup2 tree, removed on drop. Every controller of
+    /// this host is bound to v1, and a controller lives in one hierarchy at a time: the v2 code
+    /// path cannot run against the kernel here without unmounting hierarchies other processes
+    /// use. So it runs against the files the kernel would show, and the test reads back what
+    /// the shim wrote after each step.
+    struct Tree(PathBuf);
+
+    impl Tree {
+        fn new() -> Tree {
+            let dir = std::env::temp_dir().join(format!(
+                "ketch-cgroup2-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(dir.join("ketch")).unwrap();
+            // The root offers every controller; the existing `ketch` group was given the
+            // three a container's limits use by an earlier container's delegation.
+            fs::write(
+                dir.join("cgroup.controllers"),
+                "cpuset cpu io memory hugetlb pids rdma misc\n",
+            )
+            .unwrap();
+            fs::write(dir.join("cgroup.subtree_control"), "").unwrap();
+            fs::write(dir.join("ketch/cgroup.controllers"), "cpu memory pids\n").unwrap();
+            Tree(dir)
+        }
+
+        fn read(&self, rel: &str) -> String {
+            fs::read_to_string(self.0.join(rel))
+                .unwrap_or_else(|e| panic!("{rel}: {e}"))
+                .trim()
+                .to_string()
+        }
+    }
+
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn resources(json: &str) -> Resources {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn v2_groups_delegate_limit_join_and_go() {
+        let t = Tree::new();
+        let cg = Cgroup::make_v2(&t.0, "/ketch/c1").unwrap();
+        let dir = t.0.join("ketch/c1");
+        assert!(matches!(&cg, Cgroup::V2(p) if *p == dir), "{cg:?}");
+        assert!(dir.is_dir());
+        // The controllers the limits need are enabled at every level above the container,
+        // and only those.
+        assert_eq!(t.read("cgroup.subtree_control"), "+cpu +memory +pids");
+        assert_eq!(t.read("ketch/cgroup.subtree_control"), "+cpu +memory +pids");
+
+        let r = resources(
+            r#"{"memory": {"limit": 67108864},
+                "cpu": {"shares": 512, "quota": 50000, "period": 100000},
+                "pids": {"limit": 50}}"#,
+        );
+        cg.apply_limits(&r).unwrap();
+        assert_eq!(t.read("ketch/c1/memory.max"), "67108864");
+        // No swap beyond the limit, as Docker's default.
+        assert_eq!(t.read("ketch/c1/memory.swap.max"), "0");
+        // runc's and crun's mapping of shares to weight: 512 is 20, 1024 is 39.
+        assert_eq!(t.read("ketch/c1/cpu.weight"), "20");
+        assert_eq!(t.read("ketch/c1/cpu.max"), "50000 100000");
+        assert_eq!(t.read("ketch/c1/pids.max"), "50");
+        cg.apply_limits(&resources(r#"{"cpu": {"shares": 1024, "quota": 25000}}"#))
+            .unwrap();
+        assert_eq!(t.read("ketch/c1/cpu.weight"), "39");
+        // No period given: the kernel's default, 100 ms.
+        assert_eq!(t.read("ketch/c1/cpu.max"), "25000 100000");
+
+        // Joining writes the caller to cgroup.procs, unless fork_into put it there already.
+        cg.join_self(true).unwrap();
+        assert!(!dir.join("cgroup.procs").exists());
+        cg.join_self(false).unwrap();
+        assert_eq!(t.read("ketch/c1/cgroup.procs"), "0");
+        assert!(cg.v2_dir().is_some());
+
+        // An OOM kill is read from memory.events.
+        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n").unwrap();
+        assert!(!cg.oom_killed());
+        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        assert!(cg.oom_killed());
+        assert_eq!(cg.paths(), vec![dir.clone()]);
+
+        // A second container shares the parent; removing the first leaves the parent.
+        let other = Cgroup::make_v2(&t.0, "/ketch/c2").unwrap();
+        // The kernel's interface files go with rmdir; here the test removes them first.
+        for cg_dir in [&dir, &t.0.join("ketch/c2")] {
+            for e in fs::read_dir(cg_dir).unwrap() {
+                fs::remove_file(e.unwrap().path()).unwrap();
+            }
+        }
+        cg.destroy();
+        assert!(!dir.exists(), "the container's group is left");
+        assert!(t.0.join("ketch").is_dir(), "the parent went while in use");
+        fs::remove_file(t.0.join("ketch/cgroup.controllers")).unwrap();
+        fs::remove_file(t.0.join("ketch/cgroup.subtree_control")).unwrap();
+        other.destroy();
+        assert!(!t.0.join("ketch").exists(), "the empty parent is left");
+    }
+
+    #[test]
+    fn v2_without_limits_writes_no_limit_files() {
+        let t = Tree::new();
+        let cg = Cgroup::make_v2(&t.0, "ketch/c3").unwrap();
+        cg.apply_limits(&resources(
+            r#"{"memory": {"limit": 0}, "cpu": {"shares": 0, "quota": -1}, "pids": {"limit": 0}}"#,
+        ))
+        .unwrap();
+        let mut files: Vec<String> = fs::read_dir(t.0.join("ketch/c3"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert!(files.is_empty(), "limits written where none were asked: {files:?}");
     }
 }
