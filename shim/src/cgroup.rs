@@ -442,9 +442,17 @@ mod tests {
         assert!(cg.v2_dir().is_some());
 
         // An OOM kill is read from memory.events.
-        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n").unwrap();
+        fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 0\n",
+        )
+        .unwrap();
         assert!(!cg.oom_killed());
-        fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n").unwrap();
+        fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
         assert!(cg.oom_killed());
         assert_eq!(cg.paths(), vec![dir.clone()]);
 
@@ -478,6 +486,9 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();
-        assert!(files.is_empty(), "limits written where none were asked: {files:?}");
+        assert!(
+            files.is_empty(),
+            "limits written where none were asked: {files:?}"
+        );
     }
 }
