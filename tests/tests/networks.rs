@@ -32,7 +32,8 @@ fn ip_on(r: &Root, container: &str, network: &str) -> String {
     v[network]["IPAddress"].as_str().unwrap().to_string()
 }
 
-/// Starts busybox's httpd serving `text` as the container `name`.
+/// Starts busybox's httpd serving `text` as the container `name`, and returns once it
+/// listens.
 fn web(r: &Root, name: &str, flags: &[&str], text: &str) {
     let script =
         format!("mkdir /www && echo {text} > /www/index.html && exec httpd -f -p 80 -h /www");
@@ -40,14 +41,157 @@ fn web(r: &Root, name: &str, flags: &[&str], text: &str) {
     args.extend_from_slice(flags);
     args.extend_from_slice(&["busybox", "sh", "-c", &script]);
     r.ok(&args);
+    wait_listening(r, name, 80);
 }
 
-/// An HTTP GET through `nc` (busybox's static wget cannot resolve here); retried while the
-/// server comes up.
+/// Waits until a TCP socket in container `name`'s network namespace listens on `port`, as
+/// the kernel's tables of that namespace's sockets show it (httpd's is an IPv6 one that
+/// takes IPv4 too).
+fn wait_listening(r: &Root, name: &str, port: u16) {
+    let pid = container_pid(r, name);
+    let local = format!(":{port:04X}");
+    ketch_tests::wait_until(&format!("{name} to listen on port {port}"), 10, || {
+        ["tcp", "tcp6"].iter().any(|t| {
+            let table = std::fs::read_to_string(format!("/proc/{pid}/net/{t}"));
+            table.is_ok_and(|t| {
+                t.lines().skip(1).any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+                })
+            })
+        })
+    });
+}
+
+/// An HTTP GET through `nc` (busybox's static wget cannot resolve here), printing the
+/// body's last line; fails with nc's own message when there is no answer.
 fn get(host: &str) -> String {
     format!(
-        "for i in $(seq 50); do out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80) && [ -n \"$out\" ] && break; sleep 0.1; done; echo \"$out\" | tail -1"
+        "out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80) || exit 1; echo \"$out\" | tail -1"
     )
+}
+
+/// A network namespace of the test's own, deleted (with everything in it) when dropped.
+struct PrivateNet(String);
+
+impl PrivateNet {
+    fn new() -> PrivateNet {
+        let name = format!("ketch-test-{}", ketch_tests::random_hex(4));
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        PrivateNet(name)
+    }
+
+    /// One whose kernel forwards between interfaces (the setting is the namespace's own):
+    /// there, only firewall rules keep one bridge from another.
+    fn forwarding() -> PrivateNet {
+        let net = PrivateNet::new();
+        net.sh("ip link set lo up && echo 1 > /proc/sys/net/ipv4/ip_forward");
+        net
+    }
+
+    /// A state root whose every `ketch` runs in this namespace, with the busybox image.
+    fn root(&self) -> Root {
+        let mut r = Root::new();
+        r.wrap = self.wrap();
+        r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+        r
+    }
+
+    fn wrap(&self) -> Vec<String> {
+        vec!["nsenter".into(), format!("--net=/run/netns/{}", self.0)]
+    }
+
+    fn sh(&self, script: &str) -> String {
+        let o = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.0))
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for PrivateNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
+/// A network's bridge device.
+fn bridge_of(r: &Root, network: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&r.ok(&["network", "inspect", "-f", "{{json .Options}}", network]))
+            .unwrap();
+    v["com.docker.network.bridge.name"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Shows that `network`'s isolation rules, and nothing else, keep a container on `from` away
+/// from the web server at `ip` that serves `page`: in `net`, whose kernel forwards between
+/// bridges, the request times out while the rules are there, and the same request is
+/// answered once they are removed (nftables or iptables, whichever made them). The network
+/// is left without them.
+fn kept_apart_by_the_rules(
+    r: &Root,
+    net: &PrivateNet,
+    from: &str,
+    network: &str,
+    ip: &str,
+    page: &str,
+) {
+    assert_eq!(
+        net.sh("cat /proc/sys/net/ipv4/ip_forward"),
+        "1\n",
+        "without forwarding the kernel keeps bridges apart by itself"
+    );
+    let script = get(ip);
+    let args = [
+        "run",
+        "--rm",
+        "--network",
+        from,
+        "busybox",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let out = r.run(&args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nc: timed out"),
+        "a container on {from} reached {ip} on {network}: {out:?}"
+    );
+    let bridge = bridge_of(r, network);
+    let table = format!("ketch_{}", bridge.replace('-', "_"));
+    let removed = net.sh(&format!(
+        "if nft list table ip {table} >/dev/null 2>&1; then \
+           for h in $(nft -a list chain ip {table} forward | \
+                      sed -n 's/.*iifname != \"{bridge}\" drop # handle \\([0-9]*\\)$/\\1/p'); do \
+             nft delete rule ip {table} forward handle $h && echo nft; done; \
+         else \
+           iptables -S FORWARD | grep -e '-j DROP' | grep -F '\"ketch {bridge}\"' | sed 's/^-A/-D/' | \
+           while read -r rule; do eval iptables $rule && echo iptables; done; \
+         fi"
+    ));
+    assert!(!removed.is_empty(), "no isolation rule of {bridge} found");
+    assert_eq!(
+        r.ok(&args),
+        format!("{page}\n"),
+        "{bridge} without its isolation rules"
+    );
 }
 
 fn links() -> HashSet<String> {
@@ -91,30 +235,19 @@ fn default_bridge_gives_an_address_and_a_route() {
     assert!(gw.contains("\"Gateway\":\"172."), "{gw}");
 }
 
+/// In a network namespace of the test's own whose kernel forwards, so that what keeps the
+/// networks apart is ketch's rules.
 #[test]
 fn containers_on_one_network_talk_and_other_networks_cannot_reach_them() {
-    let r = setup();
+    let net = PrivateNet::forwarding();
+    let r = net.root();
     r.ok(&["network", "create", "front"]);
     r.ok(&["network", "create", "--subnet", "10.231.7.0/24", "back"]);
     web(&r, "site", &["--network", "front"], "hello-front");
     let ip = ip_on(&r, "site", "front");
     assert_eq!(sh(&r, &["--network", "front"], &get(&ip)), "hello-front\n");
-    // From another bridge: no route between them.
-    let out = r.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "back",
-        "busybox",
-        "sh",
-        "-c",
-        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80"),
-    ]);
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // From another bridge: kept out by the rules.
+    kept_apart_by_the_rules(&r, &net, "back", "front", &ip, "hello-front");
     // The second network's own subnet, and --ip.
     let out = sh(
         &r,
@@ -298,16 +431,10 @@ fn nothing_is_left_behind() {
     assert!(r.entries("netns").is_empty(), "{:?}", r.entries("netns"));
     assert!(r.mounts().is_empty(), "{:?}", r.mounts());
     // Namespaces go asynchronously in the kernel, their veth pairs with them.
-    let mut left = ours.clone();
-    for _ in 0..100 {
+    ketch_tests::wait_until(&format!("the veth ends {ours:?} to go"), 10, || {
         let now = ifindexes();
-        left.retain(|i| now.contains(i));
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(left.is_empty(), "veth ends left behind: {left:?}");
+        ours.iter().all(|i| !now.contains(i))
+    });
 }
 
 #[test]
@@ -327,12 +454,9 @@ fn a_killed_monitor_leaves_nothing_after_the_next_command() {
     let shim = state["ShimPid"].as_i64().unwrap() as i32;
     unsafe { libc::kill(shim, libc::SIGKILL) };
     // The next command sees it exited; starting it again reuses nothing stale.
-    for _ in 0..100 {
-        if r.ok(&["inspect", "-f", "{{.State.Status}}", "k"]).trim() == "exited" {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    ketch_tests::wait_until("k to be seen as exited", 10, || {
+        r.ok(&["inspect", "-f", "{{.State.Status}}", "k"]).trim() == "exited"
+    });
     r.ok(&["network", "ls"]);
     assert!(r.entries("netns").is_empty(), "{:?}", r.entries("netns"));
     r.ok(&["start", "k"]);
@@ -341,9 +465,12 @@ fn a_killed_monitor_leaves_nothing_after_the_next_command() {
     assert!(r.entries("netns").is_empty());
 }
 
+/// In a network namespace of the test's own whose kernel forwards, so that what keeps the
+/// networks apart is ketch's rules.
 #[test]
 fn containers_resolve_each_other_by_name_and_alias() {
-    let r = setup();
+    let net = PrivateNet::forwarding();
+    let r = net.root();
     r.ok(&["network", "create", "app"]);
     r.ok(&["network", "create", "other"]);
     web(
@@ -423,17 +550,7 @@ fn containers_resolve_each_other_by_name_and_alias() {
         "{out:?}"
     );
     let site_ip = ip_on(&r, "site", "app");
-    let out = r.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "other",
-        "busybox",
-        "sh",
-        "-c",
-        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {site_ip} 80"),
-    ]);
-    assert!(!out.status.success());
+    kept_apart_by_the_rules(&r, &net, "other", "app", &site_ip, "by-name");
     // A container that is gone is forgotten.
     r.ok(&["rm", "-f", "late"]);
     let out = r.run(&["exec", "client", "nslookup", "late"]);
@@ -453,38 +570,59 @@ fn containers_resolve_each_other_by_name_and_alias() {
     assert!(err.contains("--add-host"), "{err}");
 }
 
-/// Reads an HTTP response through a published port from the host.
+/// Reads an HTTP response through a published port from the host: the body's last line.
 fn http_get(addr: &str) -> String {
     use std::io::{Read, Write};
-    for _ in 0..50 {
-        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
-            s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-                .unwrap();
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-            let mut out = String::new();
-            if s.read_to_string(&mut out).is_ok() && !out.is_empty() {
-                return out.lines().last().unwrap_or_default().to_string();
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("no answer from {addr}");
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out)
+        .unwrap_or_else(|e| panic!("read from {addr}: {e}"));
+    out.lines().last().unwrap_or_default().to_string()
 }
 
-/// The host's own (non-loopback, non-bridge) IPv4 address.
-fn host_address() -> Option<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "scope", "global"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        let dev = *f.get(1)?;
-        if dev.starts_with("kt") || dev.starts_with("br-") || dev.starts_with("ketch") {
-            return None;
-        }
-        Some(f.get(3)?.split('/').next()?.to_string())
-    })
+/// An address of the host's own that is not loopback's, whatever the host has: one from
+/// the benchmarking range (198.18.0.0/15, RFC 2544) on a veth pair made for the test (a
+/// veth, as the kernel's dummy module may be missing), reached only from this host, and
+/// removed with the pair when dropped.
+struct HostAddress {
+    link: String,
+    addr: String,
+}
+
+impl HostAddress {
+    fn new() -> HostAddress {
+        let hex = ketch_tests::random_hex(3);
+        let b = u32::from_str_radix(&hex, 16).unwrap();
+        let h = HostAddress {
+            link: format!("kt{hex}"),
+            addr: format!("198.18.{}.{}", (b >> 8) & 0xff, 1 + (b & 0xff) % 254),
+        };
+        let o = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "ip link add {0} type veth peer name {0}p && ip addr add {1}/32 dev {0} && \
+                     ip link set {0} up && ip link set {0}p up",
+                    h.link, h.addr
+                ),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        h
+    }
+}
+
+impl Drop for HostAddress {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.link])
+            .status();
+    }
 }
 
 fn container_pid(r: &Root, name: &str) -> i32 {
@@ -503,11 +641,10 @@ fn published_ports_reach_the_container_from_the_host() {
         &["-p", "18080:80", "-p", "127.0.0.1::80", "-p", "53/udp"],
         "published",
     );
-    // From the host's loopback and from its own address.
+    // From the host's loopback and from another address of its own.
     assert_eq!(http_get("127.0.0.1:18080"), "published");
-    if let Some(addr) = host_address() {
-        assert_eq!(http_get(&format!("{addr}:18080")), "published");
-    }
+    let own = HostAddress::new();
+    assert_eq!(http_get(&format!("{}:18080", own.addr)), "published");
     // `port`, with a host port chosen for the second mapping.
     let ports = r.ok(&["port", "pub"]);
     assert!(ports.contains("80/tcp -> 0.0.0.0:18080\n"), "{ports}");
@@ -523,6 +660,7 @@ fn published_ports_reach_the_container_from_the_host() {
     let udp = r.ok(&["port", "pub", "53/udp"]).trim().to_string();
     let host_port: u16 = udp.rsplit(':').next().unwrap().parse().unwrap();
     let ns = std::fs::File::open(format!("/proc/{}/ns/net", container_pid(&r, "pub"))).unwrap();
+    let (bound, is_bound) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         use std::os::fd::AsRawFd;
         assert_eq!(
@@ -532,25 +670,23 @@ fn published_ports_reach_the_container_from_the_host() {
         let s = std::net::UdpSocket::bind("0.0.0.0:53").unwrap();
         s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
+        bound.send(()).unwrap();
         let mut buf = [0u8; 64];
         let (n, from) = s.recv_from(&mut buf).unwrap();
         s.send_to(&[&buf[..n], b"-pong"].concat(), from).unwrap();
     });
+    is_bound.recv().unwrap();
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     client
-        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
+    client.send_to(b"ping", ("127.0.0.1", host_port)).unwrap();
     let mut buf = [0u8; 64];
-    let mut answer = None;
-    for _ in 0..30 {
-        client.send_to(b"ping", ("127.0.0.1", host_port)).unwrap();
-        if let Ok((n, _)) = client.recv_from(&mut buf) {
-            answer = Some(buf[..n].to_vec());
-            break;
-        }
-    }
+    let (n, _) = client
+        .recv_from(&mut buf)
+        .expect("no answer through the UDP port");
     server.join().unwrap();
-    assert_eq!(answer.as_deref(), Some(&b"ping-pong"[..]));
+    assert_eq!(&buf[..n], b"ping-pong");
     // A host port is one container's: a second is refused, and so is one a host process
     // holds.
     let (code, err) = r.fails(&["run", "--rm", "-p", "18080:80", "busybox", "true"]);
@@ -604,47 +740,11 @@ fn published_ports_reach_the_container_from_the_host() {
         "-c",
         "mkdir /www && echo all > /www/index.html && exec httpd -f -p 80 -h /www",
     ]);
+    wait_listening(&r, "all", 80);
     let mapped = r.ok(&["port", "all", "80"]).trim().to_string();
     let port = mapped.rsplit(':').next().unwrap();
     assert_eq!(http_get(&format!("127.0.0.1:{port}")), "all");
     r.ok(&["rm", "-f", "all"]);
-}
-
-/// A network namespace of the test's own, deleted (with everything in it) when dropped.
-struct PrivateNet(String);
-
-impl PrivateNet {
-    fn new() -> PrivateNet {
-        let name = format!("ketch-test-{}", ketch_tests::random_hex(4));
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        PrivateNet(name)
-    }
-
-    fn sh(&self, script: &str) -> String {
-        let o = std::process::Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.0))
-            .args(["sh", "-c", script])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for PrivateNet {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
 }
 
 /// A host whose FORWARD chain drops by default (as Docker leaves it) and forwards between
@@ -658,9 +758,7 @@ fn bridges_work_behind_a_dropping_forward_chain_and_stay_apart_when_forwarding()
          nft add table ip filter && \
          nft add chain ip filter FORWARD '{ type filter hook forward priority 0; policy drop; }'",
     );
-    let mut r = Root::new();
-    r.wrap = vec!["nsenter".into(), format!("--net=/run/netns/{}", net.0)];
-    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    let r = net.root();
     r.ok(&["network", "create", "one"]);
     r.ok(&["network", "create", "two"]);
     let rules = net.sh("nft list chain ip filter FORWARD");
@@ -668,21 +766,8 @@ fn bridges_work_behind_a_dropping_forward_chain_and_stay_apart_when_forwarding()
     web(&r, "srv", &["--network", "one"], "through-drop");
     assert_eq!(sh(&r, &["--network", "one"], &get("srv")), "through-drop\n");
     let ip = ip_on(&r, "srv", "one");
-    let out = r.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "two",
-        "busybox",
-        "sh",
-        "-c",
-        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80"),
-    ]);
-    assert!(
-        !out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    // Apart by ketch's own rules; without them, the host chain's accepts let two reach one.
+    kept_apart_by_the_rules(&r, &net, "two", "one", &ip, "through-drop");
     r.ok(&["rm", "-f", "srv"]);
     r.ok(&["network", "rm", "one", "two"]);
     // The removed networks' rules went with them (the default network's stay, as its
@@ -780,15 +865,14 @@ fn subnets_come_from_the_configured_pool_and_skip_what_is_taken() {
 #[test]
 fn iptables_does_the_same_where_nft_is_absent() {
     ketch_tests::require_tool("iptables");
-    let net = PrivateNet::new();
-    net.sh("ip link set lo up && echo 1 > /proc/sys/net/ipv4/ip_forward");
+    ketch_tests::require_tool("curl");
+    let net = PrivateNet::forwarding();
     let mut r = Root::new();
-    r.wrap = vec![
-        "env".into(),
-        "KETCH_FIREWALL=iptables".into(),
-        "nsenter".into(),
-        format!("--net=/run/netns/{}", net.0),
-    ];
+    r.wrap = [
+        vec!["env".into(), "KETCH_FIREWALL=iptables".into()],
+        net.wrap(),
+    ]
+    .concat();
     r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
     r.ok(&["network", "create", "one"]);
     r.ok(&["network", "create", "two"]);
@@ -799,29 +883,20 @@ fn iptables_does_the_same_where_nft_is_absent() {
         "via-iptables",
     );
     assert_eq!(sh(&r, &["--network", "one"], &get("srv")), "via-iptables\n");
-    let ip = ip_on(&r, "srv", "one");
-    let out = r.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "two",
-        "busybox",
-        "sh",
-        "-c",
-        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80"),
-    ]);
-    assert!(!out.status.success());
     // The published port, from the namespace's own loopback.
-    let page = net.sh(
-        "for i in $(seq 50); do curl -s -m 2 http://127.0.0.1:18081/ && break; sleep 0.1; done",
+    assert_eq!(
+        net.sh("curl -sS -m 5 http://127.0.0.1:18081/"),
+        "via-iptables\n"
     );
-    assert_eq!(page, "via-iptables\n");
     let nat = net.sh("iptables -t nat -S");
     assert!(nat.contains("--dport 18081 -j DNAT"), "{nat}");
     assert!(
         !net.sh("nft list tables").contains("ketch_"),
         "nft was used"
     );
+    // Apart by the iptables rules.
+    let ip = ip_on(&r, "srv", "one");
+    kept_apart_by_the_rules(&r, &net, "two", "one", &ip, "via-iptables");
     r.ok(&["stop", "-t", "1", "srv"]);
     assert!(!net.sh("iptables -t nat -S").contains("18081"));
     r.ok(&["rm", "srv"]);
@@ -878,9 +953,9 @@ fn the_name_server_takes_answers_only_from_the_server_it_asked() {
                     continue;
                 };
                 asked += 1;
-                // The forgery first, then the answer.
+                // The forgery first, then the answer: sent in this order from one thread,
+                // over loopback, they arrive in this order.
                 let _ = forger.send_to(&dns_answer(&buf[..n], Some([6, 6, 6, 6])), from);
-                std::thread::sleep(std::time::Duration::from_millis(50));
                 let _ = upstream.send_to(&dns_answer(&buf[..n], Some([10, 9, 8, 7])), from);
             }
             asked
@@ -909,4 +984,311 @@ fn the_name_server_takes_answers_only_from_the_server_it_asked() {
         "a forged answer got through: {text}"
     );
     assert!(text.contains("10.9.8.7"), "{out:?}");
+}
+
+/// `network create --gateway --ip-range --label`: the bridge holds the gateway, containers
+/// get addresses from the range and route through the gateway, and the labels are the
+/// network's, to inspect and to filter by.
+#[test]
+fn gateway_ip_range_and_labels_of_a_new_network() {
+    let net = PrivateNet::new();
+    let r = net.root();
+    r.ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.231.11.0/24",
+        "--gateway",
+        "10.231.11.254",
+        "--ip-range",
+        "10.231.11.128/29",
+        "--label",
+        "team=blue",
+        "--label",
+        "tier=web",
+        "ranged",
+    ]);
+    r.ok(&["network", "create", "--label", "team=red", "plain"]);
+    let ipam: serde_json::Value = serde_json::from_str(&r.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .IPAM.Config}}",
+        "ranged",
+    ]))
+    .unwrap();
+    assert_eq!(
+        ipam,
+        serde_json::json!([{
+            "Subnet": "10.231.11.0/24",
+            "Gateway": "10.231.11.254",
+            "IPRange": "10.231.11.128/29"
+        }])
+    );
+    let bridge = bridge_of(&r, "ranged");
+    let on_bridge = net.sh(&format!("ip -4 -o addr show dev {bridge}"));
+    assert!(on_bridge.contains("inet 10.231.11.254/24"), "{on_bridge}");
+    // The range's eight addresses, and no more: each container gets one of them.
+    let mut got = HashSet::new();
+    for i in 0..8 {
+        let name = format!("c{i}");
+        r.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "ranged",
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+        let ip: std::net::Ipv4Addr = ip_on(&r, &name, "ranged").parse().unwrap();
+        assert_eq!(ip.octets()[..3], [10, 231, 11], "{ip}");
+        assert!(
+            (128..136).contains(&ip.octets()[3]),
+            "{ip} is outside the range"
+        );
+        got.insert(ip);
+    }
+    assert_eq!(got.len(), 8, "{got:?}");
+    let (code, err) = r.fails(&["run", "--rm", "--network", "ranged", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("no available IPv4 addresses on network ranged"),
+        "{err}"
+    );
+    let routes = r.ok(&["exec", "c0", "ip", "route"]);
+    assert!(routes.contains("default via 10.231.11.254"), "{routes}");
+    // Labels, in inspect and as filters.
+    let labels = r.ok(&["network", "inspect", "-f", "{{json .Labels}}", "ranged"]);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&labels).unwrap(),
+        serde_json::json!({"team": "blue", "tier": "web"})
+    );
+    let names =
+        |filter: &str| r.ok(&["network", "ls", "--filter", filter, "--format", "{{.Name}}"]);
+    assert_eq!(names("label=team=blue"), "ranged\n");
+    assert_eq!(names("label=tier"), "ranged\n");
+    assert_eq!(names("label=team"), "plain\nranged\n");
+    assert_eq!(names("label=team=green"), "");
+    // What does not fit is refused, naming why.
+    for (flags, words) in [
+        (
+            &["--gateway", "10.231.12.1"][..],
+            "--ip-range and --gateway need --subnet",
+        ),
+        (
+            &["--subnet", "10.231.12.0/24", "--gateway", "10.231.13.1"][..],
+            "gateway 10.231.13.1 is not within subnet 10.231.12.0/24",
+        ),
+        (
+            &["--subnet", "10.231.12.0/24", "--ip-range", "10.231.13.0/28"][..],
+            "ip-range 10.231.13.0/28 is not within subnet 10.231.12.0/24",
+        ),
+    ] {
+        let mut args = vec!["network", "create"];
+        args.extend_from_slice(flags);
+        args.push("bad");
+        let (code, err) = r.fails(&args);
+        assert_eq!(code, 1, "{flags:?}");
+        assert!(err.contains(words), "{flags:?}: {err}");
+    }
+}
+
+/// `KETCH_DEFAULT_ADDRESS_POOL` from the environment, pools separated by `;`: subnets come
+/// from the first pool until it is used up, then the next, and a subnet that a route of the
+/// host's covers is skipped (the route of an address on a veth pair in a network namespace of
+/// the test's own).
+#[test]
+fn address_pools_from_the_environment_skip_routed_ranges() {
+    let net = PrivateNet::new();
+    net.sh("ip link add kt-routed type veth peer name kt-routed-p && \
+         ip addr add 10.233.0.1/24 dev kt-routed && \
+         ip link set kt-routed up && ip link set kt-routed-p up");
+    let mut r = Root::new();
+    r.wrap = [
+        net.wrap(),
+        vec![
+            "env".into(),
+            "KETCH_DEFAULT_ADDRESS_POOL=base=10.233.0.0/23,size=24;base=10.234.0.0/16,size=24"
+                .into(),
+        ],
+    ]
+    .concat();
+    let subnet = |n: &str| {
+        let config: serde_json::Value =
+            serde_json::from_str(&r.ok(&["network", "inspect", "-f", "{{json .IPAM.Config}}", n]))
+                .unwrap();
+        config[0]["Subnet"].as_str().unwrap().to_string()
+    };
+    // The default network: the first pool's first subnet is routed, so its second.
+    assert_eq!(subnet("bridge"), "10.233.1.0/24");
+    // The first pool is used up: the second pool's.
+    r.ok(&["network", "create", "a"]);
+    assert_eq!(subnet("a"), "10.234.0.0/24");
+    r.ok(&["network", "create", "b"]);
+    assert_eq!(subnet("b"), "10.234.1.0/24");
+    // Without the route, its subnet is free again.
+    net.sh("ip link del kt-routed");
+    r.ok(&["network", "create", "c"]);
+    assert_eq!(subnet("c"), "10.233.0.0/24");
+    // A pool that does not parse is refused, naming it.
+    let mut bad = Root::new();
+    bad.wrap = vec![
+        "env".into(),
+        "KETCH_DEFAULT_ADDRESS_POOL=base=10.233.0.0/23,size=24;base=nonsense".into(),
+    ];
+    let (code, err) = bad.fails(&["network", "ls"]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("'base=nonsense'") && err.contains("invalid CIDR address: nonsense"),
+        "{err}"
+    );
+}
+
+/// As Docker does, and as the README says: without `--ip-forward`/`KETCH_IP_FORWARD`, making
+/// a bridge network with a way out turns on the host's IPv4 forwarding; `false` leaves it,
+/// and so does an internal network. In a network namespace of the test's own (the setting
+/// is per namespace), so the host's stays as it is.
+#[test]
+fn ip_forwarding_is_turned_on_by_default() {
+    let host = || std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let before = host();
+    let net = PrivateNet::new();
+    net.sh("echo 0 > /proc/sys/net/ipv4/ip_forward");
+    let forwarding = || net.sh("cat /proc/sys/net/ipv4/ip_forward");
+    // Root's commands say KETCH_IP_FORWARD=false: the default network leaves it alone.
+    let r = net.root();
+    r.ok(&["network", "ls"]);
+    assert_eq!(forwarding(), "0\n");
+    // Without the variable: the flag, then the default.
+    let default = |args: &[&str]| {
+        let o = r
+            .cmd()
+            .env_remove("KETCH_IP_FORWARD")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+    };
+    default(&["--ip-forward=false", "network", "create", "kept"]);
+    assert_eq!(forwarding(), "0\n");
+    default(&["network", "create", "--internal", "inner"]);
+    assert_eq!(forwarding(), "0\n");
+    default(&["network", "create", "out"]);
+    assert_eq!(forwarding(), "1\n");
+    assert_eq!(host(), before, "the host's own setting changed");
+}
+
+/// A PATH like this process's, without `nft`, `iptables` and their kin (or without `hide`
+/// only): a directory of links to everything else.
+fn path_without(hide: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("ketch-test-path-")
+        .tempdir()
+        .unwrap();
+    for d in std::env::var("PATH").unwrap().split(':') {
+        let Ok(entries) = std::fs::read_dir(d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let link = dir.path().join(&name);
+            if hide.iter().any(|h| name.starts_with(h)) || link.exists() {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), link);
+        }
+    }
+    dir
+}
+
+/// Where neither nftables nor iptables is installed, no bridge network is made (Docker's
+/// daemon does not start without iptables): the error names what is missing and what to
+/// install, and nothing of a network is left. The engine finds both through PATH; here a
+/// PATH without them, in a network namespace of the test's own.
+#[test]
+fn without_nft_or_iptables_no_network_is_made() {
+    let net = PrivateNet::new();
+    let bare = path_without(&["nft", "iptables", "ip6tables", "xtables"]);
+    let mut r = net.root();
+    let normal = r.wrap.clone();
+    r.wrap = [
+        normal.clone(),
+        vec!["env".into(), format!("PATH={}", bare.path().display())],
+    ]
+    .concat();
+    let nothing_made = |r: &Root| {
+        assert_eq!(net.sh("ip -o link show | grep -v ': lo:' || true"), "");
+        assert_eq!(net.sh("nft list tables"), "");
+        assert_eq!(r.count("networks"), 0);
+    };
+    for args in [
+        &["network", "create", "isolated"][..],
+        &["run", "--rm", "busybox", "true"][..],
+        &["network", "ls"][..],
+    ] {
+        let (code, err) = r.fails(args);
+        assert_eq!(code, if args[0] == "run" { 125 } else { 1 }, "{args:?}");
+        for words in [
+            "no firewall to isolate networks with",
+            "neither `nft` nor `iptables`",
+            &format!("PATH={}", bare.path().display()),
+            "install nftables",
+            "or iptables",
+        ] {
+            assert!(err.contains(words), "{args:?}: {words:?} missing: {err}");
+        }
+        nothing_made(&r);
+    }
+    // Asked for by name, nft is that or nothing, even with iptables there.
+    let no_nft = path_without(&["nft"]);
+    r.wrap = [
+        normal.clone(),
+        vec![
+            "env".into(),
+            format!("PATH={}", no_nft.path().display()),
+            "KETCH_FIREWALL=nft".into(),
+        ],
+    ]
+    .concat();
+    let (code, err) = r.fails(&["network", "create", "isolated"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("KETCH_FIREWALL=nft, but `nft` was not found"),
+        "{err}"
+    );
+    nothing_made(&r);
+    // The control: with the tools on PATH, the same command makes the network.
+    r.wrap = normal.clone();
+    r.ok(&["network", "create", "isolated"]);
+    let bridge = bridge_of(&r, "isolated");
+    let table = format!("ketch_{}", bridge.replace('-', "_"));
+    assert!(
+        net.sh("nft list tables").contains(&table),
+        "no table for {bridge}"
+    );
+    // A network whose bridge and rules are gone (as after a reboot) is not made again
+    // without them either: the container does not start, and no bridge is left.
+    net.sh(&format!(
+        "ip link del {bridge} && nft delete table ip {table}"
+    ));
+    r.wrap = [
+        normal.clone(),
+        vec!["env".into(), format!("PATH={}", bare.path().display())],
+    ]
+    .concat();
+    let (code, err) = r.fails(&["run", "--rm", "--network", "isolated", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains(&format!("set up the firewall of {bridge}"))
+            && err.contains("neither `nft` nor `iptables`"),
+        "{err}"
+    );
+    assert!(
+        !net.sh("ip -o link show").contains(&bridge),
+        "{bridge} left without rules"
+    );
+    r.wrap = normal;
 }

@@ -5,7 +5,8 @@
 //! address and port; the same for UDP), added when a container starts and removed when it
 //! stops. Where `nft` is absent, the same rules go through `iptables`, in chains named
 //! `KETCH-<bridge>` (nat) and `KETCH-F-<bridge>` (filter) with jumps marked `ketch <bridge>`.
-//! `KETCH_FIREWALL=nft|iptables` picks one.
+//! `KETCH_FIREWALL=nft|iptables` picks one. Where neither runs, no bridge network is made:
+//! the error names what was looked for, where, and what to install.
 //!
 //! A host whose iptables FORWARD chain drops by default (as Docker leaves it) would drop the
 //! bridge's traffic whatever ketch's own table says, so while such a chain exists the
@@ -66,16 +67,52 @@ fn runs(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// The backend here: nftables where `nft` runs, else iptables (asked once per process).
+/// The backend here: nftables where `nft` runs, else iptables (asked once per process); `None`
+/// where neither runs.
 pub fn backend() -> Option<Backend> {
-    static BACKEND: std::sync::OnceLock<Option<Backend>> = std::sync::OnceLock::new();
-    *BACKEND.get_or_init(|| match std::env::var("KETCH_FIREWALL").as_deref() {
-        Ok("nft") => runs("nft").then_some(Backend::Nft),
-        Ok("iptables") => runs("iptables").then_some(Backend::Iptables),
-        _ if runs("nft") => Some(Backend::Nft),
-        _ if runs("iptables") => Some(Backend::Iptables),
-        _ => None,
-    })
+    require().ok()
+}
+
+/// The backend here, or why there is none: which programs were looked for, where, and what
+/// to install. Bridge networks are not made without one, as Docker's daemon does not start
+/// without iptables: a network nothing isolates would be worse than none.
+pub fn require() -> io::Result<Backend> {
+    static BACKEND: std::sync::OnceLock<Result<Backend, String>> = std::sync::OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let choice = std::env::var("KETCH_FIREWALL").ok();
+            let path = std::env::var("PATH").unwrap_or_default();
+            pick(choice.as_deref(), &path, runs)
+        })
+        .clone()
+        .map_err(|m| io::Error::new(io::ErrorKind::Unsupported, m))
+}
+
+/// Picks the backend: `choice` is `KETCH_FIREWALL` (`nft`, `iptables`, unset or empty: the
+/// first of them that runs); `path` is where the programs were looked for, for the message.
+fn pick(choice: Option<&str>, path: &str, runs: impl Fn(&str) -> bool) -> Result<Backend, String> {
+    const INSTALL: &str = "install nftables (the `nftables` package) or iptables (the \
+                           `iptables` package)";
+    let missing = |what: &str| {
+        format!(
+            "no firewall to isolate networks with: {what} (looked for in PATH={path}); {INSTALL}"
+        )
+    };
+    match choice.filter(|c| !c.is_empty()) {
+        Some("nft") if runs("nft") => Ok(Backend::Nft),
+        Some("iptables") if runs("iptables") => Ok(Backend::Iptables),
+        Some(c @ ("nft" | "iptables")) => Err(missing(&format!(
+            "KETCH_FIREWALL={c}, but `{c}` was not found or does not run"
+        ))),
+        Some(other) => Err(format!(
+            "KETCH_FIREWALL={other}: expected nft or iptables (or unset: the first that runs)"
+        )),
+        None if runs("nft") => Ok(Backend::Nft),
+        None if runs("iptables") => Ok(Backend::Iptables),
+        None => Err(missing(
+            "neither `nft` nor `iptables` was found, or neither runs",
+        )),
+    }
 }
 
 /// Whether a firewall can be set up here.
@@ -139,12 +176,12 @@ fn nft_output(args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Makes the network's rules (a no-op when they are there).
+/// Makes the network's rules (a no-op when they are there); an error where there is no
+/// firewall to make them with.
 pub fn create(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
-    match backend() {
-        Some(Backend::Nft) => create_nft(bridge, subnet, internal),
-        Some(Backend::Iptables) => create_iptables(bridge, subnet, internal),
-        None => Ok(()),
+    match require()? {
+        Backend::Nft => create_nft(bridge, subnet, internal),
+        Backend::Iptables => create_iptables(bridge, subnet, internal),
     }?;
     // A published port reached from the host's own 127.0.0.1 is routed to the bridge with
     // that source; the bridge must accept it (it is masqueraded). Goes with the bridge.
@@ -660,6 +697,47 @@ fn publish_nft(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_firewall_is_an_error_that_names_what_to_install() {
+        let none = |_: &str| false;
+        let only = |p: &'static str| move |q: &str| q == p;
+        let e = pick(None, "/usr/bin:/bin", none).unwrap_err();
+        for words in [
+            "`nft`",
+            "`iptables`",
+            "PATH=/usr/bin:/bin",
+            "install nftables",
+            "iptables (the `iptables` package)",
+        ] {
+            assert!(e.contains(words), "{words:?} missing: {e}");
+        }
+        assert_eq!(
+            pick(Some(""), "/bin", none),
+            Err(e.replace("/usr/bin:/bin", "/bin"))
+        );
+        // Either one will do; nft first.
+        assert_eq!(pick(None, "", |_: &str| true), Ok(Backend::Nft));
+        assert_eq!(pick(None, "", only("iptables")), Ok(Backend::Iptables));
+        // A backend asked for by name is that one or an error, never the other.
+        assert_eq!(pick(Some("nft"), "", only("nft")), Ok(Backend::Nft));
+        let e = pick(Some("nft"), "/sbin", only("iptables")).unwrap_err();
+        assert!(
+            e.contains("KETCH_FIREWALL=nft, but `nft` was not found"),
+            "{e}"
+        );
+        assert!(
+            e.contains("PATH=/sbin") && e.contains("install nftables"),
+            "{e}"
+        );
+        let e = pick(Some("iptables"), "/sbin", only("nft")).unwrap_err();
+        assert!(e.contains("KETCH_FIREWALL=iptables, but `iptables`"), "{e}");
+        let e = pick(Some("pf"), "/sbin", |_: &str| true).unwrap_err();
+        assert!(
+            e.contains("KETCH_FIREWALL=pf: expected nft or iptables"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn element_scripts_name_the_right_maps() {

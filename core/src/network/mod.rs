@@ -49,6 +49,9 @@ pub enum NetworkError {
     AddressesExhausted { name: String },
     #[error("Address already in use: {ip} on network {name}")]
     AddressInUse { ip: Ipv4Addr, name: String },
+    /// Neither nftables nor iptables is here to isolate a bridge network with.
+    #[error("{reason}")]
+    NoFirewall { reason: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -70,6 +73,7 @@ impl NetworkError {
                 ErrorKind::Unavailable
             }
             NetworkError::AddressInUse { .. } => ErrorKind::Conflict,
+            NetworkError::NoFirewall { .. } => ErrorKind::Unavailable,
             NetworkError::Io { source, .. } => crate::error::io_kind(source),
         }
     }
@@ -78,6 +82,16 @@ impl NetworkError {
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> crate::Error {
     let what = what.into();
     move |source| NetworkError::Io { what, source }.into()
+}
+
+/// The firewall a bridge network needs, checked before anything of the network is made.
+fn require_firewall() -> crate::Result<()> {
+    firewall::require().map(|_| ()).map_err(|e| {
+        NetworkError::NoFirewall {
+            reason: e.to_string(),
+        }
+        .into()
+    })
 }
 
 fn invalid(reason: impl Into<String>) -> crate::Error {
@@ -355,6 +369,8 @@ impl Local {
         if have == 3 {
             return Ok(());
         }
+        // The default network is a bridge: without a firewall, none of them is made.
+        require_firewall()?;
         for (name, driver) in [("host", "host"), ("none", "null")] {
             let rec = NetworkRecord {
                 id: crate::util::random_hex(32),
@@ -511,6 +527,7 @@ impl Local {
         opts: &NetworkCreate,
         bridge: Option<String>,
     ) -> crate::Result<NetworkRecord> {
+        require_firewall()?;
         let id = crate::util::random_hex(32);
         let bridge = bridge.unwrap_or_else(|| format!("br-{}", &id[..12]));
         if bridge.len() > 15 {
@@ -667,9 +684,10 @@ impl Local {
         }
         nl.set_link(index, None, None)
             .map_err(io_err(format!("set {} up", rec.bridge)))?;
-        if made && firewall::available() {
-            firewall::create(&rec.bridge, subnet, rec.internal)
-                .map_err(io_err(format!("set up the firewall of {}", rec.bridge)))?;
+        // A bridge made here goes again when its rules cannot be made: none is left open.
+        if made && let Err(e) = firewall::create(&rec.bridge, subnet, rec.internal) {
+            let _ = nl.del_link(index);
+            return Err(io_err(format!("set up the firewall of {}", rec.bridge))(e));
         }
         if made && self.ip_forward && !rec.internal {
             let path = "/proc/sys/net/ipv4/ip_forward";
