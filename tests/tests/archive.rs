@@ -259,3 +259,88 @@ fn save_to_a_pipe_writes_through_it() {
     let o = b.run_stdin(&["load"], &bytes);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// `data` compressed by the `zstd` tool.
+fn zstd(data: &[u8]) -> Vec<u8> {
+    require_tool("zstd");
+    let mut child = Command::new("zstd")
+        .args(["-q", "-c", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let writer = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    assert!(o.status.success(), "zstd failed");
+    assert!(o.stdout.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]), "not zstd");
+    o.stdout
+}
+
+/// `load` of zstd: a whole docker-archive compressed with zstd (from a file and from
+/// stdin), and an OCI archive whose layers are zstd blobs (`tar+zstd`); each gives the image
+/// the plain archive gives, and it runs.
+#[test]
+fn zstd_archives_and_zstd_layers_load() {
+    let a = Root::new();
+    let id = a.busybox("busybox:z");
+    let tar = a.dir.path().join("busybox.tar");
+    a.ok(&["save", "-o", tar.to_str().unwrap(), "busybox:z"]);
+    let plain = std::fs::read(&tar).unwrap();
+    let zst = a.dir.path().join("busybox.tar.zst");
+    std::fs::write(&zst, zstd(&plain)).unwrap();
+
+    let b = Root::new();
+    assert_eq!(
+        b.ok(&["load", "-i", zst.to_str().unwrap()]),
+        "Loaded image: busybox:z\n"
+    );
+    assert_eq!(
+        b.ok(&["inspect", "--format", "{{.Id}}", "busybox:z"]),
+        format!("{id}\n")
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "busybox:z", "echo", "from zstd"]),
+        "from zstd\n"
+    );
+    let c = Root::new();
+    let o = c.run_stdin(&["load"], &std::fs::read(&zst).unwrap());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        c.ok(&["inspect", "--format", "{{.Id}}", "busybox:z"]),
+        format!("{id}\n")
+    );
+
+    // Layers stored as zstd blobs, named as such in the manifest.
+    let base = std::fs::read(busybox_rootfs()).unwrap();
+    let top = TarBuilder::new().file("etc/zstd-layer", b"yes\n").finish();
+    let oci = ketch_tests::oci_archive_with(
+        "zl:1",
+        &[(zstd(&base), base.clone()), (zstd(&top), top.clone())],
+        |m| {
+            for l in m["layers"].as_array_mut().unwrap() {
+                l["mediaType"] = "application/vnd.oci.image.layer.v1.tar+zstd".into();
+            }
+        },
+    );
+    let d = Root::new();
+    let o = d.run_stdin(&["load"], &oci);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "Loaded image: zl:1\n");
+    let layers: serde_json::Value =
+        serde_json::from_str(&d.ok(&["inspect", "--format", "{{json .RootFS.Layers}}", "zl:1"]))
+            .unwrap();
+    assert_eq!(
+        layers,
+        serde_json::json!([
+            ketch_tests::digest(&base).to_string(),
+            ketch_tests::digest(&top).to_string()
+        ])
+    );
+    assert_eq!(
+        d.ok(&["run", "--rm", "zl:1", "cat", "/etc/zstd-layer"]),
+        "yes\n"
+    );
+}

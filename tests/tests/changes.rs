@@ -1,6 +1,24 @@
 //! What containers change: diff, commit, export.
 
-use ketch_tests::{Root, busybox_rootfs};
+use ketch_tests::{Root, busybox_rootfs, wait_until};
+
+/// The image config in a docker-archive (`manifest.json` names it).
+fn config_in(archive: &std::path::Path) -> serde_json::Value {
+    let mut files = std::collections::HashMap::new();
+    let mut a = tar::Archive::new(std::fs::File::open(archive).unwrap());
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        if name.ends_with(".json") || name.starts_with("blobs/") {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+            files.insert(name, data);
+        }
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let config = manifest[0]["Config"].as_str().unwrap();
+    serde_json::from_slice(&files[config]).unwrap()
+}
 
 fn setup() -> Root {
     let r = Root::new();
@@ -37,7 +55,7 @@ fn commit_keeps_exactly_the_changes() {
         "-m",
         "the change",
         "-a",
-        "tester",
+        "Tess Ter <tester@example.com>",
         "c",
         "changed:v1",
     ]);
@@ -60,15 +78,39 @@ fn commit_keeps_exactly_the_changes() {
     assert_eq!(r.ok(&["run", "--rm", "changed:v1"]), "new\n");
     let hist = r.ok(&["history", "--format", "{{.Comment}}", "changed:v1"]);
     assert!(hist.starts_with("the change\n"), "{hist}");
-    // The original image is untouched.
-    assert!(
-        r.run(&["run", "--rm", "busybox", "cat", "/etc/group"])
-            .status
-            .success()
+    // The author, as Docker shows it: in inspect and in the config's newest history entry.
+    assert_eq!(
+        r.ok(&["inspect", "--format", "{{.Author}}", "changed:v1"]),
+        "Tess Ter <tester@example.com>\n"
     );
-    // It saves as an image other tools read.
     let out = r.dir.path().join("changed.tar");
     r.ok(&["save", "-o", out.to_str().unwrap(), "changed:v1"]);
+    let config = config_in(&out);
+    assert_eq!(
+        config["author"], "Tess Ter <tester@example.com>",
+        "{config}"
+    );
+    let history = config["history"].as_array().unwrap();
+    assert_eq!(
+        history.last().unwrap()["author"],
+        "Tess Ter <tester@example.com>",
+        "{config}"
+    );
+    // The base image's own history entry is not given the author.
+    assert!(history[0].get("author").is_none(), "{config}");
+    // The original image is untouched.
+    assert_eq!(
+        r.ok(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "head -1 /etc/group; ls -d /usr/sbin; ls /etc/newfile 2>&1; true"
+        ]),
+        "root:x:0:\n/usr/sbin\nls: /etc/newfile: No such file or directory\n"
+    );
+    // It saves as an image other tools read.
     ketch_tests::require_tool("skopeo");
     {
         let o = std::process::Command::new("skopeo")
@@ -94,12 +136,9 @@ fn commit_keeps_exactly_the_changes() {
         "-c",
         "echo live > /live; sleep 1000",
     ]);
-    for _ in 0..50 {
-        if r.run(&["exec", "live", "cat", "/live"]).status.success() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until("the container to write /live", 20, || {
+        r.run(&["exec", "live", "cat", "/live"]).status.success()
+    });
     r.ok(&["commit", "live", "live:1"]);
     assert_eq!(
         r.ok(&["inspect", "-f", "{{.State.Status}}", "live"]).trim(),

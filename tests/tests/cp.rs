@@ -28,15 +28,11 @@ fn copies_both_ways_with_archive_semantics() {
         "mkdir -p /data/sub && echo a > /data/a && echo b > /data/sub/b && \
          chown 1234:5678 /data/a && chmod 640 /data/a && ln -sf a /data/link && sleep 1000",
     ]);
-    for _ in 0..50 {
-        if r.run(&["exec", "c", "test", "-L", "/data/link"])
+    wait_until("the container to make /data", 20, || {
+        r.run(&["exec", "c", "test", "-L", "/data/link"])
             .status
             .success()
-        {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    });
     let out = r.dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     // Out: a directory into an existing one, under its own name.
@@ -103,6 +99,169 @@ fn copies_both_ways_with_archive_semantics() {
     let (code, err) = r.fails(&["cp", "nosuch:/x", out.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("No such container"), "{err}");
+    r.ok(&["rm", "-f", "c"]);
+}
+
+/// The entries of a tarball: (path, kind, uid:gid, mode, content or link target).
+fn tar_entries(tar: &[u8]) -> Vec<(String, char, String, u32, String)> {
+    let mut a = tar::Archive::new(tar);
+    let mut out = Vec::new();
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let h = e.header().clone();
+        let kind = match h.entry_type() {
+            tar::EntryType::Directory => 'd',
+            tar::EntryType::Symlink => 'l',
+            tar::EntryType::Regular => 'f',
+            other => panic!("unexpected entry type {other:?}"),
+        };
+        let body = if kind == 'l' {
+            e.link_name().unwrap().unwrap().display().to_string()
+        } else {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut e, &mut s).unwrap();
+            s
+        };
+        // Directories are named with or without a trailing slash; the same to a reader.
+        let path = e.path().unwrap().display().to_string();
+        out.push((
+            path.trim_end_matches('/').to_string(),
+            kind,
+            format!("{}:{}", h.uid().unwrap(), h.gid().unwrap()),
+            h.mode().unwrap() & 0o7777,
+            body,
+        ));
+    }
+    out.sort();
+    out
+}
+
+/// A tarball with a directory `x`, a file owned 11:22 mode 0600 and a link in it.
+fn tar_to_send() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, link, data, mode, owner) in [
+        ("x/", tar::EntryType::Directory, "", &b""[..], 0o750, 0),
+        (
+            "x/y",
+            tar::EntryType::Regular,
+            "",
+            &b"sent\n"[..],
+            0o600,
+            11,
+        ),
+        ("x/l", tar::EntryType::Symlink, "y", &b""[..], 0o777, 0),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(kind);
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_uid(owner);
+        h.set_gid(owner * 2);
+        h.set_mtime(1_700_000_000);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// `cp CONTAINER:PATH -` writes a tar of PATH to stdout (under its base name; `PATH/.`: its
+/// contents), with owners, modes and links; `cp - CONTAINER:DIR` unpacks a tar from stdin
+/// into DIR. Both ways for a running and a stopped container.
+#[test]
+fn cp_with_dash_streams_a_tar_both_ways() {
+    let r = setup();
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /data/sub && echo a > /data/a && echo b > /data/sub/b && \
+         chown 1234:5678 /data/a && chmod 640 /data/a && ln -sf a /data/link && \
+         touch /tmp/ready && exec sleep 1000",
+    ]);
+    wait_until("the container to make /data", 20, || {
+        r.run(&["exec", "c", "test", "-e", "/tmp/ready"])
+            .status
+            .success()
+    });
+    let out = |src: &str| {
+        let o = r.run(&["cp", src, "-"]);
+        assert!(o.status.success(), "cp {src} -: {}", text(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stderr), "", "cp {src} -");
+        tar_entries(&o.stdout)
+    };
+    let e = |p: &str, k: char, o: &str, m: u32, b: &str| {
+        (p.to_string(), k, o.to_string(), m, b.to_string())
+    };
+    assert_eq!(
+        out("c:/data"),
+        [
+            e("data", 'd', "0:0", 0o755, ""),
+            e("data/a", 'f', "1234:5678", 0o640, "a\n"),
+            e("data/link", 'l', "0:0", 0o777, "a"),
+            e("data/sub", 'd', "0:0", 0o755, ""),
+            e("data/sub/b", 'f', "0:0", 0o644, "b\n"),
+        ]
+    );
+    assert_eq!(
+        out("c:/data/sub/."),
+        [
+            e(".", 'd', "0:0", 0o755, ""),
+            e("b", 'f', "0:0", 0o644, "b\n")
+        ]
+    );
+    // In: the archive's tree lands in the directory as it is, owners and modes kept.
+    let o = r.run_stdin(&["cp", "-", "c:/data/sub"], &tar_to_send());
+    assert!(o.status.success(), "{}", text(&o));
+    let listing = "stat -c '%n %F %u:%g %a' /data/sub/x /data/sub/x/y /data/sub/x/l; \
+                   cat /data/sub/x/y; readlink /data/sub/x/l";
+    let want = "/data/sub/x directory 0:0 750\n/data/sub/x/y regular file 11:22 600\n\
+                /data/sub/x/l symbolic link 0:0 777\nsent\ny\n";
+    assert_eq!(r.ok(&["exec", "c", "sh", "-c", listing]), want);
+    // A stopped container, both ways.
+    r.ok(&["stop", "-t", "0", "c"]);
+    assert_eq!(out("c:/data/a"), [e("a", 'f', "1234:5678", 0o640, "a\n")]);
+    let o = r.run_stdin(&["cp", "-", "c:/data"], &tar_to_send());
+    assert!(o.status.success(), "{}", text(&o));
+    r.ok(&["start", "c"]);
+    assert_eq!(
+        r.ok(&[
+            "exec",
+            "c",
+            "sh",
+            "-c",
+            &listing.replace("/data/sub/x", "/data/x")
+        ]),
+        want.replace("/data/sub/x", "/data/x")
+    );
+    // Errors name the problem.
+    let o = r.run_stdin(&["cp", "-", "nosuch:/x"], &tar_to_send());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("No such container: nosuch"),
+        "{}",
+        text(&o)
+    );
+    let o = r.run_stdin(&["cp", "-", "c:/data"], b"not a tar archive");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("read the archive"),
+        "{}",
+        text(&o)
+    );
+    let (code, err) = r.fails(&["cp", "c:/nonexistent", "-"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Could not find the file /nonexistent"),
+        "{err}"
+    );
     r.ok(&["rm", "-f", "c"]);
 }
 

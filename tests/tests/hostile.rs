@@ -101,9 +101,14 @@ fn writes_through_a_symlink_pointing_outside_are_contained() {
         .entry("escape", T::Symlink, &target, b"")
         .file("escape/evil", b"x")
         .finish();
-    // Writing through "escape" finds no such directory inside the root, so the import is
-    // refused or the file lands inside; either way nothing reaches the real directory.
-    r.run_stdin(&["import", "-", "sym"], &layer);
+    // Writing through "escape" is resolved inside the root, where there is no such
+    // directory: the import is refused by the entry's name and nothing reaches the real one.
+    refused(
+        &r,
+        &["import", "-", "sym"],
+        &layer,
+        "layer entry \"escape/evil\": No such file or directory",
+    );
     untouched(&outside);
     // Across layers: the link in a lower layer, the write in an upper one (applied through an
     // overlay mount).
@@ -224,6 +229,77 @@ fn gzip_bomb_is_bounded() {
     );
 }
 
+/// `KETCH_MAX_LAYER_SIZE` from the environment: a layer that expands past it is refused by
+/// name and nothing is stored; one under it is taken; a value that is not a size is a usage
+/// error that names the variable.
+#[test]
+fn the_layer_size_limit_comes_from_the_environment() {
+    let (r, _outside) = setup();
+    // 2 MB of files, under 1 MB compressed.
+    let layer = TarBuilder::new()
+        .file("a", &vec![1u8; 1 << 20])
+        .file("b", &vec![2u8; 1 << 20])
+        .finish();
+    let gz = gzip(&layer);
+    assert!(gz.len() < 1 << 20, "{}", gz.len());
+    let with_limit = |limit: &str, args: &[&str], input: &[u8]| {
+        let mut child = r
+            .cmd()
+            .env("KETCH_MAX_LAYER_SIZE", limit)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, input).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    };
+    let before = r.state();
+    let o = with_limit("1m", &["import", "-", "big"], &gz);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("layer expands past the limit of 1048576 bytes"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(r.state(), before, "the state root changed");
+    // The same in an archive.
+    let archive = oci_archive("big:1", &[(gz.clone(), layer.clone())]);
+    let o = with_limit("1m", &["load"], &archive);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("layer expands past the limit of 1048576"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(r.state(), before, "the state root changed");
+    // Under the limit: taken.
+    let o = with_limit("3m", &["import", "-", "big"], &gz);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    assert_eq!(
+        r.ok(&["inspect", "--format", "{{.Id}} {{.Size}}", "big"]),
+        format!("{id} {}\n", 2 << 20)
+    );
+    // Not a size: a usage error.
+    let o = with_limit("lots", &["images"], b"");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("invalid size: \"lots\""),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 #[test]
 fn layer_not_matching_its_manifest_is_refused() {
     let (r, _outside) = setup();
@@ -285,8 +361,12 @@ fn truncated_archives_are_refused() {
         "truncated",
     );
     let gz = gzip(&layer);
-    let o = r.run_stdin(&["import", "-", "t"], &gz[..gz.len() / 2]);
-    assert!(!o.status.success());
+    refused(
+        &r,
+        &["import", "-", "t"],
+        &gz[..gz.len() / 2],
+        "layer archive is truncated",
+    );
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! Image verbs through the CLI: import, images, inspect, tag, rmi, history, prune.
 
-use ketch_tests::{Root, TarBuilder, busybox_rootfs, gzip};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use ketch_tests::{Root, TarBuilder, busybox_rootfs, gzip, random_hex, require_tool};
 
 #[test]
 fn import_lists_and_inspects() {
@@ -283,15 +286,123 @@ fn images_filters_by_reference() {
     );
 }
 
+/// `ketch ARGS` with `KETCH_ROOT=root` and no `--root`, in a mount namespace of its own
+/// where `/var/lib` (the default root's parent) is an empty tmpfs: were the variable ignored,
+/// the default root would be made there, reported and thrown away, never on the host.
+fn with_ketch_root(root: &Path, args: &[&str]) -> Output {
+    require_tool("unshare");
+    let script = r#"mount -t tmpfs ketch-test-default /var/lib || exit 90
+"$@"; rc=$?
+left=$(ls -A /var/lib)
+if [ -n "$left" ]; then echo "the default root was opened: /var/lib holds $left" >&2; exit 91; fi
+exit $rc"#;
+    Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(ketch_tests::ketch_bin())
+        .args(args)
+        .env("KETCH_ROOT", root)
+        .env_remove("KETCH_STORAGE_DRIVER")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn ketch_root_from_the_environment() {
     let r = Root::new();
-    r.busybox("busybox");
-    let o = std::process::Command::new(ketch_tests::ketch_bin())
-        .args(["images", "-q"])
-        .env("KETCH_ROOT", r.path())
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    let name = format!("envroot-{}:t{}", random_hex(4), random_hex(3));
+    let rootfs = busybox_rootfs();
+    let o = with_ketch_root(&r.path(), &["import", rootfs.to_str().unwrap(), &name]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let id = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    // The state is under KETCH_ROOT: its database, blobs and snapshots, read with --root.
+    assert!(r.path().join("ketch.db").is_file());
+    assert_eq!(r.count("images"), 1);
+    assert_eq!(r.count("layers"), 1);
+    assert!(!r.entries("blobs/sha256").is_empty());
+    assert_eq!(r.entries("snapshots").len(), 1);
+    assert_eq!(
+        r.ok(&[
+            "images",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}"
+        ]),
+        format!("{id} {name}\n")
+    );
+    // The variable finds it again.
+    let o = with_ketch_root(
+        &r.path(),
+        &[
+            "images",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), format!("{id} {name}\n"));
+    // --root wins over it.
+    let other = Root::new();
+    let o = with_ketch_root(
+        &r.path(),
+        &["--root", other.path().to_str().unwrap(), "images", "-q"],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    assert!(other.path().join("ketch.db").is_file());
+    assert_eq!(r.count("images"), 1);
+}
+
+/// `images -a`: Docker adds the intermediate images a build leaves (untagged parents of
+/// other images). ketch records no parent images (it has no builder yet; import, load and
+/// commit make none), so there is nothing for `-a` to add: it lists the same images as
+/// `images`, tagged and dangling, and is accepted as Docker's scripts use it.
+#[test]
+fn images_all_lists_every_image() {
+    let r = Root::new();
+    let old = r.busybox("keep");
+    let layer = TarBuilder::new().file("extra", b"x").finish();
+    let o = r.run_stdin(&["import", "-", "keep"], &layer);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let new = String::from_utf8(o.stdout).unwrap().trim().to_string();
+    r.ok(&["tag", "keep", "other:1"]);
+    let list = |args: &[&str]| {
+        let mut a = vec![
+            "images",
+            "--no-trunc",
+            "--format",
+            "{{.ID}} {{.Repository}}:{{.Tag}}",
+        ];
+        a.extend_from_slice(args);
+        let mut v: Vec<String> = r.ok(&a).lines().map(str::to_string).collect();
+        v.sort();
+        v
+    };
+    let mut want = vec![
+        format!("{old} <none>:<none>"),
+        format!("{new} keep:latest"),
+        format!("{new} other:1"),
+    ];
+    want.sort();
+    assert_eq!(list(&["-a"]), want);
+    assert_eq!(list(&["--all"]), want);
+    assert_eq!(list(&[]), want);
+    let mut q: Vec<String> = r
+        .ok(&["images", "-a", "-q", "--no-trunc"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    q.sort();
+    let mut ids = vec![old, new];
+    ids.sort();
+    assert_eq!(q, ids);
 }

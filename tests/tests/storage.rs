@@ -1,10 +1,11 @@
 //! Layered storage seen from outside: shared layers, both drivers, several processes at once,
 //! and crashes.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use ketch_tests::{Root, TarBuilder, busybox_rootfs, oci_archive};
+use ketch_tests::hostile::Reaped;
+use ketch_tests::{Root, TarBuilder, busybox_rootfs, digest, oci_archive, wait_until};
 
 /// Disk use of a directory tree in bytes, hard links once (`du -s -B1`).
 fn du(path: &std::path::Path) -> u64 {
@@ -136,15 +137,75 @@ fn copy_driver_round_trips_and_the_driver_is_fixed_per_root() {
         !o.status.success() && err.contains("unknown storage driver"),
         "{err}"
     );
-    // Without the flag, the recorded driver is used.
-    assert!(
-        r.cmd_bare()
-            .arg("images")
-            .output()
-            .unwrap()
-            .status
-            .success()
+    // Without the flag, the recorded driver is used: what is stored reads back through it,
+    // and what is made now is made by it.
+    assert_eq!(
+        r.ok_bare(&["images", "-q", "--no-trunc", "busybox"]).trim(),
+        id
     );
+    r.ok_bare(&["tag", "busybox", "again"]);
+    assert_eq!(
+        r.ok_bare(&["inspect", "--format", "{{.GraphDriver.Name}}", "again"])
+            .trim(),
+        "copy"
+    );
+    let o = r
+        .cmd_bare()
+        .args(["import", "-", "later"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = feed(o, &TarBuilder::new().file("later", b"x").finish());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        r.ok_bare(&["inspect", "--format", "{{.GraphDriver.Name}}", "later"])
+            .trim(),
+        "copy"
+    );
+    assert_eq!(meta(&r, "storage_driver"), "copy");
+}
+
+/// Writes `input` to a spawned child's stdin, closes it and collects the child.
+fn feed(mut child: std::process::Child, input: &[u8]) -> std::process::Output {
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input).unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// A value of the root's `meta` table.
+fn meta(r: &Root, key: &str) -> String {
+    let conn = rusqlite::Connection::open(r.path().join("ketch.db")).unwrap();
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+        row.get(0)
+    })
+    .unwrap()
+}
+
+/// An integer the root's database answers to `sql`.
+fn query(r: &Root, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(r.path().join("ketch.db")).unwrap();
+    conn.query_row(sql, [], |row| row.get(0)).unwrap()
+}
+
+trait Bare {
+    /// Runs without the root's extra flags and requires success; returns stdout.
+    fn ok_bare(&self, args: &[&str]) -> String;
+}
+
+impl Bare for Root {
+    fn ok_bare(&self, args: &[&str]) -> String {
+        let o = self.cmd_bare().args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "ketch {args:?} failed ({}):\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
 }
 
 #[test]
@@ -184,108 +245,250 @@ fn several_processes_share_one_root() {
     assert_eq!(r.count("leases"), 0);
 }
 
-/// After a crash: nothing half-made is listed, and the next open removes every orphan.
-fn assert_consistent_after_crash(r: &Root, complete: &str) {
-    let listed = r.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
-    // The image is either all there or not there.
-    let present = listed.lines().any(|l| l == complete);
-    assert_eq!(r.count("leases"), 0, "a dead lease survived the open");
-    assert!(r.entries("ingest").is_empty(), "{:?}", r.entries("ingest"));
-    assert!(r.entries("tmp").is_empty(), "{:?}", r.entries("tmp"));
+/// After a crash the one outcome allowed: the killed operation's lease outlived it, the next
+/// open collects everything it held (no image, layer, snapshot, blob, temporary file or
+/// mount is left), and the next load of the whole archive works.
+fn assert_collected_after_crash(r: &Root, archive: &[u8]) {
+    assert!(
+        r.count("leases") > 0,
+        "the killed operation's lease should still be recorded"
+    );
+    assert_eq!(r.ok(&["images", "-q"]), "", "a half-made image is listed");
+    for table in ["leases", "lease_resources", "images", "layers", "snapshots"] {
+        assert_eq!(r.count(table), 0, "rows of {table} left after the open");
+    }
+    for dir in ["blobs/sha256", "snapshots", "ingest", "tmp"] {
+        assert!(r.entries(dir).is_empty(), "{dir}: {:?}", r.entries(dir));
+    }
     assert!(r.mounts().is_empty(), "{:?}", r.mounts());
-    if present {
-        let out = r.dir.path().join("check.tar");
-        r.ok(&["save", "-o", out.to_str().unwrap(), complete]);
-    } else {
-        assert_eq!(r.count("images"), 0);
-        assert_eq!(r.count("layers"), 0);
-        assert_eq!(r.count("snapshots"), 0);
-        assert!(
-            r.entries("blobs/sha256").is_empty(),
-            "orphan blobs: {:?}",
-            r.entries("blobs/sha256")
-        );
-        assert!(
-            r.entries("snapshots").is_empty(),
-            "orphan snapshots: {:?}",
-            r.entries("snapshots")
-        );
-    }
+    let o = r.run_stdin(&["load"], archive);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "Loaded image: big:1"
+    );
+    assert_eq!(r.count("layers"), 3);
+    let out = r.dir.path().join("check.tar");
+    r.ok(&["save", "-o", out.to_str().unwrap(), "big:1"]);
 }
 
-/// A load with three big layers, fed through a pipe that the test controls.
-fn big_archive() -> Vec<u8> {
-    let layer = |seed: u8| {
-        let mut t = TarBuilder::new();
-        for i in 0..400 {
-            let data: Vec<u8> = (0..20_000u32)
-                .map(|j| (j as u8).wrapping_mul(seed).wrapping_add(i as u8))
-                .collect();
-            t = t.file(&format!("d{seed}/f{i}"), &data);
+/// A layer of 400 files of 20 kB: `d{seed}/f{i}`.
+fn big_layer(seed: u8) -> Vec<u8> {
+    let mut t = TarBuilder::new();
+    for i in 0..400 {
+        let data: Vec<u8> = (0..20_000u32)
+            .map(|j| (j as u8).wrapping_mul(seed).wrapping_add(i as u8))
+            .collect();
+        t = t.file(&format!("d{seed}/f{i}"), &data);
+    }
+    t.finish()
+}
+
+/// An OCI archive of three big layers (8 MB each), and the layers.
+fn big_archive() -> (Vec<u8>, Vec<Vec<u8>>) {
+    let layers: Vec<Vec<u8>> = (1..=3).map(big_layer).collect();
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = layers.iter().map(|l| (l.clone(), l.clone())).collect();
+    (oci_archive("big:1", &pairs), layers)
+}
+
+/// Where the data of entry `name` lies in the tarball `archive`.
+fn entry_data(archive: &[u8], name: &str) -> std::ops::Range<usize> {
+    let mut a = tar::Archive::new(archive);
+    for e in a.entries().unwrap() {
+        let e = e.unwrap();
+        if e.path().unwrap().to_str() == Some(name) {
+            let start = e.raw_file_position() as usize;
+            return start..start + e.size() as usize;
         }
-        t.finish()
+    }
+    panic!("{name} is not in the archive");
+}
+
+/// Whether process `pid` holds a file below `dir` open (an anonymous ingest file reads
+/// `DIR/#N (deleted)`).
+fn has_open_file_below(pid: u32, dir: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
     };
-    let layers: Vec<(Vec<u8>, Vec<u8>)> = (1..=3).map(|s| (layer(s), layer(s))).collect();
-    oci_archive("big:1", &layers)
+    fds.flatten()
+        .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(dir)))
 }
 
-#[test]
-fn kill_during_load_leaves_nothing_behind() {
-    let archive = big_archive();
-    // Killed while the archive streams in: after part of it, and after all of it with the
-    // stream still open (every blob stored, no image yet).
-    for fed in [archive.len() / 3, archive.len()] {
-        let r = Root::new();
-        r.ok(&["images"]);
-        let mut child = r
-            .cmd()
-            .arg("load")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        std::io::Write::write_all(&mut stdin, &archive[..fed]).unwrap();
-        // Wait until the load holds its lease and has stored something.
-        let start = Instant::now();
-        while r.count("lease_resources") == 0 && start.elapsed() < Duration::from_secs(20) {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(r.count("lease_resources") > 0, "the load never started");
-        std::thread::sleep(Duration::from_millis(200));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        drop(stdin);
-        assert!(
-            r.count("leases") > 0,
-            "the killed load's lease should still be recorded"
-        );
-        assert_consistent_after_crash(&r, "big:1");
-        assert_eq!(r.count("images"), 0);
-    }
+/// Blobs the leases hold.
+fn leased_blobs(r: &Root) -> i64 {
+    query(
+        r,
+        "SELECT COUNT(*) FROM lease_resources WHERE kind = 'blob'",
+    )
 }
 
+/// `ketch load` reading from a pipe the test holds.
+fn load_from_pipe(r: &Root) -> (Reaped, std::process::ChildStdin) {
+    let mut child = r
+        .cmd()
+        .arg("load")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    (Reaped(child), stdin)
+}
+
+/// A load killed while it ingests the second layer's blob: half of that blob sent, the
+/// manifest, config and first layer stored, the second one's ingest file open.
 #[test]
-fn kill_at_any_point_of_unpacking_leaves_a_consistent_root() {
-    let archive = big_archive();
+fn kill_while_a_blob_is_ingested_leaves_nothing_behind() {
+    let (archive, layers) = big_archive();
+    let second = entry_data(
+        &archive,
+        &format!("blobs/sha256/{}", digest(&layers[1]).hex()),
+    );
+    let r = Root::new();
+    r.ok(&["images"]);
+    let (mut child, mut stdin) = load_from_pipe(&r);
+    let cut = second.start + second.len() / 2;
+    std::io::Write::write_all(&mut stdin, &archive[..cut]).unwrap();
+    let pid = child.0.id();
+    wait_until(
+        "the load to store three blobs and open the fourth one's ingest file",
+        60,
+        || leased_blobs(&r) == 3 && has_open_file_below(pid, &r.path().join("ingest")),
+    );
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    drop(stdin);
+    assert_eq!(r.count("snapshots"), 0);
+    assert_collected_after_crash(&r, &archive);
+}
+
+/// A load killed with every blob stored and the stream still open: it cannot have begun to
+/// unpack, it waits for the end of its input.
+#[test]
+fn kill_with_every_blob_stored_leaves_nothing_behind() {
+    let (archive, _) = big_archive();
+    let r = Root::new();
+    r.ok(&["images"]);
+    let (mut child, mut stdin) = load_from_pipe(&r);
+    std::io::Write::write_all(&mut stdin, &archive).unwrap();
+    let pid = child.0.id();
+    // Manifest, config and three layers.
+    wait_until("the load to store all five blobs", 60, || {
+        leased_blobs(&r) == 5 && !has_open_file_below(pid, &r.path().join("ingest"))
+    });
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    drop(stdin);
+    assert_eq!(r.count("snapshots"), 0);
+    assert_eq!(r.entries("blobs/sha256").len(), 5);
+    assert_collected_after_crash(&r, &archive);
+}
+
+/// The state field of `/proc/PID/stat` (`T`: stopped).
+fn proc_state(pid: u32) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat[stat.rfind(')').unwrap() + 2..].chars().next().unwrap()
+}
+
+/// A load killed while it unpacks: caught stopped with its first layer committed and the
+/// next one half-applied in an active snapshot, then killed.
+#[test]
+fn kill_while_unpacking_leaves_nothing_behind() {
+    let (archive, _) = big_archive();
     let path = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(path.path(), &archive).unwrap();
-    for delay_ms in [30u64, 120, 300, 600] {
-        let r = Root::new();
-        let mut child = r
-            .cmd()
+    let r = Root::new();
+    r.ok(&["images"]);
+    let mut child = Reaped(
+        r.cmd()
             .args(["load", "-i"])
             .arg(path.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        child.wait().unwrap();
-        assert_consistent_after_crash(&r, "big:1");
-    }
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let active = "SELECT COUNT(*) FROM snapshots WHERE kind = 'active' AND key LIKE 'extract-%'";
+    wait_until("the load to be caught between two layers", 120, || {
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "the load finished before it was caught unpacking"
+        );
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+        wait_until("the load to stop", 20, || proc_state(pid) == 'T');
+        // A process stopped in the middle of a write may leave the database unreadable for
+        // the moment (SQLITE_PROTOCOL): then it is let go on and caught again.
+        let caught = (|| {
+            let conn = rusqlite::Connection::open_with_flags(
+                r.path().join("ketch.db"),
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .ok()?;
+            let n = |sql: &str| conn.query_row(sql, [], |row| row.get::<_, i64>(0)).ok();
+            Some(
+                n("SELECT COUNT(*) FROM layers")? >= 1
+                    && n(active)? == 1
+                    && n("SELECT COUNT(*) FROM images")? == 0,
+            )
+        })()
+        .unwrap_or(false);
+        if !caught {
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+        }
+        caught
+    });
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    assert_collected_after_crash(&r, &archive);
+}
+
+/// An import killed half-way through its layer, read from a pipe: the files of the half it
+/// was sent are in its active snapshot when it dies.
+#[test]
+fn kill_while_importing_leaves_nothing_behind() {
+    let (archive, layers) = big_archive();
+    let r = Root::new();
+    r.ok(&["images"]);
+    let mut child = r
+        .cmd()
+        .args(["import", "-", "half"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut child = Reaped(child);
+    std::io::Write::write_all(&mut stdin, &layers[0][..layers[0].len() / 2]).unwrap();
+    // f100 of the 200 files sent.
+    let applied = |r: &Root| {
+        r.entries("snapshots").iter().any(|id| {
+            r.path()
+                .join("snapshots")
+                .join(id)
+                .join("fs/d1/f100")
+                .exists()
+        })
+    };
+    wait_until(
+        "the import to apply the first half of its layer",
+        60,
+        || applied(&r),
+    );
+    assert_eq!(
+        query(&r, "SELECT COUNT(*) FROM snapshots WHERE kind = 'active'"),
+        1
+    );
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    drop(stdin);
+    assert!(
+        applied(&r),
+        "the half-applied snapshot should be on disk until the next open"
+    );
+    assert_collected_after_crash(&r, &archive);
 }
 
 /// A process killed while probing for overlayfs leaves its probe (and maybe its mount); the
@@ -316,4 +519,118 @@ fn a_dead_process_overlay_probe_is_removed_at_open() {
     r.ok(&["images"]);
     assert!(r.mounts().is_empty(), "{:?}", r.mounts());
     assert_eq!(r.entries("tmp"), [live]);
+}
+
+/// A tmpfs of the test's own, unmounted (with whatever is mounted on it) when dropped.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn new() -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("ketch-test-fs-")
+            .tempdir()
+            .unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256m", "ketch-test-fs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount tmpfs");
+        Tmpfs(dir)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.path().as_os_str().as_encoded_bytes()).unwrap();
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Mounts an overlay (its layers on `under`) at `at`: a file system overlayfs refuses as
+/// an upper layer.
+fn mount_overlay(under: &Path, at: &Path) {
+    for d in ["lower", "upper", "work"] {
+        std::fs::create_dir_all(under.join(d)).unwrap();
+    }
+    std::fs::create_dir_all(at).unwrap();
+    let o = Command::new("mount")
+        .args(["-t", "overlay", "ketch-test-overlay", "-o"])
+        .arg(format!(
+            "lowerdir={},upperdir={},workdir={}",
+            under.join("lower").display(),
+            under.join("upper").display(),
+            under.join("work").display()
+        ))
+        .arg(at)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mount overlay: {o:?}");
+}
+
+/// A new root on a file system that cannot be an overlay upper layer (an overlay mount:
+/// the kernel says "not supported as upperdir") gets the copy driver, records it, and
+/// images and containers work on it; overlay asked for there is refused by name.
+#[test]
+fn a_root_where_overlay_cannot_work_falls_back_to_copy() {
+    let fs = Tmpfs::new();
+    let r = Root::new();
+    mount_overlay(fs.0.path(), &r.path());
+    let id = r.busybox("busybox");
+    assert_eq!(meta(&r, "storage_driver"), "copy");
+    assert_eq!(
+        r.ok(&["inspect", "--format", "{{.GraphDriver.Name}}", "busybox"])
+            .trim(),
+        "copy"
+    );
+    assert_eq!(r.ok(&["images", "-q", "--no-trunc"]).trim(), id);
+    // A container's changes stay in its own copy; the image is unchanged.
+    r.ok(&[
+        "run",
+        "--name",
+        "c",
+        "busybox",
+        "sh",
+        "-c",
+        "echo changed > /etc/motd && rm /bin/ls",
+    ]);
+    assert_eq!(
+        r.ok(&["inspect", "--format", "{{.Driver}}", "c"]).trim(),
+        "copy"
+    );
+    assert_eq!(
+        r.ok(&["diff", "c"]),
+        "C /bin\nD /bin/ls\nC /etc\nC /etc/motd\n"
+    );
+    assert_eq!(
+        r.ok(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "ls /bin/ls; grep -q changed /etc/motd || echo unchanged",
+        ]),
+        "/bin/ls\nunchanged\n"
+    );
+    r.ok(&["rm", "c"]);
+    r.ok(&["rmi", "busybox"]);
+    assert!(
+        r.entries("snapshots").is_empty(),
+        "{:?}",
+        r.entries("snapshots")
+    );
+
+    // Overlay asked for on such a file system: refused, naming the root.
+    let other = Root::with_flags(&["--storage-driver", "overlay"]);
+    mount_overlay(&fs.0.path().join("other"), &other.path());
+    let (code, err) = other.fails(&["images"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "overlayfs does not work under {}; use --storage-driver copy",
+            other.path().display()
+        )),
+        "{err}"
+    );
 }

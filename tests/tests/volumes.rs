@@ -34,8 +34,11 @@ fn named_volumes_outlive_containers_and_are_shared() {
         "-c",
         "echo x > /data/f",
     ]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only file system"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "sh: can't create /data/f: Read-only file system\n"
+    );
     assert_eq!(sh(&r, &["-v", "data:/data"], "cat /data/f"), "persisted\n");
     // Two running containers see each other's writes.
     r.ok(&[
@@ -74,7 +77,12 @@ fn named_volumes_outlive_containers_and_are_shared() {
         "cat /shared/note; touch /shared/x",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from-a\n");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "touch: /shared/x: Read-only file system\n"
+    );
+    assert_eq!(r.ok(&["exec", "a", "ls", "/shared"]), "f\nnote\n");
     // In use: refused, also with -f while a container runs; the data is untouched.
     let (code, err) = r.fails(&["volume", "rm", "data"]);
     assert_eq!(code, 1);
@@ -173,7 +181,11 @@ fn bind_mounts_and_tmpfs() {
         "cat /h/file && touch /h/new",
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "touch: /h/new: Read-only file system\n"
+    );
     assert!(!host.join("new").exists());
     let missing = r.dir.path().join("missing");
     let (code, err) = r.fails(&[
@@ -227,7 +239,7 @@ fn bind_mounts_and_tmpfs() {
     let (code, err) = r.fails(&["run", "--rm", "-v", "x:relative", "busybox", "true"]);
     assert_eq!(code, 125);
     assert!(err.contains("must be absolute"), "{err}");
-    let (code, _) = r.fails(&[
+    let (code, err) = r.fails(&[
         "run",
         "--rm",
         "--mount",
@@ -236,6 +248,7 @@ fn bind_mounts_and_tmpfs() {
         "true",
     ]);
     assert_eq!(code, 125);
+    assert!(err.contains("invalid mount type: \"nfs\""), "{err}");
     let (code, err) = r.fails(&["volume", "create", "bad/name"]);
     assert_eq!(code, 1);
     assert!(err.contains("invalid characters"), "{err}");
@@ -278,7 +291,9 @@ fn system_prune_keeps_what_containers_use() {
     assert!(out.contains("Total reclaimed space:"), "{out}");
     // The stopped container, the unused network, its anonymous volume and the unused image
     // are gone.
-    assert!(r.run(&["inspect", "stopped"]).status.code() != Some(0));
+    let (code, err) = r.fails(&["start", "stopped"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("No such container: stopped"), "{err}");
     assert!(
         !r.ok(&["network", "ls", "--format", "{{.Name}}"])
             .contains("unused")
@@ -304,4 +319,82 @@ fn system_prune_keeps_what_containers_use() {
     r.ok(&["rm", "-f", "live"]);
     r.ok(&["system", "prune", "--volumes", "-f"]);
     assert!(r.ok(&["volume", "ls", "-q"]).contains("named"));
+}
+
+/// Every read-only form: `-v NAME:/c:ro`, `--mount type=volume,...,readonly`, `-v /h:/c:ro`
+/// and `--mount type=bind,...,readonly`. Reads work; a write fails with "Read-only file
+/// system" and leaves the volume or host directory as it was; inspect says RW false.
+#[test]
+fn read_only_volumes_and_binds_refuse_writes_and_allow_reads() {
+    let r = setup();
+    sh(&r, &["-v", "data:/data"], "echo in-volume > /data/f");
+    let vol: serde_json::Value =
+        serde_json::from_str(&r.ok(&["volume", "inspect", "data"])).unwrap();
+    let vol_dir = std::path::PathBuf::from(vol[0]["Mountpoint"].as_str().unwrap());
+    let host = r.dir.path().join("host");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("f"), "on-host\n").unwrap();
+    let h = host.display().to_string();
+    let cases = [
+        (
+            "-v",
+            "data:/c:ro".to_string(),
+            "volume",
+            &vol_dir,
+            "in-volume\n",
+        ),
+        (
+            "--mount",
+            "type=volume,source=data,target=/c,readonly".to_string(),
+            "volume",
+            &vol_dir,
+            "in-volume\n",
+        ),
+        ("-v", format!("{h}:/c:ro"), "bind", &host, "on-host\n"),
+        (
+            "--mount",
+            format!("type=bind,source={h},target=/c,readonly"),
+            "bind",
+            &host,
+            "on-host\n",
+        ),
+    ];
+    for (i, (flag, spec, kind, dir, content)) in cases.iter().enumerate() {
+        let name = format!("ro{i}");
+        let out = r.run(&[
+            "run",
+            "--name",
+            &name,
+            flag,
+            spec,
+            "busybox",
+            "sh",
+            "-c",
+            "cat /c/f; touch /c/new",
+        ]);
+        let what = format!("{flag} {spec}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), *content, "{what}");
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "touch: /c/new: Read-only file system\n",
+            "{what}"
+        );
+        let mounts: serde_json::Value =
+            serde_json::from_str(&r.ok(&["inspect", "-f", "{{json .Mounts}}", &name])).unwrap();
+        assert_eq!(mounts[0]["Type"], *kind, "{what}: {mounts}");
+        assert_eq!(mounts[0]["Destination"], "/c", "{what}: {mounts}");
+        assert_eq!(mounts[0]["RW"], false, "{what}: {mounts}");
+        r.ok(&["rm", &name]);
+        assert_eq!(
+            std::fs::read_dir(dir).unwrap().count(),
+            1,
+            "{what}: a write got through"
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("f")).unwrap(), *content);
+    }
+    // The same mounts without the flag are writable: what refused the writes was it.
+    sh(&r, &["-v", "data:/c"], "touch /c/new");
+    sh(&r, &["-v", &format!("{h}:/c")], "touch /c/new");
+    assert!(vol_dir.join("new").exists() && host.join("new").exists());
 }
