@@ -678,7 +678,10 @@ fn an_archive_put_cannot_write_outside_the_container() {
     ]);
     for phase in ["running", "stopped"] {
         if phase == "stopped" {
-            request(&d, "POST", &format!("/containers/{id}/kill"), None);
+            assert_eq!(
+                request(&d, "POST", &format!("/containers/{id}/kill"), None).0,
+                204
+            );
             let (status, _, b) = request(&d, "POST", &format!("/containers/{id}/wait"), None);
             assert_eq!((status, json(&b)["StatusCode"].as_i64()), (200, Some(137)));
         }
