@@ -1284,7 +1284,7 @@ pub fn commit(cli: &Cli, a: &CommitArgs) -> Result<ExitCode> {
         pause: a.pause,
     };
     let id = cli
-        .engine()?
+        .api()?
         .container_commit(&a.container, &opts)
         .map_err(|e| Exit(1, format!("Error response from daemon: {e}")))?;
     println!("{id}");
@@ -1298,7 +1298,7 @@ pub struct DiffArgs {
 
 pub fn diff(cli: &Cli, a: &DiffArgs) -> Result<ExitCode> {
     let changes = cli
-        .engine()?
+        .api()?
         .container_diff(&a.container)
         .map_err(|e| Exit(1, format!("Error response from daemon: {e}")))?;
     let mut out = io::stdout().lock();

@@ -12,7 +12,6 @@ use serde_json::json;
 use crate::Cli;
 use crate::containers::Exit;
 use crate::format::{self, Format};
-use ketch::api::Api;
 
 #[derive(Subcommand)]
 pub enum VolumeCommand {
@@ -113,7 +112,7 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
         labels: pairs(&a.label),
     };
     let v = cli
-        .engine()?
+        .api()?
         .volume_create(&opts)
         .map_err(|e| Exit(1, format!("Error response from daemon: {e}")))?;
     println!("{}", v.name);

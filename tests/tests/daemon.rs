@@ -2,9 +2,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ketch_tests::{Daemon, Root, busybox_rootfs};
 
@@ -158,38 +158,66 @@ fn containers_through_the_api() {
 #[test]
 fn bad_requests_get_4xx_and_change_nothing() {
     let (r, d) = setup();
-    let (status, _, body) = request(&d, "POST", "/containers/create", Some("{not json"));
-    assert_eq!(status, 400);
-    assert!(
-        json(&body)["message"]
-            .as_str()
-            .unwrap()
-            .contains("invalid JSON")
-    );
-    let (status, _, _) = request(
-        &d,
-        "POST",
-        "/containers/create",
-        Some(r#"{"Cmd":["true"]}"#),
-    );
-    assert_eq!(status, 400);
-    let (status, _, _) = request(
-        &d,
-        "POST",
-        "/containers/create",
-        Some(r#"{"Image":"nosuchimage"}"#),
-    );
-    assert_eq!(status, 404);
-    let (status, _, _) = request(&d, "GET", "/no/such/endpoint", None);
-    assert_eq!(status, 404);
-    let (status, _, _) = request(&d, "POST", "/containers/nosuch/kill?signal=NOPE", None);
-    assert!(status == 400 || status == 404, "{status}");
+    // Each answered with Docker's status and a message that says what was wrong.
+    for (method, path, body, status, message) in [
+        (
+            "POST",
+            "/containers/create",
+            Some("{not json"),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "POST",
+            "/containers/create",
+            Some(r#"{"Cmd":["true"]}"#),
+            400,
+            "config.Image is required",
+        ),
+        (
+            "POST",
+            "/containers/create",
+            Some(r#"{"Image":"nosuchimage"}"#),
+            404,
+            "No such image: nosuchimage:latest",
+        ),
+        (
+            "GET",
+            "/no/such/endpoint",
+            None,
+            404,
+            "page not found: GET /no/such/endpoint",
+        ),
+        // The signal is checked before the container is looked up, as dockerd does.
+        (
+            "POST",
+            "/containers/nosuch/kill?signal=NOPE",
+            None,
+            400,
+            "invalid signal: NOPE",
+        ),
+        (
+            "POST",
+            "/containers/nosuch/kill",
+            None,
+            404,
+            "No such container: nosuch",
+        ),
+    ] {
+        let (got, _, b) = request(&d, method, path, body);
+        let m = json(&b)["message"].as_str().unwrap_or_default().to_string();
+        assert!(
+            got == status && m.contains(message),
+            "{method} {path}: wanted {status} {message:?}, got {got} {m:?}"
+        );
+    }
     // Garbage instead of HTTP.
     let mut s = UnixStream::connect(&d.socket).unwrap();
     s.write_all(b"\x00\x01garbage\r\n\r\n").unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("bad request"), "{out}");
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
 
@@ -371,9 +399,9 @@ fn the_docker_cli_works_against_it() {
     assert!(docker_ok(&d, &["images"]).contains("busybox"));
     // Errors come back as Docker's.
     let o = docker(&d, &["inspect", "nosuch"]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("No such"),
+        String::from_utf8_lossy(&o.stderr).contains("No such object: nosuch"),
         "{o:?}"
     );
     assert_eq!(r.ok(&["ps", "-aq"]), "");
@@ -552,63 +580,164 @@ fn the_docker_cli_manages_images_networks_volumes_and_files() {
     docker_ok(&d, &["rm", "-f", "c"]);
 }
 
+/// `PUT /containers/{id}/archive?path=PATH` with `tar`: (status, message).
+fn put_archive(d: &Daemon, id: &str, path: &str, tar: &[u8]) -> (u16, String) {
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    write!(
+        s,
+        "PUT /containers/{id}/archive?path={path} HTTP/1.1\r\nHost: k\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        tar.len()
+    )
+    .unwrap();
+    s.write_all(tar).unwrap();
+    let (status, _, body) = read_response(&mut BufReader::new(s), false);
+    let message = if body.is_empty() {
+        String::new()
+    } else {
+        json(&body)["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    (status, message)
+}
+
+/// Where `rel` lands below `base` when resolved by its names alone, as a walk from the host's
+/// root goes (`..` at `/` stays at `/`).
+fn lexical(base: &Path, rel: &str) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in base.join(rel).components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The names in the tar `GET /containers/{id}/archive?path=PATH` answers with.
+fn archive_names(d: &Daemon, id: &str, path: &str) -> Vec<String> {
+    let (status, _, body) = request(
+        d,
+        "GET",
+        &format!("/containers/{id}/archive?path={path}"),
+        None,
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let mut names: Vec<String> = tar::Archive::new(&body[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// An archive sent to a container, running or stopped, lands in it and nowhere else, however
+/// it aims at the host: an entry that climbs out with `..`, a destination that names a host
+/// directory, a destination that is a symlink to one. Every miss would land in one directory
+/// of the host's, made for the test, which must stay empty.
 #[test]
 fn an_archive_put_cannot_write_outside_the_container() {
     let (r, d) = setup();
-    let (_, _, body) = request(
+    let target = r
+        .dir
+        .path()
+        .join(format!("escape-{}", ketch_tests::random_hex(4)));
+    std::fs::create_dir(&target).unwrap();
+    let on_host = || ketch_tests::hostile::entries(&target);
+    // The check sees what lands there: a probe put there by hand.
+    std::fs::write(target.join("probe"), "").unwrap();
+    assert_eq!(on_host(), ["probe"]);
+    std::fs::remove_file(target.join("probe")).unwrap();
+    let (status, _, body) = request(
         &d,
         "POST",
         "/containers/create?name=target",
         Some(r#"{"Image":"busybox","Cmd":["sleep","1000"],"HostConfig":{"NetworkMode":"none"}}"#),
     );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
     let id = json(&body)["Id"].as_str().unwrap().to_string();
-    request(&d, "POST", &format!("/containers/{id}/start"), None);
-    // A tar whose entry climbs out, sent raw.
-    let mut tar = Vec::new();
-    {
-        let mut h = tar::Header::new_gnu();
-        let name = format!(
-            "../../../../../../tmp/ketch-escape-{}",
-            ketch_tests::random_hex(4)
+    assert_eq!(
+        request(&d, "POST", &format!("/containers/{id}/start"), None).0,
+        204
+    );
+    // The container has a directory of the target's name and a symlink to it: resolved in
+    // the container, both are the container's.
+    let t = target.display().to_string();
+    let link = format!("/tmp/link-{}", ketch_tests::random_hex(4));
+    r.ok(&[
+        "exec",
+        "target",
+        "sh",
+        "-c",
+        &format!("mkdir -p {t} && ln -s {t} {link}"),
+    ]);
+    for phase in ["running", "stopped"] {
+        if phase == "stopped" {
+            assert_eq!(
+                request(&d, "POST", &format!("/containers/{id}/kill"), None).0,
+                204
+            );
+            let (status, _, b) = request(&d, "POST", &format!("/containers/{id}/wait"), None);
+            assert_eq!((status, json(&b)["StatusCode"].as_i64()), (200, Some(137)));
+        }
+        // An entry that climbs out: refused. Resolved on the host it would be in `target`.
+        let climb = format!(
+            "{}{}/a-{phase}",
+            "../".repeat(12),
+            t.trim_start_matches('/')
         );
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        h.set_size(4);
-        h.set_mode(0o644);
-        h.set_cksum();
-        tar.extend_from_slice(h.as_bytes());
-        tar.extend_from_slice(b"evil");
-        tar.resize(512 * 2, 0);
-        tar.resize(tar.len() + 1024, 0);
-        let mut s = UnixStream::connect(&d.socket).unwrap();
-        write!(
-            s,
-            "PUT /containers/{id}/archive?path=/tmp HTTP/1.1\r\nHost: k\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            tar.len()
-        )
-        .unwrap();
-        s.write_all(&tar).unwrap();
-        let (status, _, body) = read_response(&mut BufReader::new(s), false);
         assert!(
-            (400..500).contains(&status),
-            "{status}: {}",
-            String::from_utf8_lossy(&body)
+            climb.len() <= 100,
+            "{climb}: longer than a tar header's name"
         );
-        assert!(
-            !std::path::Path::new(&format!(
-                "/{}",
-                name.trim_start_matches("../").trim_start_matches("../")
-            ))
-            .exists()
+        assert_eq!(
+            lexical(Path::new("/tmp"), &climb),
+            target.join(format!("a-{phase}"))
         );
-        let leaked = std::fs::read_dir("/tmp").unwrap().any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("ketch-escape-")
-        });
-        assert!(!leaked, "the archive wrote on the host");
+        let tar = ketch_tests::TarBuilder::new()
+            .file(&climb, b"evil")
+            .finish();
+        let answer = put_archive(&d, &id, "/tmp", &tar);
+        assert_eq!(
+            on_host(),
+            Vec::<String>::new(),
+            "{phase} {climb}: written on the host"
+        );
+        assert_eq!(
+            answer,
+            (400, format!("refusing archive entry {climb}")),
+            "{phase}"
+        );
+        // The host directory's path as the destination, and a symlink to it: in the
+        // container.
+        for (dest, name) in [(t.as_str(), "b"), (link.as_str(), "c")] {
+            let tar = ketch_tests::TarBuilder::new()
+                .file(&format!("{name}-{phase}"), b"evil")
+                .finish();
+            let answer = put_archive(&d, &id, dest, &tar);
+            assert_eq!(
+                on_host(),
+                Vec::<String>::new(),
+                "{phase} {dest}: written on the host"
+            );
+            assert_eq!(answer, (200, String::new()), "{phase} {dest}");
+        }
     }
-    request(&d, "DELETE", &format!("/containers/{id}?force=1"), None);
+    let base = target.file_name().unwrap().to_string_lossy().into_owned();
+    let inside: Vec<String> = ["/", "/b-running", "/b-stopped", "/c-running", "/c-stopped"]
+        .iter()
+        .map(|n| format!("{base}{n}"))
+        .collect();
+    assert_eq!(archive_names(&d, &id, &t), inside);
+    assert_eq!(
+        request(&d, "DELETE", &format!("/containers/{id}?force=1"), None).0,
+        204
+    );
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
 
@@ -638,11 +767,8 @@ assert c.version()["ApiVersion"] == "1.47"
 assert c.containers.run("busybox", ["echo", "hi"], remove=True, network_mode="none") == b"hi\n"
 ct = c.containers.run("busybox", ["sh", "-c", "echo a; sleep 100"], detach=True, name="pyc", network_mode="none")
 assert [x.name for x in c.containers.list()] == ["pyc"]
-import time
-for _ in range(50):
-    if ct.logs() == b"a\n":
-        break
-    time.sleep(0.1)
+# The first line, as it comes: followed, not polled.
+assert next(ct.logs(stream=True, follow=True)) == b"a\n"
 assert ct.logs() == b"a\n", ct.logs()
 r = ct.exec_run(["sh", "-c", "echo from exec; exit 3"])
 assert (r.exit_code, r.output) == (3, b"from exec\n"), r
@@ -713,344 +839,80 @@ const d = new Docker({{socketPath: '{sock}'}});
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+/// What the daemon holds that a finished request must give back: (threads, descriptors).
+fn held(pid: u32) -> (usize, usize) {
+    let count = |d: String| std::fs::read_dir(d).unwrap().count();
+    (
+        count(format!("/proc/{pid}/task")),
+        count(format!("/proc/{pid}/fd")),
+    )
 }
 
-/// Fifty clients at once, each running create/start/wait/rm in a loop for a while: every
-/// request is answered, no container is lost or left behind, and the daemon's memory goes
-/// back to where it was.
+/// One container's life through the API: create, start, wait (exit 0), remove.
+fn one_round(d: &Daemon) {
+    let (s, _, b) = request(
+        d,
+        "POST",
+        "/containers/create",
+        Some(r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"NetworkMode":"none"}}"#),
+    );
+    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+    let id = json(&b)["Id"].as_str().unwrap().to_string();
+    assert_eq!(
+        request(d, "POST", &format!("/containers/{id}/start"), None).0,
+        204
+    );
+    let (s, _, b) = request(d, "POST", &format!("/containers/{id}/wait"), None);
+    assert_eq!((s, json(&b)["StatusCode"].as_i64()), (200, Some(0)));
+    assert_eq!(
+        request(d, "DELETE", &format!("/containers/{id}"), None).0,
+        204
+    );
+}
+
+/// Fifty clients at once, each running create/start/wait/rm a few times: every request is
+/// answered, no container is lost or left behind, and once the last answer is in, the
+/// daemon's threads and descriptors go back to what they were. (Its memory and its rate are
+/// measured by bench/daemon.sh.)
 #[test]
-fn fifty_clients_for_thirty_seconds() {
+fn fifty_clients_at_once_leave_nothing_behind() {
     let (r, d) = setup();
     let d = std::sync::Arc::new(d);
-    // Warm up: the allocator's arenas and the engine's caches are made once.
-    for _ in 0..20 {
-        let (s, _, b) = request(
-            &d,
-            "POST",
-            "/containers/create",
-            Some(r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"NetworkMode":"none"}}"#),
-        );
-        assert_eq!(s, 201);
-        let id = json(&b)["Id"].as_str().unwrap().to_string();
-        request(&d, "POST", &format!("/containers/{id}/start"), None);
-        request(&d, "POST", &format!("/containers/{id}/wait"), None);
-        request(&d, "DELETE", &format!("/containers/{id}"), None);
-    }
+    // Once through first: what the engine opens once (its database, caches) is open.
+    one_round(&d);
     let pid = d.child.id();
-    let baseline = rss_kib(pid);
-    let until = Instant::now() + Duration::from_secs(30);
+    let before = held(pid);
     let workers: Vec<_> = (0..50)
         .map(|_| {
             let d = d.clone();
             std::thread::spawn(move || {
-                let mut rounds = 0;
-                while Instant::now() < until {
-                    let (s, _, b) = request(
-                        &d,
-                        "POST",
-                        "/containers/create",
-                        Some(r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"NetworkMode":"none"}}"#),
-                    );
-                    assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
-                    let id = json(&b)["Id"].as_str().unwrap().to_string();
-                    assert_eq!(request(&d, "POST", &format!("/containers/{id}/start"), None).0, 204);
-                    let (s, _, b) = request(&d, "POST", &format!("/containers/{id}/wait"), None);
-                    assert_eq!((s, json(&b)["StatusCode"].as_i64()), (200, Some(0)));
-                    assert_eq!(request(&d, "DELETE", &format!("/containers/{id}"), None).0, 204);
-                    rounds += 1;
+                for _ in 0..3 {
+                    one_round(&d);
                 }
-                rounds
             })
         })
         .collect();
-    let rounds: u32 = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    assert!(rounds >= 50, "only {rounds} rounds in 30 s");
+    for w in workers {
+        w.join().unwrap();
+    }
     assert_eq!(r.ok(&["ps", "-aq"]), "");
     let (_, _, body) = request(&d, "GET", "/containers/json?all=1", None);
     assert_eq!(json(&body), serde_json::json!([]));
-    // The threads are gone; what they held is given back (within the allocator's slack).
-    std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(pid);
-    eprintln!("daemon RSS: {baseline} KiB before, {after} KiB after {rounds} rounds");
-    assert!(
-        after < baseline + 8 * 1024,
-        "daemon RSS {baseline} -> {after} KiB"
+    // A connection's thread ends just after its answer is sent: waited for, never assumed.
+    // (The count taken before may hold the last warm-up connection's thread still.)
+    ketch_tests::wait_until(
+        &format!("the daemon's (threads, descriptors) back to at most {before:?}"),
+        10,
+        || {
+            let now = held(pid);
+            now.0 <= before.0 && now.1 <= before.1
+        },
     );
-}
-
-#[test]
-fn tcp_only_on_loopback_without_tls() {
-    let r = Root::new();
-    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
-    // Not on an address others reach, without TLS: refused, and it says why.
-    let o = r.run(&["daemon", "-H", "tcp://0.0.0.0:0"]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("without mutual TLS"), "{err}");
-    // On loopback it serves, and the docker CLI talks to it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = r
-        .cmd()
-        .args(["daemon", "-H", &format!("tcp://127.0.0.1:{port}")])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the daemon did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.write_all(b"GET /_ping HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(
-        out.starts_with("HTTP/1.1 200") && out.ends_with("OK"),
-        "{out}"
-    );
-    ketch_tests::require_tool("docker");
-    {
-        let o = std::process::Command::new("docker")
-            .args([
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "busybox",
-                "echo",
-                "over tcp",
-            ])
-            .env("DOCKER_HOST", format!("tcp://127.0.0.1:{port}"))
-            .env("DOCKER_CONFIG", r.dir.path().join("docker-config"))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&o.stdout), "over tcp\n", "{o:?}");
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate it signed, in `dir`;
-/// and a client certificate signed by another CA.
-fn make_certs(dir: &std::path::Path) {
-    let openssl = |args: &[&str]| {
-        let o = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "openssl {args:?}: {o:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    for ca in ["ca", "rogue-ca"] {
-        let mut a = vec!["req", "-x509", "-days", "2", "-subj", "/CN=test-ca"];
-        a.extend(ec);
-        let (key, out) = (format!("{ca}-key.pem"), format!("{ca}.pem"));
-        a.extend(["-keyout", &key, "-out", &out]);
-        openssl(&a);
-    }
-    std::fs::write(
-        dir.join("server.cnf"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for (name, ca, ext) in [
-        ("server", "ca", "server.cnf"),
-        ("client", "ca", "client.cnf"),
-        ("rogue", "rogue-ca", "client.cnf"),
-    ] {
-        let (key, csr, cert) = (
-            format!("{name}-key.pem"),
-            format!("{name}.csr"),
-            format!("{name}-cert.pem"),
-        );
-        let mut a = vec!["req", "-subj", "/CN=ketch-test"];
-        a.extend(ec);
-        a.extend(["-keyout", &key, "-out", &csr]);
-        openssl(&a);
-        let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
-        openssl(&[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_cert,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-extfile",
-            ext,
-            "-out",
-            &cert,
-        ]);
-    }
-}
-
-/// Mutual TLS: on an address others reach, with --tlsverify, the daemon serves clients whose
-/// certificate the CA signed, and no one else.
-#[test]
-fn tcp_with_mutual_tls() {
-    ketch_tests::require_tool("openssl");
-    ketch_tests::require_tool("docker");
-    let r = Root::new();
-    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
-    let certs = r.dir.path().join("certs");
-    std::fs::create_dir(&certs).unwrap();
-    make_certs(&certs);
-    let c = |n: &str| certs.join(n).display().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("tcp://0.0.0.0:{port}");
-    // TLS without client verification is not enough off loopback.
-    let o = r.run(&[
-        "daemon",
-        "-H",
-        &listen,
-        "--tls",
-        "--tlscert",
-        &c("server-cert.pem"),
-        "--tlskey",
-        &c("server-key.pem"),
-    ]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("without mutual TLS"));
-    let mut cmd = r.cmd();
-    cmd.args([
-        "daemon",
-        "-H",
-        &listen,
-        "--tlsverify",
-        "--tlscacert",
-        &c("ca.pem"),
-        "--tlscert",
-        &c("server-cert.pem"),
-        "--tlskey",
-        &c("server-key.pem"),
-    ])
-    .stderr(Stdio::null());
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the daemon did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let host = format!("tcp://127.0.0.1:{port}");
-    let docker = |tls: &[String], args: &[&str]| {
-        std::process::Command::new("docker")
-            .args(tls)
-            .args(["-H", &host])
-            .args(args)
-            .env("DOCKER_CONFIG", r.dir.path().join("docker-config"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
-    let with = |cert: &str, key: &str| {
-        vec![
-            "--tlsverify".to_string(),
-            "--tlscacert".into(),
-            c("ca.pem"),
-            "--tlscert".into(),
-            c(cert),
-            "--tlskey".into(),
-            c(key),
-        ]
-    };
-    let o = docker(
-        &with("client-cert.pem", "client-key.pem"),
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "busybox",
-            "echo",
-            "over tls",
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "over tls\n", "{o:?}");
-    // No certificate, one another CA signed, or no TLS at all: turned away.
-    let no_cert = vec!["--tls".to_string(), "--tlscacert".into(), c("ca.pem")];
-    for tls in [no_cert, with("rogue-cert.pem", "rogue-key.pem"), vec![]] {
-        let o = docker(&tls, &["ps", "-a"]);
-        assert!(!o.status.success(), "{tls:?}: {o:?}");
-    }
-    // The ketch CLI as a client: with the certificate, and refused with another CA's.
-    let ketch = |cert: &str, key: &str| {
-        r.cmd()
-            .args([
-                "-H",
-                &host,
-                "--tlsverify",
-                "--tlscacert",
-                &c("ca.pem"),
-                "--tlscert",
-                &c(cert),
-                "--tlskey",
-                &c(key),
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "busybox",
-                "echo",
-                "ketch over tls",
-            ])
-            .output()
-            .unwrap()
-    };
-    let o = ketch("client-cert.pem", "client-key.pem");
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "ketch over tls\n",
-        "{o:?}"
-    );
-    let o = ketch("rogue-cert.pem", "rogue-key.pem");
-    assert!(!o.status.success(), "{o:?}");
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(b"GET /_ping HTTP/1.1\r\nHost: k\r\nConnection: close\r\n\r\n");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    assert!(!out.starts_with(b"HTTP/1.1 200"), "{out:?}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
 fn events_of_the_daemon_and_of_embedded_users() {
+    ketch_tests::require_tool("docker");
     let (r, d) = setup();
     let since = chrono_now_secs();
     // One container through the API, one through the CLI on the same root.
@@ -1129,25 +991,34 @@ fn events_of_the_daemon_and_of_embedded_users() {
         ),
         None,
     );
-    assert_eq!(String::from_utf8_lossy(&body).lines().count(), 1);
-    ketch_tests::require_tool("docker");
-    {
-        let out = docker_ok(
-            &d,
-            &[
-                "events",
-                "--since",
-                &since.to_string(),
-                "--until",
-                &until.to_string(),
-                "--filter",
-                "event=die",
-                "--format",
-                "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
-            ],
-        );
-        assert_eq!(out, "viaapi 0\nviacli 0\n");
-    }
+    let volumes: Vec<serde_json::Value> = String::from_utf8_lossy(&body)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(volumes.len(), 1, "{volumes:?}");
+    assert_eq!(
+        (
+            &volumes[0]["Type"],
+            &volumes[0]["Action"],
+            &volumes[0]["Actor"]["ID"]
+        ),
+        (&"volume".into(), &"create".into(), &"evvol".into())
+    );
+    let out = docker_ok(
+        &d,
+        &[
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+            "--filter",
+            "event=die",
+            "--format",
+            "{{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}",
+        ],
+    );
+    assert_eq!(out, "viaapi 0\nviacli 0\n");
 }
 
 fn chrono_now_secs() -> u64 {
@@ -1157,13 +1028,84 @@ fn chrono_now_secs() -> u64 {
         .as_secs()
 }
 
+/// A table's rows, split on white space: the header first.
+fn rows(out: &str) -> Vec<Vec<&str>> {
+    out.lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect()
+}
+
+/// What one command must print: its exit code, and a check of its stdout and stderr.
+type Expect<'a> = (i32, Box<dyn Fn(&str, &str) + 'a>);
+
+fn exact<'a>(code: i32, out: String, err: &'a str) -> Expect<'a> {
+    (
+        code,
+        Box::new(move |o: &str, e: &str| assert_eq!((o, e), (out.as_str(), err))),
+    )
+}
+
+fn says<'a>(code: i32, out: &'a str, words: &'a [&'a str]) -> Expect<'a> {
+    (
+        code,
+        Box::new(move |o: &str, e: &str| {
+            assert_eq!(o, out);
+            for w in words {
+                assert!(e.contains(w), "{w:?} not in {e:?}");
+            }
+        }),
+    )
+}
+
+fn with_json<'a>(check: impl Fn(&serde_json::Value) + 'a) -> Expect<'a> {
+    (
+        0,
+        Box::new(move |o: &str, e: &str| {
+            assert_eq!(e, "");
+            check(&serde_json::from_str(o).unwrap());
+        }),
+    )
+}
+
+fn with_out<'a>(check: impl Fn(&str) + 'a) -> Expect<'a> {
+    (
+        0,
+        Box::new(move |o: &str, e: &str| {
+            assert_eq!(e, "");
+            check(o);
+        }),
+    )
+}
+
+/// A `logs -t` line: an RFC 3339 time in UTC with nanoseconds, a space, the text.
+fn timestamped(line: &str, text: &str) {
+    let (t, rest) = line.split_once(' ').unwrap();
+    assert_eq!(rest, text, "{line}");
+    let b = t.as_bytes();
+    assert!(
+        t.len() == 30
+            && [b[4], b[7], b[10], b[13], b[16], b[19], b[29]] == *b"--T::.Z"
+            && t.chars().filter(char::is_ascii_digit).count() == 23,
+        "{line}"
+    );
+}
+
 /// `ketch -H` against the daemon: the same root seen embedded and through the daemon gives
-/// the same output and exit codes, and every kind of verb works remotely.
+/// the same output and exit codes, each the one the command should give, and every kind of
+/// verb works remotely. The remote CLI names a state root of its own that it never opens.
 #[test]
 fn the_ketch_cli_goes_remote_with_the_same_output() {
     let (r, d) = setup();
     let url = format!("unix://{}", d.socket.display());
-    let remote = |args: &[&str]| r.cmd().args(["-H", &url]).args(args).output().unwrap();
+    let decoy = Root::new();
+    let remote = |args: &[&str]| {
+        let mut c = decoy.cmd();
+        c.env("KETCH_BRIDGE", &r.bridge)
+            .args(["-H", &url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
     let remote_ok = |args: &[&str]| {
         let o = remote(args);
         assert!(o.status.success(), "ketch -H {args:?}: {o:?}");
@@ -1178,82 +1120,264 @@ fn the_ketch_cli_goes_remote_with_the_same_output() {
         "none",
         "-l",
         "tier=front",
+        "-v",
+        "used:/u",
         "busybox",
         "sh",
         "-c",
-        "echo out; echo err >&2; touch /made; sleep 100",
+        "echo out; echo err >&2; touch /made; exec sleep 1000",
     ]);
     r.ok(&["volume", "create", "--label", "a=b", "data"]);
-    // Wait for the output to be in the log.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !r.ok(&["logs", "web"]).contains("out") {
-        assert!(Instant::now() < deadline, "no output from web");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    for args in [
-        &[
-            "ps",
-            "-a",
-            "--format",
-            "{{.ID}} {{.Image}} {{.Command}} {{.Names}} {{.State}} {{.Labels}}",
-        ][..],
-        &["ps", "-q", "--filter", "label=tier=front"],
-        &[
-            "images",
-            "--format",
-            "{{.Repository}} {{.Tag}} {{.ID}} {{.Size}}",
-        ],
-        &["inspect", "web"],
-        &[
-            "inspect",
-            "--format",
-            "{{.Config.Image}} {{.State.Running}}",
-            "web",
-        ],
-        &["image", "inspect", "busybox"],
-        &["logs", "web"],
-        &["logs", "-t", "web"],
-        &["logs", "--tail", "1", "web"],
-        &["top", "web", "-o", "pid,comm"],
-        &["port", "web"],
-        &["diff", "web"],
-        &["network", "ls"],
-        &["network", "inspect", "none"],
-        &["volume", "ls"],
-        &["volume", "ls", "-f", "dangling=true"],
-        &["volume", "inspect", "data"],
-        &["system", "df"],
-        &[
-            "exec",
-            "web",
-            "sh",
-            "-c",
-            "echo in-exec; echo e >&2; exit 3",
-        ],
-        &["exec", "web", "no-such-command"],
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "busybox",
-            "sh",
-            "-c",
-            "echo hi; exit 7",
-        ],
-        &[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "busybox",
-            "no-such-command",
-        ],
-        &["inspect", "no-such-thing"],
-        &["rm", "no-such-container"],
-        &["logs", "no-such-container"],
-        &["volume", "inspect", "no-such-volume"],
-    ] {
+    let id = r
+        .ok(&["inspect", "-f", "{{.Id}}", "web"])
+        .trim()
+        .to_string();
+    let pid = r
+        .ok(&["inspect", "-f", "{{.State.Pid}}", "web"])
+        .trim()
+        .to_string();
+    let image = r
+        .ok(&["image", "inspect", "-f", "{{.Id}}", "busybox"])
+        .trim()
+        .to_string();
+    let (id12, image12) = (id[..12].to_string(), image[7..19].to_string());
+    // Its output in the log, and its script done: it runs `sleep` now.
+    ketch_tests::wait_until("web's output in its log, then sleep", 10, || {
+        let o = r.run(&["logs", "web"]);
+        (o.stdout.as_slice(), o.stderr.as_slice()) == (b"out\n", b"err\n")
+            && std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == "sleep\n")
+    });
+    let cases: Vec<(&[&str], Expect)> = vec![
+        (
+            &[
+                "ps",
+                "-a",
+                "--format",
+                "{{.ID}} {{.Image}} {{.Command}} {{.Names}} {{.State}} {{.Labels}}",
+            ],
+            with_out(|o| {
+                assert!(
+                    o.starts_with(&format!("{id12} busybox \"sh -c echo out"))
+                        && o.ends_with("\" web running tier=front\n")
+                        && o.lines().count() == 1,
+                    "{o}"
+                )
+            }),
+        ),
+        (
+            &["ps", "-q", "--filter", "label=tier=front"],
+            exact(0, format!("{id12}\n"), ""),
+        ),
+        (
+            &[
+                "images",
+                "--format",
+                "{{.Repository}} {{.Tag}} {{.ID}} {{.Size}}",
+            ],
+            with_out(|o| {
+                let r = rows(o);
+                assert_eq!(
+                    (r.len(), &r[0][..3]),
+                    (1, &["busybox", "latest", &image12][..])
+                );
+                assert!(r[0][3].ends_with("MB"), "{o}");
+            }),
+        ),
+        (
+            &["inspect", "web"],
+            with_json(|v| {
+                let c = &v[0];
+                assert_eq!(
+                    (
+                        &c["Id"],
+                        &c["Name"],
+                        &c["State"]["Running"],
+                        &c["Config"]["Labels"]
+                    ),
+                    (
+                        &id.as_str().into(),
+                        &"/web".into(),
+                        &true.into(),
+                        &serde_json::json!({"tier": "front"})
+                    )
+                );
+            }),
+        ),
+        (
+            &[
+                "inspect",
+                "--format",
+                "{{.Config.Image}} {{.State.Running}}",
+                "web",
+            ],
+            exact(0, "busybox true\n".into(), ""),
+        ),
+        (
+            &["image", "inspect", "busybox"],
+            with_json(|v| {
+                assert_eq!(
+                    (&v[0]["Id"], &v[0]["RepoTags"]),
+                    (
+                        &image.as_str().into(),
+                        &serde_json::json!(["busybox:latest"])
+                    )
+                )
+            }),
+        ),
+        (&["logs", "web"], exact(0, "out\n".into(), "err\n")),
+        (
+            &["logs", "-t", "web"],
+            (
+                0,
+                Box::new(|o: &str, e: &str| {
+                    timestamped(o.strip_suffix('\n').unwrap(), "out");
+                    timestamped(e.strip_suffix('\n').unwrap(), "err");
+                }),
+            ),
+        ),
+        // The last line of the log, whichever stream it was on.
+        (
+            &["logs", "--tail", "1", "web"],
+            exact(0, String::new(), "err\n"),
+        ),
+        (
+            &["top", "web", "-o", "pid,comm"],
+            with_out(|o| assert_eq!(rows(o), [["PID", "COMMAND"], [pid.as_str(), "sleep"]])),
+        ),
+        (&["port", "web"], exact(0, String::new(), "")),
+        (
+            &["diff", "web"],
+            with_out(|o| assert!(o.lines().any(|l| l == "A /made"), "{o}")),
+        ),
+        (
+            &["network", "ls"],
+            with_out(|o| {
+                let r = rows(o);
+                assert_eq!(r[0], ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]);
+                let mut named: Vec<(&str, &str)> = r[1..].iter().map(|l| (l[1], l[2])).collect();
+                named.sort();
+                assert_eq!(
+                    named,
+                    [("bridge", "bridge"), ("host", "host"), ("none", "null")]
+                );
+            }),
+        ),
+        (
+            &["network", "inspect", "none"],
+            with_json(|v| {
+                assert_eq!(
+                    (&v[0]["Name"], &v[0]["Driver"]),
+                    (&"none".into(), &"null".into())
+                )
+            }),
+        ),
+        (
+            &["volume", "ls"],
+            with_out(|o| {
+                assert_eq!(
+                    rows(o),
+                    [
+                        ["DRIVER", "VOLUME", "NAME"],
+                        ["local", "data", ""],
+                        ["local", "used", ""]
+                    ]
+                    .map(|r| r.into_iter().filter(|c| !c.is_empty()).collect::<Vec<_>>())
+                )
+            }),
+        ),
+        // `used` is web's: only `data` is dangling.
+        (
+            &["volume", "ls", "-f", "dangling=true"],
+            with_out(|o| {
+                assert_eq!(
+                    rows(o),
+                    [vec!["DRIVER", "VOLUME", "NAME"], vec!["local", "data"]]
+                )
+            }),
+        ),
+        (
+            &["volume", "inspect", "data"],
+            with_json(|v| {
+                assert_eq!(
+                    (&v[0]["Name"], &v[0]["Labels"]),
+                    (&"data".into(), &serde_json::json!({"a": "b"}))
+                )
+            }),
+        ),
+        (
+            &["system", "df"],
+            with_out(|o| {
+                let r = rows(o);
+                assert_eq!(r[0], ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]);
+                assert_eq!(&r[1][..3], ["Images", "1", "1"]);
+                assert_eq!(&r[2][..3], ["Containers", "1", "1"]);
+                assert_eq!(&r[3][..4], ["Local", "Volumes", "2", "1"]);
+            }),
+        ),
+        (
+            &[
+                "exec",
+                "web",
+                "sh",
+                "-c",
+                "echo in-exec; echo e >&2; exit 3",
+            ],
+            exact(3, "in-exec\n".into(), "e\n"),
+        ),
+        (
+            &["exec", "web", "no-such-command"],
+            says(
+                127,
+                "",
+                &[r#"exec: "no-such-command": executable file not found in $PATH"#],
+            ),
+        ),
+        (
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "busybox",
+                "sh",
+                "-c",
+                "echo hi; exit 7",
+            ],
+            exact(7, "hi\n".into(), ""),
+        ),
+        (
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "busybox",
+                "no-such-command",
+            ],
+            says(
+                127,
+                "",
+                &[r#"exec: "no-such-command": executable file not found in $PATH"#],
+            ),
+        ),
+        (
+            &["inspect", "no-such-thing"],
+            says(1, "[]\n", &["No such", "no-such-thing"]),
+        ),
+        (
+            &["rm", "no-such-container"],
+            says(1, "", &["No such container: no-such-container"]),
+        ),
+        (
+            &["logs", "no-such-container"],
+            says(1, "", &["No such container: no-such-container"]),
+        ),
+        (
+            &["volume", "inspect", "no-such-volume"],
+            says(1, "[]\n", &["no such volume", "no-such-volume"]),
+        ),
+    ];
+    for (args, (code, check)) in &cases {
         let local = r.run(args);
         let far = remote(args);
         let show = |o: &std::process::Output| {
@@ -1265,9 +1389,20 @@ fn the_ketch_cli_goes_remote_with_the_same_output() {
             )
         };
         assert_eq!(show(&local), show(&far), "{args:?}");
+        // Equal, and right: both could be wrong the same way.
+        for (mode, o) in [("embedded", &local), ("remote", &far)] {
+            assert_eq!(o.status.code(), Some(*code), "{mode} {args:?}: {}", show(o));
+            let (out, err) = (
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+            );
+            let checked =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&out, &err)));
+            assert!(checked.is_ok(), "{mode} {args:?}: {}", show(o));
+        }
     }
     // Each kind of change, through the daemon.
-    let o = r
+    let o = decoy
         .cmd()
         .args([
             "-H",
@@ -1295,6 +1430,10 @@ fn the_ketch_cli_goes_remote_with_the_same_output() {
         "paused\n"
     );
     remote_ok(&["unpause", "web"]);
+    assert_eq!(
+        r.ok(&["inspect", "--format", "{{.State.Status}}", "web"]),
+        "running\n"
+    );
     let files = r.dir.path().join("files");
     std::fs::create_dir(&files).unwrap();
     std::fs::write(files.join("in.txt"), "to the container\n").unwrap();
@@ -1327,7 +1466,12 @@ fn the_ketch_cli_goes_remote_with_the_same_output() {
         .arg(&tar)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&listing.stdout).contains("made"));
+    assert!(
+        String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .any(|l| l == "made"),
+        "{listing:?}"
+    );
     remote_ok(&["tag", "committed:1", "again:2"]);
     let saved = files.join("saved.tar");
     remote_ok(&["save", "-o", saved.to_str().unwrap(), "again:2"]);
@@ -1338,31 +1482,232 @@ fn the_ketch_cli_goes_remote_with_the_same_output() {
     );
     remote_ok(&["network", "create", "remote-net"]);
     remote_ok(&["create", "--name", "joiner", "busybox", "true"]);
-    remote_ok(&["network", "connect", "--alias", "j", "remote-net", "joiner"]);
-
+    remote_ok(&["network", "connect", "remote-net", "joiner"]);
+    // Recorded: a second connect, and a disconnect after the first, say so.
+    let said = |args: &[&str], words: &str| {
+        let o = remote(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.code() == Some(1) && err.contains(words),
+            "{args:?}: {o:?}"
+        );
+    };
+    said(
+        &["network", "connect", "remote-net", "joiner"],
+        "endpoint with name joiner already exists in network remote-net",
+    );
     remote_ok(&["network", "disconnect", "remote-net", "joiner"]);
+    said(
+        &["network", "disconnect", "remote-net", "joiner"],
+        "container joiner is not connected to network remote-net",
+    );
     assert_eq!(remote_ok(&["rm", "joiner"]), "joiner\n");
     assert_eq!(remote_ok(&["network", "rm", "remote-net"]), "remote-net\n");
-    assert_eq!(remote_ok(&["volume", "rm", "data"]), "data\n");
-    assert_eq!(remote_ok(&["stop", "-t", "1", "web"]), "web\n");
-    assert_eq!(remote_ok(&["rm", "web"]), "web\n");
-    assert_eq!(r.ok(&["ps", "-aq"]), "");
-    // KETCH_HOST does what -H does; a daemon that is not there is an error that says so.
-    let o = r
-        .cmd()
-        .env("KETCH_HOST", &url)
-        .args(["ps", "-a"])
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    let o = r
-        .cmd()
-        .args(["-H", "unix:///nonexistent/ketch.sock", "ps"])
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Cannot connect"),
-        "{o:?}"
+    assert_eq!(
+        remote_ok(&["volume", "create", "--label", "x=y", "remote-vol"]),
+        "remote-vol\n"
     );
+    assert_eq!(
+        r.ok(&["volume", "inspect", "-f", "{{json .Labels}}", "remote-vol"]),
+        "{\"x\":\"y\"}\n"
+    );
+    assert_eq!(remote_ok(&["volume", "rm", "remote-vol"]), "remote-vol\n");
+    assert_eq!(remote_ok(&["volume", "rm", "data"]), "data\n");
+    // sleep, as the container's first process, ignores SIGTERM: the stop ends in SIGKILL.
+    assert_eq!(remote_ok(&["stop", "-t", "1", "web"]), "web\n");
+    assert_eq!(
+        r.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "web"
+        ]),
+        "exited 137\n"
+    );
+    assert_eq!(remote_ok(&["rm", "web"]), "web\n");
+    assert_eq!(remote_ok(&["volume", "rm", "used"]), "used\n");
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+    assert_eq!(r.ok(&["volume", "ls", "-q"]), "");
+    // The remote CLI never opened the root it was given.
+    assert!(!decoy.path().exists(), "the remote CLI opened its own root");
+}
+
+/// `KETCH_HOST` does what `-H` does: the CLI, with no `--root` and a `KETCH_ROOT` of its own
+/// that does not hold the container, finds the container through the daemon and never opens
+/// that root; `-H` wins over it; a daemon that is not there is an error that names it.
+#[test]
+fn ketch_host_sends_the_cli_to_the_daemon() {
+    let (r, d) = setup();
+    let url = format!("unix://{}", d.socket.display());
+    r.ok(&["create", "--name", "onlyhere", "busybox", "true"]);
+    let decoy = Root::new();
+    let cli = |host: &str, args: &[&str]| {
+        let o = std::process::Command::new(ketch_tests::ketch_bin())
+            .env("KETCH_HOST", host)
+            .env("KETCH_ROOT", decoy.path())
+            .env("KETCH_BRIDGE", &decoy.bridge)
+            .env("KETCH_IP_FORWARD", "false")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let names = ["ps", "-a", "--format", "{{.Names}}"];
+    assert_eq!(
+        cli(&url, &names),
+        (Some(0), "onlyhere\n".into(), String::new())
+    );
+    assert_eq!(
+        cli(&url, &["inspect", "-f", "{{.Name}}", "onlyhere"]),
+        (Some(0), "/onlyhere\n".into(), String::new())
+    );
+    let gone = "unix:///nonexistent/ketch.sock";
+    let mut over = vec!["-H", url.as_str()];
+    over.extend(names);
+    assert_eq!(
+        cli(gone, &over),
+        (Some(0), "onlyhere\n".into(), String::new())
+    );
+    let (code, out, err) = cli(gone, &names);
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(
+        err.contains(&format!("Cannot connect to the ketch daemon at {gone}")),
+        "{err}"
+    );
+    assert!(!decoy.path().exists(), "the CLI opened KETCH_ROOT");
+}
+
+/// `ps --filter label=KEY[=VALUE]`, embedded and through the daemon: a container matches when
+/// it has the label (with that value, when one is given), and several filters must all hold.
+#[test]
+fn ps_filters_by_label_embedded_and_remote() {
+    let r = Root::new();
+    r.busybox("busybox");
+    for (name, labels) in [
+        ("front", &["tier=front", "env=prod"][..]),
+        ("back", &["tier=back"]),
+        ("plain", &[]),
+    ] {
+        let mut args = vec!["create", "--name", name];
+        for l in labels {
+            args.extend(["-l", l]);
+        }
+        args.extend(["busybox", "true"]);
+        r.ok(&args);
+    }
+    ketch_tests::hostile::both(&r, |f| {
+        for (filters, want) in [
+            (&["label=tier=front"][..], "front"),
+            (&["label=tier=back"], "back"),
+            (&["label=tier"], "back front"),
+            (&["label=tier=middle"], ""),
+            (&["label=nokey"], ""),
+            (&["label=env=prod", "label=tier=front"], "front"),
+            (&["label=env=prod", "label=tier=back"], ""),
+        ] {
+            let mut args = vec!["ps", "-a", "--format", "{{.Names}}"];
+            for x in filters {
+                args.extend(["--filter", x]);
+            }
+            let out = f.ok(&args);
+            let mut got: Vec<&str> = out.lines().collect();
+            got.sort();
+            assert_eq!(got.join(" "), want, "{} {filters:?}", f.name());
+        }
+        let o = f.run(&["ps", "-a", "--filter", "colour=red"]);
+        assert_eq!(o.status.code(), Some(1), "{}", f.name());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("invalid filter 'colour'"),
+            "{}: {err}",
+            f.name()
+        );
+    });
+    r.ok(&["rm", "front", "back", "plain"]);
+}
+
+/// `top CONTAINER [ps OPTIONS]`, embedded and through the daemon: the host's `ps` with those
+/// options, narrowed to the container's processes.
+#[test]
+fn top_takes_ps_options_embedded_and_remote() {
+    let r = Root::new();
+    r.busybox("busybox");
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "tops",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1000 & wait",
+    ]);
+    let sh = r
+        .ok(&["inspect", "-f", "{{.State.Pid}}", "tops"])
+        .trim()
+        .to_string();
+    let children = format!("/proc/{sh}/task/{sh}/children");
+    ketch_tests::wait_until("the container's sleep", 10, || {
+        std::fs::read_to_string(&children).is_ok_and(|c| !c.trim().is_empty())
+    });
+    let sleep = std::fs::read_to_string(&children)
+        .unwrap()
+        .trim()
+        .to_string();
+    ketch_tests::wait_until("the child to be sleep", 10, || {
+        std::fs::read_to_string(format!("/proc/{sleep}/comm")).is_ok_and(|c| c == "sleep\n")
+    });
+    ketch_tests::hostile::both(&r, |f| {
+        let mut got = rows(&f.ok(&["top", "tops", "-o", "pid,comm"]))
+            .into_iter()
+            .map(|r| r.join(" "))
+            .collect::<Vec<_>>();
+        got[1..].sort();
+        let mut want = vec![format!("{sh} sh"), format!("{sleep} sleep")];
+        want.sort();
+        want.insert(0, "PID COMMAND".into());
+        assert_eq!(got, want, "{}", f.name());
+        // Without options: `ps -ef`'s columns, the command with its spaces.
+        let out = f.ok(&["top", "tops"]);
+        let table = rows(&out);
+        assert_eq!(
+            table[0],
+            ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"],
+            "{}",
+            f.name()
+        );
+        assert_eq!(table.len(), 3, "{}: {out}", f.name());
+        assert!(
+            out.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(sh.as_str())
+                    && l.ends_with("sh -c sleep 1000 & wait")),
+            "{}: {out}",
+            f.name()
+        );
+        assert!(
+            out.lines().any(|l| {
+                let c: Vec<&str> = l.split_whitespace().collect();
+                c[1] == sleep && c[2] == sh && l.ends_with("sleep 1000")
+            }),
+            "{}: {out}",
+            f.name()
+        );
+        // Options whose output has no PID column cannot be narrowed: refused, saying why.
+        let o = f.run(&["top", "tops", "-o", "comm"]);
+        assert_eq!(o.status.code(), Some(1), "{}", f.name());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("ps -o comm: its output has no PID column"),
+            "{}: {err}",
+            f.name()
+        );
+    });
+    r.ok(&["rm", "-f", "tops"]);
 }
