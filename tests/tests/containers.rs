@@ -7,6 +7,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use ketch_tests::hostile::Reaped;
 use ketch_tests::{Root, cgroup_mounts, no_cgroups_left, wait_until};
 
 fn setup() -> Root {
@@ -363,18 +364,19 @@ fn detached_lifecycle() {
     assert_eq!(line, "started\n");
     // stop returns once the container has ended, not when its -t runs out: a stop that
     // waited for it would still be waiting when the guard below gives up.
-    let mut stop = r
-        .cmd()
-        .args(["stop", "-t", "600", "svc"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut stop = Reaped(
+        r.cmd()
+            .args(["stop", "-t", "600", "svc"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut stopped = None;
     wait_until(
         "stop to return once the TERM handler ended svc",
         120,
         || {
-            stopped = stop.try_wait().unwrap();
+            stopped = stop.0.try_wait().unwrap();
             stopped.is_some()
         },
     );
@@ -1372,16 +1374,18 @@ fn killing_stop_while_it_waits_leaves_the_container_running() {
     ]);
     let id = id_of(&r, "stubborn");
     wait_for_log(&r, "stubborn", "ready");
-    let mut stop = r
-        .cmd()
-        .args(["stop", "-t", "600", "stubborn"])
-        .spawn()
-        .unwrap();
+    let mut stop = Reaped(
+        r.cmd()
+            .args(["stop", "-t", "600", "stubborn"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     // stop has sent TERM and waits out its 600 seconds: killed there.
     wait_for_log(&r, "stubborn", "ignored TERM");
-    assert!(stop.try_wait().unwrap().is_none(), "stop returned early");
-    stop.kill().unwrap();
-    stop.wait().unwrap();
+    assert!(stop.0.try_wait().unwrap().is_none(), "stop returned early");
+    stop.0.kill().unwrap();
+    stop.0.wait().unwrap();
     // The container runs on as it was, and stops as any other.
     assert_eq!(status(&r, "stubborn"), "running");
     let pid: i32 = r
