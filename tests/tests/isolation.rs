@@ -2,21 +2,10 @@
 //! container has its own pid, mount, uts, ipc, net and cgroup namespaces), and the `/proc`
 //! and `/sys` paths Docker masks or makes read-only.
 
+mod common;
+
+use common::{setup, sh};
 use ketch_tests::{Root, no_cgroups_left};
-
-fn setup() -> Root {
-    let r = Root::new();
-    r.busybox("busybox");
-    r
-}
-
-/// Runs `ketch run --rm [FLAGS] busybox sh -c SCRIPT`, requiring success; returns stdout.
-fn sh(r: &Root, flags: &[&str], script: &str) -> String {
-    let mut args = vec!["run", "--rm"];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&["busybox", "sh", "-c", script]);
-    r.ok(&args)
-}
 
 /// Starts `busybox sleep 1000` detached under `name`; returns (ID, PID).
 fn sleeper(r: &Root, name: &str, flags: &[&str]) -> (String, i32) {
