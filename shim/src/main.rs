@@ -418,8 +418,22 @@ fn start(
         let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
         drop((out_r, err_r, go_w, exec_r));
         drop(in_w);
+        // The setup dies with the monitor, wherever it waits (on a FIFO in the image, say):
+        // nothing of the container outlives the monitor, started or not. The monitor holds
+        // the go pipe open until the start is done, so a pipe that has lost its writer after
+        // the signal was armed means the monitor was gone before.
+        // SAFETY: a process flag, no pointers.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
         let mut b = [0u8; 1];
         if nix::unistd::read(go_r.as_raw_fd(), &mut b) != Ok(1) {
+            unsafe { libc::_exit(125) };
+        }
+        let mut fds = [PollFd::new(go_r.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::ZERO);
+        if fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+        {
             unsafe { libc::_exit(125) };
         }
         // The child moves itself: on v1 that takes no global lock (see `Cgroup::join_self`).
@@ -1055,6 +1069,9 @@ fn run(opts: Options) -> i32 {
             }
         };
         state.cgroups = cg.paths();
+        // Recorded before anything runs in them: the engine removes them even if this
+        // monitor is killed before the start is done.
+        write_state(&bundle, &state);
         let run = match start(&bundle, &spec, &cg, opts.stdin, &joins, &sealed, reaper) {
             Ok(r) => r,
             Err(err) => {

@@ -1,24 +1,14 @@
 //! Containers end to end on the busybox fixture: isolation from the inside, limits, the
-//! detached lifecycle, many at once, crashes, and errors with Docker's exit codes.
+//! detached lifecycle, many at once, and errors with Docker's exit codes.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+mod common;
 
-use ketch_tests::{Root, no_cgroups_left};
+use std::io::{BufRead, Read};
+use std::process::{Command, Stdio};
 
-fn setup() -> Root {
-    let r = Root::new();
-    r.busybox("busybox");
-    r
-}
-
-/// Runs `ketch run --rm busybox sh -c SCRIPT`, requiring success; returns stdout.
-fn sh(r: &Root, flags: &[&str], script: &str) -> String {
-    let mut args = vec!["run", "--rm"];
-    args.extend_from_slice(flags);
-    args.extend_from_slice(&["busybox", "sh", "-c", script]);
-    r.ok(&args)
-}
+use common::*;
+use ketch_tests::hostile::Reaped;
+use ketch_tests::{no_cgroups_left, wait_until};
 
 #[test]
 fn inside_a_container() {
@@ -26,7 +16,7 @@ fn inside_a_container() {
     let out = sh(
         &r,
         &["--hostname", "boat"],
-        "echo $$; hostname; ps -o pid,comm | wc -l; cat /etc/motd; head -c 10 /proc/timer_list | wc -c",
+        "echo $$; hostname; ps -o pid,comm | wc -l; cat /etc/motd",
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1", "{out}");
@@ -34,12 +24,11 @@ fn inside_a_container() {
     // Header, sh, ps, wc: nothing from the host.
     assert!(lines[2].trim().parse::<u32>().unwrap() <= 5, "{out}");
     assert_eq!(lines[3], "ketch busybox fixture");
-    assert_eq!(lines[4], "0", "/proc/timer_list is not masked");
 
     // Docker's 14 capabilities, nothing more.
     let caps = sh(&r, &[], "grep CapEff /proc/self/status");
     assert!(caps.contains("00000000a80425fb"), "{caps}");
-    let o = r.run(&[
+    let (code, err) = r.fails(&[
         "run",
         "--rm",
         "busybox",
@@ -47,45 +36,36 @@ fn inside_a_container() {
         "-c",
         "mkdir -p /m && mount -t tmpfs t /m",
     ]);
-    assert!(!o.status.success(), "mount worked without --privileged");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("mount: permission denied"), "{err}");
     sh(
         &r,
         &["--privileged"],
         "mkdir -p /m && mount -t tmpfs t /m && touch /m/x",
     );
-    // A privileged container has the host's devices; others have the standard few.
-    let host_dev = std::fs::read_dir("/dev")
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| {
-            use std::os::unix::fs::FileTypeExt;
-            let n = e.file_name();
-            e.file_type()
-                .is_ok_and(|t| t.is_block_device() || t.is_char_device())
-                && ![
-                    "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx",
-                ]
-                .contains(&n.to_str().unwrap_or(""))
-        });
-    if let Some(d) = host_dev {
-        let name = d.file_name().to_string_lossy().into_owned();
-        sh(&r, &["--privileged"], &format!("test -e /dev/{name}"));
-        let o = r.run(&[
-            "run",
-            "--rm",
-            "busybox",
-            "test",
-            "-e",
-            &format!("/dev/{name}"),
-        ]);
-        assert!(
-            !o.status.success(),
-            "/dev/{name} visible without --privileged"
-        );
-    }
+    // A privileged container has the host's devices; others have the standard few. The
+    // kernel log device is on every Linux host and is not one of the few.
+    let kmsg = std::fs::metadata("/dev/kmsg")
+        .expect("the host has no /dev/kmsg, the device this test looks for");
+    let want = {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        assert!(kmsg.file_type().is_char_device());
+        // As `stat -c %t:%T` shows a device number: major and minor in hex.
+        let (major, minor) = (libc::major(kmsg.rdev()), libc::minor(kmsg.rdev()));
+        format!("character special file {major:x}:{minor:x}")
+    };
+    let seen = sh(&r, &["--privileged"], "stat -c '%F %t:%T' /dev/kmsg");
+    assert_eq!(seen.trim(), want);
+    let (code, err) = r.fails(&["run", "--rm", "busybox", "stat", "/dev/kmsg"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("can't stat '/dev/kmsg': No such file or directory"),
+        "/dev/kmsg visible without --privileged: {err}"
+    );
     // The hostname defaults to the short ID.
     let id = r.ok(&["create", "busybox", "hostname"]).trim().to_string();
     let o = r.cmd().args(["start", "-a", &id]).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), &id[..12]);
     r.ok(&["rm", &id]);
     no_cgroups_left(&id);
@@ -104,11 +84,13 @@ fn writes_stay_in_the_container_layer() {
         "echo changed > /usr/new; echo x >> /etc/motd; cat /usr/new",
     ]);
     let o = r.cmd().args(["start", "-a", a.trim()]).output().unwrap();
+    assert!(o.status.success(), "{o:?}");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "changed");
     // A second container from the image sees the image, not the first one's changes.
-    let out = sh(&r, &[], "ls /usr/new 2>&1; cat /etc/motd");
+    let out = sh(&r, &[], "hostname; ls /usr/new 2>&1; cat /etc/motd");
     assert!(out.contains("No such file"), "{out}");
     assert!(out.ends_with("ketch busybox fixture\n"), "{out}");
+    no_cgroups_left_of_short(out.lines().next().unwrap());
     // The image's own layer is untouched: a save holds the original.
     let snapshots = r.path().join("snapshots");
     for e in std::fs::read_dir(&snapshots).unwrap() {
@@ -122,44 +104,58 @@ fn writes_stay_in_the_container_layer() {
         }
     }
     r.ok(&["rm", "a"]);
+    no_cgroups_left(a.trim());
 }
 
 #[test]
 fn exit_codes_and_bad_input() {
     let r = setup();
-    assert_eq!(
-        r.run(&["run", "--rm", "busybox", "sh", "-c", "exit 7"])
-            .status
-            .code(),
-        Some(7)
-    );
+    let o = r.run(&["run", "--rm", "busybox", "sh", "-c", "hostname; exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{o:?}");
+    no_cgroups_left_of_short(String::from_utf8_lossy(&o.stdout).trim());
     let (code, err) = r.fails(&["run", "--rm", "busybox", "no-such-command"]);
     assert_eq!(code, 127, "{err}");
     assert!(err.contains("executable file not found"), "{err}");
     let (code, err) = r.fails(&["run", "--rm", "busybox", "/etc/motd"]);
     assert_eq!(code, 126, "{err}");
+    assert!(
+        err.contains("exec: \"/etc/motd\": permission denied"),
+        "{err}"
+    );
     let (code, err) = r.fails(&["run", "--rm", "nosuchimage"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("No such image"), "{err}");
     let (code, err) = r.fails(&["run", "--rm", "--memory", "lots", "busybox", "true"]);
     assert_eq!(code, 125, "{err}");
+    assert!(
+        err.contains("invalid value 'lots' for '--memory <MEMORY>'"),
+        "{err}"
+    );
+    // None of the failed runs left a container.
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
     r.ok(&["create", "--name", "taken", "busybox", "true"]);
+    let taken = id_of(&r, "taken");
     let (code, err) = r.fails(&["create", "--name", "taken", "busybox", "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("is already in use"), "{err}");
     r.ok(&["run", "-d", "--name", "busy", "busybox", "sleep", "1000"]);
+    let busy = id_of(&r, "busy");
     let (code, err) = r.fails(&["rm", "busy"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("container is running"), "{err}");
     r.ok(&["rm", "-f", "busy", "taken"]);
+    no_cgroups_left(&busy);
+    no_cgroups_left(&taken);
     let (code, err) = r.fails(&["start", "taken"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("No such container: taken"), "{err}");
     // A container's image cannot be removed while it exists.
     r.ok(&["create", "--name", "user", "busybox", "true"]);
-    let (_, err) = r.fails(&["rmi", "busybox"]);
+    let (code, err) = r.fails(&["rmi", "busybox"]);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("is using its referenced image"), "{err}");
     r.ok(&["rm", "user"]);
+    nothing_left(&r);
 }
 
 #[test]
@@ -189,7 +185,9 @@ fn memory_limit_oom_kills() {
             .trim(),
         "true"
     );
+    let id = id_of(&r, "oom");
     r.ok(&["rm", "oom"]);
+    no_cgroups_left(&id);
 }
 
 #[test]
@@ -204,7 +202,7 @@ fn pids_limit_stops_a_fork_bomb() {
         "busybox",
         "sh",
         "-c",
-        "for i in $(seq 1 60); do echo $i; sleep 30 & done",
+        "hostname; for i in $(seq 1 60); do echo $i; sleep 30 & done",
     ]);
     let out = String::from_utf8_lossy(&o.stdout);
     let last: u32 = out.lines().last().unwrap_or("0").parse().unwrap();
@@ -214,7 +212,9 @@ fn pids_limit_stops_a_fork_bomb() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(!o.status.success());
+    // The shell gives up at the failed fork (exit 2); its sleeps go with the container.
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    no_cgroups_left_of_short(out.lines().next().unwrap());
 }
 
 #[test]
@@ -224,10 +224,10 @@ fn cpus_sets_a_quota() {
         .ok(&["run", "-d", "--cpus", "0.5", "busybox", "sleep", "100"])
         .trim()
         .to_string();
-    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/ketch/{id}/cpu.cfs_quota_us"))
-        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/ketch/{id}/cpu.max")))
-        .unwrap();
-    assert!(quota.trim().starts_with("50000"), "{quota}");
+    // Half of each period: what the kernel enforces. (The share a busy container then gets
+    // is measured by bench/cpu.sh, not here.)
+    let (quota, period) = cpu_limit(&id);
+    assert_eq!((quota, period), (50_000, 100_000));
     r.ok(&["rm", "-f", &id]);
     no_cgroups_left(&id);
 }
@@ -243,10 +243,7 @@ fn detached_lifecycle() {
     assert_eq!(id.len(), 64);
     // The CLI has exited; the container runs on.
     assert!(r.ok(&["ps", "-q"]).contains(&id[..12]));
-    assert_eq!(
-        r.ok(&["inspect", "-f", "{{.State.Status}}", "svc"]).trim(),
-        "running"
-    );
+    assert_eq!(status(&r, "svc"), "running");
     // Another process follows the log, another waits for the exit.
     let mut follow = r
         .cmd()
@@ -260,13 +257,30 @@ fn detached_lifecycle() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let start = Instant::now();
-    r.ok(&["stop", "-t", "10", "svc"]);
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "stop waited for the timeout despite the TERM handler"
+    // The TERM handler is in place once the script says so.
+    let mut followed = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    followed.read_line(&mut line).unwrap();
+    assert_eq!(line, "started\n");
+    // stop returns once the container has ended, not when its -t runs out: a stop that
+    // waited for it would still be waiting when the guard below gives up.
+    let mut stop = Reaped(
+        r.cmd()
+            .args(["stop", "-t", "600", "svc"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
     );
+    let mut stopped = None;
+    wait_until(
+        "stop to return once the TERM handler ended svc",
+        120,
+        || {
+            stopped = stop.0.try_wait().unwrap();
+            stopped.is_some()
+        },
+    );
+    assert!(stopped.unwrap().success());
     assert_eq!(
         String::from_utf8_lossy(&waiter.wait_with_output().unwrap().stdout).trim(),
         "3"
@@ -274,21 +288,30 @@ fn detached_lifecycle() {
     let st = follow.wait().unwrap();
     assert!(st.success(), "logs -f failed");
     let mut out = String::new();
-    std::io::Read::read_to_string(&mut follow.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(out.contains("started") && out.contains("got TERM"), "{out}");
-    assert!(r.ok(&["logs", "--tail", "1", "svc"]).contains("got TERM"));
+    followed.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "got TERM\n");
+    assert_eq!(r.ok(&["logs", "--tail", "1", "svc"]), "got TERM\n");
     let ts = r.ok(&["logs", "-t", "svc"]);
+    assert_eq!(ts.lines().count(), 2, "{ts}");
     assert!(
         ts.lines().all(|l| l.contains('T') && l.contains('Z')),
         "{ts}"
     );
-    // A container that ignores TERM is killed after -t.
+    // A container that ignores TERM gets it first, then KILL once -t has passed.
     r.ok(&[
-        "run", "-d", "--name", "stubborn", "busybox", "sleep", "1000",
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox",
+        "sh",
+        "-c",
+        IGNORES_TERM,
     ]);
-    let start = Instant::now();
-    r.ok(&["stop", "-t", "1", "stubborn"]);
-    assert!(start.elapsed() >= Duration::from_secs(1));
+    let stubborn = id_of(&r, "stubborn");
+    wait_for_log(&r, "stubborn", "ready");
+    r.ok(&["stop", "-t", "3", "stubborn"]);
+    assert_eq!(r.ok(&["logs", "stubborn"]), "ready\nignored TERM\n");
     assert_eq!(
         r.ok(&["inspect", "-f", "{{.State.ExitCode}}", "stubborn"])
             .trim(),
@@ -296,6 +319,7 @@ fn detached_lifecycle() {
     );
     r.ok(&["rm", "svc", "stubborn"]);
     no_cgroups_left(&id);
+    no_cgroups_left(&stubborn);
 }
 
 #[test]
@@ -333,54 +357,11 @@ fn twenty_at_once() {
     args.extend(ids.iter().map(String::as_str));
     r.ok(&args);
     assert_eq!(r.ok(&["ps", "-aq"]), "");
-    assert!(r.mounts().is_empty());
     for id in &ids {
         no_cgroups_left(id);
     }
-    // A monitor records the exit and then ends: give the last ones a moment.
-    let start = Instant::now();
-    loop {
-        let left = std::process::Command::new("pgrep")
-            .args(["-f", r.path().to_str().unwrap()])
-            .output()
-            .unwrap();
-        if left.stdout.is_empty() {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "processes left: {}",
-            String::from_utf8_lossy(&left.stdout)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-#[test]
-fn killing_the_monitor_ends_the_container() {
-    let r = setup();
-    let id = r
-        .ok(&["run", "-d", "busybox", "sleep", "1000"])
-        .trim()
-        .to_string();
-    let state: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(r.path().join("containers").join(&id).join("state.json")).unwrap(),
-    )
-    .unwrap();
-    let shim = state["ShimPid"].as_i64().unwrap() as i32;
-    let pid = state["Pid"].as_i64().unwrap() as i32;
-    unsafe { libc::kill(shim, libc::SIGKILL) };
-    let start = Instant::now();
-    while unsafe { libc::kill(pid, 0) } == 0 && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(
-        r.ok(&["inspect", "-f", "{{.State.Status}}", &id]).trim(),
-        "exited"
-    );
-    assert_eq!(r.ok(&["ps", "-q"]), "");
-    r.ok(&["rm", &id]);
-    no_cgroups_left(&id);
+    // A monitor records the exit and then ends: the last ones may take a moment.
+    nothing_left(&r);
 }
 
 #[test]
@@ -399,8 +380,6 @@ fn run_options_reach_the_process() {
             "/srv/app",
             "-u",
             "nobody",
-            "--label",
-            "k=v",
         ],
         "echo $A; echo $FROM_FILE; pwd; id -u; id -g; echo $HOME",
     );
@@ -415,14 +394,60 @@ fn run_options_reach_the_process() {
         "A=1",
         "--hostname",
         "h1",
+        "--label",
+        "k=v",
+        "-l",
+        "team=a b",
         "busybox",
         "sleep",
         "5",
     ]);
+    r.ok(&["create", "--name", "plain", "busybox", "true"]);
     let config: serde_json::Value =
         serde_json::from_str(&r.ok(&["inspect", "-f", "{{json .Config}}", "cfg"])).unwrap();
     assert_eq!(config["Hostname"], "h1");
     assert_eq!(config["Cmd"], serde_json::json!(["sleep", "5"]));
+    assert_eq!(
+        config["Labels"],
+        serde_json::json!({"k": "v", "team": "a b"})
+    );
+    // Labels select containers.
+    assert_eq!(
+        r.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=k=v",
+            "--format",
+            "{{.Names}}"
+        ]),
+        "cfg\n"
+    );
+    assert_eq!(
+        r.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=team",
+            "--format",
+            "{{.Names}}"
+        ]),
+        "cfg\n"
+    );
+    assert_eq!(
+        r.ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=k=w",
+            "--format",
+            "{{.Names}}"
+        ]),
+        ""
+    );
+    let plain = id_of(&r, "plain");
+    r.ok(&["rm", "plain"]);
+    no_cgroups_left(&plain);
     let env: Vec<&str> = config["Env"]
         .as_array()
         .unwrap()
@@ -431,7 +456,9 @@ fn run_options_reach_the_process() {
         .collect();
     assert!(env.iter().any(|e| e.starts_with("PATH=")), "{env:?}");
     assert!(env.contains(&"A=1"), "{env:?}");
+    let cfg = id_of(&r, "cfg");
     r.ok(&["rm", "cfg"]);
+    no_cgroups_left(&cfg);
     let (code, err) = r.fails(&["run", "--rm", "-u", "nosuchuser", "busybox", "true"]);
     assert_eq!(code, 126, "{err}");
     assert!(err.contains("unable to find user nosuchuser"), "{err}");
@@ -454,17 +481,13 @@ fn run_options_reach_the_process() {
 #[test]
 fn security_options() {
     let r = setup();
-    let o = r.run(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
-    assert!(!o.status.success());
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("Read-only file system"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let (code, err) = r.fails(&["run", "--rm", "--read-only", "busybox", "touch", "/x"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("touch: /x: Read-only file system"), "{err}");
     // /dev/shm and /tmp-like mounts stay writable on a read-only root.
     sh(&r, &["--read-only"], "touch /dev/shm/ok");
     // cap-drop: chown needs CAP_CHOWN.
-    let o = r.run(&[
+    let (code, err) = r.fails(&[
         "run",
         "--rm",
         "--cap-drop",
@@ -474,7 +497,13 @@ fn security_options() {
         "1",
         "/etc/motd",
     ]);
-    assert!(!o.status.success(), "chown worked without CAP_CHOWN");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("chown: /etc/motd: Operation not permitted"),
+        "chown without CAP_CHOWN: {err}"
+    );
+    // ... which the same chown has by default.
+    sh(&r, &[], "chown 1 /etc/motd");
     let caps = sh(
         &r,
         &["--cap-drop", "all", "--cap-add", "NET_ADMIN"],
@@ -555,9 +584,12 @@ fn pause_rename_restart_prune() {
     );
     r.ok(&["rename", "p", "q"]);
     assert_eq!(r.ok(&["ps", "--format", "{{.Names}}"]).trim(), "q");
-    let (_, err) = r.fails(&["rename", "q", "bad name"]);
-    assert!(err.contains("Invalid container name"), "{err}");
+    let (code, err) = r.fails(&["rename", "q", "bad name"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Invalid container name (bad name)"), "{err}");
+    let p = id_of(&r, "q");
     r.ok(&["rm", "-f", "q"]);
+    no_cgroups_left(&p);
 
     // on-failure:2 restarts a failing container twice, then leaves it exited.
     r.ok(&[
@@ -572,30 +604,15 @@ fn pause_rename_restart_prune() {
         "-c",
         "echo run; exit 1",
     ]);
-    let start = Instant::now();
-    while r
-        .ok(&[
-            "inspect",
-            "-f",
-            "{{.RestartCount}} {{.State.Status}}",
-            "flaky",
-        ])
-        .trim()
-        != "2 exited"
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "{}",
-            r.ok(&[
-                "inspect",
-                "-f",
-                "{{.RestartCount}} {{.State.Status}}",
-                "flaky"
-            ])
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(r.ok(&["logs", "flaky"]).matches("run").count(), 3);
+    let restarts = |name: &str| {
+        r.ok(&["inspect", "-f", "{{.RestartCount}} {{.State.Status}}", name])
+            .trim()
+            .to_string()
+    };
+    wait_until("flaky to be restarted twice and left exited", 30, || {
+        restarts("flaky") == "2 exited"
+    });
+    assert_eq!(r.ok(&["logs", "flaky"]), "run\nrun\nrun\n");
     // always: restarted until stopped; stop ends it for good.
     r.ok(&[
         "run",
@@ -609,28 +626,44 @@ fn pause_rename_restart_prune() {
         "-c",
         "sleep 0.2",
     ]);
-    let start = Instant::now();
-    while r
-        .ok(&["inspect", "-f", "{{.RestartCount}}", "loop"])
-        .trim()
-        .parse::<u32>()
-        .unwrap()
-        < 1
-    {
-        assert!(start.elapsed() < Duration::from_secs(10), "never restarted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let shim = state_file(&r, &id_of(&r, "loop"))["ShimPid"]
+        .as_i64()
+        .unwrap() as i32;
+    let monitor = pidfd(shim);
+    wait_until("loop to be restarted", 30, || {
+        restarts("loop")
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse::<u32>()
+            .unwrap()
+            >= 1
+    });
     r.ok(&["stop", "-t", "1", "loop"]);
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(
-        r.ok(&["inspect", "-f", "{{.State.Status}}", "loop"]).trim(),
-        "exited"
-    );
+    // The monitor, which would restart it, has ended: no restart can come any more.
+    wait_until("the monitor of loop to end after the stop", 30, || {
+        exited(&monitor)
+    });
+    assert_eq!(status(&r, "loop"), "exited");
 
     r.ok(&["create", "--name", "idle", "busybox", "true"]);
     r.ok(&["run", "-d", "--name", "alive", "busybox", "sleep", "1000"]);
+    let mut pruned: Vec<String> = ["flaky", "loop", "idle"]
+        .iter()
+        .map(|n| id_of(&r, n))
+        .collect();
+    pruned.sort();
     let out = r.ok(&["container", "prune", "-f"]);
-    assert_eq!(out.lines().filter(|l| l.len() == 64).count(), 3, "{out}");
+    let mut listed: Vec<String> = out
+        .lines()
+        .filter(|l| l.len() == 64)
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    assert_eq!(listed, pruned, "{out}");
+    for id in &pruned {
+        no_cgroups_left(id);
+    }
     assert_eq!(
         r.ok(&["ps", "-a", "--format", "{{.Names}}"]).trim(),
         "alive"
@@ -656,7 +689,10 @@ fn pause_rename_restart_prune() {
             .count(),
         1
     );
+    let alive = id_of(&r, "alive");
     r.ok(&["rm", "-f", "alive"]);
+    no_cgroups_left(&alive);
+    nothing_left(&r);
 }
 
 #[test]
@@ -691,6 +727,7 @@ fn log_rotation() {
         "the oldest lines should have rotated away"
     );
     r.ok(&["rm", &id]);
+    no_cgroups_left(&id);
 }
 
 #[test]
@@ -704,22 +741,27 @@ fn signals_to_run_reach_the_container() {
             "busybox",
             "sh",
             "-c",
-            "trap 'echo got TERM; exit 5' TERM; echo ready; while true; do sleep 0.1; done",
+            "trap 'echo got TERM; exit 5' TERM; echo ready $(hostname); while true; do sleep 0.1; done",
         ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    out.read_line(&mut line).unwrap();
+    let short = line
+        .strip_prefix("ready ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .trim()
+        .to_string();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    out.read_to_string(&mut rest).unwrap();
     assert_eq!(rest, "got TERM\n");
     assert_eq!(status.code(), Some(5));
     assert_eq!(r.ok(&["ps", "-aq"]), "");
+    no_cgroups_left_of_short(&short);
 }
 
 #[test]
@@ -748,25 +790,30 @@ fn top_and_stats() {
     assert_eq!(top.lines().count(), 2, "{top}");
     let stats = r.ok(&["stats", "--no-stream", "--format", "json", "busy"]);
     let v: serde_json::Value = serde_json::from_str(stats.trim()).unwrap();
+    // A share of the CPU, as a percentage; what it comes to under --cpus is a measurement
+    // (bench/cpu.sh), the limit itself is what the kernel was told:
     let cpu: f64 = v["CPUPerc"]
         .as_str()
         .unwrap()
-        .trim_end_matches('%')
+        .strip_suffix('%')
+        .unwrap_or_else(|| panic!("{stats}"))
         .parse()
         .unwrap();
-    // Held to half a CPU; other tests may load the machine, so only the cap is checked.
-    assert!(cpu > 1.0 && cpu < 60.0, "{stats}");
+    assert!(cpu >= 0.0, "{stats}");
+    assert_eq!(cpu_limit(&id), (50_000, 100_000));
     assert!(
         v["MemUsage"].as_str().unwrap().ends_with("/ 64MiB"),
         "{stats}"
     );
     assert_eq!(v["PIDs"], "1");
+    assert_eq!(v["Name"], "busy", "{stats}");
     let table = r.ok(&["stats", "--no-stream"]);
     assert!(
         table.starts_with("CONTAINER ID") && table.contains("busy"),
         "{table}"
     );
     r.ok(&["rm", "-f", &id]);
+    no_cgroups_left(&id);
 }
 
 #[test]
@@ -816,24 +863,23 @@ fn exec_runs_inside_the_container() {
     );
     let (code, err) = r.fails(&["exec", "host", "no-such-thing"]);
     assert_eq!(code, 127, "{err}");
+    assert!(err.contains("executable file not found"), "{err}");
     // Standard input reaches an interactive exec.
     let o = r.run_stdin(&["exec", "-i", "host", "cat"], b"piped in\n");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "piped in\n");
     // Detached: returns at once; the process runs in the container.
     r.ok(&["exec", "-d", "host", "sh", "-c", "echo late > /tmp/late"]);
-    let start = Instant::now();
-    while r
-        .run(&["exec", "host", "cat", "/tmp/late"])
-        .stdout
-        .is_empty()
-    {
-        assert!(start.elapsed() < Duration::from_secs(5));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until("the detached exec to write /tmp/late", 30, || {
+        r.run(&["exec", "host", "cat", "/tmp/late"]).stdout == b"late\n"
+    });
     r.ok(&["stop", "-t", "0", "host"]);
-    let (_, err) = r.fails(&["exec", "host", "true"]);
+    let (code, err) = r.fails(&["exec", "host", "true"]);
+    assert_eq!(code, 1, "{err}");
     assert!(err.contains("is not running"), "{err}");
+    let id = id_of(&r, "host");
     r.ok(&["rm", "host"]);
+    no_cgroups_left(&id);
+    nothing_left(&r);
 }
 
 #[test]
@@ -841,12 +887,12 @@ fn default_seccomp_profile() {
     let r = setup();
     assert!(sh(&r, &[], "grep '^Seccomp:' /proc/self/status").contains('2'));
     // A user namespace needs no capability, so only the profile stands in the way.
-    let o = r.run(&["run", "--rm", "busybox", "unshare", "-U", "true"]);
+    let (code, err) = r.fails(&["run", "--rm", "busybox", "unshare", "-U", "true"]);
+    assert_eq!(code, 1, "{err}");
     assert!(
-        !o.status.success(),
-        "unshare -U worked under the default profile"
+        err.contains("unshare(0x10000000): Operation not permitted"),
+        "unshare -U under the default profile: {err}"
     );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("Operation not permitted"));
     let o = r.run(&[
         "run",
         "--rm",
@@ -871,6 +917,7 @@ fn default_seccomp_profile() {
     assert_eq!(seccomp["architectures"][0], "SCMP_ARCH_X86_64");
     assert!(seccomp["architectures"].as_array().unwrap().len() == 3);
     r.ok(&["rm", &id]);
+    no_cgroups_left(&id);
 }
 
 #[test]
@@ -897,6 +944,16 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
             String::from_utf8_lossy(&o.stderr)
         );
     };
+    // The server goes with the test, also when it fails.
+    struct Server(String);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["-L", &self.0, "kill-server"])
+                .output();
+        }
+    }
+    let _server = Server(session.clone());
     tmux(&[
         "-L",
         &session,
@@ -916,21 +973,21 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
         a.extend_from_slice(args);
         tmux(&a);
     };
-    let shows = |want: &str| {
-        let start = Instant::now();
-        loop {
+    // What a window shows once it shows `want`; the wait ends in an assert naming it.
+    let shows_in = |target: &str, want: &str| {
+        let mut text = String::new();
+        wait_until(&format!("{want:?} in tmux window {target}"), 30, || {
             let o = std::process::Command::new("tmux")
-                .args(["-L", &session, "capture-pane", "-t", &t, "-p"])
+                .args(["-L", &session, "capture-pane", "-t", target, "-p"])
                 .output()
                 .unwrap();
-            let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            if text.contains(want) || start.elapsed() > Duration::from_secs(10) {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.contains(want)
+        });
+        text
     };
-    assert!(shows("/ #").contains("/ #"));
+    let shows = |want: &str| shows_in(&t, want);
+    shows("/ #");
     tm(&["send-keys", "-t", &t, "stty size; echo TERM=$TERM", "Enter"]);
     let text = shows("TERM=xterm");
     assert!(
@@ -950,21 +1007,7 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
     );
     tm(&["new-window", "-t", &format!("{session}:1"), &inner]);
     let w1 = format!("{session}:1");
-    let shows_in = |target: &str, want: &str| {
-        let start = Instant::now();
-        loop {
-            let o = std::process::Command::new("tmux")
-                .args(["-L", &session, "capture-pane", "-t", target, "-p"])
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&o.stdout).into_owned();
-            if text.contains(want) || start.elapsed() > Duration::from_secs(10) {
-                return text;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
-    assert!(shows_in(&w1, "/ #").contains("/ #"));
+    shows_in(&w1, "/ #");
     tm(&[
         "send-keys",
         "-t",
@@ -980,68 +1023,16 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
     );
     tm(&["send-keys", "-t", &w1, "exit", "Enter"]);
     tm(&["send-keys", "-t", &t, "exit 4", "Enter"]);
-    let start = Instant::now();
-    while !rc.exists() && start.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = std::process::Command::new("tmux")
-        .args(["-L", &session, "kill-server"])
-        .output();
+    // The shell's `echo $?` writes the file after `run -it` returned.
+    wait_until("run -it to return its exit status", 30, || {
+        std::fs::read_to_string(&rc).is_ok_and(|s| s.ends_with('\n'))
+    });
     assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "4");
     // What the terminal showed is in the log too.
     assert!(r.ok(&["logs", "tty"]).contains("40 120"));
+    let id = id_of(&r, "tty");
     r.ok(&["rm", "tty"]);
-}
-
-#[test]
-fn killing_ketch_at_any_point_leaves_a_consistent_state() {
-    let r = setup();
-    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80] {
-        let mut child = r
-            .cmd()
-            .args(["run", "-d", "busybox", "sleep", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay_ms));
-        let _ = child.kill();
-        child.wait().unwrap();
-        // The next command sees each container whole: created, running or exited, and
-        // a running one really runs.
-        let listed = r.ok(&["ps", "-a", "--format", "{{.ID}} {{.State}}"]);
-        for line in listed.lines() {
-            let (id, state) = line.split_once(' ').unwrap();
-            assert!(["created", "running", "exited"].contains(&state), "{line}");
-            if state == "running" {
-                let pid: i32 = r
-                    .ok(&["inspect", "-f", "{{.State.Pid}}", id])
-                    .trim()
-                    .parse()
-                    .unwrap();
-                assert!(
-                    pid > 0 && unsafe { libc::kill(pid, 0) } == 0,
-                    "{id} listed as running without a process"
-                );
-            }
-        }
-        assert_eq!(
-            r.count("leases"),
-            0,
-            "a dead lease survived the next command"
-        );
-    }
-    let ids = r.ok(&["ps", "-aq", "--no-trunc"]);
-    for id in ids.lines() {
-        r.ok(&["rm", "-f", id]);
-        no_cgroups_left(id);
-    }
-    assert!(
-        r.entries("containers").is_empty(),
-        "{:?}",
-        r.entries("containers")
-    );
-    assert!(r.mounts().is_empty());
+    no_cgroups_left(&id);
 }
 
 #[test]
@@ -1060,24 +1051,23 @@ fn init_reaps_and_forwards() {
         cmdline,
         "ketch-init -- sh -c tr '\\0' ' ' </proc/1/cmdline "
     );
-    // An orphan left behind is reaped: no zombie stays.
-    let zombies = sh(
+    // An orphan left behind is reaped: its PID goes once it has ended. (`true &` ends at
+    // once; the shell that started it exits without waiting, leaving it to PID 1.)
+    let reaped = sh(
         &r,
         &["--init"],
-        "sh -c 'sleep 0.1 &'; sleep 0.5; ps -o stat | grep -c Z || true",
+        "p=$(sh -c 'true & echo $!'); \
+         for i in $(seq 1 600); do [ -e /proc/$p ] || { echo reaped; exit 0; }; sleep 0.05; done; \
+         echo \"never reaped: $(cat /proc/$p/stat)\"",
     );
-    assert_eq!(zombies.trim(), "0");
-    // A program that ignores signals as PID 1 gets them through the init: stop is quick.
+    assert_eq!(reaped, "reaped\n");
+    // A program that ignores signals as PID 1 gets them through the init: stop's TERM
+    // ends it (143), where it would otherwise wait out -t and KILL it (137).
     r.ok(&[
         "run", "-d", "--init", "--name", "quick", "busybox", "sleep", "1000",
     ]);
-    let start = Instant::now();
+    let quick = id_of(&r, "quick");
     r.ok(&["stop", "-t", "10", "quick"]);
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
     assert_eq!(
         r.ok(&["inspect", "-f", "{{.State.ExitCode}}", "quick"])
             .trim(),
@@ -1089,7 +1079,13 @@ fn init_reaps_and_forwards() {
             .code(),
         Some(6)
     );
-    let (code, _) = r.fails(&["run", "--rm", "--init", "busybox", "nonexistent"]);
-    assert_eq!(code, 127);
+    let (code, err) = r.fails(&["run", "--rm", "--init", "busybox", "nonexistent"]);
+    assert_eq!(code, 127, "{err}");
+    assert!(
+        err.contains("exec: \"nonexistent\": executable file not found"),
+        "{err}"
+    );
     r.ok(&["rm", "quick"]);
+    no_cgroups_left(&quick);
+    nothing_left(&r);
 }
