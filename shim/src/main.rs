@@ -716,6 +716,21 @@ pub(crate) fn monitor(
                             if known {
                                 unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
                             }
+                        } else if sig == SIG_RESIZE {
+                            let v = si.ssi_int as u32;
+                            let ws = libc::winsize {
+                                ws_row: (v >> 16) as u16,
+                                ws_col: v as u16,
+                                ws_xpixel: 0,
+                                ws_ypixel: 0,
+                            };
+                            if si.ssi_code == libc::SI_QUEUE
+                                && ws.ws_row > 0
+                                && ws.ws_col > 0
+                                && let Some(master) = &run.tty
+                            {
+                                unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                            }
                         } else if status.is_none()
                             && let Ok(s) = Signal::try_from(sig)
                         {
@@ -895,6 +910,11 @@ fn release_netns(bundle: &Path) {
     let _ = fs::remove_file(&path);
 }
 
+/// The signal the engine sends with a new terminal size as its value (`rows << 16 | cols`,
+/// queued as sigqueue does; the engine's `EXEC_RESIZE_SIGNAL`): for a monitor whose own
+/// standard input is not the terminal, the daemon's exec. Real-time, so none is lost.
+const SIG_RESIZE: i32 = 40;
+
 /// Blocks the signals a monitor handles and returns a descriptor to read them from.
 pub(crate) fn monitor_signals() -> nix::Result<SignalFd> {
     let mut mask = SigSet::empty();
@@ -910,6 +930,12 @@ pub(crate) fn monitor_signals() -> nix::Result<SignalFd> {
     ] {
         mask.add(s);
     }
+    // The engine's resize of an exec's terminal: a real-time signal nix has no name for.
+    let mut raw: libc::sigset_t = *mask.as_ref();
+    // SAFETY: a valid set and signal number.
+    unsafe { libc::sigaddset(&mut raw, SIG_RESIZE) };
+    // SAFETY: initialised by sigemptyset (SigSet::empty) and sigaddset.
+    let mask = unsafe { SigSet::from_sigset_t_unchecked(raw) };
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&mask), None)?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
 }

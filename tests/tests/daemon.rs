@@ -483,11 +483,13 @@ fn the_docker_cli_runs_interactive_containers() {
             "stty rows 20 cols 70; docker exec -it box sh",
             "/dev/null",
         ]),
-        "stty size; tty; exit 5\n",
+        // Docker CLIs before 23 (API 1.42) send the size by a resize after the exec starts,
+        // so the shell waits for it (up to 5 s) before it prints it.
+        "for i in $(seq 50); do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != '0 0' ] && break; sleep 0.1; done; echo \"size $s\"; tty; exit 5\n",
     );
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(5), "{out}");
-    assert!(out.contains("20 70"), "{out}");
+    assert!(out.contains("size 20 70"), "{out}");
     assert!(out.contains("/dev/pts/"), "{out}");
     let o = with_stdin(
         std::process::Command::new("docker").args(["exec", "-i", "box", "sh", "-c", "cat; exit 6"]),
@@ -1710,4 +1712,84 @@ fn top_takes_ps_options_embedded_and_remote() {
         );
     });
     r.ok(&["rm", "-f", "tops"]);
+}
+
+/// `POST /exec/{id}/resize`: the terminal of a running exec follows the client's window.
+/// Docker CLIs before 23 (API 1.42) send an exec's size only this way, after the start; every
+/// CLI sends it when the window changes.
+#[test]
+fn an_exec_terminal_follows_resizes() {
+    let (_r, d) = setup();
+    let (code, _, body) = request(
+        &d,
+        "POST",
+        "/containers/create?name=box",
+        Some(
+            r#"{"Image": "busybox", "Cmd": ["sleep", "1000"], "HostConfig": {"NetworkMode": "none"}}"#,
+        ),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(request(&d, "POST", "/containers/box/start", None).0, 204);
+    // The process prints the size it starts with and every size it is given after, and
+    // ends once it has 40x120 (or after 20 s without it).
+    let script = r#"last=$(stty size 2>/dev/null); echo \"start $last\"; i=0; while [ $i -lt 400 ]; do s=$(stty size 2>/dev/null); if [ \"$s\" != \"$last\" ]; then echo \"size $s\"; last=$s; fi; [ \"$s\" = '40 120' ] && exit 7; i=$((i+1)); sleep 0.05; done; exit 9"#;
+    let (code, _, body) = request(
+        &d,
+        "POST",
+        "/containers/box/exec",
+        Some(&format!(
+            r#"{{"AttachStdout": true, "AttachStderr": true, "Tty": true, "Cmd": ["sh", "-c", "{script}"]}}"#
+        )),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    let id = json(&body)["Id"].as_str().unwrap().to_string();
+    // Before the start: kept, and the exec starts with it.
+    let (code, _, body) = request(&d, "POST", &format!("/exec/{id}/resize?h=20&w=70"), None);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let start = r#"{"Detach": false, "Tty": true}"#;
+    write!(
+        s,
+        "POST /exec/{id}/start HTTP/1.1\r\nHost: ketch\r\nContent-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: {}\r\n\r\n{start}",
+        start.len()
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "no answer: {head}");
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut next_line = || {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    };
+    assert_eq!(next_line(), "start 20 70");
+    for (h, w) in [(33, 99), (40, 120)] {
+        let (code, _, body) = request(&d, "POST", &format!("/exec/{id}/resize?h={h}&w={w}"), None);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        assert_eq!(next_line(), format!("size {h} {w}"));
+    }
+    assert_eq!(next_line(), "", "the stream did not end with the process");
+    let v = json(&request(&d, "GET", &format!("/exec/{id}/json"), None).2);
+    assert_eq!(v["ExitCode"], 7, "{v}");
+    // Bad input and a finished or unknown exec get errors that say so.
+    let (code, _, body) = request(&d, "POST", &format!("/exec/{id}/resize?h=50&w=150"), None);
+    assert_eq!(code, 409, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("is not running"));
+    let (code, _, body) = request(&d, "POST", "/exec/nosuch/resize?h=50&w=150", None);
+    assert_eq!(code, 404, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("No such exec instance: nosuch"));
+    let (code, _, body) = request(&d, "POST", &format!("/exec/{id}/resize?h=big&w=150"), None);
+    assert_eq!(code, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("h: a number of characters is required"));
+    assert_eq!(
+        request(&d, "DELETE", "/containers/box?force=1", None).0,
+        204
+    );
 }

@@ -2089,6 +2089,47 @@ impl Local {
     }
 }
 
+/// The signal an exec's monitor takes a new terminal size by, as its value (`rows << 16 |
+/// cols`, queued as `sigqueue` does): a real-time one, so that sizes sent in a burst all
+/// arrive, in order, and the last one wins. The shim's `SIG_RESIZE` is the same number.
+pub const EXEC_RESIZE_SIGNAL: i32 = 40;
+
+/// Sets the terminal size of an exec started with a terminal: `monitor` is its monitor (the
+/// child `container_exec_spawn` returned, not yet waited for, so the PID is still its own).
+pub fn exec_resize(monitor: u32, rows: u16, cols: u16) -> io::Result<()> {
+    let pid = rustix::process::Pid::from_raw(monitor as i32)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+    // A siginfo as sigqueue(3) makes it: signal, SI_QUEUE, the sender, and the value. The
+    // fields after the first three sit in a union that starts at 16 on 64-bit ABIs.
+    let mut info = [0u32; 32];
+    let base = if cfg!(target_pointer_width = "64") {
+        4
+    } else {
+        3
+    };
+    info[0] = EXEC_RESIZE_SIGNAL as u32;
+    info[2] = libc::SI_QUEUE as u32;
+    info[base] = std::process::id();
+    // SAFETY: plain integers.
+    info[base + 1] = unsafe { libc::getuid() };
+    info[base + 2] = (u32::from(rows) << 16) | u32::from(cols);
+    // SAFETY: `info` is a siginfo_t's size (128 bytes) and lives across the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            EXEC_RESIZE_SIGNAL,
+            info.as_ptr(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Docker's kind of made-up name: `adjective_noun`.
 fn random_name() -> String {
     let b = crate::util::random_hex(2);

@@ -575,20 +575,18 @@ fn route(
         }
         ("GET", ["exec", id, "json"]) => Reply::Json(200, exec_inspect(id)?),
         ("POST", ["containers", id, "resize"]) => {
-            let dim = |k: &str| -> Result<u16> {
-                req.query
-                    .get(k)
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| bad(format!("{k}: a number of characters is required")))
-            };
-            let (h, w) = (dim("h")?, dim("w")?);
+            let (h, w) = resize_dims(req)?;
             let c = engine.container_get(id)?;
             if c.record.config.tty {
                 engine.container_resize(id, h, w)?;
             }
             Reply::Empty(200)
         }
-        ("POST", ["exec", _id, "resize"]) => Reply::Empty(200),
+        ("POST", ["exec", id, "resize"]) => {
+            let (h, w) = resize_dims(req)?;
+            exec_resize(id, h, w)?;
+            Reply::Empty(200)
+        }
         // Networks.
         ("POST", ["networks", "create"]) => {
             let opts = crate::model::create::network_options(&json_body(req)?).map_err(bad)?;
@@ -873,6 +871,8 @@ struct Exec {
     opts: crate::runtime::ExecOptions,
     running: bool,
     exit_code: Option<i32>,
+    /// The monitor's PID while it runs attached: a child of this process, not yet waited for.
+    monitor: Option<u32>,
 }
 
 fn execs() -> &'static std::sync::Mutex<BTreeMap<String, Exec>> {
@@ -924,6 +924,7 @@ fn exec_create(engine: &Engine, container: &str, req: &Request) -> Result<Value>
             opts,
             running: false,
             exit_code: None,
+            monitor: None,
         },
     );
     Ok(json!({"Id": id}))
@@ -963,6 +964,7 @@ fn exec_start(
         {
             e.running = false;
             e.exit_code = code;
+            e.monitor = None;
         }
     };
     if detach {
@@ -990,7 +992,22 @@ fn exec_start(
     let head = hijack_head(req, ctype);
     let _ = w.write_all(head.as_bytes()).and_then(|()| w.flush());
     let mut child = match engine.container_exec_spawn(&container, &opts, true) {
-        Ok(Some(c)) => c,
+        Ok(Some(c)) => {
+            // From here a resize goes to the monitor (`POST /exec/{id}/resize`: Docker CLIs
+            // before 23 send the size only that way, after the start); one that came while
+            // the monitor started is sent now.
+            let mut all = execs().lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = all.get_mut(id) {
+                e.monitor = Some(c.id());
+                if opts.tty
+                    && let Some((h, w)) = e.opts.console_size
+                    && e.opts.console_size != opts.console_size
+                {
+                    let _ = crate::runtime::exec_resize(c.id(), h, w);
+                }
+            }
+            c
+        }
         Ok(None) => {
             finish(Some(0));
             w.shutdown_write();
@@ -1058,6 +1075,38 @@ fn exec_start(
     finish(Some(code));
     let _ = w.flush();
     w.shutdown_write();
+    Ok(())
+}
+
+/// The `h` and `w` of a resize request.
+fn resize_dims(req: &Request) -> Result<(u16, u16)> {
+    let dim = |k: &str| -> Result<u16> {
+        req.query
+            .get(k)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(format!("{k}: a number of characters is required")))
+    };
+    Ok((dim("h")?, dim("w")?))
+}
+
+/// `POST /exec/{id}/resize`. The size is kept for a start still to come (or under way); while
+/// the exec runs, its monitor is told.
+fn exec_resize(id: &str, h: u16, w: u16) -> Result<()> {
+    let mut all = execs().lock().unwrap_or_else(|p| p.into_inner());
+    let e = all
+        .get_mut(id)
+        .ok_or_else(|| ApiError(404, format!("No such exec instance: {id}")))?;
+    if e.exit_code.is_some() {
+        return Err(ApiError(409, format!("exec {id} is not running")));
+    }
+    if !e.opts.tty {
+        return Ok(());
+    }
+    e.opts.console_size = Some((h, w));
+    if let Some(pid) = e.monitor {
+        crate::runtime::exec_resize(pid, h, w)
+            .map_err(|err| ApiError(500, format!("resize exec {id}: {err}")))?;
+    }
     Ok(())
 }
 
