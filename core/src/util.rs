@@ -101,6 +101,19 @@ pub fn pidfd_checked(
     Ok(fd)
 }
 
+/// Waits up to `patience` for the process a pidfd names to end; says whether it did.
+pub fn pidfd_wait(fd: std::os::fd::BorrowedFd<'_>, patience: std::time::Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::event::Timespec {
+        tv_sec: patience.as_secs() as _,
+        tv_nsec: patience.subsec_nanos() as _,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
+}
+
 /// Sends `sig` to the process a pidfd names.
 pub fn pidfd_signal(fd: std::os::fd::BorrowedFd<'_>, sig: i32) -> io::Result<()> {
     use std::os::fd::AsRawFd;

@@ -1098,6 +1098,16 @@ fn run(opts: Options) -> i32 {
         // Recorded before anything runs in them: the engine removes them even if this
         // monitor is killed before the start is done.
         write_state(&bundle, &state);
+        // A container removed before that record was made (its bundle moved aside, so the
+        // record could not be) is not started: nothing would own what runs.
+        if !bundle.join("state.json").exists() {
+            cg.destroy();
+            report(
+                &mut ready,
+                "error 125 the container was removed while it started",
+            );
+            return 125;
+        }
         let run = match start(&bundle, &spec, &cg, opts.stdin, &joins, &sealed, reaper) {
             Ok(r) => r,
             Err(err) => {

@@ -207,6 +207,37 @@ fn killing_the_monitor_while_its_container_starts_leaves_nothing_behind() {
     nothing_left(&r);
 }
 
+/// A container whose monitor is still setting it up is listed as created, but is not a
+/// record alone: `rm` refuses it, `container prune` passes it by, and `rm -f` ends the start
+/// and everything it made.
+#[test]
+fn removing_a_container_while_it_starts_leaves_nothing_running() {
+    let r = setup();
+    let held = HeldStart::new(&r, "mid", "echo up; exec sleep 1000");
+    let monitor = pidfd(held.monitor(&r));
+    assert_eq!(status(&r, "mid"), "created");
+    let (code, err) = r.fails(&["rm", "mid"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("cannot remove container \"/mid\": container is starting"),
+        "{err}"
+    );
+    assert_eq!(
+        r.ok(&["container", "prune", "-f"]),
+        "Total reclaimed space: 0B\n"
+    );
+    assert_eq!(status(&r, "mid"), "created");
+    assert!(!exited(&monitor), "the monitor ended before rm -f");
+    r.ok(&["rm", "-f", "mid"]);
+    // The monitor and the setup it was running are gone, and so is every cgroup.
+    assert!(exited(&monitor), "the monitor outlived rm -f");
+    let (code, err) = r.fails(&["inspect", "mid"]);
+    assert_eq!(code, 1, "{err}");
+    no_cgroups_left(&held.id);
+    nothing_left(&r);
+    drop(held);
+}
+
 #[test]
 fn killing_stop_while_it_waits_leaves_the_container_running() {
     let r = setup();

@@ -432,6 +432,12 @@ fn alive(pid: u32, start: u64) -> bool {
     pid > 0 && crate::util::process_alive(pid, start)
 }
 
+/// A container whose monitor is setting it up: listed as created, but its processes and
+/// cgroups are being made, and removing only its record would leave them running.
+fn starting(c: &Container) -> bool {
+    c.status == Status::Created && alive(c.task.shim_pid, c.task.shim_start)
+}
+
 /// Signals the container's first process, checked to be the one its monitor started; says
 /// whether it was signalled.
 fn signal_task(c: &Container, sig: i32) -> bool {
@@ -1422,6 +1428,26 @@ impl Local {
         volumes: bool,
     ) -> crate::Result<()> {
         let mut c = self.container_get(name)?;
+        if starting(&c) {
+            if !force {
+                return Err(ContainerError::Conflict {
+                    reason: format!(
+                        "cannot remove container \"/{}\": container is starting: wait for it to start, or force remove",
+                        c.record.name
+                    ),
+                }
+                .into());
+            }
+            // Its monitor goes, and with it the setup (parent-death signal); then whatever
+            // it made, as for any monitor that was killed.
+            if let Ok(fd) =
+                crate::util::pidfd_checked(c.task.shim_pid as i32, c.task.shim_start, None)
+            {
+                let _ = crate::util::pidfd_signal(fd.as_fd(), libc::SIGKILL);
+                crate::util::pidfd_wait(fd.as_fd(), Duration::from_secs(10));
+            }
+            c = self.container_get(&c.record.id)?;
+        }
         if matches!(
             c.status,
             Status::Running | Status::Paused | Status::Restarting
@@ -1834,7 +1860,7 @@ impl Local {
     pub fn container_prune(&self) -> crate::Result<Vec<String>> {
         let mut removed = Vec::new();
         for c in self.container_list(true)? {
-            if matches!(c.status, Status::Exited | Status::Created) {
+            if matches!(c.status, Status::Exited | Status::Created) && !starting(&c) {
                 self.container_remove(&c.record.id, false)?;
                 removed.push(c.record.id);
             }
