@@ -649,3 +649,37 @@ pub fn build_c_demo(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(o.status.success(), "make: {o:?}");
     (dir.join("demo"), dir.join("demo-static"))
 }
+
+/// Runs `cmd` to its end and returns its output; after `secs` it is killed with its whole
+/// process group (a daemon or test runner it started too) and the test fails with what it
+/// printed: a hang guard for a suite run as one command, not a timing claim.
+pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let group = child.id() as i32;
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let guard = std::thread::spawn(move || {
+        let late = finished
+            .recv_timeout(std::time::Duration::from_secs(secs))
+            .is_err();
+        if late {
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+        late
+    });
+    let o = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert!(
+        !guard.join().unwrap(),
+        "{cmd:?} did not end within {secs} s; it printed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
