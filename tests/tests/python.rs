@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ketch_tests::{Root, build_c_demo, busybox_rootfs, ketch_bin, target_dir};
+use ketch_tests::{Root, build_c_demo, busybox_rootfs, ketch_bin, output_within, target_dir};
 
 fn python() -> PathBuf {
     let p = target_dir().join("test-venv/bin/python");
@@ -47,7 +47,7 @@ fn the_pytest_suite_passes_embedded_and_remote() {
         .arg("--basetemp")
         .arg(r.dir.path().join("pytest"));
     with_env(&mut cmd, &r);
-    let o = cmd.output().unwrap();
+    let o = output_within(&mut cmd, 900);
     assert!(
         o.status.success(),
         "pytest:\n{}{}",
