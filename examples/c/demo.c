@@ -87,6 +87,18 @@ static int failed(engine_status status, const char *what) {
     return 1;
 }
 
+/* Whether a call was refused as it should be: status `want`, a message with `words`. */
+static int refused(engine_status status, engine_status want, const char *words, const char *what) {
+    char msg[512] = "";
+    if (status != ENGINE_OK)
+        engine_last_error(msg, sizeof msg);
+    if (status == want && strstr(msg, words))
+        return 1;
+    fprintf(stderr, "%s: status %u (\"%s\"), not %u with \"%s\"\n", what, (unsigned)status, msg,
+            (unsigned)want, words);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s ROOT|URL ROOTFS.tar\n", argv[0]);
@@ -102,24 +114,16 @@ int main(int argc, char **argv) {
     if (failed(engine_image_import(e, argv[2], "demo:c", &image), "import"))
         goto out;
 
-    /* A missing image is ENGINE_NOT_FOUND, its message readable. */
-    status = engine_container_create(e, "{\"Image\": \"no-such-image:1\"}", NULL, &id);
-    if (status != ENGINE_NOT_FOUND) {
-        fprintf(stderr, "create from a missing image: status %u, not ENGINE_NOT_FOUND\n",
-                (unsigned)status);
+    /* A missing image is ENGINE_NOT_FOUND, its message readable; bad arguments are
+     * refused, not followed. */
+    const char *missing = "{\"Image\": \"no-such-image:1\"}";
+    if (!refused(engine_container_create(e, missing, NULL, &id), ENGINE_NOT_FOUND,
+                 "No such image: no-such-image:1", "create from a missing image") ||
+        !refused(engine_container_start(e, NULL), ENGINE_NULL_ARGUMENT, "id is NULL",
+                 "start with no ID") ||
+        !refused(engine_container_create(e, "{not json", NULL, &id), ENGINE_BAD_ENCODING,
+                 "body: invalid JSON", "create from a body that is not JSON"))
         goto out;
-    }
-    char msg[256];
-    if (engine_last_error(msg, sizeof msg) == 0) {
-        fprintf(stderr, "no message for the failure\n");
-        goto out;
-    }
-    /* Bad arguments are refused, not followed. */
-    if (engine_container_start(e, NULL) != ENGINE_NULL_ARGUMENT ||
-        engine_container_create(e, "{not json", NULL, &id) != ENGINE_BAD_ENCODING) {
-        fprintf(stderr, "bad arguments were not refused\n");
-        goto out;
-    }
 
     long long since = now_ns();
     const char *body = "{\"Image\": \"demo:c\","
