@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ketch_tests::{Root, busybox_rootfs, ketch_bin, output_within, require_tool, target_dir};
+use ketch_tests::{
+    Root, RootsBelow, busybox_rootfs, ketch_bin, output_within, require_tool, target_dir,
+};
 
 fn package() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bindings-node");
@@ -33,6 +35,7 @@ fn show(o: &std::process::Output) -> String {
 fn the_node_suite_passes_embedded_and_remote() {
     let pkg = package();
     let r = Root::new();
+    let _left = RootsBelow::new(&r, r.dir.path());
     let o = output_within(
         Command::new("node")
             .args(["--test", "test/"])
@@ -44,7 +47,7 @@ fn the_node_suite_passes_embedded_and_remote() {
             .env("KETCH_IP_FORWARD", "false")
             .env("TMPDIR", r.dir.path())
             .env_remove("KETCH_ROOT"),
-        600,
+        300,
     );
     assert!(o.status.success(), "node --test:\n{}", show(&o));
 }
