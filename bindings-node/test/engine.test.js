@@ -52,11 +52,29 @@ after(async () => {
 })
 
 const NONE = { NetworkMode: 'none' }
+// A hang guard for each test (not a timing claim): a test that blocks fails instead.
+const GUARD = { timeout: 120000 }
+
+// Polls `f` every 20 ms until it holds; fails naming `what` once `secs` have passed.
+async function waitUntil(what, secs, f) {
+  const deadline = Date.now() + secs * 1000
+  while (!(await f())) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${secs} s waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+// A container's log so far, as text.
+async function logText(e, id) {
+  let out = ''
+  for await (const r of e.logs(id)) out += r.data.toString()
+  return out
+}
 
 for (const mode of ['embedded', 'remote']) {
   const engine = () => (mode === 'embedded' ? new Engine({ root }) : connect(`unix://${sock}`))
 
-  test(`${mode}: create, start, wait, logs, remove`, async () => {
+  test(`${mode}: create, start, wait, logs, remove`, GUARD, async () => {
     const e = engine()
     const id = await e.createContainer(
       { Image: 'busybox', Cmd: ['sh', '-c', 'echo out; echo err >&2; exit 3'], HostConfig: NONE },
@@ -70,10 +88,10 @@ for (const mode of ['embedded', 'remote']) {
     assert.deepStrictEqual(records, [['stdout', 'out\n'], ['stderr', 'err\n']])
     assert.strictEqual((await e.inspect(id)).State.ExitCode, 3)
     await e.remove(id)
-    await assert.rejects(e.inspect(id), { code: 'NOT_FOUND' })
+    await assert.rejects(e.inspect(id), { code: 'NOT_FOUND', message: `No such container: ${id}` })
   })
 
-  test(`${mode}: events of a run`, async () => {
+  test(`${mode}: events of a run`, GUARD, async () => {
     const e = engine()
     const since = Date.now() / 1000
     const id = await e.createContainer({ Image: 'busybox', Cmd: ['true'], HostConfig: NONE })
@@ -88,42 +106,64 @@ for (const mode of ['embedded', 'remote']) {
     assert.deepStrictEqual(actions, ['create', 'start', 'die', 'destroy'])
   })
 
-  test(`${mode}: errors carry their kind`, async () => {
+  test(`${mode}: errors carry their kind`, GUARD, async () => {
     const e = engine()
-    await assert.rejects(e.createContainer({ Image: 'no-such-image:1' }), { code: 'NOT_FOUND' })
-    await assert.rejects(e.inspectImage('no-such-image:1'), { code: 'NOT_FOUND' })
-    await assert.rejects(e.createContainer({ Cmd: ['true'] }), { code: 'INVALID_ARGUMENT' })
+    const noImage = { code: 'NOT_FOUND', message: 'No such image: no-such-image:1' }
+    await assert.rejects(e.createContainer({ Image: 'no-such-image:1' }), noImage)
+    await assert.rejects(e.inspectImage('no-such-image:1'), noImage)
+    await assert.rejects(e.createContainer({ Cmd: ['true'] }), {
+      code: 'INVALID_ARGUMENT',
+      message: 'config.Image is required',
+    })
   })
 
-  test(`${mode}: eight runs at once, and the event loop keeps turning`, async () => {
+  test(`${mode}: eight runs at once, and the event loop keeps turning`, GUARD, async () => {
     const e = engine()
-    let ticks = 0
-    const timer = setInterval(() => { ticks++ }, 5)
+    const all = [0, 1, 2, 3, 4, 5, 6, 7]
+    // Each says `ready` once its trap is set, and its number and exits on SIGUSR1.
     const run = async (i) => {
-      const id = await e.createContainer({ Image: 'busybox', Cmd: ['sh', '-c', `sleep 0.3; echo ${i}`], HostConfig: NONE })
+      const id = await e.createContainer({
+        Image: 'busybox',
+        Cmd: ['sh', '-c', `trap 'echo ${i}; exit ${i}' USR1; echo ready; sleep 1000 & wait`],
+        HostConfig: NONE,
+      })
       await e.start(id)
-      const code = await e.wait(id)
-      let out = ''
-      for await (const r of e.logs(id)) out += r.data.toString()
-      await e.remove(id)
-      return [code, out]
+      await waitUntil(`container ${i} ready`, 20, async () => (await logText(e, id)) === 'ready\n')
+      return [id, (await e.inspect(id)).State.Pid]
     }
-    const results = await Promise.all([0, 1, 2, 3, 4, 5, 6, 7].map(run))
-    clearInterval(timer)
-    assert.deepStrictEqual(results, [0, 1, 2, 3, 4, 5, 6, 7].map((i) => [0, `${i}\n`]))
-    // The runs took at least 300 ms; a loop blocked by them would have ticked a few times.
-    assert.ok(ticks >= 20, `the event loop turned only ${ticks} times`)
+    const started = await Promise.all(all.map(run))
+    // Eight waits pending at once; none can end before this thread, from the event loop,
+    // signals the containers: a call that held the loop would never let it.
+    const waits = started.map(([id]) => e.wait(id))
+    setImmediate(() => {
+      for (const [, pid] of started) process.kill(pid, 'SIGUSR1')
+    })
+    assert.deepStrictEqual(await Promise.all(waits), all)
+    const outs = await Promise.all(started.map(([id]) => logText(e, id)))
+    assert.deepStrictEqual(outs, all.map((i) => `ready\n${i}\n`))
+    await Promise.all(started.map(([id]) => e.remove(id)))
   })
 
-  test(`${mode}: exec, follow, images, networks, volumes`, async () => {
+  test(`${mode}: exec, follow, images, networks, volumes`, GUARD, async () => {
     const e = engine()
-    const id = await e.createContainer({ Image: 'busybox', Cmd: ['sh', '-c', 'echo a; sleep 0.5; echo b'], HostConfig: NONE })
+    // It says a, runs until SIGUSR1, then says b and exits.
+    const id = await e.createContainer({
+      Image: 'busybox',
+      Cmd: ['sh', '-c', "trap 'echo b; exit 6' USR1; echo a; sleep 1000 & wait"],
+      HostConfig: NONE,
+    })
     await e.start(id)
+    await waitUntil('the container to say a', 20, async () => (await logText(e, id)) === 'a\n')
     const x = await e.exec(id, ['sh', '-c', 'echo in-exec; exit 4'])
     assert.deepStrictEqual([x.exitCode, x.output.toString()], [4, 'in-exec\n'])
+    // Followed: what is there, then (the signal sent once a is read) what comes until it stops.
     let followed = ''
-    for await (const r of e.logs(id, true)) followed += r.data.toString()
+    for await (const r of e.logs(id, true)) {
+      followed += r.data.toString()
+      if (followed === 'a\n') await e.kill(id, 'USR1')
+    }
     assert.strictEqual(followed, 'a\nb\n')
+    assert.strictEqual(await e.wait(id), 6)
     await e.remove(id)
     await e.tagImage('busybox', `tagged-${mode}:1`)
     assert.ok((await e.listImages()).some((i) => i.RepoTags.includes(`tagged-${mode}:1`)))

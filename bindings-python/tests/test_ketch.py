@@ -2,6 +2,7 @@
 
 import concurrent.futures
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -11,6 +12,17 @@ import pytest
 import ketch
 
 NONE = {"network": "none"}
+KETCH = os.environ.get("KETCH_BIN", "ketch")
+
+
+def wait_until(what, secs, cond):
+    """Polls `cond` every 20 ms until it holds; fails naming `what` once `secs` have passed
+    (a hang guard, not a timing claim)."""
+    deadline = time.monotonic() + secs
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {secs} s waiting for {what}")
+        time.sleep(0.02)
 
 
 def test_run_and_remove_returns_the_output(engine):
@@ -39,7 +51,7 @@ def test_devices_as_docker_py_gives_them(engine):
     )
     # Past the cgroup (the rule allows the read), no driver behind the number.
     assert b"1,   3" in out and b"No such device or address" in out
-    with pytest.raises(ketch.InvalidArgument):
+    with pytest.raises(ketch.InvalidArgument, match="relative: device paths must be absolute"):
         engine.containers.run("busybox", "true", devices=["relative"], remove=True, **NONE)
 
 
@@ -61,10 +73,7 @@ def test_a_container_through_its_life(engine):
     code, output = c.exec_run(["sh", "-c", "echo in-exec; exit 4"])
     assert (code, output) == (4, b"in-exec\n")
     assert c.exec_run("cat /etc/hostname").exit_code == 0
-    for _ in range(100):
-        if c.logs() == b"started\n":
-            break
-    assert c.logs() == b"started\n"
+    wait_until("the first log line", 10, lambda: c.logs() == b"started\n")
     c.pause()
     c.reload()
     assert c.status == "paused"
@@ -74,34 +83,112 @@ def test_a_container_through_its_life(engine):
     c.reload()
     assert c.status == "exited"
     c.remove()
-    with pytest.raises(ketch.NotFound):
+    with pytest.raises(ketch.NotFound, match="^No such container: life$"):
         engine.containers.get("life")
 
 
-def test_logs_stream_until_the_container_stops(engine):
+def free_ports(n):
+    """`n` distinct TCP ports free on the host's loopback now."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def http_get(port):
+    """What answers `GET /` at 127.0.0.1:`port`; None while nothing does."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    return data or None
+                data += chunk
+    except OSError:
+        return None
+
+
+def test_published_ports_reach_the_container(engine, root):
+    web, local = free_ports(2)
     c = engine.containers.run(
-        "busybox", ["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.1; done"], detach=True, **NONE
+        "busybox",
+        [
+            "sh",
+            "-c",
+            "mkdir /www && echo published > /www/index.html"
+            " && httpd -p 8081 -h /www && exec httpd -f -p 80 -h /www",
+        ],
+        detach=True,
+        ports={"80/tcp": web, 8081: ("127.0.0.1", local)},
     )
-    chunks = list(c.logs(stream=True))
+    # As inspect and `ketch port` show them: all addresses for the first, loopback only for
+    # the second, whose key had no protocol (TCP then).
+    assert c.attrs["HostConfig"]["PortBindings"] == {
+        "80/tcp": [{"HostIp": "", "HostPort": str(web)}],
+        "8081/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(local)}],
+    }
+    assert c.attrs["NetworkSettings"]["Ports"]["80/tcp"] == [
+        {"HostIp": "0.0.0.0", "HostPort": str(web)}
+    ]
+    assert c.attrs["NetworkSettings"]["Ports"]["8081/tcp"] == [
+        {"HostIp": "127.0.0.1", "HostPort": str(local)}
+    ]
+    out = subprocess.run(
+        [KETCH, "--root", str(root), "port", c.id], check=True, capture_output=True, text=True
+    ).stdout
+    assert f"80/tcp -> 0.0.0.0:{web}\n" in out and f"8081/tcp -> 127.0.0.1:{local}\n" in out
+    # A connection to each from the host reaches httpd in the container.
+    for port in (web, local):
+        wait_until(f"an answer at 127.0.0.1:{port}", 20, lambda: http_get(port) is not None)
+        answer = http_get(port)
+        assert answer.startswith(b"HTTP/1.") and answer.endswith(b"\r\n\r\npublished\n"), answer
+    c.remove(force=True)
+
+
+def test_logs_stream_until_the_container_stops(engine):
+    # It says 1, then 2 and 3 only on SIGUSR1, sent once the stream has given 1: what the
+    # stream yields after that came after it began, and it ends when the container stops.
+    c = engine.containers.run(
+        "busybox",
+        ["sh", "-c", "trap 'echo 2; echo 3; exit 5' USR1; echo 1; sleep 1000 & wait"],
+        detach=True,
+        **NONE,
+    )
+    chunks = []
+    for chunk in c.logs(stream=True):
+        chunks.append(chunk)
+        if b"".join(chunks) == b"1\n":
+            c.kill("USR1")
     assert b"".join(chunks) == b"1\n2\n3\n"
+    assert c.wait()["StatusCode"] == 5
     c.remove()
 
 
 def test_errors_carry_their_kind(engine):
-    with pytest.raises(ketch.NotFound):
+    with pytest.raises(ketch.NotFound, match="^No such image: no-such-image:1$"):
         engine.images.get("no-such-image:1")
-    with pytest.raises(ketch.NotFound):
+    with pytest.raises(ketch.NotFound, match="^No such image: no-such-image:1$"):
         engine.containers.run("no-such-image:1", "true")
-    with pytest.raises(ketch.EngineError):
+    with pytest.raises(ketch.NotFound, match="^No such container: no-such-container$") as e:
         engine.containers.get("no-such-container")
+    # Every kind is an EngineError, as the README says.
+    assert isinstance(e.value, ketch.EngineError)
     with pytest.raises(ketch.ContainerError) as e:
         engine.containers.run("busybox", ["sh", "-c", "echo bad >&2; exit 3"], remove=True, **NONE)
     assert e.value.exit_status == 3 and e.value.stderr == b"bad\n"
+    assert str(e.value).endswith("returned non-zero exit status 3: bad")
     c = engine.containers.create("busybox", "true", name="taken", **NONE)
-    with pytest.raises(ketch.Conflict):
+    taken = f'name "/taken" is already in use by container "{c.id}"'
+    with pytest.raises(ketch.Conflict, match=taken):
         engine.containers.create("busybox", "true", name="taken", **NONE)
     c.remove()
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match='^unexpected keyword argument "no_such_option"$'):
         engine.containers.create("busybox", "true", no_such_option=1)
 
 
@@ -112,13 +199,13 @@ def test_images_networks_volumes(engine, tmp_path):
     assert "mine:1" in engine.images.get("mine:1").tags
     assert any("mine:1" in i.tags for i in engine.images.list())
     engine.images.remove("mine:1")
-    with pytest.raises(ketch.NotFound):
+    with pytest.raises(ketch.NotFound, match="^No such image: mine:1$"):
         engine.images.get("mine:1")
     n = engine.networks.create("pynet", labels={"a": "b"})
     assert engine.networks.get("pynet").id == n.id and n.name == "pynet"
     assert "pynet" in [x.name for x in engine.networks.list()]
     n.remove()
-    with pytest.raises(ketch.NotFound):
+    with pytest.raises(ketch.NotFound, match="^network pynet not found$"):
         engine.networks.get("pynet")
     v = engine.volumes.create("pyvol", labels={"k": "v"})
     assert v.attrs["Labels"] == {"k": "v"}
@@ -132,15 +219,13 @@ def test_images_networks_volumes(engine, tmp_path):
     assert out == b"kept\n"
     assert "pyvol" in [x.name for x in engine.volumes.list()]
     engine.volumes.get("pyvol").remove()
-    with pytest.raises(ketch.NotFound):
+    with pytest.raises(ketch.NotFound, match="pyvol: no such volume$"):
         engine.volumes.get("pyvol")
 
 
 def test_commit_diff_and_top(engine):
     c = engine.containers.run("busybox", ["sh", "-c", "touch /made; sleep 100"], detach=True, **NONE)
-    for _ in range(100):
-        if any(d["Path"] == "/made" for d in c.diff()):
-            break
+    wait_until("/made in the diff", 10, lambda: any(d["Path"] == "/made" for d in c.diff()))
     assert {"Path": "/made", "Kind": 1} in c.diff()
     top = c.top()
     assert "PID" in top["Titles"] and len(top["Processes"]) >= 1

@@ -7,8 +7,10 @@
  */
 #include <engine.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static int on_log(void *userdata, engine_stream stream, const char *time, const uint8_t *data,
                   size_t len) {
@@ -39,6 +41,36 @@ static int on_event(void *userdata, const char *event_json) {
     return 0;
 }
 
+/* The attached container says "waiting" on stderr until a file `go` appears in the directory
+ * it has as /sync, which its first record here makes: by then attach is surely receiving,
+ * so what the container writes after that must come. Its stdout records are shown and
+ * counted. (A file rather than a signal: valgrind cannot run the pidfd calls a kill makes.) */
+struct attached {
+    const char *go;
+    int told, records;
+};
+
+static int on_attached(void *userdata, engine_stream stream, const char *time,
+                       const uint8_t *data, size_t len) {
+    struct attached *a = userdata;
+    (void)time;
+    if (stream == ENGINE_STDERR) {
+        if (!a->told) {
+            FILE *f = fopen(a->go, "w");
+            if (!f) {
+                perror(a->go);
+                return 1;
+            }
+            fclose(f);
+            a->told = 1;
+        }
+        return 0;
+    }
+    fwrite(data, 1, len, stdout);
+    ++a->records;
+    return 0;
+}
+
 static long long now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
@@ -53,6 +85,18 @@ static int failed(engine_status status, const char *what) {
     engine_last_error(msg, sizeof msg);
     fprintf(stderr, "%s: status %u: %s\n", what, (unsigned)status, msg);
     return 1;
+}
+
+/* Whether a call was refused as it should be: status `want`, a message with `words`. */
+static int refused(engine_status status, engine_status want, const char *words, const char *what) {
+    char msg[512] = "";
+    if (status != ENGINE_OK)
+        engine_last_error(msg, sizeof msg);
+    if (status == want && strstr(msg, words))
+        return 1;
+    fprintf(stderr, "%s: status %u (\"%s\"), not %u with \"%s\"\n", what, (unsigned)status, msg,
+            (unsigned)want, words);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -70,24 +114,16 @@ int main(int argc, char **argv) {
     if (failed(engine_image_import(e, argv[2], "demo:c", &image), "import"))
         goto out;
 
-    /* A missing image is ENGINE_NOT_FOUND, its message readable. */
-    status = engine_container_create(e, "{\"Image\": \"no-such-image:1\"}", NULL, &id);
-    if (status != ENGINE_NOT_FOUND) {
-        fprintf(stderr, "create from a missing image: status %u, not ENGINE_NOT_FOUND\n",
-                (unsigned)status);
+    /* A missing image is ENGINE_NOT_FOUND, its message readable; bad arguments are
+     * refused, not followed. */
+    const char *missing = "{\"Image\": \"no-such-image:1\"}";
+    if (!refused(engine_container_create(e, missing, NULL, &id), ENGINE_NOT_FOUND,
+                 "No such image: no-such-image:1", "create from a missing image") ||
+        !refused(engine_container_start(e, NULL), ENGINE_NULL_ARGUMENT, "id is NULL",
+                 "start with no ID") ||
+        !refused(engine_container_create(e, "{not json", NULL, &id), ENGINE_BAD_ENCODING,
+                 "body: invalid JSON", "create from a body that is not JSON"))
         goto out;
-    }
-    char msg[256];
-    if (engine_last_error(msg, sizeof msg) == 0) {
-        fprintf(stderr, "no message for the failure\n");
-        goto out;
-    }
-    /* Bad arguments are refused, not followed. */
-    if (engine_container_start(e, NULL) != ENGINE_NULL_ARGUMENT ||
-        engine_container_create(e, "{not json", NULL, &id) != ENGINE_BAD_ENCODING) {
-        fprintf(stderr, "bad arguments were not refused\n");
-        goto out;
-    }
 
     long long since = now_ns();
     const char *body = "{\"Image\": \"demo:c\","
@@ -112,19 +148,40 @@ int main(int argc, char **argv) {
     /* Attached to a running container: its output from now until it stops. */
     engine_string_free(id);
     id = NULL;
-    const char *later = "{\"Image\": \"demo:c\","
-                        " \"Cmd\": [\"sh\", \"-c\", \"sleep 0.5; echo attached\"],"
-                        " \"HostConfig\": {\"NetworkMode\": \"none\"}}";
-    int attached = 0;
+    char dir[] = "/tmp/ketch-demo-XXXXXX", go[sizeof dir + 3], later[512];
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        goto out;
+    }
+    snprintf(go, sizeof go, "%s/go", dir);
+    snprintf(later, sizeof later,
+             "{\"Image\": \"demo:c\","
+             " \"Cmd\": [\"sh\", \"-c\", \"while [ ! -e /sync/go ]; do echo waiting >&2;"
+             " sleep 0.1; done; echo attached; exit 7\"],"
+             " \"HostConfig\": {\"NetworkMode\": \"none\", \"Binds\": [\"%s:/sync\"]}}",
+             dir);
+    struct attached at = {.go = go};
+    int attached_code = -1;
     if (failed(engine_container_create(e, later, NULL, &id), "create") ||
         failed(engine_container_start(e, id), "start") ||
-        failed(engine_container_attach(e, id, on_log, &attached), "attach") ||
+        failed(engine_container_attach(e, id, on_attached, &at), "attach"))
+        goto out_dir;
+    if (!at.told) {
+        fprintf(stderr, "attach returned before the container's output\n");
+        goto out_dir;
+    }
+    if (failed(engine_container_wait(e, id, &attached_code), "wait") ||
         failed(engine_container_remove(e, id, false, false), "remove"))
-        goto out;
-    printf("attach: %d records\n", attached);
+        goto out_dir;
+    printf("attach: %d records, exit %d\n", at.records, attached_code);
     if (failed(engine_image_remove(e, "demo:c", false, NULL), "remove image"))
-        goto out;
-    ok = code == 3 && records == 2 && attached == 1;
+        goto out_dir;
+    ok = code == 3 && records == 2 && at.records == 1 && attached_code == 7;
+out_dir:
+    if (!ok && id)
+        engine_container_remove(e, id, true, false); /* what a failure left running */
+    unlink(go);
+    rmdir(dir);
 out:
     engine_string_free(image);
     engine_string_free(id);

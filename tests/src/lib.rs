@@ -649,3 +649,107 @@ pub fn build_c_demo(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(o.status.success(), "make: {o:?}");
     (dir.join("demo"), dir.join("demo-static"))
 }
+
+/// Runs `cmd` to its end and returns its output; after `secs` it is killed with its whole
+/// process group (a daemon or test runner it started too) and the test fails with what it
+/// printed: a hang guard for a suite run as one command, not a timing claim.
+pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let group = child.id() as i32;
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let guard = std::thread::spawn(move || {
+        let late = finished
+            .recv_timeout(std::time::Duration::from_secs(secs))
+            .is_err();
+        if late {
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+        late
+    });
+    let o = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert!(
+        !guard.join().unwrap(),
+        "{cmd:?} did not end within {secs} s; it printed:\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// The state roots a suite run as one command (pytest, `node --test`) makes below `dir`,
+/// each with the bridge of `Root` `r`: on drop, the containers left on them are removed and
+/// what is still mounted below `dir` comes off. A suite its hang guard killed cleans up
+/// nothing itself. Declare it after that `Root`, so that it goes first.
+pub struct RootsBelow {
+    dir: PathBuf,
+    bridge: String,
+}
+
+impl RootsBelow {
+    pub fn new(r: &Root, dir: &Path) -> RootsBelow {
+        RootsBelow {
+            dir: dir.to_path_buf(),
+            bridge: r.bridge.clone(),
+        }
+    }
+}
+
+/// Directories below `dir` (not following links, a few levels down) that are state roots.
+fn state_roots(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if dir.join("ketch.db").is_file() {
+        out.push(dir.to_path_buf());
+        return;
+    }
+    if depth == 0 {
+        return;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            state_roots(&e.path(), depth - 1, out);
+        }
+    }
+}
+
+impl Drop for RootsBelow {
+    fn drop(&mut self) {
+        let mut roots = Vec::new();
+        state_roots(&self.dir, 4, &mut roots);
+        for root in roots {
+            let ketch = || {
+                let mut c = Command::new(ketch_bin());
+                c.arg("--root")
+                    .arg(&root)
+                    .env_remove("KETCH_ROOT")
+                    .env("KETCH_BRIDGE", &self.bridge)
+                    .env("KETCH_IP_FORWARD", "false")
+                    .stdin(Stdio::null());
+                c
+            };
+            if let Ok(o) = ketch().args(["ps", "-aq", "--no-trunc"]).output() {
+                for id in String::from_utf8_lossy(&o.stdout).lines() {
+                    let _ = ketch().args(["rm", "-f", id]).output();
+                }
+            }
+        }
+        let below = self.dir.display().to_string();
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&below))
+            .map(str::to_string)
+            .collect();
+        for m in mounts.into_iter().rev() {
+            let c = std::ffi::CString::new(m).unwrap();
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}

@@ -1,12 +1,15 @@
 //! libengine from C: `examples/c/demo.c`, built with pkg-config against the shared and the
 //! static library, imports the busybox fixture, runs a container, reads its logs through
-//! the callback and removes it; embedded and against a daemon; and once more under
+//! the callback and removes it, then attaches to one that writes only once told (through
+//! a file) that attach is receiving; embedded and against a daemon; and once more under
 //! valgrind, which must find no leak and no invalid access.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ketch_tests::{Daemon, Root, build_c_demo, busybox_rootfs, require_tool, target_dir};
+use ketch_tests::{
+    Daemon, Root, build_c_demo, busybox_rootfs, output_within, require_tool, target_dir,
+};
 
 /// Runs a demo (optionally under a wrapper) on a root or a daemon's URL.
 fn demo(r: &Root, wrap: &[&str], program: &Path, target: &str) -> Output {
@@ -23,9 +26,8 @@ fn demo(r: &Root, wrap: &[&str], program: &Path, target: &str) -> Output {
         .arg(busybox_rootfs())
         .env("KETCH_SHIM", target_dir().join("debug/ketch-shim"))
         .env("KETCH_BRIDGE", &r.bridge)
-        .env("KETCH_IP_FORWARD", "false")
-        .output()
-        .unwrap()
+        .env("KETCH_IP_FORWARD", "false");
+    output_within(&mut cmd, 300)
 }
 
 fn assert_story(o: &Output, what: &str) {
@@ -39,7 +41,7 @@ fn assert_story(o: &Output, what: &str) {
         "{what}: {out}"
     );
     assert!(
-        out.contains("attached\nattach: 1 records\n"),
+        out.contains("attached\nattach: 1 records, exit 7\n"),
         "{what}: {out}"
     );
     assert!(err.contains("to stderr\n"), "{what}: {err}");

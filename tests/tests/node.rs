@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ketch_tests::{Root, busybox_rootfs, ketch_bin, require_tool, target_dir};
+use ketch_tests::{
+    Root, RootsBelow, busybox_rootfs, ketch_bin, output_within, require_tool, target_dir,
+};
 
 fn package() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bindings-node");
@@ -33,18 +35,20 @@ fn show(o: &std::process::Output) -> String {
 fn the_node_suite_passes_embedded_and_remote() {
     let pkg = package();
     let r = Root::new();
-    let o = Command::new("node")
-        .args(["--test", "test/"])
-        .current_dir(&pkg)
-        .env("KETCH_TEST_ROOTFS", busybox_rootfs())
-        .env("KETCH_BIN", ketch_bin())
-        .env("KETCH_SHIM", target_dir().join("debug/ketch-shim"))
-        .env("KETCH_BRIDGE", &r.bridge)
-        .env("KETCH_IP_FORWARD", "false")
-        .env("TMPDIR", r.dir.path())
-        .env_remove("KETCH_ROOT")
-        .output()
-        .unwrap();
+    let _left = RootsBelow::new(&r, r.dir.path());
+    let o = output_within(
+        Command::new("node")
+            .args(["--test", "test/"])
+            .current_dir(&pkg)
+            .env("KETCH_TEST_ROOTFS", busybox_rootfs())
+            .env("KETCH_BIN", ketch_bin())
+            .env("KETCH_SHIM", target_dir().join("debug/ketch-shim"))
+            .env("KETCH_BRIDGE", &r.bridge)
+            .env("KETCH_IP_FORWARD", "false")
+            .env("TMPDIR", r.dir.path())
+            .env_remove("KETCH_ROOT"),
+        300,
+    );
     assert!(o.status.success(), "node --test:\n{}", show(&o));
 }
 
@@ -57,18 +61,29 @@ fn the_types_describe_the_module() {
         .output()
         .unwrap();
     assert!(o.status.success(), "tsc:\n{}", show(&o));
-    // The loader and types napi-rs generated at the build are the committed ones.
+}
+
+/// The loader and types napi-rs wrote at the build (`scripts/setup`) are the committed
+/// ones: both tracked, and the same as in the checked-out commit.
+#[test]
+fn the_generated_loader_and_types_are_committed() {
+    let pkg = package();
     require_tool("git");
-    {
-        let o = Command::new("git")
-            .args(["diff", "--exit-code", "--", "native.js", "native.d.ts"])
+    let generated = ["native.js", "native.d.ts"];
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .args(generated)
             .current_dir(&pkg)
             .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "native.js / native.d.ts are stale: commit what the build made\n{}",
-            show(&o)
-        );
-    }
+            .unwrap()
+    };
+    let o = git(&["ls-files", "--error-unmatch", "--"]);
+    assert!(o.status.success(), "not committed:\n{}", show(&o));
+    let o = git(&["diff", "--exit-code", "HEAD", "--"]);
+    assert!(
+        o.status.success(),
+        "native.js / native.d.ts are not what the build made: commit what it made\n{}",
+        show(&o)
+    );
 }

@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ketch_tests::{Root, build_c_demo, busybox_rootfs, ketch_bin, target_dir};
+use ketch_tests::{
+    Root, RootsBelow, build_c_demo, busybox_rootfs, ketch_bin, output_within, target_dir,
+};
 
 fn python() -> PathBuf {
     let p = target_dir().join("test-venv/bin/python");
@@ -41,13 +43,14 @@ fn with_env(cmd: &mut Command, r: &Root) {
 fn the_pytest_suite_passes_embedded_and_remote() {
     let py = python();
     let r = Root::new();
+    let _left = RootsBelow::new(&r, r.dir.path());
     let mut cmd = Command::new(py);
     cmd.args(["-m", "pytest", "-q", "-p", "no:cacheprovider"])
         .arg(bindings().join("tests"))
         .arg("--basetemp")
         .arg(r.dir.path().join("pytest"));
     with_env(&mut cmd, &r);
-    let o = cmd.output().unwrap();
+    let o = output_within(&mut cmd, 600);
     assert!(
         o.status.success(),
         "pytest:\n{}{}",
