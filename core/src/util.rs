@@ -79,8 +79,17 @@ pub fn pidfd_checked(
         )
     };
     let p = rustix::process::Pid::from_raw(pid).ok_or_else(gone)?;
-    let fd =
-        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(|_| gone())?;
+    let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(|e| {
+        if e == rustix::io::Errno::NOSYS {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "pidfd_open is not available here (Linux 5.3 or later, and not under a tool \
+                 that hides it, as valgrind 3.19 does)",
+            )
+        } else {
+            gone()
+        }
+    })?;
     if start == 0 && owner.is_none() {
         return Err(gone());
     }
