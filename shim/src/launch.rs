@@ -344,8 +344,10 @@ pub fn launch(
         }
         Launch::Exec => false,
     };
-    // Whatever the helper holds or inherited stays behind: only stdio reaches the program.
+    // Whatever the helper holds or inherited stays behind: only stdio reaches the program,
+    // and no signal the engine ignored is ignored by it.
     crate::sys::close_from(3, true);
+    crate::sys::default_signals();
     if reaper {
         return Err(crate::initproc::reap(&prog, &args, &env, first));
     }

@@ -26,6 +26,33 @@ fn cvt(rc: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
+/// Every signal back to its default action before the container's program runs. An ignored
+/// signal stays ignored across execve: without this a container would inherit what its
+/// engine ignores (SIGPIPE, which the Rust runtime ignores in every process, and SIGHUP under
+/// `nohup`), so `yes | head -1` would never end by SIGPIPE and a shell's `trap` on SIGHUP
+/// would do nothing, as POSIX has it for a signal ignored at the shell's start. The system
+/// call itself, as the C library refuses the two real-time signals it keeps for itself.
+pub fn default_signals() {
+    // A kernel `struct sigaction` all zero: SIG_DFL, no flags, no restorer, an empty mask.
+    let act = [0u64; 4];
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `act` outlives the call and is larger than the kernel's struct; no old
+        // action is asked for; the set is the kernel's 8 bytes.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                act.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            )
+        };
+    }
+}
+
 /// Closes (or with `cloexec`, marks close-on-exec) every descriptor from `from` up: whatever
 /// the starter held without close-on-exec (a directory of the host, a socket) must not reach
 /// a container. `close_range` where the kernel has it (5.9, 5.11 for the flag), else each open

@@ -330,6 +330,69 @@ fn kill_sends_the_signal_it_names() {
     nothing_left(&r);
 }
 
+/// A container does not inherit the signals its engine ignores: `nohup ketch run ...` (SIGHUP
+/// ignored) and the Rust runtime's own SIGPIPE leave nothing ignored in the container, so a
+/// shell can trap SIGHUP (POSIX ignores the trap of a signal ignored at the shell's start).
+#[test]
+fn signals_the_engine_ignores_are_not_the_containers() {
+    let r = setup();
+    let ignoring = |args: &[&str]| {
+        let mut cmd = r.cmd();
+        cmd.args(args);
+        // SAFETY: async-signal-safe calls only, between fork and exec.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                for sig in [libc::SIGHUP, libc::SIGPIPE, libc::SIGUSR1] {
+                    libc::signal(sig, libc::SIG_IGN);
+                }
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{args:?}: {o:?}");
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let none = "SigIgn:\t0000000000000000\n";
+    let status = ["grep", "SigIgn", "/proc/self/status"];
+    for flags in [&["--network", "none"][..], &["--network", "none", "--init"]] {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.push("busybox");
+        assert_eq!(
+            ignoring(&[&args[..], &status[..]].concat()),
+            none,
+            "{flags:?}"
+        );
+        let trap = [
+            "sh",
+            "-c",
+            "trap 'echo got HUP' HUP; kill -HUP $$; echo after",
+        ];
+        assert_eq!(
+            ignoring(&[&args[..], &trap[..]].concat()),
+            "got HUP\nafter\n",
+            "{flags:?}"
+        );
+    }
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "e",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let id = id_of(&r, "e");
+    assert_eq!(ignoring(&[&["exec", "e"][..], &status[..]].concat()), none);
+    r.ok(&["rm", "-f", "e"]);
+    no_cgroups_left(&id);
+    nothing_left(&r);
+}
+
 /// `ketch` on its own in a directory of `dir`, found at the path it was run by (a hard link
 /// where the file system allows one), with no `ketch-shim` beside it.
 fn ketch_alone(dir: &Path) -> PathBuf {
