@@ -302,6 +302,106 @@ pub(crate) fn cleanup_removes_orphans<S: Snapshotter>(e: Env<S>) {
     e.with_view("l1", |r| assert_eq!(read(&r.join("f")), "x"));
 }
 
+/// The numbered directories below the snapshots root: one per snapshot.
+fn snapshot_dirs<S>(e: &Env<S>) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(e.dir.path().join("snapshots"))
+        .unwrap()
+        .map(|d| d.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A view is read-only whatever its depth: of nothing, of one layer, of a chain.
+pub(crate) fn views_of_any_depth_are_readonly<S: Snapshotter>(e: Env<S>) {
+    e.layer("l1", None, |r| write(&r.join("one"), "1"));
+    e.layer("l2", Some("l1"), |r| write(&r.join("two"), "2"));
+    for (key, parent, seen) in [
+        ("v0", None, vec![]),
+        ("v1", Some("l1"), vec!["one"]),
+        ("v2", Some("l2"), vec!["one", "two"]),
+    ] {
+        let mounts = e.sn.view(key, parent).unwrap();
+        {
+            let m = e.mnt(&mounts);
+            let mut names: Vec<String> = fs::read_dir(m.path())
+                .unwrap()
+                .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            assert_eq!(names, seen, "{key}");
+            let err = fs::write(m.path().join("new"), "y").unwrap_err();
+            assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{key}: {err}");
+        }
+        e.sn.remove(key).unwrap();
+    }
+}
+
+/// `mounts` gives again what `prepare` and `view` gave; a committed snapshot has none.
+pub(crate) fn mounts_are_those_made<S: Snapshotter>(e: Env<S>) {
+    e.layer("l1", None, |r| write(&r.join("f"), "x"));
+    let active = e.sn.prepare("a", Some("l1")).unwrap();
+    assert!(!active.is_empty());
+    assert_eq!(e.sn.mounts("a").unwrap(), active);
+    let view = e.sn.view("v", Some("l1")).unwrap();
+    assert_eq!(e.sn.mounts("v").unwrap(), view);
+    assert!(matches!(
+        e.sn.mounts("l1"),
+        Err(SnapshotError::FailedPrecondition { .. })
+    ));
+    assert!(matches!(
+        e.sn.mounts("nosuch"),
+        Err(SnapshotError::NotFound { .. })
+    ));
+}
+
+/// A committed snapshot's disk use is counted once and kept; an active one's follows its
+/// writes.
+pub(crate) fn usage_is_kept_once_committed<S: Snapshotter>(e: Env<S>) {
+    e.layer("l1", None, |r| write(&r.join("big"), &"x".repeat(1 << 20)));
+    let before = e.sn.usage("l1").unwrap();
+    // Written behind the driver's back (nothing does this but the test): not counted.
+    let dir = snapshot_dirs(&e).pop().unwrap();
+    write(&dir.join("fs/more"), &"y".repeat(1 << 20));
+    assert_eq!(e.sn.usage("l1").unwrap(), before);
+    let mounts = e.sn.prepare("a", Some("l1")).unwrap();
+    let m = e.mnt(&mounts);
+    write(&m.path().join("small"), "s");
+    let small = e.sn.usage("a").unwrap();
+    write(&m.path().join("big2"), &"z".repeat(1 << 20));
+    let big = e.sn.usage("a").unwrap();
+    assert!(big.size >= small.size + (1 << 20), "{small:?} then {big:?}");
+}
+
+/// A snapshot whose directory is already gone (a crash between the two) is removed all the
+/// same; one whose directory cannot be moved aside stays recorded, and the error says why.
+pub(crate) fn remove_keeps_the_record_unless_the_directory_goes<S: Snapshotter>(e: Env<S>) {
+    e.sn.prepare("gone", None).unwrap();
+    let gone = snapshot_dirs(&e).pop().unwrap();
+    fs::remove_dir_all(&gone).unwrap();
+    e.sn.remove("gone").unwrap();
+    assert!(matches!(
+        e.sn.stat("gone"),
+        Err(SnapshotError::NotFound { .. })
+    ));
+    e.sn.prepare("held", None).unwrap();
+    let held = snapshot_dirs(&e).pop().unwrap();
+    // A mount point cannot be renamed (EBUSY): the directory bound onto itself.
+    Mount::bind(&held, false).mount(&held).unwrap();
+    let err = e.sn.remove("held");
+    let _ = rustix::mount::unmount(&held, rustix::mount::UnmountFlags::DETACH);
+    let err = err.unwrap_err();
+    assert!(err.to_string().contains("held"), "{err}");
+    assert_eq!(e.sn.stat("held").unwrap().kind, Kind::Active);
+    e.sn.remove("held").unwrap();
+    assert!(!held.exists());
+}
+
 /// Instantiates every case for one driver.
 macro_rules! suite {
     ($make:expr) => {
@@ -354,6 +454,22 @@ macro_rules! suite {
         fn cleanup_removes_orphans() {
             testsuite::cleanup_removes_orphans(Env::new($make))
         }
+        #[test]
+        fn views_of_any_depth_are_readonly() {
+            testsuite::views_of_any_depth_are_readonly(Env::new($make))
+        }
+        #[test]
+        fn mounts_are_those_made() {
+            testsuite::mounts_are_those_made(Env::new($make))
+        }
+        #[test]
+        fn usage_is_kept_once_committed() {
+            testsuite::usage_is_kept_once_committed(Env::new($make))
+        }
+        #[test]
+        fn remove_keeps_the_record_unless_the_directory_goes() {
+            testsuite::remove_keeps_the_record_unless_the_directory_goes(Env::new($make))
+        }
     };
 }
 pub(crate) use suite;
@@ -365,3 +481,35 @@ mod overlay {
 mod copy {
     super::suite!(|root, db| crate::snapshot::Copy::new(root, db).unwrap());
 }
+
+/// The engine uses the drivers through `AnySnapshotter`: every case again through it (but the
+/// long one), for each driver.
+macro_rules! through_any {
+    ($name:ident, $variant:ident, $driver:literal) => {
+        mod $name {
+            use crate::snapshot::testsuite::{self, Env};
+            use crate::snapshot::{AnySnapshotter, Copy, Overlay};
+            fn make(root: std::path::PathBuf, db: std::sync::Arc<crate::db::Db>) -> AnySnapshotter {
+                AnySnapshotter::$variant($variant::new(root, db).unwrap())
+            }
+            #[test]
+            fn cases() {
+                let _ = (Copy::new, Overlay::new);
+                assert_eq!(Env::new(make).sn.driver_name(), $driver);
+                testsuite::basic(Env::new(make));
+                testsuite::view_readonly(Env::new(make));
+                testsuite::views_of_any_depth_are_readonly(Env::new(make));
+                testsuite::remove_refuses_parents(Env::new(make));
+                testsuite::usage_counts_own_changes(Env::new(make));
+                testsuite::usage_is_kept_once_committed(Env::new(make));
+                testsuite::walk_lists_everything(Env::new(make));
+                testsuite::cleanup_removes_orphans(Env::new(make));
+                testsuite::mounts_are_those_made(Env::new(make));
+                testsuite::remove_keeps_the_record_unless_the_directory_goes(Env::new(make));
+            }
+        }
+    };
+}
+
+through_any!(any_overlay, Overlay, "overlay");
+through_any!(any_copy, Copy, "copy");
