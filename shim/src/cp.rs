@@ -66,7 +66,7 @@ fn enter(flag: &str, value: &str) -> Result<(), String> {
             .ok_or_else(usage)?;
             let pidfd = crate::sys::pidfd_of(pid, start, owner)
                 .map_err(|e| format!("container process {pid}: {e}"))?;
-            // The root and working directory become the namespace's root: the container's.
+            let root = crate::sys::container_root(pid, pidfd.as_fd())?;
             let entered = match nix::sched::setns(&pidfd, nix::sched::CloneFlags::CLONE_NEWNS) {
                 Err(nix::errno::Errno::EINVAL) => {
                     // A kernel without setns by pidfd: the namespace file, taken while the
@@ -81,6 +81,9 @@ fn enter(flag: &str, value: &str) -> Result<(), String> {
                 r => r,
             };
             entered.map_err(|e| format!("enter the container's mount namespace: {e}"))?;
+            // The root becomes the container process's own, not the namespace's (see
+            // `container_root`).
+            crate::sys::enter_root(root)?;
         }
         "--root" => {
             nix::unistd::chroot(value).map_err(|e| format!("chroot {value}: {e}"))?;

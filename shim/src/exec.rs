@@ -227,7 +227,11 @@ pub fn run() -> i32 {
             }
         }
     }
-    if let Err(e) = join_namespaces(&pidfd, a.pid) {
+    let root = match crate::sys::container_root(a.pid, pidfd.as_fd()) {
+        Ok(r) => r,
+        Err(e) => return fail(&mut ready, 125, e),
+    };
+    if let Err(e) = join_namespaces(&pidfd, a.pid).and_then(|()| crate::sys::enter_root(root)) {
         return fail(&mut ready, 125, e);
     }
     let Ok(sfd) = crate::monitor_signals() else {

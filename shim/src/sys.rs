@@ -386,6 +386,37 @@ pub fn report_fd() -> Option<fs::File> {
 }
 
 /// Whether the process behind a pidfd still runs.
+/// The root directory of the container's process `pid` (which `pidfd` names), opened before
+/// its mount namespace is joined, for [`enter_root`] after.
+///
+/// Joining a mount namespace sets the caller's root to the namespace's root mount. That is
+/// the container's root only where its setup's `pivot_root` replaced the namespace's root:
+/// an engine running in a chroot (a build sandbox, say) has a root below the namespace's,
+/// its pivot replaces that, and the namespace's root stays the host's. The process's own
+/// root is the container's in every case.
+pub fn container_root(pid: i32, pidfd: BorrowedFd<'_>) -> Result<OwnedFd, String> {
+    let root = rustix::fs::open(
+        format!("/proc/{pid}/root"),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| format!("open the root of container process {pid}: {e}"))?;
+    // Opened while the process the pidfd names was alive: the PID was still its own.
+    if !pidfd_alive(pidfd) {
+        return Err(format!("container process {pid} ended"));
+    }
+    Ok(root)
+}
+
+/// Makes `root` (from [`container_root`], the mount namespace joined since) this process's
+/// root and working directory.
+pub fn enter_root(root: OwnedFd) -> Result<(), String> {
+    rustix::process::fchdir(&root).map_err(|e| format!("enter the container's root: {e}"))?;
+    rustix::process::chroot(".").map_err(|e| format!("enter the container's root: {e}"))?;
+    drop(root);
+    rustix::process::chdir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
 pub fn pidfd_alive(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), 0, 0usize, 0) == 0 }

@@ -773,3 +773,70 @@ fn a_working_directory_through_a_descriptor_stays_inside() {
         f.ok(&["rm", "-f", id]);
     });
 }
+
+/// Way out: an engine that runs in a chroot (a build sandbox, a chrooted service). Joining a
+/// container's mount namespace sets the root to the namespace's root mount, which a pivot done
+/// from inside a chroot leaves as the host's: `exec` and `cp` then reached the host's files.
+/// They enter the container process's own root, and see the container's files only.
+#[test]
+fn exec_and_cp_stay_in_the_container_when_the_engine_is_chrooted() {
+    let mut r = Root::new();
+    // Every ketch runs in a mount namespace of its own whose root is the host's root, bound
+    // below the test's directory: a chroot that is a mount point, as pivot_root needs.
+    let jail = r.dir.path().join("chroot");
+    std::fs::create_dir(&jail).unwrap();
+    r.wrap = vec![
+        "unshare".into(),
+        "--mount".into(),
+        "--propagation".into(),
+        "private".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount --rbind / {0} && exec chroot {0} \"$@\"",
+            jail.display()
+        ),
+        "sh".into(),
+    ];
+    r.busybox("busybox");
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "t",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    // Inside, with the working directory asked for.
+    assert_eq!(
+        r.ok(&["exec", "t", "cat", "/etc/motd"]),
+        "ketch busybox fixture\n"
+    );
+    assert_eq!(r.ok(&["exec", "-w", "/etc", "t", "pwd"]), "/etc\n");
+    // Out of the container, and into it: never the host's /etc.
+    let o = r.run(&["cp", "t:/etc/motd", "-"]);
+    assert!(o.status.success(), "{o:?}");
+    let mut tar = tar::Archive::new(&o.stdout[..]);
+    let mut entry = tar.entries().unwrap().next().unwrap().unwrap();
+    let mut motd = String::new();
+    std::io::Read::read_to_string(&mut entry, &mut motd).unwrap();
+    assert_eq!(motd, "ketch busybox fixture\n");
+    let name = format!("ketch-chroot-{}", random_hex(6));
+    let src = r.dir.path().join(&name);
+    std::fs::write(&src, "into the container\n").unwrap();
+    r.ok(&["cp", src.to_str().unwrap(), "t:/etc/"]);
+    assert!(
+        !Path::new("/etc").join(&name).exists(),
+        "cp wrote into the host's /etc"
+    );
+    assert_eq!(
+        r.ok(&["exec", "t", "cat", &format!("/etc/{name}")]),
+        "into the container\n"
+    );
+    let id = r.ok(&["inspect", "-f", "{{.Id}}", "t"]);
+    r.ok(&["rm", "-f", "t"]);
+    ketch_tests::no_cgroups_left(id.trim());
+}
