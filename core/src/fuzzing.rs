@@ -24,6 +24,27 @@ const LAYER_LIMIT: u64 = 16 << 20;
 /// `/` or the temp directory (where absolute paths and links would lead).
 pub fn layer(data: &[u8]) {
     static N: AtomicU64 = AtomicU64::new(0);
+    // A fuzzer that ends a run at its time limit exits mid-case, leaving that case's scratch
+    // tree: those of processes gone go at the first case of the next run.
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        for e in fs::read_dir(std::env::temp_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("ketch-fuzz-layer-")
+                .and_then(|rest| rest.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid
+                && !Path::new(&format!("/proc/{pid}")).exists()
+            {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
+    });
     let base = std::env::temp_dir().join(format!(
         "ketch-fuzz-layer-{}-{}",
         std::process::id(),
