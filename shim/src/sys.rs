@@ -385,7 +385,6 @@ pub fn report_fd() -> Option<fs::File> {
     Some(unsafe { fs::File::from_raw_fd(3) })
 }
 
-/// Whether the process behind a pidfd still runs.
 /// The root directory of the container's process `pid` (which `pidfd` names), opened before
 /// its mount namespace is joined, for [`enter_root`] after.
 ///
@@ -417,6 +416,7 @@ pub fn enter_root(root: OwnedFd) -> Result<(), String> {
     rustix::process::chdir("/").map_err(|e| format!("chdir /: {e}"))
 }
 
+/// Whether the process behind a pidfd still runs.
 pub fn pidfd_alive(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), 0, 0usize, 0) == 0 }

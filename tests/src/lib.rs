@@ -38,7 +38,8 @@ fn package_of(tool: &str) -> &str {
     match tool {
         "docker" => "docker.io",
         "cc" => "gcc",
-        "script" | "nsenter" | "unshare" => "util-linux",
+        "script" => "bsdutils",
+        "nsenter" | "unshare" => "util-linux",
         "ip" => "iproute2",
         "nft" => "nftables",
         "node" => "nodejs",

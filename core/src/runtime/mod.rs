@@ -306,18 +306,12 @@ impl Status {
 /// first, then exits unless it restarts the container), or at most `max`. A run ends
 /// within a poll's latency instead of a polling interval's.
 pub(crate) fn wait_for_monitor(c: &Container, max: Duration) {
-    use rustix::event::{PollFd, PollFlags, poll};
     let pidfd = (c.task.shim_pid > 0 && c.is_running())
         .then(|| crate::util::pidfd_checked(c.task.shim_pid as i32, c.task.shim_start, None).ok())
         .flatten();
     match pidfd {
         Some(fd) => {
-            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-            let t = rustix::fs::Timespec {
-                tv_sec: max.as_secs() as i64,
-                tv_nsec: max.subsec_nanos() as i64,
-            };
-            let _ = poll(&mut fds, Some(&t));
+            crate::util::pidfd_wait(fd.as_fd(), max);
         }
         None => std::thread::sleep(Duration::from_millis(20).min(max)),
     }
@@ -2120,12 +2114,9 @@ impl Local {
 /// arrive, in order, and the last one wins. The shim's `SIG_RESIZE` is the same number.
 pub const EXEC_RESIZE_SIGNAL: i32 = 40;
 
-/// Sets the terminal size of an exec started with a terminal: `monitor` is its monitor (the
-/// child `container_exec_spawn` returned, not yet waited for, so the PID is still its own).
-pub fn exec_resize(monitor: u32, rows: u16, cols: u16) -> io::Result<()> {
-    let pid = rustix::process::Pid::from_raw(monitor as i32)
-        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+/// Sets the terminal size of an exec started with a terminal: `monitor` is a pidfd of its
+/// monitor (the child `container_exec_spawn` returned), taken before it could be waited for.
+pub fn exec_resize(monitor: &impl AsFd, rows: u16, cols: u16) -> io::Result<()> {
     // A siginfo as sigqueue(3) makes it: signal, SI_QUEUE, the sender, and the value. The
     // fields after the first three sit in a union that starts at 16 on 64-bit ABIs.
     let mut info = [0u32; 32];
@@ -2144,7 +2135,7 @@ pub fn exec_resize(monitor: u32, rows: u16, cols: u16) -> io::Result<()> {
     let rc = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
-            fd.as_raw_fd(),
+            monitor.as_fd().as_raw_fd(),
             EXEC_RESIZE_SIGNAL,
             info.as_ptr(),
             0,

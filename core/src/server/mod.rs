@@ -871,8 +871,9 @@ struct Exec {
     opts: crate::runtime::ExecOptions,
     running: bool,
     exit_code: Option<i32>,
-    /// The monitor's PID while it runs attached: a child of this process, not yet waited for.
-    monitor: Option<u32>,
+    /// The monitor while it runs attached, by a pidfd taken before it could be waited for: a
+    /// resize that races its end is refused by the kernel, never sent to a reused PID.
+    monitor: Option<Arc<std::os::fd::OwnedFd>>,
 }
 
 fn execs() -> &'static std::sync::Mutex<BTreeMap<String, Exec>> {
@@ -998,12 +999,18 @@ fn exec_start(
             // the monitor started is sent now.
             let mut all = execs().lock().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = all.get_mut(id) {
-                e.monitor = Some(c.id());
+                let pid = rustix::process::Pid::from_raw(c.id() as i32);
+                e.monitor = pid
+                    .and_then(|p| {
+                        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+                    })
+                    .map(Arc::new);
                 if opts.tty
                     && let Some((h, w)) = e.opts.console_size
                     && e.opts.console_size != opts.console_size
+                    && let Some(fd) = &e.monitor
                 {
-                    let _ = crate::runtime::exec_resize(c.id(), h, w);
+                    let _ = crate::runtime::exec_resize(fd, h, w);
                 }
             }
             c
@@ -1103,8 +1110,8 @@ fn exec_resize(id: &str, h: u16, w: u16) -> Result<()> {
         return Ok(());
     }
     e.opts.console_size = Some((h, w));
-    if let Some(pid) = e.monitor {
-        crate::runtime::exec_resize(pid, h, w)
+    if let Some(fd) = &e.monitor {
+        crate::runtime::exec_resize(fd, h, w)
             .map_err(|err| ApiError(500, format!("resize exec {id}: {err}")))?;
     }
     Ok(())
