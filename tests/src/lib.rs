@@ -370,26 +370,44 @@ impl Root {
 
     /// Mounts below the root that are still there.
     pub fn mounts(&self) -> Vec<String> {
-        let root = self.path().display().to_string();
-        std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&root))
-            .map(str::to_string)
-            .collect()
+        mounts_below(&self.path())
+    }
+}
+
+/// Mount points at or below `dir`, in the order the mount table lists them.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let dir = dir.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&dir))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Detaches every mount at or below `dir`, innermost first.
+fn unmount_below(dir: &Path) {
+    for m in mounts_below(dir).into_iter().rev() {
+        let c = std::ffi::CString::new(m).unwrap();
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// `rm -f` of every container `ketch` (a command on one state root) lists.
+fn remove_containers(ketch: impl Fn() -> Command) {
+    if let Ok(o) = ketch().args(["ps", "-aq", "--no-trunc"]).output() {
+        for id in String::from_utf8_lossy(&o.stdout).lines() {
+            let _ = ketch().args(["rm", "-f", id]).output();
+        }
     }
 }
 
 impl Drop for Root {
     fn drop(&mut self) {
         // Containers a failing test left running go first: processes, cgroups, mounts.
-        if self.path().join("containers").is_dir()
-            && let Ok(o) = self.cmd().args(["ps", "-aq", "--no-trunc"]).output()
-        {
-            for id in String::from_utf8_lossy(&o.stdout).lines() {
-                let _ = self.cmd().args(["rm", "-f", id]).output();
-            }
+        if self.path().join("containers").is_dir() {
+            remove_containers(|| self.cmd());
         }
         // Then the networks it made, and the default network's bridge, which outlives its
         // containers as docker0 does.
@@ -409,10 +427,7 @@ impl Drop for Root {
         }
         // Whatever a failing test left mounted comes off before the directory goes, so that
         // removing it never reaches through a mount.
-        for m in self.mounts().into_iter().rev() {
-            let c = std::ffi::CString::new(m).unwrap();
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        unmount_below(&self.path());
         if !std::thread::panicking() {
             assert!(self.mounts().is_empty(), "mounts left behind");
         }
@@ -734,23 +749,8 @@ impl Drop for RootsBelow {
                     .stdin(Stdio::null());
                 c
             };
-            if let Ok(o) = ketch().args(["ps", "-aq", "--no-trunc"]).output() {
-                for id in String::from_utf8_lossy(&o.stdout).lines() {
-                    let _ = ketch().args(["rm", "-f", id]).output();
-                }
-            }
+            remove_containers(ketch);
         }
-        let below = self.dir.display().to_string();
-        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&below))
-            .map(str::to_string)
-            .collect();
-        for m in mounts.into_iter().rev() {
-            let c = std::ffi::CString::new(m).unwrap();
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
+        unmount_below(&self.dir);
     }
 }
