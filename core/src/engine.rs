@@ -299,3 +299,16 @@ impl std::ops::Deref for Engine {
         &self.local
     }
 }
+
+/// An engine on a root of its own in a temporary directory, for unit tests; the directory
+/// goes when it is dropped.
+#[cfg(test)]
+pub(crate) fn scratch_engine() -> (tempfile::TempDir, Local) {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Local::open(&Options {
+        root: dir.path().join("root"),
+        ..Default::default()
+    })
+    .unwrap();
+    (dir, local)
+}

@@ -24,7 +24,7 @@ use crate::snapshot::Usage;
 pub use copy::{copy_tree, copy_tree_at};
 
 /// Opens the directory at `path` (the caller's own path, symlinks followed) to start a walk.
-fn open_root(path: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_root(path: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(
         path,
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,

@@ -1,7 +1,7 @@
 //! Engine-level image tests that need state no front door can make yet: containers.
 
 use super::*;
-use crate::engine::{Local, Options};
+use crate::engine::{Local, scratch_engine as engine};
 
 fn layer() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -12,16 +12,6 @@ fn layer() -> Vec<u8> {
     h.set_cksum();
     b.append(&h, &b"hello"[..]).unwrap();
     b.into_inner().unwrap()
-}
-
-fn engine() -> (tempfile::TempDir, Local) {
-    let dir = tempfile::tempdir().unwrap();
-    let local = Local::open(&Options {
-        root: dir.path().join("root"),
-        ..Default::default()
-    })
-    .unwrap();
-    (dir, local)
 }
 
 fn import(e: &Local, name: &str) -> Digest {

@@ -334,13 +334,7 @@ impl Local {
         // The volume may already be mounted by a running container: it is written only
         // through this descriptor, one name at a time, so no symlink planted there leads
         // the copy out.
-        let Ok(dst) = rustix::fs::open(
-            &data,
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        ) else {
+        let Ok(dst) = crate::fsutil::open_root(&data) else {
             return Ok(());
         };
         let empty = crate::fsutil::at::is_empty(std::os::fd::AsFd::as_fd(&dst)).unwrap_or(false);
@@ -361,3 +355,6 @@ impl Local {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests;
