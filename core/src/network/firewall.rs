@@ -782,5 +782,12 @@ mod tests {
                 "-x"
             ]
         );
+        // Runs of spaces make no words; an empty quoted one is a word; a trailing word counts.
+        assert_eq!(
+            shell_words(r#"  -A  X --comment "" y"#),
+            ["-A", "X", "--comment", "", "y"]
+        );
+        assert_eq!(shell_words(r#"a """#), ["a", ""]);
+        assert!(shell_words("   ").is_empty());
     }
 }

@@ -145,7 +145,10 @@ pub fn default_pools() -> Vec<(Subnet, u8)> {
 /// The IPv4 routes of the host's main table (`/proc/net/route`), as subnets; the default
 /// route is left out, since every subnet overlaps it.
 pub fn host_routes() -> Vec<Subnet> {
-    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    routes_of(&std::fs::read_to_string("/proc/net/route").unwrap_or_default())
+}
+
+fn routes_of(text: &str) -> Vec<Subnet> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
@@ -190,5 +193,116 @@ mod tests {
         assert_eq!(p[14], "172.31.0.0/16");
         assert_eq!(p[15], "192.168.0.0/20");
         assert_eq!(p.len(), 15 + 16);
+    }
+
+    #[test]
+    fn edges_of_prefixes() {
+        let all: Subnet = "1.2.3.4/0".parse().unwrap();
+        assert_eq!(all.to_string(), "0.0.0.0/0");
+        assert_eq!((all.first(), all.last()), (0, u32::MAX));
+        assert!(all.contains(Ipv4Addr::new(255, 255, 255, 255)));
+        let one: Subnet = "10.0.0.7/32".parse().unwrap();
+        assert_eq!(one.mask(), u32::MAX);
+        assert_eq!(one.first(), one.last());
+        assert_eq!(one.nth(0), Some(Ipv4Addr::new(10, 0, 0, 7)));
+        assert_eq!(one.nth(1), None);
+        assert_eq!("255.255.255.255/32".parse::<Subnet>().unwrap().nth(1), None);
+        let s: Subnet = "10.1.0.0/16".parse().unwrap();
+        assert_eq!(Ipv4Addr::from(s.last()), Ipv4Addr::new(10, 1, 255, 255));
+        assert_eq!(s.mask(), 0xffff_0000);
+        assert_eq!(s.nth(65535), Some(Ipv4Addr::new(10, 1, 255, 255)));
+        assert!(!s.contains(Ipv4Addr::new(10, 0, 255, 255)));
+        for bad in ["10.0.0.0", "10.0.0.0/", "10.0.0.0/x", "a/8", "10.0.0.0/-1"] {
+            assert_eq!(
+                bad.parse::<Subnet>().unwrap_err(),
+                format!("invalid CIDR address: {bad}")
+            );
+        }
+    }
+
+    #[test]
+    fn containment_and_overlap_both_ways() {
+        let big: Subnet = "10.0.0.0/8".parse().unwrap();
+        let small: Subnet = "10.9.0.0/16".parse().unwrap();
+        let apart: Subnet = "11.0.0.0/8".parse().unwrap();
+        assert!(big.contains_subnet(&small));
+        assert!(big.contains_subnet(&big));
+        assert!(!small.contains_subnet(&big));
+        assert!(!big.contains_subnet(&apart));
+        assert!(big.overlaps(&small) && small.overlaps(&big));
+        assert!(!big.overlaps(&apart) && !apart.overlaps(&big));
+    }
+
+    #[test]
+    fn splits_count_and_step() {
+        let s: Subnet = "10.0.0.0/30".parse().unwrap();
+        let quarters: Vec<String> = s.split(32).map(|s| s.to_string()).collect();
+        assert_eq!(
+            quarters,
+            ["10.0.0.0/32", "10.0.0.1/32", "10.0.0.2/32", "10.0.0.3/32"]
+        );
+        assert_eq!(
+            s.split(31).map(|s| s.to_string()).collect::<Vec<_>>(),
+            ["10.0.0.0/31", "10.0.0.2/31"]
+        );
+        assert_eq!(s.split(30).collect::<Vec<_>>(), [s]);
+        assert_eq!(s.split(29).count(), 0);
+        let all: Subnet = "0.0.0.0/0".parse().unwrap();
+        let halves: Vec<String> = all.split(1).map(|s| s.to_string()).collect();
+        assert_eq!(halves, ["0.0.0.0/1", "128.0.0.0/1"]);
+        assert_eq!(all.split(8).count(), 256);
+        assert_eq!(all.split(8).last().unwrap().to_string(), "255.0.0.0/8");
+    }
+
+    #[test]
+    fn pools_are_read_as_docker_writes_them() {
+        let (base, size) = parse_pool("base=10.10.0.0/16,size=24").unwrap();
+        assert_eq!((base.to_string(), size), ("10.10.0.0/16".into(), 24));
+        assert_eq!(
+            parse_pool("size=16,base=10.0.0.0/16").unwrap().1,
+            16,
+            "the order does not matter, and size may equal the base's"
+        );
+        let want = "want base=CIDR,size=N";
+        for (input, err) in [
+            (
+                "base=10.0.0.0/16",
+                format!("invalid address pool \"base=10.0.0.0/16\": {want}"),
+            ),
+            (
+                "size=24",
+                format!("invalid address pool \"size=24\": {want}"),
+            ),
+            (
+                "base=10.0.0.0/16,size=24,x=1",
+                format!("invalid address pool \"base=10.0.0.0/16,size=24,x=1\": {want}"),
+            ),
+            ("base=10.0.0.0/16,size=33", "invalid pool size: 33".into()),
+            ("base=10.0.0.0/16,size=x", "invalid pool size: x".into()),
+            (
+                "base=10.0.0/16,size=24",
+                "invalid CIDR address: 10.0.0/16".into(),
+            ),
+            (
+                "base=10.0.0.0/16,size=8",
+                "pool size /8 is larger than its base 10.0.0.0/16".into(),
+            ),
+        ] {
+            assert_eq!(parse_pool(input).unwrap_err(), err, "{input}");
+        }
+    }
+
+    #[test]
+    fn routes_are_read_from_the_kernels_table() {
+        let table =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\t0\t0\t0
+eth0\t0000000A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+br0\t0011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+bad\tzz\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
+short\t0000000A
+";
+        let routes: Vec<String> = routes_of(table).iter().map(|s| s.to_string()).collect();
+        assert_eq!(routes, ["10.0.0.0/24", "172.17.0.0/16"]);
     }
 }
