@@ -2,6 +2,14 @@
 
 use std::io::{self, Read, Write};
 
+/// Docker's rule for the names of containers, volumes and networks:
+/// `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
 /// `n` random bytes as hex, for temp names and IDs.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];
@@ -146,6 +154,18 @@ pub fn pidfd_signal(fd: std::os::fd::BorrowedFd<'_>, sig: i32) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_dockers_names() {
+        for good in ["a", "Z", "0", "a1", "data_1.x-y", "9-", "a.", "A_"] {
+            assert!(valid_name(good), "{good:?} should be accepted");
+        }
+        for bad in [
+            "", "_a", ".a", "-a", "a/b", "a b", "a:b", "é", "aé", "..", "a\n",
+        ] {
+            assert!(!valid_name(bad), "{bad:?} should be refused");
+        }
+    }
 
     #[test]
     fn own_process_is_alive() {

@@ -269,12 +269,6 @@ impl HostLock {
     }
 }
 
-fn valid_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
 /// Docker's MAC for an address: 02:42 and the four address bytes.
 fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
@@ -499,7 +493,7 @@ impl Local {
     /// `network create`: a bridge network with its own Linux bridge and subnet.
     pub fn network_create(&self, opts: &NetworkCreate) -> crate::Result<NetworkRecord> {
         self.ensure_predefined()?;
-        if !valid_name(&opts.name) {
+        if !crate::util::valid_name(&opts.name) {
             return Err(invalid(format!(
                 "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
                 opts.name

@@ -391,14 +391,6 @@ const NAME_NOUN: &[&str] = &[
     "tiller",
 ];
 
-fn valid_name(n: &str) -> bool {
-    let b = n.as_bytes();
-    !b.is_empty()
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
-}
-
 /// Finds the `ketch-shim` executable: `KETCH_SHIM`, beside the running executable (or one
 /// directory up, for test binaries in `deps/`), then `PATH`.
 pub fn shim_path() -> Option<PathBuf> {
@@ -721,7 +713,7 @@ impl Local {
     /// Creates a container from an image: its writable snapshot, its bundle, its record.
     pub fn container_create(&self, opts: &CreateOptions) -> crate::Result<Container> {
         if let Some(n) = &opts.name
-            && !valid_name(n)
+            && !crate::util::valid_name(n)
         {
             return Err(ContainerError::BadName { name: n.clone() }.into());
         }
@@ -1642,7 +1634,7 @@ impl Local {
     /// Gives a container a new name.
     pub fn container_rename(&self, name: &str, new_name: &str) -> crate::Result<()> {
         let new_name = new_name.trim_start_matches('/');
-        if !valid_name(new_name) {
+        if !crate::util::valid_name(new_name) {
             return Err(ContainerError::BadName {
                 name: new_name.to_string(),
             }

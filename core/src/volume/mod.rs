@@ -101,12 +101,6 @@ pub struct MountSpec {
     pub create_host_path: bool,
 }
 
-fn valid_name(n: &str) -> bool {
-    let mut chars = n.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-}
-
 impl Local {
     fn volumes_dir(&self) -> PathBuf {
         self.root.join("volumes")
@@ -161,7 +155,7 @@ impl Local {
         } else {
             opts.name.clone()
         };
-        if !valid_name(&name) {
+        if !crate::util::valid_name(&name) {
             return Err(invalid(format!(
                 "create {name}: \"{name}\" includes invalid characters for a local volume name, only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed"
             )));

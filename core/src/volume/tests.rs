@@ -86,15 +86,7 @@ fn creates_recorded(e: &Local, name: &str) -> usize {
 }
 
 #[test]
-fn names_are_dockers_local_volume_names() {
-    for good in ["a", "Z", "0", "a1", "data_1.x-y", "9-", "a.", "A_"] {
-        assert!(valid_name(good), "{good:?} should be accepted");
-    }
-    for bad in [
-        "", "_a", ".a", "-a", "a/b", "a b", "a:b", "é", "aé", "..", "a\n",
-    ] {
-        assert!(!valid_name(bad), "{bad:?} should be refused");
-    }
+fn a_name_docker_refuses_is_refused() {
     let (_d, e) = engine();
     let err = create(&e, "../x", &[]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
