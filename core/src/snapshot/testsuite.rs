@@ -293,6 +293,25 @@ pub(crate) fn cleanup_removes_orphans<S: Snapshotter>(e: Env<S>) {
     fs::create_dir_all(root.join("999/fs")).unwrap();
     fs::create_dir_all(root.join("tmp-1-1-abcdef/fs")).unwrap();
     fs::create_dir_all(root.join("rm-5-abcd/fs")).unwrap();
+    // An orphan that cannot go (a mount in it) is an error that names it, and stays for
+    // the next cleanup.
+    let stuck = root.join("998/fs");
+    fs::create_dir_all(&stuck).unwrap();
+    crate::mount::Mount {
+        kind: "tmpfs".into(),
+        source: "tmpfs".into(),
+        options: vec!["size=64k".into()],
+    }
+    .mount(&stuck)
+    .unwrap();
+    let res = e.sn.cleanup();
+    crate::mount::unmount(&stuck).unwrap();
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains(&root.join("998").display().to_string()),
+        "{err}"
+    );
+    assert!(root.join("998").exists());
     e.sn.cleanup().unwrap();
     let left: Vec<_> = fs::read_dir(&root)
         .unwrap()
