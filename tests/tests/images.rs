@@ -96,6 +96,8 @@ fn import_applies_changes_and_message() {
         "LABEL org.example=yes",
         "-c",
         "USER nobody",
+        "-c",
+        "ENV OLD form=with spaces",
         "-m",
         "from the fixture",
         rootfs.to_str().unwrap(),
@@ -105,7 +107,10 @@ fn import_applies_changes_and_message() {
         serde_json::from_str(&r.ok(&["inspect", "--format", "{{json .Config}}", "changed:v1"]))
             .unwrap();
     assert_eq!(cfg["Cmd"], serde_json::json!(["/bin/sh", "-c", "echo hi"]));
-    assert_eq!(cfg["Env"], serde_json::json!(["A=1", "B=two words"]));
+    assert_eq!(
+        cfg["Env"],
+        serde_json::json!(["A=1", "B=two words", "OLD=form=with spaces"])
+    );
     assert_eq!(cfg["WorkingDir"], "/srv");
     assert_eq!(cfg["User"], "nobody");
     assert_eq!(cfg["Labels"]["org.example"], "yes");

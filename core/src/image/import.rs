@@ -56,7 +56,8 @@ fn pairs(args: &str, change: &str) -> Result<Vec<(String, String)>, ImageError> 
         reason: reason.to_string(),
     };
     let t = args.trim();
-    if !t.contains('=') {
+    // The old form, `KEY value with spaces`, as Docker tells it: no `=` in the first word.
+    if !t.split_whitespace().next().unwrap_or("").contains('=') {
         let (k, v) = t
             .split_once(char::is_whitespace)
             .ok_or_else(|| bad("expected KEY=VALUE"))?;
@@ -354,4 +355,112 @@ pub(crate) fn oci_digest(d: &Digest) -> oci::Digest {
     d.to_string()
         .parse()
         .expect("a valid sha256 digest is a valid OCI digest")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(changes: &[&str]) -> serde_json::Value {
+        let changes: Vec<String> = changes.iter().map(|c| c.to_string()).collect();
+        serde_json::to_value(apply_changes(&changes).unwrap()).unwrap()
+    }
+
+    fn refused(change: &str) -> String {
+        let e = apply_changes(&[change.to_string()]).unwrap_err();
+        assert!(matches!(e, ImageError::BadChange { .. }), "{e}");
+        e.to_string()
+    }
+
+    #[test]
+    fn commands_take_the_exec_or_the_shell_form() {
+        let c = cfg(&[r#"CMD ["echo", "a b"]"#, "entrypoint  run  me "]);
+        assert_eq!(c["Cmd"], serde_json::json!(["echo", "a b"]));
+        assert_eq!(
+            c["Entrypoint"],
+            serde_json::json!(["/bin/sh", "-c", "run  me"])
+        );
+        // Not a JSON array of strings: the shell form, as Docker reads it.
+        assert_eq!(
+            cfg(&["CMD [1, 2]"])["Cmd"],
+            serde_json::json!(["/bin/sh", "-c", "[1, 2]"])
+        );
+        assert_eq!(
+            cfg(&["CMD [\"a\""])["Cmd"],
+            serde_json::json!(["/bin/sh", "-c", "[\"a\""])
+        );
+        // The last one wins.
+        assert_eq!(cfg(&["CMD a", "CMD b"])["Cmd"][2], "b");
+    }
+
+    #[test]
+    fn env_and_labels_take_pairs_quotes_and_the_old_form() {
+        let c = cfg(&[
+            r#"ENV A=1 B="two words" C='x y' D=a\ b E="q\"q" F="""#,
+            "ENV G  spaced value ",
+            "ENV A=again",
+            r#"LABEL k=v "x.y"=z"#,
+            "LABEL k=w",
+        ]);
+        assert_eq!(
+            c["Env"],
+            serde_json::json!([
+                "B=two words",
+                "C=x y",
+                "D=a b",
+                "E=q\"q",
+                "F=",
+                "G=spaced value",
+                "A=again"
+            ])
+        );
+        assert_eq!(c["Labels"], serde_json::json!({"k": "w", "x.y": "z"}));
+        // `=` inside the value of the old form is the value's.
+        assert_eq!(cfg(&["ENV K V=1"])["Env"], serde_json::json!(["K=V=1"]));
+
+        let e = refused("ENV A=\"open");
+        assert_eq!(e, "invalid --change \"ENV A=\\\"open\": unterminated quote");
+        assert!(refused("ENV lonely").ends_with("expected KEY=VALUE"));
+        assert!(refused("ENV A=1 B").ends_with("expected KEY=VALUE"));
+        assert!(refused("LABEL =v").ends_with("empty key"));
+    }
+
+    #[test]
+    fn ports_volumes_and_the_rest() {
+        let c = cfg(&[
+            "EXPOSE 80 53/udp 80/tcp",
+            "EXPOSE 132/sctp 80",
+            r#"VOLUME ["/a", "/b"]"#,
+            "VOLUME /b /c",
+            "USER app:app",
+            "WORKDIR /srv",
+            "STOPSIGNAL SIGINT",
+        ]);
+        assert_eq!(
+            c["ExposedPorts"],
+            serde_json::json!({"80/tcp": {}, "53/udp": {}, "132/sctp": {}})
+        );
+        assert_eq!(
+            c["Volumes"],
+            serde_json::json!({"/a": {}, "/b": {}, "/c": {}})
+        );
+        assert_eq!(c["User"], "app:app");
+        assert_eq!(c["WorkingDir"], "/srv");
+        assert_eq!(c["StopSignal"], "SIGINT");
+
+        for (change, reason) in [
+            ("EXPOSE http", "expected PORT[/PROTO]"),
+            ("EXPOSE 70000", "expected PORT[/PROTO]"),
+            ("EXPOSE 80/icmp", "expected PORT[/PROTO]"),
+            ("VOLUME [\"/a\"", "bad JSON array"),
+            ("WORKDIR srv", "WORKDIR must be an absolute path"),
+            ("CMD", "missing arguments"),
+            ("ENV   ", "missing arguments"),
+            ("RUN make", "unknown or unsupported instruction"),
+        ] {
+            let e = refused(change);
+            assert!(e.contains(reason), "{change}: {e}");
+        }
+        assert!(apply_changes(&[]).unwrap() == oci::Config::default());
+    }
 }
