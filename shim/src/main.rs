@@ -38,7 +38,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
@@ -71,9 +71,15 @@ struct State {
 }
 
 fn now_rfc3339() -> String {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
+    rfc3339(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// A time since the epoch as RFC 3339 in UTC, with nanoseconds, as Docker writes times.
+fn rfc3339(d: Duration) -> String {
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Civil date from days since the epoch (Howard Hinnant's algorithm).
@@ -1193,5 +1199,131 @@ fn run(opts: Options) -> i32 {
         std::thread::sleep(std::time::Duration::from_millis(
             100 * u64::from(state.restart_count.min(10)),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_in_utc_across_leap_days_and_centuries() {
+        for (secs, nanos, want) in [
+            (0, 0, "1970-01-01T00:00:00.000000000Z"),
+            (68169600, 1, "1972-02-29T00:00:00.000000001Z"),
+            (946684799, 999_999_999, "1999-12-31T23:59:59.999999999Z"),
+            (951782400, 0, "2000-02-29T00:00:00.000000000Z"),
+            (1000000000, 500, "2001-09-09T01:46:40.000000500Z"),
+            (1709251199, 0, "2024-02-29T23:59:59.000000000Z"),
+            (4102444800, 0, "2100-01-01T00:00:00.000000000Z"),
+            (4107542399, 0, "2100-02-28T23:59:59.000000000Z"),
+            (4107542400, 0, "2100-03-01T00:00:00.000000000Z"),
+            (253402300799, 0, "9999-12-31T23:59:59.000000000Z"),
+        ] {
+            assert_eq!(rfc3339(Duration::new(secs, nanos)), want, "{secs}");
+        }
+        let now = now_rfc3339();
+        assert!(now.starts_with("20") && now.len() == 30, "{now}");
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_log_records_whole_lines_per_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.json");
+        let mut log = Log::open(path.clone(), 0, 1);
+        log.write(0, b"one\ntw");
+        log.write(1, b"err");
+        log.write(0, b"o\nthree");
+        let got = lines(&path);
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (&got[0]["log"], &got[0]["stream"]),
+            (&"one\n".into(), &"stdout".into())
+        );
+        assert_eq!(got[1]["log"], "two\n");
+        let t = got[0]["time"].as_str().unwrap();
+        assert!(t.ends_with('Z') && t.len() == 30, "{t}");
+        // What is left of a line is logged at the end, each stream's own.
+        log.flush();
+        let got = lines(&path);
+        assert_eq!(got.len(), 4);
+        let rest: Vec<(&str, &str)> = got[2..]
+            .iter()
+            .map(|v| (v["log"].as_str().unwrap(), v["stream"].as_str().unwrap()))
+            .collect();
+        assert_eq!(rest, [("three", "stdout"), ("err", "stderr")]);
+        log.flush();
+        assert_eq!(lines(&path).len(), 4);
+
+        // A line longer than 16 KiB goes in pieces; invalid UTF-8 is replaced, not lost.
+        let long = vec![b'x'; 16 * 1024 + 1];
+        log.write(1, &long);
+        log.write(1, b"\xff\n");
+        let got = lines(&path);
+        assert_eq!(got.len(), 6);
+        assert_eq!(got[4]["log"].as_str().unwrap().len(), 16 * 1024 + 1);
+        assert_eq!(got[5]["log"], "\u{fffd}\n");
+
+        let mut off = Log::disabled();
+        off.write(0, b"nothing\n");
+        off.flush();
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A log reopened appends.
+        let mut again = Log::open(path.clone(), 0, 1);
+        again.write(0, b"more\n");
+        assert_eq!(lines(&path).len(), 7);
+    }
+
+    #[test]
+    fn the_log_rotates_by_size_into_numbered_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.json");
+        let one = |n: usize| {
+            let mut l = Log::open(path.clone(), 0, 1);
+            l.write(0, format!("{n:03}\n").as_bytes());
+            fs::metadata(&path).unwrap().len()
+        };
+        let size = one(0);
+        fs::remove_file(&path).unwrap();
+        // Room for two records a file, three files.
+        let mut log = Log::open(path.clone(), 2 * size + 1, 3);
+        for n in 0..7 {
+            log.write(0, format!("{n:03}\n").as_bytes());
+        }
+        let text = |p: &Path| -> Vec<String> {
+            lines(p)
+                .iter()
+                .map(|v| v["log"].as_str().unwrap().trim().to_string())
+                .collect()
+        };
+        let side = |i: u32| PathBuf::from(format!("{}.{i}", path.display()));
+        assert_eq!(text(&path), ["006"]);
+        assert_eq!(text(&side(1)), ["004", "005"]);
+        assert_eq!(text(&side(2)), ["002", "003"]);
+        assert!(!side(3).exists());
+
+        // One file: the log starts again when full; a record larger than the limit is kept.
+        let solo = dir.path().join("solo.json");
+        let mut log = Log::open(solo.clone(), 2 * size + 1, 1);
+        for n in 0..5 {
+            log.write(0, format!("{n:03}\n").as_bytes());
+        }
+        assert_eq!(text(&solo), ["004"]);
+        assert!(!PathBuf::from(format!("{}.1", solo.display())).exists());
+        log.write(0, &[b'y'; 200]);
+        log.write(0, b"\n");
+        assert_eq!(lines(&solo).len(), 1);
+        // Opening finds the size already there.
+        let mut log = Log::open(solo.clone(), fs::metadata(&solo).unwrap().len() + 1, 2);
+        log.write(0, b"z\n");
+        assert_eq!(text(&solo), ["z"]);
     }
 }
