@@ -17,6 +17,7 @@ use crate::spec::{RootfsMount, Spec};
 use crate::{rootfs, sys};
 
 /// Why the container's program could not start; `code` is the exit status Docker gives it.
+#[derive(Debug)]
 pub struct StartError {
     pub code: i32,
     pub message: String,
@@ -397,4 +398,39 @@ fn setup(
         &user,
         how,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_options_split_into_flags_data_and_read_only() {
+        let o = |v: &[&str]| parse_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(o(&[]), (MsFlags::empty(), vec![], false));
+        let (flags, data, ro) = o(&[
+            "ro",
+            "nosuid",
+            "nodev",
+            "noexec",
+            "relatime",
+            "mode=755",
+            "size=65536k",
+            "rprivate",
+        ]);
+        assert_eq!(
+            flags,
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME
+        );
+        assert_eq!(data, ["mode=755", "size=65536k"]);
+        assert!(ro);
+        assert_eq!(o(&["rw", "strictatime"]).0, MsFlags::MS_STRICTATIME);
+        assert!(!o(&["rw", "shared", "slave", "private", "rshared", "rslave"]).2);
+        assert_eq!(o(&["bind"]).0, MsFlags::MS_BIND);
+        assert_eq!(o(&["rbind"]).0, MsFlags::MS_BIND | MsFlags::MS_REC);
+        assert_eq!(
+            o(&["lowerdir=/a:/b", "upperdir=/u"]).1,
+            ["lowerdir=/a:/b", "upperdir=/u"]
+        );
+    }
 }

@@ -133,6 +133,7 @@ fn set_capabilities(spec: &Spec) -> Result<(), StartError> {
 }
 
 /// A user as the container's own /etc/passwd and /etc/group define it.
+#[cfg_attr(test, derive(Debug, PartialEq))]
 struct Identity {
     uid: u32,
     gid: u32,
@@ -143,15 +144,25 @@ struct Identity {
 /// Resolves `user[:group]` (names or numbers) against the container's files, read after the
 /// root switch, as Docker does.
 fn resolve_user(spec: &Spec, spec_user: &str) -> Result<Identity, StartError> {
-    let u = &spec.process.user;
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = fs::read_to_string("/etc/group").unwrap_or_default();
+    identity(&spec.process.user, spec_user, &passwd, &group)
+}
+
+/// Who `USER[:GROUP]` (names or numbers) is, by the root's passwd and group files: IDs,
+/// home, and the groups that list the user.
+fn identity(
+    u: &crate::spec::User,
+    spec_user: &str,
+    passwd: &str,
+    group: &str,
+) -> Result<Identity, StartError> {
     let mut id = Identity {
         uid: u.uid,
         gid: u.gid,
         groups: u.additional_gids.clone(),
         home: "/".into(),
     };
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = fs::read_to_string("/etc/group").unwrap_or_default();
     let (user, grp) = match spec_user.split_once(':') {
         Some((u, g)) => (u.to_string(), Some(g.to_string())),
         None => (spec_user.to_string(), None),
@@ -377,5 +388,103 @@ pub fn exec_error(err: nix::errno::Errno, first: &str) -> StartError {
             fail(126, format!("exec: \"{first}\": permission denied"))
         }
         e => fail(126, format!("exec {first}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+app:x:1000:1001:App:/home/app:/bin/sh
+short:x:5:5
+2000:x:3000:3000::/home/num:/bin/sh
+";
+    const GROUP: &str = "root:x:0:
+wheel:x:10:root,app
+staff:x:50:daemon, app,app
+app:x:1001:
+tools:x:60:app
+broken:x:notanumber:app
+";
+
+    fn id(user: &str) -> Result<Identity, StartError> {
+        let spec = crate::spec::User {
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![7],
+        };
+        identity(&spec, user, PASSWD, GROUP)
+    }
+
+    fn ok(user: &str) -> (u32, u32, Vec<u32>, String) {
+        let i = id(user).unwrap();
+        (i.uid, i.gid, i.groups, i.home)
+    }
+
+    #[test]
+    fn users_and_groups_by_name_or_number() {
+        // No user: root's home, and the groups that list root.
+        assert_eq!(ok(""), (0, 0, vec![7, 10], "/root".into()));
+        // " app" is not app; app listed twice counts once; a group without a number is none.
+        assert_eq!(
+            ok("app"),
+            (1000, 1001, vec![7, 10, 50, 60], "/home/app".into())
+        );
+        assert_eq!(ok("1000"), ok("app"));
+        assert_eq!(ok("daemon"), (1, 1, vec![7, 50], "/usr/sbin".into()));
+        // A number no entry has: that uid, the same gid, home /.
+        assert_eq!(ok("4242"), (4242, 4242, vec![7], "/".into()));
+        // A name that is a number names the entry by name first.
+        assert_eq!(ok("2000"), (3000, 3000, vec![7], "/home/num".into()));
+        // Groups by name or number, and a number no group has.
+        assert_eq!(ok("app:wheel").1, 10);
+        assert_eq!(ok("app:50").1, 50);
+        assert_eq!(ok("app:777").1, 777);
+        assert_eq!(ok(":tools"), (0, 60, vec![7, 10], "/root".into()));
+        // An entry with too few fields is no entry.
+        assert_eq!(ok("5"), (5, 5, vec![7], "/".into()));
+
+        let e = id("nobody").unwrap_err();
+        assert_eq!(e.code, 126);
+        assert_eq!(
+            e.message,
+            "unable to find user nobody: no matching entries in passwd file"
+        );
+        let e = id("app:nogroup").unwrap_err();
+        assert_eq!(e.code, 126);
+        assert_eq!(
+            e.message,
+            "unable to find group nogroup: no matching entries in group file"
+        );
+        // No passwd or group file at all: numbers still work.
+        let spec = crate::spec::User::default();
+        let i = identity(&spec, "12:34", "", "").unwrap();
+        assert_eq!(
+            (i.uid, i.gid, i.groups, i.home),
+            (12, 34, vec![], "/".into())
+        );
+    }
+
+    #[test]
+    fn rlimits_by_dockers_names() {
+        for (name, want) in [
+            ("RLIMIT_NOFILE", libc::RLIMIT_NOFILE),
+            ("RLIMIT_NPROC", libc::RLIMIT_NPROC),
+            ("RLIMIT_CORE", libc::RLIMIT_CORE),
+            ("RLIMIT_STACK", libc::RLIMIT_STACK),
+            ("RLIMIT_MEMLOCK", libc::RLIMIT_MEMLOCK),
+            ("RLIMIT_AS", libc::RLIMIT_AS),
+            ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE),
+            ("RLIMIT_NICE", libc::RLIMIT_NICE),
+            ("RLIMIT_RTPRIO", libc::RLIMIT_RTPRIO),
+            ("RLIMIT_MSGQUEUE", libc::RLIMIT_MSGQUEUE),
+            ("RLIMIT_SIGPENDING", libc::RLIMIT_SIGPENDING),
+        ] {
+            assert_eq!(rlimit_resource(name), Some(want), "{name}");
+        }
+        assert_eq!(rlimit_resource("RLIMIT_BOGUS"), None);
+        assert_eq!(rlimit_resource("nofile"), None);
     }
 }

@@ -524,6 +524,15 @@ mod tests {
         assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
         assert_eq!(unescape_mountinfo("/plain"), "/plain");
         assert_eq!(unescape_mountinfo("/end\\"), "/end\\");
+        assert_eq!(
+            unescape_mountinfo("\\134x\\011\\012\\040\\040y"),
+            "\\x\t\n  y"
+        );
+        // Not three octal digits: kept as written.
+        assert_eq!(unescape_mountinfo("/a\\04"), "/a\\04");
+        assert_eq!(unescape_mountinfo("/a\\048/b"), "/a\\048/b");
+        assert_eq!(unescape_mountinfo("/a\\9001"), "/a\\9001");
+        assert_eq!(unescape_mountinfo("\\101\\102C"), "ABC");
     }
 
     #[test]
