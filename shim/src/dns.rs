@@ -450,4 +450,157 @@ mod tests {
         assert_eq!(&buf[n - 4..n], &[10, 9, 8, 7]);
         assert!(s.pending.is_empty());
     }
+
+    #[test]
+    fn names_are_read_strictly() {
+        let q = query("a.bc.def", TYPE_A);
+        assert_eq!(parse_name(&q, 12), Some(("a.bc.def".into(), 12 + 10)));
+        assert_eq!(parse_name(&[0], 0), Some((String::new(), 1)));
+        // A label may be 63 bytes, not 64 (64 and up are pointers, which queries lack).
+        let mut m = vec![63];
+        m.extend_from_slice(&[b'x'; 63]);
+        m.push(0);
+        assert_eq!(parse_name(&m, 0).unwrap().1, 65);
+        m[0] = 64;
+        m.push(b'x');
+        assert_eq!(parse_name(&m, 0), None);
+        // Cut short: in a label, or before the root label.
+        assert_eq!(parse_name(&[3, b'a', b'b'], 0), None);
+        assert_eq!(parse_name(&[1, b'a'], 0), None);
+        // At most 127 labels.
+        let mut m: Vec<u8> = [1, b'a'].repeat(127);
+        m.push(0);
+        assert_eq!(parse_name(&m, 0).unwrap().1, 255);
+        let mut m: Vec<u8> = [1, b'a'].repeat(128);
+        m.push(0);
+        assert_eq!(parse_name(&m, 0), None);
+    }
+
+    #[test]
+    fn a_reply_is_a_well_formed_answer() {
+        let mut q = query("web", TYPE_A);
+        q[2] = 0x01 | 0x78 | 0x02; // RD, opcode bits, TC (not echoed)
+        let qend = q.len();
+        let ips = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)];
+        let r = reply(&q, qend, 0, &ips);
+        assert_eq!(&r[0..2], &q[0..2]);
+        // QR, the opcode and RD echoed, AA; then RA and the code.
+        assert_eq!(r[2], 0x80 | 0x78 | 0x01 | 0x04);
+        assert_eq!(r[3], 0x80);
+        assert_eq!(&r[4..12], &[0, 1, 0, 2, 0, 0, 0, 0]);
+        assert_eq!(&r[12..qend], &q[12..qend]);
+        assert_eq!(r.len(), qend + 2 * 16);
+        let rr = &r[qend..qend + 16];
+        assert_eq!(
+            &rr[0..2],
+            &[0xc0, 12],
+            "the name by a pointer to the question"
+        );
+        assert_eq!(&rr[2..6], &[0, 1, 0, 1]);
+        assert_eq!(u32::from_be_bytes([rr[6], rr[7], rr[8], rr[9]]), TTL);
+        assert_eq!(&rr[10..16], &[0, 4, 10, 0, 0, 2]);
+        assert_eq!(&r[r.len() - 4..], &[10, 0, 0, 3]);
+        // No question: none echoed.
+        let r = reply(&q, 12, RCODE_SERVFAIL, &[]);
+        assert_eq!(
+            (r.len(), r[3], &r[4..6]),
+            (12, 0x80 | RCODE_SERVFAIL, &[0u8, 0][..])
+        );
+    }
+
+    #[test]
+    fn lookups_merge_files_ignore_case_and_bad_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = dir.path().join("one");
+        let two = dir.path().join("two");
+        fs::write(&one, "bad web\n10.0.0.2 Web alias\n\n10.0.0.5 other\n").unwrap();
+        fs::write(&two, "10.1.0.2 web\n10.0.0.2 WEB\n").unwrap();
+        let list = dir.path().join("list");
+        fs::write(
+            &list,
+            format!(
+                "{}\n  \n {} \n/no/such/file\n",
+                one.display(),
+                two.display()
+            ),
+        )
+        .unwrap();
+        let mut s = Server {
+            sock: UdpSocket::bind("127.0.0.1:0").unwrap(),
+            servers: vec![],
+            records: list,
+            pending: HashMap::new(),
+        };
+        assert_eq!(
+            s.lookup("web"),
+            Some(vec![Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 1, 0, 2)])
+        );
+        assert_eq!(s.lookup("alias"), Some(vec![Ipv4Addr::new(10, 0, 0, 2)]));
+        assert_eq!(s.lookup("bad"), None);
+        assert_eq!(s.lookup("10.0.0.2"), None);
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        // Any case; the answer counts both addresses.
+        let r = s.answer(&query("WEB", TYPE_A), from).unwrap();
+        assert_eq!((r[3] & 0x0f, r[7]), (0, 2));
+        // Not IN class: known, but no records.
+        let mut q = query("web", TYPE_A);
+        let n = q.len();
+        q[n - 1] = 3;
+        assert_eq!(s.answer(&q, from).unwrap()[7], 0);
+        // Two questions, or one cut short: a format error, the ID kept.
+        let mut q = query("web", TYPE_A);
+        q[5] = 2;
+        let r = s.answer(&q, from).unwrap();
+        assert_eq!((&r[0..2], r[3] & 0x0f), (&q[0..2], 1));
+        let q = query("web", TYPE_A);
+        let r = s.answer(&q[..q.len() - 1], from).unwrap();
+        assert_eq!(r[3] & 0x0f, 1);
+        // A reply sent to us is no query.
+        let mut q = query("web", TYPE_A);
+        q[2] |= 0x80;
+        assert!(s.answer(&q, from).is_none());
+        // Unknown dotted names with no upstream servers: NXDOMAIN.
+        let r = s.answer(&query("example.test", TYPE_A), from).unwrap();
+        assert_eq!(r[3] & 0x0f, RCODE_NXDOMAIN);
+        // Upstream servers none of which can be sent to: SERVFAIL.
+        // (A broadcast address, refused without SO_BROADCAST.)
+        s.servers = vec!["255.255.255.255:53".parse().unwrap()];
+        let r = s.answer(&query("example.test", TYPE_A), from).unwrap();
+        assert_eq!(r[3] & 0x0f, RCODE_SERVFAIL);
+        assert!(s.pending.is_empty());
+    }
+
+    #[test]
+    fn pending_queries_are_bounded() {
+        let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut s = Server {
+            sock: UdpSocket::bind("127.0.0.1:0").unwrap(),
+            servers: vec![upstream.local_addr().unwrap()],
+            records: PathBuf::from("/no/such/list"),
+            pending: HashMap::new(),
+        };
+        let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let q = query("example.test", TYPE_A);
+        for _ in 0..MAX_PENDING {
+            assert!(s.answer(&q, from).is_none());
+        }
+        assert_eq!(s.pending.len(), MAX_PENDING);
+        // One more: the oldest is given up for it.
+        let oldest = |s: &Server| *s.pending.iter().min_by_key(|(_, p)| p.sent).unwrap().0;
+        let first = oldest(&s);
+        let first_sent = Instant::now() - Duration::from_secs(2);
+        s.pending.get_mut(&first).unwrap().sent = first_sent;
+        let next = *s.pending.keys().find(|id| **id != first).unwrap();
+        let next_sent = Instant::now() - Duration::from_secs(1);
+        s.pending.get_mut(&next).unwrap().sent = next_sent;
+        assert!(s.answer(&q, from).is_none());
+        assert_eq!(s.pending.len(), MAX_PENDING);
+        assert!(!s.pending.values().any(|p| p.sent == first_sent));
+        assert!(s.pending.values().any(|p| p.sent == next_sent));
+        for p in s.pending.values_mut() {
+            p.sent = Instant::now() - UPSTREAM_TIMEOUT;
+        }
+        s.relay();
+        assert!(s.pending.is_empty(), "queries past their time are given up");
+    }
 }
