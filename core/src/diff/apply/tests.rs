@@ -381,3 +381,50 @@ fn compare_then_apply_round_trips() {
     assert_eq!(f.mode() & 0o7777, 0o4755);
     assert_eq!(f.ino(), fs::metadata(out.join("f2")).unwrap().ino());
 }
+
+#[test]
+fn pax_times_keep_nanoseconds() {
+    assert_eq!(
+        parse_pax_time("1700000000.5"),
+        Some((1700000000, 500_000_000))
+    );
+    assert_eq!(parse_pax_time("12"), Some((12, 0)));
+    assert_eq!(parse_pax_time("12."), Some((12, 0)));
+    assert_eq!(parse_pax_time("1.000000001"), Some((1, 1)));
+    // Past nanoseconds, digits are dropped, not rounded.
+    assert_eq!(parse_pax_time("1.1234567899"), Some((1, 123_456_789)));
+    assert_eq!(parse_pax_time("-3.25"), Some((-3, 250_000_000)));
+    for bad in ["", "x", "1.x", "1.5.5", ".5"] {
+        assert_eq!(parse_pax_time(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
+fn only_user_xattrs_and_file_capabilities_are_kept() {
+    for ok in [&b"user.mime_type"[..], b"user.", b"security.capability"] {
+        assert!(allowed_xattr(ok), "{}", String::from_utf8_lossy(ok));
+    }
+    for no in [
+        &b"trusted.overlay.opaque"[..],
+        b"security.selinux",
+        b"security.capability2",
+        b"system.posix_acl_access",
+        b"user",
+        b"",
+    ] {
+        assert!(!allowed_xattr(no), "{}", String::from_utf8_lossy(no));
+    }
+}
+
+#[test]
+fn entry_paths_are_split_and_never_climb() {
+    assert_eq!(clean(b"./a//b/./c/").unwrap(), [&b"a"[..], b"b", b"c"]);
+    assert_eq!(clean(b"/etc/passwd").unwrap(), [&b"etc"[..], b"passwd"]);
+    assert!(clean(b".").unwrap().is_empty());
+    assert_eq!(
+        clean(b"a/../b"),
+        Err("path escapes the layer root (\"..\")")
+    );
+    assert!(clean(b"..").is_err());
+    assert_eq!(clean(b"a/..b").unwrap(), [&b"a"[..], b"..b"]);
+}
