@@ -1252,3 +1252,37 @@ impl Local {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One holder at a time: a second taker waits until the first lets go, then has it.
+    #[test]
+    fn the_host_lock_is_held_by_one_at_a_time() {
+        let first = HostLock::take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let second = HostLock::take();
+            tx.send(()).unwrap();
+            second.map(drop)
+        });
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(200))
+                .is_err(),
+            "taken, or given up on, while held"
+        );
+        drop(first);
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("taken once let go");
+        waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn macs_are_dockers_for_the_address() {
+        let mac = mac_for(Ipv4Addr::new(172, 17, 0, 2));
+        assert_eq!(mac, [0x02, 0x42, 172, 17, 0, 2]);
+        assert_eq!(mac_string(mac), "02:42:ac:11:00:02");
+        assert_eq!(mac_string([0, 1, 2, 0xa, 0xff, 0x10]), "00:01:02:0a:ff:10");
+    }
+}
