@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::engine::{Local, scratch_engine as engine};
+use crate::image::ImportOptions;
 
 fn layer() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
@@ -79,4 +80,78 @@ fn rmi_never_removes_an_image_a_running_container_uses() {
         );
     }
     assert_eq!(e.image_list(&ListOptions::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn list_filters_by_reference_and_dangling_and_names_each_repo_once() {
+    let (_d, e) = engine();
+    let app = import(&e, "app:1");
+    e.image_tag("app:1", "app:2").unwrap();
+    e.image_tag("app:1", "example.com/app:1").unwrap();
+    let other = import(&e, "other:1");
+    let data = layer();
+    let dangling = e
+        .image_import(
+            &mut &data[..],
+            &ImportOptions {
+                message: Some("no name".into()),
+                source: "-".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let ids = |reference: Option<&str>, dangling: Option<bool>| {
+        let mut ids: Vec<String> = e
+            .image_list(&ListOptions {
+                reference: reference.map(str::to_string),
+                dangling,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |v: &[&Digest]| {
+        let mut v: Vec<String> = v.iter().map(|d| d.to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(None, None), sorted(&[&app, &other, &dangling]));
+    assert_eq!(ids(Some("app"), None), sorted(&[&app]));
+    assert_eq!(ids(Some("app:2"), None), sorted(&[&app]));
+    assert_eq!(ids(Some("docker.io/library/app:1"), None), sorted(&[&app]));
+    assert_eq!(ids(Some("example.com/app"), None), sorted(&[&app]));
+    assert!(ids(Some("app:9"), None).is_empty());
+    assert!(ids(Some("ap"), None).is_empty());
+    assert!(ids(Some("Not A Reference"), None).is_empty());
+    assert_eq!(ids(None, Some(true)), sorted(&[&dangling]));
+    assert_eq!(ids(None, Some(false)), sorted(&[&app, &other]));
+    assert_eq!(ids(Some("other"), Some(false)), sorted(&[&other]));
+    assert!(ids(Some("other"), Some(true)).is_empty());
+
+    let list = e.image_list(&ListOptions::default()).unwrap();
+    let summary = list.iter().find(|i| i.id == app.to_string()).unwrap();
+    assert_eq!(summary.repo_tags, ["app:1", "app:2", "example.com/app:1"]);
+    let manifest = summary.repo_digests[0]
+        .split_once('@')
+        .unwrap()
+        .1
+        .to_string();
+    assert!(manifest.starts_with("sha256:"), "{manifest}");
+    assert_eq!(
+        summary.repo_digests,
+        [
+            format!("app@{manifest}"),
+            format!("example.com/app@{manifest}")
+        ]
+    );
+    let none = list.iter().find(|i| i.id == dangling.to_string()).unwrap();
+    assert!(none.repo_tags.is_empty() && none.repo_digests.is_empty());
+    assert_eq!(
+        e.image_history(dangling.hex()).unwrap()[0].comment,
+        "no name"
+    );
 }
