@@ -608,4 +608,107 @@ mod tests {
             ]
         );
     }
+
+    /// Only what differs is in the layer: owner, mode, size, time, link target, and the
+    /// bytes of a file whose time has no sub-second part (a same-second rewrite).
+    #[test]
+    fn only_what_differs_is_in_the_layer() {
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper) = (t.path().join("lower"), t.path().join("upper"));
+        let at = |p: &Path, secs: i64, nanos: i64| {
+            let ts = rustix::fs::Timespec {
+                tv_sec: secs,
+                tv_nsec: nanos as _,
+            };
+            let times = rustix::fs::Timestamps {
+                last_access: ts,
+                last_modification: ts,
+            };
+            rustix::fs::utimensat(
+                rustix::fs::CWD,
+                p,
+                &times,
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .unwrap();
+        };
+        for (root, second) in [(&lower, false), (&upper, true)] {
+            fs::create_dir_all(root.join("dir")).unwrap();
+            fs::create_dir_all(root.join("dir_mode")).unwrap();
+            let files = [
+                ("same", "aaaa", "aaaa", 0),
+                ("rewrite", "aaaa", "bbbb", 0),
+                ("trusted", "aaaa", "bbbb", 500),
+                ("mode", "aaaa", "aaaa", 0),
+                ("owner", "aaaa", "aaaa", 0),
+                ("size", "aaaa", "aaaaa", 0),
+                ("dir/inner", "x", "y", 0),
+            ];
+            for (name, before, after, nanos) in files {
+                let p = root.join(name);
+                fs::write(&p, if second { after } else { before }).unwrap();
+                at(&p, 1000, nanos);
+            }
+            let p = root.join("mtime");
+            fs::write(&p, "same").unwrap();
+            at(&p, if second { 2000 } else { 1000 }, 0);
+            std::os::unix::fs::symlink("target", root.join("link_same")).unwrap();
+            std::os::unix::fs::symlink(if second { "b" } else { "a" }, root.join("link_changed"))
+                .unwrap();
+            if second {
+                fs::set_permissions(
+                    root.join("mode"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
+                fs::set_permissions(
+                    root.join("dir_mode"),
+                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
+                )
+                .unwrap();
+                std::os::unix::fs::chown(root.join("owner"), Some(1), Some(1)).unwrap();
+                at(&root.join("owner"), 1000, 0);
+                at(&root.join("mode"), 1000, 0);
+            }
+            at(&root.join("dir"), 1000, 0);
+        }
+        let mut layer = Vec::new();
+        compare(&lower, &upper, &mut layer).unwrap();
+        let mut got: Vec<String> = entries(&layer).into_iter().map(|(p, _, _)| p).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "dir/inner",
+                "dir_mode",
+                "link_changed",
+                "mode",
+                "mtime",
+                "owner",
+                "rewrite",
+                "size"
+            ]
+        );
+    }
+
+    #[test]
+    fn exact_reads_what_the_header_said() {
+        let mut out = Vec::new();
+        Exact::new(&b"abcdef"[..], 4).read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"abcd", "a file that grew is cut");
+        let mut out = Vec::new();
+        let e = Exact::new(&b"ab"[..], 4).read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(e.to_string(), "file shrank while being read");
+        let mut out = Vec::new();
+        Exact::new(&b"ab"[..], 0).read_to_end(&mut out).unwrap();
+        assert!(out.is_empty());
+        let mut one = [0u8; 1];
+        let mut r = Exact::new(&b"abc"[..], 3);
+        assert_eq!(r.read(&mut one).unwrap(), 1);
+        assert_eq!(r.read(&mut []).unwrap(), 0);
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).unwrap();
+        assert_eq!(rest, b"bc");
+    }
 }
