@@ -590,6 +590,17 @@ fn trim_resident() {
     let Ok(smaps) = fs::read_to_string("/proc/self/smaps") else {
         return;
     };
+    for (a, b) in trimmable(&smaps) {
+        // SAFETY: a read-only, file-backed mapping of this process with no private page;
+        // its contents come back unchanged from the page cache on the next access.
+        unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+    }
+}
+
+/// The mappings of an smaps text that can be dropped and read back unchanged: private,
+/// not writable, backed by a file, with no anonymous (copied-on-write) page.
+fn trimmable(smaps: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
     let mut candidate: Option<(usize, usize)> = None;
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
@@ -604,14 +615,13 @@ fn trim_resident() {
             continue;
         }
         if first == "Anonymous:"
-            && let Some((a, b)) = candidate.take()
+            && let Some(range) = candidate.take()
             && f.next() == Some("0")
         {
-            // SAFETY: a read-only, file-backed mapping of this process with no private page;
-            // its contents come back unchanged from the page cache on the next access.
-            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_DONTNEED) };
+            out.push(range);
         }
     }
+    out
 }
 
 pub(crate) fn monitor(
@@ -1325,5 +1335,42 @@ mod tests {
         let mut log = Log::open(solo.clone(), fs::metadata(&solo).unwrap().len() + 1, 2);
         log.write(0, b"z\n");
         assert_eq!(text(&solo), ["z"]);
+    }
+
+    #[test]
+    fn only_clean_read_only_file_mappings_are_trimmed() {
+        let smaps = "\
+55d0a0000000-55d0a0010000 r--p 00000000 08:01 123 /usr/bin/ketch-shim
+Size:                 64 kB
+Anonymous:             0 kB
+55d0a0010000-55d0a0020000 r-xp 00010000 08:01 123 /usr/bin/ketch-shim
+Anonymous:             0 kB
+55d0a0020000-55d0a0030000 rw-p 00020000 08:01 123 /usr/bin/ketch-shim
+Anonymous:             0 kB
+55d0a0030000-55d0a0040000 r--p 00030000 08:01 123 /usr/bin/ketch-shim
+Anonymous:             4 kB
+7f0000000000-7f0000001000 r--s 00000000 08:01 9 /dev/shm/x
+Anonymous:             0 kB
+7f0000001000-7f0000002000 r--p 00000000 00:00 0
+Anonymous:             0 kB
+7f0000002000-7f0000003000 r--p 00000000 00:00 0 [vvar]
+Anonymous:             0 kB
+7f0000003000-7f0000004000 r-xp 00000000 08:01 77 /lib/libc.so.6
+Rss:                   4 kB
+Anonymous:             0 kB
+";
+        assert_eq!(
+            trimmable(smaps),
+            [
+                (0x55d0a0000000, 0x55d0a0010000),
+                (0x55d0a0010000, 0x55d0a0020000),
+                (0x7f0000003000, 0x7f0000004000)
+            ]
+        );
+        assert!(trimmable("").is_empty());
+        assert!(trimmable("Anonymous: 0 kB\n").is_empty());
+        // This process's own table parses and has such mappings (its program's text).
+        let own = fs::read_to_string("/proc/self/smaps").unwrap();
+        assert!(!trimmable(&own).is_empty());
     }
 }
