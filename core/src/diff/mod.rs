@@ -106,3 +106,42 @@ impl Compression {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_by_magic_and_its_media_type() {
+        for (head, c, media) in [
+            (
+                &[0x1f, 0x8b, 8][..],
+                Compression::Gzip,
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            ),
+            (
+                &[0x28, 0xb5, 0x2f, 0xfd, 0][..],
+                Compression::Zstd,
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+            (
+                b"etc/",
+                Compression::None,
+                "application/vnd.oci.image.layer.v1.tar",
+            ),
+            (
+                &[0x1f][..],
+                Compression::None,
+                "application/vnd.oci.image.layer.v1.tar",
+            ),
+            (
+                &[0x28, 0xb5, 0x2f][..],
+                Compression::None,
+                "application/vnd.oci.image.layer.v1.tar",
+            ),
+        ] {
+            assert_eq!(Compression::detect(head), c, "{head:?}");
+            assert_eq!(c.oci_layer_media_type(), media);
+        }
+    }
+}

@@ -40,7 +40,7 @@ fn tar_of(f: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
 use tar::EntryType as T;
 
 struct Case {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     root: std::path::PathBuf,
     outside: std::path::PathBuf,
 }
@@ -51,11 +51,7 @@ fn case() -> Case {
     let outside = dir.path().join("outside");
     fs::create_dir_all(&root).unwrap();
     fs::create_dir_all(&outside).unwrap();
-    Case {
-        _dir: dir,
-        root,
-        outside,
-    }
+    Case { dir, root, outside }
 }
 
 fn run(c: &Case, layer: &[u8]) -> Result<Applied, DiffError> {
@@ -427,4 +423,43 @@ fn entry_paths_are_split_and_never_climb() {
     );
     assert!(clean(b"..").is_err());
     assert_eq!(clean(b"a/..b").unwrap(), [&b"a"[..], b"..b"]);
+}
+
+/// A single bind mount is written in place only when it is writable: a read-only one is
+/// mounted (read-only) and the layer refused, leaving its directory as it was.
+#[test]
+fn a_read_only_bind_is_not_written_through() {
+    let c = case();
+    let layer = tar_of(|b| raw(b, "f", tar::EntryType::Regular, "", b"data"));
+    let scratch = c.dir.path().join("scratch");
+    fs::create_dir(&scratch).unwrap();
+    let bind = |ro: bool| {
+        vec![Mount {
+            kind: "bind".into(),
+            source: c.root.display().to_string(),
+            options: if ro {
+                vec!["rbind".into(), "ro".into()]
+            } else {
+                vec!["rbind".into()]
+            },
+        }]
+    };
+    let err = apply_to_mounts(
+        &mut &layer[..],
+        &bind(true),
+        &scratch,
+        &ApplyOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("Read-only file system"), "{err}");
+    assert!(!c.root.join("f").exists());
+    apply_to_mounts(
+        &mut &layer[..],
+        &bind(false),
+        &scratch,
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(fs::read(c.root.join("f")).unwrap(), b"data");
+    outside_untouched(&c);
 }
