@@ -463,3 +463,57 @@ fn a_read_only_bind_is_not_written_through() {
     assert_eq!(fs::read(c.root.join("f")).unwrap(), b"data");
     outside_untouched(&c);
 }
+
+/// A reader that fails partway: an uncompressed layer's read error is the reader's, named
+/// as the layer's; a compressed one's is the decompressor's.
+#[test]
+fn a_failing_reader_is_reported_as_a_read_error() {
+    struct Failing(Vec<u8>);
+    impl std::io::Read for Failing {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(std::io::Error::other("the disk went away"));
+            }
+            let n = out.len().min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0.drain(..n);
+            Ok(n)
+        }
+    }
+    let c = case();
+    let layer = tar_of(|b| raw(b, "f", T::Regular, "", b"data"));
+    let head = layer[..600].to_vec();
+    let err = apply(&mut Failing(head), &c.root, &ApplyOptions::default()).unwrap_err();
+    assert!(matches!(err, DiffError::Io { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "layer: the disk went away");
+
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&layer).unwrap();
+    let gz = gz.finish().unwrap();
+    let err = apply(
+        &mut Failing(gz[..gz.len() / 2].to_vec()),
+        &c.root,
+        &ApplyOptions::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, DiffError::Decompress { format: "gzip", .. }),
+        "{err:?}"
+    );
+    outside_untouched(&c);
+}
+
+/// The root must be a directory: anything else is an error that names it.
+#[test]
+fn a_root_that_is_not_a_directory_is_refused() {
+    let c = case();
+    let file = c.dir.path().join("file");
+    fs::write(&file, "x").unwrap();
+    let layer = tar_of(|b| raw(b, "f", T::Regular, "", b"data"));
+    let err = apply(&mut &layer[..], &file, &ApplyOptions::default()).unwrap_err();
+    assert!(
+        matches!(&err, DiffError::Io { path, .. } if *path == file),
+        "{err:?}"
+    );
+    assert_eq!(fs::read(&file).unwrap(), b"x");
+}
