@@ -438,8 +438,8 @@ impl<'a> Unpacker<'a> {
         self.cached_parent = Some((key, fd));
     }
 
-    /// Forgets the cached parent if `path` is it or one of its ancestors: the entry at `path`
-    /// may replace or remove that directory.
+    /// Forgets the cached parent if `path` is it or one of its ancestors: a whiteout at
+    /// `path` may remove that directory.
     fn invalidate(&mut self, path: &[u8]) {
         if let Some((k, _)) = &self.cached_parent
             && (k.as_slice() == path || (k.starts_with(path) && k.get(path.len()) == Some(&b'/')))
@@ -475,8 +475,8 @@ impl<'a> Unpacker<'a> {
         }
 
         let meta = meta_of(entry)?;
-        // This entry may replace the cached directory or one of its ancestors.
-        self.invalidate(&path);
+        // take_dir takes the cached directory out: an entry that replaces it or one of its
+        // ancestors is never the parent of the next.
         let (key, parent_fd) = self.take_dir(parents, &raw)?;
         let res = self.create(entry, kind, &meta, parent_fd.as_fd(), os(name), &raw);
         self.keep_dir(key, parent_fd);

@@ -517,3 +517,133 @@ fn a_root_that_is_not_a_directory_is_refused() {
     );
     assert_eq!(fs::read(&file).unwrap(), b"x");
 }
+
+/// The size limit is a bound, not a ceiling to stay under: a layer of exactly the limit
+/// applies, one byte less is too large.
+#[test]
+fn the_size_limit_is_inclusive() {
+    let layer = tar_of(|b| raw(b, "f", T::Regular, "", b"data"));
+    let exact = ApplyOptions {
+        max_size: layer.len() as u64,
+    };
+    run_with(&layer, &exact).unwrap();
+    let under = ApplyOptions {
+        max_size: layer.len() as u64 - 1,
+    };
+    let err = run_with(&layer, &under).unwrap_err();
+    assert!(matches!(err, DiffError::TooLarge { .. }), "{err}");
+}
+
+fn run_with(layer: &[u8], opts: &ApplyOptions) -> Result<Applied, DiffError> {
+    let c = case();
+    apply(&mut &layer[..], &c.root, opts)
+}
+
+/// A bad header is a malformed layer, not a truncated one.
+#[test]
+fn a_bad_checksum_is_malformed() {
+    let mut layer = tar_of(|b| raw(b, "f", T::Regular, "", b"data"));
+    layer[148] ^= 0x01; // the header's checksum
+    let c = case();
+    let err = run(&c, &layer).unwrap_err();
+    assert!(matches!(err, DiffError::Malformed { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with("malformed layer archive"),
+        "{err}"
+    );
+    outside_untouched(&c);
+}
+
+/// PAX records carry owners too large for the header's octal fields, and times with
+/// nanoseconds.
+#[test]
+fn pax_owners_and_times_are_applied() {
+    let layer = tar_of(|b| {
+        b.append_pax_extensions([
+            ("uid", &b"3000000"[..]),
+            ("gid", b"3000001"),
+            ("mtime", b"1700000000.25"),
+        ])
+        .unwrap();
+        raw(b, "f", T::Regular, "", b"data");
+    });
+    let c = case();
+    run(&c, &layer).unwrap();
+    let m = fs::symlink_metadata(c.root.join("f")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (3_000_000, 3_000_001));
+    assert_eq!((m.mtime(), m.mtime_nsec()), (1_700_000_000, 250_000_000));
+}
+
+/// Entries of one directory after another's land in their own; a directory the layer
+/// replaces is not written into afterwards through a descriptor kept from before.
+#[test]
+fn parents_are_never_stale() {
+    let layer = tar_of(|b| {
+        raw(b, "a/x", T::Regular, "", b"x");
+        raw(b, "b/y", T::Regular, "", b"y");
+        raw(b, "a/z", T::Regular, "", b"z");
+        raw(b, "b/c/w", T::Regular, "", b"w");
+    });
+    let c = case();
+    run(&c, &layer).unwrap();
+    for (p, data) in [("a/x", "x"), ("b/y", "y"), ("a/z", "z"), ("b/c/w", "w")] {
+        assert_eq!(fs::read_to_string(c.root.join(p)).unwrap(), data, "{p}");
+    }
+    assert_eq!(fs::read_dir(&c.root).unwrap().count(), 2);
+
+    // "d" becomes a file: a later "d/…" has no directory to go to.
+    for (cached, later) in [("d/a", "d/b"), ("d/e/a", "d/e/b")] {
+        let layer = tar_of(|b| {
+            raw(b, cached, T::Regular, "", b"a");
+            raw(b, "d", T::Regular, "", b"file");
+            raw(b, later, T::Regular, "", b"b");
+        });
+        let c = case();
+        let err = run(&c, &layer).unwrap_err();
+        assert!(
+            matches!(&err, DiffError::UnsafeEntry { entry, reason }
+                if entry == later && reason.contains("not a directory")),
+            "{err:?}"
+        );
+        assert_eq!(fs::read_to_string(c.root.join("d")).unwrap(), "file");
+    }
+
+    // A lower layer's directory this layer writes into, then hides (by name, or by making
+    // its parent opaque), then writes into again: the second file is in the new directory.
+    for hide in ["d/.wh.sub", "d/.wh..wh..opq"] {
+        let c = case();
+        fs::create_dir_all(c.root.join("d/sub")).unwrap();
+        fs::write(c.root.join("d/sub/old"), "old").unwrap();
+        let layer = tar_of(|b| {
+            raw(b, "d/sub/a", T::Regular, "", b"a");
+            raw(b, hide, T::Regular, "", b"");
+            raw(b, "d/sub/b", T::Regular, "", b"b");
+        });
+        run(&c, &layer).unwrap();
+        let mut names: Vec<_> = fs::read_dir(c.root.join("d/sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["b"], "{hide}");
+    }
+}
+
+/// A parent that is a symlink leading nowhere inside the root: the entry is refused as
+/// not found, and nothing is made where the link points.
+#[test]
+fn a_dangling_symlink_parent_is_not_found() {
+    let layer = tar_of(|b| {
+        raw(b, "d", T::Symlink, "/nowhere", b"");
+        raw(b, "d/f", T::Regular, "", b"f");
+    });
+    let c = case();
+    let err = run(&c, &layer).unwrap_err();
+    assert!(
+        matches!(&err, DiffError::Entry { entry, source }
+            if entry == "d/f" && source.kind() == std::io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+    assert!(!c.root.join("nowhere").exists());
+    outside_untouched(&c);
+}
