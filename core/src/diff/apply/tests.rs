@@ -647,3 +647,80 @@ fn a_dangling_symlink_parent_is_not_found() {
     assert!(!c.root.join("nowhere").exists());
     outside_untouched(&c);
 }
+
+/// Whiteouts that name nothing a layer may hide (".", "..", an empty name, AUFS's own
+/// ".wh..wh." files) hide nothing: above all, "..", which would reach past the root.
+#[test]
+fn nonsense_whiteouts_hide_nothing() {
+    let c = case();
+    let sentinel = c.dir.path().join("beside-the-root");
+    fs::write(&sentinel, "keep").unwrap();
+    fs::create_dir_all(c.root.join("d/e")).unwrap();
+    fs::write(c.root.join("d/e/f"), "f").unwrap();
+    fs::write(c.root.join("top"), "t").unwrap();
+    fs::write(c.root.join("d/.wh.plnk"), "aufs").unwrap();
+    let layer = tar_of(|b| {
+        for w in [
+            ".wh..",
+            ".wh...",
+            "d/.wh...",
+            "d/e/.wh...",
+            ".wh.",
+            "d/.wh.",
+            "d/.wh..wh.plnk",
+        ] {
+            raw(b, w, T::Regular, "", b"");
+        }
+    });
+    run(&c, &layer).unwrap();
+    assert_eq!(fs::read_to_string(&sentinel).unwrap(), "keep");
+    assert_eq!(fs::read_to_string(c.root.join("top")).unwrap(), "t");
+    assert_eq!(fs::read_to_string(c.root.join("d/e/f")).unwrap(), "f");
+    assert_eq!(
+        fs::read_to_string(c.root.join("d/.wh.plnk")).unwrap(),
+        "aufs"
+    );
+    outside_untouched(&c);
+}
+
+/// Symlinks and FIFOs get their owner and times without following anything.
+#[test]
+fn links_and_fifos_get_their_owner_and_time() {
+    let c = case();
+    let entry = |b: &mut tar::Builder<Vec<u8>>, name: &str, kind: tar::EntryType| {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        h.set_entry_type(kind);
+        if kind == T::Symlink {
+            h.set_link_name("top").unwrap();
+        }
+        h.set_size(0);
+        h.set_mode(0o640);
+        h.set_uid(1234);
+        h.set_gid(5678);
+        h.set_mtime(1_234_567);
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+    };
+    let layer = tar_of(|b| {
+        raw(b, "top", T::Regular, "", b"t");
+        entry(b, "link", T::Symlink);
+        entry(b, "fifo", T::Fifo);
+    });
+    run(&c, &layer).unwrap();
+    for name in ["link", "fifo"] {
+        let m = fs::symlink_metadata(c.root.join(name)).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.mtime()),
+            (1234, 5678, 1_234_567),
+            "{name}"
+        );
+    }
+    // The link's target keeps its own.
+    let t = fs::symlink_metadata(c.root.join("top")).unwrap();
+    assert_eq!((t.uid(), t.mtime()), (0, 1_000_000));
+    assert_eq!(
+        fs::symlink_metadata(c.root.join("fifo")).unwrap().mode() & 0o777,
+        0o640
+    );
+}
