@@ -5,7 +5,7 @@
 //! resource. Releasing a lease collects those of its resources that nothing references; a
 //! lease whose process is gone is released by the next process that opens the state root.
 
-use rusqlite::{Transaction, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::db::{Db, DbError};
 use crate::digest::Digest;
@@ -130,30 +130,47 @@ impl Local {
                     _ => {}
                 }
             }
-            // Layers, children before parents: removing a child can free its parent.
-            let mut layers: Vec<&String> = resources.iter().filter(|(k, _)| k == "layer").map(|(_, v)| v).collect();
+            // Layers, children before parents: removing a child can free its parent, which
+            // is then a candidate too, whoever held it (a layer no lease holds, no image
+            // names and no layer builds on is garbage).
+            let mut layers: Vec<String> = resources
+                .iter()
+                .filter(|(k, _)| k == "layer")
+                .map(|(_, v)| v.clone())
+                .collect();
             loop {
-                let before = layers.len();
+                let mut progress = false;
                 let mut kept = Vec::new();
                 for key in layers {
                     let used = exists(
                         tx,
                         "SELECT (SELECT COUNT(*) FROM image_layers WHERE chain_id = ?1)
                               + (SELECT COUNT(*) FROM layers WHERE parent = ?1)",
-                        key,
-                    )? || held(tx, "layer", key)?;
+                        &key,
+                    )? || held(tx, "layer", &key)?;
                     if used {
                         kept.push(key);
-                    } else {
-                        freed += tx
-                            .query_row("SELECT size FROM layers WHERE chain_id = ?1", params![key], |r| r.get::<_, i64>(0))
-                            .unwrap_or(0) as u64;
-                        tx.execute("DELETE FROM layers WHERE chain_id = ?1", params![key])?;
-                        doomed.push(key.clone());
+                        continue;
                     }
+                    let row: Option<(i64, Option<String>)> = tx
+                        .query_row(
+                            "SELECT size, parent FROM layers WHERE chain_id = ?1",
+                            params![key],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    if let Some((size, parent)) = row {
+                        freed += size as u64;
+                        tx.execute("DELETE FROM layers WHERE chain_id = ?1", params![key])?;
+                        if let Some(p) = parent.filter(|p| !kept.contains(p)) {
+                            kept.push(p);
+                        }
+                    }
+                    doomed.push(key);
+                    progress = true;
                 }
                 layers = kept;
-                if layers.len() == before {
+                if !progress {
                     break;
                 }
             }
@@ -202,5 +219,169 @@ impl Local {
         self.snapshots.cleanup()?;
         self.cleanup_bundles()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::scratch_engine;
+
+    fn leases(e: &Local) -> i64 {
+        e.db.read(|tx| {
+            Ok::<_, DbError>(tx.query_row(
+                "SELECT (SELECT COUNT(*) FROM leases) + (SELECT COUNT(*) FROM lease_resources)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap()
+    }
+
+    fn snapshots(e: &Local) -> Vec<String> {
+        let mut v = Vec::new();
+        e.snapshots.walk(&mut |i| v.push(i.name.clone())).unwrap();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_blob_goes_with_the_last_lease_that_holds_it() {
+        let (_d, e) = scratch_engine();
+        let one = Lease::new(&e.db).unwrap();
+        let two = Lease::new(&e.db).unwrap();
+        let shared = Digest::of(b"shared");
+        let own = Digest::of(b"own");
+        one.add(&e.db, Resource::Blob(shared.clone())).unwrap();
+        one.add(&e.db, Resource::Blob(own.clone())).unwrap();
+        two.add(&e.db, Resource::Blob(shared.clone())).unwrap();
+        e.content.write_all(b"shared", Some(&shared)).unwrap();
+        e.content.write_all(b"own", Some(&own)).unwrap();
+
+        assert_eq!(e.release(one).unwrap(), 3);
+        assert!(!e.content.contains(&own));
+        assert!(e.content.contains(&shared));
+        assert_eq!(e.release(two).unwrap(), 6);
+        assert!(!e.content.contains(&shared));
+        assert_eq!(leases(&e), 0);
+
+        // Nothing held: released all the same.
+        Lease::new(&e.db).unwrap().release_empty(&e.db).unwrap();
+        assert_eq!(leases(&e), 0);
+    }
+
+    #[test]
+    fn blobs_layers_and_snapshots_an_image_or_container_uses_stay() {
+        let (_d, e) = scratch_engine();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_path("f").unwrap();
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, &b"f"[..]).unwrap();
+        let layer = b.into_inner().unwrap();
+        let image = e
+            .image_import(
+                &mut &layer[..],
+                &crate::image::ImportOptions {
+                    reference: Some("kept:1".into()),
+                    source: "-".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let inspect = e.image_inspect("kept:1").unwrap();
+        let chain = inspect.root_fs.layers[0].clone();
+        e.snapshots.prepare("claimed", Some(&chain)).unwrap();
+        e.db.write(|tx| {
+            tx.execute(
+                "INSERT INTO containers (id, name, image_id, snapshot_key, created) VALUES ('c', 'c', ?1, 'claimed', ?2)",
+                params![image.to_string(), crate::db::now()],
+            )?;
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+        let before = snapshots(&e);
+
+        let lease = Lease::new(&e.db).unwrap();
+        lease.add(&e.db, Resource::Blob(image.clone())).unwrap();
+        lease
+            .add(&e.db, Resource::Layer(chain.parse().unwrap()))
+            .unwrap();
+        lease
+            .add(&e.db, Resource::Snapshot("claimed".into()))
+            .unwrap();
+        assert_eq!(e.release(lease).unwrap(), 0);
+        assert!(e.content.contains(&image));
+        assert_eq!(snapshots(&e), before);
+    }
+
+    #[test]
+    fn layers_go_children_first_and_snapshots_with_them() {
+        let (_d, e) = scratch_engine();
+        let (l1, l2) = (Digest::of(b"l1"), Digest::of(b"l2"));
+        let lease = Lease::new(&e.db).unwrap();
+        // Held parent first: the child must go before the parent can.
+        for (l, parent, size) in [(&l1, None, 10i64), (&l2, Some(&l1), 20)] {
+            lease.add(&e.db, Resource::Layer(l.clone())).unwrap();
+            let key = format!("unpack-{l}");
+            e.snapshots
+                .prepare(&key, parent.map(|p| p.to_string()).as_deref())
+                .unwrap();
+            e.snapshots.commit(&l.to_string(), &key).unwrap();
+            e.db.write(|tx| {
+                tx.execute(
+                    "INSERT INTO layers (chain_id, parent, diff_id, size) VALUES (?1, ?2, ?1, ?3)",
+                    params![l.to_string(), parent.map(|p| p.to_string()), size],
+                )?;
+                Ok::<_, DbError>(())
+            })
+            .unwrap();
+        }
+        lease
+            .add(&e.db, Resource::Snapshot("active".into()))
+            .unwrap();
+        e.snapshots
+            .prepare("active", Some(&l2.to_string()))
+            .unwrap();
+        assert_eq!(snapshots(&e).len(), 3);
+
+        // Another lease holding the child keeps both, and once it lets go the parent goes
+        // too, though no lease holds it any more.
+        let other = Lease::new(&e.db).unwrap();
+        other.add(&e.db, Resource::Layer(l2.clone())).unwrap();
+        assert_eq!(e.release(lease).unwrap(), 0);
+        assert_eq!(snapshots(&e), [l1.to_string(), l2.to_string()]);
+        assert_eq!(e.release(other).unwrap(), 30);
+        assert!(snapshots(&e).is_empty());
+        let rows: i64 =
+            e.db.read(|tx| {
+                Ok::<_, DbError>(tx.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?)
+            })
+            .unwrap();
+        assert_eq!(rows, 0);
+    }
+
+    #[test]
+    fn a_lease_of_a_process_gone_is_released_at_recovery() {
+        let (_d, e) = scratch_engine();
+        let blob = Digest::of(b"orphan");
+        let lease = Lease::new(&e.db).unwrap();
+        lease.add(&e.db, Resource::Blob(blob.clone())).unwrap();
+        e.content.write_all(b"orphan", Some(&blob)).unwrap();
+        // Ours, while this process runs: kept.
+        e.recover().unwrap();
+        assert!(e.content.contains(&blob));
+        // The same PID started at another time is another process, gone.
+        e.db.write(|tx| {
+            tx.execute("UPDATE leases SET start_time = start_time + 1", [])?;
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+        e.recover().unwrap();
+        assert!(!e.content.contains(&blob));
+        assert_eq!(leases(&e), 0);
+        std::mem::forget(lease);
     }
 }
