@@ -312,14 +312,8 @@ fn meta_of<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Meta, DiffError> {
             let ext = ext.map_err(malformed)?;
             let key = ext.key_bytes();
             let value = ext.value_bytes();
-            let num = || {
-                std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-            };
+            // The tar reader has already put PAX `uid` and `gid` into the header.
             match key {
-                b"uid" => m.uid = num().unwrap_or(m.uid),
-                b"gid" => m.gid = num().unwrap_or(m.gid),
                 b"mtime" => {
                     if let Some((s, ns)) = std::str::from_utf8(value).ok().and_then(parse_pax_time)
                     {
