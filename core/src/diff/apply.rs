@@ -527,13 +527,7 @@ impl<'a> Unpacker<'a> {
                     }
                     Err(e) => return Err(entry_err(raw)(e)),
                 }
-                let dir = rustix::fs::openat(
-                    parent,
-                    name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(entry_err(raw))?;
+                let dir = crate::fsutil::at::open_dir(parent, name).map_err(entry_err(raw))?;
                 set_meta(dir.as_fd(), meta, raw)?;
                 self.dir_times
                     .push((raw_path(raw), meta.mtime, meta.mtime_nsec));

@@ -123,7 +123,10 @@ fn names(dir: BorrowedFd<'_>) -> io::Result<impl Iterator<Item = io::Result<CStr
 }
 
 /// Opens the directory `name` in `dir` for reading, refusing a symlink.
-pub(crate) fn open_dir(dir: BorrowedFd<'_>, name: &CStr) -> Result<OwnedFd, Errno> {
+pub(crate) fn open_dir(
+    dir: BorrowedFd<'_>,
+    name: impl rustix::path::Arg,
+) -> Result<OwnedFd, Errno> {
     rustix::fs::openat(
         dir,
         name,
