@@ -300,15 +300,40 @@ impl std::ops::Deref for Engine {
     }
 }
 
-/// An engine on a root of its own in a temporary directory, for unit tests; the directory
-/// goes when it is dropped.
+/// An engine on a root of its own in a temporary directory, for unit tests. Its default
+/// network has a bridge of its own, removed with its other networks' bridges and firewall
+/// tables when the engine is dropped, as is the directory.
 #[cfg(test)]
-pub(crate) fn scratch_engine() -> (tempfile::TempDir, Local) {
+pub(crate) struct ScratchEngine {
+    local: Local,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+#[cfg(test)]
+pub(crate) fn scratch_engine() -> ScratchEngine {
     let dir = tempfile::tempdir().unwrap();
     let local = Local::open(&Options {
         root: dir.path().join("root"),
+        default_bridge: Some(format!("ku{}", crate::util::random_hex(5))),
         ..Default::default()
     })
     .unwrap();
-    (dir, local)
+    ScratchEngine { local, dir }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for ScratchEngine {
+    type Target = Local;
+    fn deref(&self) -> &Local {
+        &self.local
+    }
+}
+
+#[cfg(test)]
+impl Drop for ScratchEngine {
+    fn drop(&mut self) {
+        for net in self.local.load_networks().unwrap_or_default() {
+            let _ = self.local.delete_bridge(&net);
+        }
+    }
 }

@@ -247,7 +247,7 @@ mod tests {
 
     #[test]
     fn a_blob_goes_with_the_last_lease_that_holds_it() {
-        let (_d, e) = scratch_engine();
+        let e = scratch_engine();
         let one = Lease::new(&e.db).unwrap();
         let two = Lease::new(&e.db).unwrap();
         let shared = Digest::of(b"shared");
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn blobs_layers_and_snapshots_an_image_or_container_uses_stay() {
-        let (_d, e) = scratch_engine();
+        let e = scratch_engine();
         let mut b = tar::Builder::new(Vec::new());
         let mut h = tar::Header::new_gnu();
         h.set_path("f").unwrap();
@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn layers_go_children_first_and_snapshots_with_them() {
-        let (_d, e) = scratch_engine();
+        let e = scratch_engine();
         let (l1, l2) = (Digest::of(b"l1"), Digest::of(b"l2"));
         let lease = Lease::new(&e.db).unwrap();
         // Held parent first: the child must go before the parent can.
@@ -365,7 +365,7 @@ mod tests {
 
     #[test]
     fn a_lease_of_a_process_gone_is_released_at_recovery() {
-        let (_d, e) = scratch_engine();
+        let e = scratch_engine();
         let blob = Digest::of(b"orphan");
         let lease = Lease::new(&e.db).unwrap();
         lease.add(&e.db, Resource::Blob(blob.clone())).unwrap();

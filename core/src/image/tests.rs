@@ -42,7 +42,7 @@ fn add_container(e: &Local, id: &str, image: &Digest, running: bool) {
 
 #[test]
 fn rmi_refuses_an_image_a_stopped_container_uses_unless_forced() {
-    let (_d, e) = engine();
+    let e = engine();
     let id = import(&e, "app:1");
     add_container(&e, "c0ffee000000000000000000", &id, false);
     let err = e.image_remove("app:1", false).unwrap_err();
@@ -68,7 +68,7 @@ fn rmi_refuses_an_image_a_stopped_container_uses_unless_forced() {
 
 #[test]
 fn rmi_never_removes_an_image_a_running_container_uses() {
-    let (_d, e) = engine();
+    let e = engine();
     let id = import(&e, "app:1");
     add_container(&e, "beef00000000000000000000", &id, true);
     for force in [false, true] {
@@ -84,7 +84,7 @@ fn rmi_never_removes_an_image_a_running_container_uses() {
 
 #[test]
 fn list_filters_by_reference_and_dangling_and_names_each_repo_once() {
-    let (_d, e) = engine();
+    let e = engine();
     let app = import(&e, "app:1");
     e.image_tag("app:1", "app:2").unwrap();
     e.image_tag("app:1", "example.com/app:1").unwrap();

@@ -401,7 +401,7 @@ impl Local {
         }
     }
 
-    fn load_networks(&self) -> crate::Result<Vec<NetworkRecord>> {
+    pub(crate) fn load_networks(&self) -> crate::Result<Vec<NetworkRecord>> {
         let rows: Vec<String> = self.db.read(|tx| {
             let mut stmt = tx.prepare("SELECT config FROM networks ORDER BY name")?;
             let rows = stmt
@@ -692,7 +692,7 @@ impl Local {
         Ok(())
     }
 
-    fn delete_bridge(&self, rec: &NetworkRecord) -> crate::Result<()> {
+    pub(crate) fn delete_bridge(&self, rec: &NetworkRecord) -> crate::Result<()> {
         if rec.driver != "bridge" || rec.bridge.is_empty() {
             return Ok(());
         }

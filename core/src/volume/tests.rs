@@ -87,7 +87,7 @@ fn creates_recorded(e: &Local, name: &str) -> usize {
 
 #[test]
 fn a_name_docker_refuses_is_refused() {
-    let (_d, e) = engine();
+    let e = engine();
     let err = create(&e, "../x", &[]).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(
@@ -101,7 +101,7 @@ fn a_name_docker_refuses_is_refused() {
 
 #[test]
 fn create_makes_the_record_the_directory_and_one_event() {
-    let (_d, e) = engine();
+    let e = engine();
     let mut labels = BTreeMap::new();
     labels.insert("k".to_string(), "v".to_string());
     let v = e
@@ -150,7 +150,7 @@ fn create_makes_the_record_the_directory_and_one_event() {
 
 #[test]
 fn create_refuses_other_drivers_and_unknown_options() {
-    let (_d, e) = engine();
+    let e = engine();
     let err = e
         .volume_create(&VolumeCreate {
             name: "p".into(),
@@ -200,7 +200,7 @@ fn create_refuses_other_drivers_and_unknown_options() {
 
 #[test]
 fn remove_forgets_the_volume_and_its_files() {
-    let (_d, e) = engine();
+    let e = engine();
     let v = create(&e, "gone", &[]).unwrap();
     fs::write(Path::new(&v.mountpoint).join("f"), "x").unwrap();
     e.volume_remove("gone", false).unwrap();
@@ -237,7 +237,7 @@ fn remove_forgets_the_volume_and_its_files() {
 
 #[test]
 fn containers_that_name_a_volume_keep_it_unless_forced() {
-    let (_d, e) = engine();
+    let e = engine();
     create(&e, "used", &[]).unwrap();
     create(&e, "free", &[]).unwrap();
     let id = user(&e, "used");
@@ -266,7 +266,7 @@ fn containers_that_name_a_volume_keep_it_unless_forced() {
 
 #[test]
 fn prune_takes_unused_anonymous_volumes_or_with_all_every_unused_one() {
-    let (_d, e) = engine();
+    let e = engine();
     let named = create(&e, "named", &[]).unwrap();
     let anon = create(&e, "", &[]).unwrap();
     fs::write(Path::new(&anon.mountpoint).join("f"), vec![7u8; 64 << 10]).unwrap();
@@ -286,7 +286,8 @@ fn prune_takes_unused_anonymous_volumes_or_with_all_every_unused_one() {
 
 #[test]
 fn the_source_is_the_data_a_host_directory_or_the_drivers_mount() {
-    let (d, e) = engine();
+    let e = engine();
+    let d = &e.dir;
     let plain = create(&e, "plain", &[]).unwrap();
     assert_eq!(
         e.volume_source("plain").unwrap(),
@@ -346,7 +347,8 @@ fn the_source_is_the_data_a_host_directory_or_the_drivers_mount() {
 
 #[test]
 fn copy_up_fills_only_an_empty_volume_from_inside_the_root() {
-    let (d, e) = engine();
+    let e = engine();
+    let d = &e.dir;
     let rootfs = d.path().join("rootfs");
     fs::create_dir_all(rootfs.join("etc/app/sub")).unwrap();
     fs::write(rootfs.join("etc/app/conf"), "image").unwrap();
@@ -389,7 +391,7 @@ fn copy_up_fills_only_an_empty_volume_from_inside_the_root() {
 
 #[test]
 fn prune_stops_at_a_volume_it_cannot_remove() {
-    let (_d, e) = engine();
+    let e = engine();
     let v = create(&e, "", &[]).unwrap();
     let below = mount_below(&v);
     let res = e.volume_prune(false);
