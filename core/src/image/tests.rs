@@ -155,3 +155,64 @@ fn list_filters_by_reference_and_dangling_and_names_each_repo_once() {
         "no name"
     );
 }
+
+#[test]
+fn images_resolve_by_id_prefix_tag_and_digest() {
+    let e = engine();
+    let id = import(&e, "app:1");
+    let hex = id.hex().to_string();
+    let found = |name: &str| e.image_inspect(name).map(|i| i.id);
+    for name in [
+        "app:1".to_string(),
+        "docker.io/library/app:1".into(),
+        id.to_string(),
+        hex.clone(),
+        hex[..12].into(),
+        format!("sha256:{}", &hex[..12]),
+    ] {
+        assert_eq!(found(&name).unwrap(), id.to_string(), "{name}");
+    }
+    let inspect = e.image_inspect("app:1").unwrap();
+    let by_digest = &inspect.repo_digests[0];
+    assert_eq!(found(by_digest).unwrap(), id.to_string());
+
+    let missing = |name: &str| {
+        let err = e.image_inspect(name).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{name}: {err}");
+        err.to_string()
+    };
+    assert_eq!(missing("app"), "No such image: app:latest");
+    assert_eq!(missing("app:2"), "No such image: app:2");
+    missing(&format!("sha256:{}", "0".repeat(64)));
+    missing(&format!("app@sha256:{}", "0".repeat(64)));
+    missing("");
+    missing(&format!("{hex}0"));
+    missing(&format!("{}x", &hex[..11]));
+
+    // Enough images that two IDs share a first digit: that digit alone is ambiguous.
+    let mut ids = vec![hex.clone()];
+    for n in 0..16 {
+        let data = layer();
+        let other = e
+            .image_import(
+                &mut &data[..],
+                &ImportOptions {
+                    message: Some(format!("image {n}")),
+                    source: "-".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        ids.push(other.hex().to_string());
+    }
+    let shared = ids
+        .iter()
+        .map(|h| &h[..1])
+        .find(|c| ids.iter().filter(|h| h.starts_with(*c)).count() > 1)
+        .unwrap();
+    let err = e.image_inspect(shared).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("image ID prefix {shared:?} is ambiguous")
+    );
+}
