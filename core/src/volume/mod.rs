@@ -255,14 +255,19 @@ impl Local {
         let mut removed = Vec::new();
         let mut space = 0;
         for v in self.volume_list()? {
-            if !(all || v.anonymous) || !self.volume_users(&v.name)?.is_empty() {
+            if !(all || v.anonymous) {
                 continue;
             }
-            space += crate::fsutil::disk_usage(Path::new(&v.mountpoint))
+            let size = crate::fsutil::disk_usage(Path::new(&v.mountpoint))
                 .map(|u| u.size)
                 .unwrap_or(0);
+            // A volume a container names is refused (Conflict) and passed by, as is one
+            // another process removed meanwhile.
             match self.volume_remove(&v.name, false) {
-                Ok(()) => removed.push(v.name),
+                Ok(()) => {
+                    removed.push(v.name);
+                    space += size;
+                }
                 Err(e) if e.kind() == ErrorKind::Conflict || e.kind() == ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
