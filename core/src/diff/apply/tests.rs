@@ -216,6 +216,8 @@ fn hardlink_outside_the_layer_is_refused() {
     ] {
         let err = run(&c, &layer).unwrap_err();
         assert!(err.to_string().contains("not found"), "{err}");
+        // A fault of the layer, not a missing object of the API's.
+        assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument, "{err}");
     }
     assert_eq!(fs::metadata(c.outside.join("secret")).unwrap().nlink(), 1);
     assert_eq!(fs::read_dir(&c.outside).unwrap().count(), 1);
@@ -644,6 +646,7 @@ fn a_dangling_symlink_parent_is_not_found() {
             if entry == "d/f" && source.kind() == std::io::ErrorKind::NotFound),
         "{err:?}"
     );
+    assert_eq!(err.kind(), crate::ErrorKind::InvalidArgument);
     assert!(!c.root.join("nowhere").exists());
     outside_untouched(&c);
 }
