@@ -121,11 +121,18 @@ fn produce(
     max: u64,
 ) -> Result<Option<(Compression, Digest, u64)>, DiffError> {
     let mut input = BufReader::with_capacity(CHUNK, layer);
-    let head = input.fill_buf().map_err(|source| DiffError::Io {
-        path: "layer".into(),
-        source,
-    })?;
-    let compression = Compression::detect(head);
+    // The first bytes tell the compression; a read a signal interrupts is made again.
+    let compression = loop {
+        match input.fill_buf() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            head => {
+                break Compression::detect(head.map_err(|source| DiffError::Io {
+                    path: "layer".into(),
+                    source,
+                })?);
+            }
+        }
+    };
     let (format, mut reader): (&'static str, Box<dyn Read + '_>) = match compression {
         Compression::None => ("tar", Box::new(input)),
         Compression::Gzip => (
