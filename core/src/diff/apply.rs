@@ -508,15 +508,10 @@ impl<'a> Unpacker<'a> {
                     rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
                 })?;
                 let mut file = File::from(fd);
-                if entry.header().size().map_err(malformed)? > 0 {
-                    let n = crate::util::copy_buf(&mut self.buf, entry, &mut file).map_err(
-                        |e| match e.kind() {
-                            io::ErrorKind::UnexpectedEof => DiffError::Truncated,
-                            _ => io_entry_err(raw)(e),
-                        },
-                    )?;
-                    self.content_size += n;
-                }
+                // Data cut short ends the copy early; the archive's next header then fails,
+                // as truncated.
+                self.content_size += crate::util::copy_buf(&mut self.buf, entry, &mut file)
+                    .map_err(io_entry_err(raw))?;
                 set_meta(file.as_fd(), meta, raw)?;
                 rustix::fs::futimens(&file, &meta.timestamps()).map_err(entry_err(raw))?;
             }

@@ -711,4 +711,36 @@ mod tests {
         r.read_to_end(&mut rest).unwrap();
         assert_eq!(rest, b"bc");
     }
+
+    /// Where the lower tree is missing, or not a directory, every entry of the upper one is
+    /// added; comparing mounts with no lower leaves nothing behind in the scratch directory.
+    #[test]
+    fn no_lower_tree_means_everything_is_added() {
+        let t = tempfile::tempdir().unwrap();
+        let upper = t.path().join("upper");
+        fs::create_dir_all(upper.join("d")).unwrap();
+        fs::write(upper.join("d/f"), "f").unwrap();
+        let file = t.path().join("file");
+        fs::write(&file, "not a directory").unwrap();
+        let names = |layer: &[u8]| -> Vec<String> {
+            let mut v: Vec<String> = entries(layer).into_iter().map(|(p, _, _)| p).collect();
+            v.sort();
+            v
+        };
+        for lower in [t.path().join("missing"), file] {
+            let mut layer = Vec::new();
+            compare(&lower, &upper, &mut layer).unwrap();
+            assert_eq!(names(&layer), ["d", "d/f"], "{}", lower.display());
+        }
+        let scratch = t.path().join("scratch");
+        fs::create_dir(&scratch).unwrap();
+        let mut layer = Vec::new();
+        compare_mounts(&[], &[Mount::bind(&upper, true)], &scratch, &mut layer).unwrap();
+        assert_eq!(names(&layer), ["d", "d/f"]);
+        assert_eq!(
+            fs::read_dir(&scratch).unwrap().count(),
+            0,
+            "left in scratch"
+        );
+    }
 }

@@ -759,3 +759,44 @@ fn links_and_fifos_get_their_owner_and_time() {
         0o640
     );
 }
+
+/// A whiteout in the layer that made the same path hides nothing of it: at the top and
+/// below.
+#[test]
+fn whiteouts_never_hide_what_their_own_layer_made() {
+    let c = case();
+    let layer = tar_of(|b| {
+        raw(b, "f", T::Regular, "", b"f");
+        raw(b, ".wh.f", T::Regular, "", b"");
+        raw(b, "d/g", T::Regular, "", b"g");
+        raw(b, "d/.wh.g", T::Regular, "", b"");
+    });
+    run(&c, &layer).unwrap();
+    assert_eq!(fs::read(c.root.join("f")).unwrap(), b"f");
+    assert_eq!(fs::read(c.root.join("d/g")).unwrap(), b"g");
+}
+
+/// A directory entry where a directory is keeps what is in it; where a file or a link is,
+/// it replaces it.
+#[test]
+fn a_directory_entry_keeps_a_directory_and_replaces_anything_else() {
+    let c = case();
+    fs::create_dir_all(c.root.join("d")).unwrap();
+    fs::write(c.root.join("d/keep"), "k").unwrap();
+    fs::write(c.root.join("f"), "file").unwrap();
+    std::os::unix::fs::symlink(&c.outside, c.root.join("l")).unwrap();
+    let layer = tar_of(|b| {
+        raw(b, "d", T::Directory, "", b"");
+        raw(b, "f", T::Directory, "", b"");
+        raw(b, "l", T::Directory, "", b"");
+        raw(b, "l/new", T::Regular, "", b"n");
+    });
+    run(&c, &layer).unwrap();
+    assert_eq!(fs::read(c.root.join("d/keep")).unwrap(), b"k");
+    for d in ["f", "l"] {
+        let m = fs::symlink_metadata(c.root.join(d)).unwrap();
+        assert!(m.is_dir(), "{d}");
+    }
+    assert_eq!(fs::read(c.root.join("l/new")).unwrap(), b"n");
+    outside_untouched(&c);
+}
