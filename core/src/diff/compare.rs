@@ -641,6 +641,7 @@ mod tests {
                 ("trusted", "aaaa", "bbbb", 500),
                 ("mode", "aaaa", "aaaa", 0),
                 ("owner", "aaaa", "aaaa", 0),
+                ("group", "aaaa", "aaaa", 0),
                 ("size", "aaaa", "aaaaa", 0),
                 ("dir/inner", "x", "y", 0),
             ];
@@ -666,9 +667,23 @@ mod tests {
                     std::os::unix::fs::PermissionsExt::from_mode(0o700),
                 )
                 .unwrap();
-                std::os::unix::fs::chown(root.join("owner"), Some(1), Some(1)).unwrap();
+                std::os::unix::fs::chown(root.join("owner"), Some(1), None).unwrap();
+                std::os::unix::fs::chown(root.join("group"), None, Some(1)).unwrap();
                 at(&root.join("owner"), 1000, 0);
+                at(&root.join("group"), 1000, 0);
                 at(&root.join("mode"), 1000, 0);
+            }
+            // Device nodes alike but for their number.
+            for (name, minor) in [("dev_same", 3), ("dev", if second { 5 } else { 3 })] {
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    root.join(name),
+                    FileType::CharacterDevice,
+                    Mode::from_raw_mode(0o600),
+                    rustix::fs::makedev(1, minor),
+                )
+                .unwrap();
+                at(&root.join(name), 1000, 0);
             }
             at(&root.join("dir"), 1000, 0);
         }
@@ -679,8 +694,10 @@ mod tests {
         assert_eq!(
             got,
             [
+                "dev",
                 "dir/inner",
                 "dir_mode",
+                "group",
                 "link_changed",
                 "mode",
                 "mtime",
