@@ -358,9 +358,10 @@ fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
     Some((secs, digits.parse().ok()?))
 }
 
-/// Whether an xattr may come from a layer. `trusted.*` and `security.*` other than file
-/// capabilities would let a layer steer the kernel (overlay's own whiteout marks, say).
-fn allowed_xattr(name: &[u8]) -> bool {
+/// Whether an xattr may come from a layer, or go into one. `trusted.*` and `security.*`
+/// other than file capabilities would let a layer steer the kernel (overlay's own whiteout
+/// marks, say).
+pub(super) fn allowed_xattr(name: &[u8]) -> bool {
     name.starts_with(b"user.") || name == b"security.capability"
 }
 

@@ -294,7 +294,8 @@ impl Walker<'_> {
             }
             let Some(udir) = udir else { continue };
             let ldir = match (&lmd, lower) {
-                (Some(l), Some(ld)) if l.is_dir() => match at::open_dir(ld, name) {
+                // A lower entry that is no directory is refused as one (NOTDIR).
+                (Some(_), Some(ld)) => match at::open_dir(ld, name) {
                     Ok(fd) => Some(fd),
                     Err(Errno::NOENT | Errno::NOTDIR) => None,
                     Err(e) => return Err(err(self.lower.join(&r))(e.into())),
@@ -353,10 +354,7 @@ impl Walker<'_> {
             (None, Some(f)) => Node::Fd(f.as_fd()),
             (None, None) => Node::Name(dir, name),
         };
-        let xattrs = at::read_xattrs(node, |k| {
-            k.starts_with(b"user.") || k == b"security.capability"
-        })
-        .map_err(err)?;
+        let xattrs = at::read_xattrs(node, super::apply::allowed_xattr).map_err(err)?;
         if !xattrs.is_empty() {
             let exts: Vec<(String, Vec<u8>)> = xattrs
                 .into_iter()
@@ -758,6 +756,82 @@ mod tests {
             fs::read_dir(&scratch).unwrap().count(),
             0,
             "left in scratch"
+        );
+    }
+
+    /// User xattrs and file capabilities go into the layer as PAX records; others stay out.
+    /// Device nodes are entries with their numbers.
+    #[test]
+    fn xattrs_and_device_nodes_are_written() {
+        let t = tempfile::tempdir().unwrap();
+        let (lower, upper) = (t.path().join("lower"), t.path().join("upper"));
+        fs::create_dir_all(&lower).unwrap();
+        fs::create_dir_all(&upper).unwrap();
+        let f = upper.join("f");
+        fs::write(&f, "f").unwrap();
+        rustix::fs::setxattr(&f, "user.colour", b"blue", rustix::fs::XattrFlags::empty()).unwrap();
+        rustix::fs::setxattr(&f, "trusted.secret", b"no", rustix::fs::XattrFlags::empty()).unwrap();
+        fs::write(upper.join("plain"), "p").unwrap();
+        for (name, kind, minor) in [
+            ("c", FileType::CharacterDevice, 3),
+            ("b", FileType::BlockDevice, 7),
+        ] {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                upper.join(name),
+                kind,
+                Mode::from_raw_mode(0o600),
+                rustix::fs::makedev(1, minor),
+            )
+            .unwrap();
+        }
+        let mut layer = Vec::new();
+        compare(&lower, &upper, &mut layer).unwrap();
+        let mut seen = Vec::new();
+        let mut archive = tar::Archive::new(&layer[..]);
+        for e in archive.entries().unwrap() {
+            let mut e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            let pax: Vec<(String, Vec<u8>)> = match e.pax_extensions().unwrap() {
+                Some(exts) => exts
+                    .map(|x| {
+                        let x = x.unwrap();
+                        (x.key().unwrap().to_string(), x.value_bytes().to_vec())
+                    })
+                    .collect(),
+                None => vec![],
+            };
+            let h = e.header();
+            let dev = (
+                h.device_major().ok().flatten(),
+                h.device_minor().ok().flatten(),
+            );
+            seen.push((path, h.entry_type(), dev, pax));
+        }
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            seen,
+            vec![
+                (
+                    "b".into(),
+                    tar::EntryType::Block,
+                    (Some(1), Some(7)),
+                    vec![]
+                ),
+                ("c".into(), tar::EntryType::Char, (Some(1), Some(3)), vec![]),
+                (
+                    "f".into(),
+                    tar::EntryType::Regular,
+                    (None, None),
+                    vec![("SCHILY.xattr.user.colour".into(), b"blue".to_vec())]
+                ),
+                (
+                    "plain".into(),
+                    tar::EntryType::Regular,
+                    (None, None),
+                    vec![]
+                ),
+            ]
         );
     }
 }
