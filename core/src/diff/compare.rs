@@ -38,42 +38,12 @@ pub fn compare_mounts_skipping(
         path: scratch.to_path_buf(),
         source,
     };
-    let ro = |ms: &[Mount]| -> Vec<Mount> {
-        ms.iter()
-            .map(|m| {
-                let mut m = m.clone();
-                if m.kind == "bind" && !m.is_readonly() {
-                    m.options.retain(|o| o != "rw");
-                    m.options.push("ro".into());
-                }
-                // A writable overlay (a running container's, say) is looked at without its
-                // work directory, which its own mount holds: the upper directory becomes the
-                // top lower one of a read-only overlay.
-                if m.kind == "overlay"
-                    && let Some(upper) = m.option("upperdir").map(str::to_string)
-                {
-                    let lowers = m.option("lowerdir").unwrap_or_default().to_string();
-                    m.options.retain(|o| {
-                        !o.starts_with("upperdir=")
-                            && !o.starts_with("workdir=")
-                            && !o.starts_with("lowerdir=")
-                    });
-                    if lowers.is_empty() {
-                        m = Mount::bind(Path::new(&upper), true);
-                    } else {
-                        m.options.push(format!("lowerdir={upper}:{lowers}"));
-                    }
-                }
-                m
-            })
-            .collect()
-    };
     let lower_mnt = if lower.is_empty() {
         None
     } else {
-        Some(TempMount::new(&ro(lower), scratch).map_err(io_err)?)
+        Some(TempMount::new(&read_only_view(lower), scratch).map_err(io_err)?)
     };
-    let upper_mnt = TempMount::new(&ro(upper), scratch).map_err(io_err)?;
+    let upper_mnt = TempMount::new(&read_only_view(upper), scratch).map_err(io_err)?;
     let empty;
     let lower_path = match &lower_mnt {
         Some(m) => m.path(),
@@ -83,6 +53,38 @@ pub fn compare_mounts_skipping(
         }
     };
     compare_skipping(lower_path, upper_mnt.path(), out, skip)
+}
+
+/// The mounts of a snapshot as a read-only view of it. A writable bind becomes read-only.
+/// A writable overlay (a running container's, say) is looked at without its work
+/// directory, which its own mount holds: its upper directory becomes the top lower one of
+/// a read-only overlay, or a read-only bind where it has no lower ones.
+fn read_only_view(ms: &[Mount]) -> Vec<Mount> {
+    ms.iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if m.kind == "bind" && !m.is_readonly() {
+                m.options.retain(|o| o != "rw");
+                m.options.push("ro".into());
+            }
+            if m.kind == "overlay"
+                && let Some(upper) = m.option("upperdir").map(str::to_string)
+            {
+                let lowers = m.option("lowerdir").unwrap_or_default().to_string();
+                m.options.retain(|o| {
+                    !o.starts_with("upperdir=")
+                        && !o.starts_with("workdir=")
+                        && !o.starts_with("lowerdir=")
+                });
+                if lowers.is_empty() {
+                    m = Mount::bind(Path::new(&upper), true);
+                } else {
+                    m.options.push(format!("lowerdir={upper}:{lowers}"));
+                }
+            }
+            m
+        })
+        .collect()
 }
 
 struct EmptyDir(PathBuf);
@@ -831,6 +833,47 @@ mod tests {
                     (None, None),
                     vec![]
                 ),
+            ]
+        );
+    }
+
+    #[test]
+    fn snapshots_are_compared_through_read_only_views() {
+        let m = |kind: &str, source: &str, options: &[&str]| Mount {
+            kind: kind.into(),
+            source: source.into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+        };
+        let view = read_only_view(&[
+            m("bind", "/s/1", &["rbind", "rw"]),
+            m("bind", "/s/2", &["rbind", "ro"]),
+            m(
+                "overlay",
+                "overlay",
+                &[
+                    "index=off",
+                    "workdir=/s/w",
+                    "upperdir=/s/u",
+                    "lowerdir=/s/a:/s/b",
+                ],
+            ),
+            m("overlay", "overlay", &["lowerdir=/s/a:/s/b"]),
+            m("overlay", "overlay", &["workdir=/s/w", "upperdir=/s/u"]),
+            m("tmpfs", "tmpfs", &["rw"]),
+        ]);
+        assert_eq!(
+            view,
+            [
+                m("bind", "/s/1", &["rbind", "ro"]),
+                m("bind", "/s/2", &["rbind", "ro"]),
+                m(
+                    "overlay",
+                    "overlay",
+                    &["index=off", "lowerdir=/s/u:/s/a:/s/b"]
+                ),
+                m("overlay", "overlay", &["lowerdir=/s/a:/s/b"]),
+                Mount::bind(Path::new("/s/u"), true),
+                m("tmpfs", "tmpfs", &["rw"]),
             ]
         );
     }
