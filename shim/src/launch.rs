@@ -167,41 +167,40 @@ fn identity(
         Some((u, g)) => (u.to_string(), Some(g.to_string())),
         None => (spec_user.to_string(), None),
     };
-    let entry = |name_or_id: &str| {
+    // As runc reads them: a number names an ID, never an entry whose name is that number;
+    // a number no entry has is that ID all the same (the group stays the default).
+    let entry = |user: &str| {
+        let by_id = user.parse::<u32>().is_ok();
         passwd
             .lines()
             .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 7 && (f[0] == name_or_id || f[2] == name_or_id))
+            .find(|f| f.len() >= 7 && if by_id { f[2] == user } else { f[0] == user })
     };
     if !user.is_empty() {
-        match entry(&user) {
-            Some(f) => {
+        match (entry(&user), user.parse::<u32>()) {
+            (Some(f), _) => {
                 id.uid = f[2].parse().unwrap_or(0);
                 id.gid = f[3].parse().unwrap_or(0);
                 id.home = f[5].to_string();
             }
-            None => match user.parse::<u32>() {
-                Ok(n) => {
-                    id.uid = n;
-                    id.gid = n;
-                }
-                Err(_) => {
-                    return Err(fail(
-                        126,
-                        format!("unable to find user {user}: no matching entries in passwd file"),
-                    ));
-                }
-            },
+            (None, Ok(n)) => id.uid = n,
+            (None, Err(_)) => {
+                return Err(fail(
+                    126,
+                    format!("unable to find user {user}: no matching entries in passwd file"),
+                ));
+            }
         }
     } else if let Some(f) = entry("0") {
         id.home = f[5].to_string();
     }
     if let Some(g) = grp {
+        let by_id = g.parse::<u32>();
         let found = group
             .lines()
             .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 3 && (f[0] == g || f[2] == g));
-        id.gid = match (found, g.parse::<u32>()) {
+            .find(|f| f.len() >= 3 && if by_id.is_ok() { f[2] == g } else { f[0] == g });
+        id.gid = match (found, by_id) {
             (Some(f), _) => f[2].parse().unwrap_or(0),
             (None, Ok(n)) => n,
             (None, Err(_)) => {
@@ -434,17 +433,19 @@ broken:x:notanumber:app
         );
         assert_eq!(ok("1000"), ok("app"));
         assert_eq!(ok("daemon"), (1, 1, vec![7, 50], "/usr/sbin".into()));
-        // A number no entry has: that uid, the same gid, home /.
-        assert_eq!(ok("4242"), (4242, 4242, vec![7], "/".into()));
-        // A name that is a number names the entry by name first.
-        assert_eq!(ok("2000"), (3000, 3000, vec![7], "/home/num".into()));
+        // A number no entry has: that uid, the default gid, home /.
+        assert_eq!(ok("4242"), (4242, 0, vec![7], "/".into()));
+        // A number is an ID, never the name of an entry.
+        assert_eq!(ok("2000"), (2000, 0, vec![7], "/".into()));
+        assert_eq!(ok("3000"), (3000, 3000, vec![7], "/home/num".into()));
         // Groups by name or number, and a number no group has.
         assert_eq!(ok("app:wheel").1, 10);
         assert_eq!(ok("app:50").1, 50);
         assert_eq!(ok("app:777").1, 777);
         assert_eq!(ok(":tools"), (0, 60, vec![7, 10], "/root".into()));
         // An entry with too few fields is no entry.
-        assert_eq!(ok("5"), (5, 5, vec![7], "/".into()));
+        assert_eq!(ok("5"), (5, 0, vec![7], "/".into()));
+        assert!(id("short").is_err());
 
         let e = id("nobody").unwrap_err();
         assert_eq!(e.code, 126);

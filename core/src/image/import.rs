@@ -50,14 +50,33 @@ fn exec_form(args: &str) -> Vec<String> {
 }
 
 /// `k=v k2="v 2"` pairs, or the legacy `k v` form.
+/// The first word of `s` as Docker's instruction parser splits words: quotes and
+/// backslash escapes keep blanks in it.
+fn first_word(s: &str) -> &str {
+    let mut quote = None;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            (_, '\\') => escaped = true,
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, c) if c.is_whitespace() => return &s[..i],
+            _ => {}
+        }
+    }
+    s
+}
+
 fn pairs(args: &str, change: &str) -> Result<Vec<(String, String)>, ImageError> {
     let bad = |reason: &str| ImageError::BadChange {
         change: change.to_string(),
         reason: reason.to_string(),
     };
     let t = args.trim();
-    // The old form, `KEY value with spaces`, as Docker tells it: no `=` in the first word.
-    if !t.split_whitespace().next().unwrap_or("").contains('=') {
+    // The old form, `KEY value with spaces`, as Docker tells it: no `=` in the first word,
+    // a word running to the first blank outside quotes and not escaped.
+    if !first_word(t).contains('=') {
         let (k, v) = t
             .split_once(char::is_whitespace)
             .ok_or_else(|| bad("expected KEY=VALUE"))?;
@@ -417,6 +436,15 @@ mod tests {
         assert_eq!(c["Labels"], serde_json::json!({"k": "w", "x.y": "z"}));
         // `=` inside the value of the old form is the value's.
         assert_eq!(cfg(&["ENV K V=1"])["Env"], serde_json::json!(["K=V=1"]));
+        // A quoted or escaped blank is inside the first word: the new form.
+        assert_eq!(
+            cfg(&[r#"LABEL "my key"=v 'b c'=d"#])["Labels"],
+            serde_json::json!({"my key": "v", "b c": "d"})
+        );
+        assert_eq!(cfg(&[r"ENV A\ B=1"])["Env"], serde_json::json!(["A B=1"]));
+        assert_eq!(first_word(r#"a"b c"d e"#), r#"a"b c"d"#);
+        assert_eq!(first_word(r"a\ b c"), r"a\ b");
+        assert_eq!(first_word("solo"), "solo");
 
         let e = refused("ENV A=\"open");
         assert_eq!(e, "invalid --change \"ENV A=\\\"open\": unterminated quote");

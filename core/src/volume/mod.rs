@@ -220,6 +220,12 @@ impl Local {
     /// `volume rm`: refused while a container uses it; with `force`, a volume only stopped
     /// containers use goes (and they lose it).
     pub fn volume_remove(&self, name: &str, force: bool) -> crate::Result<()> {
+        self.remove_volume(name, force).map(drop)
+    }
+
+    /// [`Local::volume_remove`], returning the disk space its data took (measured once the
+    /// volume is known to go, so a volume in use is never walked).
+    fn remove_volume(&self, name: &str, force: bool) -> crate::Result<u64> {
         let v = self.volume_inspect(name)?;
         let users = self.volume_users(name)?;
         if !users.is_empty() && (!force || users.iter().any(|(_, running)| *running)) {
@@ -241,11 +247,12 @@ impl Local {
         })?;
         let dir = self.volumes_dir().join(&v.name);
         let data = dir.join("_data");
+        let size = crate::fsutil::disk_usage(&data).map_or(0, |u| u.size);
         while crate::mount::unmount(&data).is_ok() {}
         self.event("volume", "destroy", &v.name, &[("driver", "local")]);
         match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => Ok(size),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(size),
             Err(e) => Err(io_err(format!("remove {}", dir.display()))(e)),
         }
     }
@@ -258,13 +265,10 @@ impl Local {
             if !(all || v.anonymous) {
                 continue;
             }
-            let size = crate::fsutil::disk_usage(Path::new(&v.mountpoint))
-                .map(|u| u.size)
-                .unwrap_or(0);
             // A volume a container names is refused (Conflict) and passed by, as is one
             // another process removed meanwhile.
-            match self.volume_remove(&v.name, false) {
-                Ok(()) => {
+            match self.remove_volume(&v.name, false) {
+                Ok(size) => {
                     removed.push(v.name);
                     space += size;
                 }
