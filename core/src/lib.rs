@@ -22,6 +22,8 @@ pub mod runtime;
 pub mod server;
 pub mod snapshot;
 pub mod system;
+#[cfg(test)]
+mod testutil;
 pub mod tls;
 mod util;
 pub mod volume;

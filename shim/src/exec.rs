@@ -387,7 +387,8 @@ fn launched(
 /// Every namespace the container's process has, entered at once through its pidfd (Linux
 /// 5.8). Where the kernel cannot, each namespace file is opened from `/proc/PID/ns` and the
 /// process checked alive afterwards (so the files were its own), then entered one by one. The
-/// mount namespace sets this process's root and working directory to the container's root.
+/// mount namespace sets this process's root to the namespace's root mount, which is not the
+/// container's everywhere: the caller then enters the process's own root (`sys::enter_root`).
 fn join_namespaces(pidfd: &std::os::fd::OwnedFd, pid: i32) -> Result<(), String> {
     use nix::sched::CloneFlags;
     let all = [

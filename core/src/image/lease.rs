@@ -225,7 +225,7 @@ impl Local {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::scratch_engine;
+    use crate::testutil::{one_file_layer, scratch_engine};
 
     fn leases(e: &Local) -> i64 {
         e.db.read(|tx| {
@@ -273,14 +273,7 @@ mod tests {
     #[test]
     fn blobs_layers_and_snapshots_an_image_or_container_uses_stay() {
         let e = scratch_engine();
-        let mut b = tar::Builder::new(Vec::new());
-        let mut h = tar::Header::new_gnu();
-        h.set_path("f").unwrap();
-        h.set_size(1);
-        h.set_mode(0o644);
-        h.set_cksum();
-        b.append(&h, &b"f"[..]).unwrap();
-        let layer = b.into_inner().unwrap();
+        let layer = one_file_layer("f", b"f");
         let image = e
             .image_import(
                 &mut &layer[..],
@@ -382,6 +375,5 @@ mod tests {
         e.recover().unwrap();
         assert!(!e.content.contains(&blob));
         assert_eq!(leases(&e), 0);
-        std::mem::forget(lease);
     }
 }

@@ -1,18 +1,12 @@
 //! Engine-level image tests that need state no front door can make yet: containers.
 
 use super::*;
-use crate::engine::{Local, scratch_engine as engine};
+use crate::engine::Local;
 use crate::image::ImportOptions;
+use crate::testutil::{one_file_layer, scratch_engine as engine};
 
 fn layer() -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_path("hello").unwrap();
-    h.set_size(5);
-    h.set_mode(0o644);
-    h.set_cksum();
-    b.append(&h, &b"hello"[..]).unwrap();
-    b.into_inner().unwrap()
+    one_file_layer("hello", b"hello")
 }
 
 fn import(e: &Local, name: &str) -> Digest {

@@ -696,10 +696,13 @@ impl Local {
         if rec.driver != "bridge" || rec.bridge.is_empty() {
             return Ok(());
         }
-        if firewall::available() {
+        // The device goes even where its rules cannot: the first failure is the one told.
+        let rules = if firewall::available() {
             firewall::delete(&rec.bridge)
-                .map_err(io_err(format!("remove the firewall of {}", rec.bridge)))?;
-        }
+                .map_err(io_err(format!("remove the firewall of {}", rec.bridge)))
+        } else {
+            Ok(())
+        };
         let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
         if let Some(index) = nl
             .link_index(&rec.bridge)
@@ -708,10 +711,13 @@ impl Local {
             match nl.del_link(index) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-                Err(e) => return Err(io_err(format!("delete bridge {}", rec.bridge))(e)),
+                Err(e) => {
+                    rules?;
+                    return Err(io_err(format!("delete bridge {}", rec.bridge))(e));
+                }
             }
         }
-        Ok(())
+        rules
     }
 
     /// `network rm`: refused while a container runs on it, and for the predefined ones.

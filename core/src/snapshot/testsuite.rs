@@ -297,13 +297,7 @@ pub(crate) fn cleanup_removes_orphans<S: Snapshotter>(e: Env<S>) {
     // the next cleanup.
     let stuck = root.join("998/fs");
     fs::create_dir_all(&stuck).unwrap();
-    crate::mount::Mount {
-        kind: "tmpfs".into(),
-        source: "tmpfs".into(),
-        options: vec!["size=64k".into()],
-    }
-    .mount(&stuck)
-    .unwrap();
+    crate::testutil::mount_tmpfs(&stuck);
     let res = e.sn.cleanup();
     crate::mount::unmount(&stuck).unwrap();
     let err = res.unwrap_err().to_string();

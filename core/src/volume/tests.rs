@@ -3,9 +3,9 @@
 //! end in tests/tests/volumes.rs.
 
 use super::*;
-use crate::engine::scratch_engine as engine;
 use crate::image::ImportOptions;
 use crate::runtime::CreateOptions;
+use crate::testutil::{mount_tmpfs, one_file_layer, scratch_engine as engine};
 
 fn create(e: &Local, name: &str, options: &[(&str, &str)]) -> crate::Result<Volume> {
     e.volume_create(&VolumeCreate {
@@ -20,14 +20,7 @@ fn create(e: &Local, name: &str, options: &[(&str, &str)]) -> crate::Result<Volu
 
 /// A container (created, never started) that mounts the named volume.
 fn user(e: &Local, volume: &str) -> String {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_path("etc/hostname").unwrap();
-    h.set_size(0);
-    h.set_mode(0o644);
-    h.set_cksum();
-    b.append(&h, &b""[..]).unwrap();
-    let layer = b.into_inner().unwrap();
+    let layer = one_file_layer("etc/hostname", b"");
     e.image_import(
         &mut &layer[..],
         &ImportOptions {
@@ -59,13 +52,7 @@ fn user(e: &Local, volume: &str) -> String {
 fn mount_below(v: &Volume) -> PathBuf {
     let below = Path::new(&v.mountpoint).join("mnt");
     fs::create_dir(&below).unwrap();
-    crate::mount::Mount {
-        kind: "tmpfs".into(),
-        source: "tmpfs".into(),
-        options: vec!["size=64k".into()],
-    }
-    .mount(&below)
-    .unwrap();
+    mount_tmpfs(&below);
     below
 }
 

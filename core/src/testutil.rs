@@ -1,0 +1,64 @@
+//! What the core's unit tests share: an engine on a scratch root, and small fixtures.
+
+use std::path::Path;
+
+use crate::engine::Local;
+
+/// An engine on a root of its own in a temporary directory, for unit tests. Its default
+/// network has a bridge of its own, removed with its other networks' bridges and firewall
+/// tables when the engine is dropped, as is the directory.
+pub(crate) struct ScratchEngine {
+    local: Local,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+pub(crate) fn scratch_engine() -> ScratchEngine {
+    let dir = tempfile::tempdir().unwrap();
+    let local = Local::open(&crate::engine::Options {
+        root: dir.path().join("root"),
+        default_bridge: Some(format!("ku{}", crate::util::random_hex(5))),
+        // The host's forwarding is not a unit test's to change.
+        ip_forward: false,
+        ..Default::default()
+    })
+    .unwrap();
+    ScratchEngine { local, dir }
+}
+
+impl std::ops::Deref for ScratchEngine {
+    type Target = Local;
+    fn deref(&self) -> &Local {
+        &self.local
+    }
+}
+
+impl Drop for ScratchEngine {
+    fn drop(&mut self) {
+        for net in self.local.load_networks().unwrap_or_default() {
+            let _ = self.local.delete_bridge(&net);
+        }
+    }
+}
+
+/// A layer (an uncompressed tar) holding one regular file.
+pub(crate) fn one_file_layer(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).unwrap();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Mounts a small tmpfs on the directory `at`: a mount point no `remove_dir_all` can remove.
+pub(crate) fn mount_tmpfs(at: &Path) {
+    crate::mount::Mount {
+        kind: "tmpfs".into(),
+        source: "tmpfs".into(),
+        options: vec!["size=64k".into()],
+    }
+    .mount(at)
+    .unwrap();
+}
