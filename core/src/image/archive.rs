@@ -254,6 +254,17 @@ impl Local {
     /// The blob an archive path names, resolving links; reads it from a layout directory on
     /// first use.
     fn archive_blob(&self, lease: &Lease, a: &mut Archive, path: &str) -> crate::Result<Digest> {
+        self.find_blob(lease, a, path)?
+            .ok_or_else(|| invalid(format!("{path} is missing from the archive")).into())
+    }
+
+    /// [`Self::archive_blob`], with `None` for a blob the archive does not have.
+    fn find_blob(
+        &self,
+        lease: &Lease,
+        a: &mut Archive,
+        path: &str,
+    ) -> crate::Result<Option<Digest>> {
         let mut path = norm(path)
             .ok_or_else(|| invalid(format!("path {path:?} climbs out of the archive")))?;
         for _ in 0..16 {
@@ -263,32 +274,35 @@ impl Local {
             }
         }
         if let Some(d) = a.blobs.get(&path) {
-            return Ok(d.clone());
+            return Ok(Some(d.clone()));
         }
         if let Some(bytes) = a.files.get(&path) {
             lease.add(&self.db, Resource::Blob(Digest::of(bytes)))?;
             let d = self.content.write_all(bytes, None)?;
             a.blobs.insert(path, d.clone());
-            return Ok(d);
+            return Ok(Some(d));
         }
-        if let Some(dir) = &a.dir {
-            let full = dir.join(&path);
-            // The layout directory is input too: no symlink in it may lead elsewhere.
-            let canon = full
-                .canonicalize()
-                .map_err(|_| invalid(format!("{path} is missing from the archive")))?;
-            let root = dir
-                .canonicalize()
-                .map_err(|e| archive_read_error(&path, e))?;
-            if !canon.starts_with(&root) {
-                return Err(invalid(format!("{path} points outside the layout directory")).into());
-            }
-            let mut f = File::open(&canon).map_err(|e| archive_read_error(&path, e))?;
-            let d = self.ingest_archive_file(lease, &path, &mut f, None)?;
-            a.blobs.insert(path, d.clone());
-            return Ok(d);
+        let Some(dir) = &a.dir else {
+            return Ok(None);
+        };
+        let full = dir.join(&path);
+        // The layout directory is input too: no symlink in it may lead elsewhere.
+        let canon = match full.canonicalize() {
+            Ok(c) => c,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            // A loop of links, a link through a file: input that makes no sense.
+            Err(e) => return Err(invalid(format!("{path}: {e}")).into()),
+        };
+        let root = dir
+            .canonicalize()
+            .map_err(|e| archive_read_error(&path, e))?;
+        if !canon.starts_with(&root) {
+            return Err(invalid(format!("{path} points outside the layout directory")).into());
         }
-        Err(invalid(format!("{path} is missing from the archive")).into())
+        let mut f = File::open(&canon).map_err(|e| archive_read_error(&path, e))?;
+        let d = self.ingest_archive_file(lease, &path, &mut f, None)?;
+        a.blobs.insert(path, d.clone());
+        Ok(Some(d))
     }
 
     fn archive_json(&self, a: &Archive, path: &str) -> crate::Result<Option<Vec<u8>>> {
@@ -327,8 +341,8 @@ impl Local {
         let digest = parse_digest(desc.digest().as_ref())?;
         let path = format!("blobs/sha256/{}", digest.hex());
         let d = self
-            .archive_blob(lease, a, &path)
-            .map_err(|_| invalid(format!("{what} {digest} is missing from the archive")))?;
+            .find_blob(lease, a, &path)?
+            .ok_or_else(|| invalid(format!("{what} {digest} is missing from the archive")))?;
         let size = self.content.size(&d)?;
         if size != desc.size() {
             return Err(invalid(format!(

@@ -743,6 +743,8 @@ fn history_comment(raw: &serde_json::Value) -> String {
 }
 
 #[cfg(test)]
+mod archive_tests;
+#[cfg(test)]
 mod tests;
 
 /// `--change` instructions as a container config in the image config's JSON shape

@@ -182,6 +182,9 @@ fn images_resolve_by_id_prefix_tag_and_digest() {
     missing("");
     missing(&format!("{hex}0"));
     missing(&format!("{}x", &hex[..11]));
+    // A prefix of hex digits that no ID has is missing, not ambiguous.
+    let flipped = if hex.starts_with('f') { "e" } else { "f" };
+    missing(&format!("{flipped}{}", &hex[1..12]));
 
     // Enough images that two IDs share a first digit: that digit alone is ambiguous.
     let mut ids = vec![hex.clone()];
@@ -209,4 +212,155 @@ fn images_resolve_by_id_prefix_tag_and_digest() {
         err.to_string(),
         format!("image ID prefix {shared:?} is ambiguous")
     );
+}
+
+/// Imports `data` as an image tagged `name` (or untagged), with these `--change`s.
+fn import_with(e: &Local, name: Option<&str>, changes: &[&str], message: &str) -> Digest {
+    e.image_import(
+        &mut &layer()[..],
+        &ImportOptions {
+            reference: name.map(str::to_string),
+            changes: changes.iter().map(|c| c.to_string()).collect(),
+            message: Some(message.into()),
+            source: "-".into(),
+        },
+    )
+    .unwrap()
+}
+
+fn gone(e: &Local, id: &Digest) -> bool {
+    e.image_inspect(id.hex()).is_err() && !e.content.contains(id)
+}
+
+#[test]
+fn rmi_by_name_untags_and_the_last_tag_takes_the_image() {
+    let e = engine();
+    let id = import(&e, "app:1");
+    e.image_tag("app:1", "app:2").unwrap();
+    let out = e.image_remove("app:2", false).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].untagged.as_deref(), Some("app:2"));
+    assert!(e.image_inspect("app:1").is_ok());
+    let out = e.image_remove("app:1", false).unwrap();
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[0].untagged.as_deref(), Some("app:1"));
+    assert_eq!(out[1].deleted.as_deref(), Some(id.to_string().as_str()));
+    assert!(gone(&e, &id));
+    assert!(e.image_list(&ListOptions::default()).unwrap().is_empty());
+    assert_eq!(e.content.list().unwrap(), vec![], "blobs left");
+}
+
+#[test]
+fn rmi_by_id_takes_every_tag_of_one_repository_and_needs_force_for_more() {
+    let e = engine();
+    // An untagged image goes by ID without force.
+    let dangling = import_with(&e, None, &[], "dangling");
+    let out = e.image_remove(dangling.hex(), false).unwrap();
+    assert_eq!(out.len(), 1);
+    assert!(gone(&e, &dangling));
+    // Two tags of one repository go with it.
+    let one_repo = import_with(&e, Some("app:1"), &[], "one repository");
+    e.image_tag("app:1", "app:2").unwrap();
+    let out = e.image_remove(one_repo.hex(), false).unwrap();
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(gone(&e, &one_repo));
+    // Two repositories need force.
+    let two_repos = import_with(&e, Some("app:1"), &[], "two repositories");
+    e.image_tag("app:1", "other:1").unwrap();
+    let err = e.image_remove(two_repos.hex(), false).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(
+        err.to_string()
+            .contains("image is referenced in multiple repositories"),
+        "{err}"
+    );
+    assert!(e.image_inspect("other:1").is_ok());
+    let out = e.image_remove(two_repos.hex(), true).unwrap();
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(gone(&e, &two_repos));
+}
+
+#[test]
+fn a_running_container_keeps_its_image_but_not_its_spare_tags() {
+    let e = engine();
+    let id = import(&e, "app:1");
+    add_container(&e, "feed00000000000000000000", &id, true);
+    // Its only tag: not even with force.
+    let err = e.image_remove("app:1", true).unwrap_err();
+    assert!(err.to_string().contains("cannot be forced"), "{err}");
+    // One of two tags: untagged, no force needed.
+    e.image_tag("app:1", "app:2").unwrap();
+    let out = e.image_remove("app:2", false).unwrap();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].untagged.as_deref(), Some("app:2"));
+    // By ID with two tags: refused, forced or not.
+    e.image_tag("app:1", "app:3").unwrap();
+    for force in [false, true] {
+        let err = e.image_remove(id.hex(), force).unwrap_err();
+        assert!(err.to_string().contains("cannot be forced"), "{err}");
+    }
+    assert!(e.image_inspect("app:3").is_ok());
+}
+
+#[test]
+fn prune_takes_untagged_images_or_with_all_every_unused_one() {
+    let e = engine();
+    let tagged = import_with(&e, Some("app:1"), &[], "tagged");
+    let dangling = import_with(&e, None, &[], "dangling");
+    let used = import_with(&e, None, &[], "used");
+    add_container(&e, "ab0000000000000000000000", &used, false);
+    let out = e.image_prune(false).unwrap();
+    let deleted: Vec<_> = out
+        .images_deleted
+        .iter()
+        .filter_map(|i| i.deleted.clone())
+        .collect();
+    assert_eq!(deleted, [dangling.to_string()]);
+    assert!(out.space_reclaimed > 0);
+    assert!(gone(&e, &dangling));
+    let out = e.image_prune(true).unwrap();
+    assert_eq!(out.images_deleted.len(), 2, "{:?}", out.images_deleted);
+    assert_eq!(out.images_deleted[0].untagged.as_deref(), Some("app:1"));
+    assert!(gone(&e, &tagged));
+    assert!(e.image_inspect(used.hex()).is_ok());
+}
+
+#[test]
+fn list_and_inspect_show_the_config_labels_times_and_comment() {
+    let e = engine();
+    let id = import_with(&e, Some("app:1"), &["LABEL a=b"], "the comment");
+    let list = e.image_list(&ListOptions::default()).unwrap();
+    assert_eq!(list[0].labels.get("a").map(String::as_str), Some("b"));
+    assert_eq!(list[0].shared_size, -1);
+    assert_eq!(list[0].containers, 0);
+    let inspect = e.image_inspect(id.hex()).unwrap();
+    assert_eq!(inspect.comment, "the comment");
+    let created = chrono::DateTime::parse_from_rfc3339(&inspect.created).unwrap();
+    assert_eq!(list[0].created, created.timestamp());
+    assert!(list[0].created > 1_600_000_000, "{}", list[0].created);
+    assert_eq!(unix(Some("2021-02-03T04:05:06Z")), 1_612_325_106);
+    assert_eq!(unix(Some("yesterday")), 0);
+    assert_eq!(unix(None), 0);
+}
+
+#[test]
+fn a_manifest_must_be_schema_2() {
+    let m = |v: u32| {
+        format!(
+            r#"{{"schemaVersion":{v},"mediaType":"{MEDIA_OCI_MANIFEST}","config":{{"mediaType":"{MEDIA_OCI_CONFIG}","digest":"{}","size":2}},"layers":[]}}"#,
+            Digest::of(b"{}")
+        )
+    };
+    assert!(parse_manifest(m(2).as_bytes()).is_ok());
+    let err = parse_manifest(m(1).as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("schemaVersion 1 (want 2)"), "{err}");
+}
+
+#[test]
+fn changes_become_the_config_they_set() {
+    assert_eq!(
+        apply_changes_json(&["ENV A=b".into(), r#"CMD ["sh"]"#.into()]).unwrap(),
+        serde_json::json!({"Env": ["A=b"], "Cmd": ["sh"]})
+    );
+    assert!(apply_changes_json(&["BOGUS x".into()]).is_err());
 }
