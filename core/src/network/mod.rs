@@ -1260,6 +1260,9 @@ impl Local {
 }
 
 #[cfg(test)]
+mod engine_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

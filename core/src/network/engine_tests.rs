@@ -1,0 +1,515 @@
+//! Networks on an engine of their own: what `network create` takes and refuses, how
+//! addresses are handed out, a container's namespace plugged into a real bridge and let go,
+//! and connect, disconnect, remove and prune on containers that are not running.
+
+use std::process::Command;
+
+use super::*;
+use crate::image::ImportOptions;
+use crate::runtime::CreateOptions;
+use crate::testutil::{ScratchEngine, one_file_layer, scratch_engine};
+
+/// A random /24 of 10.200.0.0/13 that no network of this host should hold.
+fn random_subnet() -> String {
+    let r = u32::from_str_radix(&crate::util::random_hex(4), 16).unwrap();
+    format!("10.{}.{}.0/24", 200 + (r >> 8) % 8, r & 0xff)
+}
+
+fn create(e: &Local, name: &str, subnet: Option<&str>) -> crate::Result<NetworkRecord> {
+    e.network_create(&NetworkCreate {
+        name: name.into(),
+        subnet: subnet.map(str::to_string),
+        ..Default::default()
+    })
+}
+
+fn refused(e: &Local, opts: NetworkCreate, want: &str) {
+    let err = e.network_create(&opts).expect_err(want).to_string();
+    assert!(err.contains(want), "{err} (want {want:?})");
+}
+
+/// A container (created, never started) on `network`.
+fn container(e: &Local, name: &str, network: &str) -> String {
+    let layer = one_file_layer("etc/hostname", b"");
+    e.image_import(
+        &mut &layer[..],
+        &ImportOptions {
+            reference: Some("net-user:1".into()),
+            changes: vec![r#"CMD ["true"]"#.into()],
+            source: "-".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    e.container_create(&CreateOptions {
+        image: "net-user:1".into(),
+        name: Some(name.into()),
+        network: Some(network.into()),
+        ..Default::default()
+    })
+    .unwrap()
+    .record
+    .id
+}
+
+/// `ip ARGS` in the network namespace at `path`.
+fn ip_in(path: &std::path::Path, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    netns::within(path, move || {
+        let out = Command::new("ip").args(&args).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .unwrap()
+}
+
+fn link_exists(name: &str) -> bool {
+    Netlink::open().unwrap().link_index(name).unwrap().is_some()
+}
+
+fn engine() -> ScratchEngine {
+    scratch_engine()
+}
+
+#[test]
+fn create_refuses_what_docker_refuses() {
+    let e = engine();
+    let subnet = random_subnet();
+    let s: Subnet = subnet.parse().unwrap();
+    let opts = |f: &dyn Fn(&mut NetworkCreate)| {
+        let mut o = NetworkCreate {
+            name: "n".into(),
+            subnet: Some(subnet.clone()),
+            ..Default::default()
+        };
+        f(&mut o);
+        o
+    };
+    refused(
+        &e,
+        opts(&|o| o.name = "-n".into()),
+        "invalid network name \"-n\"",
+    );
+    refused(
+        &e,
+        opts(&|o| o.driver = Some("host".into())),
+        "only one instance of \"host\" network is allowed",
+    );
+    refused(
+        &e,
+        opts(&|o| o.driver = Some("overlay".into())),
+        "plugin \"overlay\" not found",
+    );
+    refused(
+        &e,
+        opts(&|o| o.subnet = Some("10.0.0.0/33".into())),
+        "10.0.0.0/33",
+    );
+    refused(
+        &e,
+        opts(&|o| o.gateway = Some("gw".into())),
+        "invalid gateway address: gw",
+    );
+    refused(
+        &e,
+        opts(&|o| {
+            o.subnet = None;
+            o.gateway = Some("10.0.0.1".into());
+        }),
+        "--ip-range and --gateway need --subnet",
+    );
+    refused(
+        &e,
+        opts(&|o| {
+            o.subnet = None;
+            o.ip_range = Some("10.0.0.0/30".into());
+        }),
+        "--ip-range and --gateway need --subnet",
+    );
+    refused(
+        &e,
+        opts(&|o| o.ip_range = Some("10.0.0.0/30".into())),
+        &format!("ip-range 10.0.0.0/30 is not within subnet {s}"),
+    );
+    refused(
+        &e,
+        opts(&|o| o.gateway = Some("10.0.0.1".into())),
+        &format!("gateway 10.0.0.1 is not within subnet {s}"),
+    );
+    // Nothing of the refused ones was made.
+    assert_eq!(e.network_list().unwrap().len(), 3);
+
+    let rec = create(&e, "n", Some(&subnet)).unwrap();
+    assert!(link_exists(&rec.bridge));
+    let err = create(&e, "n", Some(&random_subnet())).unwrap_err();
+    assert!(
+        matches!(err, crate::Error::Network(NetworkError::NameInUse { .. })),
+        "{err}"
+    );
+    // A subnet inside one taken overlaps it.
+    let inner = format!("{}/25", s.nth(0).unwrap());
+    refused(
+        &e,
+        opts(&|o| {
+            o.name = "m".into();
+            o.subnet = Some(inner.clone());
+        }),
+        &format!("Pool overlaps with other one on this address space: {inner} overlaps {s}"),
+    );
+}
+
+#[test]
+fn create_takes_a_free_subnet_or_the_one_given() {
+    let e = engine();
+    let a = create(&e, "a", None).unwrap();
+    let b = create(&e, "b", None).unwrap();
+    let bridge = e.network_find("bridge").unwrap();
+    let subnets: Vec<Subnet> = [&bridge, &a, &b]
+        .iter()
+        .map(|r| r.subnet().unwrap())
+        .collect();
+    for (i, s) in subnets.iter().enumerate() {
+        for t in &subnets[i + 1..] {
+            assert!(!s.overlaps(t), "{s} and {t}");
+        }
+        // Nor a route of the host's.
+        assert!(
+            !subnet::host_routes()
+                .iter()
+                .any(|r| r.overlaps(s) && r.prefix > 0 && !subnets.contains(r)),
+            "{s}"
+        );
+    }
+    assert_eq!(a.gateway(), a.subnet().unwrap().nth(1));
+    assert_eq!(a.bridge, format!("br-{}", &a.id[..12]));
+
+    // Given: subnet, range, gateway, labels, internal.
+    let subnet = random_subnet();
+    let s: Subnet = subnet.parse().unwrap();
+    let range = format!("{}/28", s.nth(16).unwrap());
+    let gw = s.nth(254).unwrap().to_string();
+    let c = e
+        .network_create(&NetworkCreate {
+            name: "c".into(),
+            subnet: Some(subnet.clone()),
+            ip_range: Some(range.clone()),
+            gateway: Some(gw.clone()),
+            internal: true,
+            labels: vec![("k".into(), "v".into())],
+            ..Default::default()
+        })
+        .unwrap();
+    let net = e.network_inspect(&c.id[..8]).unwrap();
+    let r = net.resource(&BTreeMap::new());
+    assert_eq!(r.name, "c");
+    assert_eq!(r.driver, "bridge");
+    assert!(r.internal);
+    assert_eq!(r.labels.get("k").map(String::as_str), Some("v"));
+    assert_eq!(r.ipam.config.len(), 1);
+    assert_eq!(r.ipam.config[0].subnet, subnet);
+    assert_eq!(r.ipam.config[0].gateway, gw);
+    assert_eq!(r.ipam.config[0].ip_range.as_deref(), Some(range.as_str()));
+    assert_eq!(
+        r.options.get("com.docker.network.bridge.name"),
+        Some(&c.bridge)
+    );
+    let addrs = Command::new("ip")
+        .args(["-o", "-4", "addr", "show", "dev", &c.bridge])
+        .output()
+        .unwrap();
+    let addrs = String::from_utf8_lossy(&addrs.stdout);
+    assert!(addrs.contains(&format!("inet {gw}/24")), "{addrs}");
+    // host and none have no bridge and no address.
+    let host = e
+        .network_inspect("host")
+        .unwrap()
+        .resource(&BTreeMap::new());
+    assert!(host.options.is_empty() && host.ipam.config.is_empty());
+}
+
+#[test]
+fn networks_are_found_by_id_name_or_unique_prefix() {
+    let e = engine();
+    let n = create(&e, "found", Some(&random_subnet())).unwrap();
+    for name in [n.id.as_str(), "found", &n.id[..12], &n.id[..3]] {
+        assert_eq!(e.network_find(name).unwrap().id, n.id, "{name}");
+    }
+    for name in ["", "lost", &format!("{}x", &n.id[..12])] {
+        let err = e.network_find(name).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{name:?}: {err}");
+    }
+    // The first digit of two IDs names neither; with four networks, some digit is shared.
+    let mut ids: Vec<String> = e
+        .load_networks()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    while !ids
+        .iter()
+        .any(|i| ids.iter().filter(|j| j[..1] == i[..1]).count() > 1)
+    {
+        ids.push(
+            create(&e, &format!("n{}", ids.len()), Some(&random_subnet()))
+                .unwrap()
+                .id,
+        );
+    }
+    let shared = ids
+        .iter()
+        .find(|i| ids.iter().filter(|j| j[..1] == i[..1]).count() > 1)
+        .unwrap();
+    assert!(e.network_find(&shared[..1]).is_err());
+}
+
+#[test]
+fn addresses_are_the_lowest_free_hosts_of_the_range() {
+    let e = engine();
+    let subnet = random_subnet();
+    let s: Subnet = subnet.parse().unwrap();
+    let small = format!("{}/29", s.nth(0).unwrap());
+    let rec = create(&e, "small", Some(&small)).unwrap();
+    let at = |n: u32| s.nth(n).unwrap();
+    let take = |c: &str, ip: Option<Ipv4Addr>| e.allocate(&rec, c, ip).map(|ep| ep.ip);
+    let bad = |ip: Ipv4Addr| {
+        let err = take("bad", Some(ip)).unwrap_err().to_string();
+        assert!(err.contains(&format!("invalid address {ip}")), "{err}");
+    };
+    // Network, gateway, broadcast and outside addresses are never given.
+    bad(at(0));
+    bad(at(1));
+    bad(at(7));
+    bad(at(8));
+    assert_eq!(take("c2", None).unwrap(), at(2));
+    assert_eq!(take("c5", Some(at(5))).unwrap(), at(5));
+    let err = take("again", Some(at(5))).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::Error::Network(NetworkError::AddressInUse { ip, .. }) if ip == at(5)
+        ),
+        "{err}"
+    );
+    assert_eq!(take("c3", None).unwrap(), at(3));
+    assert_eq!(take("c4", None).unwrap(), at(4));
+    assert_eq!(take("c6", None).unwrap(), at(6));
+    let err = take("c7", None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            crate::Error::Network(NetworkError::AddressesExhausted { .. })
+        ),
+        "{err}"
+    );
+    let held = e.endpoints_of(&rec.id).unwrap();
+    assert_eq!(held.len(), 5);
+    let c2 = held.iter().find(|ep| ep.container_id == "c2").unwrap();
+    assert_eq!(c2.prefix, 29);
+    assert_eq!(c2.gateway, Some(at(1)));
+    assert_eq!(c2.mac, mac_string(mac_for(at(2))));
+    assert_eq!(c2.network, "small");
+
+    // A range: its own first and last addresses are hosts of the subnet.
+    let ranged = e
+        .network_create(&NetworkCreate {
+            name: "ranged".into(),
+            subnet: Some(format!("{}/28", at(16))),
+            ip_range: Some(format!("{}/30", at(20))),
+            ..Default::default()
+        })
+        .unwrap();
+    let got: Vec<Ipv4Addr> = (0..4)
+        .map(|i| e.allocate(&ranged, &format!("r{i}"), None).unwrap().ip)
+        .collect();
+    assert_eq!(got, [at(20), at(21), at(22), at(23)]);
+    assert!(e.allocate(&ranged, "r4", None).is_err());
+    // An address outside the range, inside the subnet, may still be asked for.
+    assert_eq!(e.allocate(&ranged, "r5", Some(at(30))).unwrap().ip, at(30));
+}
+
+#[test]
+fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
+    let e = engine();
+    let subnet = random_subnet();
+    let s: Subnet = subnet.parse().unwrap();
+    let rec = create(&e, "plugged", Some(&subnet)).unwrap();
+    let id = container(&e, "web", "plugged");
+    let ip = s.nth(9).unwrap();
+    let ep = e.network_attach(&id, "plugged", Some(ip), &[]).unwrap();
+    assert_eq!((ep.ip, ep.iface.as_str()), (ip, "eth0"));
+    let ns = e.netns_path(&id);
+    let addr = ip_in(&ns, &["-o", "-4", "addr", "show", "dev", "eth0"]);
+    assert!(addr.contains(&format!("inet {ip}/24")), "{addr}");
+    let link = ip_in(&ns, &["-o", "link", "show", "dev", "eth0"]);
+    assert!(link.contains(&ep.mac) && link.contains("UP"), "{link}");
+    let lo = ip_in(&ns, &["-o", "link", "show", "dev", "lo"]);
+    assert!(lo.contains("UP"), "{lo}");
+    let route = ip_in(&ns, &["route", "show", "default"]);
+    assert!(
+        route.contains(&format!("default via {}", s.nth(1).unwrap())),
+        "{route}"
+    );
+    // The host end is on the bridge.
+    let host_end = Command::new("ip")
+        .args(["-o", "link", "show", "dev", &ep.veth])
+        .output()
+        .unwrap();
+    let host_end = String::from_utf8_lossy(&host_end.stdout);
+    assert!(
+        host_end.contains(&format!("master {}", rec.bridge)),
+        "{host_end}"
+    );
+    // A second network, as `network connect` adds it: eth1, no default route.
+    let other = create(&e, "other", Some(&random_subnet())).unwrap();
+    let ep1 = e.plug(&id, &other.id, None, &[], "eth1", false).unwrap();
+    assert_eq!(ep1.ip, other.subnet().unwrap().nth(2).unwrap());
+    let routes = ip_in(&ns, &["route", "show", "default"]);
+    assert_eq!(routes.lines().count(), 1, "{routes}");
+    // The name server's records on a user-defined network.
+    let records = std::fs::read_to_string(e.dns_records_path(&rec.id)).unwrap();
+    assert_eq!(records, format!("{ip} web {}\n", &id[..12]));
+    // A network with a container starting on it is in use.
+    let err = e.network_remove("plugged").unwrap_err();
+    assert!(
+        matches!(err, crate::Error::Network(NetworkError::InUse { .. })),
+        "{err}"
+    );
+    assert_eq!(e.network_inspect("plugged").unwrap().endpoints.len(), 1);
+
+    e.unplug(&ep1).unwrap();
+    assert!(!link_exists(&ep1.veth));
+    assert_eq!(e.container_endpoints(&id).unwrap().len(), 1);
+    e.release_endpoints(&id).unwrap();
+    assert!(!ns.exists());
+    assert!(e.container_endpoints(&id).unwrap().is_empty());
+    // The kernel takes the veth pair with the namespace, in its own time.
+    let gone = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        !link_exists(&ep.veth)
+    });
+    assert!(gone, "{} is left", ep.veth);
+    assert_eq!(
+        std::fs::read_to_string(e.dns_records_path(&rec.id)).unwrap(),
+        ""
+    );
+    e.network_remove("plugged").unwrap();
+    assert!(!link_exists(&rec.bridge));
+    assert!(!e.dns_records_path(&rec.id).exists());
+    assert!(e.network_find("plugged").is_err());
+}
+
+#[test]
+fn connect_and_disconnect_change_what_a_stopped_container_joins() {
+    let e = engine();
+    let one = create(&e, "one", Some(&random_subnet())).unwrap();
+    create(&e, "two", Some(&random_subnet())).unwrap();
+    let id = container(&e, "c", "one");
+    let config = || e.container_get(&id).unwrap().record.config;
+    let invalid = |r: crate::Result<()>, want: &str| {
+        let err = r.expect_err(want).to_string();
+        assert!(err.contains(want), "{err} (want {want:?})");
+    };
+    invalid(
+        e.network_connect("one", &id, None, &[]),
+        "endpoint with name c already exists in network one",
+    );
+    invalid(
+        e.network_connect("host", &id, None, &[]),
+        "cannot be connected to network host (driver host)",
+    );
+    invalid(
+        e.network_connect("two", &id, Some("ten"), &[]),
+        "invalid IPv4 address: ten",
+    );
+    invalid(
+        e.network_connect("bridge", &id, Some("10.0.0.9"), &[]),
+        "user specified IP address is supported on user defined networks only",
+    );
+    e.network_connect("two", &id, Some("10.9.9.9"), &["db".into()])
+        .unwrap();
+    assert_eq!(
+        config().extra_networks,
+        [NetworkAttachment {
+            network: "two".into(),
+            ip: Some("10.9.9.9".into()),
+            aliases: vec!["db".into()],
+        }]
+    );
+    invalid(
+        e.network_connect("two", &id, None, &[]),
+        "already exists in network two",
+    );
+    invalid(
+        e.network_disconnect("bridge", &id),
+        "container c is not connected to network bridge",
+    );
+    // Prune leaves networks a container names, first or not.
+    create(&e, "spare", Some(&random_subnet())).unwrap();
+    assert_eq!(e.network_prune().unwrap(), ["spare"]);
+    // Off the first network: the next one takes its place, address and aliases with it.
+    e.network_disconnect(&one.id, &id).unwrap();
+    let c = config();
+    assert_eq!(c.network.as_deref(), Some("two"));
+    assert_eq!(c.ip.as_deref(), Some("10.9.9.9"));
+    assert_eq!(c.network_aliases, ["db"]);
+    assert!(c.extra_networks.is_empty());
+    // Off the last: loopback only.
+    e.network_disconnect("two", &id).unwrap();
+    assert_eq!(config().network.as_deref(), Some("none"));
+    invalid(
+        e.network_connect("one", &id, None, &[]),
+        "cannot be connected to any other network (none)",
+    );
+    let mut pruned = e.network_prune().unwrap();
+    pruned.sort();
+    assert_eq!(pruned, ["one", "two"]);
+    assert_eq!(e.network_list().unwrap().len(), 3);
+
+    // An extra network, disconnected, is dropped from the list alone.
+    create(&e, "three", Some(&random_subnet())).unwrap();
+    create(&e, "four", Some(&random_subnet())).unwrap();
+    let id = container(&e, "d", "three");
+    e.network_connect("four", &id, None, &[]).unwrap();
+    e.network_connect("bridge", &id, None, &[]).unwrap();
+    e.network_disconnect("four", &id).unwrap();
+    let c = e.container_get(&id).unwrap().record.config;
+    assert_eq!(c.network.as_deref(), Some("three"));
+    let names: Vec<&str> = c
+        .extra_networks
+        .iter()
+        .map(|a| a.network.as_str())
+        .collect();
+    assert_eq!(names, ["bridge"]);
+
+    let host = container(&e, "h", "host");
+    invalid(
+        e.network_connect("three", &host, None, &[]),
+        "container cannot be disconnected from host network or connected to host network",
+    );
+    invalid(
+        e.network_disconnect("host", &host),
+        "container cannot be disconnected from host network or connected to host network",
+    );
+}
+
+#[test]
+fn predefined_networks_stay() {
+    let e = engine();
+    for name in ["bridge", "host", "none"] {
+        let err = e.network_remove(name).unwrap_err();
+        assert!(
+            matches!(err, crate::Error::Network(NetworkError::Predefined { .. })),
+            "{name}: {err}"
+        );
+    }
+    let names: Vec<String> = e
+        .network_list()
+        .unwrap()
+        .into_iter()
+        .map(|n| n.record.name)
+        .collect();
+    assert_eq!(names, ["bridge", "host", "none"]);
+    assert!(e.network_prune().unwrap().is_empty());
+    let bridge = e.network_find("bridge").unwrap();
+    assert!(bridge.predefined() && link_exists(&bridge.bridge));
+    assert_eq!(bridge.bridge, e.default_bridge);
+}
