@@ -62,3 +62,14 @@ pub(crate) fn mount_tmpfs(at: &Path) {
     .mount(at)
     .unwrap();
 }
+
+/// Runs `f` on a thread in a network namespace made for it and gone after: the devices,
+/// addresses and firewall rules it makes are that namespace's, never the host's.
+pub(crate) fn in_own_netns<T: Send>(f: impl FnOnce() -> std::io::Result<T> + Send) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns");
+    crate::network::netns::create(&path).unwrap();
+    let out = crate::network::netns::within(&path, f);
+    crate::network::netns::remove(&path).unwrap();
+    out.unwrap()
+}

@@ -697,6 +697,7 @@ fn publish_nft(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::in_own_netns;
 
     #[test]
     fn no_firewall_is_an_error_that_names_what_to_install() {
@@ -789,17 +790,6 @@ mod tests {
         );
         assert_eq!(shell_words(r#"a """#), ["a", ""]);
         assert!(shell_words("   ").is_empty());
-    }
-
-    /// Runs `f` in a network namespace made for it, gone after: the firewall it sets up is
-    /// that namespace's, never the host's.
-    fn in_own_netns<T: Send>(f: impl FnOnce() -> io::Result<T> + Send) -> T {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("ns");
-        super::super::netns::create(&path).unwrap();
-        let out = super::super::netns::within(&path, f);
-        super::super::netns::remove(&path).unwrap();
-        out.unwrap()
     }
 
     fn sh(cmd: &str) -> io::Result<String> {

@@ -359,4 +359,88 @@ mod tests {
         );
         assert_eq!(&nest[8..13], b"veth\0");
     }
+
+    fn ip(args: &[&str]) -> String {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn errno(r: io::Result<()>) -> Option<i32> {
+        r.err().and_then(|e| e.raw_os_error())
+    }
+
+    #[test]
+    fn links_addresses_and_routes_are_made_as_asked_and_refused_twice() {
+        let (shown, again) = crate::testutil::in_own_netns(|| {
+            let nl = Netlink::open()?;
+            assert_eq!(nl.link_index("kl0")?, None);
+            nl.add_bridge("kl0", Some(1400))?;
+            let br = nl.link_index("kl0")?.expect("the bridge");
+            assert!(br > 1, "{br}");
+            nl.set_link(br, None, Some([0x02, 0x42, 1, 2, 3, 4]))?;
+            nl.add_addr(br, Ipv4Addr::new(10, 7, 0, 1), 24)?;
+            nl.add_addr(br, Ipv4Addr::new(10, 8, 0, 1), 31)?;
+            nl.add_addr(br, Ipv4Addr::new(10, 9, 0, 1), 32)?;
+            // Its MTU before a port with a smaller one joins it.
+            let bridge = ip(&["-o", "link", "show", "kl0"]).replace("kl0:", "bridge kl0:");
+            // A veth pair whose peer goes to a namespace of its own.
+            let dir = tempfile::tempdir()?;
+            let peer_ns = dir.path().join("peer");
+            crate::network::netns::create(&peer_ns)?;
+            let ns = std::fs::File::open(&peer_ns)?;
+            nl.add_veth("kl1", "kp1", ns.as_raw_fd(), 1300)?;
+            let veth = nl.link_index("kl1")?.expect("the host end");
+            nl.set_link(veth, Some(br), None)?;
+            let peer = crate::network::netns::within(&peer_ns, || {
+                let nl = Netlink::open()?;
+                let index = nl.link_index("kp1")?.expect("the peer");
+                nl.set_link(index, None, None)?;
+                nl.add_addr(index, Ipv4Addr::new(10, 7, 0, 2), 24)?;
+                nl.add_default_route(Ipv4Addr::new(10, 7, 0, 1))?;
+                let again = errno(nl.add_default_route(Ipv4Addr::new(10, 7, 0, 1)));
+                Ok((
+                    ip(&["-o", "link", "show", "kp1"])
+                        + &ip(&["-o", "-4", "addr", "show", "kp1"])
+                        + &ip(&["route", "show", "default"]),
+                    again,
+                ))
+            });
+            crate::network::netns::remove(&peer_ns)?;
+            let (peer, route_again) = peer?;
+            let again = [
+                errno(nl.add_bridge("kl0", None)),
+                errno(nl.add_addr(br, Ipv4Addr::new(10, 7, 0, 1), 24)),
+                route_again,
+                errno(nl.del_link(9999)),
+            ];
+            let shown =
+                bridge + &ip(&["-o", "link", "show"]) + &ip(&["-o", "-4", "addr", "show"]) + &peer;
+            nl.del_link(veth)?;
+            nl.del_link(br)?;
+            assert_eq!(nl.link_index("kl0")?, None);
+            Ok((shown, again))
+        });
+        let line = |words: &[&str]| {
+            let found = shown.lines().find(|l| words.iter().all(|w| l.contains(w)));
+            assert!(found.is_some(), "{words:?} in\n{shown}");
+        };
+        line(&[
+            "bridge kl0:",
+            "mtu 1400",
+            "UP",
+            "link/ether 02:42:01:02:03:04",
+        ]);
+        line(&["kl1@", "mtu 1300", "master kl0", "UP"]);
+        line(&["kp1@", "mtu 1300", "UP"]);
+        line(&["kl0", "inet 10.7.0.1/24 brd 10.7.0.255"]);
+        line(&["kl0", "inet 10.8.0.1/31 brd 10.8.0.1"]);
+        line(&["kl0", "inet 10.9.0.1/32 brd 10.9.0.1"]);
+        line(&["kp1", "inet 10.7.0.2/24 brd 10.7.0.255"]);
+        line(&["default via 10.7.0.1 dev kp1"]);
+        let eexist = Some(libc::EEXIST);
+        assert_eq!(again, [eexist, eexist, eexist, Some(libc::ENODEV)]);
+    }
 }
