@@ -3,6 +3,7 @@
 //! indexes) load, and archives that lie are refused with nothing left behind.
 
 use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 use serde_json::json;
@@ -204,9 +205,30 @@ fn each_save_format_loads_back_the_same_images() {
         .unwrap();
     assert!(!layout_dir.join("manifest.json").exists());
 
+    // Written to a path, each format is what it says: a docker-archive has manifest.json.
+    let docker_path = dir.path().join("docker-path.tar");
+    e.image_save(
+        &names,
+        SaveFormat::DockerArchive,
+        SaveDest::Path(&docker_path),
+    )
+    .unwrap();
+    assert_eq!(std::fs::read(&docker_path).unwrap(), streamed);
+    let has_manifest = |p: &Path| {
+        tar::Archive::new(std::fs::File::open(p).unwrap())
+            .entries()
+            .unwrap()
+            .any(|e| e.unwrap().path().unwrap() == Path::new("manifest.json"))
+    };
+    assert!(has_manifest(&docker_path));
+    assert!(!has_manifest(&oci));
+
     for src in [&docker, &oci, &layout_dir] {
         let f = engine();
         let mut loaded = f.image_load(LoadSource::Path(src)).unwrap();
+        // Loaded again, nothing changes.
+        let mut again = f.image_load(LoadSource::Path(src)).unwrap();
+        again.sort_by(|a, b| a.tags.cmp(&b.tags));
         loaded.sort_by(|a, b| a.tags.cmp(&b.tags));
         assert_eq!(
             loaded,
@@ -223,6 +245,8 @@ fn each_save_format_loads_back_the_same_images() {
             "{}",
             src.display()
         );
+        assert_eq!(again, loaded);
+        assert_eq!(f.image_list(&ListOptions::default()).unwrap().len(), 2);
         for id in &ids {
             let (want, want_layers) = record(&e, id);
             let (got, got_layers) = record(&f, id);
@@ -235,6 +259,7 @@ fn each_save_format_loads_back_the_same_images() {
             assert_eq!(got.manifest_media_type, want.manifest_media_type);
             assert_eq!(got.created, want.created);
             assert_eq!(got.size, want.size);
+            assert_eq!(got_layers.len(), 1);
             let pairs = |l: &[LayerRecord]| {
                 l.iter()
                     .map(|l| (l.blob.clone(), l.chain_id.clone()))
@@ -345,6 +370,10 @@ fn a_legacy_docker_archive_loads_through_its_links() {
     assert_eq!(sizes[4], 0, "{sizes:?}");
     assert!(sizes[0] > sizes[5] && sizes[5] > 0, "{sizes:?}");
     assert_eq!(history[0].comment, "newest");
+    assert_eq!(
+        e.image_inspect("legacy:1").unwrap().size,
+        sizes.iter().sum::<i64>()
+    );
     assert_eq!(history[0].created, 0);
     assert_eq!(e.image_inspect("legacy:2").unwrap().comment, "newest");
 }
@@ -608,4 +637,66 @@ fn a_layout_directory_is_input_too() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn save_writes_a_pipe_as_it_is_and_replaces_a_file_whole() {
+    let e = engine();
+    let data = one_file_layer("hello", b"hello");
+    e.image_import(
+        &mut &data[..],
+        &ImportOptions {
+            reference: Some("app:1".into()),
+            source: "-".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let names = ["app:1".to_string()];
+    let mut want = Vec::new();
+    e.image_save(&names, SaveFormat::OciArchive, SaveDest::Writer(&mut want))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // A FIFO (`-o /dev/stdout` is one, or a terminal) is written, not renamed over.
+    let fifo = dir.path().join("fifo");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    // Open for reading and writing, so neither end waits for the other; the archive fits
+    // in the pipe's buffer.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    assert!(want.len() < 64 << 10, "{}", want.len());
+    e.image_save(&names, SaveFormat::OciArchive, SaveDest::Path(&fifo))
+        .unwrap();
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    let mut got = vec![0u8; want.len()];
+    std::io::Read::read_exact(&mut reader, &mut got).unwrap();
+    assert_eq!(got, want);
+
+    // A longer file there before is replaced whole: nothing of it is left at the end.
+    let file = dir.path().join("old.tar");
+    std::fs::write(&file, vec![b'x'; want.len() * 2]).unwrap();
+    e.image_save(&names, SaveFormat::OciArchive, SaveDest::Path(&file))
+        .unwrap();
+    assert_eq!(std::fs::read(&file).unwrap(), want);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 2, "{leftovers:?}");
 }
