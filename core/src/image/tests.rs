@@ -364,3 +364,21 @@ fn changes_become_the_config_they_set() {
     );
     assert!(apply_changes_json(&["BOGUS x".into()]).is_err());
 }
+
+#[test]
+fn a_layer_unpacked_once_is_not_read_again() {
+    let e = engine();
+    let id = import(&e, "app:1");
+    let layers = e.db.read(|tx| image_layers(tx, &id)).unwrap();
+    let blob = layers[0].blob.clone();
+    // The blob is the uncompressed layer: its digest is the diff ID.
+    assert_eq!(blob, Digest::of(&layer()));
+    // Gone from the store, it is not needed: the layer is there.
+    e.content.delete(&blob).unwrap();
+    let l = lease::Lease::new(&e.db).unwrap();
+    let chains = e
+        .unpack_image(&l, "app:1", &[(blob.clone(), blob.clone())])
+        .unwrap();
+    e.release(l).unwrap();
+    assert_eq!(chains, [layers[0].chain_id.clone()]);
+}
