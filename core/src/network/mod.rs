@@ -251,9 +251,14 @@ struct HostLock(#[allow(dead_code)] std::os::unix::net::UnixListener);
 
 impl HostLock {
     fn take() -> io::Result<HostLock> {
+        Self::take_within(std::time::Duration::from_secs(60))
+    }
+
+    /// [`HostLock::take`], giving up with `AddrInUse` after `wait`.
+    fn take_within(wait: std::time::Duration) -> io::Result<HostLock> {
         use std::os::linux::net::SocketAddrExt;
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(b"ketch-network-lock")?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let deadline = std::time::Instant::now() + wait;
         loop {
             match std::os::unix::net::UnixListener::bind_addr(&addr) {
                 Ok(l) => return Ok(HostLock(l)),
@@ -1285,6 +1290,19 @@ mod tests {
         rx.recv_timeout(std::time::Duration::from_secs(30))
             .expect("taken once let go");
         waiter.join().unwrap().unwrap();
+    }
+
+    /// A lock held too long is given up on, with the error that says so.
+    #[test]
+    fn a_taker_gives_up_at_its_deadline() {
+        let held = HostLock::take().unwrap();
+        let start = std::time::Instant::now();
+        let err = HostLock::take_within(std::time::Duration::from_millis(50))
+            .map(drop)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(start.elapsed() >= std::time::Duration::from_millis(50));
+        drop(held);
     }
 
     #[test]
