@@ -30,6 +30,17 @@ fn refused(e: &Local, opts: NetworkCreate, want: &str) {
 
 /// A container (created, never started) on `network`.
 fn container(e: &Local, name: &str, network: &str) -> String {
+    container_with(
+        e,
+        CreateOptions {
+            name: Some(name.into()),
+            network: Some(network.into()),
+            ..Default::default()
+        },
+    )
+}
+
+fn container_with(e: &Local, opts: CreateOptions) -> String {
     let layer = one_file_layer("etc/hostname", b"");
     e.image_import(
         &mut &layer[..],
@@ -43,9 +54,7 @@ fn container(e: &Local, name: &str, network: &str) -> String {
     .unwrap();
     e.container_create(&CreateOptions {
         image: "net-user:1".into(),
-        name: Some(name.into()),
-        network: Some(network.into()),
-        ..Default::default()
+        ..opts
     })
     .unwrap()
     .record
@@ -332,7 +341,22 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
     let subnet = random_subnet();
     let s: Subnet = subnet.parse().unwrap();
     let rec = create(&e, "plugged", Some(&subnet)).unwrap();
-    let id = container(&e, "web", "plugged");
+    let other = create(&e, "other", Some(&random_subnet())).unwrap();
+    // Names on each network: its aliases there.
+    let id = container_with(
+        &e,
+        CreateOptions {
+            name: Some("web".into()),
+            network: Some("plugged".into()),
+            network_aliases: vec!["www".into()],
+            extra_networks: vec![NetworkAttachment {
+                network: "other".into(),
+                ip: None,
+                aliases: vec!["backend".into()],
+            }],
+            ..Default::default()
+        },
+    );
     let ip = s.nth(9).unwrap();
     let ep = e.network_attach(&id, "plugged", Some(ip), &[]).unwrap();
     assert_eq!((ep.ip, ep.iface.as_str()), (ip, "eth0"));
@@ -359,14 +383,15 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
         "{host_end}"
     );
     // A second network, as `network connect` adds it: eth1, no default route.
-    let other = create(&e, "other", Some(&random_subnet())).unwrap();
     let ep1 = e.plug(&id, &other.id, None, &[], "eth1", false).unwrap();
     assert_eq!(ep1.ip, other.subnet().unwrap().nth(2).unwrap());
     let routes = ip_in(&ns, &["route", "show", "default"]);
     assert_eq!(routes.lines().count(), 1, "{routes}");
     // The name server's records on a user-defined network.
     let records = std::fs::read_to_string(e.dns_records_path(&rec.id)).unwrap();
-    assert_eq!(records, format!("{ip} web {}\n", &id[..12]));
+    assert_eq!(records, format!("{ip} web {} www\n", &id[..12]));
+    let records = std::fs::read_to_string(e.dns_records_path(&other.id)).unwrap();
+    assert_eq!(records, format!("{} web {} backend\n", ep1.ip, &id[..12]));
     // A network with a container starting on it is in use.
     let err = e.network_remove("plugged").unwrap_err();
     assert!(
@@ -512,4 +537,28 @@ fn predefined_networks_stay() {
     let bridge = e.network_find("bridge").unwrap();
     assert!(bridge.predefined() && link_exists(&bridge.bridge));
     assert_eq!(bridge.bridge, e.default_bridge);
+}
+
+/// Port 0 is a free host port of its own protocol: with one port left to choose from, taken
+/// for TCP, a UDP port is that one, and the other way round. A port given stays.
+#[test]
+fn a_free_host_port_is_free_for_its_protocol() {
+    let port = |proto: &str, host_port: u16| firewall::PortMap {
+        proto: proto.into(),
+        host_ip: Some(Ipv4Addr::LOCALHOST),
+        host_port,
+        container_port: 80,
+    };
+    let got = crate::testutil::in_own_netns(|| {
+        std::fs::write("/proc/sys/net/ipv4/ip_local_port_range", "40000 40001")?;
+        let _tcp = std::net::TcpListener::bind("127.0.0.1:40000")?;
+        let _udp = std::net::UdpSocket::bind("127.0.0.1:40001")?;
+        let udp = resolve_ports(&[port("udp", 0)]).map_err(|e| e.to_string());
+        let tcp = resolve_ports(&[port("tcp", 0)]).map_err(|e| e.to_string());
+        let given = resolve_ports(&[port("tcp", 8080), port("udp", 53)]).unwrap();
+        Ok((udp, tcp, given))
+    });
+    assert_eq!(got.0.unwrap(), [port("udp", 40000)]);
+    assert_eq!(got.1.unwrap(), [port("tcp", 40001)]);
+    assert_eq!(got.2, [port("tcp", 8080), port("udp", 53)]);
 }
