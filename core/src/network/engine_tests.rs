@@ -562,3 +562,38 @@ fn a_free_host_port_is_free_for_its_protocol() {
     assert_eq!(got.1.unwrap(), [port("tcp", 40001)]);
     assert_eq!(got.2, [port("tcp", 8080), port("udp", 53)]);
 }
+
+/// An endpoint stays while its container runs or is starting (its maker alive); those of
+/// containers gone, or whose starter died before they ran, are forgotten when looked at.
+#[test]
+fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
+    let e = engine();
+    let rec = create(&e, "p", Some(&random_subnet())).unwrap();
+    e.allocate(&rec, "no-such-container", None).unwrap();
+    let id = container(&e, "starting", "p");
+    let ep = e.allocate(&rec, &id, None).unwrap();
+    let held = |e: &Local| -> Vec<String> {
+        e.network_inspect("p")
+            .unwrap()
+            .endpoints
+            .into_iter()
+            .map(|ep| ep.container_id)
+            .collect()
+    };
+    assert_eq!(held(&e), [id.clone()]);
+    // Its maker: this process's PID, but a start time that is not this process's.
+    let dead = Endpoint {
+        owner: (std::process::id(), 1),
+        ..ep
+    };
+    e.db.write(|tx| {
+        tx.execute(
+            "UPDATE endpoints SET config = ?1 WHERE container_id = ?2",
+            params![serde_json::to_string(&dead).unwrap(), id],
+        )?;
+        Ok::<_, crate::Error>(())
+    })
+    .unwrap();
+    assert!(held(&e).is_empty());
+    assert!(e.container_endpoints(&id).unwrap().is_empty());
+}
