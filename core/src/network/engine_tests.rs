@@ -580,7 +580,7 @@ fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
             .map(|ep| ep.container_id)
             .collect()
     };
-    assert_eq!(held(&e), [id.clone()]);
+    assert_eq!(held(&e), std::slice::from_ref(&id));
     // Its maker: this process's PID, but a start time that is not this process's.
     let dead = Endpoint {
         owner: (std::process::id(), 1),
