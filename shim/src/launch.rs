@@ -369,13 +369,14 @@ pub fn launch(
 
 /// Whether this process's working directory is reachable from its root: the raw `getcwd`
 /// system call, which names an unreachable directory `(unreachable)...` instead of failing.
+/// A name longer than `PATH_MAX` fails (`ENAMETOOLONG`) whether it is reachable or not, so
+/// such a directory is refused, as runc refuses it: the buffer is `PATH_MAX` long, and no
+/// shorter name is ever cut.
 fn cwd_in_root() -> bool {
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
     // SAFETY: the kernel writes at most `buf.len()` bytes.
     let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
-    // A name too long for the buffer is still a name under the root.
     n > 0 && buf[0] == b'/'
-        || n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE)
 }
 
 pub fn exec_error(err: nix::errno::Errno, first: &str) -> StartError {
@@ -487,5 +488,39 @@ broken:x:notanumber:app
         }
         assert_eq!(rlimit_resource("RLIMIT_BOGUS"), None);
         assert_eq!(rlimit_resource("nofile"), None);
+    }
+
+    /// A working directory outside the root (a descriptor of the host's leaked into the
+    /// container, CVE-2024-21626) is told from one inside it; one whose name is longer than
+    /// `PATH_MAX`, which the kernel cannot say either way, is refused. Run on a thread with
+    /// its own root and working directory.
+    #[test]
+    fn a_working_directory_outside_the_root_is_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        let seen = std::thread::spawn(move || {
+            // SAFETY: unshare(2) of this thread's file-system attributes only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_FS) }, 0);
+            std::env::set_current_dir(&outside).unwrap();
+            nix::unistd::chroot(&root).unwrap();
+            let outside_seen = cwd_in_root();
+            std::env::set_current_dir("/").unwrap();
+            let inside_seen = cwd_in_root();
+            // Deeper than PATH_MAX, made and entered a step at a time: the whole name is too
+            // long for one call.
+            let step = "a".repeat(200);
+            for _ in 0..21 {
+                std::fs::create_dir(&step).unwrap();
+                std::env::set_current_dir(&step).unwrap();
+            }
+            (outside_seen, inside_seen, cwd_in_root())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, (false, true, false));
+        assert!(cwd_in_root());
     }
 }
