@@ -421,4 +421,232 @@ mod tests {
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
         std::fs::remove_dir_all(&base).unwrap();
     }
+
+    fn spec(v: serde_json::Value) -> Spec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn open_dir(p: &std::path::Path) -> OwnedFd {
+        rustix::fs::open(p, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap()
+    }
+
+    fn kind_and_rdev(p: &std::path::Path) -> (FileType, u64, u32) {
+        let st = rustix::fs::lstat(p).unwrap();
+        (
+            FileType::from_raw_mode(st.st_mode),
+            st.st_rdev,
+            st.st_mode & 0o7777,
+        )
+    }
+
+    /// Runs `f` on a thread with a mount namespace of its own, private: what it mounts is
+    /// gone with the thread.
+    fn in_own_mountns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: unshare(2) of this thread's mount namespace only.
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
+                nix::mount::mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    #[test]
+    fn dev_gets_the_standard_nodes_the_devices_asked_for_and_its_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("dev")).unwrap();
+        // An entry already there is kept, whatever it is.
+        std::fs::write(root.join("dev/zero"), b"mine").unwrap();
+        let devices = spec(serde_json::json!({"linux": {"devices": [
+            {"path": "/dev/mine", "type": "c", "major": 1, "minor": 3, "fileMode": 0o600,
+             "uid": 5, "gid": 6},
+            {"path": "/dev/sub/fifo", "type": "p"},
+            {"path": "/dev/disk", "type": "b", "major": 7, "minor": 0},
+            {"path": "/dev/unbuffered", "type": "u", "major": 1, "minor": 5},
+            {"path": "/dev/sticky", "type": "c", "major": 1, "minor": 7, "fileMode": 0o11666},
+        ]}}));
+        make_devices(open_dir(root).as_fd(), &devices, false).unwrap();
+        let dev = root.join("dev");
+        let char_dev = FileType::CharacterDevice;
+        for (name, major, minor) in STANDARD {
+            if *name == "zero" {
+                continue;
+            }
+            assert_eq!(
+                kind_and_rdev(&dev.join(name)),
+                (char_dev, rustix::fs::makedev(*major, *minor), 0o666),
+                "{name}"
+            );
+        }
+        assert_eq!(std::fs::read(dev.join("zero")).unwrap(), b"mine");
+        assert_eq!(
+            kind_and_rdev(&dev.join("mine")),
+            (char_dev, rustix::fs::makedev(1, 3), 0o600)
+        );
+        let st = rustix::fs::lstat(&dev.join("mine")).unwrap();
+        assert_eq!((st.st_uid, st.st_gid), (5, 6));
+        assert_eq!(kind_and_rdev(&dev.join("sub/fifo")).0, FileType::Fifo);
+        assert_eq!(
+            kind_and_rdev(&dev.join("disk")),
+            (FileType::BlockDevice, rustix::fs::makedev(7, 0), 0o666)
+        );
+        assert_eq!(kind_and_rdev(&dev.join("unbuffered")).0, char_dev);
+        // Mode bits beyond the permissions and sticky/set-ID ones are not a mode.
+        assert_eq!(kind_and_rdev(&dev.join("sticky")).2, 0o1666);
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+            ("ptmx", "pts/ptmx"),
+            ("core", "/proc/kcore"),
+        ] {
+            assert_eq!(
+                std::fs::read_link(dev.join(link)).unwrap(),
+                std::path::Path::new(target)
+            );
+        }
+
+        // An unknown type is an error that names it.
+        let bad = spec(serde_json::json!({"linux": {"devices": [
+            {"path": "/dev/what", "type": "x", "major": 1, "minor": 3},
+        ]}}));
+        let err = make_devices(open_dir(root).as_fd(), &bad, false).unwrap_err();
+        assert!(
+            err.message.contains("device /dev/what: unknown type \"x\""),
+            "{err:?}"
+        );
+        // A device path of `..` names no device.
+        let up = spec(serde_json::json!({"linux": {"devices": [
+            {"path": "/dev/..", "type": "c", "major": 1, "minor": 3},
+        ]}}));
+        assert!(make_devices(open_dir(root).as_fd(), &up, false).is_err());
+    }
+
+    #[test]
+    fn a_dev_that_links_elsewhere_gets_its_nodes_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        symlink(&outside, root.join("dev")).unwrap();
+        // The link's target, as the root resolves it.
+        std::fs::create_dir_all(root.join(outside.strip_prefix("/").unwrap())).unwrap();
+        make_devices(open_dir(&root).as_fd(), &Spec::default(), false).unwrap();
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert!(
+            root.join(outside.strip_prefix("/").unwrap())
+                .join("null")
+                .exists()
+        );
+        // No /dev at all: nothing to do.
+        let bare = dir.path().join("bare");
+        std::fs::create_dir(&bare).unwrap();
+        make_devices(open_dir(&bare).as_fd(), &Spec::default(), false).unwrap();
+        assert_eq!(std::fs::read_dir(&bare).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn privileged_gets_the_hosts_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("dev")).unwrap();
+        make_devices(open_dir(dir.path()).as_fd(), &Spec::default(), true).unwrap();
+        let mut host = 0;
+        for e in std::fs::read_dir("/dev").unwrap() {
+            let e = e.unwrap();
+            let (kind, rdev, _) = kind_and_rdev(&e.path());
+            if kind != FileType::CharacterDevice && kind != FileType::BlockDevice {
+                continue;
+            }
+            host += 1;
+            let mine = dir.path().join("dev").join(e.file_name());
+            assert_eq!(kind_and_rdev(&mine).0, kind, "{}", mine.display());
+            assert_eq!(kind_and_rdev(&mine).1, rdev, "{}", mine.display());
+        }
+        assert!(host > STANDARD.len(), "{host}");
+        // Directories and links of the host's /dev are not copied.
+        assert!(!dir.path().join("dev/pts").exists() || STANDARD.is_empty());
+    }
+
+    #[test]
+    fn the_host_device_must_be_what_its_name_says() {
+        assert!(host_device("null", 1, 3).is_ok());
+        let err = host_device("null", 1, 5).unwrap_err().to_string();
+        assert_eq!(err, "the host's /dev/null is not the character device 1:5");
+        assert!(host_device("zero", 1, 3).is_err());
+        // A link or a directory is not a device.
+        assert!(host_device("fd", 1, 3).is_err());
+        assert!(host_device("pts", 1, 3).is_err());
+        assert!(host_device("no-such-device", 1, 3).is_err());
+    }
+
+    #[test]
+    fn read_only_paths_are_read_only_and_masked_ones_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(root.join("ro/sub")).unwrap();
+        std::fs::write(root.join("secret"), b"key").unwrap();
+        std::fs::create_dir(root.join("secrets")).unwrap();
+        std::fs::write(root.join("secrets/key"), b"key").unwrap();
+        std::fs::create_dir(root.join("both")).unwrap();
+        std::fs::write(root.join("both/key"), b"key").unwrap();
+        // A link to a directory of the host's: resolved inside the root, where it is missing.
+        symlink("/usr/share", root.join("etc")).unwrap();
+        let paths = spec(serde_json::json!({"linux": {
+            "readonlyPaths": ["/ro", "/missing", "/both", "/etc/hostname"],
+            "maskedPaths": ["/secret", "/secrets", "/missing", "/both", "/etc/passwd"],
+        }}));
+        let seen = in_own_mountns(|| {
+            protect_paths(open_dir(&root).as_fd(), &paths).unwrap();
+            let write = |p: &str| {
+                std::fs::write(root.join(p), b"x")
+                    .err()
+                    .and_then(|e| e.raw_os_error())
+            };
+            (
+                write("ro/sub/file"),
+                write("ro/file"),
+                std::fs::read(root.join("secret")).unwrap(),
+                kind_and_rdev(&root.join("secret")).0,
+                std::fs::read_dir(root.join("secrets")).unwrap().count(),
+                write("secrets/new"),
+                std::fs::read_dir(root.join("both")).unwrap().count(),
+                write("both/new"),
+            )
+        });
+        assert_eq!(
+            seen,
+            (
+                Some(libc::EROFS),
+                Some(libc::EROFS),
+                vec![],
+                FileType::CharacterDevice,
+                0,
+                Some(libc::EROFS),
+                0,
+                Some(libc::EROFS),
+            )
+        );
+        // Gone with the namespace: the tree is as it was.
+        assert_eq!(std::fs::read(root.join("secret")).unwrap(), b"key");
+        std::fs::write(root.join("ro/file"), b"x").unwrap();
+        // Nothing was made for the missing ones, nor through the link.
+        assert!(!root.join("missing").exists());
+        assert!(
+            std::fs::symlink_metadata(root.join("etc"))
+                .unwrap()
+                .is_symlink()
+        );
+    }
 }
