@@ -494,7 +494,7 @@ mod tests {
             kind_and_rdev(&dev.join("mine")),
             (char_dev, rustix::fs::makedev(1, 3), 0o600)
         );
-        let st = rustix::fs::lstat(&dev.join("mine")).unwrap();
+        let st = rustix::fs::lstat(dev.join("mine")).unwrap();
         assert_eq!((st.st_uid, st.st_gid), (5, 6));
         assert_eq!(kind_and_rdev(&dev.join("sub/fifo")).0, FileType::Fifo);
         assert_eq!(
