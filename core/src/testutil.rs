@@ -13,15 +13,21 @@ pub(crate) struct ScratchEngine {
 }
 
 pub(crate) fn scratch_engine() -> ScratchEngine {
+    scratch_engine_with(|_| {})
+}
+
+/// [`scratch_engine`], with options changed by `f` first.
+pub(crate) fn scratch_engine_with(f: impl FnOnce(&mut crate::engine::Options)) -> ScratchEngine {
     let dir = tempfile::tempdir().unwrap();
-    let local = Local::open(&crate::engine::Options {
+    let mut opts = crate::engine::Options {
         root: dir.path().join("root"),
         default_bridge: Some(format!("ku{}", crate::util::random_hex(5))),
         // The host's forwarding is not a unit test's to change.
         ip_forward: false,
         ..Default::default()
-    })
-    .unwrap();
+    };
+    f(&mut opts);
+    let local = Local::open(&opts).unwrap();
     ScratchEngine { local, dir }
 }
 

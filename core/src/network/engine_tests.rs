@@ -597,3 +597,79 @@ fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
     assert!(held(&e).is_empty());
     assert!(e.container_endpoints(&id).unwrap().is_empty());
 }
+
+/// A bridge or address the kernel refuses is an error that says which; only "it is there
+/// already" is not.
+#[test]
+fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
+    let e = engine();
+    let record = |bridge: &str| NetworkRecord {
+        id: crate::util::random_hex(32),
+        name: "refused".into(),
+        driver: "bridge".into(),
+        bridge: bridge.into(),
+        subnet: Some("10.0.0.0/24".into()),
+        gateway: Some("10.0.0.1".into()),
+        ip_range: None,
+        internal: false,
+        labels: BTreeMap::new(),
+        created: crate::db::now(),
+    };
+    let (bad_name, no_ipv4, twice) = crate::testutil::in_own_netns(|| {
+        let bad_name = e
+            .ensure_bridge(&record("bad/name"))
+            .map_err(|e| e.to_string());
+        // A device too small for IPv4 takes no IPv4 address.
+        let out = Command::new("ip")
+            .args(["link", "set", "lo", "mtu", "60"])
+            .status()?;
+        assert!(out.success());
+        let no_ipv4 = e.ensure_bridge(&record("lo")).map_err(|e| e.to_string());
+        // A bridge there already, with its address: made again, nothing changes.
+        let ok = record("kb0");
+        e.ensure_bridge(&ok).unwrap();
+        let twice = e.ensure_bridge(&ok).map_err(|e| e.to_string());
+        let _ = firewall::delete("kb0");
+        Ok((bad_name, no_ipv4, twice))
+    });
+    let err = bad_name.unwrap_err();
+    assert!(err.contains("create bridge bad/name"), "{err}");
+    let err = no_ipv4.unwrap_err();
+    assert!(err.contains("add 10.0.0.1 to lo"), "{err}");
+    twice.unwrap();
+}
+
+/// Forwarding is turned on when a bridge that leads out is made, in the namespace that has
+/// it; never for an internal network, nor for a bridge that was there.
+#[test]
+fn forwarding_is_turned_on_for_a_bridge_made_that_leads_out() {
+    let e = crate::testutil::scratch_engine_with(|o| o.ip_forward = true);
+    let path = "/proc/sys/net/ipv4/ip_forward";
+    let seen = crate::testutil::in_own_netns(|| {
+        let fwd = || std::fs::read_to_string(path).map(|s| s.trim().to_string());
+        let start = fwd()?;
+        // The default network comes first, and turns it on.
+        e.network_find("bridge").unwrap();
+        let with_default = fwd()?;
+        std::fs::write(path, "0")?;
+        create_internal(&e, "inner");
+        let with_internal = fwd()?;
+        let outer = create(&e, "outer", Some(&random_subnet())).unwrap();
+        let with_outer = fwd()?;
+        std::fs::write(path, "0")?;
+        e.ensure_bridge(&outer).unwrap();
+        let restored = fwd()?;
+        Ok([start, with_default, with_internal, with_outer, restored])
+    });
+    assert_eq!(seen, ["0", "1", "0", "1", "0"]);
+}
+
+fn create_internal(e: &Local, name: &str) -> NetworkRecord {
+    e.network_create(&NetworkCreate {
+        name: name.into(),
+        subnet: Some(random_subnet()),
+        internal: true,
+        ..Default::default()
+    })
+    .unwrap()
+}

@@ -274,6 +274,14 @@ impl HostLock {
     }
 }
 
+/// A netlink request that made something, with "it is there already" (`EEXIST`) as success.
+fn there_already_is_fine(made: io::Result<()>) -> io::Result<()> {
+    match made {
+        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+        other => other,
+    }
+}
+
 /// Docker's MAC for an address: 02:42 and the four address bytes.
 fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     let o = ip.octets();
@@ -664,23 +672,16 @@ impl Local {
             Some(i) => i,
             None => {
                 made = true;
-                match nl.add_bridge(&rec.bridge, None) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-                    Err(e) => return Err(io_err(format!("create bridge {}", rec.bridge))(e)),
-                }
+                // Another engine may make it between the look-up and here.
+                there_already_is_fine(nl.add_bridge(&rec.bridge, None))
+                    .map_err(io_err(format!("create bridge {}", rec.bridge)))?;
                 nl.link_index(&rec.bridge)
                     .map_err(io_err("look up a link"))?
                     .ok_or_else(|| invalid(format!("bridge {} vanished", rec.bridge)))?
             }
         };
-        match nl.add_addr(index, gateway, subnet.prefix) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => {
-                return Err(io_err(format!("add {gateway} to {}", rec.bridge))(e));
-            }
-        }
+        there_already_is_fine(nl.add_addr(index, gateway, subnet.prefix))
+            .map_err(io_err(format!("add {gateway} to {}", rec.bridge)))?;
         nl.set_link(index, None, None)
             .map_err(io_err(format!("set {} up", rec.bridge)))?;
         // A bridge made here goes again when its rules cannot be made: none is left open.
