@@ -699,7 +699,8 @@ impl Local {
     }
 
     pub(crate) fn delete_bridge(&self, rec: &NetworkRecord) -> crate::Result<()> {
-        if rec.driver != "bridge" || rec.bridge.is_empty() {
+        // Only bridge networks have a bridge.
+        if rec.bridge.is_empty() {
             return Ok(());
         }
         // The device goes even where its rules cannot: the first failure is the one told.
