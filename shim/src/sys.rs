@@ -136,7 +136,9 @@ fn remount_with(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<(
     let top = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
     let mut targets = vec![top.clone()];
     if recursive {
-        let info = fs::read_to_string("/proc/self/mountinfo")?;
+        // This thread's: a thread may have a mount namespace of its own (/proc/self is the
+        // process's first thread).
+        let info = fs::read_to_string("/proc/thread-self/mountinfo")?;
         for line in info.lines() {
             let Some(point) = line.split(' ').nth(4) else {
                 continue;
@@ -548,5 +550,130 @@ mod tests {
         let start = process_start_time(me as u32);
         assert!(pidfd_of(me, start, "no-such-container").is_err());
         assert!(pidfd_of(me, 0, "").is_err());
+    }
+
+    /// The copy an older kernel gets instead of a read-only mount: this executable, byte for
+    /// byte, in memory that can be neither written nor resized.
+    #[test]
+    fn the_sealed_copy_is_this_executable_and_stays_so() {
+        use std::io::{Read, Seek, Write};
+        let fd = sealed_self_copy().unwrap();
+        let seals = rustix::fs::fcntl_get_seals(&fd).unwrap();
+        assert!(
+            seals.contains(
+                rustix::fs::SealFlags::SEAL
+                    | rustix::fs::SealFlags::WRITE
+                    | rustix::fs::SealFlags::GROW
+                    | rustix::fs::SealFlags::SHRINK
+            ),
+            "{seals:?}"
+        );
+        let mut f = File::from(fd);
+        let mut copy = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut copy).unwrap();
+        let exe = fs::read("/proc/self/exe").unwrap();
+        // Not assert_eq!: a failure would print both executables.
+        assert!(copy == exe, "{} bytes copied of {}", copy.len(), exe.len());
+        f.rewind().unwrap();
+        assert_eq!(f.write(b"x").unwrap_err().raw_os_error(), Some(libc::EPERM));
+        assert!(f.set_len(1).is_err());
+        // What this kernel gives: a mount of its own, read-only and nosuid.
+        let sealed = sealed_self().unwrap();
+        let flags = nix::sys::statvfs::fstatvfs(&sealed).unwrap().flags().bits();
+        assert_eq!(
+            flags & (libc::ST_RDONLY | libc::ST_NOSUID),
+            libc::ST_RDONLY | libc::ST_NOSUID
+        );
+        assert!(rustix::fs::fcntl_get_seals(&sealed).is_err());
+    }
+
+    /// Runs `f` on a thread with a private mount namespace of its own.
+    fn in_own_mountns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: unshare(2) of this thread's mount namespace only.
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
+                nix::mount::mount(
+                    None::<&str>,
+                    "/",
+                    None::<&str>,
+                    nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                    None::<&str>,
+                )
+                .unwrap();
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    fn flags_of(p: &std::path::Path) -> libc::c_ulong {
+        nix::sys::statvfs::statvfs(p).unwrap().flags().bits()
+    }
+
+    /// Both ways of adding attributes (mount_setattr, and the remount an older kernel gets)
+    /// add them to the mount, and with `recursive` to those below, keeping what each had.
+    #[test]
+    fn mount_attributes_are_added_and_kept_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        for remount in [false, true] {
+            let seen = in_own_mountns(|| {
+                let mut seen = Vec::new();
+                for recursive in [false, true] {
+                    let top = dir.path().join(format!("top-{recursive}"));
+                    let sub = top.join("sub");
+                    fs::create_dir_all(&top).unwrap();
+                    nix::mount::mount(
+                        Some("tmpfs"),
+                        &top,
+                        Some("tmpfs"),
+                        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NOATIME,
+                        Some("size=64k"),
+                    )
+                    .unwrap();
+                    fs::create_dir(&sub).unwrap();
+                    nix::mount::mount(
+                        Some("tmpfs"),
+                        &sub,
+                        Some("tmpfs"),
+                        nix::mount::MsFlags::MS_NODEV,
+                        Some("size=64k"),
+                    )
+                    .unwrap();
+                    let fd = rustix::fs::open(
+                        &top,
+                        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                        rustix::fs::Mode::empty(),
+                    )
+                    .unwrap();
+                    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC;
+                    if remount {
+                        remount_with(fd.as_fd(), attrs, recursive).unwrap();
+                    } else {
+                        add_mount_attrs(fd.as_fd(), attrs, recursive).unwrap();
+                    }
+                    seen.push((flags_of(&top), flags_of(&sub)));
+                }
+                seen
+            });
+            let (rdonly, noexec, nosuid, nodev, noatime) = (
+                libc::ST_RDONLY,
+                libc::ST_NOEXEC,
+                libc::ST_NOSUID,
+                libc::ST_NODEV,
+                libc::ST_NOATIME,
+            );
+            let mask = rdonly | noexec | nosuid | nodev | noatime;
+            let top = rdonly | noexec | nosuid | noatime;
+            assert_eq!(
+                seen.iter()
+                    .map(|(t, s)| (t & mask, s & mask))
+                    .collect::<Vec<_>>(),
+                [(top, nodev), (top, nodev | rdonly | noexec)],
+                "remount: {remount}"
+            );
+        }
     }
 }
