@@ -615,7 +615,7 @@ fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
         labels: BTreeMap::new(),
         created: crate::db::now(),
     };
-    let (bad_name, no_ipv4, twice) = crate::testutil::in_own_netns(|| {
+    let (bad_name, no_ipv4, twice, kept, unplugged) = crate::testutil::in_own_netns(|| {
         let bad_name = e
             .ensure_bridge(&record("bad/name"))
             .map_err(|e| e.to_string());
@@ -630,8 +630,29 @@ fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
         e.ensure_bridge(&ok).unwrap();
         let twice = e.ensure_bridge(&ok).map_err(|e| e.to_string());
         let _ = firewall::delete("kb0");
-        Ok((bad_name, no_ipv4, twice))
+        // Loopback cannot be deleted: a device that will not go is an error too.
+        let kept = e.delete_bridge(&record("lo")).map_err(|e| e.to_string());
+        let unplugged = e
+            .unplug(&Endpoint {
+                network_id: "none-such".into(),
+                network: "refused".into(),
+                container_id: "c".into(),
+                ip: Ipv4Addr::new(10, 0, 0, 2),
+                prefix: 24,
+                gateway: None,
+                mac: String::new(),
+                owner: (0, 0),
+                ports: vec![],
+                veth: "lo".into(),
+                iface: "eth0".into(),
+            })
+            .map_err(|e| e.to_string());
+        Ok((bad_name, no_ipv4, twice, kept, unplugged))
     });
+    let err = kept.unwrap_err();
+    assert!(err.contains("delete bridge lo"), "{err}");
+    let err = unplugged.unwrap_err();
+    assert!(err.contains("delete lo"), "{err}");
     let err = bad_name.unwrap_err();
     assert!(err.contains("create bridge bad/name"), "{err}");
     let err = no_ipv4.unwrap_err();
@@ -672,4 +693,37 @@ fn create_internal(e: &Local, name: &str) -> NetworkRecord {
         ..Default::default()
     })
     .unwrap()
+}
+
+/// Prune passes over a network a starting container holds an address on, and says when
+/// one cannot be removed.
+#[test]
+fn prune_skips_a_network_in_use_and_reports_one_that_cannot_go() {
+    let e = engine();
+    create(&e, "named", Some(&random_subnet())).unwrap();
+    let held = create(&e, "held", Some(&random_subnet())).unwrap();
+    let id = container(&e, "starting", "named");
+    // As `network connect` during its start would: an address on a network its
+    // configuration does not name (yet).
+    e.allocate(&held, &id, None).unwrap();
+    assert!(e.network_prune().unwrap().is_empty());
+    assert!(e.network_find("held").is_ok());
+
+    // A record whose bridge name the kernel refuses to look up.
+    let broken = NetworkRecord {
+        bridge: "a-name-too-long-for-a-link".into(),
+        ..create(&e, "broken", Some(&random_subnet())).unwrap()
+    };
+    e.delete_bridge(&e.network_find("broken").unwrap()).unwrap();
+    e.db.write(|tx| {
+        tx.execute(
+            "UPDATE networks SET config = ?1 WHERE id = ?2",
+            params![serde_json::to_string(&broken).unwrap(), broken.id],
+        )?;
+        Ok::<_, crate::Error>(())
+    })
+    .unwrap();
+    let err = e.network_prune().unwrap_err().to_string();
+    assert!(err.contains("look up a link"), "{err}");
+    assert!(e.network_find("broken").is_ok());
 }
