@@ -491,4 +491,83 @@ mod tests {
             "limits written where none were asked: {files:?}"
         );
     }
+
+    /// v1: each limit in its own controller's files; the swap limit only where the kernel
+    /// has swap accounting; an OOM kill read from memory.oom_control.
+    #[test]
+    fn v1_limits_go_in_each_controllers_files() {
+        let t = Tree::new();
+        let dir = |c: &str| t.0.join(c);
+        let v1 = |controllers: &[&str]| Cgroup::V1 {
+            dirs: controllers
+                .iter()
+                .map(|c| {
+                    fs::create_dir_all(dir(c)).unwrap();
+                    (c.to_string(), dir(c))
+                })
+                .collect(),
+            unified: None,
+        };
+        let cg = v1(&["memory", "cpu", "pids"]);
+        fs::write(dir("memory").join("memory.memsw.limit_in_bytes"), "max").unwrap();
+        cg.apply_limits(&resources(
+            r#"{"memory": {"limit": 67108864},
+                "cpu": {"shares": 512, "quota": 50000},
+                "pids": {"limit": 50}}"#,
+        ))
+        .unwrap();
+        assert_eq!(t.read("memory/memory.limit_in_bytes"), "67108864");
+        assert_eq!(t.read("memory/memory.memsw.limit_in_bytes"), "67108864");
+        assert_eq!(t.read("cpu/cpu.shares"), "512");
+        assert_eq!(t.read("cpu/cpu.cfs_period_us"), "100000");
+        assert_eq!(t.read("cpu/cpu.cfs_quota_us"), "50000");
+        assert_eq!(t.read("pids/pids.max"), "50");
+        // Without swap accounting there is no such file, and none is made.
+        fs::remove_file(dir("memory").join("memory.memsw.limit_in_bytes")).unwrap();
+        cg.apply_limits(&resources(r#"{"memory": {"limit": 1048576}}"#))
+            .unwrap();
+        assert_eq!(t.read("memory/memory.limit_in_bytes"), "1048576");
+        assert!(!dir("memory").join("memory.memsw.limit_in_bytes").exists());
+
+        fs::write(
+            dir("memory").join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+        )
+        .unwrap();
+        assert!(!cg.oom_killed());
+        fs::write(
+            dir("memory").join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed());
+        assert_eq!(cg.paths(), vec![dir("memory"), dir("cpu"), dir("pids")]);
+
+        // A limit whose controller is not mounted is not written anywhere.
+        let pids_only = v1(&["pids"]);
+        fs::remove_file(dir("cpu").join("cpu.shares")).unwrap();
+        pids_only
+            .apply_limits(&resources(
+                r#"{"cpu": {"shares": 100}, "pids": {"limit": 7}}"#,
+            ))
+            .unwrap();
+        assert_eq!(t.read("pids/pids.max"), "7");
+        assert!(!dir("cpu").join("cpu.shares").exists());
+        assert!(!pids_only.oom_killed());
+        // Joining writes the caller's thread to each controller's tasks.
+        pids_only.join_self(false).unwrap();
+        assert_eq!(t.read("pids/tasks"), "0");
+    }
+
+    /// runc's and crun's mapping of shares (2..262144) onto weights (1..10000), at its ends.
+    #[test]
+    fn shares_map_onto_weights_at_both_ends() {
+        let t = Tree::new();
+        let cg = Cgroup::make_v2(&t.0, "ketch/w").unwrap();
+        for (shares, weight) in [(1, "1"), (2, "1"), (262144, "10000"), (1_000_000, "10000")] {
+            cg.apply_limits(&resources(&format!(r#"{{"cpu": {{"shares": {shares}}}}}"#)))
+                .unwrap();
+            assert_eq!(t.read("ketch/w/cpu.weight"), weight, "{shares}");
+        }
+    }
 }
