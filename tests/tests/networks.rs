@@ -1290,5 +1290,15 @@ fn without_nft_or_iptables_no_network_is_made() {
         !net.sh("ip -o link show").contains(&bridge),
         "{bridge} left without rules"
     );
+    // The default network, made while the firewall was there, still takes containers once
+    // it is gone; but no port is published without one.
+    r.ok(&["run", "--rm", "busybox", "true"]);
+    let (code, err) = r.fails(&["run", "--rm", "-p", "18081:80", "busybox", "true"]);
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("publishing ports needs nftables or iptables, and neither is installed"),
+        "{err}"
+    );
+    assert_eq!(r.count("containers"), 0);
     r.wrap = normal;
 }

@@ -727,3 +727,37 @@ fn prune_skips_a_network_in_use_and_reports_one_that_cannot_go() {
     assert!(err.contains("look up a link"), "{err}");
     assert!(e.network_find("broken").is_ok());
 }
+
+/// A host port another container of the network publishes is refused with Docker's words,
+/// and the second container is left with nothing: no address, no device.
+#[test]
+fn a_host_port_taken_is_refused_and_undone() {
+    let e = engine();
+    create(&e, "ports", Some(&random_subnet())).unwrap();
+    let port = firewall::PortMap {
+        proto: "tcp".into(),
+        host_ip: Some(Ipv4Addr::LOCALHOST),
+        host_port: 20000 + (std::process::id() % 20000) as u16,
+        container_port: 80,
+    };
+    let first = container(&e, "first", "ports");
+    let second = container(&e, "second", "ports");
+    let ep = e
+        .network_attach(&first, "ports", None, std::slice::from_ref(&port))
+        .unwrap();
+    assert_eq!(ep.ports, [port.clone()]);
+    let err = e
+        .network_attach(&second, "ports", None, std::slice::from_ref(&port))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "Bind for 127.0.0.1:{} failed: port is already allocated",
+            port.host_port
+        )
+    );
+    assert!(e.container_endpoints(&second).unwrap().is_empty());
+    assert!(!e.netns_path(&second).exists());
+    e.release_endpoints(&first).unwrap();
+}
