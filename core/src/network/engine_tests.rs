@@ -745,7 +745,7 @@ fn a_host_port_taken_is_refused_and_undone() {
     let ep = e
         .network_attach(&first, "ports", None, std::slice::from_ref(&port))
         .unwrap();
-    assert_eq!(ep.ports, [port.clone()]);
+    assert_eq!(ep.ports, std::slice::from_ref(&port));
     let err = e
         .network_attach(&second, "ports", None, std::slice::from_ref(&port))
         .unwrap_err();
