@@ -402,6 +402,10 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
 
     e.unplug(&ep1).unwrap();
     assert!(!link_exists(&ep1.veth));
+    assert_eq!(
+        std::fs::read_to_string(e.dns_records_path(&other.id)).unwrap(),
+        ""
+    );
     assert_eq!(e.container_endpoints(&id).unwrap().len(), 1);
     e.release_endpoints(&id).unwrap();
     assert!(!ns.exists());
@@ -759,5 +763,12 @@ fn a_host_port_taken_is_refused_and_undone() {
     );
     assert!(e.container_endpoints(&second).unwrap().is_empty());
     assert!(!e.netns_path(&second).exists());
+    // Unplugged, the first lets the port go: the second has it.
+    e.unplug(&ep).unwrap();
     e.release_endpoints(&first).unwrap();
+    let ep = e
+        .network_attach(&second, "ports", None, std::slice::from_ref(&port))
+        .unwrap();
+    assert_eq!(ep.ports, std::slice::from_ref(&port));
+    e.release_endpoints(&second).unwrap();
 }
