@@ -71,6 +71,16 @@ fn ip_in(path: &std::path::Path, args: &[&str]) -> String {
     .unwrap()
 }
 
+/// Whether the bridge's own nftables table is there.
+fn table_exists(bridge: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "ip", &firewall::table(bridge)])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 fn link_exists(name: &str) -> bool {
     Netlink::open().unwrap().link_index(name).unwrap().is_some()
 }
@@ -149,6 +159,7 @@ fn create_refuses_what_docker_refuses() {
 
     let rec = create(&e, "n", Some(&subnet)).unwrap();
     assert!(link_exists(&rec.bridge));
+    assert!(table_exists(&rec.bridge));
     let err = create(&e, "n", Some(&random_subnet())).unwrap_err();
     assert!(
         matches!(err, crate::Error::Network(NetworkError::NameInUse { .. })),
@@ -392,6 +403,32 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
     assert_eq!(records, format!("{ip} web {} www\n", &id[..12]));
     let records = std::fs::read_to_string(e.dns_records_path(&other.id)).unwrap();
     assert_eq!(records, format!("{} web {} backend\n", ep1.ip, &id[..12]));
+    // Its name server reads both networks' records, and 127.0.0.11:53 leads to it.
+    let bundle = tempfile::tempdir().unwrap();
+    e.write_dns_list(&id, bundle.path()).unwrap();
+    let mut listed: Vec<String> = std::fs::read_to_string(bundle.path().join("dns.list"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    listed.sort();
+    let mut want = vec![
+        e.dns_records_path(&rec.id).display().to_string(),
+        e.dns_records_path(&other.id).display().to_string(),
+    ];
+    want.sort();
+    assert_eq!(listed, want);
+    let redirect = netns::within(&ns, || {
+        let out = Command::new("nft")
+            .args(["list", "table", "ip", "ketch_dns"])
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .unwrap();
+    assert!(
+        redirect.contains(&format!("dnat to 127.0.0.11:{DNS_PORT}")),
+        "{redirect}"
+    );
     // A network with a container starting on it is in use.
     let err = e.network_remove("plugged").unwrap_err();
     assert!(
@@ -422,6 +459,7 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
     );
     e.network_remove("plugged").unwrap();
     assert!(!link_exists(&rec.bridge));
+    assert!(!table_exists(&rec.bridge));
     assert!(!e.dns_records_path(&rec.id).exists());
     assert!(e.network_find("plugged").is_err());
 }
@@ -763,12 +801,37 @@ fn a_host_port_taken_is_refused_and_undone() {
     );
     assert!(e.container_endpoints(&second).unwrap().is_empty());
     assert!(!e.netns_path(&second).exists());
-    // Unplugged, the first lets the port go: the second has it.
-    e.unplug(&ep).unwrap();
+    // Let go of, the first's port is the second's; unplugged, the second's the first's.
     e.release_endpoints(&first).unwrap();
     let ep = e
         .network_attach(&second, "ports", None, std::slice::from_ref(&port))
         .unwrap();
     assert_eq!(ep.ports, std::slice::from_ref(&port));
+    e.unplug(&ep).unwrap();
     e.release_endpoints(&second).unwrap();
+    e.network_attach(&first, "ports", None, std::slice::from_ref(&port))
+        .unwrap();
+    e.release_endpoints(&first).unwrap();
+}
+
+/// On the default network only, a container has no name server of ketch's: its list is
+/// empty and nothing is redirected.
+#[test]
+fn the_default_network_has_no_name_server() {
+    let e = engine();
+    let id = container(&e, "plain", "bridge");
+    e.network_attach(&id, "bridge", None, &[]).unwrap();
+    let bundle = tempfile::tempdir().unwrap();
+    e.write_dns_list(&id, bundle.path()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(bundle.path().join("dns.list")).unwrap(),
+        ""
+    );
+    let tables = netns::within(&e.netns_path(&id), || {
+        let out = Command::new("nft").args(["list", "tables"]).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .unwrap();
+    assert_eq!(tables, "");
+    e.release_endpoints(&id).unwrap();
 }

@@ -720,6 +720,10 @@ mod tests {
         // Either one will do; nft first.
         assert_eq!(pick(None, "", |_: &str| true), Ok(Backend::Nft));
         assert_eq!(pick(None, "", only("iptables")), Ok(Backend::Iptables));
+        assert_eq!(
+            pick(Some("iptables"), "", |_: &str| true),
+            Ok(Backend::Iptables)
+        );
         // A backend asked for by name is that one or an error, never the other.
         assert_eq!(pick(Some("nft"), "", only("nft")), Ok(Backend::Nft));
         let e = pick(Some("nft"), "/sbin", only("iptables")).unwrap_err();
@@ -738,6 +742,16 @@ mod tests {
             e.contains("KETCH_FIREWALL=pf: expected nft or iptables"),
             "{e}"
         );
+    }
+
+    /// A program runs when it is there and its `--version` succeeds.
+    #[test]
+    fn a_program_runs_or_it_does_not() {
+        assert!(runs("nft"));
+        assert!(runs("iptables"));
+        assert!(!runs("ketch-no-such-program"));
+        // There, but failing.
+        assert!(!runs("false"));
     }
 
     #[test]
