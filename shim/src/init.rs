@@ -433,4 +433,41 @@ mod tests {
             ["lowerdir=/a:/b", "upperdir=/u"]
         );
     }
+
+    /// Loopback comes up in the container's network namespace, keeping its other flags.
+    #[test]
+    fn loopback_comes_up() {
+        let shown = std::thread::spawn(|| {
+            // SAFETY: unshare(2) of this thread's network namespace only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            let show = || {
+                let out = std::process::Command::new("ip")
+                    .args(["-o", "link", "show", "lo"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let before = show();
+            loopback_up().unwrap();
+            (before, show())
+        })
+        .join()
+        .unwrap();
+        assert!(shown.0.contains("<LOOPBACK>"), "{}", shown.0);
+        assert!(shown.1.contains("<LOOPBACK,UP,LOWER_UP>"), "{}", shown.1);
+    }
+
+    #[test]
+    fn a_cgroup_namespace_is_made_only_when_asked_for_without_a_path() {
+        let spec = |ns: serde_json::Value| -> Spec {
+            serde_json::from_value(serde_json::json!({"linux": {"namespaces": ns}})).unwrap()
+        };
+        assert!(new_cgroupns(&spec(serde_json::json!([{"type": "cgroup"}]))));
+        assert!(!new_cgroupns(&spec(serde_json::json!([
+            {"type": "cgroup", "path": "/proc/1/ns/cgroup"}
+        ]))));
+        assert!(!new_cgroupns(&spec(
+            serde_json::json!([{"type": "network"}])
+        )));
+    }
 }
