@@ -918,6 +918,10 @@ mod tests {
             let forward = sh("nft list chain ip filter FORWARD")?;
             publish_nft("kn0", a, &[port(None)])?;
             let taken = publish_nft("kn0", b, &[port(None)]).unwrap_err();
+            // Any other failure is told as it is, not as a port taken.
+            let no_table = publish_nft("kn9", b, &[port(None)]).unwrap_err();
+            assert_ne!(no_table.kind(), io::ErrorKind::AddrInUse, "{no_table}");
+            assert!(no_table.to_string().starts_with("nft: "), "{no_table}");
             publish_nft("kn0", b, &[port(Some(Ipv4Addr::LOCALHOST))])?;
             run_all(&[vec![
                 "nft".into(),
