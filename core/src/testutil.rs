@@ -79,3 +79,26 @@ pub(crate) fn in_own_netns<T: Send>(f: impl FnOnce() -> std::io::Result<T> + Sen
     crate::network::netns::remove(&path).unwrap();
     out.unwrap()
 }
+
+/// A container made from `opts` and never started, on a one-file image (`CMD ["true"]`)
+/// imported for it: the image named in `opts` is ignored.
+pub(crate) fn created_container(e: &Local, opts: crate::runtime::CreateOptions) -> String {
+    let layer = one_file_layer("etc/hostname", b"");
+    e.image_import(
+        &mut &layer[..],
+        &crate::image::ImportOptions {
+            reference: Some("scratch-user:1".into()),
+            changes: vec![r#"CMD ["true"]"#.into()],
+            source: "-".into(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    e.container_create(&crate::runtime::CreateOptions {
+        image: "scratch-user:1".into(),
+        ..opts
+    })
+    .unwrap()
+    .record
+    .id
+}

@@ -439,28 +439,6 @@ mod tests {
         )
     }
 
-    /// Runs `f` on a thread with a mount namespace of its own, private: what it mounts is
-    /// gone with the thread.
-    fn in_own_mountns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: unshare(2) of this thread's mount namespace only.
-                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-                nix::mount::mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )
-                .unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-        })
-    }
-
     #[test]
     fn dev_gets_the_standard_nodes_the_devices_asked_for_and_its_links() {
         let dir = tempfile::tempdir().unwrap();
@@ -607,7 +585,7 @@ mod tests {
             "readonlyPaths": ["/ro", "/missing", "/both", "/etc/hostname"],
             "maskedPaths": ["/secret", "/secrets", "/missing", "/both", "/etc/passwd"],
         }}));
-        let seen = in_own_mountns(|| {
+        let seen = sys::in_own_mountns(|| {
             protect_paths(open_dir(&root).as_fd(), &paths).unwrap();
             let write = |p: &str| {
                 std::fs::write(root.join(p), b"x")

@@ -517,6 +517,29 @@ pub fn load_seccomp(filter: &[libc::sock_filter], flags: u32) -> io::Result<()> 
     }
 }
 
+/// Runs `f` on a thread with a private mount namespace of its own: what it mounts is gone
+/// with the thread.
+#[cfg(test)]
+pub(crate) fn in_own_mountns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare(2) of this thread's mount namespace only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,27 +609,6 @@ mod tests {
             libc::ST_RDONLY | libc::ST_NOSUID
         );
         assert!(rustix::fs::fcntl_get_seals(&sealed).is_err());
-    }
-
-    /// Runs `f` on a thread with a private mount namespace of its own.
-    fn in_own_mountns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                // SAFETY: unshare(2) of this thread's mount namespace only.
-                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0);
-                nix::mount::mount(
-                    None::<&str>,
-                    "/",
-                    None::<&str>,
-                    nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
-                    None::<&str>,
-                )
-                .unwrap();
-                f()
-            })
-            .join()
-            .unwrap()
-        })
     }
 
     fn flags_of(p: &std::path::Path) -> libc::c_ulong {

@@ -5,9 +5,8 @@
 use std::process::Command;
 
 use super::*;
-use crate::image::ImportOptions;
 use crate::runtime::CreateOptions;
-use crate::testutil::{ScratchEngine, one_file_layer, scratch_engine};
+use crate::testutil::{ScratchEngine, scratch_engine};
 
 /// A random /24 of 10.200.0.0/13 that no network of this host should hold.
 fn random_subnet() -> String {
@@ -41,24 +40,7 @@ fn container(e: &Local, name: &str, network: &str) -> String {
 }
 
 fn container_with(e: &Local, opts: CreateOptions) -> String {
-    let layer = one_file_layer("etc/hostname", b"");
-    e.image_import(
-        &mut &layer[..],
-        &ImportOptions {
-            reference: Some("net-user:1".into()),
-            changes: vec![r#"CMD ["true"]"#.into()],
-            source: "-".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    e.container_create(&CreateOptions {
-        image: "net-user:1".into(),
-        ..opts
-    })
-    .unwrap()
-    .record
-    .id
+    crate::testutil::created_container(e, opts)
 }
 
 /// `ip ARGS` in the network namespace at `path`.

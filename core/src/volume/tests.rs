@@ -3,9 +3,8 @@
 //! end in tests/tests/volumes.rs.
 
 use super::*;
-use crate::image::ImportOptions;
 use crate::runtime::CreateOptions;
-use crate::testutil::{mount_tmpfs, one_file_layer, scratch_engine as engine};
+use crate::testutil::{mount_tmpfs, scratch_engine as engine};
 
 fn create(e: &Local, name: &str, options: &[(&str, &str)]) -> crate::Result<Volume> {
     e.volume_create(&VolumeCreate {
@@ -20,32 +19,20 @@ fn create(e: &Local, name: &str, options: &[(&str, &str)]) -> crate::Result<Volu
 
 /// A container (created, never started) that mounts the named volume.
 fn user(e: &Local, volume: &str) -> String {
-    let layer = one_file_layer("etc/hostname", b"");
-    e.image_import(
-        &mut &layer[..],
-        &ImportOptions {
-            reference: Some("vol-user:1".into()),
-            changes: vec![r#"CMD ["true"]"#.into()],
-            source: "-".into(),
+    crate::testutil::created_container(
+        e,
+        CreateOptions {
+            mounts: vec![MountSpec {
+                kind: "volume".into(),
+                source: volume.into(),
+                target: "/data".into(),
+                nocopy: true,
+                ..Default::default()
+            }],
+            network: Some("none".into()),
             ..Default::default()
         },
     )
-    .unwrap();
-    e.container_create(&CreateOptions {
-        image: "vol-user:1".into(),
-        mounts: vec![MountSpec {
-            kind: "volume".into(),
-            source: volume.into(),
-            target: "/data".into(),
-            nocopy: true,
-            ..Default::default()
-        }],
-        network: Some("none".into()),
-        ..Default::default()
-    })
-    .unwrap()
-    .record
-    .id
 }
 
 /// A tmpfs mounted in the volume's data: its directory cannot be removed until unmounted.
