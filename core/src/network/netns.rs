@@ -64,3 +64,37 @@ pub fn remove(path: &Path) -> io::Result<()> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remove_takes_a_namespace_a_file_or_nothing_and_refuses_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("ns");
+        create(&ns).unwrap();
+        // Held: the namespace's file is a mount of nsfs.
+        assert!(within(&ns, || Ok(())).is_ok());
+        remove(&ns).unwrap();
+        assert!(!ns.exists());
+        // A file no namespace was mounted on (a start that failed half-way).
+        let file = dir.path().join("file");
+        fs::write(&file, b"").unwrap();
+        remove(&file).unwrap();
+        assert!(!file.exists());
+        // Nothing there.
+        remove(&dir.path().join("missing")).unwrap();
+        // Not a namespace's file: refused, and left.
+        let d = dir.path().join("dir");
+        fs::create_dir(&d).unwrap();
+        assert!(remove(&d).is_err());
+        assert!(d.is_dir());
+        fs::write(&file, b"").unwrap();
+        let below = remove(&file.join("ns")).unwrap_err();
+        assert_eq!(below.raw_os_error(), Some(libc::ENOTDIR), "{below}");
+        // Made where a file is already: refused, and the file kept.
+        assert!(create(&file).is_err());
+        assert!(file.is_file());
+    }
+}
