@@ -817,3 +817,20 @@ fn the_default_network_has_no_name_server() {
     assert_eq!(tables, "");
     e.release_endpoints(&id).unwrap();
 }
+
+/// A subnet the host routes already (a LAN, a VPN) is passed over when one is chosen.
+#[test]
+fn a_subnet_the_host_routes_is_not_chosen() {
+    let e = engine();
+    let (before, chosen) = crate::testutil::in_own_netns(|| {
+        let ip = |args: &[&str]| Command::new("ip").args(args).status().map(|s| s.success());
+        assert!(ip(&["link", "set", "lo", "up"])?);
+        let first = subnet::default_pools()[0].0.split(16).next().unwrap();
+        assert!(ip(&["route", "add", &first.to_string(), "dev", "lo"])?);
+        let routes = subnet::host_routes();
+        let chosen = e.network_find("bridge").unwrap().subnet().unwrap();
+        Ok((routes.contains(&first).then_some(first), chosen))
+    });
+    let routed = before.expect("the route is seen");
+    assert!(!chosen.overlaps(&routed), "{chosen} overlaps {routed}");
+}

@@ -142,10 +142,11 @@ pub fn default_pools() -> Vec<(Subnet, u8)> {
     ]
 }
 
-/// The IPv4 routes of the host's main table (`/proc/net/route`), as subnets; the default
-/// route is left out, since every subnet overlaps it.
+/// The IPv4 routes of the main table of the calling thread's network namespace, as subnets;
+/// the default route is left out, since every subnet overlaps it. (`/proc/net` is the
+/// process's first thread's namespace, which may not be the caller's.)
 pub fn host_routes() -> Vec<Subnet> {
-    routes_of(&std::fs::read_to_string("/proc/net/route").unwrap_or_default())
+    routes_of(&std::fs::read_to_string("/proc/thread-self/net/route").unwrap_or_default())
 }
 
 fn routes_of(text: &str) -> Vec<Subnet> {
