@@ -86,7 +86,12 @@ pub fn pidfd_checked(
             format!("process {pid} is not the container's process (it ended)"),
         )
     };
-    let p = rustix::process::Pid::from_raw(pid).ok_or_else(gone)?;
+    // A PID of 0 or less names no one process (rustix asserts against negative ones): a
+    // state record that says so is a process gone, not a panic.
+    let p = (pid > 0)
+        .then(|| rustix::process::Pid::from_raw(pid))
+        .flatten()
+        .ok_or_else(gone)?;
     let fd = rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(|e| {
         if e == rustix::io::Errno::NOSYS {
             io::Error::new(
@@ -177,32 +182,35 @@ mod tests {
 
     #[test]
     fn a_pidfd_is_only_had_for_the_recorded_process() {
-        let pid = std::process::id() as i32;
+        // A child in a cgroup of its own, named as a container's is.
+        let name = format!("ketch-unit-core-{}", std::process::id());
+        let group = std::path::Path::new("/sys/fs/cgroup/pids").join(&name);
+        std::fs::create_dir(&group).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        let placed = std::fs::write(group.join("cgroup.procs"), child.id().to_string());
+        let pid = child.id() as i32;
         let st = process_start_time(pid as u32).unwrap();
-        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-        let group = own
-            .lines()
-            .filter_map(|l| l.splitn(3, ':').nth(2))
-            .flat_map(|p| p.split('/'))
-            .find(|c| !c.is_empty())
-            .map(str::to_string);
-        if let Some(g) = group {
-            assert!(pidfd_checked(pid, st, Some(&g)).is_ok());
-            assert!(pidfd_checked(pid, 0, Some(&g)).is_ok());
-        }
-        assert!(pidfd_checked(pid, st, None).is_ok());
-        assert!(
+        let checks = [
+            pidfd_checked(pid, st, Some(&name)).is_ok(),
+            pidfd_checked(pid, 0, Some(&name)).is_ok(),
+            pidfd_checked(pid, st, None).is_ok(),
+            // Another start time; nothing to check against; another cgroup.
             pidfd_checked(pid, st + 1, None).is_err(),
-            "another start time"
-        );
-        assert!(
             pidfd_checked(pid, 0, None).is_err(),
-            "nothing to check against"
-        );
-        assert!(
             pidfd_checked(pid, st, Some("no-such-container")).is_err(),
-            "another cgroup"
-        );
-        assert!(pidfd_checked(i32::MAX, 1, None).is_err());
+            pidfd_checked(i32::MAX, 1, None).is_err(),
+            // A PID no process can have, as a damaged record might say.
+            pidfd_checked(-1, st, None).is_err(),
+            pidfd_checked(0, st, None).is_err(),
+        ];
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir(&group);
+        placed.unwrap();
+        assert_eq!(checks, [true; 9]);
+        assert!(pidfd_checked(pid, st, Some(&name)).is_err(), "it ended");
     }
 }

@@ -324,7 +324,12 @@ pub fn pidfd_of(pid: i32, start: u64, owner: &str) -> io::Result<OwnedFd> {
             format!("process {pid} is not the one recorded (it ended)"),
         )
     };
-    let p = rustix::process::Pid::from_raw(pid).ok_or_else(gone)?;
+    // A PID of 0 or less names no one process (rustix asserts against negative ones): a
+    // state record that says so is a process gone, not a panic.
+    let p = (pid > 0)
+        .then(|| rustix::process::Pid::from_raw(pid))
+        .flatten()
+        .ok_or_else(gone)?;
     let fd =
         rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).map_err(|_| gone())?;
     if start == 0 || process_start_time(pid as u32) != start {
@@ -677,5 +682,78 @@ mod tests {
                 "remount: {remount}"
             );
         }
+    }
+
+    /// A child in a cgroup of its own, named like a container's; killed, reaped and its
+    /// group removed on drop.
+    struct Contained {
+        child: std::process::Child,
+        group: std::path::PathBuf,
+    }
+
+    impl Contained {
+        fn new() -> Contained {
+            let name = format!("ketch-unit-{}", std::process::id());
+            let group = std::path::Path::new("/sys/fs/cgroup/pids").join(&name);
+            fs::create_dir(&group).unwrap();
+            let child = std::process::Command::new("sleep")
+                .arg("60")
+                .spawn()
+                .unwrap();
+            let c = Contained { child, group };
+            fs::write(c.group.join("cgroup.procs"), c.child.id().to_string()).unwrap();
+            c
+        }
+
+        fn name(&self) -> String {
+            self.group
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        }
+    }
+
+    impl Drop for Contained {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = fs::remove_dir(&self.group);
+        }
+    }
+
+    /// A process is named by PID, start time and container together; a pidfd taken for it
+    /// tells when it has ended.
+    #[test]
+    fn a_container_process_is_its_pid_its_start_and_its_cgroup() {
+        let mut c = Contained::new();
+        let pid = c.child.id() as i32;
+        let start = process_start_time(pid as u32);
+        assert!(start > 0);
+        assert_eq!(start, process_start_time(pid as u32));
+        let fd = pidfd_of(pid, start, &c.name()).unwrap();
+        assert!(pidfd_alive(fd.as_fd()));
+        let root = container_root(pid, fd.as_fd()).unwrap();
+        assert_eq!(
+            rustix::fs::fstat(&root).unwrap().st_ino,
+            rustix::fs::stat("/").unwrap().st_ino
+        );
+        for (start, owner) in [
+            (start + 1, c.name()),
+            (0, c.name()),
+            (start, "ketch-unit".to_string()),
+            (start, String::new()),
+            (start, format!("pids/{}", c.name())),
+        ] {
+            let err = pidfd_of(pid, start, &owner).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "{start} {owner:?}");
+        }
+        assert!(pidfd_of(-1, start, &c.name()).is_err());
+        c.child.kill().unwrap();
+        c.child.wait().unwrap();
+        assert!(!pidfd_alive(fd.as_fd()));
+        assert!(container_root(pid, fd.as_fd()).is_err());
+        assert_eq!(process_start_time(pid as u32), 0);
+        assert!(pidfd_of(pid, start, &c.name()).is_err());
     }
 }
