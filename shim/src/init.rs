@@ -209,7 +209,7 @@ fn pivot(root: BorrowedFd<'_>) -> Result<(), StartError> {
 }
 
 /// Brings up the loopback interface of a new network namespace, which starts down.
-fn loopback_up() -> Result<(), StartError> {
+pub(crate) fn loopback_up() -> Result<(), StartError> {
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
         return Err(fail(125, format!("socket: {}", io::Error::last_os_error())));

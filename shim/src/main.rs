@@ -1373,4 +1373,98 @@ Anonymous:             0 kB
         let own = fs::read_to_string("/proc/self/smaps").unwrap();
         assert!(!trimmable(&own).is_empty());
     }
+
+    #[test]
+    fn the_restart_policy_is_read_from_its_annotation() {
+        let spec = |policy: Option<&str>| -> Spec {
+            let mut v = serde_json::json!({});
+            if let Some(p) = policy {
+                v["annotations"] = serde_json::json!({"io.ketch.restart": p});
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        assert_eq!(restart_policy(&spec(None)), ("no".into(), 0));
+        assert_eq!(restart_policy(&spec(Some("always"))), ("always".into(), 0));
+        assert_eq!(
+            restart_policy(&spec(Some("on-failure:3"))),
+            ("on-failure".into(), 3)
+        );
+        assert_eq!(
+            restart_policy(&spec(Some("on-failure:x"))),
+            ("on-failure".into(), 0)
+        );
+    }
+
+    #[test]
+    fn a_window_size_is_two_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("winsize");
+        let read = |text: Option<&str>| {
+            if let Some(t) = text {
+                fs::write(&path, t).unwrap();
+            }
+            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+            let ok = read_winsize(&path, &mut ws);
+            (ok, ws.ws_row, ws.ws_col)
+        };
+        assert_eq!(read(None), (false, 0, 0));
+        assert_eq!(read(Some("40 120\n")), (true, 40, 120));
+        assert_eq!(read(Some("40")), (false, 0, 0));
+        assert_eq!(read(Some("40 wide")), (false, 0, 0));
+        assert_eq!(read(Some("70000 80")), (false, 0, 0));
+    }
+
+    /// Published host ports are held by the monitor, each for its own protocol; one held
+    /// already is refused with Docker's words. In a network namespace of the test's own.
+    #[test]
+    fn published_ports_are_held_per_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().to_path_buf();
+        let seen = std::thread::spawn(move || {
+            // SAFETY: unshare(2) of this thread's network namespace only.
+            assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+            // With loopback up the namespace has local addresses, and others are not.
+            crate::init::loopback_up().unwrap();
+            let hold = |ports: &str| {
+                fs::write(bundle.join("ports.json"), ports).unwrap();
+                hold_ports(&bundle)
+            };
+            let none = {
+                let _ = fs::remove_file(bundle.join("ports.json"));
+                hold_ports(&bundle).map(|h| h.len())
+            };
+            let both = hold(
+                r#"[{"proto": "tcp", "host_ip": "127.0.0.1", "host_port": 8080},
+                    {"proto": "udp", "host_ip": "127.0.0.1", "host_port": 8080}]"#,
+            )
+            .unwrap();
+            let tcp_again =
+                hold(r#"[{"proto": "tcp", "host_ip": null, "host_port": 8080}]"#).map(|h| h.len());
+            let udp_again =
+                hold(r#"[{"proto": "udp", "host_ip": "127.0.0.1", "host_port": 8080}]"#)
+                    .map(|h| h.len());
+            let other = hold(r#"[{"proto": "udp", "host_ip": "127.0.0.1", "host_port": 8081}]"#)
+                .map(|h| h.len());
+            let foreign = hold(r#"[{"proto": "tcp", "host_ip": "192.0.2.77", "host_port": 80}]"#)
+                .map(|h| h.len());
+            let bad = hold("{").map(|h| h.len());
+            drop(both);
+            (none, tcp_again, udp_again, other, foreign, bad)
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen.0, Ok(0));
+        assert_eq!(
+            seen.1,
+            Err("Bind for 0.0.0.0:8080 failed: port is already allocated".into())
+        );
+        assert_eq!(
+            seen.2,
+            Err("Bind for 127.0.0.1:8080 failed: port is already allocated".into())
+        );
+        assert_eq!(seen.3, Ok(1));
+        let foreign = seen.4.unwrap_err();
+        assert!(foreign.starts_with("bind 192.0.2.77:80/tcp: "), "{foreign}");
+        assert!(seen.5.unwrap_err().starts_with("read ports.json: "));
+    }
 }
