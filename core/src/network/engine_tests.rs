@@ -757,7 +757,11 @@ fn prune_skips_a_network_in_use_and_reports_one_that_cannot_go() {
 #[test]
 fn a_host_port_taken_is_refused_and_undone() {
     let e = engine();
-    create(&e, "ports", Some(&random_subnet())).unwrap();
+    let subnet: Subnet = random_subnet().parse().unwrap();
+    create(&e, "ports", Some(&subnet.to_string())).unwrap();
+    // Each container at an address of its own: a mapping left behind would point at the
+    // other one's, and adding the new one would fail.
+    let (at_first, at_second) = (subnet.nth(5), subnet.nth(6));
     let port = firewall::PortMap {
         proto: "tcp".into(),
         host_ip: Some(Ipv4Addr::LOCALHOST),
@@ -767,11 +771,11 @@ fn a_host_port_taken_is_refused_and_undone() {
     let first = container(&e, "first", "ports");
     let second = container(&e, "second", "ports");
     let ep = e
-        .network_attach(&first, "ports", None, std::slice::from_ref(&port))
+        .network_attach(&first, "ports", at_first, std::slice::from_ref(&port))
         .unwrap();
     assert_eq!(ep.ports, std::slice::from_ref(&port));
     let err = e
-        .network_attach(&second, "ports", None, std::slice::from_ref(&port))
+        .network_attach(&second, "ports", at_second, std::slice::from_ref(&port))
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     assert_eq!(
@@ -786,12 +790,12 @@ fn a_host_port_taken_is_refused_and_undone() {
     // Let go of, the first's port is the second's; unplugged, the second's the first's.
     e.release_endpoints(&first).unwrap();
     let ep = e
-        .network_attach(&second, "ports", None, std::slice::from_ref(&port))
+        .network_attach(&second, "ports", at_second, std::slice::from_ref(&port))
         .unwrap();
     assert_eq!(ep.ports, std::slice::from_ref(&port));
     e.unplug(&ep).unwrap();
     e.release_endpoints(&second).unwrap();
-    e.network_attach(&first, "ports", None, std::slice::from_ref(&port))
+    e.network_attach(&first, "ports", at_first, std::slice::from_ref(&port))
         .unwrap();
     e.release_endpoints(&first).unwrap();
 }
@@ -833,4 +837,25 @@ fn a_subnet_the_host_routes_is_not_chosen() {
     });
     let routed = before.expect("the route is seen");
     assert!(!chosen.overlaps(&routed), "{chosen} overlaps {routed}");
+}
+
+/// A container whose record cannot be read is not taken for one gone: its addresses stay,
+/// and the error is told.
+#[test]
+fn an_unreadable_container_keeps_its_endpoints() {
+    let e = engine();
+    let rec = create(&e, "kept", Some(&random_subnet())).unwrap();
+    let id = container(&e, "unreadable", "kept");
+    e.allocate(&rec, &id, None).unwrap();
+    e.db.write(|tx| {
+        tx.execute(
+            "UPDATE containers SET config = '{' WHERE id = ?1",
+            params![id],
+        )?;
+        Ok::<_, crate::Error>(())
+    })
+    .unwrap();
+    let err = e.network_inspect("kept").unwrap_err();
+    assert_ne!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(e.container_endpoints(&id).unwrap().len(), 1);
 }
