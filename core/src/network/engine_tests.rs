@@ -8,10 +8,16 @@ use super::*;
 use crate::runtime::CreateOptions;
 use crate::testutil::{ScratchEngine, scratch_engine};
 
-/// A random /24 of 10.200.0.0/13 that no network of this host should hold.
+/// A /24 of 10.200.0.0/13 that no network of this host should hold: the next after a
+/// random one, so that no two of one test (one process) are the same.
 fn random_subnet() -> String {
-    let r = u32::from_str_radix(&crate::util::random_hex(4), 16).unwrap();
-    format!("10.{}.{}.0/24", 200 + (r >> 8) % 8, r & 0xff)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: std::sync::OnceLock<AtomicU32> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        AtomicU32::new(u32::from_str_radix(&crate::util::random_hex(4), 16).unwrap())
+    });
+    let n = next.fetch_add(1, Ordering::Relaxed) % 2048;
+    format!("10.{}.{}.0/24", 200 + n / 256, n % 256)
 }
 
 fn create(e: &Local, name: &str, subnet: Option<&str>) -> crate::Result<NetworkRecord> {
