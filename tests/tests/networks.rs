@@ -792,6 +792,66 @@ fn bridges_work_behind_a_dropping_forward_chain_and_stay_apart_when_forwarding()
     assert!(!rules.contains("ketch br-"), "{rules}");
 }
 
+/// A running container on the default network, connected to a user-defined one, asks the
+/// name server from then on (only it: the host's servers are its upstreams). A connect that
+/// fails leaves the container's networks as they were.
+#[test]
+fn connecting_a_default_network_container_gives_it_the_name_server() {
+    let r = setup();
+    r.ok(&["network", "create", "named"]);
+    web(&r, "srv", &["--network", "named"], "named");
+    r.ok(&["run", "-d", "--name", "plain", "busybox", "sleep", "1000"]);
+    let before = r.ok(&["exec", "plain", "cat", "/etc/resolv.conf"]);
+    assert!(!before.contains("127.0.0.11"), "{before}");
+    r.ok(&["network", "connect", "named", "plain"]);
+    let conf = r.ok(&["exec", "plain", "cat", "/etc/resolv.conf"]);
+    let servers: Vec<&str> = conf
+        .lines()
+        .filter(|l| l.starts_with("nameserver"))
+        .collect();
+    assert_eq!(servers, ["nameserver 127.0.0.11"], "{conf}");
+    assert!(conf.ends_with("options ndots:0\n"), "{conf}");
+    let out = r.ok(&["exec", "plain", "nslookup", "srv"]);
+    assert!(out.contains(&ip_on(&r, "srv", "named")), "{out}");
+    // An address another container holds: refused, and nothing changes.
+    r.ok(&["network", "create", "--subnet", "10.213.7.0/24", "third"]);
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "--network",
+        "third",
+        "--ip",
+        "10.213.7.9",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let (code, err) = r.fails(&["network", "connect", "--ip", "10.213.7.9", "third", "plain"]);
+    assert_eq!(code, 1, "{err}");
+    // Now and at its next start.
+    for restarted in [false, true] {
+        if restarted {
+            r.ok(&["restart", "-t", "0", "plain"]);
+        }
+        let networks: serde_json::Value = serde_json::from_str(&r.ok(&[
+            "inspect",
+            "-f",
+            "{{json .NetworkSettings.Networks}}",
+            "plain",
+        ]))
+        .unwrap();
+        let mut names: Vec<&String> = networks.as_object().unwrap().keys().collect();
+        names.sort();
+        assert_eq!(names, ["bridge", "named"], "restarted: {restarted}");
+        assert_eq!(
+            r.ok(&["exec", "plain", "ls", "/sys/class/net"]),
+            "eth0\neth1\nlo\n"
+        );
+    }
+}
+
 #[test]
 fn connect_and_disconnect_a_running_container() {
     let r = setup();
