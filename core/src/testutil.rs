@@ -6,7 +6,8 @@ use crate::engine::Local;
 
 /// An engine on a root of its own in a temporary directory, for unit tests. Its default
 /// network has a bridge of its own, removed with its other networks' bridges and firewall
-/// tables when the engine is dropped, as is the directory.
+/// tables when the engine is dropped, as are the directory and any network namespace a
+/// test left held.
 pub(crate) struct ScratchEngine {
     local: Local,
     pub(crate) dir: tempfile::TempDir,
@@ -40,6 +41,12 @@ impl std::ops::Deref for ScratchEngine {
 
 impl Drop for ScratchEngine {
     fn drop(&mut self) {
+        // Namespaces a test left held (it failed before letting go): each is a mount.
+        if let Ok(held) = std::fs::read_dir(self.local.root.join("netns")) {
+            for ns in held.flatten() {
+                let _ = crate::network::netns::remove(&ns.path());
+            }
+        }
         for net in self.local.load_networks().unwrap_or_default() {
             let _ = self.local.delete_bridge(&net);
         }
