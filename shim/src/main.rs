@@ -243,13 +243,14 @@ pub(crate) enum Relay {
     Framed,
 }
 
-fn parse_args() -> Result<Options, String> {
+/// The monitor's arguments (after the program's name).
+fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut bundle = None;
     let mut attach = false;
     let mut stdin = false;
     let mut stream = false;
     let mut framed = false;
-    for a in std::env::args().skip(1) {
+    for a in args {
         match a.as_str() {
             "--attach" => attach = true,
             "--stdin" => stdin = true,
@@ -840,7 +841,7 @@ fn main() {
         }
         _ => {}
     }
-    let opts = match parse_args() {
+    let opts = match parse_args(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("ketch-shim: {e}");
@@ -1281,6 +1282,20 @@ mod tests {
         assert_eq!(got.len(), 6);
         assert_eq!(got[4]["log"].as_str().unwrap().len(), 16 * 1024 + 1);
         assert_eq!(got[5]["log"], "\u{fffd}\n");
+        // Exactly 16 KiB waits for more; complete lines before a shorter rest do not push
+        // the rest out.
+        log.write(0, &vec![b'x'; 16 * 1024]);
+        assert_eq!(lines(&path).len(), 6);
+        log.write(0, b"\n");
+        log.write(
+            1,
+            &[vec![b'a'; 10_000], b"\n".to_vec(), vec![b'b'; 7_000]].concat(),
+        );
+        let got = lines(&path);
+        assert_eq!(got.len(), 8);
+        assert_eq!(got[7]["log"].as_str().unwrap().len(), 10_001);
+        log.write(1, b"\n");
+        assert_eq!(lines(&path)[8]["log"].as_str().unwrap().len(), 7_001);
 
         let mut off = Log::disabled();
         off.write(0, b"nothing\n");
@@ -1289,7 +1304,7 @@ mod tests {
         // A log reopened appends.
         let mut again = Log::open(path.clone(), 0, 1);
         again.write(0, b"more\n");
-        assert_eq!(lines(&path).len(), 7);
+        assert_eq!(lines(&path).len(), 10);
     }
 
     #[test]
@@ -1303,8 +1318,8 @@ mod tests {
         };
         let size = one(0);
         fs::remove_file(&path).unwrap();
-        // Room for two records a file, three files.
-        let mut log = Log::open(path.clone(), 2 * size + 1, 3);
+        // Room for two records a file (exactly), three files.
+        let mut log = Log::open(path.clone(), 2 * size, 3);
         for n in 0..7 {
             log.write(0, format!("{n:03}\n").as_bytes());
         }
@@ -1322,7 +1337,7 @@ mod tests {
 
         // One file: the log starts again when full; a record larger than the limit is kept.
         let solo = dir.path().join("solo.json");
-        let mut log = Log::open(solo.clone(), 2 * size + 1, 1);
+        let mut log = Log::open(solo.clone(), 2 * size, 1);
         for n in 0..5 {
             log.write(0, format!("{n:03}\n").as_bytes());
         }
@@ -1331,6 +1346,12 @@ mod tests {
         log.write(0, &[b'y'; 200]);
         log.write(0, b"\n");
         assert_eq!(lines(&solo).len(), 1);
+        // A first record larger than the limit goes in the first file: nothing to rotate.
+        let small = dir.path().join("small.json");
+        let mut log = Log::open(small.clone(), size - 1, 2);
+        log.write(0, b"000\n");
+        assert_eq!(text(&small), ["000"]);
+        assert!(!PathBuf::from(format!("{}.1", small.display())).exists());
         // Opening finds the size already there.
         let mut log = Log::open(solo.clone(), fs::metadata(&solo).unwrap().len() + 1, 2);
         log.write(0, b"z\n");
@@ -1466,5 +1487,35 @@ Anonymous:             0 kB
         let foreign = seen.4.unwrap_err();
         assert!(foreign.starts_with("bind 192.0.2.77:80/tcp: "), "{foreign}");
         assert!(seen.5.unwrap_err().starts_with("read ports.json: "));
+    }
+
+    #[test]
+    fn the_monitors_arguments() {
+        let parse = |a: &[&str]| {
+            parse_args(a.iter().map(|s| s.to_string()))
+                .map(|o| (o.bundle, o.attach, o.stdin, o.stream, o.framed))
+        };
+        assert_eq!(
+            parse(&["/b"]),
+            Ok((PathBuf::from("/b"), false, false, false, false))
+        );
+        assert_eq!(
+            parse(&["--attach", "--stdin", "/b"]),
+            Ok((PathBuf::from("/b"), true, true, false, false))
+        );
+        // A stream is attached, framed or not.
+        assert_eq!(
+            parse(&["--stream", "--framed", "/b"]),
+            Ok((PathBuf::from("/b"), true, false, true, true))
+        );
+        assert_eq!(
+            parse(&["--bogus", "/b"]),
+            Err("unknown flag --bogus".into())
+        );
+        assert!(
+            parse(&["--attach"])
+                .unwrap_err()
+                .starts_with("usage: ketch-shim")
+        );
     }
 }
