@@ -184,7 +184,12 @@ mod tests {
     fn a_pidfd_is_only_had_for_the_recorded_process() {
         // A child in a cgroup of its own, named as a container's is.
         let name = format!("ketch-unit-core-{}", std::process::id());
-        let group = std::path::Path::new("/sys/fs/cgroup/pids").join(&name);
+        let group = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+            .iter()
+            .map(std::path::Path::new)
+            .find(|h| h.join("cgroup.procs").exists())
+            .expect("a cgroup hierarchy (v1 pids, or v2)")
+            .join(&name);
         std::fs::create_dir(&group).unwrap();
         let mut child = std::process::Command::new("sleep")
             .arg("60")

@@ -694,7 +694,12 @@ mod tests {
     impl Contained {
         fn new() -> Contained {
             let name = format!("ketch-unit-{}", std::process::id());
-            let group = std::path::Path::new("/sys/fs/cgroup/pids").join(&name);
+            let group = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+                .iter()
+                .map(std::path::Path::new)
+                .find(|h| h.join("cgroup.procs").exists())
+                .expect("a cgroup hierarchy (v1 pids, or v2)")
+                .join(&name);
             fs::create_dir(&group).unwrap();
             let child = std::process::Command::new("sleep")
                 .arg("60")
