@@ -614,18 +614,40 @@ fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
     // Its maker: this process's PID, but a start time that is not this process's.
     let dead = Endpoint {
         owner: (std::process::id(), 1),
-        ..ep
+        ..ep.clone()
     };
-    e.db.write(|tx| {
-        tx.execute(
-            "UPDATE endpoints SET config = ?1 WHERE container_id = ?2",
-            params![serde_json::to_string(&dead).unwrap(), id],
-        )?;
-        Ok::<_, crate::Error>(())
-    })
-    .unwrap();
+    let set_owner = |ep: &Endpoint| {
+        e.db.write(|tx| {
+            tx.execute(
+                "UPDATE endpoints SET config = ?1 WHERE container_id = ?2",
+                params![serde_json::to_string(ep).unwrap(), id],
+            )?;
+            Ok::<_, crate::Error>(())
+        })
+        .unwrap()
+    };
+    set_owner(&dead);
+    // While a start holds the container's network lock, it may be giving the container
+    // new endpoints: nothing of it is judged.
+    let lock = e
+        .network_lock(&id, false)
+        .unwrap()
+        .expect("the lock is free");
+    assert!(e.network_lock(&id, false).unwrap().is_none());
+    assert_eq!(held(&e), std::slice::from_ref(&id));
+    drop(lock);
     assert!(held(&e).is_empty());
     assert!(e.container_endpoints(&id).unwrap().is_empty());
+    // A container that has run and ended lets go, though its maker lives on (a daemon).
+    let ep = e.allocate(&rec, &id, None).unwrap();
+    assert_eq!(ep.owner.0, std::process::id());
+    assert_eq!(held(&e), std::slice::from_ref(&id));
+    std::fs::write(
+        e.containers_dir().join(&id).join("state.json"),
+        r#"{"Status":"exited","ExitCode":0}"#,
+    )
+    .unwrap();
+    assert!(held(&e).is_empty());
 }
 
 /// A bridge or address the kernel refuses is an error that says which; only "it is there

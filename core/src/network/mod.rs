@@ -463,25 +463,80 @@ impl Local {
             .collect())
     }
 
-    /// Forgets the endpoints of containers that no longer run: their monitors have let go
-    /// of the namespaces, and with them the devices. An endpoint whose maker still runs is
-    /// kept: its container may be starting.
+    /// Forgets the endpoints on `network_id` of containers that no longer run: their
+    /// monitors have let go of the namespaces, and with them the devices.
     fn purge_endpoints(&self, network_id: &str) -> crate::Result<()> {
+        let mut seen = std::collections::HashSet::new();
         for ep in self.endpoints_of(network_id)? {
-            let in_use = match self.container_get(&ep.container_id) {
-                Ok(c) => {
-                    c.is_running()
-                        || (c.status == crate::runtime::Status::Created
-                            && crate::util::process_alive(ep.owner.0, ep.owner.1))
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => false,
-                Err(e) => return Err(e),
-            };
-            if !in_use {
-                self.release_endpoints(&ep.container_id)?;
+            if seen.insert(ep.container_id.clone()) {
+                self.release_unused(&ep.container_id)?;
             }
         }
         Ok(())
+    }
+
+    /// Releases a container's endpoints unless they are in use: the container runs, or it
+    /// is starting (it has not run yet and a process that made one of its endpoints still
+    /// lives). Judged and done under its network lock, which a start holds while it gives
+    /// the container new endpoints: those are never taken by a look that judged the old.
+    /// A lock held elsewhere means a start is under way: in use.
+    pub(crate) fn release_unused(&self, container_id: &str) -> crate::Result<()> {
+        let _lock = match self.network_lock(container_id, false) {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => return Ok(()),
+            // Removed: nothing starts it again.
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        // The makers are asked first: one that has ended recorded how its start went before
+        // it did, so the status read after is the start's outcome, never a moment of it.
+        let maker_lives = self
+            .container_endpoints(container_id)?
+            .iter()
+            .any(|ep| crate::util::process_alive(ep.owner.0, ep.owner.1));
+        let in_use = match self.container_get(container_id) {
+            Ok(c) => c.is_running() || (maker_lives && c.status == crate::runtime::Status::Created),
+            Err(e) if e.kind() == ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if !in_use {
+            self.release_endpoints(container_id)?;
+        }
+        Ok(())
+    }
+
+    /// The lock that orders the changes to a container's endpoints: an exclusive `flock`
+    /// on `network.lock` in its bundle, held until the file returned is dropped. `None`
+    /// when another holds it and `wait` is false; `NotFound` when the container has no
+    /// bundle.
+    pub(crate) fn network_lock(
+        &self,
+        container_id: &str,
+        wait: bool,
+    ) -> crate::Result<Option<std::fs::File>> {
+        use rustix::fs::FlockOperation;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self
+            .containers_dir()
+            .join(container_id)
+            .join("network.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(io_err(format!("open {}", path.display())))?;
+        let op = if wait {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::NonBlockingLockExclusive
+        };
+        match rustix::fs::flock(&file, op) {
+            Ok(()) => Ok(Some(file)),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(io_err(format!("lock {}", path.display()))(e.into())),
+        }
     }
 
     /// Lists networks, with the containers running on them.
@@ -803,6 +858,7 @@ impl Local {
         static_ip: Option<Ipv4Addr>,
         ports: &[firewall::PortMap],
     ) -> crate::Result<Endpoint> {
+        let _lock = self.network_lock(container_id, true)?;
         // What a dead monitor left: the namespace and this container's old addresses.
         self.release_endpoints(container_id)?;
         let path = self.netns_path(container_id);

@@ -502,7 +502,7 @@ fn kill_cgroups(id: &str, cgroups: &[PathBuf]) {
 }
 
 impl Local {
-    fn containers_dir(&self) -> PathBuf {
+    pub(crate) fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
     }
 
@@ -1266,11 +1266,10 @@ impl Local {
             on_spawn(child.id());
             let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
             let code = status.code().unwrap_or(125);
+            // Its monitor let go of the namespace; the addresses go too, unless a start
+            // since has made the container new ones.
+            self.release_unused(&c.record.id)?;
             let c = self.container_get(&c.record.id)?;
-            if !c.is_running() {
-                // Its monitor let go of the namespace; the addresses go too.
-                self.release_endpoints(&c.record.id)?;
-            }
             if !c.task.error.is_empty() && c.task.pid == 0 && c.task.started_at.is_empty() {
                 return Err(ContainerError::Start {
                     code: c.task.exit_code,
