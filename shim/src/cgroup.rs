@@ -37,7 +37,12 @@ type V1Mounts = Vec<(String, PathBuf)>;
 
 /// The v1 hierarchies and the v2 one, from one read of the mount table.
 fn mounts() -> io::Result<(V1Mounts, Option<PathBuf>)> {
-    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(parse_mounts(&fs::read_to_string("/proc/self/mountinfo")?))
+}
+
+/// [`mounts`] from the text of a mountinfo file: the first cgroup2 mount, and for each
+/// controller a container is placed under, the first v1 hierarchy that has it.
+fn parse_mounts(info: &str) -> (V1Mounts, Option<PathBuf>) {
     let mut v1 = Vec::new();
     let mut v2 = None;
     for line in info.lines() {
@@ -63,7 +68,7 @@ fn mounts() -> io::Result<(V1Mounts, Option<PathBuf>)> {
             _ => {}
         }
     }
-    Ok((v1, v2))
+    (v1, v2)
 }
 
 /// Lets the children of a v2 group use the controllers a container's limits need.
@@ -399,6 +404,17 @@ mod tests {
         }
     }
 
+    /// A name no other test (of this process or another) uses at once.
+    fn unique() -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     fn resources(json: &str) -> Resources {
         serde_json::from_str(json).unwrap()
     }
@@ -478,7 +494,7 @@ mod tests {
         let t = Tree::new();
         let cg = Cgroup::make_v2(&t.0, "ketch/c3").unwrap();
         cg.apply_limits(&resources(
-            r#"{"memory": {"limit": 0}, "cpu": {"shares": 0, "quota": -1}, "pids": {"limit": 0}}"#,
+            r#"{"memory": {"limit": 0}, "cpu": {"shares": 0, "quota": 0}, "pids": {"limit": 0}}"#,
         ))
         .unwrap();
         let mut files: Vec<String> = fs::read_dir(t.0.join("ketch/c3"))
@@ -557,6 +573,123 @@ mod tests {
         // Joining writes the caller's thread to each controller's tasks.
         pids_only.join_self(false).unwrap();
         assert_eq!(t.read("pids/tasks"), "0");
+    }
+
+    /// The hierarchies from the mount table: the first cgroup2 mount; for each controller
+    /// a container goes under, the first v1 mount that has it (several may share one);
+    /// named hierarchies, other controllers and other file systems are passed over.
+    #[test]
+    fn the_mount_table_gives_each_controller_its_first_hierarchy() {
+        let info = "\
+22 1 0:20 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+25 22 0:23 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+26 25 0:24 / /sys/fs/cgroup/unified rw,nosuid shared:10 - cgroup2 cgroup2 rw,nsdelegate
+27 25 0:25 / /sys/fs/cgroup/systemd rw shared:11 - cgroup cgroup rw,xattr,name=systemd
+28 25 0:26 / /sys/fs/cgroup/cpu,cpuacct rw shared:12 - cgroup cgroup rw,cpu,cpuacct
+29 25 0:27 / /sys/fs/cgroup/memory rw shared:13 - cgroup cgroup rw,memory
+30 25 0:28 / /sys/fs/cgroup/rdma rw shared:14 - cgroup cgroup rw,rdma
+31 1 0:29 / /mnt/again rw shared:15 - cgroup cgroup rw,memory
+32 1 0:30 / /mnt/v2 rw shared:16 - cgroup2 cgroup2 rw
+33 1 0:31 / /mnt/tmp rw shared:17 - tmpfs memory rw,memory
+broken line without a separator
+34 1 0:32 / - cgroup
+";
+        let (v1, v2) = parse_mounts(info);
+        assert_eq!(v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let at = |p: &str| PathBuf::from(p);
+        assert_eq!(
+            v1,
+            vec![
+                ("cpu".to_string(), at("/sys/fs/cgroup/cpu,cpuacct")),
+                ("cpuacct".to_string(), at("/sys/fs/cgroup/cpu,cpuacct")),
+                ("memory".to_string(), at("/sys/fs/cgroup/memory")),
+            ]
+        );
+        assert_eq!(parse_mounts(""), (vec![], None));
+    }
+
+    /// On this host's own mount table: one group per hierarchy (controllers that share a
+    /// mount share the group), each made, and each gone again.
+    #[test]
+    fn v1_groups_are_one_per_hierarchy_and_go() {
+        let (v1, v2) = mounts().unwrap();
+        let rel = format!("ketch-test-{}", unique());
+        let cg = Cgroup::make_v1(&format!("/{rel}")).unwrap();
+        let mut want: Vec<PathBuf> = Vec::new();
+        for (_, m) in &v1 {
+            if !want.contains(&m.join(&rel)) {
+                want.push(m.join(&rel));
+            }
+        }
+        want.extend(v2.map(|u| u.join(&rel)));
+        assert_eq!(cg.paths(), want);
+        assert!(want.iter().all(|p| p.is_dir()), "{want:?}");
+        cg.destroy();
+        assert!(want.iter().all(|p| !p.exists()), "{want:?}");
+    }
+
+    /// On v1 without a devices controller, only a v2 group's program can confine a
+    /// container: without one either, the start fails rather than open every device.
+    #[test]
+    fn no_device_controller_anywhere_is_an_error() {
+        let none = Cgroup::V1 {
+            dirs: vec![],
+            unified: None,
+        };
+        let err = none.apply_devices(None).unwrap_err();
+        assert!(err.to_string().contains("no device controller"), "{err}");
+        // With the v2 group beside it, the program there is enough.
+        let (_, v2) = mounts().unwrap();
+        let u = v2
+            .expect("a cgroup2 hierarchy")
+            .join(format!("ketch-test-{}", unique()));
+        fs::create_dir(&u).unwrap();
+        let beside = Cgroup::V1 {
+            dirs: vec![],
+            unified: Some(u.clone()),
+        };
+        let applied = beside.apply_devices(None);
+        let attached = crate::devices::attached_v2(&u);
+        beside.destroy();
+        applied.unwrap();
+        assert_eq!(attached.unwrap(), 1);
+    }
+
+    /// Joining on v1 writes the caller to each controller's `tasks`, and to the v2 group's
+    /// `cgroup.procs` unless `fork_into` put it there already.
+    #[test]
+    fn v1_join_writes_the_v2_group_only_when_not_there_yet() {
+        let t = Tree::new();
+        let (pids, u) = (t.0.join("pids"), t.0.join("unified"));
+        fs::create_dir_all(&pids).unwrap();
+        fs::create_dir_all(&u).unwrap();
+        let cg = Cgroup::V1 {
+            dirs: vec![("pids".into(), pids)],
+            unified: Some(u.clone()),
+        };
+        cg.join_self(true).unwrap();
+        assert_eq!(t.read("pids/tasks"), "0");
+        assert!(!u.join("cgroup.procs").exists());
+        cg.join_self(false).unwrap();
+        assert_eq!(t.read("unified/cgroup.procs"), "0");
+    }
+
+    /// A group the kernel will not remove yet (its last process still leaving) is tried
+    /// again until it goes.
+    #[test]
+    fn destroy_waits_for_a_group_to_empty() {
+        let t = Tree::new();
+        let dir = t.0.join("ketch/busy");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("a-process"), "").unwrap();
+        let leaving = dir.join("a-process");
+        let leaver = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            fs::remove_file(leaving).unwrap();
+        });
+        Cgroup::V2(dir.clone()).destroy();
+        leaver.join().unwrap();
+        assert!(!dir.exists());
     }
 
     /// runc's and crun's mapping of shares (2..262144) onto weights (1..10000), at its ends.

@@ -119,8 +119,10 @@ fn copy_out(path: &str) -> Result<(), String> {
         .map_err(|e| format!("copy {path}: {e}"))
 }
 
-/// Where a tar entry goes: `top` (its first component) renamed to `as_name` if given.
-fn renamed(path: &Path, as_name: Option<&Path>) -> Option<PathBuf> {
+/// Where a tar entry goes with `as_name`: under it, for an archive of a directory's
+/// contents (`contents`: its first entry is `.`); else its top (its first named component)
+/// renamed to it. A name with `..` or a root is refused.
+fn renamed(path: &Path, as_name: Option<&Path>, contents: bool) -> Option<PathBuf> {
     if path
         .components()
         .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
@@ -133,10 +135,12 @@ fn renamed(path: &Path, as_name: Option<&Path>) -> Option<PathBuf> {
     let Some(as_name) = as_name else {
         return Some(path.to_path_buf());
     };
-    match comps.next() {
-        Some(Component::Normal(_)) => {}
-        None => return Some(as_name.to_path_buf()),
-        _ => return None,
+    if !contents {
+        match comps.next() {
+            Some(Component::Normal(_)) => {}
+            None => return Some(as_name.to_path_buf()),
+            _ => return None,
+        }
     }
     let mut out = as_name.to_path_buf();
     out.extend(comps);
@@ -168,16 +172,19 @@ fn copy_in(dest: &str) -> Result<(), String> {
     a.set_preserve_ownerships(true);
     a.set_preserve_mtime(true);
     a.set_overwrite(true);
+    let mut contents = None;
     for entry in a.entries().map_err(|e| format!("read the archive: {e}"))? {
         let mut entry = entry.map_err(|e| format!("read the archive: {e}"))?;
         let path = entry
             .path()
             .map_err(|e| format!("read the archive: {e}"))?
             .into_owned();
-        if path.components().all(|c| matches!(c, Component::CurDir)) && as_name.is_none() {
+        let dot = path.components().all(|c| matches!(c, Component::CurDir));
+        let contents = *contents.get_or_insert(dot);
+        if dot && as_name.is_none() {
             continue; // `.` itself: the existing directory stays as it is
         }
-        let Some(to) = renamed(&path, as_name.as_deref()) else {
+        let Some(to) = renamed(&path, as_name.as_deref(), contents) else {
             return Err(format!("refusing archive entry {}", path.display()));
         };
         if to.as_os_str().is_empty() {
@@ -196,7 +203,7 @@ fn copy_in(dest: &str) -> Result<(), String> {
                 .link_name()
                 .ok()
                 .flatten()
-                .and_then(|l| renamed(&l, as_name.as_deref()))
+                .and_then(|l| renamed(&l, as_name.as_deref(), contents))
                 .ok_or_else(|| format!("refusing hard link {}", path.display()))?;
             let _ = std::fs::remove_file(&full);
             std::fs::hard_link(target.join(link), &full)
@@ -210,4 +217,35 @@ fn copy_in(dest: &str) -> Result<(), String> {
     // Whatever follows the archive's end is not ours to leave unread for the writer.
     let _ = io::copy(&mut a.into_inner(), &mut io::sink());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Entries keep their names, or go under the destination's name (an archive of a
+    /// directory's contents) or have their top renamed to it; a name that climbs out or
+    /// starts at the root is refused.
+    #[test]
+    fn entries_are_renamed_at_their_top_and_escapes_are_refused() {
+        let r = |path: &str, as_name: Option<&str>, contents: bool| {
+            renamed(Path::new(path), as_name.map(Path::new), contents)
+                .map(|p| p.display().to_string())
+        };
+        for contents in [false, true] {
+            assert_eq!(r("a/b", None, contents).as_deref(), Some("a/b"));
+            assert_eq!(r("./a/b", None, contents).as_deref(), Some("./a/b"));
+            assert_eq!(r(".", Some("x"), contents).as_deref(), Some("x"));
+            for bad in ["../a", "a/../../b", "/etc/passwd", "a/.."] {
+                assert_eq!(r(bad, None, contents), None, "{bad}");
+                assert_eq!(r(bad, Some("x"), contents), None, "{bad}");
+            }
+        }
+        assert_eq!(r("a", Some("x"), false).as_deref(), Some("x"));
+        assert_eq!(r("a/b/c", Some("x"), false).as_deref(), Some("x/b/c"));
+        assert_eq!(r("./a/./b", Some("x"), false).as_deref(), Some("x/b"));
+        assert_eq!(r("a", Some("x"), true).as_deref(), Some("x/a"));
+        assert_eq!(r("a/b/c", Some("x"), true).as_deref(), Some("x/a/b/c"));
+        assert_eq!(r("./a/./b", Some("x"), true).as_deref(), Some("x/a/b"));
+    }
 }

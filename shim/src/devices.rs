@@ -403,6 +403,32 @@ mod tests {
         );
     }
 
+    /// A block rule opens block devices only; an access letter said twice is said once;
+    /// the spec's rules come after the default list, and override it.
+    #[test]
+    fn block_rules_repeated_letters_and_the_spec_after_the_default() {
+        let mut list = default_rules();
+        list.push(rule("b", Some(8), None, "rrw"));
+        let p = program(&list).unwrap();
+        assert_eq!(eval(&p, DEV_BLOCK, ACC_READ, 8, 1), 1);
+        assert_eq!(eval(&p, DEV_BLOCK, ACC_READ | ACC_WRITE, 8, 0), 1);
+        assert_eq!(eval(&p, DEV_CHAR, ACC_READ, 8, 1), 0, "char 8:1 is no disk");
+        assert_eq!(eval(&p, DEV_BLOCK, ACC_READ, 9, 1), 0);
+        assert_eq!(access_bits("rrw"), ACC_READ | ACC_WRITE);
+        assert_eq!(access_bits("mm"), ACC_MKNOD);
+        let spec = vec![DeviceRule {
+            allow: false,
+            ..rule("c", Some(1), Some(3), "rwm")
+        }];
+        let all = rules(Some(&spec));
+        assert_eq!(all.len(), default_rules().len() + 1);
+        assert_eq!(all[..all.len() - 1], default_rules()[..]);
+        assert_eq!(all.last(), spec.last());
+        let p = program(&all).unwrap();
+        assert_eq!(eval(&p, DEV_CHAR, ACC_READ, 1, 3), 0, "null denied");
+        assert_eq!(rules(None), default_rules());
+    }
+
     #[test]
     fn v1_lines() {
         let lines: Vec<String> = default_rules().iter().map(v1_line).collect();

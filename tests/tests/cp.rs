@@ -76,6 +76,28 @@ fn copies_both_ways_with_archive_semantics() {
         ]),
         "from host\nfrom host\n4321:8765\n"
     );
+    // A directory's contents with /., to a new name and into an existing directory; a
+    // directory to a new name.
+    let dir = r.dir.path().join("hostdir");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::write(dir.join("one"), "1\n").unwrap();
+    std::fs::write(dir.join("sub/two"), "2\n").unwrap();
+    let contents = format!("{}/.", dir.display());
+    r.ok(&["cp", &contents, "c:/data/fresh"]);
+    r.ok(&["cp", &contents, "c:/data/sub"]);
+    r.ok(&["cp", dir.to_str().unwrap(), "c:/data/dircopy"]);
+    assert_eq!(
+        r.ok(&[
+            "exec",
+            "c",
+            "sh",
+            "-c",
+            "cd /data && find fresh sub dircopy | sort && cat fresh/sub/two"
+        ]),
+        "dircopy\ndircopy/one\ndircopy/sub\ndircopy/sub/two\n\
+         fresh\nfresh/one\nfresh/sub\nfresh/sub/two\n\
+         sub\nsub/b\nsub/one\nsub/sub\nsub/sub/two\n2\n"
+    );
     // A stopped container, both ways.
     r.ok(&["stop", "-t", "0", "c"]);
     r.ok(&["cp", host.to_str().unwrap(), "c:/while-stopped"]);
