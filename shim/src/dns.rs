@@ -358,6 +358,15 @@ mod tests {
         .unwrap();
         let r = s.answer(&query("other", TYPE_A), from).unwrap();
         assert_eq!(&r[r.len() - 4..], &[10, 1, 0, 9]);
+        // A question without its type and class is a format error; a response is no
+        // query, and is not answered.
+        let mut cut = query("web", TYPE_A);
+        cut.truncate(cut.len() - 4);
+        let r = s.answer(&cut, from).unwrap();
+        assert_eq!((r[3] & 0x0f, &r[0..2]), (1, &[0x12, 0x34][..]));
+        let mut response = query("web", TYPE_A);
+        response[2] |= 0x80;
+        assert!(s.answer(&response, from).is_none());
         // Garbage is not answered at all, or with an error; it never panics.
         assert!(s.answer(&[1, 2, 3], from).is_none());
         let _ = s.answer(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 70], from);
@@ -404,6 +413,8 @@ mod tests {
         client.send_to(&q, s.sock.local_addr().unwrap()).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         s.serve();
+        // The monitor waits on the forwarding socket too.
+        assert_eq!(s.upstream_fds().len(), 1);
         let mut buf = [0u8; 512];
         let (n, forwarder) = upstream.recv_from(&mut buf).unwrap();
         let sent = buf[..n].to_vec();
@@ -432,6 +443,10 @@ mod tests {
         upstream
             .send_to(&answer_to(&other, id, [6, 6, 6, 6]), forwarder)
             .unwrap();
+        // The server asked, the ID and question, but a query, not a response.
+        let mut echoed = answer_to(&q, id, [6, 6, 6, 6]);
+        echoed[2] &= 0x7f;
+        upstream.send_to(&echoed, forwarder).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         s.relay();
         assert!(
