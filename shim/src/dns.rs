@@ -585,6 +585,23 @@ mod tests {
         assert!(s.pending.is_empty());
     }
 
+    /// Query IDs come from the kernel's random source: successive ones are not close to
+    /// each other, as IDs from the clock would be. Random, a step of less than 4096 either
+    /// way has odds of 1 in 8: about 125 of 999, never near 500.
+    #[test]
+    fn query_ids_are_unpredictable() {
+        let ids: Vec<u16> = (0..1000).map(|_| random_u16()).collect();
+        let close = ids
+            .windows(2)
+            .filter(|w| w[1].wrapping_sub(w[0]).min(w[0].wrapping_sub(w[1])) < 4096)
+            .count();
+        assert!(
+            close < 500,
+            "{close} of 999 steps under 4096: {:?}",
+            &ids[..20]
+        );
+    }
+
     #[test]
     fn pending_queries_are_bounded() {
         let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -416,6 +416,23 @@ mod tests {
                 .join("dir/sub")
                 .is_dir()
         );
+        // Empty and `.` components are nothing; the descriptors are O_PATH and close on
+        // exec; a directory is asked for, a file is refused.
+        let made = create_in_root(r.as_fd(), "//a/./b//c/", true).unwrap();
+        assert!(root.join("a/b/c").is_dir());
+        let flags = rustix::fs::fcntl_getfl(&made).unwrap();
+        assert!(flags.contains(OFlags::PATH), "{flags:?}");
+        let fd_flags = rustix::io::fcntl_getfd(&made).unwrap();
+        assert!(fd_flags.contains(rustix::io::FdFlags::CLOEXEC));
+        let hosts = format!("{}/hosts", out.trim_start_matches('/'));
+        let err = open_in_root(r.as_fd(), &format!("/etc/../{hosts}"), true).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOTDIR));
+        let file = open_in_root(r.as_fd(), &hosts, false).unwrap();
+        assert!(
+            rustix::fs::fcntl_getfl(&file)
+                .unwrap()
+                .contains(OFlags::PATH)
+        );
         let looped = create_in_root(r.as_fd(), "/etc/loop1", false).unwrap_err();
         assert_eq!(looped.raw_os_error(), Some(libc::ELOOP));
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
