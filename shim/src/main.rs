@@ -1186,15 +1186,7 @@ fn run(opts: Options) -> i32 {
         state.pid_start = 0;
         // A stop request (recorded by the engine before it signals) ends restarts.
         let stopped = bundle.join("stop-requested").exists();
-        let restart = !stopped
-            && match policy.as_str() {
-                "always" | "unless-stopped" => true,
-                "on-failure" => {
-                    code != 0 && (max_retries == 0 || state.restart_count < max_retries)
-                }
-                _ => false,
-            };
-        if !restart {
+        if !restarts(&policy, max_retries, stopped, code, state.restart_count) {
             // Its ports and network go before the end is recorded: whoever waits for the
             // container to stop finds them gone.
             withdraw_ports(&bundle);
@@ -1206,11 +1198,26 @@ fn run(opts: Options) -> i32 {
         state.restart_count += 1;
         state.status = "restarting".into();
         write_state(&bundle, &state);
-        // Docker's back-off starts at 100 ms and doubles; a short fixed delay is enough here.
-        std::thread::sleep(std::time::Duration::from_millis(
-            100 * u64::from(state.restart_count.min(10)),
-        ));
+        std::thread::sleep(restart_delay(state.restart_count));
     }
+}
+
+/// Whether a container that ended with `code` runs again under `policy` (with
+/// `max_retries` for on-failure, 0: no limit), having restarted `count` times, unless
+/// it was `stopped` on request.
+fn restarts(policy: &str, max_retries: u32, stopped: bool, code: i32, count: u32) -> bool {
+    !stopped
+        && match policy {
+            "always" | "unless-stopped" => true,
+            "on-failure" => code != 0 && (max_retries == 0 || count < max_retries),
+            _ => false,
+        }
+}
+
+/// The wait before restart `count`: 100 ms more each time, up to a second. (Docker's
+/// back-off starts at 100 ms and doubles; a short, bounded delay is enough here.)
+fn restart_delay(count: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(100 * u64::from(count.min(10)))
 }
 
 #[cfg(test)]
@@ -1395,6 +1402,48 @@ Anonymous:             0 kB
         assert!(!trimmable(&own).is_empty());
     }
 
+    /// Trimming drops a clean read-only file mapping's pages from this process, all of
+    /// them, and they read back the same.
+    #[test]
+    fn trimming_drops_the_pages_and_they_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mapped");
+        let data: Vec<u8> = (0..16 * 4096u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        // SAFETY: a private read-only mapping of a file this test owns, unmapped below.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                data.len(),
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(at, libc::MAP_FAILED);
+        // SAFETY: the mapping is data.len() bytes long and stays mapped while read.
+        let mapped = unsafe { std::slice::from_raw_parts(at as *const u8, data.len()) };
+        let rss = || {
+            let smaps = fs::read_to_string("/proc/self/smaps").unwrap();
+            let head = format!("{:x}-", at as usize);
+            let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&head)).skip(1);
+            lines
+                .find_map(|l| l.strip_prefix("Rss:"))
+                .map(|v| v.trim().to_string())
+                .unwrap()
+        };
+        let sum = |m: &[u8]| m.iter().map(|b| u64::from(*b)).sum::<u64>();
+        assert_eq!(sum(std::hint::black_box(mapped)), sum(&data));
+        assert_eq!(rss(), "64 kB");
+        trim_resident();
+        assert_eq!(rss(), "0 kB");
+        assert_eq!(mapped, &data[..]);
+        // SAFETY: the mapping made above, no longer used.
+        unsafe { libc::munmap(at, data.len()) };
+    }
+
     #[test]
     fn the_restart_policy_is_read_from_its_annotation() {
         let spec = |policy: Option<&str>| -> Spec {
@@ -1413,6 +1462,31 @@ Anonymous:             0 kB
         assert_eq!(
             restart_policy(&spec(Some("on-failure:x"))),
             ("on-failure".into(), 0)
+        );
+    }
+
+    #[test]
+    fn the_restart_policy_decides_who_runs_again() {
+        for policy in ["always", "unless-stopped"] {
+            assert!(restarts(policy, 0, false, 0, 0));
+            assert!(restarts(policy, 0, false, 137, 1000));
+            assert!(!restarts(policy, 0, true, 1, 0), "stopped on request");
+        }
+        for policy in ["no", "", "bogus"] {
+            assert!(!restarts(policy, 0, false, 1, 0));
+        }
+        // on-failure: a failure only, and at most max_retries times if given.
+        assert!(!restarts("on-failure", 0, false, 0, 0));
+        assert!(restarts("on-failure", 0, false, 1, 0));
+        assert!(restarts("on-failure", 0, false, -1, 99));
+        assert!(restarts("on-failure", 3, false, 2, 2));
+        assert!(!restarts("on-failure", 3, false, 2, 3));
+        assert!(!restarts("on-failure", 3, false, 2, 4));
+        assert!(!restarts("on-failure", 3, true, 2, 0));
+        let ms = |n| restart_delay(n).as_millis();
+        assert_eq!(
+            [ms(0), ms(1), ms(2), ms(10), ms(11), ms(500)],
+            [0, 100, 200, 1000, 1000, 1000]
         );
     }
 

@@ -636,6 +636,15 @@ fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
     assert!(e.network_lock(&id, false).unwrap().is_none());
     assert_eq!(held(&e), std::slice::from_ref(&id));
     drop(lock);
+    // A lock that cannot be taken (a link where the file should be, never followed) is an
+    // error that says so: nothing is judged without it.
+    let lock_path = e.containers_dir().join(&id).join("network.lock");
+    std::fs::remove_file(&lock_path).unwrap();
+    std::os::unix::fs::symlink("/dev/null", &lock_path).unwrap();
+    let err = e.network_inspect("p").unwrap_err().to_string();
+    assert!(err.contains("network.lock"), "{err}");
+    assert_eq!(e.container_endpoints(&id).unwrap().len(), 1);
+    std::fs::remove_file(&lock_path).unwrap();
     assert!(held(&e).is_empty());
     assert!(e.container_endpoints(&id).unwrap().is_empty());
     // A container that has run and ended lets go, though its maker lives on (a daemon).
