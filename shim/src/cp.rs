@@ -17,7 +17,6 @@
 //! tar holds one top-level entry (or `.`, for contents): into an existing directory DEST it
 //! goes as it is; otherwise it becomes DEST, in DEST's directory.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
@@ -67,20 +66,14 @@ fn enter(flag: &str, value: &str) -> Result<(), String> {
             let pidfd = crate::sys::pidfd_of(pid, start, owner)
                 .map_err(|e| format!("container process {pid}: {e}"))?;
             let root = crate::sys::container_root(pid, pidfd.as_fd())?;
-            let entered = match nix::sched::setns(&pidfd, nix::sched::CloneFlags::CLONE_NEWNS) {
+            let mnt = nix::sched::CloneFlags::CLONE_NEWNS;
+            match nix::sched::setns(&pidfd, mnt) {
+                // A kernel without setns by pidfd: the namespace file.
                 Err(nix::errno::Errno::EINVAL) => {
-                    // A kernel without setns by pidfd: the namespace file, taken while the
-                    // process is known to be alive.
-                    let ns = File::open(format!("/proc/{pid}/ns/mnt"))
-                        .map_err(|e| format!("container process {pid}: {e}"))?;
-                    if !crate::sys::pidfd_alive(pidfd.as_fd()) {
-                        return Err(format!("container process {pid} ended"));
-                    }
-                    nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
+                    crate::sys::join_by_files(pidfd.as_fd(), pid, &[("mnt", mnt)])?
                 }
-                r => r,
-            };
-            entered.map_err(|e| format!("enter the container's mount namespace: {e}"))?;
+                r => r.map_err(|e| format!("enter the container's mount namespace: {e}"))?,
+            }
             // The root becomes the container process's own, not the namespace's (see
             // `container_root`).
             crate::sys::enter_root(root)?;

@@ -401,22 +401,8 @@ fn join_namespaces(pidfd: &std::os::fd::OwnedFd, pid: i32) -> Result<(), String>
     ];
     let flags = all.iter().fold(CloneFlags::empty(), |f, (_, c)| f | *c);
     match nix::sched::setns(pidfd, flags) {
-        Ok(()) => return Ok(()),
-        Err(nix::errno::Errno::EINVAL) => {}
-        Err(e) => return Err(format!("enter the container's namespaces: {e}")),
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => crate::sys::join_by_files(pidfd.as_fd(), pid, &all),
+        Err(e) => Err(format!("enter the container's namespaces: {e}")),
     }
-    let mut files = Vec::new();
-    for (name, flag) in all {
-        let f = File::open(format!("/proc/{pid}/ns/{name}"))
-            .map_err(|e| format!("open the container's {name} namespace: {e}"))?;
-        files.push((name, flag, f));
-    }
-    if !crate::sys::pidfd_alive(pidfd.as_fd()) {
-        return Err(format!("container process {pid} ended"));
-    }
-    for (name, flag, f) in files {
-        nix::sched::setns(f.as_fd(), flag)
-            .map_err(|e| format!("enter the container's {name} namespace: {e}"))?;
-    }
-    Ok(())
 }

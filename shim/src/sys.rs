@@ -429,6 +429,31 @@ pub fn pidfd_alive(fd: BorrowedFd<'_>) -> bool {
     unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), 0, 0usize, 0) == 0 }
 }
 
+/// Enters the namespaces `which` of process `pid` the way kernels before 5.8 allow (no
+/// `setns` by pidfd): each namespace file is opened from `/proc/PID/ns`, the process is
+/// checked alive through its pidfd afterwards (so the files were its own, not those of a
+/// process that took its PID since), and then each is entered.
+pub fn join_by_files(
+    pidfd: BorrowedFd<'_>,
+    pid: i32,
+    which: &[(&str, nix::sched::CloneFlags)],
+) -> Result<(), String> {
+    let mut files = Vec::new();
+    for (name, flag) in which {
+        let f = File::open(format!("/proc/{pid}/ns/{name}"))
+            .map_err(|e| format!("open the container's {name} namespace: {e}"))?;
+        files.push((name, *flag, f));
+    }
+    if !pidfd_alive(pidfd) {
+        return Err(format!("container process {pid} ended"));
+    }
+    for (name, flag, f) in files {
+        nix::sched::setns(f.as_fd(), flag)
+            .map_err(|e| format!("enter the container's {name} namespace: {e}"))?;
+    }
+    Ok(())
+}
+
 /// This executable as a process inside a container may run it (`--init`'s PID 1): through
 /// a read-only mount of its own, so that `/proc/PID/exe`, reopened for writing, is refused
 /// (EROFS) and cannot overwrite the host's `ketch-shim` (CVE-2019-5736). The mount is a
@@ -548,6 +573,76 @@ pub(crate) fn in_own_mountns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pidfd(pid: i32) -> OwnedFd {
+        let p = rustix::process::Pid::from_raw(pid).unwrap();
+        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).unwrap()
+    }
+
+    /// The way to a container's namespaces before Linux 5.8: a process in namespaces of
+    /// its own is joined in each; a pidfd whose process has ended is refused though its PID
+    /// names a live process (one that took the PID since), and nothing is entered.
+    #[test]
+    fn namespaces_are_joined_by_their_files_while_the_process_lives() {
+        use nix::sched::CloneFlags;
+        let which = [
+            ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+            ("ipc", CloneFlags::CLONE_NEWIPC),
+            ("uts", CloneFlags::CLONE_NEWUTS),
+            ("net", CloneFlags::CLONE_NEWNET),
+            ("pid", CloneFlags::CLONE_NEWPID),
+            ("mnt", CloneFlags::CLONE_NEWNS),
+        ];
+        let mut target = std::process::Command::new("unshare")
+            .args([
+                "--uts", "--ipc", "--net", "--cgroup", "--mount", "sleep", "60",
+            ])
+            .spawn()
+            .unwrap();
+        let pid = target.id() as i32;
+        // unshare(1) makes them all at once, then execs sleep.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while fs::read_to_string(format!("/proc/{pid}/comm")).unwrap() != "sleep\n" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare never ran sleep"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let ns = |p: &str, n: &str| fs::read_link(format!("/proc/{p}/ns/{n}")).unwrap();
+        let theirs: Vec<_> = which.iter().map(|(n, _)| ns(&pid.to_string(), n)).collect();
+        assert_ne!(ns("self", "uts"), ns(&pid.to_string(), "uts"));
+        let fd = pidfd(pid);
+        // A process of one thread may enter a mount namespace: a child of this one.
+        // SAFETY: the child makes system calls and leaves with _exit.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let code = match join_by_files(fd.as_fd(), pid, &which) {
+                Ok(()) => {
+                    let ours: Vec<_> = which.iter().map(|(n, _)| ns("self", n)).collect();
+                    if ours == theirs { 0 } else { 1 }
+                }
+                Err(_) => 2,
+            };
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        target.kill().unwrap();
+        target.wait().unwrap();
+        assert_eq!(libc::WEXITSTATUS(status), 0, "status {status:#x}");
+        // Ended: its pidfd says so, though its PID (here this process's own) names one alive.
+        let err = join_by_files(fd.as_fd(), std::process::id() as i32, &which[2..3]);
+        assert_eq!(
+            err.unwrap_err(),
+            format!("container process {} ended", std::process::id())
+        );
+        let err = join_by_files(fd.as_fd(), pid, &which[2..3]).unwrap_err();
+        assert!(
+            err.starts_with("open the container's uts namespace"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn mountinfo_escapes() {
