@@ -391,14 +391,7 @@ fn launched(
 /// container's everywhere: the caller then enters the process's own root (`sys::enter_root`).
 fn join_namespaces(pidfd: &std::os::fd::OwnedFd, pid: i32) -> Result<(), String> {
     use nix::sched::CloneFlags;
-    let all = [
-        ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-        ("ipc", CloneFlags::CLONE_NEWIPC),
-        ("uts", CloneFlags::CLONE_NEWUTS),
-        ("net", CloneFlags::CLONE_NEWNET),
-        ("pid", CloneFlags::CLONE_NEWPID),
-        ("mnt", CloneFlags::CLONE_NEWNS),
-    ];
+    let all = crate::sys::NAMESPACES;
     let flags = all.iter().fold(CloneFlags::empty(), |f, (_, c)| f | *c);
     match nix::sched::setns(pidfd, flags) {
         Ok(()) => Ok(()),

@@ -429,6 +429,18 @@ pub fn pidfd_alive(fd: BorrowedFd<'_>) -> bool {
     unsafe { libc::syscall(libc::SYS_pidfd_send_signal, fd.as_raw_fd(), 0, 0usize, 0) == 0 }
 }
 
+/// The namespaces of a container's process that another process joins to run in it (exec),
+/// by their names in `/proc/PID/ns`. The mount namespace comes last: entering it changes
+/// the root, and with it where `/proc` is.
+pub const NAMESPACES: [(&str, nix::sched::CloneFlags); 6] = [
+    ("cgroup", nix::sched::CloneFlags::CLONE_NEWCGROUP),
+    ("ipc", nix::sched::CloneFlags::CLONE_NEWIPC),
+    ("uts", nix::sched::CloneFlags::CLONE_NEWUTS),
+    ("net", nix::sched::CloneFlags::CLONE_NEWNET),
+    ("pid", nix::sched::CloneFlags::CLONE_NEWPID),
+    ("mnt", nix::sched::CloneFlags::CLONE_NEWNS),
+];
+
 /// Enters the namespaces `which` of process `pid` the way kernels before 5.8 allow (no
 /// `setns` by pidfd): each namespace file is opened from `/proc/PID/ns`, the process is
 /// checked alive through its pidfd afterwards (so the files were its own, not those of a
@@ -584,15 +596,7 @@ mod tests {
     /// names a live process (one that took the PID since), and nothing is entered.
     #[test]
     fn namespaces_are_joined_by_their_files_while_the_process_lives() {
-        use nix::sched::CloneFlags;
-        let which = [
-            ("cgroup", CloneFlags::CLONE_NEWCGROUP),
-            ("ipc", CloneFlags::CLONE_NEWIPC),
-            ("uts", CloneFlags::CLONE_NEWUTS),
-            ("net", CloneFlags::CLONE_NEWNET),
-            ("pid", CloneFlags::CLONE_NEWPID),
-            ("mnt", CloneFlags::CLONE_NEWNS),
-        ];
+        let which = NAMESPACES;
         let mut target = std::process::Command::new("unshare")
             .args([
                 "--uts", "--ipc", "--net", "--cgroup", "--mount", "sleep", "60",
