@@ -22,7 +22,8 @@ use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
 pub fn run() -> i32 {
-    match main() {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    match main(&args) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{e}");
@@ -31,8 +32,8 @@ pub fn run() -> i32 {
     }
 }
 
-fn main() -> Result<(), String> {
-    let args: Vec<String> = std::env::args().skip(2).collect();
+/// `args`: what follows `ketch-shim cp`.
+fn main(args: &[String]) -> Result<(), String> {
     let (how, rest) = args.split_at(2.min(args.len()));
     let (dir, rest) = match (how, rest) {
         ([flag, value], [dir, rest @ ..]) => {
@@ -215,6 +216,25 @@ fn copy_in(dest: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Arguments that are not a way in and a direction get the usage, before anything is
+    /// entered or read.
+    #[test]
+    fn wrong_arguments_get_the_usage() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let usage = "usage: ketch-shim cp (--pid PID:START:ID | --root DIR) (out PATH | in DEST)";
+        for bad in [
+            &[][..],
+            &["--pid"],
+            &["--root", "/nonexistent"],
+            &["--bogus", "x", "out", "/"],
+            &["--pid", "1", "out", "/"],
+            &["--pid", "1:x:id", "out", "/"],
+            &["--pid", "1:2", "out", "/"],
+        ] {
+            assert_eq!(main(&args(bad)).unwrap_err(), usage, "{bad:?}");
+        }
+    }
 
     /// Entries keep their names, or go under the destination's name (an archive of a
     /// directory's contents) or have their top renamed to it; a name that climbs out or
