@@ -1465,6 +1465,103 @@ Anonymous:             0 kB
         );
     }
 
+    /// Published ports are held by protocol, and one taken already is refused by name.
+    #[test]
+    fn published_ports_are_held_by_protocol() {
+        let dir = tempfile::tempdir().unwrap();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        assert!(hold_ports(dir.path()).unwrap().is_empty(), "no ports.json");
+        let (tcp, udp) = (free(), free());
+        fs::write(
+            dir.path().join("ports.json"),
+            format!(
+                r#"[{{"proto": "tcp", "host_ip": "127.0.0.1", "host_port": {tcp}}},
+                    {{"proto": "udp", "host_ip": "127.0.0.1", "host_port": {udp}}}]"#
+            ),
+        )
+        .unwrap();
+        let held = hold_ports(dir.path()).unwrap();
+        assert_eq!(held.len(), 2);
+        let in_use = |e: io::Error| e.kind() == io::ErrorKind::AddrInUse;
+        assert!(std::net::TcpListener::bind(("127.0.0.1", tcp)).is_err_and(in_use));
+        assert!(std::net::UdpSocket::bind(("127.0.0.1", udp)).is_err_and(in_use));
+        // The other protocol's port of the same number is not held.
+        drop(std::net::UdpSocket::bind(("127.0.0.1", tcp)).unwrap());
+        drop(std::net::TcpListener::bind(("127.0.0.1", udp)).unwrap());
+        // Held already (here by this test): refused, as Docker words it.
+        let err = hold_ports(dir.path()).unwrap_err();
+        assert_eq!(
+            err,
+            format!("Bind for 127.0.0.1:{tcp} failed: port is already allocated")
+        );
+        drop(held);
+        fs::write(dir.path().join("ports.json"), "[{").unwrap();
+        assert!(
+            hold_ports(dir.path())
+                .unwrap_err()
+                .starts_with("read ports.json")
+        );
+    }
+
+    /// The engine's commands to withdraw the ports run when the container is done; an
+    /// empty one is passed over.
+    #[test]
+    fn the_commands_to_withdraw_ports_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        withdraw_ports(dir.path());
+        fs::write(
+            dir.path().join("ports-down.json"),
+            serde_json::to_vec(&[
+                vec!["touch".to_string(), a.display().to_string()],
+                vec![],
+                vec!["touch".to_string(), b.display().to_string()],
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        withdraw_ports(dir.path());
+        assert!(a.exists() && b.exists());
+    }
+
+    /// The container's network namespace file goes when it is done: unmounted, removed.
+    #[test]
+    fn the_network_namespace_is_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("netns");
+        let source = dir.path().join("source");
+        fs::write(&ns, "").unwrap();
+        fs::write(&source, "").unwrap();
+        release_netns(dir.path());
+        assert!(ns.exists(), "no config.json: nothing named, nothing done");
+        let spec = serde_json::json!({"annotations": {"io.ketch.netns": ns}});
+        fs::write(dir.path().join("config.json"), spec.to_string()).unwrap();
+        let (mounted, after) = sys::in_own_mountns(|| {
+            nix::mount::mount(
+                Some(&source),
+                &ns,
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .unwrap();
+            let mounted = fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+            release_netns(dir.path());
+            let after = fs::read_to_string("/proc/thread-self/mountinfo").unwrap();
+            (mounted, after)
+        });
+        let name = ns.display().to_string();
+        assert!(mounted.contains(&name));
+        assert!(!after.contains(&name), "{after}");
+        assert!(!ns.exists());
+    }
+
     #[test]
     fn the_restart_policy_decides_who_runs_again() {
         for policy in ["always", "unless-stopped"] {
