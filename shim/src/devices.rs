@@ -456,6 +456,13 @@ mod tests {
         let _gone = Gone(dir.clone());
         apply_v2(&dir, &default_rules()).unwrap();
         assert_eq!(attached_v2(&dir).unwrap(), 1);
+        // Below it, a group may have a program of its own (a runtime nested in the
+        // container attaches one), which every program above must allow too.
+        let sub = dir.join("nested");
+        std::fs::create_dir(&sub).unwrap();
+        let nested = apply_v2(&sub, &default_rules()).and_then(|()| attached_v2(&sub));
+        std::fs::remove_dir(&sub).unwrap();
+        assert_eq!(nested.unwrap(), 1);
         let tmp = tempfile_dir();
         let kmsg = tmp.join("kmsg");
         nix::sys::stat::mknod(
