@@ -371,12 +371,7 @@ mod tests {
 
     impl Tree {
         fn new() -> Tree {
-            let dir = std::env::temp_dir().join(format!(
-                "ketch-cgroup2-{}-{:?}",
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = fs::remove_dir_all(&dir);
+            let dir = std::env::temp_dir().join(crate::sys::unique_name("ketch-cgroup2"));
             fs::create_dir_all(dir.join("ketch")).unwrap();
             // The root offers every controller; the existing `ketch` group was given the
             // three a container's limits use by an earlier container's delegation.
@@ -404,15 +399,16 @@ mod tests {
         }
     }
 
-    /// A name no other test (of this process or another) uses at once.
-    fn unique() -> String {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        )
+    /// Removes the groups a test made when it ends, passed or not: their removal is what
+    /// some tests check, and must not rest on the code they test.
+    struct Groups(Vec<PathBuf>);
+
+    impl Drop for Groups {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = fs::remove_dir(p);
+            }
+        }
     }
 
     fn resources(json: &str) -> Resources {
@@ -613,7 +609,7 @@ broken line without a separator
     #[test]
     fn v1_groups_are_one_per_hierarchy_and_go() {
         let (v1, v2) = mounts().unwrap();
-        let rel = format!("ketch-test-{}", unique());
+        let rel = crate::sys::unique_name("ketch-test");
         let cg = Cgroup::make_v1(&format!("/{rel}")).unwrap();
         let mut want: Vec<PathBuf> = Vec::new();
         for (_, m) in &v1 {
@@ -622,6 +618,7 @@ broken line without a separator
             }
         }
         want.extend(v2.map(|u| u.join(&rel)));
+        let _made = Groups(want.clone());
         assert_eq!(cg.paths(), want);
         assert!(want.iter().all(|p| p.is_dir()), "{want:?}");
         cg.destroy();
@@ -642,8 +639,9 @@ broken line without a separator
         let (_, v2) = mounts().unwrap();
         let u = v2
             .expect("a cgroup2 hierarchy")
-            .join(format!("ketch-test-{}", unique()));
+            .join(crate::sys::unique_name("ketch-test"));
         fs::create_dir(&u).unwrap();
+        let _made = Groups(vec![u.clone()]);
         let beside = Cgroup::V1 {
             dirs: vec![],
             unified: Some(u.clone()),

@@ -445,7 +445,7 @@ mod tests {
     #[test]
     fn the_kernel_enforces_the_program() {
         let unified = crate::cgroup::unified_mount().expect("a cgroup2 hierarchy");
-        let dir = unified.join(format!("ketch-devtest-{}", std::process::id()));
+        let dir = unified.join(crate::sys::unique_name("ketch-devtest"));
         std::fs::create_dir(&dir).unwrap();
         struct Gone(std::path::PathBuf);
         impl Drop for Gone {
@@ -495,7 +495,7 @@ mod tests {
     }
 
     fn tempfile_dir() -> std::path::PathBuf {
-        let d = std::env::temp_dir().join(format!("ketch-devtest-{}", std::process::id()));
+        let d = std::env::temp_dir().join(crate::sys::unique_name("ketch-devtest"));
         std::fs::create_dir_all(&d).unwrap();
         d
     }

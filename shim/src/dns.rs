@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn answers_from_the_records_file() {
-        let dir = std::env::temp_dir().join(format!("ketch-dns-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(crate::sys::unique_name("ketch-dns"));
         fs::create_dir_all(&dir).unwrap();
         let records = dir.join("records");
         fs::write(&records, "10.0.0.2 web www\n10.0.0.3 db\n").unwrap();
@@ -392,7 +392,7 @@ mod tests {
         upstream.set_read_timeout(timeout).unwrap();
         let listen = UdpSocket::bind("127.0.0.1:0").unwrap();
         listen.set_nonblocking(true).unwrap();
-        let list = std::env::temp_dir().join(format!("ketch-dns-none-{}", std::process::id()));
+        let list = std::env::temp_dir().join(crate::sys::unique_name("ketch-dns-none"));
         fs::write(&list, "").unwrap();
         struct Gone(PathBuf);
         impl Drop for Gone {

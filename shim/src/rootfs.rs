@@ -389,7 +389,7 @@ mod tests {
     /// root; nothing appears outside it.
     #[test]
     fn mount_points_are_made_inside_the_root() {
-        let base = std::env::temp_dir().join(format!("ketch-rootfs-{}", std::process::id()));
+        let base = std::env::temp_dir().join(crate::sys::unique_name("ketch-rootfs"));
         let (root, outside) = (base.join("root"), base.join("outside"));
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::create_dir_all(&outside).unwrap();

@@ -559,6 +559,16 @@ pub fn load_seccomp(filter: &[libc::sock_filter], flags: u32) -> io::Result<()> 
     }
 }
 
+/// A name no other test uses at once: random, for test runs in sandboxes of their own have
+/// the same PIDs and share the host's cgroups and a temporary directory.
+#[cfg(test)]
+pub(crate) fn unique_name(prefix: &str) -> String {
+    let mut b = [0u8; 8];
+    std::io::Read::read_exact(&mut File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{prefix}-{hex}")
+}
+
 /// Runs `f` on a thread with a private mount namespace of its own: what it mounts is gone
 /// with the thread.
 #[cfg(test)]
@@ -792,7 +802,7 @@ mod tests {
 
     impl Contained {
         fn new() -> Contained {
-            let name = format!("ketch-unit-{}", std::process::id());
+            let name = unique_name("ketch-unit");
             let group = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
                 .iter()
                 .map(std::path::Path::new)
