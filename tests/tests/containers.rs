@@ -1051,6 +1051,21 @@ fn init_reaps_and_forwards() {
         cmdline,
         "ketch-init -- sh -c tr '\\0' ' ' </proc/1/cmdline "
     );
+    // One longer than the room ketch-init's own arguments left (its bundle's path and a few
+    // words) is cut to fit that room, less the two bytes that end it; never written past it.
+    let script = format!("tr '\\0' ' ' </proc/1/cmdline; : {}", "x".repeat(400));
+    let cut = sh(&r, &["--init"], &script);
+    let full = format!("ketch-init -- sh -c {script}");
+    let cut = cut.strip_suffix(' ').unwrap_or(&cut);
+    assert!(full.starts_with(cut), "{cut:?}");
+    let bundle = r.path().join("containers").join("x".repeat(64));
+    let room = bundle.display().to_string().len() + "ketch-init --setup  3 4 5 --init".len();
+    assert!(
+        cut.len() < full.len() && cut.len() + 8 >= room,
+        "{} bytes of {}, in about {room}",
+        cut.len(),
+        full.len()
+    );
     // An orphan left behind is reaped: its PID goes once it has ended. (`true &` ends at
     // once; the shell that started it exits without waiting, leaving it to PID 1.)
     let reaped = sh(
