@@ -506,6 +506,32 @@ fn the_helper_binary_is_not_reachable_from_inside() {
             "{}: wrote to PID 1's executable",
             f.name()
         );
+        // While `exec` runs a process in the container, the helper that started it and
+        // waits for it (its parent, on the host) runs sealed as well.
+        let mark = format!("{}", 100_000 + rand_u32() % 100_000);
+        let mut exec = f.cmd();
+        exec.args(["exec", id, "sleep", &mark])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = exec.spawn().unwrap();
+        let mut helper = None;
+        wait_until("the exec'd process to run", 20, || {
+            helper = sleeper_parent(&mark);
+            helper.is_some()
+        });
+        let exe = format!("/proc/{}/exe", helper.unwrap());
+        let link = std::fs::read_link(&exe).unwrap().display().to_string();
+        let c = std::ffi::CString::new(exe.as_str()).unwrap();
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut vfs) }, 0);
+        let sealed = link.starts_with("/memfd:") || vfs.f_flag & libc::ST_RDONLY != 0;
+        assert!(
+            sealed,
+            "{}: the exec helper runs {link}, writable",
+            f.name()
+        );
+        assert!(std::fs::OpenOptions::new().write(true).open(&exe).is_err());
+        child.kill().unwrap();
+        child.wait().unwrap();
         f.ok(&["rm", "-f", id]);
 
         let w = f.ok(&[
@@ -533,6 +559,29 @@ fn the_helper_binary_is_not_reachable_from_inside() {
         f.ok(&["rm", w]);
     });
     assert_eq!(std::fs::read(&shim).unwrap(), before, "ketch-shim changed");
+}
+
+/// The host PID of the parent of the process running `sleep MARK`, if one runs.
+fn sleeper_parent(mark: &str) -> Option<u32> {
+    let want = format!("sleep\0{mark}\0");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        if cmdline != want.as_bytes() {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn rand_u32() -> u32 {
+    u32::from_str_radix(&random_hex(4), 16).unwrap()
 }
 
 /// Way out 8: A container that took another identity still dies with its monitor: killing the
