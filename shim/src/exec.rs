@@ -163,22 +163,16 @@ pub fn run() -> i32 {
         .cloned()
         .and_then(|c| serde_json::from_value(c).ok())
         .unwrap_or_default();
-    let start = a.pid_start.unwrap_or_else(|| {
-        if state.get("Pid").and_then(|p| p.as_i64()) == Some(i64::from(a.pid)) {
-            state.get("PidStart").and_then(|s| s.as_u64()).unwrap_or(0)
-        } else {
-            0
-        }
-    });
     // The process first: taken by pidfd and checked, then held, so it cannot be swapped for
     // another while its namespaces are joined.
-    let owner = a.owner.clone().unwrap_or_else(|| {
-        a.bundle
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
-    let pidfd = match crate::sys::pidfd_of(a.pid, start, &owner) {
+    let (Some(start), Some(owner)) = (a.pid_start, a.owner.as_deref()) else {
+        return fail(
+            &mut ready,
+            125,
+            "the engine names the process by --pid-start and --owner".into(),
+        );
+    };
+    let pidfd = match crate::sys::pidfd_of(a.pid, start, owner) {
         Ok(fd) => fd,
         Err(e) => {
             return fail(&mut ready, 125, format!("container process {}: {e}", a.pid));

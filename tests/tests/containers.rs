@@ -857,6 +857,23 @@ fn exec_runs_inside_the_container() {
         ]),
         "b\n/etc\n65534\n"
     );
+    // The container's environment, with `-e` adding to it and overriding a variable of the
+    // same name; no TERM without a terminal.
+    let env = r.ok(&["exec", "-e", "FROM_RUN=2", "-e", "NEW=3", "host", "env"]);
+    let mut env: Vec<&str> = env
+        .lines()
+        .filter(|l| !l.starts_with("HOSTNAME="))
+        .collect();
+    env.sort();
+    assert_eq!(
+        env,
+        [
+            "FROM_RUN=2",
+            "HOME=/root",
+            "NEW=3",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        ],
+    );
     assert_eq!(
         r.run(&["exec", "host", "sh", "-c", "exit 9"]).status.code(),
         Some(9)
