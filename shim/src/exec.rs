@@ -332,11 +332,8 @@ pub fn run() -> i32 {
     }
     report(&mut ready, &format!("ok {pid}"));
     let run = match master {
+        // Its first size came with `--size`; later ones follow the caller's terminal.
         Some(m) => {
-            let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-            if unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0 {
-                unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-            }
             let (Ok(out), Ok(inp)) = (m.try_clone(), m.try_clone()) else {
                 return fail(&mut ready, 125, "dup".into());
             };

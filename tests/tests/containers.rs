@@ -1033,10 +1033,19 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
         "Enter",
     ]);
     let text = shows_in(&w1, "in-exec /dev/pts/");
+    // Its terminal has the size of the window it was started from.
+    let o = std::process::Command::new("tmux")
+        .args(["-L", &session, "display", "-p", "-t", &w1])
+        .arg("#{pane_height} #{pane_width} xterm")
+        .output()
+        .unwrap();
+    let size = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("in-exec /dev/pts/") && l.ends_with("xterm")),
-        "{text}"
+        text.lines().any(|l| l.starts_with("in-exec /dev/pts/")
+            && l.split_once(' ')
+                .and_then(|(_, rest)| rest.split_once(' '))
+                .is_some_and(|(_, rest)| rest == size)),
+        "want {size:?}: {text}"
     );
     tm(&["send-keys", "-t", &w1, "exit", "Enter"]);
     tm(&["send-keys", "-t", &t, "exit 4", "Enter"]);
