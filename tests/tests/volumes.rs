@@ -398,3 +398,27 @@ fn read_only_volumes_and_binds_refuse_writes_and_allow_reads() {
     sh(&r, &["-v", &format!("{h}:/c")], "touch /c/new");
     assert!(vol_dir.join("new").exists() && host.join("new").exists());
 }
+
+/// A bind's propagation option reaches its mount: shared (recursively or not) puts it in a
+/// peer group, private does not. (Slave and rslave show only where the source has peers; the
+/// host's mounts here have none, and a slave of a mount without peers is private.)
+#[test]
+fn bind_propagation_options_reach_the_mount() {
+    let r = setup();
+    let src = r.dir.path().join("prop");
+    std::fs::create_dir(&src).unwrap();
+    let tags = |opt: &str| {
+        let spec = format!("{}:/mnt:{opt}", src.display());
+        let line = sh(&r, &["-v", &spec], "grep ' /mnt ' /proc/self/mountinfo");
+        let pre = line.split(" - ").next().unwrap_or("").to_string();
+        pre.split(' ').skip(6).collect::<Vec<_>>().join(" ")
+    };
+    assert!(
+        tags("rshared").starts_with("shared:"),
+        "{}",
+        tags("rshared")
+    );
+    assert!(tags("shared").starts_with("shared:"), "{}", tags("shared"));
+    assert_eq!(tags("private"), "");
+    assert_eq!(tags("rprivate"), "");
+}
