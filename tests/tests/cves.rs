@@ -432,3 +432,62 @@ fn cve_2025_52565_the_console_follows_no_link() {
     });
     drop(pattern);
 }
+
+/// The same from the other side: a starter that holds inheritable capabilities (CAP_SYS_ADMIN
+/// here, which no default container has) passes none of them on, neither as inheritable nor,
+/// through a root process's exec, as effective.
+#[test]
+fn cve_2022_29162_a_starters_inheritable_capabilities_stay_with_it() {
+    let r = Root::new();
+    r.busybox("busybox");
+    const SYS_ADMIN: u32 = 1 << 21;
+    let mut cmd = r.cmd();
+    cmd.args([
+        "run",
+        "--rm",
+        "busybox",
+        "grep",
+        "-E",
+        "^Cap(Inh|Eff)",
+        "/proc/self/status",
+    ]);
+    // SAFETY: capget(2) and capset(2) of the child itself, between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            #[repr(C)]
+            struct Header {
+                version: u32,
+                pid: i32,
+            }
+            #[repr(C)]
+            #[derive(Clone, Copy, Default)]
+            struct Data {
+                effective: u32,
+                permitted: u32,
+                inheritable: u32,
+            }
+            let mut h = Header {
+                version: 0x2008_0522,
+                pid: 0,
+            };
+            let mut d = [Data::default(); 2];
+            if libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            d[0].inheritable |= SYS_ADMIN;
+            if libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let set = |name: &str| {
+        let line = out.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(set("CapInh:"), 0, "{out}");
+    assert_eq!(set("CapEff:") & u64::from(SYS_ADMIN), 0, "{out}");
+}
