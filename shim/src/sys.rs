@@ -504,21 +504,10 @@ fn sealed_self_copy() -> io::Result<OwnedFd> {
         Err(rustix::io::Errno::INVAL) => rustix::fs::memfd_create("ketch-init", base)?,
         r => r?,
     };
-    let len = exe.metadata()?.len();
     let mut out = File::from(mfd);
-    let mut copied = 0u64;
-    while copied < len {
-        match rustix::fs::copy_file_range(&exe, None, &out, None, (len - copied) as usize) {
-            Ok(0) => break,
-            Ok(n) => copied += n as u64,
-            Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
-                let mut src = &exe;
-                io::copy(&mut src, &mut out)?;
-                copied = len;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    // The standard library's copy between files uses copy_file_range(2) where the two file
+    // systems allow it, and reads and writes where not (a memory file is on neither's).
+    io::copy(&mut &exe, &mut out)?;
     let mfd = OwnedFd::from(out);
     rustix::fs::fcntl_add_seals(
         &mfd,
