@@ -183,7 +183,9 @@ mod tests {
     #[test]
     fn a_pidfd_is_only_had_for_the_recorded_process() {
         // A child in a cgroup of its own, named as a container's is.
-        let name = format!("ketch-unit-core-{}", std::process::id());
+        // At random: test runs in sandboxes of their own have the same PIDs and share the
+        // host's cgroups.
+        let name = format!("ketch-unit-core-{}", random_hex(8));
         let group = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
             .iter()
             .map(std::path::Path::new)

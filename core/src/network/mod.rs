@@ -481,6 +481,15 @@ impl Local {
     /// the container new endpoints: those are never taken by a look that judged the old.
     /// A lock held elsewhere means a start is under way: in use.
     pub(crate) fn release_unused(&self, container_id: &str) -> crate::Result<()> {
+        // A running container's are in use, and saying so needs no lock: every start on
+        // the network looks at every container on it. (A stale answer only leaves the
+        // release to the next look.)
+        if self
+            .container_get(container_id)
+            .is_ok_and(|c| c.is_running())
+        {
+            return Ok(());
+        }
         let _lock = match self.network_lock(container_id, false) {
             Ok(Some(lock)) => Some(lock),
             Ok(None) => return Ok(()),
