@@ -61,10 +61,22 @@ fn parse_options(options: &[String]) -> (MsFlags, Vec<String>, bool) {
     (flags, data, readonly)
 }
 
+/// Mounts the container's snapshot on `target`. A container's snapshot is always writable;
+/// `root.readonly` makes the root read-only later, once it is the root. A read-only
+/// snapshot mount (a view) is refused rather than mounted writable.
 fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), StartError> {
+    if let Some(m) = mounts.iter().find(|m| parse_options(&m.options).2) {
+        return Err(fail(
+            125,
+            format!(
+                "the root file system's {} mount of {} is read-only; a container's is writable",
+                m.kind, m.source
+            ),
+        ));
+    }
     fs::create_dir_all(target).map_err(ctx(|| format!("create {}", target.display())))?;
     for m in mounts {
-        let (mut flags, data, readonly) = parse_options(&m.options);
+        let (mut flags, data, _) = parse_options(&m.options);
         let (fstype, source) = if m.kind == "bind" {
             flags |= MsFlags::MS_BIND | MsFlags::MS_REC;
             (None, m.source.as_str())
@@ -90,16 +102,6 @@ fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), StartError>
                 target.display()
             )
         }))?;
-        if readonly {
-            mount(
-                None::<&str>,
-                target,
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                None::<&str>,
-            )
-            .map_err(ctx(|| "remount the root file system read-only".to_string()))?;
-        }
     }
     // pivot_root needs the new root to be a mount point; a bind of itself makes sure.
     mount(
@@ -113,11 +115,17 @@ fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), StartError>
     Ok(())
 }
 
+/// A bind mount, as the runtime spec has it: of type `bind`, or of any type with the `bind`
+/// or `rbind` option.
+fn is_bind(kind: &str, flags: MsFlags) -> bool {
+    kind == "bind" || flags.contains(MsFlags::MS_BIND)
+}
+
 fn do_mounts(spec: &Spec, root: BorrowedFd<'_>) -> Result<(), StartError> {
     for m in &spec.mounts {
         let kind = m.kind.clone().unwrap_or_else(|| "bind".into());
         let (mut flags, data, readonly) = parse_options(&m.options);
-        let is_bind = kind == "bind" || flags.contains(MsFlags::MS_BIND);
+        let is_bind = is_bind(&kind, flags);
         // The source of a bind is a host path the engine chose (a volume, the user's `-v`).
         let source = m.source.clone().unwrap_or_else(|| kind.clone());
         let dir = !is_bind || fs::metadata(&source).map(|md| md.is_dir()).unwrap_or(true);
@@ -142,18 +150,15 @@ fn do_mounts(spec: &Spec, root: BorrowedFd<'_>) -> Result<(), StartError> {
             flags,
             data,
         );
-        match res {
-            Ok(()) => {}
-            // Without a cgroup namespace of its own the v1 hierarchy cannot be mounted here;
-            // the container simply has no /sys/fs/cgroup then.
-            Err(_) if kind == "cgroup" || kind == "cgroup2" => continue,
-            Err(e) => {
-                return Err(fail(
-                    125,
-                    format!("mount {} on {}: {e}", kind, m.destination),
-                ));
-            }
-        }
+        res.map_err(|e| {
+            let what = if is_bind { &source } else { &kind };
+            let hint = if e == nix::errno::Errno::ENOTDIR {
+                " (a file on a directory, or a directory on a file?)"
+            } else {
+                ""
+            };
+            fail(125, format!("mount {what} on {}: {e}{hint}", m.destination))
+        })?;
         // The descriptor names the directory under the new mount; the mount itself is what
         // the changes below are for, so look it up again.
         let mounted = rootfs::open_in_root(root, &m.destination, false)
@@ -432,6 +437,32 @@ mod tests {
             o(&["lowerdir=/a:/b", "upperdir=/u"]).1,
             ["lowerdir=/a:/b", "upperdir=/u"]
         );
+    }
+
+    #[test]
+    fn a_bind_is_of_type_bind_or_has_the_bind_option() {
+        assert!(is_bind("bind", MsFlags::empty()));
+        assert!(is_bind("none", MsFlags::MS_BIND | MsFlags::MS_REC));
+        assert!(!is_bind("tmpfs", MsFlags::MS_NOSUID));
+    }
+
+    /// A read-only snapshot mount is refused before anything is made or mounted.
+    #[test]
+    fn a_read_only_root_file_system_mount_is_refused() {
+        let dir = std::env::temp_dir().join(crate::sys::unique_name("ketch-rootfs-ro"));
+        let m = |o: &str| RootfsMount {
+            kind: "bind".into(),
+            source: "/snapshots/7/fs".into(),
+            options: vec!["rbind".into(), o.into()],
+        };
+        let err = mount_rootfs(&[m("rw"), m("ro")], &dir).unwrap_err();
+        assert!(
+            err.message
+                .contains("bind mount of /snapshots/7/fs is read-only"),
+            "{}",
+            err.message
+        );
+        assert!(!dir.exists());
     }
 
     /// Loopback comes up in the container's network namespace, keeping its other flags.

@@ -714,6 +714,7 @@ fn read_only_binds_are_recursive_and_keep_their_flags() {
     std::fs::create_dir(src.join("sub")).unwrap();
     mount_tmpfs(&src.join("sub"), "size=1m");
     mounted.0.push(src.join("sub"));
+    std::fs::write(src.join("sub/marker"), "submount\n").unwrap();
     let bind = format!("{}:/d:ro", src.display());
     both(&r, |f| {
         let out = f.ok(&[
@@ -724,10 +725,12 @@ fn read_only_binds_are_recursive_and_keep_their_flags() {
             "busybox",
             "sh",
             "-c",
-            "touch /d/x; echo top=$?; touch /d/sub/y; echo sub=$?; grep ' /d ' /proc/self/mountinfo",
+            "touch /d/x; echo top=$?; touch /d/sub/y; echo sub=$?; cat /d/sub/marker; \
+             grep ' /d ' /proc/self/mountinfo",
         ]);
+        // The submount is there (a bind that is not recursive shows its empty directory).
         assert!(
-            out.contains("top=1") && out.contains("sub=1"),
+            out.contains("top=1") && out.contains("sub=1") && out.contains("submount\n"),
             "{}: {out}",
             f.name()
         );

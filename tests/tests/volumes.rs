@@ -254,6 +254,54 @@ fn bind_mounts_and_tmpfs() {
     assert!(err.contains("invalid characters"), "{err}");
 }
 
+/// A mount the kernel refuses fails the start with an error that names it, and leaves nothing
+/// mounted: a file bound on a directory, a bind whose source went away after `create`.
+#[test]
+fn a_mount_that_fails_fails_the_start_and_names_itself() {
+    let r = setup();
+    let file = r.dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let (code, err) = r.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        &format!("{}:/etc", file.display()),
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(code, 125, "{err}");
+    let want = format!("mount {} on /etc: ENOTDIR", file.display());
+    assert!(err.contains(&want), "{err}");
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+    let dir = r.dir.path().join("gone");
+    std::fs::create_dir(&dir).unwrap();
+    let bind = format!("type=bind,source={},target=/m", dir.display());
+    r.ok(&[
+        "create",
+        "--name",
+        "c",
+        "--network",
+        "none",
+        "--mount",
+        &bind,
+        "busybox",
+        "true",
+    ]);
+    std::fs::remove_dir(&dir).unwrap();
+    let (code, err) = r.fails(&["start", "c"]);
+    assert_ne!(code, 0, "{err}");
+    let want = format!("mount {} on /m: ENOENT", dir.display());
+    assert!(err.contains(&want), "{err}");
+    assert_ne!(
+        r.ok(&["inspect", "-f", "{{.State.Status}}", "c"]).trim(),
+        "running"
+    );
+    r.ok(&["rm", "c"]);
+    assert!(r.mounts().is_empty(), "{:?}", r.mounts());
+}
+
 #[test]
 fn system_prune_keeps_what_containers_use() {
     let r = setup();
