@@ -1714,6 +1714,62 @@ fn top_takes_ps_options_embedded_and_remote() {
     r.ok(&["rm", "-f", "tops"]);
 }
 
+/// `POST /containers/{id}/resize`: the terminal of a running container follows the client's
+/// window, detached (the size goes through the bundle, the monitor has no terminal of its own).
+#[test]
+fn a_container_terminal_follows_resizes() {
+    let (_r, d) = setup();
+    // The process prints every size it is given and ends once it has 40x120 (or after 20 s).
+    let script = r#"last=$(stty size 2>/dev/null); echo \"start $last\"; i=0; while [ $i -lt 400 ]; do s=$(stty size 2>/dev/null); if [ \"$s\" != \"$last\" ]; then echo \"size $s\"; last=$s; fi; [ \"$s\" = '40 120' ] && exit 7; i=$((i+1)); sleep 0.05; done; exit 9"#;
+    let (code, _, body) = request(
+        &d,
+        "POST",
+        "/containers/create?name=box",
+        Some(&format!(
+            r#"{{"Image": "busybox", "Tty": true, "Cmd": ["sh", "-c", "{script}"], "HostConfig": {{"NetworkMode": "none"}}}}"#
+        )),
+    );
+    assert_eq!(code, 201, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(request(&d, "POST", "/containers/box/start", None).0, 204);
+    let logs = || {
+        let (code, _, body) = request(&d, "GET", "/containers/box/logs?stdout=1", None);
+        assert_eq!(code, 200);
+        String::from_utf8_lossy(&body).replace('\r', "")
+    };
+    let seen = |want: &str| {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let l = logs();
+            if l.lines().any(|x| x == want) {
+                return;
+            }
+            assert!(std::time::Instant::now() < until, "no {want:?} in {l:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    seen("start ");
+    for (h, w) in [(33, 99), (40, 120)] {
+        let (code, _, body) = request(
+            &d,
+            "POST",
+            &format!("/containers/box/resize?h={h}&w={w}"),
+            None,
+        );
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        seen(&format!("size {h} {w}"));
+    }
+    let (code, _, body) = request(&d, "POST", "/containers/box/wait", None);
+    assert_eq!(code, 200);
+    assert_eq!(json(&body)["StatusCode"], 7, "{}", logs());
+    // A container that is not running, or not there, gets an error that says so.
+    let (code, _, body) = request(&d, "POST", "/containers/box/resize?h=50&w=150", None);
+    assert_eq!(code, 409, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("is not running"));
+    let (code, _, body) = request(&d, "POST", "/containers/nosuch/resize?h=50&w=150", None);
+    assert_eq!(code, 404, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(request(&d, "DELETE", "/containers/box", None).0, 204);
+}
+
 /// `POST /exec/{id}/resize`: the terminal of a running exec follows the client's window.
 /// Docker CLIs before 23 (API 1.42) send an exec's size only this way, after the start; every
 /// CLI sends it when the window changes.
