@@ -272,7 +272,10 @@ fn a_mount_that_fails_fails_the_start_and_names_itself() {
         "true",
     ]);
     assert_eq!(code, 125, "{err}");
-    let want = format!("mount {} on /etc: ENOTDIR", file.display());
+    let want = format!(
+        "mount {} on /etc: ENOTDIR: Not a directory (a file on a directory, or a directory on a file?)",
+        file.display()
+    );
     assert!(err.contains(&want), "{err}");
     assert_eq!(r.ok(&["ps", "-aq"]), "");
     let dir = r.dir.path().join("gone");
@@ -292,7 +295,10 @@ fn a_mount_that_fails_fails_the_start_and_names_itself() {
     std::fs::remove_dir(&dir).unwrap();
     let (code, err) = r.fails(&["start", "c"]);
     assert_ne!(code, 0, "{err}");
-    let want = format!("mount {} on /m: ENOENT", dir.display());
+    let want = format!(
+        "mount {} on /m: ENOENT: No such file or directory\n",
+        dir.display()
+    );
     assert!(err.contains(&want), "{err}");
     assert_ne!(
         r.ok(&["inspect", "-f", "{{.State.Status}}", "c"]).trim(),
