@@ -115,6 +115,51 @@ fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), StartError>
     Ok(())
 }
 
+/// The propagation a mount option names (`r`: the same for every mount below too).
+fn propagation(option: &str) -> Option<MsFlags> {
+    match option.strip_prefix('r').unwrap_or(option) {
+        "private" => Some(MsFlags::MS_PRIVATE),
+        "shared" => Some(MsFlags::MS_SHARED),
+        "slave" => Some(MsFlags::MS_SLAVE),
+        _ => None,
+    }
+}
+
+/// Docker's checks of a bind's source: to share mount events with the host, it must be on a
+/// shared mount; to receive them, on a shared or a slave one.
+fn check_bind_sources(spec: &Spec, mountinfo: &str) -> Result<(), StartError> {
+    for m in &spec.mounts {
+        let flags = parse_options(&m.options).0;
+        let (Some(source), true) = (
+            &m.source,
+            is_bind(m.kind.as_deref().unwrap_or("bind"), flags),
+        ) else {
+            continue;
+        };
+        let wanted: Vec<MsFlags> = m.options.iter().filter_map(|o| propagation(o)).collect();
+        let shared = wanted.contains(&MsFlags::MS_SHARED);
+        if !shared && !wanted.contains(&MsFlags::MS_SLAVE) {
+            continue;
+        }
+        let path = fs::canonicalize(source).map_err(ctx(|| format!("bind source {source}")))?;
+        let Some(on) = sys::mount_of(&path, mountinfo) else {
+            continue;
+        };
+        if !(on.shared || !shared && on.slave) {
+            return Err(fail(
+                125,
+                format!(
+                    "path {} is mounted on {} but it is not a shared{} mount",
+                    path.display(),
+                    on.point.display(),
+                    if shared { "" } else { " or slave" }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A bind mount, as the runtime spec has it: of type `bind`, or of any type with the `bind`
 /// or `rbind` option.
 fn is_bind(kind: &str, flags: MsFlags) -> bool {
@@ -166,48 +211,54 @@ fn do_mounts(spec: &Spec, root: BorrowedFd<'_>) -> Result<(), StartError> {
         let target = rootfs::fd_path(mounted.as_fd());
         // Propagation, on its own call as the kernel wants it.
         for o in &m.options {
-            let p = match o.as_str() {
-                "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-                "private" => MsFlags::MS_PRIVATE,
-                "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
-                "shared" => MsFlags::MS_SHARED,
-                "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-                "slave" => MsFlags::MS_SLAVE,
-                _ => continue,
+            let Some(p) = propagation(o) else {
+                continue;
+            };
+            let p = if o.starts_with('r') {
+                p | MsFlags::MS_REC
+            } else {
+                p
             };
             mount(None::<&str>, target.as_str(), None::<&str>, p, None::<&str>)
                 .map_err(ctx(|| format!("set {o} on {}", m.destination)))?;
         }
-        // A bind takes its flags only afterwards. Added to what the source mount has (a
-        // `nosuid,nodev,noexec` source stays so), and on every mount below it for an rbind:
-        // `:ro` leaves nothing under the volume writable.
-        if is_bind {
-            let mut attrs = 0;
-            for (ms, attr) in [
-                (MsFlags::MS_NOSUID, sys::MOUNT_ATTR_NOSUID),
-                (MsFlags::MS_NODEV, sys::MOUNT_ATTR_NODEV),
-                (MsFlags::MS_NOEXEC, sys::MOUNT_ATTR_NOEXEC),
-            ] {
-                if flags.contains(ms) {
-                    attrs |= attr;
-                }
-            }
-            if readonly {
-                attrs |= sys::MOUNT_ATTR_RDONLY;
-            }
-            if attrs != 0 {
-                sys::add_mount_attrs(mounted.as_fd(), attrs, flags.contains(MsFlags::MS_REC))
-                    .map_err(ctx(|| format!("remount {} read-only", m.destination)))?;
-            }
+        // A bind is made read-only only afterwards: added to the flags the source mount has
+        // (a `nosuid,nodev,noexec` source stays so), and on every mount below it for an
+        // rbind, so that `:ro` leaves nothing under the volume writable.
+        if is_bind && readonly {
+            sys::add_mount_attrs(
+                mounted.as_fd(),
+                sys::MOUNT_ATTR_RDONLY,
+                flags.contains(MsFlags::MS_REC),
+            )
+            .map_err(ctx(|| format!("remount {} read-only", m.destination)))?;
         }
     }
     Ok(())
 }
 
 fn pivot(root: BorrowedFd<'_>) -> Result<(), StartError> {
+    let old = rustix::fs::open(
+        "/",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(ctx(|| "open the old root".to_string()))?;
     fchdir(root.as_raw_fd()).map_err(ctx(|| "chdir to the root file system".to_string()))?;
     // pivot_root(".", "."): the old root ends up stacked on the new one and is detached.
     pivot_root(".", ".").map_err(ctx(|| "pivot_root".to_string()))?;
+    // The old root (and only it, hence the chdir) a slave before it goes, as runc makes
+    // it: its detaching is then not done to peers of its mounts outside, which a shared
+    // copy of the host's mounts has (the host's own).
+    fchdir(old.as_raw_fd()).map_err(ctx(|| "chdir to the old root".to_string()))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(ctx(|| "make the old root a slave".to_string()))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(ctx(|| "detach the old root".to_string()))?;
     chdir("/").map_err(ctx(|| "chdir /".to_string()))?;
     Ok(())
@@ -341,16 +392,43 @@ fn setup(
     }
     let own_mount_ns = spec.linux.namespaces.iter().any(|n| n.kind == "mount");
     if own_mount_ns {
-        // Nothing done here may propagate back to the host.
+        let root_path = PathBuf::from(&spec.root.path);
+        let info = fs::read_to_string("/proc/thread-self/mountinfo")
+            .map_err(ctx(|| "read /proc/thread-self/mountinfo".to_string()))?;
+        check_bind_sources(spec, &info)?;
+        // This namespace's copy of the host's mounts, as Docker sets it: a slave of the
+        // host's (what the host mounts later reaches a bind that asks for it, nothing made
+        // here goes back), or shared where a bind is to share with the host; then the mount
+        // the root file system goes on is made private (as runc does), so that nothing
+        // mounted for the container is seen outside it but through a shared bind.
+        let shared = spec.mounts.iter().any(|m| {
+            m.options
+                .iter()
+                .any(|o| propagation(o) == Some(MsFlags::MS_SHARED))
+        });
+        let copy = if shared {
+            MsFlags::MS_SHARED
+        } else {
+            MsFlags::MS_SLAVE
+        };
         mount(
             None::<&str>,
             "/",
             None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            MsFlags::MS_REC | copy,
             None::<&str>,
         )
-        .map_err(ctx(|| "make / private".to_string()))?;
-        let root_path = PathBuf::from(&spec.root.path);
+        .map_err(ctx(|| "set the propagation of /".to_string()))?;
+        if let Some(parent) = sys::mount_of(&root_path, &info).filter(|_| shared) {
+            mount(
+                None::<&str>,
+                &parent.point,
+                None::<&str>,
+                MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .map_err(ctx(|| format!("make {} private", parent.point.display())))?;
+        }
         mount_rootfs(rootfs_mounts, &root_path)?;
         let root = rustix::fs::open(
             &root_path,

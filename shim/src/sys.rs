@@ -6,6 +6,7 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::Path;
 
 /// Start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`); with the
 /// PID it names one process across PID reuse. 0 when the process is gone.
@@ -196,6 +197,44 @@ fn remount_with(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<(
         }
     }
     Ok(())
+}
+
+/// The mount a path lies on, as mountinfo lists it: its mount point and whether it shares
+/// mount events with a peer group (`shared:N`) or receives them from one (`master:N`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct MountOf {
+    pub point: std::path::PathBuf,
+    pub shared: bool,
+    pub slave: bool,
+}
+
+/// The mount `path` (absolute, without links) lies on in `mountinfo`: the one whose mount
+/// point is the longest leading part of it, the last listed (the top one) of those on the
+/// same point.
+pub fn mount_of(path: &Path, mountinfo: &str) -> Option<MountOf> {
+    let mut best: Option<MountOf> = None;
+    for line in mountinfo.lines() {
+        let (head, _) = line.split_once(" - ").unwrap_or((line, ""));
+        let fields: Vec<&str> = head.split(' ').collect();
+        let Some(point) = fields.get(4) else {
+            continue;
+        };
+        let point = std::path::PathBuf::from(unescape_mountinfo(point));
+        if !path.starts_with(&point)
+            || best
+                .as_ref()
+                .is_some_and(|b| b.point.components().count() > point.components().count())
+        {
+            continue;
+        }
+        let optional = fields.get(6..).unwrap_or_default();
+        best = Some(MountOf {
+            point,
+            shared: optional.iter().any(|f| f.starts_with("shared:")),
+            slave: optional.iter().any(|f| f.starts_with("master:")),
+        });
+    }
+    best
 }
 
 /// Mount points in mountinfo escape space, tab, newline and backslash as octal.
@@ -645,6 +684,32 @@ mod tests {
             err.starts_with("open the container's uts namespace"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_mount_of_a_path_is_the_longest_and_topmost_mount_point_above_it() {
+        let info = "\
+21 1 0:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 21 0:2 / /srv rw - tmpfs t rw
+31 21 0:3 / /srv/a\\040b rw shared:7 master:3 - tmpfs t rw
+32 30 0:4 / /srv/x rw master:9 - tmpfs t rw
+33 30 0:5 / /srv/x rw shared:12 - tmpfs t rw
+34 21 0:6 / /srvx rw - tmpfs t rw
+";
+        let of = |p: &str| mount_of(Path::new(p), info).unwrap();
+        let m = |point: &str, shared, slave| MountOf {
+            point: point.into(),
+            shared,
+            slave,
+        };
+        assert_eq!(of("/"), m("/", true, false));
+        assert_eq!(of("/etc/passwd"), m("/", true, false));
+        assert_eq!(of("/srv"), m("/srv", false, false));
+        assert_eq!(of("/srv/b/c"), m("/srv", false, false));
+        assert_eq!(of("/srv/a b/c"), m("/srv/a b", true, true));
+        assert_eq!(of("/srv/x/y"), m("/srv/x", true, false));
+        assert_eq!(of("/srvx/y"), m("/srvx", false, false));
+        assert_eq!(mount_of(Path::new("/srv"), "garbage\n"), None);
     }
 
     #[test]

@@ -453,26 +453,163 @@ fn read_only_volumes_and_binds_refuse_writes_and_allow_reads() {
     assert!(vol_dir.join("new").exists() && host.join("new").exists());
 }
 
-/// A bind's propagation option reaches its mount: shared (recursively or not) puts it in a
-/// peer group, private does not. (Slave and rslave show only where the source has peers; the
-/// host's mounts here have none, and a slave of a mount without peers is private.)
+/// A bind's propagation works as in Docker, between the host and the container: the
+/// default (rprivate) and private cut the container off from the host's later mounts below
+/// the source; slave and rslave receive them; shared and rshared also send the container's
+/// back. A source that cannot do what is asked (not on a shared mount, or for slave not on a
+/// slave one either) fails the start and says so.
 #[test]
-fn bind_propagation_options_reach_the_mount() {
+fn bind_propagation_works_between_host_and_container() {
     let r = setup();
     let src = r.dir.path().join("prop");
     std::fs::create_dir(&src).unwrap();
-    let tags = |opt: &str| {
-        let spec = format!("{}:/mnt:{opt}", src.display());
-        let line = sh(&r, &["-v", &spec], "grep ' /mnt ' /proc/self/mountinfo");
-        let pre = line.split(" - ").next().unwrap_or("").to_string();
-        pre.split(' ').skip(6).collect::<Vec<_>>().join(" ")
+    let bind = |opt: &str| format!("{}:/mnt{opt}", src.display());
+    // On a private mount (the test's root directory is on one here): refused.
+    let _private = Mounted::tmpfs(&src);
+    for (opt, want) in [
+        ("rshared", "shared"),
+        ("shared", "shared"),
+        ("rslave", "shared or slave"),
+    ] {
+        let (code, err) = r.fails(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &bind(&format!(":{opt}")),
+            "busybox",
+            "true",
+        ]);
+        assert_eq!(code, 125, "{opt}: {err}");
+        let msg = format!(
+            "path {0} is mounted on {0} but it is not a {want} mount",
+            src.display()
+        );
+        assert!(err.contains(&msg), "{opt}: {err}");
+    }
+    // A shared mount of the test's own (the host's mounts stay as they are).
+    let mount = |args: &[&str]| {
+        let o = std::process::Command::new("mount")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mount {args:?}: {o:?}");
     };
+    mount(&["--make-shared", src.to_str().unwrap()]);
+    let group = |info: &str, point: &str, tag: &str| -> Option<String> {
+        let line = info.lines().find(|l| l.split(' ').nth(4) == Some(point))?;
+        let pre = line.split(" - ").next()?;
+        pre.split(' ')
+            .skip(6)
+            .find_map(|f| f.strip_prefix(tag))
+            .map(str::to_string)
+    };
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let peers = group(&host, src.to_str().unwrap(), "shared:").expect("the source is shared");
+    // In the container: a peer of the source, a slave of it, or on its own.
+    let seen = |opt: &str| {
+        sh(
+            &r,
+            &["--network", "none", "-v", &bind(opt)],
+            "cat /proc/self/mountinfo",
+        )
+    };
+    for opt in [":rshared", ":shared"] {
+        let info = seen(opt);
+        assert_eq!(
+            group(&info, "/mnt", "shared:"),
+            Some(peers.clone()),
+            "{opt}: {info}"
+        );
+    }
+    for opt in [":rslave", ":slave"] {
+        let info = seen(opt);
+        assert_eq!(
+            group(&info, "/mnt", "master:"),
+            Some(peers.clone()),
+            "{opt}: {info}"
+        );
+        assert_eq!(group(&info, "/mnt", "shared:"), None, "{opt}: {info}");
+    }
+    for opt in ["", ":private", ":rprivate"] {
+        let info = seen(opt);
+        let line = info
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/mnt"))
+            .unwrap();
+        assert!(
+            !line.contains("shared:") && !line.contains("master:"),
+            "{opt}: {line}"
+        );
+    }
+    // And in action. The host mounts below the source while three containers run.
+    let run = |name: &str, opt: &str, extra: &[&str]| {
+        let b = bind(opt);
+        let mut args = vec!["run", "-d", "--name", name, "--network", "none", "-v", &b];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["busybox", "sleep", "100"]);
+        r.ok(&args);
+    };
+    run("slave", ":rslave", &[]);
+    run("private", "", &[]);
+    run("shared", ":rshared", &["--privileged"]);
+    std::fs::create_dir(src.join("sub")).unwrap();
+    let sub = Mounted::tmpfs(&src.join("sub"));
+    std::fs::write(src.join("sub/marker"), "from the host\n").unwrap();
+    let cat = |name: &str| r.run(&["exec", name, "cat", "/mnt/sub/marker"]);
+    for name in ["slave", "shared"] {
+        let o = cat(name);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "from the host\n",
+            "{name}: {o:?}"
+        );
+    }
     assert!(
-        tags("rshared").starts_with("shared:"),
-        "{}",
-        tags("rshared")
+        !cat("private").status.success(),
+        "a private bind saw the host's mount"
     );
-    assert!(tags("shared").starts_with("shared:"), "{}", tags("shared"));
-    assert_eq!(tags("private"), "");
-    assert_eq!(tags("rprivate"), "");
+    // A start with a shared bind of a source with a mount below it leaves the host's mounts
+    // be: the copy of them the start lets go of is not let go of on the host.
+    sh(&r, &["--network", "none", "-v", &bind(":rshared")], "true");
+    assert_eq!(
+        std::fs::read_to_string(src.join("sub/marker")).unwrap(),
+        "from the host\n"
+    );
+    // What the shared one mounts, the host sees; what the slave mounts, it does not.
+    r.ok(&[
+        "exec",
+        "shared",
+        "sh",
+        "-c",
+        "mkdir /mnt/c && mount -t tmpfs c /mnt/c && echo back > /mnt/c/f",
+    ]);
+    assert_eq!(std::fs::read_to_string(src.join("c/f")).unwrap(), "back\n");
+    r.ok(&["rm", "-f", "slave", "private", "shared"]);
+    drop(sub);
+}
+
+/// A tmpfs of the test's own, unmounted (with what is mounted below it) when dropped.
+struct Mounted(std::path::PathBuf);
+
+impl Mounted {
+    fn tmpfs(at: &std::path::Path) -> Mounted {
+        let o = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "ketch-test-prop"])
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "mount {}: {o:?}", at.display());
+        Mounted(at.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(&self.0)
+            .status();
+    }
 }
