@@ -319,10 +319,11 @@ pub(crate) fn open_console(
     sock: i32,
     size: Option<crate::spec::ConsoleSize>,
 ) -> Result<(), StartError> {
+    // (Opened close-on-exec, as std opens every file; a master side never becomes a
+    // controlling terminal, so it needs no O_NOCTTY.)
     let master = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
         .open("/dev/ptmx")
         .map_err(ctx(|| "open /dev/ptmx".to_string()))?;
     let mut n: libc::c_uint = 0;
