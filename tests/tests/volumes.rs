@@ -17,6 +17,22 @@ fn sh(r: &Root, flags: &[&str], script: &str) -> String {
     r.ok(&args)
 }
 
+/// The error of a `run` with `-v VOLUME` that fails to start (status 125).
+fn refused(r: &Root, volume: &str) -> String {
+    let (code, err) = r.fails(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        volume,
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(code, 125, "-v {volume}: {err}");
+    err
+}
+
 #[test]
 fn named_volumes_outlive_containers_and_are_shared() {
     let r = setup();
@@ -261,17 +277,7 @@ fn a_mount_that_fails_fails_the_start_and_names_itself() {
     let r = setup();
     let file = r.dir.path().join("file");
     std::fs::write(&file, "x").unwrap();
-    let (code, err) = r.fails(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "-v",
-        &format!("{}:/etc", file.display()),
-        "busybox",
-        "true",
-    ]);
-    assert_eq!(code, 125, "{err}");
+    let err = refused(&r, &format!("{}:/etc", file.display()));
     let want = format!(
         "mount {} on /etc: ENOTDIR: Not a directory (a file on a directory, or a directory on a file?)",
         file.display()
@@ -471,17 +477,7 @@ fn bind_propagation_works_between_host_and_container() {
         ("shared", "shared"),
         ("rslave", "shared or slave"),
     ] {
-        let (code, err) = r.fails(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-v",
-            &bind(&format!(":{opt}")),
-            "busybox",
-            "true",
-        ]);
-        assert_eq!(code, 125, "{opt}: {err}");
+        let err = refused(&r, &bind(&format!(":{opt}")));
         let msg = format!(
             "path {0} is mounted on {0} but it is not a {want} mount",
             src.display()
