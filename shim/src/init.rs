@@ -238,12 +238,7 @@ fn do_mounts(spec: &Spec, root: BorrowedFd<'_>) -> Result<(), StartError> {
 }
 
 fn pivot(root: BorrowedFd<'_>) -> Result<(), StartError> {
-    let old = rustix::fs::open(
-        "/",
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(ctx(|| "open the old root".to_string()))?;
+    let old = fs::File::open("/").map_err(ctx(|| "open the old root".to_string()))?;
     fchdir(root.as_raw_fd()).map_err(ctx(|| "chdir to the root file system".to_string()))?;
     // pivot_root(".", "."): the old root ends up stacked on the new one and is detached.
     pivot_root(".", ".").map_err(ctx(|| "pivot_root".to_string()))?;

@@ -539,6 +539,29 @@ fn bind_propagation_works_between_host_and_container() {
             "{opt}: {line}"
         );
     }
+    // A slave of the source (not shared itself) can be a slave's source, not a shared one's.
+    let slave = r.dir.path().join("slave");
+    std::fs::create_dir(&slave).unwrap();
+    mount(&["--bind", src.to_str().unwrap(), slave.to_str().unwrap()]);
+    let _slave = Mounted(slave.clone());
+    mount(&["--make-slave", slave.to_str().unwrap()]);
+    let from_slave = |opt: &str| format!("{}:/mnt:{opt}", slave.display());
+    let info = sh(
+        &r,
+        &["--network", "none", "-v", &from_slave("rslave")],
+        "cat /proc/self/mountinfo",
+    );
+    assert_eq!(
+        group(&info, "/mnt", "master:"),
+        Some(peers.clone()),
+        "{info}"
+    );
+    let err = refused(&r, &from_slave("rshared"));
+    let msg = format!(
+        "path {0} is mounted on {0} but it is not a shared mount",
+        slave.display()
+    );
+    assert!(err.contains(&msg), "{err}");
     // And in action. The host mounts below the source while three containers run.
     let run = |name: &str, opt: &str, extra: &[&str]| {
         let b = bind(opt);
