@@ -324,6 +324,7 @@ impl CreateArgs {
                 .collect::<Result<Vec<_>>>()?,
             publish_all: self.publish_all,
             extra_networks: vec![],
+            network_detached: false,
             mounts: {
                 let mut m = Vec::new();
                 for v in &self.volume {

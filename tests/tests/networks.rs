@@ -128,15 +128,19 @@ impl Drop for PrivateNet {
     }
 }
 
-/// A network's bridge device.
+/// A network's bridge device: the default network names it in its options; a user network's
+/// is `br-` and its ID's first 12 digits, as Docker names them.
 fn bridge_of(r: &Root, network: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(&r.ok(&["network", "inspect", "-f", "{{json .Options}}", network]))
-            .unwrap();
-    v["com.docker.network.bridge.name"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    if network == "bridge" {
+        let f = r.ok(&["network", "inspect", "-f", "{{json .Options}}", network]);
+        let v: serde_json::Value = serde_json::from_str(&f).unwrap();
+        return v["com.docker.network.bridge.name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    let id = r.ok(&["network", "inspect", "-f", "{{.Id}}", network]);
+    format!("br-{}", &id.trim()[..12])
 }
 
 /// Shows that `network`'s isolation rules, and nothing else, keep a container on `from` away

@@ -441,6 +441,7 @@ pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOption
         publish,
         publish_all: hc["PublishAllPorts"].as_bool().unwrap_or(false),
         extra_networks: vec![],
+        network_detached: false,
         mounts,
         volumes_from: strings(&hc["VolumesFrom"]),
         restart,
@@ -681,6 +682,7 @@ mod tests {
             ],
             publish_all: true,
             extra_networks: vec![],
+            network_detached: false,
             mounts: vec![
                 parse_volume("data:/data:ro,nocopy").unwrap(),
                 parse_volume("/srv/x:/x:rshared").unwrap(),

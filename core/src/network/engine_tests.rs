@@ -8,6 +8,22 @@ use super::*;
 use crate::runtime::CreateOptions;
 use crate::testutil::{ScratchEngine, scratch_engine};
 
+/// [`Local::network_attach`] to one network; its endpoint.
+fn attach(
+    e: &Local,
+    id: &str,
+    network: &str,
+    ip: Option<Ipv4Addr>,
+    ports: &[firewall::PortMap],
+) -> crate::Result<Endpoint> {
+    let a = NetworkAttachment {
+        network: network.into(),
+        ip: ip.map(|i| i.to_string()),
+        aliases: vec![],
+    };
+    Ok(e.network_attach(id, &[a], ports)?.remove(0))
+}
+
 /// A /24 of 10.200.0.0/13 that no network of this host should hold: the next after a
 /// random one, so that no two of one test (one process) are the same.
 fn random_subnet() -> String {
@@ -216,9 +232,14 @@ fn create_takes_a_free_subnet_or_the_one_given() {
     assert_eq!(r.ipam.config[0].subnet, subnet);
     assert_eq!(r.ipam.config[0].gateway, gw);
     assert_eq!(r.ipam.config[0].ip_range.as_deref(), Some(range.as_str()));
+    assert!(r.options.is_empty(), "{:?}", r.options);
+    let default = e.network_inspect("bridge").unwrap();
     assert_eq!(
-        r.options.get("com.docker.network.bridge.name"),
-        Some(&c.bridge)
+        default
+            .resource(&BTreeMap::new())
+            .options
+            .get("com.docker.network.bridge.name"),
+        Some(&default.record.bridge)
     );
     let addrs = Command::new("ip")
         .args(["-o", "-4", "addr", "show", "dev", &c.bridge])
@@ -357,7 +378,7 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
         },
     );
     let ip = s.nth(9).unwrap();
-    let ep = e.network_attach(&id, "plugged", Some(ip), &[]).unwrap();
+    let ep = attach(&e, &id, "plugged", Some(ip), &[]).unwrap();
     assert_eq!((ep.ip, ep.iface.as_str()), (ip, "eth0"));
     let ns = e.netns_path(&id);
     let addr = ip_in(&ns, &["-o", "-4", "addr", "show", "dev", "eth0"]);
@@ -500,20 +521,36 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
     // Prune leaves networks a container names, first or not.
     create(&e, "spare", Some(&random_subnet())).unwrap();
     assert_eq!(e.network_prune().unwrap(), ["spare"]);
-    // Off the first network: the next one takes its place, address and aliases with it.
+    // Off the first network: the container keeps its mode (as Docker's NetworkMode) and is
+    // on the other one only.
     e.network_disconnect(&one.id, &id).unwrap();
     let c = config();
-    assert_eq!(c.network.as_deref(), Some("two"));
-    assert_eq!(c.ip.as_deref(), Some("10.9.9.9"));
-    assert_eq!(c.network_aliases, ["db"]);
-    assert!(c.extra_networks.is_empty());
-    // Off the last: loopback only.
-    e.network_disconnect("two", &id).unwrap();
-    assert_eq!(config().network.as_deref(), Some("none"));
+    assert_eq!(c.network.as_deref(), Some("one"));
+    assert!(c.network_detached && c.ip.is_none());
+    let names = |c: &CreateOptions| -> Vec<String> {
+        c.attachments().into_iter().map(|a| a.network).collect()
+    };
+    assert_eq!(names(&c), ["two"]);
     invalid(
-        e.network_connect("one", &id, None, &[]),
-        "cannot be connected to any other network (none)",
+        e.network_disconnect("one", &id),
+        "container c is not connected to network one",
     );
+    // Off the last: loopback only, and back on its own network as Compose does it.
+    e.network_disconnect("two", &id).unwrap();
+    assert!(names(&config()).is_empty());
+    e.network_connect("one", &id, None, &["web".into()])
+        .unwrap();
+    let c = config();
+    assert_eq!(c.network.as_deref(), Some("one"));
+    assert_eq!(
+        c.attachments(),
+        [NetworkAttachment {
+            network: "one".into(),
+            ip: None,
+            aliases: vec!["web".into()],
+        }]
+    );
+    e.network_disconnect("one", &id).unwrap();
     let mut pruned = e.network_prune().unwrap();
     pruned.sort();
     assert_eq!(pruned, ["one", "two"]);
@@ -807,13 +844,9 @@ fn a_host_port_taken_is_refused_and_undone() {
     };
     let first = container(&e, "first", "ports");
     let second = container(&e, "second", "ports");
-    let ep = e
-        .network_attach(&first, "ports", at_first, std::slice::from_ref(&port))
-        .unwrap();
+    let ep = attach(&e, &first, "ports", at_first, std::slice::from_ref(&port)).unwrap();
     assert_eq!(ep.ports, std::slice::from_ref(&port));
-    let err = e
-        .network_attach(&second, "ports", at_second, std::slice::from_ref(&port))
-        .unwrap_err();
+    let err = attach(&e, &second, "ports", at_second, std::slice::from_ref(&port)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
     assert_eq!(
         err.to_string(),
@@ -826,14 +859,11 @@ fn a_host_port_taken_is_refused_and_undone() {
     assert!(!e.netns_path(&second).exists());
     // Let go of, the first's port is the second's; unplugged, the second's the first's.
     e.release_endpoints(&first).unwrap();
-    let ep = e
-        .network_attach(&second, "ports", at_second, std::slice::from_ref(&port))
-        .unwrap();
+    let ep = attach(&e, &second, "ports", at_second, std::slice::from_ref(&port)).unwrap();
     assert_eq!(ep.ports, std::slice::from_ref(&port));
     e.unplug(&ep).unwrap();
     e.release_endpoints(&second).unwrap();
-    e.network_attach(&first, "ports", at_first, std::slice::from_ref(&port))
-        .unwrap();
+    attach(&e, &first, "ports", at_first, std::slice::from_ref(&port)).unwrap();
     e.release_endpoints(&first).unwrap();
 }
 
@@ -843,7 +873,7 @@ fn a_host_port_taken_is_refused_and_undone() {
 fn the_default_network_has_no_name_server() {
     let e = engine();
     let id = container(&e, "plain", "bridge");
-    e.network_attach(&id, "bridge", None, &[]).unwrap();
+    attach(&e, &id, "bridge", None, &[]).unwrap();
     let bundle = tempfile::tempdir().unwrap();
     e.write_dns_list(&id, bundle.path()).unwrap();
     assert_eq!(

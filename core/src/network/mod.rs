@@ -191,8 +191,11 @@ impl Network {
     pub fn resource(&self, names: &BTreeMap<String, String>) -> crate::model::NetworkResource {
         use crate::model::{Ipam, IpamConfig, NetworkContainer, NetworkResource};
         let r = &self.record;
+        // Options are what the network was made with, as Docker shows them: the default
+        // network names its bridge; a user network (no driver options here) has none, which
+        // Compose compares with its own file's.
         let mut options = BTreeMap::new();
-        if r.driver == "bridge" {
+        if r.driver == "bridge" && r.predefined() {
             options.insert("com.docker.network.bridge.name".into(), r.bridge.clone());
         }
         NetworkResource {
@@ -345,9 +348,11 @@ impl Local {
                 .extra_networks
                 .iter()
                 .find(|a| a.network == ep.network || a.network == ep.network_id);
+            // The mode's network may be named by an ID prefix: its aliases are the others'.
             let aliases = match extra {
                 Some(a) => &a.aliases,
-                None => &c.config.network_aliases,
+                None if !c.config.network_detached => &c.config.network_aliases,
+                None => &Vec::new(),
             };
             for a in aliases {
                 text.push(' ');
@@ -828,18 +833,7 @@ impl Local {
         let mut removed = Vec::new();
         let mut named = std::collections::HashSet::new();
         for c in self.container_list(true)? {
-            if let crate::runtime::NetMode::Bridge(n) =
-                crate::runtime::NetMode::of(&c.record.config)
-            {
-                named.insert(n);
-            }
-            named.extend(
-                c.record
-                    .config
-                    .extra_networks
-                    .iter()
-                    .map(|a| a.network.clone()),
-            );
+            named.extend(c.record.config.attachments().into_iter().map(|a| a.network));
         }
         for rec in self.load_networks()? {
             if rec.predefined() || named.contains(&rec.name) || named.contains(&rec.id) {
@@ -858,21 +852,48 @@ impl Local {
         Ok(removed)
     }
 
-    /// Gives a starting container its network namespace at [`Self::netns_path`] and its
-    /// place on the bridge network `network` there, as `eth0` with the default route.
+    /// Gives a starting container its network namespace at [`Self::netns_path`], loopback up,
+    /// and its place on each of `networks` there, in order: `eth0` (with the default route
+    /// and the published `ports`), `eth1`, ... Without networks it has loopback only.
     pub(crate) fn network_attach(
         &self,
         container_id: &str,
-        network: &str,
-        static_ip: Option<Ipv4Addr>,
+        networks: &[NetworkAttachment],
         ports: &[firewall::PortMap],
-    ) -> crate::Result<Endpoint> {
+    ) -> crate::Result<Vec<Endpoint>> {
         let _lock = self.network_lock(container_id, true)?;
         // What a dead monitor left: the namespace and this container's old addresses.
         self.release_endpoints(container_id)?;
         let path = self.netns_path(container_id);
         netns::create(&path).map_err(io_err(format!("create {}", path.display())))?;
-        let plugged = self.plug(container_id, network, static_ip, ports, "eth0", true);
+        let plugged = (|| {
+            netns::within(&path, || {
+                let nl = Netlink::open()?;
+                if let Some(lo) = nl.link_index("lo")? {
+                    nl.set_link(lo, None, None)?;
+                }
+                Ok(())
+            })
+            .map_err(io_err("bring up lo"))?;
+            // The first network gets the default route and the published ports.
+            let mut eps = Vec::new();
+            for (i, a) in networks.iter().enumerate() {
+                let ip = a.ip.as_deref().map(|s| {
+                    s.parse()
+                        .map_err(|_| invalid(format!("invalid IPv4 address: {s}")))
+                });
+                let first = i == 0;
+                eps.push(self.plug(
+                    container_id,
+                    &a.network,
+                    ip.transpose()?,
+                    if first { ports } else { &[] },
+                    &format!("eth{i}"),
+                    first,
+                )?);
+            }
+            Ok(eps)
+        })();
         if plugged.is_err() {
             let _ = self.release_endpoints(container_id);
         }
@@ -944,9 +965,6 @@ impl Local {
             let name = iface.to_string();
             netns::within(&path, move || {
                 let nl = Netlink::open()?;
-                if let Some(lo) = nl.link_index("lo")? {
-                    nl.set_link(lo, None, None)?;
-                }
                 let index = nl
                     .link_index(&name)?
                     .ok_or_else(|| io::Error::other(format!("{name} is missing")))?;
@@ -1203,13 +1221,15 @@ impl Local {
         let NetMode::Bridge(primary) = &mode else {
             unreachable!()
         };
-        let primary_rec = self.network_find(primary)?;
-        if primary_rec.id == rec.id
-            || c.record
-                .config
-                .extra_networks
-                .iter()
-                .any(|a| on(&a.network))
+        // Back on the network its mode names, it is that network's again (Docker keeps
+        // `NetworkMode` through a disconnect).
+        let rejoins = c.record.config.network_detached
+            && self.network_find(primary).is_ok_and(|p| p.id == rec.id);
+        if c.record
+            .config
+            .attachments()
+            .iter()
+            .any(|a| on(&a.network) || self.network_find(&a.network).is_ok_and(|n| n.id == rec.id))
         {
             return Err(NetworkError::Invalid {
                 reason: format!(
@@ -1236,23 +1256,35 @@ impl Local {
             ip: ip.map(str::to_string),
             aliases: aliases.to_vec(),
         };
+        let first = c.record.config.attachments().is_empty();
         self.update_config(&c.record.id, |cfg| {
-            cfg.extra_networks.push(attachment);
+            if rejoins {
+                cfg.network_detached = false;
+                cfg.ip = attachment.ip.clone();
+                cfg.network_aliases = attachment.aliases.clone();
+            } else {
+                cfg.extra_networks.push(attachment.clone());
+            }
             Ok(())
         })?;
         if c.is_running() {
             let n = self.container_endpoints(&c.record.id)?.len();
+            // A container that had no network gets its default route from this one.
             let plugged = self.plug(
                 &c.record.id,
                 &rec.id,
                 static_ip,
                 &[],
                 &format!("eth{n}"),
-                false,
+                first,
             );
             if let Err(e) = plugged {
                 let _ = self.update_config(&c.record.id, |cfg| {
-                    cfg.extra_networks.retain(|a| !on(&a.network));
+                    if rejoins {
+                        cfg.network_detached = true;
+                    } else {
+                        cfg.extra_networks.retain(|a| !on(&a.network));
+                    }
                     Ok(())
                 });
                 return Err(e);
@@ -1291,7 +1323,8 @@ impl Local {
                 "container cannot be disconnected from host network or connected to host network",
             ));
         }
-        let primary = matches!(&mode, NetMode::Bridge(p) if self.network_find(p).is_ok_and(|p| p.id == rec.id));
+        let primary = !c.record.config.network_detached
+            && matches!(&mode, NetMode::Bridge(p) if self.network_find(p).is_ok_and(|p| p.id == rec.id));
         let extra = c
             .record
             .config
@@ -1314,15 +1347,11 @@ impl Local {
         }
         self.update_config(&c.record.id, |cfg| {
             if primary {
-                // The next network becomes the first; with none left, loopback only.
-                if cfg.extra_networks.is_empty() {
-                    cfg.network = Some("none".into());
-                } else {
-                    let next = cfg.extra_networks.remove(0);
-                    cfg.network = Some(next.network);
-                    cfg.ip = next.ip;
-                    cfg.network_aliases = next.aliases;
-                }
+                // The mode stays; the container is on the others only (with none left,
+                // loopback only).
+                cfg.network_detached = true;
+                cfg.ip = None;
+                cfg.network_aliases.clear();
             } else {
                 cfg.extra_networks.retain(|a| !on(&a.network));
             }

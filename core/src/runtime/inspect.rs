@@ -168,8 +168,16 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
     }
     let mode = NetMode::of(&c.record.config);
     let mut networks = serde_json::Map::new();
-    let entry = |ep: Option<&Endpoint>| {
+    let attachments = c.record.config.attachments();
+    let entry = |ep: Option<&Endpoint>, name: &str| {
+        // The aliases it was given on the network (named as it was given, or by its ID).
+        let aliases = attachments
+            .iter()
+            .find(|a| a.network == name || ep.is_some_and(|e| e.network_id == a.network))
+            .map(|a| a.aliases.clone())
+            .filter(|a| !a.is_empty());
         json!({
+            "Aliases": aliases,
             "NetworkID": ep.map(|e| e.network_id.clone()).unwrap_or_default(),
             "MacAddress": ep.map(|e| e.mac.clone()).unwrap_or_default(),
             "Gateway": ep.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
@@ -178,16 +186,19 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
         })
     };
     match &mode {
+        // Not running: the networks it joins at its next start.
         NetMode::Bridge(_) if endpoints.is_empty() => {
-            networks.insert(mode.name(), entry(None));
+            for a in &attachments {
+                networks.insert(a.network.clone(), entry(None, &a.network));
+            }
         }
         NetMode::Bridge(_) => {
             for ep in endpoints {
-                networks.insert(ep.network.clone(), entry(Some(ep)));
+                networks.insert(ep.network.clone(), entry(Some(ep), &ep.network));
             }
         }
         NetMode::Host | NetMode::None => {
-            networks.insert(mode.name(), entry(None));
+            networks.insert(mode.name(), entry(None, ""));
         }
         NetMode::Container(_) => {}
     }

@@ -141,6 +141,11 @@ pub struct CreateOptions {
     pub publish_all: bool,
     /// Networks beyond the first (`network connect`), joined at each start in order.
     pub extra_networks: Vec<crate::network::NetworkAttachment>,
+    /// The container left the network its mode names (`network disconnect`): it keeps the
+    /// mode, as Docker keeps `NetworkMode`, and is on `extra_networks` only (none: loopback
+    /// only) until it connects to that network again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub network_detached: bool,
     /// Volumes, host directories and tmpfs mounts (`-v`, `--mount`, `--tmpfs`); volume
     /// names are resolved at create (anonymous ones made then).
     pub mounts: Vec<crate::volume::MountSpec>,
@@ -154,6 +159,25 @@ pub struct CreateOptions {
     pub devices: Vec<DeviceMapping>,
     /// `--device-cgroup-rule`: more devices the container may use (`c 1:3 rwm`).
     pub device_cgroup_rules: Vec<String>,
+}
+
+impl CreateOptions {
+    /// The networks the container is on, in the order it joins them (`eth0`, `eth1`, ...):
+    /// its mode's network (unless it left it), then those it was connected to.
+    pub fn attachments(&self) -> Vec<crate::network::NetworkAttachment> {
+        let mut all = Vec::new();
+        if let NetMode::Bridge(n) = NetMode::of(self)
+            && !self.network_detached
+        {
+            all.push(crate::network::NetworkAttachment {
+                network: n,
+                ip: self.ip.clone(),
+                aliases: self.network_aliases.clone(),
+            });
+        }
+        all.extend(self.extra_networks.iter().cloned());
+        all
+    }
 }
 
 /// A host device given to a container, as the API's `HostConfig.Devices` has it.
@@ -1129,29 +1153,17 @@ impl Local {
     /// its namespace, address and veth pair; with `container:X`, X's namespace.
     fn prepare_network(&self, c: &Container) -> crate::Result<()> {
         match NetMode::of(&c.record.config) {
-            NetMode::Bridge(n) => {
-                let ip = c.record.config.ip.as_deref().and_then(|ip| ip.parse().ok());
-                let ep = self.network_attach(&c.record.id, &n, ip, &c.record.config.publish)?;
-                for (i, extra) in c.record.config.extra_networks.iter().enumerate() {
-                    let ip = extra.ip.as_deref().and_then(|ip| ip.parse().ok());
-                    self.plug(
-                        &c.record.id,
-                        &extra.network,
-                        ip,
-                        &[],
-                        &format!("eth{}", i + 1),
-                        false,
-                    )?;
-                }
+            NetMode::Bridge(_) => {
+                let attachments = c.record.config.attachments();
+                let eps =
+                    self.network_attach(&c.record.id, &attachments, &c.record.config.publish)?;
                 self.write_dns_list(&c.record.id, &c.bundle)?;
                 // The monitor holds the host ports while the container runs (so nothing else
                 // takes them) and withdraws them when it stops.
                 let ports = c.bundle.join("ports.json");
                 let down = c.bundle.join("ports-down.json");
-                if ep.ports.is_empty() {
-                    let _ = fs::remove_file(&ports);
-                    let _ = fs::remove_file(&down);
-                } else {
+                let first = eps.first();
+                if let Some(ep) = first.filter(|ep| !ep.ports.is_empty()) {
                     let rec = self.network_find(&ep.network_id)?;
                     fs::write(&ports, serde_json::to_vec(&ep.ports).unwrap_or_default())
                         .map_err(io_err("write ports.json"))?;
@@ -1159,11 +1171,18 @@ impl Local {
                         crate::network::firewall::withdraw_commands(&rec.bridge, ep.ip, &ep.ports);
                     fs::write(&down, serde_json::to_vec(&commands).unwrap_or_default())
                         .map_err(io_err("write ports-down.json"))?;
+                } else {
+                    let _ = fs::remove_file(&ports);
+                    let _ = fs::remove_file(&down);
                 }
                 let hostname = c.record.config.hostname.clone().unwrap_or_default();
                 fs::write(
                     c.bundle.join("hosts"),
-                    hosts_file(&hostname, Some(ep.ip), &c.record.config.extra_hosts),
+                    hosts_file(
+                        &hostname,
+                        first.map(|ep| ep.ip),
+                        &c.record.config.extra_hosts,
+                    ),
                 )
                 .map_err(io_err("write hosts"))?;
             }
@@ -1199,22 +1218,12 @@ impl Local {
                     .map_err(io_err("write config.json"))?;
             }
             NetMode::None => {
-                // Disconnected from its last network: the namespace the spec names holds
-                // loopback only now.
+                // A container the engine once gave a namespace of its own (its spec names it)
+                // keeps one, with loopback only.
                 let spec = fs::read_to_string(c.bundle.join("config.json")).unwrap_or_default();
                 let path = self.netns_path(&c.record.id);
                 if spec.contains(&path.display().to_string()) {
-                    self.release_endpoints(&c.record.id)?;
-                    crate::network::netns::create(&path)
-                        .map_err(io_err(format!("create {}", path.display())))?;
-                    crate::network::netns::within(&path, || {
-                        let nl = crate::network::netlink::Netlink::open()?;
-                        if let Some(lo) = nl.link_index("lo")? {
-                            nl.set_link(lo, None, None)?;
-                        }
-                        Ok(())
-                    })
-                    .map_err(io_err("set lo up"))?;
+                    self.network_attach(&c.record.id, &[], &[])?;
                 }
             }
             NetMode::Host => {}
