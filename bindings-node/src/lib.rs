@@ -281,7 +281,7 @@ impl Engine {
     pub fn list_containers(&self, all: Option<bool>) -> AsyncTask<Call<Json>> {
         engine_call!(self, |api| {
             json(
-                api.container_summaries(all.unwrap_or(false))
+                api.container_summaries(all.unwrap_or(false), &Default::default())
                     .map_err(fail)?,
             )
         })

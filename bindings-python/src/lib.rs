@@ -473,7 +473,7 @@ impl Containers {
     #[pyo3(signature = (all=false))]
     fn list(&self, py: Python<'_>, all: bool) -> PyResult<Vec<Container>> {
         let api = self.api.clone();
-        let ids: Vec<String> = blocking(py, || api.container_summaries(all))?
+        let ids: Vec<String> = blocking(py, || api.container_summaries(all, &Default::default()))?
             .iter()
             .filter_map(|c| c["Id"].as_str().map(str::to_string))
             .collect();

@@ -507,7 +507,10 @@ pub extern "C" fn engine_container_list(
     guard(|| {
         let api = handle(e)?;
         check_out(json_out)?;
-        give_json(json_out, &api.container_summaries(all)?)
+        give_json(
+            json_out,
+            &api.container_summaries(all, &Default::default())?,
+        )
     })
 }
 

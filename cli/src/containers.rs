@@ -483,47 +483,23 @@ pub struct PsArgs {
     no_trunc: bool,
 }
 
-/// Whether a `GET /containers/json` entry passes `ps`'s filters.
-fn matches_filters(c: &Value, filters: &[String]) -> Result<bool> {
-    let name = c["Names"][0]
-        .as_str()
-        .unwrap_or_default()
-        .trim_start_matches('/');
-    for f in filters {
+/// `ps`'s `--filter KEY=VALUE` options as the API's filters (the engine checks them).
+fn filters(list: &[String]) -> Result<ketch::runtime::Filters> {
+    let mut out = ketch::runtime::Filters::new();
+    for f in list {
         let Some((k, v)) = f.split_once('=') else {
             bail!("bad format of filter (expected name=value)")
         };
-        let ok = match k {
-            "status" => c["State"] == v,
-            "name" => name.contains(v.trim_start_matches('/')),
-            "id" => c["Id"].as_str().unwrap_or_default().starts_with(v),
-            "label" => {
-                let (lk, lv) = match v.split_once('=') {
-                    Some((a, b)) => (a, Some(b)),
-                    None => (v, None),
-                };
-                c["Labels"][lk]
-                    .as_str()
-                    .is_some_and(|val| lv.is_none_or(|x| x == val))
-            }
-            _ => bail!("invalid filter '{k}'"),
-        };
-        if !ok {
-            return Ok(false);
-        }
+        out.entry(k.to_string()).or_default().push(v.to_string());
     }
-    Ok(true)
+    Ok(out)
 }
 
 pub fn ps(cli: &Cli, a: &PsArgs) -> Result<ExitCode> {
     let api = cli.api()?;
-    let all = a.all || a.filter.iter().any(|f| f.starts_with("status="));
     let mut rows = Vec::new();
     let mut out = io::stdout().lock();
-    for c in api.container_summaries(all)? {
-        if !matches_filters(&c, &a.filter)? {
-            continue;
-        }
+    for c in api.container_summaries(a.all, &filters(&a.filter)?)? {
         let full = c["Id"].as_str().unwrap_or_default();
         let id = if a.no_trunc {
             full.to_string()
@@ -1086,7 +1062,7 @@ pub fn stats(cli: &Cli, a: &StatsArgs) -> Result<ExitCode> {
     let engine = cli.api()?;
     let names: Vec<String> = if a.containers.is_empty() {
         engine
-            .container_summaries(a.all)?
+            .container_summaries(a.all, &Default::default())?
             .into_iter()
             .filter_map(|c| c["Id"].as_str().map(str::to_string))
             .collect()

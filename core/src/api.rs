@@ -52,8 +52,14 @@ pub trait Api: Send + Sync {
     fn container_unpause(&self, name: &str) -> Result<()>;
     fn container_rename(&self, name: &str, new_name: &str) -> Result<()>;
     fn container_prune(&self) -> Result<Vec<String>>;
-    /// `GET /containers/json` entries.
-    fn container_summaries(&self, all: bool) -> Result<Vec<Value>>;
+    /// `GET /containers/json` entries: running containers (all with `all`) that pass
+    /// `filters` (Docker's: `id`, `name`, `label`, `status`, `exited`, `ancestor`,
+    /// `network`, `volume`).
+    fn container_summaries(
+        &self,
+        all: bool,
+        filters: &crate::runtime::Filters,
+    ) -> Result<Vec<Value>>;
     fn container_inspect(&self, name: &str) -> Result<Value>;
     /// Calls `each` with each record; with `follow`, until the container stops or `each`
     /// says stop (returns false).
@@ -190,8 +196,12 @@ impl Api for Engine {
     fn container_prune(&self) -> Result<Vec<String>> {
         Local::container_prune(self)
     }
-    fn container_summaries(&self, all: bool) -> Result<Vec<Value>> {
-        Local::container_summaries(self, all)
+    fn container_summaries(
+        &self,
+        all: bool,
+        filters: &crate::runtime::Filters,
+    ) -> Result<Vec<Value>> {
+        Local::container_summaries(self, all, filters)
     }
     fn container_inspect(&self, name: &str) -> Result<Value> {
         Local::container_inspect(self, name)
@@ -568,8 +578,17 @@ impl Api for Client {
         let v = self.call("POST", "/containers/prune", None)?;
         Ok(strings(&v["ContainersDeleted"]))
     }
-    fn container_summaries(&self, all: bool) -> Result<Vec<Value>> {
-        let v = self.get(&format!("/containers/json?all={all}"))?;
+    fn container_summaries(
+        &self,
+        all: bool,
+        filters: &crate::runtime::Filters,
+    ) -> Result<Vec<Value>> {
+        let mut path = format!("/containers/json?all={all}");
+        if !filters.is_empty() {
+            let f = serde_json::to_string(filters).unwrap_or_default();
+            path.push_str(&format!("&filters={}", enc(&f)));
+        }
+        let v = self.get(&path)?;
         Ok(v.as_array().cloned().unwrap_or_default())
     }
     fn container_inspect(&self, name: &str) -> Result<Value> {

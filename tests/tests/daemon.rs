@@ -1584,10 +1584,12 @@ fn ketch_host_sends_the_cli_to_the_daemon() {
     assert!(!decoy.path().exists(), "the CLI opened KETCH_ROOT");
 }
 
-/// `ps --filter label=KEY[=VALUE]`, embedded and through the daemon: a container matches when
-/// it has the label (with that value, when one is given), and several filters must all hold.
+/// `ps --filter`, embedded and through the daemon (which does the filtering, as Docker's
+/// does): a container matches `label=KEY[=VALUE]` when it has the label (with that value,
+/// when one is given) and must match all labels given; the values of another key are
+/// alternatives; different keys must all hold. A status filter lists stopped containers too.
 #[test]
-fn ps_filters_by_label_embedded_and_remote() {
+fn ps_filters_embedded_and_remote() {
     let r = Root::new();
     r.busybox("busybox");
     for (name, labels) in [
@@ -1611,6 +1613,18 @@ fn ps_filters_by_label_embedded_and_remote() {
             (&["label=nokey"], ""),
             (&["label=env=prod", "label=tier=front"], "front"),
             (&["label=env=prod", "label=tier=back"], ""),
+            (&["status=created"], "back front plain"),
+            (&["status=running"], ""),
+            (
+                &["status=running", "status=created", "label=tier"],
+                "back front",
+            ),
+            (&["exited=0"], ""),
+            (&["name=ron"], "front"),
+            (&["name=ack", "name=lai"], "back plain"),
+            (&["ancestor=busybox", "label=env"], "front"),
+            (&["ancestor=nosuch"], ""),
+            (&["network=bridge", "name=plain"], "plain"),
         ] {
             let mut args = vec!["ps", "-a", "--format", "{{.Names}}"];
             for x in filters {
@@ -1621,14 +1635,26 @@ fn ps_filters_by_label_embedded_and_remote() {
             got.sort();
             assert_eq!(got.join(" "), want, "{} {filters:?}", f.name());
         }
-        let o = f.run(&["ps", "-a", "--filter", "colour=red"]);
-        assert_eq!(o.status.code(), Some(1), "{}", f.name());
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(
-            err.contains("invalid filter 'colour'"),
-            "{}: {err}",
-            f.name()
-        );
+        let id = f.ok(&["ps", "-aq", "--no-trunc", "--filter", "name=back"]);
+        let out = f.ok(&[
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("id={}", &id[..10]),
+        ]);
+        assert_eq!(out, "back\n", "{}", f.name());
+        for (filter, want) in [
+            ("colour=red", "invalid filter 'colour'"),
+            ("status=asleep", "invalid filter 'status=asleep'"),
+            ("exited=ok", "invalid filter 'exited=ok'"),
+        ] {
+            let o = f.run(&["ps", "-a", "--filter", filter]);
+            assert_eq!(o.status.code(), Some(1), "{}", f.name());
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(want), "{}: {err}", f.name());
+        }
     });
     r.ok(&["rm", "front", "back", "plain"]);
 }

@@ -18,10 +18,16 @@ impl Local {
         Ok(inspect_json(&c, self.storage_driver(), &endpoints))
     }
 
-    /// The containers as `GET /containers/json` lists them (running ones only unless `all`).
-    pub fn container_summaries(&self, all: bool) -> crate::Result<Vec<Value>> {
+    /// The containers as `GET /containers/json` lists them: running ones only unless `all`
+    /// (or a filter on status or exit code), and those that pass `filters`.
+    pub fn container_summaries(&self, all: bool, filters: &Filters) -> crate::Result<Vec<Value>> {
+        check_filters(filters)?;
+        let all = all || filters.contains_key("status") || filters.contains_key("exited");
         let mut out = Vec::new();
         for c in self.container_list(all)? {
+            if !self.passes(&c, filters) {
+                continue;
+            }
             let created = chrono::DateTime::parse_from_rfc3339(&c.record.created)
                 .map(|t| t.timestamp())
                 .unwrap_or(0);
@@ -68,6 +74,49 @@ impl Local {
             }));
         }
         Ok(out)
+    }
+
+    /// Whether `c` passes every filter: one of a key's values (all of them for `label`).
+    fn passes(&self, c: &Container, filters: &Filters) -> bool {
+        let cfg = &c.record.config;
+        filters.iter().all(|(k, vals)| {
+            let one = |v: &String| match k.as_str() {
+                "id" => c.record.id.starts_with(v.as_str()),
+                "name" => c.record.name.contains(v.trim_start_matches('/')),
+                "label" => {
+                    let (key, want) = match v.split_once('=') {
+                        Some((k, w)) => (k, Some(w)),
+                        None => (v.as_str(), None),
+                    };
+                    cfg.labels
+                        .iter()
+                        .any(|(k, have)| k == key && want.is_none_or(|w| w == have))
+                }
+                "status" => c.status.as_str() == v,
+                "exited" => c.status == Status::Exited && c.task.exit_code.to_string() == *v,
+                "ancestor" => {
+                    cfg.image == *v
+                        || c.record.image_id == *v
+                        || c.record
+                            .image_id
+                            .strip_prefix("sha256:")
+                            .is_some_and(|id| id.starts_with(v.trim_start_matches("sha256:")))
+                }
+                "network" => cfg.attachments().iter().any(|a| {
+                    a.network == *v
+                        || self
+                            .network_find(&a.network)
+                            .is_ok_and(|n| n.id.starts_with(v.as_str()))
+                }),
+                "volume" => cfg.mounts.iter().any(|m| m.source == *v || m.target == *v),
+                _ => false,
+            };
+            if k == "label" {
+                vals.iter().all(one)
+            } else {
+                vals.iter().any(one)
+            }
+        })
     }
 
     /// `ps` on the host (with `ps_args`, default `-ef`), narrowed to the container's
@@ -146,6 +195,46 @@ fn engine_volume_path(bundle: &std::path::Path, name: &str) -> String {
                 .to_string()
         })
         .unwrap_or_default()
+}
+
+/// Docker's `filters`: each key with the values it may have.
+pub type Filters = std::collections::BTreeMap<String, Vec<String>>;
+
+/// Refuses a filter `GET /containers/json` does not know, or a value it cannot be, as
+/// Docker does.
+fn check_filters(filters: &Filters) -> crate::Result<()> {
+    let invalid = |reason: String| super::ContainerError::Invalid { reason }.into();
+    for (k, vals) in filters {
+        match k.as_str() {
+            "id" | "name" | "label" | "ancestor" | "network" | "volume" => {}
+            "status" => {
+                const KNOWN: [&str; 7] = [
+                    "created",
+                    "restarting",
+                    "running",
+                    "removing",
+                    "paused",
+                    "exited",
+                    "dead",
+                ];
+                if let Some(v) = vals.iter().find(|v| !KNOWN.contains(&v.as_str())) {
+                    return Err(invalid(format!(
+                        "invalid filter 'status={v}': it is one of {}",
+                        KNOWN.join(", ")
+                    )));
+                }
+            }
+            "exited" => {
+                if let Some(v) = vals.iter().find(|v| v.parse::<i32>().is_err()) {
+                    return Err(invalid(format!(
+                        "invalid filter 'exited={v}': an exit code is a number"
+                    )));
+                }
+            }
+            _ => return Err(invalid(format!("invalid filter '{k}'"))),
+        }
+    }
+    Ok(())
 }
 
 /// `inspect` of a container, in Docker's shape (the fields ketch has so far). `endpoints`

@@ -15,6 +15,7 @@ mod inspect;
 mod spec;
 
 pub use changes::{Change, CommitOptions};
+pub use inspect::Filters;
 
 use std::fs;
 use std::io::{self, BufRead, Read};

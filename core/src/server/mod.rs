@@ -296,7 +296,7 @@ fn route(
         ("GET", ["info"]) => Reply::Json(200, info(engine)?),
         ("GET", ["containers", "json"]) => Reply::Json(
             200,
-            Value::Array(engine.container_summaries(req.query_bool("all"))?),
+            Value::Array(engine.container_summaries(req.query_bool("all"), &filters(req)?)?),
         ),
         ("POST", ["containers", "create"]) => Reply::Json(201, container_create(engine, req)?),
         ("GET", ["containers", id, "json"]) => Reply::Json(200, engine.container_inspect(id)?),
