@@ -582,6 +582,92 @@ fn the_docker_cli_manages_images_networks_volumes_and_files() {
     docker_ok(&d, &["rm", "-f", "c"]);
 }
 
+/// `docker network disconnect` and `connect` of a container from and to its only network,
+/// created and running, as Compose does it: the container keeps its network mode, has
+/// loopback only while off, and joins again with the aliases it is given, found by them.
+#[test]
+fn the_docker_cli_disconnects_and_connects_again() {
+    ketch_tests::require_tool("docker");
+    let (_r, d) = setup();
+    docker_ok(&d, &["network", "create", "mesh"]);
+    docker_ok(
+        &d,
+        &[
+            "create",
+            "--name",
+            "made",
+            "--network",
+            "mesh",
+            "busybox",
+            "sh",
+            "-c",
+            "ls /sys/class/net; exec httpd -f -p 80 -h /etc",
+        ],
+    );
+    docker_ok(&d, &["network", "disconnect", "mesh", "made"]);
+    let mode = |c: &str| docker_ok(&d, &["inspect", "-f", "{{.HostConfig.NetworkMode}}", c]);
+    let nets = |c: &str| {
+        docker_ok(
+            &d,
+            &["inspect", "-f", "{{json .NetworkSettings.Networks}}", c],
+        )
+    };
+    assert_eq!(mode("made"), "mesh\n");
+    assert_eq!(nets("made"), "{}\n");
+    docker_ok(
+        &d,
+        &["network", "connect", "--alias", "web", "mesh", "made"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&nets("made")).unwrap();
+    assert_eq!(v["mesh"]["Aliases"], serde_json::json!(["web"]), "{v}");
+    docker_ok(&d, &["start", "made"]);
+    // A running container: off its only network, then back with a new alias.
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "runs",
+            "--network",
+            "mesh",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    docker_ok(&d, &["network", "disconnect", "mesh", "runs"]);
+    assert_eq!(
+        docker_ok(&d, &["exec", "runs", "ls", "/sys/class/net"]),
+        "lo\n"
+    );
+    assert_eq!(mode("runs"), "mesh\n");
+    docker_ok(
+        &d,
+        &["network", "connect", "--alias", "client", "mesh", "runs"],
+    );
+    assert_eq!(
+        docker_ok(&d, &["exec", "runs", "ls", "/sys/class/net"]),
+        "eth0\nlo\n"
+    );
+    // Each finds the other by its alias, and the way out is back.
+    let get = "printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc web 80 | tail -1";
+    let out = docker_ok(&d, &["exec", "runs", "sh", "-c", get]);
+    assert_eq!(
+        out.trim(),
+        docker_ok(&d, &["inspect", "-f", "{{.Config.Hostname}}", "made"]).trim()
+    );
+    let route = docker_ok(&d, &["exec", "runs", "ip", "route"]);
+    assert!(route.starts_with("default via "), "{route}");
+    let ping = docker(
+        &d,
+        &["exec", "made", "ping", "-c", "1", "-W", "2", "client"],
+    );
+    assert!(ping.status.success(), "{ping:?}");
+    docker_ok(&d, &["rm", "-f", "made", "runs"]);
+    docker_ok(&d, &["network", "rm", "mesh"]);
+}
+
 /// `PUT /containers/{id}/archive?path=PATH` with `tar`: (status, message).
 fn put_archive(d: &Daemon, id: &str, path: &str, tar: &[u8]) -> (u16, String) {
     let mut s = UnixStream::connect(&d.socket).unwrap();

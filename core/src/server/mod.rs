@@ -426,10 +426,16 @@ fn route(
                 serde_json::to_value(engine.image_list(&opts)?).unwrap_or_default(),
             )
         }
-        ("GET", ["images", name @ .., "json"]) if !name.is_empty() => Reply::Json(
-            200,
-            serde_json::to_value(engine.image_inspect(&name.join("/"))?).unwrap_or_default(),
-        ),
+        ("GET", ["images", name @ .., "json"]) if !name.is_empty() => {
+            let image = engine.image_inspect(&name.join("/"))?;
+            let mut v = serde_json::to_value(&image).unwrap_or_default();
+            // Before API 1.45 an image also had the configuration of the container it was
+            // committed from. Compose 1.x reads it whatever version it negotiated (Docker
+            // from 25 on breaks it there), so it stays, as an extra field newer clients skip.
+            v["Container"] = json!("");
+            v["ContainerConfig"] = container_config_of(&image.config);
+            Reply::Json(200, v)
+        }
         // Images.
         ("POST", ["images", "load"]) => {
             let loaded = engine.image_load(crate::image::LoadSource::Reader(body))?;
@@ -1159,6 +1165,32 @@ pub(crate) fn parse_request(req: &Request) {
     if let Ok(body) = json_body(req) {
         crate::fuzzing::json_bodies(&body);
     }
+}
+
+/// The `ContainerConfig` older APIs show for an image: the image's configuration in the
+/// container configuration's shape (an imported or built image has no other).
+fn container_config_of(config: &Value) -> Value {
+    let field = |k: &str, empty: Value| config.get(k).cloned().unwrap_or(empty);
+    json!({
+        "Hostname": "",
+        "Domainname": "",
+        "User": field("User", json!("")),
+        "AttachStdin": false,
+        "AttachStdout": false,
+        "AttachStderr": false,
+        "ExposedPorts": field("ExposedPorts", Value::Null),
+        "Tty": false,
+        "OpenStdin": false,
+        "StdinOnce": false,
+        "Env": field("Env", Value::Null),
+        "Cmd": field("Cmd", Value::Null),
+        "Image": "",
+        "Volumes": field("Volumes", Value::Null),
+        "WorkingDir": field("WorkingDir", json!("")),
+        "Entrypoint": field("Entrypoint", Value::Null),
+        "OnBuild": field("OnBuild", Value::Null),
+        "Labels": field("Labels", Value::Null),
+    })
 }
 
 /// Docker's `filters` query: `{"type":["container"]}` or the older `{"type":{"container":true}}`.
