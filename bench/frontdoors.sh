@@ -4,7 +4,7 @@
 # loop), Python through the daemon, and docker-py against the same daemon (and against
 # dockerd where one runs: DOCKERD_SOCKET=/var/run/docker.sock). Medians in ms.
 #
-#   bench/frontdoors.sh [N]     (default 30; after scripts/setup; needs root and hyperfine)
+#   bench/frontdoors.sh [N]     (default 30; after scripts/setup --tests; needs root and hyperfine)
 set -euo pipefail
 n=${1:-30}
 here=$(cd "$(dirname "$0")/.." && pwd)
