@@ -81,6 +81,11 @@ export declare function connect(url: string, tls?: TlsOptions | undefined | null
 export interface EngineOptions {
   /** The state root; default `KETCH_ROOT`, else /var/lib/ketch. */
   root?: string
+  /**
+   * The `ketch-shim` containers run under; default `KETCH_SHIM`, else the one this
+   * package carries.
+   */
+  shim?: string
 }
 
 export interface ExecResult {

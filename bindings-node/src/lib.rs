@@ -115,7 +115,9 @@ impl<T: Send + 'static + ToNapiValue + TypeName> Task for Call<T> {
 /// Where an engine is: a root opened lazily on the first call (off the event loop), or a
 /// daemon.
 enum Target {
-    Root(Option<String>),
+    /// A root (default: the environment's) and a shim (default: `KETCH_SHIM`, else the one
+    /// this addon carries), opened on first use.
+    Root(Option<String>, Option<String>),
     Ready(Arc<dyn Api>),
 }
 
@@ -129,6 +131,9 @@ pub struct Engine {
 pub struct EngineOptions {
     /// The state root; default `KETCH_ROOT`, else /var/lib/ketch.
     pub root: Option<String>,
+    /// The `ketch-shim` containers run under; default `KETCH_SHIM`, else the one this
+    /// package carries.
+    pub shim: Option<String>,
 }
 
 #[napi(object)]
@@ -167,17 +172,19 @@ pub struct ExecResult {
 /// The engine behind a handle, opened on first use.
 fn api(target: &Mutex<Target>) -> Outcome<Arc<dyn Api>> {
     let mut t = target.lock().unwrap_or_else(|p| p.into_inner());
-    if let Target::Root(root) = &*t {
+    if let Target::Root(root, shim) = &*t {
         let mut opts = ketch::Options::from_env().map_err(fail)?;
         if let Some(r) = root {
             opts.root = r.into();
         }
+        opts.shim = shim.as_ref().map(Into::into);
+        opts.embedded_shim = Some(ketch_embedded_shim::SHIM);
         let e = ketch::Engine::open(&opts).map_err(fail)?;
         *t = Target::Ready(Arc::new(e));
     }
     match &*t {
         Target::Ready(a) => Ok(a.clone()),
-        Target::Root(_) => unreachable!("opened above"),
+        Target::Root(..) => unreachable!("opened above"),
     }
 }
 
@@ -214,7 +221,10 @@ impl Engine {
     #[napi(constructor)]
     pub fn new(options: Option<EngineOptions>) -> Engine {
         Engine {
-            target: Arc::new(Mutex::new(Target::Root(options.and_then(|o| o.root)))),
+            target: Arc::new(Mutex::new(match options {
+                Some(o) => Target::Root(o.root, o.shim),
+                None => Target::Root(None, None),
+            })),
         }
     }
 

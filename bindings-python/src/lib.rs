@@ -270,13 +270,21 @@ struct Engine {
 impl Engine {
     /// Opens (creating if needed) a state root: `root`, else `KETCH_ROOT`, else
     /// /var/lib/ketch; the other settings from the environment, as the CLI reads them.
+    /// Containers run under `shim`, else `KETCH_SHIM`, else the `ketch-shim` this package
+    /// carries.
     #[new]
-    #[pyo3(signature = (root=None))]
-    fn new(py: Python<'_>, root: Option<std::path::PathBuf>) -> PyResult<Engine> {
+    #[pyo3(signature = (root=None, *, shim=None))]
+    fn new(
+        py: Python<'_>,
+        root: Option<std::path::PathBuf>,
+        shim: Option<std::path::PathBuf>,
+    ) -> PyResult<Engine> {
         let mut opts = ketch::Options::from_env().map_err(to_err)?;
         if let Some(r) = root {
             opts.root = r;
         }
+        opts.shim = shim;
+        opts.embedded_shim = Some(ketch_embedded_shim::SHIM);
         let e = blocking(py, || ketch::Engine::open(&opts))?;
         Ok(Engine { api: Arc::new(e) })
     }

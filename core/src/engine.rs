@@ -92,6 +92,12 @@ pub struct Options {
     /// Where subnets of new networks come from: (pool, prefix length of each subnet).
     /// Empty: Docker's defaults (the /16s of 172.17.0.0/12, the /20s of 192.168.0.0/16).
     pub address_pools: Vec<(crate::network::subnet::Subnet, u8)>,
+    /// The `ketch-shim` executable to run, before anything else (`KETCH_SHIM` next).
+    pub shim: Option<PathBuf>,
+    /// A `ketch-shim` built into the program (a package's native module carries one), tried
+    /// after `KETCH_SHIM` and before the executable's directory and `PATH`: written once
+    /// into the root's `bin/` under its digest, and run from there.
+    pub embedded_shim: Option<&'static [u8]>,
 }
 
 impl Default for Options {
@@ -103,6 +109,8 @@ impl Default for Options {
             default_bridge: None,
             ip_forward: true,
             address_pools: Vec::new(),
+            shim: None,
+            embedded_shim: None,
         }
     }
 }
@@ -160,6 +168,8 @@ pub struct Local {
     pub(crate) default_bridge: String,
     pub(crate) ip_forward: bool,
     pub(crate) address_pools: Vec<(crate::network::subnet::Subnet, u8)>,
+    pub(crate) shim: Option<PathBuf>,
+    pub(crate) embedded_shim: Option<&'static [u8]>,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -203,6 +213,8 @@ impl Local {
             } else {
                 opts.address_pools.clone()
             },
+            shim: opts.shim.clone(),
+            embedded_shim: opts.embedded_shim,
         };
         local.recover()?;
         Ok(local)

@@ -87,3 +87,78 @@ fn a_c_program_runs_clean_under_valgrind() {
     let o = demo(&r, &valgrind, &shared, &url);
     assert_story(&o, "valgrind, remote");
 }
+
+/// As a user installs it: `make -C capi install PREFIX=...` into a fresh prefix, then a C
+/// program built against that prefix with `pkg-config --cflags --libs engine` (and an rpath
+/// to its lib/, as for any library outside the loader's paths) runs containers, embedded and
+/// through a daemon, with nothing on `PATH` and no `KETCH_SHIM`: the library finds the shim
+/// in the prefix's libexec/ketch/.
+#[test]
+fn an_installed_libengine_runs_containers_with_nothing_on_path() {
+    require_tool("make");
+    require_tool("pkg-config");
+    require_tool("cc");
+    let r = Root::new();
+    let prefix = r.dir.path().join("prefix");
+    let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let o = Command::new("make")
+        .arg("-C")
+        .arg(checkout.join("capi"))
+        .arg("install")
+        .arg(format!("PREFIX={}", prefix.display()))
+        .arg(format!("TARGET_DIR={}", target_dir().display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "make install: {o:?}");
+    for f in [
+        "lib/libengine.so",
+        "lib/libengine.a",
+        "lib/pkgconfig/engine.pc",
+        "include/engine.h",
+        "libexec/ketch/ketch-shim",
+    ] {
+        assert!(prefix.join(f).is_file(), "{f} is not installed");
+    }
+    let flags = Command::new("pkg-config")
+        .args(["--cflags", "--libs", "engine"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig"))
+        .output()
+        .unwrap();
+    assert!(flags.status.success(), "pkg-config: {flags:?}");
+    let flags = String::from_utf8(flags.stdout).unwrap();
+    let app = r.dir.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    let program = app.join("demo");
+    let o = Command::new("cc")
+        .arg(checkout.join("examples/c/demo.c"))
+        .args(flags.split_whitespace())
+        .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
+        .arg("-o")
+        .arg(&program)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "cc: {o:?}");
+    let run = |target: &str| {
+        let mut cmd = Command::new(&program);
+        cmd.arg(target)
+            .arg(busybox_rootfs())
+            .current_dir(&app)
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("KETCH_BRIDGE", &r.bridge)
+            .env("KETCH_IP_FORWARD", "false");
+        output_within(&mut cmd, 300)
+    };
+    let root = r.dir.path().join("c-root");
+    assert_story(&run(&root.display().to_string()), "installed, embedded");
+    let d = Daemon::start(&r);
+    assert_story(
+        &run(&format!("unix://{}", d.socket.display())),
+        "installed, remote",
+    );
+    drop(d);
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}

@@ -1,7 +1,7 @@
 //! The Node front door: the `node --test` suite of `bindings-node` (embedded and through a
 //! daemon), its TypeScript types against a program that uses them, and the generated loader
-//! and types being those the sources make. The addon is the one `scripts/setup` built with
-//! `npm install` in `bindings-node`.
+//! and types being those the sources make, and the packed tarball installed as a user installs
+//! it. The addon is the one `scripts/setup --tests` built with `npm pack` in `bindings-node`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +18,7 @@ fn package() -> PathBuf {
         .any(|e| e.file_name().to_string_lossy().ends_with(".node"));
     assert!(
         built && p.join("node_modules").exists(),
-        "bindings-node is not built: run scripts/setup (npm install in bindings-node)"
+        "bindings-node is not built: run scripts/setup --tests (npm install and npm pack in bindings-node)"
     );
     p
 }
@@ -84,6 +84,140 @@ fn the_generated_loader_and_types_are_committed() {
     assert!(
         o.status.success(),
         "native.js / native.d.ts are not what the build made: commit what it made\n{}",
+        show(&o)
+    );
+}
+
+/// A Node program that runs `echo WORDS...` in a busybox container on `engine` and prints
+/// its output.
+const ECHO: &str = r#"
+async function echo(e, words) {
+  const id = await e.createContainer({ Image: 'busybox', Cmd: ['echo', ...words], HostConfig: { NetworkMode: 'none' } })
+  await e.start(id)
+  await e.wait(id)
+  let out = ''
+  for await (const rec of e.logs(id)) out += rec.data.toString()
+  await e.remove(id)
+  process.stdout.write(out)
+}
+"#;
+
+/// The tarball `npm pack` wrote.
+fn tarball() -> PathBuf {
+    let dir = target_dir().join("npm");
+    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    match found.as_slice() {
+        [one] => one.clone(),
+        _ => panic!(
+            "{} should hold one tarball: run scripts/setup --tests",
+            dir.display()
+        ),
+    }
+}
+
+/// As a user gets it: the tarball installed with npm into a fresh app outside the checkout,
+/// with nothing of the workspace on `PATH` and no `KETCH_SHIM`, installs without building or
+/// fetching anything, and runs a container that prints, embedded (with the shim the addon
+/// carries) and through a daemon. Installing from the source folder unbuilt says how to build.
+#[test]
+fn the_packed_tarball_installs_in_a_fresh_app_and_runs_containers() {
+    require_tool("npm");
+    let tgz = tarball();
+    let r = Root::new();
+    let _left = RootsBelow::new(&r, r.dir.path());
+    let app = r.dir.path().join("app");
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(
+        app.join("package.json"),
+        r#"{"name": "app", "version": "1.0.0", "private": true}"#,
+    )
+    .unwrap();
+    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let run = |cmd: &mut Command| {
+        let o = cmd
+            .current_dir(&app)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", &app)
+            .env("KETCH_BRIDGE", &r.bridge)
+            .env("KETCH_IP_FORWARD", "false")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{cmd:?}: {}", show(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Offline: the tarball needs nothing from the registry, and runs no install script.
+    run(Command::new("npm")
+        .args([
+            "install",
+            "--offline",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts=false",
+        ])
+        .arg(&tgz));
+    let installed = app.join("node_modules/ketch");
+    assert!(
+        !installed.join("node_modules").exists(),
+        "it brought dependencies along"
+    );
+    let root = r.dir.path().join("node-root");
+    let script = ECHO.to_string()
+        + r#"
+const ketch = require('ketch')
+;(async () => {
+  const e = new ketch.Engine({ root: process.argv[1] })
+  await e.importImage(process.argv[2], 'busybox:latest')
+  await echo(e, ['hello', 'from', 'the', 'tarball'])
+})().catch((err) => { console.error(err); process.exit(1) })
+"#;
+    let out = run(Command::new("node")
+        .args(["-e", &script])
+        .arg(&root)
+        .arg(busybox_rootfs()));
+    assert_eq!(out, "hello from the tarball\n");
+    r.busybox("busybox");
+    let d = ketch_tests::Daemon::start(&r);
+    let script = ECHO.to_string()
+        + r#"
+const ketch = require('ketch')
+;(async () => {
+  await echo(ketch.connect('unix://' + process.argv[1]), ['hello', 'through', 'the', 'daemon'])
+})().catch((err) => { console.error(err); process.exit(1) })
+"#;
+    let out = run(Command::new("node").args(["-e", &script]).arg(&d.socket));
+    assert_eq!(out, "hello through the daemon\n");
+    drop(d);
+    // The package's source folder, unbuilt, installed as a folder: the error says how to
+    // build it.
+    let src = r.dir.path().join("bindings-node");
+    std::fs::create_dir(&src).unwrap();
+    for f in [
+        "package.json",
+        "index.js",
+        "native.js",
+        "index.d.ts",
+        "native.d.ts",
+    ] {
+        std::fs::copy(package().join(f), src.join(f)).unwrap();
+    }
+    std::fs::remove_dir_all(app.join("node_modules")).unwrap();
+    run(Command::new("npm")
+        .args(["install", "--offline", "--no-audit", "--no-fund"])
+        .arg(&src));
+    let o = Command::new("node")
+        .args(["-e", "require('ketch')"])
+        .current_dir(&app)
+        .env_clear()
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        show(&o).contains("native addon is not built") && show(&o).contains("npm run build"),
+        "{}",
         show(&o)
     );
 }

@@ -124,3 +124,102 @@ fn c_python_and_the_cli_share_a_root() {
     assert_eq!(r.ok(&["ps", "-aq"]), "");
     assert!(r.ok(&["images"]).contains("busybox"));
 }
+
+/// The wheel `scripts/setup` built (`pip wheel ./bindings-python`: maturin, release).
+fn wheel() -> PathBuf {
+    let dir = target_dir().join("wheels");
+    let wheels: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    match wheels.as_slice() {
+        [one] => one.clone(),
+        _ => panic!(
+            "{} should hold one wheel: run scripts/setup --tests",
+            dir.display()
+        ),
+    }
+}
+
+/// What `git status` says of the checkout: a package install must add nothing to it.
+fn checkout_status() -> String {
+    let o = Command::new("git")
+        .args(["status", "--porcelain"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// As a user gets it: the wheel installed with pip into a fresh virtual environment outside
+/// the checkout, with nothing of the workspace on `PATH` and no `KETCH_SHIM`, runs a
+/// container that prints, embedded (with the shim the package carries) and through a daemon.
+#[test]
+fn the_wheel_installs_in_a_fresh_venv_and_runs_containers() {
+    let wheel = wheel();
+    let before = checkout_status();
+    let r = Root::new();
+    let _left = RootsBelow::new(&r, r.dir.path());
+    let home = r.dir.path().join("user");
+    std::fs::create_dir(&home).unwrap();
+    let path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    let run = |cmd: &mut Command| {
+        let o = cmd
+            .current_dir(&home)
+            .env_clear()
+            .env("PATH", path)
+            .env("HOME", &home)
+            .env("KETCH_BRIDGE", &r.bridge)
+            .env("KETCH_IP_FORWARD", "false")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "{cmd:?}: {text}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(Command::new("python3").args(["-m", "venv", "venv"]));
+    let py = home.join("venv/bin/python");
+    run(Command::new(&py)
+        .args(["-m", "pip", "install", "-q", "--no-index"])
+        .arg(&wheel));
+    let root = r.dir.path().join("py-root");
+    let script = r#"
+import sys, ketch
+e = ketch.Engine(root=sys.argv[1])
+e.images.import_(sys.argv[2], "busybox", "latest")
+print(e.containers.run("busybox", ["echo", "hello from the wheel"], remove=True).decode(), end="")
+"#;
+    let out = run(Command::new(&py)
+        .args(["-c", script])
+        .arg(&root)
+        .arg(busybox_rootfs()));
+    assert_eq!(out, "hello from the wheel\n");
+    // The shim the package carries, written into the root.
+    let bin: Vec<String> = std::fs::read_dir(root.join("bin"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert!(
+        bin.len() == 1 && bin[0].starts_with("ketch-shim-"),
+        "{bin:?}"
+    );
+    // Through a daemon on another root.
+    r.busybox("busybox");
+    let d = ketch_tests::Daemon::start(&r);
+    let script = r#"
+import sys, ketch
+e = ketch.connect("unix://" + sys.argv[1])
+print(e.containers.run("busybox", ["echo", "hello through the daemon"], remove=True).decode(), end="")
+"#;
+    let out = run(Command::new(&py).args(["-c", script]).arg(&d.socket));
+    assert_eq!(out, "hello through the daemon\n");
+    drop(d);
+    assert_eq!(
+        checkout_status(),
+        before,
+        "the install wrote into the checkout"
+    );
+}

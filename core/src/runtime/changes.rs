@@ -396,7 +396,7 @@ impl Local {
         output: Option<&mut dyn Write>,
     ) -> crate::Result<()> {
         let c = self.container_get(name)?;
-        let shim = super::shim_path().ok_or(ContainerError::NoShim)?;
+        let shim = self.shim()?;
         let key = format!("container-{}", c.record.id);
         let mounted;
         let (flag, value) = if c.is_running() && c.task.pid > 0 {

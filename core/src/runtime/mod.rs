@@ -20,7 +20,8 @@ pub use inspect::Filters;
 use std::fs;
 use std::io::{self, BufRead, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -416,27 +417,97 @@ const NAME_NOUN: &[&str] = &[
     "tiller",
 ];
 
-/// Finds the `ketch-shim` executable: `KETCH_SHIM`, beside the running executable (or one
-/// directory up, for test binaries in `deps/`), then `PATH`.
-pub fn shim_path() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("KETCH_SHIM") {
-        return Some(PathBuf::from(p));
+impl Local {
+    /// The `ketch-shim` executable: the one the engine was opened with, `KETCH_SHIM`, the
+    /// one built into the program (written into the root's `bin/`), then one beside the
+    /// running executable (or one directory up, for test binaries in `deps/`) or on `PATH`.
+    pub(crate) fn shim(&self) -> crate::Result<PathBuf> {
+        if let Some(p) = &self.shim {
+            return Ok(p.clone());
+        }
+        if let Ok(p) = std::env::var("KETCH_SHIM") {
+            return Ok(PathBuf::from(p));
+        }
+        if let Some(bytes) = self.embedded_shim {
+            return self.materialized_shim(bytes);
+        }
+        installed_shim().ok_or_else(|| ContainerError::NoShim.into())
     }
+
+    /// The built-in shim as a file: `bin/ketch-shim-DIGEST` in the root, written once (to a
+    /// temporary name, then renamed, so a concurrent start never runs half a file).
+    fn materialized_shim(&self, bytes: &[u8]) -> crate::Result<PathBuf> {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(bytes));
+        let dir = self.root.join("bin");
+        let path = dir.join(format!("ketch-shim-{}", &digest[..16]));
+        if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
+            return Ok(path);
+        }
+        let write = || -> io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!(".ketch-shim-{}", crate::util::random_hex(8)));
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o755)
+                .open(&tmp)?;
+            let done = f
+                .write_all(bytes)
+                .and_then(|()| f.sync_all())
+                .and_then(|()| fs::rename(&tmp, &path));
+            if done.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            done
+        };
+        write().map_err(io_err(format!("write {}", path.display())))?;
+        Ok(path)
+    }
+}
+
+/// An installed `ketch-shim`: beside the running executable (or one directory up, for test
+/// binaries in `deps/`); in `libexec/ketch/` beside the directory this code was loaded from
+/// (libengine installed under a prefix by `make -C capi install`: PREFIX/lib's library
+/// finds PREFIX/libexec/ketch/ketch-shim); then on `PATH`.
+fn installed_shim() -> Option<PathBuf> {
+    let mut dirs = Vec::new();
     if let Ok(exe) = std::env::current_exe()
         && let Some(dir) = exe.parent()
     {
-        for d in [dir.to_path_buf(), dir.join("..")] {
-            let p = d.join("ketch-shim");
-            if p.is_file() {
-                return Some(p);
-            }
-        }
+        dirs.push(dir.to_path_buf());
+        dirs.push(dir.join(".."));
+    }
+    if let Some(lib) = loaded_from().as_deref().and_then(Path::parent) {
+        dirs.push(lib.join("../libexec/ketch"));
+    }
+    if let Some(p) = dirs
+        .iter()
+        .map(|d| d.join("ketch-shim"))
+        .find(|p| p.is_file())
+    {
+        return Some(p);
     }
     std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|d| d.join("ketch-shim"))
             .find(|p| p.is_file())
     })
+}
+
+/// The file this code was loaded from: the shared library it is in, or the executable.
+fn loaded_from() -> Option<PathBuf> {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr fills `info` for an address in a loaded object; the name it points to
+    // lives as long as the object, and is copied at once.
+    let found = unsafe { libc::dladdr(loaded_from as *const libc::c_void, &mut info) } != 0;
+    if !found || info.dli_fname.is_null() {
+        return None;
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }
 
 fn alive(pid: u32, start: u64) -> bool {
@@ -1139,7 +1210,7 @@ impl Local {
             }
             Status::Created | Status::Exited => {}
         }
-        let shim = shim_path().ok_or(ContainerError::NoShim)?;
+        let shim = self.shim()?;
         let _ = fs::remove_file(c.bundle.join("stop-requested"));
         let _ = fs::remove_file(c.bundle.join("state.json"));
         self.prepare_network(&c)?;
@@ -2071,7 +2142,7 @@ impl Local {
             }
             .into());
         }
-        let shim = shim_path().ok_or(ContainerError::NoShim)?;
+        let shim = self.shim()?;
         let mut cmd = Command::new(&shim);
         cmd.arg("exec").arg(&c.bundle).arg(c.task.pid.to_string());
         cmd.args(["--pid-start", &task_start(&c).to_string()]);
