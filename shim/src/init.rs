@@ -426,12 +426,9 @@ fn setup(
             .map_err(ctx(|| format!("make {} private", parent.point.display())))?;
         }
         mount_rootfs(rootfs_mounts, &root_path)?;
-        let root = rustix::fs::open(
-            &root_path,
-            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(ctx(|| "open the root file system".to_string()))?;
+        // (Closed at the end of this block, before anything execs.)
+        let root =
+            fs::File::open(&root_path).map_err(ctx(|| "open the root file system".to_string()))?;
         do_mounts(spec, root.as_fd())?;
         let privileged = spec
             .annotations
@@ -441,14 +438,7 @@ fn setup(
         rootfs::protect_paths(root.as_fd(), spec)?;
         pivot(root.as_fd())?;
         if spec.root.readonly {
-            let slash = rustix::fs::open(
-                "/",
-                rustix::fs::OFlags::PATH
-                    | rustix::fs::OFlags::DIRECTORY
-                    | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(ctx(|| "open /".to_string()))?;
+            let slash = fs::File::open("/").map_err(ctx(|| "open /".to_string()))?;
             sys::add_mount_attrs(slash.as_fd(), sys::MOUNT_ATTR_RDONLY, false)
                 .map_err(ctx(|| "remount / read-only".to_string()))?;
         }

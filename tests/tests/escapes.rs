@@ -783,6 +783,48 @@ fn setuid_programs_work_unless_no_new_privileges() {
     });
 }
 
+/// What a container's processes hold open is their standard streams only: no descriptor of
+/// the helper's (the root file system, a cgroup, a pipe to the monitor) reaches the first
+/// process, one under `--init`, or an exec'd one.
+#[test]
+fn container_processes_inherit_no_descriptor_of_the_helper() {
+    let r = Root::new();
+    r.busybox("busybox");
+    // `ls` lists its own descriptors: the three streams and the directory it reads.
+    let want = "0\n1\n2\n3\n";
+    both(&r, |f| {
+        let ls = ["busybox", "ls", "-1", "/proc/self/fd"];
+        for flags in [
+            &["--rm"][..],
+            &["--rm", "--init"],
+            &["--rm", "-t"],
+            &["--rm", "--read-only"],
+        ] {
+            let mut args = vec!["run", "--network", "none"];
+            args.extend_from_slice(flags);
+            args.extend_from_slice(&ls);
+            assert_eq!(
+                f.ok(&args).replace('\r', ""),
+                want,
+                "{}: run {flags:?}",
+                f.name()
+            );
+        }
+        let id = f.ok(&["run", "-d", "--network", "none", "busybox", "sleep", "1000"]);
+        let id = id.trim();
+        assert_eq!(
+            f.ok(&["exec", id, "ls", "-1", "/proc/self/fd"]),
+            want,
+            "{}",
+            f.name()
+        );
+        // The first process of a running container too.
+        let first = f.ok(&["exec", id, "ls", "-1", "/proc/1/fd"]);
+        assert_eq!(first, "0\n1\n2\n", "{}", f.name());
+        f.ok(&["rm", "-f", id]);
+    });
+}
+
 /// CVE-2024-21626: a working directory named through a descriptor (`-w /proc/self/fd/N`)
 /// would leave a process outside the root if the helper held a host directory open; from
 /// there `..` climbs to the host's `/`. No descriptor number works, for run or exec: the
