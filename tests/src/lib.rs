@@ -637,6 +637,31 @@ impl Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// The real Docker CLI against this daemon (a configuration directory of its own).
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
+            .env(
+                "DOCKER_CONFIG",
+                self.socket.parent().unwrap().join("docker-config"),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+/// The one file in `dir` (a built package: a wheel, a tarball); `what` says what makes it.
+pub fn only_file_in(dir: &Path, what: &str) -> PathBuf {
+    let found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    match found.as_slice() {
+        [one] => one.clone(),
+        _ => panic!("{} should hold one file: {what}", dir.display()),
+    }
 }
 
 impl Drop for Daemon {

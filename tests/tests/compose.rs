@@ -93,16 +93,7 @@ volumes:
 }
 
 fn docker(d: &Daemon, args: &[&str]) -> String {
-    let o = Command::new("docker")
-        .args(args)
-        .env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
-        .env(
-            "DOCKER_CONFIG",
-            d.socket.parent().unwrap().join("docker-config"),
-        )
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let o = d.docker(args);
     assert!(
         o.status.success(),
         "docker {args:?}: {}",

@@ -286,16 +286,7 @@ fn containers_outlive_the_daemon() {
 
 /// The real Docker CLI against the daemon.
 fn docker(d: &Daemon, args: &[&str]) -> std::process::Output {
-    std::process::Command::new("docker")
-        .args(args)
-        .env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
-        .env(
-            "DOCKER_CONFIG",
-            d.socket.parent().unwrap().join("docker-config"),
-        )
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    d.docker(args)
 }
 
 fn docker_ok(d: &Daemon, args: &[&str]) -> String {

@@ -104,17 +104,7 @@ async function echo(e, words) {
 
 /// The tarball `npm pack` wrote.
 fn tarball() -> PathBuf {
-    let dir = target_dir().join("npm");
-    let found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    match found.as_slice() {
-        [one] => one.clone(),
-        _ => panic!(
-            "{} should hold one tarball: run scripts/setup --tests",
-            dir.display()
-        ),
-    }
+    ketch_tests::only_file_in(&target_dir().join("npm"), "run scripts/setup --tests")
 }
 
 /// As a user gets it: the tarball installed with npm into a fresh app outside the checkout,

@@ -127,17 +127,7 @@ fn c_python_and_the_cli_share_a_root() {
 
 /// The wheel `scripts/setup` built (`pip wheel ./bindings-python`: maturin, release).
 fn wheel() -> PathBuf {
-    let dir = target_dir().join("wheels");
-    let wheels: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    match wheels.as_slice() {
-        [one] => one.clone(),
-        _ => panic!(
-            "{} should hold one wheel: run scripts/setup --tests",
-            dir.display()
-        ),
-    }
+    ketch_tests::only_file_in(&target_dir().join("wheels"), "run scripts/setup --tests")
 }
 
 /// What `git status` says of the checkout: a package install must add nothing to it.
