@@ -1077,6 +1077,47 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
         "want {size:?}: {text}"
     );
     tm(&["send-keys", "-t", &w1, "exit", "Enter"]);
+    // start -ai of a container made with a terminal elsewhere (here: none): its terminal
+    // has the size of the window it is started from.
+    r.ok(&[
+        "create",
+        "-it",
+        "--name",
+        "later",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+    ]);
+    let start = format!(
+        "{} --root {} --bridge {} --ip-forward=false start -ai later",
+        ketch_tests::ketch_bin().display(),
+        r.path().display(),
+        r.bridge
+    );
+    let w2 = format!("{session}:2");
+    tm(&["new-window", "-t", &w2, &start]);
+    shows_in(&w2, "/ #");
+    let o = std::process::Command::new("tmux")
+        .args(["-L", &session, "display", "-p", "-t", &w2])
+        .arg("in-start #{pane_height} #{pane_width}")
+        .output()
+        .unwrap();
+    let want = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    tm(&[
+        "send-keys",
+        "-t",
+        &w2,
+        "echo in-start $(stty size)",
+        "Enter",
+    ]);
+    // The line the shell prints, not the command echoed before it.
+    let text = shows_in(&w2, &format!("\n{want}"));
+    assert!(
+        text.lines().any(|l| l.trim_end() == want),
+        "want {want:?}: {text}"
+    );
+    tm(&["send-keys", "-t", &w2, "exit", "Enter"]);
     tm(&["send-keys", "-t", &t, "exit 4", "Enter"]);
     // The shell's `echo $?` writes the file after `run -it` returned.
     wait_until("run -it to return its exit status", 30, || {
@@ -1088,6 +1129,12 @@ fn run_it_gives_a_terminal_that_follows_its_size() {
     let id = id_of(&r, "tty");
     r.ok(&["rm", "tty"]);
     no_cgroups_left(&id);
+    wait_until("start -ai to end", 30, || {
+        r.ok(&["inspect", "-f", "{{.State.Status}}", "later"])
+            .trim()
+            == "exited"
+    });
+    r.ok(&["rm", "later"]);
 }
 
 #[test]
