@@ -629,7 +629,6 @@ pub(crate) fn monitor(
     run: Run,
     log: &mut Log,
     mut relay: Relay,
-    forward_stdin: bool,
     sfd: &SignalFd,
     mut dns: Option<&mut dns::Server>,
     winsize: Option<&Path>,
@@ -639,7 +638,8 @@ pub(crate) fn monitor(
     let mut status: Option<i32> = None;
     let mut buf = vec![0u8; 32 * 1024];
     let stdin_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
-    let mut stdin_open = forward_stdin && input.is_some();
+    // Standard input is forwarded when the container was given a pipe or terminal for it.
+    let mut stdin_open = input.is_some();
     loop {
         if status.is_some() && open.iter().all(Option::is_none) {
             break;
@@ -1159,15 +1159,7 @@ fn run(opts: Options) -> i32 {
             (true, true) => Relay::Framed,
         };
         let winsize = bundle.join("winsize");
-        let code = monitor(
-            run,
-            &mut log,
-            relay,
-            opts.stdin,
-            &sfd,
-            dns.as_mut(),
-            Some(&winsize),
-        );
+        let code = monitor(run, &mut log, relay, &sfd, dns.as_mut(), Some(&winsize));
         // A stream is for one run: after a restart the container goes on detached.
         if opts.stream {
             if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {

@@ -966,6 +966,43 @@ fn default_seccomp_profile() {
     no_cgroups_left(&id);
 }
 
+/// Everything a container writes reaches the attached client and the log, also what is
+/// still in the pipe when it has exited: the process makes its output pipe a megabyte long,
+/// fills it in one write and exits, so the monitor learns of the end with all of it unread.
+#[test]
+fn output_still_in_the_pipe_at_the_end_is_not_lost() {
+    let r = setup();
+    ketch_tests::hostile::hostile_image(&r, "burst", &[], &[]);
+    let size = 1 << 20;
+    let arg = size.to_string();
+    // On standard output, and (the streams swapped) on standard error.
+    for name in ["plain", "stderr"] {
+        let mut args = vec!["run", "--name", name, "--network", "none", "burst"];
+        if name == "stderr" {
+            args.extend(["sh", "-c", "escape-helper burst $0 3>&1 1>&2 2>&3", &arg]);
+        } else {
+            args.extend(["escape-helper", "burst", &arg]);
+        }
+        let o = r.run(&args);
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = if name == "stderr" {
+            &o.stderr
+        } else {
+            &o.stdout
+        };
+        assert_eq!(got.len(), size, "{name}: attached");
+        assert!(got.iter().all(|b| *b == b'x'), "{name}");
+        let logs = r.run(&["logs", name]);
+        let logged = logs.stdout.len() + logs.stderr.len();
+        assert_eq!(logged, size, "{name}: the log");
+        r.ok(&["rm", name]);
+    }
+}
+
 #[test]
 fn run_it_gives_a_terminal_that_follows_its_size() {
     ketch_tests::require_tool("tmux");
