@@ -422,10 +422,15 @@ impl Local {
     /// one built into the program (written into the root's `bin/`), then one beside the
     /// running executable (or one directory up, for test binaries in `deps/`) or on `PATH`.
     pub(crate) fn shim(&self) -> crate::Result<PathBuf> {
+        self.shim_with(std::env::var_os("KETCH_SHIM"))
+    }
+
+    /// [`Local::shim`], with `from_env` as `KETCH_SHIM`.
+    fn shim_with(&self, from_env: Option<std::ffi::OsString>) -> crate::Result<PathBuf> {
         if let Some(p) = &self.shim {
             return Ok(p.clone());
         }
-        if let Ok(p) = std::env::var("KETCH_SHIM") {
+        if let Some(p) = from_env {
             return Ok(PathBuf::from(p));
         }
         if let Some(bytes) = self.embedded_shim {
@@ -2283,4 +2288,51 @@ fn resolv_conf(embedded: bool, dns: &[String]) -> String {
     let mut s = kept.join("\n");
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod shim_tests {
+    use crate::testutil::scratch_engine_with;
+
+    /// A shim the program carries is written once per content into the root's `bin/`, as an
+    /// executable; an explicit shim wins over `KETCH_SHIM`, which wins over it.
+    #[test]
+    fn a_carried_shim_is_written_once_per_content() {
+        static ONE: &[u8] = b"#!/bin/sh\necho one\n";
+        static TWO: &[u8] = b"#!/bin/sh\necho two\n";
+        let e = scratch_engine_with(|o| o.embedded_shim = Some(ONE));
+        let first = e.shim_with(None).unwrap();
+        assert!(
+            first.starts_with(e.dir.path().join("root/bin")),
+            "{first:?}"
+        );
+        assert_eq!(std::fs::read(&first).unwrap(), ONE);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&first).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o755);
+        let written = std::fs::metadata(&first).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(e.shim_with(None).unwrap(), first);
+        assert_eq!(
+            std::fs::metadata(&first).unwrap().modified().unwrap(),
+            written
+        );
+        let other = scratch_engine_with(|o| o.embedded_shim = Some(TWO));
+        let second = other.shim_with(None).unwrap();
+        assert_ne!(second.file_name(), first.file_name());
+        // Nothing but the shim in bin/: no temporary file left.
+        let names: Vec<_> = std::fs::read_dir(e.dir.path().join("root/bin"))
+            .unwrap()
+            .map(|d| d.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let explicit = scratch_engine_with(|o| {
+            o.embedded_shim = Some(ONE);
+            o.shim = Some("/opt/my-shim".into());
+        });
+        let env = Some("/env/shim".into());
+        let got = explicit.shim_with(env.clone()).unwrap();
+        assert_eq!(got, std::path::Path::new("/opt/my-shim"));
+        assert_eq!(e.shim_with(env).unwrap(), std::path::Path::new("/env/shim"));
+    }
 }
