@@ -389,19 +389,27 @@ fn setup(
     let own_mount_ns = spec.linux.namespaces.iter().any(|n| n.kind == "mount");
     if own_mount_ns {
         let root_path = PathBuf::from(&spec.root.path);
-        let info = fs::read_to_string("/proc/thread-self/mountinfo")
-            .map_err(ctx(|| "read /proc/thread-self/mountinfo".to_string()))?;
-        check_bind_sources(spec, &info)?;
+        let asks = |p: MsFlags| {
+            spec.mounts
+                .iter()
+                .any(|m| m.options.iter().any(|o| propagation(o) == Some(p)))
+        };
+        let shared = asks(MsFlags::MS_SHARED);
+        // Only a bind that shares or receives mount events needs the mount table (which a
+        // busy host makes long): most starts do not read it.
+        let info = if shared || asks(MsFlags::MS_SLAVE) {
+            let info = fs::read_to_string("/proc/thread-self/mountinfo")
+                .map_err(ctx(|| "read /proc/thread-self/mountinfo".to_string()))?;
+            check_bind_sources(spec, &info)?;
+            info
+        } else {
+            String::new()
+        };
         // This namespace's copy of the host's mounts, as Docker sets it: a slave of the
         // host's (what the host mounts later reaches a bind that asks for it, nothing made
         // here goes back), or shared where a bind is to share with the host; then the mount
         // the root file system goes on is made private (as runc does), so that nothing
         // mounted for the container is seen outside it but through a shared bind.
-        let shared = spec.mounts.iter().any(|m| {
-            m.options
-                .iter()
-                .any(|o| propagation(o) == Some(MsFlags::MS_SHARED))
-        });
         let copy = if shared {
             MsFlags::MS_SHARED
         } else {

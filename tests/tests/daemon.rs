@@ -655,7 +655,29 @@ fn the_docker_cli_disconnects_and_connects_again() {
         &["exec", "made", "ping", "-c", "1", "-W", "2", "client"],
     );
     assert!(ping.status.success(), "{ping:?}");
-    docker_ok(&d, &["rm", "-f", "made", "runs"]);
+    // Started while on no network: loopback only, and up.
+    docker_ok(
+        &d,
+        &[
+            "create",
+            "--name",
+            "alone",
+            "--network",
+            "mesh",
+            "busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    docker_ok(&d, &["network", "disconnect", "mesh", "alone"]);
+    docker_ok(&d, &["start", "alone"]);
+    assert_eq!(
+        docker_ok(&d, &["exec", "alone", "ls", "/sys/class/net"]),
+        "lo\n"
+    );
+    let lo = docker_ok(&d, &["exec", "alone", "ip", "link", "show", "lo"]);
+    assert!(lo.contains(",UP"), "{lo}");
+    docker_ok(&d, &["rm", "-f", "made", "runs", "alone"]);
     docker_ok(&d, &["network", "rm", "mesh"]);
 }
 

@@ -867,14 +867,17 @@ impl Local {
         let path = self.netns_path(container_id);
         netns::create(&path).map_err(io_err(format!("create {}", path.display())))?;
         let plugged = (|| {
-            netns::within(&path, || {
-                let nl = Netlink::open()?;
-                if let Some(lo) = nl.link_index("lo")? {
-                    nl.set_link(lo, None, None)?;
-                }
-                Ok(())
-            })
-            .map_err(io_err("bring up lo"))?;
+            // Each plug brings loopback up with its interface; without one, alone.
+            if networks.is_empty() {
+                netns::within(&path, || {
+                    let nl = Netlink::open()?;
+                    if let Some(lo) = nl.link_index("lo")? {
+                        nl.set_link(lo, None, None)?;
+                    }
+                    Ok(())
+                })
+                .map_err(io_err("bring up lo"))?;
+            }
             // The first network gets the default route and the published ports.
             let mut eps = Vec::new();
             for (i, a) in networks.iter().enumerate() {
@@ -965,6 +968,9 @@ impl Local {
             let name = iface.to_string();
             netns::within(&path, move || {
                 let nl = Netlink::open()?;
+                if let Some(lo) = nl.link_index("lo")? {
+                    nl.set_link(lo, None, None)?;
+                }
                 let index = nl
                     .link_index(&name)?
                     .ok_or_else(|| io::Error::other(format!("{name} is missing")))?;
