@@ -31,7 +31,8 @@ pub struct Cli {
     /// Largest uncompressed layer accepted, in bytes (guards against compression bombs).
     #[arg(long, global = true, env = "KETCH_MAX_LAYER_SIZE", value_parser = parse_bytes)]
     max_layer_size: Option<u64>,
-    /// Bridge device of the default network for a new state root (default ketch0).
+    /// Bridge device of the default network for a new state root (default: ketch0 for
+    /// /var/lib/ketch, kt and a hash of the root's path for another).
     #[arg(long, global = true, env = "KETCH_BRIDGE")]
     bridge: Option<String>,
     /// Turn on the host's IPv4 forwarding for bridge networks, as Docker does (true, false).

@@ -83,8 +83,9 @@ pub struct Options {
     pub storage_driver: Option<StorageDriver>,
     /// Largest uncompressed layer accepted.
     pub max_layer_size: u64,
-    /// The bridge device of the default network `bridge` (`None`: `ketch0`), fixed when the
-    /// root makes that network.
+    /// The bridge device of the default network `bridge`, fixed when the root makes that
+    /// network. `None`: `ketch0` for the default root, `kt` and a hash of its path for
+    /// another (two roots never share a bridge).
     pub default_bridge: Option<String>,
     /// Turn on the host's IPv4 forwarding when a bridge network with a way out is made, as
     /// Docker does, so that containers reach beyond the host. Off: left as it is.
@@ -170,6 +171,12 @@ pub struct Local {
     pub(crate) address_pools: Vec<(crate::network::subnet::Subnet, u8)>,
     pub(crate) shim: Option<PathBuf>,
     pub(crate) embedded_shim: Option<&'static [u8]>,
+    /// The root's ID (its `engine-id` file), which marks the host devices it makes.
+    pub(crate) engine_id: String,
+    /// The root's path with every link resolved, as the marks name it.
+    pub(crate) real_root: PathBuf,
+    /// The mount namespace the root was opened in.
+    pub(crate) mount_ns: u64,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -194,6 +201,8 @@ impl Local {
             StorageDriver::Copy => AnySnapshotter::Copy(Copy::new(snapshots_root, db.clone())?),
         };
         let content = ContentStore::open(root)?;
+        let real_root = std::fs::canonicalize(root).map_err(io("resolve state root", root))?;
+        let engine_id = crate::network::owner::engine_id(root)?;
         let local = Local {
             root: root.clone(),
             db,
@@ -206,7 +215,7 @@ impl Local {
             default_bridge: opts
                 .default_bridge
                 .clone()
-                .unwrap_or_else(|| "ketch0".into()),
+                .unwrap_or_else(|| crate::network::owner::default_bridge(&real_root)),
             ip_forward: opts.ip_forward,
             address_pools: if opts.address_pools.is_empty() {
                 crate::network::subnet::default_pools()
@@ -215,8 +224,14 @@ impl Local {
             },
             shim: opts.shim.clone(),
             embedded_shim: opts.embedded_shim,
+            engine_id,
+            real_root,
+            mount_ns: crate::network::owner::mount_ns(),
         };
         local.recover()?;
+        // The host's devices that removed roots left: best effort, `system prune` says why
+        // it could not.
+        let _ = local.sweep_bridges();
         Ok(local)
     }
 
@@ -287,6 +302,11 @@ impl Local {
 
     pub fn storage_driver(&self) -> &'static str {
         self.snapshots.driver_name()
+    }
+
+    /// The root's ID, made at its first open (`GET /info`'s `ID`).
+    pub fn engine_id(&self) -> &str {
+        &self.engine_id
     }
 }
 

@@ -434,6 +434,69 @@ impl Drop for Root {
     }
 }
 
+/// A network namespace of the test's own, deleted (with everything in it) when dropped.
+pub struct PrivateNet(pub String);
+
+impl Default for PrivateNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PrivateNet {
+    pub fn new() -> PrivateNet {
+        let name = format!("ketch-test-{}", random_hex(4));
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        PrivateNet(name)
+    }
+
+    /// One whose kernel forwards between interfaces (the setting is the namespace's own):
+    /// there, only firewall rules keep one bridge from another.
+    pub fn forwarding() -> PrivateNet {
+        let net = PrivateNet::new();
+        net.sh("ip link set lo up && echo 1 > /proc/sys/net/ipv4/ip_forward");
+        net
+    }
+
+    /// A state root whose every `ketch` runs in this namespace, with the busybox image.
+    pub fn root(&self) -> Root {
+        let mut r = Root::new();
+        r.wrap = self.wrap();
+        r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+        r
+    }
+
+    pub fn wrap(&self) -> Vec<String> {
+        vec!["nsenter".into(), format!("--net=/run/netns/{}", self.0)]
+    }
+
+    pub fn sh(&self, script: &str) -> String {
+        let o = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.0))
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for PrivateNet {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .status();
+    }
+}
+
 /// A tar archive built in memory; entry names are written verbatim.
 pub struct TarBuilder {
     b: tar::Builder<Vec<u8>>,

@@ -74,7 +74,7 @@ fn setup() -> (Root, Daemon) {
 
 #[test]
 fn ping_version_and_keep_alive() {
-    let (_r, d) = setup();
+    let (r, d) = setup();
     let (status, headers, body) = request(&d, "GET", "/_ping", None);
     assert_eq!((status, body.as_slice()), (200, &b"OK"[..]));
     assert!(
@@ -91,6 +91,12 @@ fn ping_version_and_keep_alive() {
     assert_eq!(v["Os"], "linux");
     let (_, _, body) = request(&d, "GET", "/info", None);
     assert_eq!(json(&body)["Images"], 1);
+    // The root's ID, as Docker's daemon keeps one in its root.
+    let id = std::fs::read_to_string(r.path().join("engine-id")).unwrap();
+    assert_eq!(
+        (id.len(), json(&body)["ID"].as_str()),
+        (37, Some(id.trim()))
+    );
     // Two requests on one connection.
     let mut s = UnixStream::connect(&d.socket).unwrap();
     s.write_all(b"GET /_ping HTTP/1.1\r\nHost: k\r\n\r\nGET /v1.47/containers/json HTTP/1.1\r\nHost: k\r\n\r\n")

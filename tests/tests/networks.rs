@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::process::Stdio;
 
-use ketch_tests::{Root, busybox_rootfs};
+use ketch_tests::{PrivateNet, Root, busybox_rootfs};
 
 fn setup() -> Root {
     let r = Root::new();
@@ -69,63 +69,6 @@ fn get(host: &str) -> String {
     format!(
         "out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80) || exit 1; echo \"$out\" | tail -1"
     )
-}
-
-/// A network namespace of the test's own, deleted (with everything in it) when dropped.
-struct PrivateNet(String);
-
-impl PrivateNet {
-    fn new() -> PrivateNet {
-        let name = format!("ketch-test-{}", ketch_tests::random_hex(4));
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        PrivateNet(name)
-    }
-
-    /// One whose kernel forwards between interfaces (the setting is the namespace's own):
-    /// there, only firewall rules keep one bridge from another.
-    fn forwarding() -> PrivateNet {
-        let net = PrivateNet::new();
-        net.sh("ip link set lo up && echo 1 > /proc/sys/net/ipv4/ip_forward");
-        net
-    }
-
-    /// A state root whose every `ketch` runs in this namespace, with the busybox image.
-    fn root(&self) -> Root {
-        let mut r = Root::new();
-        r.wrap = self.wrap();
-        r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
-        r
-    }
-
-    fn wrap(&self) -> Vec<String> {
-        vec!["nsenter".into(), format!("--net=/run/netns/{}", self.0)]
-    }
-
-    fn sh(&self, script: &str) -> String {
-        let o = std::process::Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.0))
-            .args(["sh", "-c", script])
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for PrivateNet {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .status();
-    }
 }
 
 /// A network's bridge device: the default network names it in its options; a user network's

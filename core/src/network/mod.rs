@@ -14,6 +14,7 @@
 pub mod firewall;
 pub mod netlink;
 pub mod netns;
+pub(crate) mod owner;
 pub mod subnet;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,10 @@ pub enum NetworkError {
     AddressesExhausted { name: String },
     #[error("Address already in use: {ip} on network {name}")]
     AddressInUse { ip: Ipv4Addr, name: String },
+    #[error(
+        "bridge {bridge} belongs to {root}: give this root a bridge of its own (--bridge, KETCH_BRIDGE)"
+    )]
+    BridgeOwned { bridge: String, root: String },
     /// Neither nftables nor iptables is here to isolate a bridge network with.
     #[error("{reason}")]
     NoFirewall { reason: String },
@@ -72,7 +77,9 @@ impl NetworkError {
             NetworkError::PoolsExhausted | NetworkError::AddressesExhausted { .. } => {
                 ErrorKind::Unavailable
             }
-            NetworkError::AddressInUse { .. } => ErrorKind::Conflict,
+            NetworkError::AddressInUse { .. } | NetworkError::BridgeOwned { .. } => {
+                ErrorKind::Conflict
+            }
             NetworkError::NoFirewall { .. } => ErrorKind::Unavailable,
             NetworkError::Io { source, .. } => crate::error::io_kind(source),
         }
@@ -714,7 +721,6 @@ impl Local {
                 tx.execute("DELETE FROM networks WHERE id = ?1", params![rec.id])?;
                 Ok::<_, crate::Error>(())
             });
-            let _ = self.delete_bridge(&rec);
             return Err(e);
         }
         self.event(
@@ -734,29 +740,47 @@ impl Local {
         };
         let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
         let mut made = false;
-        let index = match nl
-            .link_index(&rec.bridge)
-            .map_err(io_err("look up a link"))?
-        {
+        let index = match self.claim_bridge(&nl, &rec.bridge)? {
             Some(i) => i,
-            None => {
-                made = true;
-                // Another engine may make it between the look-up and here.
-                there_already_is_fine(nl.add_bridge(&rec.bridge, None))
-                    .map_err(io_err(format!("create bridge {}", rec.bridge)))?;
-                nl.link_index(&rec.bridge)
-                    .map_err(io_err("look up a link"))?
-                    .ok_or_else(|| invalid(format!("bridge {} vanished", rec.bridge)))?
-            }
+            None => match nl.add_bridge(&rec.bridge, None) {
+                // Another process made it between the look-up and here: judged as found.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self
+                    .claim_bridge(&nl, &rec.bridge)?
+                    .ok_or_else(|| invalid(format!("bridge {} vanished", rec.bridge)))?,
+                Err(e) => return Err(io_err(format!("create bridge {}", rec.bridge))(e)),
+                Ok(()) => {
+                    made = true;
+                    let index = nl
+                        .link_index(&rec.bridge)
+                        .map_err(io_err("look up a link"))?
+                        .ok_or_else(|| invalid(format!("bridge {} vanished", rec.bridge)))?;
+                    if let Err(e) = nl.set_alias(index, &self.mark().render()) {
+                        let _ = nl.del_link(index);
+                        return Err(io_err(format!("mark bridge {}", rec.bridge))(e));
+                    }
+                    index
+                }
+            },
         };
-        there_already_is_fine(nl.add_addr(index, gateway, subnet.prefix))
-            .map_err(io_err(format!("add {gateway} to {}", rec.bridge)))?;
-        nl.set_link(index, None, None)
-            .map_err(io_err(format!("set {} up", rec.bridge)))?;
-        // A bridge made here goes again when its rules cannot be made: none is left open.
-        if made && let Err(e) = firewall::create(&rec.bridge, subnet, rec.internal) {
-            let _ = nl.del_link(index);
-            return Err(io_err(format!("set up the firewall of {}", rec.bridge))(e));
+        let set_up = || -> crate::Result<()> {
+            there_already_is_fine(nl.add_addr(index, gateway, subnet.prefix))
+                .map_err(io_err(format!("add {gateway} to {}", rec.bridge)))?;
+            nl.set_link(index, None, None)
+                .map_err(io_err(format!("set {} up", rec.bridge)))?;
+            if made {
+                firewall::create(&rec.bridge, subnet, rec.internal)
+                    .map_err(io_err(format!("set up the firewall of {}", rec.bridge)))?;
+            }
+            Ok(())
+        };
+        // A bridge made here goes again when it cannot be set up: none is left half made, or
+        // open. One that was there (another process's, or made by hand) stays as it was.
+        if let Err(e) = set_up() {
+            if made {
+                let _ = nl.del_link(index);
+                let _ = firewall::delete(&rec.bridge);
+            }
+            return Err(e);
         }
         if made && self.ip_forward && !rec.internal {
             let path = "/proc/sys/net/ipv4/ip_forward";

@@ -19,6 +19,7 @@ const RTM_NEWROUTE: u16 = 24;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
@@ -27,6 +28,7 @@ const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
+const IFLA_IFALIAS: u16 = 20;
 const IFLA_NET_NS_FD: u16 = 28;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
@@ -44,6 +46,75 @@ const RTN_UNICAST: u8 = 1;
 
 const IFF_UP: u32 = 0x1;
 const NLA_F_NESTED: u16 = 0x8000;
+
+/// The most an interface alias holds (the kernel's `IFALIASZ` less its terminator).
+pub const ALIAS_MAX: usize = 255;
+
+/// A link as a dump of the namespace's links shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: i32,
+    pub name: String,
+    /// `bridge`, `veth`...; empty for a device without a kind (loopback, a NIC).
+    pub kind: String,
+    /// Its `ifalias`, empty where none is set.
+    pub alias: String,
+    /// The index of the bridge it is a port of.
+    pub master: Option<i32>,
+}
+
+/// The attributes in `data`, as (kind without flags, payload).
+fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if data.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
+        let kind = u16::from_ne_bytes([data[2], data[3]]) & !NLA_F_NESTED;
+        if len < 4 || len > data.len() {
+            return None;
+        }
+        let payload = &data[4..len];
+        data = &data[align(len).min(data.len())..];
+        Some((kind, payload))
+    })
+}
+
+fn attr_string(payload: &[u8]) -> String {
+    let end = payload
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(payload.len());
+    String::from_utf8_lossy(&payload[..end]).into_owned()
+}
+
+/// A `RTM_NEWLINK` message's body (`ifinfomsg` and attributes) as a [`Link`].
+fn parse_link(body: &[u8]) -> Option<Link> {
+    let index = i32::from_ne_bytes(body.get(4..8)?.try_into().ok()?);
+    let mut link = Link {
+        index,
+        name: String::new(),
+        kind: String::new(),
+        alias: String::new(),
+        master: None,
+    };
+    for (kind, payload) in attrs(body.get(16..)?) {
+        match kind {
+            IFLA_IFNAME => link.name = attr_string(payload),
+            IFLA_IFALIAS => link.alias = attr_string(payload),
+            IFLA_MASTER if payload.len() >= 4 => {
+                link.master = Some(i32::from_ne_bytes(payload[..4].try_into().ok()?))
+            }
+            IFLA_LINKINFO => {
+                if let Some((_, k)) = attrs(payload).find(|(k, _)| *k == IFLA_INFO_KIND) {
+                    link.kind = attr_string(k);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(link)
+}
 
 /// A request under construction: header, fixed part, then attributes.
 struct Msg {
@@ -68,6 +139,10 @@ impl Msg {
             buf,
             nests: Vec::new(),
         }
+    }
+
+    fn set_flags(&mut self, flags: u16) {
+        self.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
     }
 
     /// `struct ifinfomsg`.
@@ -246,6 +321,37 @@ impl Netlink {
             Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The link named `name`, if there is one.
+    pub fn link(&self, name: &str) -> io::Result<Option<Link>> {
+        let mut m = Msg::new(RTM_GETLINK, 0).ifinfo(0, 0, 0);
+        m.attr_str(IFLA_IFNAME, name);
+        match self.request(m) {
+            Ok(replies) => Ok(replies.first().and_then(|r| parse_link(r))),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every link of the namespace.
+    pub fn links(&self) -> io::Result<Vec<Link>> {
+        let mut m = Msg::new(RTM_GETLINK, NLM_F_DUMP).ifinfo(0, 0, 0);
+        // A dump ends with its own message; an acknowledgement after it would be read as
+        // the next request's.
+        m.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
+        Ok(self
+            .request(m)?
+            .iter()
+            .filter_map(|r| parse_link(r))
+            .collect())
+    }
+
+    /// Sets a link's `ifalias` (at most [`ALIAS_MAX`] bytes; empty clears it).
+    pub fn set_alias(&self, index: i32, alias: &str) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWLINK, 0).ifinfo(index, 0, 0);
+        m.attr(IFLA_IFALIAS, alias.as_bytes());
+        self.request(m).map(drop)
     }
 
     /// Creates a bridge device; fails with `EEXIST` when the name is taken.
@@ -442,5 +548,42 @@ mod tests {
         line(&["default via 10.7.0.1 dev kp1"]);
         let eexist = Some(libc::EEXIST);
         assert_eq!(again, [eexist, eexist, eexist, Some(libc::ENODEV)]);
+    }
+
+    #[test]
+    fn a_dump_shows_kinds_aliases_and_ports_and_an_alias_is_set_and_cleared() {
+        crate::testutil::in_own_netns(|| {
+            let nl = Netlink::open()?;
+            nl.add_bridge("kl0", None)?;
+            let br = nl.link_index("kl0")?.expect("the bridge");
+            let dir = tempfile::tempdir()?;
+            let peer_ns = dir.path().join("peer");
+            crate::network::netns::create(&peer_ns)?;
+            let ns = std::fs::File::open(&peer_ns)?;
+            nl.add_veth("kl1", "kp1", ns.as_raw_fd(), 1500)?;
+            drop(ns);
+            let veth = nl.link_index("kl1")?.expect("the host end");
+            nl.set_link(veth, Some(br), None)?;
+            let mark = "ketch 0123 /a root/with spaces";
+            nl.set_alias(br, mark)?;
+            let links = nl.links()?;
+            let by_name = |n: &str| links.iter().find(|l| l.name == n).cloned();
+            let bridge = by_name("kl0").expect("kl0 in the dump");
+            assert_eq!((bridge.index, bridge.kind.as_str()), (br, "bridge"));
+            assert_eq!((bridge.alias.as_str(), bridge.master), (mark, None));
+            let port = by_name("kl1").expect("kl1 in the dump");
+            assert_eq!((port.kind.as_str(), port.master), ("veth", Some(br)));
+            assert_eq!(by_name("lo").map(|l| l.kind), Some(String::new()));
+            assert_eq!(nl.link("kl0")?, Some(bridge));
+            assert_eq!(nl.link("kl9")?, None);
+            // A request after the dump gets its own answer.
+            nl.set_alias(br, "")?;
+            assert_eq!(nl.link("kl0")?.map(|l| l.alias), Some(String::new()));
+            let too_long = "x".repeat(ALIAS_MAX + 1);
+            assert!(nl.set_alias(br, &too_long).is_err());
+            nl.del_link(veth)?;
+            nl.del_link(br)?;
+            crate::network::netns::remove(&peer_ns)
+        });
     }
 }

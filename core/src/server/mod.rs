@@ -1406,7 +1406,7 @@ fn info(engine: &Engine) -> Result<Value> {
         .map_or(0, |kb| kb * 1024);
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
     Ok(json!({
-        "ID": "",
+        "ID": engine.engine_id(),
         "Containers": containers.len(),
         "ContainersRunning": running,
         "ContainersPaused": paused,
