@@ -32,7 +32,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "KETCH_MAX_LAYER_SIZE", value_parser = parse_bytes)]
     max_layer_size: Option<u64>,
     /// Bridge device of the default network for a new state root (default: ketch0 for
-    /// /var/lib/ketch, kt and a hash of the root's path for another).
+    /// /var/lib/ketch, kt and a hash of the root's ID for another).
     #[arg(long, global = true, env = "KETCH_BRIDGE")]
     bridge: Option<String>,
     /// Turn on the host's IPv4 forwarding for bridge networks, as Docker does (true, false).

@@ -84,7 +84,7 @@ pub struct Options {
     /// Largest uncompressed layer accepted.
     pub max_layer_size: u64,
     /// The bridge device of the default network `bridge`, fixed when the root makes that
-    /// network. `None`: `ketch0` for the default root, `kt` and a hash of its path for
+    /// network. `None`: `ketch0` for the default root, `kt` and a hash of its ID for
     /// another (two roots never share a bridge).
     pub default_bridge: Option<String>,
     /// Turn on the host's IPv4 forwarding when a bridge network with a way out is made, as
@@ -175,8 +175,10 @@ pub struct Local {
     pub(crate) engine_id: String,
     /// The root's path with every link resolved, as the marks name it.
     pub(crate) real_root: PathBuf,
-    /// The mount namespace the root was opened in.
-    pub(crate) mount_ns: u64,
+    /// Where the root's path was seen (mount namespace and `/`), and whether this process
+    /// sees every process of the host: how the marks of other roots' bridges are judged.
+    pub(crate) view: crate::network::owner::View,
+    pub(crate) sees_all: bool,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -203,6 +205,7 @@ impl Local {
         let content = ContentStore::open(root)?;
         let real_root = std::fs::canonicalize(root).map_err(io("resolve state root", root))?;
         let engine_id = crate::network::owner::engine_id(root)?;
+        let (view, sees_all) = crate::network::owner::own_view();
         let local = Local {
             root: root.clone(),
             db,
@@ -215,7 +218,7 @@ impl Local {
             default_bridge: opts
                 .default_bridge
                 .clone()
-                .unwrap_or_else(|| crate::network::owner::default_bridge(&real_root)),
+                .unwrap_or_else(|| crate::network::owner::default_bridge(&real_root, &engine_id)),
             ip_forward: opts.ip_forward,
             address_pools: if opts.address_pools.is_empty() {
                 crate::network::subnet::default_pools()
@@ -226,10 +229,11 @@ impl Local {
             embedded_shim: opts.embedded_shim,
             engine_id,
             real_root,
-            mount_ns: crate::network::owner::mount_ns(),
+            view,
+            sees_all,
         };
         local.recover()?;
-        // The host's devices that removed roots left: best effort, `system prune` says why
+        // The host's devices that removed roots left: best effort, `network prune` says why
         // it could not.
         let _ = local.sweep_bridges();
         Ok(local)

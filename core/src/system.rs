@@ -131,7 +131,7 @@ impl Local {
     }
 
     /// `system prune`: stopped containers, then networks no container runs on (and the
-    /// bridges of removed roots, see [`crate::network::owner`]), then
+    /// bridges of removed roots), then
     /// dangling images (`all`: every image no container uses), then (`volumes`) unused
     /// anonymous volumes. Whatever a remaining container uses stays.
     pub fn system_prune(&self, all: bool, volumes: bool) -> crate::Result<PruneReport> {
@@ -141,8 +141,6 @@ impl Local {
         let after: i64 = self.system_df()?.containers.iter().map(|c| c.size_rw).sum();
         report.space_reclaimed += (before - after).max(0);
         report.networks_deleted = self.network_prune()?;
-        // And what removed roots left on the host.
-        self.sweep_bridges()?;
         let images = self.image_prune(all)?;
         report.space_reclaimed += images.space_reclaimed;
         report.images_deleted = images.images_deleted;

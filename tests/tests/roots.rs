@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use ketch_tests::{PrivateNet, Root, busybox_rootfs, ketch_bin};
+use ketch_tests::{Daemon, PrivateNet, Root, busybox_rootfs, ketch_bin};
 
 /// `ketch --root ROOT ARGS` in `net`, as a user runs it: no bridge asked for.
 fn ketch(net: &PrivateNet, root: &Path, args: &[&str]) -> String {
@@ -160,4 +160,51 @@ fn a_bridge_another_root_owns_is_refused_by_name() {
     second.bridge = format!("kt{}", ketch_tests::random_hex(5));
     second.ok(&["network", "create", "n2"]);
     second.ok(&["network", "inspect", "bridge"]);
+}
+
+/// `network prune` removes what removed roots left, in a daemon that opened before they were
+/// made (every open sweeps too; a long-lived daemon opened once): through the Docker CLI.
+#[test]
+fn network_prune_through_the_daemon_removes_a_removed_roots_bridges() {
+    let net = PrivateNet::new();
+    let mut r = Root::new();
+    r.wrap = net.wrap();
+    let d = Daemon::start(&r);
+    let gone = tempfile::Builder::new()
+        .prefix("ketch-test-gone-")
+        .tempdir()
+        .unwrap();
+    let root = gone.path().join("root");
+    let id = ketch(&net, &root, &["network", "create", "left"]);
+    let left = [
+        format!("br-{}", &id.trim()[..12]),
+        ketch(
+            &net,
+            &root,
+            &["network", "inspect", "-f", "{{json .Options}}", "bridge"],
+        ),
+    ];
+    let v: serde_json::Value = serde_json::from_str(&left[1]).unwrap();
+    let left = [
+        left[0].clone(),
+        v["com.docker.network.bridge.name"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    ];
+    std::fs::remove_dir_all(&root).unwrap();
+    let there = |name: &str| {
+        net.sh(&format!(
+            "ip -o link show {name} 2>/dev/null; nft list table ip ketch_{} 2>/dev/null | head -1",
+            name.replace('-', "_")
+        ))
+    };
+    for b in &left {
+        assert_eq!(there(b).lines().count(), 2, "{b} before the prune");
+    }
+    let out = d.docker(&["network", "prune", "-f"]);
+    assert!(out.status.success(), "{out:?}");
+    for b in &left {
+        assert_eq!(there(b), "", "{b} after the prune");
+    }
 }

@@ -715,18 +715,20 @@ fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
     };
     let (bad_name, no_ipv4, twice, kept, unplugged) = crate::testutil::in_own_netns(|| {
         let bad_name = e
-            .ensure_bridge(&record("bad/name"))
+            .ensure_bridge(&record("bad/name"), None)
             .map_err(|e| e.to_string());
         // A device too small for IPv4 takes no IPv4 address.
         let out = Command::new("ip")
             .args(["link", "set", "lo", "mtu", "60"])
             .status()?;
         assert!(out.success());
-        let no_ipv4 = e.ensure_bridge(&record("lo")).map_err(|e| e.to_string());
+        let no_ipv4 = e
+            .ensure_bridge(&record("lo"), None)
+            .map_err(|e| e.to_string());
         // A bridge there already, with its address: made again, nothing changes.
         let ok = record("kb0");
-        e.ensure_bridge(&ok).unwrap();
-        let twice = e.ensure_bridge(&ok).map_err(|e| e.to_string());
+        e.ensure_bridge(&ok, None).unwrap();
+        let twice = e.ensure_bridge(&ok, None).map_err(|e| e.to_string());
         let _ = firewall::delete("kb0");
         // Loopback cannot be deleted: a device that will not go is an error too.
         let kept = e.delete_bridge(&record("lo")).map_err(|e| e.to_string());
@@ -776,7 +778,7 @@ fn forwarding_is_turned_on_for_a_bridge_made_that_leads_out() {
         let outer = create(&e, "outer", Some(&random_subnet())).unwrap();
         let with_outer = fwd()?;
         std::fs::write(path, "0")?;
-        e.ensure_bridge(&outer).unwrap();
+        e.ensure_bridge(&outer, None).unwrap();
         let restored = fwd()?;
         Ok([start, with_default, with_internal, with_outer, restored])
     });

@@ -51,9 +51,9 @@ pub enum NetworkError {
     #[error("Address already in use: {ip} on network {name}")]
     AddressInUse { ip: Ipv4Addr, name: String },
     #[error(
-        "bridge {bridge} belongs to {root}: give this root a bridge of its own (--bridge, KETCH_BRIDGE)"
+        "bridge {bridge} {reason}: give this root a bridge of its own (--bridge, KETCH_BRIDGE)"
     )]
-    BridgeOwned { bridge: String, root: String },
+    BridgeOwned { bridge: String, reason: String },
     /// Neither nftables nor iptables is here to isolate a bridge network with.
     #[error("{reason}")]
     NoFirewall { reason: String },
@@ -653,7 +653,7 @@ impl Local {
         }
         // Choosing a subnet and claiming it with the bridge's address is one step for every
         // engine on this host.
-        let _lock = HostLock::take().map_err(io_err("take the host's network lock"))?;
+        let lock = HostLock::take().map_err(io_err("take the host's network lock"))?;
         let taken: Vec<Subnet> = self
             .load_networks()?
             .iter()
@@ -716,7 +716,7 @@ impl Local {
             )?;
             Ok::<_, crate::Error>(())
         })?;
-        if let Err(e) = self.ensure_bridge(&rec) {
+        if let Err(e) = self.ensure_bridge(&rec, Some(&lock)) {
             let _ = self.db.write(|tx| {
                 tx.execute("DELETE FROM networks WHERE id = ?1", params![rec.id])?;
                 Ok::<_, crate::Error>(())
@@ -733,34 +733,39 @@ impl Local {
     }
 
     /// Makes the network's bridge with its gateway address, if it is not there (after a
-    /// reboot, say), and sets it up.
-    fn ensure_bridge(&self, rec: &NetworkRecord) -> crate::Result<()> {
+    /// reboot, say), and sets it up. A bridge is made (or an abandoned root's removed to
+    /// make way) under the host's network lock: `held` when the caller has it.
+    fn ensure_bridge(&self, rec: &NetworkRecord, held: Option<&HostLock>) -> crate::Result<()> {
         let (Some(subnet), Some(gateway)) = (rec.subnet(), rec.gateway()) else {
             return Ok(());
         };
         let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
         let mut made = false;
-        let index = match self.claim_bridge(&nl, &rec.bridge)? {
-            Some(i) => i,
-            None => match nl.add_bridge(&rec.bridge, None) {
-                // Another process made it between the look-up and here: judged as found.
-                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => self
-                    .claim_bridge(&nl, &rec.bridge)?
-                    .ok_or_else(|| invalid(format!("bridge {} vanished", rec.bridge)))?,
-                Err(e) => return Err(io_err(format!("create bridge {}", rec.bridge))(e)),
-                Ok(()) => {
-                    made = true;
-                    let index = nl
-                        .link_index(&rec.bridge)
-                        .map_err(io_err("look up a link"))?
-                        .ok_or_else(|| invalid(format!("bridge {} vanished", rec.bridge)))?;
-                    if let Err(e) = nl.set_alias(index, &self.mark().render()) {
-                        let _ = nl.del_link(index);
-                        return Err(io_err(format!("mark bridge {}", rec.bridge))(e));
-                    }
-                    index
+        let mut taken = None;
+        let mut claim = self.claim_bridge(&nl, &rec.bridge)?;
+        if matches!(claim, owner::Claim::Make(_)) && held.is_none() {
+            taken = Some(HostLock::take().map_err(io_err("take the host's network lock"))?);
+            claim = self.claim_bridge(&nl, &rec.bridge)?;
+        }
+        let index = match claim {
+            owner::Claim::Use(index) => index,
+            owner::Claim::Make(abandoned) => {
+                if let Some(old) = abandoned {
+                    owner::remove_bridge(&nl, &rec.bridge, old)?;
                 }
-            },
+                nl.add_bridge(&rec.bridge, None)
+                    .map_err(io_err(format!("create bridge {}", rec.bridge)))?;
+                made = true;
+                let index = nl
+                    .link_index(&rec.bridge)
+                    .map_err(io_err("look up a link"))?
+                    .ok_or_else(|| invalid(format!("bridge {} vanished", rec.bridge)))?;
+                if let Err(e) = nl.set_alias(index, &self.mark().render()) {
+                    let _ = nl.del_link(index);
+                    return Err(io_err(format!("mark bridge {}", rec.bridge))(e));
+                }
+                index
+            }
         };
         let set_up = || -> crate::Result<()> {
             there_already_is_fine(nl.add_addr(index, gateway, subnet.prefix))
@@ -782,6 +787,7 @@ impl Local {
             }
             return Err(e);
         }
+        drop(taken);
         if made && self.ip_forward && !rec.internal {
             let path = "/proc/sys/net/ipv4/ip_forward";
             if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0") {
@@ -852,7 +858,8 @@ impl Local {
     }
 
     /// `network prune`: removes the user-defined networks no container (running or not)
-    /// is connected to.
+    /// is connected to, then the bridges removed roots left on the host
+    /// ([`owner`]; every open does it too, as best it can: here a failure is told).
     pub fn network_prune(&self) -> crate::Result<Vec<String>> {
         let mut removed = Vec::new();
         let mut named = std::collections::HashSet::new();
@@ -873,6 +880,7 @@ impl Local {
                 Err(e) => return Err(e),
             }
         }
+        self.sweep_bridges()?;
         Ok(removed)
     }
 
@@ -952,7 +960,7 @@ impl Local {
             )));
         }
         self.purge_endpoints(&rec.id)?;
-        self.ensure_bridge(&rec)?;
+        self.ensure_bridge(&rec, None)?;
         let mut ep = self.allocate(&rec, container_id, static_ip)?;
         ep.ports = resolve_ports(ports)?;
         ep.veth = format!("veth{}", &crate::util::random_hex(4)[..7]);

@@ -20,6 +20,7 @@ const RTM_NEWROUTE: u16 = 24;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
+const NLM_F_DUMP_INTR: u16 = 0x10;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 
@@ -203,6 +204,9 @@ impl Msg {
 /// A `NETLINK_ROUTE` socket, bound to the network namespace it was opened in.
 pub struct Netlink {
     fd: OwnedFd,
+    /// The last request's sequence number: answers to another (one given up on) are
+    /// passed over.
+    seq: std::cell::Cell<u32>,
 }
 
 impl Netlink {
@@ -233,13 +237,25 @@ impl Netlink {
                 std::mem::size_of_val(&one) as libc::socklen_t,
             )
         };
-        Ok(Netlink { fd })
+        Ok(Netlink {
+            fd,
+            seq: std::cell::Cell::new(0),
+        })
     }
 
     /// Sends one request and waits for its acknowledgement; answers other than the ack
     /// (a GETLINK reply, say) are returned.
     fn request(&self, msg: Msg) -> io::Result<Vec<Vec<u8>>> {
-        let buf = msg.finish();
+        self.exchange(msg).map(|(replies, _)| replies)
+    }
+
+    /// [`Netlink::request`], saying too whether a dump was interrupted (the kernel's table
+    /// changed under it: its answers may be inconsistent).
+    fn exchange(&self, msg: Msg) -> io::Result<(Vec<Vec<u8>>, bool)> {
+        let seq = self.seq.get().wrapping_add(1);
+        self.seq.set(seq);
+        let mut buf = msg.finish();
+        buf[8..12].copy_from_slice(&seq.to_ne_bytes());
         // SAFETY: the buffer is valid for its length; the kernel's address is all zero.
         let n = unsafe {
             let mut addr: libc::sockaddr_nl = std::mem::zeroed();
@@ -257,6 +273,7 @@ impl Netlink {
             return Err(io::Error::last_os_error());
         }
         let mut replies = Vec::new();
+        let mut interrupted = false;
         let mut rbuf = vec![0u8; 32 * 1024];
         loop {
             // SAFETY: reading into a buffer we own, of the length given.
@@ -286,7 +303,14 @@ impl Netlink {
                         "malformed netlink reply",
                     ));
                 }
+                let flags = u16::from_ne_bytes(rbuf[off + 6..off + 8].try_into().unwrap());
+                let their_seq = u32::from_ne_bytes(rbuf[off + 8..off + 12].try_into().unwrap());
                 let body = &rbuf[off + 16..off + len];
+                off += align(len);
+                if their_seq != seq {
+                    continue;
+                }
+                interrupted |= flags & NLM_F_DUMP_INTR != 0;
                 match kind {
                     NLMSG_ERROR => {
                         let Some(code) = body.get(0..4) else {
@@ -297,14 +321,20 @@ impl Netlink {
                         };
                         let code = i32::from_ne_bytes(code.try_into().unwrap());
                         if code == 0 {
-                            return Ok(replies);
+                            return Ok((replies, interrupted));
                         }
                         return Err(io::Error::from_raw_os_error(-code));
                     }
-                    NLMSG_DONE => return Ok(replies),
+                    // A dump's end carries its error, if it failed part way.
+                    NLMSG_DONE => match body.get(0..4) {
+                        Some(code) if i32::from_ne_bytes(code.try_into().unwrap()) < 0 => {
+                            let code = i32::from_ne_bytes(code.try_into().unwrap());
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
+                        _ => return Ok((replies, interrupted)),
+                    },
                     _ => replies.push(body.to_vec()),
                 }
-                off += align(len);
             }
         }
     }
@@ -334,17 +364,20 @@ impl Netlink {
         }
     }
 
-    /// Every link of the namespace.
+    /// Every link of the namespace: a dump the kernel says was interrupted (links came or
+    /// went during it) is asked for again.
     pub fn links(&self) -> io::Result<Vec<Link>> {
-        let mut m = Msg::new(RTM_GETLINK, NLM_F_DUMP).ifinfo(0, 0, 0);
-        // A dump ends with its own message; an acknowledgement after it would be read as
-        // the next request's.
-        m.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
-        Ok(self
-            .request(m)?
-            .iter()
-            .filter_map(|r| parse_link(r))
-            .collect())
+        let mut tries = 0;
+        loop {
+            let mut m = Msg::new(RTM_GETLINK, NLM_F_DUMP).ifinfo(0, 0, 0);
+            // A dump ends with its own message: no acknowledgement.
+            m.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
+            let (replies, interrupted) = self.exchange(m)?;
+            tries += 1;
+            if !interrupted || tries == 5 {
+                return Ok(replies.iter().filter_map(|r| parse_link(r)).collect());
+            }
+        }
     }
 
     /// Sets a link's `ifalias` (at most [`ALIAS_MAX`] bytes; empty clears it).
@@ -584,6 +617,27 @@ mod tests {
             nl.del_link(veth)?;
             nl.del_link(br)?;
             crate::network::netns::remove(&peer_ns)
+        });
+    }
+
+    /// A dump longer than one read: every link is there, once, and the socket answers the
+    /// next request rightly.
+    #[test]
+    fn a_long_dump_is_read_whole() {
+        crate::testutil::in_own_netns(|| {
+            let nl = Netlink::open()?;
+            for i in 0..300 {
+                nl.add_bridge(&format!("kd{i}"), None)?;
+            }
+            let links = nl.links()?;
+            let mut names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+            names.sort();
+            names.dedup();
+            assert_eq!((links.len(), names.len()), (301, 301));
+            assert!(links.iter().all(|l| l.name == "lo" || l.kind == "bridge"));
+            assert_eq!(nl.link("kd299")?.map(|l| l.kind), Some("bridge".into()));
+            // They go with the namespace.
+            Ok(())
         });
     }
 }

@@ -2,22 +2,28 @@
 //! whose root is gone.
 //!
 //! Each root's bridges are its own: the default network's is `ketch0` for the default root
-//! and `kt` and a hash of the root's path for any other (so roots never share a device, and
-//! a device never holds more than its network's subnet), and every bridge ketch makes is
-//! marked with its owner in its `ifalias`: `ketch <engine-id> <mount-ns> <root>`, the root's
-//! ID (its `engine-id` file, written at its first open), the mount namespace its path was
-//! seen in, and the path. The host's devices are the one record every root sees, and the
-//! mark goes with its device: nothing else to keep in step.
+//! and `kt` and a hash of the root's ID for any other (so roots never share a device, and a
+//! device never holds more than its network's subnet), and every bridge ketch makes is
+//! marked with its owner in its `ifalias`: `ketch <engine-id> <view> <root>`, the root's ID
+//! (its `engine-id` file, written at its first open), where its path was seen (the mount
+//! namespace and root directory of the process that made the bridge: a chroot shares the
+//! one but not the other), and the path. The host's devices are the one record every root
+//! sees, and the mark goes with its device: nothing else to keep in step. A bridge that was
+//! there, unmarked (made by hand for `--bridge`, or by a ketch before marks), is used and
+//! left unmarked: it is never taken for another root's, nor removed with one.
 //!
-//! A bridge is abandoned when no root at the marked path carries the marked ID (seen from the
-//! marked mount namespace, through a process in it where that is not this one's; a namespace
-//! with no process left is gone, and its roots with it). Every open of a root, and `system
-//! prune`, removes the abandoned bridges it finds (the device, and with it its addresses and
-//! routes, then its firewall rules), except one that still has ports: a container of the
-//! removed root still runs, and its bridge goes at the first look after it stops. A root
-//! whose path is too long for the mark cannot be looked for: its bridges are never taken as
-//! abandoned.
+//! A bridge is abandoned only when its root is plainly gone: its path, seen from the marked
+//! view (through a process in it where that is not this process's), holds no root, or a root
+//! with another ID; or no process is left in that view, and this process sees every process
+//! of the host. Where that cannot be told (a file that cannot be read, a namespace this
+//! process cannot look into, a path too long or not UTF-8 for the mark), the root is taken
+//! as there. Every open of a root, and `network prune`, removes the abandoned bridges it
+//! finds (the device, and with it its addresses and routes, then its firewall rules), except
+//! one that still has ports: a container of the removed root still runs, and its bridge goes
+//! at the first look after it stops. Bridges are made, and abandoned ones removed, under
+//! the host's network lock, so that a sweep never takes the rules of a bridge just remade.
 
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -27,27 +33,73 @@ use crate::engine::Local;
 
 const PREFIX: &str = "ketch ";
 
+/// The inode of the host's first PID namespace (the kernel's `PROC_PID_INIT_INO`).
+const PID_NS_INIT: u64 = 0xEFFF_FFFC;
+
 /// The name of a root's default bridge when none is asked for.
-pub(crate) fn default_bridge(root: &Path) -> String {
-    use std::os::unix::ffi::OsStrExt;
-    if root == Path::new(crate::engine::DEFAULT_ROOT) {
+pub(crate) fn default_bridge(root: &Path, engine_id: &str) -> String {
+    let default = Path::new(crate::engine::DEFAULT_ROOT);
+    if root == default || std::fs::canonicalize(default).is_ok_and(|d| d == root) {
         return "ketch0".into();
     }
-    let digest = crate::digest::Digest::of(root.as_os_str().as_bytes());
+    let digest = crate::digest::Digest::of(engine_id.as_bytes());
     format!("kt{}", &digest.hex()[..10])
 }
 
-/// The mount namespace this process is in (the inode of `/proc/self/ns/mnt`).
-pub(crate) fn mount_ns() -> u64 {
-    std::fs::metadata("/proc/self/ns/mnt").map_or(0, |m| m.ino())
+/// Where a path means something: a mount namespace, and the root directory of a process in
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct View {
+    pub mount_ns: u64,
+    pub root_dev: u64,
+    pub root_ino: u64,
+}
+
+impl View {
+    /// The view of the process whose `/proc` directory is `proc` (`/proc/self`, `/proc/PID`).
+    pub fn of(proc: &Path) -> std::io::Result<View> {
+        let ns = std::fs::metadata(proc.join("ns/mnt"))?;
+        let root = std::fs::metadata(proc.join("root"))?;
+        Ok(View {
+            mount_ns: ns.ino(),
+            root_dev: root.dev(),
+            root_ino: root.ino(),
+        })
+    }
+
+    fn render(&self) -> String {
+        format!("{}:{}:{}", self.mount_ns, self.root_dev, self.root_ino)
+    }
+
+    fn parse(s: &str) -> Option<View> {
+        let mut n = s.split(':').map(str::parse::<u64>);
+        let v = View {
+            mount_ns: n.next()?.ok()?,
+            root_dev: n.next()?.ok()?,
+            root_ino: n.next()?.ok()?,
+        };
+        n.next().is_none().then_some(v)
+    }
+}
+
+/// This process's view, and whether it sees every process of the host (its PID namespace
+/// is the first).
+pub(crate) fn own_view() -> (View, bool) {
+    let view = View::of(Path::new("/proc/self")).unwrap_or(View {
+        mount_ns: 0,
+        root_dev: 0,
+        root_ino: 0,
+    });
+    let sees_all = std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PID_NS_INIT);
+    (view, sees_all)
 }
 
 /// What a bridge's alias says of its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Mark {
     pub id: String,
-    pub mount_ns: u64,
-    /// `None`: the path did not fit.
+    pub view: View,
+    /// `None`: the path did not fit, or is not UTF-8.
     pub root: Option<PathBuf>,
 }
 
@@ -56,21 +108,19 @@ impl Mark {
         let rest = alias.strip_prefix(PREFIX)?;
         let mut words = rest.splitn(3, ' ');
         let id = words.next().filter(|w| !w.is_empty())?.to_string();
-        let mount_ns = words.next()?.parse().ok()?;
+        let view = View::parse(words.next()?)?;
         let root = match words.next()? {
             "-" => None,
             p if p.starts_with('/') => Some(PathBuf::from(p)),
             _ => return None,
         };
-        Some(Mark { id, mount_ns, root })
+        Some(Mark { id, view, root })
     }
 
     pub fn render(&self) -> String {
-        let head = format!("{PREFIX}{} {} ", self.id, self.mount_ns);
-        match &self.root {
-            Some(p) if head.len() + p.as_os_str().len() <= ALIAS_MAX => {
-                format!("{head}{}", p.display())
-            }
+        let head = format!("{PREFIX}{} {} ", self.id, self.view.render());
+        match self.root.as_deref().and_then(Path::to_str) {
+            Some(p) if head.len() + p.len() <= ALIAS_MAX => format!("{head}{p}"),
             _ => format!("{head}-"),
         }
     }
@@ -89,43 +139,99 @@ pub(crate) enum Owner {
     Unmarked,
 }
 
-/// The ID in a root's `engine-id` file, read through `through` (a directory standing for
-/// `/`).
-fn id_at(through: &Path, root: &Path) -> Option<String> {
-    let path = through
-        .join(root.strip_prefix("/").unwrap_or(root))
-        .join("engine-id");
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_string())
+/// Whether the root at `root`, resolved below the directory `through` as if it were `/`,
+/// carries `id`. Only a root that is plainly not there (no such path, no `engine-id` in
+/// it, another ID) does not: anything else (a file that cannot be read, or is not a
+/// regular file) may be a live root's. The file is opened without following a link, not
+/// waiting on a FIFO, and read for at most an ID's length.
+fn carries(through: &Path, root: &Path, id: &str) -> bool {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+    use std::os::unix::ffi::OsStrExt;
+    let gone = |e: Errno| matches!(e, Errno::NOENT | Errno::NOTDIR);
+    let Ok(top) = std::fs::File::open(through) else {
+        return true;
+    };
+    let dir = match crate::fsutil::open_in_root(top.as_fd(), root.as_os_str().as_bytes(), true) {
+        Ok(d) => d,
+        Err(e) => return !gone(e),
+    };
+    let file = match rustix::fs::openat(
+        &dir,
+        c"engine-id",
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(f) => f,
+        Err(e) => return !gone(e),
+    };
+    let Ok(stat) = rustix::fs::fstat(&file) else {
+        return true;
+    };
+    if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+        return true;
+    }
+    let mut buf = [0u8; 80];
+    match rustix::io::read(&file, &mut buf) {
+        Ok(n) => std::str::from_utf8(&buf[..n]).is_ok_and(|s| s.trim() == id),
+        Err(_) => true,
+    }
 }
 
-/// Whether the root a mark names is there.
-fn alive(mark: &Mark, our_mount_ns: u64) -> bool {
+/// Whether the root a mark names is there, judged from `ours` (this process's view), which
+/// `sees_all` the host's processes or not.
+fn alive(mark: &Mark, ours: View, sees_all: bool) -> bool {
+    alive_in(Path::new("/proc"), mark, ours, sees_all)
+}
+
+/// [`alive`], with the processes listed in `proc`.
+fn alive_in(proc: &Path, mark: &Mark, ours: View, sees_all: bool) -> bool {
     let Some(root) = &mark.root else {
         return true;
     };
-    if id_at(Path::new("/"), root).as_deref() == Some(mark.id.as_str()) {
-        return true;
+    if mark.view == ours {
+        return carries(Path::new("/"), root, &mark.id);
     }
-    if mark.mount_ns == our_mount_ns {
-        return false;
-    }
-    // Seen from a process in the marked namespace, if one is left.
-    let Ok(procs) = std::fs::read_dir("/proc") else {
+    // Through the processes in the marked view, if any is left.
+    let Ok(procs) = std::fs::read_dir(proc) else {
         return true;
     };
+    let mut found = false;
+    let mut looked_at_all = sees_all;
     for p in procs.flatten() {
-        let name = p.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !p
+            .file_name()
+            .as_encoded_bytes()
+            .iter()
+            .all(u8::is_ascii_digit)
+        {
             continue;
         }
-        let ns = p.path().join("ns/mnt");
-        if std::fs::metadata(&ns).is_ok_and(|m| m.ino() == mark.mount_ns) {
-            return id_at(&p.path().join("root"), root).as_deref() == Some(mark.id.as_str());
+        match View::of(&p.path()) {
+            Ok(v) if v == mark.view => {
+                found = true;
+                if carries(&p.path().join("root"), root, &mark.id) {
+                    return true;
+                }
+            }
+            Ok(_) => {}
+            // It exited meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // One this process may not look into: it may be in the view.
+            Err(_) => looked_at_all = false,
         }
     }
-    false
+    !found && !looked_at_all
+}
+
+/// What [`Local::claim_bridge`] found under a bridge's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// This root's, or one made by hand: to be used as it is.
+    Use(i32),
+    /// None there (`None`), or one an abandoned root left (its index), to be removed: this
+    /// root makes its own.
+    Make(Option<i32>),
 }
 
 impl Local {
@@ -133,7 +239,7 @@ impl Local {
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             id: self.engine_id.clone(),
-            mount_ns: self.mount_ns,
+            view: self.view,
             root: Some(self.real_root.clone()),
         }
     }
@@ -144,7 +250,7 @@ impl Local {
         };
         if mark.id == self.engine_id {
             Owner::Us
-        } else if alive(&mark, self.mount_ns) {
+        } else if alive(&mark, self.view, self.sees_all) {
             Owner::Other(mark.root)
         } else {
             Owner::Abandoned(mark.root)
@@ -167,69 +273,79 @@ impl Local {
         if abandoned(&links).is_empty() {
             return Ok(Vec::new());
         }
-        // Judged again under the lock that bridges are made under: one remade meanwhile by
-        // a new root at the same path is that root's.
+        // Judged again under the lock bridges are made under: one remade meanwhile by a new
+        // root at the same path is that root's.
         let _lock = HostLock::take().map_err(io_err("take the host's network lock"))?;
         let links = nl.links().map_err(io_err("list the host's links"))?;
         let mut removed = Vec::new();
+        let mut first_error = None;
         for link in abandoned(&links) {
-            match nl.del_link(link.index) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => continue,
-                Err(e) => return Err(io_err(format!("delete bridge {}", link.name))(e)),
+            match remove_bridge(&nl, &link.name, link.index) {
+                Ok(()) => removed.push(link.name),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
-            if firewall::available() {
-                firewall::delete(&link.name)
-                    .map_err(io_err(format!("remove the firewall of {}", link.name)))?;
-            }
-            removed.push(link.name);
         }
-        Ok(removed)
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
-    /// The bridge `name` as this root may use it: `None` where there is none (or there was
-    /// an abandoned one, now removed); an error where another root owns it.
-    pub(crate) fn claim_bridge(&self, nl: &Netlink, name: &str) -> crate::Result<Option<i32>> {
+    /// What the bridge `name` is to this root: one to use, or one to make (where there is
+    /// none, or an abandoned root's); an error where another root owns it. Whatever it
+    /// says about making is judged again under the host's lock.
+    pub(crate) fn claim_bridge(&self, nl: &Netlink, name: &str) -> crate::Result<Claim> {
         let Some(link) = nl.link(name).map_err(io_err("look up a link"))? else {
-            return Ok(None);
+            return Ok(Claim::Make(None));
         };
-        let ports = || {
-            nl.links()
-                .map(|all| all.iter().any(|p| p.master == Some(link.index)))
-                .map_err(io_err("list the host's links"))
+        let owned = |reason: String| {
+            Err(NetworkError::BridgeOwned {
+                bridge: name.into(),
+                reason,
+            }
+            .into())
+        };
+        let path = |root: Option<PathBuf>| {
+            root.map_or_else(
+                || "another state root".into(),
+                |r| format!("the state root {}", r.display()),
+            )
         };
         match self.owner_of(&link) {
-            Owner::Us => Ok(Some(link.index)),
-            Owner::Unmarked => {
-                // Taken over: a bridge made by hand for `--bridge`, or by an older ketch.
-                if link.kind == "bridge" && link.alias.is_empty() {
-                    nl.set_alias(link.index, &self.mark().render())
-                        .map_err(io_err(format!("mark bridge {name}")))?;
+            Owner::Us | Owner::Unmarked => Ok(Claim::Use(link.index)),
+            Owner::Other(root) => owned(format!("belongs to {}", path(root))),
+            Owner::Abandoned(root) => {
+                let ports = nl
+                    .links()
+                    .map_err(io_err("list the host's links"))?
+                    .iter()
+                    .any(|p| p.master == Some(link.index));
+                if ports {
+                    owned(format!(
+                        "is still used by containers of {}, which was removed",
+                        path(root)
+                    ))
+                } else {
+                    Ok(Claim::Make(Some(link.index)))
                 }
-                Ok(Some(link.index))
             }
-            Owner::Abandoned(_) if !ports()? => {
-                match nl.del_link(link.index) {
-                    Ok(()) => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-                    Err(e) => return Err(io_err(format!("delete bridge {name}"))(e)),
-                }
-                if firewall::available() {
-                    firewall::delete(name)
-                        .map_err(io_err(format!("remove the firewall of {name}")))?;
-                }
-                Ok(None)
-            }
-            Owner::Other(root) | Owner::Abandoned(root) => Err(NetworkError::BridgeOwned {
-                bridge: name.into(),
-                root: root.map_or_else(
-                    || "another state root".into(),
-                    |r| format!("the state root {}", r.display()),
-                ),
-            }
-            .into()),
         }
     }
+}
+
+/// Deletes a bridge (its addresses and routes go with it), then its firewall rules.
+pub(crate) fn remove_bridge(nl: &Netlink, name: &str, index: i32) -> crate::Result<()> {
+    match nl.del_link(index) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+        Err(e) => return Err(io_err(format!("delete bridge {name}"))(e)),
+    }
+    if firewall::available() {
+        firewall::delete(name).map_err(io_err(format!("remove the firewall of {name}")))?;
+    }
+    Ok(())
 }
 
 /// The root's ID: its `engine-id` file, made at its first open (as Docker's daemon keeps
@@ -286,32 +402,51 @@ pub(crate) fn engine_id(root: &Path) -> crate::Result<String> {
 mod tests {
     use super::*;
 
+    const VIEW: View = View {
+        mount_ns: 4026531841,
+        root_dev: 2049,
+        root_ino: 2,
+    };
+
     #[test]
     fn a_mark_reads_back_and_a_path_that_does_not_fit_is_left_out() {
         let m = Mark {
             id: "0f3a-4b".into(),
-            mount_ns: 4026531841,
+            view: VIEW,
             root: Some("/tmp/a root/with spaces".into()),
         };
         assert_eq!(
             m.render(),
-            "ketch 0f3a-4b 4026531841 /tmp/a root/with spaces"
+            "ketch 0f3a-4b 4026531841:2049:2 /tmp/a root/with spaces"
         );
         assert_eq!(Mark::parse(&m.render()), Some(m.clone()));
+        let unnamed = Mark {
+            root: None,
+            ..m.clone()
+        };
         let long = Mark {
             root: Some(PathBuf::from(format!("/{}", "d".repeat(250)))),
             ..m.clone()
         };
-        assert_eq!(long.render(), "ketch 0f3a-4b 4026531841 -");
-        assert_eq!(Mark::parse(&long.render()), Some(Mark { root: None, ..m }));
+        use std::os::unix::ffi::OsStrExt;
+        let not_utf8 = Mark {
+            root: Some(PathBuf::from(std::ffi::OsStr::from_bytes(b"/tmp/\xff\xfe"))),
+            ..m.clone()
+        };
+        for m in [long, not_utf8] {
+            assert_eq!(m.render(), "ketch 0f3a-4b 4026531841:2049:2 -");
+            assert_eq!(Mark::parse(&m.render()), Some(unnamed.clone()));
+        }
         for alias in [
             "",
             "uplink",
             "ketch",
-            "ketch  1 /r",
+            "ketch  1:2:3 /r",
             "ketch a b /r",
-            "ketch a 1 relative",
-            "ketch a 1",
+            "ketch a 1 /r",
+            "ketch a 1:2:3:4 /r",
+            "ketch a 1:2:3 relative",
+            "ketch a 1:2:3",
         ] {
             assert_eq!(Mark::parse(alias), None, "{alias:?}");
         }
@@ -319,11 +454,12 @@ mod tests {
 
     #[test]
     fn the_default_root_has_ketch0_and_another_a_name_of_its_own() {
-        assert_eq!(default_bridge(Path::new("/var/lib/ketch")), "ketch0");
-        let a = default_bridge(Path::new("/tmp/a"));
-        let b = default_bridge(Path::new("/tmp/b"));
+        assert_eq!(default_bridge(Path::new("/var/lib/ketch"), "a"), "ketch0");
+        let a = default_bridge(Path::new("/tmp/r"), "id-a");
+        // Another root at the same path (in another mount namespace, or made again).
+        let b = default_bridge(Path::new("/tmp/r"), "id-b");
         assert_ne!(a, b);
-        assert_eq!(a, default_bridge(Path::new("/tmp/a")));
+        assert_eq!(a, default_bridge(Path::new("/elsewhere"), "id-a"));
         assert!(a.starts_with("kt") && a.len() == 12, "{a}");
     }
 
@@ -343,34 +479,55 @@ mod tests {
         assert!(err.contains("not an engine ID"), "{err}");
     }
 
+    /// Gone only when plainly gone: a root whose `engine-id` cannot be read as a file
+    /// (a FIFO, a link, a directory) is taken as there, and nothing waits on it.
     #[test]
     fn a_root_is_alive_while_its_path_holds_its_id() {
         let dir = tempfile::tempdir().unwrap();
         let id = engine_id(dir.path()).unwrap();
-        let ns = mount_ns();
-        let mark = |id: &str, ns: u64| Mark {
+        let (ours, _) = own_view();
+        let mark = |id: &str, view: View| Mark {
             id: id.into(),
-            mount_ns: ns,
+            view,
             root: Some(dir.path().to_path_buf()),
         };
-        assert!(alive(&mark(&id, ns), ns));
+        assert!(alive(&mark(&id, ours), ours, true));
         // Another root at the same path since.
-        assert!(!alive(&mark("other", ns), ns));
-        // Marked in a namespace no process is in.
-        assert!(!alive(&mark("other", 1), ns));
+        assert!(!alive(&mark("other", ours), ours, true));
+        // Marked in a view no process is in: gone where every process is seen (an empty
+        // list of processes here), else unknown.
+        let none = tempfile::tempdir().unwrap();
+        assert!(!alive_in(none.path(), &mark(&id, VIEW), ours, true));
+        assert!(alive_in(none.path(), &mark(&id, VIEW), ours, false));
         // A path that did not fit is never taken for gone.
-        assert!(alive(
-            &Mark {
-                root: None,
-                ..mark("other", ns)
-            },
-            ns
-        ));
-        std::fs::remove_file(dir.path().join("engine-id")).unwrap();
-        assert!(!alive(&mark(&id, ns), ns));
+        let unnamed = Mark {
+            root: None,
+            ..mark("other", ours)
+        };
+        assert!(alive(&unnamed, ours, true));
+        let file = dir.path().join("engine-id");
+        std::fs::remove_file(&file).unwrap();
+        assert!(!alive(&mark(&id, ours), ours, true));
+        let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(alive(&mark(&id, ours), ours, true), "a FIFO");
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(dir.path().join("elsewhere"), &id).unwrap();
+        std::os::unix::fs::symlink("elsewhere", &file).unwrap();
+        assert!(alive(&mark("other", ours), ours, true), "a link");
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, "x".repeat(1 << 20)).unwrap();
+        assert!(!alive(&mark(&id, ours), ours, true), "a big file");
+        // A root directory that is a file: nothing there.
+        let not_dir = Mark {
+            root: Some(file.clone()),
+            ..mark(&id, ours)
+        };
+        assert!(!alive(&not_dir, ours, true));
     }
 
-    /// A root seen only in another mount namespace lives while a process is there.
+    /// A root seen only in another mount namespace lives while a process is there, and is
+    /// looked for there (its path means nothing here).
     #[test]
     fn a_root_in_another_mount_namespace_is_looked_for_there() {
         use std::io::BufRead;
@@ -391,22 +548,63 @@ mod tests {
             .read_line(&mut line)
             .unwrap();
         assert_eq!(line, "ready\n");
-        let there = std::fs::metadata(format!("/proc/{}/ns/mnt", child.id()))
-            .unwrap()
-            .ino();
+        let there = View::of(Path::new(&format!("/proc/{}", child.id()))).unwrap();
         let mark = |id: &str| Mark {
             id: id.into(),
-            mount_ns: there,
+            view: there,
             root: Some(root.clone()),
         };
-        let ours = mount_ns();
+        let (ours, sees_all) = own_view();
         assert_ne!(there, ours);
-        let seen = [alive(&mark("id-there"), ours), alive(&mark("other"), ours)];
+        assert!(sees_all, "the tests run in the host's PID namespace");
+        let seen = [
+            alive(&mark("id-there"), ours, true),
+            alive(&mark("other"), ours, true),
+        ];
         child.kill().unwrap();
         child.wait().unwrap();
-        let after = alive(&mark("id-there"), ours);
-        assert_eq!((seen, after), ([true, false], false));
+        // Gone with its last process (where this process may look into every other one).
+        let after = alive(&mark("id-there"), ours, false);
+        assert_eq!((seen, after), ([true, false], true));
         assert!(!root.join("engine-id").exists());
+    }
+
+    /// The processes of a view are looked through, each from its own root; a view none is
+    /// in is gone only where every process could be looked at.
+    #[test]
+    fn a_view_is_judged_through_its_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc = dir.path().join("proc");
+        let fs = dir.path().join("fs");
+        std::fs::create_dir_all(fs.join("srv/root")).unwrap();
+        std::fs::write(fs.join("srv/root/engine-id"), "id-a\n").unwrap();
+        // A link out of its root resolves inside it.
+        std::os::unix::fs::symlink("/srv/root", fs.join("link")).unwrap();
+        std::fs::create_dir_all(proc.join("41/ns")).unwrap();
+        std::fs::write(proc.join("41/ns/mnt"), "").unwrap();
+        std::os::unix::fs::symlink(&fs, proc.join("41/root")).unwrap();
+        std::fs::create_dir_all(proc.join("self")).unwrap();
+        let view = View::of(&proc.join("41")).unwrap();
+        let (ours, _) = own_view();
+        let mark = |id: &str, root: &str| Mark {
+            id: id.into(),
+            view,
+            root: Some(root.into()),
+        };
+        let judged = [
+            alive_in(&proc, &mark("id-a", "/srv/root"), ours, true),
+            alive_in(&proc, &mark("id-a", "/link"), ours, true),
+            alive_in(&proc, &mark("id-b", "/srv/root"), ours, false),
+            alive_in(&proc, &mark("id-a", "/srv/none"), ours, false),
+        ];
+        assert_eq!(judged, [true, true, false, false]);
+        // Its last process gone.
+        std::fs::remove_dir_all(proc.join("41")).unwrap();
+        let after = [
+            alive_in(&proc, &mark("id-a", "/srv/root"), ours, true),
+            alive_in(&proc, &mark("id-a", "/srv/root"), ours, false),
+        ];
+        assert_eq!(after, [false, true]);
     }
 
     fn addresses(dev: &str) -> Vec<String> {
@@ -439,7 +637,7 @@ mod tests {
             let nl = Netlink::open()?;
             let a = scratch_engine_with(|o| o.default_bridge = None);
             let net = a.network_find("bridge").unwrap();
-            assert_eq!(net.bridge, default_bridge(&a.real_root));
+            assert_eq!(net.bridge, default_bridge(&a.real_root, &a.engine_id));
             let link = nl.link(&net.bridge)?.expect("the default bridge");
             assert_eq!(link.alias, a.mark().render());
             assert_eq!(
@@ -502,9 +700,10 @@ mod tests {
             assert!(!table_exists(&c_net.bridge));
             assert_eq!(d.sweep_bridges().unwrap(), Vec::<String>::new());
 
-            // A new root at a removed root's path: its own bridge, with its one subnet.
+            // A new root at a removed root's path: an ID of its own, so a bridge of its own;
+            // the old one went at its open.
             let e = scratch_engine_with(|o| o.default_bridge = None);
-            let again = e.network_find("bridge").unwrap();
+            let old = e.network_find("bridge").unwrap();
             std::fs::remove_dir_all(&e.root)?;
             let reborn = Local::open(&crate::engine::Options {
                 root: e.root.clone(),
@@ -513,30 +712,44 @@ mod tests {
             })
             .unwrap();
             assert_ne!(reborn.engine_id, e.engine_id);
-            let net2 = reborn.network_find("bridge").unwrap();
-            assert_eq!(net2.bridge, again.bridge);
-            assert_eq!(
-                addresses(&net2.bridge),
-                [format!(
-                    "{}/{}",
-                    net2.gateway.clone().unwrap(),
-                    net2.subnet.as_ref().unwrap().split('/').nth(1).unwrap()
-                )]
-            );
-            assert_eq!(
-                nl.link(&net2.bridge)?.unwrap().alias,
-                reborn.mark().render()
-            );
-
-            // A bridge made by hand is taken over.
-            nl.add_bridge("kohand", None)?;
-            let f = scratch_engine_with(|o| o.default_bridge = Some("kohand".into()));
-            f.network_find("bridge").unwrap();
-            assert_eq!(nl.link("kohand")?.unwrap().alias, f.mark().render());
+            assert_eq!(nl.link(&old.bridge)?, None);
+            let new = reborn.network_find("bridge").unwrap();
+            assert_ne!(new.bridge, old.bridge);
             for n in reborn.load_networks().unwrap() {
                 reborn.delete_bridge(&n).unwrap();
             }
-            drop((b, d, f));
+
+            // A root asking for the bridge a root removed since it opened: the old one goes
+            // (its rules too) and the new one has the one subnet.
+            let y = scratch_engine_with(|o| o.default_bridge = Some("koname".into()));
+            y.network_find("bridge").unwrap();
+            let x = scratch_engine_with(|o| o.default_bridge = Some("koname".into()));
+            let err = x.network_find("bridge").unwrap_err().to_string();
+            assert!(err.contains("belongs to the state root"), "{err}");
+            std::fs::remove_dir_all(&y.root)?;
+            let mine = x.network_find("bridge").unwrap();
+            let link = nl.link("koname")?.unwrap();
+            assert_eq!(link.alias, x.mark().render());
+            assert_eq!(
+                addresses("koname"),
+                [format!(
+                    "{}/{}",
+                    mine.gateway.clone().unwrap(),
+                    mine.subnet.as_ref().unwrap().split('/').nth(1).unwrap()
+                )]
+            );
+            assert!(table_exists("koname"));
+
+            // A bridge made by hand is used as it is, and left unmarked: never swept.
+            nl.add_bridge("kohand", None)?;
+            let f = scratch_engine_with(|o| o.default_bridge = Some("kohand".into()));
+            f.network_find("bridge").unwrap();
+            std::fs::remove_dir_all(&f.root)?;
+            assert_eq!(d.sweep_bridges().unwrap(), Vec::<String>::new());
+            assert_eq!(nl.link("kohand")?.unwrap().alias, "");
+            nl.del_link(nl.link_index("kohand")?.unwrap())?;
+            firewall::delete("kohand")?;
+            drop((b, d, f, x, y));
             assert_eq!(
                 nl.links()?.iter().filter(|l| l.kind == "bridge").count(),
                 0,
