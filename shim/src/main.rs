@@ -778,7 +778,7 @@ pub(crate) fn monitor(
                                 }
                             };
                             // Whoever was attached went away: the log goes on alone.
-                            if sent.is_err() && relay == Relay::Framed {
+                            if sent.is_err() {
                                 relay = Relay::None;
                             }
                         }

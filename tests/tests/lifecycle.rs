@@ -138,6 +138,61 @@ impl Drop for HeldStart {
     }
 }
 
+/// A detached container's monitor leaves its starter's session and process group: what
+/// ends those (a terminal's hangup, Ctrl-C, a kill of the whole group) does not reach it.
+#[test]
+fn a_detached_monitor_leaves_its_starters_session() {
+    let r = setup();
+    let base = r.cmd();
+    let out = r.dir.path().join("id");
+    // `run -d` from a shell that leads a session of its own, which then kills its group.
+    let mut c = Command::new("setsid");
+    c.args([
+        "-w",
+        "sh",
+        "-c",
+        r#"out=$1; shift; "$@" > "$out"; kill -KILL 0"#,
+        "sh",
+    ])
+    .arg(&out)
+    .arg(base.get_program())
+    .args(base.get_args())
+    .args(["run", "-d", "busybox", "sleep", "1000"])
+    .stdin(Stdio::null());
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    let status = c.status().unwrap();
+    assert_eq!(status.code(), None, "the group was killed: {status:?}");
+    let id = std::fs::read_to_string(&out).unwrap().trim().to_string();
+    assert_eq!(id.len(), 64, "{id:?}");
+    let shim = state_file(&r, &id)["ShimPid"].as_i64().unwrap() as i32;
+    let session = |pid: i32| -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // After the command's name in parentheses: state, ppid, pgrp, session.
+        stat.rsplit_once(") ")?
+            .1
+            .split(' ')
+            .nth(3)
+            .map(str::to_string)
+    };
+    assert_eq!(
+        session(shim),
+        Some(shim.to_string()),
+        "the monitor leads its own session"
+    );
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.State.Status}}", &id]).trim(),
+        "running"
+    );
+    r.ok(&["stop", "-t", "1", &id]);
+    assert_eq!(r.ok(&["wait", &id]).trim(), "137");
+    r.ok(&["rm", &id]);
+}
+
 #[test]
 fn killing_run_while_its_container_starts_leaves_the_start_to_the_monitor() {
     let r = setup();
