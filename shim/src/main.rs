@@ -233,6 +233,15 @@ struct Options {
     framed: bool,
 }
 
+impl Options {
+    /// A monitor that outlives whoever started it: detached, or streaming one run to a
+    /// daemon's attach and detached after. It reports its start on fd 3, leads a session
+    /// of its own, and keeps resident only what its loop needs.
+    fn outlives_starter(&self) -> bool {
+        !self.attach || self.stream
+    }
+}
+
 /// Where the container's output goes besides its log.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Relay {
@@ -848,8 +857,7 @@ fn main() {
             std::process::exit(125);
         }
     };
-    let reports = !opts.attach || opts.stream;
-    sys::close_from(if reports { 4 } else { 3 }, false);
+    sys::close_from(if opts.outlives_starter() { 4 } else { 3 }, false);
     let bundle = opts.bundle.clone();
     let code = run(opts);
     withdraw_ports(&bundle);
@@ -966,7 +974,7 @@ pub(crate) fn report(ready: &mut Option<File>, msg: &str) {
 
 fn run(opts: Options) -> i32 {
     let bundle = opts.bundle.clone();
-    let mut ready: Option<File> = if opts.attach && !opts.stream {
+    let mut ready: Option<File> = if !opts.outlives_starter() {
         None
     } else {
         // The engine hands a detached shim its report pipe as fd 3. It must not leak into
@@ -991,8 +999,8 @@ fn run(opts: Options) -> i32 {
             return 125;
         }
     };
-    if !opts.attach || opts.stream {
-        // Outlive the starter: own session, no terminal, nothing inherited but the stream.
+    if opts.outlives_starter() {
+        // Own session, no terminal, nothing inherited but the stream.
         let _ = nix::unistd::setsid();
     }
     if !opts.attach {
@@ -1150,7 +1158,7 @@ fn run(opts: Options) -> i32 {
         state.oom_killed = false;
         write_state(&bundle, &state);
         report(&mut ready, &format!("ok {}", run.pid));
-        if !opts.attach || opts.stream {
+        if opts.outlives_starter() {
             trim_resident();
         }
         let relay = match (opts.attach, opts.framed) {
@@ -1185,7 +1193,7 @@ fn run(opts: Options) -> i32 {
             release_netns(&bundle);
             state.status = "exited".into();
             write_state(&bundle, &state);
-            return if opts.attach && !opts.stream { code } else { 0 };
+            return if opts.outlives_starter() { 0 } else { code };
         }
         state.restart_count += 1;
         state.status = "restarting".into();
