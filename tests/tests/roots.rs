@@ -157,6 +157,14 @@ fn a_bridge_another_root_owns_is_refused_by_name() {
     first.ok(&["network", "create", "n1"]);
     let (_, err) = second.fails(&["network", "create", "n2"]);
     assert!(err.contains("belongs to the state root"), "{err}");
+    // Containers on no network, or the host's, run all the same.
+    second.busybox("busybox");
+    for mode in ["none", "host"] {
+        let out = second.ok(&["run", "--rm", "--network", mode, "busybox", "echo", mode]);
+        assert_eq!(out, format!("{mode}\n"));
+    }
+    let (_, err) = second.fails(&["run", "--rm", "busybox", "true"]);
+    assert!(err.contains("belongs to the state root"), "{err}");
     second.bridge = format!("kt{}", ketch_tests::random_hex(5));
     second.ok(&["network", "create", "n2"]);
     second.ok(&["network", "inspect", "bridge"]);

@@ -438,8 +438,11 @@ impl Local {
     }
 
     /// A network by full ID, name, or unique ID prefix.
+    ///
+    /// Where the default network cannot be made (its bridge is another root's, say), the
+    /// others are still found; a look-up that finds nothing says why `bridge` is missing.
     pub(crate) fn network_find(&self, name: &str) -> crate::Result<NetworkRecord> {
-        self.ensure_predefined()?;
+        let predefined = self.ensure_predefined();
         let all = self.load_networks()?;
         if let Some(n) = all.iter().find(|n| n.id == name || n.name == name) {
             return Ok(n.clone());
@@ -448,10 +451,13 @@ impl Local {
             all.iter().filter(|n| n.id.starts_with(name)).collect();
         match by_prefix.as_slice() {
             [one] if !name.is_empty() => Ok((*one).clone()),
-            _ => Err(NetworkError::NotFound {
-                name: name.to_string(),
+            _ => {
+                predefined?;
+                Err(NetworkError::NotFound {
+                    name: name.to_string(),
+                }
+                .into())
             }
-            .into()),
         }
     }
 
