@@ -1,8 +1,9 @@
 """Fixtures: an engine on a fresh state root, embedded or through a daemon on that root.
 
 The harness (tests/tests/python.rs) sets KETCH_TEST_ROOTFS (the busybox root file system
-tarball), KETCH_BIN (the ketch binary, for the daemon and the CLI), KETCH_SHIM, and
-KETCH_BRIDGE / KETCH_IP_FORWARD so that nothing here touches the host's defaults.
+tarball), KETCH_BIN (the ketch binary, for the daemon and the CLI), KETCH_SHIM and
+KETCH_IP_FORWARD, so that nothing here touches the host's forwarding. Each test's root
+has a default bridge of its own; the harness removes them with the roots.
 """
 
 import os

@@ -788,10 +788,11 @@ pub fn output_within(cmd: &mut Command, secs: u64) -> Output {
     o
 }
 
-/// The state roots a suite run as one command (pytest, `node --test`) makes below `dir`,
-/// each with the bridge of `Root` `r`: on drop, the containers left on them are removed and
-/// what is still mounted below `dir` comes off. A suite its hang guard killed cleans up
-/// nothing itself. Declare it after that `Root`, so that it goes first.
+/// The state roots a suite run as one command (pytest, `node --test`) makes below `dir`:
+/// on drop, the containers left on them are removed, what is still mounted below `dir`
+/// comes off, the roots go, and an open of a root made for it sweeps the bridges they made
+/// for themselves. A suite its hang guard killed cleans up nothing itself. Declare it
+/// after that `Root`, so that it goes first.
 pub struct RootsBelow {
     dir: PathBuf,
     bridge: String,
@@ -826,11 +827,11 @@ impl Drop for RootsBelow {
     fn drop(&mut self) {
         let mut roots = Vec::new();
         state_roots(&self.dir, 4, &mut roots);
-        for root in roots {
+        for root in &roots {
             let ketch = || {
                 let mut c = Command::new(ketch_bin());
                 c.arg("--root")
-                    .arg(&root)
+                    .arg(root)
                     .env_remove("KETCH_ROOT")
                     .env("KETCH_BRIDGE", &self.bridge)
                     .env("KETCH_IP_FORWARD", "false")
@@ -838,7 +839,23 @@ impl Drop for RootsBelow {
                 c
             };
             remove_containers(ketch);
+            let _ = ketch().args(["network", "prune", "-f"]).output();
         }
         unmount_below(&self.dir);
+        // The roots go, and with them the bridges each made for itself: removed by the
+        // next open of a root, here one made for it and gone after.
+        for root in &roots {
+            let _ = std::fs::remove_dir_all(root);
+        }
+        let sweeper = self.dir.join(".sweep");
+        let _ = Command::new(ketch_bin())
+            .arg("--root")
+            .arg(&sweeper)
+            .args(["network", "prune", "-f"])
+            .env_remove("KETCH_ROOT")
+            .env("KETCH_IP_FORWARD", "false")
+            .stdin(Stdio::null())
+            .output();
+        let _ = std::fs::remove_dir_all(&sweeper);
     }
 }
