@@ -970,9 +970,8 @@ impl Images {
         } else {
             let path: std::path::PathBuf = source.extract()?;
             blocking(py, || {
-                let mut f = std::fs::File::open(&path).map_err(|source| ketch::Error::Io {
-                    context: format!("open {}", path.display()),
-                    source,
+                let mut f = std::fs::File::open(&path).map_err(|source| {
+                    ketch::Error::io(format!("open {}", path.display()), source)
                 })?;
                 api.image_import(&mut f, &opts)
             })?

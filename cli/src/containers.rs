@@ -31,8 +31,10 @@ impl std::error::Error for Exit {}
 /// daemon's answer carries only the message, which Docker's CLI reads the same way.
 pub fn engine_exit(e: ketch::Error) -> anyhow::Error {
     let code = match &e {
-        ketch::Error::Container(c) => c.exit_code(),
-        ketch::Error::Client(_) => {
+        e if e.is::<ketch::runtime::ContainerError>() => e
+            .downcast_ref::<ketch::runtime::ContainerError>()
+            .map_or(125, |c| c.exit_code()),
+        e if e.is::<ketch::client::ClientError>() => {
             let m = e.to_string();
             if m.contains("executable file not found") || m.contains("no such file or directory") {
                 127
@@ -1188,9 +1190,15 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
     let code = match engine.container_exec(&a.container, &opts, &|_| {}) {
         Ok(code) => code,
         // The process did not start: said as a daemon's exec says it, on stderr.
-        Err(ketch::Error::Container(c @ ketch::runtime::ContainerError::Start { .. })) => {
-            eprintln!("{c}");
-            c.exit_code()
+        Err(e)
+            if matches!(
+                e.downcast_ref(),
+                Some(ketch::runtime::ContainerError::Start { .. })
+            ) =>
+        {
+            eprintln!("{e}");
+            e.downcast_ref::<ketch::runtime::ContainerError>()
+                .map_or(125, |c| c.exit_code())
         }
         Err(e) => return Err(e.into()),
     };

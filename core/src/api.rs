@@ -291,10 +291,9 @@ impl Api for Engine {
         for r in readers {
             let _ = r.join();
         }
-        let status = child.wait().map_err(|source| crate::Error::Io {
-            context: "wait for the exec".into(),
-            source,
-        })?;
+        let status = child
+            .wait()
+            .map_err(|source| crate::Error::io("wait for the exec", source))?;
         let output = std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()));
         Ok((status.code().unwrap_or(125), output))
     }
@@ -452,10 +451,7 @@ fn follow_local(
 ) -> Result<()> {
     use std::io::{BufRead, Seek};
     let path = engine.container_log_path(name)?;
-    let io = |source| crate::Error::Io {
-        context: format!("read {}", path.display()),
-        source,
-    };
+    let io = |source| crate::Error::io(format!("read {}", path.display()), source);
     // Made here if the container has not run yet; its monitor appends to the same file.
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -869,10 +865,8 @@ impl Api for Client {
         let reader: &mut (dyn Read + Send) = match src {
             LoadSource::Reader(r) => r,
             LoadSource::Path(p) => {
-                file = std::fs::File::open(p).map_err(|source| crate::Error::Io {
-                    context: format!("open {}", p.display()),
-                    source,
-                })?;
+                file = std::fs::File::open(p)
+                    .map_err(|source| crate::Error::io(format!("open {}", p.display()), source))?;
                 if file.metadata().is_ok_and(|m| m.is_dir()) {
                     return Err(ClientError::Url {
                         url: p.display().to_string(),
@@ -1105,10 +1099,7 @@ fn strings(v: &Value) -> Vec<String> {
 fn copy(from: &mut dyn Read, to: &mut dyn Write) -> Result<()> {
     std::io::copy(from, to)
         .and_then(|_| to.flush())
-        .map_err(|source| crate::Error::Io {
-            context: "copy the daemon's answer".into(),
-            source,
-        })
+        .map_err(|source| crate::Error::io("copy the daemon's answer", source))
 }
 
 /// Writes `from` to a temporary name beside `path`, then renames it into place.
@@ -1120,10 +1111,7 @@ fn write_atomically(path: &Path, from: &mut dyn Read) -> Result<()> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let io = |source| crate::Error::Io {
-        context: format!("write {}", path.display()),
-        source,
-    };
+    let io = |source| crate::Error::io(format!("write {}", path.display()), source);
     let written = (|| {
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         copy(from, &mut f)?;

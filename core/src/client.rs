@@ -37,6 +37,12 @@ pub enum ClientError {
     Api { status: u16, message: String },
 }
 
+impl From<ClientError> for crate::Error {
+    fn from(e: ClientError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl ClientError {
     pub fn kind(&self) -> ErrorKind {
         match self {

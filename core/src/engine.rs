@@ -62,6 +62,12 @@ pub enum EngineError {
     Invalid { reason: String },
 }
 
+impl From<EngineError> for crate::Error {
+    fn from(e: EngineError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -183,7 +189,7 @@ pub struct Local {
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let context = format!("{context} {}", path.display());
-    move |source| Error::Io { context, source }
+    move |source| Error::io(context, source)
 }
 
 impl Local {

@@ -35,61 +35,84 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// Any error the engine returns.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Content(#[from] crate::content::ContentError),
-    #[error(transparent)]
-    Db(#[from] crate::db::DbError),
-    #[error(transparent)]
-    Snapshot(#[from] crate::snapshot::SnapshotError),
-    #[error(transparent)]
-    Diff(#[from] crate::diff::DiffError),
-    #[error(transparent)]
-    Image(#[from] crate::image::ImageError),
-    #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
-    #[error(transparent)]
-    Container(#[from] crate::runtime::ContainerError),
-    #[error(transparent)]
-    Network(#[from] crate::network::NetworkError),
-    #[error(transparent)]
-    Volume(#[from] crate::volume::VolumeError),
-    #[error(transparent)]
-    Reference(#[from] crate::reference::ReferenceError),
-    #[error(transparent)]
-    Digest(#[from] crate::digest::DigestError),
-    #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
-    #[error(transparent)]
-    Client(#[from] crate::client::ClientError),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: std::io::Error,
-    },
+/// Any error the engine returns: what kind of failure it is, and the module's own error
+/// that says what failed (a `NetworkError`, an `ImageError`, the client's error for a
+/// daemon's answer ...), which [`Error::downcast_ref`] gives back. This module knows none of
+/// them: each module turns its own into this one (`impl From<ItsError> for Error`), with the
+/// kind it decides, so the foundations import nothing above them and no transport.
+pub struct Error {
+    kind: ErrorKind,
+    inner: Box<dyn std::error::Error + Send + Sync + 'static>,
 }
 
 impl Error {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Error::Content(e) => e.kind(),
-            Error::Db(e) => e.kind(),
-            Error::Snapshot(e) => e.kind(),
-            Error::Diff(e) => e.kind(),
-            Error::Image(e) => e.kind(),
-            Error::Engine(e) => e.kind(),
-            Error::Container(e) => e.kind(),
-            Error::Tls(e) => e.kind(),
-            Error::Client(e) => e.kind(),
-            Error::Network(e) => e.kind(),
-            Error::Volume(e) => e.kind(),
-            Error::Reference(_) | Error::Digest(_) => ErrorKind::InvalidArgument,
-            Error::Io { source, .. } => io_kind(source),
+    /// An error of `kind`, saying what `inner` says.
+    pub fn new(
+        kind: ErrorKind,
+        inner: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Error {
+        Error {
+            kind,
+            inner: inner.into(),
         }
     }
+
+    /// An I/O error with what was being done (`context`), of the kind the I/O error stands
+    /// for.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::new(
+            io_kind(&source),
+            IoError {
+                context: context.into(),
+                source,
+            },
+        )
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The module's error this one carries, if it is a `T`.
+    pub fn downcast_ref<T: std::error::Error + 'static>(&self) -> Option<&T> {
+        self.inner.downcast_ref::<T>()
+    }
+
+    /// Whether it carries a `T`.
+    pub fn is<T: std::error::Error + 'static>(&self) -> bool {
+        self.inner.is::<T>()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.kind)
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// The message is the inner error's own, so the chain goes on from its source.
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+/// An I/O error and what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {source}")]
+pub struct IoError {
+    pub context: String,
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// The kind an I/O error most likely stands for.
@@ -101,12 +124,6 @@ pub(crate) fn io_kind(e: &std::io::Error) -> ErrorKind {
         K::PermissionDenied => ErrorKind::PermissionDenied,
         K::InvalidInput | K::InvalidData | K::UnexpectedEof => ErrorKind::InvalidArgument,
         _ => ErrorKind::Internal,
-    }
-}
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::Db(e.into())
     }
 }
 

@@ -19,6 +19,12 @@ pub enum ReferenceError {
     Invalid { value: String, reason: &'static str },
 }
 
+impl From<ReferenceError> for crate::Error {
+    fn from(e: ReferenceError) -> crate::Error {
+        crate::Error::new(crate::error::ErrorKind::InvalidArgument, e)
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Reference {
     domain: String,

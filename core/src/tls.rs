@@ -24,6 +24,12 @@ pub enum TlsError {
     Config(String),
 }
 
+impl From<TlsError> for crate::Error {
+    fn from(e: TlsError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl TlsError {
     pub fn kind(&self) -> ErrorKind {
         ErrorKind::InvalidArgument

@@ -30,17 +30,6 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// shrinks until it is empty.
 const KNOWN: &[(&str, &str)] = &[
     ("api", "client"),
-    ("error", "client"),
-    ("error", "content"),
-    ("error", "db"),
-    ("error", "diff"),
-    ("error", "engine"),
-    ("error", "image"),
-    ("error", "network"),
-    ("error", "runtime"),
-    ("error", "snapshot"),
-    ("error", "tls"),
-    ("error", "volume"),
     ("events", "engine"),
     ("fsutil", "snapshot"),
     ("image", "engine"),

@@ -43,6 +43,12 @@ pub enum ContentError {
     },
 }
 
+impl From<ContentError> for crate::Error {
+    fn from(e: ContentError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl ContentError {
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -40,6 +40,18 @@ pub enum DbError {
     },
 }
 
+impl From<DbError> for crate::Error {
+    fn from(e: DbError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
+impl From<rusqlite::Error> for crate::Error {
+    fn from(e: rusqlite::Error) -> crate::Error {
+        DbError::from(e).into()
+    }
+}
+
 impl DbError {
     pub fn kind(&self) -> ErrorKind {
         match self {

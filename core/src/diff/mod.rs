@@ -59,6 +59,12 @@ pub enum DiffError {
     },
 }
 
+impl From<DiffError> for crate::Error {
+    fn from(e: DiffError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl DiffError {
     pub fn kind(&self) -> ErrorKind {
         match self {

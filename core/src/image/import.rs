@@ -251,10 +251,8 @@ impl Local {
             };
             let r = self.unpack_layer(lease, None, &mut tee, |_| Ok(()))?;
             // Bytes past the end of the compressed stream still belong to the blob.
-            io::copy(&mut tee, &mut io::sink()).map_err(|e| crate::Error::Io {
-                context: "read import source".into(),
-                source: e,
-            })?;
+            io::copy(&mut tee, &mut io::sink())
+                .map_err(|e| crate::Error::io("read import source", e))?;
             r
         };
         let blob_size = blob.written();

@@ -209,10 +209,8 @@ impl Local {
         if dead.is_empty() {
             return Ok(());
         }
-        crate::mount::cleanup_temp_mounts(&self.scratch).map_err(|e| crate::Error::Io {
-            context: format!("clean up {}", self.scratch.display()),
-            source: e,
-        })?;
+        crate::mount::cleanup_temp_mounts(&self.scratch)
+            .map_err(|e| crate::Error::io(format!("clean up {}", self.scratch.display()), e))?;
         for id in dead {
             self.collect(&id)?;
         }

@@ -69,6 +69,12 @@ pub enum ImageError {
     },
 }
 
+impl From<ImageError> for crate::Error {
+    fn from(e: ImageError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl ImageError {
     pub fn kind(&self) -> ErrorKind {
         match self {

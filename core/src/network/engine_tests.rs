@@ -166,7 +166,7 @@ fn create_refuses_what_docker_refuses() {
     assert!(table_exists(&rec.bridge));
     let err = create(&e, "n", Some(&random_subnet())).unwrap_err();
     assert!(
-        matches!(err, crate::Error::Network(NetworkError::NameInUse { .. })),
+        matches!(err.downcast_ref(), Some(NetworkError::NameInUse { .. })),
         "{err}"
     );
     // A subnet inside one taken overlaps it.
@@ -313,8 +313,8 @@ fn addresses_are_the_lowest_free_hosts_of_the_range() {
     let err = take("again", Some(at(5))).unwrap_err();
     assert!(
         matches!(
-            err,
-            crate::Error::Network(NetworkError::AddressInUse { ip, .. }) if ip == at(5)
+            err.downcast_ref(),
+            Some(NetworkError::AddressInUse { ip, .. }) if *ip == at(5)
         ),
         "{err}"
     );
@@ -324,8 +324,8 @@ fn addresses_are_the_lowest_free_hosts_of_the_range() {
     let err = take("c7", None).unwrap_err();
     assert!(
         matches!(
-            err,
-            crate::Error::Network(NetworkError::AddressesExhausted { .. })
+            err.downcast_ref(),
+            Some(NetworkError::AddressesExhausted { .. })
         ),
         "{err}"
     );
@@ -441,7 +441,7 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
     // A network with a container starting on it is in use.
     let err = e.network_remove("plugged").unwrap_err();
     assert!(
-        matches!(err, crate::Error::Network(NetworkError::InUse { .. })),
+        matches!(err.downcast_ref(), Some(NetworkError::InUse { .. })),
         "{err}"
     );
     assert_eq!(e.network_inspect("plugged").unwrap().endpoints.len(), 1);
@@ -589,7 +589,7 @@ fn predefined_networks_stay() {
     for name in ["bridge", "host", "none"] {
         let err = e.network_remove(name).unwrap_err();
         assert!(
-            matches!(err, crate::Error::Network(NetworkError::Predefined { .. })),
+            matches!(err.downcast_ref(), Some(NetworkError::Predefined { .. })),
             "{name}: {err}"
         );
     }

@@ -65,6 +65,12 @@ pub enum NetworkError {
     },
 }
 
+impl From<NetworkError> for crate::Error {
+    fn from(e: NetworkError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl NetworkError {
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -421,7 +427,7 @@ impl Local {
         };
         match self.create_bridge(&bridge, Some(self.default_bridge.clone())) {
             Ok(_) => Ok(()),
-            Err(crate::Error::Network(NetworkError::NameInUse { .. })) => Ok(()),
+            Err(e) if matches!(e.downcast_ref(), Some(NetworkError::NameInUse { .. })) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -135,10 +135,7 @@ impl Local {
         let o = std::process::Command::new("ps")
             .args(&args)
             .output()
-            .map_err(|source| crate::Error::Io {
-                context: "run ps".into(),
-                source,
-            })?;
+            .map_err(|source| crate::Error::io("run ps", source))?;
         let text = String::from_utf8_lossy(&o.stdout);
         let mut lines = text.lines();
         let titles: Vec<String> = lines

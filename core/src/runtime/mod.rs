@@ -61,6 +61,12 @@ pub enum ContainerError {
     },
 }
 
+impl From<ContainerError> for crate::Error {
+    fn from(e: ContainerError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl ContainerError {
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -1029,10 +1029,9 @@ fn exec_start(
         Err(e) => {
             // Past the head, the error goes on the stream, its code in the exec's state.
             let _ = w.write_all(&frame(2, format!("{e}\n").as_bytes(), false));
-            let code = match &e {
-                crate::Error::Container(c) => c.exit_code(),
-                _ => 126,
-            };
+            let code = e
+                .downcast_ref::<crate::runtime::ContainerError>()
+                .map_or(126, crate::runtime::ContainerError::exit_code);
             finish(Some(code));
             w.shutdown_write();
             return Ok(());

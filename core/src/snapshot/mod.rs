@@ -53,6 +53,12 @@ pub enum SnapshotError {
     Db(#[from] crate::db::DbError),
 }
 
+impl From<SnapshotError> for crate::Error {
+    fn from(e: SnapshotError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl SnapshotError {
     pub fn kind(&self) -> ErrorKind {
         match self {

@@ -31,6 +31,12 @@ pub enum VolumeError {
     },
 }
 
+impl From<VolumeError> for crate::Error {
+    fn from(e: VolumeError) -> crate::Error {
+        crate::Error::new(e.kind(), e)
+    }
+}
+
 impl VolumeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
