@@ -398,7 +398,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     let engine = cli.engine().map_err(|e| Exit(125, e.to_string()))?;
-    let local: &ketch::engine::Local = &engine;
+    let local: &ketch::state::State = &engine;
     let c = local.container_create(&opts).map_err(engine_exit)?;
     let id = c.record.id.clone();
     if a.detach {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::Result;
 use crate::client::{Body, Client, ClientError, query};
-use crate::engine::{Engine, Local};
+use crate::engine::Engine;
 use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
 use crate::model::{
     HistoryResponseItem, ImageDeleteResponseItem, ImageInspect, ImagePruneResponse, ImageSummary,
@@ -19,6 +19,7 @@ use crate::model::{
 };
 use crate::network::NetworkCreate;
 use crate::runtime::{Change, CommitOptions, CreateOptions, ExecOptions, Stats};
+use crate::state::State;
 use crate::system::{DiskUsage, PruneReport};
 use crate::volume::{Volume, VolumeCreate};
 
@@ -163,48 +164,48 @@ impl Api for Engine {
     }
 
     fn container_create(&self, opts: &CreateOptions) -> Result<String> {
-        Ok(Local::container_create(self, opts)?.record.id)
+        Ok(State::container_create(self, opts)?.record.id)
     }
     fn container_start(&self, name: &str) -> Result<()> {
-        Local::container_start(self, name, false, false).map(|_| ())
+        State::container_start(self, name, false, false).map(|_| ())
     }
     fn container_stop(&self, name: &str, timeout: Duration) -> Result<()> {
-        Local::container_stop(self, name, timeout)
+        State::container_stop(self, name, timeout)
     }
     fn container_restart(&self, name: &str, timeout: Duration) -> Result<()> {
-        Local::container_stop(self, name, timeout)?;
-        Local::container_start(self, name, false, false).map(|_| ())
+        State::container_stop(self, name, timeout)?;
+        State::container_start(self, name, false, false).map(|_| ())
     }
     fn container_kill(&self, name: &str, signal: i32) -> Result<()> {
-        Local::container_kill(self, name, signal)
+        State::container_kill(self, name, signal)
     }
     fn container_wait(&self, name: &str) -> Result<i32> {
-        Local::container_wait(self, name, None)
+        State::container_wait(self, name, None)
     }
     fn container_remove(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
-        Local::container_remove_with(self, name, force, volumes)
+        State::container_remove_with(self, name, force, volumes)
     }
     fn container_pause(&self, name: &str) -> Result<()> {
-        Local::container_pause(self, name)
+        State::container_pause(self, name)
     }
     fn container_unpause(&self, name: &str) -> Result<()> {
-        Local::container_unpause(self, name)
+        State::container_unpause(self, name)
     }
     fn container_rename(&self, name: &str, new_name: &str) -> Result<()> {
-        Local::container_rename(self, name, new_name)
+        State::container_rename(self, name, new_name)
     }
     fn container_prune(&self) -> Result<Vec<String>> {
-        Local::container_prune(self)
+        State::container_prune(self)
     }
     fn container_summaries(
         &self,
         all: bool,
         filters: &crate::runtime::Filters,
     ) -> Result<Vec<Value>> {
-        Local::container_summaries(self, all, filters)
+        State::container_summaries(self, all, filters)
     }
     fn container_inspect(&self, name: &str) -> Result<Value> {
-        Local::container_inspect(self, name)
+        State::container_inspect(self, name)
     }
     fn container_logs(
         &self,
@@ -236,7 +237,7 @@ impl Api for Engine {
         name: &str,
         ps_args: &[String],
     ) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-        Local::container_top(self, name, ps_args)
+        State::container_top(self, name, ps_args)
     }
     fn container_attach(&self, name: &str, each: &mut dyn FnMut(LogRecord) -> bool) -> Result<()> {
         let c = self.container_get(name)?;
@@ -256,7 +257,7 @@ impl Api for Engine {
             tty: false,
             ..opts.clone()
         };
-        let Some(mut child) = Local::container_exec_spawn(self, name, &opts, true)? else {
+        let Some(mut child) = State::container_exec_spawn(self, name, &opts, true)? else {
             return Ok((0, Vec::new()));
         };
         // Both pipes into one buffer, in the order the pieces come.
@@ -298,71 +299,71 @@ impl Api for Engine {
         Ok((status.code().unwrap_or(125), output))
     }
     fn container_stats(&self, name: &str) -> Result<Stats> {
-        Local::container_stats(self, name)
+        State::container_stats(self, name)
     }
     fn container_commit(&self, name: &str, opts: &CommitOptions) -> Result<String> {
-        Ok(Local::container_commit(self, name, opts)?.to_string())
+        Ok(State::container_commit(self, name, opts)?.to_string())
     }
     fn container_diff(&self, name: &str) -> Result<Vec<Change>> {
-        Local::container_diff(self, name)
+        State::container_diff(self, name)
     }
     fn container_export(&self, name: &str, out: &mut dyn Write) -> Result<()> {
-        Local::container_export(self, name, out)
+        State::container_export(self, name, out)
     }
     fn container_copy_out(&self, name: &str, path: &str, out: &mut dyn Write) -> Result<()> {
-        Local::container_copy_out(self, name, path, out)
+        State::container_copy_out(self, name, path, out)
     }
     fn container_copy_in(&self, name: &str, path: &str, tar: &mut (dyn Read + Send)) -> Result<()> {
-        Local::container_copy_in(self, name, path, tar)
+        State::container_copy_in(self, name, path, tar)
     }
 
     fn image_list(&self, opts: &ListOptions) -> Result<Vec<ImageSummary>> {
-        Local::image_list(self, opts)
+        State::image_list(self, opts)
     }
     fn image_inspect(&self, name: &str) -> Result<ImageInspect> {
-        Local::image_inspect(self, name)
+        State::image_inspect(self, name)
     }
     fn image_tag(&self, source: &str, target: &str) -> Result<()> {
-        Local::image_tag(self, source, target)
+        State::image_tag(self, source, target)
     }
     fn image_history(&self, name: &str) -> Result<Vec<HistoryResponseItem>> {
-        Local::image_history(self, name)
+        State::image_history(self, name)
     }
     fn image_remove(&self, name: &str, force: bool) -> Result<Vec<ImageDeleteResponseItem>> {
-        Local::image_remove(self, name, force)
+        State::image_remove(self, name, force)
     }
     fn image_prune(&self, all: bool) -> Result<ImagePruneResponse> {
-        Local::image_prune(self, all)
+        State::image_prune(self, all)
     }
     fn image_import(&self, tar: &mut (dyn Read + Send), opts: &ImportOptions) -> Result<String> {
-        Ok(Local::image_import(self, tar, opts)?.to_string())
+        Ok(State::image_import(self, tar, opts)?.to_string())
     }
     fn image_load(&self, src: LoadSource<'_>) -> Result<Vec<String>> {
-        Ok(load_messages(&Local::image_load(self, src)?))
+        Ok(load_messages(&State::image_load(self, src)?))
     }
     fn image_save(&self, names: &[String], format: SaveFormat, dest: SaveDest<'_>) -> Result<()> {
-        Local::image_save(self, names, format, dest)
+        State::image_save(self, names, format, dest)
     }
 
     fn network_create(&self, opts: &NetworkCreate) -> Result<String> {
-        Ok(Local::network_create(self, opts)?.id)
+        Ok(State::network_create(self, opts)?.id)
     }
     fn network_list(&self) -> Result<Vec<NetworkResource>> {
         let names = self.container_names()?;
-        Ok(Local::network_list(self)?
+        Ok(State::network_list(self)?
             .iter()
             .map(|n| n.resource(&names))
             .collect())
     }
     fn network_inspect(&self, name: &str) -> Result<NetworkResource> {
         let names = self.container_names()?;
-        Ok(Local::network_inspect(self, name)?.resource(&names))
+        Ok(State::network_inspect(self, name)?.resource(&names))
     }
     fn network_remove(&self, name: &str) -> Result<()> {
-        Local::network_remove(self, name)
+        State::network_remove(self, name)
     }
     fn network_prune(&self) -> Result<Vec<String>> {
-        Local::network_prune(self)
+        State::network_prune(self)
     }
     fn network_connect(
         &self,
@@ -371,26 +372,26 @@ impl Api for Engine {
         ip: Option<&str>,
         aliases: &[String],
     ) -> Result<()> {
-        Local::network_connect(self, network, container, ip, aliases)
+        State::network_connect(self, network, container, ip, aliases)
     }
     fn network_disconnect(&self, network: &str, container: &str) -> Result<()> {
-        Local::network_disconnect(self, network, container)
+        State::network_disconnect(self, network, container)
     }
 
     fn volume_create(&self, opts: &VolumeCreate) -> Result<Volume> {
-        Local::volume_create(self, opts)
+        State::volume_create(self, opts)
     }
     fn volume_list(&self) -> Result<Vec<Volume>> {
-        Local::volume_list(self)
+        State::volume_list(self)
     }
     fn volume_inspect(&self, name: &str) -> Result<Volume> {
-        Local::volume_inspect(self, name)
+        State::volume_inspect(self, name)
     }
     fn volume_remove(&self, name: &str, force: bool) -> Result<()> {
-        Local::volume_remove(self, name, force)
+        State::volume_remove(self, name, force)
     }
     fn volume_prune(&self, all: bool) -> Result<(Vec<String>, u64)> {
-        Local::volume_prune(self, all)
+        State::volume_prune(self, all)
     }
 
     fn events(
@@ -423,14 +424,14 @@ impl Api for Engine {
         }
     }
     fn system_df(&self) -> Result<DiskUsage> {
-        Local::system_df(self)
+        State::system_df(self)
     }
     fn system_prune(&self, all: bool, volumes: bool) -> Result<PruneReport> {
-        Local::system_prune(self, all, volumes)
+        State::system_prune(self, all, volumes)
     }
 }
 
-impl Local {
+impl State {
     /// Container names by ID, for the `Containers` map of a network.
     pub fn container_names(&self) -> Result<std::collections::BTreeMap<String, String>> {
         Ok(self
@@ -443,7 +444,7 @@ impl Local {
 
 /// Follows a local container's log from byte `offset` of its current file until it stops.
 fn follow_local(
-    engine: &Local,
+    engine: &State,
     name: &str,
     offset: u64,
     done: &dyn Fn(&crate::runtime::Container) -> bool,

@@ -1,343 +1,38 @@
 //! The facade every front door uses.
 //!
-//! [`Engine`] has one method set, named after the Docker Engine API's operations, taking and
-//! returning [`crate::model`] types. Today it is embedded: it opens the state root itself.
+//! [`Engine`] is the opened state root ([`State`]) with every operation of the engine,
+//! named after the Docker Engine API's, taking and returning [`crate::model`] types. It
+//! opens the root and has the resources recover what a killed process left.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::content::ContentStore;
-use crate::db::{Db, DbError};
-use crate::diff::ApplyOptions;
-use crate::error::{Error, ErrorKind, Result};
-use crate::snapshot::{AnySnapshotter, Copy, Overlay};
-
-pub const DEFAULT_ROOT: &str = "/var/lib/ketch";
-
-/// Which snapshotter a state root uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageDriver {
-    Overlay,
-    Copy,
-}
-
-impl StorageDriver {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StorageDriver::Overlay => "overlay",
-            StorageDriver::Copy => "copy",
-        }
-    }
-}
-
-impl std::str::FromStr for StorageDriver {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "overlay" | "overlay2" | "overlayfs" => Ok(StorageDriver::Overlay),
-            "copy" | "vfs" | "native" => Ok(StorageDriver::Copy),
-            _ => Err(EngineError::UnknownDriver {
-                name: s.to_string(),
-            }
-            .into()),
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("unknown storage driver {name:?} (overlay, copy)")]
-    UnknownDriver { name: String },
-    #[error(
-        "state root {root} uses the {recorded} storage driver; it cannot be opened with {asked}"
-    )]
-    DriverMismatch {
-        root: PathBuf,
-        recorded: String,
-        asked: String,
-    },
-    #[error("overlayfs does not work under {root}; use --storage-driver copy")]
-    OverlayUnsupported { root: PathBuf },
-    #[error("{reason}")]
-    Invalid { reason: String },
-}
-
-impl From<EngineError> for crate::Error {
-    fn from(e: EngineError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
-
-impl EngineError {
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            EngineError::UnknownDriver { .. } | EngineError::Invalid { .. } => {
-                ErrorKind::InvalidArgument
-            }
-            EngineError::DriverMismatch { .. } | EngineError::OverlayUnsupported { .. } => {
-                ErrorKind::FailedPrecondition
-            }
-        }
-    }
-}
-
-/// How to open a state root.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub root: PathBuf,
-    /// `None`: what the root already uses, or for a new root overlay where it works, else copy.
-    pub storage_driver: Option<StorageDriver>,
-    /// Largest uncompressed layer accepted.
-    pub max_layer_size: u64,
-    /// The bridge device of the default network `bridge`, fixed when the root makes that
-    /// network. `None`: `ketch0` for the default root, `kt` and a hash of its ID for
-    /// another (two roots never share a bridge).
-    pub default_bridge: Option<String>,
-    /// Turn on the host's IPv4 forwarding when a bridge network with a way out is made, as
-    /// Docker does, so that containers reach beyond the host. Off: left as it is.
-    pub ip_forward: bool,
-    /// Where subnets of new networks come from: (pool, prefix length of each subnet).
-    /// Empty: Docker's defaults (the /16s of 172.17.0.0/12, the /20s of 192.168.0.0/16).
-    pub address_pools: Vec<(crate::network::subnet::Subnet, u8)>,
-    /// The `ketch-shim` executable to run, before anything else (`KETCH_SHIM` next).
-    pub shim: Option<PathBuf>,
-    /// A `ketch-shim` built into the program (a package's native module carries one), tried
-    /// after `KETCH_SHIM` and before the executable's directory and `PATH`: written once
-    /// into the root's `bin/` under its digest, and run from there.
-    pub embedded_shim: Option<&'static [u8]>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            root: PathBuf::from(DEFAULT_ROOT),
-            storage_driver: None,
-            max_layer_size: ApplyOptions::default().max_size,
-            default_bridge: None,
-            ip_forward: true,
-            address_pools: Vec::new(),
-            shim: None,
-            embedded_shim: None,
-        }
-    }
-}
-
-impl Options {
-    /// The defaults with what the environment says, as every front door reads it:
-    /// `KETCH_ROOT`, `KETCH_STORAGE_DRIVER`, `KETCH_MAX_LAYER_SIZE`, `KETCH_BRIDGE`,
-    /// `KETCH_IP_FORWARD` (`false`/`0`: leave the host's forwarding alone) and
-    /// `KETCH_DEFAULT_ADDRESS_POOL` (`base=CIDR,size=N`, `;`-separated).
-    pub fn from_env() -> Result<Options> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let mut o = Options::default();
-        if let Some(r) = var("KETCH_ROOT") {
-            o.root = PathBuf::from(r);
-        }
-        if let Some(d) = var("KETCH_STORAGE_DRIVER") {
-            o.storage_driver = Some(d.parse()?);
-        }
-        if let Some(m) = var("KETCH_MAX_LAYER_SIZE") {
-            o.max_layer_size =
-                crate::model::create::parse_bytes(&m).map_err(|reason| EngineError::Invalid {
-                    reason: format!("KETCH_MAX_LAYER_SIZE: {reason}"),
-                })?;
-        }
-        o.default_bridge = var("KETCH_BRIDGE");
-        if let Some(f) = var("KETCH_IP_FORWARD") {
-            o.ip_forward = !matches!(
-                f.to_ascii_lowercase().as_str(),
-                "false" | "0" | "no" | "off"
-            );
-        }
-        if let Some(pools) = var("KETCH_DEFAULT_ADDRESS_POOL") {
-            for p in pools.split(';').filter(|p| !p.is_empty()) {
-                o.address_pools
-                    .push(crate::network::subnet::parse_pool(p).map_err(|reason| {
-                        EngineError::Invalid {
-                            reason: format!("KETCH_DEFAULT_ADDRESS_POOL: {reason}"),
-                        }
-                    })?);
-            }
-        }
-        Ok(o)
-    }
-}
-
-/// An engine working on a local state root.
-pub struct Local {
-    pub(crate) root: PathBuf,
-    pub(crate) db: Arc<Db>,
-    pub(crate) content: ContentStore,
-    pub(crate) snapshots: AnySnapshotter,
-    /// Where temporary mounts go.
-    pub(crate) scratch: PathBuf,
-    pub(crate) apply: ApplyOptions,
-    pub(crate) default_bridge: String,
-    pub(crate) ip_forward: bool,
-    pub(crate) address_pools: Vec<(crate::network::subnet::Subnet, u8)>,
-    pub(crate) shim: Option<PathBuf>,
-    pub(crate) embedded_shim: Option<&'static [u8]>,
-    /// The root's ID (its `engine-id` file), which marks the host devices it makes.
-    pub(crate) engine_id: String,
-    /// The root's path with every link resolved, as the marks name it.
-    pub(crate) real_root: PathBuf,
-    /// Where the root's path was seen (mount namespace and `/`), and whether this process
-    /// sees every process of the host: how the marks of other roots' bridges are judged.
-    pub(crate) view: crate::network::owner::View,
-    pub(crate) sees_all: bool,
-}
-
-fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
-    let context = format!("{context} {}", path.display());
-    move |source| Error::io(context, source)
-}
-
-impl Local {
-    pub fn open(opts: &Options) -> Result<Local> {
-        let root = &opts.root;
-        std::fs::create_dir_all(root).map_err(io("create state root", root))?;
-        let scratch = root.join("tmp");
-        std::fs::create_dir_all(&scratch).map_err(io("create", &scratch))?;
-        Overlay::cleanup_probes(&scratch);
-        let db = Arc::new(Db::open(&root.join("ketch.db"))?);
-        let driver = Self::driver(&db, root, &scratch, opts.storage_driver)?;
-        let snapshots_root = root.join("snapshots");
-        let snapshots = match driver {
-            StorageDriver::Overlay => {
-                AnySnapshotter::Overlay(Overlay::new(snapshots_root, db.clone())?)
-            }
-            StorageDriver::Copy => AnySnapshotter::Copy(Copy::new(snapshots_root, db.clone())?),
-        };
-        let content = ContentStore::open(root)?;
-        let real_root = std::fs::canonicalize(root).map_err(io("resolve state root", root))?;
-        let engine_id = crate::network::owner::engine_id(root)?;
-        let (view, sees_all) = crate::network::owner::own_view();
-        let local = Local {
-            root: root.clone(),
-            db,
-            content,
-            snapshots,
-            scratch,
-            apply: ApplyOptions {
-                max_size: opts.max_layer_size,
-            },
-            default_bridge: opts
-                .default_bridge
-                .clone()
-                .unwrap_or_else(|| crate::network::owner::default_bridge(&real_root, &engine_id)),
-            ip_forward: opts.ip_forward,
-            address_pools: if opts.address_pools.is_empty() {
-                crate::network::subnet::default_pools()
-            } else {
-                opts.address_pools.clone()
-            },
-            shim: opts.shim.clone(),
-            embedded_shim: opts.embedded_shim,
-            engine_id,
-            real_root,
-            view,
-            sees_all,
-        };
-        local.recover()?;
-        // The host's devices that removed roots left: best effort, `network prune` says why
-        // it could not.
-        let _ = local.sweep_bridges();
-        Ok(local)
-    }
-
-    /// The driver recorded for this root; a new root records the one asked for or detected.
-    fn driver(
-        db: &Db,
-        root: &Path,
-        scratch: &Path,
-        asked: Option<StorageDriver>,
-    ) -> Result<StorageDriver> {
-        let recorded: Option<String> = db.read(|tx| {
-            use rusqlite::OptionalExtension;
-            Ok::<_, DbError>(
-                tx.query_row(
-                    "SELECT value FROM meta WHERE key = 'storage_driver'",
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?,
-            )
-        })?;
-        if let Some(r) = recorded {
-            let recorded: StorageDriver = r.parse()?;
-            if let Some(a) = asked
-                && a != recorded
-            {
-                return Err(EngineError::DriverMismatch {
-                    root: root.to_path_buf(),
-                    recorded: recorded.as_str().into(),
-                    asked: a.as_str().into(),
-                }
-                .into());
-            }
-            return Ok(recorded);
-        }
-        let chosen = match asked {
-            Some(StorageDriver::Overlay) => {
-                if !Overlay::supported(scratch) {
-                    return Err(EngineError::OverlayUnsupported {
-                        root: root.to_path_buf(),
-                    }
-                    .into());
-                }
-                StorageDriver::Overlay
-            }
-            Some(StorageDriver::Copy) => StorageDriver::Copy,
-            None if Overlay::supported(scratch) => StorageDriver::Overlay,
-            None => StorageDriver::Copy,
-        };
-        db.write(|tx| {
-            // Another process may have recorded one meanwhile; the first one stands.
-            tx.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('storage_driver', ?1)",
-                [chosen.as_str()],
-            )?;
-            let v: String = tx.query_row(
-                "SELECT value FROM meta WHERE key = 'storage_driver'",
-                [],
-                |r| r.get(0),
-            )?;
-            v.parse::<StorageDriver>()
-        })
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn storage_driver(&self) -> &'static str {
-        self.snapshots.driver_name()
-    }
-
-    /// The root's ID, made at its first open (`GET /info`'s `ID`).
-    pub fn engine_id(&self) -> &str {
-        &self.engine_id
-    }
-}
+use crate::error::Result;
+use crate::state::State;
+pub use crate::state::{DEFAULT_ROOT, Options, StateError as EngineError, StorageDriver};
 
 /// The engine. Cheap to clone; share one per process.
 #[derive(Clone)]
 pub struct Engine {
-    local: Arc<Local>,
+    state: Arc<State>,
 }
 
 impl Engine {
     /// Opens (creating if needed) a state root, embedded in this process.
     pub fn open(opts: &Options) -> Result<Engine> {
+        let state = State::open(opts)?;
+        state.recover()?;
+        // The host's devices that removed roots left: best effort, `network prune` says why
+        // it could not.
+        let _ = state.sweep_bridges();
         Ok(Engine {
-            local: Arc::new(Local::open(opts)?),
+            state: Arc::new(state),
         })
     }
 }
 
 impl std::ops::Deref for Engine {
-    type Target = Local;
-    fn deref(&self) -> &Local {
-        &self.local
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
     }
 }

@@ -7,7 +7,7 @@ use rusqlite::params;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-use crate::engine::Local;
+use crate::state::State;
 
 /// How many events are kept.
 const KEEP: i64 = 5000;
@@ -45,7 +45,7 @@ pub struct Event {
     pub seq: i64,
 }
 
-impl Local {
+impl State {
     /// Records an event; a failure to record never fails the operation itself.
     pub(crate) fn event(&self, kind: &str, action: &str, id: &str, attributes: &[(&str, &str)]) {
         let now = chrono::Utc::now();

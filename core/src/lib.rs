@@ -14,6 +14,7 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod image;
+pub mod ipnet;
 pub mod model;
 pub mod mount;
 pub mod network;
@@ -21,6 +22,7 @@ pub mod reference;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;
+pub mod state;
 pub mod system;
 #[cfg(test)]
 mod testutil;

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
-use crate::engine::Local;
 use crate::snapshot::Snapshotter;
+use crate::state::State;
 
 /// `GET /system/df`, in the Docker Engine API's shape (the parts ketch has).
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -62,7 +62,7 @@ pub struct PruneReport {
     pub space_reclaimed: i64,
 }
 
-impl Local {
+impl State {
     pub fn system_df(&self) -> crate::Result<DiskUsage> {
         let containers = self.container_list(true)?;
         let mut out = DiskUsage::default();

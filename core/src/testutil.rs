@@ -2,14 +2,14 @@
 
 use std::path::Path;
 
-use crate::engine::Local;
+use crate::state::State;
 
 /// An engine on a root of its own in a temporary directory, for unit tests. Its default
 /// network has a bridge of its own, removed with its other networks' bridges and firewall
 /// tables when the engine is dropped, as are the directory and any network namespace a
 /// test left held.
 pub(crate) struct ScratchEngine {
-    local: Local,
+    local: crate::engine::Engine,
     pub(crate) dir: tempfile::TempDir,
 }
 
@@ -28,13 +28,13 @@ pub(crate) fn scratch_engine_with(f: impl FnOnce(&mut crate::engine::Options)) -
         ..Default::default()
     };
     f(&mut opts);
-    let local = Local::open(&opts).unwrap();
+    let local = crate::engine::Engine::open(&opts).unwrap();
     ScratchEngine { local, dir }
 }
 
 impl std::ops::Deref for ScratchEngine {
-    type Target = Local;
-    fn deref(&self) -> &Local {
+    type Target = State;
+    fn deref(&self) -> &State {
         &self.local
     }
 }
@@ -89,7 +89,7 @@ pub(crate) fn in_own_netns<T: Send>(f: impl FnOnce() -> std::io::Result<T> + Sen
 
 /// A container made from `opts` and never started, on a one-file image (`CMD ["true"]`)
 /// imported for it: the image named in `opts` is ignored.
-pub(crate) fn created_container(e: &Local, opts: crate::runtime::CreateOptions) -> String {
+pub(crate) fn created_container(e: &State, opts: crate::runtime::CreateOptions) -> String {
     let layer = one_file_layer("etc/hostname", b"");
     e.image_import(
         &mut &layer[..],

@@ -27,8 +27,8 @@ use super::{
 };
 use crate::diff::Compression;
 use crate::digest::Digest;
-use crate::engine::Local;
 use crate::reference::Reference;
+use crate::state::State;
 
 /// Where `load` reads from.
 pub enum LoadSource<'a> {
@@ -121,7 +121,7 @@ fn is_small_file(path: &str) -> bool {
     ) || (!path.contains('/') && path.ends_with(".json"))
 }
 
-impl Local {
+impl State {
     /// Ingests one file of an archive into the content store, checking it against the digest
     /// its name claims, if it is a `blobs/sha256/<hex>` path.
     fn ingest_archive_file(
@@ -765,7 +765,7 @@ struct SaveItem {
     tags: Vec<Reference>,
 }
 
-impl Local {
+impl State {
     /// Writes images to an archive or layout. Names given as references keep that tag;
     /// images given by ID are saved untagged.
     pub fn image_save(

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::*;
-use crate::engine::Local;
+use crate::state::State;
 use crate::testutil::{one_file_layer, scratch_engine as engine};
 
 /// One entry of a hand-made archive.
@@ -131,11 +131,11 @@ fn oci_image(content: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (layer, cfg, m)
 }
 
-fn load_bytes(e: &Local, bytes: &[u8]) -> crate::Result<Vec<LoadedImage>> {
+fn load_bytes(e: &State, bytes: &[u8]) -> crate::Result<Vec<LoadedImage>> {
     e.image_load(LoadSource::Reader(&mut &bytes[..]))
 }
 
-fn record(e: &Local, id: &Digest) -> (ImageRecord, Vec<LayerRecord>) {
+fn record(e: &State, id: &Digest) -> (ImageRecord, Vec<LayerRecord>) {
     e.db.read(|tx| {
         let image = get_image(tx, id)?.expect("the image is stored");
         let layers = image_layers(tx, id)?;
@@ -145,7 +145,7 @@ fn record(e: &Local, id: &Digest) -> (ImageRecord, Vec<LayerRecord>) {
 }
 
 /// A failed load names its problem, and leaves no image, blob or layer behind.
-fn refused(e: &Local, bytes: &[u8], want: &str) {
+fn refused(e: &State, bytes: &[u8], want: &str) {
     let err = load_bytes(e, bytes).expect_err(want);
     assert!(err.to_string().contains(want), "{err} (want {want:?})");
     assert!(e.image_list(&ListOptions::default()).unwrap().is_empty());

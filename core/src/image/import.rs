@@ -8,8 +8,8 @@ use rusqlite::params;
 use super::lease::{Lease, Resource};
 use super::{ImageError, MEDIA_OCI_MANIFEST};
 use crate::digest::Digest;
-use crate::engine::Local;
 use crate::reference::Reference;
+use crate::state::State;
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -211,7 +211,7 @@ pub(crate) fn host_platform() -> (oci::Arch, oci::Os) {
     (oci::Arch::default(), oci::Os::default())
 }
 
-impl Local {
+impl State {
     /// Imports a root file-system tarball (plain, gzip or zstd) as a one-layer image.
     /// Returns the image ID.
     pub fn image_import(

@@ -9,8 +9,8 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::db::{Db, DbError};
 use crate::digest::Digest;
-use crate::engine::Local;
 use crate::snapshot::{SnapshotError, Snapshotter};
+use crate::state::State;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Resource {
@@ -78,7 +78,7 @@ fn exists(tx: &Transaction<'_>, sql: &str, key: &str) -> crate::Result<bool> {
     Ok(tx.query_row(sql, params![key], |r| r.get::<_, i64>(0))? > 0)
 }
 
-impl Local {
+impl State {
     /// Ends a lease and collects what it held that nothing else uses. Returns the bytes freed.
     pub(crate) fn release(&self, lease: Lease) -> crate::Result<u64> {
         self.collect(&lease.id)
@@ -225,7 +225,7 @@ mod tests {
     use super::*;
     use crate::testutil::{one_file_layer, scratch_engine};
 
-    fn leases(e: &Local) -> i64 {
+    fn leases(e: &State) -> i64 {
         e.db.read(|tx| {
             Ok::<_, DbError>(tx.query_row(
                 "SELECT (SELECT COUNT(*) FROM leases) + (SELECT COUNT(*) FROM lease_resources)",
@@ -236,7 +236,7 @@ mod tests {
         .unwrap()
     }
 
-    fn snapshots(e: &Local) -> Vec<String> {
+    fn snapshots(e: &State) -> Vec<String> {
         let mut v = Vec::new();
         e.snapshots.walk(&mut |i| v.push(i.name.clone())).unwrap();
         v.sort();

@@ -26,10 +26,10 @@ pub use archive::{LoadSource, LoadedImage, SaveDest, SaveFormat};
 pub use import::ImportOptions;
 
 use crate::digest::Digest;
-use crate::engine::Local;
 use crate::error::ErrorKind;
 use crate::model;
 use crate::reference::Reference;
+use crate::state::State;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -342,7 +342,7 @@ fn repo_digests(tags: &[(Reference, String)], manifest: &Digest) -> Vec<String> 
         .collect()
 }
 
-/// Filters for [`Local::image_list`].
+/// Filters for [`State::image_list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
     /// Show intermediate images too (there are none without builds; kept for the flag).
@@ -361,7 +361,7 @@ fn matches_filter(r: &Reference, filter: &str) -> bool {
     f.name() == r.name() && f.tag().is_none_or(|t| Some(t) == r.tag())
 }
 
-impl Local {
+impl State {
     pub fn image_list(&self, opts: &ListOptions) -> crate::Result<Vec<model::ImageSummary>> {
         self.db.read(|tx| {
             let mut stmt = tx.prepare(&format!("SELECT {IMAGE_COLUMNS} FROM images"))?;

@@ -1,15 +1,15 @@
 //! Engine-level image tests that need state no front door can make yet: containers.
 
 use super::*;
-use crate::engine::Local;
 use crate::image::ImportOptions;
+use crate::state::State;
 use crate::testutil::{one_file_layer, scratch_engine as engine};
 
 fn layer() -> Vec<u8> {
     one_file_layer("hello", b"hello")
 }
 
-fn import(e: &Local, name: &str) -> Digest {
+fn import(e: &State, name: &str) -> Digest {
     let data = layer();
     e.image_import(
         &mut &data[..],
@@ -23,7 +23,7 @@ fn import(e: &Local, name: &str) -> Digest {
 }
 
 /// Records a container using `image`, as the runtime will.
-fn add_container(e: &Local, id: &str, image: &Digest, running: bool) {
+fn add_container(e: &State, id: &str, image: &Digest, running: bool) {
     e.db.write(|tx| {
         tx.execute(
             "INSERT INTO containers (id, name, image_id, created, running) VALUES (?1, ?1, ?2, ?3, ?4)",
@@ -215,7 +215,7 @@ fn images_resolve_by_id_prefix_tag_and_digest() {
 }
 
 /// Imports `data` as an image tagged `name` (or untagged), with these `--change`s.
-fn import_with(e: &Local, name: Option<&str>, changes: &[&str], message: &str) -> Digest {
+fn import_with(e: &State, name: Option<&str>, changes: &[&str], message: &str) -> Digest {
     e.image_import(
         &mut &layer()[..],
         &ImportOptions {
@@ -228,7 +228,7 @@ fn import_with(e: &Local, name: Option<&str>, changes: &[&str], message: &str) -
     .unwrap()
 }
 
-fn gone(e: &Local, id: &Digest) -> bool {
+fn gone(e: &State, id: &Digest) -> bool {
     e.image_inspect(id.hex()).is_err() && !e.content.contains(id)
 }
 

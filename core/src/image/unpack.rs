@@ -8,10 +8,10 @@ use super::lease::{Lease, Resource};
 use super::{ImageError, chain_id};
 use crate::diff::{self, Applied};
 use crate::digest::Digest;
-use crate::engine::Local;
 use crate::snapshot::{Kind, SnapshotError, Snapshotter};
+use crate::state::State;
 
-impl Local {
+impl State {
     /// Whether the layer `chain` is unpacked; holds it under `lease` either way, so that
     /// it cannot be collected from under the caller.
     pub(crate) fn have_layer(&self, lease: &Lease, chain: &Digest) -> crate::Result<bool> {

@@ -8,9 +8,9 @@ use super::*;
 use crate::runtime::CreateOptions;
 use crate::testutil::{ScratchEngine, scratch_engine};
 
-/// [`Local::network_attach`] to one network; its endpoint.
+/// [`State::network_attach`] to one network; its endpoint.
 fn attach(
-    e: &Local,
+    e: &State,
     id: &str,
     network: &str,
     ip: Option<Ipv4Addr>,
@@ -36,7 +36,7 @@ fn random_subnet() -> String {
     format!("10.{}.{}.0/24", 200 + n / 256, n % 256)
 }
 
-fn create(e: &Local, name: &str, subnet: Option<&str>) -> crate::Result<NetworkRecord> {
+fn create(e: &State, name: &str, subnet: Option<&str>) -> crate::Result<NetworkRecord> {
     e.network_create(&NetworkCreate {
         name: name.into(),
         subnet: subnet.map(str::to_string),
@@ -44,13 +44,13 @@ fn create(e: &Local, name: &str, subnet: Option<&str>) -> crate::Result<NetworkR
     })
 }
 
-fn refused(e: &Local, opts: NetworkCreate, want: &str) {
+fn refused(e: &State, opts: NetworkCreate, want: &str) {
     let err = e.network_create(&opts).expect_err(want).to_string();
     assert!(err.contains(want), "{err} (want {want:?})");
 }
 
 /// A container (created, never started) on `network`.
-fn container(e: &Local, name: &str, network: &str) -> String {
+fn container(e: &State, name: &str, network: &str) -> String {
     container_with(
         e,
         CreateOptions {
@@ -61,7 +61,7 @@ fn container(e: &Local, name: &str, network: &str) -> String {
     )
 }
 
-fn container_with(e: &Local, opts: CreateOptions) -> String {
+fn container_with(e: &State, opts: CreateOptions) -> String {
     crate::testutil::created_container(e, opts)
 }
 
@@ -603,7 +603,7 @@ fn predefined_networks_stay() {
     assert!(e.network_prune().unwrap().is_empty());
     let bridge = e.network_find("bridge").unwrap();
     assert!(bridge.predefined() && link_exists(&bridge.bridge));
-    assert_eq!(bridge.bridge, e.default_bridge);
+    assert_eq!(bridge.bridge, e.default_bridge());
 }
 
 /// Port 0 is a free host port of its own protocol: with one port left to choose from, taken
@@ -639,7 +639,7 @@ fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
     e.allocate(&rec, "no-such-container", None).unwrap();
     let id = container(&e, "starting", "p");
     let ep = e.allocate(&rec, &id, None).unwrap();
-    let held = |e: &Local| -> Vec<String> {
+    let held = |e: &State| -> Vec<String> {
         e.network_inspect("p")
             .unwrap()
             .endpoints
@@ -785,7 +785,7 @@ fn forwarding_is_turned_on_for_a_bridge_made_that_leads_out() {
     assert_eq!(seen, ["0", "1", "0", "1", "0"]);
 }
 
-fn create_internal(e: &Local, name: &str) -> NetworkRecord {
+fn create_internal(e: &State, name: &str) -> NetworkRecord {
     e.network_create(&NetworkCreate {
         name: name.into(),
         subnet: Some(random_subnet()),

@@ -15,7 +15,7 @@ pub mod firewall;
 pub mod netlink;
 pub mod netns;
 pub(crate) mod owner;
-pub mod subnet;
+pub use crate::ipnet as subnet;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -25,8 +25,8 @@ use std::path::PathBuf;
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Local;
 use crate::error::ErrorKind;
+use crate::state::State;
 use netlink::Netlink;
 use subnet::Subnet;
 
@@ -337,7 +337,7 @@ fn read_record(json: &str) -> crate::Result<NetworkRecord> {
     serde_json::from_str(json).map_err(|e| invalid(format!("network record: {e}")))
 }
 
-impl Local {
+impl State {
     pub(crate) fn netns_path(&self, container_id: &str) -> PathBuf {
         self.root.join("netns").join(container_id)
     }
@@ -425,7 +425,7 @@ impl Local {
             name: "bridge".into(),
             ..Default::default()
         };
-        match self.create_bridge(&bridge, Some(self.default_bridge.clone())) {
+        match self.create_bridge(&bridge, Some(self.default_bridge())) {
             Ok(_) => Ok(()),
             Err(e) if matches!(e.downcast_ref(), Some(NetworkError::NameInUse { .. })) => Ok(()),
             Err(e) => Err(e),
@@ -1205,7 +1205,7 @@ pub(crate) fn redirect_dns(netns: &std::path::Path) -> io::Result<()> {
     })
 }
 
-impl Local {
+impl State {
     /// Writes the list of records files a container's name server reads: those of the
     /// user-defined networks it is on now.
     pub(crate) fn write_dns_list(

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use super::netlink::{ALIAS_MAX, Link, Netlink};
 use super::{HostLock, NetworkError, firewall, io_err};
-use crate::engine::Local;
+use crate::state::State;
 
 const PREFIX: &str = "ketch ";
 
@@ -38,7 +38,7 @@ const PID_NS_INIT: u64 = 0xEFFF_FFFC;
 
 /// The name of a root's default bridge when none is asked for.
 pub(crate) fn default_bridge(root: &Path, engine_id: &str) -> String {
-    let default = Path::new(crate::engine::DEFAULT_ROOT);
+    let default = Path::new(crate::state::DEFAULT_ROOT);
     if root == default || std::fs::canonicalize(default).is_ok_and(|d| d == root) {
         return "ketch0".into();
     }
@@ -83,15 +83,18 @@ impl View {
 }
 
 /// This process's view, and whether it sees every process of the host (its PID namespace
-/// is the first).
+/// is the first): learnt once.
 pub(crate) fn own_view() -> (View, bool) {
-    let view = View::of(Path::new("/proc/self")).unwrap_or(View {
-        mount_ns: 0,
-        root_dev: 0,
-        root_ino: 0,
-    });
-    let sees_all = std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PID_NS_INIT);
-    (view, sees_all)
+    static OWN: std::sync::OnceLock<(View, bool)> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| {
+        let view = View::of(Path::new("/proc/self")).unwrap_or(View {
+            mount_ns: 0,
+            root_dev: 0,
+            root_ino: 0,
+        });
+        let sees_all = std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PID_NS_INIT);
+        (view, sees_all)
+    })
 }
 
 /// What a bridge's alias says of its owner.
@@ -224,7 +227,7 @@ fn alive_in(proc: &Path, mark: &Mark, ours: View, sees_all: bool) -> bool {
     !found && !looked_at_all
 }
 
-/// What [`Local::claim_bridge`] found under a bridge's name.
+/// What [`State::claim_bridge`] found under a bridge's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {
     /// This root's, or one made by hand: to be used as it is.
@@ -234,12 +237,19 @@ pub(crate) enum Claim {
     Make(Option<i32>),
 }
 
-impl Local {
+impl State {
+    /// The bridge of this root's default network: the one asked for, or its own.
+    pub(crate) fn default_bridge(&self) -> String {
+        self.default_bridge
+            .clone()
+            .unwrap_or_else(|| default_bridge(&self.real_root, &self.engine_id))
+    }
+
     /// This root's mark.
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             id: self.engine_id.clone(),
-            view: self.view,
+            view: own_view().0,
             root: Some(self.real_root.clone()),
         }
     }
@@ -250,7 +260,7 @@ impl Local {
         };
         if mark.id == self.engine_id {
             Owner::Us
-        } else if alive(&mark, self.view, self.sees_all) {
+        } else if alive(&mark, own_view().0, own_view().1) {
             Owner::Other(mark.root)
         } else {
             Owner::Abandoned(mark.root)
@@ -348,56 +358,6 @@ pub(crate) fn remove_bridge(nl: &Netlink, name: &str, index: i32) -> crate::Resu
     Ok(())
 }
 
-/// The root's ID: its `engine-id` file, made at its first open (as Docker's daemon keeps
-/// one in its root). Written under a temporary name and linked into place, so two first
-/// opens at once agree on one.
-pub(crate) fn engine_id(root: &Path) -> crate::Result<String> {
-    let path = root.join("engine-id");
-    let read = || -> crate::Result<Option<String>> {
-        match std::fs::read_to_string(&path) {
-            Ok(s) => {
-                let id = s.trim();
-                if id.is_empty() || id.len() > 64 || id.contains(char::is_whitespace) {
-                    return Err(NetworkError::Invalid {
-                        reason: format!("{}: not an engine ID: {id:?}", path.display()),
-                    }
-                    .into());
-                }
-                Ok(Some(id.to_string()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
-        }
-    };
-    if let Some(id) = read()? {
-        return Ok(id);
-    }
-    let h = crate::util::random_hex(16);
-    let id = format!(
-        "{}-{}-4{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[13..16],
-        &h[16..20],
-        &h[20..32]
-    );
-    let tmp = root.join(format!(".engine-id.{}", crate::util::random_hex(8)));
-    let linked = std::fs::write(&tmp, format!("{id}\n")).and_then(|()| {
-        match std::fs::hard_link(&tmp, &path) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-            _ => Ok(()),
-        }
-    });
-    let _ = std::fs::remove_file(&tmp);
-    linked.map_err(io_err(format!("write {}", path.display())))?;
-    read()?.ok_or_else(|| {
-        NetworkError::Invalid {
-            reason: format!("{} vanished as it was written", path.display()),
-        }
-        .into()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,28 +423,12 @@ mod tests {
         assert!(a.starts_with("kt") && a.len() == 12, "{a}");
     }
 
-    #[test]
-    fn an_engine_id_is_made_once_and_a_bad_one_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = engine_id(dir.path()).unwrap();
-        assert_eq!(id.len(), 36, "{id}");
-        assert_eq!(engine_id(dir.path()).unwrap(), id);
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, ["engine-id"]);
-        std::fs::write(dir.path().join("engine-id"), "two words\n").unwrap();
-        let err = engine_id(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("not an engine ID"), "{err}");
-    }
-
     /// Gone only when plainly gone: a root whose `engine-id` cannot be read as a file
     /// (a FIFO, a link, a directory) is taken as there, and nothing waits on it.
     #[test]
     fn a_root_is_alive_while_its_path_holds_its_id() {
         let dir = tempfile::tempdir().unwrap();
-        let id = engine_id(dir.path()).unwrap();
+        let id = crate::state::engine_id(dir.path()).unwrap();
         let (ours, _) = own_view();
         let mark = |id: &str, view: View| Mark {
             id: id.into(),
@@ -705,7 +649,7 @@ mod tests {
             let e = scratch_engine_with(|o| o.default_bridge = None);
             let old = e.network_find("bridge").unwrap();
             std::fs::remove_dir_all(&e.root)?;
-            let reborn = Local::open(&crate::engine::Options {
+            let reborn = crate::engine::Engine::open(&crate::engine::Options {
                 root: e.root.clone(),
                 ip_forward: false,
                 ..Default::default()

@@ -6,9 +6,9 @@ use std::os::fd::OwnedFd;
 
 use super::{Container, ContainerError, io_err};
 use crate::digest::Digest;
-use crate::engine::Local;
 use crate::image::lease::{Lease, Resource};
 use crate::snapshot::Snapshotter;
+use crate::state::State;
 
 /// One line of `diff`: `A` added, `C` changed, `D` deleted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -34,7 +34,7 @@ fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
     Ok((std::fs::File::from(r), std::fs::File::from(w)))
 }
 
-impl Local {
+impl State {
     /// Streams the container's changes as a layer tar (`full`: its whole file system) to
     /// `consume`, which runs beside the writer; returns what `consume` returns.
     fn container_tar<T>(
@@ -385,7 +385,7 @@ fn merge_config(config: &mut serde_json::Value, overrides: &serde_json::Value) {
     }
 }
 
-impl Local {
+impl State {
     /// Runs `ketch-shim cp` with the container's view of its file system: the mount
     /// namespace of its process while it runs, else its root file system mounted here.
     fn container_cp(

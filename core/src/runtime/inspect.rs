@@ -3,10 +3,10 @@
 use serde_json::{Value, json};
 
 use super::{Container, NetMode, Status};
-use crate::engine::Local;
 use crate::network::Endpoint;
+use crate::state::State;
 
-impl Local {
+impl State {
     /// The container as `docker inspect` shows it.
     pub fn container_inspect(&self, name: &str) -> crate::Result<Value> {
         let c = self.container_get(name)?;

@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Local;
 use crate::error::ErrorKind;
 use crate::image::lease::{Lease, Resource};
 use crate::snapshot::Snapshotter;
+use crate::state::State;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -423,7 +423,7 @@ const NAME_NOUN: &[&str] = &[
     "tiller",
 ];
 
-impl Local {
+impl State {
     /// The `ketch-shim` executable: the one the engine was opened with, `KETCH_SHIM`, the
     /// one built into the program (written into the root's `bin/`), then one beside the
     /// running executable (or one directory up, for test binaries in `deps/`) or on `PATH`.
@@ -431,7 +431,7 @@ impl Local {
         self.shim_with(std::env::var_os("KETCH_SHIM"))
     }
 
-    /// [`Local::shim`], with `from_env` as `KETCH_SHIM`.
+    /// [`State::shim`], with `from_env` as `KETCH_SHIM`.
     fn shim_with(&self, from_env: Option<std::ffi::OsString>) -> crate::Result<PathBuf> {
         if let Some(p) = &self.shim {
             return Ok(p.clone());
@@ -608,7 +608,7 @@ fn kill_cgroups(id: &str, cgroups: &[PathBuf]) {
     }
 }
 
-impl Local {
+impl State {
     pub(crate) fn containers_dir(&self) -> PathBuf {
         self.root.join("containers")
     }
@@ -2116,7 +2116,7 @@ pub struct ExecOptions {
     pub console_size: Option<(u16, u16)>,
 }
 
-impl Local {
+impl State {
     /// Runs a new process in a running container. Attached, returns its exit status.
     pub fn container_exec(
         &self,

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Local;
 use crate::error::ErrorKind;
+use crate::state::State;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
@@ -107,7 +107,7 @@ pub struct MountSpec {
     pub create_host_path: bool,
 }
 
-impl Local {
+impl State {
     fn volumes_dir(&self) -> PathBuf {
         self.root.join("volumes")
     }
@@ -229,7 +229,7 @@ impl Local {
         self.remove_volume(name, force).map(drop)
     }
 
-    /// [`Local::volume_remove`], returning the disk space its data took (measured once the
+    /// [`State::volume_remove`], returning the disk space its data took (measured once the
     /// volume is known to go, so a volume in use is never walked).
     fn remove_volume(&self, name: &str, force: bool) -> crate::Result<u64> {
         let v = self.volume_inspect(name)?;

@@ -6,7 +6,7 @@ use super::*;
 use crate::runtime::CreateOptions;
 use crate::testutil::{mount_tmpfs, scratch_engine as engine};
 
-fn create(e: &Local, name: &str, options: &[(&str, &str)]) -> crate::Result<Volume> {
+fn create(e: &State, name: &str, options: &[(&str, &str)]) -> crate::Result<Volume> {
     e.volume_create(&VolumeCreate {
         name: name.into(),
         options: options
@@ -18,7 +18,7 @@ fn create(e: &Local, name: &str, options: &[(&str, &str)]) -> crate::Result<Volu
 }
 
 /// A container (created, never started) that mounts the named volume.
-fn user(e: &Local, volume: &str) -> String {
+fn user(e: &State, volume: &str) -> String {
     crate::testutil::created_container(
         e,
         CreateOptions {
@@ -52,7 +52,7 @@ fn mounts_at(path: &Path) -> usize {
         .count()
 }
 
-fn creates_recorded(e: &Local, name: &str) -> usize {
+fn creates_recorded(e: &State, name: &str) -> usize {
     e.events_since(0, 0)
         .unwrap()
         .iter()
