@@ -160,7 +160,9 @@ pub fn http_request(data: &[u8]) {
         if http::read_body(&mut req, &mut r).is_err() {
             return;
         }
-        crate::server::parse_request(&req);
+        if let Some(body) = crate::server::parse_request(&req) {
+            json_bodies(&body);
+        }
         if !req.keep_alive {
             return;
         }

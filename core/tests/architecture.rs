@@ -38,13 +38,10 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// shrinks until it is empty.
 const KNOWN: &[(&str, &str)] = &[
     ("api", "client"),
-    ("fsutil", "snapshot"),
     ("model", "network"),
     ("model", "runtime"),
     ("model", "volume"),
     ("network", "runtime"),
-    ("runtime", "testutil"),
-    ("server", "fuzzing"),
 ];
 
 /// The layer of each module, by index.
@@ -58,13 +55,39 @@ fn layer_of() -> BTreeMap<&'static str, usize> {
     out
 }
 
-/// The text of a source file without its test module and comments.
+/// The text of a source file without its test modules (`#[cfg(test)] mod NAME { ... }`)
+/// and comments.
 fn code_of(text: &str) -> String {
-    let text = match text.find("#[cfg(test)]\nmod tests") {
-        Some(i) => &text[..i],
-        None => text,
-    };
-    text.lines()
+    let mut kept = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("#[cfg(test)]\nmod ") {
+        kept.push_str(&rest[..i]);
+        let module = &rest[i..];
+        // To the brace that closes the module's (braces in strings are rare enough here).
+        let mut depth = 0;
+        let mut end = module.len();
+        for (j, c) in module.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = j + 1;
+                        break;
+                    }
+                }
+                ';' if depth == 0 => {
+                    // `mod tests;`: the module is a file of its own.
+                    end = j + 1;
+                    break;
+                }
+                _ => {}
+            }
+        }
+        rest = &module[end..];
+    }
+    kept.push_str(rest);
+    kept.lines()
         .filter(|l| !l.trim_start().starts_with("//"))
         .map(|l| match l.find(" // ") {
             Some(i) => &l[..i],
@@ -301,8 +324,8 @@ fn the_check_fails_as_it_should() {
     );
     assert_eq!(
         code_of(
-            "use crate::a; // crate::b\n// crate::c\n#[cfg(test)]\nmod tests {\nuse crate::d;\n}"
+            "use crate::a; // crate::b\n// crate::c\n#[cfg(test)]\nmod shim_tests {\nuse crate::d;\nfn f() {}\n}\nuse crate::e;\n#[cfg(test)]\nmod tests;"
         ),
-        "use crate::a;"
+        "use crate::a;\n\nuse crate::e;"
     );
 }

@@ -19,7 +19,12 @@ use std::sync::atomic::Ordering;
 use rustix::fs::{AtFlags, Dir, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use crate::snapshot::Usage;
+/// Disk use of a tree: allocated bytes and inodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub size: u64,
+    pub inodes: u64,
+}
 
 pub use copy::{copy_tree, copy_tree_at};
 

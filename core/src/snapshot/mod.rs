@@ -114,11 +114,7 @@ pub struct Info {
 }
 
 /// Disk use of a snapshot's own changes (not its parents').
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub size: u64,
-    pub inodes: u64,
-}
+pub use crate::fsutil::Usage;
 
 pub trait Snapshotter: Send + Sync {
     /// Metadata of the snapshot with this key or name.
