@@ -37,7 +37,6 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// allowed and not listed here, and on a listed one that is gone, so that the list only
 /// shrinks until it is empty.
 const KNOWN: &[(&str, &str)] = &[
-    ("api", "client"),
     ("model", "network"),
     ("model", "runtime"),
     ("model", "volume"),

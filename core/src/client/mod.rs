@@ -14,6 +14,8 @@ use serde_json::Value;
 use crate::error::ErrorKind;
 use crate::tls::TlsFiles;
 
+mod api;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("{url}: {reason}")]
