@@ -640,4 +640,41 @@ mod tests {
             Ok(())
         });
     }
+
+    /// Attributes are read within their message: a length too short for a header or
+    /// beyond what is left ends the list, and a message too short for its header is none.
+    #[test]
+    fn malformed_attributes_end_the_list() {
+        let attr = |len: u16, kind: u16, payload: &[u8]| {
+            let mut a = len.to_ne_bytes().to_vec();
+            a.extend_from_slice(&kind.to_ne_bytes());
+            a.extend_from_slice(payload);
+            a
+        };
+        let name = attr(8, IFLA_IFNAME, b"br0\0");
+        for bad_len in [0u16, 1, 2, 3, 200] {
+            let mut data = name.clone();
+            data.extend(attr(bad_len, IFLA_IFALIAS, b"xxxx"));
+            let seen: Vec<(u16, Vec<u8>)> = attrs(&data).map(|(k, p)| (k, p.to_vec())).collect();
+            assert_eq!(seen, [(IFLA_IFNAME, b"br0\0".to_vec())], "length {bad_len}");
+        }
+        // A nested kind keeps its kind without the flag; a payload is cut at its NUL.
+        let nested = attr(
+            12,
+            IFLA_LINKINFO | NLA_F_NESTED,
+            &attr(8, IFLA_INFO_KIND, b"veth"),
+        );
+        let mut body = vec![0u8; 16];
+        body[4..8].copy_from_slice(&7i32.to_ne_bytes());
+        body.extend(&name);
+        body.extend(&nested);
+        let link = parse_link(&body).unwrap();
+        assert_eq!(
+            (link.index, link.name.as_str(), link.kind.as_str()),
+            (7, "br0", "veth")
+        );
+        assert_eq!(parse_link(&body[..6]), None);
+        assert_eq!(attr_string(b"ab\0cd"), "ab");
+        assert_eq!(attr_string(b"abc"), "abc");
+    }
 }
