@@ -269,7 +269,7 @@ impl Netlink {
                 std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
             )
         };
-        if n < 0 {
+        if n == -1 {
             return Err(io::Error::last_os_error());
         }
         let mut replies = Vec::new();
@@ -285,7 +285,7 @@ impl Netlink {
                     0,
                 )
             };
-            if n < 0 {
+            if n == -1 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -652,6 +652,12 @@ mod tests {
             a
         };
         let name = attr(8, IFLA_IFNAME, b"br0\0");
+        // An attribute with no payload (a flag) is one like any other, and the last one
+        // fills the list to its end.
+        let mut flags = attr(4, 99, b"");
+        flags.extend(&name);
+        let seen: Vec<u16> = attrs(&flags).map(|(k, _)| k).collect();
+        assert_eq!(seen, [99, IFLA_IFNAME]);
         for bad_len in [0u16, 1, 2, 3, 200] {
             let mut data = name.clone();
             data.extend(attr(bad_len, IFLA_IFALIAS, b"xxxx"));
