@@ -201,6 +201,57 @@ impl Msg {
     }
 }
 
+/// Reads the messages of one datagram `buf` answering the request numbered `seq` (others'
+/// are passed over): the answers go to `replies`, an interrupted dump sets `interrupted`.
+/// `Some` once the request's end is in it: the acknowledgement, the dump's end, or the
+/// error either carries; `None` while more is to come.
+fn read_batch(
+    buf: &[u8],
+    seq: u32,
+    replies: &mut Vec<Vec<u8>>,
+    interrupted: &mut bool,
+) -> Option<io::Result<()>> {
+    let malformed = |what: &str| Some(Err(io::Error::new(io::ErrorKind::InvalidData, what)));
+    let int = |b: &[u8]| i32::from_ne_bytes(b[..4].try_into().unwrap());
+    let mut off = 0usize;
+    while off + 16 <= buf.len() {
+        let len = u32::from_ne_bytes(buf[off..off + 4].try_into().unwrap()) as usize;
+        let kind = u16::from_ne_bytes(buf[off + 4..off + 6].try_into().unwrap());
+        if len < 16 || off + len > buf.len() {
+            return malformed("malformed netlink reply");
+        }
+        let flags = u16::from_ne_bytes(buf[off + 6..off + 8].try_into().unwrap());
+        let their_seq = u32::from_ne_bytes(buf[off + 8..off + 12].try_into().unwrap());
+        let body = &buf[off + 16..off + len];
+        off += align(len);
+        if their_seq != seq {
+            continue;
+        }
+        *interrupted |= flags & NLM_F_DUMP_INTR != 0;
+        match kind {
+            NLMSG_ERROR => {
+                if body.len() < 4 {
+                    return malformed("short netlink error message");
+                }
+                return Some(match int(body) {
+                    0 => Ok(()),
+                    code => Err(io::Error::from_raw_os_error(-code)),
+                });
+            }
+            // A dump's end carries its error, if it failed part way.
+            NLMSG_DONE => {
+                return Some(if body.len() >= 4 && int(body) < 0 {
+                    Err(io::Error::from_raw_os_error(-int(body)))
+                } else {
+                    Ok(())
+                });
+            }
+            _ => replies.push(body.to_vec()),
+        }
+    }
+    None
+}
+
 /// A `NETLINK_ROUTE` socket, bound to the network namespace it was opened in.
 pub struct Netlink {
     fd: OwnedFd,
@@ -292,49 +343,9 @@ impl Netlink {
                 }
                 return Err(e);
             }
-            let mut off = 0usize;
-            let n = n as usize;
-            while off + 16 <= n {
-                let len = u32::from_ne_bytes(rbuf[off..off + 4].try_into().unwrap()) as usize;
-                let kind = u16::from_ne_bytes(rbuf[off + 4..off + 6].try_into().unwrap());
-                if len < 16 || off + len > n {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "malformed netlink reply",
-                    ));
-                }
-                let flags = u16::from_ne_bytes(rbuf[off + 6..off + 8].try_into().unwrap());
-                let their_seq = u32::from_ne_bytes(rbuf[off + 8..off + 12].try_into().unwrap());
-                let body = &rbuf[off + 16..off + len];
-                off += align(len);
-                if their_seq != seq {
-                    continue;
-                }
-                interrupted |= flags & NLM_F_DUMP_INTR != 0;
-                match kind {
-                    NLMSG_ERROR => {
-                        let Some(code) = body.get(0..4) else {
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                "short netlink error message",
-                            ));
-                        };
-                        let code = i32::from_ne_bytes(code.try_into().unwrap());
-                        if code == 0 {
-                            return Ok((replies, interrupted));
-                        }
-                        return Err(io::Error::from_raw_os_error(-code));
-                    }
-                    // A dump's end carries its error, if it failed part way.
-                    NLMSG_DONE => match body.get(0..4) {
-                        Some(code) if i32::from_ne_bytes(code.try_into().unwrap()) < 0 => {
-                            let code = i32::from_ne_bytes(code.try_into().unwrap());
-                            return Err(io::Error::from_raw_os_error(-code));
-                        }
-                        _ => return Ok((replies, interrupted)),
-                    },
-                    _ => replies.push(body.to_vec()),
-                }
+            if let Some(end) = read_batch(&rbuf[..n as usize], seq, &mut replies, &mut interrupted)
+            {
+                return end.map(|()| (replies, interrupted));
             }
         }
     }
@@ -682,5 +693,60 @@ mod tests {
         assert_eq!(parse_link(&body[..6]), None);
         assert_eq!(attr_string(b"ab\0cd"), "ab");
         assert_eq!(attr_string(b"abc"), "abc");
+    }
+
+    /// One datagram's messages, as the kernel's answers are read: the request's own, in
+    /// order, to its end; another request's passed over; a bad length an error.
+    #[test]
+    fn a_datagram_is_read_to_the_end_of_its_request() {
+        let msg = |kind: u16, flags: u16, seq: u32, body: &[u8]| {
+            let mut m = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+            m.extend_from_slice(&kind.to_ne_bytes());
+            m.extend_from_slice(&flags.to_ne_bytes());
+            m.extend_from_slice(&seq.to_ne_bytes());
+            m.extend_from_slice(&0u32.to_ne_bytes());
+            m.extend_from_slice(body);
+            m.resize(align(m.len()), 0);
+            m
+        };
+        let read = |buf: &[u8]| {
+            let (mut replies, mut interrupted) = (Vec::new(), false);
+            let end = read_batch(buf, 7, &mut replies, &mut interrupted)
+                .map(|r| r.map_err(|e| e.raw_os_error().unwrap_or(-1)));
+            (end, replies, interrupted)
+        };
+        let err = |code: i32| code.to_ne_bytes().to_vec();
+        // Answers, one of another request between them, then the dump's end.
+        let mut buf = msg(RTM_NEWLINK, 2, 7, b"one");
+        buf.extend(msg(RTM_NEWLINK, 0, 6, b"stale"));
+        buf.extend(msg(NLMSG_DONE, 0, 6, &err(0)));
+        buf.extend(msg(RTM_NEWLINK, 2, 7, b"two!"));
+        let (end, replies, interrupted) = read(&buf);
+        assert_eq!((end, interrupted), (None, false));
+        assert_eq!(replies, [b"one".to_vec(), b"two!".to_vec()]);
+        buf.extend(msg(NLMSG_DONE, 2 | NLM_F_DUMP_INTR, 7, &err(0)));
+        assert_eq!(read(&buf).0, Some(Ok(())));
+        assert!(read(&buf).2, "the dump was interrupted");
+        // The end's error, an acknowledgement, an error, short or bad messages.
+        assert_eq!(
+            read(&msg(NLMSG_DONE, 0, 7, &err(-libc::EMSGSIZE))).0,
+            Some(Err(libc::EMSGSIZE))
+        );
+        assert_eq!(read(&msg(NLMSG_DONE, 0, 7, b"")).0, Some(Ok(())));
+        assert_eq!(read(&msg(NLMSG_ERROR, 0, 7, &err(0))).0, Some(Ok(())));
+        assert_eq!(
+            read(&msg(NLMSG_ERROR, 0, 7, &err(-libc::ENODEV))).0,
+            Some(Err(libc::ENODEV))
+        );
+        assert_eq!(read(&msg(NLMSG_ERROR, 0, 7, b"ab")).0, Some(Err(-1)));
+        let mut short = msg(RTM_NEWLINK, 0, 7, b"");
+        short[0..4].copy_from_slice(&15u32.to_ne_bytes());
+        assert_eq!(read(&short).0, Some(Err(-1)));
+        let mut long = msg(RTM_NEWLINK, 0, 7, b"abcd");
+        long[0..4].copy_from_slice(&24u32.to_ne_bytes());
+        assert_eq!(read(&long).0, Some(Err(-1)));
+        // Exactly one message's length is the datagram's: read whole.
+        assert_eq!(read(&msg(NLMSG_ERROR, 0, 7, &err(0))[..20]).0, Some(Ok(())));
+        assert_eq!(read(&[0u8; 15]).0, None);
     }
 }
