@@ -92,9 +92,15 @@ pub(crate) fn own_view() -> (View, bool) {
             root_dev: 0,
             root_ino: 0,
         });
-        let sees_all = std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| m.ino() == PID_NS_INIT);
+        let sees_all = std::fs::metadata("/proc/self/ns/pid").is_ok_and(|m| first_pid_ns(m.ino()));
         (view, sees_all)
     })
+}
+
+/// Whether the PID namespace with inode `ino` is the host's first, whose processes see
+/// every process.
+fn first_pid_ns(ino: u64) -> bool {
+    ino == PID_NS_INIT
 }
 
 /// What a bridge's alias says of its owner.
@@ -410,6 +416,29 @@ mod tests {
         ] {
             assert_eq!(Mark::parse(alias), None, "{alias:?}");
         }
+    }
+
+    #[test]
+    fn only_the_first_pid_namespace_sees_every_process() {
+        assert!(first_pid_ns(0xEFFF_FFFC));
+        assert!(!first_pid_ns(0xF000_0000));
+    }
+
+    /// A bridge already gone when it is removed (another sweeper was first) is no error,
+    /// and its rules still go.
+    #[test]
+    fn removing_a_bridge_that_is_gone_is_no_error() {
+        crate::testutil::in_own_netns(|| {
+            let nl = Netlink::open()?;
+            let subnet: crate::ipnet::Subnet = "10.250.0.0/24".parse().unwrap();
+            firewall::create("kogone", subnet, false)?;
+            remove_bridge(&nl, "kogone", 99_999).unwrap();
+            let listed = std::process::Command::new("nft")
+                .args(["list", "table", "ip", &firewall::table("kogone")])
+                .output()?;
+            assert!(!listed.status.success(), "the table went too");
+            Ok(())
+        });
     }
 
     #[test]
