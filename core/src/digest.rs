@@ -12,11 +12,7 @@ pub enum DigestError {
     Invalid { value: String, reason: &'static str },
 }
 
-impl From<DigestError> for crate::Error {
-    fn from(e: DigestError) -> crate::Error {
-        crate::Error::new(crate::error::ErrorKind::InvalidArgument, e)
-    }
-}
+crate::error::from_module_error!(DigestError, InvalidArgument);
 
 /// A validated `sha256:` digest. Only sha256 is accepted: it is what every image format and
 /// registry in use produces, and a second algorithm would only widen the attack surface.

@@ -106,6 +106,26 @@ impl std::error::Error for Error {
     }
 }
 
+/// `impl From<$module_error> for Error`, of the kind the module's error gives (its `kind()`)
+/// or of the kind named: one line in each module that turns its errors into this one.
+macro_rules! from_module_error {
+    ($t:ty) => {
+        impl From<$t> for $crate::Error {
+            fn from(e: $t) -> $crate::Error {
+                $crate::Error::new(e.kind(), e)
+            }
+        }
+    };
+    ($t:ty, $kind:ident) => {
+        impl From<$t> for $crate::Error {
+            fn from(e: $t) -> $crate::Error {
+                $crate::Error::new($crate::error::ErrorKind::$kind, e)
+            }
+        }
+    };
+}
+pub(crate) use from_module_error;
+
 /// An I/O error and what was being done.
 #[derive(Debug, thiserror::Error)]
 #[error("{context}: {source}")]

@@ -19,11 +19,7 @@ pub enum ReferenceError {
     Invalid { value: String, reason: &'static str },
 }
 
-impl From<ReferenceError> for crate::Error {
-    fn from(e: ReferenceError) -> crate::Error {
-        crate::Error::new(crate::error::ErrorKind::InvalidArgument, e)
-    }
-}
+crate::error::from_module_error!(ReferenceError, InvalidArgument);
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Reference {

@@ -61,11 +61,7 @@ pub enum StateError {
     Invalid { reason: String },
 }
 
-impl From<StateError> for crate::Error {
-    fn from(e: StateError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(StateError);
 
 impl StateError {
     pub fn kind(&self) -> ErrorKind {

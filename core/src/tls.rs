@@ -24,11 +24,7 @@ pub enum TlsError {
     Config(String),
 }
 
-impl From<TlsError> for crate::Error {
-    fn from(e: TlsError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(TlsError);
 
 impl TlsError {
     pub fn kind(&self) -> ErrorKind {

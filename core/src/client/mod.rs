@@ -39,11 +39,7 @@ pub enum ClientError {
     Api { status: u16, message: String },
 }
 
-impl From<ClientError> for crate::Error {
-    fn from(e: ClientError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(ClientError);
 
 impl ClientError {
     pub fn kind(&self) -> ErrorKind {

@@ -43,11 +43,7 @@ pub enum ContentError {
     },
 }
 
-impl From<ContentError> for crate::Error {
-    fn from(e: ContentError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(ContentError);
 
 impl ContentError {
     pub fn kind(&self) -> ErrorKind {

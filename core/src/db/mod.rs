@@ -40,11 +40,7 @@ pub enum DbError {
     },
 }
 
-impl From<DbError> for crate::Error {
-    fn from(e: DbError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(DbError);
 
 impl From<rusqlite::Error> for crate::Error {
     fn from(e: rusqlite::Error) -> crate::Error {

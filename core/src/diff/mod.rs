@@ -59,11 +59,7 @@ pub enum DiffError {
     },
 }
 
-impl From<DiffError> for crate::Error {
-    fn from(e: DiffError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(DiffError);
 
 impl DiffError {
     pub fn kind(&self) -> ErrorKind {

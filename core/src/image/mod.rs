@@ -69,11 +69,7 @@ pub enum ImageError {
     },
 }
 
-impl From<ImageError> for crate::Error {
-    fn from(e: ImageError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(ImageError);
 
 impl ImageError {
     pub fn kind(&self) -> ErrorKind {

@@ -65,11 +65,7 @@ pub enum NetworkError {
     },
 }
 
-impl From<NetworkError> for crate::Error {
-    fn from(e: NetworkError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(NetworkError);
 
 impl NetworkError {
     pub fn kind(&self) -> ErrorKind {
@@ -762,8 +758,8 @@ impl State {
         let index = match claim {
             owner::Claim::Use(index) => index,
             owner::Claim::Make(abandoned) => {
-                if let Some(old) = abandoned {
-                    owner::remove_bridge(&nl, &rec.bridge, old)?;
+                if abandoned.is_some() {
+                    owner::remove_bridge(&nl, &rec.bridge, abandoned)?;
                 }
                 nl.add_bridge(&rec.bridge, None)
                     .map_err(io_err(format!("create bridge {}", rec.bridge)))?;
@@ -773,7 +769,7 @@ impl State {
                     .map_err(io_err("look up a link"))?
                     .ok_or_else(|| invalid(format!("bridge {} vanished", rec.bridge)))?;
                 if let Err(e) = nl.set_alias(index, &self.mark().render()) {
-                    let _ = nl.del_link(index);
+                    let _ = owner::remove_bridge(&nl, &rec.bridge, Some(index));
                     return Err(io_err(format!("mark bridge {}", rec.bridge))(e));
                 }
                 index
@@ -794,8 +790,7 @@ impl State {
         // open. One that was there (another process's, or made by hand) stays as it was.
         if let Err(e) = set_up() {
             if made {
-                let _ = nl.del_link(index);
-                let _ = firewall::delete(&rec.bridge);
+                let _ = owner::remove_bridge(&nl, &rec.bridge, Some(index));
             }
             return Err(e);
         }
@@ -814,28 +809,11 @@ impl State {
         if rec.bridge.is_empty() {
             return Ok(());
         }
-        // The device goes even where its rules cannot: the first failure is the one told.
-        let rules = if firewall::available() {
-            firewall::delete(&rec.bridge)
-                .map_err(io_err(format!("remove the firewall of {}", rec.bridge)))
-        } else {
-            Ok(())
-        };
         let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
-        if let Some(index) = nl
+        let index = nl
             .link_index(&rec.bridge)
-            .map_err(io_err("look up a link"))?
-        {
-            match nl.del_link(index) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-                Err(e) => {
-                    rules?;
-                    return Err(io_err(format!("delete bridge {}", rec.bridge))(e));
-                }
-            }
-        }
-        rules
+            .map_err(io_err("look up a link"))?;
+        owner::remove_bridge(&nl, &rec.bridge, index)
     }
 
     /// `network rm`: refused while a container runs on it, and for the predefined ones.

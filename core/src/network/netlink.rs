@@ -133,17 +133,19 @@ impl Msg {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&0u32.to_ne_bytes()); // length, filled in by `finish`
         buf.extend_from_slice(&kind.to_ne_bytes());
-        buf.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+        // A dump ends with a message of its own: no acknowledgement after it.
+        let ack = if flags & NLM_F_DUMP == NLM_F_DUMP {
+            0
+        } else {
+            NLM_F_ACK
+        };
+        buf.extend_from_slice(&(flags | NLM_F_REQUEST | ack).to_ne_bytes());
         buf.extend_from_slice(&1u32.to_ne_bytes()); // sequence
         buf.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel
         Msg {
             buf,
             nests: Vec::new(),
         }
-    }
-
-    fn set_flags(&mut self, flags: u16) {
-        self.buf[6..8].copy_from_slice(&flags.to_ne_bytes());
     }
 
     /// `struct ifinfomsg`.
@@ -352,16 +354,7 @@ impl Netlink {
 
     /// The index of the link named `name`, if there is one.
     pub fn link_index(&self, name: &str) -> io::Result<Option<i32>> {
-        let mut m = Msg::new(RTM_GETLINK, 0).ifinfo(0, 0, 0);
-        m.attr_str(IFLA_IFNAME, name);
-        match self.request(m) {
-            Ok(replies) => Ok(replies
-                .first()
-                .filter(|r| r.len() >= 16)
-                .map(|r| i32::from_ne_bytes(r[4..8].try_into().unwrap()))),
-            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.link(name)?.map(|l| l.index))
     }
 
     /// The link named `name`, if there is one.
@@ -380,9 +373,7 @@ impl Netlink {
     pub fn links(&self) -> io::Result<Vec<Link>> {
         let mut tries = 0;
         loop {
-            let mut m = Msg::new(RTM_GETLINK, NLM_F_DUMP).ifinfo(0, 0, 0);
-            // A dump ends with its own message: no acknowledgement.
-            m.set_flags(NLM_F_REQUEST | NLM_F_DUMP);
+            let m = Msg::new(RTM_GETLINK, NLM_F_DUMP).ifinfo(0, 0, 0);
             let (replies, interrupted) = self.exchange(m)?;
             tries += 1;
             if !interrupted || tries == 5 {

@@ -233,6 +233,11 @@ fn alive_in(proc: &Path, mark: &Mark, ours: View, sees_all: bool) -> bool {
     !found && !looked_at_all
 }
 
+/// Whether the bridge at `index` has ports: a container still uses it.
+fn has_ports(links: &[Link], index: i32) -> bool {
+    links.iter().any(|p| p.master == Some(index))
+}
+
 /// What [`State::claim_bridge`] found under a bridge's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {
@@ -264,9 +269,10 @@ impl State {
         let Some(mark) = Mark::parse(&link.alias) else {
             return Owner::Unmarked;
         };
+        let (view, sees_all) = own_view();
         if mark.id == self.engine_id {
             Owner::Us
-        } else if alive(&mark, own_view().0, own_view().1) {
+        } else if alive(&mark, view, sees_all) {
             Owner::Other(mark.root)
         } else {
             Owner::Abandoned(mark.root)
@@ -280,7 +286,7 @@ impl State {
             links
                 .iter()
                 .filter(|l| l.kind == "bridge" && l.alias.starts_with(PREFIX))
-                .filter(|l| !links.iter().any(|p| p.master == Some(l.index)))
+                .filter(|l| !has_ports(links, l.index))
                 .filter(|l| matches!(self.owner_of(l), Owner::Abandoned(_)))
                 .cloned()
                 .collect()
@@ -296,7 +302,7 @@ impl State {
         let mut removed = Vec::new();
         let mut first_error = None;
         for link in abandoned(&links) {
-            match remove_bridge(&nl, &link.name, link.index) {
+            match remove_bridge(&nl, &link.name, Some(link.index)) {
                 Ok(()) => removed.push(link.name),
                 Err(e) => {
                     first_error.get_or_insert(e);
@@ -333,12 +339,8 @@ impl State {
             Owner::Us | Owner::Unmarked => Ok(Claim::Use(link.index)),
             Owner::Other(root) => owned(format!("belongs to {}", path(root))),
             Owner::Abandoned(root) => {
-                let ports = nl
-                    .links()
-                    .map_err(io_err("list the host's links"))?
-                    .iter()
-                    .any(|p| p.master == Some(link.index));
-                if ports {
+                let links = nl.links().map_err(io_err("list the host's links"))?;
+                if has_ports(&links, link.index) {
                     owned(format!(
                         "is still used by containers of {}, which was removed",
                         path(root)
@@ -351,17 +353,26 @@ impl State {
     }
 }
 
-/// Deletes a bridge (its addresses and routes go with it), then its firewall rules.
-pub(crate) fn remove_bridge(nl: &Netlink, name: &str, index: i32) -> crate::Result<()> {
-    match nl.del_link(index) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
-        Err(e) => return Err(io_err(format!("delete bridge {name}"))(e)),
+/// Deletes a bridge's firewall rules and the device at `index` (its addresses and routes go
+/// with it), if there is one. The device goes even where its rules cannot, and one already
+/// gone (another process was first) is no error; the first failure is the one told.
+pub(crate) fn remove_bridge(nl: &Netlink, name: &str, index: Option<i32>) -> crate::Result<()> {
+    let rules = if firewall::available() {
+        firewall::delete(name).map_err(io_err(format!("remove the firewall of {name}")))
+    } else {
+        Ok(())
+    };
+    if let Some(index) = index {
+        match nl.del_link(index) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+            Err(e) => {
+                rules?;
+                return Err(io_err(format!("delete bridge {name}"))(e));
+            }
+        }
     }
-    if firewall::available() {
-        firewall::delete(name).map_err(io_err(format!("remove the firewall of {name}")))?;
-    }
-    Ok(())
+    rules
 }
 
 #[cfg(test)]
@@ -432,7 +443,7 @@ mod tests {
             let nl = Netlink::open()?;
             let subnet: crate::ipnet::Subnet = "10.250.0.0/24".parse().unwrap();
             firewall::create("kogone", subnet, false)?;
-            remove_bridge(&nl, "kogone", 99_999).unwrap();
+            remove_bridge(&nl, "kogone", Some(99_999)).unwrap();
             let listed = std::process::Command::new("nft")
                 .args(["list", "table", "ip", &firewall::table("kogone")])
                 .output()?;

@@ -61,11 +61,7 @@ pub enum ContainerError {
     },
 }
 
-impl From<ContainerError> for crate::Error {
-    fn from(e: ContainerError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(ContainerError);
 
 impl ContainerError {
     pub fn kind(&self) -> ErrorKind {

@@ -53,11 +53,7 @@ pub enum SnapshotError {
     Db(#[from] crate::db::DbError),
 }
 
-impl From<SnapshotError> for crate::Error {
-    fn from(e: SnapshotError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(SnapshotError);
 
 impl SnapshotError {
     pub fn kind(&self) -> ErrorKind {

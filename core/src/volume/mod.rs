@@ -31,11 +31,7 @@ pub enum VolumeError {
     },
 }
 
-impl From<VolumeError> for crate::Error {
-    fn from(e: VolumeError) -> crate::Error {
-        crate::Error::new(e.kind(), e)
-    }
-}
+crate::error::from_module_error!(VolumeError);
 
 impl VolumeError {
     pub fn kind(&self) -> ErrorKind {
