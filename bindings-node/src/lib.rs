@@ -192,15 +192,15 @@ fn api(target: &Mutex<Target>) -> Outcome<Arc<dyn Api>> {
 #[napi]
 pub fn connect(url: String, tls: Option<TlsOptions>) -> Result<Engine> {
     let files = tls.and_then(|t| {
-        t.ca.map(|ca| ketch::tls::TlsFiles {
+        t.ca.map(|ca| ketch::TlsFiles {
             ca: Some(ca.into()),
             cert: t.cert.map(Into::into),
             key: t.key.map(Into::into),
             verify: true,
         })
     });
-    let c = ketch::client::Client::new(&url, files.as_ref())
-        .map_err(|e| Error::from_reason(e.to_string()))?;
+    let c =
+        ketch::Client::new(&url, files.as_ref()).map_err(|e| Error::from_reason(e.to_string()))?;
     Ok(Engine {
         target: Arc::new(Mutex::new(Target::Ready(Arc::new(c)))),
     })
@@ -236,7 +236,7 @@ impl Engine {
     )]
     pub fn create_container(&self, body: Value, name: Option<String>) -> AsyncTask<Call<String>> {
         engine_call!(self, |api| {
-            let opts = ketch::model::create::create_options(&body, name).map_err(invalid)?;
+            let opts = ketch::api::create::create_options(&body, name).map_err(invalid)?;
             api.container_create(&opts).map_err(fail)
         })
     }
@@ -258,7 +258,7 @@ impl Engine {
     pub fn kill(&self, id: String, signal: Option<String>) -> AsyncTask<Call<()>> {
         engine_call!(self, |api| {
             let s = signal.as_deref().unwrap_or("KILL");
-            let n = ketch::runtime::signal_number(s)
+            let n = ketch::api::signal_number(s)
                 .ok_or_else(|| invalid(format!("invalid signal {s:?}")))?;
             api.container_kill(&id, n).map_err(fail)
         })
@@ -350,7 +350,7 @@ impl Engine {
     #[napi(ts_return_type = "Promise<ExecResult>")]
     pub fn exec(&self, id: String, cmd: Vec<String>) -> AsyncTask<Call<ExecResult>> {
         engine_call!(self, |api| {
-            let opts = ketch::runtime::ExecOptions {
+            let opts = ketch::api::ExecOptions {
                 cmd,
                 ..Default::default()
             };
@@ -368,7 +368,7 @@ impl Engine {
         engine_call!(self, |api| {
             let mut f = std::fs::File::open(&path)
                 .map_err(|e| ("NOT_FOUND", format!("open {path}: {e}")))?;
-            let opts = ketch::image::ImportOptions {
+            let opts = ketch::api::ImportOptions {
                 reference,
                 source: path.clone(),
                 ..Default::default()
@@ -381,7 +381,7 @@ impl Engine {
     #[napi(ts_return_type = "Promise<string[]>")]
     pub fn load_image(&self, path: String) -> AsyncTask<Call<Vec<String>>> {
         engine_call!(self, |api| {
-            api.image_load(ketch::image::LoadSource::Path(std::path::Path::new(&path)))
+            api.image_load(ketch::api::LoadSource::Path(std::path::Path::new(&path)))
                 .map_err(fail)
         })
     }
@@ -424,7 +424,7 @@ impl Engine {
     #[napi(ts_args_type = "body: object", ts_return_type = "Promise<string>")]
     pub fn create_network(&self, body: Value) -> AsyncTask<Call<String>> {
         engine_call!(self, |api| {
-            let opts = ketch::model::create::network_options(&body).map_err(invalid)?;
+            let opts = ketch::api::create::network_options(&body).map_err(invalid)?;
             api.network_create(&opts).map_err(fail)
         })
     }
@@ -447,7 +447,7 @@ impl Engine {
     pub fn create_volume(&self, body: Value) -> AsyncTask<Call<Json>> {
         engine_call!(self, |api| {
             let v = api
-                .volume_create(&ketch::model::create::volume_options(&body))
+                .volume_create(&ketch::api::create::volume_options(&body))
                 .map_err(fail)?;
             json(v)
         })

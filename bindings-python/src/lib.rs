@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use ketch::ErrorKind;
-use ketch::api::{Api, LogOptions};
-use ketch::runtime::{CreateOptions, ExecOptions};
+use ketch::api::{Api, CreateOptions, ExecOptions, LogOptions};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
@@ -169,7 +168,7 @@ fn create_options(
                 let specs: Vec<String> = v.extract()?;
                 o.devices = specs
                     .iter()
-                    .map(|d| ketch::runtime::DeviceMapping::parse(d))
+                    .map(|d| ketch::api::DeviceMapping::parse(d))
                     .collect::<Result<_, _>>()
                     .map_err(InvalidArgument::new_err)?;
             }
@@ -178,7 +177,7 @@ fn create_options(
             "mem_limit" => {
                 o.memory = Some(match v.extract::<u64>() {
                     Ok(n) => n,
-                    Err(_) => ketch::model::create::parse_bytes(&v.extract::<String>()?)
+                    Err(_) => ketch::api::parse_bytes(&v.extract::<String>()?)
                         .map_err(InvalidArgument::new_err)?,
                 })
             }
@@ -208,7 +207,7 @@ fn create_options(
                 };
                 for s in specs {
                     o.mounts.push(
-                        ketch::model::create::parse_volume(&s)
+                        ketch::api::parse_volume(&s)
                             .map_err(|e| InvalidArgument::new_err(format!("volume {s:?}: {e}")))?,
                     );
                 }
@@ -246,7 +245,7 @@ fn create_options(
                     "Image": image,
                     "HostConfig": {"PortBindings": bindings},
                 });
-                o.publish = ketch::model::create::create_options(&body, None)
+                o.publish = ketch::api::create::create_options(&body, None)
                     .map_err(InvalidArgument::new_err)?
                     .publish;
             }
@@ -369,13 +368,13 @@ fn connect(
     tls_cert: Option<std::path::PathBuf>,
     tls_key: Option<std::path::PathBuf>,
 ) -> PyResult<Engine> {
-    let tls = tls_ca.map(|ca| ketch::tls::TlsFiles {
+    let tls = tls_ca.map(|ca| ketch::TlsFiles {
         ca: Some(ca),
         cert: tls_cert,
         key: tls_key,
         verify: true,
     });
-    let c = ketch::client::Client::new(url, tls.as_ref()).map_err(to_err)?;
+    let c = ketch::Client::new(url, tls.as_ref()).map_err(to_err)?;
     Ok(Engine { api: Arc::new(c) })
 }
 
@@ -596,7 +595,7 @@ impl Container {
                 Ok(n) => n,
                 Err(_) => {
                     let name: String = s.extract()?;
-                    ketch::runtime::signal_number(&name).ok_or_else(|| {
+                    ketch::api::signal_number(&name).ok_or_else(|| {
                         InvalidArgument::new_err(format!("invalid signal {name:?}"))
                     })?
                 }
@@ -758,7 +757,7 @@ impl Container {
             Some(c) if c.is_instance_of::<PyString>() => vec![c.extract()?],
             Some(c) => c.extract()?,
         };
-        let opts = ketch::runtime::CommitOptions {
+        let opts = ketch::api::CommitOptions {
             reference: repository.map(|r| match tag {
                 Some(t) => format!("{r}:{t}"),
                 None => r,
@@ -796,7 +795,7 @@ impl Container {
 }
 
 fn libc_sigkill() -> i32 {
-    ketch::runtime::signal_number("KILL").unwrap_or(9)
+    ketch::api::signal_number("KILL").unwrap_or(9)
 }
 
 /// What `exec_run` gives: `exit_code`, `output`; unpacks as a pair, as docker-py's does.
@@ -929,7 +928,7 @@ impl Images {
     #[pyo3(signature = (all=false))]
     fn list(&self, py: Python<'_>, all: bool) -> PyResult<Vec<Image>> {
         let api = self.api.clone();
-        let opts = ketch::image::ListOptions {
+        let opts = ketch::api::ListOptions {
             all,
             ..Default::default()
         };
@@ -954,7 +953,7 @@ impl Images {
         tag: Option<String>,
         changes: Option<Vec<String>>,
     ) -> PyResult<Image> {
-        let opts = ketch::image::ImportOptions {
+        let opts = ketch::api::ImportOptions {
             reference: repository.map(|r| match tag {
                 Some(t) => format!("{r}:{t}"),
                 None => r,
@@ -986,11 +985,11 @@ impl Images {
         if let Ok(b) = data.cast::<PyBytes>() {
             let bytes = b.as_bytes().to_vec();
             return blocking(py, || {
-                api.image_load(ketch::image::LoadSource::Reader(&mut &bytes[..]))
+                api.image_load(ketch::api::LoadSource::Reader(&mut &bytes[..]))
             });
         }
         let path: std::path::PathBuf = data.extract()?;
-        blocking(py, || api.image_load(ketch::image::LoadSource::Path(&path)))
+        blocking(py, || api.image_load(ketch::api::LoadSource::Path(&path)))
     }
 
     /// Removes an image (a tag, or by ID).
@@ -1132,8 +1131,7 @@ impl Networks {
             "Labels": labels.map(from_py).transpose()?,
             "IPAM": ipam.map(from_py).transpose()?,
         });
-        let opts =
-            ketch::model::create::network_options(&body).map_err(InvalidArgument::new_err)?;
+        let opts = ketch::api::create::network_options(&body).map_err(InvalidArgument::new_err)?;
         let api = self.api.clone();
         let id = blocking(py, || api.network_create(&opts))?;
         Network::load(py, &api, &id)
@@ -1272,7 +1270,7 @@ impl Volumes {
             "DriverOpts": driver_opts.map(from_py).transpose()?,
             "Labels": labels.map(from_py).transpose()?,
         });
-        let opts = ketch::model::create::volume_options(&body);
+        let opts = ketch::api::create::volume_options(&body);
         let v = blocking(py, || self.api.volume_create(&opts))?;
         Ok(Volume::of(&self.api, &v))
     }
@@ -1306,7 +1304,7 @@ struct Volume {
 }
 
 impl Volume {
-    fn of(api: &Shared, v: &ketch::volume::Volume) -> Volume {
+    fn of(api: &Shared, v: &ketch::api::Volume) -> Volume {
         Volume {
             api: api.clone(),
             id: v.name.clone(),

@@ -278,13 +278,13 @@ pub extern "C" fn engine_connect(
         let ca = maybe_text(ca, "ca")?;
         let cert = maybe_text(cert, "cert")?;
         let key = maybe_text(key, "key")?;
-        let tls = ca.map(|ca| ketch::tls::TlsFiles {
+        let tls = ca.map(|ca| ketch::TlsFiles {
             ca: Some(ca.into()),
             cert: cert.map(Into::into),
             key: key.map(Into::into),
             verify: true,
         });
-        let c = ketch::client::Client::new(url, tls.as_ref())?;
+        let c = ketch::Client::new(url, tls.as_ref())?;
         let h = Box::new(engine { api: Box::new(c) });
         // SAFETY: `out` checked above.
         unsafe { *out = Box::into_raw(h) };
@@ -314,7 +314,7 @@ pub extern "C" fn engine_image_import(
         let api = handle(e)?;
         let path = text(path, "path")?;
         check_out(id_out)?;
-        let opts = ketch::image::ImportOptions {
+        let opts = ketch::api::ImportOptions {
             reference: maybe_text(reference, "reference")?.map(str::to_string),
             source: path.to_string(),
             ..Default::default()
@@ -341,7 +341,7 @@ pub extern "C" fn engine_image_load(
         let api = handle(e)?;
         let path = text(path, "path")?;
         check_out(json_out)?;
-        let loaded = api.image_load(ketch::image::LoadSource::Path(std::path::Path::new(path)))?;
+        let loaded = api.image_load(ketch::api::LoadSource::Path(std::path::Path::new(path)))?;
         give_json(json_out, &loaded)
     })
 }
@@ -417,7 +417,7 @@ pub extern "C" fn engine_container_create(
         let body = json(body, "body")?;
         let name = maybe_text(name, "name")?.map(str::to_string);
         check_out(id_out)?;
-        let opts = ketch::model::create::create_options(&body, name)
+        let opts = ketch::api::create::create_options(&body, name)
             .map_err(|m| fail(engine_status::ENGINE_INVALID_ARGUMENT, m))?;
         give(id_out, api.container_create(&opts)?)
     })
@@ -614,7 +614,7 @@ pub extern "C" fn engine_network_create(
         let api = handle(e)?;
         let b = json(body, "body")?;
         check_out(id_out)?;
-        let opts = ketch::model::create::network_options(&b)
+        let opts = ketch::api::create::network_options(&b)
             .map_err(|m| fail(engine_status::ENGINE_INVALID_ARGUMENT, m))?;
         give(id_out, api.network_create(&opts)?)
     })
@@ -652,7 +652,7 @@ pub extern "C" fn engine_volume_create(
         let api = handle(e)?;
         let b = json(body, "body")?;
         check_out(json_out)?;
-        let opts = ketch::model::create::volume_options(&b);
+        let opts = ketch::api::create::volume_options(&b);
         give_json(json_out, &api.volume_create(&opts)?)
     })
 }

@@ -186,7 +186,7 @@ impl CreateArgs {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
             labels.push((k.to_string(), v.to_string()));
         }
-        let mut security = ketch::model::create::SecurityOpts::default();
+        let mut security = ketch::api::SecurityOpts::default();
         for o in &self.security_opt {
             // A profile is named by its file, read here, as Docker's CLI does: the daemon
             // gets its content.
@@ -206,7 +206,7 @@ impl CreateArgs {
                 .apply(&o)
                 .map_err(|e| Exit(125, format!("invalid --security-opt: {e}")))?;
         }
-        let ketch::model::create::SecurityOpts {
+        let ketch::api::SecurityOpts {
             no_new_privileges,
             seccomp_unconfined,
             seccomp_profile,
@@ -398,11 +398,11 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     let engine = cli.engine().map_err(|e| Exit(125, e.to_string()))?;
-    let local: &ketch::state::State = &engine;
-    let c = local.container_create(&opts).map_err(engine_exit)?;
+    let local = engine.containers();
+    let c = local.create(&opts).map_err(engine_exit)?;
     let id = c.record.id.clone();
     if a.detach {
-        if let Err(e) = local.container_start(&id, false, false) {
+        if let Err(e) = local.start(&id, false, false) {
             return Err(engine_exit(e));
         }
         println!("{id}");
@@ -410,7 +410,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     }
     let result = start_attached(&engine, &id, opts.open_stdin, opts.tty);
     if opts.auto_remove {
-        let _ = local.container_remove(&id, true);
+        let _ = local.remove(&id, true);
     }
     match result {
         Ok(code) => Ok(ExitCode::from(code.clamp(0, 255) as u8)),
@@ -448,7 +448,7 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         let engine = cli.engine()?;
-        let tty = engine.container_get(name)?.record.config.tty;
+        let tty = engine.containers().get(name)?.record.config.tty;
         let code = start_attached(&engine, name, a.interactive, tty)?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
@@ -734,7 +734,7 @@ pub fn logs(cli: &Cli, a: &LogsArgs) -> Result<ExitCode> {
 
 /// `-v [NAME|/HOST:]/PATH[:OPTS]`.
 fn parse_volume(s: &str) -> Result<MountSpec> {
-    ketch::model::create::parse_volume(s).map_err(|why| {
+    ketch::api::parse_volume(s).map_err(|why| {
         Exit(
             125,
             format!("invalid argument \"{s}\" for \"-v, --volume\" flag: {why}"),
@@ -764,9 +764,7 @@ fn parse_mount(s: &str) -> Result<MountSpec> {
             "target" | "destination" | "dst" => m.target = v.to_string(),
             "readonly" | "ro" => m.readonly = yes(v),
             "volume-nocopy" => m.nocopy = yes(v),
-            "bind-propagation" => {
-                ketch::model::create::volume_option(&mut m, v).map_err(|e| bad(&e))?
-            }
+            "bind-propagation" => ketch::api::volume_option(&mut m, v).map_err(|e| bad(&e))?,
             "tmpfs-size" => m.tmpfs_size = Some(crate::parse_bytes(v).map_err(|e| bad(&e))?),
             "tmpfs-mode" => {
                 m.tmpfs_mode = Some(
@@ -796,7 +794,7 @@ fn parse_mount(s: &str) -> Result<MountSpec> {
 /// `--tmpfs /PATH[:size=64m,mode=1777,ro]`.
 fn parse_tmpfs(s: &str) -> Result<MountSpec> {
     let (target, opts) = s.split_once(':').unwrap_or((s, ""));
-    ketch::model::create::parse_tmpfs(target, opts).map_err(|why| {
+    ketch::api::parse_tmpfs(target, opts).map_err(|why| {
         Exit(
             125,
             format!("invalid argument \"{s}\" for \"--tmpfs\" flag: {why}"),
@@ -1027,7 +1025,9 @@ fn start_attached(engine: &ketch::Engine, id: &str, stdin: bool, tty: bool) -> k
             }
         });
     }
-    engine.container_start_with(id, true, stdin, &|pid| shim.store(pid, Ordering::SeqCst))
+    engine
+        .containers()
+        .start_with(id, true, stdin, &|pid| shim.store(pid, Ordering::SeqCst))
 }
 
 #[derive(Args)]
@@ -1187,7 +1187,7 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     let engine = cli.engine()?;
-    let code = match engine.container_exec(&a.container, &opts, &|_| {}) {
+    let code = match engine.containers().exec(&a.container, &opts, &|_| {}) {
         Ok(code) => code,
         // The process did not start: said as a daemon's exec says it, on stderr.
         Err(e)

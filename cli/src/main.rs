@@ -65,7 +65,7 @@ pub struct Cli {
 
 /// `1234`, `64k`, `512m`, `2g` (binary units, as Docker's size flags).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    ketch::model::create::parse_bytes(s)
+    ketch::api::parse_bytes(s)
 }
 
 #[derive(Subcommand)]

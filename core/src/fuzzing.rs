@@ -11,8 +11,8 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::api::create::{create_body, create_options, network_options, volume_options};
 use crate::diff::{ApplyOptions, apply};
-use crate::model::create::{create_body, create_options, network_options, volume_options};
 use crate::reference::Reference;
 use crate::server::http;
 

@@ -1,5 +1,36 @@
 //! ketch: a container engine. This crate is the engine every front door (CLI, daemon, C ABI,
 //! Python, Node) wraps; it has no CLI, no FFI and no `anyhow`.
+//!
+//! # Layers
+//!
+//! Bottom to top; a module imports only from its own layer and those below
+//! (`tests/architecture.rs` fails otherwise, and on a circle).
+//!
+//! - **Foundations** — [`digest`], [`mod@reference`], [`model`] (the Docker Engine API's JSON
+//!   shapes), [`fsutil`], [`ipnet`], [`error`]: pure types and helpers. [`Error`] is an
+//!   [`ErrorKind`] and a module's own error; it knows no transport.
+//! - **Stores** — [`db`] (the SQLite file: every change one transaction), [`content`] (the
+//!   blob store: a blob appears whole or not at all), [`mount`] (mounts as data).
+//! - **Layers** — [`snapshot`] (overlay and copy drivers under one contract), [`diff`]
+//!   (hostile layer tars applied inside a root, trees compared).
+//! - **State** — [`state::State`], the opened root (paths, database, content store,
+//!   snapshotter, settings) with no operations of its own; [`events`], recorded in its
+//!   database.
+//! - **Resources** — [`image::Images`], [`volume::Volumes`], [`network::Networks`]: each a
+//!   service over `&State`, with its own error and kind. A resource never calls a higher
+//!   one: what it must know of containers (a volume's or an image's users, the names a
+//!   network's name server answers for) it reads from the containers' rows in the
+//!   database, or its caller gives it (the names a prune must keep).
+//! - **Containers** — [`runtime::Containers`]: records, bundles and monitors, over the
+//!   three resources. Only the containers can say whether a container still holds its
+//!   endpoints (its monitor's life), so they release the stale ones before a network hands
+//!   out addresses or counts its users.
+//! - **Facade** — [`Engine`] opens a root, recovers what a killed process left, and
+//!   composes the services; [`api::Api`] is every operation, the same over an embedded
+//!   engine and a daemon, and [`api`] names every type a front door passes through it;
+//!   [`system`] (df, prune) spans the resources.
+//! - **Wire** — [`client`] and [`server`] (the Docker Engine API over HTTP), [`tls`]. The
+//!   client maps a daemon's statuses to [`ErrorKind`]s at its own boundary.
 
 pub mod api;
 pub mod client;
@@ -30,5 +61,7 @@ pub mod tls;
 mod util;
 pub mod volume;
 
+pub use client::Client;
 pub use engine::{Engine, Options, StorageDriver};
 pub use error::{Error, ErrorKind, Result};
+pub use tls::TlsFiles;

@@ -133,7 +133,7 @@ impl Options {
         }
         if let Some(m) = var("KETCH_MAX_LAYER_SIZE") {
             o.max_layer_size =
-                crate::model::create::parse_bytes(&m).map_err(|reason| StateError::Invalid {
+                crate::model::parse_bytes(&m).map_err(|reason| StateError::Invalid {
                     reason: format!("KETCH_MAX_LAYER_SIZE: {reason}"),
                 })?;
         }

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 
+use crate::engine::Engine;
 use crate::snapshot::Snapshotter;
-use crate::state::State;
 
 /// `GET /system/df`, in the Docker Engine API's shape (the parts ketch has).
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
@@ -62,11 +62,11 @@ pub struct PruneReport {
     pub space_reclaimed: i64,
 }
 
-impl State {
+impl Engine {
     pub fn system_df(&self) -> crate::Result<DiskUsage> {
-        let containers = self.container_list(true)?;
+        let containers = self.containers().list(true)?;
         let mut out = DiskUsage::default();
-        for i in self.image_list(&crate::image::ListOptions {
+        for i in self.images().list(&crate::image::ListOptions {
             all: true,
             ..Default::default()
         })? {
@@ -86,6 +86,7 @@ impl State {
         for c in &containers {
             let key = format!("container-{}", c.record.id);
             let size_rw = self
+                .state()
                 .snapshots
                 .usage(&key)
                 .map(|u| u.size as i64)
@@ -106,7 +107,7 @@ impl State {
                 size_rw,
             });
         }
-        for v in self.volume_list()? {
+        for v in self.volumes().list()? {
             let size = crate::fsutil::disk_usage(std::path::Path::new(&v.mountpoint))
                 .map(|u| u.size)
                 .unwrap_or(0);
@@ -137,11 +138,11 @@ impl State {
     pub fn system_prune(&self, all: bool, volumes: bool) -> crate::Result<PruneReport> {
         let mut report = PruneReport::default();
         let before: i64 = self.system_df()?.containers.iter().map(|c| c.size_rw).sum();
-        report.containers_deleted = self.container_prune()?;
+        report.containers_deleted = self.containers().prune()?;
         let after: i64 = self.system_df()?.containers.iter().map(|c| c.size_rw).sum();
         report.space_reclaimed += (before - after).max(0);
         report.networks_deleted = self.network_prune()?;
-        let images = self.image_prune(all)?;
+        let images = self.images().prune(all)?;
         report.space_reclaimed += images.space_reclaimed;
         report.images_deleted = images.images_deleted;
         if volumes {

@@ -1,8 +1,35 @@
-//! What the core's unit tests share: an engine on a scratch root, and small fixtures.
+//! What the core's unit tests share: a state root or an engine on a scratch directory, and
+//! small fixtures.
 
 use std::path::Path;
 
+use crate::engine::Engine;
 use crate::state::State;
+
+/// A state root opened in a temporary directory, and nothing above it: for the tests of a
+/// resource (images, volumes) on its own.
+pub(crate) struct ScratchState {
+    state: State,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+pub(crate) fn scratch_state() -> ScratchState {
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::open(&crate::state::Options {
+        root: dir.path().join("root"),
+        ip_forward: false,
+        ..Default::default()
+    })
+    .unwrap();
+    ScratchState { state, dir }
+}
+
+impl std::ops::Deref for ScratchState {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
 
 /// An engine on a root of its own in a temporary directory, for unit tests. Its default
 /// network has a bridge of its own, removed with its other networks' bridges and firewall
@@ -33,8 +60,8 @@ pub(crate) fn scratch_engine_with(f: impl FnOnce(&mut crate::engine::Options)) -
 }
 
 impl std::ops::Deref for ScratchEngine {
-    type Target = State;
-    fn deref(&self) -> &State {
+    type Target = Engine;
+    fn deref(&self) -> &Engine {
         &self.local
     }
 }
@@ -42,13 +69,14 @@ impl std::ops::Deref for ScratchEngine {
 impl Drop for ScratchEngine {
     fn drop(&mut self) {
         // Namespaces a test left held (it failed before letting go): each is a mount.
-        if let Ok(held) = std::fs::read_dir(self.local.root.join("netns")) {
+        if let Ok(held) = std::fs::read_dir(self.local.root().join("netns")) {
             for ns in held.flatten() {
                 let _ = crate::network::netns::remove(&ns.path());
             }
         }
-        for net in self.local.load_networks().unwrap_or_default() {
-            let _ = self.local.delete_bridge(&net);
+        let networks = self.local.networks();
+        for net in networks.load_networks().unwrap_or_default() {
+            let _ = networks.delete_bridge(&net);
         }
     }
 }
@@ -89,23 +117,25 @@ pub(crate) fn in_own_netns<T: Send>(f: impl FnOnce() -> std::io::Result<T> + Sen
 
 /// A container made from `opts` and never started, on a one-file image (`CMD ["true"]`)
 /// imported for it: the image named in `opts` is ignored.
-pub(crate) fn created_container(e: &State, opts: crate::runtime::CreateOptions) -> String {
+pub(crate) fn created_container(e: &Engine, opts: crate::runtime::CreateOptions) -> String {
     let layer = one_file_layer("etc/hostname", b"");
-    e.image_import(
-        &mut &layer[..],
-        &crate::image::ImportOptions {
-            reference: Some("scratch-user:1".into()),
-            changes: vec![r#"CMD ["true"]"#.into()],
-            source: "-".into(),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    e.container_create(&crate::runtime::CreateOptions {
-        image: "scratch-user:1".into(),
-        ..opts
-    })
-    .unwrap()
-    .record
-    .id
+    e.images()
+        .import(
+            &mut &layer[..],
+            &crate::image::ImportOptions {
+                reference: Some("scratch-user:1".into()),
+                changes: vec![r#"CMD ["true"]"#.into()],
+                source: "-".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    e.containers()
+        .create(&crate::runtime::CreateOptions {
+            image: "scratch-user:1".into(),
+            ..opts
+        })
+        .unwrap()
+        .record
+        .id
 }

@@ -43,7 +43,7 @@ impl Api for Client {
     }
 
     fn container_create(&self, opts: &CreateOptions) -> Result<String> {
-        let body = crate::model::create::create_body(opts);
+        let body = crate::api::create::create_body(opts);
         let path = match &opts.name {
             Some(n) => format!("/containers/create?name={}", enc(n)),
             None => "/containers/create".into(),

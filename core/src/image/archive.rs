@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use oci_spec::image as oci;
 use serde::{Deserialize, Serialize};
 
+use super::Images;
 use super::import::{NewImage, oci_digest};
 use super::lease::{Lease, Resource};
 use super::{
@@ -28,7 +29,6 @@ use super::{
 use crate::diff::Compression;
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::state::State;
 
 /// Where `load` reads from.
 pub enum LoadSource<'a> {
@@ -121,7 +121,7 @@ fn is_small_file(path: &str) -> bool {
     ) || (!path.contains('/') && path.ends_with(".json"))
 }
 
-impl State {
+impl Images<'_> {
     /// Ingests one file of an archive into the content store, checking it against the digest
     /// its name claims, if it is a `blobs/sha256/<hex>` path.
     fn ingest_archive_file(
@@ -139,7 +139,7 @@ impl State {
             })?),
             None => None,
         };
-        let mut w = self.content.writer()?;
+        let mut w = self.st.content.writer()?;
         crate::util::copy(reader, &mut w).map_err(|e| archive_read_error(path, e))?;
         if let Some(s) = size
             && w.written() < s
@@ -155,7 +155,7 @@ impl State {
             ))
             .into());
         }
-        lease.add(&self.db, Resource::Blob(digest.clone()))?;
+        lease.add(&self.st.db, Resource::Blob(digest.clone()))?;
         w.commit(size, claimed.as_ref())?;
         Ok(digest)
     }
@@ -277,8 +277,8 @@ impl State {
             return Ok(Some(d.clone()));
         }
         if let Some(bytes) = a.files.get(&path) {
-            lease.add(&self.db, Resource::Blob(Digest::of(bytes)))?;
-            let d = self.content.write_all(bytes, None)?;
+            lease.add(&self.st.db, Resource::Blob(Digest::of(bytes)))?;
+            let d = self.st.content.write_all(bytes, None)?;
             a.blobs.insert(path, d.clone());
             return Ok(Some(d));
         }
@@ -343,7 +343,7 @@ impl State {
         let d = self
             .find_blob(lease, a, &path)?
             .ok_or_else(|| invalid(format!("{what} {digest} is missing from the archive")))?;
-        let size = self.content.size(&d)?;
+        let size = self.st.content.size(&d)?;
         if size != desc.size() {
             return Err(invalid(format!(
                 "{what} {digest} is {size} bytes, but its descriptor says {}",
@@ -355,15 +355,15 @@ impl State {
     }
 
     /// Loads images from an archive. Either every image in it is loaded, or none.
-    pub fn image_load(&self, src: LoadSource<'_>) -> crate::Result<Vec<LoadedImage>> {
-        let lease = Lease::new(&self.db)?;
+    pub fn load(&self, src: LoadSource<'_>) -> crate::Result<Vec<LoadedImage>> {
+        let lease = Lease::new(&self.st.db)?;
         let res = self.load_leased(&lease, src);
         let released = self.release(lease);
         let loaded = res?;
         released?;
         for l in &loaded {
             let name = l.tags.first().cloned().unwrap_or_default();
-            self.event("image", "load", &l.id.to_string(), &[("name", &name)]);
+            self.event("load", &l.id.to_string(), &[("name", &name)]);
         }
         Ok(loaded)
     }
@@ -457,7 +457,7 @@ impl State {
         {
             for desc in index.manifests() {
                 if let Ok(d) = self.descriptor_blob(lease, a, desc, "manifest")
-                    && let Ok(bytes) = self.content.read(&d, MAX_JSON)
+                    && let Ok(bytes) = self.st.content.read(&d, MAX_JSON)
                 {
                     oci_manifests.push((d, bytes));
                 }
@@ -521,7 +521,7 @@ impl State {
 
     /// A stored config's size, creation time and diff IDs.
     fn read_config(&self, config: &Digest) -> crate::Result<(u64, Option<String>, Vec<Digest>)> {
-        let bytes = self.content.read(config, MAX_JSON)?;
+        let bytes = self.st.content.read(config, MAX_JSON)?;
         let cfg = parse_config(&bytes)?;
         let diff_ids = cfg
             .rootfs()
@@ -543,14 +543,14 @@ impl State {
         let mut layers = Vec::new();
         for b in blobs {
             let mut head = [0u8; 4];
-            let mut f = self.content.open_blob(b)?;
+            let mut f = self.st.content.open_blob(b)?;
             let n = f
                 .read(&mut head)
                 .map_err(|e| archive_read_error("layer", e))?;
             let media = Compression::detect(&head[..n]).oci_layer_media_type();
             layers.push(oci::Descriptor::new(
                 oci::MediaType::Other(media.into()),
-                self.content.size(b)?,
+                self.st.content.size(b)?,
                 oci_digest(b),
             ));
         }
@@ -567,8 +567,8 @@ impl State {
             .map_err(|e| malformed("manifest", e))?;
         let bytes = serde_json::to_vec(&m).map_err(|e| malformed("manifest", e))?;
         let d = Digest::of(&bytes);
-        lease.add(&self.db, Resource::Blob(d.clone()))?;
-        self.content.write_all(&bytes, Some(&d))?;
+        lease.add(&self.st.db, Resource::Blob(d.clone()))?;
+        self.st.content.write_all(&bytes, Some(&d))?;
         Ok(d)
     }
 
@@ -589,7 +589,7 @@ impl State {
             MEDIA_OCI_INDEX | MEDIA_DOCKER_LIST => {
                 let d = self.descriptor_blob(lease, a, desc, "index")?;
                 let index: oci::ImageIndex =
-                    serde_json::from_slice(&self.content.read(&d, MAX_JSON)?)
+                    serde_json::from_slice(&self.st.content.read(&d, MAX_JSON)?)
                         .map_err(|e| malformed(format!("index {d}"), e))?;
                 let (arch, os) = super::import::host_platform();
                 let matching: Vec<&oci::Descriptor> = index
@@ -610,7 +610,7 @@ impl State {
             }
             MEDIA_OCI_MANIFEST | MEDIA_DOCKER_MANIFEST => {
                 let manifest = self.descriptor_blob(lease, a, desc, "manifest")?;
-                let bytes = self.content.read(&manifest, MAX_JSON)?;
+                let bytes = self.st.content.read(&manifest, MAX_JSON)?;
                 let m = parse_manifest(&bytes)
                     .map_err(|e| malformed(format!("manifest {manifest}"), e))?;
                 let config = self.descriptor_blob(lease, a, m.config(), "config")?;
@@ -765,10 +765,10 @@ struct SaveItem {
     tags: Vec<Reference>,
 }
 
-impl State {
+impl Images<'_> {
     /// Writes images to an archive or layout. Names given as references keep that tag;
     /// images given by ID are saved untagged.
-    pub fn image_save(
+    pub fn save(
         &self,
         names: &[String],
         format: SaveFormat,
@@ -780,7 +780,7 @@ impl State {
             }
             .into());
         }
-        let lease = Lease::new(&self.db)?;
+        let lease = Lease::new(&self.st.db)?;
         let res = self.save_leased(&lease, names, format, dest);
         let released = self.release(lease);
         res?;
@@ -795,7 +795,7 @@ impl State {
         format: SaveFormat,
         dest: SaveDest<'_>,
     ) -> crate::Result<()> {
-        let items = self.db.write(|tx| {
+        let items = self.st.db.write(|tx| {
             let mut items: Vec<SaveItem> = Vec::new();
             for n in names {
                 let r = super::resolve(tx, n)?;
@@ -878,7 +878,7 @@ impl State {
             }
         };
         for item in items {
-            let manifest_size = self.content.size(&item.image.manifest_digest)?;
+            let manifest_size = self.st.content.size(&item.image.manifest_digest)?;
             add_blob(&item.image.manifest_digest, &mut files);
             add_blob(&item.image.id, &mut files);
             for l in &item.layers {
@@ -958,7 +958,7 @@ impl State {
                     b.append_data(&mut h, &path, &bytes[..]).map_err(io_err)?;
                 }
                 FileSource::Blob(d) => {
-                    let f = self.content.open_blob(&d)?;
+                    let f = self.st.content.open_blob(&d)?;
                     let size = f.metadata().map_err(io_err)?.len();
                     h.set_size(size);
                     b.append_data(&mut h, &path, f).map_err(io_err)?;
@@ -994,7 +994,7 @@ impl State {
                         fs::write(&target, bytes).map_err(|e| save_io(&target, e))?
                     }
                     FileSource::Blob(d) => {
-                        fs::copy(self.content.path(&d), &target)
+                        fs::copy(self.st.content.path(&d), &target)
                             .map_err(|e| save_io(&target, e))?;
                         fs::set_permissions(
                             &target,

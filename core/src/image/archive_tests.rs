@@ -9,8 +9,7 @@ use std::path::Path;
 use serde_json::json;
 
 use super::*;
-use crate::state::State;
-use crate::testutil::{one_file_layer, scratch_engine as engine};
+use crate::testutil::{one_file_layer, scratch_state};
 
 /// One entry of a hand-made archive.
 enum Entry<'a> {
@@ -131,25 +130,26 @@ fn oci_image(content: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     (layer, cfg, m)
 }
 
-fn load_bytes(e: &State, bytes: &[u8]) -> crate::Result<Vec<LoadedImage>> {
-    e.image_load(LoadSource::Reader(&mut &bytes[..]))
+fn load_bytes(e: &Images, bytes: &[u8]) -> crate::Result<Vec<LoadedImage>> {
+    e.load(LoadSource::Reader(&mut &bytes[..]))
 }
 
-fn record(e: &State, id: &Digest) -> (ImageRecord, Vec<LayerRecord>) {
-    e.db.read(|tx| {
-        let image = get_image(tx, id)?.expect("the image is stored");
-        let layers = image_layers(tx, id)?;
-        Ok::<_, crate::Error>((image, layers))
-    })
-    .unwrap()
+fn record(e: &Images, id: &Digest) -> (ImageRecord, Vec<LayerRecord>) {
+    e.st.db
+        .read(|tx| {
+            let image = get_image(tx, id)?.expect("the image is stored");
+            let layers = image_layers(tx, id)?;
+            Ok::<_, crate::Error>((image, layers))
+        })
+        .unwrap()
 }
 
 /// A failed load names its problem, and leaves no image, blob or layer behind.
-fn refused(e: &State, bytes: &[u8], want: &str) {
+fn refused(e: &Images, bytes: &[u8], want: &str) {
     let err = load_bytes(e, bytes).expect_err(want);
     assert!(err.to_string().contains(want), "{err} (want {want:?})");
-    assert!(e.image_list(&ListOptions::default()).unwrap().is_empty());
-    assert_eq!(e.content.list().unwrap(), vec![], "{want}: blobs left");
+    assert!(e.list(&ListOptions::default()).unwrap().is_empty());
+    assert_eq!(e.st.content.list().unwrap(), vec![], "{want}: blobs left");
 }
 
 #[test]
@@ -168,13 +168,14 @@ fn save_formats_are_named_as_docker_and_skopeo_name_them() {
 
 #[test]
 fn each_save_format_loads_back_the_same_images() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let data = one_file_layer("hello", b"hello");
     let mut ids = Vec::new();
     // Two images on the same layer: only their configs tell their manifests apart.
     for (name, change) in [("app:1", "ENV A=1"), ("other/app:2", "ENV A=2")] {
         ids.push(
-            e.image_import(
+            e.import(
                 &mut &data[..],
                 &ImportOptions {
                     reference: Some(name.into()),
@@ -189,7 +190,7 @@ fn each_save_format_loads_back_the_same_images() {
     let names = ["app:1".to_string(), "other/app:2".to_string()];
     let dir = tempfile::tempdir().unwrap();
     let mut streamed = Vec::new();
-    e.image_save(
+    e.save(
         &names,
         SaveFormat::DockerArchive,
         SaveDest::Writer(&mut streamed),
@@ -198,16 +199,16 @@ fn each_save_format_loads_back_the_same_images() {
     let docker = dir.path().join("docker.tar");
     std::fs::write(&docker, &streamed).unwrap();
     let oci = dir.path().join("oci.tar");
-    e.image_save(&names, SaveFormat::OciArchive, SaveDest::Path(&oci))
+    e.save(&names, SaveFormat::OciArchive, SaveDest::Path(&oci))
         .unwrap();
     let layout_dir = dir.path().join("layout");
-    e.image_save(&names, SaveFormat::OciDir, SaveDest::Path(&layout_dir))
+    e.save(&names, SaveFormat::OciDir, SaveDest::Path(&layout_dir))
         .unwrap();
     assert!(!layout_dir.join("manifest.json").exists());
 
     // Written to a path, each format is what it says: a docker-archive has manifest.json.
     let docker_path = dir.path().join("docker-path.tar");
-    e.image_save(
+    e.save(
         &names,
         SaveFormat::DockerArchive,
         SaveDest::Path(&docker_path),
@@ -224,10 +225,11 @@ fn each_save_format_loads_back_the_same_images() {
     assert!(!has_manifest(&oci));
 
     for src in [&docker, &oci, &layout_dir] {
-        let f = engine();
-        let mut loaded = f.image_load(LoadSource::Path(src)).unwrap();
+        let f_root = scratch_state();
+        let f = Images::new(&f_root);
+        let mut loaded = f.load(LoadSource::Path(src)).unwrap();
         // Loaded again, nothing changes.
-        let mut again = f.image_load(LoadSource::Path(src)).unwrap();
+        let mut again = f.load(LoadSource::Path(src)).unwrap();
         again.sort_by(|a, b| a.tags.cmp(&b.tags));
         loaded.sort_by(|a, b| a.tags.cmp(&b.tags));
         assert_eq!(
@@ -246,7 +248,7 @@ fn each_save_format_loads_back_the_same_images() {
             src.display()
         );
         assert_eq!(again, loaded);
-        assert_eq!(f.image_list(&ListOptions::default()).unwrap().len(), 2);
+        assert_eq!(f.list(&ListOptions::default()).unwrap().len(), 2);
         for id in &ids {
             let (want, want_layers) = record(&e, id);
             let (got, got_layers) = record(&f, id);
@@ -267,8 +269,8 @@ fn each_save_format_loads_back_the_same_images() {
             };
             assert_eq!(pairs(&got_layers), pairs(&want_layers));
             assert_eq!(
-                f.image_inspect(id.hex()).unwrap().repo_digests,
-                e.image_inspect(id.hex()).unwrap().repo_digests
+                f.inspect(id.hex()).unwrap().repo_digests,
+                e.inspect(id.hex()).unwrap().repo_digests
             );
         }
     }
@@ -276,7 +278,8 @@ fn each_save_format_loads_back_the_same_images() {
 
 #[test]
 fn a_legacy_docker_archive_loads_through_its_links() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let plain = one_file_layer("a", b"first layer");
     let packed = gzip(&plain);
     let second = one_file_layer("b", b"the second layer, longer than the first");
@@ -334,7 +337,7 @@ fn a_legacy_docker_archive_loads_through_its_links() {
     let (image, stored) = record(&e, &id);
     assert_eq!(image.manifest_media_type, MEDIA_OCI_MANIFEST);
     assert_eq!(image.created.as_deref(), Some("2021-02-03T04:05:06Z"));
-    let m = parse_manifest(&e.content.read(&image.manifest_digest, MAX_JSON).unwrap()).unwrap();
+    let m = parse_manifest(&e.st.content.read(&image.manifest_digest, MAX_JSON).unwrap()).unwrap();
     assert_eq!(m.config().digest().to_string(), id.to_string());
     assert_eq!(m.config().size(), cfg.len() as u64);
     let media: Vec<String> = m
@@ -364,18 +367,18 @@ fn a_legacy_docker_archive_loads_through_its_links() {
         ]
     );
     // History: newest first, each layer's own size, none for an empty layer.
-    let history = e.image_history("legacy:1").unwrap();
+    let history = e.history("legacy:1").unwrap();
     let sizes: Vec<i64> = history.iter().map(|h| h.size).collect();
     assert_eq!(sizes.len(), 6);
     assert_eq!(sizes[4], 0, "{sizes:?}");
     assert!(sizes[0] > sizes[5] && sizes[5] > 0, "{sizes:?}");
     assert_eq!(history[0].comment, "newest");
     assert_eq!(
-        e.image_inspect("legacy:1").unwrap().size,
+        e.inspect("legacy:1").unwrap().size,
         sizes.iter().sum::<i64>()
     );
     assert_eq!(history[0].created, 0);
-    assert_eq!(e.image_inspect("legacy:2").unwrap().comment, "newest");
+    assert_eq!(e.inspect("legacy:2").unwrap().comment, "newest");
 }
 
 #[test]
@@ -397,7 +400,8 @@ fn oci_indexes_nest_and_the_host_platform_is_chosen() {
     ]);
     let mut all = blobs.clone();
     all.push(&list);
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let loaded = load_bytes(
         &e,
         &layout(&index(vec![descriptor(MEDIA_OCI_INDEX, &list)]), &all),
@@ -413,7 +417,7 @@ fn oci_indexes_nest_and_the_host_platform_is_chosen() {
     let mut all = blobs.clone();
     all.push(&foreign);
     refused(
-        &engine(),
+        &Images::new(&scratch_state()),
         &layout(&index(vec![descriptor(MEDIA_OCI_INDEX, &foreign)]), &all),
         &format!("has no manifest for {os}/{arch}"),
     );
@@ -431,17 +435,23 @@ fn oci_indexes_nest_and_the_host_platform_is_chosen() {
         all.extend(docs.iter().map(Vec::as_slice));
         layout(&index(vec![top]), &all)
     };
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     assert_eq!(
         load_bytes(&e, &nested(4)).unwrap()[0].id,
         Digest::of(&mine_cfg)
     );
-    refused(&engine(), &nested(5), "image indexes nested too deep");
+    refused(
+        &Images::new(&scratch_state()),
+        &nested(5),
+        "image indexes nested too deep",
+    );
 }
 
 #[test]
 fn archives_that_lie_are_refused_and_leave_nothing() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let (layer, cfg, m) = oci_image(b"content");
     let good_index = index(vec![descriptor(MEDIA_OCI_MANIFEST, &m)]);
 
@@ -507,7 +517,13 @@ fn archives_that_lie_are_refused_and_leave_nothing() {
             ("manifest.json", Entry::File(&mj)),
         ])
     };
-    assert!(load_bytes(&engine(), &docker(&["x/layer.tar"], "ok:1")).is_ok());
+    assert!(
+        load_bytes(
+            &Images::new(&scratch_state()),
+            &docker(&["x/layer.tar"], "ok:1")
+        )
+        .is_ok()
+    );
     refused(
         &e,
         &docker(&["x/layer.tar", "x/layer.tar"], "ok:1"),
@@ -538,11 +554,11 @@ fn a_document_may_be_as_large_as_the_limit_and_no_larger() {
     };
     let limit = MAX_JSON as usize;
     assert_eq!(
-        load_bytes(&engine(), &docker(limit)).unwrap()[0].tags,
+        load_bytes(&Images::new(&scratch_state()), &docker(limit)).unwrap()[0].tags,
         ["big:1"]
     );
     refused(
-        &engine(),
+        &Images::new(&scratch_state()),
         &docker(limit + 1),
         &format!(
             "archive entry \"manifest.json\" is {} bytes, too large",
@@ -564,14 +580,13 @@ fn a_document_may_be_as_large_as_the_limit_and_no_larger() {
     ij.resize(limit, b' ');
     let at_limit = dir.path().join("at-limit");
     write_layout(&at_limit, &ij);
-    assert!(engine().image_load(LoadSource::Path(&at_limit)).is_ok());
+    let root = scratch_state();
+    let e = Images::new(&root);
+    assert!(e.load(LoadSource::Path(&at_limit)).is_ok());
     ij.push(b' ');
     let over = dir.path().join("over");
     write_layout(&over, &ij);
-    let err = engine()
-        .image_load(LoadSource::Path(&over))
-        .unwrap_err()
-        .to_string();
+    let err = e.load(LoadSource::Path(&over)).unwrap_err().to_string();
     assert!(err.contains("index.json is too large"), "{err}");
 }
 
@@ -591,12 +606,11 @@ fn a_layout_directory_is_input_too() {
     };
     let ij = index(vec![descriptor(MEDIA_OCI_MANIFEST, &m)]);
     let load = |at: &Path| {
-        let e = engine();
-        let res = e
-            .image_load(LoadSource::Path(at))
-            .map_err(|e| e.to_string());
+        let e_root = scratch_state();
+        let e = Images::new(&e_root);
+        let res = e.load(LoadSource::Path(at)).map_err(|e| e.to_string());
         if res.is_err() {
-            assert_eq!(e.content.list().unwrap(), vec![]);
+            assert_eq!(e.st.content.list().unwrap(), vec![]);
         }
         res
     };
@@ -641,9 +655,10 @@ fn a_layout_directory_is_input_too() {
 
 #[test]
 fn save_writes_a_pipe_as_it_is_and_replaces_a_file_whole() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let data = one_file_layer("hello", b"hello");
-    e.image_import(
+    e.import(
         &mut &data[..],
         &ImportOptions {
             reference: Some("app:1".into()),
@@ -654,7 +669,7 @@ fn save_writes_a_pipe_as_it_is_and_replaces_a_file_whole() {
     .unwrap();
     let names = ["app:1".to_string()];
     let mut want = Vec::new();
-    e.image_save(&names, SaveFormat::OciArchive, SaveDest::Writer(&mut want))
+    e.save(&names, SaveFormat::OciArchive, SaveDest::Writer(&mut want))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
 
@@ -676,7 +691,7 @@ fn save_writes_a_pipe_as_it_is_and_replaces_a_file_whole() {
         .open(&fifo)
         .unwrap();
     assert!(want.len() < 64 << 10, "{}", want.len());
-    e.image_save(&names, SaveFormat::OciArchive, SaveDest::Path(&fifo))
+    e.save(&names, SaveFormat::OciArchive, SaveDest::Path(&fifo))
         .unwrap();
     assert!(
         std::fs::symlink_metadata(&fifo)
@@ -691,7 +706,7 @@ fn save_writes_a_pipe_as_it_is_and_replaces_a_file_whole() {
     // A longer file there before is replaced whole: nothing of it is left at the end.
     let file = dir.path().join("old.tar");
     std::fs::write(&file, vec![b'x'; want.len() * 2]).unwrap();
-    e.image_save(&names, SaveFormat::OciArchive, SaveDest::Path(&file))
+    e.save(&names, SaveFormat::OciArchive, SaveDest::Path(&file))
         .unwrap();
     assert_eq!(std::fs::read(&file).unwrap(), want);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())

@@ -5,11 +5,11 @@ use std::io::{self, Read, Write};
 use oci_spec::image as oci;
 use rusqlite::params;
 
+use super::Images;
 use super::lease::{Lease, Resource};
 use super::{ImageError, MEDIA_OCI_MANIFEST};
 use crate::digest::Digest;
 use crate::reference::Reference;
-use crate::state::State;
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -211,10 +211,10 @@ pub(crate) fn host_platform() -> (oci::Arch, oci::Os) {
     (oci::Arch::default(), oci::Os::default())
 }
 
-impl State {
+impl Images<'_> {
     /// Imports a root file-system tarball (plain, gzip or zstd) as a one-layer image.
     /// Returns the image ID.
-    pub fn image_import(
+    pub fn import(
         &self,
         input: &mut (dyn Read + Send),
         opts: &ImportOptions,
@@ -226,12 +226,12 @@ impl State {
             .map(|r| Reference::parse(r).map(Reference::with_default_tag))
             .transpose()?;
         let container_config = apply_changes(&opts.changes)?;
-        let lease = Lease::new(&self.db)?;
+        let lease = Lease::new(&self.st.db)?;
         let res = self.import_leased(&lease, input, opts, reference.as_ref(), container_config);
         let released = self.release(lease);
         let id = res?;
         released?;
-        self.event("image", "import", &id.to_string(), &[]);
+        self.event("import", &id.to_string(), &[]);
         Ok(id)
     }
 
@@ -243,7 +243,7 @@ impl State {
         reference: Option<&Reference>,
         container_config: oci::Config,
     ) -> crate::Result<Digest> {
-        let mut blob = self.content.writer()?;
+        let mut blob = self.st.content.writer()?;
         let (chain, applied) = {
             let mut tee = Tee {
                 inner: input,
@@ -257,7 +257,7 @@ impl State {
         };
         let blob_size = blob.written();
         let blob_digest = blob.digest();
-        lease.add(&self.db, Resource::Blob(blob_digest.clone()))?;
+        lease.add(&self.st.db, Resource::Blob(blob_digest.clone()))?;
         blob.commit(None, None)?;
 
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
@@ -289,8 +289,8 @@ impl State {
         let config_bytes =
             serde_json::to_vec(&config).map_err(|e| super::malformed("image config", e))?;
         let id = Digest::of(&config_bytes);
-        lease.add(&self.db, Resource::Blob(id.clone()))?;
-        self.content.write_all(&config_bytes, Some(&id))?;
+        lease.add(&self.st.db, Resource::Blob(id.clone()))?;
+        self.st.content.write_all(&config_bytes, Some(&id))?;
 
         let layer = oci::Descriptor::new(
             oci::MediaType::Other(applied.compression.oci_layer_media_type().to_string()),
@@ -311,8 +311,9 @@ impl State {
         let manifest_bytes =
             serde_json::to_vec(&manifest).map_err(|e| super::malformed("manifest", e))?;
         let manifest_digest = Digest::of(&manifest_bytes);
-        lease.add(&self.db, Resource::Blob(manifest_digest.clone()))?;
-        self.content
+        lease.add(&self.st.db, Resource::Blob(manifest_digest.clone()))?;
+        self.st
+            .content
             .write_all(&manifest_bytes, Some(&manifest_digest))?;
 
         self.commit_images(&[NewImage {
@@ -329,7 +330,7 @@ impl State {
     /// Records new images, their layers and tags in one transaction.
     pub(crate) fn commit_images(&self, images: &[NewImage]) -> crate::Result<()> {
         let added = crate::db::now();
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             for img in images {
                 let mut size = 0i64;
                 for (_, chain) in &img.layers {

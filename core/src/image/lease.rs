@@ -7,10 +7,10 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::Images;
 use crate::db::{Db, DbError};
 use crate::digest::Digest;
 use crate::snapshot::{SnapshotError, Snapshotter};
-use crate::state::State;
 
 #[derive(Debug, Clone)]
 pub(crate) enum Resource {
@@ -78,15 +78,15 @@ fn exists(tx: &Transaction<'_>, sql: &str, key: &str) -> crate::Result<bool> {
     Ok(tx.query_row(sql, params![key], |r| r.get::<_, i64>(0))? > 0)
 }
 
-impl State {
+impl Images<'_> {
     /// Ends a lease and collects what it held that nothing else uses. Returns the bytes freed.
     pub(crate) fn release(&self, lease: Lease) -> crate::Result<u64> {
         self.collect(&lease.id)
     }
 
     fn collect(&self, lease_id: &str) -> crate::Result<u64> {
-        let content = &self.content;
-        let (freed, doomed) = self.db.write(|tx| {
+        let content = &self.st.content;
+        let (freed, doomed) = self.st.db.write(|tx| {
             let resources = {
                 let mut stmt = tx.prepare("SELECT kind, key FROM lease_resources WHERE lease_id = ?1")?;
                 stmt.query_map(params![lease_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
@@ -177,7 +177,7 @@ impl State {
             Ok::<_, crate::Error>((freed, doomed))
         })?;
         for key in doomed {
-            match self.snapshots.remove(&key) {
+            match self.st.snapshots.remove(&key) {
                 Ok(()) | Err(SnapshotError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -186,9 +186,10 @@ impl State {
     }
 
     /// Releases the leases of processes that are gone and removes what a crash can leave
-    /// behind. Cheap when there is nothing to do: one query.
-    pub(crate) fn recover(&self) -> crate::Result<()> {
-        let leases = self.db.read(|tx| {
+    /// behind. Cheap when there is nothing to do: one query. Says whether a process had
+    /// crashed, for the containers to tidy theirs.
+    pub(crate) fn recover(&self) -> crate::Result<bool> {
+        let leases = self.st.db.read(|tx| {
             let mut stmt = tx.prepare("SELECT id, pid, start_time FROM leases")?;
             let rows = stmt
                 .query_map([], |r| {
@@ -207,73 +208,80 @@ impl State {
             .map(|(id, _, _)| id)
             .collect();
         if dead.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
-        crate::mount::cleanup_temp_mounts(&self.scratch)
-            .map_err(|e| crate::Error::io(format!("clean up {}", self.scratch.display()), e))?;
+        crate::mount::cleanup_temp_mounts(&self.st.scratch)
+            .map_err(|e| crate::Error::io(format!("clean up {}", self.st.scratch.display()), e))?;
         for id in dead {
             self.collect(&id)?;
         }
-        self.snapshots.cleanup()?;
-        self.cleanup_bundles()?;
-        Ok(())
+        self.st.snapshots.cleanup()?;
+        Ok(true)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{one_file_layer, scratch_engine};
+    use crate::testutil::{one_file_layer, scratch_state};
 
-    fn leases(e: &State) -> i64 {
-        e.db.read(|tx| {
-            Ok::<_, DbError>(tx.query_row(
-                "SELECT (SELECT COUNT(*) FROM leases) + (SELECT COUNT(*) FROM lease_resources)",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .unwrap()
+    fn leases(e: &Images) -> i64 {
+        e.st.db
+            .read(|tx| {
+                Ok::<_, DbError>(tx.query_row(
+                    "SELECT (SELECT COUNT(*) FROM leases) + (SELECT COUNT(*) FROM lease_resources)",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .unwrap()
     }
 
-    fn snapshots(e: &State) -> Vec<String> {
+    fn snapshots(e: &Images) -> Vec<String> {
         let mut v = Vec::new();
-        e.snapshots.walk(&mut |i| v.push(i.name.clone())).unwrap();
+        e.st.snapshots
+            .walk(&mut |i| v.push(i.name.clone()))
+            .unwrap();
         v.sort();
         v
     }
 
     #[test]
     fn a_blob_goes_with_the_last_lease_that_holds_it() {
-        let e = scratch_engine();
-        let one = Lease::new(&e.db).unwrap();
-        let two = Lease::new(&e.db).unwrap();
+        let e_root = scratch_state();
+        let e = Images::new(&e_root);
+        let one = Lease::new(&e.st.db).unwrap();
+        let two = Lease::new(&e.st.db).unwrap();
         let shared = Digest::of(b"shared");
         let own = Digest::of(b"own");
-        one.add(&e.db, Resource::Blob(shared.clone())).unwrap();
-        one.add(&e.db, Resource::Blob(own.clone())).unwrap();
-        two.add(&e.db, Resource::Blob(shared.clone())).unwrap();
-        e.content.write_all(b"shared", Some(&shared)).unwrap();
-        e.content.write_all(b"own", Some(&own)).unwrap();
+        one.add(&e.st.db, Resource::Blob(shared.clone())).unwrap();
+        one.add(&e.st.db, Resource::Blob(own.clone())).unwrap();
+        two.add(&e.st.db, Resource::Blob(shared.clone())).unwrap();
+        e.st.content.write_all(b"shared", Some(&shared)).unwrap();
+        e.st.content.write_all(b"own", Some(&own)).unwrap();
 
         assert_eq!(e.release(one).unwrap(), 3);
-        assert!(!e.content.contains(&own));
-        assert!(e.content.contains(&shared));
+        assert!(!e.st.content.contains(&own));
+        assert!(e.st.content.contains(&shared));
         assert_eq!(e.release(two).unwrap(), 6);
-        assert!(!e.content.contains(&shared));
+        assert!(!e.st.content.contains(&shared));
         assert_eq!(leases(&e), 0);
 
         // Nothing held: released all the same.
-        Lease::new(&e.db).unwrap().release_empty(&e.db).unwrap();
+        Lease::new(&e.st.db)
+            .unwrap()
+            .release_empty(&e.st.db)
+            .unwrap();
         assert_eq!(leases(&e), 0);
     }
 
     #[test]
     fn blobs_layers_and_snapshots_an_image_or_container_uses_stay() {
-        let e = scratch_engine();
+        let e_root = scratch_state();
+        let e = Images::new(&e_root);
         let layer = one_file_layer("f", b"f");
         let image = e
-            .image_import(
+            .import(
                 &mut &layer[..],
                 &crate::image::ImportOptions {
                     reference: Some("kept:1".into()),
@@ -282,10 +290,10 @@ mod tests {
                 },
             )
             .unwrap();
-        let inspect = e.image_inspect("kept:1").unwrap();
+        let inspect = e.inspect("kept:1").unwrap();
         let chain = inspect.root_fs.layers[0].clone();
-        e.snapshots.prepare("claimed", Some(&chain)).unwrap();
-        e.db.write(|tx| {
+        e.st.snapshots.prepare("claimed", Some(&chain)).unwrap();
+        e.st.db.write(|tx| {
             tx.execute(
                 "INSERT INTO containers (id, name, image_id, snapshot_key, created) VALUES ('c', 'c', ?1, 'claimed', ?2)",
                 params![image.to_string(), crate::db::now()],
@@ -295,83 +303,88 @@ mod tests {
         .unwrap();
         let before = snapshots(&e);
 
-        let lease = Lease::new(&e.db).unwrap();
-        lease.add(&e.db, Resource::Blob(image.clone())).unwrap();
+        let lease = Lease::new(&e.st.db).unwrap();
+        lease.add(&e.st.db, Resource::Blob(image.clone())).unwrap();
         lease
-            .add(&e.db, Resource::Layer(chain.parse().unwrap()))
+            .add(&e.st.db, Resource::Layer(chain.parse().unwrap()))
             .unwrap();
         lease
-            .add(&e.db, Resource::Snapshot("claimed".into()))
+            .add(&e.st.db, Resource::Snapshot("claimed".into()))
             .unwrap();
         assert_eq!(e.release(lease).unwrap(), 0);
-        assert!(e.content.contains(&image));
+        assert!(e.st.content.contains(&image));
         assert_eq!(snapshots(&e), before);
     }
 
     #[test]
     fn layers_go_children_first_and_snapshots_with_them() {
-        let e = scratch_engine();
+        let e_root = scratch_state();
+        let e = Images::new(&e_root);
         let (l1, l2) = (Digest::of(b"l1"), Digest::of(b"l2"));
-        let lease = Lease::new(&e.db).unwrap();
+        let lease = Lease::new(&e.st.db).unwrap();
         // Held parent first: the child must go before the parent can.
         for (l, parent, size) in [(&l1, None, 10i64), (&l2, Some(&l1), 20)] {
-            lease.add(&e.db, Resource::Layer(l.clone())).unwrap();
+            lease.add(&e.st.db, Resource::Layer(l.clone())).unwrap();
             let key = format!("unpack-{l}");
-            e.snapshots
+            e.st.snapshots
                 .prepare(&key, parent.map(|p| p.to_string()).as_deref())
                 .unwrap();
-            e.snapshots.commit(&l.to_string(), &key).unwrap();
-            e.db.write(|tx| {
-                tx.execute(
+            e.st.snapshots.commit(&l.to_string(), &key).unwrap();
+            e.st.db
+                .write(|tx| {
+                    tx.execute(
                     "INSERT INTO layers (chain_id, parent, diff_id, size) VALUES (?1, ?2, ?1, ?3)",
                     params![l.to_string(), parent.map(|p| p.to_string()), size],
                 )?;
-                Ok::<_, DbError>(())
-            })
-            .unwrap();
+                    Ok::<_, DbError>(())
+                })
+                .unwrap();
         }
         lease
-            .add(&e.db, Resource::Snapshot("active".into()))
+            .add(&e.st.db, Resource::Snapshot("active".into()))
             .unwrap();
-        e.snapshots
+        e.st.snapshots
             .prepare("active", Some(&l2.to_string()))
             .unwrap();
         assert_eq!(snapshots(&e).len(), 3);
 
         // Another lease holding the child keeps both, and once it lets go the parent goes
         // too, though no lease holds it any more.
-        let other = Lease::new(&e.db).unwrap();
-        other.add(&e.db, Resource::Layer(l2.clone())).unwrap();
+        let other = Lease::new(&e.st.db).unwrap();
+        other.add(&e.st.db, Resource::Layer(l2.clone())).unwrap();
         assert_eq!(e.release(lease).unwrap(), 0);
         assert_eq!(snapshots(&e), [l1.to_string(), l2.to_string()]);
         assert_eq!(e.release(other).unwrap(), 30);
         assert!(snapshots(&e).is_empty());
         let rows: i64 =
-            e.db.read(|tx| {
-                Ok::<_, DbError>(tx.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?)
-            })
-            .unwrap();
+            e.st.db
+                .read(|tx| {
+                    Ok::<_, DbError>(tx.query_row("SELECT COUNT(*) FROM layers", [], |r| r.get(0))?)
+                })
+                .unwrap();
         assert_eq!(rows, 0);
     }
 
     #[test]
     fn a_lease_of_a_process_gone_is_released_at_recovery() {
-        let e = scratch_engine();
+        let e_root = scratch_state();
+        let e = Images::new(&e_root);
         let blob = Digest::of(b"orphan");
-        let lease = Lease::new(&e.db).unwrap();
-        lease.add(&e.db, Resource::Blob(blob.clone())).unwrap();
-        e.content.write_all(b"orphan", Some(&blob)).unwrap();
+        let lease = Lease::new(&e.st.db).unwrap();
+        lease.add(&e.st.db, Resource::Blob(blob.clone())).unwrap();
+        e.st.content.write_all(b"orphan", Some(&blob)).unwrap();
         // Ours, while this process runs: kept.
         e.recover().unwrap();
-        assert!(e.content.contains(&blob));
+        assert!(e.st.content.contains(&blob));
         // The same PID started at another time is another process, gone.
-        e.db.write(|tx| {
-            tx.execute("UPDATE leases SET start_time = start_time + 1", [])?;
-            Ok::<_, DbError>(())
-        })
-        .unwrap();
+        e.st.db
+            .write(|tx| {
+                tx.execute("UPDATE leases SET start_time = start_time + 1", [])?;
+                Ok::<_, DbError>(())
+            })
+            .unwrap();
         e.recover().unwrap();
-        assert!(!e.content.contains(&blob));
+        assert!(!e.st.content.contains(&blob));
         assert_eq!(leases(&e), 0);
     }
 }

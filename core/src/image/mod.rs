@@ -338,7 +338,23 @@ fn repo_digests(tags: &[(Reference, String)], manifest: &Digest) -> Vec<String> 
         .collect()
 }
 
-/// Filters for [`State::image_list`].
+/// The images of an opened root: its content store, its snapshots and their records.
+#[derive(Clone, Copy)]
+pub struct Images<'s> {
+    pub(crate) st: &'s State,
+}
+
+impl<'s> Images<'s> {
+    pub fn new(st: &'s State) -> Images<'s> {
+        Images { st }
+    }
+
+    fn event(&self, action: &str, id: &str, attributes: &[(&str, &str)]) {
+        crate::events::record(self.st, "image", action, id, attributes);
+    }
+}
+
+/// Filters for [`Images::list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
     /// Show intermediate images too (there are none without builds; kept for the flag).
@@ -357,9 +373,9 @@ fn matches_filter(r: &Reference, filter: &str) -> bool {
     f.name() == r.name() && f.tag().is_none_or(|t| Some(t) == r.tag())
 }
 
-impl State {
-    pub fn image_list(&self, opts: &ListOptions) -> crate::Result<Vec<model::ImageSummary>> {
-        self.db.read(|tx| {
+impl Images<'_> {
+    pub fn list(&self, opts: &ListOptions) -> crate::Result<Vec<model::ImageSummary>> {
+        self.st.db.read(|tx| {
             let mut stmt = tx.prepare(&format!("SELECT {IMAGE_COLUMNS} FROM images"))?;
             let rows = stmt
                 .query_map([], row_to_image)?
@@ -403,19 +419,19 @@ impl State {
     }
 
     fn config_value(&self, id: &Digest) -> crate::Result<serde_json::Value> {
-        let bytes = self.content.read(id, MAX_JSON)?;
+        let bytes = self.st.content.read(id, MAX_JSON)?;
         serde_json::from_slice(&bytes).map_err(|e| malformed("image config", e).into())
     }
 
-    pub fn image_inspect(&self, name: &str) -> crate::Result<model::ImageInspect> {
-        let (image, tags, layers) = self.db.read(|tx| {
+    pub fn inspect(&self, name: &str) -> crate::Result<model::ImageInspect> {
+        let (image, tags, layers) = self.st.db.read(|tx| {
             let image = resolve(tx, name)?.image;
             let tags = image_tags(tx, &image.id)?;
             let layers = image_layers(tx, &image.id)?;
             Ok::<_, crate::Error>((image, tags, layers))
         })?;
         let raw = self.config_value(&image.id)?;
-        let config = parse_config(&self.content.read(&image.id, MAX_JSON)?)?;
+        let config = parse_config(&self.st.content.read(&image.id, MAX_JSON)?)?;
         let s = |p: &str| {
             raw.pointer(p)
                 .and_then(|v| v.as_str())
@@ -444,7 +460,7 @@ impl State {
             os: config.os().to_string(),
             size: image.size as i64,
             graph_driver: model::GraphDriver {
-                name: self.snapshots.driver_name().to_string(),
+                name: self.st.snapshots.driver_name().to_string(),
                 data,
             },
             root_fs: model::RootFs {
@@ -458,7 +474,7 @@ impl State {
     }
 
     /// Points `target` at the image `source` names.
-    pub fn image_tag(&self, source: &str, target: &str) -> crate::Result<()> {
+    pub fn tag(&self, source: &str, target: &str) -> crate::Result<()> {
         let target = Reference::parse(target)?.with_default_tag();
         if target.digest().is_some() {
             return Err(ImageError::Invalid {
@@ -466,7 +482,8 @@ impl State {
             }
             .into());
         }
-        self.db
+        self.st
+            .db
             .write(|tx| {
                 let image = resolve(tx, source)?.image;
                 set_tag(tx, &target, &image.id)?;
@@ -474,12 +491,12 @@ impl State {
             })
             .map(|id| {
                 let name = target.familiar();
-                self.event("image", "tag", &id.to_string(), &[("name", &name)]);
+                self.event("tag", &id.to_string(), &[("name", &name)]);
             })
     }
 
-    pub fn image_history(&self, name: &str) -> crate::Result<Vec<model::HistoryResponseItem>> {
-        let (image, tags, layers, sizes) = self.db.read(|tx| {
+    pub fn history(&self, name: &str) -> crate::Result<Vec<model::HistoryResponseItem>> {
+        let (image, tags, layers, sizes) = self.st.db.read(|tx| {
             let image = resolve(tx, name)?.image;
             let tags = image_tags(tx, &image.id)?;
             let layers = image_layers(tx, &image.id)?;
@@ -497,7 +514,7 @@ impl State {
             }
             Ok::<_, crate::Error>((image, tags, layers, sizes))
         })?;
-        let config = parse_config(&self.content.read(&image.id, MAX_JSON)?)?;
+        let config = parse_config(&self.st.content.read(&image.id, MAX_JSON)?)?;
         let mut items = Vec::new();
         let mut layer = 0;
         let history = config.history().clone().unwrap_or_default();
@@ -541,13 +558,13 @@ impl State {
 
     /// Removes a tag, or an image with all its tags. Layers and blobs no other image uses go
     /// with it.
-    pub fn image_remove(
+    pub fn remove(
         &self,
         name: &str,
         force: bool,
     ) -> crate::Result<Vec<model::ImageDeleteResponseItem>> {
-        let lease = lease::Lease::new(&self.db)?;
-        let (out, freed) = self.db.write(|tx| {
+        let lease = lease::Lease::new(&self.st.db)?;
+        let (out, freed) = self.st.db.write(|tx| {
             let resolved = resolve(tx, name)?;
             let image = resolved.image;
             let tags = image_tags(tx, &image.id)?;
@@ -639,23 +656,23 @@ impl State {
         if freed.is_some() {
             self.release(lease)?;
         } else {
-            lease.release_empty(&self.db)?;
+            lease.release_empty(&self.st.db)?;
         }
         for item in &out {
             if let Some(u) = &item.untagged {
-                self.event("image", "untag", u, &[("name", u)]);
+                self.event("untag", u, &[("name", u)]);
             }
             if let Some(d) = &item.deleted {
-                self.event("image", "delete", d, &[]);
+                self.event("delete", d, &[]);
             }
         }
         Ok(out)
     }
 
     /// Removes unused images: untagged ones, or with `all` every image no container uses.
-    pub fn image_prune(&self, all: bool) -> crate::Result<model::ImagePruneResponse> {
-        let lease = lease::Lease::new(&self.db)?;
-        let deleted = self.db.write(|tx| {
+    pub fn prune(&self, all: bool) -> crate::Result<model::ImagePruneResponse> {
+        let lease = lease::Lease::new(&self.st.db)?;
+        let deleted = self.st.db.write(|tx| {
             let sql = if all {
                 "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM containers)"
             } else {

@@ -2,16 +2,15 @@
 
 use super::*;
 use crate::image::ImportOptions;
-use crate::state::State;
-use crate::testutil::{one_file_layer, scratch_engine as engine};
+use crate::testutil::{one_file_layer, scratch_state};
 
 fn layer() -> Vec<u8> {
     one_file_layer("hello", b"hello")
 }
 
-fn import(e: &State, name: &str) -> Digest {
+fn import(e: &Images, name: &str) -> Digest {
     let data = layer();
-    e.image_import(
+    e.import(
         &mut &data[..],
         &ImportOptions {
             reference: Some(name.into()),
@@ -23,8 +22,8 @@ fn import(e: &State, name: &str) -> Digest {
 }
 
 /// Records a container using `image`, as the runtime will.
-fn add_container(e: &State, id: &str, image: &Digest, running: bool) {
-    e.db.write(|tx| {
+fn add_container(e: &Images, id: &str, image: &Digest, running: bool) {
+    e.st.db.write(|tx| {
         tx.execute(
             "INSERT INTO containers (id, name, image_id, created, running) VALUES (?1, ?1, ?2, ?3, ?4)",
             params![id, image.to_string(), crate::db::now(), running as i64],
@@ -36,56 +35,59 @@ fn add_container(e: &State, id: &str, image: &Digest, running: bool) {
 
 #[test]
 fn rmi_refuses_an_image_a_stopped_container_uses_unless_forced() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let id = import(&e, "app:1");
     add_container(&e, "c0ffee000000000000000000", &id, false);
-    let err = e.image_remove("app:1", false).unwrap_err();
+    let err = e.remove("app:1", false).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(
         err.to_string()
             .contains("container c0ffee000000 is using its referenced image"),
         "{err}"
     );
-    let err = e.image_remove(id.hex(), false).unwrap_err();
+    let err = e.remove(id.hex(), false).unwrap_err();
     assert!(
         err.to_string().contains("being used by stopped container"),
         "{err}"
     );
     // Forced: untagged, but the image stays for the container.
-    let out = e.image_remove("app:1", true).unwrap();
+    let out = e.remove("app:1", true).unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].untagged.as_deref(), Some("app:1"));
-    assert!(e.image_inspect(id.hex()).is_ok());
+    assert!(e.inspect(id.hex()).is_ok());
     // Prune leaves it too.
-    assert!(e.image_prune(true).unwrap().images_deleted.is_empty());
+    assert!(e.prune(true).unwrap().images_deleted.is_empty());
 }
 
 #[test]
 fn rmi_never_removes_an_image_a_running_container_uses() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let id = import(&e, "app:1");
     add_container(&e, "beef00000000000000000000", &id, true);
     for force in [false, true] {
-        let err = e.image_remove(id.hex(), force).unwrap_err();
+        let err = e.remove(id.hex(), force).unwrap_err();
         assert!(
             err.to_string().contains("cannot be forced")
                 && err.to_string().contains("running container beef00000000"),
             "{err}"
         );
     }
-    assert_eq!(e.image_list(&ListOptions::default()).unwrap().len(), 1);
+    assert_eq!(e.list(&ListOptions::default()).unwrap().len(), 1);
 }
 
 #[test]
 fn list_filters_by_reference_and_dangling_and_names_each_repo_once() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let app = import(&e, "app:1");
-    e.image_tag("app:1", "app:2").unwrap();
-    e.image_tag("app:1", "example.com/app:1").unwrap();
+    e.tag("app:1", "app:2").unwrap();
+    e.tag("app:1", "example.com/app:1").unwrap();
     let other = import(&e, "other:1");
     let data = layer();
     let dangling = e
-        .image_import(
+        .import(
             &mut &data[..],
             &ImportOptions {
                 message: Some("no name".into()),
@@ -96,7 +98,7 @@ fn list_filters_by_reference_and_dangling_and_names_each_repo_once() {
         .unwrap();
     let ids = |reference: Option<&str>, dangling: Option<bool>| {
         let mut ids: Vec<String> = e
-            .image_list(&ListOptions {
+            .list(&ListOptions {
                 reference: reference.map(str::to_string),
                 dangling,
                 ..Default::default()
@@ -126,7 +128,7 @@ fn list_filters_by_reference_and_dangling_and_names_each_repo_once() {
     assert_eq!(ids(Some("other"), Some(false)), sorted(&[&other]));
     assert!(ids(Some("other"), Some(true)).is_empty());
 
-    let list = e.image_list(&ListOptions::default()).unwrap();
+    let list = e.list(&ListOptions::default()).unwrap();
     let summary = list.iter().find(|i| i.id == app.to_string()).unwrap();
     assert_eq!(summary.repo_tags, ["app:1", "app:2", "example.com/app:1"]);
     let manifest = summary.repo_digests[0]
@@ -144,18 +146,16 @@ fn list_filters_by_reference_and_dangling_and_names_each_repo_once() {
     );
     let none = list.iter().find(|i| i.id == dangling.to_string()).unwrap();
     assert!(none.repo_tags.is_empty() && none.repo_digests.is_empty());
-    assert_eq!(
-        e.image_history(dangling.hex()).unwrap()[0].comment,
-        "no name"
-    );
+    assert_eq!(e.history(dangling.hex()).unwrap()[0].comment, "no name");
 }
 
 #[test]
 fn images_resolve_by_id_prefix_tag_and_digest() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let id = import(&e, "app:1");
     let hex = id.hex().to_string();
-    let found = |name: &str| e.image_inspect(name).map(|i| i.id);
+    let found = |name: &str| e.inspect(name).map(|i| i.id);
     for name in [
         "app:1".to_string(),
         "docker.io/library/app:1".into(),
@@ -166,12 +166,12 @@ fn images_resolve_by_id_prefix_tag_and_digest() {
     ] {
         assert_eq!(found(&name).unwrap(), id.to_string(), "{name}");
     }
-    let inspect = e.image_inspect("app:1").unwrap();
+    let inspect = e.inspect("app:1").unwrap();
     let by_digest = &inspect.repo_digests[0];
     assert_eq!(found(by_digest).unwrap(), id.to_string());
 
     let missing = |name: &str| {
-        let err = e.image_inspect(name).unwrap_err();
+        let err = e.inspect(name).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{name}: {err}");
         err.to_string()
     };
@@ -191,7 +191,7 @@ fn images_resolve_by_id_prefix_tag_and_digest() {
     for n in 0..16 {
         let data = layer();
         let other = e
-            .image_import(
+            .import(
                 &mut &data[..],
                 &ImportOptions {
                     message: Some(format!("image {n}")),
@@ -207,7 +207,7 @@ fn images_resolve_by_id_prefix_tag_and_digest() {
         .map(|h| &h[..1])
         .find(|c| ids.iter().filter(|h| h.starts_with(*c)).count() > 1)
         .unwrap();
-    let err = e.image_inspect(shared).unwrap_err();
+    let err = e.inspect(shared).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!("image ID prefix {shared:?} is ambiguous")
@@ -215,8 +215,8 @@ fn images_resolve_by_id_prefix_tag_and_digest() {
 }
 
 /// Imports `data` as an image tagged `name` (or untagged), with these `--change`s.
-fn import_with(e: &State, name: Option<&str>, changes: &[&str], message: &str) -> Digest {
-    e.image_import(
+fn import_with(e: &Images, name: Option<&str>, changes: &[&str], message: &str) -> Digest {
+    e.import(
         &mut &layer()[..],
         &ImportOptions {
             reference: name.map(str::to_string),
@@ -228,88 +228,92 @@ fn import_with(e: &State, name: Option<&str>, changes: &[&str], message: &str) -
     .unwrap()
 }
 
-fn gone(e: &State, id: &Digest) -> bool {
-    e.image_inspect(id.hex()).is_err() && !e.content.contains(id)
+fn gone(e: &Images, id: &Digest) -> bool {
+    e.inspect(id.hex()).is_err() && !e.st.content.contains(id)
 }
 
 #[test]
 fn rmi_by_name_untags_and_the_last_tag_takes_the_image() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let id = import(&e, "app:1");
-    e.image_tag("app:1", "app:2").unwrap();
-    let out = e.image_remove("app:2", false).unwrap();
+    e.tag("app:1", "app:2").unwrap();
+    let out = e.remove("app:2", false).unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].untagged.as_deref(), Some("app:2"));
-    assert!(e.image_inspect("app:1").is_ok());
-    let out = e.image_remove("app:1", false).unwrap();
+    assert!(e.inspect("app:1").is_ok());
+    let out = e.remove("app:1", false).unwrap();
     assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(out[0].untagged.as_deref(), Some("app:1"));
     assert_eq!(out[1].deleted.as_deref(), Some(id.to_string().as_str()));
     assert!(gone(&e, &id));
-    assert!(e.image_list(&ListOptions::default()).unwrap().is_empty());
-    assert_eq!(e.content.list().unwrap(), vec![], "blobs left");
+    assert!(e.list(&ListOptions::default()).unwrap().is_empty());
+    assert_eq!(e.st.content.list().unwrap(), vec![], "blobs left");
 }
 
 #[test]
 fn rmi_by_id_takes_every_tag_of_one_repository_and_needs_force_for_more() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     // An untagged image goes by ID without force.
     let dangling = import_with(&e, None, &[], "dangling");
-    let out = e.image_remove(dangling.hex(), false).unwrap();
+    let out = e.remove(dangling.hex(), false).unwrap();
     assert_eq!(out.len(), 1);
     assert!(gone(&e, &dangling));
     // Two tags of one repository go with it.
     let one_repo = import_with(&e, Some("app:1"), &[], "one repository");
-    e.image_tag("app:1", "app:2").unwrap();
-    let out = e.image_remove(one_repo.hex(), false).unwrap();
+    e.tag("app:1", "app:2").unwrap();
+    let out = e.remove(one_repo.hex(), false).unwrap();
     assert_eq!(out.len(), 3, "{out:?}");
     assert!(gone(&e, &one_repo));
     // Two repositories need force.
     let two_repos = import_with(&e, Some("app:1"), &[], "two repositories");
-    e.image_tag("app:1", "other:1").unwrap();
-    let err = e.image_remove(two_repos.hex(), false).unwrap_err();
+    e.tag("app:1", "other:1").unwrap();
+    let err = e.remove(two_repos.hex(), false).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert!(
         err.to_string()
             .contains("image is referenced in multiple repositories"),
         "{err}"
     );
-    assert!(e.image_inspect("other:1").is_ok());
-    let out = e.image_remove(two_repos.hex(), true).unwrap();
+    assert!(e.inspect("other:1").is_ok());
+    let out = e.remove(two_repos.hex(), true).unwrap();
     assert_eq!(out.len(), 3, "{out:?}");
     assert!(gone(&e, &two_repos));
 }
 
 #[test]
 fn a_running_container_keeps_its_image_but_not_its_spare_tags() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let id = import(&e, "app:1");
     add_container(&e, "feed00000000000000000000", &id, true);
     // Its only tag: not even with force.
-    let err = e.image_remove("app:1", true).unwrap_err();
+    let err = e.remove("app:1", true).unwrap_err();
     assert!(err.to_string().contains("cannot be forced"), "{err}");
     // One of two tags: untagged, no force needed.
-    e.image_tag("app:1", "app:2").unwrap();
-    let out = e.image_remove("app:2", false).unwrap();
+    e.tag("app:1", "app:2").unwrap();
+    let out = e.remove("app:2", false).unwrap();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].untagged.as_deref(), Some("app:2"));
     // By ID with two tags: refused, forced or not.
-    e.image_tag("app:1", "app:3").unwrap();
+    e.tag("app:1", "app:3").unwrap();
     for force in [false, true] {
-        let err = e.image_remove(id.hex(), force).unwrap_err();
+        let err = e.remove(id.hex(), force).unwrap_err();
         assert!(err.to_string().contains("cannot be forced"), "{err}");
     }
-    assert!(e.image_inspect("app:3").is_ok());
+    assert!(e.inspect("app:3").is_ok());
 }
 
 #[test]
 fn prune_takes_untagged_images_or_with_all_every_unused_one() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let tagged = import_with(&e, Some("app:1"), &[], "tagged");
     let dangling = import_with(&e, None, &[], "dangling");
     let used = import_with(&e, None, &[], "used");
     add_container(&e, "ab0000000000000000000000", &used, false);
-    let out = e.image_prune(false).unwrap();
+    let out = e.prune(false).unwrap();
     let deleted: Vec<_> = out
         .images_deleted
         .iter()
@@ -318,22 +322,23 @@ fn prune_takes_untagged_images_or_with_all_every_unused_one() {
     assert_eq!(deleted, [dangling.to_string()]);
     assert!(out.space_reclaimed > 0);
     assert!(gone(&e, &dangling));
-    let out = e.image_prune(true).unwrap();
+    let out = e.prune(true).unwrap();
     assert_eq!(out.images_deleted.len(), 2, "{:?}", out.images_deleted);
     assert_eq!(out.images_deleted[0].untagged.as_deref(), Some("app:1"));
     assert!(gone(&e, &tagged));
-    assert!(e.image_inspect(used.hex()).is_ok());
+    assert!(e.inspect(used.hex()).is_ok());
 }
 
 #[test]
 fn list_and_inspect_show_the_config_labels_times_and_comment() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let id = import_with(&e, Some("app:1"), &["LABEL a=b"], "the comment");
-    let list = e.image_list(&ListOptions::default()).unwrap();
+    let list = e.list(&ListOptions::default()).unwrap();
     assert_eq!(list[0].labels.get("a").map(String::as_str), Some("b"));
     assert_eq!(list[0].shared_size, -1);
     assert_eq!(list[0].containers, 0);
-    let inspect = e.image_inspect(id.hex()).unwrap();
+    let inspect = e.inspect(id.hex()).unwrap();
     assert_eq!(inspect.comment, "the comment");
     let created = chrono::DateTime::parse_from_rfc3339(&inspect.created).unwrap();
     assert_eq!(list[0].created, created.timestamp());
@@ -367,15 +372,16 @@ fn changes_become_the_config_they_set() {
 
 #[test]
 fn a_layer_unpacked_once_is_not_read_again() {
-    let e = engine();
+    let e_root = scratch_state();
+    let e = Images::new(&e_root);
     let id = import(&e, "app:1");
-    let layers = e.db.read(|tx| image_layers(tx, &id)).unwrap();
+    let layers = e.st.db.read(|tx| image_layers(tx, &id)).unwrap();
     let blob = layers[0].blob.clone();
     // The blob is the uncompressed layer: its digest is the diff ID.
     assert_eq!(blob, Digest::of(&layer()));
     // Gone from the store, it is not needed: the layer is there.
-    e.content.delete(&blob).unwrap();
-    let l = lease::Lease::new(&e.db).unwrap();
+    e.st.content.delete(&blob).unwrap();
+    let l = lease::Lease::new(&e.st.db).unwrap();
     let chains = e
         .unpack_image(&l, "app:1", &[(blob.clone(), blob.clone())])
         .unwrap();

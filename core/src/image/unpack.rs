@@ -4,19 +4,19 @@ use std::io::Read;
 
 use rusqlite::{OptionalExtension, params};
 
+use super::Images;
 use super::lease::{Lease, Resource};
 use super::{ImageError, chain_id};
 use crate::diff::{self, Applied};
 use crate::digest::Digest;
 use crate::snapshot::{Kind, SnapshotError, Snapshotter};
-use crate::state::State;
 
-impl State {
+impl Images<'_> {
     /// Whether the layer `chain` is unpacked; holds it under `lease` either way, so that
     /// it cannot be collected from under the caller.
     pub(crate) fn have_layer(&self, lease: &Lease, chain: &Digest) -> crate::Result<bool> {
-        lease.add(&self.db, Resource::Layer(chain.clone()))?;
-        let row: Option<i64> = self.db.read(|tx| {
+        lease.add(&self.st.db, Resource::Layer(chain.clone()))?;
+        let row: Option<i64> = self.st.db.read(|tx| {
             Ok::<_, crate::Error>(
                 tx.query_row(
                     "SELECT size FROM layers WHERE chain_id = ?1",
@@ -27,7 +27,7 @@ impl State {
             )
         })?;
         Ok(row.is_some()
-            && matches!(self.snapshots.stat(&chain.to_string()), Ok(i) if i.kind == Kind::Committed))
+            && matches!(self.st.snapshots.stat(&chain.to_string()), Ok(i) if i.kind == Kind::Committed))
     }
 
     /// Unpacks one layer on top of `parent` into a new snapshot and commits it under its
@@ -40,33 +40,33 @@ impl State {
         check: impl FnOnce(&Applied) -> crate::Result<()>,
     ) -> crate::Result<(Digest, Applied)> {
         let key = format!("extract-{}", crate::util::random_hex(8));
-        lease.add(&self.db, Resource::Snapshot(key.clone()))?;
+        lease.add(&self.st.db, Resource::Snapshot(key.clone()))?;
         let parent_key = parent.map(|p| p.to_string());
-        let mounts = self.snapshots.prepare(&key, parent_key.as_deref())?;
-        let applied = match diff::apply_to_mounts(layer, &mounts, &self.scratch, &self.apply)
+        let mounts = self.st.snapshots.prepare(&key, parent_key.as_deref())?;
+        let applied = match diff::apply_to_mounts(layer, &mounts, &self.st.scratch, &self.st.apply)
             .map_err(crate::Error::from)
             .and_then(|a| check(&a).map(|()| a))
         {
             Ok(a) => a,
             Err(e) => {
-                let _ = self.snapshots.remove(&key);
+                let _ = self.st.snapshots.remove(&key);
                 return Err(e);
             }
         };
         let chain = chain_id(parent, &applied.diff_id);
-        lease.add(&self.db, Resource::Layer(chain.clone()))?;
-        match self.snapshots.commit(&chain.to_string(), &key) {
+        lease.add(&self.st.db, Resource::Layer(chain.clone()))?;
+        match self.st.snapshots.commit(&chain.to_string(), &key) {
             Ok(()) => {}
             // Another process unpacked the same layer first: use theirs.
             Err(SnapshotError::AlreadyExists { .. }) => {
-                self.snapshots.remove(&key)?;
+                self.st.snapshots.remove(&key)?;
             }
             Err(e) => {
-                let _ = self.snapshots.remove(&key);
+                let _ = self.st.snapshots.remove(&key);
                 return Err(e.into());
             }
         }
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             tx.execute(
                 "INSERT OR IGNORE INTO layers (chain_id, parent, diff_id, size) VALUES (?1, ?2, ?3, ?4)",
                 params![chain.to_string(), parent_key, applied.diff_id.to_string(), applied.content_size as i64],
@@ -92,7 +92,7 @@ impl State {
                 chains.push(chain);
                 continue;
             }
-            let mut reader = self.content.open_blob(blob)?;
+            let mut reader = self.st.content.open_blob(blob)?;
             let (got, _) = self.unpack_layer(lease, parent.as_ref(), &mut reader, |a| {
                 if &a.diff_id != diff_id {
                     return Err(ImageError::LayerMismatch {

@@ -2,7 +2,8 @@
 //! (`docker-engine-api.yaml`): what the daemon serves, the client parses and the bindings
 //! hand out.
 
-pub mod create;
+mod units;
+pub use units::parse_bytes;
 
 use std::collections::BTreeMap;
 

@@ -5,12 +5,13 @@
 use std::process::Command;
 
 use super::*;
+use crate::engine::Engine;
 use crate::runtime::CreateOptions;
 use crate::testutil::{ScratchEngine, scratch_engine};
 
-/// [`State::network_attach`] to one network; its endpoint.
+/// [`crate::runtime::Containers::attach_networks`] to one network; its endpoint.
 fn attach(
-    e: &State,
+    e: &Engine,
     id: &str,
     network: &str,
     ip: Option<Ipv4Addr>,
@@ -21,7 +22,7 @@ fn attach(
         ip: ip.map(|i| i.to_string()),
         aliases: vec![],
     };
-    Ok(e.network_attach(id, &[a], ports)?.remove(0))
+    Ok(e.containers().attach_networks(id, &[a], ports)?.remove(0))
 }
 
 /// A /24 of 10.200.0.0/13 that no network of this host should hold: the next after a
@@ -36,21 +37,21 @@ fn random_subnet() -> String {
     format!("10.{}.{}.0/24", 200 + n / 256, n % 256)
 }
 
-fn create(e: &State, name: &str, subnet: Option<&str>) -> crate::Result<NetworkRecord> {
-    e.network_create(&NetworkCreate {
+fn create(e: &Engine, name: &str, subnet: Option<&str>) -> crate::Result<NetworkRecord> {
+    e.networks().create(&NetworkCreate {
         name: name.into(),
         subnet: subnet.map(str::to_string),
         ..Default::default()
     })
 }
 
-fn refused(e: &State, opts: NetworkCreate, want: &str) {
-    let err = e.network_create(&opts).expect_err(want).to_string();
+fn refused(e: &Engine, opts: NetworkCreate, want: &str) {
+    let err = e.networks().create(&opts).expect_err(want).to_string();
     assert!(err.contains(want), "{err} (want {want:?})");
 }
 
 /// A container (created, never started) on `network`.
-fn container(e: &State, name: &str, network: &str) -> String {
+fn container(e: &Engine, name: &str, network: &str) -> String {
     container_with(
         e,
         CreateOptions {
@@ -61,7 +62,7 @@ fn container(e: &State, name: &str, network: &str) -> String {
     )
 }
 
-fn container_with(e: &State, opts: CreateOptions) -> String {
+fn container_with(e: &Engine, opts: CreateOptions) -> String {
     crate::testutil::created_container(e, opts)
 }
 
@@ -186,7 +187,7 @@ fn create_takes_a_free_subnet_or_the_one_given() {
     let e = engine();
     let a = create(&e, "a", None).unwrap();
     let b = create(&e, "b", None).unwrap();
-    let bridge = e.network_find("bridge").unwrap();
+    let bridge = e.networks().find("bridge").unwrap();
     let subnets: Vec<Subnet> = [&bridge, &a, &b]
         .iter()
         .map(|r| r.subnet().unwrap())
@@ -212,7 +213,8 @@ fn create_takes_a_free_subnet_or_the_one_given() {
     let range = format!("{}/28", s.nth(16).unwrap());
     let gw = s.nth(254).unwrap().to_string();
     let c = e
-        .network_create(&NetworkCreate {
+        .networks()
+        .create(&NetworkCreate {
             name: "c".into(),
             subnet: Some(subnet.clone()),
             ip_range: Some(range.clone()),
@@ -260,14 +262,15 @@ fn networks_are_found_by_id_name_or_unique_prefix() {
     let e = engine();
     let n = create(&e, "found", Some(&random_subnet())).unwrap();
     for name in [n.id.as_str(), "found", &n.id[..12], &n.id[..3]] {
-        assert_eq!(e.network_find(name).unwrap().id, n.id, "{name}");
+        assert_eq!(e.networks().find(name).unwrap().id, n.id, "{name}");
     }
     for name in ["", "lost", &format!("{}x", &n.id[..12])] {
-        let err = e.network_find(name).unwrap_err();
+        let err = e.networks().find(name).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{name:?}: {err}");
     }
     // The first digit of two IDs names neither; with four networks, some digit is shared.
     let mut ids: Vec<String> = e
+        .networks()
         .load_networks()
         .unwrap()
         .into_iter()
@@ -287,7 +290,7 @@ fn networks_are_found_by_id_name_or_unique_prefix() {
         .iter()
         .find(|i| ids.iter().filter(|j| j[..1] == i[..1]).count() > 1)
         .unwrap();
-    assert!(e.network_find(&shared[..1]).is_err());
+    assert!(e.networks().find(&shared[..1]).is_err());
 }
 
 #[test]
@@ -298,7 +301,7 @@ fn addresses_are_the_lowest_free_hosts_of_the_range() {
     let small = format!("{}/29", s.nth(0).unwrap());
     let rec = create(&e, "small", Some(&small)).unwrap();
     let at = |n: u32| s.nth(n).unwrap();
-    let take = |c: &str, ip: Option<Ipv4Addr>| e.allocate(&rec, c, ip).map(|ep| ep.ip);
+    let take = |c: &str, ip: Option<Ipv4Addr>| e.networks().allocate(&rec, c, ip).map(|ep| ep.ip);
     let bad = |ip: Ipv4Addr| {
         let err = take("bad", Some(ip)).unwrap_err().to_string();
         assert!(err.contains(&format!("invalid address {ip}")), "{err}");
@@ -329,7 +332,7 @@ fn addresses_are_the_lowest_free_hosts_of_the_range() {
         ),
         "{err}"
     );
-    let held = e.endpoints_of(&rec.id).unwrap();
+    let held = e.networks().endpoints_of(&rec.id).unwrap();
     assert_eq!(held.len(), 5);
     let c2 = held.iter().find(|ep| ep.container_id == "c2").unwrap();
     assert_eq!(c2.prefix, 29);
@@ -339,7 +342,8 @@ fn addresses_are_the_lowest_free_hosts_of_the_range() {
 
     // A range: its own first and last addresses are hosts of the subnet.
     let ranged = e
-        .network_create(&NetworkCreate {
+        .networks()
+        .create(&NetworkCreate {
             name: "ranged".into(),
             subnet: Some(format!("{}/28", at(16))),
             ip_range: Some(format!("{}/30", at(20))),
@@ -347,12 +351,23 @@ fn addresses_are_the_lowest_free_hosts_of_the_range() {
         })
         .unwrap();
     let got: Vec<Ipv4Addr> = (0..4)
-        .map(|i| e.allocate(&ranged, &format!("r{i}"), None).unwrap().ip)
+        .map(|i| {
+            e.networks()
+                .allocate(&ranged, &format!("r{i}"), None)
+                .unwrap()
+                .ip
+        })
         .collect();
     assert_eq!(got, [at(20), at(21), at(22), at(23)]);
-    assert!(e.allocate(&ranged, "r4", None).is_err());
+    assert!(e.networks().allocate(&ranged, "r4", None).is_err());
     // An address outside the range, inside the subnet, may still be asked for.
-    assert_eq!(e.allocate(&ranged, "r5", Some(at(30))).unwrap().ip, at(30));
+    assert_eq!(
+        e.networks()
+            .allocate(&ranged, "r5", Some(at(30)))
+            .unwrap()
+            .ip,
+        at(30)
+    );
 }
 
 #[test]
@@ -380,7 +395,7 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
     let ip = s.nth(9).unwrap();
     let ep = attach(&e, &id, "plugged", Some(ip), &[]).unwrap();
     assert_eq!((ep.ip, ep.iface.as_str()), (ip, "eth0"));
-    let ns = e.netns_path(&id);
+    let ns = e.networks().netns_path(&id);
     let addr = ip_in(&ns, &["-o", "-4", "addr", "show", "dev", "eth0"]);
     assert!(addr.contains(&format!("inet {ip}/24")), "{addr}");
     let link = ip_in(&ns, &["-o", "link", "show", "dev", "eth0"]);
@@ -403,18 +418,21 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
         "{host_end}"
     );
     // A second network, as `network connect` adds it: eth1, no default route.
-    let ep1 = e.plug(&id, &other.id, None, &[], "eth1", false).unwrap();
+    let ep1 = e
+        .networks()
+        .plug(&id, &other.id, None, &[], "eth1", false)
+        .unwrap();
     assert_eq!(ep1.ip, other.subnet().unwrap().nth(2).unwrap());
     let routes = ip_in(&ns, &["route", "show", "default"]);
     assert_eq!(routes.lines().count(), 1, "{routes}");
     // The name server's records on a user-defined network.
-    let records = std::fs::read_to_string(e.dns_records_path(&rec.id)).unwrap();
+    let records = std::fs::read_to_string(e.networks().dns_records_path(&rec.id)).unwrap();
     assert_eq!(records, format!("{ip} web {} www\n", &id[..12]));
-    let records = std::fs::read_to_string(e.dns_records_path(&other.id)).unwrap();
+    let records = std::fs::read_to_string(e.networks().dns_records_path(&other.id)).unwrap();
     assert_eq!(records, format!("{} web {} backend\n", ep1.ip, &id[..12]));
     // Its name server reads both networks' records, and 127.0.0.11:53 leads to it.
     let bundle = tempfile::tempdir().unwrap();
-    e.write_dns_list(&id, bundle.path()).unwrap();
+    e.containers().write_dns_list(&id, bundle.path()).unwrap();
     let mut listed: Vec<String> = std::fs::read_to_string(bundle.path().join("dns.list"))
         .unwrap()
         .lines()
@@ -422,8 +440,11 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
         .collect();
     listed.sort();
     let mut want = vec![
-        e.dns_records_path(&rec.id).display().to_string(),
-        e.dns_records_path(&other.id).display().to_string(),
+        e.networks().dns_records_path(&rec.id).display().to_string(),
+        e.networks()
+            .dns_records_path(&other.id)
+            .display()
+            .to_string(),
     ];
     want.sort();
     assert_eq!(listed, want);
@@ -446,16 +467,16 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
     );
     assert_eq!(e.network_inspect("plugged").unwrap().endpoints.len(), 1);
 
-    e.unplug(&ep1).unwrap();
+    e.networks().unplug(&ep1).unwrap();
     assert!(!link_exists(&ep1.veth));
     assert_eq!(
-        std::fs::read_to_string(e.dns_records_path(&other.id)).unwrap(),
+        std::fs::read_to_string(e.networks().dns_records_path(&other.id)).unwrap(),
         ""
     );
-    assert_eq!(e.container_endpoints(&id).unwrap().len(), 1);
-    e.release_endpoints(&id).unwrap();
+    assert_eq!(e.networks().container_endpoints(&id).unwrap().len(), 1);
+    e.networks().release_endpoints(&id).unwrap();
     assert!(!ns.exists());
-    assert!(e.container_endpoints(&id).unwrap().is_empty());
+    assert!(e.networks().container_endpoints(&id).unwrap().is_empty());
     // The kernel takes the veth pair with the namespace, in its own time.
     let gone = (0..200).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -463,14 +484,14 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
     });
     assert!(gone, "{} is left", ep.veth);
     assert_eq!(
-        std::fs::read_to_string(e.dns_records_path(&rec.id)).unwrap(),
+        std::fs::read_to_string(e.networks().dns_records_path(&rec.id)).unwrap(),
         ""
     );
     e.network_remove("plugged").unwrap();
     assert!(!link_exists(&rec.bridge));
     assert!(!table_exists(&rec.bridge));
-    assert!(!e.dns_records_path(&rec.id).exists());
-    assert!(e.network_find("plugged").is_err());
+    assert!(!e.networks().dns_records_path(&rec.id).exists());
+    assert!(e.networks().find("plugged").is_err());
 }
 
 #[test]
@@ -479,28 +500,29 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
     let one = create(&e, "one", Some(&random_subnet())).unwrap();
     create(&e, "two", Some(&random_subnet())).unwrap();
     let id = container(&e, "c", "one");
-    let config = || e.container_get(&id).unwrap().record.config;
+    let config = || e.containers().get(&id).unwrap().record.config;
     let invalid = |r: crate::Result<()>, want: &str| {
         let err = r.expect_err(want).to_string();
         assert!(err.contains(want), "{err} (want {want:?})");
     };
     invalid(
-        e.network_connect("one", &id, None, &[]),
+        e.containers().connect("one", &id, None, &[]),
         "endpoint with name c already exists in network one",
     );
     invalid(
-        e.network_connect("host", &id, None, &[]),
+        e.containers().connect("host", &id, None, &[]),
         "cannot be connected to network host (driver host)",
     );
     invalid(
-        e.network_connect("two", &id, Some("ten"), &[]),
+        e.containers().connect("two", &id, Some("ten"), &[]),
         "invalid IPv4 address: ten",
     );
     invalid(
-        e.network_connect("bridge", &id, Some("10.0.0.9"), &[]),
+        e.containers().connect("bridge", &id, Some("10.0.0.9"), &[]),
         "user specified IP address is supported on user defined networks only",
     );
-    e.network_connect("two", &id, Some("10.9.9.9"), &["db".into()])
+    e.containers()
+        .connect("two", &id, Some("10.9.9.9"), &["db".into()])
         .unwrap();
     assert_eq!(
         config().extra_networks,
@@ -511,11 +533,11 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
         }]
     );
     invalid(
-        e.network_connect("two", &id, None, &[]),
+        e.containers().connect("two", &id, None, &[]),
         "already exists in network two",
     );
     invalid(
-        e.network_disconnect("bridge", &id),
+        e.containers().disconnect("bridge", &id),
         "container c is not connected to network bridge",
     );
     // Prune leaves networks a container names, first or not.
@@ -523,7 +545,7 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
     assert_eq!(e.network_prune().unwrap(), ["spare"]);
     // Off the first network: the container keeps its mode (as Docker's NetworkMode) and is
     // on the other one only.
-    e.network_disconnect(&one.id, &id).unwrap();
+    e.containers().disconnect(&one.id, &id).unwrap();
     let c = config();
     assert_eq!(c.network.as_deref(), Some("one"));
     assert!(c.network_detached && c.ip.is_none());
@@ -532,13 +554,14 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
     };
     assert_eq!(names(&c), ["two"]);
     invalid(
-        e.network_disconnect("one", &id),
+        e.containers().disconnect("one", &id),
         "container c is not connected to network one",
     );
     // Off the last: loopback only, and back on its own network as Compose does it.
-    e.network_disconnect("two", &id).unwrap();
+    e.containers().disconnect("two", &id).unwrap();
     assert!(names(&config()).is_empty());
-    e.network_connect("one", &id, None, &["web".into()])
+    e.containers()
+        .connect("one", &id, None, &["web".into()])
         .unwrap();
     let c = config();
     assert_eq!(c.network.as_deref(), Some("one"));
@@ -550,7 +573,7 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
             aliases: vec!["web".into()],
         }]
     );
-    e.network_disconnect("one", &id).unwrap();
+    e.containers().disconnect("one", &id).unwrap();
     let mut pruned = e.network_prune().unwrap();
     pruned.sort();
     assert_eq!(pruned, ["one", "two"]);
@@ -560,10 +583,10 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
     create(&e, "three", Some(&random_subnet())).unwrap();
     create(&e, "four", Some(&random_subnet())).unwrap();
     let id = container(&e, "d", "three");
-    e.network_connect("four", &id, None, &[]).unwrap();
-    e.network_connect("bridge", &id, None, &[]).unwrap();
-    e.network_disconnect("four", &id).unwrap();
-    let c = e.container_get(&id).unwrap().record.config;
+    e.containers().connect("four", &id, None, &[]).unwrap();
+    e.containers().connect("bridge", &id, None, &[]).unwrap();
+    e.containers().disconnect("four", &id).unwrap();
+    let c = e.containers().get(&id).unwrap().record.config;
     assert_eq!(c.network.as_deref(), Some("three"));
     let names: Vec<&str> = c
         .extra_networks
@@ -574,11 +597,11 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
 
     let host = container(&e, "h", "host");
     invalid(
-        e.network_connect("three", &host, None, &[]),
+        e.containers().connect("three", &host, None, &[]),
         "container cannot be disconnected from host network or connected to host network",
     );
     invalid(
-        e.network_disconnect("host", &host),
+        e.containers().disconnect("host", &host),
         "container cannot be disconnected from host network or connected to host network",
     );
 }
@@ -601,9 +624,9 @@ fn predefined_networks_stay() {
         .collect();
     assert_eq!(names, ["bridge", "host", "none"]);
     assert!(e.network_prune().unwrap().is_empty());
-    let bridge = e.network_find("bridge").unwrap();
+    let bridge = e.networks().find("bridge").unwrap();
     assert!(bridge.predefined() && link_exists(&bridge.bridge));
-    assert_eq!(bridge.bridge, e.default_bridge());
+    assert_eq!(bridge.bridge, e.networks().default_bridge());
 }
 
 /// Port 0 is a free host port of its own protocol: with one port left to choose from, taken
@@ -636,10 +659,12 @@ fn a_free_host_port_is_free_for_its_protocol() {
 fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
     let e = engine();
     let rec = create(&e, "p", Some(&random_subnet())).unwrap();
-    e.allocate(&rec, "no-such-container", None).unwrap();
+    e.networks()
+        .allocate(&rec, "no-such-container", None)
+        .unwrap();
     let id = container(&e, "starting", "p");
-    let ep = e.allocate(&rec, &id, None).unwrap();
-    let held = |e: &State| -> Vec<String> {
+    let ep = e.networks().allocate(&rec, &id, None).unwrap();
+    let held = |e: &Engine| -> Vec<String> {
         e.network_inspect("p")
             .unwrap()
             .endpoints
@@ -654,42 +679,49 @@ fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
         ..ep.clone()
     };
     let set_owner = |ep: &Endpoint| {
-        e.db.write(|tx| {
-            tx.execute(
-                "UPDATE endpoints SET config = ?1 WHERE container_id = ?2",
-                params![serde_json::to_string(ep).unwrap(), id],
-            )?;
-            Ok::<_, crate::Error>(())
-        })
-        .unwrap()
+        e.state()
+            .db
+            .write(|tx| {
+                tx.execute(
+                    "UPDATE endpoints SET config = ?1 WHERE container_id = ?2",
+                    params![serde_json::to_string(ep).unwrap(), id],
+                )?;
+                Ok::<_, crate::Error>(())
+            })
+            .unwrap()
     };
     set_owner(&dead);
     // While a start holds the container's network lock, it may be giving the container
     // new endpoints: nothing of it is judged.
     let lock = e
+        .containers()
         .network_lock(&id, false)
         .unwrap()
         .expect("the lock is free");
-    assert!(e.network_lock(&id, false).unwrap().is_none());
+    assert!(e.containers().network_lock(&id, false).unwrap().is_none());
     assert_eq!(held(&e), std::slice::from_ref(&id));
     drop(lock);
     // A lock that cannot be taken (a link where the file should be, never followed) is an
     // error that says so: nothing is judged without it.
-    let lock_path = e.containers_dir().join(&id).join("network.lock");
+    let lock_path = e
+        .containers()
+        .containers_dir()
+        .join(&id)
+        .join("network.lock");
     std::fs::remove_file(&lock_path).unwrap();
     std::os::unix::fs::symlink("/dev/null", &lock_path).unwrap();
     let err = e.network_inspect("p").unwrap_err().to_string();
     assert!(err.contains("network.lock"), "{err}");
-    assert_eq!(e.container_endpoints(&id).unwrap().len(), 1);
+    assert_eq!(e.networks().container_endpoints(&id).unwrap().len(), 1);
     std::fs::remove_file(&lock_path).unwrap();
     assert!(held(&e).is_empty());
-    assert!(e.container_endpoints(&id).unwrap().is_empty());
+    assert!(e.networks().container_endpoints(&id).unwrap().is_empty());
     // A container that has run and ended lets go, though its maker lives on (a daemon).
-    let ep = e.allocate(&rec, &id, None).unwrap();
+    let ep = e.networks().allocate(&rec, &id, None).unwrap();
     assert_eq!(ep.owner.0, std::process::id());
     assert_eq!(held(&e), std::slice::from_ref(&id));
     std::fs::write(
-        e.containers_dir().join(&id).join("state.json"),
+        e.containers().containers_dir().join(&id).join("state.json"),
         r#"{"Status":"exited","ExitCode":0}"#,
     )
     .unwrap();
@@ -715,6 +747,7 @@ fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
     };
     let (bad_name, no_ipv4, twice, kept, unplugged) = crate::testutil::in_own_netns(|| {
         let bad_name = e
+            .networks()
             .ensure_bridge(&record("bad/name"), None)
             .map_err(|e| e.to_string());
         // A device too small for IPv4 takes no IPv4 address.
@@ -723,16 +756,24 @@ fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
             .status()?;
         assert!(out.success());
         let no_ipv4 = e
+            .networks()
             .ensure_bridge(&record("lo"), None)
             .map_err(|e| e.to_string());
         // A bridge there already, with its address: made again, nothing changes.
         let ok = record("kb0");
-        e.ensure_bridge(&ok, None).unwrap();
-        let twice = e.ensure_bridge(&ok, None).map_err(|e| e.to_string());
+        e.networks().ensure_bridge(&ok, None).unwrap();
+        let twice = e
+            .networks()
+            .ensure_bridge(&ok, None)
+            .map_err(|e| e.to_string());
         let _ = firewall::delete("kb0");
         // Loopback cannot be deleted: a device that will not go is an error too.
-        let kept = e.delete_bridge(&record("lo")).map_err(|e| e.to_string());
+        let kept = e
+            .networks()
+            .delete_bridge(&record("lo"))
+            .map_err(|e| e.to_string());
         let unplugged = e
+            .networks()
             .unplug(&Endpoint {
                 network_id: "none-such".into(),
                 network: "refused".into(),
@@ -770,7 +811,7 @@ fn forwarding_is_turned_on_for_a_bridge_made_that_leads_out() {
         let fwd = || std::fs::read_to_string(path).map(|s| s.trim().to_string());
         let start = fwd()?;
         // The default network comes first, and turns it on.
-        e.network_find("bridge").unwrap();
+        e.networks().find("bridge").unwrap();
         let with_default = fwd()?;
         std::fs::write(path, "0")?;
         create_internal(&e, "inner");
@@ -778,21 +819,22 @@ fn forwarding_is_turned_on_for_a_bridge_made_that_leads_out() {
         let outer = create(&e, "outer", Some(&random_subnet())).unwrap();
         let with_outer = fwd()?;
         std::fs::write(path, "0")?;
-        e.ensure_bridge(&outer, None).unwrap();
+        e.networks().ensure_bridge(&outer, None).unwrap();
         let restored = fwd()?;
         Ok([start, with_default, with_internal, with_outer, restored])
     });
     assert_eq!(seen, ["0", "1", "0", "1", "0"]);
 }
 
-fn create_internal(e: &State, name: &str) -> NetworkRecord {
-    e.network_create(&NetworkCreate {
-        name: name.into(),
-        subnet: Some(random_subnet()),
-        internal: true,
-        ..Default::default()
-    })
-    .unwrap()
+fn create_internal(e: &Engine, name: &str) -> NetworkRecord {
+    e.networks()
+        .create(&NetworkCreate {
+            name: name.into(),
+            subnet: Some(random_subnet()),
+            internal: true,
+            ..Default::default()
+        })
+        .unwrap()
 }
 
 /// Prune passes over a network a starting container holds an address on, and says when
@@ -805,27 +847,31 @@ fn prune_skips_a_network_in_use_and_reports_one_that_cannot_go() {
     let id = container(&e, "starting", "named");
     // As `network connect` during its start would: an address on a network its
     // configuration does not name (yet).
-    e.allocate(&held, &id, None).unwrap();
+    e.networks().allocate(&held, &id, None).unwrap();
     assert!(e.network_prune().unwrap().is_empty());
-    assert!(e.network_find("held").is_ok());
+    assert!(e.networks().find("held").is_ok());
 
     // A record whose bridge name the kernel refuses to look up.
     let broken = NetworkRecord {
         bridge: "a-name-too-long-for-a-link".into(),
         ..create(&e, "broken", Some(&random_subnet())).unwrap()
     };
-    e.delete_bridge(&e.network_find("broken").unwrap()).unwrap();
-    e.db.write(|tx| {
-        tx.execute(
-            "UPDATE networks SET config = ?1 WHERE id = ?2",
-            params![serde_json::to_string(&broken).unwrap(), broken.id],
-        )?;
-        Ok::<_, crate::Error>(())
-    })
-    .unwrap();
+    e.networks()
+        .delete_bridge(&e.networks().find("broken").unwrap())
+        .unwrap();
+    e.state()
+        .db
+        .write(|tx| {
+            tx.execute(
+                "UPDATE networks SET config = ?1 WHERE id = ?2",
+                params![serde_json::to_string(&broken).unwrap(), broken.id],
+            )?;
+            Ok::<_, crate::Error>(())
+        })
+        .unwrap();
     let err = e.network_prune().unwrap_err().to_string();
     assert!(err.contains("look up a link"), "{err}");
-    assert!(e.network_find("broken").is_ok());
+    assert!(e.networks().find("broken").is_ok());
 }
 
 /// A host port another container of the network publishes is refused with Docker's words,
@@ -857,16 +903,21 @@ fn a_host_port_taken_is_refused_and_undone() {
             port.host_port
         )
     );
-    assert!(e.container_endpoints(&second).unwrap().is_empty());
-    assert!(!e.netns_path(&second).exists());
+    assert!(
+        e.networks()
+            .container_endpoints(&second)
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!e.networks().netns_path(&second).exists());
     // Let go of, the first's port is the second's; unplugged, the second's the first's.
-    e.release_endpoints(&first).unwrap();
+    e.networks().release_endpoints(&first).unwrap();
     let ep = attach(&e, &second, "ports", at_second, std::slice::from_ref(&port)).unwrap();
     assert_eq!(ep.ports, std::slice::from_ref(&port));
-    e.unplug(&ep).unwrap();
-    e.release_endpoints(&second).unwrap();
+    e.networks().unplug(&ep).unwrap();
+    e.networks().release_endpoints(&second).unwrap();
     attach(&e, &first, "ports", at_first, std::slice::from_ref(&port)).unwrap();
-    e.release_endpoints(&first).unwrap();
+    e.networks().release_endpoints(&first).unwrap();
 }
 
 /// On the default network only, a container has no name server of ketch's: its list is
@@ -877,18 +928,18 @@ fn the_default_network_has_no_name_server() {
     let id = container(&e, "plain", "bridge");
     attach(&e, &id, "bridge", None, &[]).unwrap();
     let bundle = tempfile::tempdir().unwrap();
-    e.write_dns_list(&id, bundle.path()).unwrap();
+    e.containers().write_dns_list(&id, bundle.path()).unwrap();
     assert_eq!(
         std::fs::read_to_string(bundle.path().join("dns.list")).unwrap(),
         ""
     );
-    let tables = netns::within(&e.netns_path(&id), || {
+    let tables = netns::within(&e.networks().netns_path(&id), || {
         let out = Command::new("nft").args(["list", "tables"]).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     })
     .unwrap();
     assert_eq!(tables, "");
-    e.release_endpoints(&id).unwrap();
+    e.networks().release_endpoints(&id).unwrap();
 }
 
 /// A subnet the host routes already (a LAN, a VPN) is passed over when one is chosen.
@@ -901,7 +952,7 @@ fn a_subnet_the_host_routes_is_not_chosen() {
         let first = subnet::default_pools()[0].0.split(16).next().unwrap();
         assert!(ip(&["route", "add", &first.to_string(), "dev", "lo"])?);
         let routes = subnet::host_routes();
-        let chosen = e.network_find("bridge").unwrap().subnet().unwrap();
+        let chosen = e.networks().find("bridge").unwrap().subnet().unwrap();
         Ok((routes.contains(&first).then_some(first), chosen))
     });
     let routed = before.expect("the route is seen");
@@ -915,16 +966,18 @@ fn an_unreadable_container_keeps_its_endpoints() {
     let e = engine();
     let rec = create(&e, "kept", Some(&random_subnet())).unwrap();
     let id = container(&e, "unreadable", "kept");
-    e.allocate(&rec, &id, None).unwrap();
-    e.db.write(|tx| {
-        tx.execute(
-            "UPDATE containers SET config = '{' WHERE id = ?1",
-            params![id],
-        )?;
-        Ok::<_, crate::Error>(())
-    })
-    .unwrap();
+    e.networks().allocate(&rec, &id, None).unwrap();
+    e.state()
+        .db
+        .write(|tx| {
+            tx.execute(
+                "UPDATE containers SET config = '{' WHERE id = ?1",
+                params![id],
+            )?;
+            Ok::<_, crate::Error>(())
+        })
+        .unwrap();
     let err = e.network_inspect("kept").unwrap_err();
     assert_ne!(err.kind(), ErrorKind::NotFound, "{err}");
-    assert_eq!(e.container_endpoints(&id).unwrap().len(), 1);
+    assert_eq!(e.networks().container_endpoints(&id).unwrap().len(), 1);
 }

@@ -333,14 +333,76 @@ fn read_record(json: &str) -> crate::Result<NetworkRecord> {
     serde_json::from_str(json).map_err(|e| invalid(format!("network record: {e}")))
 }
 
-impl State {
+/// The networks of an opened root: their records, the endpoints containers hold on them,
+/// and the host's devices and firewall rules that carry them.
+///
+/// Whether a container still holds its endpoints is the containers' to judge (their
+/// monitors' lives): they release the stale ones before asking for new addresses or a
+/// network's users ([`crate::runtime`]). The names and aliases that a network's name
+/// server answers for are read from the containers' records in the database.
+#[derive(Clone, Copy)]
+pub struct Networks<'s> {
+    st: &'s State,
+}
+
+/// What a container's record (written by the containers, in the database) says of the
+/// names it goes by on its networks: its name and ID, the aliases on the network its mode
+/// names (unless it left it), and those on the networks it was connected to.
+#[derive(Deserialize)]
+struct Named {
+    id: String,
+    name: String,
+    config: Naming,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Naming {
+    network_aliases: Vec<String>,
+    extra_networks: Vec<NetworkAttachment>,
+    network_detached: bool,
+}
+
+impl<'s> Networks<'s> {
+    pub fn new(st: &'s State) -> Networks<'s> {
+        Networks { st }
+    }
+
+    fn event(&self, action: &str, rec: &NetworkRecord) {
+        crate::events::record(
+            self.st,
+            "network",
+            action,
+            &rec.id,
+            &[("name", &rec.name), ("type", "bridge")],
+        );
+    }
+}
+
+impl Networks<'_> {
     pub(crate) fn netns_path(&self, container_id: &str) -> PathBuf {
-        self.root.join("netns").join(container_id)
+        self.st.root.join("netns").join(container_id)
     }
 
     /// The names of a user-defined network's containers, for their name servers.
     pub(crate) fn dns_records_path(&self, network_id: &str) -> PathBuf {
-        self.root.join("dns").join(network_id)
+        self.st.root.join("dns").join(network_id)
+    }
+
+    /// What the container's record says of the names it goes by on its networks (`None`:
+    /// it is gone).
+    fn naming_of(&self, container_id: &str) -> crate::Result<Option<Named>> {
+        let json: Option<String> = self.st.db.read(|tx| {
+            Ok::<_, crate::Error>(
+                tx.query_row(
+                    "SELECT config FROM containers WHERE id = ?1",
+                    params![container_id],
+                    |r| r.get(0),
+                )
+                .optional()?,
+            )
+        })?;
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
     /// Rewrites a network's records file (`IP NAME SHORT-ID ALIAS...` per running
@@ -348,7 +410,7 @@ impl State {
     fn write_dns_records(&self, network_id: &str) -> crate::Result<()> {
         let mut text = String::new();
         for ep in self.endpoints_of(network_id)? {
-            let Ok(c) = self.container_record(&ep.container_id) else {
+            let Some(c) = self.naming_of(&ep.container_id)? else {
                 continue;
             };
             text.push_str(&format!("{} {} {}", ep.ip, c.name, &c.id[..12]));
@@ -370,7 +432,7 @@ impl State {
             text.push('\n');
         }
         let path = self.dns_records_path(network_id);
-        let dir = self.root.join("dns");
+        let dir = self.st.root.join("dns");
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         let tmp = dir.join(format!(".{network_id}.{}", std::process::id()));
         std::fs::write(&tmp, text)
@@ -380,7 +442,7 @@ impl State {
 
     /// Makes the predefined networks `bridge`, `host` and `none` if this root has none yet.
     fn ensure_predefined(&self) -> crate::Result<()> {
-        let have: i64 = self.db.read(|tx| {
+        let have: i64 = self.st.db.read(|tx| {
             Ok::<_, crate::Error>(tx.query_row(
                 "SELECT COUNT(*) FROM networks WHERE name IN ('bridge', 'host', 'none')",
                 [],
@@ -405,7 +467,7 @@ impl State {
                 labels: BTreeMap::new(),
                 created: crate::db::now(),
             };
-            self.db.write(|tx| {
+            self.st.db.write(|tx| {
                 tx.execute(
                     "INSERT OR IGNORE INTO networks (id, name, config) VALUES (?1, ?2, ?3)",
                     params![
@@ -429,7 +491,7 @@ impl State {
     }
 
     pub(crate) fn load_networks(&self) -> crate::Result<Vec<NetworkRecord>> {
-        let rows: Vec<String> = self.db.read(|tx| {
+        let rows: Vec<String> = self.st.db.read(|tx| {
             let mut stmt = tx.prepare("SELECT config FROM networks ORDER BY name")?;
             let rows = stmt
                 .query_map([], |r| r.get(0))?
@@ -443,7 +505,7 @@ impl State {
     ///
     /// Where the default network cannot be made (its bridge is another root's, say), the
     /// others are still found; a look-up that finds nothing says why `bridge` is missing.
-    pub(crate) fn network_find(&self, name: &str) -> crate::Result<NetworkRecord> {
+    pub(crate) fn find(&self, name: &str) -> crate::Result<NetworkRecord> {
         let predefined = self.ensure_predefined();
         let all = self.load_networks()?;
         if let Some(n) = all.iter().find(|n| n.id == name || n.name == name) {
@@ -463,14 +525,14 @@ impl State {
         }
     }
 
-    fn endpoints_of(&self, network_id: &str) -> crate::Result<Vec<Endpoint>> {
+    pub(crate) fn endpoints_of(&self, network_id: &str) -> crate::Result<Vec<Endpoint>> {
         self.endpoints_where("network_id", network_id)
     }
 
     /// Endpoints whose `column` (`network_id` or `container_id`) is `value`.
     fn endpoints_where(&self, column: &str, value: &str) -> crate::Result<Vec<Endpoint>> {
         let sql = format!("SELECT config FROM endpoints WHERE {column} = ?1 ORDER BY container_id");
-        let rows: Vec<String> = self.db.read(|tx| {
+        let rows: Vec<String> = self.st.db.read(|tx| {
             let mut stmt = tx.prepare(&sql)?;
             let rows = stmt
                 .query_map(params![value], |r| r.get(0))?
@@ -483,112 +545,25 @@ impl State {
             .collect())
     }
 
-    /// Forgets the endpoints on `network_id` of containers that no longer run: their
-    /// monitors have let go of the namespaces, and with them the devices.
-    fn purge_endpoints(&self, network_id: &str) -> crate::Result<()> {
-        let mut seen = std::collections::HashSet::new();
-        for ep in self.endpoints_of(network_id)? {
-            if seen.insert(ep.container_id.clone()) {
-                self.release_unused(&ep.container_id)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Releases a container's endpoints unless they are in use: the container runs, or it
-    /// is starting (it has not run yet and a process that made one of its endpoints still
-    /// lives). Judged and done under its network lock, which a start holds while it gives
-    /// the container new endpoints: those are never taken by a look that judged the old.
-    /// A lock held elsewhere means a start is under way: in use.
-    pub(crate) fn release_unused(&self, container_id: &str) -> crate::Result<()> {
-        // A running container's are in use, and saying so needs no lock: every start on
-        // the network looks at every container on it. (A stale answer only leaves the
-        // release to the next look.)
-        if self
-            .container_get(container_id)
-            .is_ok_and(|c| c.is_running())
-        {
-            return Ok(());
-        }
-        let _lock = match self.network_lock(container_id, false) {
-            Ok(Some(lock)) => Some(lock),
-            Ok(None) => return Ok(()),
-            // Removed: nothing starts it again.
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        // The makers are asked first: one that has ended recorded how its start went before
-        // it did, so the status read after is the start's outcome, never a moment of it.
-        let maker_lives = self
-            .container_endpoints(container_id)?
-            .iter()
-            .any(|ep| crate::util::process_alive(ep.owner.0, ep.owner.1));
-        let in_use = match self.container_get(container_id) {
-            Ok(c) => c.is_running() || (maker_lives && c.status == crate::runtime::Status::Created),
-            Err(e) if e.kind() == ErrorKind::NotFound => false,
-            Err(e) => return Err(e),
-        };
-        if !in_use {
-            self.release_endpoints(container_id)?;
-        }
-        Ok(())
-    }
-
-    /// The lock that orders the changes to a container's endpoints: an exclusive `flock`
-    /// on `network.lock` in its bundle, held until the file returned is dropped. `None`
-    /// when another holds it and `wait` is false; `NotFound` when the container has no
-    /// bundle.
-    pub(crate) fn network_lock(
-        &self,
-        container_id: &str,
-        wait: bool,
-    ) -> crate::Result<Option<std::fs::File>> {
-        use rustix::fs::FlockOperation;
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self
-            .containers_dir()
-            .join(container_id)
-            .join("network.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(io_err(format!("open {}", path.display())))?;
-        let op = if wait {
-            FlockOperation::LockExclusive
-        } else {
-            FlockOperation::NonBlockingLockExclusive
-        };
-        match rustix::fs::flock(&file, op) {
-            Ok(()) => Ok(Some(file)),
-            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(io_err(format!("lock {}", path.display()))(e.into())),
-        }
-    }
-
     /// Lists networks, with the containers running on them.
-    pub fn network_list(&self) -> crate::Result<Vec<Network>> {
+    pub fn list(&self) -> crate::Result<Vec<Network>> {
         self.ensure_predefined()?;
         let mut out = Vec::new();
         for record in self.load_networks()? {
-            self.purge_endpoints(&record.id)?;
             let endpoints = self.endpoints_of(&record.id)?;
             out.push(Network { record, endpoints });
         }
         Ok(out)
     }
 
-    pub fn network_inspect(&self, name: &str) -> crate::Result<Network> {
-        let record = self.network_find(name)?;
-        self.purge_endpoints(&record.id)?;
+    pub fn inspect(&self, name: &str) -> crate::Result<Network> {
+        let record = self.find(name)?;
         let endpoints = self.endpoints_of(&record.id)?;
         Ok(Network { record, endpoints })
     }
 
     /// `network create`: a bridge network with its own Linux bridge and subnet.
-    pub fn network_create(&self, opts: &NetworkCreate) -> crate::Result<NetworkRecord> {
+    pub fn create(&self, opts: &NetworkCreate) -> crate::Result<NetworkRecord> {
         self.ensure_predefined()?;
         if !crate::util::valid_name(&opts.name) {
             return Err(invalid(format!(
@@ -678,7 +653,8 @@ impl State {
             }
             None => {
                 let routed = subnet::host_routes();
-                self.address_pools
+                self.st
+                    .address_pools
                     .iter()
                     .flat_map(|(pool, prefix)| pool.split(*prefix).collect::<Vec<_>>())
                     .find(|s| !taken.iter().chain(&routed).any(|t| t.overlaps(s)))
@@ -700,7 +676,7 @@ impl State {
             labels: opts.labels.iter().cloned().collect(),
             created: crate::db::now(),
         };
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             let taken: Option<String> = tx
                 .query_row(
                     "SELECT id FROM networks WHERE name = ?1",
@@ -725,18 +701,13 @@ impl State {
             Ok::<_, crate::Error>(())
         })?;
         if let Err(e) = self.ensure_bridge(&rec, Some(&lock)) {
-            let _ = self.db.write(|tx| {
+            let _ = self.st.db.write(|tx| {
                 tx.execute("DELETE FROM networks WHERE id = ?1", params![rec.id])?;
                 Ok::<_, crate::Error>(())
             });
             return Err(e);
         }
-        self.event(
-            "network",
-            "create",
-            &rec.id,
-            &[("name", &rec.name), ("type", "bridge")],
-        );
+        self.event("create", &rec);
         Ok(rec)
     }
 
@@ -795,7 +766,7 @@ impl State {
             return Err(e);
         }
         drop(taken);
-        if made && self.ip_forward && !rec.internal {
+        if made && self.st.ip_forward && !rec.internal {
             let path = "/proc/sys/net/ipv4/ip_forward";
             if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0") {
                 std::fs::write(path, "1").map_err(io_err(format!("write {path}")))?;
@@ -817,12 +788,11 @@ impl State {
     }
 
     /// `network rm`: refused while a container runs on it, and for the predefined ones.
-    pub fn network_remove(&self, name: &str) -> crate::Result<()> {
-        let rec = self.network_find(name)?;
+    pub fn remove(&self, name: &str) -> crate::Result<()> {
+        let rec = self.find(name)?;
         if rec.predefined() {
             return Err(NetworkError::Predefined { name: rec.name }.into());
         }
-        self.purge_endpoints(&rec.id)?;
         if !self.endpoints_of(&rec.id)?.is_empty() {
             return Err(NetworkError::InUse {
                 name: rec.name,
@@ -833,34 +803,26 @@ impl State {
         // Devices and rules first: a kill in between leaves a network whose bridge comes
         // back at its next use, never a bridge no record names.
         self.delete_bridge(&rec)?;
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             tx.execute("DELETE FROM networks WHERE id = ?1", params![rec.id])?;
             Ok::<_, crate::Error>(())
         })?;
         let _ = std::fs::remove_file(self.dns_records_path(&rec.id));
-        self.event(
-            "network",
-            "destroy",
-            &rec.id,
-            &[("name", &rec.name), ("type", "bridge")],
-        );
+        self.event("destroy", &rec);
         Ok(())
     }
 
     /// `network prune`: removes the user-defined networks no container (running or not)
-    /// is connected to, then the bridges removed roots left on the host
-    /// ([`owner`]; every open does it too, as best it can: here a failure is told).
-    pub fn network_prune(&self) -> crate::Result<Vec<String>> {
+    /// is connected to (`named` holds the names and IDs the containers' configurations
+    /// give), then the bridges removed roots left on the host ([`owner`]; every open does
+    /// it too, as best it can: here a failure is told).
+    pub fn prune(&self, named: &std::collections::HashSet<String>) -> crate::Result<Vec<String>> {
         let mut removed = Vec::new();
-        let mut named = std::collections::HashSet::new();
-        for c in self.container_list(true)? {
-            named.extend(c.record.config.attachments().into_iter().map(|a| a.network));
-        }
         for rec in self.load_networks()? {
             if rec.predefined() || named.contains(&rec.name) || named.contains(&rec.id) {
                 continue;
             }
-            match self.network_remove(&rec.id) {
+            match self.remove(&rec.id) {
                 Ok(()) => removed.push(rec.name),
                 Err(e)
                     if matches!(
@@ -877,13 +839,12 @@ impl State {
     /// Gives a starting container its network namespace at [`Self::netns_path`], loopback up,
     /// and its place on each of `networks` there, in order: `eth0` (with the default route
     /// and the published `ports`), `eth1`, ... Without networks it has loopback only.
-    pub(crate) fn network_attach(
+    pub(crate) fn attach(
         &self,
         container_id: &str,
         networks: &[NetworkAttachment],
         ports: &[firewall::PortMap],
     ) -> crate::Result<Vec<Endpoint>> {
-        let _lock = self.network_lock(container_id, true)?;
         // What a dead monitor left: the namespace and this container's old addresses.
         self.release_endpoints(container_id)?;
         let path = self.netns_path(container_id);
@@ -937,7 +898,7 @@ impl State {
         iface: &str,
         route: bool,
     ) -> crate::Result<Endpoint> {
-        let rec = self.network_find(network)?;
+        let rec = self.find(network)?;
         if !ports.is_empty() && !firewall::available() {
             return Err(invalid(
                 "publishing ports needs nftables or iptables, and neither is installed",
@@ -949,14 +910,13 @@ impl State {
                 rec.name, rec.driver
             )));
         }
-        self.purge_endpoints(&rec.id)?;
         self.ensure_bridge(&rec, None)?;
         let mut ep = self.allocate(&rec, container_id, static_ip)?;
         ep.ports = resolve_ports(ports)?;
         ep.veth = format!("veth{}", &crate::util::random_hex(4)[..7]);
         ep.iface = iface.to_string();
         let stored = ep.clone();
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             tx.execute(
                 "UPDATE endpoints SET config = ?1 WHERE network_id = ?2 AND container_id = ?3",
                 params![
@@ -1027,7 +987,7 @@ impl State {
 
     /// Takes a container off one network: its ports, its veth pair, its address.
     pub(crate) fn unplug(&self, ep: &Endpoint) -> crate::Result<()> {
-        let rec = self.network_find(&ep.network_id).ok();
+        let rec = self.find(&ep.network_id).ok();
         if let Some(rec) = &rec
             && !ep.ports.is_empty()
         {
@@ -1043,7 +1003,7 @@ impl State {
                 }
             }
         }
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             tx.execute(
                 "DELETE FROM endpoints WHERE network_id = ?1 AND container_id = ?2",
                 params![ep.network_id, ep.container_id],
@@ -1084,7 +1044,7 @@ impl State {
                 "invalid address {ip}: it is not a free host address of subnet {subnet}"
             )));
         }
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             let used: std::collections::HashSet<String> = {
                 let mut stmt = tx.prepare("SELECT ip FROM endpoints WHERE network_id = ?1")?;
                 stmt.query_map(params![rec.id], |r| r.get(0))?
@@ -1141,11 +1101,11 @@ impl State {
         netns::remove(&path).map_err(io_err(format!("remove {}", path.display())))?;
         let held = self.container_endpoints(container_id)?;
         for ep in held.iter().filter(|e| !e.ports.is_empty()) {
-            if let Ok(rec) = self.network_find(&ep.network_id) {
+            if let Ok(rec) = self.find(&ep.network_id) {
                 let _ = firewall::withdraw(&rec.bridge, ep.ip, &ep.ports);
             }
         }
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             tx.execute(
                 "DELETE FROM endpoints WHERE container_id = ?1",
                 params![container_id],
@@ -1181,211 +1141,6 @@ pub(crate) fn redirect_dns(netns: &std::path::Path) -> io::Result<()> {
     netns::within(netns, || {
         firewall::run_all(&firewall::dns_redirect_commands(DNS_PORT))
     })
-}
-
-impl State {
-    /// Writes the list of records files a container's name server reads: those of the
-    /// user-defined networks it is on now.
-    pub(crate) fn write_dns_list(
-        &self,
-        container_id: &str,
-        bundle: &std::path::Path,
-    ) -> crate::Result<()> {
-        let mut text = String::new();
-        let endpoints = self.container_endpoints(container_id)?;
-        if endpoints.iter().any(|e| e.network != "bridge") {
-            let path = self.netns_path(container_id);
-            redirect_dns(&path).map_err(io_err("redirect 127.0.0.11:53 in the container"))?;
-        }
-        for ep in endpoints {
-            if ep.network != "bridge" {
-                text.push_str(&format!(
-                    "{}\n",
-                    self.dns_records_path(&ep.network_id).display()
-                ));
-            }
-        }
-        let path = bundle.join("dns.list");
-        let tmp = bundle.join(".dns.list.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(io_err(format!("write {}", path.display())))
-    }
-
-    /// `network connect`: a running container joins the network at once (as `ethN`), a
-    /// stopped one at its next start.
-    pub fn network_connect(
-        &self,
-        network: &str,
-        container: &str,
-        ip: Option<&str>,
-        aliases: &[String],
-    ) -> crate::Result<()> {
-        use crate::runtime::NetMode;
-        let rec = self.network_find(network)?;
-        let c = self.container_get(container)?;
-        let mode = NetMode::of(&c.record.config);
-        match &mode {
-            NetMode::Bridge(_) => {}
-            NetMode::Host => {
-                return Err(invalid(
-                    "container cannot be disconnected from host network or connected to host network",
-                ));
-            }
-            _ => {
-                return Err(invalid(format!(
-                    "container sharing network namespace with another container or host cannot be connected to any other network ({})",
-                    mode.name()
-                )));
-            }
-        }
-        if rec.driver != "bridge" {
-            return Err(invalid(format!(
-                "container cannot be connected to network {} (driver {})",
-                rec.name, rec.driver
-            )));
-        }
-        let on = |n: &str| n == rec.name || n == rec.id;
-        let NetMode::Bridge(primary) = &mode else {
-            unreachable!()
-        };
-        // Back on the network its mode names, it is that network's again (Docker keeps
-        // `NetworkMode` through a disconnect).
-        let rejoins = c.record.config.network_detached
-            && self.network_find(primary).is_ok_and(|p| p.id == rec.id);
-        if c.record
-            .config
-            .attachments()
-            .iter()
-            .any(|a| on(&a.network) || self.network_find(&a.network).is_ok_and(|n| n.id == rec.id))
-        {
-            return Err(NetworkError::Invalid {
-                reason: format!(
-                    "endpoint with name {} already exists in network {}",
-                    c.record.name, rec.name
-                ),
-            }
-            .into());
-        }
-        let static_ip: Option<Ipv4Addr> = match ip {
-            Some(s) => Some(
-                s.parse()
-                    .map_err(|_| invalid(format!("invalid IPv4 address: {s}")))?,
-            ),
-            None => None,
-        };
-        if static_ip.is_some() && rec.predefined() {
-            return Err(invalid(
-                "user specified IP address is supported on user defined networks only",
-            ));
-        }
-        let attachment = NetworkAttachment {
-            network: rec.name.clone(),
-            ip: ip.map(str::to_string),
-            aliases: aliases.to_vec(),
-        };
-        let first = c.record.config.attachments().is_empty();
-        self.update_config(&c.record.id, |cfg| {
-            if rejoins {
-                cfg.network_detached = false;
-                cfg.ip = attachment.ip.clone();
-                cfg.network_aliases = attachment.aliases.clone();
-            } else {
-                cfg.extra_networks.push(attachment.clone());
-            }
-            Ok(())
-        })?;
-        if c.is_running() {
-            let n = self.container_endpoints(&c.record.id)?.len();
-            // A container that had no network gets its default route from this one.
-            let plugged = self.plug(
-                &c.record.id,
-                &rec.id,
-                static_ip,
-                &[],
-                &format!("eth{n}"),
-                first,
-            );
-            if let Err(e) = plugged {
-                let _ = self.update_config(&c.record.id, |cfg| {
-                    if rejoins {
-                        cfg.network_detached = true;
-                    } else {
-                        cfg.extra_networks.retain(|a| !on(&a.network));
-                    }
-                    Ok(())
-                });
-                return Err(e);
-            }
-            self.write_dns_list(&c.record.id, &c.bundle)?;
-            if !rec.predefined() {
-                // Now the container asks its own name server.
-                let conf =
-                    std::fs::read_to_string(c.bundle.join("resolv.conf")).unwrap_or_default();
-                if !conf.contains("nameserver 127.0.0.11") {
-                    let body: String = conf
-                        .lines()
-                        .filter(|l| !l.trim_start().starts_with("nameserver"))
-                        .map(|l| format!("{l}\n"))
-                        .collect();
-                    std::fs::write(
-                        c.bundle.join("resolv.conf"),
-                        format!("nameserver 127.0.0.11\n{body}options ndots:0\n"),
-                    )
-                    .map_err(io_err("write resolv.conf"))?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// `network disconnect`: off the network now if it runs, and at later starts.
-    pub fn network_disconnect(&self, network: &str, container: &str) -> crate::Result<()> {
-        use crate::runtime::NetMode;
-        let rec = self.network_find(network)?;
-        let c = self.container_get(container)?;
-        let on = |n: &str| n == rec.name || n == rec.id;
-        let mode = NetMode::of(&c.record.config);
-        if mode == NetMode::Host {
-            return Err(invalid(
-                "container cannot be disconnected from host network or connected to host network",
-            ));
-        }
-        let primary = !c.record.config.network_detached
-            && matches!(&mode, NetMode::Bridge(p) if self.network_find(p).is_ok_and(|p| p.id == rec.id));
-        let extra = c
-            .record
-            .config
-            .extra_networks
-            .iter()
-            .any(|a| on(&a.network));
-        if !primary && !extra {
-            return Err(invalid(format!(
-                "container {} is not connected to network {}",
-                c.record.name, rec.name
-            )));
-        }
-        if c.is_running() {
-            for ep in self.container_endpoints(&c.record.id)? {
-                if ep.network_id == rec.id {
-                    self.unplug(&ep)?;
-                }
-            }
-            self.write_dns_list(&c.record.id, &c.bundle)?;
-        }
-        self.update_config(&c.record.id, |cfg| {
-            if primary {
-                // The mode stays; the container is on the others only (with none left,
-                // loopback only).
-                cfg.network_detached = true;
-                cfg.ip = None;
-                cfg.network_aliases.clear();
-            } else {
-                cfg.extra_networks.retain(|a| !on(&a.network));
-            }
-            Ok(())
-        })
-    }
 }
 
 #[cfg(test)]

@@ -28,8 +28,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::netlink::{ALIAS_MAX, Link, Netlink};
-use super::{HostLock, NetworkError, firewall, io_err};
-use crate::state::State;
+use super::{HostLock, NetworkError, Networks, firewall, io_err};
 
 const PREFIX: &str = "ketch ";
 
@@ -238,7 +237,7 @@ fn has_ports(links: &[Link], index: i32) -> bool {
     links.iter().any(|p| p.master == Some(index))
 }
 
-/// What [`State::claim_bridge`] found under a bridge's name.
+/// What [`Networks::claim_bridge`] found under a bridge's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {
     /// This root's, or one made by hand: to be used as it is.
@@ -248,20 +247,21 @@ pub(crate) enum Claim {
     Make(Option<i32>),
 }
 
-impl State {
+impl Networks<'_> {
     /// The bridge of this root's default network: the one asked for, or its own.
     pub(crate) fn default_bridge(&self) -> String {
-        self.default_bridge
+        self.st
+            .default_bridge
             .clone()
-            .unwrap_or_else(|| default_bridge(&self.real_root, &self.engine_id))
+            .unwrap_or_else(|| default_bridge(&self.st.real_root, &self.st.engine_id))
     }
 
     /// This root's mark.
     pub(crate) fn mark(&self) -> Mark {
         Mark {
-            id: self.engine_id.clone(),
+            id: self.st.engine_id.clone(),
             view: own_view().0,
-            root: Some(self.real_root.clone()),
+            root: Some(self.st.real_root.clone()),
         }
     }
 
@@ -270,7 +270,7 @@ impl State {
             return Owner::Unmarked;
         };
         let (view, sees_all) = own_view();
-        if mark.id == self.engine_id {
+        if mark.id == self.st.engine_id {
             Owner::Us
         } else if alive(&mark, view, sees_all) {
             Owner::Other(mark.root)
@@ -628,17 +628,21 @@ mod tests {
         crate::testutil::in_own_netns(|| {
             let nl = Netlink::open()?;
             let a = scratch_engine_with(|o| o.default_bridge = None);
-            let net = a.network_find("bridge").unwrap();
-            assert_eq!(net.bridge, default_bridge(&a.real_root, &a.engine_id));
+            let net = a.networks().find("bridge").unwrap();
+            assert_eq!(
+                net.bridge,
+                default_bridge(&a.state().real_root, a.engine_id())
+            );
             let link = nl.link(&net.bridge)?.expect("the default bridge");
-            assert_eq!(link.alias, a.mark().render());
+            assert_eq!(link.alias, a.networks().mark().render());
             assert_eq!(
                 Mark::parse(&link.alias).unwrap().root,
-                Some(a.real_root.clone())
+                Some(a.state().real_root.clone())
             );
             assert_eq!(addresses(&net.bridge).len(), 1);
             let user = a
-                .network_create(&crate::network::NetworkCreate {
+                .networks()
+                .create(&crate::network::NetworkCreate {
                     name: "mine".into(),
                     ..Default::default()
                 })
@@ -646,22 +650,25 @@ mod tests {
 
             // The same bridge asked for by another root.
             let b = scratch_engine_with(|o| o.default_bridge = Some(net.bridge.clone()));
-            let err = b.network_find("bridge").unwrap_err();
+            let err = b.networks().find("bridge").unwrap_err();
             assert_eq!(err.kind(), crate::ErrorKind::Conflict);
             let msg = err.to_string();
             assert!(
                 msg.contains(&format!(
                     "bridge {} belongs to the state root {}",
                     net.bridge,
-                    a.real_root.display()
+                    a.state().real_root.display()
                 )),
                 "{msg}"
             );
-            assert_eq!(nl.link(&net.bridge)?.unwrap().alias, a.mark().render());
+            assert_eq!(
+                nl.link(&net.bridge)?.unwrap().alias,
+                a.networks().mark().render()
+            );
 
             // A root with a bridge a container (a port) still uses.
             let c = scratch_engine();
-            let c_net = c.network_find("bridge").unwrap();
+            let c_net = c.networks().find("bridge").unwrap();
             let ns_dir = tempfile::tempdir()?;
             let peer_ns = ns_dir.path().join("peer");
             crate::network::netns::create(&peer_ns)?;
@@ -673,8 +680,8 @@ mod tests {
             nl.set_link(port, Some(nl.link_index(&c_net.bridge)?.unwrap()), None)?;
 
             // Both roots removed; the next open of any root sweeps.
-            std::fs::remove_dir_all(&a.root)?;
-            std::fs::remove_dir_all(&c.root)?;
+            std::fs::remove_dir_all(a.root())?;
+            std::fs::remove_dir_all(c.root())?;
             assert!(nl.link(&net.bridge)?.is_some());
             let d = scratch_engine();
             for gone in [&net.bridge, &user.bridge] {
@@ -688,40 +695,43 @@ mod tests {
             assert!(table_exists(&c_net.bridge));
             nl.del_link(port)?;
             crate::network::netns::remove(&peer_ns)?;
-            assert_eq!(d.sweep_bridges().unwrap(), vec![c_net.bridge.clone()]);
+            assert_eq!(
+                d.networks().sweep_bridges().unwrap(),
+                vec![c_net.bridge.clone()]
+            );
             assert!(!table_exists(&c_net.bridge));
-            assert_eq!(d.sweep_bridges().unwrap(), Vec::<String>::new());
+            assert_eq!(d.networks().sweep_bridges().unwrap(), Vec::<String>::new());
 
             // A new root at a removed root's path: an ID of its own, so a bridge of its own;
             // the old one went at its open.
             let e = scratch_engine_with(|o| o.default_bridge = None);
-            let old = e.network_find("bridge").unwrap();
-            std::fs::remove_dir_all(&e.root)?;
+            let old = e.networks().find("bridge").unwrap();
+            std::fs::remove_dir_all(e.root())?;
             let reborn = crate::engine::Engine::open(&crate::engine::Options {
-                root: e.root.clone(),
+                root: e.root().to_path_buf(),
                 ip_forward: false,
                 ..Default::default()
             })
             .unwrap();
-            assert_ne!(reborn.engine_id, e.engine_id);
+            assert_ne!(reborn.engine_id(), e.engine_id());
             assert_eq!(nl.link(&old.bridge)?, None);
-            let new = reborn.network_find("bridge").unwrap();
+            let new = reborn.networks().find("bridge").unwrap();
             assert_ne!(new.bridge, old.bridge);
-            for n in reborn.load_networks().unwrap() {
-                reborn.delete_bridge(&n).unwrap();
+            for n in reborn.networks().load_networks().unwrap() {
+                reborn.networks().delete_bridge(&n).unwrap();
             }
 
             // A root asking for the bridge a root removed since it opened: the old one goes
             // (its rules too) and the new one has the one subnet.
             let y = scratch_engine_with(|o| o.default_bridge = Some("koname".into()));
-            y.network_find("bridge").unwrap();
+            y.networks().find("bridge").unwrap();
             let x = scratch_engine_with(|o| o.default_bridge = Some("koname".into()));
-            let err = x.network_find("bridge").unwrap_err().to_string();
+            let err = x.networks().find("bridge").unwrap_err().to_string();
             assert!(err.contains("belongs to the state root"), "{err}");
-            std::fs::remove_dir_all(&y.root)?;
-            let mine = x.network_find("bridge").unwrap();
+            std::fs::remove_dir_all(y.root())?;
+            let mine = x.networks().find("bridge").unwrap();
             let link = nl.link("koname")?.unwrap();
-            assert_eq!(link.alias, x.mark().render());
+            assert_eq!(link.alias, x.networks().mark().render());
             assert_eq!(
                 addresses("koname"),
                 [format!(
@@ -735,9 +745,9 @@ mod tests {
             // A bridge made by hand is used as it is, and left unmarked: never swept.
             nl.add_bridge("kohand", None)?;
             let f = scratch_engine_with(|o| o.default_bridge = Some("kohand".into()));
-            f.network_find("bridge").unwrap();
-            std::fs::remove_dir_all(&f.root)?;
-            assert_eq!(d.sweep_bridges().unwrap(), Vec::<String>::new());
+            f.networks().find("bridge").unwrap();
+            std::fs::remove_dir_all(f.root())?;
+            assert_eq!(d.networks().sweep_bridges().unwrap(), Vec::<String>::new());
             assert_eq!(nl.link("kohand")?.unwrap().alias, "");
             nl.del_link(nl.link_index("kohand")?.unwrap())?;
             firewall::delete("kohand")?;

@@ -4,11 +4,11 @@
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 
+use super::Containers;
 use super::{Container, ContainerError, io_err};
 use crate::digest::Digest;
 use crate::image::lease::{Lease, Resource};
 use crate::snapshot::Snapshotter;
-use crate::state::State;
 
 /// One line of `diff`: `A` added, `C` changed, `D` deleted.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -34,23 +34,23 @@ fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
     Ok((std::fs::File::from(r), std::fs::File::from(w)))
 }
 
-impl State {
+impl Containers<'_> {
     /// Streams the container's changes as a layer tar (`full`: its whole file system) to
     /// `consume`, which runs beside the writer; returns what `consume` returns.
-    fn container_tar<T>(
+    fn tar<T>(
         &self,
         c: &Container,
         full: bool,
         consume: impl FnOnce(&mut (dyn Read + Send)) -> crate::Result<T>,
     ) -> crate::Result<T> {
         let key = format!("container-{}", c.record.id);
-        let upper = self.snapshots.mounts(&key)?;
-        let lease = Lease::new(&self.db)?;
+        let upper = self.st.snapshots.mounts(&key)?;
+        let lease = Lease::new(&self.st.db)?;
         let lower = match (&self.top_layer(c)?, full) {
             (Some(chain), false) => {
                 let view = format!("view-{}", crate::util::random_hex(8));
-                lease.add(&self.db, Resource::Snapshot(view.clone()))?;
-                self.snapshots.view(&view, Some(chain))?
+                lease.add(&self.st.db, Resource::Snapshot(view.clone()))?;
+                self.st.snapshots.view(&view, Some(chain))?
             }
             _ => vec![],
         };
@@ -70,7 +70,13 @@ impl State {
         let result = std::thread::scope(|s| {
             let writer = s.spawn(move || {
                 let mut w = io::BufWriter::with_capacity(1 << 20, w);
-                crate::diff::compare_mounts_skipping(&lower, &upper, &self.scratch, &mut w, &skip)?;
+                crate::diff::compare_mounts_skipping(
+                    &lower,
+                    &upper,
+                    &self.st.scratch,
+                    &mut w,
+                    &skip,
+                )?;
                 w.flush().map_err(io_err("write the changes"))?;
                 Ok::<_, crate::Error>(())
             });
@@ -83,7 +89,7 @@ impl State {
                 .unwrap_or_else(|_| Err(io_err("compare")(io::Error::other("panicked"))));
             wrote.and(out)
         });
-        let released = self.release(lease);
+        let released = self.images().release(lease);
         let out = result?;
         released?;
         Ok(out)
@@ -92,21 +98,21 @@ impl State {
     /// The chain ID of the container's image's top layer.
     fn top_layer(&self, c: &Container) -> crate::Result<Option<String>> {
         let id: Digest = c.record.image_id.parse()?;
-        let layers = self.db.read(|tx| crate::image::image_layers(tx, &id))?;
+        let layers = self.st.db.read(|tx| crate::image::image_layers(tx, &id))?;
         Ok(layers.last().map(|l| l.chain_id.to_string()))
     }
 
     /// `diff`: the paths the container added, changed and deleted, sorted.
-    pub fn container_diff(&self, name: &str) -> crate::Result<Vec<Change>> {
-        let c = self.container_get(name)?;
+    pub fn diff(&self, name: &str) -> crate::Result<Vec<Change>> {
+        let c = self.get(name)?;
         let key = format!("container-{}", c.record.id);
         // Which paths the image has, to tell added from changed.
-        let lease = Lease::new(&self.db)?;
+        let lease = Lease::new(&self.st.db)?;
         let lower = match self.top_layer(&c)? {
             Some(chain) => {
                 let view = format!("view-{}", crate::util::random_hex(8));
-                lease.add(&self.db, Resource::Snapshot(view.clone()))?;
-                self.snapshots.view(&view, Some(&chain))?
+                lease.add(&self.st.db, Resource::Snapshot(view.clone()))?;
+                self.st.snapshots.view(&view, Some(&chain))?
             }
             None => vec![],
         };
@@ -115,11 +121,11 @@ impl State {
             None
         } else {
             Some(
-                crate::mount::TempMount::new(&lower, &self.scratch)
+                crate::mount::TempMount::new(&lower, &self.st.scratch)
                     .map_err(io_err("mount the image"))?,
             )
         };
-        let result = self.container_tar(&c, false, |r| {
+        let result = self.tar(&c, false, |r| {
             let mut changes = Vec::new();
             let mut archive = tar::Archive::new(r);
             for entry in archive.entries().map_err(io_err("read the changes"))? {
@@ -186,7 +192,7 @@ impl State {
             changes
         });
         drop(lower_mnt);
-        let released = self.release(lease);
+        let released = self.images().release(lease);
         let mut changes = result?;
         released?;
         changes.sort_by(|a, b| a.path.cmp(&b.path));
@@ -194,9 +200,9 @@ impl State {
     }
 
     /// `export`: the container's whole file system as a tar, written to `out`.
-    pub fn container_export(&self, name: &str, out: &mut dyn Write) -> crate::Result<()> {
-        let c = self.container_get(name)?;
-        self.container_tar(&c, true, |r| {
+    pub fn export(&self, name: &str, out: &mut dyn Write) -> crate::Result<()> {
+        let c = self.get(name)?;
+        self.tar(&c, true, |r| {
             io::copy(r, out).map_err(io_err("write the export"))?;
             Ok(())
         })
@@ -204,8 +210,8 @@ impl State {
 
     /// `commit`: a new image, the container's image plus one layer of its changes, with
     /// `changes` (Dockerfile instructions) applied to the config. Returns the image ID.
-    pub fn container_commit(&self, name: &str, opts: &CommitOptions) -> crate::Result<Digest> {
-        let c = self.container_get(name)?;
+    pub fn commit(&self, name: &str, opts: &CommitOptions) -> crate::Result<Digest> {
+        let c = self.get(name)?;
         let reference = opts
             .reference
             .as_deref()
@@ -214,14 +220,14 @@ impl State {
         let overrides = crate::image::apply_changes_json(&opts.changes)?;
         let paused = opts.pause && c.status == super::Status::Running;
         if paused {
-            self.container_pause(&c.record.id)?;
+            self.pause(&c.record.id)?;
         }
-        let lease = Lease::new(&self.db)?;
+        let lease = Lease::new(&self.st.db)?;
         let res = self.commit_leased(&lease, &c, opts, reference, overrides);
         if paused {
-            let _ = self.container_unpause(&c.record.id);
+            let _ = self.unpause(&c.record.id);
         }
-        let released = self.release(lease);
+        let released = self.images().release(lease);
         let id = res?;
         released?;
         Ok(id)
@@ -239,24 +245,26 @@ impl State {
         let parent_chain: Option<Digest> = self.top_layer(c)?.map(|s| s.parse()).transpose()?;
         // One pass over the changes: stored as an (uncompressed) layer blob and unpacked
         // into the new layer's snapshot at once.
-        let mut blob = self.content.writer()?;
-        let (chain, applied) = self.container_tar(c, false, |r| {
+        let mut blob = self.st.content.writer()?;
+        let (chain, applied) = self.tar(c, false, |r| {
             let mut tee = crate::image::import::Tee {
                 inner: r,
                 copy: &mut blob,
             };
-            let out = self.unpack_layer(lease, parent_chain.as_ref(), &mut tee, |_| Ok(()))?;
+            let out = self
+                .images()
+                .unpack_layer(lease, parent_chain.as_ref(), &mut tee, |_| Ok(()))?;
             io::copy(&mut tee, &mut io::sink()).map_err(io_err("read the changes"))?;
             Ok(out)
         })?;
         let blob_size = blob.written();
         let blob_digest = blob.digest();
-        lease.add(&self.db, Resource::Blob(blob_digest.clone()))?;
+        lease.add(&self.st.db, Resource::Blob(blob_digest.clone()))?;
         blob.commit(None, None)?;
 
         // The image's config with the new layer, a history entry, and the overrides.
         let mut config: serde_json::Value =
-            serde_json::from_slice(&self.content.read(&image_id, 8 << 20)?)
+            serde_json::from_slice(&self.st.content.read(&image_id, 8 << 20)?)
                 .map_err(|e| crate::image::malformed("image config", e))?;
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
         config["created"] = now.clone().into();
@@ -287,11 +295,11 @@ impl State {
         let config_bytes =
             serde_json::to_vec(&config).map_err(|e| crate::image::malformed("image config", e))?;
         let id = Digest::of(&config_bytes);
-        lease.add(&self.db, Resource::Blob(id.clone()))?;
-        self.content.write_all(&config_bytes, Some(&id))?;
+        lease.add(&self.st.db, Resource::Blob(id.clone()))?;
+        self.st.content.write_all(&config_bytes, Some(&id))?;
 
         // The image's manifest with the new layer and config.
-        let (manifest_digest, layers) = self.db.read(|tx| {
+        let (manifest_digest, layers) = self.st.db.read(|tx| {
             let img =
                 crate::image::get_image(tx, &image_id)?.ok_or_else(|| ContainerError::Invalid {
                     reason: format!("the image of container {} is gone", c.record.name),
@@ -300,7 +308,7 @@ impl State {
             Ok::<_, crate::Error>((img.manifest_digest, layers))
         })?;
         let mut manifest: serde_json::Value =
-            serde_json::from_slice(&self.content.read(&manifest_digest, 8 << 20)?)
+            serde_json::from_slice(&self.st.content.read(&manifest_digest, 8 << 20)?)
                 .map_err(|e| crate::image::malformed("manifest", e))?;
         let docker = manifest["mediaType"]
             .as_str()
@@ -324,8 +332,9 @@ impl State {
         let manifest_bytes =
             serde_json::to_vec(&manifest).map_err(|e| crate::image::malformed("manifest", e))?;
         let new_manifest = Digest::of(&manifest_bytes);
-        lease.add(&self.db, Resource::Blob(new_manifest.clone()))?;
-        self.content
+        lease.add(&self.st.db, Resource::Blob(new_manifest.clone()))?;
+        self.st
+            .content
             .write_all(&manifest_bytes, Some(&new_manifest))?;
         let media_type = manifest["mediaType"]
             .as_str()
@@ -336,14 +345,15 @@ impl State {
             .map(|l| (l.blob.clone(), l.chain_id.clone()))
             .collect();
         all.push((blob_digest, chain));
-        self.commit_images(&[crate::image::import::NewImage {
-            id: id.clone(),
-            manifest_digest: new_manifest,
-            manifest_media_type: media_type,
-            created: Some(now),
-            layers: all,
-            tags: reference.into_iter().collect(),
-        }])?;
+        self.images()
+            .commit_images(&[crate::image::import::NewImage {
+                id: id.clone(),
+                manifest_digest: new_manifest,
+                manifest_media_type: media_type,
+                created: Some(now),
+                layers: all,
+                tags: reference.into_iter().collect(),
+            }])?;
         Ok(id)
     }
 }
@@ -385,17 +395,17 @@ fn merge_config(config: &mut serde_json::Value, overrides: &serde_json::Value) {
     }
 }
 
-impl State {
+impl Containers<'_> {
     /// Runs `ketch-shim cp` with the container's view of its file system: the mount
     /// namespace of its process while it runs, else its root file system mounted here.
-    fn container_cp(
+    fn cp(
         &self,
         name: &str,
         args: &[&str],
         input: Option<&mut dyn Read>,
         output: Option<&mut dyn Write>,
     ) -> crate::Result<()> {
-        let c = self.container_get(name)?;
+        let c = self.get(name)?;
         let shim = self.shim()?;
         let key = format!("container-{}", c.record.id);
         let mounted;
@@ -403,8 +413,8 @@ impl State {
             let start = super::task_start(&c);
             ("--pid", format!("{}:{start}:{}", c.task.pid, c.record.id))
         } else {
-            let mounts = self.snapshots.mounts(&key)?;
-            mounted = crate::mount::TempMount::new(&mounts, &self.scratch)
+            let mounts = self.st.snapshots.mounts(&key)?;
+            mounted = crate::mount::TempMount::new(&mounts, &self.st.scratch)
                 .map_err(io_err("mount the container's file system"))?;
             ("--root", mounted.path().display().to_string())
         };
@@ -468,22 +478,12 @@ impl State {
     }
 
     /// `cp CONTAINER:PATH -`: a tar of PATH (under its base name; `PATH/.`: its contents).
-    pub fn container_copy_out(
-        &self,
-        name: &str,
-        path: &str,
-        out: &mut dyn Write,
-    ) -> crate::Result<()> {
-        self.container_cp(name, &["out", path], None, Some(out))
+    pub fn copy_out(&self, name: &str, path: &str, out: &mut dyn Write) -> crate::Result<()> {
+        self.cp(name, &["out", path], None, Some(out))
     }
 
     /// `cp - CONTAINER:DEST`: a tar with one top-level entry (or `.`) into DEST.
-    pub fn container_copy_in(
-        &self,
-        name: &str,
-        dest: &str,
-        archive: &mut dyn Read,
-    ) -> crate::Result<()> {
-        self.container_cp(name, &["in", dest], Some(archive), None)
+    pub fn copy_in(&self, name: &str, dest: &str, archive: &mut dyn Read) -> crate::Result<()> {
+        self.cp(name, &["in", dest], Some(archive), None)
     }
 }

@@ -2,29 +2,29 @@
 
 use serde_json::{Value, json};
 
+use super::Containers;
 use super::{Container, NetMode, Status};
 use crate::network::Endpoint;
-use crate::state::State;
 
-impl State {
+impl Containers<'_> {
     /// The container as `docker inspect` shows it.
-    pub fn container_inspect(&self, name: &str) -> crate::Result<Value> {
-        let c = self.container_get(name)?;
+    pub fn inspect(&self, name: &str) -> crate::Result<Value> {
+        let c = self.get(name)?;
         let endpoints = if c.is_running() {
-            self.container_endpoints(&c.record.id)?
+            self.networks().container_endpoints(&c.record.id)?
         } else {
             vec![]
         };
-        Ok(inspect_json(&c, self.storage_driver(), &endpoints))
+        Ok(inspect_json(&c, self.st.storage_driver(), &endpoints))
     }
 
     /// The containers as `GET /containers/json` lists them: running ones only unless `all`
     /// (or a filter on status or exit code), and those that pass `filters`.
-    pub fn container_summaries(&self, all: bool, filters: &Filters) -> crate::Result<Vec<Value>> {
+    pub fn summaries(&self, all: bool, filters: &Filters) -> crate::Result<Vec<Value>> {
         check_filters(filters)?;
         let all = all || filters.contains_key("status") || filters.contains_key("exited");
         let mut out = Vec::new();
-        for c in self.container_list(all)? {
+        for c in self.list(all)? {
             if !self.passes(&c, filters) {
                 continue;
             }
@@ -36,7 +36,8 @@ impl State {
                 .collect::<Vec<_>>()
                 .join(" ");
             let ports: Vec<Value> = if c.is_running() && !c.record.config.publish.is_empty() {
-                self.container_endpoints(&c.record.id)?
+                self.networks()
+                    .container_endpoints(&c.record.id)?
                     .iter()
                     .flat_map(|e| &e.ports)
                     .map(|p| {
@@ -105,7 +106,8 @@ impl State {
                 "network" => cfg.attachments().iter().any(|a| {
                     a.network == *v
                         || self
-                            .network_find(&a.network)
+                            .networks()
+                            .find(&a.network)
                             .is_ok_and(|n| n.id.starts_with(v.as_str()))
                 }),
                 "volume" => cfg.mounts.iter().any(|m| m.source == *v || m.target == *v),
@@ -121,12 +123,12 @@ impl State {
 
     /// `ps` on the host (with `ps_args`, default `-ef`), narrowed to the container's
     /// processes, as Docker's `top` does: the titles and one row per process.
-    pub fn container_top(
+    pub fn top(
         &self,
         name: &str,
         ps_args: &[String],
     ) -> crate::Result<(Vec<String>, Vec<Vec<String>>)> {
-        let pids = self.container_pids(name)?;
+        let pids = self.pids(name)?;
         let args = if ps_args.is_empty() {
             vec!["-ef".to_string()]
         } else {
@@ -290,7 +292,7 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
     }
     // Docker fills the top-level address fields for the default bridge only.
     let default = endpoints.iter().find(|e| e.network == "bridge");
-    let security = crate::model::create::SecurityOpts::of(&c.record.config);
+    let security = super::SecurityOpts::of(&c.record.config);
     let security = if security.is_empty() {
         Value::Null
     } else {

@@ -12,7 +12,10 @@
 
 mod changes;
 mod inspect;
+mod network;
+mod security;
 mod spec;
+pub use security::SecurityOpts;
 
 pub use changes::{Change, CommitOptions};
 pub use inspect::Filters;
@@ -29,9 +32,12 @@ use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorKind;
+use crate::image::Images;
 use crate::image::lease::{Lease, Resource};
+use crate::network::Networks;
 use crate::snapshot::Snapshotter;
 use crate::state::State;
+use crate::volume::Volumes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -419,7 +425,32 @@ const NAME_NOUN: &[&str] = &[
     "tiller",
 ];
 
-impl State {
+/// The containers of an opened root: their records, bundles and monitors, over the
+/// images, volumes and networks they use.
+#[derive(Clone, Copy)]
+pub struct Containers<'s> {
+    st: &'s State,
+}
+
+impl<'s> Containers<'s> {
+    pub fn new(st: &'s State) -> Containers<'s> {
+        Containers { st }
+    }
+
+    fn images(&self) -> Images<'s> {
+        Images::new(self.st)
+    }
+
+    fn volumes(&self) -> Volumes<'s> {
+        Volumes::new(self.st)
+    }
+
+    fn networks(&self) -> Networks<'s> {
+        Networks::new(self.st)
+    }
+}
+
+impl Containers<'_> {
     /// The `ketch-shim` executable: the one the engine was opened with, `KETCH_SHIM`, the
     /// one built into the program (written into the root's `bin/`), then one beside the
     /// running executable (or one directory up, for test binaries in `deps/`) or on `PATH`.
@@ -427,15 +458,15 @@ impl State {
         self.shim_with(std::env::var_os("KETCH_SHIM"))
     }
 
-    /// [`State::shim`], with `from_env` as `KETCH_SHIM`.
+    /// [`Containers::shim`], with `from_env` as `KETCH_SHIM`.
     fn shim_with(&self, from_env: Option<std::ffi::OsString>) -> crate::Result<PathBuf> {
-        if let Some(p) = &self.shim {
+        if let Some(p) = &self.st.shim {
             return Ok(p.clone());
         }
         if let Some(p) = from_env {
             return Ok(PathBuf::from(p));
         }
-        if let Some(bytes) = self.embedded_shim {
+        if let Some(bytes) = self.st.embedded_shim {
             return self.materialized_shim(bytes);
         }
         installed_shim().ok_or_else(|| ContainerError::NoShim.into())
@@ -446,7 +477,7 @@ impl State {
     fn materialized_shim(&self, bytes: &[u8]) -> crate::Result<PathBuf> {
         use sha2::Digest;
         let digest = hex::encode(sha2::Sha256::digest(bytes));
-        let dir = self.root.join("bin");
+        let dir = self.st.root.join("bin");
         let path = dir.join(format!("ketch-shim-{}", &digest[..16]));
         if fs::metadata(&path).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64) {
             return Ok(path);
@@ -604,13 +635,13 @@ fn kill_cgroups(id: &str, cgroups: &[PathBuf]) {
     }
 }
 
-impl State {
+impl Containers<'_> {
     pub(crate) fn containers_dir(&self) -> PathBuf {
-        self.root.join("containers")
+        self.st.root.join("containers")
     }
 
     fn load_records(&self) -> crate::Result<Vec<ContainerRecord>> {
-        self.db.read(|tx| {
+        self.st.db.read(|tx| {
             let mut stmt = tx.prepare("SELECT config FROM containers ORDER BY created DESC")?;
             let rows = stmt
                 .query_map([], |r| r.get::<_, String>(0))?
@@ -624,13 +655,9 @@ impl State {
 
     /// Finds a container by full ID, name, or unique ID prefix, with indexed look-ups:
     /// this is on the path of every container command.
-    pub(crate) fn container_record(&self, name: &str) -> crate::Result<ContainerRecord> {
-        self.find(name)
-    }
-
     fn find(&self, name: &str) -> crate::Result<ContainerRecord> {
         let name = name.trim_start_matches('/');
-        let found: Vec<String> = self.db.read(|tx| {
+        let found: Vec<String> = self.st.db.read(|tx| {
             let exact: Option<String> = tx
                 .query_row(
                     "SELECT config FROM containers WHERE id = ?1 OR name = ?1",
@@ -740,7 +767,7 @@ impl State {
         // The one process that sees a container stop records it.
         if self.set_running(&record.id, running)? && !running {
             let code = task.exit_code.to_string();
-            self.container_event(&record, "die", &[("exitCode", &code)]);
+            self.event(&record, "die", &[("exitCode", &code)]);
         }
         Ok(Container {
             record,
@@ -752,7 +779,7 @@ impl State {
 
     /// Records whether the container runs; says whether that changed.
     fn set_running(&self, id: &str, running: bool) -> crate::Result<bool> {
-        let current: Option<i64> = self.db.read(|tx| {
+        let current: Option<i64> = self.st.db.read(|tx| {
             Ok::<_, crate::Error>(
                 tx.query_row(
                     "SELECT running FROM containers WHERE id = ?1",
@@ -763,7 +790,7 @@ impl State {
             )
         })?;
         if current.is_some_and(|c| (c != 0) != running) {
-            let changed = self.db.write(|tx| {
+            let changed = self.st.db.write(|tx| {
                 let n = tx.execute(
                     "UPDATE containers SET running = ?1 WHERE id = ?2 AND running != ?1",
                     params![running as i64, id],
@@ -776,13 +803,13 @@ impl State {
     }
 
     /// A container event, with its image and name.
-    fn container_event(&self, r: &ContainerRecord, action: &str, extra: &[(&str, &str)]) {
+    fn event(&self, r: &ContainerRecord, action: &str, extra: &[(&str, &str)]) {
         let mut attrs = vec![
             ("image", r.config.image.as_str()),
             ("name", r.name.as_str()),
         ];
         attrs.extend_from_slice(extra);
-        self.event("container", action, &r.id, &attrs);
+        crate::events::record(self.st, "container", action, &r.id, &attrs);
     }
 
     fn frozen(&self, task: &TaskState) -> bool {
@@ -792,12 +819,12 @@ impl State {
         })
     }
 
-    pub fn container_get(&self, name: &str) -> crate::Result<Container> {
+    pub fn get(&self, name: &str) -> crate::Result<Container> {
         let r = self.find(name)?;
         self.refresh(r)
     }
 
-    pub fn container_list(&self, all: bool) -> crate::Result<Vec<Container>> {
+    pub fn list(&self, all: bool) -> crate::Result<Vec<Container>> {
         let mut out = Vec::new();
         for r in self.load_records()? {
             let c = self.refresh(r)?;
@@ -814,15 +841,15 @@ impl State {
     }
 
     /// Creates a container from an image: its writable snapshot, its bundle, its record.
-    pub fn container_create(&self, opts: &CreateOptions) -> crate::Result<Container> {
+    pub fn create(&self, opts: &CreateOptions) -> crate::Result<Container> {
         if let Some(n) = &opts.name
             && !crate::util::valid_name(n)
         {
             return Err(ContainerError::BadName { name: n.clone() }.into());
         }
-        let lease = Lease::new(&self.db)?;
+        let lease = Lease::new(&self.st.db)?;
         let res = self.create_leased(&lease, opts);
-        let released = self.release(lease);
+        let released = self.images().release(lease);
         let c = res?;
         released?;
         Ok(c)
@@ -830,13 +857,13 @@ impl State {
 
     fn create_leased(&self, lease: &Lease, opts: &CreateOptions) -> crate::Result<Container> {
         let (image, top, config_raw) = {
-            let (image, layers) = self.db.read(|tx| {
+            let (image, layers) = self.st.db.read(|tx| {
                 let image = crate::image::resolve(tx, &opts.image)?.image;
                 let layers = crate::image::image_layers(tx, &image.id)?;
                 Ok::<_, crate::Error>((image, layers))
             })?;
             let raw: serde_json::Value =
-                serde_json::from_slice(&self.content.read(&image.id, 8 << 20)?)
+                serde_json::from_slice(&self.st.content.read(&image.id, 8 << 20)?)
                     .map_err(|e| crate::image::malformed("image config", e))?;
             (image, layers.last().map(|l| l.chain_id.to_string()), raw)
         };
@@ -917,7 +944,7 @@ impl State {
         let mut embedded_dns = false;
         match &net_mode {
             NetMode::Bridge(n) => {
-                let rec = self.network_find(n)?;
+                let rec = self.networks().find(n)?;
                 embedded_dns = !rec.predefined();
                 if opts.ip.is_some() && rec.predefined() {
                     return Err(ContainerError::Invalid {
@@ -1018,9 +1045,9 @@ impl State {
         ));
         fs::create_dir_all(&staging).map_err(io_err(format!("create {}", staging.display())))?;
         let key = format!("container-{id}");
-        lease.add(&self.db, Resource::Snapshot(key.clone()))?;
+        lease.add(&self.st.db, Resource::Snapshot(key.clone()))?;
         let result = (|| -> crate::Result<()> {
-            let mounts = self.snapshots.prepare(&key, top.as_deref())?;
+            let mounts = self.st.snapshots.prepare(&key, top.as_deref())?;
             self.copy_up(&opts.mounts, &mounts)?;
             let user_mounts = self.spec_mounts(&opts.mounts)?;
             fs::write(staging.join("hostname"), format!("{hostname}\n"))
@@ -1060,7 +1087,9 @@ impl State {
                 bundle: bundle.display().to_string(),
                 nofile,
                 netns: match &net_mode {
-                    NetMode::Bridge(_) => Some(self.netns_path(&id).display().to_string()),
+                    NetMode::Bridge(_) => {
+                        Some(self.networks().netns_path(&id).display().to_string())
+                    }
                     // Filled in at each start, with the other container's process then.
                     NetMode::Container(_) => Some("/proc/self/ns/net".into()),
                     NetMode::Host | NetMode::None => None,
@@ -1096,7 +1125,7 @@ impl State {
                 path: args[0].clone(),
                 args: args[1..].to_vec(),
             };
-            self.db.write(|tx| {
+            self.st.db.write(|tx| {
                 let mut record = record.clone();
                 let taken = |n: &str| -> rusqlite::Result<Option<String>> {
                     tx.query_row("SELECT id FROM containers WHERE name = ?1", params![n], |r| r.get(0)).optional()
@@ -1126,25 +1155,25 @@ impl State {
             })
         })();
         if let Err(e) = result {
-            let _ = self.snapshots.remove(&key);
+            let _ = self.st.snapshots.remove(&key);
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
         }
-        let c = self.container_get(&id)?;
-        self.container_event(&c.record, "create", &[]);
+        let c = self.get(&id)?;
+        self.event(&c.record, "create", &[]);
         Ok(c)
     }
 
     /// Starts a container's task. Detached: returns once it runs (or failed to start), with
     /// the task's monitor left running. Attached: the monitor shares this process's stdio
     /// and this returns the container's exit status when it ends.
-    pub fn container_start(&self, name: &str, attach: bool, stdin: bool) -> crate::Result<i32> {
-        self.container_start_with(name, attach, stdin, &|_| {})
+    pub fn start(&self, name: &str, attach: bool, stdin: bool) -> crate::Result<i32> {
+        self.start_with(name, attach, stdin, &|_| {})
     }
 
-    /// [`Self::container_start`], telling `on_spawn` the monitor's PID as soon as it runs,
+    /// [`Self::start`], telling `on_spawn` the monitor's PID as soon as it runs,
     /// so that a front door can pass signals on to it.
-    pub fn container_start_with(
+    pub fn start_with(
         &self,
         name: &str,
         attach: bool,
@@ -1163,7 +1192,7 @@ impl State {
     /// multiplexed frames when `framed`) and, with `stdin`, `stream` read as its input: the
     /// daemon's end of an attached client's connection. Returns once the task runs; the
     /// stream ends when the task does.
-    pub fn container_start_streaming(
+    pub fn start_streaming(
         &self,
         name: &str,
         stream: OwnedFd,
@@ -1175,8 +1204,8 @@ impl State {
     }
 
     /// Sets the terminal size of a container started with a terminal and a stream.
-    pub fn container_resize(&self, name: &str, rows: u16, cols: u16) -> crate::Result<()> {
-        let c = self.container_get(name)?;
+    pub fn resize(&self, name: &str, rows: u16, cols: u16) -> crate::Result<()> {
+        let c = self.get(name)?;
         if !c.is_running() {
             return Err(ContainerError::Conflict {
                 reason: format!("container {} is not running", c.record.id),
@@ -1204,7 +1233,7 @@ impl State {
         on_spawn: &dyn Fn(u32),
     ) -> crate::Result<i32> {
         let attach = !matches!(mode, ShimMode::Detached);
-        let c = self.container_get(name)?;
+        let c = self.get(name)?;
         match c.status {
             Status::Running | Status::Paused | Status::Restarting => {
                 if attach {
@@ -1223,7 +1252,7 @@ impl State {
         self.prepare_network(&c)?;
         let started = self.spawn_shim(&c, &shim, mode, stdin, on_spawn);
         if started.is_err() {
-            let _ = self.release_endpoints(&c.record.id);
+            let _ = self.networks().release_endpoints(&c.record.id);
         }
         started
     }
@@ -1235,7 +1264,7 @@ impl State {
             NetMode::Bridge(_) => {
                 let attachments = c.record.config.attachments();
                 let eps =
-                    self.network_attach(&c.record.id, &attachments, &c.record.config.publish)?;
+                    self.attach_networks(&c.record.id, &attachments, &c.record.config.publish)?;
                 self.write_dns_list(&c.record.id, &c.bundle)?;
                 // The monitor holds the host ports while the container runs (so nothing else
                 // takes them) and withdraws them when it stops.
@@ -1243,7 +1272,7 @@ impl State {
                 let down = c.bundle.join("ports-down.json");
                 let first = eps.first();
                 if let Some(ep) = first.filter(|ep| !ep.ports.is_empty()) {
-                    let rec = self.network_find(&ep.network_id)?;
+                    let rec = self.networks().find(&ep.network_id)?;
                     fs::write(&ports, serde_json::to_vec(&ep.ports).unwrap_or_default())
                         .map_err(io_err("write ports.json"))?;
                     let commands =
@@ -1266,7 +1295,7 @@ impl State {
                 .map_err(io_err("write hosts"))?;
             }
             NetMode::Container(other) => {
-                let o = self.container_get(&other)?;
+                let o = self.get(&other)?;
                 if !o.is_running() || o.task.pid <= 0 {
                     return Err(ContainerError::Conflict {
                         reason: format!(
@@ -1300,9 +1329,9 @@ impl State {
                 // A container the engine once gave a namespace of its own (its spec names it)
                 // keeps one, with loopback only.
                 let spec = fs::read_to_string(c.bundle.join("config.json")).unwrap_or_default();
-                let path = self.netns_path(&c.record.id);
+                let path = self.networks().netns_path(&c.record.id);
                 if spec.contains(&path.display().to_string()) {
-                    self.network_attach(&c.record.id, &[], &[])?;
+                    self.attach_networks(&c.record.id, &[], &[])?;
                 }
             }
             NetMode::Host => {}
@@ -1342,12 +1371,12 @@ impl State {
         if let ShimMode::Stream { .. } = mode {
             spawn_reporting(cmd, shim, true, false)?;
             self.set_running(&c.record.id, true)?;
-            self.container_event(&c.record, "start", &[]);
+            self.event(&c.record, "start", &[]);
             return Ok(0);
         }
         if let ShimMode::Attached = mode {
             self.set_running(&c.record.id, true)?;
-            self.container_event(&c.record, "start", &[]);
+            self.event(&c.record, "start", &[]);
             let mut child = cmd
                 .spawn()
                 .map_err(io_err(format!("run {}", shim.display())))?;
@@ -1357,7 +1386,7 @@ impl State {
             // Its monitor let go of the namespace; the addresses go too, unless a start
             // since has made the container new ones.
             self.release_unused(&c.record.id)?;
-            let c = self.container_get(&c.record.id)?;
+            let c = self.get(&c.record.id)?;
             if !c.task.error.is_empty() && c.task.pid == 0 && c.task.started_at.is_empty() {
                 return Err(ContainerError::Start {
                     code: c.task.exit_code,
@@ -1369,7 +1398,7 @@ impl State {
         }
         spawn_reporting(cmd, shim, true, true)?;
         self.set_running(&c.record.id, true)?;
-        self.container_event(&c.record, "start", &[]);
+        self.event(&c.record, "start", &[]);
         Ok(0)
     }
 
@@ -1385,7 +1414,7 @@ impl State {
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())
             .collect();
-        let doomed = self.db.write(|tx| {
+        let doomed = self.st.db.write(|tx| {
             let mut doomed = Vec::new();
             for n in &names {
                 let orphan = if n.starts_with("rm-") {
@@ -1413,8 +1442,8 @@ impl State {
     }
 
     /// Sends a signal to the container's main process.
-    pub fn container_kill(&self, name: &str, signal: i32) -> crate::Result<()> {
-        let c = self.container_get(name)?;
+    pub fn kill(&self, name: &str, signal: i32) -> crate::Result<()> {
+        let c = self.get(name)?;
         if !matches!(c.status, Status::Running | Status::Paused) || c.task.pid <= 0 {
             return Err(ContainerError::Conflict {
                 reason: format!(
@@ -1433,12 +1462,12 @@ impl State {
             let _ = fs::write(c.bundle.join("stop-requested"), b"");
         }
         crate::util::pidfd_signal(task.as_fd(), signal).map_err(io_err("kill"))?;
-        self.container_event(&c.record, "kill", &[("signal", &signal.to_string())]);
+        self.event(&c.record, "kill", &[("signal", &signal.to_string())]);
         Ok(())
     }
 
     /// Waits until the container is not running; returns its exit status.
-    pub fn container_wait(&self, name: &str, timeout: Option<Duration>) -> crate::Result<i32> {
+    pub fn wait(&self, name: &str, timeout: Option<Duration>) -> crate::Result<i32> {
         let record = self.find(name)?;
         let start = Instant::now();
         loop {
@@ -1458,8 +1487,8 @@ impl State {
     }
 
     /// SIGTERM (or the image's stop signal), then SIGKILL after `timeout`.
-    pub fn container_stop(&self, name: &str, timeout: Duration) -> crate::Result<()> {
-        let c = self.container_get(name)?;
+    pub fn stop(&self, name: &str, timeout: Duration) -> crate::Result<()> {
+        let c = self.get(name)?;
         if !matches!(
             c.status,
             Status::Running | Status::Paused | Status::Restarting
@@ -1471,12 +1500,12 @@ impl State {
             self.thaw(&c);
         }
         signal_task(&c, libc::SIGTERM);
-        if self.container_wait(name, Some(timeout)).is_err() {
-            let c = self.container_get(name)?;
+        if self.wait(name, Some(timeout)).is_err() {
+            let c = self.get(name)?;
             kill_task(&c);
-            self.container_wait(name, Some(Duration::from_secs(30)))?;
+            self.wait(name, Some(Duration::from_secs(30)))?;
         }
-        self.container_event(&c.record, "stop", &[]);
+        self.event(&c.record, "stop", &[]);
         Ok(())
     }
 
@@ -1488,19 +1517,14 @@ impl State {
     }
 
     /// Removes a container: its task (with `force`), snapshot, bundle and record.
-    pub fn container_remove(&self, name: &str, force: bool) -> crate::Result<()> {
-        self.container_remove_with(name, force, false)
+    pub fn remove(&self, name: &str, force: bool) -> crate::Result<()> {
+        self.remove_with(name, force, false)
     }
 
     /// `rm [-f] [-v]`: with `volumes`, the container's anonymous volumes go with it (those no
     /// other container uses).
-    pub fn container_remove_with(
-        &self,
-        name: &str,
-        force: bool,
-        volumes: bool,
-    ) -> crate::Result<()> {
-        let mut c = self.container_get(name)?;
+    pub fn remove_with(&self, name: &str, force: bool, volumes: bool) -> crate::Result<()> {
+        let mut c = self.get(name)?;
         if starting(&c) {
             if !force {
                 return Err(ContainerError::Conflict {
@@ -1519,7 +1543,7 @@ impl State {
                 let _ = crate::util::pidfd_signal(fd.as_fd(), libc::SIGKILL);
                 crate::util::pidfd_wait(fd.as_fd(), Duration::from_secs(10));
             }
-            c = self.container_get(&c.record.id)?;
+            c = self.get(&c.record.id)?;
         }
         if matches!(
             c.status,
@@ -1537,8 +1561,8 @@ impl State {
             let _ = fs::write(c.bundle.join("stop-requested"), b"");
             self.thaw(&c);
             kill_task(&c);
-            self.container_wait(name, Some(Duration::from_secs(30)))?;
-            c = self.container_get(&c.record.id)?;
+            self.wait(name, Some(Duration::from_secs(30)))?;
+            c = self.get(&c.record.id)?;
         }
         // Cgroups a killed container left (its last processes not yet reaped) go with it.
         if !c.task.cgroups.is_empty() && !alive(c.task.shim_pid, c.task.shim_start) {
@@ -1548,11 +1572,11 @@ impl State {
         // One transaction forgets the container, hands its snapshot to a lease and moves
         // its bundle aside; a crash after it leaves a dead lease, whose recovery removes
         // both.
-        self.release_endpoints(&c.record.id)?;
+        self.networks().release_endpoints(&c.record.id)?;
         let key = format!("container-{}", c.record.id);
         let doomed = self.containers_dir().join(format!("rm-{}", c.record.id));
-        let lease = Lease::new(&self.db)?;
-        self.db.write(|tx| {
+        let lease = Lease::new(&self.st.db)?;
+        self.st.db.write(|tx| {
             lease.add_in(tx, Resource::Snapshot(key.clone()))?;
             tx.execute("DELETE FROM containers WHERE id = ?1", params![c.record.id])?;
             match fs::rename(&c.bundle, &doomed) {
@@ -1562,13 +1586,13 @@ impl State {
             }
         })?;
         let _ = fs::remove_dir_all(&doomed);
-        self.release(lease)?;
-        self.container_event(&c.record, "destroy", &[]);
+        self.images().release(lease)?;
+        self.event(&c.record, "destroy", &[]);
         if volumes {
             for m in c.record.config.mounts.iter().filter(|m| m.kind == "volume") {
-                let anonymous = self.volume_inspect(&m.source).is_ok_and(|v| v.anonymous);
-                if anonymous && !self.volume_in_use(&m.source)? {
-                    let _ = self.volume_remove(&m.source, false);
+                let anonymous = self.volumes().inspect(&m.source).is_ok_and(|v| v.anonymous);
+                if anonymous && !self.volumes().in_use(&m.source)? {
+                    let _ = self.volumes().remove(&m.source, false);
                 }
             }
         }
@@ -1576,8 +1600,8 @@ impl State {
     }
 
     /// Freezes every process of a running container.
-    pub fn container_pause(&self, name: &str) -> crate::Result<()> {
-        let c = self.container_get(name)?;
+    pub fn pause(&self, name: &str) -> crate::Result<()> {
+        let c = self.get(name)?;
         match c.status {
             Status::Running => {}
             Status::Paused => {
@@ -1594,13 +1618,13 @@ impl State {
             }
         }
         self.freeze(&c, true)?;
-        self.container_event(&c.record, "pause", &[]);
+        self.event(&c.record, "pause", &[]);
         Ok(())
     }
 
     /// Thaws a paused container.
-    pub fn container_unpause(&self, name: &str) -> crate::Result<()> {
-        let c = self.container_get(name)?;
+    pub fn unpause(&self, name: &str) -> crate::Result<()> {
+        let c = self.get(name)?;
         if c.status != Status::Paused {
             return Err(ContainerError::Conflict {
                 reason: format!("container {} is not paused", c.record.id),
@@ -1608,7 +1632,7 @@ impl State {
             .into());
         }
         self.freeze(&c, false)?;
-        self.container_event(&c.record, "unpause", &[]);
+        self.event(&c.record, "unpause", &[]);
         Ok(())
     }
 
@@ -1637,8 +1661,8 @@ impl State {
     }
 
     /// PIDs (host view) of every process in a running container.
-    pub fn container_pids(&self, name: &str) -> crate::Result<Vec<i32>> {
-        let c = self.container_get(name)?;
+    pub fn pids(&self, name: &str) -> crate::Result<Vec<i32>> {
+        let c = self.get(name)?;
         if !c.is_running() {
             return Err(ContainerError::Conflict {
                 reason: format!("container {} is not running", c.record.id),
@@ -1659,8 +1683,8 @@ impl State {
     }
 
     /// One sample of a container's resource use.
-    pub fn container_stats(&self, name: &str) -> crate::Result<Stats> {
-        let c = self.container_get(name)?;
+    pub fn stats(&self, name: &str) -> crate::Result<Stats> {
+        let c = self.get(name)?;
         let read = |file: &str| -> Option<String> {
             c.task
                 .cgroups
@@ -1719,7 +1743,7 @@ impl State {
     }
 
     /// Gives a container a new name.
-    pub fn container_rename(&self, name: &str, new_name: &str) -> crate::Result<()> {
+    pub fn rename(&self, name: &str, new_name: &str) -> crate::Result<()> {
         let new_name = new_name.trim_start_matches('/');
         if !crate::util::valid_name(new_name) {
             return Err(ContainerError::BadName {
@@ -1728,7 +1752,7 @@ impl State {
             .into());
         }
         let mut record = self.find(name)?;
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             let taken: Option<String> = tx
                 .query_row(
                     "SELECT id FROM containers WHERE name = ?1",
@@ -1806,7 +1830,7 @@ impl State {
         for m in &mut out {
             match m.kind.as_str() {
                 "volume" => {
-                    let v = self.volume_create(&VolumeCreate {
+                    let v = self.volumes().create(&VolumeCreate {
                         name: m.source.clone(),
                         ..Default::default()
                     })?;
@@ -1850,10 +1874,10 @@ impl State {
         if wanted.is_empty() {
             return Ok(());
         }
-        let root = crate::mount::TempMount::new(rootfs, &self.scratch)
+        let root = crate::mount::TempMount::new(rootfs, &self.st.scratch)
             .map_err(io_err("mount the container's root file system"))?;
         for m in wanted {
-            self.volume_copy_up(&m.source, root.path(), &m.target)?;
+            self.volumes().copy_up(&m.source, root.path(), &m.target)?;
         }
         Ok(())
     }
@@ -1884,7 +1908,7 @@ impl State {
                 }
                 kind => {
                     let source = if kind == "volume" {
-                        self.volume_source(&m.source)?.display().to_string()
+                        self.volumes().source(&m.source)?.display().to_string()
                     } else {
                         m.source.clone()
                     };
@@ -1905,7 +1929,7 @@ impl State {
         id: &str,
         f: impl FnOnce(&mut CreateOptions) -> crate::Result<()>,
     ) -> crate::Result<()> {
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             let json: String = tx
                 .query_row(
                     "SELECT config FROM containers WHERE id = ?1",
@@ -1930,11 +1954,11 @@ impl State {
     }
 
     /// Removes every stopped container; returns their IDs.
-    pub fn container_prune(&self) -> crate::Result<Vec<String>> {
+    pub fn prune(&self) -> crate::Result<Vec<String>> {
         let mut removed = Vec::new();
-        for c in self.container_list(true)? {
+        for c in self.list(true)? {
             if matches!(c.status, Status::Exited | Status::Created) && !starting(&c) {
-                self.container_remove(&c.record.id, false)?;
+                self.remove(&c.record.id, false)?;
                 removed.push(c.record.id);
             }
         }
@@ -1942,14 +1966,14 @@ impl State {
     }
 
     /// The container's log records, oldest first: (stream, time, text).
-    pub fn container_logs(&self, name: &str) -> crate::Result<Vec<LogRecord>> {
-        Ok(self.container_log_records(name)?.0)
+    pub fn logs(&self, name: &str) -> crate::Result<Vec<LogRecord>> {
+        Ok(self.log_records(name)?.0)
     }
 
-    /// [`Self::container_logs`], with how many bytes of the current log file they cover
+    /// [`Self::logs`], with how many bytes of the current log file they cover
     /// (whole lines only): where a follower goes on from.
-    pub fn container_log_records(&self, name: &str) -> crate::Result<(Vec<LogRecord>, u64)> {
-        let c = self.container_get(name)?;
+    pub fn log_records(&self, name: &str) -> crate::Result<(Vec<LogRecord>, u64)> {
+        let c = self.get(name)?;
         let mut files: Vec<PathBuf> = Vec::new();
         for i in (1..10).rev() {
             let p = PathBuf::from(format!("{}.{i}", c.bundle.join("container.log").display()));
@@ -1986,8 +2010,8 @@ impl State {
     }
 
     /// Path of the container's current log file, for followers.
-    pub fn container_log_path(&self, name: &str) -> crate::Result<PathBuf> {
-        Ok(self.container_get(name)?.bundle.join("container.log"))
+    pub fn log_path(&self, name: &str) -> crate::Result<PathBuf> {
+        Ok(self.get(name)?.bundle.join("container.log"))
     }
 }
 
@@ -2112,15 +2136,15 @@ pub struct ExecOptions {
     pub console_size: Option<(u16, u16)>,
 }
 
-impl State {
+impl Containers<'_> {
     /// Runs a new process in a running container. Attached, returns its exit status.
-    pub fn container_exec(
+    pub fn exec(
         &self,
         name: &str,
         opts: &ExecOptions,
         on_spawn: &dyn Fn(u32),
     ) -> crate::Result<i32> {
-        let child = self.container_exec_spawn(name, opts, false)?;
+        let child = self.exec_spawn(name, opts, false)?;
         let Some(mut child) = child else { return Ok(0) };
         on_spawn(child.id());
         let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
@@ -2130,13 +2154,13 @@ impl State {
     /// Starts a process in a running container; attached, returns the monitor's child
     /// handle, with its output on pipes if `piped` (for a front door that frames it, the
     /// daemon's exec), else on this process's stdio.
-    pub fn container_exec_spawn(
+    pub fn exec_spawn(
         &self,
         name: &str,
         opts: &ExecOptions,
         piped: bool,
     ) -> crate::Result<Option<std::process::Child>> {
-        let c = self.container_get(name)?;
+        let c = self.get(name)?;
         if c.status != Status::Running || c.task.pid <= 0 {
             return Err(ContainerError::Conflict {
                 reason: format!("container {} is not running", c.record.id),
@@ -2303,7 +2327,7 @@ mod shim_tests {
         static ONE: &[u8] = b"#!/bin/sh\necho one\n";
         static TWO: &[u8] = b"#!/bin/sh\necho two\n";
         let e = scratch_engine_with(|o| o.embedded_shim = Some(ONE));
-        let first = e.shim_with(None).unwrap();
+        let first = e.containers().shim_with(None).unwrap();
         assert!(
             first.starts_with(e.dir.path().join("root/bin")),
             "{first:?}"
@@ -2314,13 +2338,13 @@ mod shim_tests {
         assert_eq!(mode & 0o777, 0o755);
         let written = std::fs::metadata(&first).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
-        assert_eq!(e.shim_with(None).unwrap(), first);
+        assert_eq!(e.containers().shim_with(None).unwrap(), first);
         assert_eq!(
             std::fs::metadata(&first).unwrap().modified().unwrap(),
             written
         );
         let other = scratch_engine_with(|o| o.embedded_shim = Some(TWO));
-        let second = other.shim_with(None).unwrap();
+        let second = other.containers().shim_with(None).unwrap();
         assert_ne!(second.file_name(), first.file_name());
         // Nothing but the shim in bin/: no temporary file left.
         let names: Vec<_> = std::fs::read_dir(e.dir.path().join("root/bin"))
@@ -2333,8 +2357,11 @@ mod shim_tests {
             o.shim = Some("/opt/my-shim".into());
         });
         let env = Some("/env/shim".into());
-        let got = explicit.shim_with(env.clone()).unwrap();
+        let got = explicit.containers().shim_with(env.clone()).unwrap();
         assert_eq!(got, std::path::Path::new("/opt/my-shim"));
-        assert_eq!(e.shim_with(env).unwrap(), std::path::Path::new("/env/shim"));
+        assert_eq!(
+            e.containers().shim_with(env).unwrap(),
+            std::path::Path::new("/env/shim")
+        );
     }
 }

@@ -296,21 +296,25 @@ fn route(
         ("GET", ["info"]) => Reply::Json(200, info(engine)?),
         ("GET", ["containers", "json"]) => Reply::Json(
             200,
-            Value::Array(engine.container_summaries(req.query_bool("all"), &filters(req)?)?),
+            Value::Array(
+                engine
+                    .containers()
+                    .summaries(req.query_bool("all"), &filters(req)?)?,
+            ),
         ),
         ("POST", ["containers", "create"]) => Reply::Json(201, container_create(engine, req)?),
-        ("GET", ["containers", id, "json"]) => Reply::Json(200, engine.container_inspect(id)?),
+        ("GET", ["containers", id, "json"]) => Reply::Json(200, engine.containers().inspect(id)?),
         ("POST", ["containers", id, "start"]) => {
-            let c = engine.container_get(id)?;
+            let c = engine.containers().get(id)?;
             if c.is_running() {
                 Reply::Empty(304)
             } else {
                 match take_pending(&c.record.id) {
-                    Some((stream, framed)) => {
-                        engine.container_start_streaming(id, stream, true, framed)?
-                    }
+                    Some((stream, framed)) => engine
+                        .containers()
+                        .start_streaming(id, stream, true, framed)?,
                     None => {
-                        engine.container_start(id, false, false)?;
+                        engine.containers().start(id, false, false)?;
                     }
                 }
                 if c.record.config.auto_remove {
@@ -328,11 +332,13 @@ fn route(
                 .get("t")
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(10);
-            let c = engine.container_get(id)?;
+            let c = engine.containers().get(id)?;
             if !c.is_running() {
                 Reply::Empty(304)
             } else {
-                engine.container_stop(id, std::time::Duration::from_secs(t))?;
+                engine
+                    .containers()
+                    .stop(id, std::time::Duration::from_secs(t))?;
                 Reply::Empty(204)
             }
         }
@@ -342,10 +348,12 @@ fn route(
                 .get("t")
                 .and_then(|t| t.parse().ok())
                 .unwrap_or(10);
-            if engine.container_get(id)?.is_running() {
-                engine.container_stop(id, std::time::Duration::from_secs(t))?;
+            if engine.containers().get(id)?.is_running() {
+                engine
+                    .containers()
+                    .stop(id, std::time::Duration::from_secs(t))?;
             }
-            engine.container_start(id, false, false)?;
+            engine.containers().start(id, false, false)?;
             Reply::Empty(204)
         }
         ("POST", ["containers", id, "kill"]) => {
@@ -356,15 +364,15 @@ fn route(
                 .unwrap_or("KILL");
             let n = crate::runtime::signal_number(sig)
                 .ok_or_else(|| bad(format!("invalid signal: {sig}")))?;
-            engine.container_kill(id, n)?;
+            engine.containers().kill(id, n)?;
             Reply::Empty(204)
         }
         ("POST", ["containers", id, "pause"]) => {
-            engine.container_pause(id)?;
+            engine.containers().pause(id)?;
             Reply::Empty(204)
         }
         ("POST", ["containers", id, "unpause"]) => {
-            engine.container_unpause(id)?;
+            engine.containers().unpause(id)?;
             Reply::Empty(204)
         }
         ("POST", ["containers", id, "rename"]) => {
@@ -372,7 +380,7 @@ fn route(
                 .query
                 .get("name")
                 .ok_or_else(|| bad("name is required"))?;
-            engine.container_rename(id, name)?;
+            engine.containers().rename(id, name)?;
             Reply::Empty(204)
         }
         ("POST", ["containers", id, "wait"]) => {
@@ -384,8 +392,10 @@ fn route(
             return container_wait(engine, id, condition, w).map(|()| None);
         }
         ("DELETE", ["containers", id]) => {
-            let full = engine.container_get(id)?.record.id;
-            engine.container_remove_with(id, req.query_bool("force"), req.query_bool("v"))?;
+            let full = engine.containers().get(id)?.record.id;
+            engine
+                .containers()
+                .remove_with(id, req.query_bool("force"), req.query_bool("v"))?;
             // A client attached to it waiting for its start: the stream ends.
             take_pending(&full);
             Reply::Empty(204)
@@ -395,7 +405,7 @@ fn route(
         }
         ("GET", ["containers", id, "changes"]) => {
             let changes: Vec<Value> = engine
-                .container_diff(id)?
+                .containers().diff(id)?
                 .into_iter()
                 .map(|c| {
                     json!({"Path": c.path, "Kind": match c.kind { 'C' => 0, 'A' => 1, _ => 2 }})
@@ -404,7 +414,7 @@ fn route(
             Reply::Json(200, Value::Array(changes))
         }
         ("POST", ["containers", "prune"]) => {
-            let ids = engine.container_prune()?;
+            let ids = engine.containers().prune()?;
             Reply::Json(200, json!({"ContainersDeleted": ids, "SpaceReclaimed": 0}))
         }
         ("GET", ["images", "json"]) => {
@@ -423,11 +433,11 @@ fn route(
             };
             Reply::Json(
                 200,
-                serde_json::to_value(engine.image_list(&opts)?).unwrap_or_default(),
+                serde_json::to_value(engine.images().list(&opts)?).unwrap_or_default(),
             )
         }
         ("GET", ["images", name @ .., "json"]) if !name.is_empty() => {
-            let image = engine.image_inspect(&name.join("/"))?;
+            let image = engine.images().inspect(&name.join("/"))?;
             let mut v = serde_json::to_value(&image).unwrap_or_default();
             // Before API 1.45 an image also had the configuration of the container it was
             // committed from. Compose 1.x reads it whatever version it negotiated (Docker
@@ -438,7 +448,9 @@ fn route(
         }
         // Images.
         ("POST", ["images", "load"]) => {
-            let loaded = engine.image_load(crate::image::LoadSource::Reader(body))?;
+            let loaded = engine
+                .images()
+                .load(crate::image::LoadSource::Reader(body))?;
             let text: String = loaded
                 .iter()
                 .flat_map(|l| {
@@ -473,7 +485,7 @@ fn route(
                 message: req.query.get("message").cloned().filter(|m| !m.is_empty()),
                 source: "-".into(),
             };
-            let id = engine.image_import(body, &opts)?;
+            let id = engine.images().import(body, &opts)?;
             Reply::Text(
                 200,
                 "application/json",
@@ -489,7 +501,7 @@ fn route(
         }
         ("GET", ["images", name @ .., "history"]) if !name.is_empty() => Reply::Json(
             200,
-            serde_json::to_value(engine.image_history(&name.join("/"))?).unwrap_or_default(),
+            serde_json::to_value(engine.images().history(&name.join("/"))?).unwrap_or_default(),
         ),
         ("POST", ["images", name @ .., "tag"]) if !name.is_empty() => {
             let repo = req
@@ -500,7 +512,7 @@ fn route(
                 Some(t) => format!("{repo}:{t}"),
                 None => repo.clone(),
             };
-            engine.image_tag(&name.join("/"), &target)?;
+            engine.images().tag(&name.join("/"), &target)?;
             Reply::Empty(201)
         }
         ("POST", ["images", "prune"]) => {
@@ -510,20 +522,24 @@ fn route(
                 .is_some_and(|f| f.contains("\"dangling\"") && f.contains("false"));
             Reply::Json(
                 200,
-                serde_json::to_value(engine.image_prune(all)?).unwrap_or_default(),
+                serde_json::to_value(engine.images().prune(all)?).unwrap_or_default(),
             )
         }
         ("DELETE", ["images", name @ ..]) if !name.is_empty() => Reply::Json(
             200,
-            serde_json::to_value(engine.image_remove(&name.join("/"), req.query_bool("force"))?)
-                .unwrap_or_default(),
+            serde_json::to_value(
+                engine
+                    .images()
+                    .remove(&name.join("/"), req.query_bool("force"))?,
+            )
+            .unwrap_or_default(),
         ),
         // Containers' files and changes.
         ("GET", ["containers", id, "export"]) => {
             let mut out =
                 http::ChunkedWriter::start(w, 200, &[("Content-Type", "application/x-tar".into())])
                     .map_err(|e| ApiError(500, e.to_string()))?;
-            let _ = engine.container_export(id, &mut out);
+            let _ = engine.containers().export(id, &mut out);
             let _ = out.finish();
             return Ok(None);
         }
@@ -547,7 +563,7 @@ fn route(
                     .get("pause")
                     .is_none_or(|p| p != "0" && p != "false"),
             };
-            let id = engine.container_commit(container, &opts)?;
+            let id = engine.containers().commit(container, &opts)?;
             Reply::Json(201, json!({"Id": id.to_string()}))
         }
         ("HEAD", ["containers", id, "archive"]) | ("GET", ["containers", id, "archive"]) => {
@@ -562,7 +578,7 @@ fn route(
                 .query
                 .get("path")
                 .ok_or_else(|| bad("path is required"))?;
-            engine.container_copy_in(id, path, body)?;
+            engine.containers().copy_in(id, path, body)?;
             Reply::Empty(200)
         }
         ("GET", ["containers", id, "top"]) => {
@@ -571,7 +587,7 @@ fn route(
                 .get("ps_args")
                 .map(|a| a.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default();
-            let (titles, processes) = engine.container_top(id, &args)?;
+            let (titles, processes) = engine.containers().top(id, &args)?;
             Reply::Json(200, json!({"Titles": titles, "Processes": processes}))
         }
         // Exec.
@@ -582,9 +598,9 @@ fn route(
         ("GET", ["exec", id, "json"]) => Reply::Json(200, exec_inspect(id)?),
         ("POST", ["containers", id, "resize"]) => {
             let (h, w) = resize_dims(req)?;
-            let c = engine.container_get(id)?;
+            let c = engine.containers().get(id)?;
             if c.record.config.tty {
-                engine.container_resize(id, h, w)?;
+                engine.containers().resize(id, h, w)?;
             }
             Reply::Empty(200)
         }
@@ -595,8 +611,8 @@ fn route(
         }
         // Networks.
         ("POST", ["networks", "create"]) => {
-            let opts = crate::model::create::network_options(&json_body(req)?).map_err(bad)?;
-            let rec = engine.network_create(&opts)?;
+            let opts = crate::api::create::network_options(&json_body(req)?).map_err(bad)?;
+            let rec = engine.networks().create(&opts)?;
             Reply::Json(201, json!({"Id": rec.id, "Warning": ""}))
         }
         ("POST", ["networks", "prune"]) => {
@@ -604,7 +620,8 @@ fn route(
         }
         ("GET", ["networks", id]) => {
             let names: BTreeMap<String, String> = engine
-                .container_list(true)?
+                .containers()
+                .list(true)?
                 .into_iter()
                 .map(|c| (c.record.id, c.record.name))
                 .collect();
@@ -627,7 +644,9 @@ fn route(
             let ip = ep["IPAMConfig"]["IPv4Address"]
                 .as_str()
                 .filter(|s| !s.is_empty());
-            engine.network_connect(id, container, ip, &strings(&ep["Aliases"]))?;
+            engine
+                .containers()
+                .connect(id, container, ip, &strings(&ep["Aliases"]))?;
             Reply::Empty(200)
         }
         ("POST", ["networks", id, "disconnect"]) => {
@@ -635,15 +654,15 @@ fn route(
             let container = b["Container"]
                 .as_str()
                 .ok_or_else(|| bad("Container is required"))?;
-            engine.network_disconnect(id, container)?;
+            engine.containers().disconnect(id, container)?;
             Reply::Empty(200)
         }
         // Volumes.
         ("POST", ["volumes", "create"]) => {
-            let opts = crate::model::create::volume_options(&json_body(req)?);
+            let opts = crate::api::create::volume_options(&json_body(req)?);
             Reply::Json(
                 201,
-                serde_json::to_value(engine.volume_create(&opts)?).unwrap_or_default(),
+                serde_json::to_value(engine.volumes().create(&opts)?).unwrap_or_default(),
             )
         }
         ("POST", ["volumes", "prune"]) => {
@@ -659,7 +678,7 @@ fn route(
         }
         ("GET", ["volumes", name]) => Reply::Json(
             200,
-            serde_json::to_value(engine.volume_inspect(name)?).unwrap_or_default(),
+            serde_json::to_value(engine.volumes().inspect(name)?).unwrap_or_default(),
         ),
         ("DELETE", ["volumes", name]) => {
             engine.volume_remove(name, req.query_bool("force"))?;
@@ -667,7 +686,8 @@ fn route(
         }
         ("GET", ["networks"]) => {
             let names: BTreeMap<String, String> = engine
-                .container_list(true)?
+                .containers()
+                .list(true)?
                 .into_iter()
                 .map(|c| (c.record.id, c.record.name))
                 .collect();
@@ -680,7 +700,7 @@ fn route(
         }
         ("GET", ["volumes"]) => Reply::Json(
             200,
-            json!({"Volumes": engine.volume_list()?, "Warnings": []}),
+            json!({"Volumes": engine.volumes().list()?, "Warnings": []}),
         ),
         ("GET", ["events"]) => return events(engine, req, w).map(|()| None),
         ("GET", ["containers", id, "stats"]) => return stats(engine, id, req, w).map(|()| None),
@@ -705,12 +725,12 @@ fn image_save(engine: &Engine, names: &[String], w: &mut dyn Conn) -> Result<()>
     }
     // Refused before a byte is sent: an unknown image is a 404, not a broken stream.
     for n in names {
-        engine.image_inspect(n)?;
+        engine.images().inspect(n)?;
     }
     let mut out =
         http::ChunkedWriter::start(w, 200, &[("Content-Type", "application/x-tar".into())])
             .map_err(|e| ApiError(500, e.to_string()))?;
-    let _ = engine.image_save(
+    let _ = engine.images().save(
         names,
         crate::image::SaveFormat::DockerArchive,
         crate::image::SaveDest::Writer(&mut out),
@@ -737,7 +757,7 @@ fn container_archive_get(
         let engine = engine.clone();
         let (id, path) = (id.to_string(), path.to_string());
         std::thread::spawn(move || {
-            let made = engine.container_copy_out(&id, &path, &mut tx);
+            let made = engine.containers().copy_out(&id, &path, &mut tx);
             drop(tx);
             made
         })
@@ -890,7 +910,7 @@ fn execs() -> &'static std::sync::Mutex<BTreeMap<String, Exec>> {
 
 fn exec_create(engine: &Engine, container: &str, req: &Request) -> Result<Value> {
     let b = json_body(req)?;
-    let c = engine.container_get(container)?;
+    let c = engine.containers().get(container)?;
     if !c.is_running() {
         return Err(ApiError(
             409,
@@ -975,7 +995,7 @@ fn exec_start(
         }
     };
     if detach {
-        return match engine.container_exec_spawn(&container, &opts, true) {
+        return match engine.containers().exec_spawn(&container, &opts, true) {
             Ok(_) => {
                 finish(Some(0));
                 http::respond(w, 200, &[], b"", false, true)
@@ -998,7 +1018,7 @@ fn exec_start(
     };
     let head = hijack_head(req, ctype);
     let _ = w.write_all(head.as_bytes()).and_then(|()| w.flush());
-    let mut child = match engine.container_exec_spawn(&container, &opts, true) {
+    let mut child = match engine.containers().exec_spawn(&container, &opts, true) {
         Ok(Some(c)) => {
             // From here a resize goes to the monitor (`POST /exec/{id}/resize`: Docker CLIs
             // before 23 send the size only that way, after the start); one that came while
@@ -1318,14 +1338,14 @@ fn stats(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<(
         .get("stream")
         .is_none_or(|v| v != "0" && v != "false");
     let one_shot = req.query_bool("one-shot");
-    let first = engine.container_stats(id)?;
+    let first = engine.containers().stats(id)?;
     let mut pre = None;
     if !stream {
         if !one_shot && first.running {
             pre = Some((first.cpu_ns, system_cpu_ns()));
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
-        let s = engine.container_stats(id)?;
+        let s = engine.containers().stats(id)?;
         let body = stats_json(&s, pre, system_cpu_ns()).to_string() + "\n";
         return http::respond(
             w,
@@ -1342,7 +1362,7 @@ fn stats(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<(
     }
     let mut out = json_stream(w)?;
     loop {
-        let Ok(s) = engine.container_stats(id) else {
+        let Ok(s) = engine.containers().stats(id) else {
             break;
         };
         let system = system_cpu_ns();
@@ -1384,7 +1404,7 @@ fn version() -> Value {
 }
 
 fn info(engine: &Engine) -> Result<Value> {
-    let containers = engine.container_list(true)?;
+    let containers = engine.containers().list(true)?;
     let running = containers
         .iter()
         .filter(|c| c.status == crate::runtime::Status::Running)
@@ -1393,7 +1413,9 @@ fn info(engine: &Engine) -> Result<Value> {
         .iter()
         .filter(|c| c.status == crate::runtime::Status::Paused)
         .count();
-    let images = engine.image_list(&crate::image::ListOptions::default())?;
+    let images = engine
+        .images()
+        .list(&crate::image::ListOptions::default())?;
     let uname = rustix::system::uname();
     let mem_total = std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
@@ -1461,15 +1483,15 @@ fn strings(v: &Value) -> Vec<String> {
 fn container_create(engine: &Engine, req: &Request) -> Result<Value> {
     let body = json_body(req)?;
     let name = req.query.get("name").cloned().filter(|n| !n.is_empty());
-    let opts = crate::model::create::create_options(&body, name).map_err(bad)?;
-    let c = engine.container_create(&opts)?;
+    let opts = crate::api::create::create_options(&body, name).map_err(bad)?;
+    let c = engine.containers().create(&opts)?;
     Ok(json!({"Id": c.record.id, "Warnings": []}))
 }
 
 /// What a container's state is now, for waiting on it: (running, started at, finished at,
 /// exit code), or `None` once it is removed.
 fn snapshot(engine: &Engine, id: &str) -> Option<(bool, String, String, i32)> {
-    let c = engine.container_get(id).ok()?;
+    let c = engine.containers().get(id).ok()?;
     Some((
         c.is_running(),
         c.task.started_at.clone(),
@@ -1481,11 +1503,11 @@ fn snapshot(engine: &Engine, id: &str) -> Option<(bool, String, String, i32)> {
 /// Waits for `condition`: `not-running` (now, if it is not), `next-exit` (the end of a run
 /// that ends after now), `removed`. Returns the exit code.
 fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Result<i32> {
-    let first = engine.container_get(id)?;
+    let first = engine.containers().get(id)?;
     let full_id = first.record.id.clone();
     let mut last = first.task.exit_code;
     loop {
-        let Ok(c) = engine.container_get(&full_id) else {
+        let Ok(c) = engine.containers().get(&full_id) else {
             // Gone: an AutoRemove container's code was kept for this.
             let kept = removed_codes()
                 .lock()
@@ -1518,7 +1540,7 @@ fn container_wait(engine: &Engine, id: &str, condition: &str, w: &mut dyn Conn) 
     if !matches!(condition, "not-running" | "next-exit" | "removed") {
         return Err(bad(format!("invalid condition: {condition}")));
     }
-    engine.container_get(id)?;
+    engine.containers().get(id)?;
     let mut out = json_stream(w)?;
     let body = match wait_for(engine, id, condition) {
         Ok(code) => json!({"StatusCode": code, "Error": null}),
@@ -1549,7 +1571,7 @@ fn auto_remove(engine: &Engine, id: String) {
                 }
                 codes.insert(id.clone(), code);
             }
-            let _ = engine.container_remove(&id, true);
+            let _ = engine.containers().remove(&id, true);
         }
     });
 }
@@ -1558,7 +1580,7 @@ fn auto_remove(engine: &Engine, id: String) {
 /// container's output follows on it, multiplexed without a terminal, raw with one, until
 /// the container stops after having run. The output comes from the container's log.
 fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<()> {
-    let c = engine.container_get(id)?;
+    let c = engine.containers().get(id)?;
     let tty = c.record.config.tty;
     let want = |fd: u8| match fd {
         2 => req.query_bool("stderr"),
@@ -1572,7 +1594,7 @@ fn container_attach(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) 
     let head = hijack_head(req, ctype);
     w.write_all(head.as_bytes())
         .map_err(|e| ApiError(500, e.to_string()))?;
-    let path = engine.container_log_path(id)?;
+    let path = engine.containers().log_path(id)?;
     let from = if req.query_bool("logs") {
         0
     } else {
@@ -1633,7 +1655,7 @@ fn attach_stdin(
     mut reader: BufReader<Box<dyn Conn>>,
     mut writer: Box<dyn Conn>,
 ) -> io::Result<()> {
-    let c = match engine.container_get(id) {
+    let c = match engine.containers().get(id) {
         Ok(c) => c,
         Err(e) => {
             let ApiError(status, message) = e.into();
@@ -1713,7 +1735,7 @@ fn follow_log(
 ) {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::MetadataExt;
-    let Ok(path) = engine.container_log_path(id) else {
+    let Ok(path) = engine.containers().log_path(id) else {
         return;
     };
     // The log is held open (made here if the container has not run yet; its monitor
@@ -1795,7 +1817,7 @@ fn follow_log(
 /// then with `follow` what comes until the container stops; multiplexed frames, raw with a
 /// terminal.
 fn container_logs(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) -> Result<()> {
-    let c = engine.container_get(id)?;
+    let c = engine.containers().get(id)?;
     let tty = c.record.config.tty;
     let (out, err) = (req.query_bool("stdout"), req.query_bool("stderr"));
     let want = move |fd: u8| if fd == 2 { err } else { out };
@@ -1814,7 +1836,7 @@ fn container_logs(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) ->
                 .map_err(|_| bad(format!("invalid tail: {t:?}")))?,
         ),
     };
-    let (mut records, offset) = engine.container_log_records(id)?;
+    let (mut records, offset) = engine.containers().log_records(id)?;
     if let Some(since) = since {
         records.retain(|(_, t, _)| {
             chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| {

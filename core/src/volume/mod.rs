@@ -12,6 +12,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+mod parse;
+pub use parse::{parse_tmpfs, parse_volume, volume_option};
+
 use crate::error::ErrorKind;
 use crate::state::State;
 
@@ -103,17 +106,31 @@ pub struct MountSpec {
     pub create_host_path: bool,
 }
 
-impl State {
-    fn volumes_dir(&self) -> PathBuf {
-        self.root.join("volumes")
+/// The volumes of an opened root.
+#[derive(Clone, Copy)]
+pub struct Volumes<'s> {
+    pub(crate) st: &'s State,
+}
+
+impl<'s> Volumes<'s> {
+    pub fn new(st: &'s State) -> Volumes<'s> {
+        Volumes { st }
     }
 
-    fn volume_data(&self, name: &str) -> PathBuf {
+    fn event(&self, action: &str, name: &str) {
+        crate::events::record(self.st, "volume", action, name, &[("driver", "local")]);
+    }
+
+    fn volumes_dir(&self) -> PathBuf {
+        self.st.root.join("volumes")
+    }
+
+    fn data(&self, name: &str) -> PathBuf {
         self.volumes_dir().join(name).join("_data")
     }
 
     fn load_volume(&self, name: &str) -> crate::Result<Option<Volume>> {
-        let json: Option<String> = self.db.read(|tx| {
+        let json: Option<String> = self.st.db.read(|tx| {
             Ok::<_, crate::Error>(
                 tx.query_row(
                     "SELECT config FROM volumes WHERE name = ?1",
@@ -127,7 +144,7 @@ impl State {
             .transpose()
     }
 
-    pub fn volume_inspect(&self, name: &str) -> crate::Result<Volume> {
+    pub fn inspect(&self, name: &str) -> crate::Result<Volume> {
         self.load_volume(name)?.ok_or_else(|| {
             VolumeError::NotFound {
                 name: name.to_string(),
@@ -136,8 +153,8 @@ impl State {
         })
     }
 
-    pub fn volume_list(&self) -> crate::Result<Vec<Volume>> {
-        let rows: Vec<String> = self.db.read(|tx| {
+    pub fn list(&self) -> crate::Result<Vec<Volume>> {
+        let rows: Vec<String> = self.st.db.read(|tx| {
             let mut stmt = tx.prepare("SELECT config FROM volumes ORDER BY name")?;
             let rows = stmt
                 .query_map([], |r| r.get(0))?
@@ -150,7 +167,7 @@ impl State {
     }
 
     /// `volume create`: idempotent for a name that exists with the same driver, as Docker.
-    pub fn volume_create(&self, opts: &VolumeCreate) -> crate::Result<Volume> {
+    pub fn create(&self, opts: &VolumeCreate) -> crate::Result<Volume> {
         let anonymous = opts.name.is_empty();
         let name = if anonymous {
             crate::util::random_hex(32)
@@ -179,16 +196,16 @@ impl State {
         let v = Volume {
             name: name.clone(),
             driver,
-            mountpoint: self.volume_data(&name).display().to_string(),
+            mountpoint: self.data(&name).display().to_string(),
             created_at: crate::db::now(),
             labels: opts.labels.clone(),
             options: opts.options.clone(),
             scope: "local".into(),
             anonymous,
         };
-        let data = self.volume_data(&name);
+        let data = self.data(&name);
         fs::create_dir_all(&data).map_err(io_err(format!("create {}", data.display())))?;
-        let inserted = self.db.write(|tx| {
+        let inserted = self.st.db.write(|tx| {
             let n = tx.execute(
                 "INSERT OR IGNORE INTO volumes (name, config) VALUES (?1, ?2)",
                 params![name, serde_json::to_string(&v).unwrap_or_default()],
@@ -197,39 +214,59 @@ impl State {
         })?;
         if inserted == 0 {
             // Another process made it meanwhile: theirs stands.
-            return self.volume_inspect(&name);
+            return self.inspect(&name);
         }
-        self.event("volume", "create", &name, &[("driver", "local")]);
+        self.event("create", &name);
         Ok(v)
     }
 
-    /// The containers whose configuration names the volume.
-    fn volume_users(&self, name: &str) -> crate::Result<Vec<(String, bool)>> {
-        let mut users = Vec::new();
-        for c in self.container_list(true)? {
-            if c.record
-                .config
-                .mounts
-                .iter()
-                .any(|m| m.kind == "volume" && m.source == name)
-            {
-                users.push((c.record.id.clone(), c.is_running()));
-            }
+    /// The containers whose configuration names the volume, each with whether it runs:
+    /// read from their records, whose `running` the containers keep (the engine has them
+    /// look at their monitors first).
+    fn users(&self, name: &str) -> crate::Result<Vec<(String, bool)>> {
+        /// What a container's record says of its mounts.
+        #[derive(Deserialize)]
+        struct Record {
+            config: Mounts,
         }
-        Ok(users)
+        #[derive(Deserialize)]
+        struct Mounts {
+            #[serde(default)]
+            mounts: Vec<MountSpec>,
+        }
+        let rows: Vec<(String, bool, String)> = self.st.db.read(|tx| {
+            let mut stmt =
+                tx.prepare("SELECT id, running, config FROM containers ORDER BY created DESC")?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? != 0, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok::<_, crate::Error>(rows)
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, _, config)| {
+                serde_json::from_str::<Record>(config).is_ok_and(|r| {
+                    r.config
+                        .mounts
+                        .iter()
+                        .any(|m| m.kind == "volume" && m.source == name)
+                })
+            })
+            .map(|(id, running, _)| (id, running))
+            .collect())
     }
 
     /// `volume rm`: refused while a container uses it; with `force`, a volume only stopped
     /// containers use goes (and they lose it).
-    pub fn volume_remove(&self, name: &str, force: bool) -> crate::Result<()> {
+    pub fn remove(&self, name: &str, force: bool) -> crate::Result<()> {
         self.remove_volume(name, force).map(drop)
     }
 
-    /// [`State::volume_remove`], returning the disk space its data took (measured once the
+    /// [`Volumes::remove`], returning the disk space its data took (measured once the
     /// volume is known to go, so a volume in use is never walked).
     fn remove_volume(&self, name: &str, force: bool) -> crate::Result<u64> {
-        let v = self.volume_inspect(name)?;
-        let users = self.volume_users(name)?;
+        let v = self.inspect(name)?;
+        let users = self.users(name)?;
         if !users.is_empty() && (!force || users.iter().any(|(_, running)| *running)) {
             return Err(VolumeError::InUse {
                 name: name.to_string(),
@@ -243,7 +280,7 @@ impl State {
         }
         // Forget it first, then its files: a crash in between leaves a directory no record
         // names, which the next removal of the same name or a prune tidies.
-        self.db.write(|tx| {
+        self.st.db.write(|tx| {
             tx.execute("DELETE FROM volumes WHERE name = ?1", params![v.name])?;
             Ok::<_, crate::Error>(())
         })?;
@@ -251,7 +288,7 @@ impl State {
         let data = dir.join("_data");
         let size = crate::fsutil::disk_usage(&data).map_or(0, |u| u.size);
         while crate::mount::unmount(&data).is_ok() {}
-        self.event("volume", "destroy", &v.name, &[("driver", "local")]);
+        self.event("destroy", &v.name);
         match fs::remove_dir_all(&dir) {
             Ok(()) => Ok(size),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(size),
@@ -260,10 +297,10 @@ impl State {
     }
 
     /// `volume prune`: unused anonymous volumes, or with `all` every unused one.
-    pub fn volume_prune(&self, all: bool) -> crate::Result<(Vec<String>, u64)> {
+    pub fn prune(&self, all: bool) -> crate::Result<(Vec<String>, u64)> {
         let mut removed = Vec::new();
         let mut space = 0;
-        for v in self.volume_list()? {
+        for v in self.list()? {
             if !(all || v.anonymous) {
                 continue;
             }
@@ -282,15 +319,15 @@ impl State {
     }
 
     /// Whether any container names the volume.
-    pub fn volume_in_use(&self, name: &str) -> crate::Result<bool> {
-        Ok(!self.volume_users(name)?.is_empty())
+    pub fn in_use(&self, name: &str) -> crate::Result<bool> {
+        Ok(!self.users(name)?.is_empty())
     }
 
     /// Where a container mounts the volume from: its `_data`, with the driver's own mount
     /// (a tmpfs, a host directory) put there on first use.
-    pub(crate) fn volume_source(&self, name: &str) -> crate::Result<PathBuf> {
-        let v = self.volume_inspect(name)?;
-        let data = self.volume_data(name);
+    pub(crate) fn source(&self, name: &str) -> crate::Result<PathBuf> {
+        let v = self.inspect(name)?;
+        let data = self.data(name);
         let kind = v.options.get("type").map(String::as_str).unwrap_or("");
         let device = v.options.get("device").cloned().unwrap_or_default();
         let o = v.options.get("o").cloned().unwrap_or_default();
@@ -329,13 +366,8 @@ impl State {
     /// Copies what the image has at `target` into a volume that is empty (Docker's
     /// copy-up for a volume mounted where the image has files). `rootfs` is the container's
     /// root file system, mounted.
-    pub(crate) fn volume_copy_up(
-        &self,
-        name: &str,
-        rootfs: &Path,
-        target: &str,
-    ) -> crate::Result<()> {
-        let data = self.volume_source(name)?;
+    pub(crate) fn copy_up(&self, name: &str, rootfs: &Path, target: &str) -> crate::Result<()> {
+        let data = self.source(name)?;
         // The volume may already be mounted by a running container: it is written only
         // through this descriptor, one name at a time, so no symlink planted there leads
         // the copy out.

@@ -4,6 +4,8 @@
 //! implementation is in the client). The daemon serves the
 //! same local engine, so a front door gives the same answers embedded and remote.
 
+pub mod create;
+
 use std::io::{Read, Write};
 use std::time::Duration;
 
@@ -11,18 +13,24 @@ use serde_json::Value;
 
 use crate::Result;
 use crate::engine::Engine;
-use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
 use crate::model::{
     HistoryResponseItem, ImageDeleteResponseItem, ImageInspect, ImagePruneResponse, ImageSummary,
     NetworkResource,
 };
-use crate::network::NetworkCreate;
-use crate::runtime::{Change, CommitOptions, CreateOptions, ExecOptions, Stats};
-use crate::state::State;
 use crate::system::{DiskUsage, PruneReport};
-use crate::volume::{Volume, VolumeCreate};
 
-pub use crate::runtime::LogRecord;
+// What a front door gives and gets through [`Api`], named here so that none imports a
+// resource's module.
+pub use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
+pub use crate::model::parse_bytes;
+pub use crate::network::NetworkCreate;
+pub use crate::runtime::{
+    Change, CommitOptions, CreateOptions, DeviceMapping, ExecOptions, LogRecord, SecurityOpts,
+    Stats, signal_number,
+};
+pub use crate::volume::{
+    MountSpec, Volume, VolumeCreate, parse_tmpfs, parse_volume, volume_option,
+};
 
 /// Which log records, and whether to wait for more.
 #[derive(Debug, Clone, Default)]
@@ -163,48 +171,48 @@ impl Api for Engine {
     }
 
     fn container_create(&self, opts: &CreateOptions) -> Result<String> {
-        Ok(State::container_create(self, opts)?.record.id)
+        Ok(self.containers().create(opts)?.record.id)
     }
     fn container_start(&self, name: &str) -> Result<()> {
-        State::container_start(self, name, false, false).map(|_| ())
+        self.containers().start(name, false, false).map(|_| ())
     }
     fn container_stop(&self, name: &str, timeout: Duration) -> Result<()> {
-        State::container_stop(self, name, timeout)
+        self.containers().stop(name, timeout)
     }
     fn container_restart(&self, name: &str, timeout: Duration) -> Result<()> {
-        State::container_stop(self, name, timeout)?;
-        State::container_start(self, name, false, false).map(|_| ())
+        self.containers().stop(name, timeout)?;
+        self.containers().start(name, false, false).map(|_| ())
     }
     fn container_kill(&self, name: &str, signal: i32) -> Result<()> {
-        State::container_kill(self, name, signal)
+        self.containers().kill(name, signal)
     }
     fn container_wait(&self, name: &str) -> Result<i32> {
-        State::container_wait(self, name, None)
+        self.containers().wait(name, None)
     }
     fn container_remove(&self, name: &str, force: bool, volumes: bool) -> Result<()> {
-        State::container_remove_with(self, name, force, volumes)
+        self.containers().remove_with(name, force, volumes)
     }
     fn container_pause(&self, name: &str) -> Result<()> {
-        State::container_pause(self, name)
+        self.containers().pause(name)
     }
     fn container_unpause(&self, name: &str) -> Result<()> {
-        State::container_unpause(self, name)
+        self.containers().unpause(name)
     }
     fn container_rename(&self, name: &str, new_name: &str) -> Result<()> {
-        State::container_rename(self, name, new_name)
+        self.containers().rename(name, new_name)
     }
     fn container_prune(&self) -> Result<Vec<String>> {
-        State::container_prune(self)
+        self.containers().prune()
     }
     fn container_summaries(
         &self,
         all: bool,
         filters: &crate::runtime::Filters,
     ) -> Result<Vec<Value>> {
-        State::container_summaries(self, all, filters)
+        self.containers().summaries(all, filters)
     }
     fn container_inspect(&self, name: &str) -> Result<Value> {
-        State::container_inspect(self, name)
+        self.containers().inspect(name)
     }
     fn container_logs(
         &self,
@@ -212,7 +220,7 @@ impl Api for Engine {
         opts: &LogOptions,
         each: &mut dyn FnMut(LogRecord) -> bool,
     ) -> Result<()> {
-        let (mut records, offset) = self.container_log_records(name)?;
+        let (mut records, offset) = self.containers().log_records(name)?;
         if let Some(c) = opts.since {
             records
                 .retain(|(_, t, _)| chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| t >= c));
@@ -236,12 +244,12 @@ impl Api for Engine {
         name: &str,
         ps_args: &[String],
     ) -> Result<(Vec<String>, Vec<Vec<String>>)> {
-        State::container_top(self, name, ps_args)
+        self.containers().top(name, ps_args)
     }
     fn container_attach(&self, name: &str, each: &mut dyn FnMut(LogRecord) -> bool) -> Result<()> {
-        let c = self.container_get(name)?;
+        let c = self.containers().get(name)?;
         let begun = (!c.is_running()).then(|| c.task.started_at.clone());
-        let offset = std::fs::metadata(self.container_log_path(name)?)
+        let offset = std::fs::metadata(self.containers().log_path(name)?)
             .map(|m| m.len())
             .unwrap_or(0);
         let stopped = move |c: &crate::runtime::Container| {
@@ -256,7 +264,7 @@ impl Api for Engine {
             tty: false,
             ..opts.clone()
         };
-        let Some(mut child) = State::container_exec_spawn(self, name, &opts, true)? else {
+        let Some(mut child) = self.containers().exec_spawn(name, &opts, true)? else {
             return Ok((0, Vec::new()));
         };
         // Both pipes into one buffer, in the order the pieces come.
@@ -298,71 +306,71 @@ impl Api for Engine {
         Ok((status.code().unwrap_or(125), output))
     }
     fn container_stats(&self, name: &str) -> Result<Stats> {
-        State::container_stats(self, name)
+        self.containers().stats(name)
     }
     fn container_commit(&self, name: &str, opts: &CommitOptions) -> Result<String> {
-        Ok(State::container_commit(self, name, opts)?.to_string())
+        Ok(self.containers().commit(name, opts)?.to_string())
     }
     fn container_diff(&self, name: &str) -> Result<Vec<Change>> {
-        State::container_diff(self, name)
+        self.containers().diff(name)
     }
     fn container_export(&self, name: &str, out: &mut dyn Write) -> Result<()> {
-        State::container_export(self, name, out)
+        self.containers().export(name, out)
     }
     fn container_copy_out(&self, name: &str, path: &str, out: &mut dyn Write) -> Result<()> {
-        State::container_copy_out(self, name, path, out)
+        self.containers().copy_out(name, path, out)
     }
     fn container_copy_in(&self, name: &str, path: &str, tar: &mut (dyn Read + Send)) -> Result<()> {
-        State::container_copy_in(self, name, path, tar)
+        self.containers().copy_in(name, path, tar)
     }
 
     fn image_list(&self, opts: &ListOptions) -> Result<Vec<ImageSummary>> {
-        State::image_list(self, opts)
+        self.images().list(opts)
     }
     fn image_inspect(&self, name: &str) -> Result<ImageInspect> {
-        State::image_inspect(self, name)
+        self.images().inspect(name)
     }
     fn image_tag(&self, source: &str, target: &str) -> Result<()> {
-        State::image_tag(self, source, target)
+        self.images().tag(source, target)
     }
     fn image_history(&self, name: &str) -> Result<Vec<HistoryResponseItem>> {
-        State::image_history(self, name)
+        self.images().history(name)
     }
     fn image_remove(&self, name: &str, force: bool) -> Result<Vec<ImageDeleteResponseItem>> {
-        State::image_remove(self, name, force)
+        self.images().remove(name, force)
     }
     fn image_prune(&self, all: bool) -> Result<ImagePruneResponse> {
-        State::image_prune(self, all)
+        self.images().prune(all)
     }
     fn image_import(&self, tar: &mut (dyn Read + Send), opts: &ImportOptions) -> Result<String> {
-        Ok(State::image_import(self, tar, opts)?.to_string())
+        Ok(self.images().import(tar, opts)?.to_string())
     }
     fn image_load(&self, src: LoadSource<'_>) -> Result<Vec<String>> {
-        Ok(load_messages(&State::image_load(self, src)?))
+        Ok(load_messages(&self.images().load(src)?))
     }
     fn image_save(&self, names: &[String], format: SaveFormat, dest: SaveDest<'_>) -> Result<()> {
-        State::image_save(self, names, format, dest)
+        self.images().save(names, format, dest)
     }
 
     fn network_create(&self, opts: &NetworkCreate) -> Result<String> {
-        Ok(State::network_create(self, opts)?.id)
+        Ok(self.networks().create(opts)?.id)
     }
     fn network_list(&self) -> Result<Vec<NetworkResource>> {
         let names = self.container_names()?;
-        Ok(State::network_list(self)?
+        Ok(Engine::network_list(self)?
             .iter()
             .map(|n| n.resource(&names))
             .collect())
     }
     fn network_inspect(&self, name: &str) -> Result<NetworkResource> {
         let names = self.container_names()?;
-        Ok(State::network_inspect(self, name)?.resource(&names))
+        Ok(Engine::network_inspect(self, name)?.resource(&names))
     }
     fn network_remove(&self, name: &str) -> Result<()> {
-        State::network_remove(self, name)
+        Engine::network_remove(self, name)
     }
     fn network_prune(&self) -> Result<Vec<String>> {
-        State::network_prune(self)
+        Engine::network_prune(self)
     }
     fn network_connect(
         &self,
@@ -371,26 +379,26 @@ impl Api for Engine {
         ip: Option<&str>,
         aliases: &[String],
     ) -> Result<()> {
-        State::network_connect(self, network, container, ip, aliases)
+        self.containers().connect(network, container, ip, aliases)
     }
     fn network_disconnect(&self, network: &str, container: &str) -> Result<()> {
-        State::network_disconnect(self, network, container)
+        self.containers().disconnect(network, container)
     }
 
     fn volume_create(&self, opts: &VolumeCreate) -> Result<Volume> {
-        State::volume_create(self, opts)
+        self.volumes().create(opts)
     }
     fn volume_list(&self) -> Result<Vec<Volume>> {
-        State::volume_list(self)
+        self.volumes().list()
     }
     fn volume_inspect(&self, name: &str) -> Result<Volume> {
-        State::volume_inspect(self, name)
+        self.volumes().inspect(name)
     }
     fn volume_remove(&self, name: &str, force: bool) -> Result<()> {
-        State::volume_remove(self, name, force)
+        Engine::volume_remove(self, name, force)
     }
     fn volume_prune(&self, all: bool) -> Result<(Vec<String>, u64)> {
-        State::volume_prune(self, all)
+        Engine::volume_prune(self, all)
     }
 
     fn events(
@@ -403,10 +411,10 @@ impl Api for Engine {
         let mut after = if since.is_some() {
             0
         } else {
-            self.events_last()?
+            crate::events::last(self.state())?
         };
         loop {
-            for e in self.events_since(after, since.unwrap_or(0))? {
+            for e in crate::events::since(self.state(), after, since.unwrap_or(0))? {
                 after = e.seq;
                 if until.is_some_and(|u| e.time_nano > u) {
                     return Ok(());
@@ -423,34 +431,23 @@ impl Api for Engine {
         }
     }
     fn system_df(&self) -> Result<DiskUsage> {
-        State::system_df(self)
+        Engine::system_df(self)
     }
     fn system_prune(&self, all: bool, volumes: bool) -> Result<PruneReport> {
-        State::system_prune(self, all, volumes)
-    }
-}
-
-impl State {
-    /// Container names by ID, for the `Containers` map of a network.
-    pub fn container_names(&self) -> Result<std::collections::BTreeMap<String, String>> {
-        Ok(self
-            .container_list(true)?
-            .into_iter()
-            .map(|c| (c.record.id, c.record.name))
-            .collect())
+        Engine::system_prune(self, all, volumes)
     }
 }
 
 /// Follows a local container's log from byte `offset` of its current file until it stops.
 fn follow_local(
-    engine: &State,
+    engine: &Engine,
     name: &str,
     offset: u64,
     done: &dyn Fn(&crate::runtime::Container) -> bool,
     each: &mut dyn FnMut(LogRecord) -> bool,
 ) -> Result<()> {
     use std::io::{BufRead, Seek};
-    let path = engine.container_log_path(name)?;
+    let path = engine.containers().log_path(name)?;
     let io = |source| crate::Error::io(format!("read {}", path.display()), source);
     // Made here if the container has not run yet; its monitor appends to the same file.
     let mut file = std::fs::OpenOptions::new()
@@ -482,7 +479,7 @@ fn follow_local(
             line.clear();
             continue;
         }
-        if done(&engine.container_get(name)?) {
+        if done(&engine.containers().get(name)?) {
             // What was written between the last read and the exit.
             let mut rest = String::new();
             let _ = reader.read_to_string(&mut rest);

@@ -1,177 +1,16 @@
 //! `POST /containers/create`'s body (the API's ContainerConfig with HostConfig and
 //! NetworkingConfig) and the engine's [`CreateOptions`], both ways: the daemon reads what any
-//! client sends; the remote CLI sends what the embedded one would run. Also the short forms
-//! both take from a user (`-v`, `--tmpfs`, sizes).
+//! client sends; the remote CLI sends what the embedded one would run. Likewise the bodies of
+//! `POST /networks/create` and `POST /volumes/create`.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::model::parse_bytes;
 use crate::network::firewall::PortMap;
-use crate::runtime::CreateOptions;
-use crate::volume::MountSpec;
-
-/// `1234`, `64k`, `512m`, `2g` (binary units, as Docker's size flags).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.trim_end_matches('b');
-    let (num, mult) = match t.chars().last() {
-        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('m') => (&t[..t.len() - 1], 1 << 20),
-        Some('g') => (&t[..t.len() - 1], 1 << 30),
-        Some('t') => (&t[..t.len() - 1], 1 << 40),
-        _ => (t, 1),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("invalid size: {s:?}"))?;
-    if n < 0.0 || !n.is_finite() {
-        return Err(format!("invalid size: {s:?}"));
-    }
-    Ok((n * mult as f64) as u64)
-}
-
-/// One option of `-v`'s third part (or `bind-propagation`).
-pub fn volume_option(m: &mut MountSpec, opt: &str) -> Result<(), String> {
-    match opt {
-        "ro" => m.readonly = true,
-        "rw" => m.readonly = false,
-        "z" | "Z" => {} // SELinux relabelling: nothing to do on a host without it
-        "nocopy" => m.nocopy = true,
-        "rprivate" | "private" | "rshared" | "shared" | "rslave" | "slave" => {
-            m.propagation = Some(opt.to_string())
-        }
-        "" => {}
-        other => return Err(format!("invalid mode: {other}")),
-    }
-    Ok(())
-}
-
-/// `-v [NAME|/HOST:]/PATH[:OPTS]` (a `Binds` entry); the error says what is wrong.
-pub fn parse_volume(s: &str) -> Result<MountSpec, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let (source, target, opts) = match parts.as_slice() {
-        [t] => ("", *t, ""),
-        [a, b] if b.starts_with('/') => (*a, *b, ""),
-        [t, o] => ("", *t, *o),
-        [a, b, o] => (*a, *b, *o),
-        _ => return Err("too many colons".into()),
-    };
-    if !target.starts_with('/') {
-        return Err(format!(
-            "invalid mount path: '{target}' mount path must be absolute"
-        ));
-    }
-    let mut m = MountSpec {
-        kind: if source.starts_with('/') {
-            "bind"
-        } else {
-            "volume"
-        }
-        .into(),
-        source: source.to_string(),
-        target: target.to_string(),
-        create_host_path: source.starts_with('/'),
-        ..Default::default()
-    };
-    for o in opts.split(',') {
-        volume_option(&mut m, o)?;
-    }
-    Ok(m)
-}
-
-/// `--tmpfs /PATH[:size=64m,mode=1777,ro]` (a `Tmpfs` entry is the same, split at the colon).
-pub fn parse_tmpfs(target: &str, opts: &str) -> Result<MountSpec, String> {
-    let mut m = MountSpec {
-        kind: "tmpfs".into(),
-        target: target.to_string(),
-        ..Default::default()
-    };
-    for o in opts.split(',').filter(|o| !o.is_empty()) {
-        match o.split_once('=') {
-            // `size=0` is no size, as `TmpfsOptions.SizeBytes: 0` is in the API: the kernel's
-            // default (half the memory), never an unbounded tmpfs.
-            Some(("size", v)) => m.tmpfs_size = Some(parse_bytes(v)?).filter(|s| *s > 0),
-            Some(("mode", v)) => {
-                m.tmpfs_mode =
-                    Some(u32::from_str_radix(v, 8).map_err(|_| format!("invalid mode: {v}"))?)
-            }
-            None if o == "ro" => m.readonly = true,
-            None if o == "rw" => m.readonly = false,
-            _ => {} // other tmpfs options (exec, nosuid, ...) keep Docker's defaults
-        }
-    }
-    if !target.starts_with('/') {
-        return Err("mount path must be absolute".into());
-    }
-    Ok(m)
-}
-
-/// `SecurityOpt` entries (`--security-opt`), as Docker's daemon reads them: `KEY=VALUE`,
-/// or the older `KEY:VALUE`.
-#[derive(Debug, Default)]
-pub struct SecurityOpts {
-    pub no_new_privileges: bool,
-    pub seccomp_unconfined: bool,
-    /// A seccomp profile's JSON. Clients read a profile's file and send its content.
-    pub seccomp_profile: Option<String>,
-}
-
-impl SecurityOpts {
-    /// The `SecurityOpt` entries that give a container its options back.
-    pub fn of(opts: &CreateOptions) -> Vec<String> {
-        let mut out = Vec::new();
-        if opts.no_new_privileges {
-            out.push("no-new-privileges:true".to_string());
-        }
-        if opts.seccomp_unconfined {
-            out.push("seccomp=unconfined".to_string());
-        }
-        if let Some(p) = &opts.seccomp_profile {
-            out.push(format!("seccomp={p}"));
-        }
-        out
-    }
-
-    /// Takes one entry; an entry that is not one of these is an error that names it.
-    pub fn apply(&mut self, o: &str) -> Result<(), String> {
-        if o == "no-new-privileges" {
-            self.no_new_privileges = true;
-            return Ok(());
-        }
-        let (k, v) = o
-            .split_once('=')
-            .or_else(|| o.split_once(':'))
-            .ok_or_else(|| format!("invalid security option {o:?}"))?;
-        match (k, v) {
-            ("seccomp", "unconfined") => {
-                self.seccomp_unconfined = true;
-                self.seccomp_profile = None;
-            }
-            ("seccomp", "builtin" | "default") => {
-                self.seccomp_unconfined = false;
-                self.seccomp_profile = None;
-            }
-            ("seccomp", profile) => {
-                // Checked in full when the container is created; the JSON is checked here so
-                // a path sent where a profile belongs is named as such.
-                if let Err(e) = serde_json::from_str::<Value>(profile) {
-                    return Err(format!(
-                        "seccomp profile: not a JSON profile ({e}); a client sends the \
-                         profile's content, not its path"
-                    ));
-                }
-                self.seccomp_unconfined = false;
-                self.seccomp_profile = Some(profile.to_string());
-            }
-            ("no-new-privileges", v) => {
-                self.no_new_privileges = v
-                    .parse()
-                    .map_err(|_| format!("invalid no-new-privileges value {v:?}"))?;
-            }
-            _ => return Err(format!("invalid security option {o:?}")),
-        }
-        Ok(())
-    }
-}
+use crate::runtime::{CreateOptions, SecurityOpts};
+use crate::volume::{MountSpec, parse_tmpfs, parse_volume, volume_option};
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
@@ -601,39 +440,6 @@ mod tests {
     use super::*;
 
     /// Every option the CLI can give survives the trip through the API's JSON.
-    #[test]
-    fn security_options_as_dockers_daemon_reads_them() {
-        let mut o = SecurityOpts::default();
-        o.apply("no-new-privileges").unwrap();
-        assert!(o.no_new_privileges);
-        o.apply("no-new-privileges:false").unwrap();
-        assert!(!o.no_new_privileges);
-        o.apply(r#"seccomp={"defaultAction":"SCMP_ACT_ALLOW"}"#)
-            .unwrap();
-        assert!(o.seccomp_profile.is_some() && !o.seccomp_unconfined);
-        o.apply("seccomp:unconfined").unwrap();
-        assert!(o.seccomp_profile.is_none() && o.seccomp_unconfined);
-        o.apply("seccomp=builtin").unwrap();
-        assert!(o.seccomp_profile.is_none() && !o.seccomp_unconfined);
-        // A client that sends the path instead of the profile is told so.
-        let e = o.apply("seccomp=/etc/profile.json").unwrap_err();
-        assert!(e.contains("not its path"), "{e}");
-        assert!(o.apply("apparmor=x").unwrap_err().contains("apparmor=x"));
-        assert!(o.apply("no-new-privileges=maybe").is_err());
-        assert!(o.apply("label").is_err());
-    }
-
-    #[test]
-    fn a_tmpfs_of_size_zero_has_no_size() {
-        // As the API's `SizeBytes: 0`: the kernel's default, and the same after a round trip
-        // through a client body (found by the create_json fuzz target).
-        assert_eq!(parse_tmpfs("/tmp", "size=0").unwrap().tmpfs_size, None);
-        assert_eq!(
-            parse_tmpfs("/tmp", "size=1k").unwrap().tmpfs_size,
-            Some(1024)
-        );
-    }
-
     #[test]
     fn options_round_trip_through_the_body() {
         let opts = CreateOptions {
