@@ -1,0 +1,283 @@
+//! `start`: the container's network prepared, its monitor started, and what a start that
+//! failed or a process that crashed left in the bundles tidied.
+
+use super::*;
+
+impl Containers<'_> {
+    /// Starts a container's task. Detached: returns once it runs (or failed to start), with
+    /// the task's monitor left running. Attached: the monitor shares this process's stdio
+    /// and this returns the container's exit status when it ends.
+    pub fn start(&self, name: &str, attach: bool, stdin: bool) -> crate::Result<i32> {
+        self.start_with(name, attach, stdin, &|_| {})
+    }
+
+    /// [`Self::start`], telling `on_spawn` the monitor's PID as soon as it runs,
+    /// so that a front door can pass signals on to it.
+    pub fn start_with(
+        &self,
+        name: &str,
+        attach: bool,
+        stdin: bool,
+        on_spawn: &dyn Fn(u32),
+    ) -> crate::Result<i32> {
+        let mode = if attach {
+            ShimMode::Attached
+        } else {
+            ShimMode::Detached
+        };
+        self.start_task(name, mode, stdin, on_spawn)
+    }
+
+    /// Starts a container's task detached, its output also copied to `stream` (in Docker's
+    /// multiplexed frames when `framed`) and, with `stdin`, `stream` read as its input: the
+    /// daemon's end of an attached client's connection. Returns once the task runs; the
+    /// stream ends when the task does.
+    pub fn start_streaming(
+        &self,
+        name: &str,
+        stream: OwnedFd,
+        stdin: bool,
+        framed: bool,
+    ) -> crate::Result<()> {
+        self.start_task(name, ShimMode::Stream { stream, framed }, stdin, &|_| {})
+            .map(|_| ())
+    }
+
+    /// Sets the terminal size of a container started with a terminal and a stream.
+    pub fn resize(&self, name: &str, rows: u16, cols: u16) -> crate::Result<()> {
+        let c = self.get(name)?;
+        if !c.is_running() {
+            return Err(ContainerError::Conflict {
+                reason: format!("container {} is not running", c.record.id),
+            }
+            .into());
+        }
+        let path = c.bundle.join("winsize");
+        let tmp = c.bundle.join(".winsize.tmp");
+        fs::write(&tmp, format!("{rows} {cols}\n"))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(io_err("write winsize"))?;
+        // The container's monitor reads the size on SIGWINCH.
+        if let Ok(fd) = crate::util::pidfd_checked(c.task.shim_pid as i32, c.task.shim_start, None)
+        {
+            let _ = crate::util::pidfd_signal(fd.as_fd(), libc::SIGWINCH);
+        }
+        Ok(())
+    }
+
+    fn start_task(
+        &self,
+        name: &str,
+        mode: ShimMode,
+        stdin: bool,
+        on_spawn: &dyn Fn(u32),
+    ) -> crate::Result<i32> {
+        let attach = !matches!(mode, ShimMode::Detached);
+        let c = self.get(name)?;
+        match c.status {
+            Status::Running | Status::Paused | Status::Restarting => {
+                if attach {
+                    return Err(ContainerError::Conflict {
+                        reason: format!("container {} is already running", c.record.id),
+                    }
+                    .into());
+                }
+                return Ok(0);
+            }
+            Status::Created | Status::Exited => {}
+        }
+        let shim = self.shim()?;
+        let _ = fs::remove_file(c.bundle.join("stop-requested"));
+        let _ = fs::remove_file(c.bundle.join("state.json"));
+        self.prepare_network(&c)?;
+        let started = self.spawn_shim(&c, &shim, mode, stdin, on_spawn);
+        if started.is_err() {
+            let _ = self.networks().release_endpoints(&c.record.id);
+        }
+        started
+    }
+
+    /// What the container's network needs before its process starts: on a bridge network,
+    /// its namespace, address and veth pair; with `container:X`, X's namespace.
+    fn prepare_network(&self, c: &Container) -> crate::Result<()> {
+        match NetMode::of(&c.record.config) {
+            NetMode::Bridge(_) => {
+                let attachments = c.record.config.attachments();
+                let eps =
+                    self.attach_networks(&c.record.id, &attachments, &c.record.config.publish)?;
+                self.write_dns_list(&c.record.id, &c.bundle)?;
+                // The monitor holds the host ports while the container runs (so nothing else
+                // takes them) and withdraws them when it stops.
+                let ports = c.bundle.join("ports.json");
+                let down = c.bundle.join("ports-down.json");
+                let first = eps.first();
+                if let Some(ep) = first.filter(|ep| !ep.ports.is_empty()) {
+                    let rec = self.networks().find(&ep.network_id)?;
+                    fs::write(&ports, serde_json::to_vec(&ep.ports).unwrap_or_default())
+                        .map_err(io_err("write ports.json"))?;
+                    let commands =
+                        crate::network::firewall::withdraw_commands(&rec.bridge, ep.ip, &ep.ports);
+                    fs::write(&down, serde_json::to_vec(&commands).unwrap_or_default())
+                        .map_err(io_err("write ports-down.json"))?;
+                } else {
+                    let _ = fs::remove_file(&ports);
+                    let _ = fs::remove_file(&down);
+                }
+                let hostname = c.record.config.hostname.clone().unwrap_or_default();
+                fs::write(
+                    c.bundle.join("hosts"),
+                    hosts_file(
+                        &hostname,
+                        first.map(|ep| ep.ip),
+                        &c.record.config.extra_hosts,
+                    ),
+                )
+                .map_err(io_err("write hosts"))?;
+            }
+            NetMode::Container(other) => {
+                let o = self.get(&other)?;
+                if !o.is_running() || o.task.pid <= 0 {
+                    return Err(ContainerError::Conflict {
+                        reason: format!(
+                            "cannot join network namespace of a non running container: {other}"
+                        ),
+                    }
+                    .into());
+                }
+                let path = c.bundle.join("config.json");
+                let mut spec: serde_json::Value = fs::read(&path)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .ok_or_else(|| ContainerError::Invalid {
+                        reason: format!("read {}", path.display()),
+                    })?;
+                if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
+                    for ns in nss.iter_mut().filter(|ns| ns["type"] == "network") {
+                        ns["path"] = serde_json::json!(format!("/proc/{}/ns/net", o.task.pid));
+                    }
+                }
+                // The monitor takes the namespace only from that very process.
+                spec["annotations"]["io.ketch.join.start"] =
+                    serde_json::json!(task_start(&o).to_string());
+                spec["annotations"]["io.ketch.join.owner"] = serde_json::json!(o.record.id);
+                let tmp = c.bundle.join(".config.json.tmp");
+                fs::write(&tmp, serde_json::to_vec_pretty(&spec).unwrap_or_default())
+                    .and_then(|()| fs::rename(&tmp, &path))
+                    .map_err(io_err("write config.json"))?;
+            }
+            NetMode::None => {
+                // A container the engine once gave a namespace of its own (its spec names it)
+                // keeps one, with loopback only.
+                let spec = fs::read_to_string(c.bundle.join("config.json")).unwrap_or_default();
+                let path = self.networks().netns_path(&c.record.id);
+                if spec.contains(&path.display().to_string()) {
+                    self.attach_networks(&c.record.id, &[], &[])?;
+                }
+            }
+            NetMode::Host => {}
+        }
+        Ok(())
+    }
+
+    fn spawn_shim(
+        &self,
+        c: &Container,
+        shim: &std::path::Path,
+        mode: ShimMode,
+        stdin: bool,
+        on_spawn: &dyn Fn(u32),
+    ) -> crate::Result<i32> {
+        let mut cmd = Command::new(shim);
+        match &mode {
+            ShimMode::Detached => {}
+            ShimMode::Attached => {
+                cmd.arg("--attach");
+            }
+            ShimMode::Stream { stream, framed } => {
+                cmd.arg("--stream");
+                if *framed {
+                    cmd.arg("--framed");
+                }
+                let dup = |f: &OwnedFd| f.try_clone().map_err(io_err("duplicate the stream"));
+                cmd.stdin(Stdio::from(dup(stream)?))
+                    .stdout(Stdio::from(dup(stream)?))
+                    .stderr(Stdio::from(dup(stream)?));
+            }
+        }
+        if stdin {
+            cmd.arg("--stdin");
+        }
+        cmd.arg(&c.bundle);
+        if let ShimMode::Stream { .. } = mode {
+            spawn_reporting(cmd, shim, true, false)?;
+            self.set_running(&c.record.id, true)?;
+            self.event(&c.record, "start", &[]);
+            return Ok(0);
+        }
+        if let ShimMode::Attached = mode {
+            self.set_running(&c.record.id, true)?;
+            self.event(&c.record, "start", &[]);
+            let mut child = cmd
+                .spawn()
+                .map_err(io_err(format!("run {}", shim.display())))?;
+            on_spawn(child.id());
+            let status = child.wait().map_err(io_err("wait for ketch-shim"))?;
+            let code = status.code().unwrap_or(125);
+            // Its monitor let go of the namespace; the addresses go too, unless a start
+            // since has made the container new ones.
+            self.release_unused(&c.record.id)?;
+            let c = self.get(&c.record.id)?;
+            if !c.task.error.is_empty() && c.task.pid == 0 && c.task.started_at.is_empty() {
+                return Err(ContainerError::Start {
+                    code: c.task.exit_code,
+                    message: c.task.error,
+                }
+                .into());
+            }
+            return Ok(code);
+        }
+        spawn_reporting(cmd, shim, true, true)?;
+        self.set_running(&c.record.id, true)?;
+        self.event(&c.record, "start", &[]);
+        Ok(0)
+    }
+
+    /// Removes container directories no record claims: staging directories of dead
+    /// processes. Runs under the write lock, so a directory being renamed into place by a
+    /// live process is either still staging or already recorded.
+    pub(crate) fn cleanup_bundles(&self) -> crate::Result<()> {
+        let dir = self.containers_dir();
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        let doomed = self.st.db.write(|tx| {
+            let mut doomed = Vec::new();
+            for n in &names {
+                let orphan = if n.starts_with("rm-") {
+                    true
+                } else if let Some(rest) = n.strip_prefix("tmp-") {
+                    !crate::util::maker_alive(rest)
+                } else {
+                    let known: i64 = tx.query_row(
+                        "SELECT COUNT(*) FROM containers WHERE id = ?1",
+                        params![n],
+                        |r| r.get(0),
+                    )?;
+                    known == 0
+                };
+                if orphan {
+                    doomed.push(dir.join(n));
+                }
+            }
+            Ok::<_, crate::Error>(doomed)
+        })?;
+        for d in doomed {
+            let _ = fs::remove_dir_all(d);
+        }
+        Ok(())
+    }
+}
