@@ -1,0 +1,371 @@
+//! A container on a network: its namespace, an address from the network's range (an
+//! `endpoints` row), a veth pair to the bridge, its published ports; and their release.
+
+use super::*;
+
+/// Docker's MAC for an address: 02:42 and the four address bytes.
+pub(super) fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+pub(super) fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Host ports for `ports`: those asked for, and for `0` one the kernel has free now.
+pub(super) fn resolve_ports(ports: &[firewall::PortMap]) -> crate::Result<Vec<firewall::PortMap>> {
+    ports
+        .iter()
+        .map(|p| {
+            let mut p = p.clone();
+            if p.host_port == 0 {
+                let addr = (p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED), 0);
+                let port = if p.proto == "udp" {
+                    std::net::UdpSocket::bind(addr).and_then(|s| s.local_addr())
+                } else {
+                    std::net::TcpListener::bind(addr).and_then(|s| s.local_addr())
+                }
+                .map_err(io_err("find a free host port"))?
+                .port();
+                p.host_port = port;
+            }
+            Ok(p)
+        })
+        .collect()
+}
+
+impl Networks<'_> {
+    pub(crate) fn netns_path(&self, container_id: &str) -> PathBuf {
+        self.st.root.join("netns").join(container_id)
+    }
+
+    pub(crate) fn endpoints_of(&self, network_id: &str) -> crate::Result<Vec<Endpoint>> {
+        self.endpoints_where("network_id", network_id)
+    }
+
+    /// Endpoints whose `column` (`network_id` or `container_id`) is `value`.
+    pub(super) fn endpoints_where(
+        &self,
+        column: &str,
+        value: &str,
+    ) -> crate::Result<Vec<Endpoint>> {
+        let sql = format!("SELECT config FROM endpoints WHERE {column} = ?1 ORDER BY container_id");
+        let rows: Vec<String> = self.st.db.read(|tx| {
+            let mut stmt = tx.prepare(&sql)?;
+            let rows = stmt
+                .query_map(params![value], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok::<_, crate::Error>(rows)
+        })?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+
+    /// Gives a starting container its network namespace at [`Self::netns_path`], loopback up,
+    /// and its place on each of `networks` there, in order: `eth0` (with the default route
+    /// and the published `ports`), `eth1`, ... Without networks it has loopback only.
+    pub(crate) fn attach(
+        &self,
+        container_id: &str,
+        networks: &[NetworkAttachment],
+        ports: &[firewall::PortMap],
+    ) -> crate::Result<Vec<Endpoint>> {
+        // What a dead monitor left: the namespace and this container's old addresses.
+        self.release_endpoints(container_id)?;
+        let path = self.netns_path(container_id);
+        netns::create(&path).map_err(io_err(format!("create {}", path.display())))?;
+        let plugged = (|| {
+            // Each plug brings loopback up with its interface; without one, alone.
+            if networks.is_empty() {
+                netns::within(&path, || {
+                    let nl = Netlink::open()?;
+                    if let Some(lo) = nl.link_index("lo")? {
+                        nl.set_link(lo, None, None)?;
+                    }
+                    Ok(())
+                })
+                .map_err(io_err("bring up lo"))?;
+            }
+            // The first network gets the default route and the published ports.
+            let mut eps = Vec::new();
+            for (i, a) in networks.iter().enumerate() {
+                let ip = a.ip.as_deref().map(|s| {
+                    s.parse()
+                        .map_err(|_| invalid(format!("invalid IPv4 address: {s}")))
+                });
+                let first = i == 0;
+                eps.push(self.plug(
+                    container_id,
+                    &a.network,
+                    ip.transpose()?,
+                    if first { ports } else { &[] },
+                    &format!("eth{i}"),
+                    first,
+                )?);
+            }
+            Ok(eps)
+        })();
+        if plugged.is_err() {
+            let _ = self.release_endpoints(container_id);
+        }
+        plugged
+    }
+
+    /// Puts the container whose namespace is at [`Self::netns_path`] on `network`: an
+    /// address, a veth pair from the bridge to `iface`, the default route if `route`, and
+    /// its published ports. Undone on failure.
+    pub(crate) fn plug(
+        &self,
+        container_id: &str,
+        network: &str,
+        static_ip: Option<Ipv4Addr>,
+        ports: &[firewall::PortMap],
+        iface: &str,
+        route: bool,
+    ) -> crate::Result<Endpoint> {
+        let rec = self.find(network)?;
+        if !ports.is_empty() && !firewall::available() {
+            return Err(invalid(
+                "publishing ports needs nftables or iptables, and neither is installed",
+            ));
+        }
+        if rec.driver != "bridge" {
+            return Err(invalid(format!(
+                "container cannot be attached to network {} (driver {})",
+                rec.name, rec.driver
+            )));
+        }
+        self.ensure_bridge(&rec, None)?;
+        let mut ep = self.allocate(&rec, container_id, static_ip)?;
+        ep.ports = resolve_ports(ports)?;
+        ep.veth = format!("veth{}", &crate::util::random_hex(4)[..7]);
+        ep.iface = iface.to_string();
+        let stored = ep.clone();
+        self.st.db.write(|tx| {
+            tx.execute(
+                "UPDATE endpoints SET config = ?1 WHERE network_id = ?2 AND container_id = ?3",
+                params![
+                    serde_json::to_string(&stored).unwrap_or_default(),
+                    stored.network_id,
+                    container_id
+                ],
+            )?;
+            Ok::<_, crate::Error>(())
+        })?;
+        let path = self.netns_path(container_id);
+        let made = (|| -> crate::Result<()> {
+            let ns =
+                std::fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
+            let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
+            use std::os::fd::AsRawFd;
+            nl.add_veth(&ep.veth, iface, ns.as_raw_fd(), 1500)
+                .map_err(io_err(format!("create veth pair {}", ep.veth)))?;
+            let bridge = nl
+                .link_index(&rec.bridge)
+                .map_err(io_err("look up a link"))?
+                .ok_or_else(|| invalid(format!("bridge {} is missing", rec.bridge)))?;
+            let host_index = nl
+                .link_index(&ep.veth)
+                .map_err(io_err("look up a link"))?
+                .ok_or_else(|| invalid(format!("veth {} is missing", ep.veth)))?;
+            nl.set_link(host_index, Some(bridge), None)
+                .map_err(io_err(format!("attach {} to {}", ep.veth, rec.bridge)))?;
+            let (ip, prefix, gateway) = (ep.ip, ep.prefix, ep.gateway);
+            let route = route && !rec.internal;
+            let name = iface.to_string();
+            netns::within(&path, move || {
+                let nl = Netlink::open()?;
+                if let Some(lo) = nl.link_index("lo")? {
+                    nl.set_link(lo, None, None)?;
+                }
+                let index = nl
+                    .link_index(&name)?
+                    .ok_or_else(|| io::Error::other(format!("{name} is missing")))?;
+                nl.set_link(index, None, Some(mac_for(ip)))?;
+                nl.add_addr(index, ip, prefix)?;
+                if let (Some(gw), true) = (gateway, route) {
+                    nl.add_default_route(gw)?;
+                }
+                Ok(())
+            })
+            .map_err(io_err(format!(
+                "configure {iface} of container {container_id}"
+            )))?;
+            firewall::publish(&rec.bridge, ep.ip, &ep.ports).map_err(|e| {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    invalid(e.to_string())
+                } else {
+                    io_err(format!("publish the ports of container {container_id}"))(e)
+                }
+            })?;
+            if !rec.predefined() {
+                self.write_dns_records(&rec.id)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = made {
+            let _ = self.unplug(&ep);
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
+    /// Takes a container off one network: its ports, its veth pair, its address.
+    pub(crate) fn unplug(&self, ep: &Endpoint) -> crate::Result<()> {
+        let rec = self.find(&ep.network_id).ok();
+        if let Some(rec) = &rec
+            && !ep.ports.is_empty()
+        {
+            let _ = firewall::withdraw(&rec.bridge, ep.ip, &ep.ports);
+        }
+        if !ep.veth.is_empty() {
+            let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
+            if let Some(index) = nl.link_index(&ep.veth).map_err(io_err("look up a link"))? {
+                match nl.del_link(index) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENODEV) => {}
+                    Err(e) => return Err(io_err(format!("delete {}", ep.veth))(e)),
+                }
+            }
+        }
+        self.st.db.write(|tx| {
+            tx.execute(
+                "DELETE FROM endpoints WHERE network_id = ?1 AND container_id = ?2",
+                params![ep.network_id, ep.container_id],
+            )?;
+            Ok::<_, crate::Error>(())
+        })?;
+        if rec.is_some_and(|r| !r.predefined()) {
+            self.write_dns_records(&ep.network_id)?;
+        }
+        Ok(())
+    }
+
+    /// Hands out an address on `rec`: the one asked for, or the lowest free one in the
+    /// range, never the network, gateway or broadcast address. The `endpoints` table's
+    /// unique (network, address) pair makes a double hand-out impossible across processes.
+    pub(super) fn allocate(
+        &self,
+        rec: &NetworkRecord,
+        container_id: &str,
+        static_ip: Option<Ipv4Addr>,
+    ) -> crate::Result<Endpoint> {
+        let subnet = rec
+            .subnet()
+            .ok_or_else(|| invalid(format!("network {} has no subnet", rec.name)))?;
+        let range = rec
+            .ip_range
+            .as_deref()
+            .and_then(|r| r.parse::<Subnet>().ok())
+            .unwrap_or(subnet);
+        let gateway = rec.gateway();
+        if let Some(ip) = static_ip
+            && (!subnet.contains(ip)
+                || Some(ip) == gateway
+                || u32::from(ip) == subnet.first()
+                || u32::from(ip) == subnet.last())
+        {
+            return Err(invalid(format!(
+                "invalid address {ip}: it is not a free host address of subnet {subnet}"
+            )));
+        }
+        self.st.db.write(|tx| {
+            let used: std::collections::HashSet<String> = {
+                let mut stmt = tx.prepare("SELECT ip FROM endpoints WHERE network_id = ?1")?;
+                stmt.query_map(params![rec.id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            let ip = match static_ip {
+                Some(ip) if used.contains(&ip.to_string()) => {
+                    return Err(NetworkError::AddressInUse {
+                        ip,
+                        name: rec.name.clone(),
+                    }
+                    .into());
+                }
+                Some(ip) => ip,
+                None => (range.first()..=range.last())
+                    .map(Ipv4Addr::from)
+                    .find(|ip| {
+                        u32::from(*ip) != subnet.first()
+                            && u32::from(*ip) != subnet.last()
+                            && Some(*ip) != gateway
+                            && !used.contains(&ip.to_string())
+                    })
+                    .ok_or_else(|| NetworkError::AddressesExhausted {
+                        name: rec.name.clone(),
+                    })?,
+            };
+            let ep = Endpoint {
+                network_id: rec.id.clone(),
+                network: rec.name.clone(),
+                container_id: container_id.to_string(),
+                ip,
+                prefix: subnet.prefix,
+                gateway,
+                mac: mac_string(mac_for(ip)),
+                owner: (
+                    std::process::id(),
+                    crate::util::process_start_time(std::process::id()).unwrap_or(0),
+                ),
+                ports: vec![],
+                veth: String::new(),
+                iface: String::new(),
+            };
+            tx.execute(
+                "INSERT INTO endpoints (network_id, container_id, ip, config) VALUES (?1, ?2, ?3, ?4)",
+                params![rec.id, container_id, ip.to_string(), serde_json::to_string(&ep).unwrap_or_default()],
+            )?;
+            Ok::<_, crate::Error>(ep)
+        })
+    }
+
+    /// Lets go of a container's namespace (and so its veth pairs) and its addresses.
+    pub(crate) fn release_endpoints(&self, container_id: &str) -> crate::Result<()> {
+        let path = self.netns_path(container_id);
+        netns::remove(&path).map_err(io_err(format!("remove {}", path.display())))?;
+        let held = self.container_endpoints(container_id)?;
+        for ep in held.iter().filter(|e| !e.ports.is_empty()) {
+            if let Ok(rec) = self.find(&ep.network_id) {
+                let _ = firewall::withdraw(&rec.bridge, ep.ip, &ep.ports);
+            }
+        }
+        self.st.db.write(|tx| {
+            tx.execute(
+                "DELETE FROM endpoints WHERE container_id = ?1",
+                params![container_id],
+            )?;
+            Ok::<_, crate::Error>(())
+        })?;
+        for ep in held {
+            if self.dns_records_path(&ep.network_id).exists() {
+                self.write_dns_records(&ep.network_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The endpoints a container holds now.
+    pub fn container_endpoints(&self, container_id: &str) -> crate::Result<Vec<Endpoint>> {
+        self.endpoints_where("container_id", container_id)
+    }
+}
+
+/// Sends 127.0.0.11:53 to the monitor's name server inside the namespace at `netns`.
+pub(crate) fn redirect_dns(netns: &std::path::Path) -> io::Result<()> {
+    if !firewall::available() {
+        return Err(io::Error::other(
+            "name resolution on user-defined networks needs nftables or iptables",
+        ));
+    }
+    // Commands run from a thread inside the namespace start inside it.
+    netns::within(netns, || {
+        firewall::run_all(&firewall::dns_redirect_commands(DNS_PORT))
+    })
+}
