@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::api::create::{create_body, create_options, network_options, volume_options};
 use crate::diff::{ApplyOptions, apply};
+use crate::http;
 use crate::reference::Reference;
-use crate::server::http;
 
 /// Layers in the corpus are small; a bound keeps decompression bombs from eating the run.
 const LAYER_LIMIT: u64 = 16 << 20;

@@ -44,6 +44,7 @@ pub mod events;
 pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod image;
 pub mod ipnet;
 pub mod model;

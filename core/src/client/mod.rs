@@ -329,7 +329,7 @@ impl Client {
         let mut stream = self.dial()?;
         let mut head = format!(
             "{method} /v{}{path} HTTP/1.1\r\nHost: ketch\r\nUser-Agent: ketch/{}\r\n",
-            crate::server::API_VERSION,
+            crate::http::API_VERSION,
             env!("CARGO_PKG_VERSION")
         );
         if upgrade {
@@ -418,7 +418,7 @@ fn body_of(
         .get("transfer-encoding")
         .is_some_and(|t| t.to_ascii_lowercase().contains("chunked"))
     {
-        Box::new(crate::server::http::Chunked::new(reader))
+        Box::new(crate::http::Chunked::new(reader))
     } else if let Some(len) = len {
         Box::new(reader.take(len))
     } else {

@@ -4,7 +4,6 @@
 
 mod containers;
 mod exec;
-pub mod http;
 mod images;
 mod networks;
 mod streams;
@@ -21,17 +20,15 @@ use serde_json::{Value, json};
 
 use crate::engine::Engine;
 use crate::error::ErrorKind;
+use crate::http::{self, Request};
 use containers::snapshot;
 use exec::{exec_attaching, exec_create, exec_start};
-use http::Request;
 use streams::{
     attach_stdin, attaching_stdin, container_attach, container_logs, events, hijack_head, stats,
     take_pending,
 };
 
-/// The API version served, and the oldest one accepted.
-pub const API_VERSION: &str = "1.47";
-pub const MIN_API_VERSION: &str = "1.24";
+pub use crate::http::{API_VERSION, MIN_API_VERSION};
 
 /// A handler's answer.
 pub enum Reply {

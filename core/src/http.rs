@@ -1,10 +1,15 @@
 //! HTTP/1.1 on a byte stream, as much as the Docker Engine API needs: requests parsed with
 //! `httparse`, bodies by `Content-Length` or chunked, responses with a length or chunked
 //! (streams), keep-alive. One thread per connection: the engine is synchronous, and a
-//! hijacked connection (attach) is the plain stream it already is.
+//! hijacked connection (attach) is the plain stream it already is. The wire beneath both
+//! ends: [`crate::server`] and [`crate::client`].
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
+
+/// The API version served, and the oldest one accepted.
+pub const API_VERSION: &str = "1.47";
+pub const MIN_API_VERSION: &str = "1.24";
 
 /// Largest request head, and largest body read into memory (archives and image tars are
 /// streamed instead).
