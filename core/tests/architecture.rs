@@ -160,10 +160,10 @@ fn reexports(lib: &str) -> BTreeMap<String, String> {
     out
 }
 
-/// Every import between two modules of `src`: (from, to) → the files that make it.
-fn imports(src: &Path) -> BTreeMap<(String, String), BTreeSet<String>> {
-    let roots = reexports(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
-    let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+/// Every source file under `src` but `lib.rs` and test files, as (path relative to `src`,
+/// its code without tests and comments).
+fn sources(src: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
     let mut stack = vec![src.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(&dir).unwrap() {
@@ -185,15 +185,26 @@ fn imports(src: &Path) -> BTreeMap<(String, String), BTreeSet<String>> {
             {
                 continue;
             }
-            let module = rel.split('/').next().unwrap().trim_end_matches(".rs");
             let code = code_of(&std::fs::read_to_string(&path).unwrap());
-            for to in named(&code) {
-                let to = roots.get(&to).cloned().unwrap_or(to);
-                if to != module {
-                    out.entry((module.to_string(), to))
-                        .or_default()
-                        .insert(rel.clone());
-                }
+            out.push((rel, code));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every import between two modules of `src`: (from, to) → the files that make it.
+fn imports(src: &Path) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let roots = reexports(&std::fs::read_to_string(src.join("lib.rs")).unwrap());
+    let mut out: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for (rel, code) in sources(src) {
+        let module = rel.split('/').next().unwrap().trim_end_matches(".rs");
+        for to in named(&code) {
+            let to = roots.get(&to).cloned().unwrap_or(to);
+            if to != module {
+                out.entry((module.to_string(), to))
+                    .or_default()
+                    .insert(rel.clone());
             }
         }
     }
@@ -265,33 +276,11 @@ fn faults(
 /// The files other than `state.rs` that give the opened root an operation of its own
 /// (`impl State`): each resource's work is its own service's, over the root.
 fn operations_on_state(src: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            let rel = path
-                .strip_prefix(src)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if rel == "state.rs" || !rel.ends_with(".rs") {
-                continue;
-            }
-            let code = code_of(&std::fs::read_to_string(&path).unwrap());
-            if code.lines().any(is_impl_of_state) {
-                out.push(format!(
-                    "{rel} gives State an operation: put it on its resource's service"
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
+    sources(src)
+        .into_iter()
+        .filter(|(rel, code)| rel != "state.rs" && code.lines().any(is_impl_of_state))
+        .map(|(rel, _)| format!("{rel} gives State an operation: put it on its resource's service"))
+        .collect()
 }
 
 /// `impl State {` and `impl<...> State {`, not `impl ... for State` or `impl OtherState`.
