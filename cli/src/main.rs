@@ -5,6 +5,8 @@ mod daemon;
 mod format;
 mod images;
 mod networks;
+mod progress;
+mod registry;
 mod remote;
 mod system;
 mod volumes;
@@ -41,6 +43,23 @@ pub struct Cli {
     /// Address pool for new networks' subnets, as dockerd's: base=CIDR,size=N (repeatable)
     #[arg(long, global = true, env = "KETCH_DEFAULT_ADDRESS_POOL", value_delimiter = ';', value_parser = ketch::network::subnet::parse_pool)]
     default_address_pool: Vec<(ketch::network::subnet::Subnet, u8)>,
+    /// A mirror of docker.io to pull from first (URL; repeatable), as dockerd's
+    #[arg(
+        long = "registry-mirror",
+        global = true,
+        env = "KETCH_REGISTRY_MIRRORS",
+        value_delimiter = ','
+    )]
+    registry_mirror: Vec<String>,
+    /// A registry (host[:port] or CIDR) to reach over plain HTTP or unverified TLS (repeatable);
+    /// localhost and 127.0.0.0/8 always may
+    #[arg(
+        long = "insecure-registry",
+        global = true,
+        env = "KETCH_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registry: Vec<String>,
     /// Daemon to talk to (unix:///path, tcp://HOST:PORT), before the command as Docker's
     #[arg(short = 'H', long = "host", env = "KETCH_HOST", value_delimiter = ',')]
     host: Vec<String>,
@@ -133,6 +152,17 @@ enum Command {
     Load(images::LoadArgs),
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
     Save(images::SaveArgs),
+    /// Download an image from a registry
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry
+    Push(registry::PushArgs),
+    /// Log in to a registry
+    Login(registry::LoginArgs),
+    /// Log out from a registry
+    Logout(registry::LogoutArgs),
+    /// Run a registry of your own
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// List images
     Images(images::ListArgs),
     /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
@@ -186,6 +216,10 @@ enum ImageCommand {
     Load(images::LoadArgs),
     /// Save one or more images to a tar archive
     Save(images::SaveArgs),
+    /// Download an image from a registry
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry
+    Push(registry::PushArgs),
     /// List images
     #[command(alias = "list")]
     Ls(images::ListArgs),
@@ -256,6 +290,11 @@ impl Cli {
         opts.default_bridge = self.bridge.clone();
         opts.ip_forward = self.ip_forward;
         opts.address_pools = self.default_address_pool.clone();
+        // Certificates' directory and chunk size from the environment; mirrors and insecure
+        // registries from the flags (or their variables).
+        opts.registry = ketch::Options::from_env()?.registry;
+        opts.registry.mirrors = self.registry_mirror.clone();
+        opts.registry.insecure = self.insecure_registry.clone();
         Ok(ketch::Engine::open(&opts)?)
     }
 }
@@ -295,6 +334,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(cli, a),
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(cli, a),
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(cli, a),
+        Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => registry::pull(cli, a),
+        Command::Push(a) | Command::Image(ImageCommand::Push(a)) => registry::push(cli, a),
+        Command::Login(a) => registry::login(cli, a),
+        Command::Logout(a) => registry::logout(cli, a),
+        Command::Registry(c) => registry::run(cli, c),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => images::list(cli, a),
         Command::Tag(a) | Command::Image(ImageCommand::Tag(a)) => images::tag(cli, a),
         Command::Rmi(a) | Command::Image(ImageCommand::Rm(a)) => images::rmi(cli, a),

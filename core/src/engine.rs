@@ -56,6 +56,10 @@ impl Engine {
         Networks::new(&self.state)
     }
 
+    pub fn registries(&self) -> crate::registry::Registries<'_> {
+        crate::registry::Registries::new(&self.state)
+    }
+
     pub fn containers(&self) -> Containers<'_> {
         Containers::new(&self.state)
     }

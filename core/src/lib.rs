@@ -51,6 +51,7 @@ pub mod model;
 pub mod mount;
 pub mod network;
 pub mod reference;
+pub mod registry;
 pub mod runtime;
 pub mod server;
 pub mod snapshot;

@@ -100,6 +100,38 @@ pub struct Options {
     /// after `KETCH_SHIM` and before the executable's directory and `PATH`: written once
     /// into the root's `bin/` under its digest, and run from there.
     pub embedded_shim: Option<&'static [u8]>,
+    /// How registries are reached: mirrors of `docker.io`, registries spoken to over plain
+    /// HTTP or unverified TLS, where their certificates are.
+    pub registry: RegistrySettings,
+}
+
+/// How registries are reached, as dockerd's `registry-mirrors` and `insecure-registries`.
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    /// Base URLs (`https://mirror.example`, `http://127.0.0.1:5000`) tried in order before
+    /// `docker.io` itself for images of `docker.io`.
+    pub mirrors: Vec<String>,
+    /// Registries (`host[:port]`) or networks (`CIDR`) that may be spoken to over plain HTTP,
+    /// or over TLS without verifying the certificate. `localhost` and `127.0.0.0/8` always
+    /// may, as with Docker.
+    pub insecure: Vec<String>,
+    /// Where per-registry certificates are (`DIR/HOST[:PORT]/ca.crt`, `*.cert` with
+    /// `*.key` for a client certificate). `None`: `/etc/ketch/certs.d`, then
+    /// `/etc/docker/certs.d`.
+    pub certs_dir: Option<PathBuf>,
+    /// Blobs larger than this are pushed in chunks of this size; 0: in one request always.
+    pub push_chunk_size: u64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            mirrors: Vec::new(),
+            insecure: Vec::new(),
+            certs_dir: None,
+            push_chunk_size: 64 << 20,
+        }
+    }
 }
 
 impl Default for Options {
@@ -113,6 +145,7 @@ impl Default for Options {
             address_pools: Vec::new(),
             shim: None,
             embedded_shim: None,
+            registry: RegistrySettings::default(),
         }
     }
 }
@@ -120,8 +153,10 @@ impl Default for Options {
 impl Options {
     /// The defaults with what the environment says, as every front door reads it:
     /// `KETCH_ROOT`, `KETCH_STORAGE_DRIVER`, `KETCH_MAX_LAYER_SIZE`, `KETCH_BRIDGE`,
-    /// `KETCH_IP_FORWARD` (`false`/`0`: leave the host's forwarding alone) and
-    /// `KETCH_DEFAULT_ADDRESS_POOL` (`base=CIDR,size=N`, `;`-separated).
+    /// `KETCH_IP_FORWARD` (`false`/`0`: leave the host's forwarding alone),
+    /// `KETCH_DEFAULT_ADDRESS_POOL` (`base=CIDR,size=N`, `;`-separated),
+    /// `KETCH_REGISTRY_MIRRORS` and `KETCH_INSECURE_REGISTRIES` (`,`-separated),
+    /// `KETCH_CERTS_D` and `KETCH_PUSH_CHUNK_SIZE`.
     pub fn from_env() -> Result<Options> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut o = Options::default();
@@ -154,6 +189,26 @@ impl Options {
                     );
             }
         }
+        let list = |k: &str| -> Vec<String> {
+            var(k)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        o.registry.mirrors = list("KETCH_REGISTRY_MIRRORS");
+        o.registry.insecure = list("KETCH_INSECURE_REGISTRIES");
+        o.registry.certs_dir = var("KETCH_CERTS_D").map(PathBuf::from);
+        if let Some(c) = var("KETCH_PUSH_CHUNK_SIZE") {
+            o.registry.push_chunk_size =
+                crate::model::parse_bytes(&c).map_err(|reason| StateError::Invalid {
+                    reason: format!("KETCH_PUSH_CHUNK_SIZE: {reason}"),
+                })?;
+        }
         Ok(o)
     }
 }
@@ -175,6 +230,7 @@ pub struct State {
     pub(crate) embedded_shim: Option<&'static [u8]>,
     /// The root's ID (its `engine-id` file), which marks the host devices it makes.
     pub(crate) engine_id: String,
+    pub(crate) registry: RegistrySettings,
     /// The root's path with every link resolved, as the marks name it.
     pub(crate) real_root: PathBuf,
 }
@@ -225,6 +281,7 @@ impl State {
             shim: opts.shim.clone(),
             embedded_shim: opts.embedded_shim,
             engine_id,
+            registry: opts.registry.clone(),
             real_root,
         };
         Ok(local)

@@ -20,6 +20,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "model",
             "error",
             "ipnet",
+            "http",
+            "tls",
         ],
     ),
     ("stores", &["db", "content", "mount"]),
@@ -29,7 +31,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("containers", &["runtime"]),
     ("producers", &["registry", "build", "cluster"]),
     ("facade", &["engine", "api", "system"]),
-    ("wire", &["http", "tls", "client", "server"]),
+    ("wire", &["client", "server"]),
     ("harness", &["fuzzing", "testutil"]),
 ];
 

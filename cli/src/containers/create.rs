@@ -113,6 +113,12 @@ pub struct CreateArgs {
     /// Automatically remove the container when it exits
     #[arg(long)]
     rm: bool,
+    /// Pull image before running (missing, always, never)
+    #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
+    pull: String,
+    /// Set platform if server is multi-platform capable (for a pull)
+    #[arg(long)]
+    platform: Option<String>,
     /// The image
     image: String,
     /// Command and arguments
@@ -322,9 +328,41 @@ pub(super) fn expand_env(e: &str) -> String {
     }
 }
 
+/// Pulls the image first as `--pull` says: `always`, or when it is `missing` here (as
+/// Docker: "Unable to find image ... locally", the progress on stderr).
+fn ensure_image(api: &dyn ketch::api::Api, a: &CreateArgs) -> Result<()> {
+    let pull = |api: &dyn ketch::api::Api| {
+        crate::registry::pull_with(api, &a.image, false, a.platform.clone(), false, true)
+            .map(|_| ())
+            .map_err(|e| Exit(125, e.to_string()).into())
+    };
+    match a.pull.as_str() {
+        "never" => Ok(()),
+        "always" => pull(api),
+        _ => match api.image_inspect(&a.image) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ketch::ErrorKind::NotFound => {
+                // Only a name a registry could have: not an ID that is not here.
+                let Ok(r) = ketch::reference::Reference::parse(&a.image) else {
+                    return Err(engine_exit(e));
+                };
+                let shown = if r.digest().is_some() {
+                    r.familiar()
+                } else {
+                    r.with_default_tag().familiar()
+                };
+                eprintln!("Unable to find image '{shown}' locally");
+                pull(api)
+            }
+            Err(e) => Err(engine_exit(e)),
+        },
+    }
+}
+
 pub fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
     let opts = a.options()?;
     let api = cli.api().map_err(|e| Exit(125, e.to_string()))?;
+    ensure_image(&*api, a)?;
     let id = api.container_create(&opts).map_err(engine_exit)?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
@@ -342,6 +380,7 @@ pub struct RunArgs {
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     let opts = a.create.options()?;
     if let Some(client) = cli.remote().map_err(|e| Exit(125, e.to_string()))? {
+        ensure_image(&client, &a.create)?;
         let id = client.container_create(&opts).map_err(engine_exit)?;
         if a.detach {
             client.container_start(&id).map_err(engine_exit)?;
@@ -352,6 +391,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     let engine = cli.engine().map_err(|e| Exit(125, e.to_string()))?;
+    ensure_image(&engine, &a.create)?;
     let local = engine.containers();
     let c = local.create(&opts).map_err(engine_exit)?;
     let id = c.record.id.clone();

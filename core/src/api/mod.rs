@@ -22,8 +22,9 @@ use crate::system::{DiskUsage, PruneReport};
 // What a front door gives and gets through [`Api`], named here so that none imports a
 // resource's module.
 pub use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
-pub use crate::model::parse_bytes;
+pub use crate::model::{ProgressMessage, parse_bytes};
 pub use crate::network::NetworkCreate;
+pub use crate::registry::{AuthConfig, CredentialStore, Platform, PullOptions, PushOptions};
 pub use crate::runtime::{
     Change, CommitOptions, CreateOptions, DeviceMapping, ExecOptions, LogRecord, SecurityOpts,
     Stats, signal_number,
@@ -110,6 +111,23 @@ pub trait Api: Send + Sync {
     /// What was loaded, as Docker says it: `Loaded image: NAME:TAG`, `Loaded image ID: ID`.
     fn image_load(&self, src: LoadSource<'_>) -> Result<Vec<String>>;
     fn image_save(&self, names: &[String], format: SaveFormat, dest: SaveDest<'_>) -> Result<()>;
+    /// Pulls an image from its registry (every tag with `all_tags`), telling `progress` as
+    /// `docker pull` draws it. With no `auth`, the user's stored credentials for the
+    /// registry, if any. The references pulled (`busybox:latest`).
+    fn image_pull(
+        &self,
+        opts: &PullOptions,
+        progress: &mut dyn FnMut(&ProgressMessage),
+    ) -> Result<Vec<String>>;
+    /// Pushes an image to the registry its name names; the manifest's digest.
+    fn image_push(
+        &self,
+        opts: &PushOptions,
+        progress: &mut dyn FnMut(&ProgressMessage),
+    ) -> Result<String>;
+    /// Checks credentials against their registry (`serveraddress`, `docker.io` when
+    /// empty): `Login Succeeded`, or why not. Storing them is the front door's part.
+    fn registry_login(&self, auth: &AuthConfig) -> Result<String>;
 
     // Networks.
     /// The new network's ID.
@@ -350,6 +368,37 @@ impl Api for Engine {
     }
     fn image_save(&self, names: &[String], format: SaveFormat, dest: SaveDest<'_>) -> Result<()> {
         self.images().save(names, format, dest)
+    }
+    fn image_pull(
+        &self,
+        opts: &PullOptions,
+        progress: &mut dyn FnMut(&ProgressMessage),
+    ) -> Result<Vec<String>> {
+        let mut opts = opts.clone();
+        if opts.auth.is_none() {
+            opts.auth = crate::registry::stored_auth(&opts.reference)?;
+        }
+        let pulled = self.registries().pull(&opts, &mut |m| progress(&m))?;
+        Ok(pulled.into_iter().map(|p| p.reference).collect())
+    }
+    fn image_push(
+        &self,
+        opts: &PushOptions,
+        progress: &mut dyn FnMut(&ProgressMessage),
+    ) -> Result<String> {
+        let mut opts = opts.clone();
+        if opts.auth.is_none() {
+            opts.auth = crate::registry::stored_auth(&opts.reference)?;
+        }
+        Ok(self
+            .registries()
+            .push(&opts, &mut |m| progress(&m))?
+            .digest
+            .to_string())
+    }
+    fn registry_login(&self, auth: &AuthConfig) -> Result<String> {
+        self.registries().login(auth)?;
+        Ok("Login Succeeded".to_string())
     }
 
     fn network_create(&self, opts: &NetworkCreate) -> Result<String> {

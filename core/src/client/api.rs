@@ -11,11 +11,13 @@ use super::{Body, Client, ClientError, query};
 use crate::Result;
 use crate::api::{Api, LogOptions};
 use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
+use crate::model::ProgressMessage;
 use crate::model::{
     HistoryResponseItem, ImageDeleteResponseItem, ImageInspect, ImagePruneResponse, ImageSummary,
     NetworkResource,
 };
 use crate::network::NetworkCreate;
+use crate::registry::{AuthConfig, PullOptions, PushOptions};
 use crate::runtime::{Change, CommitOptions, CreateOptions, ExecOptions, LogRecord, Stats};
 use crate::system::{DiskUsage, PruneReport};
 use crate::volume::{Volume, VolumeCreate};
@@ -407,6 +409,86 @@ impl Api for Client {
         })?;
         Ok(out)
     }
+    fn image_pull(
+        &self,
+        opts: &PullOptions,
+        progress: &mut dyn FnMut(&ProgressMessage),
+    ) -> Result<Vec<String>> {
+        let r = crate::reference::Reference::parse(&opts.reference)?;
+        // As the Docker CLI asks: the name, and the tag or digest apart.
+        let mut q = vec![("fromImage", r.familiar_name())];
+        if !opts.all_tags {
+            let tag = match (r.digest(), r.tag()) {
+                (Some(d), _) => d.to_string(),
+                (None, Some(t)) => t.to_string(),
+                (None, None) => "latest".to_string(),
+            };
+            q.push(("tag", tag));
+        }
+        if let Some(p) = opts.platform.as_ref().filter(|p| !p.is_empty()) {
+            q.push(("platform", p.clone()));
+        }
+        let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let resp = self.request_with(
+            "POST",
+            &format!("/images/create?{}", query(&pairs)),
+            &[(
+                "X-Registry-Auth",
+                self.registry_auth(&opts.reference, opts.auth.as_ref())?,
+            )],
+            Body::None,
+        )?;
+        let mut pulled = Vec::new();
+        progress_messages(resp, &mut |m| {
+            if let Some(rest) = m.status.strip_prefix("Status: ")
+                && let Some((_, reference)) = rest.rsplit_once(" for ")
+            {
+                pulled.push(reference.to_string());
+            }
+            progress(m);
+        })?;
+        Ok(pulled)
+    }
+    fn image_push(
+        &self,
+        opts: &PushOptions,
+        progress: &mut dyn FnMut(&ProgressMessage),
+    ) -> Result<String> {
+        let r = crate::reference::Reference::parse(&opts.reference)?.with_default_tag();
+        let tag = r.tag().unwrap_or("latest").to_string();
+        let resp = self.request_with(
+            "POST",
+            &format!(
+                "/images/{}/push?{}",
+                r.familiar_name(),
+                query(&[("tag", tag.as_str())])
+            ),
+            &[(
+                "X-Registry-Auth",
+                self.registry_auth(&opts.reference, opts.auth.as_ref())?,
+            )],
+            Body::None,
+        )?;
+        let mut digest = String::new();
+        progress_messages(resp, &mut |m| {
+            if let Some(d) = m.aux.as_ref().and_then(|a| a["Digest"].as_str()) {
+                digest = d.to_string();
+            }
+            progress(m);
+        })?;
+        Ok(digest)
+    }
+    fn registry_login(&self, auth: &AuthConfig) -> Result<String> {
+        let v = self.call(
+            "POST",
+            "/auth",
+            Some(&serde_json::to_value(auth).unwrap_or_default()),
+        )?;
+        Ok(v["Status"]
+            .as_str()
+            .unwrap_or("Login Succeeded")
+            .to_string())
+    }
     fn image_save(&self, names: &[String], format: SaveFormat, dest: SaveDest<'_>) -> Result<()> {
         if format != SaveFormat::DockerArchive {
             return Err(ClientError::Url {
@@ -607,6 +689,37 @@ fn progress(resp: crate::client::Response, each: &mut dyn FnMut(&Value)) -> Resu
         each(&v);
     }
     Ok(())
+}
+
+/// Docker's progress stream, message by message; its error line is the call's error.
+fn progress_messages(
+    resp: crate::client::Response,
+    each: &mut dyn FnMut(&ProgressMessage),
+) -> Result<()> {
+    for v in resp.json_stream() {
+        let m: ProgressMessage = serde_json::from_value(v?).unwrap_or_default();
+        if let Some(e) = &m.error {
+            return Err(ClientError::Api {
+                status: 500,
+                message: e.clone(),
+            }
+            .into());
+        }
+        each(&m);
+    }
+    Ok(())
+}
+
+impl Client {
+    /// The `X-Registry-Auth` for a reference's registry: the credentials given, else the
+    /// user's stored ones (read here, on the client's side, as the Docker CLI does).
+    fn registry_auth(&self, reference: &str, given: Option<&AuthConfig>) -> Result<String> {
+        let auth = match given {
+            Some(a) => a.clone(),
+            None => crate::registry::stored_auth(reference)?.unwrap_or_default(),
+        };
+        Ok(auth.to_header())
+    }
 }
 
 fn strings(v: &Value) -> Vec<String> {

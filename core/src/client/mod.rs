@@ -284,7 +284,18 @@ impl Client {
     /// Sends a request and reads the answer's head; errors (4xx, 5xx) become
     /// [`ClientError::Api`] with the daemon's message.
     pub fn request(&self, method: &str, path: &str, body: Body<'_>) -> crate::Result<Response> {
-        Ok(self.send(method, path, body, false)?.1)
+        Ok(self.send(method, path, &[], body, false)?.1)
+    }
+
+    /// A request with headers of its own (`X-Registry-Auth`).
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Body<'_>,
+    ) -> crate::Result<Response> {
+        Ok(self.send(method, path, headers, body, false)?.1)
     }
 
     /// GET, the answer as JSON.
@@ -306,7 +317,7 @@ impl Client {
         body: Option<&Value>,
     ) -> crate::Result<Hijacked> {
         let body = body.map(Body::Json).unwrap_or(Body::None);
-        let (reader, resp) = self.send(method, path, body, true)?;
+        let (reader, resp) = self.send(method, path, &[], body, true)?;
         let raw = resp
             .header("content-type")
             .is_some_and(|t| t.contains("raw-stream"));
@@ -323,6 +334,7 @@ impl Client {
         &self,
         method: &str,
         path: &str,
+        headers: &[(&str, String)],
         body: Body<'_>,
         upgrade: bool,
     ) -> crate::Result<(Option<BufReader<Stream>>, Response)> {
@@ -332,6 +344,11 @@ impl Client {
             crate::http::API_VERSION,
             env!("CARGO_PKG_VERSION")
         );
+        for (k, v) in headers {
+            // A header's value never ends the head early.
+            let v: String = v.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
         if upgrade {
             head.push_str("Connection: Upgrade\r\nUpgrade: tcp\r\n");
         } else {

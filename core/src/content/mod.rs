@@ -205,6 +205,41 @@ impl ContentStore {
         })
     }
 
+    /// Takes a file written elsewhere on the store's file system (a registry upload) as a
+    /// blob: hashes it, checks it against `expected`, and moves it under its digest. On a
+    /// mismatch the file is left where it was.
+    pub fn adopt(&self, file: &Path, expected: &Digest) -> Result<u64, ContentError> {
+        let mut f = File::open(file).map_err(io_err(file))?;
+        let mut hasher = Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(file)(e)),
+            };
+            hasher.update(&buf[..n]);
+        }
+        let size = hasher.len();
+        let actual = hasher.finish();
+        if &actual != expected {
+            return Err(ContentError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        let target = self.path(expected);
+        if target.exists() {
+            let _ = fs::remove_file(file);
+            return Ok(size);
+        }
+        f.sync_data().map_err(io_err(file))?;
+        fs::set_permissions(file, fs::Permissions::from_mode(0o444)).map_err(io_err(file))?;
+        fs::rename(file, &target).map_err(io_err(&target))?;
+        Ok(size)
+    }
+
     /// Removes a blob. Removing one that is not there is not an error.
     pub fn delete(&self, digest: &Digest) -> Result<(), ContentError> {
         let path = self.path(digest);

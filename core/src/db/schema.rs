@@ -100,6 +100,23 @@ const MIGRATIONS: &[&str] = &[
         actor TEXT NOT NULL,
         attributes TEXT NOT NULL
     );",
+    // 6: what images were pulled by (`repository@digest` of a manifest or an index), and
+    // which repositories of which registries a blob is known to be in (for cross-repository
+    // mounts on push).
+    "CREATE TABLE repo_digests (
+        name TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        PRIMARY KEY (name, digest)
+    );
+    CREATE INDEX repo_digests_image ON repo_digests(image_id);
+    CREATE INDEX repo_digests_digest ON repo_digests(digest);
+    CREATE TABLE blob_sources (
+        digest TEXT NOT NULL,
+        registry TEXT NOT NULL,
+        repository TEXT NOT NULL,
+        PRIMARY KEY (digest, registry, repository)
+    );",
 ];
 
 pub(super) fn migrate(db: &Db) -> Result<(), DbError> {

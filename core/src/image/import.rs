@@ -323,6 +323,7 @@ impl Images<'_> {
             created: Some(now),
             layers: vec![(blob_digest, chain)],
             tags: reference.into_iter().cloned().collect(),
+            repo_digests: Vec::new(),
         }])?;
         Ok(id)
     }
@@ -352,6 +353,14 @@ impl Images<'_> {
                 for t in &img.tags {
                     super::set_tag(tx, t, &img.id)?;
                 }
+                for (name, digest) in &img.repo_digests {
+                    // A digest names one image: pulled again, it points at what it names now.
+                    tx.execute(
+                        "INSERT INTO repo_digests (name, digest, image_id) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(name, digest) DO UPDATE SET image_id = excluded.image_id",
+                        params![name, digest.to_string(), img.id.to_string()],
+                    )?;
+                }
             }
             Ok::<_, crate::Error>(())
         })
@@ -367,6 +376,8 @@ pub(crate) struct NewImage {
     /// (blob digest, chain ID), base first.
     pub layers: Vec<(Digest, Digest)>,
     pub tags: Vec<Reference>,
+    /// What it was pulled by: (repository name, manifest or index digest).
+    pub repo_digests: Vec<(String, Digest)>,
 }
 
 pub(crate) fn oci_digest(d: &Digest) -> oci::Digest {

@@ -108,7 +108,8 @@ impl Images<'_> {
                         let used = exists(
                             tx,
                             "SELECT (SELECT COUNT(*) FROM images WHERE id = ?1 OR manifest_digest = ?1)
-                                  + (SELECT COUNT(*) FROM image_layers WHERE blob_digest = ?1)",
+                                  + (SELECT COUNT(*) FROM image_layers WHERE blob_digest = ?1)
+                                  + (SELECT COUNT(*) FROM repo_digests WHERE digest = ?1)",
                             key,
                         )?;
                         if !used && !held(tx, kind, key)? {

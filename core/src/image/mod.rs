@@ -252,8 +252,9 @@ pub(crate) fn resolve(tx: &Transaction<'_>, name: &str) -> Result<Resolved, crat
         let id: Option<String> = match (r.tag(), r.digest()) {
             (_, Some(d)) => tx
                 .query_row(
-                    "SELECT id FROM images WHERE manifest_digest = ?1",
-                    params![d.to_string()],
+                    "SELECT image_id FROM repo_digests WHERE name = ?1 AND digest = ?2
+                     UNION ALL SELECT id FROM images WHERE manifest_digest = ?2 LIMIT 1",
+                    params![r.name(), d.to_string()],
                     |row| row.get(0),
                 )
                 .optional()?,
@@ -328,14 +329,29 @@ fn unix(ts: Option<&str>) -> i64 {
         .map_or(0, |t| t.timestamp())
 }
 
-/// `repo@manifest-digest` for each distinct repository the image is tagged in.
-fn repo_digests(tags: &[(Reference, String)], manifest: &Digest) -> Vec<String> {
+/// `repo@digest` for what the image was pulled by, and `repo@manifest-digest` for each other
+/// repository the image is tagged in.
+fn repo_digests(
+    tags: &[(Reference, String)],
+    manifest: &Digest,
+    pulled_by: &[(String, Digest)],
+) -> Vec<String> {
+    let familiar = |name: &str| {
+        Reference::parse(name).map_or_else(|_| name.to_string(), |r| r.familiar_name())
+    };
+    let mut out: Vec<String> = pulled_by
+        .iter()
+        .map(|(n, d)| format!("{}@{d}", familiar(n)))
+        .collect();
+    let pulled: Vec<String> = pulled_by.iter().map(|(n, _)| familiar(n)).collect();
     let mut repos: Vec<String> = tags.iter().map(|(r, _)| r.familiar_name()).collect();
     repos.dedup();
-    repos
-        .into_iter()
-        .map(|r| format!("{r}@{manifest}"))
-        .collect()
+    for r in repos {
+        if !pulled.contains(&r) {
+            out.push(format!("{r}@{manifest}"));
+        }
+    }
+    out
 }
 
 /// The images of an opened root: its content store, its snapshots and their records.
@@ -384,8 +400,9 @@ impl Images<'_> {
             for row in rows {
                 let image = to_record(row)?;
                 let tags = image_tags(tx, &image.id)?;
+                let pulled_by = recorded_repo_digests(tx, &image.id)?;
                 if let Some(d) = opts.dangling
-                    && d != tags.is_empty()
+                    && d != (tags.is_empty() && pulled_by.is_empty())
                 {
                     continue;
                 }
@@ -405,7 +422,7 @@ impl Images<'_> {
                     id: image.id.to_string(),
                     parent_id: String::new(),
                     repo_tags: tags.iter().map(|(r, _)| r.familiar()).collect(),
-                    repo_digests: repo_digests(&tags, &image.manifest_digest),
+                    repo_digests: repo_digests(&tags, &image.manifest_digest, &pulled_by),
                     created: unix(image.created.as_deref()),
                     size: image.size as i64,
                     shared_size: -1,
@@ -424,11 +441,12 @@ impl Images<'_> {
     }
 
     pub fn inspect(&self, name: &str) -> crate::Result<model::ImageInspect> {
-        let (image, tags, layers) = self.st.db.read(|tx| {
+        let (image, tags, layers, pulled_by) = self.st.db.read(|tx| {
             let image = resolve(tx, name)?.image;
             let tags = image_tags(tx, &image.id)?;
             let layers = image_layers(tx, &image.id)?;
-            Ok::<_, crate::Error>((image, tags, layers))
+            let pulled_by = recorded_repo_digests(tx, &image.id)?;
+            Ok::<_, crate::Error>((image, tags, layers, pulled_by))
         })?;
         let raw = self.config_value(&image.id)?;
         let config = parse_config(&self.st.content.read(&image.id, MAX_JSON)?)?;
@@ -445,7 +463,7 @@ impl Images<'_> {
         Ok(model::ImageInspect {
             id: image.id.to_string(),
             repo_tags: tags.iter().map(|(r, _)| r.familiar()).collect(),
-            repo_digests: repo_digests(&tags, &image.manifest_digest),
+            repo_digests: repo_digests(&tags, &image.manifest_digest, &pulled_by),
             parent: String::new(),
             comment: history_comment(&raw),
             created: image.created.clone().unwrap_or_default(),
@@ -724,6 +742,10 @@ fn delete_image_row(
         lease.add_in(tx, lease::Resource::Blob(l.blob.clone()))?;
         lease.add_in(tx, lease::Resource::Layer(l.chain_id.clone()))?;
     }
+    // The indexes it was pulled by go with it.
+    for (_, d) in recorded_repo_digests(tx, &image.id)? {
+        lease.add_in(tx, lease::Resource::Blob(d))?;
+    }
     tx.execute(
         "DELETE FROM tags WHERE image_id = ?1",
         params![image.id.to_string()],
@@ -733,6 +755,23 @@ fn delete_image_row(
         params![image.id.to_string()],
     )?;
     Ok(())
+}
+
+/// The `(repository, digest)` pairs an image was pulled by.
+pub(crate) fn recorded_repo_digests(
+    tx: &Transaction<'_>,
+    id: &Digest,
+) -> Result<Vec<(String, Digest)>, crate::Error> {
+    let mut stmt =
+        tx.prepare("SELECT name, digest FROM repo_digests WHERE image_id = ?1 ORDER BY name")?;
+    let rows = stmt
+        .query_map(params![id.to_string()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(|(n, d)| Ok((n, parse_digest(&d)?)))
+        .collect()
 }
 
 /// Points a tag at an image, moving it from any image it pointed at before.

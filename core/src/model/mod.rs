@@ -2,7 +2,9 @@
 //! (`docker-engine-api.yaml`): what the daemon serves, the client parses and the bindings
 //! hand out.
 
+mod progress;
 mod units;
+pub use progress::{ErrorDetail, ProgressDetail, ProgressMessage, bar, human_bytes};
 pub use units::parse_bytes;
 
 use std::collections::BTreeMap;

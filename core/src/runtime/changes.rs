@@ -353,6 +353,7 @@ impl Containers<'_> {
                 created: Some(now),
                 layers: all,
                 tags: reference.into_iter().collect(),
+                repo_digests: Vec::new(),
             }])?;
         Ok(id)
     }

@@ -63,12 +63,46 @@ pub(super) fn route(
                 .collect();
             Reply::Text(200, "application/json", text.into_bytes())
         }
+        ("POST", ["images", "create"]) if req.query.contains_key("fromImage") => {
+            let from = &req.query["fromImage"];
+            let tag = req.query.get("tag").filter(|t| !t.is_empty());
+            let parsed = crate::reference::Reference::parse(from).map_err(crate::Error::from)?;
+            // The tag may be a digest; no tag and none in the name: every tag.
+            let (reference, all_tags) = match tag {
+                Some(t) if t.starts_with("sha256:") => (format!("{from}@{t}"), false),
+                Some(t) => (format!("{from}:{t}"), false),
+                None => (
+                    from.clone(),
+                    parsed.tag().is_none() && parsed.digest().is_none(),
+                ),
+            };
+            let opts = crate::registry::PullOptions {
+                reference,
+                all_tags,
+                platform: req.query.get("platform").cloned().filter(|p| !p.is_empty()),
+                auth: Some(registry_auth(req)?),
+            };
+            return progress_stream(w, |p| {
+                engine.registries().pull(&opts, &mut |m| p(&m)).map(|_| ())
+            });
+        }
+        ("POST", ["images", name @ .., "push"]) if !name.is_empty() => {
+            let name = name.join("/");
+            let reference = match req.query.get("tag").filter(|t| !t.is_empty()) {
+                Some(t) => format!("{name}:{t}"),
+                None => name,
+            };
+            let opts = crate::registry::PushOptions {
+                reference,
+                auth: Some(registry_auth(req)?),
+            };
+            return progress_stream(w, |p| {
+                engine.registries().push(&opts, &mut |m| p(&m)).map(|_| ())
+            });
+        }
         ("POST", ["images", "create"]) => {
             if req.query.get("fromSrc").map(String::as_str) != Some("-") {
-                return Err(ApiError(
-                    501,
-                    "pulling from a registry is not served yet; import with fromSrc=-".into(),
-                ));
+                return Err(bad("fromImage or fromSrc=- is required"));
             }
             let reference = match (req.query.get("repo"), req.query.get("tag")) {
                 (Some(r), Some(t)) if !r.is_empty() && !t.is_empty() => Some(format!("{r}:{t}")),
@@ -178,4 +212,49 @@ pub(super) fn image_save(engine: &Engine, names: &[String], w: &mut dyn Conn) ->
     );
     let _ = out.finish();
     Ok(())
+}
+
+/// The credentials a request carries in `X-Registry-Auth` (none: anonymous). The daemon
+/// never reads its own user's stored credentials for a client.
+fn registry_auth(req: &Request) -> Result<crate::registry::AuthConfig> {
+    crate::registry::AuthConfig::from_header(req.header("x-registry-auth").unwrap_or(""))
+        .map_err(|e| ApiError::from(crate::Error::from(e)))
+}
+
+/// Runs `op`, streaming its progress as Docker's JSON messages. An error before the first
+/// message is the answer's status (a missing image is a 404); after it, the stream's last
+/// line.
+fn progress_stream(
+    w: &mut dyn Conn,
+    op: impl FnOnce(&mut dyn FnMut(&crate::model::ProgressMessage)) -> crate::Result<()>,
+) -> Result<Option<Reply>> {
+    let mut idle = Some(w);
+    let mut out = None;
+    let res = op(&mut |m| {
+        if out.is_none()
+            && let Some(w) = idle.take()
+        {
+            out = json_stream(w).ok();
+        }
+        if let Some(o) = out.as_mut() {
+            let line = serde_json::to_string(m).unwrap_or_default() + "\r\n";
+            // A client gone mid-way: the work still finishes, unread.
+            let _ = io::Write::write_all(o, line.as_bytes());
+        }
+    });
+    match (res, out) {
+        (Err(e), None) => Err(e.into()),
+        (res, Some(mut o)) => {
+            if let Err(e) = res {
+                let line =
+                    serde_json::to_string(&crate::model::ProgressMessage::failure(e.to_string()))
+                        .unwrap_or_default()
+                        + "\r\n";
+                let _ = io::Write::write_all(&mut o, line.as_bytes());
+            }
+            o.finish().map_err(|e| ApiError(500, e.to_string()))?;
+            Ok(None)
+        }
+        (Ok(()), None) => Ok(Some(Reply::Text(200, "application/json", Vec::new()))),
+    }
 }

@@ -1,4 +1,4 @@
-//! `/_ping`, `/version`, `/info`, `/events` and `/system/df`.
+//! `/_ping`, `/version`, `/info`, `/events`, `/system/df` and `/auth`.
 
 use super::*;
 
@@ -17,6 +17,15 @@ pub(super) fn route(
         }
         ("GET", ["version"]) => Reply::Json(200, version()),
         ("GET", ["info"]) => Reply::Json(200, info(engine)?),
+        ("POST", ["auth"]) => {
+            let auth: crate::registry::AuthConfig = serde_json::from_slice(&req.body)
+                .map_err(|e| bad(format!("invalid auth configuration: {e}")))?;
+            engine.registries().login(&auth)?;
+            Reply::Json(
+                200,
+                json!({"Status": "Login Succeeded", "IdentityToken": ""}),
+            )
+        }
         ("GET", ["events"]) => return events(engine, req, w).map(|()| None),
         ("GET", ["system", "df"]) => Reply::Json(
             200,

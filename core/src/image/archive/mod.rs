@@ -435,6 +435,7 @@ impl Images<'_> {
                         .zip(chains)
                         .collect(),
                     tags: p.tags,
+                    repo_digests: Vec::new(),
                 }),
             }
         }
