@@ -146,7 +146,8 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Result<&'a Value> {
 }
 
 /// Renders the subset of Go templates the Docker CLI's users write: `{{.Field}}`,
-/// `{{.A.B}}`, `{{json .}}`, `{{json .Field}}`, `{{upper .F}}`, `{{lower .F}}`.
+/// `{{.A.B}}`, `{{json .}}`, `{{json .Field}}`, `{{upper .F}}`, `{{lower .F}}`,
+/// `{{index .List 0}}`, `{{index .Map "key"}}`.
 pub fn render(template: &str, v: &Value) -> Result<String> {
     let mut out = String::new();
     let mut rest = template;
@@ -167,6 +168,24 @@ pub fn render(template: &str, v: &Value) -> Result<String> {
         };
         if !arg.starts_with('.') {
             bail!("template: unsupported action {{{{{action}}}}}");
+        }
+        if func == Some("index") {
+            // `index .Field 0`, `index .Labels "key"`: an element of a list or a map.
+            let mut words = arg.split_whitespace();
+            let path = words.next().unwrap_or(".");
+            let mut val = lookup(v, &path[1..])?;
+            for key in words {
+                let key = key.trim_matches('"');
+                val = match (val, key.parse::<usize>()) {
+                    (Value::Array(a), Ok(i)) => a.get(i).ok_or_else(|| {
+                        anyhow::anyhow!("template: error calling index: index out of range: {i}")
+                    })?,
+                    (Value::Object(m), _) => m.get(key).unwrap_or(&Value::Null),
+                    _ => bail!("template: error calling index: cannot index {key}"),
+                };
+            }
+            out.push_str(&go_value(val));
+            continue;
         }
         let val = lookup(v, &arg[1..])?;
         match func {
@@ -295,5 +314,9 @@ mod tests {
             r#"{"Cmd":["sh","-c"]}"#
         );
         assert!(render("{{.Nope}}", &v).is_err());
+        assert_eq!(render("{{index .Config.Cmd 1}}", &v).unwrap(), "-c");
+        assert!(render("{{index .Config.Cmd 5}}", &v).is_err());
+        let m = serde_json::json!({"L": {"a.b": "x"}});
+        assert_eq!(render(r#"{{index .L "a.b"}}"#, &m).unwrap(), "x");
     }
 }

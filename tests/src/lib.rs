@@ -10,6 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use ketch::digest::Digest;
 
 pub mod hostile;
+pub mod registry;
 
 /// The workspace's `target` directory.
 pub fn target_dir() -> PathBuf {
@@ -224,6 +225,8 @@ impl Root {
             .env("KETCH_BRIDGE", &self.bridge)
             // Tests leave the host's forwarding setting as they found it.
             .env("KETCH_IP_FORWARD", "false")
+            // Registry credentials stay in the test's directory, never the user's.
+            .env("KETCH_CONFIG", self.dir.path().join("config"))
             .stdin(Stdio::null());
         c
     }
