@@ -24,6 +24,9 @@ pub struct PullArgs {
     /// Suppress verbose output
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Require HTTPS and verify certificates (false: as an insecure registry)
+    #[arg(long = "tls-verify", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify: bool,
     /// NAME[:TAG|@DIGEST]
     name: String,
 }
@@ -37,13 +40,28 @@ pub fn pull_with(
     quiet: bool,
     to_stderr: bool,
 ) -> Result<Vec<String>> {
-    let r = Reference::parse(name)?;
-    let opts = PullOptions {
-        reference: name.to_string(),
-        all_tags,
-        platform,
-        auth: None,
-    };
+    pull_opts(
+        api,
+        PullOptions {
+            reference: name.to_string(),
+            all_tags,
+            platform,
+            auth: None,
+            insecure: false,
+        },
+        quiet,
+        to_stderr,
+    )
+}
+
+fn pull_opts(
+    api: &dyn Api,
+    opts: PullOptions,
+    quiet: bool,
+    to_stderr: bool,
+) -> Result<Vec<String>> {
+    let r = Reference::parse(&opts.reference)?;
+    let all_tags = opts.all_tags;
     let tty = if to_stderr {
         io::stderr().is_terminal()
     } else {
@@ -71,14 +89,14 @@ pub fn pull_with(
 pub fn pull(cli: &Cli, a: &PullArgs) -> Result<ExitCode> {
     let api = cli.api()?;
     let r = Reference::parse(&a.name)?;
-    pull_with(
-        &*api,
-        &a.name,
-        a.all_tags,
-        a.platform.clone(),
-        a.quiet,
-        false,
-    )?;
+    let opts = PullOptions {
+        reference: a.name.clone(),
+        all_tags: a.all_tags,
+        platform: a.platform.clone(),
+        auth: None,
+        insecure: !a.tls_verify,
+    };
+    pull_opts(&*api, opts, a.quiet, false)?;
     // Docker ends with the full name of what it pulled.
     let full = if a.all_tags {
         r.name()
@@ -96,6 +114,9 @@ pub struct PushArgs {
     /// Suppress verbose output
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// Require HTTPS and verify certificates (false: as an insecure registry)
+    #[arg(long = "tls-verify", default_value_t = true, action = clap::ArgAction::Set)]
+    tls_verify: bool,
     /// NAME[:TAG]
     name: String,
 }
@@ -112,6 +133,7 @@ pub fn push(cli: &Cli, a: &PushArgs) -> Result<ExitCode> {
     let opts = PushOptions {
         reference: a.name.clone(),
         auth: None,
+        insecure: !a.tls_verify,
     };
     let digest = api.image_push(&opts, &mut |m| {
         if !a.quiet {

@@ -48,16 +48,29 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// `ketch registry serve` with `args` (`--htpasswd F`, `--token-auth` ...).
+    /// `ketch registry serve` with `args` (`--htpasswd F`, `--token-auth` ...) on
+    /// 127.0.0.1.
     pub fn ketch(args: &[&str]) -> Registry {
+        Registry::ketch_under(&[], "127.0.0.1", args)
+    }
+
+    /// `ketch registry serve` run under `wrap` (`nsenter --net=...`), on `ip`.
+    pub fn ketch_under(wrap: &[String], ip: &str, args: &[&str]) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("ketch-registry-")
             .tempdir()
             .unwrap();
-        let mut cmd = Command::new(ketch_bin());
+        let mut cmd = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(ketch_bin());
+                c
+            }
+            None => Command::new(ketch_bin()),
+        };
         cmd.arg("--root")
             .arg(dir.path().join("data"))
-            .args(["registry", "serve", "--addr", "127.0.0.1:0"])
+            .args(["registry", "serve", "--addr", &format!("{ip}:0")])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

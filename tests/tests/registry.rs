@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ketch_tests::registry::{Fault, Proxy, Registry, curl, htpasswd};
-use ketch_tests::{Daemon, Root, TarBuilder, digest, gzip, require_tool, wait_until};
+use ketch_tests::{Daemon, PrivateNet, Root, TarBuilder, digest, gzip, require_tool, wait_until};
 
 /// A root with the busybox image tagged `ADDR/me/bb:1`.
 fn with_image(addr: &str) -> Root {
@@ -711,4 +711,189 @@ fn the_docker_cli_pulls_pushes_and_logs_in_through_the_daemon() {
     assert!(login(&check, &reg.addr, "dock", "er").status.success());
     check.ok(&["pull", &pushed]);
     runs(&check, &pushed);
+}
+
+/// A CA and a certificate it signed for `ip`, in `dir`: (ca.crt, server.crt, server.key).
+fn certs_for(
+    dir: &std::path::Path,
+    ip: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    require_tool("openssl");
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {o:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut a = vec![
+        "req",
+        "-x509",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=registry-test-ca",
+    ];
+    a.extend(ec);
+    a.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
+    openssl(&a);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    let mut a = vec!["req", "-subj", "/CN=registry"];
+    a.extend(ec);
+    a.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&a);
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn tls_is_verified_against_the_registrys_ca_unless_told_otherwise() {
+    // An address that is not loopback (loopback is always insecure), in a namespace of the
+    // test's own.
+    let net = PrivateNet::new();
+    let ip = "10.77.0.1";
+    net.sh(&format!(
+        "ip link set lo up && ip link add d0 type veth peer name d1 && ip addr add {ip}/24 dev d0 && ip link set d1 up && ip link set d0 up"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certs_for(dir.path(), ip);
+    let reg = Registry::ketch_under(
+        &net.wrap(),
+        ip,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let r = net.root();
+    let image = format!("{}/me/bb:1", reg.addr);
+    r.ok(&["tag", "busybox", &image]);
+    // Nobody vouches for the certificate: refused, and the error names why.
+    let (_, err) = r.fails(&["push", &image]);
+    assert!(
+        err.contains("cannot reach registry") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    // Its CA in the certificates directory, as Docker's certs.d: verified and accepted.
+    let certs = dir.path().join("certs.d");
+    std::fs::create_dir_all(certs.join(&reg.addr)).unwrap();
+    std::fs::copy(&ca, certs.join(&reg.addr).join("ca.crt")).unwrap();
+    let with_ca = |root: &Root, args: &[&str]| {
+        let o = root
+            .cmd()
+            .env("KETCH_CERTS_D", &certs)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    with_ca(&r, &["push", &image]);
+    let fresh = net.root();
+    with_ca(&fresh, &["pull", &image]);
+    runs(&fresh, &image);
+    // Or without the CA, where the user says so: per command, or per registry.
+    let other = net.root();
+    let (_, err) = other.fails(&["pull", &image]);
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    other.ok(&["pull", "--tls-verify=false", &image]);
+    let listed = net.root();
+    listed.ok(&["--insecure-registry", &reg.addr, "pull", &image]);
+}
+
+#[test]
+fn docker_io_comes_from_a_mirror_when_one_is_set() {
+    let reg = Registry::ketch(&[]);
+    let src = Root::new();
+    src.busybox("busybox");
+    // The mirror holds `library/busybox`, as a pull-through cache of docker.io would.
+    src.ok(&[
+        "tag",
+        "busybox",
+        &format!("{}/library/busybox:latest", reg.addr),
+    ]);
+    src.ok(&["push", &format!("{}/library/busybox:latest", reg.addr)]);
+    let r = Root::new();
+    let mirror = format!("http://{}", reg.addr);
+    let out = r.ok(&["--registry-mirror", &mirror, "pull", "busybox"]);
+    assert!(out.contains("Using default tag: latest"), "{out}");
+    assert!(
+        out.trim_end().ends_with("docker.io/library/busybox:latest"),
+        "{out}"
+    );
+    assert_eq!(
+        r.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .trim(),
+        "busybox:latest"
+    );
+    runs(&r, "busybox");
+}
+
+#[test]
+fn large_blobs_go_up_in_chunks_and_all_tags_come_down() {
+    let reg = Registry::ketch(&[]);
+    let proxy = Proxy::new(&reg.addr);
+    let src = Root::new();
+    src.busybox("busybox");
+    for t in ["1", "2"] {
+        src.ok(&["tag", "busybox", &format!("{}/me/bb:{t}", proxy.addr)]);
+    }
+    let o = src
+        .cmd()
+        .env("KETCH_PUSH_CHUNK_SIZE", "256k")
+        .args(["push", &format!("{}/me/bb:1", proxy.addr)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let patches = proxy.seen("PATCH /v2/me/bb/blobs/uploads/");
+    assert!(patches.len() > 2, "{:?}", proxy.log.lock().unwrap());
+    src.ok(&["push", &format!("{}/me/bb:2", proxy.addr)]);
+    let r = Root::new();
+    let out = r.ok(&["pull", "-a", &format!("{}/me/bb", proxy.addr)]);
+    assert!(
+        out.contains("1: Pulling from me/bb") && out.contains("2: Pulling from me/bb"),
+        "{out}"
+    );
+    let tags = r.ok(&["images", "--format", "{{.Tag}}"]);
+    let mut tags: Vec<&str> = tags.lines().collect();
+    tags.sort();
+    assert_eq!(tags, ["1", "2"]);
+    runs(&r, &format!("{}/me/bb:2", proxy.addr));
 }

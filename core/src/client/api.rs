@@ -415,6 +415,7 @@ impl Api for Client {
         progress: &mut dyn FnMut(&ProgressMessage),
     ) -> Result<Vec<String>> {
         let r = crate::reference::Reference::parse(&opts.reference)?;
+        refuse_insecure(self, opts.insecure)?;
         // As the Docker CLI asks: the name, and the tag or digest apart.
         let mut q = vec![("fromImage", r.familiar_name())];
         if !opts.all_tags {
@@ -455,6 +456,7 @@ impl Api for Client {
         progress: &mut dyn FnMut(&ProgressMessage),
     ) -> Result<String> {
         let r = crate::reference::Reference::parse(&opts.reference)?.with_default_tag();
+        refuse_insecure(self, opts.insecure)?;
         let tag = r.tag().unwrap_or("latest").to_string();
         let resp = self.request_with(
             "POST",
@@ -687,6 +689,18 @@ fn progress(resp: crate::client::Response, each: &mut dyn FnMut(&Value)) -> Resu
             .into());
         }
         each(&v);
+    }
+    Ok(())
+}
+
+/// A daemon decides for itself which registries are insecure (its `--insecure-registry`).
+fn refuse_insecure(c: &Client, insecure: bool) -> Result<()> {
+    if insecure {
+        return Err(ClientError::Url {
+            url: c.url().to_string(),
+            reason: "--tls-verify=false is for an embedded engine; start the daemon with --insecure-registry".into(),
+        }
+        .into());
     }
     Ok(())
 }

@@ -107,7 +107,8 @@ impl<'s> Registries<'s> {
         } else {
             server
         };
-        let ep = transport::Endpoint::connect(&self.st.registry, &domain, auth.clone(), true)?;
+        let ep =
+            transport::Endpoint::connect(&self.st.registry, &domain, auth.clone(), true, true)?;
         ep.login()?;
         Ok(())
     }

@@ -48,6 +48,9 @@ pub struct PullOptions {
     pub platform: Option<String>,
     /// Credentials; `None`: anonymous (front doors look up the user's stored ones first).
     pub auth: Option<AuthConfig>,
+    /// Speak to this registry over plain HTTP or unverified TLS, as if it were listed
+    /// insecure (`--tls-verify=false`).
+    pub insecure: bool,
 }
 
 /// An image a pull brought in (or found up to date).
@@ -97,7 +100,7 @@ impl Registries<'_> {
             _ => None,
         };
         let auth = opts.auth.clone().unwrap_or_default();
-        let ep = Endpoint::connect(&self.st.registry, r.domain(), auth, false)?;
+        let ep = Endpoint::connect(&self.st.registry, r.domain(), auth, false, !opts.insecure)?;
         if opts.all_tags {
             if r.tag().is_some() || r.digest().is_some() {
                 return Err(RegistryError::Platform {

@@ -27,6 +27,8 @@ pub struct PushOptions {
     pub reference: String,
     /// Credentials; `None`: anonymous (front doors look up the user's stored ones first).
     pub auth: Option<AuthConfig>,
+    /// Speak to this registry over plain HTTP or unverified TLS (`--tls-verify=false`).
+    pub insecure: bool,
 }
 
 /// What a push left in the registry.
@@ -108,7 +110,7 @@ impl Registries<'_> {
             r.name()
         )));
         let auth = opts.auth.clone().unwrap_or_default();
-        let ep = Endpoint::connect(&self.st.registry, r.domain(), auth, true)?;
+        let ep = Endpoint::connect(&self.st.registry, r.domain(), auth, true, !opts.insecure)?;
         let manifest = self.st.content.read(&record.manifest_digest, MAX_JSON)?;
         let m = image::parse_manifest(&manifest)?;
         let mut blobs: Vec<(Digest, u64)> = Vec::new();

@@ -257,6 +257,7 @@ impl Endpoint {
         domain: &str,
         auth: AuthConfig,
         for_push: bool,
+        tls_verify: bool,
     ) -> Result<Arc<Endpoint>, RegistryError> {
         let mut candidates: Vec<(String, bool)> = Vec::new();
         if domain == "docker.io" {
@@ -274,7 +275,7 @@ impl Endpoint {
             }
             candidates.push((DOCKER_IO_API.to_string(), true));
         } else {
-            let insecure = is_insecure(settings, domain);
+            let insecure = !tls_verify || is_insecure(settings, domain);
             candidates.push((format!("https://{domain}"), !insecure));
             if insecure {
                 candidates.push((format!("http://{domain}"), false));

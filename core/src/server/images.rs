@@ -81,6 +81,7 @@ pub(super) fn route(
                 all_tags,
                 platform: req.query.get("platform").cloned().filter(|p| !p.is_empty()),
                 auth: Some(registry_auth(req)?),
+                insecure: false,
             };
             return progress_stream(w, |p| {
                 engine.registries().pull(&opts, &mut |m| p(&m)).map(|_| ())
@@ -95,6 +96,7 @@ pub(super) fn route(
             let opts = crate::registry::PushOptions {
                 reference,
                 auth: Some(registry_auth(req)?),
+                insecure: false,
             };
             return progress_stream(w, |p| {
                 engine.registries().push(&opts, &mut |m| p(&m)).map(|_| ())
