@@ -7,4 +7,5 @@ export * from './native'
 declare module './native' {
   interface LogStream extends AsyncIterable<LogRecord> {}
   interface EventStream extends AsyncIterable<any> {}
+  interface ProgressStream extends AsyncIterable<any> {}
 }

@@ -15,7 +15,7 @@ try {
   throw e
 }
 
-// Log records and events, usable in `for await`.
+// Log records, events and progress messages, usable in `for await`.
 async function* items() {
   for (;;) {
     const item = await this.read()
@@ -25,5 +25,6 @@ async function* items() {
 }
 native.LogStream.prototype[Symbol.asyncIterator] = items
 native.EventStream.prototype[Symbol.asyncIterator] = items
+native.ProgressStream.prototype[Symbol.asyncIterator] = items
 
 module.exports = native

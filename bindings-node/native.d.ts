@@ -46,6 +46,18 @@ export declare class Engine {
   importImage(path: string, reference?: string | undefined | null): Promise<string>
   /** Loads a docker-archive or OCI tarball; resolves to Docker's messages. */
   loadImage(path: string): Promise<string[]>
+  /**
+   * Pulls an image from its registry: an async iterator of Docker's progress messages
+   * (`{status, id, progressDetail}`); a failure rejects the iteration where it ends.
+   */
+  pull(reference: string, options?: PullOptions | undefined | null): ProgressStream
+  /**
+   * Pushes an image to the registry its name names: an async iterator of Docker's
+   * progress messages, the last with `aux: {Tag, Digest, Size}`.
+   */
+  push(reference: string, options?: PushOptions | undefined | null): ProgressStream
+  /** Checks credentials against their registry; resolves to `Login Succeeded`. */
+  login(auth: RegistryAuth): Promise<string>
   /** `GET /images/json`. */
   listImages(): Promise<any[]>
   /** `GET /images/{name}/json`. */
@@ -75,6 +87,12 @@ export declare class LogStream {
   read(): Promise<LogRecord | null>
 }
 
+/** A pull's or push's progress messages as they come; `for await` over it. */
+export declare class ProgressStream {
+  /** The next message, or `null` at the end. */
+  read(): Promise<any | null>
+}
+
 /** A daemon at `url` (`unix:///path`, `tcp://host:port`; TLS when `tls.ca` is given). */
 export declare function connect(url: string, tls?: TlsOptions | undefined | null): Engine
 
@@ -100,6 +118,28 @@ export interface LogRecord {
   /** RFC 3339. */
   time: string
   data: Buffer
+}
+
+export interface PullOptions {
+  /** `os/arch[/variant]`; default the host's. */
+  platform?: string
+  /** Every tag of the repository. */
+  allTags?: boolean
+  /** Credentials; default the user's stored ones (`ketch login`, `docker login`). */
+  auth?: RegistryAuth
+}
+
+export interface PushOptions {
+  /** Credentials; default the user's stored ones (`ketch login`, `docker login`). */
+  auth?: RegistryAuth
+}
+
+/** Credentials for a registry (as `X-Registry-Auth` carries them). */
+export interface RegistryAuth {
+  username?: string
+  password?: string
+  /** The registry; `docker.io` when none. */
+  serveraddress?: string
 }
 
 export interface RemoveOptions {

@@ -838,4 +838,5 @@ module.exports = nativeBinding
 module.exports.Engine = nativeBinding.Engine
 module.exports.EventStream = nativeBinding.EventStream
 module.exports.LogStream = nativeBinding.LogStream
+module.exports.ProgressStream = nativeBinding.ProgressStream
 module.exports.connect = nativeBinding.connect

@@ -73,6 +73,10 @@ typedef uint32_t engine_stream;
 // An engine: a state root opened in this process, or a daemon. Opaque.
 typedef struct engine engine;
 
+// Called with each progress message of a pull or push: the JSON of one of Docker's
+// messages (`{"status", "id", "progressDetail"}`; NUL-terminated, valid for the call).
+typedef void (*engine_progress_callback)(void *userdata, const char *message_json);
+
 // Called with each log record: the caller's `userdata`, the stream, the record's time
 // (RFC 3339, NUL-terminated), its bytes and their length. Return 0 to go on, anything else
 // to stop. Called on the thread that called `engine_container_logs`.
@@ -124,6 +128,26 @@ engine_status engine_image_import(const engine *e,
                                   const char *path,
                                   const char *reference,
                                   char **id_out);
+
+// Pulls `reference` from its registry, for `platform` (`os/arch[/variant]`; NULL: the
+// host's), with the credentials in `auth_json` (NULL: the user's stored ones), telling
+// `callback` (may be NULL) each progress message. Blocks the calling thread meanwhile.
+engine_status engine_image_pull(const engine *e,
+                                const char *reference,
+                                const char *platform,
+                                const char *auth_json,
+                                engine_progress_callback callback,
+                                void *userdata);
+
+// Pushes `reference` to the registry its name names, with the credentials in `auth_json`
+// (NULL: the user's stored ones), telling `callback` (may be NULL) each progress message.
+// Stores the manifest's digest in `*digest_out` unless it is NULL.
+engine_status engine_image_push(const engine *e,
+                                const char *reference,
+                                const char *auth_json,
+                                engine_progress_callback callback,
+                                void *userdata,
+                                char **digest_out);
 
 // Loads a docker-archive or OCI tarball at `path`. Stores what was loaded as a JSON array
 // of Docker's messages (`"Loaded image: busybox:latest"`) in `*json_out`.

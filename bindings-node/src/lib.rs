@@ -145,6 +145,41 @@ pub struct TlsOptions {
     pub key: Option<String>,
 }
 
+/// Credentials for a registry (as `X-Registry-Auth` carries them).
+#[napi(object)]
+pub struct RegistryAuth {
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The registry; `docker.io` when none.
+    pub serveraddress: Option<String>,
+}
+
+impl RegistryAuth {
+    fn to_config(&self) -> ketch::api::AuthConfig {
+        ketch::api::AuthConfig::basic(
+            self.serveraddress.as_deref().unwrap_or(""),
+            self.username.as_deref().unwrap_or(""),
+            self.password.as_deref().unwrap_or(""),
+        )
+    }
+}
+
+#[napi(object)]
+pub struct PullOptions {
+    /// `os/arch[/variant]`; default the host's.
+    pub platform: Option<String>,
+    /// Every tag of the repository.
+    pub all_tags: Option<bool>,
+    /// Credentials; default the user's stored ones (`ketch login`, `docker login`).
+    pub auth: Option<RegistryAuth>,
+}
+
+#[napi(object)]
+pub struct PushOptions {
+    /// Credentials; default the user's stored ones (`ketch login`, `docker login`).
+    pub auth: Option<RegistryAuth>,
+}
+
 #[napi(object)]
 pub struct RemoveOptions {
     /// Remove a running container too (killed first).
@@ -386,6 +421,45 @@ impl Engine {
         })
     }
 
+    /// Pulls an image from its registry: an async iterator of Docker's progress messages
+    /// (`{status, id, progressDetail}`); a failure rejects the iteration where it ends.
+    #[napi]
+    pub fn pull(&self, reference: String, options: Option<PullOptions>) -> ProgressStream {
+        let opts = ketch::api::PullOptions {
+            reference,
+            all_tags: options.as_ref().and_then(|o| o.all_tags).unwrap_or(false),
+            platform: options.as_ref().and_then(|o| o.platform.clone()),
+            auth: options
+                .as_ref()
+                .and_then(|o| o.auth.as_ref())
+                .map(RegistryAuth::to_config),
+            insecure: false,
+        };
+        self.progress(move |api, p| api.image_pull(&opts, p).map(|_| ()))
+    }
+
+    /// Pushes an image to the registry its name names: an async iterator of Docker's
+    /// progress messages, the last with `aux: {Tag, Digest, Size}`.
+    #[napi]
+    pub fn push(&self, reference: String, options: Option<PushOptions>) -> ProgressStream {
+        let opts = ketch::api::PushOptions {
+            reference,
+            auth: options
+                .as_ref()
+                .and_then(|o| o.auth.as_ref())
+                .map(RegistryAuth::to_config),
+            insecure: false,
+        };
+        self.progress(move |api, p| api.image_push(&opts, p).map(|_| ()))
+    }
+
+    /// Checks credentials against their registry; resolves to `Login Succeeded`.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn login(&self, auth: RegistryAuth) -> AsyncTask<Call<String>> {
+        let config = auth.to_config();
+        engine_call!(self, |api| api.registry_login(&config).map_err(fail))
+    }
+
     /// `GET /images/json`.
     #[napi(ts_return_type = "Promise<any[]>")]
     pub fn list_images(&self) -> AsyncTask<Call<Json>> {
@@ -489,6 +563,56 @@ impl LogStream {
                     time,
                     data: text.into_bytes().into(),
                 })),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Ok(None),
+            },
+        )
+    }
+}
+
+impl Engine {
+    /// Runs a pull or push on a thread of its own, its messages through a stream.
+    fn progress(
+        &self,
+        work: impl FnOnce(&dyn Api, &mut dyn FnMut(&ketch::api::ProgressMessage)) -> ketch::Result<()>
+        + Send
+        + 'static,
+    ) -> ProgressStream {
+        let (tx, rx) = mpsc::sync_channel::<Outcome<Value>>(256);
+        let target = self.target.clone();
+        std::thread::spawn(move || {
+            let run = || -> Outcome<()> {
+                let api = api(&target)?;
+                work(&*api, &mut |m| {
+                    let _ = tx.send(Ok(serde_json::to_value(m).unwrap_or_default()));
+                })
+                .map_err(fail)
+            };
+            if let Err(e) = run() {
+                let _ = tx.send(Err(e));
+            }
+        });
+        ProgressStream {
+            rx: Arc::new(Mutex::new(rx)),
+        }
+    }
+}
+
+/// A pull's or push's progress messages as they come; `for await` over it.
+#[napi]
+pub struct ProgressStream {
+    rx: Arc<Mutex<mpsc::Receiver<Outcome<Value>>>>,
+}
+
+#[napi]
+impl ProgressStream {
+    /// The next message, or `null` at the end.
+    #[napi(ts_return_type = "Promise<any | null>")]
+    pub fn read(&self) -> AsyncTask<Call<Option<Json>>> {
+        let rx = self.rx.clone();
+        call(
+            move || match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                Ok(Ok(v)) => Ok(Some(Json(v))),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Ok(None),
             },

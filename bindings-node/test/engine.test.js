@@ -71,6 +71,26 @@ async function logText(e, id) {
   return out
 }
 
+// `ketch registry serve` on a loopback port of its own, with the harness's htpasswd (user
+// `node`, password `js`): its address once it listens.
+function registry() {
+  return new Promise((resolve, reject) => {
+    const p = spawn(
+      process.env.KETCH_BIN,
+      ['--root', path.join(dir, 'registry'), 'registry', 'serve', '--addr', '127.0.0.1:0',
+        '--htpasswd', process.env.KETCH_TEST_HTPASSWD],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    )
+    let text = ''
+    p.stderr.on('data', (d) => {
+      text += d
+      const m = /:\/\/(\S+)/.exec(text)
+      if (m) resolve({ addr: m[1], stop: () => p.kill('SIGKILL') })
+    })
+    p.on('exit', () => reject(new Error(`registry serve exited: ${text}`)))
+  })
+}
+
 for (const mode of ['embedded', 'remote']) {
   const engine = () => (mode === 'embedded' ? new Engine({ root }) : connect(`unix://${sock}`))
 
@@ -175,5 +195,41 @@ for (const mode of ['embedded', 'remote']) {
     assert.strictEqual(v.Name, `vol-${mode}`)
     await e.removeVolume(`vol-${mode}`)
     assert.ok(!(await e.listVolumes()).some((x) => x.Name === `vol-${mode}`))
+  })
+}
+
+for (const mode of ['embedded', 'remote']) {
+  const engine = () => (mode === 'embedded' ? new Engine({ root }) : connect(`unix://${sock}`))
+
+  test(`${mode}: push and pull through a registry`, GUARD, async () => {
+    const reg = await registry()
+    try {
+      const e = engine()
+      const image = `${reg.addr}/node/${mode}:1`
+      await e.tagImage('busybox', image)
+      const drain = async (stream) => {
+        const out = []
+        for await (const m of stream) out.push(m)
+        return out
+      }
+      await assert.rejects(drain(e.push(image)), { code: 'PERMISSION_DENIED' })
+      await assert.rejects(e.login({ username: 'node', password: 'no', serveraddress: reg.addr }), {
+        code: 'PERMISSION_DENIED',
+      })
+      const auth = { username: 'node', password: 'js', serveraddress: reg.addr }
+      assert.strictEqual(await e.login(auth), 'Login Succeeded')
+      const pushed = await drain(e.push(image, { auth }))
+      assert.ok(pushed.some((m) => m.status === 'Pushed'), JSON.stringify(pushed))
+      const digest = pushed.find((m) => m.aux).aux.Digest
+      assert.match(digest, /^sha256:[0-9a-f]{64}$/)
+      await e.removeImage(image)
+      const pulled = await drain(e.pull(image, { auth }))
+      assert.ok(pulled.some((m) => m.status === `Digest: ${digest}`), JSON.stringify(pulled))
+      const digests = (await e.inspectImage(image)).RepoDigests
+      assert.ok(digests.includes(`${reg.addr}/node/${mode}@${digest}`), JSON.stringify(digests))
+      await assert.rejects(drain(e.pull(`${reg.addr}/node/none:1`, { auth })), { code: 'NOT_FOUND' })
+    } finally {
+      reg.stop()
+    }
   })
 }

@@ -13,7 +13,11 @@ async function story(e: Engine): Promise<number> {
   await e.remove(id, { force: true })
   for await (const ev of e.events(0, Date.now() / 1000)) ev.Action
   const images: any[] = await e.listImages()
-  return code + x.exitCode + images.length
+  const auth = { username: 'u', password: 'p', serveraddress: 'localhost:5000' }
+  const status: string = await e.login(auth)
+  for await (const m of e.pull('localhost:5000/x:1', { platform: 'linux/amd64', auth })) m.status
+  for await (const m of e.push('localhost:5000/x:1', { auth })) m.aux
+  return code + x.exitCode + images.length + status.length
 }
 
 story(new Engine({ root: '/tmp/r' }))

@@ -263,7 +263,12 @@ fn create_options(
 #[pyclass(frozen, module = "ketch")]
 struct Engine {
     api: Shared,
+    /// Credentials `login` checked, by registry, for this engine's pulls and pushes.
+    auths: Auths,
 }
+
+/// Credentials by registry key (`config_key`), shared by an engine and its collections.
+type Auths = Arc<Mutex<std::collections::HashMap<String, ketch::api::AuthConfig>>>;
 
 #[pymethods]
 impl Engine {
@@ -285,7 +290,10 @@ impl Engine {
         opts.shim = shim;
         opts.embedded_shim = Some(ketch_embedded_shim::SHIM);
         let e = blocking(py, || ketch::Engine::open(&opts))?;
-        Ok(Engine { api: Arc::new(e) })
+        Ok(Engine {
+            api: Arc::new(e),
+            auths: Auths::default(),
+        })
     }
 
     #[getter]
@@ -299,7 +307,29 @@ impl Engine {
     fn images(&self) -> Images {
         Images {
             api: self.api.clone(),
+            auths: self.auths.clone(),
         }
+    }
+
+    /// Checks credentials against a registry (`docker.io` when none is given) and keeps
+    /// them for this engine's pulls and pushes, as docker-py's `login`; the user's stored
+    /// credentials (`ketch login`) are used where none were given.
+    #[pyo3(signature = (username, password=None, registry=None))]
+    fn login(
+        &self,
+        py: Python<'_>,
+        username: &str,
+        password: Option<&str>,
+        registry: Option<&str>,
+    ) -> PyResult<Py<PyAny>> {
+        let server = registry.unwrap_or("docker.io");
+        let auth = ketch::api::AuthConfig::basic(server, username, password.unwrap_or(""));
+        let status = blocking(py, || self.api.registry_login(&auth))?;
+        self.auths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ketch::api::config_key(server), auth);
+        to_py(py, &serde_json::json!({"Status": status}))
     }
 
     #[getter]
@@ -375,7 +405,10 @@ fn connect(
         verify: true,
     });
     let c = ketch::Client::new(url, tls.as_ref()).map_err(to_err)?;
-    Ok(Engine { api: Arc::new(c) })
+    Ok(Engine {
+        api: Arc::new(c),
+        auths: Auths::default(),
+    })
 }
 
 /// `engine.containers`.
@@ -871,14 +904,7 @@ impl EventStream {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let next = py.detach(|| {
-            self.rx
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .recv()
-                .ok()
-        });
-        match next {
+        match next_of(py, &self.rx) {
             Some(Ok(v)) if self.decode => to_py(py, &v),
             Some(Ok(v)) => Ok(PyBytes::new(py, v.to_string().as_bytes())
                 .into_any()
@@ -921,6 +947,86 @@ impl LogStream {
 #[pyclass(frozen, module = "ketch")]
 struct Images {
     api: Shared,
+    auths: Auths,
+}
+
+/// `repository` with `tag` (a tag, or a digest), as docker-py joins them.
+fn join_reference(repository: &str, tag: Option<&str>) -> String {
+    match tag {
+        Some(t) if t.starts_with("sha256:") => format!("{repository}@{t}"),
+        Some(t) if !t.is_empty() => format!("{repository}:{t}"),
+        _ => repository.to_string(),
+    }
+}
+
+impl Images {
+    /// The credentials for `reference`'s registry: those given, else what `login` kept.
+    fn auth_for(
+        &self,
+        reference: &str,
+        given: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Option<ketch::api::AuthConfig>> {
+        if let Some(g) = given {
+            let v = from_py(g)?;
+            return serde_json::from_value(v)
+                .map(Some)
+                .map_err(|e| InvalidArgument::new_err(format!("auth_config: {e}")));
+        }
+        let r = ketch::api::Reference::parse(reference).map_err(|e| to_err(e.into()))?;
+        let key = ketch::api::config_key(r.domain());
+        Ok(self
+            .auths
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .cloned())
+    }
+}
+
+/// Runs a pull or push on a thread of its own; its progress messages through `tx`.
+fn progress_stream(
+    work: impl FnOnce(&mut dyn FnMut(&ketch::api::ProgressMessage)) -> ketch::Result<()>
+    + Send
+    + 'static,
+) -> ProgressStream {
+    let (tx, rx) = mpsc::sync_channel::<Result<Value, ketch::Error>>(256);
+    std::thread::spawn(move || {
+        let res = work(&mut |m| {
+            let _ = tx.send(Ok(serde_json::to_value(m).unwrap_or_default()));
+        });
+        if let Err(e) = res {
+            let _ = tx.send(Err(e));
+        }
+    });
+    ProgressStream { rx: Mutex::new(rx) }
+}
+
+/// The next item a stream's thread sent (waited for with the GIL released); `None` once
+/// the thread is done.
+fn next_of<T: Send>(py: Python<'_>, rx: &Mutex<mpsc::Receiver<T>>) -> Option<T> {
+    py.detach(|| rx.lock().unwrap_or_else(|p| p.into_inner()).recv().ok())
+}
+
+/// Progress of a pull or push, Docker's messages as dicts, as they come; a failure is
+/// raised where the stream ends.
+#[pyclass(frozen, module = "ketch")]
+struct ProgressStream {
+    rx: Mutex<mpsc::Receiver<Result<Value, ketch::Error>>>,
+}
+
+#[pymethods]
+impl ProgressStream {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match next_of(py, &self.rx) {
+            Some(Ok(v)) => to_py(py, &v),
+            Some(Err(e)) => Err(to_err(e)),
+            None => Err(PyStopIteration::new_err(())),
+        }
+    }
 }
 
 #[pymethods]
@@ -941,6 +1047,80 @@ impl Images {
 
     fn get(&self, py: Python<'_>, name: &str) -> PyResult<Image> {
         Image::load(py, &self.api, name)
+    }
+
+    /// Pulls `repository[:tag]` (or every tag with `all_tags`) from its registry; the
+    /// `Image` (a list of them with `all_tags`). With `stream=True`, an iterator of the
+    /// progress messages instead (dicts, as docker-py's `decode=True` gives them).
+    #[pyo3(signature = (repository, tag=None, *, all_tags=false, platform=None, auth_config=None, stream=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn pull(
+        &self,
+        py: Python<'_>,
+        repository: &str,
+        tag: Option<&str>,
+        all_tags: bool,
+        platform: Option<String>,
+        auth_config: Option<&Bound<'_, PyAny>>,
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let reference = join_reference(repository, tag);
+        let opts = ketch::api::PullOptions {
+            auth: self.auth_for(&reference, auth_config)?,
+            reference,
+            all_tags,
+            platform,
+            insecure: false,
+        };
+        let api = self.api.clone();
+        if stream {
+            let s = progress_stream(move |p| api.image_pull(&opts, p).map(|_| ()));
+            return Ok(s.into_pyobject(py)?.into_any().unbind());
+        }
+        let pulled = blocking(py, || api.image_pull(&opts, &mut |_| {}))?;
+        let images: Vec<Image> = pulled
+            .iter()
+            .map(|r| Image::load(py, &api, r))
+            .collect::<PyResult<_>>()?;
+        if all_tags {
+            return Ok(images.into_pyobject(py)?.into_any().unbind());
+        }
+        match images.into_iter().next() {
+            Some(i) => Ok(i.into_pyobject(py)?.into_any().unbind()),
+            None => Err(InternalError::new_err("the pull brought no image")),
+        }
+    }
+
+    /// Pushes `repository[:tag]` to its registry. The progress messages as JSON lines (as
+    /// docker-py returns them); with `stream=True`, an iterator of them as dicts.
+    #[pyo3(signature = (repository, tag=None, *, auth_config=None, stream=false))]
+    fn push(
+        &self,
+        py: Python<'_>,
+        repository: &str,
+        tag: Option<&str>,
+        auth_config: Option<&Bound<'_, PyAny>>,
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let reference = join_reference(repository, tag);
+        let opts = ketch::api::PushOptions {
+            auth: self.auth_for(&reference, auth_config)?,
+            reference,
+            insecure: false,
+        };
+        let api = self.api.clone();
+        if stream {
+            let s = progress_stream(move |p| api.image_push(&opts, p).map(|_| ()));
+            return Ok(s.into_pyobject(py)?.into_any().unbind());
+        }
+        let mut lines = String::new();
+        blocking(py, || {
+            api.image_push(&opts, &mut |m| {
+                lines.push_str(&serde_json::to_string(m).unwrap_or_default());
+                lines.push_str("\r\n");
+            })
+        })?;
+        Ok(PyString::new(py, &lines).into_any().unbind())
     }
 
     /// Imports a root file system tarball (a path, or its bytes) as an image.
@@ -1344,6 +1524,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ExecResult>()?;
     m.add_class::<LogStream>()?;
     m.add_class::<EventStream>()?;
+    m.add_class::<ProgressStream>()?;
     m.add_class::<Images>()?;
     m.add_class::<Image>()?;
     m.add_class::<Networks>()?;

@@ -275,3 +275,57 @@ def test_a_detached_container_outlives_the_script(engine, root, tmp_path):
     c = engine.containers.get("outlives")
     assert c.id == cid and c.status == "running"
     c.remove(force=True)
+
+
+class Registry:
+    """`ketch registry serve` on a loopback port of its own, with the harness's htpasswd
+    (user `py`, password `thon`)."""
+
+    def __init__(self, tmp_path):
+        self.proc = subprocess.Popen(
+            [KETCH, "--root", str(tmp_path / "registry"), "registry", "serve",
+             "--addr", "127.0.0.1:0", "--htpasswd", os.environ["KETCH_TEST_HTPASSWD"]],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stderr.readline()
+        self.addr = line.split("://")[1].split()[0]
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_push_and_pull_through_a_registry(engine, tmp_path):
+    reg = Registry(tmp_path)
+    try:
+        image = f"{reg.addr}/py/bb"
+        engine.images.get("busybox").tag(image, "1")
+        with pytest.raises(ketch.PermissionDenied, match="unauthorized"):
+            engine.images.push(image, "1")
+        with pytest.raises(ketch.PermissionDenied):
+            engine.login("py", "wrong", registry=reg.addr)
+        assert engine.login("py", "thon", registry=reg.addr) == {"Status": "Login Succeeded"}
+        progress = list(engine.images.push(image, "1", stream=True))
+        assert any(p.get("status") == "Pushed" for p in progress), progress
+        digest = next(p["aux"]["Digest"] for p in progress if "aux" in p)
+        assert digest.startswith("sha256:")
+        # Into another root, with the credentials given to the call.
+        other = ketch.Engine(root=str(tmp_path / "other"))
+        auth = {"username": "py", "password": "thon"}
+        seen = [p.get("status") for p in other.images.pull(image, "1", auth_config=auth, stream=True)]
+        assert "Pull complete" in seen and any(s.startswith("Digest: ") for s in seen if s), seen
+        img = other.images.pull(image, "1", auth_config=auth)
+        assert f"{image}:1" in img.tags
+        assert img.attrs["RepoDigests"] == [f"{image}@{digest}"]
+        out = other.containers.run(f"{image}:1", ["echo", "pulled"], remove=True, **NONE)
+        assert out == b"pulled\n"
+        with pytest.raises(ketch.NotFound, match="not found"):
+            other.images.pull(f"{reg.addr}/py/none", "1", auth_config=auth)
+        with pytest.raises(ketch.PermissionDenied):
+            list(other.images.pull(image, "1", stream=True))
+        for c in other.containers.list(all=True):
+            c.remove(force=True)
+        other.networks.prune()
+    finally:
+        reg.stop()

@@ -329,6 +329,93 @@ pub extern "C" fn engine_image_import(
     })
 }
 
+/// Called with each progress message of a pull or push: the JSON of one of Docker's
+/// messages (`{"status", "id", "progressDetail"}`; NUL-terminated, valid for the call).
+pub type engine_progress_callback =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, message_json: *const c_char)>;
+
+/// Credentials from `auth_json` (`{"username", "password"}`, NULL: the user's stored ones).
+fn auth_of(auth_json: *const c_char) -> Result<Option<ketch::api::AuthConfig>> {
+    if auth_json.is_null() {
+        return Ok(None);
+    }
+    let v = json(auth_json, "auth_json")?;
+    serde_json::from_value(v).map(Some).map_err(|e| {
+        fail(
+            engine_status::ENGINE_INVALID_ARGUMENT,
+            format!("auth_json: {e}"),
+        )
+    })
+}
+
+/// Tells `callback` (when not NULL) a progress message.
+fn progress(
+    callback: engine_progress_callback,
+    userdata: *mut c_void,
+) -> impl FnMut(&ketch::api::ProgressMessage) {
+    move |m| {
+        if let Some(cb) = callback {
+            let text =
+                CString::new(serde_json::to_string(m).unwrap_or_default()).unwrap_or_default();
+            // SAFETY: the caller's callback, with a string valid for the call.
+            unsafe { cb(userdata, text.as_ptr()) }
+        }
+    }
+}
+
+/// Pulls `reference` from its registry, for `platform` (`os/arch[/variant]`; NULL: the
+/// host's), with the credentials in `auth_json` (NULL: the user's stored ones), telling
+/// `callback` (may be NULL) each progress message. Blocks the calling thread meanwhile.
+#[unsafe(no_mangle)]
+pub extern "C" fn engine_image_pull(
+    e: *const engine,
+    reference: *const c_char,
+    platform: *const c_char,
+    auth_json: *const c_char,
+    callback: engine_progress_callback,
+    userdata: *mut c_void,
+) -> engine_status {
+    guard(|| {
+        let api = handle(e)?;
+        let opts = ketch::api::PullOptions {
+            reference: text(reference, "reference")?.to_string(),
+            platform: maybe_text(platform, "platform")?.map(str::to_string),
+            auth: auth_of(auth_json)?,
+            all_tags: false,
+            insecure: false,
+        };
+        api.image_pull(&opts, &mut progress(callback, userdata))?;
+        Ok(())
+    })
+}
+
+/// Pushes `reference` to the registry its name names, with the credentials in `auth_json`
+/// (NULL: the user's stored ones), telling `callback` (may be NULL) each progress message.
+/// Stores the manifest's digest in `*digest_out` unless it is NULL.
+#[unsafe(no_mangle)]
+pub extern "C" fn engine_image_push(
+    e: *const engine,
+    reference: *const c_char,
+    auth_json: *const c_char,
+    callback: engine_progress_callback,
+    userdata: *mut c_void,
+    digest_out: *mut *mut c_char,
+) -> engine_status {
+    guard(|| {
+        let api = handle(e)?;
+        let opts = ketch::api::PushOptions {
+            reference: text(reference, "reference")?.to_string(),
+            auth: auth_of(auth_json)?,
+            insecure: false,
+        };
+        let digest = api.image_push(&opts, &mut progress(callback, userdata))?;
+        if digest_out.is_null() {
+            return Ok(());
+        }
+        give(digest_out, digest)
+    })
+}
+
 /// Loads a docker-archive or OCI tarball at `path`. Stores what was loaded as a JSON array
 /// of Docker's messages (`"Loaded image: busybox:latest"`) in `*json_out`.
 #[unsafe(no_mangle)]

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
+use ketch::api::Reference;
 use ketch::api::{Api, AuthConfig, CredentialStore, PullOptions, PushOptions};
-use ketch::reference::Reference;
 
 use crate::Cli;
 use crate::progress::Progress;
@@ -263,7 +263,7 @@ pub struct LogoutArgs {
 pub fn logout(_cli: &Cli, a: &LogoutArgs) -> Result<ExitCode> {
     let server = a.server.clone().unwrap_or_else(|| "docker.io".to_string());
     let store = CredentialStore::user();
-    let key = ketch::registry::auth::config_key(&server);
+    let key = ketch::api::config_key(&server);
     if store.erase(&server)? {
         println!("Removing login credentials for {key}");
     } else {

@@ -8,7 +8,8 @@
 //!
 //! - **Foundations** — [`digest`], [`mod@reference`], [`model`] (the Docker Engine API's JSON
 //!   shapes), [`fsutil`], [`ipnet`], [`error`]: pure types and helpers. [`Error`] is an
-//!   [`ErrorKind`] and a module's own error; it knows no transport.
+//!   [`ErrorKind`] and a module's own error; it knows no transport. [`http`] and [`tls`]:
+//!   codecs the daemon, its client and the registry server share.
 //! - **Stores** — [`db`] (the SQLite file: every change one transaction), [`content`] (the
 //!   blob store: a blob appears whole or not at all), [`mount`] (mounts as data).
 //! - **Layers** — [`snapshot`] (overlay and copy drivers under one contract), [`diff`]
@@ -25,12 +26,14 @@
 //!   three resources. Only the containers can say whether a container still holds its
 //!   endpoints (its monitor's life), so they release the stale ones before a network hands
 //!   out addresses or counts its users.
+//! - **Producers** — [`registry::Registries`]: pull and push over the OCI distribution API
+//!   into and out of the images, credentials, and [`registry::serve`], a registry server.
 //! - **Facade** — [`Engine`] opens a root, recovers what a killed process left, and
 //!   composes the services; [`api::Api`] is every operation, the same over an embedded
 //!   engine and a daemon, and [`api`] names every type a front door passes through it;
 //!   [`system`] (df, prune) spans the resources.
-//! - **Wire** — [`client`] and [`server`] (the Docker Engine API over HTTP), [`tls`]. The
-//!   client maps a daemon's statuses to [`ErrorKind`]s at its own boundary.
+//! - **Wire** — [`client`] and [`server`] (the Docker Engine API over HTTP). The client
+//!   maps a daemon's statuses to [`ErrorKind`]s at its own boundary.
 
 pub mod api;
 pub mod client;

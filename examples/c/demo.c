@@ -1,9 +1,11 @@
 /*
  * A C program on libengine: imports a root file system tarball as an image, runs a
  * container from it, reads its logs through a callback and removes it. Embedded (a state
- * root, opened in this process) or remote (a daemon's URL).
+ * root, opened in this process) or remote (a daemon's URL). Given a registry (host:port,
+ * whose user `c` has the password `lang`), pushes the image there and pulls it back,
+ * counting the progress messages.
  *
- *   demo ROOT|URL ROOTFS.tar
+ *   demo ROOT|URL ROOTFS.tar [REGISTRY]
  */
 #include <engine.h>
 #include <stdio.h>
@@ -71,6 +73,22 @@ static int on_attached(void *userdata, engine_stream stream, const char *time,
     return 0;
 }
 
+/* Counts progress messages, and those that say a layer is there: pushed or found in the
+ * registry already, pulled or found here already. */
+struct progress {
+    int messages, done;
+};
+
+static void on_progress(void *userdata, const char *message_json) {
+    struct progress *p = userdata;
+    ++p->messages;
+    if (strstr(message_json, "\"status\":\"Pushed\"") ||
+        strstr(message_json, "\"status\":\"Layer already exists\"") ||
+        strstr(message_json, "\"status\":\"Pull complete\"") ||
+        strstr(message_json, "\"status\":\"Already exists\""))
+        ++p->done;
+}
+
 static long long now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_REALTIME, &t);
@@ -99,9 +117,33 @@ static int refused(engine_status status, engine_status want, const char *words, 
     return 0;
 }
 
+/* Pushes demo:c to `registry` and pulls it back; prints what it saw. */
+static int registry_round_trip(engine *e, const char *registry) {
+    char ref[256];
+    snprintf(ref, sizeof ref, "%s/c/demo:1", registry);
+    const char *auth = "{\"username\": \"c\", \"password\": \"lang\"}";
+    struct progress up = {0}, down = {0};
+    char *digest = NULL;
+    if (failed(engine_image_tag(e, "demo:c", ref), "tag") ||
+        !refused(engine_image_push(e, ref, "{\"username\": \"c\", \"password\": \"no\"}",
+                                   NULL, NULL, NULL),
+                 ENGINE_PERMISSION_DENIED, "unauthorized", "push with a wrong password") ||
+        failed(engine_image_push(e, ref, auth, on_progress, &up, &digest), "push"))
+        return 0;
+    int ok = digest && strncmp(digest, "sha256:", 7) == 0;
+    if (failed(engine_image_remove(e, ref, false, NULL), "untag") ||
+        failed(engine_image_pull(e, ref, NULL, auth, on_progress, &down), "pull") ||
+        failed(engine_image_remove(e, ref, false, NULL), "untag"))
+        ok = 0;
+    printf("registry: pushed %d, pulled %d, digest %s\n", up.done, down.done,
+           ok ? "ok" : "missing");
+    engine_string_free(digest);
+    return ok && up.done == 1 && down.done == 1 && up.messages > 1 && down.messages > 1;
+}
+
 int main(int argc, char **argv) {
-    if (argc != 3) {
-        fprintf(stderr, "usage: %s ROOT|URL ROOTFS.tar\n", argv[0]);
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: %s ROOT|URL ROOTFS.tar [REGISTRY]\n", argv[0]);
         return 2;
     }
     engine *e = NULL;
@@ -174,9 +216,10 @@ int main(int argc, char **argv) {
         failed(engine_container_remove(e, id, false, false), "remove"))
         goto out_dir;
     printf("attach: %d records, exit %d\n", at.records, attached_code);
+    int pushed = argc < 4 || registry_round_trip(e, argv[3]);
     if (failed(engine_image_remove(e, "demo:c", false, NULL), "remove image"))
         goto out_dir;
-    ok = code == 3 && records == 2 && at.records == 1 && attached_code == 7;
+    ok = code == 3 && records == 2 && at.records == 1 && attached_code == 7 && pushed;
 out_dir:
     if (!ok && id)
         engine_container_remove(e, id, true, false); /* what a failure left running */

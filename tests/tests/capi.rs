@@ -7,12 +7,20 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use ketch_tests::registry::Registry;
 use ketch_tests::{
     Daemon, Root, build_c_demo, busybox_rootfs, output_within, require_tool, target_dir,
 };
 
-/// Runs a demo (optionally under a wrapper) on a root or a daemon's URL.
-fn demo(r: &Root, wrap: &[&str], program: &Path, target: &str) -> Output {
+/// A registry whose user `c` has the password `lang`, as the demo logs in.
+fn registry(r: &Root) -> Registry {
+    let users = ketch_tests::registry::htpasswd(r.dir.path(), "c", "lang");
+    Registry::ketch(&["--htpasswd", users.to_str().unwrap()])
+}
+
+/// Runs a demo (optionally under a wrapper) on a root or a daemon's URL, with a registry to
+/// push to and pull from.
+fn demo(r: &Root, wrap: &[&str], program: &Path, target: &str, reg: &Registry) -> Output {
     let (first, rest) = match wrap.split_first() {
         Some((f, rest)) => (PathBuf::from(f), rest.to_vec()),
         None => (program.to_path_buf(), vec![]),
@@ -24,6 +32,8 @@ fn demo(r: &Root, wrap: &[&str], program: &Path, target: &str) -> Output {
     }
     cmd.arg(target)
         .arg(busybox_rootfs())
+        .arg(&reg.addr)
+        .env("KETCH_CONFIG", r.dir.path().join("config"))
         .env("KETCH_SHIM", target_dir().join("debug/ketch-shim"))
         .env("KETCH_BRIDGE", &r.bridge)
         .env("KETCH_IP_FORWARD", "false");
@@ -45,6 +55,10 @@ fn assert_story(o: &Output, what: &str) {
         "{what}: {out}"
     );
     assert!(err.contains("to stderr\n"), "{what}: {err}");
+    assert!(
+        out.contains("registry: pushed 1, pulled 1, digest ok\n"),
+        "{what}: {out}"
+    );
 }
 
 #[test]
@@ -53,14 +67,15 @@ fn a_c_program_runs_a_container_embedded_and_remote() {
     require_tool("pkg-config");
     require_tool("cc");
     let r = Root::new();
+    let reg = registry(&r);
     let (shared, stat) = build_c_demo(r.dir.path());
     let root = r.path().display().to_string();
-    assert_story(&demo(&r, &[], &shared, &root), "shared, embedded");
-    assert_story(&demo(&r, &[], &stat, &root), "static, embedded");
+    assert_story(&demo(&r, &[], &shared, &root, &reg), "shared, embedded");
+    assert_story(&demo(&r, &[], &stat, &root, &reg), "static, embedded");
     let d = Daemon::start(&r);
     let url = format!("unix://{}", d.socket.display());
-    assert_story(&demo(&r, &[], &shared, &url), "shared, remote");
-    assert_story(&demo(&r, &[], &stat, &url), "static, remote");
+    assert_story(&demo(&r, &[], &shared, &url, &reg), "shared, remote");
+    assert_story(&demo(&r, &[], &stat, &url, &reg), "static, remote");
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
 
@@ -70,6 +85,7 @@ fn a_c_program_runs_clean_under_valgrind() {
     require_tool("pkg-config");
     require_tool("valgrind");
     let r = Root::new();
+    let reg = registry(&r);
     let (shared, _) = build_c_demo(r.dir.path());
     let valgrind = [
         "valgrind",
@@ -80,11 +96,11 @@ fn a_c_program_runs_clean_under_valgrind() {
         "--error-exitcode=99",
     ];
     let root = r.path().display().to_string();
-    let o = demo(&r, &valgrind, &shared, &root);
+    let o = demo(&r, &valgrind, &shared, &root, &reg);
     assert_story(&o, "valgrind, embedded");
     let d = Daemon::start(&r);
     let url = format!("unix://{}", d.socket.display());
-    let o = demo(&r, &valgrind, &shared, &url);
+    let o = demo(&r, &valgrind, &shared, &url, &reg);
     assert_story(&o, "valgrind, remote");
 }
 
@@ -138,12 +154,15 @@ fn an_installed_libengine_runs_containers_with_nothing_on_path() {
         .output()
         .unwrap();
     assert!(o.status.success(), "cc: {o:?}");
+    let reg = registry(&r);
     let run = |target: &str| {
         let mut cmd = Command::new(&program);
         cmd.arg(target)
             .arg(busybox_rootfs())
+            .arg(&reg.addr)
             .current_dir(&app)
             .env_clear()
+            .env("KETCH_CONFIG", r.dir.path().join("config"))
             .env(
                 "PATH",
                 "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -36,10 +36,13 @@ fn the_node_suite_passes_embedded_and_remote() {
     let pkg = package();
     let r = Root::new();
     let _left = RootsBelow::new(&r, r.dir.path());
+    let htpasswd = ketch_tests::registry::htpasswd(r.dir.path(), "node", "js");
     let o = output_within(
         Command::new("node")
             .args(["--test", "test/"])
             .current_dir(&pkg)
+            .env("KETCH_TEST_HTPASSWD", htpasswd)
+            .env("KETCH_CONFIG", r.dir.path().join("config"))
             .env("KETCH_TEST_ROOTFS", busybox_rootfs())
             .env("KETCH_BIN", ketch_bin())
             .env("KETCH_SHIM", target_dir().join("debug/ketch-shim"))

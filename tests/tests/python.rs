@@ -30,7 +30,11 @@ fn bindings() -> PathBuf {
 
 /// A command with what the tests' engines need: the shim, and this root's bridge.
 fn with_env(cmd: &mut Command, r: &Root) {
+    let htpasswd = ketch_tests::registry::htpasswd(r.dir.path(), "py", "thon");
     cmd.env("KETCH_TEST_ROOTFS", busybox_rootfs())
+        .env("KETCH_TEST_HTPASSWD", htpasswd)
+        // Registry credentials stay in the test's directory, never the user's.
+        .env("KETCH_CONFIG", r.dir.path().join("config"))
         .env("KETCH_BIN", ketch_bin())
         .env("KETCH_SHIM", target_dir().join("debug/ketch-shim"))
         .env("KETCH_BRIDGE", &r.bridge)

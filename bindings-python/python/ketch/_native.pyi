@@ -24,6 +24,7 @@ __all__ = [
     "Networks",
     "NotFound",
     "PermissionDenied",
+    "ProgressStream",
     "Unavailable",
     "Volume",
     "Volumes",
@@ -59,6 +60,9 @@ class Engine:
     def events(
         self, since: Optional[Any] = None, until: Optional[Any] = None, decode: bool = False
     ) -> "EventStream": ...
+    def login(
+        self, username: str, password: Optional[str] = None, registry: Optional[str] = None
+    ) -> Dict[str, Any]: ...
     def close(self) -> None: ...
     def __enter__(self) -> "Engine": ...
     def __exit__(self, *_args: object) -> bool: ...
@@ -157,6 +161,11 @@ class EventStream:
     def __next__(self) -> Any: ...
 
 @final
+class ProgressStream:
+    def __iter__(self) -> "ProgressStream": ...
+    def __next__(self) -> Dict[str, Any]: ...
+
+@final
 class LogStream:
     def __iter__(self) -> "LogStream": ...
     def __next__(self) -> bytes: ...
@@ -165,6 +174,24 @@ class LogStream:
 class Images:
     def list(self, all: bool = False) -> List["Image"]: ...
     def get(self, name: str) -> "Image": ...
+    def pull(
+        self,
+        repository: str,
+        tag: Optional[str] = None,
+        *,
+        all_tags: bool = False,
+        platform: Optional[str] = None,
+        auth_config: Optional[Mapping[str, str]] = None,
+        stream: bool = False,
+    ) -> Any: ...
+    def push(
+        self,
+        repository: str,
+        tag: Optional[str] = None,
+        *,
+        auth_config: Optional[Mapping[str, str]] = None,
+        stream: bool = False,
+    ) -> Any: ...
     def import_(
         self,
         source: Union[bytes, _Path],

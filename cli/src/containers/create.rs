@@ -343,7 +343,7 @@ fn ensure_image(api: &dyn ketch::api::Api, a: &CreateArgs) -> Result<()> {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == ketch::ErrorKind::NotFound => {
                 // Only a name a registry could have: not an ID that is not here.
-                let Ok(r) = ketch::reference::Reference::parse(&a.image) else {
+                let Ok(r) = ketch::api::Reference::parse(&a.image) else {
                     return Err(engine_exit(e));
                 };
                 let shown = if r.digest().is_some() {

@@ -24,6 +24,8 @@ use crate::system::{DiskUsage, PruneReport};
 pub use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
 pub use crate::model::{ProgressMessage, parse_bytes};
 pub use crate::network::NetworkCreate;
+pub use crate::reference::Reference;
+pub use crate::registry::auth::config_key;
 pub use crate::registry::{AuthConfig, CredentialStore, Platform, PullOptions, PushOptions};
 pub use crate::runtime::{
     Change, CommitOptions, CreateOptions, DeviceMapping, ExecOptions, LogRecord, SecurityOpts,

@@ -714,7 +714,7 @@ fn progress_messages(
         let m: ProgressMessage = serde_json::from_value(v?).unwrap_or_default();
         if let Some(e) = &m.error {
             return Err(ClientError::Api {
-                status: 500,
+                status: m.error_detail.as_ref().and_then(|d| d.code).unwrap_or(500),
                 message: e.clone(),
             }
             .into());

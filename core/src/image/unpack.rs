@@ -76,6 +76,32 @@ impl Images<'_> {
         Ok((chain, applied))
     }
 
+    /// Unpacks layer `index` of `image` on `parent`, refusing it unless it is the layer the
+    /// image's config names (`diff_id`). Its chain ID.
+    pub(crate) fn unpack_expected(
+        &self,
+        lease: &Lease,
+        parent: Option<&Digest>,
+        layer: &mut (dyn Read + Send),
+        image: &str,
+        index: usize,
+        diff_id: &Digest,
+    ) -> crate::Result<Digest> {
+        let (chain, _) = self.unpack_layer(lease, parent, layer, |a| {
+            if &a.diff_id != diff_id {
+                return Err(ImageError::LayerMismatch {
+                    image: image.to_string(),
+                    index,
+                    expected: diff_id.clone(),
+                    actual: a.diff_id.clone(),
+                }
+                .into());
+            }
+            Ok(())
+        })?;
+        Ok(chain)
+    }
+
     /// Unpacks an image's layers from the content store, skipping those already unpacked.
     /// `layers` holds (blob digest, diff ID) pairs, base first. Returns the chain IDs.
     pub(crate) fn unpack_image(
@@ -93,18 +119,8 @@ impl Images<'_> {
                 continue;
             }
             let mut reader = self.st.content.open_blob(blob)?;
-            let (got, _) = self.unpack_layer(lease, parent.as_ref(), &mut reader, |a| {
-                if &a.diff_id != diff_id {
-                    return Err(ImageError::LayerMismatch {
-                        image: image.to_string(),
-                        index,
-                        expected: diff_id.clone(),
-                        actual: a.diff_id.clone(),
-                    }
-                    .into());
-                }
-                Ok(())
-            })?;
+            let got =
+                self.unpack_expected(lease, parent.as_ref(), &mut reader, image, index, diff_id)?;
             debug_assert_eq!(got, chain);
             chains.push(got);
         }

@@ -14,6 +14,10 @@ pub struct ProgressDetail {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
+    /// The HTTP status the failure would have had as an answer of its own, so that a
+    /// client can tell its kind (as Docker's `JSONError.Code`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<u16>,
     #[serde(default)]
     pub message: String,
 }
@@ -85,12 +89,12 @@ impl ProgressMessage {
         }
     }
 
-    /// The stream's error line.
-    pub fn failure(message: impl Into<String>) -> ProgressMessage {
+    /// The stream's error line, with the status its failure stands for.
+    pub fn failure(message: impl Into<String>, code: Option<u16>) -> ProgressMessage {
         let message = message.into();
         ProgressMessage {
             error: Some(message.clone()),
-            error_detail: Some(ErrorDetail { message }),
+            error_detail: Some(ErrorDetail { code, message }),
             ..ProgressMessage::default()
         }
     }
@@ -150,11 +154,13 @@ mod tests {
         assert_eq!(v["progressDetail"]["current"], 1500);
         assert_eq!(v["progressDetail"]["total"], 3000);
         assert!(v["progress"].as_str().unwrap().ends_with("1.5kB/3kB"));
-        let e = serde_json::to_value(ProgressMessage::failure("boom")).unwrap();
+        let e = serde_json::to_value(ProgressMessage::failure("boom", None)).unwrap();
         assert_eq!(
             e,
             serde_json::json!({"error":"boom","errorDetail":{"message":"boom"}})
         );
+        let e = serde_json::to_value(ProgressMessage::failure("gone", Some(404))).unwrap();
+        assert_eq!(e["errorDetail"]["code"], 404);
         let back: ProgressMessage =
             serde_json::from_str(r#"{"status":"Pulling fs layer","progressDetail":{},"id":"x"}"#)
                 .unwrap();

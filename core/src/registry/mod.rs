@@ -33,6 +33,8 @@ pub enum RegistryError {
     Denied { registry: String, reason: String },
     #[error("{what} not found: {reason}")]
     NotFound { what: String, reason: String },
+    #[error("An image does not exist locally with the tag: {name}")]
+    NoLocalImage { name: String },
     #[error("{registry}: {reason}")]
     Protocol { registry: String, reason: String },
     #[error(
@@ -68,9 +70,9 @@ impl RegistryError {
             RegistryError::Unauthorized { .. } | RegistryError::Denied { .. } => {
                 ErrorKind::PermissionDenied
             }
-            RegistryError::NotFound { .. } | RegistryError::NoPlatform { .. } => {
-                ErrorKind::NotFound
-            }
+            RegistryError::NotFound { .. }
+            | RegistryError::NoLocalImage { .. }
+            | RegistryError::NoPlatform { .. } => ErrorKind::NotFound,
             RegistryError::Mismatch { .. }
             | RegistryError::Platform { .. }
             | RegistryError::Credentials { .. } => ErrorKind::InvalidArgument,
@@ -92,6 +94,24 @@ impl<'s> Registries<'s> {
 
     fn images(&self) -> Images<'s> {
         Images::new(self.st)
+    }
+
+    /// Notes that `blobs` are in repository `r` of its registry: a later push to another
+    /// repository there mounts them instead of sending them.
+    fn record_sources<'d>(
+        &self,
+        r: &crate::reference::Reference,
+        blobs: impl Iterator<Item = &'d crate::digest::Digest>,
+    ) -> crate::Result<()> {
+        self.st.db.write(|tx| {
+            for d in blobs {
+                tx.execute(
+                    "INSERT OR IGNORE INTO blob_sources (digest, registry, repository) VALUES (?1, ?2, ?3)",
+                    rusqlite::params![d.to_string(), r.domain(), r.path()],
+                )?;
+            }
+            Ok::<_, crate::Error>(())
+        })
     }
 
     /// Checks `auth` against its registry (`serveraddress`; `docker.io` when empty), as

@@ -450,16 +450,7 @@ impl Registries<'_> {
             tags: r.tag().map(|_| r.clone()).into_iter().collect(),
             repo_digests: vec![(r.name(), top.digest.clone())],
         }])?;
-        // Where these blobs are, for a push to mount them from instead of sending them.
-        self.st.db.write(|tx| {
-            for d in layers.iter().map(|(d, _)| d).chain([&config]) {
-                tx.execute(
-                    "INSERT OR IGNORE INTO blob_sources (digest, registry, repository) VALUES (?1, ?2, ?3)",
-                    params![d.to_string(), r.domain(), r.path()],
-                )?;
-            }
-            Ok::<_, crate::Error>(())
-        })?;
+        self.record_sources(r, layers.iter().map(|(d, _)| d).chain([&config]))?;
         let shown = match r.tag() {
             Some(_) => r.familiar(),
             None => format!("{}@{}", r.familiar_name(), top.digest),
@@ -648,20 +639,8 @@ impl Registries<'_> {
                 )));
             }),
         };
-        let name = r.familiar();
         self.images()
-            .unpack_layer(lease, parent, &mut reader, |a| {
-                if &a.diff_id != diff_id {
-                    return Err(ImageError::LayerMismatch {
-                        image: name.clone(),
-                        index,
-                        expected: diff_id.clone(),
-                        actual: a.diff_id.clone(),
-                    }
-                    .into());
-                }
-                Ok(())
-            })?;
+            .unpack_expected(lease, parent, &mut reader, &r.familiar(), index, diff_id)?;
         let _ = tx.send(Msg::Progress(ProgressMessage::about(id, "Pull complete")));
         Ok(())
     }

@@ -92,14 +92,7 @@ impl Registries<'_> {
             let resolved = match res {
                 Ok(x) if x.reference.is_some() => x,
                 _ => {
-                    return Err(RegistryError::NotFound {
-                        what: format!(
-                            "An image does not exist locally with the tag: {}",
-                            r.familiar_name()
-                        ),
-                        reason: format!("no image {}", r.familiar()),
-                    }
-                    .into());
+                    return Err(RegistryError::NoLocalImage { name: r.familiar() }.into());
                 }
             };
             let layers = image::image_layers(tx, &resolved.image.id)?;
@@ -161,15 +154,7 @@ impl Registries<'_> {
             }
             .into());
         }
-        self.st.db.write(|tx| {
-            for (d, _) in blobs.iter().chain([&config]) {
-                tx.execute(
-                    "INSERT OR IGNORE INTO blob_sources (digest, registry, repository) VALUES (?1, ?2, ?3)",
-                    params![d.to_string(), r.domain(), r.path()],
-                )?;
-            }
-            Ok::<_, crate::Error>(())
-        })?;
+        self.record_sources(&r, blobs.iter().chain([&config]).map(|(d, _)| d))?;
         let size = manifest.len() as u64;
         progress(ProgressMessage::status(format!(
             "{tag}: digest: {} size: {size}",

@@ -248,10 +248,14 @@ fn progress_stream(
         (Err(e), None) => Err(e.into()),
         (res, Some(mut o)) => {
             if let Err(e) = res {
-                let line =
-                    serde_json::to_string(&crate::model::ProgressMessage::failure(e.to_string()))
-                        .unwrap_or_default()
-                        + "\r\n";
+                // The kind travels as the status it would have had; an unreachable
+                // registry is a 503 here, where a whole answer would say 500.
+                let code = match e.kind() {
+                    crate::ErrorKind::Unavailable => 503,
+                    _ => ApiError::from(crate::Error::new(e.kind(), e.to_string())).0,
+                };
+                let failure = crate::model::ProgressMessage::failure(e.to_string(), Some(code));
+                let line = serde_json::to_string(&failure).unwrap_or_default() + "\r\n";
                 let _ = io::Write::write_all(&mut o, line.as_bytes());
             }
             o.finish().map_err(|e| ApiError(500, e.to_string()))?;
