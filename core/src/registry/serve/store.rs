@@ -74,10 +74,32 @@ impl Store {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(|e| ContentError::Io { path: p, source: e })?;
         }
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
             content,
-        })
+        };
+        store.purge_uploads(std::time::Duration::from_secs(24 * 3600));
+        Ok(store)
+    }
+
+    /// Removes uploads untouched for `age` (their clients are gone), as distribution's
+    /// upload purging does.
+    pub fn purge_uploads(&self, age: std::time::Duration) {
+        let Ok(rd) = fs::read_dir(self.root.join("uploads")) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|a| a > age);
+            let name = e.file_name().to_string_lossy().into_owned();
+            if old && !name.ends_with(".repo") {
+                self.cancel_upload(&name);
+            }
+        }
     }
 
     fn repo(&self, name: &str) -> PathBuf {
@@ -305,5 +327,12 @@ mod tests {
         assert_eq!(s.catalog(), vec!["me/app"]);
         assert!(s.delete_manifest("me/app", &Digest::of(b"{}")).unwrap());
         assert!(s.tags("me/app").is_empty());
+        // An upload left behind goes once it is old enough.
+        let left = s.start_upload("me/app").unwrap();
+        s.purge_uploads(std::time::Duration::from_secs(3600));
+        assert!(s.upload(&left).is_some());
+        s.purge_uploads(std::time::Duration::ZERO);
+        assert!(s.upload(&left).is_none());
+        assert_eq!(fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
     }
 }
