@@ -180,8 +180,20 @@ pub fn list(cli: &Cli, a: &ListArgs) -> Result<ExitCode> {
             .first()
             .and_then(|d| d.split_once('@'))
             .map_or("<none>".to_string(), |(_, d)| d.to_string());
+        // As Docker lists them: an image pulled by digest only shows its repositories with
+        // no tag.
         let tags: Vec<(String, String)> = if i.repo_tags.is_empty() {
-            vec![("<none>".into(), "<none>".into())]
+            let mut repos: Vec<(String, String)> = i
+                .repo_digests
+                .iter()
+                .filter_map(|d| d.split_once('@'))
+                .map(|(r, _)| (r.to_string(), "<none>".to_string()))
+                .collect();
+            repos.dedup();
+            if repos.is_empty() {
+                repos.push(("<none>".into(), "<none>".into()));
+            }
+            repos
         } else {
             i.repo_tags
                 .iter()

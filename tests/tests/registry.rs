@@ -130,6 +130,9 @@ fn push_pull_and_skopeo_against_ketch_registry_serve() {
     login(&third, &reg.addr, "me", "s3cret");
     third.ok(&["pull", &by_digest]);
     runs(&third, &by_digest);
+    // Listed as Docker lists it: its repository, no tag.
+    let listed = third.ok(&["images", "--format", "{{.Repository}} {{.Tag}}"]);
+    assert_eq!(listed.trim(), format!("{}/me/bb <none>", reg.addr));
 
     // skopeo reads what ketch pushed, and ketch pulls what skopeo pushed.
     let creds = "me:s3cret";
@@ -245,6 +248,21 @@ fn bearer_tokens_from_registry_serve() {
     assert!(login(&fresh, &reg.addr, "tok", "en").status.success());
     fresh.ok(&["pull", &image]);
     runs(&fresh, &image);
+    // One token serves every request of a pull (manifest, config, layers) until it expires:
+    // through a proxy, whose address the realm then names, the token endpoint is asked once.
+    let proxy = Proxy::new(&reg.addr);
+    let other = Root::new();
+    assert!(login(&other, &proxy.addr, "tok", "en").status.success());
+    let via = format!("{}/me/bb:1", proxy.addr);
+    other.ok(&["pull", &via]);
+    let blobs = proxy.seen("/blobs/sha256:");
+    assert!(blobs.len() >= 2, "{blobs:?}");
+    let tokens: Vec<_> = proxy
+        .seen("GET /token")
+        .into_iter()
+        .filter(|l| l.contains("me%2Fbb") || l.contains("me/bb"))
+        .collect();
+    assert_eq!(tokens.len(), 1, "{:?}", proxy.log.lock().unwrap());
 }
 
 /// `curl` POST of a blob, monolithic.
@@ -539,6 +557,13 @@ fn wrong_passwords_and_a_registry_that_is_down() {
         "{err}"
     );
     assert!(blobs_after_open(&r).is_empty());
+    // With the right password, the same pull goes through.
+    let src = with_image(&reg.addr);
+    assert!(login(&src, &reg.addr, "me", "right").status.success());
+    src.ok(&["push", &format!("{}/me/bb:1", reg.addr)]);
+    assert!(login(&r, &reg.addr, "me", "right").status.success());
+    r.ok(&["pull", &format!("{}/me/bb:1", reg.addr)]);
+    runs(&r, &format!("{}/me/bb:1", reg.addr));
 }
 
 #[test]
@@ -896,4 +921,61 @@ fn large_blobs_go_up_in_chunks_and_all_tags_come_down() {
     tags.sort();
     assert_eq!(tags, ["1", "2"]);
     runs(&r, &format!("{}/me/bb:2", proxy.addr));
+}
+
+#[test]
+fn pushes_at_once_to_one_repository_all_land() {
+    let reg = Registry::ketch(&[]);
+    let r = Root::new();
+    r.busybox("busybox");
+    // Two small images of their own, and busybox twice: the same blobs sent at once too.
+    for (tag, text) in [("c", b"c\n" as &[u8]), ("d", b"d\n")] {
+        let tar = TarBuilder::new().file("which", text).finish();
+        let path = r.dir.path().join(format!("{tag}.tar"));
+        std::fs::write(&path, tar).unwrap();
+        r.ok(&[
+            "import",
+            path.to_str().unwrap(),
+            &format!("{}/me/many:{tag}", reg.addr),
+        ]);
+    }
+    for tag in ["a", "b"] {
+        r.ok(&["tag", "busybox", &format!("{}/me/many:{tag}", reg.addr)]);
+    }
+    let children: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|t| {
+            r.cmd()
+                .args(["push", "-q", &format!("{}/me/many:{t}", reg.addr)])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let tags = curl(&[&format!("http://{}/v2/me/many/tags/list", reg.addr)]);
+    assert_eq!(tags, r#"{"name":"me/many","tags":["a","b","c","d"]}"#);
+    let fresh = Root::new();
+    for t in ["a", "b"] {
+        fresh.ok(&["pull", &format!("{}/me/many:{t}", reg.addr)]);
+        runs(&fresh, &format!("{}/me/many:{t}", reg.addr));
+    }
+    for t in ["c", "d"] {
+        fresh.ok(&["pull", &format!("{}/me/many:{t}", reg.addr)]);
+        let out = fresh.ok(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}}",
+            &format!("{}/me/many:{t}", reg.addr),
+        ]);
+        assert!(out.starts_with("sha256:"), "{out}");
+    }
+    // Nothing left half-uploaded in the registry.
+    let uploads = reg.dir.path().join("data/uploads");
+    assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
 }
