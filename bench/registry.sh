@@ -7,10 +7,11 @@
 #
 # The image is built from this machine's own /usr/share (no download): five gzipped layers,
 # an OCI layout. The registry is `ketch registry serve` on 127.0.0.1, the same for every
-# client. Pull, end to end into an empty place each run, after `sync`:
+# client. Pull, end to end into an empty place each run, with caches dropped:
 #   ketch pull                    (ready to run: layers unpacked into snapshots)
 #   skopeo copy docker:// oci:  + umoci unpack   (the same: a root file system on disk)
 #   skopeo copy docker:// oci:    (fetch only, for reference)
+#   tar -xzf of the layout's layers, in order (unpacking alone, no network: the floor)
 # Push, into a fresh registry each run: `ketch push` of the image loaded from the layout,
 # beside `skopeo copy oci: docker://`. dockerd and podman are timed where installed
 # (DOCKERD_SOCKET for a running dockerd; podman on PATH). Figures are medians of per-run
@@ -35,6 +36,8 @@ if [ ! -s "$layout/index.json" ]; then
     for i in 0 1 2 3 4; do
         part=()
         for j in "${!dirs[@]}"; do [ $((j % 5)) = "$i" ] && part+=("${dirs[$j]}"); done
+        # The first layer carries busybox too, so that the pulled image can run something.
+        [ "$i" = 0 ] && part+=(usr/bin/busybox)
         tar -C / --numeric-owner -cf "$work/layers/$i.tar" "${part[@]}" 2>/dev/null || true
     done
     python3 - "$work/layers" "$layout" <<'EOF'
@@ -90,8 +93,12 @@ skopeo copy -q --dest-tls-verify=false "oci:$layout:bench" "docker://$pull_addr/
 image=$pull_addr/bench/img:1
 
 now() { date +%s.%N; }
-clean() { rm -rf "$work/run"; mkdir -p "$work/run"; sync; }
-t_ketch=(); t_skumoci=(); t_skopeo=(); t_kpush=(); t_spush=(); t_docker=(); t_podman=()
+# Each run starts from the same place: the last run's files gone, written back and dropped
+# from the caches (without this, the deletion of the last run's tens of thousands of files
+# is still being paid for during the next, and run times swing by a factor of four).
+settle() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+clean() { rm -rf "$work/run"; mkdir -p "$work/run"; settle; }
+t_ketch=(); t_tar=(); t_skumoci=(); t_skopeo=(); t_kpush=(); t_spush=(); t_docker=(); t_podman=()
 pull_one() {
     clean
     local s e
@@ -100,12 +107,18 @@ pull_one() {
             s=$(now); "$ketch" --root "$work/run/root" pull -q "$image" >/dev/null; e=$(now)
             t_ketch+=("$(echo "$e - $s" | bc)")
             # Ready to run: the pulled image runs.
-            "$ketch" --root "$work/run/root" run --rm --network none "$image" true;;
+            "$ketch" --root "$work/run/root" run --rm --network none "$image" /usr/bin/busybox true;;
         skumoci)
             s=$(now)
             skopeo copy -q --src-tls-verify=false "docker://$image" "oci:$work/run/oci:img"
-            umoci unpack --rootless --image "$work/run/oci:img" "$work/run/bundle" >/dev/null
+            umoci unpack --image "$work/run/oci:img" "$work/run/bundle" >/dev/null
             e=$(now); t_skumoci+=("$(echo "$e - $s" | bc)");;
+        tar)
+            # The floor: no network, no verification, GNU tar into one directory.
+            mkdir -p "$work/run/tar"
+            s=$(now)
+            for l in "${layer_blobs[@]}"; do tar -C "$work/run/tar" -xzf "$layout/blobs/sha256/$l"; done
+            e=$(now); t_tar+=("$(echo "$e - $s" | bc)");;
         skopeo)
             s=$(now); skopeo copy -q --src-tls-verify=false "docker://$image" "oci:$work/run/oci:img"; e=$(now)
             t_skopeo+=("$(echo "$e - $s" | bc)");;
@@ -118,28 +131,36 @@ pull_one() {
             t_podman+=("$(echo "$e - $s" | bc)");;
     esac
 }
-kinds="ketch skumoci skopeo"
+# The layers in order, for the tar floor.
+mapfile -t layer_blobs < <(python3 -c '
+import json, sys
+d = sys.argv[1] + "/blobs/sha256/"
+m = json.load(open(d + json.load(open(sys.argv[1] + "/index.json"))["manifests"][0]["digest"][7:]))
+print("\n".join(l["digest"][7:] for l in m["layers"]))' "$layout")
+kinds="ketch skumoci skopeo tar"
 [ -n "${DOCKERD_SOCKET:-}" ] && kinds="$kinds docker"
 command -v podman >/dev/null 2>&1 && kinds="$kinds podman"
 read -ra K <<<"$kinds"
 for i in $(seq 1 "$runs"); do
     # A rotating order: no tool always runs first (or after another's page cache).
     for j in "${!K[@]}"; do pull_one "${K[$(((i + j) % ${#K[@]}))]}"; done
-    printf 'pull run %d: ketch %.2fs  skopeo+umoci %.2fs  skopeo %.2fs\n' "$i" \
-        "${t_ketch[-1]}" "${t_skumoci[-1]}" "${t_skopeo[-1]}" >&2
+    printf 'pull run %d: ketch %.2fs  skopeo+umoci %.2fs  skopeo %.2fs  tar %.2fs\n' "$i" \
+        "${t_ketch[-1]}" "${t_skumoci[-1]}" "${t_skopeo[-1]}" "${t_tar[-1]}" >&2
 done
 
 # Push: the image loaded from the layout (the same blobs), into a fresh registry each time.
 src=$work/run-src
 rm -rf "$src"
 "$ketch" --root "$src" load -q -i "$layout" >/dev/null
-loaded=$("$ketch" --root "$src" images -q | head -1)
+# A name of its own, so that removing the pushed tag after each run keeps the image.
+"$ketch" --root "$src" tag "$("$ketch" --root "$src" images -q | head -1)" keep/bench:1
+loaded=keep/bench:1
 for i in $(seq 1 "$runs"); do
     for k in $( [ $((i % 2)) = 0 ] && echo "ketch skopeo" || echo "skopeo ketch"); do
         stop_registries
         rm -rf "$work/reg/push"
         start_registry "$work/reg/push"
-        sync
+        settle
         if [ "$k" = ketch ]; then
             "$ketch" --root "$src" tag "$loaded" "$addr/bench/push:1"
             s=$(now); "$ketch" --root "$src" push -q "$addr/bench/push:1" >/dev/null; e=$(now)
@@ -160,6 +181,7 @@ printf '\nimage: 5 layers, %d MB compressed; %d runs (medians)\n' "$((size / 100
 printf 'pull  ketch (ready to run)   %6.2f s\n' "$(median "${t_ketch[@]}")"
 printf 'pull  skopeo + umoci unpack  %6.2f s   ketch/that %.2f\n' "$(median "${t_skumoci[@]}")" "$(ratio t_ketch t_skumoci)"
 printf 'pull  skopeo (fetch only)    %6.2f s   ketch/that %.2f\n' "$(median "${t_skopeo[@]}")" "$(ratio t_ketch t_skopeo)"
+printf 'unpack tar -xzf of the blobs  %6.2f s   ketch/that %.2f\n' "$(median "${t_tar[@]}")" "$(ratio t_ketch t_tar)"
 [ ${#t_docker[@]} -gt 0 ] && printf 'pull  dockerd                %6.2f s   ketch/that %.2f\n' "$(median "${t_docker[@]}")" "$(ratio t_ketch t_docker)"
 [ ${#t_podman[@]} -gt 0 ] && printf 'pull  podman                 %6.2f s   ketch/that %.2f\n' "$(median "${t_podman[@]}")" "$(ratio t_ketch t_podman)"
 printf 'push  ketch                  %6.2f s\n' "$(median "${t_kpush[@]}")"
