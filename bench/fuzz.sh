@@ -4,7 +4,7 @@
 # sanitizer). Not part of CI; CI replays the seed corpus through the same harnesses instead
 # (ketch::fuzzing's seeds_replay test).
 #
-#   bench/fuzz.sh [SECONDS] [TARGET...]     targets: layer image_json reference http_request create_json
+#   bench/fuzz.sh [SECONDS] [TARGET...]     targets: layer image_json reference http_request create_json dockerfile
 #
 # The layer target unpacks hostile tars into temp directories, as root: it checks that
 # nothing lands outside them. New corpus entries go to fuzz/corpus/TARGET (not committed);
@@ -16,7 +16,7 @@ export PATH=$HOME/.cargo/bin:$PATH
 secs=${1:-300}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(layer image_json reference http_request create_json)
+[ ${#targets[@]} -gt 0 ] || targets=(layer image_json reference http_request create_json dockerfile)
 command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz
 cargo fuzz build --sanitizer none -O
 mkdir -p fuzz/logs

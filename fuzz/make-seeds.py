@@ -192,6 +192,21 @@ def references():
         put("reference", "r%02d" % i, r)
 
 
+def dockerfiles():
+    for i, d in enumerate([
+        "FROM busybox\nRUN echo hi\n",
+        "# syntax=docker/dockerfile:1\n# escape=`\nARG B=busybox\nFROM $B AS one\nRUN a `\n  b\nCOPY --from=one --chown=1:1 a* /x/\n",
+        "FROM scratch\nRUN <<EOF\necho $HOME\nEOF\nCOPY <<-'A' 3<<b /d/\n\tx\n\tA\ny\nb\n",
+        "FROM scratch\nENV A=1 B=\"two words\" C=${A:-x}${B:+y}\nLABEL \"k\"='v' x=${NOPE:?must}\n",
+        "FROM scratch\nHEALTHCHECK --interval=1m30s --retries=3 CMD [\"true\"]\nSHELL [\"/bin/sh\", \"-c\"]\nONBUILD RUN x\n",
+        "FROM scratch\nCMD [\"a\", 'b']\n",
+        "FROM scratch\nRUN <<EOF\nnever ends\n",
+        "\ufeffFROM scratch\r\nEXPOSE ${P:-80}/tcp $Q\r\nVOLUME [\"/v\"]\r\nWORKDIR ${W:-/w}\r\n",
+        "FROM scratch\nENV X=" + "${A:-" * 200 + "\n",
+    ]):
+        put("dockerfile", "d%02d" % i, d)
+
+
 def requests():
     body = json.dumps(create_body())
     put("http_request", "ping", "GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
@@ -262,5 +277,6 @@ if __name__ == "__main__":
     layers()
     image_json()
     references()
+    dockerfiles()
     requests()
     create_json()

@@ -122,6 +122,50 @@ pub fn image_json(data: &[u8]) {
     crate::image::read_documents(data);
 }
 
+/// Parses `data` as a Dockerfile and expands every word of what parsed the way a build
+/// would, with an environment that knows a few names: errors, never a panic or a hang.
+pub fn dockerfile(data: &[u8]) {
+    use crate::build::dockerfile::Command;
+    use crate::build::shell::Lexer;
+    let Ok(s) = std::str::from_utf8(data) else {
+        return;
+    };
+    let lines = s.split('\n').count();
+    let Ok(d) = crate::build::parse(s) else {
+        return;
+    };
+    let lx = Lexer::new(d.escape);
+    let env = |n: &str| (n.len() < 3).then(|| format!("v {n}"));
+    let word = |w: &str| {
+        let _ = lx.word(w, &env);
+        let _ = lx.words(w, &env);
+    };
+    let all = d.meta_args.iter().chain(
+        d.stages
+            .iter()
+            .flat_map(|st| std::iter::once(&st.from).chain(&st.instructions)),
+    );
+    for i in all {
+        assert!(
+            1 <= i.line && i.line <= i.end_line && i.end_line <= lines,
+            "{i:?}"
+        );
+        match &i.command {
+            Command::From { image, .. } => word(image),
+            Command::Env(p) | Command::Label(p) => p.iter().for_each(|(k, v)| {
+                word(k);
+                word(v);
+            }),
+            Command::Copy(c) | Command::Add(c) => {
+                c.sources.iter().chain([&c.dest]).for_each(|w| word(w))
+            }
+            Command::Workdir(w) | Command::User(w) | Command::Stopsignal(w) => word(w),
+            Command::Expose(v) | Command::Volume(v) => v.iter().for_each(|w| word(w)),
+            _ => {}
+        }
+    }
+}
+
 /// Parses `data` as an image reference and checks that what it prints parses back to itself.
 pub fn reference(data: &[u8]) {
     let Ok(s) = std::str::from_utf8(data) else {
@@ -210,12 +254,13 @@ mod tests {
     fn seeds_replay() {
         let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
         type Harness = fn(&[u8]);
-        let targets: [(&str, Harness); 5] = [
+        let targets: [(&str, Harness); 6] = [
             ("layer", super::layer),
             ("image_json", super::image_json),
             ("reference", super::reference),
             ("http_request", super::http_request),
             ("create_json", super::create_json),
+            ("dockerfile", super::dockerfile),
         ];
         for (name, run) in targets {
             let dir = seeds.join(name);

@@ -27,7 +27,8 @@
 //!   endpoints (its monitor's life), so they release the stale ones before a network hands
 //!   out addresses or counts its users.
 //! - **Producers** — [`registry::Registries`]: pull and push over the OCI distribution API
-//!   into and out of the images, credentials, and [`registry::serve`], a registry server.
+//!   into and out of the images, credentials, and [`registry::serve`], a registry server;
+//!   [`build`]: Dockerfiles read (the parser and word expansion so far).
 //! - **Facade** — [`Engine`] opens a root, recovers what a killed process left, and
 //!   composes the services; [`api::Api`] is every operation, the same over an embedded
 //!   engine and a daemon, and [`api`] names every type a front door passes through it;
@@ -36,6 +37,7 @@
 //!   maps a daemon's statuses to [`ErrorKind`]s at its own boundary.
 
 pub mod api;
+pub mod build;
 pub mod client;
 pub mod content;
 pub mod db;
