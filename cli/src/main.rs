@@ -277,24 +277,29 @@ impl Cli {
     }
 
     fn engine(&self) -> anyhow::Result<ketch::Engine> {
-        let mut opts = ketch::Options {
-            root: self.root.clone(),
-            ..Default::default()
-        };
+        // The config file and the environment, then what the flags set over them.
+        let mut opts = ketch::Options::from_env()?;
+        opts.root = self.root.clone();
         if let Some(d) = &self.storage_driver {
             opts.storage_driver = Some(d.parse()?);
         }
         if let Some(m) = self.max_layer_size {
             opts.max_layer_size = m;
         }
-        opts.default_bridge = self.bridge.clone();
-        opts.ip_forward = self.ip_forward;
-        opts.address_pools = self.default_address_pool.clone();
-        // Certificates' directory and chunk size from the environment; mirrors and insecure
-        // registries from the flags (or their variables).
-        opts.registry = ketch::Options::from_env()?.registry;
-        opts.registry.mirrors = self.registry_mirror.clone();
-        opts.registry.insecure = self.insecure_registry.clone();
+        if let Some(b) = &self.bridge {
+            opts.default_bridge = Some(b.clone());
+        }
+        // On unless the file, the variable or the flag turns it off.
+        opts.ip_forward &= self.ip_forward;
+        if !self.default_address_pool.is_empty() {
+            opts.address_pools = self.default_address_pool.clone();
+        }
+        if !self.registry_mirror.is_empty() {
+            opts.registry.mirrors = self.registry_mirror.clone();
+        }
+        if !self.insecure_registry.is_empty() {
+            opts.registry.insecure = self.insecure_registry.clone();
+        }
         Ok(ketch::Engine::open(&opts)?)
     }
 }

@@ -150,8 +150,70 @@ impl Default for Options {
     }
 }
 
+/// The engine's config file, when `KETCH_CONFIG_FILE` names none and this one exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/ketch/daemon.json";
+
+/// The engine's config file: dockerd's `daemon.json` in shape, for the settings ketch has.
+/// A key ketch does not know is an error that names it, never silently dropped.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    registry_mirrors: Option<Vec<String>>,
+    insecure_registries: Option<Vec<String>>,
+    storage_driver: Option<String>,
+    bridge: Option<String>,
+    ip_forward: Option<bool>,
+    default_address_pools: Option<Vec<ConfigPool>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigPool {
+    base: String,
+    size: u8,
+}
+
 impl Options {
-    /// The defaults with what the environment says, as every front door reads it:
+    /// Applies an engine config file (dockerd's `daemon.json` keys `registry-mirrors`,
+    /// `insecure-registries`, `storage-driver`, `bridge`, `ip-forward`,
+    /// `default-address-pools`) over these options.
+    pub fn apply_config_file(&mut self, path: &Path) -> Result<()> {
+        let invalid = |reason: String| StateError::Invalid {
+            reason: format!("config file {}: {reason}", path.display()),
+        };
+        let text = std::fs::read(path)
+            .map_err(|e| Error::io(format!("read config file {}", path.display()), e))?;
+        let c: ConfigFile = serde_json::from_slice(&text).map_err(|e| invalid(e.to_string()))?;
+        if let Some(m) = c.registry_mirrors {
+            self.registry.mirrors = m;
+        }
+        if let Some(i) = c.insecure_registries {
+            self.registry.insecure = i;
+        }
+        if let Some(d) = c.storage_driver {
+            self.storage_driver = Some(d.parse()?);
+        }
+        if let Some(b) = c.bridge {
+            self.default_bridge = Some(b);
+        }
+        if let Some(f) = c.ip_forward {
+            self.ip_forward = f;
+        }
+        if let Some(pools) = c.default_address_pools {
+            self.address_pools = pools
+                .iter()
+                .map(|p| {
+                    crate::ipnet::parse_pool(&format!("base={},size={}", p.base, p.size))
+                        .map_err(|r| invalid(format!("default-address-pools: {r}")))
+                })
+                .collect::<std::result::Result<_, _>>()?;
+        }
+        Ok(())
+    }
+
+    /// The defaults, then the engine config file (`KETCH_CONFIG_FILE`, else
+    /// [`DEFAULT_CONFIG_FILE`] where it exists), then what the environment says, as every
+    /// front door reads it:
     /// `KETCH_ROOT`, `KETCH_STORAGE_DRIVER`, `KETCH_MAX_LAYER_SIZE`, `KETCH_BRIDGE`,
     /// `KETCH_IP_FORWARD` (`false`/`0`: leave the host's forwarding alone),
     /// `KETCH_DEFAULT_ADDRESS_POOL` (`base=CIDR,size=N`, `;`-separated),
@@ -160,6 +222,13 @@ impl Options {
     pub fn from_env() -> Result<Options> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut o = Options::default();
+        match var("KETCH_CONFIG_FILE") {
+            Some(f) => o.apply_config_file(Path::new(&f))?,
+            None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+                o.apply_config_file(Path::new(DEFAULT_CONFIG_FILE))?
+            }
+            None => {}
+        }
         if let Some(r) = var("KETCH_ROOT") {
             o.root = PathBuf::from(r);
         }
@@ -172,7 +241,9 @@ impl Options {
                     reason: format!("KETCH_MAX_LAYER_SIZE: {reason}"),
                 })?;
         }
-        o.default_bridge = var("KETCH_BRIDGE");
+        if let Some(b) = var("KETCH_BRIDGE") {
+            o.default_bridge = Some(b);
+        }
         if let Some(f) = var("KETCH_IP_FORWARD") {
             o.ip_forward = !matches!(
                 f.to_ascii_lowercase().as_str(),
@@ -180,6 +251,7 @@ impl Options {
             );
         }
         if let Some(pools) = var("KETCH_DEFAULT_ADDRESS_POOL") {
+            o.address_pools.clear();
             for p in pools.split(';').filter(|p| !p.is_empty()) {
                 o.address_pools
                     .push(
@@ -189,19 +261,21 @@ impl Options {
                     );
             }
         }
-        let list = |k: &str| -> Vec<String> {
-            var(k)
-                .map(|v| {
-                    v.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                })
-                .unwrap_or_default()
+        let list = |k: &str| -> Option<Vec<String>> {
+            var(k).map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
         };
-        o.registry.mirrors = list("KETCH_REGISTRY_MIRRORS");
-        o.registry.insecure = list("KETCH_INSECURE_REGISTRIES");
+        if let Some(m) = list("KETCH_REGISTRY_MIRRORS") {
+            o.registry.mirrors = m;
+        }
+        if let Some(i) = list("KETCH_INSECURE_REGISTRIES") {
+            o.registry.insecure = i;
+        }
         o.registry.certs_dir = var("KETCH_CERTS_D").map(PathBuf::from);
         if let Some(c) = var("KETCH_PUSH_CHUNK_SIZE") {
             o.registry.push_chunk_size =
@@ -415,6 +489,49 @@ pub(crate) fn engine_id(root: &Path) -> crate::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_config_file_sets_what_it_names_and_refuses_what_it_does_not_know() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("daemon.json");
+        std::fs::write(
+            &f,
+            r#"{"registry-mirrors": ["http://127.0.0.1:5000"], "insecure-registries": ["10.0.0.0/8"],
+                "storage-driver": "overlay2", "bridge": "kb0", "ip-forward": false,
+                "default-address-pools": [{"base": "10.99.0.0/16", "size": 24}]}"#,
+        )
+        .unwrap();
+        let mut o = Options::default();
+        o.apply_config_file(&f).unwrap();
+        assert_eq!(o.registry.mirrors, ["http://127.0.0.1:5000"]);
+        assert_eq!(o.registry.insecure, ["10.0.0.0/8"]);
+        assert_eq!(o.storage_driver, Some(StorageDriver::Overlay));
+        assert_eq!(o.default_bridge.as_deref(), Some("kb0"));
+        assert!(!o.ip_forward);
+        assert_eq!(o.address_pools.len(), 1);
+        assert_eq!(o.address_pools[0].1, 24);
+        for (text, says) in [
+            (
+                r#"{"log-driver": "journald"}"#,
+                "unknown field `log-driver`",
+            ),
+            (r#"{"storage-driver": "zfs"}"#, "zfs"),
+            (
+                r#"{"default-address-pools": [{"base": "nope", "size": 24}]}"#,
+                "default-address-pools",
+            ),
+            ("{", "EOF"),
+        ] {
+            std::fs::write(&f, text).unwrap();
+            let e = Options::default().apply_config_file(&f).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let e = Options::default()
+            .apply_config_file(&dir.path().join("missing.json"))
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    }
 
     #[test]
     fn an_engine_id_is_made_once_and_a_bad_one_is_an_error() {

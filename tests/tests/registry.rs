@@ -889,6 +889,34 @@ fn docker_io_comes_from_a_mirror_when_one_is_set() {
         "busybox:latest"
     );
     runs(&r, "busybox");
+
+    // The same from the engine's config file, dockerd's daemon.json in shape.
+    let conf = r.dir.path().join("daemon.json");
+    std::fs::write(&conf, format!(r#"{{"registry-mirrors": ["{mirror}"]}}"#)).unwrap();
+    let other = Root::new();
+    let o = other
+        .cmd()
+        .env("KETCH_CONFIG_FILE", &conf)
+        .args(["pull", "-q", "busybox"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    runs(&other, "busybox");
+    // A key ketch does not have is named, not dropped.
+    std::fs::write(
+        &conf,
+        r#"{"registry-mirrors": [], "log-driver": "journald"}"#,
+    )
+    .unwrap();
+    let o = other
+        .cmd()
+        .env("KETCH_CONFIG_FILE", &conf)
+        .args(["images"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("log-driver"), "{err}");
+    assert!(err.contains(conf.to_str().unwrap()), "{err}");
 }
 
 #[test]
