@@ -203,6 +203,7 @@ def dockerfiles():
         "FROM scratch\nRUN <<EOF\nnever ends\n",
         "\ufeffFROM scratch\r\nEXPOSE ${P:-80}/tcp $Q\r\nVOLUME [\"/v\"]\r\nWORKDIR ${W:-/w}\r\n",
         "FROM scratch\nENV X=" + "${A:-" * 200 + "\n",
+        "FROM scratch AS Up\nWORKDIR ${V#v}/${V//./-}/${V%%.*}/${V/[0-9]/x}\nRUN cat << 'E-1' 3<<\\F\nx\nE-1\ny\nF\n",
     ]):
         put("dockerfile", "d%02d" % i, d)
 

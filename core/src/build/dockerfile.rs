@@ -247,6 +247,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
         .collect();
     let mut syntax = None;
     let mut escape = None;
+    let mut check = false;
     let mut i = 0;
     // Directives: only at the top, before any other line (a blank line or a comment that is
     // not a directive ends them).
@@ -277,8 +278,12 @@ pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
                     }
                 });
             }
-            // `check` and directives of other frontends: read, not acted on.
-            "check" => {}
+            // `check`: read, not acted on.
+            "check" => {
+                if std::mem::replace(&mut check, true) {
+                    return Err(err(line, 1, "only one check parser directive can be used"));
+                }
+            }
             _ => break,
         }
         i += 1;
@@ -296,10 +301,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, DockerfileError> {
         let (logical, next) = join(&lines, i, escape);
         i = next;
         let mut heredocs = Vec::new();
-        if matches!(
-            logical.keyword.to_ascii_uppercase().as_str(),
-            "RUN" | "COPY" | "ADD"
-        ) {
+        if can_hold_heredocs(&logical) {
             for (name, expand, strip_tabs, fd) in heredoc_markers(&logical.rest, escape) {
                 let (doc, next) = read_heredoc(&lines, i, &name, strip_tabs).ok_or_else(|| {
                     err(
@@ -377,9 +379,26 @@ fn directive(line: &str) -> Option<(String, String)> {
     ok.then(|| (name.to_ascii_lowercase(), value.to_string()))
 }
 
-/// The line ends in the escape character (white space after it allowed): it continues.
+/// The line ends in the escape character (white space after it allowed) that is not itself
+/// escaped (`c:\\` ends a line, as Docker reads it): it continues.
 fn continues(line: &str, escape: char) -> Option<&str> {
-    line.trim_end_matches([' ', '\t']).strip_suffix(escape)
+    let head = line.trim_end_matches([' ', '\t']).strip_suffix(escape)?;
+    (!head.is_empty() && !head.ends_with(escape)).then_some(head)
+}
+
+/// RUN, COPY and ADD take heredocs, also as an ONBUILD trigger.
+fn can_hold_heredocs(l: &Logical) -> bool {
+    let kw = l.keyword.to_ascii_uppercase();
+    let kw = if kw == "ONBUILD" {
+        l.rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_uppercase()
+    } else {
+        kw
+    };
+    matches!(kw.as_str(), "RUN" | "COPY" | "ADD")
 }
 
 /// Joins the instruction starting at `lines[start]` with its continuations; comment and blank
@@ -437,33 +456,89 @@ fn join(lines: &[&str], start: usize, escape: char) -> (Logical, usize) {
     )
 }
 
-/// The heredocs an instruction opens, in order: `[fd]<<[-]NAME`, `<<'NAME'`, `<<"NAME"`.
+/// The heredocs an instruction opens, in order, as Docker finds them: a word (outside
+/// quotes) that is `[fd]<<[-]NAME`, white space allowed after `<<`; the name quoted whole or
+/// in part (`<<'EOF'`, `<<"EOF"`, `<<E'O'F`: the body is not expanded) or not; any name
+/// without `<`.
 fn heredoc_markers(rest: &str, escape: char) -> Vec<(String, bool, bool, Option<u32>)> {
+    let chars: Vec<char> = rest.chars().collect();
     let mut out = Vec::new();
-    for word in split_words(rest, escape) {
-        let digits: String = word.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let Some(after) = word[digits.len()..].strip_prefix("<<") else {
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if let Some(q) = quote {
+            if c == escape && q == '"' {
+                i += 1;
+            } else if c == q {
+                quote = None;
+            }
+            i += 1;
             continue;
-        };
-        let (strip_tabs, after) = match after.strip_prefix('-') {
-            Some(a) => (true, a),
-            None => (false, after),
-        };
-        let (name, quoted) = match after.chars().next() {
-            Some(q @ ('\'' | '"')) => match after[1..].strip_suffix(q) {
-                Some(n) => (n, true),
-                None => continue,
-            },
-            _ => (after, false),
-        };
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
-            && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
-        if valid {
-            out.push((name.to_string(), !quoted, strip_tabs, digits.parse().ok()));
         }
+        if c == escape {
+            i += 2;
+            continue;
+        }
+        if c == '"' || c == '\'' {
+            quote = Some(c);
+            i += 1;
+            continue;
+        }
+        let opens = c == '<'
+            && chars.get(i + 1) == Some(&'<')
+            && chars.get(i + 2) != Some(&'<')
+            && (i == 0 || chars[i - 1] != '<');
+        if !opens {
+            i += 1;
+            continue;
+        }
+        // Only at the start of a word, after a file descriptor's digits if any.
+        let mut d = i;
+        while d > 0 && chars[d - 1].is_ascii_digit() {
+            d -= 1;
+        }
+        if d > 0 && !chars[d - 1].is_whitespace() {
+            i += 2;
+            continue;
+        }
+        let fd = (d < i)
+            .then(|| chars[d..i].iter().collect::<String>().parse().ok())
+            .flatten();
+        let mut j = i + 2;
+        let strip_tabs = chars.get(j) == Some(&'-');
+        if strip_tabs {
+            j += 1;
+        }
+        while matches!(chars.get(j), Some(' ' | '\t')) {
+            j += 1;
+        }
+        let mut name = String::new();
+        let mut quoted = false;
+        let mut in_quote: Option<char> = None;
+        while let Some(&c) = chars.get(j) {
+            match in_quote {
+                Some(q) if c == q => in_quote = None,
+                Some(_) => name.push(c),
+                None if c.is_whitespace() || c == '<' => break,
+                None if c == '\'' || c == '"' => {
+                    in_quote = Some(c);
+                    quoted = true;
+                }
+                None if c == '\\' => {
+                    if let Some(&n) = chars.get(j + 1) {
+                        name.push(n);
+                        j += 1;
+                    }
+                }
+                None => name.push(c),
+            }
+            j += 1;
+        }
+        if in_quote.is_none() && !name.is_empty() {
+            out.push((name, !quoted, strip_tabs, fd));
+        }
+        i = j;
     }
     out
 }
@@ -533,6 +608,46 @@ fn split_words(s: &str, escape: char) -> Vec<String> {
     out
 }
 
+/// The length in bytes of the first word of `s` (up to unquoted white space).
+fn first_word_len(s: &str, escape: char) -> usize {
+    let mut quote = None;
+    let mut it = s.char_indices();
+    while let Some((i, c)) = it.next() {
+        match quote {
+            Some(q) if c == escape && q == '"' => {
+                it.next();
+            }
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c.is_whitespace() => return i,
+            None if c == escape => {
+                it.next();
+            }
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None => {}
+        }
+    }
+    s.len()
+}
+
+/// A flag's value with its quotes and escapes taken out, as Docker reads it.
+fn unquote(v: &str, escape: char) -> String {
+    let mut out = String::new();
+    let mut quote = None;
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some('\'') if c == '\'' => quote = None,
+            Some('\'') => out.push(c),
+            Some(q) if c == q => quote = None,
+            _ if c == escape => out.extend(chars.next()),
+            None if c == '"' || c == '\'' => quote = Some(c),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// Leading `--name[=value]` words, and what is left.
 fn take_flags(
     l: &Logical,
@@ -543,9 +658,7 @@ fn take_flags(
     let mut rest = l.rest.as_str();
     let mut column = l.rest_column;
     while let Some(body) = rest.strip_prefix("--") {
-        let word_len = split_words(rest, escape)
-            .first()
-            .map_or(rest.len(), |w| w.len());
+        let word_len = first_word_len(rest, escape);
         let word = &body[..word_len - 2];
         if word.is_empty() {
             // `--` alone: the end of the options.
@@ -553,7 +666,7 @@ fn take_flags(
             break;
         }
         let (name, value) = match word.split_once('=') {
-            Some((n, v)) => (n, Some(v.to_string())),
+            Some((n, v)) => (n, Some(unquote(v, escape))),
             None => (word, None),
         };
         if !allowed.contains(&name) {
@@ -619,27 +732,43 @@ fn flag_value(
     Ok(found)
 }
 
-/// Does this look meant as a JSON array (exec form)? `[` then a quote, and a comma or a
-/// closing `"]`: what a shell command (`[ -f x ]`, `[ "$a" = b ]`) does not look like.
+/// Does this look meant as a JSON array (exec form)? `["` or `['` (a shell command needs a
+/// space after `[`), or a quote first and a comma between: what a shell command
+/// (`[ -f x ]`, `[ "$(uname -m)" = "x86_64" ]`) does not look like.
 fn meant_as_json(s: &str) -> bool {
     let Some(inner) = s.strip_prefix('[') else {
         return false;
     };
-    let inner = inner.trim_start();
-    let quoted = inner.starts_with('"') || inner.starts_with('\'');
-    let closed = s.trim_end().ends_with(']');
-    quoted
-        && closed
-        && (inner.contains(',') || s.trim_end().trim_end_matches(']').trim_end().ends_with('"'))
+    if !s.trim_end().ends_with(']') {
+        return false;
+    }
+    inner.starts_with(['"', '\''])
+        || (inner.trim_start().starts_with(['"', '\'']) && inner.contains(','))
 }
 
-/// `["a", "b"]`, or None for the shell form; an error for a broken array.
+/// `["a", "b"]`, or None for the shell form. Docker runs a line that does not parse as JSON
+/// by the shell; one that was plainly meant as JSON (see [`meant_as_json`]) is an error here
+/// instead, since the shell would only fail on it later, and a JSON array of anything but
+/// strings is an error as in Docker.
 fn json_array(l: &Logical, s: &str, column: usize) -> Result<Option<Vec<String>>, DockerfileError> {
     if !s.starts_with('[') {
         return Ok(None);
     }
-    match serde_json::from_str::<Vec<String>>(s) {
-        Ok(v) => Ok(Some(v)),
+    match serde_json::from_str::<serde_json::Value>(s) {
+        Ok(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Ok(s),
+                other => Err(err(
+                    l.line,
+                    column,
+                    format!(
+                        "bad JSON array: {other} is not a string; the exec form is a JSON array of strings"
+                    ),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
         Err(e) if meant_as_json(s) => Err(err(
             l.line,
             column + e.column().saturating_sub(1),
@@ -648,7 +777,7 @@ fn json_array(l: &Logical, s: &str, column: usize) -> Result<Option<Vec<String>>
             ),
         )),
         // `[ -f x ] && ...`: a shell command.
-        Err(_) => Ok(None),
+        _ => Ok(None),
     }
 }
 
@@ -772,12 +901,10 @@ fn healthcheck(l: &Logical, escape: char) -> Result<Healthcheck, DockerfileError
     };
     match kind.to_ascii_uppercase().as_str() {
         "NONE" => {
-            if !cmd.is_empty() || !flags.is_empty() {
-                return Err(err(
-                    l.line,
-                    column,
-                    "HEALTHCHECK NONE takes no arguments and no options",
-                ));
+            // Options before NONE are allowed and mean nothing, as in Docker.
+            let _ = flags;
+            if !cmd.is_empty() {
+                return Err(err(l.line, column, "HEALTHCHECK NONE takes no arguments"));
             }
             return Ok(h);
         }
@@ -841,7 +968,6 @@ fn copy_spec(
 ) -> Result<CopySpec, DockerfileError> {
     let allowed: &[&str] = if add {
         &[
-            "from",
             "chown",
             "chmod",
             "link",
@@ -874,10 +1000,13 @@ fn copy_spec(
         ));
     }
     let (dest, sources) = words.split_last().expect("two or more");
+    if flags.iter().filter(|f| f.name == "link").count() > 1 {
+        return Err(err(l.line, l.rest_column, "--link given more than once"));
+    }
     let link = match flags.iter().find(|f| f.name == "link") {
         None => false,
         Some(Flag { value: None, .. }) => true,
-        Some(Flag { value: Some(v), .. }) => match v.as_str() {
+        Some(Flag { value: Some(v), .. }) => match v.to_ascii_lowercase().as_str() {
             "true" => true,
             "false" => false,
             _ => {
@@ -969,7 +1098,9 @@ fn typed(
             let (image, name) = match words.as_slice() {
                 [image] => (image.clone(), None),
                 [image, as_, name] if as_.eq_ignore_ascii_case("as") => {
-                    if !valid_stage_name(name) {
+                    // Docker lowercases a stage's name (and finds stages so).
+                    let name = name.to_ascii_lowercase();
+                    if !valid_stage_name(&name) {
                         return Err(err(
                             l.line,
                             column + rest.len() - name.len(),
@@ -978,7 +1109,7 @@ fn typed(
                             ),
                         ));
                     }
-                    (image.clone(), Some(name.clone()))
+                    (image.clone(), Some(name))
                 }
                 _ => {
                     return Err(err(

@@ -170,6 +170,39 @@ fn heredocs() {
             heredocs: vec![]
         }
     );
+    // Where Docker also finds them: a space after `<<`, any name without `<`, part quoted,
+    // escaped, in an ONBUILD trigger; not inside quotes nor inside a word.
+    let docs = |line: &str, body: &str| -> Vec<(String, bool)> {
+        let d = ok(&format!("FROM scratch\n{line}\n{body}"));
+        let c = &d.stages[0].instructions[0].command;
+        let hs = match c {
+            Command::Run { heredocs, .. } => heredocs.clone(),
+            Command::Copy(c) | Command::Add(c) => c.heredocs.clone(),
+            Command::Onbuild { trigger, .. } => match &**trigger {
+                Command::Run { heredocs, .. } => heredocs.clone(),
+                _ => vec![],
+            },
+            _ => vec![],
+        };
+        hs.into_iter().map(|h| (h.name, h.expand)).collect()
+    };
+    assert_eq!(docs("RUN cat << EOF", "x\nEOF\n"), [("EOF".into(), true)]);
+    assert_eq!(
+        docs("COPY <<file.txt /d/", "x\nfile.txt\n"),
+        [("file.txt".into(), true)]
+    );
+    assert_eq!(
+        docs("RUN <<END-OF-IT sh", "x\nEND-OF-IT\n"),
+        [("END-OF-IT".into(), true)]
+    );
+    assert_eq!(docs("RUN <<eo'f' sh", "x\neof\n"), [("eof".into(), false)]);
+    assert_eq!(docs("RUN <<\\EOF sh", "x\nEOF\n"), [("EOF".into(), true)]);
+    assert_eq!(
+        docs("ONBUILD RUN <<EOF", "x\nEOF\n"),
+        [("EOF".into(), true)]
+    );
+    assert!(docs("RUN echo \"<<EOF\" 'a<<b'", "").is_empty());
+    assert!(docs("RUN echo $((1<<2)) cat<<x", "").is_empty());
     let e = bad("FROM scratch\nRUN <<EOF\necho\n");
     assert_eq!((e.line, e.column), (2, 1));
     assert!(e.message.contains("unterminated heredoc EOF"), "{e}");
@@ -187,7 +220,12 @@ fn json_and_shell_forms() {
         Command::Entrypoint(shell("sh -c 'x'"))
     );
     // A shell command that starts with a bracket stays a shell command.
-    for s in ["[ -f /x ] && echo y", "[ \"$a\" = b ]", "[a]"] {
+    for s in [
+        "[ -f /x ] && echo y",
+        "[ \"$a\" = b ]",
+        "[a]",
+        "[ \"$(uname -m)\" = \"x86_64\" ]",
+    ] {
         assert_eq!(
             one(&format!("RUN {s}")),
             Command::Run {
@@ -207,6 +245,12 @@ fn json_and_shell_forms() {
         bad("FROM scratch\nENTRYPOINT [\"a\" \"b\"]\n")
             .message
             .contains("bad JSON array")
+    );
+    // Valid JSON of anything but strings is an error, as in Docker.
+    assert!(
+        bad("FROM scratch\nCMD [1]\n")
+            .message
+            .contains("1 is not a string")
     );
     assert_eq!(
         one("SHELL [\"/bin/ash\", \"-eo\", \"pipefail\", \"-c\"]"),
@@ -363,6 +407,10 @@ fn healthcheck() {
             .message
             .contains("no arguments")
     );
+    let Command::Healthcheck(h) = one("HEALTHCHECK --interval=5s NONE") else {
+        panic!()
+    };
+    assert_eq!(h.test, None);
 }
 
 #[test]
@@ -437,13 +485,59 @@ fn errors_name_line_column_and_what_was_expected() {
     assert!(bad("# nothing\n\n").message.contains("no FROM"));
     let e = bad("FROM a b\n");
     assert!(e.message.contains("either one argument"), "{e}");
-    let e = bad("FROM busybox AS Bad!\n");
+    let e = bad("FROM busybox AS bad!\n");
     assert!(e.message.contains("invalid name for build stage"), "{e}");
     assert_eq!(e.column, 17);
+    // Capitals are lowercased, as Docker does.
+    assert_eq!(
+        ok("FROM busybox AS Builder\n").stages[0].name(),
+        Some("builder")
+    );
     assert!(
         bad("FROM --bogus=x scratch\n")
             .message
             .contains("unknown flag --bogus for FROM")
+    );
+}
+
+#[test]
+fn an_escaped_escape_ends_the_line() {
+    let d = ok("# escape=`\nFROM scratch\nCOPY a c:\\\\\nRUN dir c:\\\n");
+    assert_eq!(d.stages[0].instructions.len(), 2);
+    let d = ok("FROM scratch\nCOPY a c:\\\\\nRUN dir\n");
+    assert_eq!(d.stages[0].instructions.len(), 2, "{d:?}");
+}
+
+#[test]
+fn flag_values_lose_their_quotes() {
+    let Command::Copy(c) = one("COPY --chown=\"1:2\" --link=TRUE a b") else {
+        panic!()
+    };
+    assert_eq!(c.chown.as_deref(), Some("1:2"));
+    assert!(c.link);
+    assert_eq!(
+        one("RUN --mount=type=bind,source=\"a b\" x"),
+        Command::Run {
+            command: shell("x"),
+            mounts: vec!["type=bind,source=a b".into()],
+            network: None,
+            heredocs: vec![]
+        }
+    );
+    assert!(
+        bad("FROM scratch\nADD --from=x a b\n")
+            .message
+            .contains("unknown flag --from for ADD")
+    );
+    assert!(
+        bad("FROM scratch\nCOPY --link --link a b\n")
+            .message
+            .contains("more than once")
+    );
+    assert!(
+        bad("# check=skip=all\n# check=error=true\nFROM scratch\n")
+            .message
+            .contains("only one check")
     );
 }
 

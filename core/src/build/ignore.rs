@@ -30,6 +30,8 @@ enum Token {
     Dirs,
     /// `?`: one character but `/`.
     One,
+    /// `?` in a shell pattern: any one character.
+    AnyOne,
     /// `[...]`: ranges, negated with `^`.
     Class(bool, Vec<(char, char)>),
 }
@@ -46,34 +48,49 @@ pub struct Ignore {
     patterns: Vec<Pattern>,
 }
 
-/// `a/./b//c/../d` as `a/b/d`; leading `/` and `..` above the root dropped.
+/// `a/./b//c/../d` as `a/b/d`, as Go's `filepath.Clean` and then a leading `/` dropped: `..`
+/// above a rooted pattern's root goes, a relative pattern's leading `..` stays (and matches
+/// nothing in the context).
 fn clean(p: &str) -> String {
+    let rooted = p.starts_with('/');
     let mut out: Vec<&str> = Vec::new();
     for part in p.split('/') {
         match part {
             "" | "." => {}
-            ".." => {
-                out.pop();
-            }
+            ".." => match out.last() {
+                Some(&l) if l != ".." => {
+                    out.pop();
+                }
+                _ if rooted => {}
+                _ => out.push(".."),
+            },
             _ => out.push(part),
         }
     }
     out.join("/")
 }
 
-fn compile(p: &str) -> Result<Vec<Token>, String> {
+/// Compiles a pattern: a `.dockerignore` one (`/` separates: `*` and `?` stop at it, `**`
+/// spans directories), or with `shell` one of `${VAR#pattern}` (`*` and `?` match anything).
+fn compile(p: &str, shell: bool) -> Result<Vec<Token>, String> {
     let chars: Vec<char> = p.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
     while i < chars.len() {
         match chars[i] {
+            '*' if shell => out.push(Token::Any),
+            '?' if shell => out.push(Token::AnyOne),
             '*' if chars.get(i + 1) == Some(&'*') => {
                 i += 2;
-                if chars.get(i) == Some(&'/') {
-                    i += 1;
-                    out.push(Token::Dirs);
-                } else {
-                    out.push(Token::Any);
+                // As Docker: `**/` and `**x` are any number of directories, `**` at the end
+                // anything at all.
+                match chars.get(i) {
+                    Some('/') => {
+                        i += 1;
+                        out.push(Token::Dirs);
+                    }
+                    Some(_) => out.push(Token::Dirs),
+                    None => out.push(Token::Any),
                 }
                 continue;
             }
@@ -83,7 +100,7 @@ fn compile(p: &str) -> Result<Vec<Token>, String> {
                 i += 1;
                 match chars.get(i) {
                     Some(c) => out.push(Token::Char(*c)),
-                    None => out.push(Token::Char('\\')),
+                    None => return Err(format!("bad pattern {p:?}: it ends in an escape")),
                 }
             }
             '[' => {
@@ -130,9 +147,14 @@ fn compile(p: &str) -> Result<Vec<Token>, String> {
     Ok(out)
 }
 
-/// Does the whole of `text` match? Dynamic programming over (token, character): linear in
-/// their product, whatever the pattern (no backtracking blow-up).
+/// Does the whole of `text` match?
 fn matches(tokens: &[Token], text: &[char]) -> bool {
+    match_ends(tokens, text)[text.len()]
+}
+
+/// For each `j`, whether the pattern matches `text[..j]`: dynamic programming over (token,
+/// character), linear in their product whatever the pattern (no backtracking blow-up).
+fn match_ends(tokens: &[Token], text: &[char]) -> Vec<bool> {
     let n = text.len();
     // reach[j]: the tokens so far can match text[..j].
     let mut reach = vec![false; n + 1];
@@ -171,8 +193,10 @@ fn matches(tokens: &[Token], text: &[char]) -> bool {
                     let ok = match t {
                         Token::Char(p) => *p == c,
                         Token::One => c != '/',
+                        Token::AnyOne => true,
+                        // As in Docker's (regular expression) classes, `/` included.
                         Token::Class(neg, ranges) => {
-                            c != '/' && ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *neg
+                            ranges.iter().any(|(lo, hi)| *lo <= c && c <= *hi) != *neg
                         }
                         _ => unreachable!(),
                     };
@@ -184,28 +208,57 @@ fn matches(tokens: &[Token], text: &[char]) -> bool {
         }
         reach = next;
     }
-    reach[n]
+    reach
+}
+
+/// A shell pattern, as `${VAR#pattern}` and its kin take one.
+pub(super) struct Glob(Vec<Token>);
+
+impl Glob {
+    pub(super) fn shell(p: &str) -> Result<Glob, String> {
+        compile(p, true).map(Glob)
+    }
+
+    pub(super) fn matches(&self, text: &[char]) -> bool {
+        matches(&self.0, text)
+    }
+
+    /// For each `j`, whether the pattern matches `text[..j]`.
+    pub(super) fn match_ends(&self, text: &[char]) -> Vec<bool> {
+        match_ends(&self.0, text)
+    }
 }
 
 impl Ignore {
     /// Reads a `.dockerignore`'s text.
     pub fn parse(text: &str) -> Result<Ignore, IgnoreError> {
         let mut patterns = Vec::new();
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         for (n, raw) in text.lines().enumerate() {
+            // A comment only where `#` is the line's first character.
+            if raw.starts_with('#') {
+                continue;
+            }
             let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
+            if line.is_empty() {
                 continue;
             }
             let (exclusion, p) = match line.strip_prefix('!') {
                 Some(rest) => (true, rest.trim()),
                 None => (false, line),
             };
+            if exclusion && p.is_empty() {
+                return Err(IgnoreError {
+                    line: n + 1,
+                    message: "illegal exclusion pattern \"!\"".into(),
+                });
+            }
             let p = clean(p);
             if p.is_empty() {
                 // `/` or `.`: the context itself, which cannot be left out.
                 continue;
             }
-            let tokens = compile(&p).map_err(|message| IgnoreError {
+            let tokens = compile(&p, false).map_err(|message| IgnoreError {
                 line: n + 1,
                 message,
             })?;
@@ -295,6 +348,14 @@ mod tests {
     }
 
     #[test]
+    fn comments_and_a_byte_order_mark() {
+        let i = ig("\u{feff}first\n # not a comment\n#comment\n");
+        assert!(i.excludes("first"));
+        assert!(i.excludes("# not a comment"));
+        assert!(!i.excludes("#comment"));
+    }
+
+    #[test]
     fn the_last_match_decides() {
         let i = ig("*\n!keep\n!dir/keep.txt\nkeep\n");
         assert!(i.excludes("keep"));
@@ -308,6 +369,12 @@ mod tests {
 
     #[test]
     fn double_stars_and_cleaning() {
+        assert!(!ig("../x\n").excludes("x"));
+        assert!(ig("/../x\n").excludes("x"));
+        // `**` before a name spans directories; at the end, everything.
+        let i = ig("foo/**.txt\n");
+        assert!(i.excludes("foo/.txt") && i.excludes("foo/a/b/.txt"));
+        assert!(!i.excludes("foo/a.txt"));
         let i = ig("**/node_modules\n./a//b/../c\n**\n!src/**/*.rs\n");
         assert!(i.excludes("node_modules"));
         assert!(i.excludes("x/y/node_modules/z"));
@@ -335,11 +402,25 @@ mod tests {
         assert!(i.excludes("y1"));
         assert!(i.excludes("!1"));
         assert!(!i.excludes("a1"));
+        // A class matches `/` too, as Docker's do.
+        assert!(ig("a[^x]b\n").excludes("a/b"));
         let e = Ignore::parse("ok\n[abc\n").unwrap_err();
         assert_eq!(e.line, 2);
         assert!(
             e.to_string().contains("unterminated character class"),
             "{e}"
+        );
+        assert!(
+            Ignore::parse("a\\\n")
+                .unwrap_err()
+                .message
+                .contains("ends in an escape")
+        );
+        assert!(
+            Ignore::parse("!\n")
+                .unwrap_err()
+                .message
+                .contains("illegal exclusion")
         );
     }
 

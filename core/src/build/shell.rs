@@ -1,10 +1,13 @@
 //! Variable expansion in Dockerfile words, as Docker's builder does it: `$VAR`, `${VAR}`,
 //! `${VAR:-word}`, `${VAR-word}`, `${VAR:+word}`, `${VAR+word}`, `${VAR:?message}`,
-//! `${VAR?message}`; single quotes keep everything literal, double quotes keep spaces but
+//! `${VAR?message}`, and the pattern forms `${VAR#pat}`, `${VAR##pat}`, `${VAR%pat}`,
+//! `${VAR%%pat}`, `${VAR/pat/with}`, `${VAR//pat/with}`; single quotes keep everything literal, double quotes keep spaces but
 //! expand, the escape character (`\` or the file's `# escape=`) takes the next character as it
 //! is. An unset variable expands to nothing. Which instructions expand at all is the
 //! builder's business (ENV, ARG, LABEL, COPY, ADD, WORKDIR, USER, EXPOSE, VOLUME, STOPSIGNAL,
 //! FROM); RUN, CMD and ENTRYPOINT are left to the container's shell.
+
+use super::ignore::Glob;
 
 /// A word that cannot be expanded: an unterminated quote or substitution, a bad modifier, or
 /// a `${VAR:?message}` whose variable is unset.
@@ -66,15 +69,12 @@ impl Words {
         self.in_word = true;
     }
 
-    /// Marks a word begun even when it stays empty (`""`).
-    fn begin(&mut self) {
-        self.in_word = true;
-    }
-
+    /// The words; empty ones (`""`) dropped, as Docker drops them.
     fn finish(mut self) -> Vec<String> {
         if self.in_word {
             self.words.push(self.current);
         }
+        self.words.retain(|w| !w.is_empty());
         self.words
     }
 }
@@ -94,8 +94,8 @@ impl Lexer {
     }
 
     /// Words split at unquoted white space (also white space a variable expands to), each
-    /// with quotes removed and variables expanded, as Docker splits `EXPOSE $PORTS` or
-    /// `COPY a b /dst`.
+    /// with quotes removed and variables expanded, as Docker splits `EXPOSE $PORTS`. (COPY,
+    /// ADD and WORKDIR expand each of their arguments as one [`word`](Lexer::word).)
     pub fn words(
         &self,
         s: &str,
@@ -117,7 +117,8 @@ impl Lexer {
             env,
             depth: 0,
         }
-        .run(None)
+        .run(&[])
+        .map(|(out, words, _)| (out, words))
     }
 }
 
@@ -134,6 +135,13 @@ struct Pass<'a> {
 /// How deep `${a:-${b:-...}}` may nest.
 const MAX_DEPTH: usize = 64;
 
+/// `$@`, `$*`, `$#`, `$?`, `$-`, `$$`, `$!`.
+const SPECIAL: &str = "@*#?-$!";
+
+/// The longest value the pattern forms (`${VAR#pat}` ...) work on: their matching is
+/// quadratic in it or worse.
+const MAX_PATTERN_VALUE: usize = 1024;
+
 impl Pass<'_> {
     fn peek(&self) -> Option<char> {
         self.chars.get(self.at).copied()
@@ -145,54 +153,47 @@ impl Pass<'_> {
         Some(c)
     }
 
-    /// Reads up to `stop` (unquoted; consumed) or the end: the text and its words.
-    fn run(&mut self, stop: Option<char>) -> Result<(String, Words), ShellError> {
+    /// Reads up to one of `stops` (unquoted; consumed) or, with none, the end: the text,
+    /// its words, and the stop met.
+    fn run(&mut self, stops: &[char]) -> Result<(String, Words, Option<char>), ShellError> {
         let mut out = String::new();
         let mut words = Words::new();
+        let mut met = None;
         loop {
             let Some(c) = self.next() else {
-                if let Some(s) = stop {
-                    return fail(format!("missing '{s}' in substitution"));
+                if !stops.is_empty() {
+                    return fail("missing '}' in substitution");
                 }
                 break;
             };
-            if Some(c) == stop {
+            if stops.contains(&c) {
+                met = Some(c);
                 break;
             }
             if c == self.lx.escape {
-                match self.next() {
-                    // A lone escape at the end stays as it is.
-                    None => {
-                        out.push(c);
-                        words.raw(c);
-                    }
-                    Some(n) => {
-                        out.push(n);
-                        words.raw(n);
-                    }
+                // A lone escape at the end is dropped, as Docker drops it.
+                if let Some(n) = self.next() {
+                    out.push(n);
+                    words.raw(n);
                 }
                 continue;
             }
             match c {
-                '\'' => {
-                    words.begin();
-                    loop {
-                        match self.next() {
-                            None => {
-                                return fail(
-                                    "unexpected end of statement while looking for matching single-quote",
-                                );
-                            }
-                            Some('\'') => break,
-                            Some(q) => {
-                                out.push(q);
-                                words.raw(q);
-                            }
+                '\'' => loop {
+                    match self.next() {
+                        None => {
+                            return fail(
+                                "unexpected end of statement while looking for matching single-quote",
+                            );
+                        }
+                        Some('\'') => break,
+                        Some(q) => {
+                            out.push(q);
+                            words.raw(q);
                         }
                     }
-                }
+                },
                 '"' => {
-                    words.begin();
                     let s = self.double_quoted()?;
                     for q in s.chars() {
                         words.raw(q);
@@ -212,7 +213,7 @@ impl Pass<'_> {
                 }
             }
         }
-        Ok((out, words))
+        Ok((out, words, met))
     }
 
     fn double_quoted(&mut self) -> Result<String, ShellError> {
@@ -247,18 +248,23 @@ impl Pass<'_> {
                 let name = self.name();
                 Ok(self.get(&name).unwrap_or_default())
             }
+            // The shell's special parameters: looked up like any name (so, mostly, empty).
+            Some(c) if SPECIAL.contains(c) => {
+                self.at += 1;
+                Ok(self.get(&c.to_string()).unwrap_or_default())
+            }
             _ => Ok("$".to_string()),
         }
     }
 
-    /// A name: `[A-Za-z_][A-Za-z0-9_]*`, or a single digit (`$1`).
+    /// A name: `[A-Za-z_][A-Za-z0-9_]*`, or digits (`$1`, `$10`).
     fn name(&mut self) -> String {
         let mut name = String::new();
-        if let Some(c) = self.peek()
-            && c.is_ascii_digit()
-        {
-            self.at += 1;
-            name.push(c);
+        if self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            while let Some(c) = self.peek().filter(char::is_ascii_digit) {
+                self.at += 1;
+                name.push(c);
+            }
             return name;
         }
         while let Some(c) = self.peek() {
@@ -291,6 +297,9 @@ impl Pass<'_> {
         if c == '}' {
             return Ok(value.unwrap_or_default());
         }
+        if matches!(c, '#' | '%' | '/') {
+            return self.pattern_form(&name, value.unwrap_or_default(), c);
+        }
         let (colon, op) = if c == ':' {
             match self.next() {
                 Some(o) => (true, o),
@@ -301,18 +310,13 @@ impl Pass<'_> {
         };
         if !matches!(op, '-' | '+' | '?') {
             return fail(format!(
-                "unsupported modifier ({}{op}) in substitution of {name} (supported: :- - :+ + :? ?)",
+                "unsupported modifier ({}{op}) in substitution of {name} (supported: :- - :+ + :? ? # ## % %% / //)",
                 if colon { ":" } else { "" }
             ));
         }
-        if self.depth >= MAX_DEPTH {
-            return fail(format!("substitutions nested more than {MAX_DEPTH} deep"));
-        }
-        self.depth += 1;
-        let (word, _) = self.run(Some('}'))?;
-        self.depth -= 1;
-        // With the colon, an empty value counts as unset.
+        let word = self.nested(&['}'])?.0;
         let set = match &value {
+            // With the colon, an empty value counts as unset.
             Some(v) => !colon || !v.is_empty(),
             None => false,
         };
@@ -322,8 +326,94 @@ impl Pass<'_> {
             '+' if set => word,
             '+' => String::new(),
             _ if set => value.unwrap_or_default(),
-            _ if word.is_empty() => return fail(format!("{name}: is not allowed to be unset")),
-            _ => return fail(format!("{name}: {word}")),
+            _ if !word.is_empty() => return fail(format!("{name}: {word}")),
+            _ if value.is_some() => return fail(format!("{name}: is not allowed to be empty")),
+            _ => return fail(format!("{name}: is not allowed to be unset")),
+        })
+    }
+
+    /// The word of a substitution, up to one of `stops`, with nesting bounded.
+    fn nested(&mut self, stops: &[char]) -> Result<(String, Option<char>), ShellError> {
+        if self.depth >= MAX_DEPTH {
+            return fail(format!("substitutions nested more than {MAX_DEPTH} deep"));
+        }
+        self.depth += 1;
+        let (word, _, met) = self.run(stops)?;
+        self.depth -= 1;
+        Ok((word, met))
+    }
+
+    /// `${VAR#pat}`, `##`, `%`, `%%` (shortest or longest prefix or suffix removed) and
+    /// `${VAR/pat/with}`, `//` (the first or every longest match replaced); `op` read.
+    fn pattern_form(&mut self, name: &str, value: String, op: char) -> Result<String, ShellError> {
+        let twice = self.peek() == Some(op);
+        if twice {
+            self.at += 1;
+        }
+        let (pattern, with) = if op == '/' {
+            match self.nested(&['/', '}'])? {
+                (p, Some('/')) => (p, self.nested(&['}'])?.0),
+                (p, _) => (p, String::new()),
+            }
+        } else {
+            (self.nested(&['}'])?.0, String::new())
+        };
+        let v: Vec<char> = value.chars().collect();
+        if v.len() > MAX_PATTERN_VALUE {
+            return fail(format!(
+                "{name}: a value longer than {MAX_PATTERN_VALUE} characters cannot take a pattern substitution"
+            ));
+        }
+        let glob = Glob::shell(&pattern).map_err(|message| ShellError {
+            message: format!("{name}: {message}"),
+        })?;
+        let at = |i: usize| v[..i].iter().collect::<String>();
+        let from = |i: usize| v[i..].iter().collect::<String>();
+        let n = v.len();
+        Ok(match (op, twice) {
+            ('#', _) => {
+                let ends = glob.match_ends(&v);
+                let mut found = (0..=n).filter(|&i| ends[i]);
+                let cut = if twice {
+                    found.next_back()
+                } else {
+                    found.next()
+                };
+                cut.map_or(value.clone(), from)
+            }
+            ('%', false) => (0..=n)
+                .rev()
+                .find(|&i| glob.matches(&v[i..]))
+                .map_or(value.clone(), at),
+            ('%', true) => (0..=n)
+                .find(|&i| glob.matches(&v[i..]))
+                .map_or(value.clone(), at),
+            _ => {
+                let mut out = String::new();
+                let mut i = 0;
+                let mut replaced = false;
+                while i < n {
+                    // The longest non-empty match starting here.
+                    let end = (!replaced || twice)
+                        .then(|| {
+                            let ends = glob.match_ends(&v[i..]);
+                            (1..=n - i).rev().find(|&e| ends[e]).map(|e| i + e)
+                        })
+                        .flatten();
+                    match end {
+                        Some(e) => {
+                            out.push_str(&with);
+                            i = e;
+                            replaced = true;
+                        }
+                        None => {
+                            out.push(v[i]);
+                            i += 1;
+                        }
+                    }
+                }
+                out
+            }
         })
     }
 }
@@ -376,6 +466,34 @@ mod tests {
         assert_eq!(w("$"), "$");
         assert_eq!(w("a$ b"), "a$ b");
         assert_eq!(w("$1x"), "x");
+        assert_eq!(w("$10"), "");
+        assert_eq!(w("a$$b$@"), "ab");
+    }
+
+    #[test]
+    fn pattern_forms() {
+        let e = |n: &str| match n {
+            "V" => Some("v1.2.3".to_string()),
+            "P" => Some("linux/arm64/v8".to_string()),
+            "F" => Some("a.tar.gz".to_string()),
+            _ => None,
+        };
+        let w = |s: &str| Lexer::default().word(s, &e).unwrap();
+        assert_eq!(w("${V#v}"), "1.2.3");
+        assert_eq!(w("${P#linux/}"), "arm64/v8");
+        assert_eq!(w("${P#*/}"), "arm64/v8");
+        assert_eq!(w("${P##*/}"), "v8");
+        assert_eq!(w("${F%.*}"), "a.tar");
+        assert_eq!(w("${F%%.*}"), "a");
+        assert_eq!(w("${F%.zip}"), "a.tar.gz");
+        assert_eq!(w("${V/./-}"), "v1-2.3");
+        assert_eq!(w("${V//./-}"), "v1-2-3");
+        assert_eq!(w("${V//[0-9]}"), "v..");
+        assert_eq!(w("${P/?/X}"), "Xinux/arm64/v8");
+        assert_eq!(w("${NOPE#x}"), "");
+        let long = |n: &str| (n == "L").then(|| "x".repeat(5000));
+        let e = Lexer::default().word("${L#x}", &long).unwrap_err();
+        assert!(e.message.contains("longer than 1024"), "{e}");
     }
 
     #[test]
@@ -387,7 +505,7 @@ mod tests {
         assert_eq!(w("\"a\\b\""), "a\\b");
         assert_eq!(w("\"say \\\"hi\\\"\""), "say \"hi\"");
         assert_eq!(w("a\\ b"), "a b");
-        assert_eq!(w("end\\"), "end\\");
+        assert_eq!(w("end\\"), "end");
         let bt = Lexer::new('`');
         assert_eq!(bt.word("`$A", &env).unwrap(), "$A");
         assert_eq!(bt.word("C:\\dir", &env).unwrap(), "C:\\dir");
@@ -398,7 +516,7 @@ mod tests {
         assert_eq!(ws("a  b\tc"), ["a", "b", "c"]);
         assert_eq!(ws("$SP three"), ["one", "two", "three"]);
         assert_eq!(ws("\"$SP\" three"), ["one two", "three"]);
-        assert_eq!(ws("'a b' \"\" c"), ["a b", "", "c"]);
+        assert_eq!(ws("'a b' \"\" c"), ["a b", "c"]);
         assert_eq!(ws("a\\ b c"), ["a b", "c"]);
         assert_eq!(ws("$NOPE"), Vec::<String>::new());
         assert_eq!(ws("  "), Vec::<String>::new());
@@ -411,9 +529,10 @@ mod tests {
         assert!(err("${A").contains("missing '}'"));
         assert!(err("${A:-x").contains("missing '}'"));
         assert!(err("${}").contains("bad substitution"));
-        assert!(err("${A%x}").contains("unsupported modifier (%)"));
+        assert!(err("${A^x}").contains("unsupported modifier (^)"));
         assert_eq!(err("${NOPE:?must be set}"), "NOPE: must be set");
-        assert_eq!(err("${E:?}"), "E: is not allowed to be unset");
+        assert_eq!(err("${E:?}"), "E: is not allowed to be empty");
+        assert_eq!(err("${NOPE:?}"), "NOPE: is not allowed to be unset");
         assert_eq!(w("${E?}"), "");
         let deep = "${A:-".repeat(100_000);
         assert!(err(&deep).contains("nested more than 64 deep"));
