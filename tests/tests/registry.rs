@@ -604,20 +604,8 @@ fn a_pull_killed_midway_leaves_nothing_after_the_next_open() {
 fn four_pulls_at_once_store_and_fetch_each_blob_once() {
     let (_reg, proxy, image) = faulty();
     let r = Root::new();
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            r.cmd()
-                .args(["pull", "-q", &image])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    let pull = vec!["pull".to_string(), "-q".into(), image.clone()];
+    all_at_once(&r, &[pull.clone(), pull.clone(), pull.clone(), pull]);
     let blob_gets: Vec<String> = proxy
         .seen("/blobs/sha256:")
         .into_iter()
@@ -970,21 +958,17 @@ fn pushes_at_once_to_one_repository_all_land() {
     for tag in ["a", "b"] {
         r.ok(&["tag", "busybox", &format!("{}/me/many:{tag}", reg.addr)]);
     }
-    let children: Vec<_> = ["a", "b", "c", "d"]
+    let pushes: Vec<Vec<String>> = ["a", "b", "c", "d"]
         .iter()
         .map(|t| {
-            r.cmd()
-                .args(["push", "-q", &format!("{}/me/many:{t}", reg.addr)])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            vec![
+                "push".into(),
+                "-q".into(),
+                format!("{}/me/many:{t}", reg.addr),
+            ]
         })
         .collect();
-    for c in children {
-        let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    all_at_once(&r, &pushes);
     let tags = curl(&[&format!("http://{}/v2/me/many/tags/list", reg.addr)]);
     assert_eq!(tags, r#"{"name":"me/many","tags":["a","b","c","d"]}"#);
     let fresh = Root::new();
@@ -1006,4 +990,23 @@ fn pushes_at_once_to_one_repository_all_land() {
     // Nothing left half-uploaded in the registry.
     let uploads = reg.dir.path().join("data/uploads");
     assert_eq!(std::fs::read_dir(&uploads).unwrap().count(), 0);
+}
+
+/// Runs each command line as its own `ketch` process, all at once, and checks each succeeds.
+fn all_at_once(r: &Root, commands: &[Vec<String>]) {
+    let children: Vec<_> = commands
+        .iter()
+        .map(|args| {
+            r.cmd()
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
 }
