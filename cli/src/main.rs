@@ -1,5 +1,6 @@
 //! `ketch`: the command line front door, with Docker's verbs, flags, output and exit codes.
 
+mod build;
 mod containers;
 mod daemon;
 mod format;
@@ -152,6 +153,8 @@ enum Command {
     Load(images::LoadArgs),
     /// Save one or more images to a tar archive (streamed to STDOUT by default)
     Save(images::SaveArgs),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
     /// Download an image from a registry
     Pull(registry::PullArgs),
     /// Upload an image to a registry
@@ -210,6 +213,8 @@ enum ContainerCommand {
 
 #[derive(Subcommand)]
 enum ImageCommand {
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
     /// Import the contents from a tarball to create a filesystem image
     Import(images::ImportArgs),
     /// Load an image from a tar archive or STDIN
@@ -339,6 +344,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Import(a) | Command::Image(ImageCommand::Import(a)) => images::import(cli, a),
         Command::Load(a) | Command::Image(ImageCommand::Load(a)) => images::load(cli, a),
         Command::Save(a) | Command::Image(ImageCommand::Save(a)) => images::save(cli, a),
+        Command::Build(a) | Command::Image(ImageCommand::Build(a)) => build::build(cli, a),
         Command::Pull(a) | Command::Image(ImageCommand::Pull(a)) => registry::pull(cli, a),
         Command::Push(a) | Command::Image(ImageCommand::Push(a)) => registry::push(cli, a),
         Command::Login(a) => registry::login(cli, a),

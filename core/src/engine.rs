@@ -31,6 +31,8 @@ impl Engine {
         if Images::new(&state).recover()? {
             Containers::new(&state).cleanup_bundles()?;
         }
+        // The containers of a build that was killed midway.
+        crate::build::run::remove_orphans(&Containers::new(&state), &state)?;
         // The host's devices that removed roots left: best effort, `network prune` says why
         // it could not.
         let _ = Networks::new(&state).sweep_bridges();

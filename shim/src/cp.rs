@@ -7,7 +7,7 @@
 //! loaded, reading and writing tar.
 //!
 //!   ketch-shim cp (--pid PID:START:ID | --root DIR) out PATH     tar of PATH to stdout
-//!   ketch-shim cp (--pid PID:START:ID | --root DIR) in DEST      tar from stdin into DEST
+//!   ketch-shim cp (--pid PID:START:ID | --root DIR) in DEST [--mkdir]  tar from stdin into DEST
 //!
 //! START is the start time of the container's process (clock ticks since boot) and ID the
 //! container's, whose cgroup the process must be in: a PID that names another process by now
@@ -44,13 +44,14 @@ fn main(args: &[String]) -> Result<(), String> {
     };
     match (dir, rest) {
         ("out", [path]) => copy_out(path),
-        ("in", [dest]) => copy_in(dest),
+        ("in", [dest]) => copy_in(dest, false),
+        ("in", [dest, flag]) if flag == "--mkdir" => copy_in(dest, true),
         _ => Err(usage()),
     }
 }
 
 fn usage() -> String {
-    "usage: ketch-shim cp (--pid PID:START:ID | --root DIR) (out PATH | in DEST)".into()
+    "usage: ketch-shim cp (--pid PID:START:ID | --root DIR) (out PATH | in DEST [--mkdir])".into()
 }
 
 /// Takes the container's view of the file system.
@@ -141,8 +142,18 @@ fn renamed(path: &Path, as_name: Option<&Path>, contents: bool) -> Option<PathBu
     Some(out)
 }
 
-fn copy_in(dest: &str) -> Result<(), String> {
+/// `mkdir`: a build's COPY, which makes the directories DEST needs (DEST itself when it
+/// ends in `/`, else its parent), owned by root, as Docker makes them.
+fn copy_in(dest: &str, mkdir: bool) -> Result<(), String> {
     let d = Path::new(dest);
+    if mkdir {
+        let dir = if dest.ends_with('/') {
+            d
+        } else {
+            d.parent().unwrap_or(Path::new("/"))
+        };
+        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    }
     let (target, as_name): (PathBuf, Option<PathBuf>) = match std::fs::metadata(d) {
         Ok(md) if md.is_dir() => (d.to_path_buf(), None),
         Ok(_) => (
@@ -222,7 +233,8 @@ mod tests {
     #[test]
     fn wrong_arguments_get_the_usage() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let usage = "usage: ketch-shim cp (--pid PID:START:ID | --root DIR) (out PATH | in DEST)";
+        let usage =
+            "usage: ketch-shim cp (--pid PID:START:ID | --root DIR) (out PATH | in DEST [--mkdir])";
         for bad in [
             &[][..],
             &["--pid"],

@@ -21,6 +21,7 @@ use crate::system::{DiskUsage, PruneReport};
 
 // What a front door gives and gets through [`Api`], named here so that none imports a
 // resource's module.
+pub use crate::build::{BuildContext, BuildOptions};
 pub use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
 pub use crate::model::{ProgressMessage, parse_bytes};
 pub use crate::network::NetworkCreate;
@@ -130,6 +131,14 @@ pub trait Api: Send + Sync {
     /// Checks credentials against their registry (`serveraddress`, `docker.io` when
     /// empty): `Login Succeeded`, or why not. Storing them is the front door's part.
     fn registry_login(&self, auth: &AuthConfig) -> Result<String>;
+    /// Builds an image from a Dockerfile, telling `progress` Docker's build stream (the
+    /// steps and their output as `stream`, the image ID as `aux`). The image's ID.
+    fn image_build(
+        &self,
+        context: BuildContext<'_>,
+        opts: &BuildOptions,
+        progress: &mut dyn FnMut(&ProgressMessage),
+    ) -> Result<String>;
 
     // Networks.
     /// The new network's ID.
@@ -397,6 +406,33 @@ impl Api for Engine {
             .push(&opts, &mut |m| progress(&m))?
             .digest
             .to_string())
+    }
+    fn image_build(
+        &self,
+        context: BuildContext<'_>,
+        opts: &BuildOptions,
+        progress: &mut dyn FnMut(&ProgressMessage),
+    ) -> Result<String> {
+        // The build's threads send; this one, the caller's, tells.
+        let (tx, rx) = std::sync::mpsc::channel::<ProgressMessage>();
+        let st = self.state();
+        let id = std::thread::scope(|s| {
+            let build = s.spawn(move || {
+                crate::build::Builder::new(st).build(context, opts, &|m| {
+                    let _ = tx.send(m.clone());
+                })
+            });
+            for m in rx {
+                progress(&m);
+            }
+            build.join().unwrap_or_else(|_| {
+                Err(crate::Error::new(
+                    crate::error::ErrorKind::Internal,
+                    "the build panicked",
+                ))
+            })
+        })?;
+        Ok(id.to_string())
     }
     fn registry_login(&self, auth: &AuthConfig) -> Result<String> {
         self.registries().login(auth)?;

@@ -219,6 +219,11 @@ impl Glob {
         compile(p, true).map(Glob)
     }
 
+    /// A COPY source pattern's component, as Docker's `filepath.Match` takes it.
+    pub(super) fn path(p: &str) -> Result<Glob, String> {
+        compile(p, false).map(Glob)
+    }
+
     pub(super) fn matches(&self, text: &[char]) -> bool {
         matches(&self.0, text)
     }

@@ -409,6 +409,113 @@ impl Api for Client {
         })?;
         Ok(out)
     }
+    fn image_build(
+        &self,
+        context: crate::build::BuildContext<'_>,
+        opts: &crate::build::BuildOptions,
+        progress: &mut dyn FnMut(&ProgressMessage),
+    ) -> Result<String> {
+        let mut q: Vec<(&str, String)> = Vec::new();
+        for t in &opts.tags {
+            crate::reference::Reference::parse(t)?;
+            q.push(("t", t.clone()));
+        }
+        // A Dockerfile given apart from the context travels in it, under a name of its own
+        // (as the Docker CLI sends it).
+        let extra = opts.dockerfile_text.as_ref().map(|t| {
+            (
+                format!(".dockerfile.{}", crate::util::random_hex(10)),
+                t.clone(),
+            )
+        });
+        match (&extra, &opts.dockerfile) {
+            (Some((name, _)), _) => q.push(("dockerfile", name.clone())),
+            (None, Some(d)) => q.push(("dockerfile", d.clone())),
+            _ => {}
+        }
+        if !opts.build_args.is_empty() {
+            q.push((
+                "buildargs",
+                serde_json::to_string(&opts.build_args).unwrap_or_default(),
+            ));
+        }
+        if !opts.labels.is_empty() {
+            q.push((
+                "labels",
+                serde_json::to_string(&opts.labels).unwrap_or_default(),
+            ));
+        }
+        for (k, v) in [
+            ("target", &opts.target),
+            ("networkmode", &opts.network),
+            ("platform", &opts.platform),
+        ] {
+            if let Some(v) = v {
+                q.push((k, v.clone()));
+            }
+        }
+        for (k, on) in [
+            ("nocache", opts.no_cache),
+            ("pull", opts.pull),
+            ("q", opts.quiet),
+        ] {
+            if on {
+                q.push((k, "1".into()));
+            }
+        }
+        q.push(("rm", "1".into()));
+        let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let path = format!("/build?{}", query(&pairs));
+        let mut id = String::new();
+        let mut each = |m: &ProgressMessage| {
+            if let Some(i) = m.aux.as_ref().and_then(|a| a["ID"].as_str()) {
+                id = i.to_string();
+            }
+            progress(m);
+        };
+        match context {
+            crate::build::BuildContext::Tar(r) if extra.is_none() => {
+                let resp = self.request("POST", &path, Body::Stream(r))?;
+                progress_messages(resp, &mut each)?;
+            }
+            crate::build::BuildContext::Tar(_) => {
+                return Err(ClientError::Url {
+                    url: path,
+                    reason: "a tar context and a Dockerfile apart from it".into(),
+                }
+                .into());
+            }
+            ctx => {
+                // The context's files (what .dockerignore leaves in) as a tar, written
+                // while it is sent.
+                let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+                    .map_err(|e| crate::Error::io("make a pipe for the build context", e.into()))?;
+                let (r, w) = (std::fs::File::from(r), std::fs::File::from(w));
+                let dir = match ctx {
+                    crate::build::BuildContext::Dir(d) => Some(d),
+                    _ => None,
+                };
+                std::thread::scope(|s| {
+                    let writer = s.spawn(move || {
+                        crate::build::context::tar_context(dir.as_deref(), extra, w)
+                    });
+                    let mut r = r;
+                    let sent = self
+                        .request("POST", &path, Body::Stream(&mut r))
+                        .and_then(|resp| progress_messages(resp, &mut each));
+                    drop(r);
+                    let wrote = writer.join().unwrap_or_else(|_| {
+                        Err(crate::Error::new(
+                            crate::ErrorKind::Internal,
+                            "the context writer panicked",
+                        ))
+                    });
+                    sent.and(wrote)
+                })?;
+            }
+        }
+        Ok(id)
+    }
     fn image_pull(
         &self,
         opts: &PullOptions,

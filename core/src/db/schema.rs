@@ -117,6 +117,16 @@ const MIGRATIONS: &[&str] = &[
         repository TEXT NOT NULL,
         PRIMARY KEY (digest, registry, repository)
     );",
+    // 7: builds. An image a build step committed names the image it was made from (Docker's
+    // `Parent`), and the build cache maps a step (its parent, instruction and inputs) to the
+    // image it made.
+    "ALTER TABLE images ADD COLUMN parent TEXT;
+    CREATE INDEX images_parent ON images(parent);
+    CREATE TABLE build_cache (
+        key TEXT PRIMARY KEY,
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+    );
+    CREATE INDEX build_cache_image ON build_cache(image_id);",
 ];
 
 pub(super) fn migrate(db: &Db) -> Result<(), DbError> {

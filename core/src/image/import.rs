@@ -324,6 +324,7 @@ impl Images<'_> {
             layers: vec![(blob_digest, chain)],
             tags: reference.into_iter().cloned().collect(),
             repo_digests: Vec::new(),
+            parent: None,
         }])?;
         Ok(id)
     }
@@ -338,9 +339,10 @@ impl Images<'_> {
                     size += tx.query_row("SELECT size FROM layers WHERE chain_id = ?1", params![chain.to_string()], |r| r.get::<_, i64>(0))?;
                 }
                 let inserted = tx.execute(
-                    "INSERT OR IGNORE INTO images (id, manifest_digest, manifest_media_type, created, size, added)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![img.id.to_string(), img.manifest_digest.to_string(), img.manifest_media_type, img.created, size, added],
+                    "INSERT OR IGNORE INTO images (id, manifest_digest, manifest_media_type, created, size, added, parent)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![img.id.to_string(), img.manifest_digest.to_string(), img.manifest_media_type, img.created, size, added,
+                            img.parent.as_ref().map(|p| p.to_string())],
                 )?;
                 if inserted > 0 {
                     for (pos, (blob, chain)) in img.layers.iter().enumerate() {
@@ -378,6 +380,8 @@ pub(crate) struct NewImage {
     pub tags: Vec<Reference>,
     /// What it was pulled by: (repository name, manifest or index digest).
     pub repo_digests: Vec<(String, Digest)>,
+    /// The image a build step made it from.
+    pub parent: Option<Digest>,
 }
 
 pub(crate) fn oci_digest(d: &Digest) -> oci::Digest {

@@ -12,6 +12,7 @@
 //! so the state root ends as it began.
 
 mod archive;
+pub(crate) mod derive;
 pub(crate) mod import;
 pub(crate) mod lease;
 mod unpack;
@@ -111,6 +112,8 @@ pub(crate) struct ImageRecord {
     pub manifest_media_type: String,
     pub created: Option<String>,
     pub size: u64,
+    /// The image a build step made this one from.
+    pub parent: Option<Digest>,
 }
 
 /// One layer of a stored image.
@@ -155,13 +158,20 @@ pub(crate) fn parse_config(bytes: &[u8]) -> Result<oci::ImageConfiguration, Imag
     Ok(c)
 }
 
-type ImageRow = (String, String, String, Option<String>, i64);
+type ImageRow = (String, String, String, Option<String>, i64, Option<String>);
 
 fn row_to_image(r: &rusqlite::Row<'_>) -> rusqlite::Result<ImageRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
-const IMAGE_COLUMNS: &str = "id, manifest_digest, manifest_media_type, created, size";
+const IMAGE_COLUMNS: &str = "id, manifest_digest, manifest_media_type, created, size, parent";
 
 fn to_record(t: ImageRow) -> Result<ImageRecord, ImageError> {
     Ok(ImageRecord {
@@ -170,6 +180,7 @@ fn to_record(t: ImageRow) -> Result<ImageRecord, ImageError> {
         manifest_media_type: t.2,
         created: t.3,
         size: t.4 as u64,
+        parent: t.5.as_deref().map(parse_digest).transpose()?,
     })
 }
 
@@ -310,6 +321,44 @@ pub(crate) fn resolve(tx: &Transaction<'_>, name: &str) -> Result<Resolved, crat
 }
 
 /// Containers that use an image: (id, running).
+/// Whether a build step made an image from this one.
+pub(crate) fn has_children(tx: &Transaction<'_>, id: &Digest) -> Result<bool, crate::Error> {
+    Ok(tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM images WHERE parent = ?1)",
+        params![id.to_string()],
+        |r| r.get::<_, bool>(0),
+    )?)
+}
+
+/// After an image went: its parent, and theirs, while each is untagged, has no other
+/// child and no container uses it (Docker's `rmi` without `--no-prune`).
+fn delete_parents(
+    tx: &Transaction<'_>,
+    lease: &lease::Lease,
+    mut parent: Option<Digest>,
+    out: &mut Vec<model::ImageDeleteResponseItem>,
+) -> Result<(), crate::Error> {
+    while let Some(id) = parent.take() {
+        let Some(image) = get_image(tx, &id)? else {
+            break;
+        };
+        if !image_tags(tx, &id)?.is_empty()
+            || !recorded_repo_digests(tx, &id)?.is_empty()
+            || has_children(tx, &id)?
+            || !containers_using(tx, &id)?.is_empty()
+        {
+            break;
+        }
+        delete_image_row(tx, lease, &image)?;
+        out.push(model::ImageDeleteResponseItem {
+            untagged: None,
+            deleted: Some(id.to_string()),
+        });
+        parent = image.parent;
+    }
+    Ok(())
+}
+
 fn containers_using(
     tx: &Transaction<'_>,
     id: &Digest,
@@ -373,7 +422,8 @@ impl<'s> Images<'s> {
 /// Filters for [`Images::list`].
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
-    /// Show intermediate images too (there are none without builds; kept for the flag).
+    /// Show intermediate images too: the untagged images a build's steps made, which
+    /// later steps were made from.
     pub all: bool,
     /// `Some(true)`: only untagged images; `Some(false)`: only tagged ones.
     pub dangling: Option<bool>,
@@ -401,8 +451,14 @@ impl Images<'_> {
                 let image = to_record(row)?;
                 let tags = image_tags(tx, &image.id)?;
                 let pulled_by = recorded_repo_digests(tx, &image.id)?;
+                let untagged = tags.is_empty() && pulled_by.is_empty();
+                // Docker's rule: an untagged image with children is an intermediate one.
+                let intermediate = untagged && has_children(tx, &image.id)?;
+                if intermediate && !opts.all {
+                    continue;
+                }
                 if let Some(d) = opts.dangling
-                    && d != (tags.is_empty() && pulled_by.is_empty())
+                    && d != (untagged && !intermediate)
                 {
                     continue;
                 }
@@ -420,7 +476,11 @@ impl Images<'_> {
                     .unwrap_or_default();
                 out.push(model::ImageSummary {
                     id: image.id.to_string(),
-                    parent_id: String::new(),
+                    parent_id: image
+                        .parent
+                        .as_ref()
+                        .map(|p| p.to_string())
+                        .unwrap_or_default(),
                     repo_tags: tags.iter().map(|(r, _)| r.familiar()).collect(),
                     repo_digests: repo_digests(&tags, &image.manifest_digest, &pulled_by),
                     created: unix(image.created.as_deref()),
@@ -464,7 +524,11 @@ impl Images<'_> {
             id: image.id.to_string(),
             repo_tags: tags.iter().map(|(r, _)| r.familiar()).collect(),
             repo_digests: repo_digests(&tags, &image.manifest_digest, &pulled_by),
-            parent: String::new(),
+            parent: image
+                .parent
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
             comment: history_comment(&raw),
             created: image.created.clone().unwrap_or_default(),
             docker_version: s("/docker_version"),
@@ -660,14 +724,26 @@ impl Images<'_> {
                 });
             }
             let remaining = tags.len() - untag.len();
+            let children = has_children(tx, &image.id)?;
+            if children && tags.is_empty() {
+                return Err(ImageError::Conflict {
+                    action: "delete",
+                    name: short,
+                    force: "cannot be forced",
+                    reason: "image has dependent child images".into(),
+                }
+                .into());
+            }
             let mut freed = None;
-            // A container still needs the image: it stays, untagged.
-            if remaining == 0 && users.is_empty() {
+            // A container still needs the image, or an image was built on it: it stays,
+            // untagged.
+            if remaining == 0 && users.is_empty() && !children {
                 freed = Some(delete_image_row(tx, &lease, &image)?);
                 out.push(model::ImageDeleteResponseItem {
                     untagged: None,
                     deleted: Some(image.id.to_string()),
                 });
+                delete_parents(tx, &lease, image.parent.clone(), &mut out)?;
             }
             Ok::<_, crate::Error>((out, freed))
         })?;
@@ -691,32 +767,41 @@ impl Images<'_> {
     pub fn prune(&self, all: bool) -> crate::Result<model::ImagePruneResponse> {
         let lease = lease::Lease::new(&self.st.db)?;
         let deleted = self.st.db.write(|tx| {
+            // Images nothing was built on; their parents follow as they lose their last child.
             let sql = if all {
-                "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM containers)"
+                "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM containers)
+                 AND id NOT IN (SELECT parent FROM images WHERE parent IS NOT NULL)"
             } else {
                 "SELECT id FROM images WHERE id NOT IN (SELECT image_id FROM tags)
-                 AND id NOT IN (SELECT image_id FROM containers)"
-            };
-            let ids = {
-                let mut stmt = tx.prepare(sql)?;
-                stmt.query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
+                 AND id NOT IN (SELECT image_id FROM repo_digests)
+                 AND id NOT IN (SELECT image_id FROM containers)
+                 AND id NOT IN (SELECT parent FROM images WHERE parent IS NOT NULL)"
             };
             let mut out = Vec::new();
-            for id in ids {
-                let image = get_image(tx, &parse_digest(&id)?)?.expect("listed just now");
-                for (r, _) in image_tags(tx, &image.id)? {
-                    tx.execute("DELETE FROM tags WHERE name = ?1", params![r.to_string()])?;
+            loop {
+                let ids = {
+                    let mut stmt = tx.prepare(sql)?;
+                    stmt.query_map([], |r| r.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?
+                };
+                if ids.is_empty() {
+                    break;
+                }
+                for id in ids {
+                    let image = get_image(tx, &parse_digest(&id)?)?.expect("listed just now");
+                    for (r, _) in image_tags(tx, &image.id)? {
+                        tx.execute("DELETE FROM tags WHERE name = ?1", params![r.to_string()])?;
+                        out.push(model::ImageDeleteResponseItem {
+                            untagged: Some(r.familiar()),
+                            deleted: None,
+                        });
+                    }
+                    delete_image_row(tx, &lease, &image)?;
                     out.push(model::ImageDeleteResponseItem {
-                        untagged: Some(r.familiar()),
-                        deleted: None,
+                        untagged: None,
+                        deleted: Some(image.id.to_string()),
                     });
                 }
-                delete_image_row(tx, &lease, &image)?;
-                out.push(model::ImageDeleteResponseItem {
-                    untagged: None,
-                    deleted: Some(image.id.to_string()),
-                });
             }
             Ok::<_, crate::Error>(out)
         })?;

@@ -47,12 +47,23 @@ pub struct ProgressMessage {
         skip_serializing_if = "Option::is_none"
     )]
     pub error_detail: Option<ErrorDetail>,
+    /// Output text, as it comes (a build's steps and what they print).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
     /// Out-of-band results (a push's `{"Tag","Digest","Size"}`, a build's image ID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aux: Option<serde_json::Value>,
 }
 
 impl ProgressMessage {
+    /// Text for the output stream (`Step 1/4 : FROM busybox\n`).
+    pub fn stream(text: impl Into<String>) -> ProgressMessage {
+        ProgressMessage {
+            stream: Some(text.into()),
+            ..ProgressMessage::default()
+        }
+    }
+
     /// A line of its own (`Digest: sha256:...`).
     pub fn status(status: impl Into<String>) -> ProgressMessage {
         ProgressMessage {

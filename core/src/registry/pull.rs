@@ -71,6 +71,8 @@ struct Fetched {
     media_type: String,
 }
 
+// Progress is the common message; boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Msg {
     Progress(ProgressMessage),
     Downloaded(usize, Result<(), crate::Error>),
@@ -449,6 +451,7 @@ impl Registries<'_> {
             layers: layers.iter().map(|(d, _)| d.clone()).zip(chains).collect(),
             tags: r.tag().map(|_| r.clone()).into_iter().collect(),
             repo_digests: vec![(r.name(), top.digest.clone())],
+            parent: None,
         }])?;
         self.record_sources(r, layers.iter().map(|(d, _)| d).chain([&config]))?;
         let shown = match r.tag() {

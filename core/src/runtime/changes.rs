@@ -242,25 +242,7 @@ impl Containers<'_> {
         overrides: serde_json::Value,
     ) -> crate::Result<Digest> {
         let image_id: Digest = c.record.image_id.parse()?;
-        let parent_chain: Option<Digest> = self.top_layer(c)?.map(|s| s.parse()).transpose()?;
-        // One pass over the changes: stored as an (uncompressed) layer blob and unpacked
-        // into the new layer's snapshot at once.
-        let mut blob = self.st.content.writer()?;
-        let (chain, applied) = self.tar(c, false, |r| {
-            let mut tee = crate::image::import::Tee {
-                inner: r,
-                copy: &mut blob,
-            };
-            let out = self
-                .images()
-                .unpack_layer(lease, parent_chain.as_ref(), &mut tee, |_| Ok(()))?;
-            io::copy(&mut tee, &mut io::sink()).map_err(io_err("read the changes"))?;
-            Ok(out)
-        })?;
-        let blob_size = blob.written();
-        let blob_digest = blob.digest();
-        lease.add(&self.st.db, Resource::Blob(blob_digest.clone()))?;
-        blob.commit(None, None)?;
+        let layer = self.commit_layer(lease, c)?;
 
         // The image's config with the new layer, a history entry, and the overrides.
         let mut config: serde_json::Value =
@@ -276,7 +258,7 @@ impl Containers<'_> {
         let diff_ids = config["rootfs"]["diff_ids"]
             .as_array_mut()
             .ok_or_else(|| crate::image::malformed("image config", "no rootfs.diff_ids"))?;
-        diff_ids.push(applied.diff_id.to_string().into());
+        diff_ids.push(layer.1.to_string().into());
         let created_by = std::iter::once(c.record.path.clone())
             .chain(c.record.args.iter().cloned())
             .collect::<Vec<_>>()
@@ -292,70 +274,51 @@ impl Containers<'_> {
             Some(h) => h.push(entry),
             None => config["history"] = serde_json::json!([entry]),
         }
-        let config_bytes =
-            serde_json::to_vec(&config).map_err(|e| crate::image::malformed("image config", e))?;
-        let id = Digest::of(&config_bytes);
-        lease.add(&self.st.db, Resource::Blob(id.clone()))?;
-        self.st.content.write_all(&config_bytes, Some(&id))?;
-
-        // The image's manifest with the new layer and config.
-        let (manifest_digest, layers) = self.st.db.read(|tx| {
-            let img =
-                crate::image::get_image(tx, &image_id)?.ok_or_else(|| ContainerError::Invalid {
-                    reason: format!("the image of container {} is gone", c.record.name),
-                })?;
-            let layers = crate::image::image_layers(tx, &image_id)?;
-            Ok::<_, crate::Error>((img.manifest_digest, layers))
-        })?;
-        let mut manifest: serde_json::Value =
-            serde_json::from_slice(&self.st.content.read(&manifest_digest, 8 << 20)?)
-                .map_err(|e| crate::image::malformed("manifest", e))?;
-        let docker = manifest["mediaType"]
-            .as_str()
-            .is_some_and(|m| m.contains("docker"));
-        manifest["config"]["digest"] = id.to_string().into();
-        manifest["config"]["size"] = config_bytes.len().into();
-        let layer_type = if docker {
-            "application/vnd.docker.image.rootfs.diff.tar"
-        } else {
-            "application/vnd.oci.image.layer.v1.tar"
-        };
-        manifest["layers"]
-            .as_array_mut()
-            .ok_or_else(|| crate::image::malformed("manifest", "no layers"))?
-            .push(serde_json::json!({
-                "mediaType": layer_type,
-                "digest": blob_digest.to_string(),
-                "size": blob_size,
-            }));
-        manifest.as_object_mut().map(|m| m.remove("annotations"));
-        let manifest_bytes =
-            serde_json::to_vec(&manifest).map_err(|e| crate::image::malformed("manifest", e))?;
-        let new_manifest = Digest::of(&manifest_bytes);
-        lease.add(&self.st.db, Resource::Blob(new_manifest.clone()))?;
-        self.st
-            .content
-            .write_all(&manifest_bytes, Some(&new_manifest))?;
-        let media_type = manifest["mediaType"]
-            .as_str()
-            .unwrap_or(crate::image::MEDIA_OCI_MANIFEST)
-            .to_string();
-        let mut all: Vec<(Digest, Digest)> = layers
-            .iter()
-            .map(|l| (l.blob.clone(), l.chain_id.clone()))
-            .collect();
-        all.push((blob_digest, chain));
-        self.images()
-            .commit_images(&[crate::image::import::NewImage {
-                id: id.clone(),
-                manifest_digest: new_manifest,
-                manifest_media_type: media_type,
-                created: Some(now),
-                layers: all,
+        self.images().derive(
+            lease,
+            crate::image::derive::Derived {
+                base: Some(image_id),
+                config,
+                layer: Some(layer.0),
                 tags: reference.into_iter().collect(),
-                repo_digests: Vec::new(),
-            }])?;
-        Ok(id)
+                record_parent: false,
+            },
+        )
+    }
+
+    /// The container's changes as a new layer on its image's: stored as an (uncompressed)
+    /// blob and unpacked into the layer's snapshot in one pass, both held by `lease`.
+    /// Returns the layer and its diff ID.
+    pub(crate) fn commit_layer(
+        &self,
+        lease: &Lease,
+        c: &Container,
+    ) -> crate::Result<(crate::image::derive::NewLayer, Digest)> {
+        let parent_chain: Option<Digest> = self.top_layer(c)?.map(|s| s.parse()).transpose()?;
+        let mut blob = self.st.content.writer()?;
+        let (chain, applied) = self.tar(c, false, |r| {
+            let mut tee = crate::image::import::Tee {
+                inner: r,
+                copy: &mut blob,
+            };
+            let out = self
+                .images()
+                .unpack_layer(lease, parent_chain.as_ref(), &mut tee, |_| Ok(()))?;
+            io::copy(&mut tee, &mut io::sink()).map_err(io_err("read the changes"))?;
+            Ok(out)
+        })?;
+        let size = blob.written();
+        let digest = blob.digest();
+        lease.add(&self.st.db, Resource::Blob(digest.clone()))?;
+        blob.commit(None, None)?;
+        Ok((
+            crate::image::derive::NewLayer {
+                blob: digest,
+                size,
+                chain,
+            },
+            applied.diff_id,
+        ))
     }
 }
 
@@ -486,5 +449,16 @@ impl Containers<'_> {
     /// `cp - CONTAINER:DEST`: a tar with one top-level entry (or `.`) into DEST.
     pub fn copy_in(&self, name: &str, dest: &str, archive: &mut dyn Read) -> crate::Result<()> {
         self.cp(name, &["in", dest], Some(archive), None)
+    }
+
+    /// A build's COPY: [`Self::copy_in`], making the directories DEST needs first (DEST
+    /// itself when it ends in `/`).
+    pub(crate) fn copy_in_build(
+        &self,
+        name: &str,
+        dest: &str,
+        archive: &mut dyn Read,
+    ) -> crate::Result<()> {
+        self.cp(name, &["in", dest, "--mkdir"], Some(archive), None)
     }
 }

@@ -166,6 +166,7 @@ pub(super) fn route(
             )
             .unwrap_or_default(),
         ),
+        ("POST", ["build"]) => return build(engine, req, w, body),
         // Containers' files and changes.
         ("POST", ["commit"]) => {
             let container = req
@@ -193,6 +194,74 @@ pub(super) fn route(
         _ => return Err(not_found(req)),
     };
     Ok(Some(reply))
+}
+
+/// `POST /build`: the body is the context as a tar; the answer Docker's build stream.
+fn build(
+    engine: &Engine,
+    req: &Request,
+    w: &mut dyn Conn,
+    body: &mut (dyn io::Read + Send),
+) -> Result<Option<Reply>> {
+    let map = |k: &str| -> Result<std::collections::BTreeMap<String, String>> {
+        let Some(text) = req.query.get(k).filter(|t| !t.is_empty()) else {
+            return Ok(Default::default());
+        };
+        let v: serde_json::Map<String, Value> =
+            serde_json::from_str(text).map_err(|e| bad(format!("{k}: invalid JSON: {e}")))?;
+        Ok(v.into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string())))
+            .collect())
+    };
+    let nonempty = |k: &str| req.query.get(k).cloned().filter(|v| !v.is_empty());
+    let opts = crate::build::BuildOptions {
+        dockerfile: nonempty("dockerfile"),
+        dockerfile_text: None,
+        tags: req.query_all("t"),
+        build_args: map("buildargs")?,
+        target: nonempty("target"),
+        labels: map("labels")?,
+        network: nonempty("networkmode"),
+        no_cache: req.query_bool("nocache"),
+        pull: req.query_bool("pull"),
+        platform: nonempty("platform"),
+        quiet: req.query_bool("q"),
+    };
+    let mut idle = Some(w);
+    let mut out = None;
+    let mut send = |m: &crate::model::ProgressMessage| {
+        if out.is_none()
+            && let Some(w) = idle.take()
+        {
+            out = json_stream(w).ok();
+        }
+        if let Some(o) = out.as_mut() {
+            let line = serde_json::to_string(m).unwrap_or_default() + "\r\n";
+            let _ = io::Write::write_all(o, line.as_bytes());
+        }
+    };
+    let res = crate::api::Api::image_build(
+        engine,
+        crate::build::BuildContext::Tar(body),
+        &opts,
+        &mut send,
+    );
+    if let Err(e) = res {
+        // As dockerd: the failed command's exit code is the code the CLI exits with.
+        let code = e
+            .downcast_ref::<crate::build::BuildError>()
+            .and_then(|b| b.exit_code())
+            .map(|c| c.clamp(1, 255) as u16)
+            .unwrap_or(1);
+        send(&crate::model::ProgressMessage::failure(
+            e.to_string(),
+            Some(code),
+        ));
+    }
+    if let Some(o) = out {
+        o.finish().map_err(|e| ApiError(500, e.to_string()))?;
+    }
+    Ok(None)
 }
 
 /// `GET /images/get`: the images as one tar (Docker's own format), streamed.

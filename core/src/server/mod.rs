@@ -286,6 +286,7 @@ fn streaming_upload(req: &Request) -> bool {
         (req.method.as_str(), seg.as_slice()),
         ("POST", ["images", "load"])
             | ("POST", ["images", "create"])
+            | ("POST", ["build"])
             | ("PUT", ["containers", _, "archive"])
     )
 }
@@ -301,7 +302,7 @@ fn route(
     let group = match seg.first().copied() {
         Some("containers") => containers::route,
         Some("exec") => exec::route,
-        Some("images" | "commit") => images::route,
+        Some("images" | "commit" | "build") => images::route,
         Some("networks") => networks::route,
         Some("volumes") => volumes::route,
         _ => system::route,

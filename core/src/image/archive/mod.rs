@@ -436,6 +436,7 @@ impl Images<'_> {
                         .collect(),
                     tags: p.tags,
                     repo_digests: Vec::new(),
+                    parent: None,
                 }),
             }
         }
