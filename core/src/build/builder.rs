@@ -359,6 +359,14 @@ impl<'s> Builder<'s> {
                     .map_err(|e| at(&s.from, invalid(e.to_string())))?;
                 if let Some(j) = stage_ref(&names, &image, idx) {
                     d.insert(j);
+                } else if names[idx..]
+                    .iter()
+                    .any(|n| n.as_deref() == Some(image.to_ascii_lowercase().as_str()))
+                {
+                    return Err(at(
+                        &s.from,
+                        invalid(format!("stage {image} is defined after this one")),
+                    ));
                 }
             }
             for i in &s.instructions {
@@ -371,8 +379,16 @@ impl<'s> Builder<'s> {
                     _ => None,
                 };
                 if let Some(f) = from {
+                    let later = names[idx..]
+                        .iter()
+                        .any(|n| n.as_deref() == Some(f.to_ascii_lowercase().as_str()));
                     if let Some(j) = stage_ref(&names, &f, idx) {
                         d.insert(j);
+                    } else if later {
+                        return Err(at(
+                            i,
+                            invalid(format!("--from={f}: stage {f} is defined after this one")),
+                        ));
                     } else if f.parse::<usize>().is_ok() {
                         return Err(at(
                             i,
@@ -479,17 +495,24 @@ impl<'s> Builder<'s> {
             aux: Some(json!({ "ID": id.to_string() })),
             ..Default::default()
         });
-        progress(&ProgressMessage::stream(format!(
-            "Successfully built {}\n",
-            id.short()
-        )));
+        // Quiet: the image's ID alone, as dockerd streams it then.
+        if opts.quiet {
+            progress(&ProgressMessage::stream(format!("{id}\n")));
+        } else {
+            progress(&ProgressMessage::stream(format!(
+                "Successfully built {}\n",
+                id.short()
+            )));
+        }
         for t in &opts.tags {
             let r = crate::reference::Reference::parse(t)?.with_default_tag();
             self.images().tag(&id.to_string(), &r.to_string())?;
-            progress(&ProgressMessage::stream(format!(
-                "Successfully tagged {}\n",
-                r.familiar()
-            )));
+            if !opts.quiet {
+                progress(&ProgressMessage::stream(format!(
+                    "Successfully tagged {}\n",
+                    r.familiar()
+                )));
+            }
         }
         Ok(id)
     }

@@ -330,6 +330,15 @@ pub(crate) fn has_children(tx: &Transaction<'_>, id: &Digest) -> Result<bool, cr
     )?)
 }
 
+/// Whether a build step made this image (the build cache names it).
+fn built_step(tx: &Transaction<'_>, id: &Digest) -> Result<bool, crate::Error> {
+    Ok(tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM build_cache WHERE image_id = ?1)",
+        params![id.to_string()],
+        |r| r.get::<_, bool>(0),
+    )?)
+}
+
 /// After an image went: its parent, and theirs, while each is untagged, has no other
 /// child and no container uses it (Docker's `rmi` without `--no-prune`).
 fn delete_parents(
@@ -452,8 +461,11 @@ impl Images<'_> {
                 let tags = image_tags(tx, &image.id)?;
                 let pulled_by = recorded_repo_digests(tx, &image.id)?;
                 let untagged = tags.is_empty() && pulled_by.is_empty();
-                // Docker's rule: an untagged image with children is an intermediate one.
-                let intermediate = untagged && has_children(tx, &image.id)?;
+                // An untagged image with children is an intermediate one (Docker's rule), and
+                // so is an untagged image a build step made: a stage's last, or what a build
+                // that failed had made. Shown with `-a`; `image prune` takes them.
+                let intermediate =
+                    untagged && (has_children(tx, &image.id)? || built_step(tx, &image.id)?);
                 if intermediate && !opts.all {
                     continue;
                 }
