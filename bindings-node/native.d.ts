@@ -56,6 +56,13 @@ export declare class Engine {
    * progress messages, the last with `aux: {Tag, Digest, Size}`.
    */
   push(reference: string, options?: PushOptions | undefined | null): ProgressStream
+  /**
+   * Builds an image from the Dockerfile in the context directory `context`: an async
+   * iterator of Docker's build messages (`{stream}` for the steps and their output, then
+   * `{aux: {ID}}` with the image's ID); a failed step rejects the iteration where it
+   * ends, saying which.
+   */
+  build(context: string, options?: BuildOptions | undefined | null): ProgressStream
   /** Checks credentials against their registry; resolves to `Login Succeeded`. */
   login(auth: RegistryAuth): Promise<string>
   /** `GET /images/json`. */
@@ -91,6 +98,27 @@ export declare class LogStream {
 export declare class ProgressStream {
   /** The next message, or `null` at the end. */
   read(): Promise<any | null>
+}
+
+export interface BuildOptions {
+  /** Names for the image (`-t`). */
+  tags?: Array<string>
+  /** The Dockerfile's path in the context; default `Dockerfile`. */
+  dockerfile?: string
+  /** `--build-arg`s. */
+  buildArgs?: Record<string, string>
+  /** The stage to build; default the last. */
+  target?: string
+  /** Labels the image gets. */
+  labels?: Record<string, string>
+  /** Run every step, none from the cache. */
+  noCache?: boolean
+  /** Pull base images even when present. */
+  pull?: boolean
+  /** The network of RUN steps: `bridge` (default), `none`, `host` or a network's name. */
+  network?: string
+  /** `os/arch` for base images pulled. */
+  platform?: string
 }
 
 /** A daemon at `url` (`unix:///path`, `tcp://host:port`; TLS when `tls.ca` is given). */

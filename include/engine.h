@@ -149,6 +149,20 @@ engine_status engine_image_push(const engine *e,
                                 void *userdata,
                                 char **digest_out);
 
+// Builds an image from the Dockerfile in the directory `context`, with `options_json`
+// (NULL: none) an object of `tags` (an array), `dockerfile`, `buildargs` and `labels`
+// (objects of strings), `target`, `nocache`, `pull`, `networkmode`, `platform`, `quiet`.
+// Tells `callback` (may be NULL) Docker's build messages (`{"stream": ...}` for the steps
+// and their output, `{"aux": {"ID": ...}}`). Stores the image's ID in `*id_out` unless it
+// is NULL. A failed step fails with `ENGINE_FAILED_PRECONDITION`, its message saying the
+// line and the command's exit code. Blocks the calling thread meanwhile.
+engine_status engine_image_build(const engine *e,
+                                 const char *context,
+                                 const char *options_json,
+                                 engine_progress_callback callback,
+                                 void *userdata,
+                                 char **id_out);
+
 // Loads a docker-archive or OCI tarball at `path`. Stores what was loaded as a JSON array
 // of Docker's messages (`"Loaded image: busybox:latest"`) in `*json_out`.
 engine_status engine_image_load(const engine *e, const char *path, char **json_out);

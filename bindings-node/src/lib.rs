@@ -175,6 +175,28 @@ pub struct PullOptions {
 }
 
 #[napi(object)]
+pub struct BuildOptions {
+    /// Names for the image (`-t`).
+    pub tags: Option<Vec<String>>,
+    /// The Dockerfile's path in the context; default `Dockerfile`.
+    pub dockerfile: Option<String>,
+    /// `--build-arg`s.
+    pub build_args: Option<std::collections::HashMap<String, String>>,
+    /// The stage to build; default the last.
+    pub target: Option<String>,
+    /// Labels the image gets.
+    pub labels: Option<std::collections::HashMap<String, String>>,
+    /// Run every step, none from the cache.
+    pub no_cache: Option<bool>,
+    /// Pull base images even when present.
+    pub pull: Option<bool>,
+    /// The network of RUN steps: `bridge` (default), `none`, `host` or a network's name.
+    pub network: Option<String>,
+    /// `os/arch` for base images pulled.
+    pub platform: Option<String>,
+}
+
+#[napi(object)]
 pub struct PushOptions {
     /// Credentials; default the user's stored ones (`ketch login`, `docker login`).
     pub auth: Option<RegistryAuth>,
@@ -451,6 +473,42 @@ impl Engine {
             insecure: false,
         };
         self.progress(move |api, p| api.image_push(&opts, p).map(|_| ()))
+    }
+
+    /// Builds an image from the Dockerfile in the context directory `context`: an async
+    /// iterator of Docker's build messages (`{stream}` for the steps and their output, then
+    /// `{aux: {ID}}` with the image's ID); a failed step rejects the iteration where it
+    /// ends, saying which.
+    #[napi]
+    pub fn build(&self, context: String, options: Option<BuildOptions>) -> ProgressStream {
+        let o = options.unwrap_or(BuildOptions {
+            tags: None,
+            dockerfile: None,
+            build_args: None,
+            target: None,
+            labels: None,
+            no_cache: None,
+            pull: None,
+            network: None,
+            platform: None,
+        });
+        let opts = ketch::api::BuildOptions {
+            dockerfile: o.dockerfile,
+            dockerfile_text: None,
+            tags: o.tags.unwrap_or_default(),
+            build_args: o.build_args.unwrap_or_default().into_iter().collect(),
+            target: o.target,
+            labels: o.labels.unwrap_or_default().into_iter().collect(),
+            network: o.network,
+            no_cache: o.no_cache.unwrap_or(false),
+            pull: o.pull.unwrap_or(false),
+            platform: o.platform,
+            quiet: false,
+        };
+        self.progress(move |api, p| {
+            api.image_build(ketch::api::BuildContext::Dir(context.into()), &opts, p)
+                .map(|_| ())
+        })
     }
 
     /// Checks credentials against their registry; resolves to `Login Succeeded`.

@@ -233,3 +233,32 @@ for (const mode of ['embedded', 'remote']) {
     }
   })
 }
+
+for (const mode of ['embedded', 'remote']) {
+  const engine = () => (mode === 'embedded' ? new Engine({ root }) : connect(`unix://${sock}`))
+
+  test(`${mode}: build an image from a Dockerfile`, GUARD, async () => {
+    const e = engine()
+    const ctx = fs.mkdtempSync(path.join(dir, 'ctx-'))
+    fs.writeFileSync(
+      path.join(ctx, 'Dockerfile'),
+      'FROM busybox\nARG WHO=world\nCOPY hello.txt /\nRUN echo "hello $WHO" >> /hello.txt\n',
+    )
+    fs.writeFileSync(path.join(ctx, 'hello.txt'), 'from the context\n')
+    const drain = async (stream) => {
+      const out = []
+      for await (const m of stream) out.push(m)
+      return out
+    }
+    const tag = `nodebuilt-${mode}:1`
+    const msgs = await drain(e.build(ctx, { tags: [tag], buildArgs: { WHO: mode }, network: 'none' }))
+    assert.ok(msgs.some((m) => (m.stream || '').startsWith('Step 4/4 : RUN')), JSON.stringify(msgs))
+    const id = msgs.find((m) => m.aux).aux.ID
+    assert.strictEqual((await e.inspectImage(tag)).Id, id)
+    const again = await drain(e.build(ctx, { tags: [tag], buildArgs: { WHO: mode }, network: 'none' }))
+    assert.strictEqual(again.filter((m) => (m.stream || '').includes('Using cache')).length, 3)
+    assert.strictEqual(again.find((m) => m.aux).aux.ID, id)
+    fs.writeFileSync(path.join(ctx, 'Dockerfile'), 'FROM busybox\nRUN exit 4\n')
+    await assert.rejects(drain(e.build(ctx, { network: 'none' })), /returned a non-zero code: 4/)
+  })
+}

@@ -17,6 +17,8 @@ async function story(e: Engine): Promise<number> {
   const status: string = await e.login(auth)
   for await (const m of e.pull('localhost:5000/x:1', { platform: 'linux/amd64', auth })) m.status
   for await (const m of e.push('localhost:5000/x:1', { auth })) m.aux
+  const built = { tags: ['x:1'], buildArgs: { A: 'b' }, labels: { l: 'v' }, noCache: true, target: 's' }
+  for await (const m of e.build('/tmp/ctx', built)) m.stream
   return code + x.exitCode + images.length + status.length
 }
 

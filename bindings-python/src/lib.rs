@@ -1007,6 +1007,12 @@ fn next_of<T: Send>(py: Python<'_>, rx: &Mutex<mpsc::Receiver<T>>) -> Option<T> 
     py.detach(|| rx.lock().unwrap_or_else(|p| p.into_inner()).recv().ok())
 }
 
+/// Where a build's context comes from.
+enum Source {
+    Dir(std::path::PathBuf),
+    Tar(Vec<u8>),
+}
+
 /// Progress of a pull or push, Docker's messages as dicts, as they come; a failure is
 /// raised where the stream ends.
 #[pyclass(frozen, module = "ketch")]
@@ -1089,6 +1095,76 @@ impl Images {
             Some(i) => Ok(i.into_pyobject(py)?.into_any().unbind()),
             None => Err(InternalError::new_err("the pull brought no image")),
         }
+    }
+
+    /// Builds an image from a Dockerfile, as docker-py's `images.build`: the context is a
+    /// directory (`path`) or a tar (`fileobj`, bytes); returns `(image, logs)`, the logs
+    /// Docker's build messages as dicts. With `stream=True`, an iterator of those messages
+    /// instead, as they come. A failed build raises, its message saying the step.
+    #[pyo3(signature = (path=None, tag=None, *, fileobj=None, dockerfile=None, buildargs=None, target=None, labels=None, nocache=false, pull=false, quiet=false, network_mode=None, platform=None, rm=true, stream=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        py: Python<'_>,
+        path: Option<std::path::PathBuf>,
+        tag: Option<String>,
+        fileobj: Option<Vec<u8>>,
+        dockerfile: Option<String>,
+        buildargs: Option<std::collections::BTreeMap<String, String>>,
+        target: Option<String>,
+        labels: Option<std::collections::BTreeMap<String, String>>,
+        nocache: bool,
+        pull: bool,
+        quiet: bool,
+        network_mode: Option<String>,
+        platform: Option<String>,
+        rm: bool,
+        stream: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let _ = rm; // Build containers always go.
+        let opts = ketch::api::BuildOptions {
+            dockerfile,
+            dockerfile_text: None,
+            tags: tag.into_iter().collect(),
+            build_args: buildargs.unwrap_or_default(),
+            target,
+            labels: labels.unwrap_or_default(),
+            network: network_mode,
+            no_cache: nocache,
+            pull,
+            platform,
+            quiet,
+        };
+        let source = match (path, fileobj) {
+            (Some(p), None) => Source::Dir(p),
+            (None, Some(b)) => Source::Tar(b),
+            _ => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "build needs one of path or fileobj",
+                ));
+            }
+        };
+        let api = self.api.clone();
+        let run = move |p: &mut dyn FnMut(&ketch::api::ProgressMessage)| -> ketch::Result<String> {
+            match source {
+                Source::Dir(d) => api.image_build(ketch::api::BuildContext::Dir(d), &opts, p),
+                Source::Tar(b) => {
+                    let mut r = &b[..];
+                    api.image_build(ketch::api::BuildContext::Tar(&mut r), &opts, p)
+                }
+            }
+        };
+        if stream {
+            let s = progress_stream(move |p| run(p).map(|_| ()));
+            return Ok(s.into_pyobject(py)?.into_any().unbind());
+        }
+        let mut logs = Vec::new();
+        let id = blocking(py, || {
+            run(&mut |m| logs.push(serde_json::to_value(m).unwrap_or_default()))
+        })?;
+        let image = Image::load(py, &self.api, &id)?;
+        let logs = to_py(py, &Value::Array(logs))?;
+        Ok((image, logs).into_pyobject(py)?.into_any().unbind())
     }
 
     /// Pushes `repository[:tag]` to its registry. The progress messages as JSON lines (as

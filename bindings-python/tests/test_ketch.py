@@ -329,3 +329,32 @@ def test_push_and_pull_through_a_registry(engine, tmp_path):
         other.networks.prune()
     finally:
         reg.stop()
+
+
+def test_build(engine, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\n"
+        "ARG WHO=world\n"
+        "COPY hello.txt /\n"
+        'RUN echo "hello $WHO" >> /hello.txt\n'
+        'CMD ["cat", "/hello.txt"]\n'
+    )
+    (ctx / "hello.txt").write_text("from the context\n")
+    image, logs = engine.images.build(path=str(ctx), tag="pybuilt:1", buildargs={"WHO": "python"})
+    assert "pybuilt:1" in image.tags
+    assert any(m.get("stream", "").startswith("Step 4/5 : RUN") for m in logs), logs
+    assert next(m["aux"]["ID"] for m in logs if "aux" in m) == image.id
+    assert engine.containers.run("pybuilt:1", remove=True, **NONE) == b"from the context\nhello python\n"
+    # Again, streamed: every step from the cache, the same image.
+    msgs = list(
+        engine.images.build(path=str(ctx), tag="pybuilt:1", buildargs={"WHO": "python"}, stream=True)
+    )
+    assert sum("Using cache" in m.get("stream", "") for m in msgs) == 4, msgs
+    assert next(m["aux"]["ID"] for m in msgs if "aux" in m) == image.id
+    # A failing step raises, saying which and how.
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN exit 4\n")
+    with pytest.raises(ketch.EngineError, match="returned a non-zero code: 4"):
+        engine.images.build(path=str(ctx))
+    assert engine.containers.list(all=True) == []

@@ -416,6 +416,76 @@ pub extern "C" fn engine_image_push(
     })
 }
 
+/// What `engine_image_build` takes in its `options_json`: the names of `POST /build`'s
+/// parameters.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct BuildJson {
+    tags: Vec<String>,
+    dockerfile: Option<String>,
+    buildargs: std::collections::BTreeMap<String, String>,
+    target: Option<String>,
+    labels: std::collections::BTreeMap<String, String>,
+    nocache: bool,
+    pull: bool,
+    networkmode: Option<String>,
+    platform: Option<String>,
+    quiet: bool,
+}
+
+/// Builds an image from the Dockerfile in the directory `context`, with `options_json`
+/// (NULL: none) an object of `tags` (an array), `dockerfile`, `buildargs` and `labels`
+/// (objects of strings), `target`, `nocache`, `pull`, `networkmode`, `platform`, `quiet`.
+/// Tells `callback` (may be NULL) Docker's build messages (`{"stream": ...}` for the steps
+/// and their output, `{"aux": {"ID": ...}}`). Stores the image's ID in `*id_out` unless it
+/// is NULL. A failed step fails with `ENGINE_FAILED_PRECONDITION`, its message saying the
+/// line and the command's exit code. Blocks the calling thread meanwhile.
+#[unsafe(no_mangle)]
+pub extern "C" fn engine_image_build(
+    e: *const engine,
+    context: *const c_char,
+    options_json: *const c_char,
+    callback: engine_progress_callback,
+    userdata: *mut c_void,
+    id_out: *mut *mut c_char,
+) -> engine_status {
+    guard(|| {
+        let api = handle(e)?;
+        let dir = text(context, "context")?;
+        let o: BuildJson = match maybe_text(options_json, "options_json")? {
+            None => BuildJson::default(),
+            Some(t) => serde_json::from_str(t).map_err(|e| {
+                fail(
+                    engine_status::ENGINE_INVALID_ARGUMENT,
+                    format!("options_json: {e}"),
+                )
+            })?,
+        };
+        let opts = ketch::api::BuildOptions {
+            dockerfile: o.dockerfile,
+            dockerfile_text: None,
+            tags: o.tags,
+            build_args: o.buildargs,
+            target: o.target,
+            labels: o.labels,
+            network: o.networkmode,
+            no_cache: o.nocache,
+            pull: o.pull,
+            platform: o.platform,
+            quiet: o.quiet,
+        };
+        let id = api.image_build(
+            ketch::api::BuildContext::Dir(dir.into()),
+            &opts,
+            &mut progress(callback, userdata),
+        )?;
+        if id_out.is_null() {
+            return Ok(());
+        }
+        give(id_out, id)
+    })
+}
+
 /// Loads a docker-archive or OCI tarball at `path`. Stores what was loaded as a JSON array
 /// of Docker's messages (`"Loaded image: busybox:latest"`) in `*json_out`.
 #[unsafe(no_mangle)]

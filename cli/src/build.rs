@@ -157,11 +157,15 @@ pub fn build(cli: &Cli, a: &BuildArgs) -> Result<ExitCode> {
         (Some(f), None) => opts.dockerfile = Some(f.to_string()),
         (None, _) => {}
     }
-    let tty = io::stdout().is_terminal() && a.progress != "plain";
-    let _ = tty;
+    let tty = a.progress == "tty" || (a.progress == "auto" && io::stdout().is_terminal());
+    let view = (tty && !a.quiet).then(TtyView::start);
     let mut out = io::stdout().lock();
     let mut show = |m: &ProgressMessage| {
         if a.quiet {
+            return;
+        }
+        if let Some(v) = &view {
+            v.take(m);
             return;
         }
         if let Some(s) = &m.stream {
@@ -184,7 +188,13 @@ pub fn build(cli: &Cli, a: &BuildArgs) -> Result<ExitCode> {
         }
         (None, None) => BuildContext::Empty,
     };
-    let id = match api.image_build(context, &opts, &mut show) {
+    let result = api.image_build(context, &opts, &mut show);
+    drop(show);
+    drop(out);
+    if let Some(v) = view {
+        v.finish(result.is_err());
+    }
+    let id = match result {
         Ok(id) => id,
         Err(e) => {
             let _ = io::stdout().flush();
@@ -206,4 +216,192 @@ pub fn build(cli: &Cli, a: &BuildArgs) -> Result<ExitCode> {
         std::fs::write(f, &id).with_context(|| format!("write {}", f.display()))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The live view of a build in a terminal: a line for each step with its state and time,
+/// and under the running one its last lines of output, redrawn as they come and as time
+/// passes; finished steps stay as they ended.
+struct TtyView {
+    state: std::sync::Arc<std::sync::Mutex<ViewState>>,
+    ticker: Option<std::thread::JoinHandle<()>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Default)]
+struct ViewState {
+    /// The running step: its title, when it began, whether it came from the cache.
+    current: Option<(String, std::time::Instant, bool)>,
+    /// Its output so far (all of it, for a step that fails), and a partial last line.
+    output: Vec<String>,
+    partial: String,
+    /// Lines the live region takes on screen now.
+    drawn: usize,
+    /// Lines that are not steps (warnings, a base image's pull).
+    notes: Vec<String>,
+    done_text: Vec<String>,
+}
+
+const TAIL: usize = 6;
+
+fn width() -> usize {
+    crate::containers::terminal_size()
+        .map(|(_, w)| w as usize)
+        .filter(|w| *w > 20)
+        .unwrap_or(80)
+}
+
+fn fit(s: &str, w: usize) -> String {
+    let s: String = s.chars().filter(|c| !c.is_control()).collect();
+    if s.chars().count() <= w {
+        s
+    } else {
+        s.chars().take(w.saturating_sub(1)).collect::<String>() + "…"
+    }
+}
+
+impl ViewState {
+    fn title_line(&self, w: usize) -> Option<String> {
+        let (title, began, cached) = self.current.as_ref()?;
+        let secs = format!("{:.1}s", began.elapsed().as_secs_f64());
+        let state = if *cached { "CACHED " } else { "" };
+        let left = fit(
+            &format!(" => {state}{title}"),
+            w.saturating_sub(secs.len() + 1),
+        );
+        let pad = w.saturating_sub(left.chars().count() + secs.len());
+        Some(format!("{left}{}{secs}", " ".repeat(pad)))
+    }
+
+    /// Redraws the live region: the running step and its last lines.
+    fn draw(&mut self, out: &mut impl Write) {
+        let w = width();
+        let mut text = String::new();
+        if self.drawn > 0 {
+            text.push_str(&format!("\x1b[{}A", self.drawn));
+        }
+        text.push_str("\r\x1b[J");
+        for d in self.done_text.drain(..) {
+            text.push_str(&fit(&d, w));
+            text.push('\n');
+        }
+        let mut lines = 0;
+        if let Some(t) = self.title_line(w) {
+            text.push_str(&t);
+            text.push('\n');
+            lines += 1;
+            let mut tail: Vec<&String> = self.output.iter().rev().take(TAIL).collect();
+            tail.reverse();
+            for l in tail {
+                text.push_str(&fit(&format!(" => => # {l}"), w));
+                text.push('\n');
+                lines += 1;
+            }
+        }
+        self.drawn = lines;
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+    }
+
+    /// The running step ends: its line stays, with its time.
+    fn end_step(&mut self) {
+        let w = width();
+        if let Some(t) = self.title_line(w) {
+            self.done_text.push(t);
+        }
+        self.current = None;
+        self.output.clear();
+        self.partial.clear();
+    }
+}
+
+impl TtyView {
+    fn start() -> TtyView {
+        let state = std::sync::Arc::new(std::sync::Mutex::new(ViewState::default()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (state.clone(), stop.clone());
+        let ticker = std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let mut v = s.lock().unwrap_or_else(|p| p.into_inner());
+                if v.current.is_some() {
+                    v.draw(&mut io::stdout().lock());
+                }
+            }
+        });
+        TtyView {
+            state,
+            ticker: Some(ticker),
+            stop,
+        }
+    }
+
+    fn take(&self, m: &ProgressMessage) {
+        let mut v = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = &m.stream {
+            let text = format!("{}{s}", std::mem::take(&mut v.partial));
+            let mut parts: Vec<&str> = text.split('\n').collect();
+            let rest = parts.pop().unwrap_or("");
+            v.partial = rest.to_string();
+            for line in parts {
+                if let Some(step) = line.strip_prefix("Step ") {
+                    v.end_step();
+                    let title = match step.split_once(" : ") {
+                        Some((n, t)) => format!("[{n}] {t}"),
+                        None => step.to_string(),
+                    };
+                    v.current = Some((title, std::time::Instant::now(), false));
+                } else if line == " ---> Using cache" {
+                    if let Some(c) = v.current.as_mut() {
+                        c.2 = true;
+                    }
+                } else if line.starts_with(" ---> ") || line.starts_with("Removing intermediate") {
+                    // The step's own bookkeeping: its image, its container.
+                } else if line.starts_with("Successfully ")
+                    || line.starts_with("[Warning]")
+                    || line.starts_with("# Executing")
+                {
+                    v.end_step();
+                    v.notes.push(line.to_string());
+                } else if v.current.is_some() {
+                    v.output.push(line.to_string());
+                } else {
+                    v.notes.push(line.to_string());
+                }
+            }
+        } else if !m.status.is_empty() && m.progress_detail.is_none() {
+            let line = match &m.id {
+                Some(id) => format!("{id}: {}", m.status),
+                None => m.status.clone(),
+            };
+            if v.current.is_some() {
+                v.output.push(line);
+            } else {
+                v.notes.push(line);
+            }
+        }
+        let notes = std::mem::take(&mut v.notes);
+        v.done_text.extend(notes);
+        v.draw(&mut io::stdout().lock());
+    }
+
+    /// Ends the view; after a failure, the failed step's whole output stays on screen.
+    fn finish(mut self, failed: bool) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        let mut v = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let output = std::mem::take(&mut v.output);
+        let partial = std::mem::take(&mut v.partial);
+        v.end_step();
+        if failed {
+            let mut all = output;
+            if !partial.is_empty() {
+                all.push(partial);
+            }
+            let lines: Vec<String> = all.iter().map(|l| format!(" => => # {l}")).collect();
+            v.done_text.extend(lines);
+        }
+        v.draw(&mut io::stdout().lock());
+    }
 }

@@ -3,7 +3,7 @@
  * container from it, reads its logs through a callback and removes it. Embedded (a state
  * root, opened in this process) or remote (a daemon's URL). Given a registry (host:port,
  * whose user `c` has the password `lang`), pushes the image there and pulls it back,
- * counting the progress messages.
+ * counting the progress messages. Builds an image from a Dockerfile too.
  *
  *   demo ROOT|URL ROOTFS.tar [REGISTRY]
  */
@@ -117,6 +117,36 @@ static int refused(engine_status status, engine_status want, const char *words, 
     return 0;
 }
 
+/* Counts a build's steps, from its messages. */
+static void on_build(void *userdata, const char *message_json) {
+    if (strstr(message_json, "\"stream\":\"Step "))
+        ++*(int *)userdata;
+}
+
+/* Builds demo:built from a Dockerfile written into the directory `dir`; prints what it saw. */
+static int build_image(engine *e, const char *dir) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/Dockerfile", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        return 0;
+    }
+    fputs("FROM demo:c\nARG WHO\nRUN echo \"built by $WHO\" > /built\n", f);
+    fclose(f);
+    const char *options = "{\"tags\": [\"demo:built\"], \"buildargs\": {\"WHO\": \"C\"},"
+                          " \"networkmode\": \"none\"}";
+    int steps = 0;
+    char *built = NULL;
+    int ok = !failed(engine_image_build(e, dir, options, on_build, &steps, &built), "build") &&
+             refused(engine_image_build(e, dir, "{\"tag\": []}", NULL, NULL, NULL),
+                      ENGINE_INVALID_ARGUMENT, "unknown field `tag`", "build with a wrong option");
+    unlink(path);
+    printf("build: %d steps, id %s\n", steps, built && !strncmp(built, "sha256:", 7) ? "ok" : "?");
+    engine_string_free(built);
+    return ok && steps == 3 && !failed(engine_image_remove(e, "demo:built", false, NULL), "rmi");
+}
+
 /* Pushes demo:c to `registry` and pulls it back; prints what it saw. */
 static int registry_round_trip(engine *e, const char *registry) {
     char ref[256];
@@ -216,10 +246,11 @@ int main(int argc, char **argv) {
         failed(engine_container_remove(e, id, false, false), "remove"))
         goto out_dir;
     printf("attach: %d records, exit %d\n", at.records, attached_code);
+    int built = build_image(e, dir);
     int pushed = argc < 4 || registry_round_trip(e, argv[3]);
     if (failed(engine_image_remove(e, "demo:c", false, NULL), "remove image"))
         goto out_dir;
-    ok = code == 3 && records == 2 && at.records == 1 && attached_code == 7 && pushed;
+    ok = code == 3 && records == 2 && at.records == 1 && attached_code == 7 && built && pushed;
 out_dir:
     if (!ok && id)
         engine_container_remove(e, id, true, false); /* what a failure left running */

@@ -539,3 +539,111 @@ fn docker_build_through_the_daemon_builds_what_ketch_build_builds() {
         r.ok(&["ps", "-aq"]).trim().is_empty()
     });
 }
+
+/// A one-file HTTP server on loopback for ADD: answers every request with `body`, until
+/// the test ends.
+fn serve_once(body: &'static [u8]) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(mut c) = conn else { break };
+            let mut buf = [0u8; 4096];
+            let _ = std::io::Read::read(&mut c, &mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Tue, 01 Dec 2026 08:00:00 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = std::io::Write::write_all(&mut c, head.as_bytes());
+            let _ = std::io::Write::write_all(&mut c, body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn run_mounts_add_and_heredocs_as_buildkit_takes_them() {
+    let r = Root::new();
+    r.busybox("busybox");
+    let url = serve_once(b"downloaded\n");
+    let sum = ketch_tests::digest(b"downloaded\n").to_string();
+    let dockerfile = format!(
+        "FROM busybox
+RUN --mount=type=cache,target=/cache echo run >> /cache/count && wc -l < /cache/count > /count
+RUN --mount=type=bind,source=data,target=/mnt/data cat /mnt/data/file > /from-bind
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /tmpfs-ls
+RUN --mount=type=bind,from=busybox,source=/bin,target=/b ls /b/busybox > /from-image
+ADD --checksum={sum} {url}/files/remote.txt /dl/
+ADD data/archive.tar /unpacked/
+COPY <<'TXT' /etc/greeting
+hello $HOSTNAME
+TXT
+RUN <<SCRIPT
+echo from a heredoc script > /script-out
+SCRIPT
+"
+    );
+    let ctx = context(&[("Dockerfile", &dockerfile), ("data/file", "bound\n")]);
+    let tar = ketch_tests::TarBuilder::new()
+        .file("inner/a.txt", b"from the archive\n")
+        .finish();
+    std::fs::write(ctx.path().join("data/archive.tar"), tar).unwrap();
+    build(&r, ctx.path(), &["-t", "mounts", "--no-cache"]);
+    build(&r, ctx.path(), &["-t", "mounts", "--no-cache"]);
+    let cat = |path: &str| r.ok(&["run", "--rm", "mounts", "cat", path]);
+    // The cache mount outlives a build; the bind and tmpfs show what they should.
+    assert_eq!(cat("/count").trim(), "2");
+    assert_eq!(cat("/from-bind"), "bound\n");
+    assert_eq!(cat("/tmpfs-ls"), "x\n");
+    assert_eq!(cat("/from-image"), "/b/busybox\n");
+    assert_eq!(cat("/dl/remote.txt"), "downloaded\n");
+    assert_eq!(cat("/unpacked/inner/a.txt"), "from the archive\n");
+    // A quoted heredoc is not expanded.
+    assert_eq!(cat("/etc/greeting"), "hello $HOSTNAME\n");
+    assert_eq!(cat("/script-out"), "from a heredoc script\n");
+    let ls = r.ok(&["run", "--rm", "mounts", "ls", "-ln", "/dl/remote.txt"]);
+    assert!(ls.starts_with("-rw-------"), "{ls}");
+    // What the mounts covered is not in the image.
+    let o = r.run(&[
+        "run",
+        "--rm",
+        "mounts",
+        "ls",
+        "/cache/count",
+        "/mnt/data/file",
+        "/scratch/x",
+    ]);
+    assert!(!o.status.success());
+    // A bind's content is part of the key: changed, the step runs again.
+    let out = build(&r, ctx.path(), &["-t", "mounts"]);
+    assert!(!out.contains("Running in"), "{out}");
+    std::fs::write(ctx.path().join("data/file"), "changed\n").unwrap();
+    let out = build(&r, ctx.path(), &["-t", "mounts"]);
+    assert!(out.contains("/from-bind\n ---> Running in"), "{out}");
+    assert_eq!(cat("/from-bind"), "changed\n");
+    // Refused: a bind that is writable or leads out, a secret, a wrong checksum.
+    let bad_sum = format!("ADD --checksum=sha256:{} {url}/x.txt /x", "0".repeat(64));
+    for (line, what) in [
+        (
+            "RUN --mount=type=bind,source=data,target=/d,rw true",
+            "writable",
+        ),
+        (
+            "RUN --mount=type=bind,source=../..,target=/d true",
+            "outside the build context",
+        ),
+        ("RUN --mount=type=secret,id=x true", "not supported"),
+        (bad_sum.as_str(), "checksum mismatch"),
+    ] {
+        std::fs::write(
+            ctx.path().join("Dockerfile"),
+            format!("FROM busybox\n{line}\n"),
+        )
+        .unwrap();
+        let (_, err) = r.fails(&["build", ctx.path().to_str().unwrap()]);
+        assert!(
+            err.contains("line 2") && err.contains(what),
+            "{line}: {err}"
+        );
+    }
+}

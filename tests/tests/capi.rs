@@ -55,6 +55,7 @@ fn assert_story(o: &Output, what: &str) {
         "{what}: {out}"
     );
     assert!(err.contains("to stderr\n"), "{what}: {err}");
+    assert!(out.contains("build: 3 steps, id ok\n"), "{what}: {out}");
     assert!(
         out.contains("registry: pushed 1, pulled 1, digest ok\n"),
         "{what}: {out}"

@@ -184,6 +184,24 @@ class Images:
         auth_config: Optional[Mapping[str, str]] = None,
         stream: bool = False,
     ) -> Any: ...
+    def build(
+        self,
+        path: Optional[_Path] = None,
+        tag: Optional[str] = None,
+        *,
+        fileobj: Optional[bytes] = None,
+        dockerfile: Optional[str] = None,
+        buildargs: Optional[Mapping[str, str]] = None,
+        target: Optional[str] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        nocache: bool = False,
+        pull: bool = False,
+        quiet: bool = False,
+        network_mode: Optional[str] = None,
+        platform: Optional[str] = None,
+        rm: bool = True,
+        stream: bool = False,
+    ) -> Any: ...
     def push(
         self,
         repository: str,

@@ -92,11 +92,7 @@ pub(super) fn run_step(
     network: Option<&str>,
     heredocs: &[Heredoc],
 ) -> crate::Result<()> {
-    if let Some(m) = mounts.first() {
-        return Err(invalid(format!(
-            "RUN --mount={m}: mounts in RUN steps are not supported yet"
-        )));
-    }
+    let mounted = run_mounts(b, ctx, st, i, mounts)?;
     let argv = match command {
         CommandLine::Exec(v) => v.clone(),
         CommandLine::Shell(s) => {
@@ -127,7 +123,7 @@ pub(super) fn run_step(
         let pairs: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
         created_by = format!("|{} {} {created_by}", pairs.len(), pairs.join(" "));
     }
-    let key = cache_key(st.image.as_ref(), &created_by, "");
+    let key = cache_key(st.image.as_ref(), &created_by, &mounted.key);
     if b.cached_step(ctx, st, &key)? {
         return Ok(());
     }
@@ -145,6 +141,7 @@ pub(super) fn run_step(
             entrypoint: Some(Vec::new()),
             env: args.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             network,
+            mounts: mounted.specs.clone(),
             ..Default::default()
         },
     )?;
@@ -172,6 +169,226 @@ pub(super) fn run_step(
         .into());
     }
     commit_container(b, ctx, st, &c, &key, created_by)
+}
+
+/// The mounts of a RUN step, what keeps their sources mounted, and what they add to the
+/// step's cache key.
+struct RunMounts {
+    specs: Vec<crate::volume::MountSpec>,
+    key: String,
+    _views: Vec<crate::mount::TempMount>,
+    _open: Vec<OwnedFd>,
+}
+
+/// `RUN --mount=type=cache|bind|tmpfs,...`, as BuildKit takes them: a cache directory kept
+/// in the state root between builds (by `id`, else target); a read-only bind of a path in
+/// the context, a stage or an image (what it binds is part of the cache key); a tmpfs.
+fn run_mounts(
+    b: &Builder<'_>,
+    ctx: RunCtx<'_>,
+    st: &StageState,
+    i: &Instruction,
+    mounts: &[String],
+) -> crate::Result<RunMounts> {
+    let mut out = RunMounts {
+        specs: Vec::new(),
+        key: String::new(),
+        _views: Vec::new(),
+        _open: Vec::new(),
+    };
+    for m in mounts {
+        let bad = |why: String| invalid(format!("--mount={m}: {why}"));
+        let mut kind = "bind".to_string();
+        let mut kv: Vec<(String, String)> = Vec::new();
+        for part in m.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = match part.split_once('=') {
+                Some((k, v)) => (k.trim().to_ascii_lowercase(), v.trim().to_string()),
+                None => (part.trim().to_ascii_lowercase(), "true".to_string()),
+            };
+            if k == "type" {
+                kind = v;
+            } else {
+                kv.push((k, v));
+            }
+        }
+        if matches!(kind.as_str(), "secret" | "ssh") {
+            return Err(bad(format!("{kind} mounts are not supported yet")));
+        }
+        let get = |k: &str| {
+            kv.iter()
+                .rev()
+                .find(|(x, _)| x == k)
+                .map(|(_, v)| v.clone())
+        };
+        let target = get("target")
+            .or_else(|| get("dst"))
+            .or_else(|| get("destination"))
+            .ok_or_else(|| bad("a target is required".into()))?;
+        let target = if target.starts_with('/') {
+            target
+        } else {
+            let wd = st
+                .config
+                .pointer("/config/WorkingDir")
+                .and_then(|w| w.as_str())
+                .unwrap_or("/")
+                .to_string();
+            format!("{}/{target}", wd.trim_end_matches('/'))
+        };
+        let target = format!("/{}", clean(&target));
+        let ro = matches!(
+            get("ro").or_else(|| get("readonly")).as_deref(),
+            Some("true")
+        );
+        for (k, _) in &kv {
+            let known: &[&str] = match kind.as_str() {
+                "cache" => &[
+                    "target",
+                    "dst",
+                    "destination",
+                    "id",
+                    "sharing",
+                    "mode",
+                    "uid",
+                    "gid",
+                    "ro",
+                    "readonly",
+                    "from",
+                    "source",
+                    "src",
+                ],
+                "bind" => &[
+                    "target",
+                    "dst",
+                    "destination",
+                    "source",
+                    "src",
+                    "from",
+                    "ro",
+                    "readonly",
+                    "rw",
+                    "readwrite",
+                ],
+                "tmpfs" => &["target", "dst", "destination", "size"],
+                _ => &[],
+            };
+            if !known.contains(&k.as_str()) {
+                return Err(bad(format!("unknown option {k:?} for a {kind} mount")));
+            }
+        }
+        match kind.as_str() {
+            "cache" => {
+                if get("from").is_some() {
+                    return Err(bad(
+                        "a cache mount from another image is not supported".into()
+                    ));
+                }
+                let id = get("id").unwrap_or_else(|| target.clone());
+                let dir = b
+                    .state()
+                    .root()
+                    .join("build-cache")
+                    .join(Digest::of(id.as_bytes()).hex());
+                let fresh = !dir.exists();
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| crate::Error::io(format!("make {}", dir.display()), e))?;
+                if fresh {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode = get("mode")
+                        .map(|m| {
+                            u32::from_str_radix(&m, 8).map_err(|_| bad(format!("bad mode {m}")))
+                        })
+                        .transpose()?
+                        .unwrap_or(0o755);
+                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+                    let uid = get("uid").and_then(|u| u.parse::<u32>().ok());
+                    let gid = get("gid").and_then(|g| g.parse::<u32>().ok());
+                    if uid.is_some() || gid.is_some() {
+                        let _ = std::os::unix::fs::chown(&dir, uid, gid);
+                    }
+                }
+                out.specs.push(crate::volume::MountSpec {
+                    kind: "bind".into(),
+                    source: dir.display().to_string(),
+                    target,
+                    readonly: ro,
+                    ..Default::default()
+                });
+            }
+            "tmpfs" => {
+                let size = get("size")
+                    .map(|s| crate::model::parse_bytes(&s).map_err(bad))
+                    .transpose()?;
+                out.specs.push(crate::volume::MountSpec {
+                    kind: "tmpfs".into(),
+                    target,
+                    tmpfs_size: size,
+                    ..Default::default()
+                });
+            }
+            "bind" => {
+                if matches!(
+                    get("rw").or_else(|| get("readwrite")).as_deref(),
+                    Some("true")
+                ) {
+                    return Err(bad(
+                        "a writable bind mount is not supported here; its writes would reach the context"
+                            .into(),
+                    ));
+                }
+                let source_path = get("source")
+                    .or_else(|| get("src"))
+                    .unwrap_or_else(|| "/".into());
+                let from = get("from");
+                let (root, what): (Option<Source>, String) = match &from {
+                    None => (None, "context".to_string()),
+                    Some(f) => {
+                        let image = match ctx.stage_image(f, ctx.stage_index_of(i))? {
+                            Some(img) => img,
+                            None => Some(b.image_named(ctx, f)?),
+                        };
+                        let view = mount_image(b, ctx, image.as_ref())?
+                            .ok_or_else(|| bad(format!("{f} has no files to bind")))?;
+                        let src = Source::image(view.path(), format!("image {f}"))?;
+                        out._views.push(view);
+                        out.key.push_str(&format!(
+                            " bind {f}={} ",
+                            image.map(|d| d.to_string()).unwrap_or_default()
+                        ));
+                        (Some(src), f.clone())
+                    }
+                };
+                let src = root.as_ref().unwrap_or(ctx.source());
+                let found = src.find(&source_path)?;
+                let f = found
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| bad("nothing to bind".into()))?;
+                if from.is_none() {
+                    out.key.push_str(&format!(
+                        " bind {source_path}={} ",
+                        src.content_digest(std::slice::from_ref(&f), &TarOptions::default())?
+                    ));
+                }
+                // The bind's source as the kernel resolved it when it was found inside.
+                let real =
+                    std::fs::read_link(crate::fsutil::at::proc_fd(std::os::fd::AsFd::as_fd(&f.fd)))
+                        .map_err(|e| {
+                            crate::Error::io(format!("resolve {source_path} in the {what}"), e)
+                        })?;
+                out._open.push(f.fd);
+                out.specs.push(crate::volume::MountSpec {
+                    kind: "bind".into(),
+                    source: real.display().to_string(),
+                    target,
+                    readonly: true,
+                    ..Default::default()
+                });
+            }
+            other => return Err(bad(format!("unknown mount type {other:?}"))),
+        }
+    }
+    Ok(out)
 }
 
 /// Where a COPY writes: into a directory, or one file to a path that is a directory only
@@ -294,7 +511,8 @@ pub(super) fn copy_step(
     };
     let source: &Source = source_owned.as_ref().unwrap_or(ctx.source());
     let mut found: Vec<Found> = Vec::new();
-    let mut docs: Vec<(String, Vec<u8>)> = Vec::new();
+    // Files made here rather than found: heredocs, and downloads (name, bytes, mode).
+    let mut docs: Vec<(String, Vec<u8>, u32)> = Vec::new();
     let mut sources_text = Vec::new();
     for s in &spec.sources {
         if let Some(name) = s.strip_prefix("<<") {
@@ -308,18 +526,28 @@ pub(super) fn copy_step(
             } else {
                 h.content.clone()
             };
-            docs.push((h.name.clone(), body.into_bytes()));
+            docs.push((h.name.clone(), body.into_bytes(), 0o644));
             sources_text.push(s.clone());
             continue;
         }
-        if add && (s.starts_with("http://") || s.starts_with("https://") || s.starts_with("git@")) {
-            return Err(invalid(format!(
-                "ADD {s}: sources from URLs are not supported yet"
-            )));
+        if add && (s.starts_with("http://") || s.starts_with("https://")) {
+            let url = word(s)?;
+            let (name, data) = download(b, &url, spec.checksum.as_deref())?;
+            docs.push((name, data, 0o600));
+            sources_text.push(url);
+            continue;
+        }
+        if add && (s.starts_with("git@") || s.ends_with(".git")) {
+            return Err(invalid(format!("ADD {s}: git sources are not supported")));
         }
         let s = word(s)?;
         found.extend(source.find(&s)?);
         sources_text.push(s);
+    }
+    if spec.checksum.is_some() && docs.iter().all(|d| d.2 != 0o600) {
+        return Err(invalid(
+            "--checksum can only be given for a source from a URL",
+        ));
     }
     let dest_word = word(&spec.dest)?;
     let workdir = st
@@ -409,8 +637,8 @@ pub(super) fn copy_step(
         ),
         None => {
             let mut h = source.content_digest(&found, &topts)?;
-            for (name, body) in &docs {
-                h.push_str(&format!(" <<{name}:{}", Digest::of(body)));
+            for (name, body, mode) in &docs {
+                h.push_str(&format!(" <<{name}:{mode:o}:{}", Digest::of(body)));
             }
             let kind = if many {
                 "multi"
@@ -478,12 +706,12 @@ pub(super) fn copy_step(
             for (f, name) in found.iter().zip(&names) {
                 source.write_tar(&mut t, f, name, &topts)?;
             }
-            for (name, body) in &docs {
+            for (name, body, mode) in &docs {
                 let n = match &dest {
                     Dest::Dir(_) => name.clone(),
                     Dest::Path(p) => base_name(p),
                 };
-                append_bytes(&mut t, &n, body, 0o644, &topts)
+                append_bytes(&mut t, &n, body, *mode, &topts)
                     .map_err(|e| crate::Error::io("write a here-document", e))?;
             }
             t.into_inner()
@@ -501,6 +729,44 @@ pub(super) fn copy_step(
     });
     written.map_err(|e| at(i, e))?;
     commit_container(b, ctx, st, &c, &key, created_by)
+}
+
+/// ADD of a URL: its bytes, checked against `--checksum` when given, and the file name its
+/// path ends in.
+fn download(
+    b: &Builder<'_>,
+    url: &str,
+    checksum: Option<&str>,
+) -> crate::Result<(String, Vec<u8>)> {
+    let path = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['?', '#']).next().unwrap_or(""))
+        .unwrap_or("");
+    let name = path
+        .split_once('/')
+        .map(|(_, p)| p.rsplit('/').next().unwrap_or(""))
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        return Err(invalid(format!(
+            "ADD {url}: cannot determine a file name from the URL"
+        )));
+    }
+    let mut data = Vec::new();
+    crate::registry::fetch(&b.state().registry, url, &mut data)
+        .map_err(|e| invalid(format!("ADD {url}: {e}")))?;
+    if let Some(want) = checksum {
+        let want: Digest = want
+            .parse()
+            .map_err(|e| invalid(format!("--checksum={want}: {e}")))?;
+        let got = Digest::of(&data);
+        if got != want {
+            return Err(invalid(format!(
+                "ADD {url}: checksum mismatch: expected {want}, got {got}"
+            )));
+        }
+    }
+    Ok((name, data))
 }
 
 fn base_name(p: &str) -> String {

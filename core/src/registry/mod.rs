@@ -14,6 +14,7 @@ mod pull;
 mod push;
 pub mod serve;
 mod transport;
+pub(crate) use transport::fetch;
 
 use crate::error::ErrorKind;
 use crate::image::Images;

@@ -202,6 +202,30 @@ fn add_pem_certs(path: &Path, out: &mut Vec<Certificate<'static>>) {
     }
 }
 
+/// Fetches `url` (http or https, the system's roots for TLS) into `out`, as ADD of a URL
+/// does: the bytes, and the `Last-Modified` time (Unix seconds) when the server gives one.
+pub(crate) fn fetch(
+    settings: &RegistrySettings,
+    url: &str,
+    out: &mut dyn std::io::Write,
+) -> Result<Option<i64>, String> {
+    let host = url
+        .split_once("://")
+        .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""))
+        .unwrap_or("");
+    let agent = agent(tls_config(settings, host, true));
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("{url}: {status}"));
+    }
+    let modified = header(resp.headers(), "last-modified")
+        .and_then(|t| chrono::DateTime::parse_from_rfc2822(t).ok())
+        .map(|t| t.timestamp());
+    std::io::copy(&mut resp.body_mut().as_reader(), out).map_err(|e| e.to_string())?;
+    Ok(modified)
+}
+
 fn agent(tls: TlsConfig) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
