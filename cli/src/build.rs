@@ -189,7 +189,6 @@ pub fn build(cli: &Cli, a: &BuildArgs) -> Result<ExitCode> {
         (None, None) => BuildContext::Empty,
     };
     let result = api.image_build(context, &opts, &mut show);
-    drop(show);
     drop(out);
     if let Some(v) = view {
         v.finish(result.is_err());
