@@ -159,8 +159,9 @@ pub fn build(cli: &Cli, a: &BuildArgs) -> Result<ExitCode> {
     }
     let tty = a.progress == "tty" || (a.progress == "auto" && io::stdout().is_terminal());
     let view = (tty && !a.quiet).then(TtyView::start);
-    let mut out = io::stdout().lock();
+    // Stdout is locked per message: the view's ticker thread draws too.
     let mut show = |m: &ProgressMessage| {
+        let mut out = io::stdout().lock();
         if a.quiet {
             return;
         }
@@ -189,7 +190,6 @@ pub fn build(cli: &Cli, a: &BuildArgs) -> Result<ExitCode> {
         (None, None) => BuildContext::Empty,
     };
     let result = api.image_build(context, &opts, &mut show);
-    drop(out);
     if let Some(v) = view {
         v.finish(result.is_err());
     }
