@@ -647,3 +647,72 @@ SCRIPT
         );
     }
 }
+
+/// Each of two stages waits (through a shared cache mount) for the other to have started:
+/// run one after the other, the first would give up and fail the build.
+const PARALLEL: &str = r#"FROM busybox AS a
+RUN --mount=type=cache,id=rendezvous,target=/rv touch /rv/a && i=0 && while [ ! -e /rv/b ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.05; done; echo a > /met
+
+FROM busybox AS b
+RUN --mount=type=cache,id=rendezvous,target=/rv touch /rv/b && i=0 && while [ ! -e /rv/a ]; do i=$((i+1)); [ $i -gt 600 ] && exit 1; sleep 0.05; done; echo b > /met
+
+FROM busybox AS unneeded
+RUN echo this stage is not built && exit 1
+
+FROM busybox
+COPY --from=a /met /a
+COPY --from=b /met /b
+"#;
+
+#[test]
+fn independent_stages_build_at_once_and_unneeded_ones_not_at_all() {
+    let r = Root::new();
+    r.busybox("busybox");
+    let ctx = context(&[("Dockerfile", PARALLEL)]);
+    let out = build(&r, ctx.path(), &["-t", "par", "--network", "none"]);
+    assert!(!out.contains("not built"), "{out}");
+    // Steps are numbered over the stages built, and their output keeps stage order.
+    assert!(out.contains("Step 1/7 : FROM busybox AS a"), "{out}");
+    assert!(out.contains("Step 3/7 : FROM busybox AS b"), "{out}");
+    assert!(
+        out.find("Step 2/7").unwrap() < out.find("Step 3/7").unwrap(),
+        "{out}"
+    );
+    assert_eq!(r.ok(&["run", "--rm", "par", "cat", "/a", "/b"]), "a\nb\n");
+    // A target: that stage only.
+    let out = build(&r, ctx.path(), &["-t", "only-b", "--target", "B"]);
+    assert!(out.contains("Step 1/2 : FROM busybox AS b"), "{out}");
+    assert!(!out.contains("AS a"), "{out}");
+    let (_, err) = r.fails(&["build", "--target", "nope", ctx.path().to_str().unwrap()]);
+    assert!(
+        err.contains("target stage \"nope\" could not be found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_terminal_sees_each_step_with_its_state_and_last_lines() {
+    let r = Root::new();
+    r.busybox("busybox");
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo first line && echo second line\nCMD [\"sh\"]\n",
+    )]);
+    let out = build(&r, ctx.path(), &["--progress", "tty", "-t", "tty"]);
+    let plain = out.replace("\x1b[J", "");
+    assert!(plain.contains(" => [1/3] FROM busybox"), "{out}");
+    assert!(plain.contains(" => [2/3] RUN echo first line"), "{out}");
+    assert!(plain.contains(" => => # second line"), "{out}");
+    assert!(plain.contains("Successfully tagged tty:latest"), "{out}");
+    let out = build(&r, ctx.path(), &["--progress", "tty", "-t", "tty"]);
+    assert!(
+        out.contains(" => CACHED [2/3] RUN echo first line"),
+        "{out}"
+    );
+    // Plain output is Docker's classic stream.
+    let out = build(&r, ctx.path(), &["--progress", "plain", "-t", "tty"]);
+    assert!(
+        out.contains("Step 2/3 : RUN echo first line && echo second line\n ---> Using cache\n"),
+        "{out}"
+    );
+}
