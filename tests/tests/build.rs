@@ -214,6 +214,10 @@ fn the_cache_reruns_only_what_changed() {
     assert_eq!(cache_use(&out), (0, 5), "{out}");
     let first = image_id(&r, "cached");
 
+    // Each step of the history is an image of its own, shown by ID, as Docker shows them.
+    let history = r.ok(&["history", "cached"]);
+    assert!(!history.contains("<missing>"), "{history}");
+    assert_eq!(history.lines().count(), 1 + 1 + 6, "{history}");
     // Nothing changed: no step runs, the same image.
     let out = build(&r, ctx.path(), &["-t", "cached"]);
     assert_eq!(cache_use(&out), (6, 0), "{out}");

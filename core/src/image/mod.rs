@@ -642,6 +642,31 @@ impl Images<'_> {
                 comment: h.comment().clone().unwrap_or_default(),
             });
         }
+        // A built image's ancestors are images of their own (each a prefix of its history):
+        // their entries show their IDs, as Docker shows a classic build's.
+        let mut parent = image.parent.clone();
+        while let Some(p) = parent.take() {
+            let Some((rec, ptags)) = self.st.db.read(|tx| {
+                Ok::<_, crate::Error>(match get_image(tx, &p)? {
+                    Some(rec) => Some((rec, image_tags(tx, &p)?)),
+                    None => None,
+                })
+            })?
+            else {
+                break;
+            };
+            let n = self
+                .config_value(&p)
+                .ok()
+                .and_then(|c| c["history"].as_array().map(|h| h.len()))
+                .unwrap_or(0);
+            if n == 0 || n > items.len() {
+                break;
+            }
+            items[n - 1].id = p.to_string();
+            items[n - 1].tags = ptags.iter().map(|(r, _)| r.familiar()).collect();
+            parent = rec.parent;
+        }
         items.reverse();
         if let Some(top) = items.first_mut() {
             top.id = image.id.to_string();
