@@ -142,6 +142,35 @@ fn renamed(path: &Path, as_name: Option<&Path>, contents: bool) -> Option<PathBu
     Some(out)
 }
 
+/// `mkdir -p` that follows links, dangling ones too, as a build's COPY into a linked
+/// directory does (chrooted: every link resolves inside the container).
+fn mkdir_p(p: &Path, depth: u32) -> io::Result<()> {
+    if depth > 255 {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    // Without a trailing `/`, which would make the link calls follow the last link.
+    let p: &Path = &p.components().collect::<PathBuf>();
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+        Err(_) => {}
+    }
+    if let Ok(target) = std::fs::read_link(p) {
+        let t = match p.parent() {
+            Some(parent) if target.is_relative() => parent.join(target),
+            _ => target,
+        };
+        return mkdir_p(&t, depth + 1);
+    }
+    if let Some(parent) = p.parent() {
+        mkdir_p(parent, depth + 1)?;
+    }
+    match std::fs::create_dir(p) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && p.is_dir() => Ok(()),
+        r => r,
+    }
+}
+
 /// `mkdir`: a build's COPY, which makes the directories DEST needs (DEST itself when it
 /// ends in `/`, else its parent), owned by root, as Docker makes them.
 fn copy_in(dest: &str, mkdir: bool) -> Result<(), String> {
@@ -152,7 +181,7 @@ fn copy_in(dest: &str, mkdir: bool) -> Result<(), String> {
         } else {
             d.parent().unwrap_or(Path::new("/"))
         };
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        mkdir_p(dir, 0).map_err(|e| format!("create {}: {e}", dir.display()))?;
     }
     let (target, as_name): (PathBuf, Option<PathBuf>) = match std::fs::metadata(d) {
         Ok(md) if md.is_dir() => (d.to_path_buf(), None),

@@ -720,3 +720,72 @@ fn a_terminal_sees_each_step_with_its_state_and_last_lines() {
         "{out}"
     );
 }
+
+/// An image whose directories are links to host paths: COPY into them, and COPY --from out
+/// of them, stay inside the image.
+#[test]
+fn links_in_the_image_do_not_lead_a_copy_to_the_host() {
+    let r = Root::new();
+    let host = tempfile::tempdir().unwrap();
+    let secret = host.path().join("secret");
+    std::fs::write(&secret, "host only\n").unwrap();
+    let host_dir = host.path().to_str().unwrap().to_string();
+    let tar = ketch_tests::TarBuilder::new()
+        .entry("into", tar::EntryType::Symlink, &host_dir, b"")
+        .entry("up", tar::EntryType::Symlink, "../../../../../../..", b"")
+        .file("marker", b"in the image\n")
+        .finish();
+    let o = r.run_stdin(&["import", "-", "evil"], &tar);
+    assert!(o.status.success(), "{o:?}");
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            &format!(
+                "FROM evil AS evil\nCOPY f /into/\nCOPY f /up{host_dir}/g\n\
+                 FROM evil\nCOPY --from=evil /into/secret /up{host_dir}/secret /copied/\n"
+            ),
+        ),
+        ("f", "from the context\n"),
+    ]);
+    let (_, err) = r.fails(&["build", "-t", "evil2", ctx.path().to_str().unwrap()]);
+    // The host's file was never read: inside the image there is no such file.
+    assert!(err.contains("line 5") && err.contains("secret"), "{err}");
+    // Nothing was written on the host.
+    let mut names: Vec<String> = std::fs::read_dir(host.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["secret"]);
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "host only\n");
+    // The writes went where the links lead inside the image.
+    let dockerfile = format!(
+        "FROM evil AS evil\nCOPY f /into/\nCOPY f /up{host_dir}/g\n\
+         FROM scratch\nCOPY --from=evil /into/f /up{host_dir}/g /copied/\n"
+    );
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    build(&r, ctx.path(), &["-t", "evil2"]);
+    let cid = r.ok(&["create", "evil2", "none"]).trim().to_string();
+    let o = r.run(&["cp", &format!("{cid}:/copied/."), "-"]);
+    assert!(o.status.success(), "{o:?}");
+    let mut files = std::collections::BTreeMap::new();
+    for e in tar::Archive::new(&o.stdout[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut e, &mut text).unwrap();
+        if !text.is_empty() {
+            files.insert(name, text);
+        }
+    }
+    assert_eq!(
+        files.values().collect::<Vec<_>>(),
+        ["from the context\n", "from the context\n"],
+        "{files:?}"
+    );
+    r.ok(&["rm", &cid]);
+    let id = image_id(&r, "evil2");
+    let blob = config_blob(&r, &id);
+    assert_eq!(blob["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 1);
+}

@@ -359,7 +359,7 @@ impl<'s> Builder<'s> {
                     .map_err(|e| at(&s.from, invalid(e.to_string())))?;
                 if let Some(j) = stage_ref(&names, &image, idx) {
                     d.insert(j);
-                } else if names[idx..]
+                } else if names[idx + 1..]
                     .iter()
                     .any(|n| n.as_deref() == Some(image.to_ascii_lowercase().as_str()))
                 {
@@ -379,11 +379,18 @@ impl<'s> Builder<'s> {
                     _ => None,
                 };
                 if let Some(f) = from {
-                    let later = names[idx..]
+                    let f = lexer.word(&f, &meta_lookup).unwrap_or(f);
+                    let lower = f.to_ascii_lowercase();
+                    let later = names[idx + 1..]
                         .iter()
-                        .any(|n| n.as_deref() == Some(f.to_ascii_lowercase().as_str()));
+                        .any(|n| n.as_deref() == Some(lower.as_str()));
                     if let Some(j) = stage_ref(&names, &f, idx) {
                         d.insert(j);
+                    } else if names[idx].as_deref() == Some(lower.as_str()) {
+                        return Err(at(
+                            i,
+                            invalid(format!("--from={f}: a stage cannot copy from itself")),
+                        ));
                     } else if later {
                         return Err(at(
                             i,
