@@ -789,3 +789,67 @@ fn links_in_the_image_do_not_lead_a_copy_to_the_host() {
     assert_eq!(blob["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
     assert_eq!(std::fs::read_dir(host.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn onbuild_wildcards_platform_args_and_owners_by_name() {
+    let r = Root::new();
+    r.busybox("busybox");
+    // A base whose ONBUILD triggers run in the build that uses it.
+    let base = context(&[(
+        "Dockerfile",
+        "FROM busybox\nONBUILD COPY *.txt /txt/\nONBUILD RUN ls /txt > /onbuild-saw\n",
+    )]);
+    build(&r, base.path(), &["-t", "base-with-triggers"]);
+    let triggers = inspect(&r, "base-with-triggers")["Config"]["OnBuild"].clone();
+    assert_eq!(
+        triggers,
+        json!(["COPY *.txt /txt/", "RUN ls /txt > /onbuild-saw"])
+    );
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM base-with-triggers\n\
+             ARG TARGETOS\nARG TARGETARCH\n\
+             RUN echo \"$TARGETOS/$TARGETARCH\" > /platform\n\
+             COPY --chown=nobody:nogroup data/?.cfg /cfg/\n",
+        ),
+        ("a.txt", "a"),
+        ("b.txt", "b"),
+        ("c.md", "c"),
+        ("data/1.cfg", "1"),
+        ("data/2.cfg", "2"),
+        ("data/10.cfg", "10"),
+    ]);
+    let out = build(&r, ctx.path(), &["-t", "child"]);
+    assert!(out.contains("# Executing 2 build trigger(s)"), "{out}");
+    let cat = |p: &str| r.ok(&["run", "--rm", "--network", "none", "child", "cat", p]);
+    assert_eq!(cat("/onbuild-saw"), "a.txt\nb.txt\n");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    assert_eq!(cat("/platform"), format!("linux/{arch}\n"));
+    let ls = r.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "child",
+        "ls",
+        "-n",
+        "/cfg",
+    ]);
+    assert_eq!(ls.lines().filter(|l| l.contains(".cfg")).count(), 2, "{ls}");
+    assert!(ls.contains(" 65534    65534 "), "{ls}");
+    // The triggers ran; the child has none of its own.
+    assert_eq!(inspect(&r, "child")["Config"]["OnBuild"], Value::Null);
+    // A Dockerfile from stdin, for the same context.
+    let o = r.run_stdin(
+        &["build", "-q", "-f", "-", ctx.path().to_str().unwrap()],
+        b"FROM busybox\nCOPY a.txt /\n",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+}
