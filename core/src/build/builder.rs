@@ -104,6 +104,16 @@ impl StageState {
         strings(self.config.pointer("/config/Env"))
     }
 
+    /// The working directory steps run in: the config's, else `/`.
+    pub fn workdir(&self) -> String {
+        self.config
+            .pointer("/config/WorkingDir")
+            .and_then(|w| w.as_str())
+            .filter(|w| !w.is_empty())
+            .unwrap_or("/")
+            .to_string()
+    }
+
     pub fn shell(&self) -> Vec<String> {
         let s = strings(self.config.pointer("/config/Shell"));
         if s.is_empty() {
@@ -726,15 +736,7 @@ impl<'s> Builder<'s> {
                 self.meta_step(run, st, created_by, |_| Ok(()))
             }
             Command::Env(pairs) => {
-                let mut set = Vec::new();
-                for (k, v) in pairs {
-                    set.push((word(k, st)?, word(v, st)?));
-                }
-                let comment = set
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let (set, comment) = expand_pairs(pairs, &|w| word(w, st))?;
                 let created_by = nop(st, format!("ENV {comment}"));
                 self.meta_step(run, st, created_by, |c| {
                     let mut env = strings(c.get("Env"));
@@ -747,15 +749,7 @@ impl<'s> Builder<'s> {
                 })
             }
             Command::Label(pairs) => {
-                let mut set = Vec::new();
-                for (k, v) in pairs {
-                    set.push((word(k, st)?, word(v, st)?));
-                }
-                let comment = set
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
+                let (set, comment) = expand_pairs(pairs, &|w| word(w, st))?;
                 let created_by = nop(st, format!("LABEL {comment}"));
                 self.meta_step(run, st, created_by, |c| {
                     if !c["Labels"].is_object() {
@@ -769,13 +763,7 @@ impl<'s> Builder<'s> {
             }
             Command::Workdir(dir) => {
                 let dir = word(dir, st)?;
-                let prev = st
-                    .config
-                    .pointer("/config/WorkingDir")
-                    .and_then(|w| w.as_str())
-                    .filter(|w| !w.is_empty())
-                    .unwrap_or("/")
-                    .to_string();
+                let prev = st.workdir();
                 let path = if dir.starts_with('/') {
                     dir
                 } else {
@@ -1205,6 +1193,24 @@ impl Run<'_> {
             g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
         }
     }
+}
+
+/// ENV's and LABEL's pairs, each side expanded, and as the history shows them.
+type Pairs = Vec<(String, String)>;
+fn expand_pairs(
+    pairs: &[(String, String)],
+    word: &dyn Fn(&str) -> crate::Result<String>,
+) -> crate::Result<(Pairs, String)> {
+    let mut set = Vec::new();
+    for (k, v) in pairs {
+        set.push((word(k)?, word(v)?));
+    }
+    let comment = set
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok((set, comment))
 }
 
 pub(super) fn push_history(config: &mut Value, entry: Value) {

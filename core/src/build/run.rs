@@ -227,12 +227,7 @@ fn run_mounts(
         let target = if target.starts_with('/') {
             target
         } else {
-            let wd = st
-                .config
-                .pointer("/config/WorkingDir")
-                .and_then(|w| w.as_str())
-                .unwrap_or("/")
-                .to_string();
+            let wd = st.workdir();
             format!("{}/{target}", wd.trim_end_matches('/'))
         };
         let target = format!("/{}", clean(&target));
@@ -550,13 +545,7 @@ pub(super) fn copy_step(
         ));
     }
     let dest_word = word(&spec.dest)?;
-    let workdir = st
-        .config
-        .pointer("/config/WorkingDir")
-        .and_then(|w| w.as_str())
-        .filter(|w| !w.is_empty())
-        .unwrap_or("/")
-        .to_string();
+    let workdir = st.workdir();
     let dir_wanted = dest_word.ends_with('/') || dest_word == "." || dest_word.ends_with("/.");
     let dest_abs = if dest_word.starts_with('/') {
         dest_word.clone()
