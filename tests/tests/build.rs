@@ -853,3 +853,45 @@ fn onbuild_wildcards_platform_args_and_owners_by_name() {
     let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(id.starts_with("sha256:"), "{id}");
 }
+
+/// A base image the root lacks is pulled, from a registry on loopback; `--pull` asks it
+/// again even when present.
+#[test]
+fn a_missing_base_is_pulled() {
+    let reg = ketch_tests::registry::Registry::ketch(&[]);
+    let r = Root::new();
+    r.busybox("busybox");
+    let base = format!("{}/base/bb:1", reg.addr);
+    r.ok(&["tag", "busybox", &base]);
+    r.ok(&["push", "-q", &base]);
+    let fresh = Root::new();
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM {base}\nRUN echo built on a pulled base > /msg\n"),
+    )]);
+    let out = build(
+        &fresh,
+        ctx.path(),
+        &["-t", "on-pulled", "--network", "none"],
+    );
+    assert!(
+        out.contains("Pull complete") || out.contains("Digest: "),
+        "{out}"
+    );
+    assert_eq!(
+        fresh.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "on-pulled",
+            "cat",
+            "/msg"
+        ]),
+        "built on a pulled base\n"
+    );
+    assert!(fresh.ok(&["images"]).contains("base/bb"));
+    let out = build(&fresh, ctx.path(), &["-t", "on-pulled", "--pull"]);
+    assert!(out.contains("Digest: "), "{out}");
+    assert!(out.contains("Using cache"), "{out}");
+}
