@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use serde_json::{Value, json};
@@ -82,7 +82,6 @@ pub(super) struct Run<'a> {
     used_args: Mutex<BTreeSet<String>>,
     owner: String,
     lease: &'a Lease,
-    steps_run: AtomicUsize,
 }
 
 /// A finished stage: its image, or why it failed.
@@ -166,6 +165,20 @@ pub(super) fn strings(v: Option<&Value>) -> Vec<String> {
 
 pub(super) fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// An ARG declared before the first FROM, else a platform arg.
+fn meta_value(meta: &[(String, Option<String>)], name: &str) -> Option<String> {
+    meta.iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .and_then(|(_, v)| v.clone())
+        .or_else(|| {
+            platform_args()
+                .into_iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v)
+        })
 }
 
 /// The platform args BuildKit defines, for the host.
@@ -281,22 +294,10 @@ impl<'s> Builder<'s> {
         let lexer = Lexer::new(df.escape);
         // ARGs before the first FROM: for FROM lines, and for stages that declare them.
         let mut meta: Vec<(String, Option<String>)> = Vec::new();
-        let platform = platform_args();
         for i in &df.meta_args {
             if let Command::Arg(args) = &i.command {
                 for (name, default) in args {
-                    let look = |n: &str| -> Option<String> {
-                        meta.iter()
-                            .rev()
-                            .find(|(k, _)| k == n)
-                            .and_then(|(_, v)| v.clone())
-                            .or_else(|| {
-                                platform
-                                    .iter()
-                                    .find(|(k, _)| k == n)
-                                    .map(|(_, v)| v.clone())
-                            })
-                    };
+                    let look = |n: &str| meta_value(&meta, n);
                     let value = match opts.build_args.get(name) {
                         Some(v) => Some(v.clone()),
                         None => default
@@ -309,18 +310,7 @@ impl<'s> Builder<'s> {
                 }
             }
         }
-        let meta_lookup = |n: &str| -> Option<String> {
-            meta.iter()
-                .rev()
-                .find(|(k, _)| k == n)
-                .and_then(|(_, v)| v.clone())
-                .or_else(|| {
-                    platform
-                        .iter()
-                        .find(|(k, _)| k == n)
-                        .map(|(_, v)| v.clone())
-                })
-        };
+        let meta_lookup = |n: &str| meta_value(&meta, n);
         let names: Vec<Option<String>> = df
             .stages
             .iter()
@@ -454,7 +444,6 @@ impl<'s> Builder<'s> {
             used_args: Mutex::new(BTreeSet::new()),
             owner: build_owner(),
             lease,
-            steps_run: AtomicUsize::new(0),
         };
         // Each needed stage in a thread of its own; a stage waits for those it copies
         // from. The first error stops the others at their next step.
@@ -546,19 +535,7 @@ impl<'s> Builder<'s> {
             } => (image.clone(), platform.clone()),
             _ => unreachable!("a stage starts with FROM"),
         };
-        let meta_lookup = |n: &str| -> Option<String> {
-            run.meta
-                .iter()
-                .rev()
-                .find(|(k, _)| k == n)
-                .and_then(|(_, v)| v.clone())
-                .or_else(|| {
-                    platform_args()
-                        .into_iter()
-                        .find(|(k, _)| k == n)
-                        .map(|(_, v)| v)
-                })
-        };
+        let meta_lookup = |n: &str| meta_value(&run.meta, n);
         let image = lexer
             .word(&image, &meta_lookup)
             .map_err(|e| at(&stage.from, invalid(e.to_string())))?;
@@ -644,8 +621,9 @@ impl<'s> Builder<'s> {
         Ok(state.image)
     }
 
-    /// The image a FROM names: present, or pulled.
-    fn base_image(
+    /// An image a FROM, `COPY --from` or a bind mount names (not a stage): present, or
+    /// pulled (`--pull`: pulled even when present).
+    pub(super) fn base_image(
         &self,
         run: &Run<'_>,
         name: &str,
@@ -707,18 +685,7 @@ impl<'s> Builder<'s> {
                         Some(v) => Some(v.clone()),
                         None => match default {
                             Some(d) => Some(word(d, st)?),
-                            None => run
-                                .meta
-                                .iter()
-                                .rev()
-                                .find(|(k, _)| k == name)
-                                .and_then(|(_, v)| v.clone())
-                                .or_else(|| {
-                                    platform_args()
-                                        .into_iter()
-                                        .find(|(k, _)| k == name)
-                                        .map(|(_, v)| v)
-                                }),
+                            None => meta_value(&run.meta, name),
                         },
                     };
                     run.used_args
@@ -994,16 +961,12 @@ impl<'s> Builder<'s> {
     }
 
     /// Looks a step up in the cache; on a hit the stage moves to its image.
-    pub(super) fn cached_step(
+    pub(super) fn cached(
         &self,
-        ctx: RunCtx<'_>,
+        run: &Run<'_>,
         st: &mut StageState,
         key: &str,
     ) -> crate::Result<bool> {
-        self.cached(ctx.run, st, key)
-    }
-
-    fn cached(&self, run: &Run<'_>, st: &mut StageState, key: &str) -> crate::Result<bool> {
         if run.opts.no_cache {
             return Ok(false);
         }
@@ -1062,7 +1025,6 @@ impl<'s> Builder<'s> {
                 record_parent: true,
             },
         )?;
-        run.steps_run.fetch_add(1, Ordering::Relaxed);
         st.image = Some(id.clone());
         st.config = config;
         Ok(id)

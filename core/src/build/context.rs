@@ -374,11 +374,10 @@ impl Source {
         let mut head = [0u8; 512];
         let n = read_full(&mut f, &mut head).map_err(|e| self.io(path, e))?;
         let head = &head[..n];
-        let compression = crate::diff::Compression::detect(head);
-        let plain_tar = n >= 262 && &head[257..262] == b"ustar";
-        if compression == crate::diff::Compression::None && !plain_tar {
+        if !is_archive(head) {
             return Ok(None);
         }
+        let compression = crate::diff::Compression::detect(head);
         use std::io::Seek;
         f.seek(io::SeekFrom::Start(0))
             .map_err(|e| self.io(path, e))?;
@@ -479,7 +478,13 @@ impl Write for HashWriter {
     }
 }
 
-fn read_full(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Whether a file that begins with `head` is one ADD unpacks: a tar, plain or compressed.
+pub(crate) fn is_archive(head: &[u8]) -> bool {
+    crate::diff::Compression::detect(head) != crate::diff::Compression::None
+        || (head.len() >= 262 && &head[257..262] == b"ustar")
+}
+
+pub(crate) fn read_full(f: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match f.read(&mut buf[n..])? {
@@ -505,6 +510,16 @@ fn reopen(fd: BorrowedFd<'_>) -> io::Result<std::fs::File> {
     Ok(std::fs::File::from(f))
 }
 
+/// An entry's header: the COPY's owner (else root) and mode (else the file's).
+fn header(opts: &TarOptions, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    let (uid, gid) = opts.owner.unwrap_or((0, 0));
+    h.set_uid(uid as u64);
+    h.set_gid(gid as u64);
+    h.set_mode(opts.mode.unwrap_or(mode));
+    h
+}
+
 fn append<W: Write>(
     out: &mut tar::Builder<W>,
     name: &str,
@@ -513,12 +528,7 @@ fn append<W: Write>(
     link: Option<&[u8]>,
     opts: &TarOptions,
 ) -> io::Result<()> {
-    let mut h = tar::Header::new_gnu();
-    let (uid, gid) = opts.owner.unwrap_or((0, 0));
-    h.set_uid(uid as u64);
-    h.set_gid(gid as u64);
-    let perm = opts.mode.unwrap_or(meta.mode & 0o7777);
-    h.set_mode(perm);
+    let mut h = header(opts, meta.mode & 0o7777);
     h.set_mtime(if opts.mtime {
         meta.mtime.tv_sec.max(0) as u64
     } else {
@@ -617,11 +627,7 @@ pub(crate) fn append_bytes<W: Write>(
     mode: u32,
     opts: &TarOptions,
 ) -> io::Result<()> {
-    let mut h = tar::Header::new_gnu();
-    let (uid, gid) = opts.owner.unwrap_or((0, 0));
-    h.set_uid(uid as u64);
-    h.set_gid(gid as u64);
-    h.set_mode(opts.mode.unwrap_or(mode));
+    let mut h = header(opts, mode);
     h.set_entry_type(tar::EntryType::Regular);
     h.set_size(data.len() as u64);
     out.append_data(&mut h, name, data)

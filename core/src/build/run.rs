@@ -3,7 +3,7 @@
 //! so that no link in the image leads a write out of it). Either way the container's
 //! changes become the step's layer, and the container goes.
 
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::os::fd::OwnedFd;
 
 use serde_json::json;
@@ -124,7 +124,7 @@ pub(super) fn run_step(
         created_by = format!("|{} {} {created_by}", pairs.len(), pairs.join(" "));
     }
     let key = cache_key(st.image.as_ref(), &created_by, &mounted.key);
-    if b.cached_step(ctx, st, &key)? {
+    if b.cached(ctx.run, st, &key)? {
         return Ok(());
     }
     let image = b.ensure_image(ctx.run, st)?;
@@ -340,7 +340,7 @@ fn run_mounts(
                     Some(f) => {
                         let image = match ctx.stage_image(f, ctx.stage_index_of(i))? {
                             Some(img) => img,
-                            None => Some(b.image_named(ctx, f)?),
+                            None => Some(b.base_image(ctx.run, f, None)?),
                         };
                         let view = mount_image(b, ctx, image.as_ref())?
                             .ok_or_else(|| bad(format!("{f} has no files to bind")))?;
@@ -487,7 +487,7 @@ pub(super) fn copy_step(
         Some(f) => {
             let image = match ctx.stage_image(f, ctx.stage_index_of(i))? {
                 Some(img) => img,
-                None => Some(b.image_named(ctx, f)?),
+                None => Some(b.base_image(ctx.run, f, None)?),
             };
             let m = mount_image(b, ctx, image.as_ref())?;
             let src = match &m {
@@ -649,7 +649,7 @@ pub(super) fn copy_step(
     ));
     let created_by = created_by.join(" ");
     let key = cache_key(st.image.as_ref(), &created_by, &content);
-    if b.cached_step(ctx, st, &key)? {
+    if b.cached(ctx.run, st, &key)? {
         return Ok(());
     }
     let image = b.ensure_image(ctx.run, st)?;
@@ -774,46 +774,8 @@ fn looks_like_archive(f: &Found) -> bool {
         return false;
     };
     let mut head = [0u8; 512];
-    let mut n = 0;
-    while n < head.len() {
-        match file.read(&mut head[n..]) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-    }
-    let head = &head[..n];
-    crate::diff::Compression::detect(head) != crate::diff::Compression::None
-        || (n >= 262 && &head[257..262] == b"ustar")
-}
-
-impl<'s> Builder<'s> {
-    /// An image COPY --from names (not a stage): present, or pulled.
-    pub(super) fn image_named(&self, ctx: RunCtx<'_>, name: &str) -> crate::Result<Digest> {
-        match self
-            .state()
-            .db
-            .read(|tx| crate::image::resolve(tx, name).map(|r| r.image.id))
-        {
-            Ok(id) => Ok(id),
-            Err(e) if e.kind() == crate::error::ErrorKind::NotFound => {
-                let _ = ctx;
-                let opts = crate::registry::PullOptions {
-                    reference: name.to_string(),
-                    all_tags: false,
-                    platform: ctx.opts().platform.clone(),
-                    auth: crate::registry::stored_auth(name)?,
-                    insecure: false,
-                };
-                crate::registry::Registries::new(self.state())
-                    .pull(&opts, &mut |_| {})?
-                    .into_iter()
-                    .next()
-                    .map(|p| p.id)
-                    .ok_or_else(|| invalid(format!("pull of {name} brought no image")))
-            }
-            Err(e) => Err(e),
-        }
-    }
+    let n = super::context::read_full(&mut file, &mut head).unwrap_or(0);
+    super::context::is_archive(&head[..n])
 }
 
 /// Removes the build containers of builds whose process is gone (killed midway), with
