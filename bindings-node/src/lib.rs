@@ -303,10 +303,11 @@ impl Engine {
         engine_call!(self, |api| api.container_start(&id).map_err(fail))
     }
 
-    /// SIGTERM, then SIGKILL after `timeout` seconds (default 10).
+    /// The stop signal (SIGTERM unless the container names another), then SIGKILL after
+    /// `timeout` seconds (default: the container's stop timeout, else 10).
     #[napi(ts_return_type = "Promise<void>")]
     pub fn stop(&self, id: String, timeout: Option<u32>) -> AsyncTask<Call<()>> {
-        let t = Duration::from_secs(timeout.unwrap_or(10).into());
+        let t = timeout.map(|t| Duration::from_secs(t.into()));
         engine_call!(self, |api| api.container_stop(&id, t).map_err(fail))
     }
 

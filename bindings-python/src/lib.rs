@@ -175,7 +175,7 @@ fn create_options(
             "device_cgroup_rules" => o.device_cgroup_rules = v.extract()?,
             "dns" => o.dns = v.extract()?,
             "mem_limit" => {
-                o.memory = Some(match v.extract::<u64>() {
+                o.resources.memory = Some(match v.extract::<u64>() {
                     Ok(n) => n,
                     Err(_) => ketch::api::parse_bytes(&v.extract::<String>()?)
                         .map_err(InvalidArgument::new_err)?,
@@ -603,19 +603,21 @@ impl Container {
         blocking(py, || self.api.container_start(&self.id))
     }
 
-    #[pyo3(signature = (timeout=10))]
-    fn stop(&self, py: Python<'_>, timeout: u64) -> PyResult<()> {
+    /// The stop signal, then SIGKILL after `timeout` seconds (default: the container's
+    /// stop timeout, else 10).
+    #[pyo3(signature = (timeout=None))]
+    fn stop(&self, py: Python<'_>, timeout: Option<u64>) -> PyResult<()> {
         blocking(py, || {
             self.api
-                .container_stop(&self.id, Duration::from_secs(timeout))
+                .container_stop(&self.id, timeout.map(Duration::from_secs))
         })
     }
 
-    #[pyo3(signature = (timeout=10))]
-    fn restart(&self, py: Python<'_>, timeout: u64) -> PyResult<()> {
+    #[pyo3(signature = (timeout=None))]
+    fn restart(&self, py: Python<'_>, timeout: Option<u64>) -> PyResult<()> {
         blocking(py, || {
             self.api
-                .container_restart(&self.id, Duration::from_secs(timeout))
+                .container_restart(&self.id, timeout.map(Duration::from_secs))
         })
     }
 

@@ -595,7 +595,7 @@ pub extern "C" fn engine_container_stop(
 ) -> engine_status {
     guard(|| {
         let t = Duration::from_secs(timeout_s.into());
-        Ok(handle(e)?.container_stop(text(id, "id")?, t)?)
+        Ok(handle(e)?.container_stop(text(id, "id")?, Some(t))?)
     })
 }
 

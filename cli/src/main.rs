@@ -128,6 +128,8 @@ enum Command {
     Unpause(containers::NamesArgs),
     /// Rename a container
     Rename(containers::RenameArgs),
+    /// Update configuration of one or more containers
+    Update(containers::UpdateArgs),
     /// Execute a command in a running container
     Exec(containers::ExecArgs),
     /// Display the running processes of a container
@@ -209,6 +211,8 @@ enum ContainerCommand {
     Export(containers::ExportArgs),
     /// Copy files/folders between a container and the local filesystem
     Cp(containers::CpArgs),
+    /// Update configuration of one or more containers
+    Update(containers::UpdateArgs),
 }
 
 #[derive(Subcommand)]
@@ -324,6 +328,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Pause(a) => containers::pause(cli, a),
         Command::Unpause(a) => containers::unpause(cli, a),
         Command::Rename(a) => containers::rename(cli, a),
+        Command::Update(a) | Command::Container(ContainerCommand::Update(a)) => {
+            containers::update(cli, a)
+        }
         Command::Exec(a) => containers::exec(cli, a),
         Command::Top(a) => containers::top(cli, a),
         Command::Stats(a) => containers::stats(cli, a),

@@ -13,6 +13,9 @@ pub struct DiskUsage {
     pub images: Vec<ImageUsage>,
     pub containers: Vec<ContainerUsage>,
     pub volumes: Vec<VolumeUsage>,
+    /// BuildKit's cache records: none here (the classic builder's cache is images).
+    #[serde(default)]
+    pub build_cache: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -24,6 +27,17 @@ pub struct ImageUsage {
     pub size: i64,
     /// Containers (running or not) made from it.
     pub containers: i64,
+    /// The size of its layers that other images have too.
+    #[serde(default = "unknown")]
+    pub shared_size: i64,
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+    #[serde(default)]
+    pub parent_id: String,
+}
+
+fn unknown() -> i64 {
+    -1
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -39,16 +53,65 @@ pub struct ContainerUsage {
     pub status: String,
     /// Its writable layer.
     pub size_rw: i64,
+    /// Its mounts, as `ps` shows them (the CLI counts the volumes).
+    #[serde(default)]
+    pub mounts: Vec<serde_json::Value>,
 }
 
+/// A volume and what it uses: the API's `Volume` with its `UsageData`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[serde(from = "VolumeWire", into = "VolumeWire")]
 pub struct VolumeUsage {
     pub name: String,
     pub mountpoint: String,
     pub size: i64,
     /// Containers that name it.
     pub ref_count: i64,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct VolumeWire {
+    name: String,
+    #[serde(default)]
+    driver: String,
+    mountpoint: String,
+    #[serde(default)]
+    scope: String,
+    usage_data: UsageData,
+}
+
+#[derive(Serialize, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct UsageData {
+    size: i64,
+    ref_count: i64,
+}
+
+impl From<VolumeWire> for VolumeUsage {
+    fn from(w: VolumeWire) -> Self {
+        VolumeUsage {
+            name: w.name,
+            mountpoint: w.mountpoint,
+            size: w.usage_data.size,
+            ref_count: w.usage_data.ref_count,
+        }
+    }
+}
+
+impl From<VolumeUsage> for VolumeWire {
+    fn from(v: VolumeUsage) -> Self {
+        VolumeWire {
+            name: v.name,
+            driver: "local".into(),
+            mountpoint: v.mountpoint,
+            scope: "local".into(),
+            usage_data: UsageData {
+                size: v.size,
+                ref_count: v.ref_count,
+            },
+        }
+    }
 }
 
 /// What `system prune` removed.
@@ -66,6 +129,21 @@ impl Engine {
     pub fn system_df(&self) -> crate::Result<DiskUsage> {
         let containers = self.containers().list(true)?;
         let mut out = DiskUsage::default();
+        // Each image's layers that another image has too: its shared size, as Docker
+        // counts it (what removing the image alone would not free).
+        let shared: std::collections::HashMap<String, i64> = self.state().db.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT il.image_id, COALESCE(SUM(l.size), 0) FROM image_layers il \
+                 JOIN layers l ON l.chain_id = il.chain_id \
+                 WHERE EXISTS (SELECT 1 FROM image_layers o \
+                               WHERE o.chain_id = il.chain_id AND o.image_id != il.image_id) \
+                 GROUP BY il.image_id",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok::<_, crate::Error>(rows)
+        })?;
         for i in self.images().list(&crate::image::ListOptions {
             all: true,
             ..Default::default()
@@ -81,6 +159,9 @@ impl Engine {
                 created: i.created,
                 size: i.size,
                 containers: used,
+                shared_size: shared.get(&i.id).copied().unwrap_or(0),
+                repo_digests: i.repo_digests.clone(),
+                parent_id: String::new(),
             });
         }
         for c in &containers {
@@ -105,6 +186,19 @@ impl Engine {
                 state: c.status.as_str().to_string(),
                 status: c.status_text(),
                 size_rw,
+                mounts: c
+                    .record
+                    .config
+                    .mounts
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "Type": m.kind, "Name": if m.kind == "volume" { m.source.as_str() } else { "" },
+                            "Source": m.source, "Destination": m.target, "RW": !m.readonly,
+                            "Driver": if m.kind == "volume" { "local" } else { "" },
+                        })
+                    })
+                    .collect(),
             });
         }
         for v in self.volumes().list()? {

@@ -76,7 +76,7 @@ fn delegate(dir: &Path) {
     let avail = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
     let enable: Vec<String> = avail
         .split_whitespace()
-        .filter(|c| ["memory", "cpu", "pids"].contains(c))
+        .filter(|c| ["memory", "cpu", "cpuset", "io", "pids"].contains(c))
         .map(|c| format!("+{c}"))
         .collect();
     if !enable.is_empty() {
@@ -113,6 +113,16 @@ impl Cgroup {
         if let Err(e) = cg.apply(resources) {
             cg.destroy();
             return Err(e);
+        }
+        Ok(cg)
+    }
+
+    /// A running container's groups, to change their limits.
+    pub fn existing(rel: &str) -> io::Result<Cgroup> {
+        let cg = Cgroup::make(rel)?;
+        let here = cg.paths();
+        if here.is_empty() || !here.iter().all(|p| p.join("cgroup.procs").exists()) {
+            return Err(io::Error::other(format!("no cgroup {rel}")));
         }
         Ok(cg)
     }
@@ -229,20 +239,63 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Memory, CPU and PID limits, in the files of whichever layout the groups are on.
-    fn apply_limits(&self, r: &Resources) -> io::Result<()> {
+    /// Memory, CPU, cpuset, PID and block I/O limits, in the files of whichever layout the
+    /// groups are on. Also what `update` applies to a running container.
+    pub fn apply_limits(&self, r: &Resources) -> io::Result<()> {
         let v2 = matches!(self, Cgroup::V2(_));
-        if let Some(limit) = r.memory.as_ref().and_then(|m| m.limit).filter(|l| *l > 0)
+        if let Some(m) = &r.memory
             && let Some(d) = self.dir("memory")
         {
+            let limit = m.limit.filter(|l| *l > 0);
+            // Memory plus swap: -1 unlimited; none given, no swap beyond the limit.
+            let swap = m.swap.filter(|s| *s != 0);
             if v2 {
-                write(&d.join("memory.max"), &limit.to_string())?;
-                let _ = write(&d.join("memory.swap.max"), "0");
+                if let Some(l) = limit {
+                    write(&d.join("memory.max"), &l.to_string())?;
+                    let swap_max = match swap {
+                        Some(-1) => "max".to_string(),
+                        Some(s) => (s - l).max(0).to_string(),
+                        None => "0".to_string(),
+                    };
+                    let _ = write(&d.join("memory.swap.max"), &swap_max);
+                }
+                if let Some(r) = m.reservation.filter(|r| *r > 0) {
+                    write(&d.join("memory.low"), &r.to_string())?;
+                }
             } else {
-                write(&d.join("memory.limit_in_bytes"), &limit.to_string())?;
-                // No swap beyond the limit, as Docker does by default (memsw = limit).
-                if d.join("memory.memsw.limit_in_bytes").exists() {
-                    write(&d.join("memory.memsw.limit_in_bytes"), &limit.to_string())?;
+                if let Some(l) = limit {
+                    // The kernel checks memory <= memory+swap at each write: raise whichever
+                    // must grow first.
+                    let memsw = d.join("memory.memsw.limit_in_bytes");
+                    let total = match swap {
+                        Some(-1) => -1,
+                        Some(s) => s,
+                        None => l,
+                    };
+                    if memsw.exists() {
+                        let cur = fs::read_to_string(&memsw)
+                            .ok()
+                            .and_then(|v| v.trim().parse::<i64>().ok())
+                            .unwrap_or(i64::MAX);
+                        if total == -1 || total > cur {
+                            write(&memsw, &total.to_string())?;
+                            write(&d.join("memory.limit_in_bytes"), &l.to_string())?;
+                        } else {
+                            write(&d.join("memory.limit_in_bytes"), &l.to_string())?;
+                            write(&memsw, &total.to_string())?;
+                        }
+                    } else {
+                        write(&d.join("memory.limit_in_bytes"), &l.to_string())?;
+                    }
+                }
+                if let Some(r) = m.reservation.filter(|r| *r > 0) {
+                    write(&d.join("memory.soft_limit_in_bytes"), &r.to_string())?;
+                }
+                if let Some(s) = m.swappiness {
+                    write(&d.join("memory.swappiness"), &s.to_string())?;
+                }
+                if m.disable_oom_killer == Some(true) {
+                    write(&d.join("memory.oom_control"), "1")?;
                 }
             }
         }
@@ -258,21 +311,98 @@ impl Cgroup {
                     write(&d.join("cpu.shares"), &shares.to_string())?;
                 }
             }
-            if let Some(quota) = cpu.quota.filter(|q| *q > 0) {
-                let period = cpu.period.unwrap_or(100_000);
+            let period = cpu.period.filter(|p| *p > 0);
+            let quota = cpu.quota.filter(|q| *q > 0);
+            if quota.is_some() || period.is_some() {
+                let period = period.unwrap_or(100_000);
                 if v2 {
+                    let quota = quota.map_or("max".to_string(), |q| q.to_string());
                     write(&d.join("cpu.max"), &format!("{quota} {period}"))?;
                 } else {
                     write(&d.join("cpu.cfs_period_us"), &period.to_string())?;
-                    write(&d.join("cpu.cfs_quota_us"), &quota.to_string())?;
+                    if let Some(q) = quota {
+                        write(&d.join("cpu.cfs_quota_us"), &q.to_string())?;
+                    }
                 }
             }
         }
+        if let Some(cpu) = &r.cpu
+            && let Some(d) = self.dir("cpuset")
+        {
+            if let Some(c) = cpu.cpus.as_deref().filter(|c| !c.is_empty()) {
+                write(&d.join("cpuset.cpus"), c)?;
+            }
+            if let Some(m) = cpu.mems.as_deref().filter(|m| !m.is_empty()) {
+                write(&d.join("cpuset.mems"), m)?;
+            }
+        }
         if let Some(p) = &r.pids
-            && p.limit > 0
+            && p.limit != 0
             && let Some(d) = self.dir("pids")
         {
-            write(&d.join("pids.max"), &p.limit.to_string())?;
+            let max = if p.limit < 0 {
+                "max".to_string()
+            } else {
+                p.limit.to_string()
+            };
+            write(&d.join("pids.max"), &max)?;
+        }
+        if let Some(b) = &r.block_io {
+            self.apply_block_io(b)?;
+        }
+        Ok(())
+    }
+
+    fn apply_block_io(&self, b: &crate::spec::BlockIo) -> io::Result<()> {
+        let v2 = matches!(self, Cgroup::V2(_));
+        let Some(d) = self.dir(if v2 { "io" } else { "blkio" }) else {
+            return Ok(());
+        };
+        if let Some(w) = b.weight.filter(|w| *w > 0) {
+            let file = if v2 {
+                "io.weight"
+            } else if d.join("blkio.weight").exists() {
+                "blkio.weight"
+            } else {
+                "blkio.bfq.weight"
+            };
+            write(&d.join(file), &w.to_string())?;
+        }
+        for (list, v1_file, v2_key) in [
+            (
+                &b.throttle_read_bps_device,
+                "blkio.throttle.read_bps_device",
+                "rbps",
+            ),
+            (
+                &b.throttle_write_bps_device,
+                "blkio.throttle.write_bps_device",
+                "wbps",
+            ),
+            (
+                &b.throttle_read_iops_device,
+                "blkio.throttle.read_iops_device",
+                "riops",
+            ),
+            (
+                &b.throttle_write_iops_device,
+                "blkio.throttle.write_iops_device",
+                "wiops",
+            ),
+        ] {
+            for t in list {
+                if v2 {
+                    write(
+                        &d.join("io.max"),
+                        &format!("{}:{} {v2_key}={}", t.major, t.minor, t.rate),
+                    )?;
+                } else {
+                    write(
+                        &d.join(v1_file),
+                        &format!("{}:{} {}", t.major, t.minor, t.rate),
+                    )?;
+                }
+            }
         }
         Ok(())
     }

@@ -386,6 +386,16 @@ fn setup(
     {
         sethostname(h).map_err(ctx(|| "sethostname".to_string()))?;
     }
+    if let Some(d) = &spec.domainname
+        && spec.linux.namespaces.iter().any(|n| n.kind == "uts")
+    {
+        // SAFETY: a pointer and length of a live buffer.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(ctx(|| "setdomainname".to_string())(
+                io::Error::last_os_error(),
+            ));
+        }
+    }
     let own_mount_ns = spec.linux.namespaces.iter().any(|n| n.kind == "mount");
     if own_mount_ns {
         let root_path = PathBuf::from(&spec.root.path);
@@ -443,6 +453,7 @@ fn setup(
             .get("io.ketch.privileged")
             .is_some_and(|v| v == "true");
         rootfs::make_devices(root.as_fd(), spec, privileged)?;
+        rootfs::write_sysctls(root.as_fd(), spec)?;
         rootfs::protect_paths(root.as_fd(), spec)?;
         pivot(root.as_fd())?;
         if spec.root.readonly {

@@ -146,7 +146,34 @@ struct Identity {
 fn resolve_user(spec: &Spec, spec_user: &str) -> Result<Identity, StartError> {
     let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
     let group = fs::read_to_string("/etc/group").unwrap_or_default();
-    identity(&spec.process.user, spec_user, &passwd, &group)
+    let mut id = identity(&spec.process.user, spec_user, &passwd, &group)?;
+    if let Some(extra) = spec.annotations.get("io.ketch.groups") {
+        for g in extra.split(',').filter(|g| !g.is_empty()) {
+            let gid = group_id(g, &group)?;
+            if !id.groups.contains(&gid) {
+                id.groups.push(gid);
+            }
+        }
+    }
+    Ok(id)
+}
+
+/// `--group-add`: a number, or a name in the container's /etc/group.
+fn group_id(g: &str, group: &str) -> Result<u32, StartError> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(n);
+    }
+    group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[0] == g)
+        .and_then(|f| f[2].parse().ok())
+        .ok_or_else(|| {
+            fail(
+                126,
+                format!("unable to find group {g}: no matching entries in group file"),
+            )
+        })
 }
 
 /// Who `USER[:GROUP]` (names or numbers) is, by the root's passwd and group files: IDs,

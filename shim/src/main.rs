@@ -26,6 +26,7 @@ mod cp;
 mod devices;
 mod dns;
 mod exec;
+mod health;
 mod init;
 mod initproc;
 mod launch;
@@ -70,7 +71,7 @@ struct State {
     cgroups: Vec<PathBuf>,
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     rfc3339(
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -334,16 +335,15 @@ fn open_joins(spec: &Spec) -> Result<Vec<(libc::c_int, OwnedFd)>, String> {
             |e: &dyn std::fmt::Display| format!("join the {} namespace {path}: {e}", ns.kind);
         let pidfd = match owner {
             Some(pid) => {
-                let start = spec
-                    .annotations
-                    .get("io.ketch.join.start")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                let owner = spec
-                    .annotations
-                    .get("io.ketch.join.owner")
-                    .map(String::as_str)
-                    .unwrap_or_default();
+                // Each kind names its own process (`io.ketch.join.pid.start`); the older
+                // single pair served the network alone.
+                let note = |what: &str| {
+                    spec.annotations
+                        .get(&format!("io.ketch.join.{}.{what}", ns.kind))
+                        .or_else(|| spec.annotations.get(&format!("io.ketch.join.{what}")))
+                };
+                let start = note("start").and_then(|s| s.parse().ok()).unwrap_or(0);
+                let owner = note("owner").map(String::as_str).unwrap_or_default();
                 Some(sys::pidfd_of(pid, start, owner).map_err(|e| what(&e))?)
             }
             None => None,
@@ -416,12 +416,34 @@ fn start(
             _ => 0,
         } as libc::c_long;
     }
+    // A PID namespace is joined for the children only (`pid_for_children`): the monitor
+    // enters it just for the fork, and goes back to its own right after, so that nothing
+    // else it forks lands there.
+    let pid_join = joins.iter().find(|(f, _)| *f == libc::CLONE_NEWPID);
+    let own_pid_ns = match pid_join {
+        Some((_, fd)) => {
+            let own = File::open("/proc/self/ns/pid_for_children")
+                .map_err(e("open the PID namespace"))?;
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID)
+                .map_err(|err| e("join the PID namespace")(err.into()))?;
+            Some(own)
+        }
+        None => None,
+    };
     // A fork with namespace flags, into the container's v2 group where there is one. This
     // process is single-threaded, so the child may run Rust code until it execs.
     let v2 = cg.v2_dir();
     // SAFETY: this process is single-threaded.
-    let (pid, in_v2) = unsafe { sys::fork_into(flags as u64, v2.as_ref().map(|f| f.as_fd())) }
-        .map_err(e("clone"))?;
+    let forked = unsafe { sys::fork_into(flags as u64, v2.as_ref().map(|f| f.as_fd())) };
+    if let Some(own) = &own_pid_ns
+        && forked.as_ref().is_ok_and(|(pid, _)| *pid != 0)
+        && let Err(err) = nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWPID)
+    {
+        // Whatever it forked next would land in the other container: stop here.
+        eprintln!("ketch-shim: leave the joined PID namespace: {err}");
+        std::process::exit(125);
+    }
+    let (pid, in_v2) = forked.map_err(e("clone"))?;
     drop(v2);
     if pid == 0 {
         // Not dumpable while this is the helper's image inside the container: no process of
@@ -473,7 +495,7 @@ fn start(
         }
         // A namespace to join that is not there must fail the start: going on would leave
         // the container in the monitor's (the host's) namespace.
-        for (flag, fd) in joins {
+        for (flag, fd) in joins.iter().filter(|(f, _)| *f != libc::CLONE_NEWPID) {
             if let Err(err) = nix::sched::setns(fd, nix::sched::CloneFlags::from_bits_retain(*flag))
             {
                 let mut w = File::from(exec_w);
@@ -501,6 +523,18 @@ fn start(
     let pid = Pid::from_raw(pid);
     drop((out_w, err_w, go_r, exec_w));
     drop(in_r);
+    // Set from here, before the child may run: lowering it needs CAP_SYS_RESOURCE, which
+    // only the monitor could have.
+    if let Some(adj) = spec.process.oom_score_adj
+        && let Err(err) = fs::write(format!("/proc/{pid}/oom_score_adj"), adj.to_string())
+    {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        return Err(init::StartError {
+            code: 125,
+            message: format!("set oom_score_adj to {adj}: {err}"),
+        });
+    }
     // Held open until the process runs: its closing tells the child the monitor is gone.
     let mut go = File::from(go_w);
     let _ = go.write_all(b"g");
@@ -641,6 +675,7 @@ pub(crate) fn monitor(
     sfd: &SignalFd,
     mut dns: Option<&mut dns::Server>,
     winsize: Option<&Path>,
+    mut health: Option<&mut health::Health>,
 ) -> i32 {
     let mut open = [Some(run.out), run.err];
     let mut input = run.input;
@@ -677,10 +712,21 @@ pub(crate) fn monitor(
                 which.push(8);
             }
         }
+        if let Some(h) = health.as_deref()
+            && status.is_none()
+            && let Some(fd) = h.fd()
+        {
+            fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            which.push(6);
+        }
         // Once the container has exited, whatever still holds its pipes (a daemon it left
         // behind in another namespace cannot) gets a moment, then the pipes are abandoned.
         let timeout = if status.is_some() {
             PollTimeout::from(200u16)
+        } else if let Some(h) = health.as_deref() {
+            // Rounded up: waking a moment early would only poll again.
+            let ms = h.timeout().as_millis().saturating_add(1).min(60_000) as u16;
+            PollTimeout::from(ms)
         } else {
             PollTimeout::NONE
         };
@@ -697,6 +743,12 @@ pub(crate) fn monitor(
             .zip(&which)
             .map(|(f, w)| (*w, f.revents().is_some_and(|r| !r.is_empty())))
             .collect();
+        drop(fds);
+        if status.is_none()
+            && let Some(h) = health.as_deref_mut()
+        {
+            h.tick();
+        }
         let mut relayed = false;
         for (w, is_ready) in ready {
             if !is_ready {
@@ -728,6 +780,17 @@ pub(crate) fn monitor(
                                         status = Some(128 + s as i32)
                                     }
                                     Ok(WaitStatus::StillAlive) | Err(_) => break,
+                                    // A health check's exec helper.
+                                    Ok(WaitStatus::Exited(p, code)) => {
+                                        if let Some(h) = health.as_deref_mut() {
+                                            h.reaped(p, code);
+                                        }
+                                    }
+                                    Ok(WaitStatus::Signaled(p, s, _)) => {
+                                        if let Some(h) = health.as_deref_mut() {
+                                            h.reaped(p, 128 + s as i32);
+                                        }
+                                    }
                                     Ok(_) => {}
                                 }
                             }
@@ -793,6 +856,11 @@ pub(crate) fn monitor(
                         }
                     }
                 }
+                6 => {
+                    if let Some(h) = health.as_deref_mut() {
+                        h.readable();
+                    }
+                }
                 2 => match nix::unistd::read(0, &mut buf) {
                     Ok(0) | Err(_) => {
                         stdin_open = false;
@@ -832,6 +900,45 @@ fn read_winsize(path: &Path, ws: &mut libc::winsize) -> bool {
     }
 }
 
+/// The bundle's spec.
+fn read_spec(bundle: &Path) -> Result<Spec, String> {
+    fs::read(bundle.join("config.json"))
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .map_err(|e| format!("read {}/config.json: {e}", bundle.display()))
+}
+
+/// `ketch-shim update BUNDLE`: the limits in the bundle's spec (which the engine has just
+/// rewritten) applied to the running container's cgroups, as `docker update` changes them.
+/// The monitor reads the same spec again at each restart.
+fn update() -> i32 {
+    let Some(bundle) = std::env::args().nth(2).map(PathBuf::from) else {
+        eprintln!("ketch-shim update: missing bundle");
+        return 125;
+    };
+    let spec = match read_spec(&bundle) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 125;
+        }
+    };
+    let Some(rel) = spec.linux.cgroups_path.as_deref() else {
+        eprintln!("the spec names no cgroup");
+        return 125;
+    };
+    let Some(resources) = spec.linux.resources.as_ref() else {
+        return 0;
+    };
+    match Cgroup::existing(rel).and_then(|cg| cg.apply_limits(resources)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
 fn main() {
     if initproc::selected() {
         initproc::main();
@@ -847,6 +954,10 @@ fn main() {
         Some("cp") => {
             sys::close_from(3, false);
             std::process::exit(cp::run())
+        }
+        Some("update") => {
+            sys::close_from(3, false);
+            std::process::exit(update())
         }
         _ => {}
     }
@@ -987,13 +1098,9 @@ fn run(opts: Options) -> i32 {
             }
         }
     };
-    let spec: Spec = match fs::read(bundle.join("config.json"))
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
+    let spec = match read_spec(&bundle) {
         Ok(s) => s,
-        Err(e) => {
-            let msg = format!("read {}/config.json: {e}", bundle.display());
+        Err(msg) => {
             report(&mut ready, &format!("error 125 {msg}"));
             eprintln!("ketch-shim: {msg}");
             return 125;
@@ -1039,7 +1146,17 @@ fn run(opts: Options) -> i32 {
         .get("io.ketch.log.max-file")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let mut log = Log::open(bundle.join("container.log"), max_size, max_file);
+    // `--log-driver none`: the output goes to attached clients only.
+    let mut log = if spec
+        .annotations
+        .get("io.ketch.log.driver")
+        .map(String::as_str)
+        == Some("none")
+    {
+        Log::disabled()
+    } else {
+        Log::open(bundle.join("container.log"), max_size, max_file)
+    };
     let mut state = State {
         shim_pid: std::process::id(),
         shim_start: sys::process_start_time(std::process::id()),
@@ -1104,9 +1221,14 @@ fn run(opts: Options) -> i32 {
         .annotations
         .get("io.ketch.init")
         .is_some_and(|v| v == "true");
-    let (policy, max_retries) = restart_policy(&spec);
     loop {
-        let cg = match Cgroup::create(&cgroups_path, spec.linux.resources.as_ref()) {
+        // Read again at each run: `update` may have changed the limits and the policy.
+        let current = read_spec(&bundle).ok();
+        let resources = current
+            .as_ref()
+            .and_then(|s| s.linux.resources.as_ref())
+            .or(spec.linux.resources.as_ref());
+        let cg = match Cgroup::create(&cgroups_path, resources) {
             Ok(c) => c,
             Err(e) => {
                 let msg = format!("cgroups: {e}");
@@ -1167,7 +1289,16 @@ fn run(opts: Options) -> i32 {
             (true, true) => Relay::Framed,
         };
         let winsize = bundle.join("winsize");
-        let code = monitor(run, &mut log, relay, &sfd, dns.as_mut(), Some(&winsize));
+        let mut health = health::Health::new(&spec, &bundle, run.pid.as_raw());
+        let code = monitor(
+            run,
+            &mut log,
+            relay,
+            &sfd,
+            dns.as_mut(),
+            Some(&winsize),
+            health.as_mut(),
+        );
         // A stream is for one run: after a restart the container goes on detached.
         if opts.stream {
             if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
@@ -1186,6 +1317,8 @@ fn run(opts: Options) -> i32 {
         state.pid_start = 0;
         // A stop request (recorded by the engine before it signals) ends restarts.
         let stopped = bundle.join("stop-requested").exists();
+        let (policy, max_retries) =
+            read_spec(&bundle).map_or_else(|_| restart_policy(&spec), |s| restart_policy(&s));
         if !restarts(&policy, max_retries, stopped, code, state.restart_count) {
             // Its ports and network go before the end is recorded: whoever waits for the
             // container to stop finds them gone.

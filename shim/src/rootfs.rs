@@ -330,6 +330,41 @@ fn host_devices(dev: &OwnedFd) {
 /// source is the host's `/dev/null`, opened without following links and checked to be the
 /// character device 1:3 — never whatever the container's `/dev/null` turns out to be
 /// (CVE-2025-31133).
+/// Writes the container's sysctls under its /proc/sys, before that is made read-only. Each
+/// file is opened inside the root without following links, and must be on procfs: the
+/// image's `/proc` cannot point a write at anything else (runc checks the same).
+pub fn write_sysctls(root: BorrowedFd<'_>, spec: &Spec) -> Result<(), StartError> {
+    for (key, value) in &spec.linux.sysctl {
+        // `net.ipv4.conf.eth0/1.x` names a device with a dot as a slash: keep the key's
+        // parts as path components and refuse anything that would climb.
+        let rel: Vec<&str> = key.split('.').collect();
+        if rel
+            .iter()
+            .any(|c| c.is_empty() || *c == ".." || c.contains('/'))
+        {
+            return Err(fail(125, format!("invalid sysctl {key:?}")));
+        }
+        let path = format!("proc/sys/{}", rel.join("/"));
+        let fd = rustix::fs::openat2(
+            root,
+            path.as_str(),
+            OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            rustix::fs::ResolveFlags::IN_ROOT
+                | rustix::fs::ResolveFlags::NO_MAGICLINKS
+                | rustix::fs::ResolveFlags::NO_SYMLINKS,
+        )
+        .map_err(|e| fail(125, format!("sysctl {key}: {e}")))?;
+        let fs = rustix::fs::fstatfs(&fd).map_err(|e| fail(125, format!("sysctl {key}: {e}")))?;
+        if fs.f_type != libc::PROC_SUPER_MAGIC {
+            return Err(fail(125, format!("sysctl {key}: /proc/sys is not procfs")));
+        }
+        rustix::io::write(&fd, value.as_bytes())
+            .map_err(|e| fail(125, format!("sysctl {key}={value}: {e}")))?;
+    }
+    Ok(())
+}
+
 pub fn protect_paths(root: BorrowedFd<'_>, spec: &Spec) -> Result<(), StartError> {
     for p in &spec.linux.readonly_paths {
         let fd = match open_in_root(root, p, false) {

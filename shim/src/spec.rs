@@ -11,6 +11,8 @@ pub struct Spec {
     pub process: Process,
     pub root: Root,
     pub hostname: Option<String>,
+    /// The NIS domain name (`--domainname`), set in the container's UTS namespace.
+    pub domainname: Option<String>,
     pub mounts: Vec<Mount>,
     pub linux: Linux,
     pub annotations: BTreeMap<String, String>,
@@ -28,6 +30,7 @@ pub struct Process {
     pub capabilities: Option<Capabilities>,
     pub rlimits: Vec<Rlimit>,
     pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone, Copy)]
@@ -94,6 +97,8 @@ pub struct Linux {
     pub seccomp: Option<Box<serde_json::value::RawValue>>,
     /// Device nodes to create (`--device`).
     pub devices: Vec<Device>,
+    /// Namespaced kernel parameters (`--sysctl`), written under the container's /proc/sys.
+    pub sysctl: BTreeMap<String, String>,
 }
 
 /// A device node in the container, as OCI's `linux.devices` gives it.
@@ -149,13 +154,39 @@ pub struct Resources {
     pub memory: Option<Memory>,
     pub cpu: Option<Cpu>,
     pub pids: Option<Pids>,
+    #[serde(rename = "blockIO")]
+    pub block_io: Option<BlockIo>,
 }
 
 #[derive(Debug, Deserialize, Default)]
-#[serde(default)]
+#[serde(default, rename_all = "camelCase")]
+pub struct BlockIo {
+    pub weight: Option<u16>,
+    pub throttle_read_bps_device: Vec<Throttle>,
+    pub throttle_write_bps_device: Vec<Throttle>,
+    #[serde(rename = "throttleReadIOPSDevice")]
+    pub throttle_read_iops_device: Vec<Throttle>,
+    #[serde(rename = "throttleWriteIOPSDevice")]
+    pub throttle_write_iops_device: Vec<Throttle>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct Throttle {
+    pub major: i64,
+    pub minor: i64,
+    pub rate: u64,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Memory {
     pub limit: Option<i64>,
+    /// Memory plus swap; -1 unlimited.
     pub swap: Option<i64>,
+    pub reservation: Option<i64>,
+    pub swappiness: Option<u64>,
+    #[serde(rename = "disableOOMKiller")]
+    pub disable_oom_killer: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -164,6 +195,9 @@ pub struct Cpu {
     pub shares: Option<u64>,
     pub quota: Option<i64>,
     pub period: Option<u64>,
+    /// cpuset's CPUs and memory nodes (`0-2,4`).
+    pub cpus: Option<String>,
+    pub mems: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

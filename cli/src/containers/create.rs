@@ -3,11 +3,80 @@
 
 use super::*;
 
+/// The limits `run`, `create` and `update` take alike.
+#[derive(Args, Clone)]
+pub struct ResourceArgs {
+    /// Memory limit
+    #[arg(short = 'm', long, value_parser = crate::parse_bytes)]
+    memory: Option<u64>,
+    /// Memory soft limit
+    #[arg(long, value_parser = crate::parse_bytes)]
+    memory_reservation: Option<u64>,
+    /// Swap limit equal to memory plus swap: '-1' to enable unlimited swap
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Number of CPUs
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long)]
+    cpu_shares: Option<u64>,
+    /// Limit CPU CFS (Completely Fair Scheduler) period
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    /// Limit CPU CFS (Completely Fair Scheduler) quota
+    #[arg(long)]
+    cpu_quota: Option<i64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// MEMs in which to allow execution (0-3, 0,1)
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    /// Tune container pids limit (set -1 for unlimited)
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Block IO (relative weight), between 10 and 1000, or 0 to disable
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+}
+
+impl ResourceArgs {
+    pub(super) fn resources(&self) -> Result<ketch::api::Resources> {
+        let memory_swap = match self.memory_swap.as_deref() {
+            None => None,
+            Some("-1") => Some(-1),
+            Some(v) => Some(crate::parse_bytes(v).map_err(|e| {
+                Exit(
+                    125,
+                    format!("invalid argument \"{v}\" for \"--memory-swap\" flag: {e}"),
+                )
+            })? as i64),
+        };
+        Ok(ketch::api::Resources {
+            memory: self.memory,
+            memory_reservation: self.memory_reservation,
+            memory_swap,
+            cpus: self.cpus,
+            cpu_shares: self.cpu_shares,
+            cpu_period: self.cpu_period,
+            cpu_quota: self.cpu_quota,
+            cpuset_cpus: self.cpuset_cpus.clone(),
+            cpuset_mems: self.cpuset_mems.clone(),
+            pids_limit: self.pids_limit,
+            blkio_weight: self.blkio_weight.filter(|w| *w > 0),
+            ..Default::default()
+        })
+    }
+}
+
 #[derive(Args, Clone)]
 pub struct CreateArgs {
     /// Assign a name to the container
     #[arg(long)]
     name: Option<String>,
+    #[command(flatten)]
+    limits: ResourceArgs,
     /// Set environment variables
     #[arg(short = 'e', long = "env")]
     env: Vec<String>,
@@ -38,18 +107,6 @@ pub struct CreateArgs {
     /// Keep STDIN open even if not attached
     #[arg(short = 'i', long)]
     interactive: bool,
-    /// Memory limit
-    #[arg(short = 'm', long, value_parser = crate::parse_bytes)]
-    memory: Option<u64>,
-    /// Number of CPUs
-    #[arg(long)]
-    cpus: Option<f64>,
-    /// CPU shares (relative weight)
-    #[arg(short = 'c', long)]
-    cpu_shares: Option<u64>,
-    /// Tune container pids limit (set -1 for unlimited)
-    #[arg(long)]
-    pids_limit: Option<i64>,
     /// Give extended privileges to this container
     #[arg(long)]
     privileged: bool,
@@ -119,6 +176,162 @@ pub struct CreateArgs {
     /// Set platform if server is multi-platform capable (for a pull)
     #[arg(long)]
     platform: Option<String>,
+    /// Tune container memory swappiness (0 to 100)
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swappiness: Option<i64>,
+    /// Disable OOM Killer
+    #[arg(long)]
+    oom_kill_disable: bool,
+    /// Tune host's OOM preferences (-1000 to 1000)
+    #[arg(long, allow_hyphen_values = true)]
+    oom_score_adj: Option<i32>,
+    /// Limit read rate (bytes per second) from a device
+    #[arg(long)]
+    device_read_bps: Vec<String>,
+    /// Limit write rate (bytes per second) to a device
+    #[arg(long)]
+    device_write_bps: Vec<String>,
+    /// Limit read rate (IO per second) from a device
+    #[arg(long)]
+    device_read_iops: Vec<String>,
+    /// Limit write rate (IO per second) to a device
+    #[arg(long)]
+    device_write_iops: Vec<String>,
+    /// Optional parent cgroup for the container
+    #[arg(long)]
+    cgroup_parent: Option<String>,
+    /// Cgroup namespace to use (host|private)
+    #[arg(long)]
+    cgroupns: Option<String>,
+    /// PID namespace to use (host, container:NAME)
+    #[arg(long)]
+    pid: Option<String>,
+    /// IPC mode to use (private, shareable, none, host, container:NAME)
+    #[arg(long)]
+    ipc: Option<String>,
+    /// UTS namespace to use (host)
+    #[arg(long)]
+    uts: Option<String>,
+    /// User namespace to use (host)
+    #[arg(long)]
+    userns: Option<String>,
+    /// Ulimit options (NAME=SOFT[:HARD])
+    #[arg(long)]
+    ulimit: Vec<String>,
+    /// Size of /dev/shm
+    #[arg(long, value_parser = crate::parse_bytes)]
+    shm_size: Option<u64>,
+    /// Add additional groups to join
+    #[arg(long)]
+    group_add: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long)]
+    dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long, visible_alias = "dns-opt")]
+    dns_option: Vec<String>,
+    /// Container NIS domain name
+    #[arg(long)]
+    domainname: Option<String>,
+    /// Sysctl options (KEY=VALUE)
+    #[arg(long)]
+    sysctl: Vec<String>,
+    /// Add an annotation to the container (passed through to the OCI runtime)
+    #[arg(long)]
+    annotation: Vec<String>,
+    /// Signal to stop the container
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container
+    #[arg(long, allow_hyphen_values = true)]
+    stop_timeout: Option<i64>,
+    /// Logging driver for the container (json-file, local, none)
+    #[arg(long)]
+    log_driver: Option<String>,
+    /// Expose a port or a range of ports
+    #[arg(long)]
+    expose: Vec<String>,
+    /// Read in a line delimited file of labels
+    #[arg(long)]
+    label_file: Vec<String>,
+    /// Write the container ID to the file
+    #[arg(long)]
+    cidfile: Option<String>,
+    /// Command to run to check health
+    #[arg(long)]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h)
+    #[arg(long)]
+    health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h)
+    #[arg(long)]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long)]
+    health_retries: Option<i64>,
+    /// Start period for the container to initialize before starting health-retries countdown (ms|s|m|h)
+    #[arg(long)]
+    health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h)
+    #[arg(long)]
+    health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long)]
+    no_healthcheck: bool,
+    /// Runtime to use for this container (runc)
+    #[arg(long)]
+    runtime: Option<String>,
+    /// Container isolation technology (default)
+    #[arg(long)]
+    isolation: Option<String>,
+    /// Optional volume driver for the container (local)
+    #[arg(long)]
+    volume_driver: Option<String>,
+    /// Skip image verification (content trust is not used here)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    disable_content_trust: Option<String>,
+    /// Add link to another container (not supported yet)
+    #[arg(long)]
+    link: Vec<String>,
+    /// Container MAC address (not supported yet)
+    #[arg(long)]
+    mac_address: Option<String>,
+    /// GPU devices to add to the container (not supported)
+    #[arg(long)]
+    gpus: Option<String>,
+    /// IPv6 address (not supported: networks are IPv4)
+    #[arg(long)]
+    ip6: Option<String>,
+    /// Container IPv4/IPv6 link-local addresses (not supported)
+    #[arg(long)]
+    link_local_ip: Vec<String>,
+    /// Limit CPU real-time period in microseconds (not supported)
+    #[arg(long)]
+    cpu_rt_period: Option<i64>,
+    /// Limit CPU real-time runtime in microseconds (not supported)
+    #[arg(long)]
+    cpu_rt_runtime: Option<i64>,
+    /// Block IO weight (relative device weight) (not supported)
+    #[arg(long)]
+    blkio_weight_device: Vec<String>,
+    /// Storage driver options for the container (not supported)
+    #[arg(long)]
+    storage_opt: Vec<String>,
+    /// CPU count (Windows only)
+    #[arg(long)]
+    cpu_count: Option<i64>,
+    /// CPU percent (Windows only)
+    #[arg(long)]
+    cpu_percent: Option<i64>,
+    /// Maximum IO bandwidth limit for the system drive (Windows only)
+    #[arg(long)]
+    io_maxbandwidth: Option<String>,
+    /// Maximum IOps limit for the system drive (Windows only)
+    #[arg(long)]
+    io_maxiops: Option<u64>,
+    /// Kernel memory limit (not supported: removed from the kernel)
+    #[arg(long)]
+    kernel_memory: Option<String>,
     /// The image
     image: String,
     /// Command and arguments
@@ -126,8 +339,127 @@ pub struct CreateArgs {
     command: Vec<String>,
 }
 
+/// A Go duration flag (`--health-interval 1s`) in nanoseconds.
+fn duration_flag(flag: &str, v: &Option<String>) -> Result<i64> {
+    match v {
+        None => Ok(0),
+        Some(v) => ketch::api::parse_duration(v).ok_or_else(|| {
+            Exit(
+                125,
+                format!(
+                    "invalid argument \"{v}\" for \"--{flag}\" flag: time: invalid duration \"{v}\""
+                ),
+            )
+            .into()
+        }),
+    }
+}
+
+pub(super) fn throttles(
+    flag: &str,
+    list: &[String],
+    bytes: bool,
+) -> Result<Vec<ketch::api::ThrottleDevice>> {
+    list.iter()
+        .map(|t| {
+            ketch::api::ThrottleDevice::parse(t, bytes).map_err(|e| {
+                Exit(
+                    125,
+                    format!("invalid argument \"{t}\" for \"--{flag}\" flag: {e}"),
+                )
+                .into()
+            })
+        })
+        .collect()
+}
+
 impl CreateArgs {
+    /// The flags Docker has that ketch refuses, each with the API field it sets.
+    fn refused(&self) -> Result<()> {
+        let set: [(&str, &str, bool); 14] = [
+            ("link", "Links", !self.link.is_empty()),
+            ("mac-address", "MacAddress", self.mac_address.is_some()),
+            ("gpus", "DeviceRequests", self.gpus.is_some()),
+            (
+                "cpu-rt-period",
+                "CpuRealtimePeriod",
+                self.cpu_rt_period.is_some(),
+            ),
+            (
+                "cpu-rt-runtime",
+                "CpuRealtimeRuntime",
+                self.cpu_rt_runtime.is_some(),
+            ),
+            (
+                "blkio-weight-device",
+                "BlkioWeightDevice",
+                !self.blkio_weight_device.is_empty(),
+            ),
+            ("storage-opt", "StorageOpt", !self.storage_opt.is_empty()),
+            ("cpu-count", "CpuCount", self.cpu_count.is_some()),
+            ("cpu-percent", "CpuPercent", self.cpu_percent.is_some()),
+            (
+                "io-maxbandwidth",
+                "IOMaximumBandwidth",
+                self.io_maxbandwidth.is_some(),
+            ),
+            ("io-maxiops", "IOMaximumIOps", self.io_maxiops.is_some()),
+            ("ip6", "", self.ip6.is_some()),
+            ("link-local-ip", "", !self.link_local_ip.is_empty()),
+            ("kernel-memory", "", self.kernel_memory.is_some()),
+        ];
+        for (flag, field, given) in set {
+            if !given {
+                continue;
+            }
+            let reason = match field {
+                "" if flag == "ip6" => "networks here are IPv4",
+                "" if flag == "kernel-memory" => "kernel memory limits are gone from the kernel",
+                "" => "link-local addresses are not supported",
+                f => ketch::api::create::refusal(f).unwrap_or("not supported"),
+            };
+            bail!(Exit(125, format!("--{flag} is not supported: {reason}")));
+        }
+        Ok(())
+    }
+
+    fn healthcheck(&self) -> Result<Option<ketch::api::Healthcheck>> {
+        let any = self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some()
+            || self.health_start_interval.is_some();
+        if self.no_healthcheck {
+            if any {
+                bail!(Exit(
+                    125,
+                    "--no-healthcheck conflicts with --health-* options".into()
+                ));
+            }
+            return Ok(Some(ketch::api::Healthcheck {
+                test: vec!["NONE".into()],
+                ..Default::default()
+            }));
+        }
+        if !any {
+            return Ok(None);
+        }
+        Ok(Some(ketch::api::Healthcheck {
+            test: match &self.health_cmd {
+                Some(c) => vec!["CMD-SHELL".into(), c.clone()],
+                None => vec![],
+            },
+            interval: duration_flag("health-interval", &self.health_interval)?,
+            timeout: duration_flag("health-timeout", &self.health_timeout)?,
+            retries: self.health_retries.unwrap_or(0),
+            start_period: duration_flag("health-start-period", &self.health_start_period)?,
+            start_interval: duration_flag("health-start-interval", &self.health_start_interval)?,
+        }))
+    }
+
     fn options(&self) -> Result<CreateOptions> {
+        self.refused()?;
         let mut env = Vec::new();
         for f in &self.env_file {
             let text =
@@ -142,7 +474,18 @@ impl CreateArgs {
         }
         env.extend(self.env.iter().map(|e| expand_env(e)));
         let mut labels = Vec::new();
-        for l in &self.label {
+        let mut label_lines = Vec::new();
+        for f in &self.label_file {
+            let text =
+                std::fs::read_to_string(f).map_err(|e| Exit(125, format!("open {f}: {e}")))?;
+            label_lines.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_string),
+            );
+        }
+        for l in label_lines.iter().chain(&self.label) {
             let (k, v) = l.split_once('=').unwrap_or((l, ""));
             labels.push((k.to_string(), v.to_string()));
         }
@@ -169,8 +512,10 @@ impl CreateArgs {
         let ketch::api::SecurityOpts {
             no_new_privileges,
             seccomp_unconfined,
-            seccomp_profile,
+            ref seccomp_profile,
+            ..
         } = security;
+        let seccomp_profile = seccomp_profile.clone();
         let (mut log_max_size, mut log_max_file) = (None, None);
         for o in &self.log_opt {
             match o.split_once('=') {
@@ -187,16 +532,8 @@ impl CreateArgs {
             }
         }
         if let Some(r) = &self.restart {
-            let (kind, n) = r.split_once(':').unwrap_or((r, ""));
-            let ok = match kind {
-                "no" | "always" | "unless-stopped" => n.is_empty(),
-                "on-failure" => n.is_empty() || n.parse::<u32>().is_ok(),
-                _ => false,
-            };
-            if !ok {
-                bail!(Exit(125, format!("invalid restart policy {r:?}")));
-            }
-            if self.rm && kind != "no" {
+            ketch::api::check_restart(r).map_err(|e| Exit(125, e))?;
+            if self.rm && r != "no" {
                 bail!(Exit(
                     125,
                     "conflicting options: cannot specify both --restart and --rm".into()
@@ -226,24 +563,31 @@ impl CreateArgs {
                 ));
             }
         }
-        if let Some(m) = self.memory
-            && m < 6 << 20
-        {
-            bail!(Exit(125, "Minimum memory limit allowed is 6MB".into()));
-        }
-        if let Some(c) = self.cpus
-            && (c <= 0.0 || c > num_cpus() as f64)
-        {
-            bail!(Exit(
+        let bad = |flag: &str, v: &str, why: &str| {
+            Exit(
                 125,
-                format!(
-                    "range of CPUs is from 0.01 to {}.00, as there are only {} CPUs available",
-                    num_cpus(),
-                    num_cpus()
+                format!("invalid argument \"{v}\" for \"--{flag}\" flag: {why}"),
+            )
+        };
+        let memory_swappiness = match self.memory_swappiness {
+            None | Some(-1) => None,
+            Some(v) => Some(u64::try_from(v).map_err(|_| {
+                bad(
+                    "memory-swappiness",
+                    &v.to_string(),
+                    "valid memory swappiness range is 0-100",
                 )
-            ));
-        }
-        Ok(CreateOptions {
+            })?),
+        };
+        let ulimits = self
+            .ulimit
+            .iter()
+            .map(|u| ketch::api::Ulimit::parse(u).map_err(|e| bad("ulimit", u, &e)))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let sysctls = ketch::api::key_values(&self.sysctl, "--sysctl").map_err(|e| Exit(125, e))?;
+        let annotations =
+            ketch::api::key_values(&self.annotation, "--annotation").map_err(|e| Exit(125, e))?;
+        let mut opts = CreateOptions {
             image: self.image.clone(),
             name: self.name.clone(),
             cmd: self.command.clone(),
@@ -263,10 +607,15 @@ impl CreateArgs {
             tty: self.tty,
             console_size: if self.tty { terminal_size() } else { None },
             open_stdin: self.interactive,
-            memory: self.memory,
-            cpus: self.cpus,
-            cpu_shares: self.cpu_shares,
-            pids_limit: self.pids_limit,
+            resources: ketch::api::Resources {
+                memory_swappiness,
+                oom_kill_disable: self.oom_kill_disable,
+                device_read_bps: throttles("device-read-bps", &self.device_read_bps, true)?,
+                device_write_bps: throttles("device-write-bps", &self.device_write_bps, true)?,
+                device_read_iops: throttles("device-read-iops", &self.device_read_iops, false)?,
+                device_write_iops: throttles("device-write-iops", &self.device_write_iops, false)?,
+                ..self.limits.resources()?
+            },
             privileged: self.privileged,
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
@@ -311,12 +660,49 @@ impl CreateArgs {
             auto_remove: self.rm,
             log_max_size,
             log_max_file,
-        })
+            pid_mode: self.pid.clone(),
+            ipc_mode: self.ipc.clone(),
+            uts_mode: self.uts.clone(),
+            cgroupns_mode: self.cgroupns.clone(),
+            userns_mode: self.userns.clone(),
+            ulimits,
+            shm_size: self.shm_size,
+            oom_score_adj: self.oom_score_adj,
+            group_add: self.group_add.clone(),
+            dns_search: self.dns_search.clone(),
+            dns_options: self.dns_option.clone(),
+            domainname: self.domainname.clone(),
+            sysctls,
+            masked_paths: None,
+            readonly_paths: None,
+            annotations,
+            stop_signal: self.stop_signal.clone(),
+            stop_timeout: self.stop_timeout,
+            log_driver: self.log_driver.clone().filter(|d| d != "json-file"),
+            expose: self.expose.clone(),
+            cgroup_parent: self.cgroup_parent.clone(),
+            healthcheck: self.healthcheck()?,
+        };
+        security.apply_to(&mut opts);
+        // The same checks as the daemon's, so a mistake is named before anything is sent.
+        for (flag, value, ok) in [
+            ("runtime", &self.runtime, &["runc", "ketch"][..]),
+            ("isolation", &self.isolation, &["default"][..]),
+            ("volume-driver", &self.volume_driver, &["local"][..]),
+        ] {
+            if let Some(v) = value
+                .as_deref()
+                .filter(|v| !v.is_empty() && !ok.contains(v))
+            {
+                bail!(Exit(
+                    125,
+                    format!("--{flag} {v} is not supported: use {}", ok.join(" or "))
+                ));
+            }
+        }
+        opts.validate().map_err(|e| Exit(125, e))?;
+        Ok(opts)
     }
-}
-
-pub(super) fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `-e NAME` takes the value from this process's environment, as Docker does.
@@ -359,11 +745,37 @@ fn ensure_image(api: &dyn ketch::api::Api, a: &CreateArgs) -> Result<()> {
     }
 }
 
+/// `--cidfile`: refused when the file is there already (another container's, perhaps), as
+/// Docker does; written once the container exists.
+fn cidfile_check(a: &CreateArgs) -> Result<()> {
+    if let Some(f) = &a.cidfile
+        && std::path::Path::new(f).exists()
+    {
+        bail!(Exit(
+            125,
+            format!(
+                "container ID file found, make sure the other container isn't running or delete {f}"
+            )
+        ));
+    }
+    Ok(())
+}
+
+fn cidfile_write(a: &CreateArgs, id: &str) -> Result<()> {
+    if let Some(f) = &a.cidfile {
+        std::fs::write(f, id)
+            .map_err(|e| Exit(125, format!("write the container ID file {f}: {e}")))?;
+    }
+    Ok(())
+}
+
 pub fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
     let opts = a.options()?;
+    cidfile_check(a)?;
     let api = cli.api().map_err(|e| Exit(125, e.to_string()))?;
     ensure_image(&*api, a)?;
     let id = api.container_create(&opts).map_err(engine_exit)?;
+    cidfile_write(a, &id)?;
     println!("{id}");
     Ok(ExitCode::SUCCESS)
 }
@@ -379,9 +791,11 @@ pub struct RunArgs {
 
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     let opts = a.create.options()?;
+    cidfile_check(&a.create)?;
     if let Some(client) = cli.remote().map_err(|e| Exit(125, e.to_string()))? {
         ensure_image(&client, &a.create)?;
         let id = client.container_create(&opts).map_err(engine_exit)?;
+        cidfile_write(&a.create, &id)?;
         if a.detach {
             client.container_start(&id).map_err(engine_exit)?;
             println!("{id}");
@@ -395,6 +809,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     let local = engine.containers();
     let c = local.create(&opts).map_err(engine_exit)?;
     let id = c.record.id.clone();
+    cidfile_write(&a.create, &id)?;
     if a.detach {
         if let Err(e) = local.start(&id, false, false) {
             return Err(engine_exit(e));

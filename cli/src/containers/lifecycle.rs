@@ -4,9 +4,9 @@ use super::*;
 
 #[derive(Args)]
 pub struct StopArgs {
-    /// Seconds to wait before killing the container
-    #[arg(short = 't', long, default_value_t = 10)]
-    time: u64,
+    /// Seconds to wait before killing the container (default: its stop timeout, else 10)
+    #[arg(short = 't', long)]
+    time: Option<u64>,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -14,14 +14,14 @@ pub struct StopArgs {
 pub fn stop(cli: &Cli, a: &StopArgs) -> Result<ExitCode> {
     let engine = cli.api()?;
     each(&a.containers, |n| {
-        engine.container_stop(n, Duration::from_secs(a.time))
+        engine.container_stop(n, a.time.map(Duration::from_secs))
     })
 }
 
 pub fn restart(cli: &Cli, a: &StopArgs) -> Result<ExitCode> {
     let engine = cli.api()?;
     each(&a.containers, |n| {
-        engine.container_restart(n, Duration::from_secs(a.time))
+        engine.container_restart(n, a.time.map(Duration::from_secs))
     })
 }
 
@@ -136,4 +136,24 @@ pub fn prune(cli: &Cli, a: &PruneArgs) -> Result<ExitCode> {
     }
     println!("Total reclaimed space: 0B");
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    limits: ResourceArgs,
+    /// Restart policy to apply when a container exits
+    #[arg(long)]
+    restart: Option<String>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn update(cli: &Cli, a: &UpdateArgs) -> Result<ExitCode> {
+    let u = ketch::api::UpdateOptions {
+        resources: a.limits.resources()?,
+        restart: a.restart.clone(),
+    };
+    let api = cli.api()?;
+    each(&a.containers, |n| api.container_update(n, &u))
 }

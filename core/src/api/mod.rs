@@ -23,14 +23,15 @@ use crate::system::{DiskUsage, PruneReport};
 // resource's module.
 pub use crate::build::{BuildContext, BuildOptions};
 pub use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
-pub use crate::model::{ProgressMessage, parse_bytes};
+pub use crate::model::{ProgressMessage, parse_bytes, parse_duration};
 pub use crate::network::NetworkCreate;
 pub use crate::reference::Reference;
 pub use crate::registry::auth::config_key;
 pub use crate::registry::{AuthConfig, CredentialStore, Platform, PullOptions, PushOptions};
 pub use crate::runtime::{
-    Change, CommitOptions, CreateOptions, DeviceMapping, ExecOptions, LogRecord, SecurityOpts,
-    Stats, signal_number,
+    Change, CommitOptions, CreateOptions, DeviceMapping, ExecOptions, Healthcheck, LogRecord,
+    Resources, SecurityOpts, Stats, ThrottleDevice, Ulimit, UpdateOptions, check_restart,
+    key_values, signal_number,
 };
 pub use crate::volume::{
     MountSpec, Volume, VolumeCreate, parse_tmpfs, parse_volume, volume_option,
@@ -54,8 +55,10 @@ pub trait Api: Send + Sync {
     // Containers.
     fn container_create(&self, opts: &CreateOptions) -> Result<String>;
     fn container_start(&self, name: &str) -> Result<()>;
-    fn container_stop(&self, name: &str, timeout: Duration) -> Result<()>;
-    fn container_restart(&self, name: &str, timeout: Duration) -> Result<()>;
+    /// The stop signal, then SIGKILL after `timeout` (`None`: the container's own stop
+    /// timeout, else 10 s).
+    fn container_stop(&self, name: &str, timeout: Option<Duration>) -> Result<()>;
+    fn container_restart(&self, name: &str, timeout: Option<Duration>) -> Result<()>;
     fn container_kill(&self, name: &str, signal: i32) -> Result<()>;
     /// Waits until the container is not running; its exit code.
     fn container_wait(&self, name: &str) -> Result<i32>;
@@ -63,6 +66,8 @@ pub trait Api: Send + Sync {
     fn container_pause(&self, name: &str) -> Result<()>;
     fn container_unpause(&self, name: &str) -> Result<()>;
     fn container_rename(&self, name: &str, new_name: &str) -> Result<()>;
+    /// Changes limits and the restart policy (`docker update`), live when it runs.
+    fn container_update(&self, name: &str, update: &UpdateOptions) -> Result<()>;
     fn container_prune(&self) -> Result<Vec<String>>;
     /// `GET /containers/json` entries: running containers (all with `all`) that pass
     /// `filters` (Docker's: `id`, `name`, `label`, `status`, `exited`, `ancestor`,
@@ -205,10 +210,10 @@ impl Api for Engine {
     fn container_start(&self, name: &str) -> Result<()> {
         self.containers().start(name, false, false).map(|_| ())
     }
-    fn container_stop(&self, name: &str, timeout: Duration) -> Result<()> {
+    fn container_stop(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
         self.containers().stop(name, timeout)
     }
-    fn container_restart(&self, name: &str, timeout: Duration) -> Result<()> {
+    fn container_restart(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
         self.containers().stop(name, timeout)?;
         self.containers().start(name, false, false).map(|_| ())
     }
@@ -226,6 +231,9 @@ impl Api for Engine {
     }
     fn container_unpause(&self, name: &str) -> Result<()> {
         self.containers().unpause(name)
+    }
+    fn container_update(&self, name: &str, update: &UpdateOptions) -> Result<()> {
+        self.containers().update(name, update)
     }
     fn container_rename(&self, name: &str, new_name: &str) -> Result<()> {
         self.containers().rename(name, new_name)

@@ -8,6 +8,7 @@
 //! quotes and `$variables`: they are expanded when the build reaches them, with the
 //! [`shell::Lexer`](super::shell::Lexer), because only then are the values known.
 
+use crate::model::parse_duration as duration;
 use std::fmt;
 
 /// A Dockerfile that cannot be read: where, and what was wrong.
@@ -837,40 +838,6 @@ fn pairs(
         out.push((k.to_string(), v.to_string()));
     }
     Ok(out)
-}
-
-/// A Go duration as Docker's HEALTHCHECK takes it (`30s`, `1m30s`, `500ms`), in nanoseconds.
-fn duration(s: &str) -> Option<i64> {
-    if s == "0" {
-        return Some(0);
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += number * scale;
-        rest = &rest[u..];
-    }
-    (total < i64::MAX as f64).then_some(total as i64)
 }
 
 fn healthcheck(l: &Logical, escape: char) -> Result<Healthcheck, DockerfileError> {

@@ -18,7 +18,9 @@ use crate::model::{
 };
 use crate::network::NetworkCreate;
 use crate::registry::{AuthConfig, PullOptions, PushOptions};
-use crate::runtime::{Change, CommitOptions, CreateOptions, ExecOptions, LogRecord, Stats};
+use crate::runtime::{
+    Change, CommitOptions, CreateOptions, ExecOptions, LogRecord, Stats, UpdateOptions,
+};
 use crate::system::{DiskUsage, PruneReport};
 use crate::volume::{Volume, VolumeCreate};
 
@@ -56,13 +58,17 @@ impl Api for Client {
     fn container_start(&self, name: &str) -> Result<()> {
         self.empty("POST", &format!("/containers/{}/start", enc(name)))
     }
-    fn container_stop(&self, name: &str, timeout: Duration) -> Result<()> {
-        let path = format!("/containers/{}/stop?t={}", enc(name), timeout.as_secs());
-        self.empty("POST", &path)
+    fn container_stop(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
+        let t = timeout
+            .map(|t| format!("?t={}", t.as_secs()))
+            .unwrap_or_default();
+        self.empty("POST", &format!("/containers/{}/stop{t}", enc(name)))
     }
-    fn container_restart(&self, name: &str, timeout: Duration) -> Result<()> {
-        let path = format!("/containers/{}/restart?t={}", enc(name), timeout.as_secs());
-        self.empty("POST", &path)
+    fn container_restart(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
+        let t = timeout
+            .map(|t| format!("?t={}", t.as_secs()))
+            .unwrap_or_default();
+        self.empty("POST", &format!("/containers/{}/restart{t}", enc(name)))
     }
     fn container_kill(&self, name: &str, signal: i32) -> Result<()> {
         let path = format!("/containers/{}/kill?signal={signal}", enc(name));
@@ -88,6 +94,15 @@ impl Api for Client {
     }
     fn container_unpause(&self, name: &str) -> Result<()> {
         self.empty("POST", &format!("/containers/{}/unpause", enc(name)))
+    }
+    fn container_update(&self, name: &str, update: &UpdateOptions) -> Result<()> {
+        let body = crate::runtime::body::update_body(update);
+        self.call(
+            "POST",
+            &format!("/containers/{}/update", enc(name)),
+            Some(&body),
+        )
+        .map(|_| ())
     }
     fn container_rename(&self, name: &str, new_name: &str) -> Result<()> {
         let path = format!("/containers/{}/rename?name={}", enc(name), enc(new_name));

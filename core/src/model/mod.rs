@@ -5,7 +5,7 @@
 mod progress;
 mod units;
 pub use progress::{ErrorDetail, ProgressDetail, ProgressMessage, bar, human_bytes};
-pub use units::parse_bytes;
+pub use units::{parse_bytes, parse_duration};
 
 use std::collections::BTreeMap;
 

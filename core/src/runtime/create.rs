@@ -77,20 +77,44 @@ fn host_nameservers() -> Vec<String> {
 ///
 /// On a user-defined network the container asks its embedded server, 127.0.0.11, as in
 /// Docker; `--dns` servers replace the host's.
-fn resolv_conf(embedded: bool, dns: &[String]) -> String {
+///
+/// `--dns-search` replaces the host's `search` (and `domain`) lines, `.` leaving none;
+/// `--dns-option` replaces its `options`.
+fn resolv_conf(embedded: bool, dns: &[String], search: &[String], options: &[String]) -> String {
     let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let mut kept: Vec<String> = host
         .lines()
         .filter(|l| {
             let l = l.trim();
+            let word = l.split_whitespace().next().unwrap_or("");
+            if !search.is_empty() && (word == "search" || word == "domain") {
+                return false;
+            }
+            if !options.is_empty() && word == "options" {
+                return false;
+            }
             !l.starts_with("nameserver")
                 || (!embedded && dns.is_empty() && !l.contains("127.") && !l.contains("::1"))
         })
         .map(str::to_string)
         .collect();
+    let search: Vec<&str> = search
+        .iter()
+        .map(String::as_str)
+        .filter(|s| *s != ".")
+        .collect();
+    if !search.is_empty() {
+        kept.push(format!("search {}", search.join(" ")));
+    }
+    let mut options = options.to_vec();
+    if embedded && !options.iter().any(|o| o.starts_with("ndots:")) {
+        options.push("ndots:0".into());
+    }
+    if !options.is_empty() {
+        kept.push(format!("options {}", options.join(" ")));
+    }
     if embedded {
         kept.insert(0, "nameserver 127.0.0.11".into());
-        kept.push("options ndots:0".into());
     } else {
         for (i, d) in dns.iter().enumerate() {
             kept.insert(i, format!("nameserver {d}"));
@@ -118,6 +142,13 @@ impl Containers<'_> {
     }
 
     fn create_leased(&self, lease: &Lease, opts: &CreateOptions) -> crate::Result<Container> {
+        opts.validate()
+            .map_err(|reason| ContainerError::Invalid { reason })?;
+        for mode in [&opts.pid_mode, &opts.ipc_mode] {
+            if let Some(other) = options::mode_container(mode) {
+                self.find(other)?;
+            }
+        }
         let (image, top, config_raw) = {
             let (image, layers) = self.st.db.read(|tx| {
                 let image = crate::image::resolve(tx, &opts.image)?.image;
@@ -232,23 +263,36 @@ impl Containers<'_> {
             }
         }
         let mut publish = opts.publish.clone();
-        if opts.publish_all
-            && let Some(exposed) = cfg.get("ExposedPorts").and_then(|e| e.as_object())
-        {
-            for key in exposed.keys() {
-                let (port, proto) = key.split_once('/').unwrap_or((key, "tcp"));
-                let Ok(port) = port.parse::<u16>() else {
-                    continue;
-                };
+        // The image's exposed ports and the container's own (`--expose`), ranges spread.
+        let mut exposed: Vec<(u16, String)> = Vec::new();
+        let image_exposed = cfg
+            .get("ExposedPorts")
+            .and_then(|e| e.as_object())
+            .map(|o| o.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
+        for key in image_exposed.iter().chain(&opts.expose) {
+            let (ports, proto) = key.split_once('/').unwrap_or((key, "tcp"));
+            let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
+            let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) else {
+                continue;
+            };
+            for port in a..=b {
+                if !exposed.iter().any(|(p, pr)| *p == port && pr == proto) {
+                    exposed.push((port, proto.to_string()));
+                }
+            }
+        }
+        if opts.publish_all {
+            for (port, proto) in &exposed {
                 if !publish
                     .iter()
-                    .any(|p| p.container_port == port && p.proto == proto)
+                    .any(|p| p.container_port == *port && p.proto == *proto)
                 {
                     publish.push(crate::network::firewall::PortMap {
-                        proto: proto.to_string(),
+                        proto: proto.clone(),
                         host_ip: None,
                         host_port: 0,
-                        container_port: port,
+                        container_port: *port,
                     });
                 }
             }
@@ -291,6 +335,41 @@ impl Containers<'_> {
             .collect();
         opts.cmd = cmd;
         opts.entrypoint = Some(entrypoint);
+        opts.expose = exposed
+            .iter()
+            .map(|(port, proto)| format!("{port}/{proto}"))
+            .collect();
+        // The image's stop signal and health check, as Docker merges them into the
+        // container's configuration.
+        if opts.stop_signal.is_none() {
+            opts.stop_signal = cfg
+                .get("StopSignal")
+                .and_then(|s| s.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_string);
+        }
+        if let Some(image_health) = cfg
+            .get("Healthcheck")
+            .filter(|h| !h.is_null())
+            .and_then(|h| serde_json::from_value::<super::Healthcheck>(h.clone()).ok())
+        {
+            let mut h = opts.healthcheck.clone().unwrap_or_default();
+            if h.test.is_empty() {
+                h.test = image_health.test;
+            }
+            for (mine, theirs) in [
+                (&mut h.interval, image_health.interval),
+                (&mut h.timeout, image_health.timeout),
+                (&mut h.retries, image_health.retries),
+                (&mut h.start_period, image_health.start_period),
+                (&mut h.start_interval, image_health.start_interval),
+            ] {
+                if *mine == 0 {
+                    *mine = theirs;
+                }
+            }
+            opts.healthcheck = Some(h);
+        }
         if opts.workdir.is_none() && cwd != "/" {
             opts.workdir = Some(cwd.clone());
         }
@@ -321,7 +400,7 @@ impl Containers<'_> {
             .map_err(io_err("write hosts"))?;
             fs::write(
                 staging.join("resolv.conf"),
-                resolv_conf(embedded_dns, &opts.dns),
+                resolv_conf(embedded_dns, &opts.dns, &opts.dns_search, &opts.dns_options),
             )
             .map_err(io_err("write resolv.conf"))?;
             let nofile = {
@@ -339,6 +418,10 @@ impl Containers<'_> {
             let cx = spec::SpecContext {
                 devices,
                 seccomp,
+                shell: cfg
+                    .get("Shell")
+                    .and_then(|s| serde_json::from_value::<Vec<String>>(s.clone()).ok())
+                    .filter(|s| !s.is_empty()),
                 id: &id,
                 rootfs_path: bundle.join("rootfs").display().to_string(),
                 rootfs_mounts: serde_json::to_value(&mounts).unwrap_or_default(),

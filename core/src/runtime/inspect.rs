@@ -298,12 +298,63 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
     } else {
         json!(security)
     };
+    // Config and HostConfig as a create request would give them (one mapping both ways),
+    // with what inspect shows differently.
+    let mut body = super::body::create_body(&c.record.config);
+    let mut host_config = body["HostConfig"].take();
+    if let Some(o) = body.as_object_mut() {
+        o.remove("HostConfig");
+        o.remove("NetworkingConfig");
+    }
+    let mut config = body;
+    config["Hostname"] = json!(c.record.config.hostname);
+    config["Entrypoint"] = json!(c.record.config.entrypoint.clone().filter(|e| !e.is_empty()));
+    config["Labels"] = json!(
+        c.record
+            .config
+            .labels
+            .iter()
+            .cloned()
+            .collect::<std::collections::BTreeMap<_, _>>()
+    );
+    host_config["LogConfig"]["Config"] = json!({
+        "max-size": c.record.config.log_max_size.map(|s| s.to_string()),
+        "max-file": c.record.config.log_max_file.map(|s| s.to_string()),
+    });
+    host_config["Binds"] = json!(
+        c.record
+            .config
+            .mounts
+            .iter()
+            .filter(|m| m.kind != "tmpfs")
+            .map(|m| {
+                format!(
+                    "{}:{}{}",
+                    m.source,
+                    m.target,
+                    if m.readonly { ":ro" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+    );
+    host_config["SecurityOpt"] = security;
+    host_config["NetworkMode"] = json!(mode.name());
+    host_config["PortBindings"] = json!(c.record.config.publish.iter().map(|p| {
+        (
+            format!("{}/{}", p.container_port, p.proto),
+            json!([{
+                "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
+                "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() },
+            }]),
+        )
+    }).collect::<serde_json::Map<_, _>>());
     json!({
         "Id": c.record.id,
         "Created": c.record.created,
         "Path": c.record.path,
         "Args": c.record.args,
         "State": {
+            "Health": c.health(),
             "Status": c.status.as_str(),
             "Running": matches!(c.status, Status::Running | Status::Paused),
             "Paused": c.status == Status::Paused,
@@ -348,53 +399,7 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             "MacAddress": default.map(|e| e.mac.clone()).unwrap_or_default(),
             "Ports": ports,
         },
-        "Config": {
-            "Hostname": c.record.config.hostname,
-            "User": c.record.config.user.clone().unwrap_or_default(),
-            "Env": c.record.config.env,
-            "Cmd": c.record.config.cmd,
-            "Entrypoint": c.record.config.entrypoint.clone().filter(|e| !e.is_empty()),
-            "Image": c.record.config.image,
-            "WorkingDir": c.record.config.workdir.clone().unwrap_or_default(),
-            "Labels": c.record.config.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-            "Tty": c.record.config.tty,
-            "OpenStdin": c.record.config.open_stdin,
-        },
-        "HostConfig": {
-            "LogConfig": {
-                "Type": "json-file",
-                "Config": {
-                    "max-size": c.record.config.log_max_size.map(|s| s.to_string()),
-                    "max-file": c.record.config.log_max_file.map(|s| s.to_string()),
-                },
-            },
-            "Binds": c.record.config.mounts.iter().filter(|m| m.kind != "tmpfs").map(|m| {
-                format!("{}:{}{}", m.source, m.target, if m.readonly { ":ro" } else { "" })
-            }).collect::<Vec<_>>(),
-            "Init": c.record.config.init,
-            "Memory": c.record.config.memory.unwrap_or(0),
-            "NanoCpus": c.record.config.cpus.map_or(0, |x| (x * 1e9) as i64),
-            "CpuShares": c.record.config.cpu_shares.unwrap_or(0),
-            "PidsLimit": c.record.config.pids_limit,
-            "Privileged": c.record.config.privileged,
-            "CapAdd": c.record.config.cap_add,
-            "CapDrop": c.record.config.cap_drop,
-            "Devices": c.record.config.devices,
-            "DeviceCgroupRules": c.record.config.device_cgroup_rules,
-            "ReadonlyRootfs": c.record.config.read_only,
-            "SecurityOpt": security,
-            "NetworkMode": mode.name(),
-            "PortBindings": c.record.config.publish.iter().map(|p| {
-                (
-                    format!("{}/{}", p.container_port, p.proto),
-                    json!([{
-                        "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
-                        "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() },
-                    }]),
-                )
-            }).collect::<serde_json::Map<_, _>>(),
-            "RestartPolicy": {"Name": c.record.config.restart.clone().unwrap_or_else(|| "no".into())},
-            "AutoRemove": c.record.config.auto_remove,
-        },
+        "Config": config,
+        "HostConfig": host_config,
     })
 }

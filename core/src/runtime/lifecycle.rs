@@ -49,8 +49,10 @@ impl Containers<'_> {
         }
     }
 
-    /// SIGTERM (or the image's stop signal), then SIGKILL after `timeout`.
-    pub fn stop(&self, name: &str, timeout: Duration) -> crate::Result<()> {
+    /// The stop signal (`--stop-signal`, the image's STOPSIGNAL, else SIGTERM), then
+    /// SIGKILL after `timeout`: when `None`, the container's `--stop-timeout` (negative:
+    /// wait for as long as it takes), else 10 s.
+    pub fn stop(&self, name: &str, timeout: Option<Duration>) -> crate::Result<()> {
         let c = self.get(name)?;
         if !matches!(
             c.status,
@@ -62,8 +64,20 @@ impl Containers<'_> {
         if c.status == Status::Paused {
             self.thaw(&c);
         }
-        signal_task(&c, libc::SIGTERM);
-        if self.wait(name, Some(timeout)).is_err() {
+        let cfg = &c.record.config;
+        let signal = cfg
+            .stop_signal
+            .as_deref()
+            .and_then(signal_number)
+            .unwrap_or(libc::SIGTERM);
+        let timeout = match (timeout, cfg.stop_timeout) {
+            (Some(t), _) => Some(t),
+            (None, Some(t)) if t < 0 => None,
+            (None, Some(t)) => Some(Duration::from_secs(t as u64)),
+            (None, None) => Some(Duration::from_secs(10)),
+        };
+        signal_task(&c, signal);
+        if self.wait(name, timeout).is_err() {
             let c = self.get(name)?;
             kill_task(&c);
             self.wait(name, Some(Duration::from_secs(30)))?;

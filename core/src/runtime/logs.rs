@@ -12,6 +12,12 @@ impl Containers<'_> {
     /// (whole lines only): where a follower goes on from.
     pub fn log_records(&self, name: &str) -> crate::Result<(Vec<LogRecord>, u64)> {
         let c = self.get(name)?;
+        if c.record.config.log_driver.as_deref() == Some("none") {
+            return Err(ContainerError::Invalid {
+                reason: "configured logging driver does not support reading".into(),
+            }
+            .into());
+        }
         let mut files: Vec<PathBuf> = Vec::new();
         for i in (1..10).rev() {
             let p = PathBuf::from(format!("{}.{i}", c.bundle.join("container.log").display()));

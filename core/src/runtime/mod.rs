@@ -10,6 +10,7 @@
 //! execs `ketch-shim`, a fresh single-threaded process of this workspace, which clones the
 //! container and stays as its monitor.
 
+pub mod body;
 mod changes;
 mod create;
 mod exec;
@@ -17,19 +18,24 @@ mod inspect;
 mod lifecycle;
 mod logs;
 mod network;
+mod options;
 mod security;
 mod shim;
 mod spec;
 mod start;
+mod update;
 
 use create::hosts_file;
 pub use exec::{ExecOptions, exec_resize};
+pub use options::{Healthcheck, Resources, ThrottleDevice, Ulimit, check_restart, key_values};
 pub use security::SecurityOpts;
 use shim::{ShimMode, spawn_reporting};
+pub use update::UpdateOptions;
 
 pub use changes::{Change, CommitOptions};
 pub use inspect::Filters;
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -130,10 +136,9 @@ pub struct CreateOptions {
     /// The terminal's size at the start (rows, columns), with `tty`.
     pub console_size: Option<(u16, u16)>,
     pub open_stdin: bool,
-    pub memory: Option<u64>,
-    pub cpus: Option<f64>,
-    pub cpu_shares: Option<u64>,
-    pub pids_limit: Option<i64>,
+    /// Limits kept in the container's cgroups (flattened: stored records keep their keys).
+    #[serde(flatten)]
+    pub resources: Resources,
     pub privileged: bool,
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
@@ -179,6 +184,57 @@ pub struct CreateOptions {
     pub devices: Vec<DeviceMapping>,
     /// `--device-cgroup-rule`: more devices the container may use (`c 1:3 rwm`).
     pub device_cgroup_rules: Vec<String>,
+    /// `--pid`: `host`, or `container:NAME` to share its process namespace.
+    pub pid_mode: Option<String>,
+    /// `--ipc`: `private` (the default), `shareable`, `none`, `host` or `container:NAME`.
+    pub ipc_mode: Option<String>,
+    /// `--uts host`: the host's name and domain.
+    pub uts_mode: Option<String>,
+    /// `--cgroupns`: `private` (the default) or `host`.
+    pub cgroupns_mode: Option<String>,
+    /// `--userns host`; the engine runs no user namespaces of its own.
+    pub userns_mode: Option<String>,
+    /// `--ulimit`: process limits instead of the engine's (nofile) and the host's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// `--shm-size`: the size of /dev/shm, bytes (64 MiB when `None`).
+    pub shm_size: Option<u64>,
+    /// `--oom-score-adj`.
+    pub oom_score_adj: Option<i32>,
+    /// `--group-add`: more groups for the process, names (the container's) or numbers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub group_add: Vec<String>,
+    /// `--dns-search` and `--dns-option`: resolv.conf's `search` and `options`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// `--domainname`: the NIS domain name of the container's UTS namespace.
+    pub domainname: Option<String>,
+    /// `--sysctl`: namespaced kernel parameters.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// Paths hidden from the container, instead of Docker's list (`--security-opt
+    /// systempaths=unconfined` makes both lists empty).
+    pub masked_paths: Option<Vec<String>>,
+    /// Paths mounted read-only, instead of Docker's list.
+    pub readonly_paths: Option<Vec<String>>,
+    /// `--annotation`: the OCI spec's annotations (the engine's own prefix refused).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// `--stop-signal`, instead of the image's or SIGTERM.
+    pub stop_signal: Option<String>,
+    /// `--stop-timeout`, seconds, instead of 10 when `stop` is given none.
+    pub stop_timeout: Option<i64>,
+    /// `--log-driver`: `json-file` (the default), `local` or `none`.
+    pub log_driver: Option<String>,
+    /// `--expose`: ports (`80/tcp`, `8000-8010/udp`) added to the image's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expose: Vec<String>,
+    /// `--cgroup-parent`: the cgroup the container's own is made under.
+    pub cgroup_parent: Option<String>,
+    /// `--health-*`, instead of the image's HEALTHCHECK.
+    pub healthcheck: Option<Healthcheck>,
 }
 
 impl CreateOptions {
@@ -379,7 +435,41 @@ pub fn signal_number(name: &str) -> Option<i32> {
         "CONT" => libc::SIGCONT,
         "WINCH" => libc::SIGWINCH,
         "ALRM" => libc::SIGALRM,
-        _ => return None,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "CHLD" => libc::SIGCHLD,
+        "FPE" => libc::SIGFPE,
+        "ILL" => libc::SIGILL,
+        "IO" | "POLL" => libc::SIGIO,
+        "PIPE" => libc::SIGPIPE,
+        "PROF" => libc::SIGPROF,
+        "PWR" => libc::SIGPWR,
+        "SEGV" => libc::SIGSEGV,
+        "STKFLT" => libc::SIGSTKFLT,
+        "SYS" => libc::SIGSYS,
+        "TRAP" => libc::SIGTRAP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "VTALRM" => libc::SIGVTALRM,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        rt => {
+            // SIGRTMIN+N and SIGRTMAX-N, as Docker's STOPSIGNAL takes them.
+            let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+            let n = if let Some(k) = rt.strip_prefix("RTMIN") {
+                min + k.strip_prefix('+').map_or(Some(0), |k| k.parse().ok())?
+            } else if let Some(k) = rt.strip_prefix("RTMAX") {
+                max - k.strip_prefix('-').map_or(Some(0), |k| k.parse().ok())?
+            } else {
+                return None;
+            };
+            if !(min..=max).contains(&n) {
+                return None;
+            }
+            n
+        }
     })
 }
 
@@ -654,12 +744,40 @@ impl Containers<'_> {
             let code = task.exit_code.to_string();
             self.event(&record, "die", &[("exitCode", &code)]);
         }
-        Ok(Container {
+        let c = Container {
             record,
             task,
             status,
             bundle,
-        })
+        };
+        self.report_health(&c)?;
+        Ok(c)
+    }
+
+    /// Records a `health_status` event when the status the monitor wrote is not the one
+    /// last reported: the one process that sees the change first reports it (the check is
+    /// made under the database's write lock).
+    fn report_health(&self, c: &Container) -> crate::Result<()> {
+        // As Docker: the changes to healthy or unhealthy, not the start of checking.
+        let Some(now) = c.health_status().filter(|s| s != "starting") else {
+            return Ok(());
+        };
+        let seen = c.bundle.join("health.reported");
+        let key = format!("{} {now}", c.task.started_at);
+        if fs::read_to_string(&seen).is_ok_and(|s| s == key) {
+            return Ok(());
+        }
+        let changed = self.st.db.write(|_| {
+            let changed = fs::read_to_string(&seen).map_or(true, |s| s != key);
+            if changed {
+                let _ = fs::write(&seen, &key);
+            }
+            Ok::<_, crate::Error>(changed)
+        })?;
+        if changed {
+            self.event(&c.record, &format!("health_status: {now}"), &[]);
+        }
+        Ok(())
     }
 
     /// Records whether the container runs; says whether that changed.
@@ -738,7 +856,14 @@ impl Container {
         };
         match self.status {
             Status::Created => "Created".into(),
-            Status::Running => format!("Up {}", since(&self.task.started_at)),
+            Status::Running => {
+                let health = match self.health_status().as_deref() {
+                    Some("starting") => " (health: starting)".to_string(),
+                    Some(s) => format!(" ({s})"),
+                    None => String::new(),
+                };
+                format!("Up {}{health}", since(&self.task.started_at))
+            }
             Status::Paused => format!("Up {} (Paused)", since(&self.task.started_at)),
             Status::Restarting => format!(
                 "Restarting ({}) {} ago",
@@ -751,6 +876,38 @@ impl Container {
                 since(&self.task.finished_at)
             ),
         }
+    }
+
+    /// Whether the container runs a health check: one configured that is not `NONE`.
+    pub fn has_healthcheck(&self) -> bool {
+        self.record.config.healthcheck.as_ref().is_some_and(|h| {
+            matches!(
+                h.test.first().map(String::as_str),
+                Some("CMD" | "CMD-SHELL")
+            )
+        })
+    }
+
+    /// `State.Health`, as the monitor last wrote it; `None` without a health check.
+    pub fn health(&self) -> Option<serde_json::Value> {
+        if !self.has_healthcheck() {
+            return None;
+        }
+        let v = fs::read(self.bundle.join("health.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Some(v.unwrap_or_else(
+            || serde_json::json!({"Status": "starting", "FailingStreak": 0, "Log": []}),
+        ))
+    }
+
+    /// `starting`, `healthy` or `unhealthy` while it runs with a health check.
+    pub fn health_status(&self) -> Option<String> {
+        if self.status != Status::Running {
+            return None;
+        }
+        self.health()
+            .and_then(|h| h["Status"].as_str().map(str::to_string))
     }
 
     pub fn is_running(&self) -> bool {

@@ -12,6 +12,8 @@ pub struct SecurityOpts {
     pub seccomp_unconfined: bool,
     /// A seccomp profile's JSON. Clients read a profile's file and send its content.
     pub seccomp_profile: Option<String>,
+    /// `systempaths=unconfined`: nothing of /proc and /sys masked or made read-only.
+    pub systempaths_unconfined: bool,
 }
 
 impl SecurityOpts {
@@ -27,7 +29,20 @@ impl SecurityOpts {
         if let Some(p) = &opts.seccomp_profile {
             out.push(format!("seccomp={p}"));
         }
+        if opts.masked_paths.as_ref().is_some_and(Vec::is_empty)
+            && opts.readonly_paths.as_ref().is_some_and(Vec::is_empty)
+        {
+            out.push("systempaths=unconfined".to_string());
+        }
         out
+    }
+
+    /// What the options say of the paths of /proc and /sys hidden or made read-only.
+    pub fn apply_to(&self, opts: &mut CreateOptions) {
+        if self.systempaths_unconfined {
+            opts.masked_paths = Some(vec![]);
+            opts.readonly_paths = Some(vec![]);
+        }
     }
 
     /// Takes one entry; an entry that is not one of these is an error that names it.
@@ -60,6 +75,21 @@ impl SecurityOpts {
                 }
                 self.seccomp_unconfined = false;
                 self.seccomp_profile = Some(profile.to_string());
+            }
+            ("systempaths", "unconfined") => self.systempaths_unconfined = true,
+            // This host has no SELinux and no AppArmor: a container is unlabelled and
+            // unconfined by them already, which is what these ask for. A label or profile
+            // to apply could not be, and is refused.
+            ("label", "disable") | ("apparmor", "unconfined") => {}
+            ("label", _) => {
+                return Err(format!(
+                    "invalid security option {o:?}: SELinux is not enabled on this host"
+                ));
+            }
+            ("apparmor", _) => {
+                return Err(format!(
+                    "invalid security option {o:?}: AppArmor is not enabled on this host"
+                ));
             }
             ("no-new-privileges", v) => {
                 self.no_new_privileges = v
@@ -94,6 +124,12 @@ mod tests {
         let e = o.apply("seccomp=/etc/profile.json").unwrap_err();
         assert!(e.contains("not its path"), "{e}");
         assert!(o.apply("apparmor=x").unwrap_err().contains("apparmor=x"));
+        o.apply("apparmor=unconfined").unwrap();
+        o.apply("label=disable").unwrap();
+        assert!(o.apply("label=type:x").unwrap_err().contains("SELinux"));
+        o.apply("systempaths=unconfined").unwrap();
+        assert!(o.systempaths_unconfined);
+        assert!(o.apply("systempaths=x").is_err());
         assert!(o.apply("no-new-privileges=maybe").is_err());
         assert!(o.apply("label").is_err());
     }

@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::CreateOptions;
+use super::{CreateOptions, Resources, options};
 
 /// Docker's default capabilities.
 pub const DEFAULT_CAPS: &[&str] = &[
@@ -176,6 +176,8 @@ pub struct SpecContext<'a> {
     pub devices: Devices,
     /// `linux.seccomp`, from [`seccomp`].
     pub seccomp: Option<Value>,
+    /// The image's SHELL, for a `CMD-SHELL` health check.
+    pub shell: Option<Vec<String>>,
 }
 
 /// Device nodes to create (`linux.devices`) and device cgroup rules to add to the default
@@ -301,13 +303,25 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     } else {
         (caps.clone(), caps.clone())
     };
-    let mut namespaces = vec![
-        json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
-        json!({"type": "mount"}),
-        json!({"type": "cgroup"}),
-    ];
+    let mut namespaces = vec![json!({"type": "mount"})];
+    // A mode of `host` shares the host's namespace (none in the spec); `container:X` joins
+    // X's, whose path is filled in at each start with X's process then.
+    for (kind, mode) in [
+        ("pid", &opts.pid_mode),
+        ("ipc", &opts.ipc_mode),
+        ("uts", &opts.uts_mode),
+        ("cgroup", &opts.cgroupns_mode),
+    ] {
+        if options::is_host(mode) {
+            continue;
+        }
+        match options::mode_container(mode) {
+            Some(_) => {
+                namespaces.push(json!({"type": kind, "path": format!("/proc/self/ns/{kind}")}))
+            }
+            None => namespaces.push(json!({"type": kind})),
+        }
+    }
     match (opts.network.as_deref(), &cx.netns) {
         (Some("host"), _) => {}
         (_, Some(path)) => namespaces.push(json!({"type": "network", "path": path})),
@@ -318,14 +332,20 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     } else {
         vec!["nosuid", "noexec", "nodev", "ro"]
     };
+    let shm_size = format!("size={}k", opts.shm_size.unwrap_or(64 << 20).div_ceil(1024));
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
     ];
+    match opts.ipc_mode.as_deref() {
+        // The host's /dev/shm with the host's IPC namespace, as Docker gives it.
+        Some("host") => mounts.push(json!({"destination": "/dev/shm", "type": "bind", "source": "/dev/shm", "options": ["rbind", "nosuid", "noexec", "nodev"]})),
+        Some("none") => {}
+        _ => mounts.push(json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", shm_size]})),
+    }
     for f in ["resolv.conf", "hostname", "hosts"] {
         mounts.push(json!({
             "destination": format!("/etc/{f}"),
@@ -356,29 +376,26 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     if !device_rules.is_empty() {
         resources.insert("devices".into(), json!(device_rules));
     }
-    if let Some(m) = opts.memory {
-        resources.insert("memory".into(), json!({"limit": m as i64}));
-    }
-    let mut cpu = serde_json::Map::new();
-    if let Some(s) = opts.cpu_shares.filter(|s| *s > 0) {
-        cpu.insert("shares".into(), json!(s));
-    }
-    if let Some(c) = opts.cpus.filter(|c| *c > 0.0) {
-        cpu.insert("quota".into(), json!((c * 100_000.0) as i64));
-        cpu.insert("period".into(), json!(100_000));
-    }
-    if !cpu.is_empty() {
-        resources.insert("cpu".into(), Value::Object(cpu));
-    }
-    if let Some(p) = opts.pids_limit.filter(|p| *p > 0) {
-        resources.insert("pids".into(), json!({"limit": p}));
-    }
+    // Throttle devices were checked at create; one gone since is left out.
+    resources.extend(limits(&opts.resources).unwrap_or_default());
     let restart = opts.restart.clone().unwrap_or_else(|| "no".into());
+    // The `local` driver keeps Docker's defaults for it: 5 files of 20 MB.
+    let (max_size, max_file) = match opts.log_driver.as_deref() {
+        Some("local") => (
+            opts.log_max_size.unwrap_or(20 << 20),
+            opts.log_max_file.unwrap_or(5),
+        ),
+        _ => (
+            opts.log_max_size.unwrap_or(0),
+            opts.log_max_file.unwrap_or(1),
+        ),
+    };
     let mut annotations = json!({
         "io.ketch.rootfs": cx.rootfs_mounts.to_string(),
         "io.ketch.restart": restart,
-        "io.ketch.log.max-size": opts.log_max_size.unwrap_or(0).to_string(),
-        "io.ketch.log.max-file": opts.log_max_file.unwrap_or(1).to_string(),
+        "io.ketch.log.max-size": max_size.to_string(),
+        "io.ketch.log.max-file": max_file.to_string(),
+        "io.ketch.log.driver": opts.log_driver.as_deref().unwrap_or("json-file"),
     });
     if let Some(u) = &opts.user {
         annotations["io.ketch.user"] = json!(u);
@@ -389,6 +406,26 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     if opts.privileged {
         annotations["io.ketch.privileged"] = json!("true");
     }
+    if let Some(h) = &opts.healthcheck
+        && matches!(
+            h.test.first().map(String::as_str),
+            Some("CMD" | "CMD-SHELL")
+        )
+    {
+        annotations["io.ketch.health"] = json!(serde_json::to_string(h).unwrap_or_default());
+        if let Some(shell) = &cx.shell {
+            annotations["io.ketch.health.shell"] =
+                json!(serde_json::to_string(shell).unwrap_or_default());
+        }
+    }
+    if !opts.group_add.is_empty() {
+        annotations["io.ketch.groups"] = json!(opts.group_add.join(","));
+    }
+    for (k, v) in &opts.annotations {
+        if !k.starts_with(options::RESERVED_ANNOTATIONS) {
+            annotations[k] = json!(v);
+        }
+    }
     if let (Some(path), true) = (&cx.netns, super::NetMode::of(opts).is_bridge()) {
         // The monitor lets go of the namespace when the container is done.
         annotations["io.ketch.netns"] = json!(path);
@@ -397,6 +434,27 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
             annotations["io.ketch.dns.upstream"] = json!(cx.dns_upstream.join(","));
         }
     }
+    // The engine's open-file limit unless the user gives one; the user's other limits.
+    let mut rlimits = vec![json!({"type": "RLIMIT_NOFILE", "hard": cx.nofile, "soft": cx.nofile})];
+    for u in &opts.ulimits {
+        let name = u.oci_name();
+        rlimits.retain(|r| r["type"] != name.as_str());
+        // -1 is unlimited, as Docker reads it.
+        let v = |n: i64| if n < 0 { u64::MAX } else { n as u64 };
+        rlimits.push(json!({"type": name, "soft": v(u.soft), "hard": v(u.hard)}));
+    }
+    let (masked, readonly) = if opts.privileged {
+        (vec![], vec![])
+    } else {
+        (
+            opts.masked_paths
+                .clone()
+                .unwrap_or_else(|| MASKED.iter().map(|s| s.to_string()).collect()),
+            opts.readonly_paths
+                .clone()
+                .unwrap_or_else(|| READONLY.iter().map(|s| s.to_string()).collect()),
+        )
+    };
     let console_size = opts
         .console_size
         .filter(|(h, w)| opts.tty && *h > 0 && *w > 0)
@@ -410,7 +468,7 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
             "env": cx.env,
             "cwd": cx.cwd,
             "capabilities": {"bounding": caps, "effective": eff, "permitted": perm, "inheritable": [], "ambient": []},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": cx.nofile, "soft": cx.nofile}],
+            "rlimits": rlimits,
             "noNewPrivileges": opts.no_new_privileges,
         },
         "root": {"path": cx.rootfs_path, "readonly": opts.read_only},
@@ -420,12 +478,19 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
         "linux": {
             "namespaces": namespaces,
             "resources": Value::Object(resources),
-            "cgroupsPath": format!("/ketch/{}", cx.id),
+            "cgroupsPath": cgroups_path(opts, cx.id),
             "devices": cx.devices.nodes,
-            "maskedPaths": if opts.privileged { vec![] } else { MASKED.to_vec() },
-            "readonlyPaths": if opts.privileged { vec![] } else { READONLY.to_vec() },
+            "maskedPaths": masked,
+            "readonlyPaths": readonly,
+            "sysctl": opts.sysctls,
         },
     });
+    if let Some(d) = opts.domainname.as_deref().filter(|d| !d.is_empty()) {
+        spec["domainname"] = json!(d);
+    }
+    if let Some(adj) = opts.oom_score_adj {
+        spec["process"]["oomScoreAdj"] = json!(adj);
+    }
     if let Some(s) = &cx.seccomp {
         spec["linux"]["seccomp"] = s.clone();
     }
@@ -433,4 +498,96 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
         spec["process"]["consoleSize"] = size;
     }
     spec
+}
+
+/// The cgroup the container's own is made in: `/ketch/ID`, or `PARENT/ID` with
+/// `--cgroup-parent`, as Docker's cgroupfs driver names it.
+pub fn cgroups_path(opts: &CreateOptions, id: &str) -> String {
+    match opts
+        .cgroup_parent
+        .as_deref()
+        .map(|p| p.trim_matches('/'))
+        .filter(|p| !p.is_empty())
+    {
+        Some(parent) => format!("/{parent}/{id}"),
+        None => format!("/ketch/{id}"),
+    }
+}
+
+/// OCI's `linux.resources` limits (memory, cpu, pids, blockIO) for `r`: what `create`
+/// writes in the spec and `update` hands to a running container's monitor.
+pub fn limits(r: &Resources) -> Result<serde_json::Map<String, Value>, String> {
+    let mut out = serde_json::Map::new();
+    let mut memory = serde_json::Map::new();
+    if let Some(m) = r.memory.filter(|m| *m > 0) {
+        memory.insert("limit".into(), json!(m as i64));
+        // Docker's default: as much swap as memory, unless told otherwise.
+        let swap = match r.memory_swap {
+            Some(s) if s != 0 => s,
+            _ => (m as i64).saturating_mul(2),
+        };
+        memory.insert("swap".into(), json!(swap));
+    }
+    if let Some(m) = r.memory_reservation.filter(|m| *m > 0) {
+        memory.insert("reservation".into(), json!(m as i64));
+    }
+    if let Some(s) = r.memory_swappiness {
+        memory.insert("swappiness".into(), json!(s));
+    }
+    if r.oom_kill_disable {
+        memory.insert("disableOOMKiller".into(), json!(true));
+    }
+    if !memory.is_empty() {
+        out.insert("memory".into(), Value::Object(memory));
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(s) = r.cpu_shares.filter(|s| *s > 0) {
+        cpu.insert("shares".into(), json!(s));
+    }
+    if let Some(c) = r.cpus.filter(|c| *c > 0.0) {
+        cpu.insert("quota".into(), json!((c * 100_000.0) as i64));
+        cpu.insert("period".into(), json!(100_000));
+    }
+    if let Some(p) = r.cpu_period.filter(|p| *p > 0) {
+        cpu.insert("period".into(), json!(p));
+    }
+    if let Some(q) = r.cpu_quota.filter(|q| *q > 0) {
+        cpu.insert("quota".into(), json!(q));
+    }
+    if let Some(c) = r.cpuset_cpus.as_deref().filter(|c| !c.is_empty()) {
+        cpu.insert("cpus".into(), json!(c));
+    }
+    if let Some(m) = r.cpuset_mems.as_deref().filter(|m| !m.is_empty()) {
+        cpu.insert("mems".into(), json!(m));
+    }
+    if !cpu.is_empty() {
+        out.insert("cpu".into(), Value::Object(cpu));
+    }
+    if let Some(p) = r.pids_limit.filter(|p| *p > 0) {
+        out.insert("pids".into(), json!({"limit": p}));
+    }
+    let mut blkio = serde_json::Map::new();
+    if let Some(w) = r.blkio_weight.filter(|w| *w > 0) {
+        blkio.insert("weight".into(), json!(w));
+    }
+    for (key, list) in [
+        ("throttleReadBpsDevice", &r.device_read_bps),
+        ("throttleWriteBpsDevice", &r.device_write_bps),
+        ("throttleReadIOPSDevice", &r.device_read_iops),
+        ("throttleWriteIOPSDevice", &r.device_write_iops),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let mut devs = Vec::new();
+        for t in list {
+            let (major, minor) = t.numbers()?;
+            devs.push(json!({"major": major, "minor": minor, "rate": t.rate}));
+        }
+        blkio.insert(key.into(), json!(devs));
+    }
+    if !blkio.is_empty() {
+        out.insert("blockIO".into(), Value::Object(blkio));
+    }
+    Ok(out)
 }

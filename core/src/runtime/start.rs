@@ -134,37 +134,8 @@ impl Containers<'_> {
                 )
                 .map_err(io_err("write hosts"))?;
             }
-            NetMode::Container(other) => {
-                let o = self.get(&other)?;
-                if !o.is_running() || o.task.pid <= 0 {
-                    return Err(ContainerError::Conflict {
-                        reason: format!(
-                            "cannot join network namespace of a non running container: {other}"
-                        ),
-                    }
-                    .into());
-                }
-                let path = c.bundle.join("config.json");
-                let mut spec: serde_json::Value = fs::read(&path)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-                    .ok_or_else(|| ContainerError::Invalid {
-                        reason: format!("read {}", path.display()),
-                    })?;
-                if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
-                    for ns in nss.iter_mut().filter(|ns| ns["type"] == "network") {
-                        ns["path"] = serde_json::json!(format!("/proc/{}/ns/net", o.task.pid));
-                    }
-                }
-                // The monitor takes the namespace only from that very process.
-                spec["annotations"]["io.ketch.join.start"] =
-                    serde_json::json!(task_start(&o).to_string());
-                spec["annotations"]["io.ketch.join.owner"] = serde_json::json!(o.record.id);
-                let tmp = c.bundle.join(".config.json.tmp");
-                fs::write(&tmp, serde_json::to_vec_pretty(&spec).unwrap_or_default())
-                    .and_then(|()| fs::rename(&tmp, &path))
-                    .map_err(io_err("write config.json"))?;
-            }
+            // Joined with the other namespaces, below.
+            NetMode::Container(_) => {}
             NetMode::None => {
                 // A container the engine once gave a namespace of its own (its spec names it)
                 // keeps one, with loopback only.
@@ -176,6 +147,68 @@ impl Containers<'_> {
             }
             NetMode::Host => {}
         }
+        self.prepare_joins(c)
+    }
+
+    /// Namespaces shared with another container (`--network`, `--pid`, `--ipc` of
+    /// `container:X`): the spec names X's process of this start, and the monitor takes each
+    /// only from that very process (its start time, in X's cgroup).
+    fn prepare_joins(&self, c: &Container) -> crate::Result<()> {
+        let cfg = &c.record.config;
+        let net = match NetMode::of(cfg) {
+            NetMode::Container(other) => Some(other),
+            _ => None,
+        };
+        let joins: Vec<(&str, String)> = [
+            ("network", net),
+            (
+                "pid",
+                options::mode_container(&cfg.pid_mode).map(str::to_string),
+            ),
+            (
+                "ipc",
+                options::mode_container(&cfg.ipc_mode).map(str::to_string),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(kind, other)| other.map(|o| (kind, o)))
+        .collect();
+        if joins.is_empty() {
+            return Ok(());
+        }
+        let path = c.bundle.join("config.json");
+        let mut spec: serde_json::Value = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ContainerError::Invalid {
+                reason: format!("read {}", path.display()),
+            })?;
+        for (kind, other) in joins {
+            let o = self.get(&other)?;
+            if !o.is_running() || o.task.pid <= 0 {
+                let what = if kind == "network" { "network" } else { kind };
+                return Err(ContainerError::Conflict {
+                    reason: format!(
+                        "cannot join {what} namespace of a non running container: {other}"
+                    ),
+                }
+                .into());
+            }
+            let short = if kind == "network" { "net" } else { kind };
+            if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
+                for ns in nss.iter_mut().filter(|ns| ns["type"] == kind) {
+                    ns["path"] = serde_json::json!(format!("/proc/{}/ns/{short}", o.task.pid));
+                }
+            }
+            spec["annotations"][format!("io.ketch.join.{kind}.start")] =
+                serde_json::json!(task_start(&o).to_string());
+            spec["annotations"][format!("io.ketch.join.{kind}.owner")] =
+                serde_json::json!(o.record.id);
+        }
+        let tmp = c.bundle.join(".config.json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(&spec).unwrap_or_default())
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(io_err("write config.json"))?;
         Ok(())
     }
 

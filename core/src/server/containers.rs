@@ -49,15 +49,13 @@ pub(super) fn route(
             let t = req
                 .query
                 .get("t")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(10);
+                .and_then(|t| t.parse::<i64>().ok())
+                .map(|t| std::time::Duration::from_secs(t.max(0) as u64));
             let c = engine.containers().get(id)?;
             if !c.is_running() {
                 Reply::Empty(304)
             } else {
-                engine
-                    .containers()
-                    .stop(id, std::time::Duration::from_secs(t))?;
+                engine.containers().stop(id, t)?;
                 Reply::Empty(204)
             }
         }
@@ -65,12 +63,10 @@ pub(super) fn route(
             let t = req
                 .query
                 .get("t")
-                .and_then(|t| t.parse().ok())
-                .unwrap_or(10);
+                .and_then(|t| t.parse::<i64>().ok())
+                .map(|t| std::time::Duration::from_secs(t.max(0) as u64));
             if engine.containers().get(id)?.is_running() {
-                engine
-                    .containers()
-                    .stop(id, std::time::Duration::from_secs(t))?;
+                engine.containers().stop(id, t)?;
             }
             engine.containers().start(id, false, false)?;
             Reply::Empty(204)
@@ -93,6 +89,12 @@ pub(super) fn route(
         ("POST", ["containers", id, "unpause"]) => {
             engine.containers().unpause(id)?;
             Reply::Empty(204)
+        }
+        ("POST", ["containers", id, "update"]) => {
+            let body = json_body(req)?;
+            let u = crate::runtime::body::update_options(&body).map_err(bad)?;
+            engine.containers().update(id, &u)?;
+            Reply::Json(200, json!({"Warnings": []}))
         }
         ("POST", ["containers", id, "rename"]) => {
             let name = req

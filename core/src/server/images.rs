@@ -32,6 +32,12 @@ pub(super) fn route(
                 serde_json::to_value(engine.images().list(&opts)?).unwrap_or_default(),
             )
         }
+        ("GET", ["images", "search"]) => {
+            return Err(ApiError(
+                501,
+                "image search is not supported: ketch keeps no index of a registry's repositories; pull an image by its name".into(),
+            ));
+        }
         ("GET", ["images", name @ .., "json"]) if !name.is_empty() => {
             let image = engine.images().inspect(&name.join("/"))?;
             let mut v = serde_json::to_value(&image).unwrap_or_default();

@@ -417,12 +417,4 @@ fn frame(fd: u8, data: &[u8], tty: bool) -> Vec<u8> {
     f
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+use crate::runtime::body::strings;

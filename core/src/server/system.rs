@@ -27,6 +27,30 @@ pub(super) fn route(
             )
         }
         ("GET", ["events"]) => return events(engine, req, w).map(|()| None),
+        // No plugins run here: the list is empty, and the rest is refused by name.
+        ("GET", ["plugins"]) => Reply::Json(200, json!([])),
+        (_, ["plugins", ..]) => {
+            return Err(ApiError(
+                501,
+                "plugins are not supported: ketch runs its drivers built in".into(),
+            ));
+        }
+        // As a daemon outside a swarm answers.
+        (_, ["swarm", "leave"]) => {
+            return Err(ApiError(503, "This node is not part of a swarm".into()));
+        }
+        (
+            _,
+            [
+                "swarm" | "nodes" | "services" | "tasks" | "secrets" | "configs",
+                ..,
+            ],
+        ) => {
+            return Err(ApiError(
+                503,
+                "This node is not a swarm manager. Use \"docker swarm init\" or \"docker swarm join\" to connect this node to swarm and try again.".into(),
+            ));
+        }
         ("GET", ["system", "df"]) => Reply::Json(
             200,
             serde_json::to_value(engine.system_df()?).unwrap_or_default(),
@@ -78,7 +102,7 @@ pub(super) fn info(engine: &Engine) -> Result<Value> {
         .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024);
     let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    Ok(json!({
+    let mut info = json!({
         "ID": engine.engine_id(),
         "Containers": containers.len(),
         "ContainersRunning": running,
@@ -89,7 +113,8 @@ pub(super) fn info(engine: &Engine) -> Result<Value> {
         "DockerRootDir": engine.root().display().to_string(),
         "NCPU": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "MemTotal": mem_total,
-        "OperatingSystem": "linux",
+        "OperatingSystem": os_release("PRETTY_NAME").unwrap_or_else(|| "linux".into()),
+        "OSVersion": os_release("VERSION_ID").unwrap_or_default(),
         "OSType": "linux",
         "Architecture": uname.machine().to_string_lossy(),
         "KernelVersion": uname.release().to_string_lossy(),
@@ -98,10 +123,52 @@ pub(super) fn info(engine: &Engine) -> Result<Value> {
         "CgroupDriver": "cgroupfs",
         "CgroupVersion": if v2 { "2" } else { "1" },
         "LoggingDriver": "json-file",
-        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file"]},
+        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file", "local", "none"], "Authorization": null},
         "SecurityOptions": ["name=seccomp,profile=builtin"],
         "Runtimes": {"ketch": {"path": "ketch-shim"}},
         "DefaultRuntime": "ketch",
         "Warnings": [],
-    }))
+    });
+    // What the CLI and clients read beyond the basics (a second map: one macro call
+    // this long exceeds the recursion limit).
+    let more = json!({
+        "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
+        "MemoryLimit": true,
+        "SwapLimit": std::path::Path::new("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes").exists() || v2,
+        "CpuCfsPeriod": true,
+        "CpuCfsQuota": true,
+        "CPUShares": true,
+        "CPUSet": true,
+        "PidsLimit": true,
+        "OomKillDisable": !v2,
+        "IPv4Forwarding": std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1"),
+        "KernelMemory": false,
+        "KernelMemoryTCP": false,
+        "Debug": false,
+        "NFd": std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count()),
+        "NGoroutines": 0,
+        "SystemTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        "NEventsListener": 0,
+        "IndexServerAddress": "https://index.docker.io/v1/",
+        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": []},
+        "Labels": [],
+        "ExperimentalBuild": false,
+        "LiveRestoreEnabled": true,
+        "Isolation": "",
+        "InitBinary": "ketch-shim",
+        "Containerd": null,
+    });
+    if let (Some(info), Value::Object(more)) = (info.as_object_mut(), more) {
+        info.extend(more);
+    }
+    Ok(info)
+}
+
+/// A field of the host's `/etc/os-release`, as Docker's `info` shows the system.
+fn os_release(key: &str) -> Option<String> {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim_matches('"').to_string())
 }

@@ -1,0 +1,993 @@
+//! Docker parity at the boundary: every `run` flag and create field either does what it does
+//! with Docker, or is refused by name. Each case runs twice: through the `ketch` CLI embedded,
+//! and through the real `docker` CLI against `ketch daemon`. A field dropped on either way
+//! fails its case.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use ketch_tests::{Daemon, Root, busybox_rootfs, no_cgroups_left, wait_until};
+
+fn setup_both() -> (Root, Daemon) {
+    let r = Root::new();
+    r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
+    let d = Daemon::start(&r);
+    (r, d)
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `run --rm --network none FLAGS busybox sh -c SCRIPT` through both front doors; `check`
+/// sees each one's output.
+fn both(r: &Root, d: &Daemon, flags: &[&str], script: &str, check: impl Fn(&str, &str)) {
+    let mut args = vec!["run", "--rm", "--network", "none"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&["busybox", "sh", "-c", script]);
+    let o = r.run(&args);
+    assert!(o.status.success(), "ketch {args:?}: {}", text(&o));
+    check("ketch", &String::from_utf8_lossy(&o.stdout));
+    let o = d.docker(&args);
+    assert!(o.status.success(), "docker {args:?}: {}", text(&o));
+    check("docker", &String::from_utf8_lossy(&o.stdout));
+}
+
+fn host_processes() -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        })
+        .count()
+}
+
+/// The rows of the table in the issue that found these fields dropped: each now gives
+/// Docker's answer.
+#[test]
+fn run_flags_reach_the_container() {
+    let (r, d) = setup_both();
+    both(&r, &d, &["--pid", "host"], "ps | wc -l", |who, out| {
+        let n: usize = out.trim().parse().unwrap();
+        // The host's processes, not the three of a namespace of its own.
+        assert!(n > 10 && n + 50 > host_processes() / 2, "{who}: {n}");
+    });
+    both(
+        &r,
+        &d,
+        &["--ulimit", "nofile=100:200"],
+        "ulimit -n; ulimit -Hn",
+        |who, out| assert_eq!(out, "100\n200\n", "{who}"),
+    );
+    both(
+        &r,
+        &d,
+        &["--shm-size", "128m"],
+        "df -k /dev/shm",
+        |who, out| assert!(out.contains(" 131072 "), "{who}: {out}"),
+    );
+    both(
+        &r,
+        &d,
+        &["--device", "/dev/null:/dev/xnull"],
+        "ls -l /dev/xnull; echo x > /dev/xnull && echo written",
+        |who, out| {
+            assert!(
+                out.starts_with('c') && out.contains("1,   3"),
+                "{who}: {out}"
+            );
+            assert!(out.ends_with("written\n"), "{who}: {out}");
+        },
+    );
+    both(
+        &r,
+        &d,
+        &["--oom-score-adj", "500"],
+        "cat /proc/self/oom_score_adj",
+        |who, out| assert_eq!(out, "500\n", "{who}"),
+    );
+    both(&r, &d, &["--group-add", "10"], "id -G", |who, out| {
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["0", "10"],
+            "{who}"
+        )
+    });
+    both(
+        &r,
+        &d,
+        &["--dns-search", "example.org", "--dns-option", "ndots:3"],
+        "cat /etc/resolv.conf",
+        |who, out| {
+            assert!(out.contains("search example.org\n"), "{who}: {out}");
+            assert!(out.contains("options ndots:3\n"), "{who}: {out}");
+        },
+    );
+    both(
+        &r,
+        &d,
+        &["--cpuset-cpus", "1"],
+        "grep Cpus_allowed_list /proc/self/status",
+        |who, out| assert!(out.trim().ends_with("\t1"), "{who}: {out}"),
+    );
+    both(
+        &r,
+        &d,
+        &[
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--sysctl",
+            "kernel.shmmni=1024",
+        ],
+        "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmni",
+        |who, out| assert_eq!(out, "1\n1024\n", "{who}"),
+    );
+    both(
+        &r,
+        &d,
+        &["--hostname", "h", "--domainname", "example.org"],
+        "hostname; cat /proc/sys/kernel/domainname",
+        |who, out| assert_eq!(out, "h\nexample.org\n", "{who}"),
+    );
+    let host_ipc = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+    both(
+        &r,
+        &d,
+        &["--ipc", "host"],
+        "readlink /proc/self/ns/ipc",
+        |who, out| assert_eq!(out.trim(), host_ipc.to_str().unwrap(), "{who}"),
+    );
+    both(
+        &r,
+        &d,
+        &["--ipc", "none"],
+        "ls /dev/shm || echo none",
+        |who, out| assert!(out.ends_with("none\n"), "{who}: {out}"),
+    );
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    both(&r, &d, &["--uts", "host"], "hostname", |who, out| {
+        assert_eq!(out, host_name, "{who}")
+    });
+    both(
+        &r,
+        &d,
+        &["--cgroupns", "host"],
+        "grep ':pids:' /proc/self/cgroup",
+        |who, out| assert!(out.contains(":pids:/ketch/"), "{who}: {out}"),
+    );
+    both(
+        &r,
+        &d,
+        &["--security-opt", "systempaths=unconfined"],
+        "grep -c . /proc/timer_list; touch /proc/sys/kernel/x 2>&1 | grep -c Read-only; true",
+        |who, out| {
+            // Neither masked (an empty file) nor read-only (procfs refuses the new file
+            // itself, not the mount).
+            let lines: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+            assert!(lines[0] > 0 && lines[1] == 0, "{who}: {out}");
+        },
+    );
+    both(
+        &r,
+        &d,
+        &[],
+        "grep -c . /proc/timer_list; true",
+        |who, out| assert_eq!(out, "0\n", "{who}: masked by default"),
+    );
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}
+
+/// Limits land in the container's cgroups as Docker writes them.
+#[test]
+fn resource_flags_reach_the_cgroups() {
+    let (r, d) = setup_both();
+    let flags = [
+        "--memory",
+        "64m",
+        "--memory-swap",
+        "128m",
+        "--memory-reservation",
+        "32m",
+        "--memory-swappiness",
+        "5",
+        "--cpu-period",
+        "50000",
+        "--cpu-quota",
+        "25000",
+        "--cpu-shares",
+        "512",
+        "--cpuset-cpus",
+        "0",
+    ];
+    let v1 = |controller: &str, id: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}/ketch/{id}/{file}"))
+            .unwrap_or_else(|e| panic!("{controller}/{file}: {e}"))
+            .trim()
+            .to_string()
+    };
+    for who in ["ketch", "docker"] {
+        let mut args = vec!["run", "-d", "--network", "none"];
+        args.extend_from_slice(&flags);
+        args.extend_from_slice(&["busybox", "sleep", "100"]);
+        let out = if who == "ketch" {
+            r.ok(&args)
+        } else {
+            let o = d.docker(&args);
+            assert!(o.status.success(), "{}", text(&o));
+            String::from_utf8(o.stdout).unwrap()
+        };
+        let id = out.trim().to_string();
+        assert_eq!(v1("memory", &id, "memory.limit_in_bytes"), "67108864");
+        assert_eq!(
+            v1("memory", &id, "memory.memsw.limit_in_bytes"),
+            "134217728"
+        );
+        assert_eq!(v1("memory", &id, "memory.soft_limit_in_bytes"), "33554432");
+        assert_eq!(v1("memory", &id, "memory.swappiness"), "5");
+        assert_eq!(v1("cpu", &id, "cpu.cfs_period_us"), "50000");
+        assert_eq!(v1("cpu", &id, "cpu.cfs_quota_us"), "25000");
+        assert_eq!(v1("cpu", &id, "cpu.shares"), "512");
+        assert_eq!(v1("cpuset", &id, "cpuset.cpus"), "0");
+        let hc = r.ok(&["inspect", "-f", "{{json .HostConfig}}", &id]);
+        let hc: serde_json::Value = serde_json::from_str(&hc).unwrap();
+        assert_eq!(hc["MemoryReservation"], 32 << 20, "{who}");
+        assert_eq!(hc["MemorySwap"], 128 << 20, "{who}");
+        assert_eq!(hc["CpuQuota"], 25000, "{who}");
+        assert_eq!(hc["CpusetCpus"], "0", "{who}");
+        r.ok(&["rm", "-f", &id]);
+        no_cgroups_left(&id);
+    }
+    // A parent cgroup of the user's: the container's group is made below it.
+    let parent = format!("ketch-test-{}", ketch_tests::random_hex(6));
+    let id = r
+        .ok(&[
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--cgroup-parent",
+            &parent,
+            "busybox",
+            "sleep",
+            "100",
+        ])
+        .trim()
+        .to_string();
+    assert!(Path::new(&format!("/sys/fs/cgroup/pids/{parent}/{id}")).exists());
+    r.ok(&["rm", "-f", &id]);
+    for (_, m) in ketch_tests::cgroup_mounts() {
+        assert!(!m.join(&parent).join(&id).exists());
+        let _ = std::fs::remove_dir(m.join(&parent));
+    }
+}
+
+/// Namespaces shared with another container, and its stop signal and timeout.
+#[test]
+fn another_containers_namespaces_and_stop_settings() {
+    let (r, d) = setup_both();
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "first",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    both(
+        &r,
+        &d,
+        &["--pid", "container:first"],
+        "ps -o comm",
+        |who, out| assert!(out.contains("sleep"), "{who}: {out}"),
+    );
+    let first_ipc = r.ok(&["exec", "first", "readlink", "/proc/self/ns/ipc"]);
+    both(
+        &r,
+        &d,
+        &["--ipc", "container:first"],
+        "readlink /proc/self/ns/ipc",
+        |who, out| assert_eq!(out, first_ipc, "{who}"),
+    );
+    r.ok(&["stop", "-t", "0", "first"]);
+    let (code, err) = r.fails(&["run", "--rm", "--pid", "container:first", "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("non running container"), "{err}");
+    // The stop signal and timeout the container was given are the ones `stop` uses.
+    let script = "trap 'echo got USR1; exit 3' USR1; while true; do sleep 0.1; done";
+    for who in ["ketch", "docker"] {
+        let args = [
+            "run",
+            "-d",
+            "--name",
+            "sig",
+            "--network",
+            "none",
+            "--stop-signal",
+            "USR1",
+            "--stop-timeout",
+            "30",
+            "busybox",
+            "sh",
+            "-c",
+            script,
+        ];
+        let stop = if who == "ketch" {
+            r.ok(&args);
+            wait_until("the trap is set", 5, || {
+                r.ok(&["top", "sig"]).contains("sleep")
+            });
+            r.run(&["stop", "sig"])
+        } else {
+            assert!(d.docker(&args).status.success());
+            wait_until("the trap is set", 5, || {
+                r.ok(&["top", "sig"]).contains("sleep")
+            });
+            d.docker(&["stop", "sig"])
+        };
+        assert!(stop.status.success(), "{}", text(&stop));
+        assert_eq!(r.ok(&["logs", "sig"]), "got USR1\n", "{who}");
+        assert_eq!(
+            r.ok(&[
+                "inspect",
+                "-f",
+                "{{.State.ExitCode}} {{.Config.StopSignal}} {{.Config.StopTimeout}}",
+                "sig"
+            ]),
+            "3 USR1 30\n",
+            "{who}"
+        );
+        r.ok(&["rm", "sig"]);
+    }
+    // A negative stop timeout waits for as long as it takes; an explicit one wins.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--network",
+        "none",
+        "--stop-timeout",
+        "-1",
+        "busybox",
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 100",
+    ]);
+    let t = std::time::Instant::now();
+    r.ok(&["stop", "-t", "1", "slow"]);
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(status(&r, "slow"), "exited");
+    r.ok(&["rm", "-f", "first", "slow"]);
+}
+
+/// Log drivers: `none` keeps nothing (and says so), `local` keeps Docker's rotation.
+#[test]
+fn log_drivers() {
+    let (r, d) = setup_both();
+    r.ok(&[
+        "run",
+        "--name",
+        "quiet",
+        "--network",
+        "none",
+        "--log-driver",
+        "none",
+        "busybox",
+        "echo",
+        "hi",
+    ]);
+    let (code, err) = r.fails(&["logs", "quiet"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("configured logging driver does not support reading"),
+        "{err}"
+    );
+    let o = d.docker(&["logs", "quiet"]);
+    assert!(
+        !o.status.success() && text(&o).contains("does not support reading"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.HostConfig.LogConfig.Type}}", "quiet"]),
+        "none\n"
+    );
+    let id = id_of(&r, "quiet");
+    assert!(
+        !r.path()
+            .join("containers")
+            .join(&id)
+            .join("container.log")
+            .exists()
+    );
+    // Attached, the output still reaches the client.
+    assert_eq!(
+        r.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--log-driver",
+            "none",
+            "busybox",
+            "echo",
+            "hi"
+        ]),
+        "hi\n"
+    );
+    let o = d.docker(&[
+        "run",
+        "--name",
+        "loc",
+        "--network",
+        "none",
+        "--log-driver",
+        "local",
+        "busybox",
+        "echo",
+        "kept",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(r.ok(&["logs", "loc"]), "kept\n");
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.HostConfig.LogConfig.Type}}", "loc"]),
+        "local\n"
+    );
+    for bad in ["syslog", "journald"] {
+        let (code, err) = r.fails(&["run", "--rm", "--log-driver", bad, "busybox", "true"]);
+        assert_eq!(code, 125);
+        assert!(
+            err.contains(&format!("log driver \"{bad}\" is not supported")),
+            "{err}"
+        );
+        let o = d.docker(&["run", "--rm", "--log-driver", bad, "busybox", "true"]);
+        assert!(text(&o).contains("is not supported"), "{}", text(&o));
+    }
+    r.ok(&["rm", "quiet", "loc"]);
+}
+
+/// Flags for what ketch does not do are refused by name, never accepted and dropped: the
+/// CLI's and the daemon's (which the docker CLI meets as an error response).
+#[test]
+fn unsupported_flags_are_refused_by_name() {
+    let (r, d) = setup_both();
+    for (flags, names) in [
+        (vec!["--link", "a:b"], "Links is not supported"),
+        (
+            vec!["--cpu-rt-runtime", "1000"],
+            "CpuRealtimeRuntime is not supported",
+        ),
+        (
+            vec!["--storage-opt", "size=1G"],
+            "StorageOpt is not supported",
+        ),
+        (vec!["--gpus", "all"], "DeviceRequests is not supported"),
+        (
+            vec!["--blkio-weight-device", "/dev/sda:100"],
+            "BlkioWeightDevice is not supported",
+        ),
+    ] {
+        let mut args = vec!["create"];
+        args.extend_from_slice(&flags);
+        args.push("busybox");
+        let (code, err) = r.fails(&args);
+        assert_eq!(code, 125, "{err}");
+        assert!(
+            err.contains(&format!("{} is not supported", flags[0])),
+            "{err}"
+        );
+        let o = d.docker(&args);
+        assert!(!o.status.success());
+        assert!(text(&o).contains(names), "{}", text(&o));
+    }
+    for (flags, says) in [
+        (vec!["--userns", "keep-id"], "invalid userns mode"),
+        (
+            vec!["--sysctl", "kernel.panic=1"],
+            "sysctl 'kernel.panic' is not allowed",
+        ),
+        (
+            vec!["--network", "host", "--sysctl", "net.ipv4.ip_forward=1"],
+            "not allowed in host network mode",
+        ),
+        (
+            vec!["--uts", "host", "--hostname", "x"],
+            "hostname and the UTS mode",
+        ),
+        (vec!["--annotation", "io.ketch.join.owner=x"], "reserved"),
+        (
+            vec!["--ulimit", "nofile=200:100"],
+            "soft limit must be less than or equal to hard limit",
+        ),
+        (
+            vec!["--memory", "64m", "--memory-swap", "32m"],
+            "memoryswap limit should be larger",
+        ),
+        (vec!["--cpuset-cpus", "7-9"], "not available"),
+        (vec!["--blkio-weight", "500"], "blkio"),
+        (
+            vec!["--security-opt", "apparmor=myprofile"],
+            "AppArmor is not enabled",
+        ),
+        (vec!["--runtime", "crun"], "not supported"),
+    ] {
+        let mut args = vec!["create"];
+        args.extend_from_slice(&flags);
+        args.push("busybox");
+        let (code, err) = r.fails(&args);
+        assert_eq!(code, 125, "{flags:?}: {err}");
+        assert!(err.contains(says), "{flags:?}: {err}");
+        let o = d.docker(&args);
+        assert!(!o.status.success(), "docker {flags:?} was accepted");
+        // The docker CLI checks some of these itself, in its own words.
+        let own = text(&o).contains("Run 'docker create --help'");
+        assert!(
+            text(&o).contains(says) || own,
+            "docker {flags:?}: {}",
+            text(&o)
+        );
+    }
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}
+
+/// Files the CLI reads and writes, labels and annotations, exposed ports.
+#[test]
+fn cidfile_label_file_annotations_and_expose() {
+    let r = setup();
+    let dir = tempfile::tempdir().unwrap();
+    let cid = dir.path().join("cid");
+    let labels = dir.path().join("labels");
+    std::fs::write(&labels, "# a comment\na=1\n\nb=two words\n").unwrap();
+    let id = r
+        .ok(&[
+            "create",
+            "--cidfile",
+            cid.to_str().unwrap(),
+            "--label-file",
+            labels.to_str().unwrap(),
+            "--annotation",
+            "org.example.a=b",
+            "--expose",
+            "7000-7001/udp",
+            "-P",
+            "busybox",
+            "true",
+        ])
+        .trim()
+        .to_string();
+    assert_eq!(std::fs::read_to_string(&cid).unwrap(), id);
+    assert_eq!(
+        r.ok(&[
+            "inspect",
+            "-f",
+            "{{json .Config.Labels}} {{json .HostConfig.Annotations}}",
+            &id
+        ]),
+        "{\"a\":\"1\",\"b\":\"two words\"} {\"org.example.a\":\"b\"}\n"
+    );
+    let spec =
+        std::fs::read_to_string(r.path().join("containers").join(&id).join("config.json")).unwrap();
+    assert!(spec.contains("\"org.example.a\": \"b\""), "{spec}");
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{json .Config.ExposedPorts}}", &id]),
+        "{\"7000/udp\":{},\"7001/udp\":{}}\n"
+    );
+    // The file is there: a second container is refused, as Docker refuses it.
+    let (code, err) = r.fails(&[
+        "create",
+        "--cidfile",
+        cid.to_str().unwrap(),
+        "busybox",
+        "true",
+    ]);
+    assert_eq!(code, 125);
+    assert!(err.contains("container ID file found"), "{err}");
+    r.ok(&["rm", &id]);
+}
+
+fn health(r: &Root, name: &str) -> serde_json::Value {
+    serde_json::from_str(&r.ok(&["inspect", "-f", "{{json .State.Health}}", name])).unwrap()
+}
+
+/// Health checks run by the monitor: a failing one turns the container unhealthy (shown in
+/// `ps`, with `health_status` events), a passing one healthy; the image's HEALTHCHECK is
+/// used unless `--no-healthcheck`.
+#[test]
+fn health_checks() {
+    let (r, d) = setup_both();
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "sick",
+        "--network",
+        "none",
+        "--health-cmd",
+        "echo no; exit 1",
+        "--health-interval",
+        "100ms",
+        "--health-retries",
+        "2",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let o = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "fine",
+        "--network",
+        "none",
+        "--health-cmd",
+        "echo yes",
+        "--health-interval",
+        "100ms",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_until("the checks decide", 10, || {
+        health(&r, "sick")["Status"] == "unhealthy" && health(&r, "fine")["Status"] == "healthy"
+    });
+    let h = health(&r, "sick");
+    assert!(h["FailingStreak"].as_u64().unwrap() >= 2, "{h}");
+    let last = h["Log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["ExitCode"].as_i64(), last["Output"].as_str()),
+        (Some(1), Some("no\n")),
+        "{h}"
+    );
+    assert!(h["Log"].as_array().unwrap().len() <= 5);
+    let ps = String::from_utf8(
+        d.docker(&["ps", "--format", "{{.Names}} {{.Status}}"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(ps.contains("sick Up") && ps.contains("(unhealthy)"), "{ps}");
+    assert!(ps.contains("fine Up") && ps.contains("(healthy)"), "{ps}");
+    let o = d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "fine"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "healthy\n");
+    // Until the next second: the API counts whole seconds, and these are this second's.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let o = d.docker(&[
+        "events",
+        "--since",
+        "60s",
+        "--until",
+        &until.to_string(),
+        "--format",
+        "{{.Action}}",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let events = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        events.contains("health_status: unhealthy") && events.contains("health_status: healthy"),
+        "{events}"
+    );
+    // A check that runs past its timeout is killed and counts as a failure.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "slow",
+        "--network",
+        "none",
+        "--health-cmd",
+        "sleep 10",
+        "--health-interval",
+        "100ms",
+        "--health-timeout",
+        "200ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    wait_until("the check times out", 10, || {
+        health(&r, "slow")["Status"] == "unhealthy"
+    });
+    let h = health(&r, "slow");
+    assert_eq!(h["Log"][0]["ExitCode"], -1, "{h}");
+    assert_eq!(
+        h["Log"][0]["Output"], "Health check exceeded timeout (200ms)",
+        "{h}"
+    );
+    // The image's check, and --no-healthcheck.
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM busybox\nHEALTHCHECK --interval=100ms CMD test -e /tmp/ready\n",
+    )
+    .unwrap();
+    r.ok(&["build", "-q", "-t", "checked", ctx.path().to_str().unwrap()]);
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "img",
+        "--network",
+        "none",
+        "checked",
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/ready; sleep 100",
+    ]);
+    wait_until("the image's check passes", 10, || {
+        health(&r, "img")["Status"] == "healthy"
+    });
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "off",
+        "--network",
+        "none",
+        "--no-healthcheck",
+        "checked",
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{json .State.Health}}", "off"]),
+        "null\n"
+    );
+    let (code, err) = r.fails(&["run", "--no-healthcheck", "--health-cmd", "true", "busybox"]);
+    assert_eq!(code, 125);
+    assert!(err.contains("conflicts"), "{err}");
+    // Without a check, no Health at all.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "plain",
+        "--network",
+        "none",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{json .State.Health}}", "plain"]),
+        "null\n"
+    );
+    r.ok(&["rm", "-f", "sick", "fine", "slow", "img", "off", "plain"]);
+}
+
+/// The monitor runs the checks, so they go on without a daemon, and after the daemon is
+/// back; a restart policy restarts a container whose check runs.
+#[test]
+fn health_checks_and_restarts_outlive_the_daemon() {
+    let (r, mut d) = setup_both();
+    let o = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "hc",
+        "--network",
+        "none",
+        "--restart",
+        "on-failure",
+        "--health-cmd",
+        "test -e /tmp/ok",
+        "--health-interval",
+        "100ms",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; touch /tmp/ok; sleep 2; exit 1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    d.kill();
+    wait_until("healthy without a daemon", 10, || {
+        health(&r, "hc")["Status"] == "healthy"
+    });
+    wait_until("restarted on failure", 15, || {
+        r.ok(&["inspect", "-f", "{{.RestartCount}}", "hc"]).trim() != "0"
+    });
+    let d = Daemon::start(&r);
+    // The new run's checks start over, and pass again.
+    wait_until("healthy after the restart", 10, || {
+        let o = d.docker(&["inspect", "-f", "{{.State.Health.Status}}", "hc"]);
+        String::from_utf8_lossy(&o.stdout).trim() == "healthy"
+    });
+    r.ok(&["rm", "-f", "hc"]);
+}
+
+/// `docker update` and `ketch update` change a running container's limits at once, and
+/// keep them: a later allocation over the new limit is OOM-killed; the restart policy
+/// changed on a running container applies when it ends.
+#[test]
+fn update_changes_limits_live() {
+    let (r, d) = setup_both();
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u",
+        "--network",
+        "none",
+        "-m",
+        "64m",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let id = id_of(&r, "u");
+    let o = d.docker(&[
+        "update",
+        "--memory",
+        "32m",
+        "--pids-limit",
+        "30",
+        "--cpus",
+        "0.5",
+        "u",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let cg = |c: &str, f: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{c}/ketch/{id}/{f}"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        cg("memory", "memory.limit_in_bytes"),
+        (32 << 20).to_string()
+    );
+    assert_eq!(cg("pids", "pids.max"), "30");
+    assert_eq!(cg("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(
+        r.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.NanoCpus}}",
+            "u"
+        ]),
+        format!("{} 30 500000000\n", 32 << 20)
+    );
+    // Over the new limit (under the old one): killed by the kernel.
+    let o = d.docker(&[
+        "exec",
+        "u",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=48M",
+        "count=1",
+    ]);
+    assert_eq!(o.status.code(), Some(137), "{}", text(&o));
+    // The embedded CLI, back to no limit on processes.
+    r.ok(&["update", "--pids-limit", "-1", "u"]);
+    assert_eq!(cg("pids", "pids.max"), "max");
+    let (code, err) = r.fails(&["update", "--memory", "1m", "u"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Minimum memory limit allowed is 6MB"), "{err}");
+    let o = d.docker(&["update", "--memory", "1m", "u"]);
+    assert!(
+        text(&o).contains("Minimum memory limit allowed is 6MB"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        cg("memory", "memory.limit_in_bytes"),
+        (32 << 20).to_string()
+    );
+    r.ok(&["rm", "-f", "u"]);
+    no_cgroups_left(&id);
+    // A restart policy given while it runs holds when it ends; so do its new limits.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "later",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 1",
+    ]);
+    let o = d.docker(&[
+        "update",
+        "--restart",
+        "on-failure:2",
+        "--memory",
+        "16m",
+        "later",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_until("restarted twice", 20, || {
+        r.ok(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Status}}",
+            "later",
+        ]) == "2 exited\n"
+    });
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}} {{.HostConfig.Memory}}", "later"]),
+        format!("on-failure 2 {}\n", 16 << 20)
+    );
+    r.ok(&["rm", "later"]);
+}
+
+/// Answers the docker CLI reads, in Docker's shapes: `system df` with volumes and
+/// containers, `info`, and endpoints ketch does not serve refused with their reason.
+#[test]
+fn system_answers_in_dockers_shapes() {
+    let (r, d) = setup_both();
+    r.ok(&["volume", "create", "dfvol"]);
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dfc",
+        "--network",
+        "none",
+        "-v",
+        "dfvol:/data",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let o = d.docker(&["system", "df"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for row in [
+        "Images          1         1",
+        "Containers      1         1",
+        "Local Volumes   1         1",
+        "Build Cache     0         0",
+    ] {
+        assert!(out.contains(row), "{row:?} in\n{out}");
+    }
+    let o = d.docker(&["system", "df", "-v", "--format", "{{json .}}"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["Volumes"][0]["Name"], "dfvol", "{v}");
+    assert_eq!(v["Volumes"][0]["Links"], "1", "{v}");
+    assert_eq!(v["Containers"][0]["LocalVolumes"], "1", "{v}");
+    let o = d.docker(&[
+        "info",
+        "--format",
+        "{{.Swarm.LocalNodeState}} {{.OSType}} {{.LoggingDriver}}",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "inactive linux json-file\n"
+    );
+    for (args, says) in [
+        (&["search", "busybox"][..], "image search is not supported"),
+        (&["swarm", "leave"][..], "This node is not part of a swarm"),
+        (&["node", "ls"][..], "This node is not a swarm manager"),
+        (
+            &["plugin", "install", "x/y"][..],
+            "plugins are not supported",
+        ),
+    ] {
+        let o = d.docker(args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
+    let o = d.docker(&["plugin", "ls", "-q"]);
+    assert!(o.status.success() && o.stdout.is_empty(), "{}", text(&o));
+    r.ok(&["rm", "-f", "dfc"]);
+    r.ok(&["volume", "rm", "dfvol"]);
+}
