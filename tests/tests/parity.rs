@@ -991,3 +991,79 @@ fn system_answers_in_dockers_shapes() {
     r.ok(&["rm", "-f", "dfc"]);
     r.ok(&["volume", "rm", "dfvol"]);
 }
+
+/// `--mac-address`: the interface on the container's network has it, as inspect says; a
+/// bad or multicast address is refused.
+#[test]
+fn mac_address() {
+    let (r, d) = setup_both();
+    r.ok(&["network", "create", "macnet"]);
+    for (who, mac) in [
+        ("ketch", "02:42:ac:11:00:99"),
+        ("docker", "92:d0:c6:0a:29:33"),
+    ] {
+        let args = [
+            "run",
+            "--rm",
+            "--network",
+            "macnet",
+            "--mac-address",
+            mac,
+            "busybox",
+            "cat",
+            "/sys/class/net/eth0/address",
+        ];
+        let out = if who == "ketch" {
+            r.ok(&args)
+        } else {
+            let o = d.docker(&args);
+            assert!(o.status.success(), "{}", text(&o));
+            String::from_utf8(o.stdout).unwrap()
+        };
+        assert_eq!(out.trim(), mac, "{who}");
+    }
+    r.ok(&[
+        "create",
+        "--name",
+        "m",
+        "--network",
+        "macnet",
+        "--mac-address",
+        "02:42:ac:11:00:98",
+        "busybox",
+        "true",
+    ]);
+    r.ok(&["start", "m"]);
+    assert_eq!(
+        r.ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.macnet.MacAddress}}",
+            "m"
+        ]),
+        "02:42:ac:11:00:98\n"
+    );
+    for bad in ["01:00:5e:00:00:01", "02:42:ac", "zz:42:ac:11:00:98"] {
+        let (code, err) = r.fails(&[
+            "create",
+            "--network",
+            "macnet",
+            "--mac-address",
+            bad,
+            "busybox",
+        ]);
+        assert_eq!(code, 125, "{err}");
+        assert!(err.contains("invalid MAC address"), "{err}");
+    }
+    let (_, err) = r.fails(&[
+        "create",
+        "--network",
+        "host",
+        "--mac-address",
+        "02:42:ac:11:00:98",
+        "busybox",
+    ]);
+    assert!(err.contains("mac-address and the network mode"), "{err}");
+    r.ok(&["rm", "m"]);
+    r.ok(&["network", "rm", "macnet"]);
+}

@@ -293,7 +293,7 @@ pub struct CreateArgs {
     /// Add link to another container (not supported yet)
     #[arg(long)]
     link: Vec<String>,
-    /// Container MAC address (not supported yet)
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
     #[arg(long)]
     mac_address: Option<String>,
     /// GPU devices to add to the container (not supported)
@@ -376,9 +376,8 @@ pub(super) fn throttles(
 impl CreateArgs {
     /// The flags Docker has that ketch refuses, each with the API field it sets.
     fn refused(&self) -> Result<()> {
-        let set: [(&str, &str, bool); 14] = [
+        let set: [(&str, &str, bool); 13] = [
             ("link", "Links", !self.link.is_empty()),
-            ("mac-address", "MacAddress", self.mac_address.is_some()),
             ("gpus", "DeviceRequests", self.gpus.is_some()),
             (
                 "cpu-rt-period",
@@ -682,6 +681,7 @@ impl CreateArgs {
             expose: self.expose.clone(),
             cgroup_parent: self.cgroup_parent.clone(),
             healthcheck: self.healthcheck()?,
+            mac_address: self.mac_address.clone(),
         };
         security.apply_to(&mut opts);
         // The same checks as the daemon's, so a mistake is named before anything is sent.

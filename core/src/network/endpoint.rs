@@ -9,6 +9,37 @@ pub(super) fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// The addresses a container asked for on a network (`--ip`, `--mac-address`); the rest
+/// is handed out.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Given {
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// `02:42:ac:11:00:02`: six octets, and a unicast address (a multicast one on an
+/// interface would take every frame of its group).
+pub fn parse_mac(s: &str) -> crate::Result<[u8; 6]> {
+    let bad = || invalid(format!("invalid MAC address: {s}"));
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *m = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 == 1 || mac == [0; 6] {
+        return Err(invalid(format!(
+            "invalid MAC address: {s}: not a unicast address"
+        )));
+    }
+    Ok(mac)
+}
+
 pub(super) fn mac_string(mac: [u8; 6]) -> String {
     mac.iter()
         .map(|b| format!("{b:02x}"))
@@ -100,10 +131,14 @@ impl Networks<'_> {
                         .map_err(|_| invalid(format!("invalid IPv4 address: {s}")))
                 });
                 let first = i == 0;
+                let mac = a.mac.as_deref().map(parse_mac).transpose()?;
                 eps.push(self.plug(
                     container_id,
                     &a.network,
-                    ip.transpose()?,
+                    Given {
+                        ip: ip.transpose()?,
+                        mac,
+                    },
                     if first { ports } else { &[] },
                     &format!("eth{i}"),
                     first,
@@ -124,11 +159,12 @@ impl Networks<'_> {
         &self,
         container_id: &str,
         network: &str,
-        static_ip: Option<Ipv4Addr>,
+        given: Given,
         ports: &[firewall::PortMap],
         iface: &str,
         route: bool,
     ) -> crate::Result<Endpoint> {
+        let Given { ip: static_ip, mac } = given;
         let rec = self.find(network)?;
         if !ports.is_empty() && !firewall::available() {
             return Err(invalid(
@@ -143,6 +179,8 @@ impl Networks<'_> {
         }
         self.ensure_bridge(&rec, None)?;
         let mut ep = self.allocate(&rec, container_id, static_ip)?;
+        let mac = mac.unwrap_or_else(|| mac_for(ep.ip));
+        ep.mac = mac_string(mac);
         ep.ports = resolve_ports(ports)?;
         ep.veth = format!("veth{}", &crate::util::random_hex(4)[..7]);
         ep.iface = iface.to_string();
@@ -187,7 +225,7 @@ impl Networks<'_> {
                 let index = nl
                     .link_index(&name)?
                     .ok_or_else(|| io::Error::other(format!("{name} is missing")))?;
-                nl.set_link(index, None, Some(mac_for(ip)))?;
+                nl.set_link(index, None, Some(mac))?;
                 nl.add_addr(index, ip, prefix)?;
                 if let (Some(gw), true) = (gateway, route) {
                     nl.add_default_route(gw)?;

@@ -22,6 +22,7 @@ pub(super) fn attach(
         network: network.into(),
         ip: ip.map(|i| i.to_string()),
         aliases: vec![],
+        mac: None,
     };
     Ok(e.containers().attach_networks(id, &[a], ports)?.remove(0))
 }
@@ -389,6 +390,7 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
                 network: "other".into(),
                 ip: None,
                 aliases: vec!["backend".into()],
+                mac: None,
             }],
             ..Default::default()
         },
@@ -421,7 +423,7 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
     // A second network, as `network connect` adds it: eth1, no default route.
     let ep1 = e
         .networks()
-        .plug(&id, &other.id, None, &[], "eth1", false)
+        .plug(&id, &other.id, Given::default(), &[], "eth1", false)
         .unwrap();
     assert_eq!(ep1.ip, other.subnet().unwrap().nth(2).unwrap());
     let routes = ip_in(&ns, &["route", "show", "default"]);
@@ -531,6 +533,7 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
             network: "two".into(),
             ip: Some("10.9.9.9".into()),
             aliases: vec!["db".into()],
+            mac: None,
         }]
     );
     invalid(
@@ -572,6 +575,7 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
             network: "one".into(),
             ip: None,
             aliases: vec!["web".into()],
+            mac: None,
         }]
     );
     e.containers().disconnect("one", &id).unwrap();

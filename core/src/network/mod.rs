@@ -19,6 +19,8 @@ pub mod netlink;
 pub mod netns;
 pub(crate) mod owner;
 pub use crate::ipnet as subnet;
+pub(crate) use endpoint::Given;
+pub use endpoint::parse_mac;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -191,6 +193,9 @@ pub struct NetworkAttachment {
     pub network: String,
     pub ip: Option<String>,
     pub aliases: Vec<String>,
+    /// `--mac-address`: the interface's address instead of one made from its IP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 /// A network and the containers on it, for `network inspect` and `network ls`.

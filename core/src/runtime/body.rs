@@ -158,10 +158,8 @@ pub const CONFIG_FIELDS: &[(&str, Field)] = &[
     ("StopSignal", Mapped),
     ("StopTimeout", Mapped),
     ("Shell", Informational),
-    (
-        "MacAddress",
-        Refused("setting a MAC address is not supported yet"),
-    ),
+    // Deprecated here for the endpoint's, which wins; still sent by older clients.
+    ("MacAddress", Mapped),
 ];
 
 /// Every property of the API's `HostConfig` (with its `Resources`).
@@ -269,10 +267,7 @@ pub const ENDPOINT_FIELDS: &[(&str, Field)] = &[
         "Links",
         Refused("legacy links are not supported yet: use a user-defined network"),
     ),
-    (
-        "MacAddress",
-        Refused("setting a MAC address is not supported yet"),
-    ),
+    ("MacAddress", Mapped),
     ("Aliases", Mapped),
     (
         "DriverOpts",
@@ -598,6 +593,7 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
         network,
         ip: text(&endpoint["IPAMConfig"]["IPv4Address"]),
         network_aliases: strings(&endpoint["Aliases"]),
+        mac_address: text(&endpoint["MacAddress"]).or_else(|| text(&body["MacAddress"])),
         dns: strings(&hc["Dns"]),
         extra_hosts: strings(&hc["ExtraHosts"]),
         publish,
@@ -833,6 +829,9 @@ pub fn create_body(opts: &CreateOptions) -> Value {
     if !opts.network_aliases.is_empty() {
         endpoint.insert("Aliases".into(), json!(opts.network_aliases));
     }
+    if let Some(mac) = &opts.mac_address {
+        endpoint.insert("MacAddress".into(), json!(mac));
+    }
     let endpoints = if endpoint.is_empty() {
         json!({})
     } else {
@@ -1043,6 +1042,7 @@ mod tests {
             log_driver: Some("local".into()),
             expose: vec!["8080/tcp".into(), "9000-9001/udp".into()],
             cgroup_parent: Some("/parent".into()),
+            mac_address: Some("02:42:ac:11:00:99".into()),
             healthcheck: Some(Healthcheck {
                 test: vec!["CMD-SHELL".into(), "true".into()],
                 interval: 1_000_000_000,

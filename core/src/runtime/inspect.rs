@@ -259,15 +259,19 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
     let attachments = c.record.config.attachments();
     let entry = |ep: Option<&Endpoint>, name: &str| {
         // The aliases it was given on the network (named as it was given, or by its ID).
-        let aliases = attachments
+        let given = attachments
             .iter()
-            .find(|a| a.network == name || ep.is_some_and(|e| e.network_id == a.network))
-            .map(|a| a.aliases.clone())
-            .filter(|a| !a.is_empty());
+            .find(|a| a.network == name || ep.is_some_and(|e| e.network_id == a.network));
+        let aliases = given.map(|a| a.aliases.clone()).filter(|a| !a.is_empty());
+        // The address it has, or (not running) the one it was given.
+        let mac = ep
+            .map(|e| e.mac.clone())
+            .or_else(|| given.and_then(|a| a.mac.clone()))
+            .unwrap_or_default();
         json!({
             "Aliases": aliases,
             "NetworkID": ep.map(|e| e.network_id.clone()).unwrap_or_default(),
-            "MacAddress": ep.map(|e| e.mac.clone()).unwrap_or_default(),
+            "MacAddress": mac,
             "Gateway": ep.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
             "IPAddress": ep.map(|e| e.ip.to_string()).unwrap_or_default(),
             "IPPrefixLen": ep.map_or(0, |e| e.prefix),

@@ -235,6 +235,8 @@ pub struct CreateOptions {
     pub cgroup_parent: Option<String>,
     /// `--health-*`, instead of the image's HEALTHCHECK.
     pub healthcheck: Option<Healthcheck>,
+    /// `--mac-address`: the MAC address on the network it is created on.
+    pub mac_address: Option<String>,
 }
 
 impl CreateOptions {
@@ -249,6 +251,7 @@ impl CreateOptions {
                 network: n,
                 ip: self.ip.clone(),
                 aliases: self.network_aliases.clone(),
+                mac: self.mac_address.clone(),
             });
         }
         all.extend(self.extra_networks.iter().cloned());

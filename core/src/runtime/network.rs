@@ -218,6 +218,7 @@ impl Containers<'_> {
             network: rec.name.clone(),
             ip: ip.map(str::to_string),
             aliases: aliases.to_vec(),
+            mac: None,
         };
         let first = c.record.config.attachments().is_empty();
         self.update_config(&c.record.id, |cfg| {
@@ -237,7 +238,10 @@ impl Containers<'_> {
             let plugged = self.networks().plug(
                 &c.record.id,
                 &rec.id,
-                static_ip,
+                crate::network::Given {
+                    ip: static_ip,
+                    mac: None,
+                },
                 &[],
                 &format!("eth{n}"),
                 first,

@@ -454,6 +454,12 @@ impl CreateOptions {
         {
             return Err(format!("invalid cgroup parent {p:?}"));
         }
+        if let Some(mac) = &self.mac_address {
+            crate::network::parse_mac(mac).map_err(|e| e.to_string())?;
+            if !super::NetMode::of(self).is_bridge() {
+                return Err("conflicting options: mac-address and the network mode".into());
+            }
+        }
         for p in &self.expose {
             let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
             let ok_port = match port.split_once('-') {

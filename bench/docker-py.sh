@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# docker-py 7.1.0's own integration tests, the conformance target of the daemon: the files
+# for containers, exec, networks, volumes, images, health checks, the client, errors and
+# regressions, run against `ketch daemon` (started here on a fresh root) or against any
+# daemon DOCKER_HOST names (dockerd, to compare). The suite's test image, alpine:3.10, is the
+# busybox fixture tagged so, and nothing is pulled. Prints pytest's counts, the failing
+# tests, and those known not to apply here (swarm, plugins, Windows).
+#
+#   bench/docker-py.sh DOCKER_PY_SRC [FILE...]
+#
+# DOCKER_PY_SRC is a docker-py 7.1.0 source tree (its git tag 7.1.0; bring the repository
+# with `git clone` or the workplace's fetch, then `git archive 7.1.0 | tar -x -C DIR`). The
+# venv is made from PyPI with docker 7.1.0 and pytest 7.4.2 (what its dev extra pins).
+# Needs root; builds ketch (release) unless DOCKER_HOST is set.
+set -euo pipefail
+src=$(cd "${1:?usage: bench/docker-py.sh DOCKER_PY_SRC [FILE...]}" && pwd)
+shift
+here=$(cd "$(dirname "$0")/.." && pwd)
+files=("$@")
+if [ ${#files[@]} -eq 0 ]; then
+    files=(api_container_test.py api_exec_test.py api_network_test.py api_volume_test.py
+        api_image_test.py api_healthcheck_test.py api_client_test.py client_test.py
+        errors_test.py regression_test.py models_containers_test.py models_images_test.py
+        models_networks_test.py models_volumes_test.py)
+fi
+[ -f "$src/tests/integration/base.py" ] || { echo "$src is not a docker-py source tree" >&2; exit 2; }
+grep -q "TEST_IMG = 'alpine:3.10'" "$src/tests/integration/base.py" ||
+    echo "warning: $src does not look like docker-py 7.1.0 (its test image differs)" >&2
+
+venv=/var/tmp/ketch-docker-py-venv
+if [ ! -x "$venv/bin/pytest" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q docker==7.1.0 pytest==7.4.2 pytest-timeout==2.1.0 paramiko
+fi
+
+work=$(mktemp -d /var/tmp/ketch-docker-py.XXXX)
+daemon_pid=
+ketch=
+cleanup() {
+    if [ -n "$ketch" ]; then
+        k rm -f $(k ps -aq 2>/dev/null) >/dev/null 2>&1 || true
+        k network prune -f >/dev/null 2>&1 || true
+        k volume prune -af >/dev/null 2>&1 || true
+    fi
+    [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
+    if [ -n "$ketch" ]; then
+        ip link del "$KETCH_BRIDGE" 2>/dev/null || true
+        nft delete table ip "ketch_$KETCH_BRIDGE" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+if [ -z "${DOCKER_HOST:-}" ]; then
+    (cd "$here" && cargo build --release -q -p ketch-cli -p ketch-shim)
+    ketch=$here/target/release/ketch
+    export KETCH_ROOT=$work/root KETCH_BRIDGE=ktpy$$ KETCH_IP_FORWARD=false
+    k() { "$ketch" "$@"; }
+    "$here/tests/fixtures/busybox-rootfs.sh" "$work/rootfs.tar"
+    k import "$work/rootfs.tar" alpine:3.10 >/dev/null
+    k daemon -H "unix://$work/ketch.sock" 2>"$work/daemon.log" &
+    daemon_pid=$!
+    for _ in $(seq 100); do [ -S "$work/ketch.sock" ] && break; sleep 0.1; done
+    export DOCKER_HOST=unix://$work/ketch.sock
+fi
+echo "daemon: $DOCKER_HOST"
+
+# The tests import the source tree's package (its version from the installed one).
+cd "$src"
+args=()
+for f in "${files[@]}"; do args+=("tests/integration/$f"); done
+PYTHONDONTWRITEBYTECODE=1 "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q \
+    -o addopts="" --junitxml="$work/junit.xml" "${args[@]}" >"$work/pytest.log" 2>&1 || true
+tail -1 "$work/pytest.log"
+"$venv/bin/python" - "$work/junit.xml" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+# Tests that cannot pass on a Linux daemon outside a swarm with no plugins, whatever the
+# daemon: named, with why, and counted apart.
+NOT_HERE = {
+    "swarm": "needs swarm mode",
+    "plugin": "needs the plugin system",
+    "windows": "Windows only",
+}
+passed, failed, skipped, apart = [], [], [], []
+for case in ET.parse(sys.argv[1]).iter("testcase"):
+    name = f"{case.get('classname')}.{case.get('name')}"
+    bad = case.find("failure") is not None or case.find("error") is not None
+    if case.find("skipped") is not None:
+        skipped.append(name)
+    elif bad:
+        why = next((w for k, w in NOT_HERE.items() if k in name.lower()), None)
+        (apart if why else failed).append((name, why))
+    else:
+        passed.append(name)
+print(f"passed {len(passed)}, failed {len(failed)}, skipped {len(skipped)}, "
+      f"not applicable {len(apart)}")
+for name, _ in failed:
+    print(f"FAILED {name}")
+for name, why in apart:
+    print(f"n/a    {name}: {why}")
+EOF
