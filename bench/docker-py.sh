@@ -3,7 +3,8 @@
 # for containers, exec, networks, volumes, images, health checks, the client, errors and
 # regressions, run against `ketch daemon` (started here on a fresh root) or against any
 # daemon DOCKER_HOST names (dockerd, to compare). The suite's test image, alpine:3.10, is the
-# busybox fixture tagged so, and nothing is pulled. Prints pytest's counts, the failing
+# busybox fixture tagged so (and as alpine:latest, which the model tests use), and nothing
+# is pulled. Prints pytest's counts, the failing
 # tests, and those known not to apply here (swarm, plugins, Windows).
 #
 #   bench/docker-py.sh DOCKER_PY_SRC [FILE...]
@@ -56,14 +57,17 @@ if [ -z "${DOCKER_HOST:-}" ]; then
     ketch=$here/target/release/ketch
     export KETCH_ROOT=$work/root KETCH_BRIDGE=ktpy$$ KETCH_IP_FORWARD=false
     k() { "$ketch" "$@"; }
-    "$here/tests/fixtures/busybox-rootfs.sh" "$work/rootfs.tar"
-    k import "$work/rootfs.tar" alpine:3.10 >/dev/null
     k daemon -H "unix://$work/ketch.sock" 2>"$work/daemon.log" &
     daemon_pid=$!
     for _ in $(seq 100); do [ -S "$work/ketch.sock" ] && break; sleep 0.1; done
     export DOCKER_HOST=unix://$work/ketch.sock
 fi
 echo "daemon: $DOCKER_HOST"
+# The same test image for any daemon, through its API: the busybox fixture as the suite's
+# alpine:3.10, and as plain `alpine` (latest), which the model tests run.
+"$here/tests/fixtures/busybox-rootfs.sh" "$work/rootfs.tar"
+docker import "$work/rootfs.tar" alpine:3.10 >/dev/null
+docker tag alpine:3.10 alpine:latest
 
 # The tests import the source tree's package (its version from the installed one).
 cd "$src"
@@ -72,6 +76,10 @@ for f in "${files[@]}"; do args+=("tests/integration/$f"); done
 PYTHONDONTWRITEBYTECODE=1 "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -q \
     -o addopts="" --junitxml="$work/junit.xml" "${args[@]}" >"$work/pytest.log" 2>&1 || true
 tail -1 "$work/pytest.log"
+# Kept for reading the failures: pytest's report and the daemon's log.
+cp "$work/pytest.log" /var/tmp/ketch-docker-py.pytest.log
+[ -f "$work/daemon.log" ] && cp "$work/daemon.log" /var/tmp/ketch-docker-py.daemon.log
+echo "pytest's report: /var/tmp/ketch-docker-py.pytest.log"
 "$venv/bin/python" - "$work/junit.xml" <<'EOF'
 import sys
 import xml.etree.ElementTree as ET

@@ -18,7 +18,10 @@ export declare class Engine {
    */
   createContainer(body: object, name?: string): Promise<string>
   start(id: string): Promise<void>
-  /** SIGTERM, then SIGKILL after `timeout` seconds (default 10). */
+  /**
+   * The stop signal (SIGTERM unless the container names another), then SIGKILL after
+   * `timeout` seconds (default: the container's stop timeout, else 10).
+   */
   stop(id: string, timeout?: number | undefined | null): Promise<void>
   /** Sends a signal (`'KILL'` by default; a name or a number as a string). */
   kill(id: string, signal?: string | undefined | null): Promise<void>

@@ -1471,10 +1471,13 @@ impl Network {
     ) -> PyResult<()> {
         let c = container_ref(container)?;
         let aliases = aliases.unwrap_or_default();
-        blocking(py, || {
-            self.api
-                .network_connect(&self.id, &c, ipv4_address.as_deref(), &aliases)
-        })
+        let ep = ketch::api::NetworkAttachment {
+            network: self.id.clone(),
+            ip: ipv4_address,
+            aliases,
+            ..Default::default()
+        };
+        blocking(py, || self.api.network_connect(&c, &ep))
     }
 
     #[pyo3(signature = (container, force=false))]

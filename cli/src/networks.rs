@@ -126,8 +126,14 @@ pub fn run(cli: &Cli, c: &NetworkCommand) -> Result<ExitCode> {
         NetworkCommand::Rm(a) => rm(cli, a),
         NetworkCommand::Prune(a) => prune(cli, a),
         NetworkCommand::Connect(a) => {
+            let ep = ketch::api::NetworkAttachment {
+                network: a.network.clone(),
+                ip: a.ip.clone(),
+                aliases: a.alias.clone(),
+                ..Default::default()
+            };
             cli.api()?
-                .network_connect(&a.network, &a.container, a.ip.as_deref(), &a.alias)
+                .network_connect(&a.container, &ep)
                 .map_err(engine_exit)?;
             Ok(ExitCode::SUCCESS)
         }

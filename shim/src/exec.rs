@@ -343,6 +343,7 @@ pub fn run() -> i32 {
                 err: None,
                 input: if a.stdin { Some(inp) } else { None },
                 tty: Some(m),
+                hold_input: false,
             }
         }
         None => Run {
@@ -351,6 +352,7 @@ pub fn run() -> i32 {
             err: Some(err_r),
             input: input_w,
             tty: None,
+            hold_input: false,
         },
     };
     let relay = if a.attach {

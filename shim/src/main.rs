@@ -307,6 +307,9 @@ pub(crate) struct Run {
     pub(crate) input: Option<OwnedFd>,
     /// The terminal's master side, to pass window size changes to.
     pub(crate) tty: Option<OwnedFd>,
+    /// `input` is held open with nothing to forward (`-i` detached: the container's
+    /// standard input stays open, as Docker keeps it), not fed from the monitor's own.
+    pub(crate) hold_input: bool,
 }
 
 /// Namespaces the container joins (`--network container:X`, a network's namespace), opened
@@ -587,6 +590,7 @@ fn start(
             err: None,
             input: if stdin { Some(dup(&master)?) } else { None },
             tty: Some(master),
+            hold_input: false,
         });
     }
     Ok(Run {
@@ -595,6 +599,7 @@ fn start(
         err: Some(err_r),
         input: in_w,
         tty: None,
+        hold_input: false,
     })
 }
 
@@ -683,7 +688,7 @@ pub(crate) fn monitor(
     let mut buf = vec![0u8; 32 * 1024];
     let stdin_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
     // Standard input is forwarded when the container was given a pipe or terminal for it.
-    let mut stdin_open = input.is_some();
+    let mut stdin_open = input.is_some() && !run.hold_input;
     loop {
         if status.is_some() && open.iter().all(Option::is_none) {
             break;
@@ -1255,8 +1260,26 @@ fn run(opts: Options) -> i32 {
             );
             return 125;
         }
-        let run = match start(&bundle, &spec, &cg, opts.stdin, &joins, &sealed, reaper) {
-            Ok(r) => r,
+        // `-i` without an attached input: a pipe the monitor holds, so that the container
+        // reads no end of its input until it is stopped.
+        let hold = !opts.stdin
+            && spec
+                .annotations
+                .get("io.ketch.stdin-open")
+                .is_some_and(|v| v == "true");
+        let run = match start(
+            &bundle,
+            &spec,
+            &cg,
+            opts.stdin || hold,
+            &joins,
+            &sealed,
+            reaper,
+        ) {
+            Ok(mut r) => {
+                r.hold_input = hold;
+                r
+            }
             Err(err) => {
                 cg.destroy();
                 state.status = "exited".into();

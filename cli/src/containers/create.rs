@@ -284,7 +284,7 @@ pub struct CreateArgs {
     /// Container isolation technology (default)
     #[arg(long)]
     isolation: Option<String>,
-    /// Optional volume driver for the container (local)
+    /// Optional volume driver for the container (local; another only with no volumes)
     #[arg(long)]
     volume_driver: Option<String>,
     /// Skip image verification (content trust is not used here)
@@ -682,13 +682,16 @@ impl CreateArgs {
             cgroup_parent: self.cgroup_parent.clone(),
             healthcheck: self.healthcheck()?,
             mac_address: self.mac_address.clone(),
+            network_driver_opts: Default::default(),
+            volume_driver: self.volume_driver.clone(),
+            runtime: self.runtime.clone(),
+            isolation: self.isolation.clone(),
         };
         security.apply_to(&mut opts);
         // The same checks as the daemon's, so a mistake is named before anything is sent.
         for (flag, value, ok) in [
             ("runtime", &self.runtime, &["runc", "ketch"][..]),
             ("isolation", &self.isolation, &["default"][..]),
-            ("volume-driver", &self.volume_driver, &["local"][..]),
         ] {
             if let Some(v) = value
                 .as_deref()

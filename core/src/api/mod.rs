@@ -24,7 +24,7 @@ use crate::system::{DiskUsage, PruneReport};
 pub use crate::build::{BuildContext, BuildOptions};
 pub use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
 pub use crate::model::{ProgressMessage, parse_bytes, parse_duration};
-pub use crate::network::NetworkCreate;
+pub use crate::network::{NetworkAttachment, NetworkCreate};
 pub use crate::reference::Reference;
 pub use crate::registry::auth::config_key;
 pub use crate::registry::{AuthConfig, CredentialStore, Platform, PullOptions, PushOptions};
@@ -152,13 +152,9 @@ pub trait Api: Send + Sync {
     fn network_inspect(&self, name: &str) -> Result<NetworkResource>;
     fn network_remove(&self, name: &str) -> Result<()>;
     fn network_prune(&self) -> Result<Vec<String>>;
-    fn network_connect(
-        &self,
-        network: &str,
-        container: &str,
-        ip: Option<&str>,
-        aliases: &[String],
-    ) -> Result<()>;
+    /// Connects a container to `endpoint.network`, with the address, aliases, MAC address
+    /// and driver options it gives.
+    fn network_connect(&self, container: &str, endpoint: &NetworkAttachment) -> Result<()>;
     fn network_disconnect(&self, network: &str, container: &str) -> Result<()>;
 
     // Volumes.
@@ -467,14 +463,8 @@ impl Api for Engine {
     fn network_prune(&self) -> Result<Vec<String>> {
         Engine::network_prune(self)
     }
-    fn network_connect(
-        &self,
-        network: &str,
-        container: &str,
-        ip: Option<&str>,
-        aliases: &[String],
-    ) -> Result<()> {
-        self.containers().connect(network, container, ip, aliases)
+    fn network_connect(&self, container: &str, endpoint: &NetworkAttachment) -> Result<()> {
+        self.containers().connect(container, endpoint)
     }
     fn network_disconnect(&self, network: &str, container: &str) -> Result<()> {
         self.containers().disconnect(network, container)

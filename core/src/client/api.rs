@@ -16,7 +16,7 @@ use crate::model::{
     HistoryResponseItem, ImageDeleteResponseItem, ImageInspect, ImagePruneResponse, ImageSummary,
     NetworkResource,
 };
-use crate::network::NetworkCreate;
+use crate::network::{NetworkAttachment, NetworkCreate};
 use crate::registry::{AuthConfig, PullOptions, PushOptions};
 use crate::runtime::{
     Change, CommitOptions, CreateOptions, ExecOptions, LogRecord, Stats, UpdateOptions,
@@ -269,6 +269,7 @@ impl Api for Client {
             memory_limit: v["memory_stats"]["limit"].as_u64().unwrap_or(0),
             pids: v["pids_stats"]["current"].as_u64().unwrap_or(0),
             running: v["pids_stats"]["current"].as_u64().unwrap_or(0) > 0,
+            networks: serde_json::from_value(v["networks"].clone()).unwrap_or_default(),
             id,
         })
     }
@@ -672,24 +673,12 @@ impl Api for Client {
         let v = self.call("POST", "/networks/prune", None)?;
         Ok(strings(&v["NetworksDeleted"]))
     }
-    fn network_connect(
-        &self,
-        network: &str,
-        container: &str,
-        ip: Option<&str>,
-        aliases: &[String],
-    ) -> Result<()> {
-        let mut ep = serde_json::Map::new();
-        if let Some(ip) = ip {
-            ep.insert("IPAMConfig".into(), json!({"IPv4Address": ip}));
-        }
-        if !aliases.is_empty() {
-            ep.insert("Aliases".into(), json!(aliases));
-        }
+    fn network_connect(&self, container: &str, endpoint: &NetworkAttachment) -> Result<()> {
+        let ep = crate::runtime::body::endpoint_json(endpoint);
         let body = json!({"Container": container, "EndpointConfig": ep});
         self.call(
             "POST",
-            &format!("/networks/{}/connect", enc(network)),
+            &format!("/networks/{}/connect", enc(&endpoint.network)),
             Some(&body),
         )?;
         Ok(())

@@ -5,6 +5,7 @@
 mod progress;
 mod units;
 pub use progress::{ErrorDetail, ProgressDetail, ProgressMessage, bar, human_bytes};
+pub mod filters;
 pub use units::{parse_bytes, parse_duration};
 
 use std::collections::BTreeMap;

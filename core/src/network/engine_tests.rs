@@ -5,6 +5,16 @@
 use std::process::Command;
 
 use super::endpoint::{mac_for, mac_string, resolve_ports};
+
+/// What `network connect` gives: the network, an address, aliases.
+fn endpoint(network: &str, ip: Option<&str>, aliases: &[&str]) -> NetworkAttachment {
+    NetworkAttachment {
+        network: network.into(),
+        ip: ip.map(String::from),
+        aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    }
+}
 use super::*;
 use crate::engine::Engine;
 use crate::runtime::CreateOptions;
@@ -21,8 +31,7 @@ pub(super) fn attach(
     let a = NetworkAttachment {
         network: network.into(),
         ip: ip.map(|i| i.to_string()),
-        aliases: vec![],
-        mac: None,
+        ..Default::default()
     };
     Ok(e.containers().attach_networks(id, &[a], ports)?.remove(0))
 }
@@ -112,8 +121,8 @@ fn create_refuses_what_docker_refuses() {
     };
     refused(
         &e,
-        opts(&|o| o.name = "-n".into()),
-        "invalid network name \"-n\"",
+        opts(&|o| o.name = "a/b".into()),
+        "invalid network name \"a/b\"",
     );
     refused(
         &e,
@@ -390,7 +399,7 @@ fn attach_plugs_the_namespace_into_the_bridge_and_release_takes_it_away() {
                 network: "other".into(),
                 ip: None,
                 aliases: vec!["backend".into()],
-                mac: None,
+                ..Default::default()
             }],
             ..Default::default()
         },
@@ -509,23 +518,25 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
         assert!(err.contains(want), "{err} (want {want:?})");
     };
     invalid(
-        e.containers().connect("one", &id, None, &[]),
+        e.containers().connect(&id, &endpoint("one", None, &[])),
         "endpoint with name c already exists in network one",
     );
     invalid(
-        e.containers().connect("host", &id, None, &[]),
+        e.containers().connect(&id, &endpoint("host", None, &[])),
         "cannot be connected to network host (driver host)",
     );
     invalid(
-        e.containers().connect("two", &id, Some("ten"), &[]),
+        e.containers()
+            .connect(&id, &endpoint("two", Some("ten"), &[])),
         "invalid IPv4 address: ten",
     );
     invalid(
-        e.containers().connect("bridge", &id, Some("10.0.0.9"), &[]),
+        e.containers()
+            .connect(&id, &endpoint("bridge", Some("10.0.0.9"), &[])),
         "user specified IP address is supported on user defined networks only",
     );
     e.containers()
-        .connect("two", &id, Some("10.9.9.9"), &["db".into()])
+        .connect(&id, &endpoint("two", Some("10.9.9.9"), &["db"]))
         .unwrap();
     assert_eq!(
         config().extra_networks,
@@ -533,11 +544,11 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
             network: "two".into(),
             ip: Some("10.9.9.9".into()),
             aliases: vec!["db".into()],
-            mac: None,
+            ..Default::default()
         }]
     );
     invalid(
-        e.containers().connect("two", &id, None, &[]),
+        e.containers().connect(&id, &endpoint("two", None, &[])),
         "already exists in network two",
     );
     invalid(
@@ -565,7 +576,7 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
     e.containers().disconnect("two", &id).unwrap();
     assert!(names(&config()).is_empty());
     e.containers()
-        .connect("one", &id, None, &["web".into()])
+        .connect(&id, &endpoint("one", None, &["web"]))
         .unwrap();
     let c = config();
     assert_eq!(c.network.as_deref(), Some("one"));
@@ -575,7 +586,7 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
             network: "one".into(),
             ip: None,
             aliases: vec!["web".into()],
-            mac: None,
+            ..Default::default()
         }]
     );
     e.containers().disconnect("one", &id).unwrap();
@@ -588,8 +599,12 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
     create(&e, "three", Some(&random_subnet())).unwrap();
     create(&e, "four", Some(&random_subnet())).unwrap();
     let id = container(&e, "d", "three");
-    e.containers().connect("four", &id, None, &[]).unwrap();
-    e.containers().connect("bridge", &id, None, &[]).unwrap();
+    e.containers()
+        .connect(&id, &endpoint("four", None, &[]))
+        .unwrap();
+    e.containers()
+        .connect(&id, &endpoint("bridge", None, &[]))
+        .unwrap();
     e.containers().disconnect("four", &id).unwrap();
     let c = e.containers().get(&id).unwrap().record.config;
     assert_eq!(c.network.as_deref(), Some("three"));
@@ -602,7 +617,7 @@ fn connect_and_disconnect_change_what_a_stopped_container_joins() {
 
     let host = container(&e, "h", "host");
     invalid(
-        e.containers().connect("three", &host, None, &[]),
+        e.containers().connect(&host, &endpoint("three", None, &[])),
         "container cannot be disconnected from host network or connected to host network",
     );
     invalid(

@@ -196,6 +196,10 @@ pub struct NetworkAttachment {
     /// `--mac-address`: the interface's address instead of one made from its IP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+    /// The endpoint's driver options, kept and shown as given (the bridge driver reads
+    /// none of its own here; `com.docker.network.*` ones are refused at create).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub driver_opts: BTreeMap<String, String>,
 }
 
 /// A network and the containers on it, for `network inspect` and `network ls`.
@@ -354,9 +358,14 @@ impl Networks<'_> {
     /// `network create`: a bridge network with its own Linux bridge and subnet.
     pub fn create(&self, opts: &NetworkCreate) -> crate::Result<NetworkRecord> {
         self.ensure_predefined()?;
-        if !crate::util::valid_name(&opts.name) {
+        // As Docker: any name but an empty one, one with a slash or a control character
+        // (it names nothing on the host: the bridge is named by the network's ID).
+        if opts.name.is_empty()
+            || opts.name.len() > 255
+            || opts.name.chars().any(|c| c == '/' || c.is_control())
+        {
             return Err(invalid(format!(
-                "invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed",
+                "invalid network name {:?}: a name must not be empty or hold a slash or a control character",
                 opts.name
             )));
         }

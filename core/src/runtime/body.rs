@@ -269,10 +269,8 @@ pub const ENDPOINT_FIELDS: &[(&str, Field)] = &[
     ),
     ("MacAddress", Mapped),
     ("Aliases", Mapped),
-    (
-        "DriverOpts",
-        Refused("the bridge driver takes no endpoint options"),
-    ),
+    // Kept and shown; Docker's own keys refused in `endpoint_of`.
+    ("DriverOpts", Mapped),
     (
         "GwPriority",
         Refused("choosing the default gateway among networks is not supported"),
@@ -368,8 +366,13 @@ fn health_of(v: &Value) -> Result<Option<Healthcheck>, String> {
     if v.is_null() {
         return Ok(None);
     }
+    // Clients send unset durations as null.
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.retain(|_, x| !x.is_null());
+    }
     let h: Healthcheck =
-        serde_json::from_value(v.clone()).map_err(|e| format!("invalid Healthcheck: {e}"))?;
+        serde_json::from_value(v).map_err(|e| format!("invalid Healthcheck: {e}"))?;
     h.validate()?;
     Ok(Some(h))
 }
@@ -385,16 +388,8 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
     refuse(body, CONFIG_FIELDS, "")?;
     refuse(&body["HostConfig"], HOST_CONFIG_FIELDS, "")?;
     if let Some(eps) = body["NetworkingConfig"]["EndpointsConfig"].as_object() {
-        for ep in eps.values() {
-            refuse(ep, ENDPOINT_FIELDS, "EndpointsConfig.")?;
-            if is_set(&ep["IPAMConfig"]["IPv6Address"]) {
-                return Err(
-                    "IPAMConfig.IPv6Address is not supported: networks here are IPv4".into(),
-                );
-            }
-            if is_set(&ep["IPAMConfig"]["LinkLocalIPs"]) {
-                return Err("IPAMConfig.LinkLocalIPs is not supported".into());
-            }
+        for (name, ep) in eps {
+            endpoint_of(name, ep)?;
         }
     }
     let image = body["Image"]
@@ -476,14 +471,6 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
             log_driver.as_deref().unwrap_or("json-file")
         ));
     }
-    if let Some(d) = hc["VolumeDriver"]
-        .as_str()
-        .filter(|d| !d.is_empty() && *d != "local")
-    {
-        return Err(format!(
-            "VolumeDriver {d:?} is not supported: volumes here are local"
-        ));
-    }
     if let Some(r) = hc["Runtime"]
         .as_str()
         .filter(|r| !r.is_empty() && !matches!(*r, "runc" | "ketch"))
@@ -546,11 +533,12 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
         .and_then(|eps| {
             network
                 .as_ref()
-                .and_then(|n| eps.get(n))
-                .or_else(|| eps.values().next())
+                .and_then(|n| eps.get_key_value(n))
+                .or_else(|| eps.iter().next())
         })
-        .cloned()
-        .unwrap_or(Value::Null);
+        .map(|(n, ep)| endpoint_of(n, ep))
+        .transpose()?
+        .unwrap_or_default();
     let labels: BTreeMap<String, String> = body["Labels"]
         .as_object()
         .map(|o| {
@@ -591,9 +579,13 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
         seccomp_profile,
         read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
         network,
-        ip: text(&endpoint["IPAMConfig"]["IPv4Address"]),
-        network_aliases: strings(&endpoint["Aliases"]),
-        mac_address: text(&endpoint["MacAddress"]).or_else(|| text(&body["MacAddress"])),
+        ip: endpoint.ip,
+        network_aliases: endpoint.aliases,
+        mac_address: endpoint.mac.or_else(|| text(&body["MacAddress"])),
+        network_driver_opts: endpoint.driver_opts,
+        volume_driver: text(&hc["VolumeDriver"]),
+        runtime: text(&hc["Runtime"]),
+        isolation: text(&hc["Isolation"]),
         dns: strings(&hc["Dns"]),
         extra_hosts: strings(&hc["ExtraHosts"]),
         publish,
@@ -686,6 +678,53 @@ fn resources_of(hc: &Value) -> Result<Resources, String> {
         device_read_iops: throttles_of(&hc["BlkioDeviceReadIOps"])?,
         device_write_iops: throttles_of(&hc["BlkioDeviceWriteIOps"])?,
     })
+}
+
+/// One network's `EndpointSettings` (a create's `NetworkingConfig` entry, or a connect's
+/// `EndpointConfig`): what the container asks of it there. A refused field is named.
+pub fn endpoint_of(network: &str, ep: &Value) -> Result<crate::network::NetworkAttachment, String> {
+    refuse(ep, ENDPOINT_FIELDS, "EndpointsConfig.")?;
+    if is_set(&ep["IPAMConfig"]["IPv6Address"]) {
+        return Err("IPAMConfig.IPv6Address is not supported: networks here are IPv4".into());
+    }
+    if is_set(&ep["IPAMConfig"]["LinkLocalIPs"]) {
+        return Err("IPAMConfig.LinkLocalIPs is not supported".into());
+    }
+    let driver_opts = string_map(&ep["DriverOpts"]);
+    // Docker's own keys mean something to its drivers: none of them is done here.
+    if let Some(k) = driver_opts
+        .keys()
+        .find(|k| k.starts_with("com.docker.network."))
+    {
+        return Err(format!(
+            "endpoint option {k} is not supported: the bridge driver here reads no options of its own"
+        ));
+    }
+    Ok(crate::network::NetworkAttachment {
+        network: network.to_string(),
+        ip: text(&ep["IPAMConfig"]["IPv4Address"]),
+        aliases: strings(&ep["Aliases"]),
+        mac: text(&ep["MacAddress"]),
+        driver_opts,
+    })
+}
+
+/// An endpoint's `EndpointSettings`: only what it asks for.
+pub fn endpoint_json(a: &crate::network::NetworkAttachment) -> Value {
+    let mut ep = Map::new();
+    if let Some(ip) = &a.ip {
+        ep.insert("IPAMConfig".into(), json!({"IPv4Address": ip}));
+    }
+    if !a.aliases.is_empty() {
+        ep.insert("Aliases".into(), json!(a.aliases));
+    }
+    if let Some(mac) = &a.mac {
+        ep.insert("MacAddress".into(), json!(mac));
+    }
+    if !a.driver_opts.is_empty() {
+        ep.insert("DriverOpts".into(), json!(a.driver_opts));
+    }
+    Value::Object(ep)
 }
 
 /// A `RestartPolicy` as the engine names it (`on-failure:3`); `None` when it names none.
@@ -793,6 +832,25 @@ pub fn resources_json(r: &Resources) -> Map<String, Value> {
 /// A create request's body for `opts` (its name goes in the query).
 pub fn create_body(opts: &CreateOptions) -> Value {
     // In the order given (the map keeps insertion order).
+    // tmpfs mounts as `HostConfig.Tmpfs` shows them: the target and its options.
+    let tmpfs: Map<String, Value> = opts
+        .mounts
+        .iter()
+        .filter(|m| m.kind == "tmpfs")
+        .map(|m| {
+            let mut o = Vec::new();
+            if let Some(s) = m.tmpfs_size {
+                o.push(format!("size={s}"));
+            }
+            if let Some(mode) = m.tmpfs_mode {
+                o.push(format!("mode={mode:o}"));
+            }
+            if m.readonly {
+                o.push("ro".into());
+            }
+            (m.target.clone(), json!(o.join(",")))
+        })
+        .collect();
     let mut port_bindings = Map::new();
     let mut exposed = Map::new();
     for p in &opts.publish {
@@ -822,17 +880,14 @@ pub fn create_body(opts: &CreateOptions) -> Value {
         log_config.insert("max-file".into(), json!(f.to_string()));
     }
     let network = opts.network.clone().unwrap_or_else(|| "default".into());
-    let mut endpoint = Map::new();
-    if let Some(ip) = &opts.ip {
-        endpoint.insert("IPAMConfig".into(), json!({"IPv4Address": ip}));
-    }
-    if !opts.network_aliases.is_empty() {
-        endpoint.insert("Aliases".into(), json!(opts.network_aliases));
-    }
-    if let Some(mac) = &opts.mac_address {
-        endpoint.insert("MacAddress".into(), json!(mac));
-    }
-    let endpoints = if endpoint.is_empty() {
+    let endpoint = endpoint_json(&crate::network::NetworkAttachment {
+        network: network.clone(),
+        ip: opts.ip.clone(),
+        aliases: opts.network_aliases.clone(),
+        mac: opts.mac_address.clone(),
+        driver_opts: opts.network_driver_opts.clone(),
+    });
+    let endpoints = if endpoint.as_object().is_some_and(Map::is_empty) {
         json!({})
     } else {
         json!({ network.clone(): endpoint })
@@ -851,7 +906,7 @@ pub fn create_body(opts: &CreateOptions) -> Value {
         exposed.entry(key).or_insert_with(|| json!({}));
     }
     let mut host_config = json!({
-            "Mounts": opts.mounts.iter().map(mount_json).collect::<Vec<_>>(),
+            "Mounts": opts.mounts.iter().filter(|m| m.kind != "tmpfs").map(mount_json).collect::<Vec<_>>(),
             "NetworkMode": network,
             "PortBindings": port_bindings,
             "PublishAllPorts": opts.publish_all,
@@ -885,6 +940,11 @@ pub fn create_body(opts: &CreateOptions) -> Value {
             "ReadonlyPaths": opts.readonly_paths,
             "Annotations": opts.annotations,
             "CgroupParent": opts.cgroup_parent.clone().unwrap_or_default(),
+            "VolumeDriver": opts.volume_driver.clone().unwrap_or_default(),
+            "Runtime": opts.runtime.clone().unwrap_or_default(),
+            "Isolation": opts.isolation.clone().unwrap_or_default(),
+            "Links": null,
+            "Tmpfs": tmpfs,
     });
     if let Some(hc) = host_config.as_object_mut() {
         hc.extend(resources_json(&opts.resources));
@@ -1043,6 +1103,10 @@ mod tests {
             expose: vec!["8080/tcp".into(), "9000-9001/udp".into()],
             cgroup_parent: Some("/parent".into()),
             mac_address: Some("02:42:ac:11:00:99".into()),
+            network_driver_opts: [("key1".to_string(), "a".to_string())].into(),
+            volume_driver: Some("local".into()),
+            runtime: Some("runc".into()),
+            isolation: Some("default".into()),
             healthcheck: Some(Healthcheck {
                 test: vec!["CMD-SHELL".into(), "true".into()],
                 interval: 1_000_000_000,

@@ -281,7 +281,8 @@ impl Containers<'_> {
                 config,
                 layer: Some(layer.0),
                 tags: reference.into_iter().collect(),
-                record_parent: false,
+                // As Docker: a committed image's Parent is the container's image.
+                record_parent: true,
             },
         )
     }

@@ -85,14 +85,12 @@ impl Containers<'_> {
                 "id" => c.record.id.starts_with(v.as_str()),
                 "name" => c.record.name.contains(v.trim_start_matches('/')),
                 "label" => {
-                    let (key, want) = match v.split_once('=') {
-                        Some((k, w)) => (k, Some(w)),
-                        None => (v.as_str(), None),
-                    };
-                    cfg.labels
-                        .iter()
-                        .any(|(k, have)| k == key && want.is_none_or(|w| w == have))
+                    crate::model::filters::label_matches(cfg.labels.iter().map(|(k, v)| (k, v)), v)
                 }
+                "health" => match c.health_status() {
+                    Some(h) => h == *v,
+                    None => v == "none" && !c.has_healthcheck(),
+                },
                 "status" => c.status.as_str() == v,
                 "exited" => c.status == Status::Exited && c.task.exit_code.to_string() == *v,
                 "ancestor" => {
@@ -206,6 +204,16 @@ fn check_filters(filters: &Filters) -> crate::Result<()> {
     for (k, vals) in filters {
         match k.as_str() {
             "id" | "name" | "label" | "ancestor" | "network" | "volume" => {}
+            "health" => {
+                if let Some(v) = vals
+                    .iter()
+                    .find(|v| !["starting", "healthy", "unhealthy", "none"].contains(&v.as_str()))
+                {
+                    return Err(invalid(format!(
+                        "Unrecognised filter value for health: {v}"
+                    )));
+                }
+            }
             "status" => {
                 const KNOWN: [&str; 7] = [
                     "created",
@@ -262,14 +270,31 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
         let given = attachments
             .iter()
             .find(|a| a.network == name || ep.is_some_and(|e| e.network_id == a.network));
-        let aliases = given.map(|a| a.aliases.clone()).filter(|a| !a.is_empty());
+        let mut aliases = given.map(|a| a.aliases.clone()).unwrap_or_default();
+        // On a user-defined network the container answers to its short ID too: listed
+        // among its aliases (as Docker before API 1.45 lists it) and its DNS names.
+        let user_defined = ep.is_some_and(|e| e.network != "bridge");
+        let short = &c.record.id[..12];
+        if user_defined && !aliases.iter().any(|a| a == short) {
+            aliases.push(short.to_string());
+        }
+        let dns_names: Option<Vec<String>> = user_defined.then(|| {
+            std::iter::once(c.record.name.clone())
+                .chain(aliases.iter().cloned())
+                .collect()
+        });
+        let aliases = Some(aliases).filter(|a| !a.is_empty());
         // The address it has, or (not running) the one it was given.
         let mac = ep
             .map(|e| e.mac.clone())
             .or_else(|| given.and_then(|a| a.mac.clone()))
             .unwrap_or_default();
         json!({
+            "IPAMConfig": given.and_then(|a| a.ip.as_ref()).map(|ip| json!({"IPv4Address": ip})),
+            "Links": null,
             "Aliases": aliases,
+            "DNSNames": dns_names,
+            "DriverOpts": given.map(|a| &a.driver_opts).filter(|o| !o.is_empty()),
             "NetworkID": ep.map(|e| e.network_id.clone()).unwrap_or_default(),
             "MacAddress": mac,
             "Gateway": ep.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
@@ -321,10 +346,6 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             .cloned()
             .collect::<std::collections::BTreeMap<_, _>>()
     );
-    host_config["LogConfig"]["Config"] = json!({
-        "max-size": c.record.config.log_max_size.map(|s| s.to_string()),
-        "max-file": c.record.config.log_max_file.map(|s| s.to_string()),
-    });
     host_config["Binds"] = json!(
         c.record
             .config
@@ -342,6 +363,10 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             .collect::<Vec<_>>()
     );
     host_config["SecurityOpt"] = security;
+    // What Docker shows for the default runtime.
+    if host_config["Runtime"] == "" {
+        host_config["Runtime"] = json!("runc");
+    }
     host_config["NetworkMode"] = json!(mode.name());
     host_config["PortBindings"] = json!(c.record.config.publish.iter().map(|p| {
         (

@@ -26,6 +26,10 @@ impl Containers<'_> {
         }
         crate::util::pidfd_signal(task.as_fd(), signal).map_err(io_err("kill"))?;
         self.event(&c.record, "kill", &[("signal", &signal.to_string())]);
+        // As Docker: a SIGKILL returns once the container is dead (it cannot refuse).
+        if signal == libc::SIGKILL {
+            let _ = self.wait(name, Some(Duration::from_secs(10)));
+        }
         Ok(())
     }
 
@@ -316,6 +320,11 @@ impl Containers<'_> {
             memory_limit: limit,
             pids: num("pids.current").unwrap_or(0),
             running: c.is_running(),
+            networks: if c.is_running() && c.task.pid > 0 {
+                net_dev(c.task.pid)
+            } else {
+                Default::default()
+            },
         })
     }
 
@@ -390,13 +399,59 @@ impl Containers<'_> {
 
     /// Removes every stopped container; returns their IDs.
     pub fn prune(&self) -> crate::Result<Vec<String>> {
+        Ok(self.prune_report()?.0)
+    }
+
+    /// [`Self::prune`], with the bytes their writable layers held.
+    pub fn prune_report(&self) -> crate::Result<(Vec<String>, u64)> {
         let mut removed = Vec::new();
+        let mut space = 0;
         for c in self.list(true)? {
             if matches!(c.status, Status::Exited | Status::Created) && !starting(&c) {
+                let key = format!("container-{}", c.record.id);
+                let size = self.st.snapshots.usage(&key).map_or(0, |u| u.size);
                 self.remove(&c.record.id, false)?;
+                space += size;
                 removed.push(c.record.id);
             }
         }
-        Ok(removed)
+        Ok((removed, space))
     }
+}
+
+/// Per-interface counters of the network namespace of process `pid` (its
+/// `/proc/PID/net/dev`), loopback left out, as Docker's stats show them.
+fn net_dev(pid: i32) -> std::collections::BTreeMap<String, NetStats> {
+    let text = fs::read_to_string(format!("/proc/{pid}/net/dev")).unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name == "lo" {
+            continue;
+        }
+        let n: Vec<u64> = rest
+            .split_whitespace()
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        if n.len() < 16 {
+            continue;
+        }
+        out.insert(
+            name.to_string(),
+            NetStats {
+                rx_bytes: n[0],
+                rx_packets: n[1],
+                rx_errors: n[2],
+                rx_dropped: n[3],
+                tx_bytes: n[8],
+                tx_packets: n[9],
+                tx_errors: n[10],
+                tx_dropped: n[11],
+            },
+        );
+    }
+    out
 }

@@ -237,6 +237,17 @@ pub struct CreateOptions {
     pub healthcheck: Option<Healthcheck>,
     /// `--mac-address`: the MAC address on the network it is created on.
     pub mac_address: Option<String>,
+    /// `--volume-driver`: the driver of the volumes it makes; only `local` is here, so
+    /// another is refused when the container names volumes (and kept, as Docker keeps it,
+    /// when it names none).
+    pub volume_driver: Option<String>,
+    /// `--runtime` as given (`runc` or `ketch`: both are ketch-shim), shown by inspect.
+    pub runtime: Option<String>,
+    /// `--isolation` as given (`default` is the only one on Linux).
+    pub isolation: Option<String>,
+    /// That endpoint's driver options (`EndpointSettings.DriverOpts`), kept and shown.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_driver_opts: BTreeMap<String, String>,
 }
 
 impl CreateOptions {
@@ -252,6 +263,7 @@ impl CreateOptions {
                 ip: self.ip.clone(),
                 aliases: self.network_aliases.clone(),
                 mac: self.mac_address.clone(),
+                driver_opts: self.network_driver_opts.clone(),
             });
         }
         all.extend(self.extra_networks.iter().cloned());
@@ -490,6 +502,21 @@ pub struct Stats {
     pub memory_limit: u64,
     pub pids: u64,
     pub running: bool,
+    /// Each interface's counters, by name (`eth0`).
+    pub networks: BTreeMap<String, NetStats>,
+}
+
+/// An interface's counters, as the API's `NetworkStats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NetStats {
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
 }
 
 /// A container and its task, reconciled.

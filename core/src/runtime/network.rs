@@ -149,14 +149,14 @@ impl Containers<'_> {
 
     /// `network connect`: a running container joins the network at once (as `ethN`), a
     /// stopped one at its next start.
-    pub fn connect(
-        &self,
-        network: &str,
-        container: &str,
-        ip: Option<&str>,
-        aliases: &[String],
-    ) -> crate::Result<()> {
-        let rec = self.networks().find(network)?;
+    pub fn connect(&self, container: &str, endpoint: &NetworkAttachment) -> crate::Result<()> {
+        let rec = self.networks().find(&endpoint.network)?;
+        let ip = endpoint.ip.as_deref();
+        let mac = endpoint
+            .mac
+            .as_deref()
+            .map(crate::network::parse_mac)
+            .transpose()?;
         let c = self.get(container)?;
         let mode = NetMode::of(&c.record.config);
         match &mode {
@@ -216,9 +216,7 @@ impl Containers<'_> {
         }
         let attachment = NetworkAttachment {
             network: rec.name.clone(),
-            ip: ip.map(str::to_string),
-            aliases: aliases.to_vec(),
-            mac: None,
+            ..endpoint.clone()
         };
         let first = c.record.config.attachments().is_empty();
         self.update_config(&c.record.id, |cfg| {
@@ -226,6 +224,8 @@ impl Containers<'_> {
                 cfg.network_detached = false;
                 cfg.ip = attachment.ip.clone();
                 cfg.network_aliases = attachment.aliases.clone();
+                cfg.mac_address = attachment.mac.clone();
+                cfg.network_driver_opts = attachment.driver_opts.clone();
             } else {
                 cfg.extra_networks.push(attachment.clone());
             }
@@ -238,10 +238,7 @@ impl Containers<'_> {
             let plugged = self.networks().plug(
                 &c.record.id,
                 &rec.id,
-                crate::network::Given {
-                    ip: static_ip,
-                    mac: None,
-                },
+                crate::network::Given { ip: static_ip, mac },
                 &[],
                 &format!("eth{n}"),
                 first,

@@ -446,13 +446,20 @@ impl CreateOptions {
             && !matches!(d, "json-file" | "local" | "none")
         {
             return Err(format!(
-                "log driver {d:?} is not supported: use json-file, local or none"
+                "logger: no log driver named '{d}' is registered (json-file, local and none are)"
             ));
         }
         if let Some(p) = &self.cgroup_parent
             && (p.split('/').any(|c| c == ".." || c == ".") || p.contains('\0'))
         {
             return Err(format!("invalid cgroup parent {p:?}"));
+        }
+        if let Some(d) = self.volume_driver.as_deref().filter(|d| *d != "local")
+            && self.mounts.iter().any(|m| m.kind == "volume")
+        {
+            return Err(format!(
+                "VolumeDriver {d:?} is not supported: volumes here are local"
+            ));
         }
         if let Some(mac) = &self.mac_address {
             crate::network::parse_mac(mac).map_err(|e| e.to_string())?;
@@ -605,7 +612,10 @@ mod tests {
                 },
                 "reserved",
             ),
-            (|o| o.log_driver = Some("syslog".into()), "not supported"),
+            (
+                |o| o.log_driver = Some("syslog".into()),
+                "no log driver named",
+            ),
             (|o| o.cgroup_parent = Some("../x".into()), "cgroup parent"),
             (
                 |o| o.stop_signal = Some("SIGBOGUS".into()),

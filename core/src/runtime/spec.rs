@@ -403,6 +403,9 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     if opts.init {
         annotations["io.ketch.init"] = json!("true");
     }
+    if opts.open_stdin {
+        annotations["io.ketch.stdin-open"] = json!("true");
+    }
     if opts.privileged {
         annotations["io.ketch.privileged"] = json!("true");
     }

@@ -135,8 +135,11 @@ pub(super) fn route(
             Reply::Json(200, Value::Array(changes))
         }
         ("POST", ["containers", "prune"]) => {
-            let ids = engine.containers().prune()?;
-            Reply::Json(200, json!({"ContainersDeleted": ids, "SpaceReclaimed": 0}))
+            let (ids, space) = engine.containers().prune_report()?;
+            Reply::Json(
+                200,
+                json!({"ContainersDeleted": ids, "SpaceReclaimed": space}),
+            )
         }
         ("GET", ["containers", id, "export"]) => {
             let mut out =

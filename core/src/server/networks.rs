@@ -42,13 +42,8 @@ pub(super) fn route(
             let container = b["Container"]
                 .as_str()
                 .ok_or_else(|| bad("Container is required"))?;
-            let ep = &b["EndpointConfig"];
-            let ip = ep["IPAMConfig"]["IPv4Address"]
-                .as_str()
-                .filter(|s| !s.is_empty());
-            engine
-                .containers()
-                .connect(id, container, ip, &strings(&ep["Aliases"]))?;
+            let ep = crate::runtime::body::endpoint_of(id, &b["EndpointConfig"]).map_err(bad)?;
+            engine.containers().connect(container, &ep)?;
             Reply::Empty(200)
         }
         ("POST", ["networks", id, "disconnect"]) => {
@@ -67,11 +62,36 @@ pub(super) fn route(
                 .into_iter()
                 .map(|c| (c.record.id, c.record.name))
                 .collect();
-            let nets: Vec<Value> = engine
-                .network_list()?
-                .iter()
-                .map(|n| serde_json::to_value(n.resource(&names)).unwrap_or_default())
-                .collect();
+            use crate::model::filters;
+            let f = filters(req)?;
+            filters::check(
+                &f,
+                &["name", "id", "driver", "label", "scope", "type", "dangling"],
+            )
+            .map_err(bad)?;
+            let mut nets = Vec::new();
+            for n in engine.network_list()? {
+                let r = &n.record;
+                let keep = filters::passes(&f, |k, want| {
+                    Ok(match k {
+                        "name" => r.name.contains(want),
+                        "id" => r.id.starts_with(want),
+                        "driver" => r.driver == want,
+                        "label" => filters::label_matches(r.labels.iter(), want),
+                        "scope" => want == "local",
+                        "type" => match want {
+                            "builtin" => r.predefined(),
+                            "custom" => !r.predefined(),
+                            _ => return Err(format!("invalid filter: 'type'='{want}'")),
+                        },
+                        _ => filters::boolean(k, want)? == n.endpoints.is_empty(),
+                    })
+                })
+                .map_err(bad)?;
+                if keep {
+                    nets.push(serde_json::to_value(n.resource(&names)).unwrap_or_default());
+                }
+            }
             Reply::Json(200, Value::Array(nets))
         }
         _ => return Err(not_found(req)),

@@ -252,6 +252,17 @@ pub(super) fn container_logs(
         ),
         None => None,
     };
+    let until = match req
+        .query
+        .get("until")
+        .filter(|s| !s.is_empty() && *s != "0")
+    {
+        Some(s) => Some(
+            s.parse::<f64>()
+                .map_err(|_| bad(format!("invalid until: {s:?}")))?,
+        ),
+        None => None,
+    };
     let tail = match req.query.get("tail").map(String::as_str) {
         None | Some("") | Some("all") => None,
         Some(t) => Some(
@@ -264,6 +275,13 @@ pub(super) fn container_logs(
         records.retain(|(_, t, _)| {
             chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| {
                 t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9 >= since
+            })
+        });
+    }
+    if let Some(until) = until {
+        records.retain(|(_, t, _)| {
+            chrono::DateTime::parse_from_rfc3339(t).is_ok_and(|t| {
+                t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9 <= until
             })
         });
     }
@@ -360,6 +378,7 @@ pub(super) fn stats_json(s: &crate::runtime::Stats, pre: Option<(u64, u64)>, sys
             "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
         },
         "memory_stats": {"usage": s.memory_usage, "limit": s.memory_limit, "stats": {}},
+        "networks": s.networks,
         "blkio_stats": {},
         "storage_stats": {},
     })

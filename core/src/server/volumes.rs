@@ -38,10 +38,40 @@ pub(super) fn route(
             engine.volume_remove(name, req.query_bool("force"))?;
             Reply::Empty(204)
         }
-        ("GET", ["volumes"]) => Reply::Json(
-            200,
-            json!({"Volumes": engine.volumes().list()?, "Warnings": []}),
-        ),
+        ("GET", ["volumes"]) => {
+            use crate::model::filters;
+            let f = filters(req)?;
+            filters::check(&f, &["name", "driver", "label", "dangling"]).map_err(bad)?;
+            // Volumes a container names, for `dangling`.
+            let used: std::collections::HashSet<String> = if f.contains_key("dangling") {
+                engine
+                    .containers()
+                    .list(true)?
+                    .iter()
+                    .flat_map(|c| c.record.config.mounts.iter())
+                    .filter(|m| m.kind == "volume")
+                    .map(|m| m.source.clone())
+                    .collect()
+            } else {
+                Default::default()
+            };
+            let mut out = Vec::new();
+            for v in engine.volumes().list()? {
+                let keep = filters::passes(&f, |k, want| {
+                    Ok(match k {
+                        "name" => v.name.contains(want),
+                        "driver" => v.driver == want,
+                        "label" => filters::label_matches(v.labels.iter(), want),
+                        _ => filters::boolean(k, want)? != used.contains(&v.name),
+                    })
+                })
+                .map_err(bad)?;
+                if keep {
+                    out.push(v);
+                }
+            }
+            Reply::Json(200, json!({"Volumes": out, "Warnings": []}))
+        }
         _ => return Err(not_found(req)),
     };
     Ok(Some(reply))

@@ -26,6 +26,11 @@ pub enum VolumeError {
     InUse { name: String, containers: String },
     #[error("{reason}")]
     Invalid { reason: String },
+    /// A driver there is not (only `local` is): not found, as Docker answers for a plugin.
+    #[error(
+        "create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found"
+    )]
+    NoDriver { name: String, driver: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -39,7 +44,7 @@ crate::error::from_module_error!(VolumeError);
 impl VolumeError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            VolumeError::NotFound { .. } => ErrorKind::NotFound,
+            VolumeError::NotFound { .. } | VolumeError::NoDriver { .. } => ErrorKind::NotFound,
             VolumeError::InUse { .. } => ErrorKind::Conflict,
             VolumeError::Invalid { .. } => ErrorKind::InvalidArgument,
             VolumeError::Io { source, .. } => crate::error::io_kind(source),
@@ -181,9 +186,11 @@ impl<'s> Volumes<'s> {
         }
         let driver = opts.driver.clone().unwrap_or_else(|| "local".into());
         if driver != "local" {
-            return Err(invalid(format!(
-                "create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found"
-            )));
+            return Err(VolumeError::NoDriver {
+                name: name.to_string(),
+                driver,
+            }
+            .into());
         }
         for k in opts.options.keys() {
             if !matches!(k.as_str(), "type" | "device" | "o" | "size") {

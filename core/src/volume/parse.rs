@@ -71,7 +71,9 @@ pub fn parse_tmpfs(target: &str, opts: &str) -> Result<MountSpec, String> {
             }
             None if o == "ro" => m.readonly = true,
             None if o == "rw" => m.readonly = false,
-            _ => {} // other tmpfs options (exec, nosuid, ...) keep Docker's defaults
+            // Docker's defaults, which every tmpfs here has.
+            None if matches!(o, "nosuid" | "nodev" | "noexec") => {}
+            _ => return Err(format!("tmpfs option {o:?} is not supported")),
         }
     }
     if !target.starts_with('/') {
