@@ -460,7 +460,10 @@ fn log_drivers() {
 fn unsupported_flags_are_refused_by_name() {
     let (r, d) = setup_both();
     for (flags, names) in [
-        (vec!["--link", "a:b"], "Links is not supported"),
+        (
+            vec!["--cpu-rt-period", "1000"],
+            "CpuRealtimePeriod is not supported",
+        ),
         (
             vec!["--cpu-rt-runtime", "1000"],
             "CpuRealtimeRuntime is not supported",
@@ -1064,4 +1067,78 @@ fn mac_address() {
     assert!(err.contains("mac-address and the network mode"), "{err}");
     r.ok(&["rm", "m"]);
     r.ok(&["network", "rm", "macnet"]);
+}
+
+/// Legacy links: the linked container's address under the alias in /etc/hosts, its
+/// environment and ports as `ALIAS_*`, through both front doors; a link to a container that
+/// does not run fails the start; `rm --link` takes the link away.
+#[test]
+fn legacy_links() {
+    let (r, d) = setup_both();
+    r.ok(&[
+        "run", "-d", "--name", "db", "-e", "FOO=1", "--expose", "5432", "busybox", "sleep", "100",
+    ]);
+    let ip = r.ok(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "db"]);
+    let ip = ip.trim();
+    for who in ["ketch", "docker"] {
+        let args = [
+            "run",
+            "--rm",
+            "--link",
+            "db:database",
+            "busybox",
+            "sh",
+            "-c",
+            "grep database /etc/hosts; env | grep ^DATABASE_ | sort",
+        ];
+        let out = if who == "ketch" {
+            r.ok(&args)
+        } else {
+            let o = d.docker(&args);
+            assert!(o.status.success(), "{}", text(&o));
+            String::from_utf8(o.stdout).unwrap()
+        };
+        assert!(out.starts_with(&format!("{ip}\tdatabase ")), "{who}: {out}");
+        for want in [
+            "DATABASE_ENV_FOO=1".to_string(),
+            format!("DATABASE_PORT=tcp://{ip}:5432"),
+            format!("DATABASE_PORT_5432_TCP_ADDR={ip}"),
+        ] {
+            assert!(out.lines().any(|l| l == want), "{who}: {want} in {out}");
+        }
+        assert!(out.contains("DATABASE_NAME=/"), "{who}: {out}");
+    }
+    r.ok(&[
+        "create",
+        "--name",
+        "app",
+        "--link",
+        "db",
+        "busybox",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{json .HostConfig.Links}}", "app"]),
+        "[\"/db:/app/db\"]\n"
+    );
+    r.ok(&["stop", "-t", "0", "db"]);
+    let (code, err) = r.fails(&["start", "-a", "app"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("Cannot link to a non running container: /db AS /app/db"),
+        "{err}"
+    );
+    let o = d.docker(&["rm", "--link", "/app/db"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{json .HostConfig.Links}}", "app"]),
+        "null\n"
+    );
+    let (code, err) = r.fails(&["create", "--link", "nosuch:x", "busybox"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("No such container: nosuch"), "{err}");
+    let (_, err) = r.fails(&["create", "--network", "none", "--link", "db", "busybox"]);
+    assert!(err.contains("links and the network mode"), "{err}");
+    r.ok(&["rm", "-f", "app", "db"]);
 }

@@ -290,7 +290,7 @@ pub struct CreateArgs {
     /// Skip image verification (content trust is not used here)
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     disable_content_trust: Option<String>,
-    /// Add link to another container (not supported yet)
+    /// Add link to another container (NAME[:ALIAS])
     #[arg(long)]
     link: Vec<String>,
     /// Container MAC address (e.g., 92:d0:c6:0a:29:33)
@@ -376,8 +376,7 @@ pub(super) fn throttles(
 impl CreateArgs {
     /// The flags Docker has that ketch refuses, each with the API field it sets.
     fn refused(&self) -> Result<()> {
-        let set: [(&str, &str, bool); 13] = [
-            ("link", "Links", !self.link.is_empty()),
+        let set: [(&str, &str, bool); 12] = [
             ("gpus", "DeviceRequests", self.gpus.is_some()),
             (
                 "cpu-rt-period",
@@ -684,6 +683,7 @@ impl CreateArgs {
             mac_address: self.mac_address.clone(),
             network_driver_opts: Default::default(),
             volume_driver: self.volume_driver.clone(),
+            links: self.link.clone(),
             runtime: self.runtime.clone(),
             isolation: self.isolation.clone(),
         };

@@ -234,10 +234,7 @@ pub const HOST_CONFIG_FIELDS: &[(&str, Field)] = &[
         "Cgroup",
         Refused("sharing another container's cgroup is not supported"),
     ),
-    (
-        "Links",
-        Refused("legacy links are not supported yet: use a user-defined network"),
-    ),
+    ("Links", Mapped),
     ("OomScoreAdj", Mapped),
     ("PidMode", Mapped),
     ("Privileged", Mapped),
@@ -265,7 +262,7 @@ pub const ENDPOINT_FIELDS: &[(&str, Field)] = &[
     ("IPAMConfig", Mapped),
     (
         "Links",
-        Refused("legacy links are not supported yet: use a user-defined network"),
+        Refused("per-network links are not supported yet: use aliases (--link is)"),
     ),
     ("MacAddress", Mapped),
     ("Aliases", Mapped),
@@ -584,6 +581,10 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
         mac_address: endpoint.mac.or_else(|| text(&body["MacAddress"])),
         network_driver_opts: endpoint.driver_opts,
         volume_driver: text(&hc["VolumeDriver"]),
+        links: strings(&hc["Links"])
+            .iter()
+            .map(|l| super::options::parse_link(l).map(|(n, a)| format!("{n}:{a}")))
+            .collect::<Result<_, _>>()?,
         runtime: text(&hc["Runtime"]),
         isolation: text(&hc["Isolation"]),
         dns: strings(&hc["Dns"]),
@@ -943,7 +944,7 @@ pub fn create_body(opts: &CreateOptions) -> Value {
             "VolumeDriver": opts.volume_driver.clone().unwrap_or_default(),
             "Runtime": opts.runtime.clone().unwrap_or_default(),
             "Isolation": opts.isolation.clone().unwrap_or_default(),
-            "Links": null,
+            "Links": opts.links,
             "Tmpfs": tmpfs,
     });
     if let Some(hc) = host_config.as_object_mut() {
@@ -1105,6 +1106,7 @@ mod tests {
             mac_address: Some("02:42:ac:11:00:99".into()),
             network_driver_opts: [("key1".to_string(), "a".to_string())].into(),
             volume_driver: Some("local".into()),
+            links: vec!["db:database".into()],
             runtime: Some("runc".into()),
             isolation: Some("default".into()),
             healthcheck: Some(Healthcheck {

@@ -149,6 +149,12 @@ impl Containers<'_> {
                 self.find(other)?;
             }
         }
+        for l in &opts.links {
+            let (name, _) =
+                options::parse_link(l).map_err(|reason| ContainerError::Invalid { reason })?;
+            self.find(&name)
+                .map_err(|_| ContainerError::NotFound { name: name.clone() })?;
+        }
         let (image, top, config_raw) = {
             let (image, layers) = self.st.db.read(|tx| {
                 let image = crate::image::resolve(tx, &opts.image)?.image;

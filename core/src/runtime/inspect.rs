@@ -363,6 +363,19 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             .collect::<Vec<_>>()
     );
     host_config["SecurityOpt"] = security;
+    // Links as Docker shows them: `/NAME:/THIS/ALIAS`.
+    host_config["Links"] = json!(
+        c.record
+            .config
+            .links
+            .iter()
+            .filter_map(|l| super::options::parse_link(l).ok())
+            .map(|(n, a)| format!("/{n}:/{}/{a}", c.record.name))
+            .collect::<Vec<_>>()
+    );
+    if c.record.config.links.is_empty() {
+        host_config["Links"] = Value::Null;
+    }
     // What Docker shows for the default runtime.
     if host_config["Runtime"] == "" {
         host_config["Runtime"] = json!("runc");

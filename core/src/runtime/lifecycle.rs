@@ -328,6 +328,23 @@ impl Containers<'_> {
         })
     }
 
+    /// `rm --link CONTAINER/ALIAS`: the container's link under that alias goes (its next
+    /// start has no such name); the linked container stays.
+    pub fn remove_link(&self, name: &str, alias: &str) -> crate::Result<()> {
+        let c = self.get(name)?;
+        let has = |l: &String| super::options::parse_link(l).is_ok_and(|(_, a)| a == alias);
+        if !c.record.config.links.iter().any(has) {
+            return Err(ContainerError::NotFound {
+                name: format!("{name}/{alias}"),
+            }
+            .into());
+        }
+        self.update_config(&c.record.id, |cfg| {
+            cfg.links.retain(|l| !has(l));
+            Ok(())
+        })
+    }
+
     /// Gives a container a new name.
     pub fn rename(&self, name: &str, new_name: &str) -> crate::Result<()> {
         let new_name = new_name.trim_start_matches('/');

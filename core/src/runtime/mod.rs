@@ -241,6 +241,11 @@ pub struct CreateOptions {
     /// another is refused when the container names volumes (and kept, as Docker keeps it,
     /// when it names none).
     pub volume_driver: Option<String>,
+    /// `--link NAME[:ALIAS]` (legacy links), as `NAME:ALIAS`: at each start the linked
+    /// container's address goes in /etc/hosts under the alias, and its environment and
+    /// ports in this one's (`ALIAS_ENV_...`, `ALIAS_PORT_...`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
     /// `--runtime` as given (`runc` or `ketch`: both are ketch-shim), shown by inspect.
     pub runtime: Option<String>,
     /// `--isolation` as given (`default` is the only one on Linux).

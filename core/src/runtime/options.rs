@@ -265,6 +265,18 @@ pub fn check_restart(r: &str) -> Result<(), String> {
     }
 }
 
+/// A legacy link as Docker's clients give it (`NAME`, `NAME:ALIAS`, or inspect's
+/// `/NAME:/THIS/ALIAS`): the linked container's name and the alias.
+pub fn parse_link(s: &str) -> Result<(String, String), String> {
+    let (name, alias) = s.split_once(':').unwrap_or((s, s));
+    let name = name.trim_start_matches('/');
+    let alias = alias.rsplit('/').next().unwrap_or(alias);
+    if name.is_empty() || alias.is_empty() || name.contains('/') {
+        return Err(format!("invalid link {s:?}: use NAME[:ALIAS]"));
+    }
+    Ok((name.to_string(), alias.to_string()))
+}
+
 /// The container a `container:NAME` mode names.
 pub fn mode_container(mode: &Option<String>) -> Option<&str> {
     mode.as_deref().and_then(|m| m.strip_prefix("container:"))
@@ -453,6 +465,12 @@ impl CreateOptions {
             && (p.split('/').any(|c| c == ".." || c == ".") || p.contains('\0'))
         {
             return Err(format!("invalid cgroup parent {p:?}"));
+        }
+        for l in &self.links {
+            parse_link(l)?;
+        }
+        if !self.links.is_empty() && !super::NetMode::of(self).is_bridge() {
+            return Err("conflicting options: links and the network mode".into());
         }
         if let Some(d) = self.volume_driver.as_deref().filter(|d| *d != "local")
             && self.mounts.iter().any(|m| m.kind == "volume")

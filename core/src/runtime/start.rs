@@ -124,15 +124,17 @@ impl Containers<'_> {
                     let _ = fs::remove_file(&down);
                 }
                 let hostname = c.record.config.hostname.clone().unwrap_or_default();
+                let (link_hosts, link_env) = self.link_entries(c, &eps)?;
                 fs::write(
                     c.bundle.join("hosts"),
                     hosts_file(
                         &hostname,
                         first.map(|ep| ep.ip),
                         &c.record.config.extra_hosts,
-                    ),
+                    ) + &link_hosts,
                 )
                 .map_err(io_err("write hosts"))?;
+                self.set_link_env(c, &link_env)?;
             }
             // Joined with the other namespaces, below.
             NetMode::Container(_) => {}
@@ -148,6 +150,135 @@ impl Containers<'_> {
             NetMode::Host => {}
         }
         self.prepare_joins(c)
+    }
+
+    /// A container's legacy links as the linked containers run now: their /etc/hosts lines
+    /// (address, alias, short ID, name) and the environment Docker gives
+    /// (`ALIAS_NAME`, `ALIAS_ENV_*`, `ALIAS_PORT_*`). A linked container must run, on a
+    /// network this one is on.
+    fn link_entries(
+        &self,
+        c: &Container,
+        eps: &[crate::network::Endpoint],
+    ) -> crate::Result<(String, Vec<String>)> {
+        let mut hosts = String::new();
+        let mut env = Vec::new();
+        for l in &c.record.config.links {
+            let (name, alias) =
+                options::parse_link(l).map_err(|reason| ContainerError::Invalid { reason })?;
+            let o = self.get(&name)?;
+            let refuse = |why: &str| -> crate::Error {
+                ContainerError::Conflict {
+                    reason: format!(
+                        "Cannot link to {why} container: /{name} AS /{}/{alias}",
+                        c.record.name
+                    ),
+                }
+                .into()
+            };
+            if !o.is_running() {
+                return Err(refuse("a non running"));
+            }
+            let theirs = self.networks().container_endpoints(&o.record.id)?;
+            let Some(ep) = theirs
+                .iter()
+                .find(|t| eps.iter().any(|e| e.network_id == t.network_id))
+            else {
+                return Err(refuse("a"));
+            };
+            let ip = ep.ip;
+            hosts.push_str(&format!(
+                "{ip}\t{alias} {} {}\n",
+                &o.record.id[..12],
+                o.record.name
+            ));
+            let prefix = alias.to_ascii_uppercase().replace('-', "_");
+            env.push(format!("{prefix}_NAME=/{}/{alias}", c.record.name));
+            for e in &o.record.config.env {
+                if let Some((k, v)) = e.split_once('=')
+                    && k != "HOME"
+                    && k != "PATH"
+                {
+                    env.push(format!("{prefix}_ENV_{k}={v}"));
+                }
+            }
+            let mut ports: Vec<(u16, String)> = o
+                .record
+                .config
+                .expose
+                .iter()
+                .filter_map(|p| {
+                    let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+                    Some((port.parse().ok()?, proto.to_string()))
+                })
+                .chain(
+                    o.record
+                        .config
+                        .publish
+                        .iter()
+                        .map(|p| (p.container_port, p.proto.clone())),
+                )
+                .collect();
+            ports.sort();
+            ports.dedup();
+            if let Some((port, proto)) = ports.first() {
+                env.push(format!("{prefix}_PORT={proto}://{ip}:{port}"));
+            }
+            for (port, proto) in &ports {
+                let key = format!("{prefix}_PORT_{port}_{}", proto.to_ascii_uppercase());
+                env.push(format!("{key}={proto}://{ip}:{port}"));
+                env.push(format!("{key}_ADDR={ip}"));
+                env.push(format!("{key}_PORT={port}"));
+                env.push(format!("{key}_PROTO={proto}"));
+            }
+        }
+        Ok((hosts, env))
+    }
+
+    /// Puts the environment of a container's links in its spec, in place of the last
+    /// start's (named in the `io.ketch.links.env` annotation).
+    fn set_link_env(&self, c: &Container, env: &[String]) -> crate::Result<()> {
+        let path = c.bundle.join("config.json");
+        let mut spec: serde_json::Value = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| ContainerError::Invalid {
+                reason: format!("read {}", path.display()),
+            })?;
+        let before: Vec<String> = spec["annotations"]["io.ketch.links.env"]
+            .as_str()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .collect();
+        if before.is_empty() && env.is_empty() {
+            return Ok(());
+        }
+        let key = |e: &str| e.split('=').next().unwrap_or_default().to_string();
+        let mut all: Vec<String> = spec["process"]["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.as_str())
+            .filter(|e| !before.contains(&key(e)))
+            .map(str::to_string)
+            .collect();
+        // The container's own variables win over a link's of the same name.
+        let mut keys = Vec::new();
+        for e in env {
+            if !all.iter().any(|x| key(x) == key(e)) {
+                all.push(e.clone());
+                keys.push(key(e));
+            }
+        }
+        spec["process"]["env"] = serde_json::json!(all);
+        spec["annotations"]["io.ketch.links.env"] = serde_json::json!(keys.join(","));
+        let tmp = c.bundle.join(".config.json.tmp");
+        fs::write(&tmp, serde_json::to_vec_pretty(&spec).unwrap_or_default())
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(io_err("write config.json"))?;
+        Ok(())
     }
 
     /// Namespaces shared with another container (`--network`, `--pid`, `--ipc` of

@@ -112,6 +112,11 @@ pub(super) fn route(
                 .unwrap_or("not-running");
             return container_wait(engine, id, condition, w).map(|()| None);
         }
+        // A legacy link, as `/CONTAINER/ALIAS`, not a container.
+        ("DELETE", ["containers", id, alias]) if req.query_bool("link") => {
+            engine.containers().remove_link(id, alias)?;
+            Reply::Empty(204)
+        }
         ("DELETE", ["containers", id]) => {
             let full = engine.containers().get(id)?.record.id;
             engine
