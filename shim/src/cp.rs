@@ -9,6 +9,11 @@
 //!   ketch-shim cp (--pid PID:START:ID | --root DIR) out PATH     tar of PATH to stdout
 //!   ketch-shim cp (--pid PID:START:ID | --root DIR) in DEST [--mkdir]  tar from stdin into DEST
 //!
+//! With `--root`, `--bind SRC DEST ro|rw` (repeated) first mounts the stopped container's
+//! volumes and binds where it has them, as Docker shows them to a copy: in a mount
+//! namespace of this process's own, each mount point made inside the root (links followed
+//! only within it), so they are gone when it exits.
+//!
 //! START is the start time of the container's process (clock ticks since boot) and ID the
 //! container's, whose cgroup the process must be in: a PID that names another process by now
 //! is refused, never entered.
@@ -34,10 +39,20 @@ pub fn run() -> i32 {
 
 /// `args`: what follows `ketch-shim cp`.
 fn main(args: &[String]) -> Result<(), String> {
-    let (how, rest) = args.split_at(2.min(args.len()));
+    let (how, mut rest) = args.split_at(2.min(args.len()));
+    let mut binds = Vec::new();
+    while let [flag, src, dest, mode, more @ ..] = rest
+        && flag == "--bind"
+    {
+        binds.push((src.as_str(), dest.as_str(), mode == "ro"));
+        rest = more;
+    }
     let (dir, rest) = match (how, rest) {
         ([flag, value], [dir, rest @ ..]) => {
-            enter(flag, value)?;
+            if !binds.is_empty() && flag != "--root" {
+                return Err(usage());
+            }
+            enter(flag, value, &binds)?;
             (dir.as_str(), rest)
         }
         _ => return Err(usage()),
@@ -51,11 +66,11 @@ fn main(args: &[String]) -> Result<(), String> {
 }
 
 fn usage() -> String {
-    "usage: ketch-shim cp (--pid PID:START:ID | --root DIR) (out PATH | in DEST [--mkdir])".into()
+    "usage: ketch-shim cp (--pid PID:START:ID | --root DIR [--bind SRC DEST ro|rw]...) (out PATH | in DEST [--mkdir])".into()
 }
 
 /// Takes the container's view of the file system.
-fn enter(flag: &str, value: &str) -> Result<(), String> {
+fn enter(flag: &str, value: &str, binds: &[(&str, &str, bool)]) -> Result<(), String> {
     match flag {
         "--pid" => {
             let mut parts = value.splitn(3, ':');
@@ -81,11 +96,47 @@ fn enter(flag: &str, value: &str) -> Result<(), String> {
             crate::sys::enter_root(root)?;
         }
         "--root" => {
+            if !binds.is_empty() {
+                mount_binds(value, binds)?;
+            }
             nix::unistd::chroot(value).map_err(|e| format!("chroot {value}: {e}"))?;
         }
         _ => return Err(usage()),
     }
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+/// The stopped container's volumes and binds on its root, in a mount namespace of this
+/// process's own whose mounts propagate nowhere.
+fn mount_binds(root: &str, binds: &[(&str, &str, bool)]) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("unshare the mount namespace: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("make the mounts private: {e}"))?;
+    let dir = std::fs::File::open(root).map_err(|e| format!("open {root}: {e}"))?;
+    for (src, dest, ro) in binds {
+        // The engine names the source: a volume's directory or the user's own `-v` path.
+        let source = std::fs::File::open(src).map_err(|e| format!("open {src}: {e}"))?;
+        let is_dir = source.metadata().map(|m| m.is_dir()).unwrap_or(true);
+        let point = crate::rootfs::create_in_root(dir.as_fd(), dest, is_dir)
+            .map_err(|e| format!("mount point {dest}: {e}"))?;
+        crate::sys::bind_fd(source.as_fd(), point.as_fd(), true)
+            .map_err(|e| format!("mount {src} on {dest}: {e}"))?;
+        if *ro {
+            let mounted = crate::rootfs::open_in_root(dir.as_fd(), dest, false)
+                .map_err(|e| format!("reopen {dest}: {e}"))?;
+            crate::sys::add_mount_attrs(mounted.as_fd(), crate::sys::MOUNT_ATTR_RDONLY, true)
+                .map_err(|e| format!("remount {dest} read-only: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn no_such(path: &str) -> String {

@@ -1142,3 +1142,83 @@ fn legacy_links() {
     assert!(err.contains("links and the network mode"), "{err}");
     r.ok(&["rm", "-f", "app", "db"]);
 }
+
+/// A copy into or out of a stopped container sees its volumes where it has them, as
+/// Docker's does; a volume's mount point that is a link in the image leads within the
+/// container, never to the host.
+#[test]
+fn archives_of_stopped_containers_see_their_volumes() {
+    let (r, d) = setup_both();
+    r.ok(&[
+        "create",
+        "--name",
+        "w",
+        "-v",
+        "/vol1",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /vol1/data.txt",
+    ]);
+    r.ok(&["start", "-a", "w"]);
+    let out = r.ok(&["cp", "w:/vol1/data.txt", "-"]);
+    assert!(out.contains("hi\n"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.txt");
+    std::fs::write(&file, "in\n").unwrap();
+    r.ok(&[
+        "create",
+        "--name",
+        "rd",
+        "-v",
+        "/vol2",
+        "busybox",
+        "cat",
+        "/vol2/in.txt",
+    ]);
+    let o = d.docker(&["cp", file.to_str().unwrap(), "rd:/vol2/"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(r.ok(&["start", "-a", "rd"]), "in\n");
+    // An image whose /evil leads up and out: the volume on /evil/v is made inside.
+    r.ok(&[
+        "run",
+        "--name",
+        "mk",
+        "--network",
+        "none",
+        "busybox",
+        "ln",
+        "-s",
+        "/../../../../../../../../tmp",
+        "/evil",
+    ]);
+    r.ok(&["commit", "mk", "evil"]);
+    let marker = format!("ketch-test-{}", ketch_tests::random_hex(6));
+    r.ok(&[
+        "create",
+        "--name",
+        "ev",
+        "-v",
+        &format!("/evil/{marker}"),
+        "evil",
+        "true",
+    ]);
+    r.ok(&["cp", file.to_str().unwrap(), &format!("ev:/evil/{marker}/")]);
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "the host's /tmp was written"
+    );
+    assert_eq!(
+        r.ok(&[
+            "run",
+            "--rm",
+            "--volumes-from",
+            "ev",
+            "busybox",
+            "cat",
+            &format!("/evil/{marker}/in.txt")
+        ]),
+        "in\n"
+    );
+    r.ok(&["rm", "-v", "w", "rd", "mk", "ev"]);
+}

@@ -374,6 +374,7 @@ impl Containers<'_> {
         let shim = self.shim()?;
         let key = format!("container-{}", c.record.id);
         let mounted;
+        let mut binds = Vec::new();
         let (flag, value) = if c.is_running() && c.task.pid > 0 {
             let start = super::task_start(&c);
             ("--pid", format!("{}:{start}:{}", c.task.pid, c.record.id))
@@ -381,10 +382,28 @@ impl Containers<'_> {
             let mounts = self.st.snapshots.mounts(&key)?;
             mounted = crate::mount::TempMount::new(&mounts, &self.st.scratch)
                 .map_err(io_err("mount the container's file system"))?;
+            // Its volumes and binds where it has them, as a running one shows them.
+            for m in self.spec_mounts(&c.record.config.mounts)? {
+                if m["type"] != "bind" {
+                    continue;
+                }
+                let ro = m["options"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|x| x == "ro"));
+                binds.push((
+                    m["source"].as_str().unwrap_or_default().to_string(),
+                    m["destination"].as_str().unwrap_or_default().to_string(),
+                    if ro { "ro" } else { "rw" },
+                ));
+            }
             ("--root", mounted.path().display().to_string())
         };
         let mut cmd = std::process::Command::new(&shim);
-        cmd.arg("cp").arg(flag).arg(&value).args(args);
+        cmd.arg("cp").arg(flag).arg(&value);
+        for (src, dest, mode) in &binds {
+            cmd.arg("--bind").arg(src).arg(dest).arg(mode);
+        }
+        cmd.args(args);
         cmd.stdin(if input.is_some() {
             std::process::Stdio::piped()
         } else {

@@ -617,7 +617,7 @@ impl Containers<'_> {
     }
 
     /// Runtime-spec entries for a container's volumes, binds and tmpfs mounts.
-    fn spec_mounts(
+    pub(super) fn spec_mounts(
         &self,
         mounts: &[crate::volume::MountSpec],
     ) -> crate::Result<Vec<serde_json::Value>> {
