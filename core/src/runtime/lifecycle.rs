@@ -34,12 +34,20 @@ impl Containers<'_> {
     }
 
     /// Waits until the container is not running; returns its exit status.
+    /// An exit its restart policy follows with a restart ends the wait too, as Docker's.
     pub fn wait(&self, name: &str, timeout: Option<Duration>) -> crate::Result<i32> {
         let record = self.find(name)?;
         let start = Instant::now();
+        let first = self.refresh(record.clone())?.task.finished_at;
         loop {
             let c = self.refresh(record.clone())?;
             if matches!(c.status, Status::Exited | Status::Created) && c.task.status != "restarting"
+            {
+                return Ok(c.task.exit_code);
+            }
+            if c.status == Status::Restarting
+                && !c.task.finished_at.is_empty()
+                && c.task.finished_at != first
             {
                 return Ok(c.task.exit_code);
             }

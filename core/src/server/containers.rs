@@ -383,12 +383,18 @@ pub(super) fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Res
                 .copied();
             return Ok(kept.unwrap_or(last));
         };
-        let ended = !c.is_running()
-            && match condition {
-                "not-running" => true,
-                "next-exit" => c.task.finished_at != first.task.finished_at,
-                _ => false,
-            };
+        // An exit since the wait began: also one the restart policy follows with a
+        // restart, which ends a wait as it does with Docker.
+        let exited = !c.task.finished_at.is_empty() && c.task.finished_at != first.task.finished_at;
+        let ended = match condition {
+            "not-running" => {
+                !c.is_running() || (c.status == crate::runtime::Status::Restarting && exited)
+            }
+            "next-exit" => {
+                exited && (!c.is_running() || c.status == crate::runtime::Status::Restarting)
+            }
+            _ => false,
+        };
         if ended {
             return Ok(c.task.exit_code);
         }
