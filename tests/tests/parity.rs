@@ -521,6 +521,10 @@ fn unsupported_flags_are_refused_by_name() {
             "AppArmor is not enabled",
         ),
         (vec!["--runtime", "crun"], "not supported"),
+        (
+            vec!["--platform", "linux/s390x"],
+            "linux/s390x is not supported",
+        ),
     ] {
         let mut args = vec!["create"];
         args.extend_from_slice(&flags);

@@ -458,6 +458,9 @@ impl CreateArgs {
 
     fn options(&self) -> Result<CreateOptions> {
         self.refused()?;
+        if let Some(p) = &self.platform {
+            ketch::api::check_platform(p).map_err(|e| Exit(125, format!("--platform {e}")))?;
+        }
         let mut env = Vec::new();
         for f in &self.env_file {
             let text =

@@ -30,8 +30,8 @@ pub use crate::registry::auth::config_key;
 pub use crate::registry::{AuthConfig, CredentialStore, Platform, PullOptions, PushOptions};
 pub use crate::runtime::{
     Change, CommitOptions, CreateOptions, DeviceMapping, ExecOptions, Healthcheck, LogRecord,
-    Resources, SecurityOpts, Stats, ThrottleDevice, Ulimit, UpdateOptions, check_restart,
-    key_values, signal_number,
+    Resources, SecurityOpts, Stats, ThrottleDevice, Ulimit, UpdateOptions, check_platform,
+    check_restart, key_values, signal_number,
 };
 pub use crate::volume::{
     MountSpec, Volume, VolumeCreate, parse_tmpfs, parse_volume, volume_option,

@@ -27,7 +27,9 @@ mod update;
 
 use create::hosts_file;
 pub use exec::{ExecOptions, exec_resize};
-pub use options::{Healthcheck, Resources, ThrottleDevice, Ulimit, check_restart, key_values};
+pub use options::{
+    Healthcheck, Resources, ThrottleDevice, Ulimit, check_platform, check_restart, key_values,
+};
 pub use security::SecurityOpts;
 use shim::{ShimMode, spawn_reporting};
 pub use update::UpdateOptions;

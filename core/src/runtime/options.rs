@@ -249,6 +249,29 @@ fn check_mode(flag: &str, mode: &Option<String>, allowed: &[&str]) -> Result<(),
     }
 }
 
+/// `--platform` of a container: containers run natively, so only the host's (a platform
+/// not the host's could only fail at exec).
+pub fn check_platform(p: &str) -> Result<(), String> {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let host = format!("linux/{arch}");
+    let given = p.trim_end_matches('/');
+    if given.is_empty()
+        || given == host
+        || given == "linux"
+        || given.starts_with(&format!("{host}/"))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{p} is not supported: this host runs {host} containers"
+        ))
+    }
+}
+
 /// A restart policy as `--restart` takes it: `no`, `always`, `unless-stopped`,
 /// `on-failure[:N]`.
 pub fn check_restart(r: &str) -> Result<(), String> {

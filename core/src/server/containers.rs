@@ -198,6 +198,9 @@ pub(super) fn route(
 pub(super) fn container_create(engine: &Engine, req: &Request) -> Result<Value> {
     let body = json_body(req)?;
     let name = req.query.get("name").cloned().filter(|n| !n.is_empty());
+    if let Some(p) = req.query.get("platform") {
+        crate::runtime::check_platform(p).map_err(|e| bad(format!("platform {e}")))?;
+    }
     let opts = crate::api::create::create_options(&body, name).map_err(bad)?;
     let c = engine.containers().create(&opts)?;
     Ok(json!({"Id": c.record.id, "Warnings": []}))
