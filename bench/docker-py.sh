@@ -57,7 +57,9 @@ if [ -z "${DOCKER_HOST:-}" ]; then
     ketch=$here/target/release/ketch
     export KETCH_ROOT=$work/root KETCH_BRIDGE=ktpy$$ KETCH_IP_FORWARD=false
     k() { "$ketch" "$@"; }
-    k daemon -H "unix://$work/ketch.sock" 2>"$work/daemon.log" &
+    # The binary itself in the background (not the function: its subshell's PID would be
+    # the one killed, and the daemon would outlive the run).
+    "$ketch" daemon -H "unix://$work/ketch.sock" 2>"$work/daemon.log" &
     daemon_pid=$!
     for _ in $(seq 100); do [ -S "$work/ketch.sock" ] && break; sleep 0.1; done
     export DOCKER_HOST=unix://$work/ketch.sock

@@ -328,7 +328,13 @@ pub fn run() -> i32 {
     if !msg.is_empty() {
         let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
         let (code, message) = msg.split_once(' ').unwrap_or(("126", &msg));
-        return fail(&mut ready, code.parse().unwrap_or(126), message.to_string());
+        // As Docker's exec: a command that cannot start, found or not, is 126 (a container's
+        // first command not found is 127).
+        let code = match code.parse().unwrap_or(126) {
+            127 => 126,
+            c => c,
+        };
+        return fail(&mut ready, code, message.to_string());
     }
     report(&mut ready, &format!("ok {pid}"));
     let run = match master {

@@ -909,8 +909,9 @@ fn exec_runs_inside_the_container() {
         r.run(&["exec", "host", "sh", "-c", "exit 9"]).status.code(),
         Some(9)
     );
+    // Docker's exec gives 126 for a command it cannot start, found or not.
     let (code, err) = r.fails(&["exec", "host", "no-such-thing"]);
-    assert_eq!(code, 127, "{err}");
+    assert_eq!(code, 126, "{err}");
     assert!(err.contains("executable file not found"), "{err}");
     // Standard input reaches an interactive exec.
     let o = r.run_stdin(&["exec", "-i", "host", "cat"], b"piped in\n");

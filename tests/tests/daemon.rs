@@ -1434,7 +1434,7 @@ fn the_ketch_cli_goes_remote_with_the_same_output() {
         (
             &["exec", "web", "no-such-command"],
             says(
-                127,
+                126,
                 "",
                 &[r#"exec: "no-such-command": executable file not found in $PATH"#],
             ),

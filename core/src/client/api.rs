@@ -793,8 +793,14 @@ fn progress(resp: crate::client::Response, each: &mut dyn FnMut(&Value)) -> Resu
     for v in resp.json_stream() {
         let v = v?;
         if let Some(e) = v["error"].as_str() {
+            // The daemon's status for it, where it gives one (`errorDetail.code`).
+            let status = v["errorDetail"]["code"]
+                .as_u64()
+                .and_then(|c| u16::try_from(c).ok())
+                .filter(|c| (400..600).contains(c))
+                .unwrap_or(500);
             return Err(ClientError::Api {
-                status: 500,
+                status,
                 message: e.to_string(),
             }
             .into());

@@ -59,6 +59,7 @@ fn mount_of(v: &Value) -> Result<MountSpec, String> {
         create_host_path: v["BindOptions"]["CreateMountpoint"]
             .as_bool()
             .unwrap_or(false),
+        tmpfs_options: None,
     };
     if m.kind == "bind" && m.source.is_empty() {
         return Err("a bind mount needs a source".into());
@@ -525,17 +526,23 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
         })
         .unwrap_or_default();
     // The endpoint of the network the container is created on: its address and aliases.
-    let endpoint = body["NetworkingConfig"]["EndpointsConfig"]
+    // The endpoint of the network it is created on; as with API 1.44 and later, those of
+    // other networks are networks it is connected to as well.
+    let mode_net = network.clone().unwrap_or_else(|| "bridge".into());
+    let mut endpoint = crate::network::NetworkAttachment::default();
+    let mut extra_networks = Vec::new();
+    for (n, ep) in body["NetworkingConfig"]["EndpointsConfig"]
         .as_object()
-        .and_then(|eps| {
-            network
-                .as_ref()
-                .and_then(|n| eps.get_key_value(n))
-                .or_else(|| eps.iter().next())
-        })
-        .map(|(n, ep)| endpoint_of(n, ep))
-        .transpose()?
-        .unwrap_or_default();
+        .into_iter()
+        .flatten()
+    {
+        let a = endpoint_of(n, ep)?;
+        if *n == mode_net || (network.is_none() && n == "default") {
+            endpoint = a;
+        } else {
+            extra_networks.push(a);
+        }
+    }
     let labels: BTreeMap<String, String> = body["Labels"]
         .as_object()
         .map(|o| {
@@ -591,7 +598,7 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
         extra_hosts: strings(&hc["ExtraHosts"]),
         publish,
         publish_all: hc["PublishAllPorts"].as_bool().unwrap_or(false),
-        extra_networks: vec![],
+        extra_networks,
         network_detached: false,
         mounts,
         volumes_from: strings(&hc["VolumesFrom"]),
@@ -832,26 +839,14 @@ pub fn resources_json(r: &Resources) -> Map<String, Value> {
 
 /// A create request's body for `opts` (its name goes in the query).
 pub fn create_body(opts: &CreateOptions) -> Value {
-    // In the order given (the map keeps insertion order).
-    // tmpfs mounts as `HostConfig.Tmpfs` shows them: the target and its options.
+    // `--tmpfs` mounts as `HostConfig.Tmpfs` holds them: the target and the options as
+    // given. (`--mount type=tmpfs` ones are among the Mounts.)
     let tmpfs: Map<String, Value> = opts
         .mounts
         .iter()
-        .filter(|m| m.kind == "tmpfs")
-        .map(|m| {
-            let mut o = Vec::new();
-            if let Some(s) = m.tmpfs_size {
-                o.push(format!("size={s}"));
-            }
-            if let Some(mode) = m.tmpfs_mode {
-                o.push(format!("mode={mode:o}"));
-            }
-            if m.readonly {
-                o.push("ro".into());
-            }
-            (m.target.clone(), json!(o.join(",")))
-        })
+        .filter_map(|m| Some((m.target.clone(), json!(m.tmpfs_options.as_ref()?))))
         .collect();
+    // In the order given (the map keeps insertion order).
     let mut port_bindings = Map::new();
     let mut exposed = Map::new();
     for p in &opts.publish {
@@ -888,11 +883,13 @@ pub fn create_body(opts: &CreateOptions) -> Value {
         mac: opts.mac_address.clone(),
         driver_opts: opts.network_driver_opts.clone(),
     });
-    let endpoints = if endpoint.as_object().is_some_and(Map::is_empty) {
-        json!({})
-    } else {
-        json!({ network.clone(): endpoint })
-    };
+    let mut endpoints = Map::new();
+    if !endpoint.as_object().is_some_and(Map::is_empty) {
+        endpoints.insert(network.clone(), endpoint);
+    }
+    for a in &opts.extra_networks {
+        endpoints.insert(a.network.clone(), endpoint_json(a));
+    }
     let labels: Map<String, Value> = opts
         .labels
         .iter()
@@ -907,7 +904,7 @@ pub fn create_body(opts: &CreateOptions) -> Value {
         exposed.entry(key).or_insert_with(|| json!({}));
     }
     let mut host_config = json!({
-            "Mounts": opts.mounts.iter().filter(|m| m.kind != "tmpfs").map(mount_json).collect::<Vec<_>>(),
+            "Mounts": opts.mounts.iter().filter(|m| m.tmpfs_options.is_none()).map(mount_json).collect::<Vec<_>>(),
             "NetworkMode": network,
             "PortBindings": port_bindings,
             "PublishAllPorts": opts.publish_all,

@@ -149,6 +149,9 @@ impl Containers<'_> {
                 self.find(other)?;
             }
         }
+        for a in &opts.extra_networks {
+            self.networks().find(&a.network)?;
+        }
         for l in &opts.links {
             let (name, _) =
                 options::parse_link(l).map_err(|reason| ContainerError::Invalid { reason })?;

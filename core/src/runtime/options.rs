@@ -480,9 +480,7 @@ impl CreateOptions {
         if let Some(d) = self.log_driver.as_deref()
             && !matches!(d, "json-file" | "local" | "none")
         {
-            return Err(format!(
-                "logger: no log driver named '{d}' is registered (json-file, local and none are)"
-            ));
+            return Err(format!("logger: no log driver named '{d}' is registered"));
         }
         if let Some(p) = &self.cgroup_parent
             && (p.split('/').any(|c| c == ".." || c == ".") || p.contains('\0'))

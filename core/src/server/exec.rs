@@ -146,7 +146,9 @@ pub(super) fn exec_start(
     // The connection is taken over before the process starts, as Docker does: a client
     // reads the stream raw only after the answer's head, and output sent along with the
     // head could be swallowed by its HTTP reader.
-    let tty = opts.tty;
+    // Framed or raw as the start asks (its `Tty`), as Docker decides it: a process with a
+    // terminal may still have its output framed on the stream.
+    let tty = b["Tty"].as_bool().unwrap_or(false);
     let ctype = if tty {
         "application/vnd.docker.raw-stream"
     } else {

@@ -50,9 +50,23 @@ pub(super) fn route(
         }
         // Images.
         ("POST", ["images", "load"]) => {
-            let loaded = engine
-                .images()
-                .load(crate::image::LoadSource::Reader(body))?;
+            // As Docker: the answer is a JSON stream from the start, and an archive that
+            // cannot be loaded is an error in it (clients raise their load error on it).
+            let loaded = match engine.images().load(crate::image::LoadSource::Reader(body)) {
+                Ok(l) => l,
+                Err(e) => {
+                    let ApiError(status, message) = ApiError::from(e);
+                    let line = json!({
+                        "errorDetail": {"message": message, "code": status},
+                        "error": message,
+                    });
+                    return Ok(Some(Reply::Text(
+                        200,
+                        "application/json",
+                        (line.to_string() + "\n").into_bytes(),
+                    )));
+                }
+            };
             let text: String = loaded
                 .iter()
                 .flat_map(|l| {

@@ -25,7 +25,14 @@ pub(super) fn container_attach(
     };
     let head = hijack_head(req, ctype);
     w.write_all(head.as_bytes())
+        .and_then(|()| w.flush())
         .map_err(|e| ApiError(500, e.to_string()))?;
+    // A client reads the stream raw from its socket once it has the head: what arrives with
+    // the head, its HTTP reader may keep (docker-py's does). Output already there (`logs`)
+    // waits a moment, as a live stream's first output naturally does.
+    if req.query_bool("logs") {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let path = engine.containers().log_path(id)?;
     let from = if req.query_bool("logs") {
         0
@@ -391,7 +398,7 @@ pub(super) fn stats(engine: &Engine, id: &str, req: &Request, w: &mut dyn Conn) 
     let stream = req
         .query
         .get("stream")
-        .is_none_or(|v| v != "0" && v != "false");
+        .is_none_or(|v| !matches!(v.to_ascii_lowercase().as_str(), "0" | "false"));
     let one_shot = req.query_bool("one-shot");
     let first = engine.containers().stats(id)?;
     let mut pre = None;

@@ -109,6 +109,9 @@ pub struct MountSpec {
     pub tmpfs_mode: Option<u32>,
     /// `-v` makes a missing host directory; `--mount type=bind` refuses it.
     pub create_host_path: bool,
+    /// A `--tmpfs` mount's options as given (`size=3M,mode=1777`), shown as given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tmpfs_options: Option<String>,
 }
 
 /// The volumes of an opened root.

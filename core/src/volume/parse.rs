@@ -79,6 +79,7 @@ pub fn parse_tmpfs(target: &str, opts: &str) -> Result<MountSpec, String> {
     if !target.starts_with('/') {
         return Err("mount path must be absolute".into());
     }
+    m.tmpfs_options = Some(opts.to_string());
     Ok(m)
 }
 
