@@ -591,6 +591,29 @@ pub(crate) fn task_start(c: &Container) -> u64 {
     }
 }
 
+/// A container's runtime spec (its bundle's `config.json`), as JSON to change.
+pub(crate) fn read_spec(bundle: &Path) -> crate::Result<serde_json::Value> {
+    let path = bundle.join("config.json");
+    fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| {
+            ContainerError::Invalid {
+                reason: format!("read {}", path.display()),
+            }
+            .into()
+        })
+}
+
+/// Replaces a container's runtime spec at once (a monitor reading it sees the old or the
+/// new, never half of one).
+pub(crate) fn write_spec(bundle: &Path, spec: &serde_json::Value) -> crate::Result<()> {
+    let tmp = bundle.join(".config.json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(spec).unwrap_or_default())
+        .and_then(|()| fs::rename(&tmp, bundle.join("config.json")))
+        .map_err(io_err("write config.json"))
+}
+
 /// SIGKILL to the container: its first process, and every process left in its cgroups.
 fn kill_task(c: &Container) {
     signal_task(c, libc::SIGKILL);

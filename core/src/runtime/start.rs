@@ -238,13 +238,7 @@ impl Containers<'_> {
     /// Puts the environment of a container's links in its spec, in place of the last
     /// start's (named in the `io.ketch.links.env` annotation).
     fn set_link_env(&self, c: &Container, env: &[String]) -> crate::Result<()> {
-        let path = c.bundle.join("config.json");
-        let mut spec: serde_json::Value = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| ContainerError::Invalid {
-                reason: format!("read {}", path.display()),
-            })?;
+        let mut spec = read_spec(&c.bundle)?;
         let before: Vec<String> = spec["annotations"]["io.ketch.links.env"]
             .as_str()
             .unwrap_or_default()
@@ -274,10 +268,7 @@ impl Containers<'_> {
         }
         spec["process"]["env"] = serde_json::json!(all);
         spec["annotations"]["io.ketch.links.env"] = serde_json::json!(keys.join(","));
-        let tmp = c.bundle.join(".config.json.tmp");
-        fs::write(&tmp, serde_json::to_vec_pretty(&spec).unwrap_or_default())
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(io_err("write config.json"))?;
+        write_spec(&c.bundle, &spec)?;
         Ok(())
     }
 
@@ -307,13 +298,7 @@ impl Containers<'_> {
         if joins.is_empty() {
             return Ok(());
         }
-        let path = c.bundle.join("config.json");
-        let mut spec: serde_json::Value = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| ContainerError::Invalid {
-                reason: format!("read {}", path.display()),
-            })?;
+        let mut spec = read_spec(&c.bundle)?;
         for (kind, other) in joins {
             let o = self.get(&other)?;
             if !o.is_running() || o.task.pid <= 0 {
@@ -336,10 +321,7 @@ impl Containers<'_> {
             spec["annotations"][format!("io.ketch.join.{kind}.owner")] =
                 serde_json::json!(o.record.id);
         }
-        let tmp = c.bundle.join(".config.json.tmp");
-        fs::write(&tmp, serde_json::to_vec_pretty(&spec).unwrap_or_default())
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(io_err("write config.json"))?;
+        write_spec(&c.bundle, &spec)?;
         Ok(())
     }
 

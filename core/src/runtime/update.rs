@@ -79,10 +79,8 @@ impl Containers<'_> {
         cfg.validate().map_err(invalid)?;
         let limits = spec::limits(&cfg.resources).map_err(invalid)?;
         // The spec first: the helper applies it, and the monitor reads it at each restart.
-        let path = c.bundle.join("config.json");
-        let before = fs::read(&path).map_err(io_err("read config.json"))?;
-        let mut doc: serde_json::Value =
-            serde_json::from_slice(&before).map_err(|e| invalid(format!("config.json: {e}")))?;
+        let before = read_spec(&c.bundle)?;
+        let mut doc = before.clone();
         let mut res = doc["linux"]["resources"].take();
         if !res.is_object() {
             res = serde_json::json!({});
@@ -102,13 +100,7 @@ impl Containers<'_> {
         doc["linux"]["resources"] = res;
         doc["annotations"]["io.ketch.restart"] =
             serde_json::json!(cfg.restart.clone().unwrap_or_else(|| "no".into()));
-        let write = |bytes: &[u8]| -> crate::Result<()> {
-            let tmp = c.bundle.join(".config.json.tmp");
-            fs::write(&tmp, bytes)
-                .and_then(|()| fs::rename(&tmp, &path))
-                .map_err(io_err("write config.json"))
-        };
-        write(&serde_json::to_vec_pretty(&doc).unwrap_or_default())?;
+        write_spec(&c.bundle, &doc)?;
         if c.is_running() {
             let out = Command::new(self.shim()?)
                 .arg("update")
@@ -117,7 +109,7 @@ impl Containers<'_> {
                 .output()
                 .map_err(io_err("run ketch-shim update"))?;
             if !out.status.success() {
-                write(&before)?;
+                write_spec(&c.bundle, &before)?;
                 return Err(invalid(format!(
                     "Cannot update container {}: {}",
                     c.record.id,
