@@ -1069,6 +1069,28 @@ fn mac_address() {
         "busybox",
     ]);
     assert!(err.contains("mac-address and the network mode"), "{err}");
+    // On a user network its short ID is among its aliases, stopped or not, as Docker
+    // (API < 1.45) lists it; the network's IPAM options are null, as Docker's.
+    let id = id_of(&r, "m");
+    assert_eq!(
+        r.ok(&[
+            "inspect",
+            "-f",
+            "{{json .NetworkSettings.Networks.macnet.Aliases}}",
+            "m"
+        ]),
+        format!("[\"{}\"]\n", &id[..12])
+    );
+    assert_eq!(
+        r.ok(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{json .IPAM.Options}}",
+            "macnet"
+        ]),
+        "null\n"
+    );
     r.ok(&["rm", "m"]);
     r.ok(&["network", "rm", "macnet"]);
 }

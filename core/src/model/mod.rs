@@ -132,7 +132,8 @@ pub struct NetworkResource {
 pub struct Ipam {
     pub driver: String,
     pub config: Vec<IpamConfig>,
-    pub options: BTreeMap<String, String>,
+    /// The IPAM driver's options: none here, `null` as Docker shows none.
+    pub options: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -239,7 +239,7 @@ impl Network {
                         ip_range: r.ip_range.clone(),
                     })
                     .collect(),
-                options: BTreeMap::new(),
+                options: None,
             },
             internal: r.internal,
             attachable: false,

@@ -273,7 +273,11 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
         let mut aliases = given.map(|a| a.aliases.clone()).unwrap_or_default();
         // On a user-defined network the container answers to its short ID too: listed
         // among its aliases (as Docker before API 1.45 lists it) and its DNS names.
-        let user_defined = ep.is_some_and(|e| e.network != "bridge");
+        // (Named by the endpoint while it runs, else by what it joins at its next start;
+        // host and none entries have no name.)
+        let user_defined = ep.map_or(!name.is_empty() && name != "bridge", |e| {
+            e.network != "bridge"
+        });
         let short = &c.record.id[..12];
         if user_defined && !aliases.iter().any(|a| a == short) {
             aliases.push(short.to_string());
