@@ -554,7 +554,10 @@ mod tests {
         assert!(dir.is_dir());
         // The controllers the limits need are enabled at every level above the container,
         // and only those.
-        assert_eq!(t.read("cgroup.subtree_control"), "+cpu +memory +pids");
+        assert_eq!(
+            t.read("cgroup.subtree_control"),
+            "+cpuset +cpu +io +memory +pids"
+        );
         assert_eq!(t.read("ketch/cgroup.subtree_control"), "+cpu +memory +pids");
 
         let r = resources(

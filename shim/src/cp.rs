@@ -313,8 +313,7 @@ mod tests {
     #[test]
     fn wrong_arguments_get_the_usage() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let usage =
-            "usage: ketch-shim cp (--pid PID:START:ID | --root DIR) (out PATH | in DEST [--mkdir])";
+        let usage = usage();
         for bad in [
             &[][..],
             &["--pid"],
@@ -323,6 +322,8 @@ mod tests {
             &["--pid", "1", "out", "/"],
             &["--pid", "1:x:id", "out", "/"],
             &["--pid", "1:2", "out", "/"],
+            // Binds only for a stopped container's root.
+            &["--pid", "1:2:id", "--bind", "/a", "/b", "rw", "out", "/"],
         ] {
             assert_eq!(main(&args(bad)).unwrap_err(), usage, "{bad:?}");
         }
