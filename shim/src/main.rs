@@ -1227,8 +1227,13 @@ fn run(opts: Options) -> i32 {
         .get("io.ketch.init")
         .is_some_and(|v| v == "true");
     loop {
-        // Read again at each run: `update` may have changed the limits and the policy.
-        let current = read_spec(&bundle).ok();
+        // Read again at each restart (not the first run: the spec was just read), as
+        // `update` may have changed the limits since.
+        let current = if state.restart_count > 0 {
+            read_spec(&bundle).ok()
+        } else {
+            None
+        };
         let resources = current
             .as_ref()
             .and_then(|s| s.linux.resources.as_ref())

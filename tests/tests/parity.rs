@@ -1161,6 +1161,9 @@ fn legacy_links() {
         r.ok(&["inspect", "-f", "{{json .HostConfig.Links}}", "app"]),
         "null\n"
     );
+    // Without the link it starts, and has no such name.
+    let hosts = r.ok(&["start", "-a", "app"]);
+    assert!(!hosts.contains("\tdb "), "{hosts}");
     let (code, err) = r.fails(&["create", "--link", "nosuch:x", "busybox"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("No such container: nosuch"), "{err}");

@@ -350,7 +350,13 @@ impl Containers<'_> {
         self.update_config(&c.record.id, |cfg| {
             cfg.links.retain(|l| !has(l));
             Ok(())
-        })
+        })?;
+        // The link's variables leave the spec now: a start without links does not look.
+        let left = self.get(&c.record.id)?;
+        if left.record.config.links.is_empty() {
+            self.set_link_env(&left, &[])?;
+        }
+        Ok(())
     }
 
     /// Gives a container a new name.

@@ -134,7 +134,11 @@ impl Containers<'_> {
                     ) + &link_hosts,
                 )
                 .map_err(io_err("write hosts"))?;
-                self.set_link_env(c, &link_env)?;
+                // Only a container with links has their variables to write: no spec is
+                // read and written on every start (`rm --link` takes the old ones away).
+                if !c.record.config.links.is_empty() {
+                    self.set_link_env(c, &link_env)?;
+                }
             }
             // Joined with the other namespaces, below.
             NetMode::Container(_) => {}
@@ -237,7 +241,7 @@ impl Containers<'_> {
 
     /// Puts the environment of a container's links in its spec, in place of the last
     /// start's (named in the `io.ketch.links.env` annotation).
-    fn set_link_env(&self, c: &Container, env: &[String]) -> crate::Result<()> {
+    pub(super) fn set_link_env(&self, c: &Container, env: &[String]) -> crate::Result<()> {
         let mut spec = read_spec(&c.bundle)?;
         let before: Vec<String> = spec["annotations"]["io.ketch.links.env"]
             .as_str()
