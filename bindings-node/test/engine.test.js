@@ -84,7 +84,8 @@ function registry() {
     let text = ''
     p.stderr.on('data', (d) => {
       text += d
-      const m = /:\/\/(\S+)/.exec(text)
+      // The address once its line is whole: a chunk may end inside it.
+      const m = /:\/\/(\S+)\s/.exec(text)
       if (m) resolve({ addr: m[1], stop: () => p.kill('SIGKILL') })
     })
     p.on('exit', () => reject(new Error(`registry serve exited: ${text}`)))

@@ -36,6 +36,16 @@ impl Request {
             .map(String::as_str)
     }
 
+    /// Whether the client asked for an API version older than `minor` (of 1.x): a request
+    /// without a version prefix asks for the one served.
+    pub fn asks_before(&self, minor: u32) -> bool {
+        self.version
+            .as_deref()
+            .and_then(|v| v.strip_prefix("1."))
+            .and_then(|m| m.parse::<u32>().ok())
+            .is_some_and(|m| m < minor)
+    }
+
     /// Every value of a parameter given more than once (`names=a&names=b`).
     pub fn query_all(&self, name: &str) -> Vec<String> {
         self.query_list
@@ -384,6 +394,13 @@ mod tests {
         assert_eq!(q[1], ("filters".to_string(), "{}".to_string()));
         let (v, p, _) = split_target("/_ping");
         assert_eq!((v, p.as_str()), (None, "/_ping"));
+        let asks = |head: &[u8]| {
+            let req = read_request(&mut BufReader::new(head)).unwrap().unwrap();
+            req.asks_before(45)
+        };
+        assert!(asks(b"GET /v1.44/info HTTP/1.1\r\n\r\n"));
+        assert!(!asks(b"GET /v1.45/info HTTP/1.1\r\n\r\n"));
+        assert!(!asks(b"GET /info HTTP/1.1\r\n\r\n"));
     }
 
     #[test]

@@ -1069,18 +1069,32 @@ fn mac_address() {
         "busybox",
     ]);
     assert!(err.contains("mac-address and the network mode"), "{err}");
-    // On a user network its short ID is among its aliases, stopped or not, as Docker
-    // (API < 1.45) lists it; the network's IPAM options are null, as Docker's.
+    // On a user network its short ID is among its DNS names, stopped or not; among its
+    // aliases only for a client of an API before 1.45 (docker-py 7 asks for 1.44), as
+    // Docker shows it. The network's IPAM options are null, as Docker's.
     let id = id_of(&r, "m");
+    let short = &id[..12];
+    let field = |f: &str| format!("{{{{json .NetworkSettings.Networks.macnet.{f}}}}}");
+    assert_eq!(r.ok(&["inspect", "-f", &field("Aliases"), "m"]), "null\n");
     assert_eq!(
-        r.ok(&[
-            "inspect",
-            "-f",
-            "{{json .NetworkSettings.Networks.macnet.Aliases}}",
-            "m"
-        ]),
-        format!("[\"{}\"]\n", &id[..12])
+        r.ok(&["inspect", "-f", &field("DNSNames"), "m"]),
+        format!("[\"m\",\"{short}\"]\n")
     );
+    let o = d.docker(&["inspect", "-f", &field("Aliases"), "m"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "null\n", "{}", text(&o));
+    let old_client = |version: &str| -> serde_json::Value {
+        let o = std::process::Command::new("curl")
+            .args(["-sf", "--unix-socket"])
+            .arg(&d.socket)
+            .arg(format!("http://d/{version}/containers/m/json"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["NetworkSettings"]["Networks"]["macnet"]["Aliases"].clone()
+    };
+    assert_eq!(old_client("v1.44"), serde_json::json!([short]));
+    assert_eq!(old_client("v1.47"), serde_json::Value::Null);
     assert_eq!(
         r.ok(&[
             "network",

@@ -270,22 +270,23 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
         let given = attachments
             .iter()
             .find(|a| a.network == name || ep.is_some_and(|e| e.network_id == a.network));
-        let mut aliases = given.map(|a| a.aliases.clone()).unwrap_or_default();
-        // On a user-defined network the container answers to its short ID too: listed
-        // among its aliases (as Docker before API 1.45 lists it) and its DNS names.
-        // (Named by the endpoint while it runs, else by what it joins at its next start;
-        // host and none entries have no name.)
+        let aliases = given.map(|a| a.aliases.clone()).unwrap_or_default();
+        // On a user-defined network the container answers to its short ID too: among its
+        // DNS names (the daemon lists it among the aliases as well for a client that asks
+        // for an API before 1.45, as Docker does). Named by the endpoint while it runs,
+        // else by what it joins at its next start; host and none entries have no name.
         let user_defined = ep.map_or(!name.is_empty() && name != "bridge", |e| {
             e.network != "bridge"
         });
         let short = &c.record.id[..12];
-        if user_defined && !aliases.iter().any(|a| a == short) {
-            aliases.push(short.to_string());
-        }
         let dns_names: Option<Vec<String>> = user_defined.then(|| {
-            std::iter::once(c.record.name.clone())
+            let mut names: Vec<String> = std::iter::once(c.record.name.clone())
                 .chain(aliases.iter().cloned())
-                .collect()
+                .collect();
+            if !names.iter().any(|a| a == short) {
+                names.push(short.to_string());
+            }
+            names
         });
         let aliases = Some(aliases).filter(|a| !a.is_empty());
         // The address it has, or (not running) the one it was given.

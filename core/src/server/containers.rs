@@ -22,7 +22,13 @@ pub(super) fn route(
             ),
         ),
         ("POST", ["containers", "create"]) => Reply::Json(201, container_create(engine, req)?),
-        ("GET", ["containers", id, "json"]) => Reply::Json(200, engine.containers().inspect(id)?),
+        ("GET", ["containers", id, "json"]) => {
+            let mut v = engine.containers().inspect(id)?;
+            if req.asks_before(45) {
+                short_id_among_aliases(&mut v);
+            }
+            Reply::Json(200, v)
+        }
         ("POST", ["containers", id, "start"]) => {
             let c = engine.containers().get(id)?;
             if c.is_running() {
@@ -455,4 +461,29 @@ pub(super) fn auto_remove(engine: &Engine, id: String) {
             let _ = engine.containers().remove(&id, true);
         }
     });
+}
+
+/// Before API 1.45 Docker listed a container's short ID among its aliases on each
+/// user-defined network (it is among its DNS names in every version): clients of those
+/// versions (docker-py 7 asks for 1.44) are shown it there.
+fn short_id_among_aliases(v: &mut Value) {
+    let Some(short) = v["Id"]
+        .as_str()
+        .map(|id| id[..id.len().min(12)].to_string())
+    else {
+        return;
+    };
+    let Some(networks) = v["NetworkSettings"]["Networks"].as_object_mut() else {
+        return;
+    };
+    for (name, ep) in networks.iter_mut() {
+        if matches!(name.as_str(), "bridge" | "host" | "none") {
+            continue;
+        }
+        let mut aliases: Vec<Value> = ep["Aliases"].as_array().cloned().unwrap_or_default();
+        if !aliases.iter().any(|a| a == short.as_str()) {
+            aliases.push(Value::String(short.clone()));
+        }
+        ep["Aliases"] = Value::Array(aliases);
+    }
 }
