@@ -1,6 +1,6 @@
 //! Builds `ketch-shim` from the workspace this crate is in, in release, into a target
-//! directory of its own under OUT_DIR (the outer build holds the lock on its own), and puts
-//! the executable at OUT_DIR/ketch-shim for `include_bytes!`.
+//! directory of its own (the outer build holds the lock on its own), and puts the
+//! executable at OUT_DIR/ketch-shim for `include_bytes!`.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,7 +12,14 @@ fn main() {
         .expect("the crate is in the workspace")
         .to_path_buf();
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let target = out.join("target");
+    // One directory for every build that carries the shim (the wheel's, the Node addon's,
+    // debug and check builds), beside the outer build's profiles in its target directory
+    // (the one marked with CACHEDIR.TAG), so the shim is built once, not once per outer
+    // build; its own lock, not the outer build's. Under OUT_DIR where there is none.
+    let target = out
+        .ancestors()
+        .find(|d| d.join("CACHEDIR.TAG").is_file())
+        .map_or_else(|| out.join("target"), |t| t.join("embedded-shim"));
     for p in [
         "shim/src",
         "shim/Cargo.toml",

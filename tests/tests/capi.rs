@@ -118,7 +118,18 @@ fn an_installed_libengine_runs_containers_with_nothing_on_path() {
     let r = Root::new();
     let prefix = r.dir.path().join("prefix");
     let checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let o = Command::new("make")
+    let mut make = Command::new("make");
+    // As a user runs it: without the variables `cargo test` sets for this test
+    // (CARGO_MANIFEST_DIR and the like), which build scripts watch and which would have
+    // cargo build the release library again.
+    for (k, _) in std::env::vars_os() {
+        if k.to_str()
+            .is_some_and(|k| k.starts_with("CARGO_") && k != "CARGO_HOME")
+        {
+            make.env_remove(k);
+        }
+    }
+    let o = make
         .arg("-C")
         .arg(checkout.join("capi"))
         .arg("install")
