@@ -14,11 +14,13 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     // One directory for every build that carries the shim (the wheel's, the Node addon's,
     // debug and check builds), beside the outer build's profiles in its target directory
-    // (the one marked with CACHEDIR.TAG), so the shim is built once, not once per outer
-    // build; its own lock, not the outer build's. Under OUT_DIR where there is none.
+    // (the outermost marked with CACHEDIR.TAG: a build for a named triple marks its own
+    // directory too), so the shim is built once, not once per outer build; its own lock,
+    // not the outer build's. Under OUT_DIR where there is none.
     let target = out
         .ancestors()
-        .find(|d| d.join("CACHEDIR.TAG").is_file())
+        .filter(|d| d.join("CACHEDIR.TAG").is_file())
+        .last()
         .map_or_else(|| out.join("target"), |t| t.join("embedded-shim"));
     for p in [
         "shim/src",
@@ -47,6 +49,10 @@ fn main() {
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_BUILD_TARGET")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        // Nor is `cargo clippy`'s driver: the shim is linted as a member of the workspace,
+        // and a build under the driver would not be this one's to reuse.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
         .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
         .env("CARGO_PROFILE_RELEASE_STRIP", "true")
         .status()

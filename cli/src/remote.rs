@@ -12,17 +12,39 @@ use serde_json::json;
 use crate::containers::{RawMode, terminal_size};
 
 /// Copies this process's stdin to the connection (with `stdin`) and the connection's output
-/// to stdout and stderr until the daemon ends it.
-fn relay(hj: Hijacked, stdin: bool) -> Result<()> {
+/// to stdout and stderr until the daemon ends it. True when it ended because the detach keys
+/// were typed: they go to the daemon, which ends the stream and leaves the process running;
+/// they are watched for here too, to know why it ended.
+fn relay(hj: Hijacked, stdin: bool, keys: &[u8]) -> Result<bool> {
     let Hijacked {
         mut reader,
         mut writer,
         raw,
     } = hj;
+    let detached = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     if stdin {
+        let detached = detached.clone();
+        let mut scanner = ketch::runtime::DetachScanner::new(keys.to_vec());
         // Left running when the output ends first: the process exits under it.
         std::thread::spawn(move || {
-            let _ = io::copy(&mut io::stdin().lock(), &mut writer);
+            let mut input = io::stdin().lock();
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                let n = match io::Read::read(&mut input, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                if scanner.feed(&buf[..n]).1 {
+                    detached.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                if writer
+                    .write_all(&buf[..n])
+                    .and_then(|()| writer.flush())
+                    .is_err()
+                {
+                    return;
+                }
+            }
             let _ = writer.shutdown_write();
         });
     } else {
@@ -42,15 +64,33 @@ fn relay(hj: Hijacked, stdin: bool) -> Result<()> {
     } else {
         ketch::client::demux(&mut reader, &mut out, &mut err)?;
     }
-    Ok(())
+    Ok(detached.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// Said on stderr when the detach keys ended an attachment, as Docker's CLI says it.
+fn detached_note() {
+    eprintln!("\r\nread escape sequence");
 }
 
 /// Attaches to a created (or stopped) container, starts it and stays with it to its end, as
 /// `docker run` and `docker start -a` do. Returns its exit code.
-pub fn start_attached(client: &Client, id: &str, opts: &CreateOptions) -> Result<i32> {
+pub fn start_attached(
+    client: &Client,
+    id: &str,
+    opts: &CreateOptions,
+    detach_keys: &str,
+) -> Result<i32> {
+    let keys = ketch::runtime::parse_detach_keys(detach_keys)
+        .map_err(|e| crate::containers::Exit(125, e.to_string()))?;
     let attach = format!(
-        "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
-        u8::from(opts.open_stdin)
+        "/containers/{id}/attach?{}",
+        ketch::client::query(&[
+            ("stream", "1"),
+            ("stdout", "1"),
+            ("stderr", "1"),
+            ("stdin", if opts.open_stdin { "1" } else { "0" }),
+            ("detachKeys", detach_keys),
+        ])
     );
     let hj = client.hijack("POST", &attach, None)?;
     // The daemon answers a wait's head at once: asked before the start, no exit is missed.
@@ -81,8 +121,13 @@ pub fn start_attached(client: &Client, id: &str, opts: &CreateOptions) -> Result
             Body::None,
         );
     }
-    relay(hj, opts.open_stdin)?;
+    let detached = relay(hj, opts.open_stdin, &keys)?;
     drop(_raw);
+    if detached {
+        // The container runs on; the wait asked for is left unanswered.
+        detached_note();
+        return Ok(0);
+    }
     let v = waiter
         .join()
         .map_err(|_| anyhow::anyhow!("waiting for the container panicked"))??;
@@ -93,7 +138,14 @@ pub fn start_attached(client: &Client, id: &str, opts: &CreateOptions) -> Result
 }
 
 /// `exec` through the daemon: create, start on a hijacked connection, then its exit code.
-pub fn exec(client: &Client, container: &str, opts: &ExecOptions) -> Result<i32> {
+pub fn exec(
+    client: &Client,
+    container: &str,
+    opts: &ExecOptions,
+    detach_keys: &str,
+) -> Result<i32> {
+    let keys = ketch::runtime::parse_detach_keys(detach_keys)
+        .map_err(|e| crate::containers::Exit(125, e.to_string()))?;
     let attached = !opts.detach;
     let body = json!({
         "AttachStdin": opts.interactive && attached,
@@ -105,6 +157,7 @@ pub fn exec(client: &Client, container: &str, opts: &ExecOptions) -> Result<i32>
         "Env": opts.env,
         "User": opts.user.clone().unwrap_or_default(),
         "WorkingDir": opts.workdir.clone().unwrap_or_default(),
+        "DetachKeys": detach_keys,
     });
     let created = client.call(
         "POST",
@@ -122,8 +175,12 @@ pub fn exec(client: &Client, container: &str, opts: &ExecOptions) -> Result<i32>
     }
     let hj = client.hijack("POST", &format!("/exec/{id}/start"), Some(&start))?;
     let _raw = if opts.tty { RawMode::enter() } else { None };
-    relay(hj, opts.interactive)?;
+    let detached = relay(hj, opts.interactive, &keys)?;
     drop(_raw);
+    if detached {
+        detached_note();
+        return Ok(0);
+    }
     let v = client.get(&format!("/exec/{id}/json"))?;
     Ok(v["ExitCode"].as_i64().unwrap_or(-1) as i32)
 }

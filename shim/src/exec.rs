@@ -366,7 +366,7 @@ pub fn run() -> i32 {
     } else {
         crate::Relay::None
     };
-    let code = monitor(run, &mut Log::disabled(), relay, &sfd, None, None, None);
+    let code = monitor(run, &mut Log::disabled(), relay, &sfd, Default::default());
     if a.attach { code } else { 0 }
 }
 

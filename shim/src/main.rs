@@ -673,17 +673,35 @@ fn trimmable(smaps: &str) -> Vec<(usize, usize)> {
     out
 }
 
+/// What a container's monitor serves besides its stdio, each when it has one: its name
+/// server, the terminal size file, health checks, and the socket clients attach input by.
+#[derive(Default)]
+pub(crate) struct Served<'a> {
+    pub(crate) dns: Option<&'a mut dns::Server>,
+    pub(crate) winsize: Option<&'a Path>,
+    pub(crate) health: Option<&'a mut health::Health>,
+    pub(crate) attach: Option<&'a std::os::unix::net::UnixListener>,
+}
+
 pub(crate) fn monitor(
     run: Run,
     log: &mut Log,
     mut relay: Relay,
     sfd: &SignalFd,
-    mut dns: Option<&mut dns::Server>,
-    winsize: Option<&Path>,
-    mut health: Option<&mut health::Health>,
+    served: Served<'_>,
 ) -> i32 {
+    let Served {
+        mut dns,
+        winsize,
+        mut health,
+        attach,
+    } = served;
     let mut open = [Some(run.out), run.err];
     let mut input = run.input;
+    // Clients attached to the input later (the engine's `attach` with stdin), through the
+    // bundle's `attach.sock`: what each sends goes to the container's input.
+    let mut clients: Vec<std::os::unix::net::UnixStream> = Vec::new();
+    let mut ended: Vec<usize> = Vec::new();
     let mut status: Option<i32> = None;
     let mut buf = vec![0u8; 32 * 1024];
     let stdin_fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(0) };
@@ -706,6 +724,17 @@ pub(crate) fn monitor(
         if stdin_open {
             fds.push(PollFd::new(stdin_fd, PollFlags::POLLIN));
             which.push(2);
+        }
+        if let Some(l) = attach
+            && input.is_some()
+            && status.is_none()
+        {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            which.push(5);
+            for (i, c) in clients.iter().enumerate() {
+                fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+                which.push(100 + i);
+            }
         }
         if let Some(d) = dns.as_deref()
             && status.is_none()
@@ -866,6 +895,32 @@ pub(crate) fn monitor(
                         h.readable();
                     }
                 }
+                5 => {
+                    if let Some(l) = attach {
+                        while let Ok((c, _)) = l.accept() {
+                            clients.push(c);
+                        }
+                    }
+                }
+                c if c >= 100 => {
+                    let Some(client) = clients.get_mut(c - 100) else {
+                        continue;
+                    };
+                    let gone = match client.read(&mut buf) {
+                        Ok(0) | Err(_) => true,
+                        Ok(n) => {
+                            if let Some(i) = &input
+                                && nix::unistd::write(i, &buf[..n]).is_err()
+                            {
+                                input = None;
+                            }
+                            false
+                        }
+                    };
+                    if gone {
+                        ended.push(c - 100);
+                    }
+                }
                 2 => match nix::unistd::read(0, &mut buf) {
                     Ok(0) | Err(_) => {
                         stdin_open = false;
@@ -883,10 +938,33 @@ pub(crate) fn monitor(
                 _ => {}
             }
         }
+        // Clients that ended go, after the pass (the indices polled stay valid through it).
+        for i in ended.drain(..).rev() {
+            clients.remove(i);
+        }
+        if input.is_none() {
+            clients.clear();
+        }
     }
     drop(input);
     log.flush();
     status.unwrap_or(137)
+}
+
+/// The bundle's `attach.sock`, owner only, non-blocking. Named through the bundle's
+/// descriptor: a bundle's path may be longer than a socket address holds.
+fn listen_for_attach(bundle: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = File::open(bundle)?;
+    let path = PathBuf::from(format!("/proc/self/fd/{}/attach.sock", dir.as_raw_fd()));
+    match fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let l = std::os::unix::net::UnixListener::bind(&path)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }
 
 /// A terminal size written by the engine as `ROWS COLS`.
@@ -1184,6 +1262,19 @@ fn run(opts: Options) -> i32 {
         Ok(h) => h,
         Err(msg) => return fail_early(&mut state, &mut ready, msg),
     };
+    // A container with its input open takes input from clients attached later too.
+    let attach = if spec
+        .annotations
+        .get("io.ketch.stdin-open")
+        .is_some_and(|v| v == "true")
+    {
+        match listen_for_attach(&bundle) {
+            Ok(l) => Some(l),
+            Err(e) => return fail_early(&mut state, &mut ready, format!("attach socket: {e}")),
+        }
+    } else {
+        None
+    };
     // On a user-defined network, this monitor is the container's name server.
     let mut dns = match (
         spec.annotations.get("io.ketch.netns"),
@@ -1323,9 +1414,12 @@ fn run(opts: Options) -> i32 {
             &mut log,
             relay,
             &sfd,
-            dns.as_mut(),
-            Some(&winsize),
-            health.as_mut(),
+            Served {
+                dns: dns.as_mut(),
+                winsize: Some(&winsize),
+                health: health.as_mut(),
+                attach: attach.as_ref(),
+            },
         );
         // A stream is for one run: after a restart the container goes on detached.
         if opts.stream {

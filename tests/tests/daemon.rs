@@ -579,6 +579,98 @@ fn the_docker_cli_manages_images_networks_volumes_and_files() {
     docker_ok(&d, &["rm", "-f", "c"]);
 }
 
+/// Detach keys, typed into a terminal: `docker attach`, `docker exec -it` and the `ketch`
+/// CLI through the daemon leave on Docker's default sequence (or the one given) with the
+/// container running and its input still open; a bad sequence is refused by name, and
+/// embedded, where nothing could detach, `--detach-keys` is refused.
+#[test]
+fn detach_keys_leave_the_container_running() {
+    ketch_tests::require_tool("docker");
+    ketch_tests::require_tool("script");
+    let (r, d) = setup();
+    // `script` gives the client a terminal; the input comes in two parts, the keys a moment
+    // after the line, as typed.
+    let typed = |cmd: &str, line: &str, keys: &str| {
+        let script = format!(
+            "(printf '{line}\\n'; sleep 1; printf '{keys}'; sleep 1) | timeout 30 script -qec '{cmd}' /dev/null"
+        );
+        let o = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("DOCKER_HOST", format!("unix://{}", d.socket.display()))
+            .env(
+                "DOCKER_CONFIG",
+                d.socket.parent().unwrap().join("docker-config"),
+            )
+            .env("KETCH_HOST", format!("unix://{}", d.socket.display()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let running = |c: &str| docker_ok(&d, &["inspect", "-f", "{{.State.Running}}", c]);
+    docker_ok(
+        &d,
+        &[
+            "run",
+            "-dit",
+            "--name",
+            "cat",
+            "--network",
+            "none",
+            "busybox",
+            "cat",
+        ],
+    );
+    let out = typed("docker attach cat", "first", "\\020\\021");
+    assert!(out.contains("first"), "{out}");
+    assert!(out.contains("read escape sequence"), "{out}");
+    assert_eq!(running("cat"), "true\n");
+    // Its input is still open: a second attach is read by the same `cat`.
+    let out = typed("docker attach --detach-keys ctrl-x cat", "second", "\\030");
+    assert!(out.contains("second"), "{out}");
+    assert!(out.contains("read escape sequence"), "{out}");
+    assert_eq!(running("cat"), "true\n");
+    let logs = docker_ok(&d, &["logs", "cat"]);
+    assert!(logs.contains("first") && logs.contains("second"), "{logs}");
+    // exec: the shell runs on after the client leaves.
+    let out = typed("docker exec -it cat sh", "echo in-$((6*7))", "\\020\\021");
+    assert!(out.contains("in-42"), "{out}");
+    assert!(out.contains("read escape sequence"), "{out}");
+    assert_eq!(running("cat"), "true\n");
+    // The ketch CLI through the daemon: run and exec.
+    let ketch = ketch_tests::ketch_bin();
+    let k = ketch.display();
+    let out = typed(
+        &format!("{k} run -it --name shell --network none busybox sh"),
+        "echo run-$((6*7))",
+        "\\020\\021",
+    );
+    assert!(out.contains("run-42"), "{out}");
+    assert_eq!(running("shell"), "true\n");
+    let out = typed(
+        &format!("{k} exec -it --detach-keys ctrl-x shell sh"),
+        "echo exec-$((6*7))",
+        "\\030",
+    );
+    assert!(out.contains("exec-42"), "{out}");
+    assert_eq!(running("shell"), "true\n");
+    // A sequence Docker cannot read: refused before anything runs (400).
+    let o = docker(
+        &d,
+        &["exec", "-i", "--detach-keys", "ctrl-1", "cat", "true"],
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("invalid detach keys (ctrl-1)"),
+        "{o:?}"
+    );
+    let (code, err) = r.fails(&["run", "--detach-keys", "ctrl-x", "busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("--detach-keys needs a daemon"), "{err}");
+    docker_ok(&d, &["rm", "-f", "cat", "shell"]);
+    assert_eq!(docker_ok(&d, &["ps", "-aq"]), "");
+}
+
 /// `docker network disconnect` and `connect` of a container from and to its only network,
 /// created and running, as Compose does it: the container keeps its network mode, has
 /// loopback only while off, and joins again with the aliases it is given, found by them.

@@ -791,12 +791,17 @@ pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short = 'd', long)]
     detach: bool,
+    /// Override the key sequence for detaching a container (through a daemon)
+    #[arg(long, value_name = "string", default_value = "")]
+    detach_keys: String,
     #[command(flatten)]
     create: CreateArgs,
 }
 
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
     let opts = a.create.options()?;
+    // Checked before anything is made.
+    ketch::runtime::parse_detach_keys(&a.detach_keys).map_err(|e| Exit(125, e.to_string()))?;
     cidfile_check(&a.create)?;
     if let Some(client) = cli.remote().map_err(|e| Exit(125, e.to_string()))? {
         ensure_image(&client, &a.create)?;
@@ -807,9 +812,10 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
             println!("{id}");
             return Ok(ExitCode::SUCCESS);
         }
-        let code = crate::remote::start_attached(&client, &id, &opts)?;
+        let code = crate::remote::start_attached(&client, &id, &opts, &a.detach_keys)?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
+    embedded_detach_keys(&a.detach_keys)?;
     let engine = cli.engine().map_err(|e| Exit(125, e.to_string()))?;
     ensure_image(&engine, &a.create)?;
     let local = engine.containers();
@@ -841,8 +847,27 @@ pub struct StartArgs {
     /// Attach container's STDIN
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Override the key sequence for detaching a container (through a daemon)
+    #[arg(long, value_name = "string", default_value = "")]
+    detach_keys: String,
     #[arg(required = true)]
     containers: Vec<String>,
+}
+
+/// Detaching from an attached container is done by a daemon, which holds the stream; run
+/// embedded, the terminal stays with the container to its end, so keys asked for would do
+/// nothing: refused, by name.
+pub(crate) fn embedded_detach_keys(keys: &str) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    Err(Exit(
+        125,
+        "--detach-keys needs a daemon (ketch -H, or KETCH_HOST): run embedded, the terminal \
+         stays with the container to its end"
+            .into(),
+    )
+    .into())
 }
 
 pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
@@ -859,9 +884,10 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
                 ..Default::default()
             };
             let id = c["Id"].as_str().unwrap_or(name).to_string();
-            let code = crate::remote::start_attached(&client, &id, &opts)?;
+            let code = crate::remote::start_attached(&client, &id, &opts, &a.detach_keys)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
+        embedded_detach_keys(&a.detach_keys)?;
         let engine = cli.engine()?;
         let tty = engine.containers().get(name)?.record.config.tty;
         let code = start_attached(&engine, name, a.interactive, tty)?;

@@ -7,6 +7,9 @@ pub struct ExecArgs {
     /// Detached mode: run command in the background
     #[arg(short = 'd', long)]
     detach: bool,
+    /// Override the key sequence for detaching a container (through a daemon)
+    #[arg(long, value_name = "string", default_value = "")]
+    detach_keys: String,
     /// Keep STDIN open even if not attached
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -44,9 +47,10 @@ pub fn exec(cli: &Cli, a: &ExecArgs) -> Result<ExitCode> {
         console_size: if a.tty { terminal_size() } else { None },
     };
     if let Some(client) = cli.remote()? {
-        let code = crate::remote::exec(&client, &a.container, &opts)?;
+        let code = crate::remote::exec(&client, &a.container, &opts, &a.detach_keys)?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
+    super::create::embedded_detach_keys(&a.detach_keys)?;
     let engine = cli.engine()?;
     let code = match engine.containers().exec(&a.container, &opts, &|_| {}) {
         Ok(code) => code,

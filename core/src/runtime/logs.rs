@@ -57,4 +57,31 @@ impl Containers<'_> {
     pub fn log_path(&self, name: &str) -> crate::Result<PathBuf> {
         Ok(self.get(name)?.bundle.join("container.log"))
     }
+
+    /// A connection to a running container's input (its monitor's `attach.sock`): what is
+    /// written to it goes to the container's standard input. For a container with `OpenStdin`.
+    pub fn attach_input(&self, name: &str) -> crate::Result<std::os::unix::net::UnixStream> {
+        use std::os::fd::AsRawFd;
+        let c = self.get(name)?;
+        if !c.is_running() {
+            return Err(ContainerError::Conflict {
+                reason: format!("container {} is not running", c.record.id),
+            }
+            .into());
+        }
+        if !c.record.config.open_stdin {
+            return Err(ContainerError::Invalid {
+                reason: format!(
+                    "container {} was not created with its input open",
+                    c.record.id
+                ),
+            }
+            .into());
+        }
+        // Through the bundle's descriptor: its path may be longer than an address holds.
+        let dir = std::fs::File::open(&c.bundle).map_err(io_err("open the container's bundle"))?;
+        let path = format!("/proc/self/fd/{}/attach.sock", dir.as_raw_fd());
+        std::os::unix::net::UnixStream::connect(&path)
+            .map_err(io_err("connect to the container's input"))
+    }
 }

@@ -13,6 +13,7 @@
 pub mod body;
 mod changes;
 mod create;
+mod detach;
 mod exec;
 mod inspect;
 mod lifecycle;
@@ -26,6 +27,7 @@ mod start;
 mod update;
 
 use create::hosts_file;
+pub use detach::{DEFAULT_DETACH_KEYS, DetachScanner, copy_until_detached, parse_detach_keys};
 pub use exec::{ExecOptions, exec_resize};
 pub use options::{
     Healthcheck, Resources, ThrottleDevice, Ulimit, check_platform, check_restart, key_values,

@@ -36,6 +36,8 @@ pub(super) struct Exec {
     /// The monitor while it runs attached, by a pidfd taken before it could be waited for: a
     /// resize that races its end is refused by the kernel, never sent to a reused PID.
     monitor: Option<Arc<std::os::fd::OwnedFd>>,
+    /// The input sequence that detaches the client, leaving the process running.
+    detach_keys: Vec<u8>,
 }
 
 pub(super) fn execs() -> &'static std::sync::Mutex<BTreeMap<String, Exec>> {
@@ -57,6 +59,13 @@ pub(super) fn exec_create(engine: &Engine, container: &str, req: &Request) -> Re
     if cmd.is_empty() {
         return Err(bad("No exec command specified"));
     }
+    // Named in any case, as Go's decoder matches it (docker-py sends `detachKeys`).
+    let keys = b
+        .as_object()
+        .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("DetachKeys")))
+        .and_then(|(_, v)| v.as_str())
+        .unwrap_or("");
+    let detach_keys = crate::runtime::parse_detach_keys(keys).map_err(crate::Error::from)?;
     let opts = crate::runtime::ExecOptions {
         cmd,
         env: strings(&b["Env"]),
@@ -88,6 +97,7 @@ pub(super) fn exec_create(engine: &Engine, container: &str, req: &Request) -> Re
             running: false,
             exit_code: None,
             monitor: None,
+            detach_keys,
         },
     );
     Ok(json!({"Id": id}))
@@ -107,7 +117,7 @@ pub(super) fn exec_start(
 ) -> Result<()> {
     let b = json_body(req)?;
     let detach = b["Detach"].as_bool().unwrap_or(false);
-    let (container, mut opts) = {
+    let (container, mut opts, keys) = {
         let mut all = execs().lock().unwrap_or_else(|p| p.into_inner());
         let e = all
             .get_mut(id)
@@ -116,7 +126,7 @@ pub(super) fn exec_start(
             return Err(ApiError(409, format!("exec {id} has already run")));
         }
         e.running = true;
-        (e.container.clone(), e.opts.clone())
+        (e.container.clone(), e.opts.clone(), e.detach_keys.clone())
     };
     opts.detach = detach;
     let finish = |code: Option<i32>| {
@@ -195,10 +205,17 @@ pub(super) fn exec_start(
             return Ok(());
         }
     };
-    // What the client sends, to the process's stdin until either ends.
+    // What the client sends, to the process's stdin until either ends or the client
+    // detaches: then its stream ends and the process runs on, its input held open (in
+    // `held`) until it ends, its output drained.
+    let held = Arc::new(std::sync::Mutex::new(None));
     if let (Some(mut stdin), Some(mut input)) = (child.stdin.take(), input) {
+        let held = held.clone();
         std::thread::spawn(move || {
-            let _ = io::copy(&mut input, &mut stdin);
+            if crate::runtime::copy_until_detached(&mut input, &mut stdin, keys) {
+                input.get_ref().shutdown_write();
+                *held.lock().unwrap_or_else(|p| p.into_inner()) = Some(stdin);
+            }
         });
     }
     // Both streams, framed, as they come.
@@ -233,15 +250,19 @@ pub(super) fn exec_start(
         }
     }
     drop(tx);
+    // A client that went (or detached) stops the writing, not the reading: the process is
+    // never stopped by a full pipe or a broken one.
+    let mut writing = true;
     for (fd, data) in rx {
-        if w.write_all(&frame(fd, &data, tty)).is_err() {
-            break;
+        if writing && w.write_all(&frame(fd, &data, tty)).is_err() {
+            writing = false;
         }
     }
     for r in readers {
         let _ = r.join();
     }
     let code = child.wait().ok().and_then(|s| s.code()).unwrap_or(125);
+    drop(held.lock().unwrap_or_else(|p| p.into_inner()).take());
     finish(Some(code));
     let _ = w.flush();
     w.shutdown_write();

@@ -12,6 +12,17 @@ pub(super) fn container_attach(
     req: &Request,
     w: &mut dyn Conn,
 ) -> Result<()> {
+    attach_output(engine, id, req, w, None)
+}
+
+/// [`container_attach`], ended early when `quit` is set (the client detached).
+fn attach_output(
+    engine: &Engine,
+    id: &str,
+    req: &Request,
+    w: &mut dyn Conn,
+    quit: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<()> {
     let c = engine.containers().get(id)?;
     let tty = c.record.config.tty;
     let want = |fd: u8| match fd {
@@ -45,7 +56,7 @@ pub(super) fn container_attach(
     } else {
         Until::Now
     };
-    follow_log(engine, id, from, until, (tty, false), &want, w);
+    follow_log(engine, id, from, until, (tty, false), &want, w, quit);
     let _ = w.flush();
     w.shutdown_write();
     Ok(())
@@ -89,9 +100,22 @@ pub(super) fn attach_stdin(
             return http::respond(&mut writer, status, &headers, body.as_bytes(), false, false);
         }
     };
-    if c.is_running() || !c.record.config.open_stdin {
+    let keys = match crate::runtime::parse_detach_keys(
+        req.query.get("detachKeys").map_or("", String::as_str),
+    ) {
+        Ok(k) => k,
+        Err(e) => {
+            let body = json!({"message": e.to_string()}).to_string();
+            let headers = [("Content-Type", "application/json".to_string())];
+            return http::respond(&mut writer, 400, &headers, body.as_bytes(), false, false);
+        }
+    };
+    if !c.record.config.open_stdin {
         let _ = container_attach(engine, id, req, &mut *writer);
         return Ok(());
+    }
+    if c.is_running() {
+        return attach_running(engine, id, req, reader, writer, keys);
     }
     let (ours, theirs) = UnixStream::pair()?;
     let key = c.record.id.clone();
@@ -113,14 +137,57 @@ pub(super) fn attach_stdin(
     // client may close its side for writing before it asks for the start.
     let mut input = ours.try_clone()?;
     let copier = std::thread::spawn(move || {
-        let _ = io::copy(&mut reader, &mut input);
-        let _ = input.shutdown(std::net::Shutdown::Write);
+        if !crate::runtime::copy_until_detached(&mut reader, &mut input, keys) {
+            let _ = input.shutdown(std::net::Shutdown::Write);
+            return;
+        }
+        // Detached: the client's stream ends, the container runs on with its input open
+        // (never ended from here) and its output drained, so its monitor never waits on a
+        // full socket, until it ends.
+        reader.get_ref().shutdown_write();
+        let _ = io::copy(&mut input, &mut io::sink());
     });
     let mut output = ours;
     let _ = io::copy(&mut output, &mut writer);
     let _ = writer.flush();
     writer.shutdown_write();
     take_pending(&key);
+    drop(copier);
+    Ok(())
+}
+
+/// Attach with stdin to a running container with its input open: what the client sends
+/// goes to the monitor's `attach.sock` until the detach keys (or its end); the output comes
+/// from the log, as [`container_attach`] sends it.
+fn attach_running(
+    engine: &Engine,
+    id: &str,
+    req: &Request,
+    mut reader: BufReader<Box<dyn Conn>>,
+    mut writer: Box<dyn Conn>,
+    keys: Vec<u8>,
+) -> io::Result<()> {
+    let mut input = match engine.containers().attach_input(id) {
+        Ok(i) => i,
+        Err(e) => {
+            let ApiError(status, message) = e.into();
+            let body = json!({"message": message}).to_string();
+            let headers = [("Content-Type", "application/json".to_string())];
+            return http::respond(&mut writer, status, &headers, body.as_bytes(), false, false);
+        }
+    };
+    let quit = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let copier = {
+        let quit = quit.clone();
+        std::thread::spawn(move || {
+            if crate::runtime::copy_until_detached(&mut reader, &mut input, keys) {
+                quit.store(true, std::sync::atomic::Ordering::Relaxed);
+                reader.get_ref().shutdown_write();
+            }
+        })
+    };
+    let _ = attach_output(engine, id, req, &mut *writer, Some(&quit));
+    // The client's input may still be open (it did not detach): it goes with the stream.
     drop(copier);
     Ok(())
 }
@@ -149,6 +216,7 @@ pub(super) enum Until {
 
 /// Writes the container's log lines from byte `from` on as they come (multiplexed frames,
 /// or raw with a terminal), until `until`; a write error (the client went) ends it too.
+#[allow(clippy::too_many_arguments)] // what to follow, how to frame it, when to stop
 pub(super) fn follow_log(
     engine: &Engine,
     id: &str,
@@ -157,6 +225,7 @@ pub(super) fn follow_log(
     (tty, timestamps): (bool, bool),
     want: &dyn Fn(u8) -> bool,
     w: &mut dyn Write,
+    quit: Option<&std::sync::atomic::AtomicBool>,
 ) {
     use std::io::{Read, Seek, SeekFrom};
     use std::os::unix::fs::MetadataExt;
@@ -229,7 +298,7 @@ pub(super) fn follow_log(
                 !running && begun.as_ref().is_none_or(|b| started != b)
             }
         };
-        if done {
+        if done || quit.is_some_and(|q| q.load(std::sync::atomic::Ordering::Relaxed)) {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -333,6 +402,7 @@ pub(super) fn container_logs(
             (tty, timestamps),
             &want,
             &mut body,
+            None,
         );
     }
     let _ = body.finish();
