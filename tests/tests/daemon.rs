@@ -671,6 +671,66 @@ fn detach_keys_leave_the_container_running() {
     assert_eq!(docker_ok(&d, &["ps", "-aq"]), "");
 }
 
+/// Attach over a WebSocket, as a browser or docker-py's `attach_socket(ws=True)` does: the
+/// handshake answered as RFC 6455 says, output in binary messages, the client's masked
+/// messages to the container's input, a request that is no upgrade refused.
+#[test]
+fn attach_over_a_websocket() {
+    let (r, d) = setup();
+    let id = r.ok(&[
+        "run",
+        "-di",
+        "--name",
+        "ws",
+        "--network",
+        "none",
+        "busybox",
+        "cat",
+    ]);
+    let id = id.trim();
+    let mut s = UnixStream::connect(&d.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /v1.47/containers/{id}/attach/ws?stdin=1&stdout=1&stream=1 HTTP/1.1\r\nHost: d\r\n\
+         Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        "{head}"
+    );
+    // A masked binary message: the line `cat` echoes back.
+    let mask = [7u8, 1, 9, 3];
+    let mut msg = vec![0x82, 0x80 | 6];
+    msg.extend_from_slice(&mask);
+    msg.extend(b"hello\n".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&msg).unwrap();
+    let mut frame_head = [0u8; 2];
+    reader.read_exact(&mut frame_head).unwrap();
+    assert_eq!(frame_head[0], 0x82, "a binary message");
+    let mut payload = vec![0u8; (frame_head[1] & 0x7f) as usize];
+    reader.read_exact(&mut payload).unwrap();
+    assert_eq!(payload, b"hello\n");
+    // Not an upgrade: refused, by what it lacks.
+    let (status, _, body) = request(&d, "GET", &format!("/containers/{id}/attach/ws"), None);
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("Upgrade: websocket"));
+    r.ok(&["rm", "-f", "ws"]);
+}
+
 /// `docker network disconnect` and `connect` of a container from and to its only network,
 /// created and running, as Compose does it: the container keeps its network mode, has
 /// loopback only while off, and joins again with the aliases it is given, found by them.

@@ -9,6 +9,7 @@ mod networks;
 mod streams;
 mod system;
 mod volumes;
+mod websocket;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufReader, Write};
@@ -27,6 +28,7 @@ use streams::{
     attach_stdin, attaching_stdin, container_attach, container_logs, events, hijack_head, stats,
     take_pending,
 };
+use websocket::{attach_ws, attaching_ws};
 
 pub use crate::http::{API_VERSION, MIN_API_VERSION};
 
@@ -190,6 +192,9 @@ fn connection(engine: &Engine, stream: Box<dyn Conn>) -> io::Result<()> {
         if let Some(id) = attaching_stdin(&req) {
             return attach_stdin(engine, &id, &req, reader, writer);
         }
+        if let Some(id) = attaching_ws(&req) {
+            return attach_ws(engine, &id, &req, reader, writer);
+        }
         // An attached exec takes the connection over, its reading side too.
         if let Some(id) = exec_attaching(&req) {
             if let Err(ApiError(status, message)) =
@@ -343,6 +348,7 @@ pub(crate) fn parse_request(req: &Request) -> Option<Value> {
         streaming_upload(req),
         exec_attaching(req),
         attaching_stdin(req),
+        attaching_ws(req),
     );
     let _ = filters(req);
     for k in ["since", "until"] {
