@@ -107,12 +107,8 @@ fn read_messages(from: &mut dyn Read, to: &mut dyn Write) {
             *b ^= mask[i % 4];
         }
         match opcode {
-            // Continuation, text, binary: data.
-            0x0..=0x2 => {
-                if to.write_all(&payload).and_then(|()| to.flush()).is_err() {
-                    return;
-                }
-            }
+            // Continuation, text, binary: data, until it cannot be passed on.
+            0x0..=0x2 if to.write_all(&payload).and_then(|()| to.flush()).is_err() => return,
             0x8 => return,
             // Ping, pong and the rest: nothing for the container.
             _ => {}
