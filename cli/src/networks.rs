@@ -43,6 +43,9 @@ pub struct ConnectArgs {
     /// Add network-scoped alias for the container
     #[arg(long)]
     alias: Vec<String>,
+    /// Add link to another container (NAME[:ALIAS]), answered by the container's name server
+    #[arg(long)]
+    link: Vec<String>,
 }
 
 #[derive(Args)]
@@ -130,6 +133,15 @@ pub fn run(cli: &Cli, c: &NetworkCommand) -> Result<ExitCode> {
                 network: a.network.clone(),
                 ip: a.ip.clone(),
                 aliases: a.alias.clone(),
+                links: a
+                    .link
+                    .iter()
+                    .map(|l| {
+                        ketch::runtime::parse_link(l)
+                            .map(|(n, alias)| format!("{n}:{alias}"))
+                            .map_err(|e| Exit(125, e))
+                    })
+                    .collect::<std::result::Result<_, _>>()?,
                 ..Default::default()
             };
             cli.api()?

@@ -85,10 +85,20 @@ impl Server {
 
     /// The addresses of `name` on the container's networks: lines of `IP NAME [NAME...]`
     /// in each records file the list names.
+    /// The list's `link ALIAS NAME` lines (the container's links) answer ALIAS as NAME.
     fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
         let list = fs::read_to_string(&self.records).unwrap_or_default();
+        let name = list
+            .lines()
+            .filter_map(|l| l.strip_prefix("link "))
+            .filter_map(|l| l.split_once(' '))
+            .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
+            .map_or(name, |(_, target)| target.trim());
         let mut found: Option<Vec<Ipv4Addr>> = None;
-        for file in list.lines().filter(|l| !l.trim().is_empty()) {
+        for file in list
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("link "))
+        {
             let text = fs::read_to_string(file.trim()).unwrap_or_default();
             for line in text.lines() {
                 let mut f = line.split_whitespace();
@@ -552,6 +562,13 @@ mod tests {
         );
         assert_eq!(s.lookup("alias"), Some(vec![Ipv4Addr::new(10, 0, 0, 2)]));
         assert_eq!(s.lookup("bad"), None);
+        // A link: its alias answered as the name it links to, in any case.
+        let list = s.records.clone();
+        let mut text = fs::read_to_string(&list).unwrap();
+        text.push_str("link Bar other\n");
+        fs::write(&list, text).unwrap();
+        assert_eq!(s.lookup("bar"), Some(vec![Ipv4Addr::new(10, 0, 0, 5)]));
+        assert_eq!(s.lookup("other"), Some(vec![Ipv4Addr::new(10, 0, 0, 5)]));
         assert_eq!(s.lookup("10.0.0.2"), None);
         let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
         // Any case; the answer counts both addresses.

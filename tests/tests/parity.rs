@@ -1109,6 +1109,114 @@ fn mac_address() {
     r.ok(&["network", "rm", "macnet"]);
 }
 
+/// Links on a user-defined network (`EndpointSettings.Links`, `network connect --link`):
+/// the container's own name server answers the alias with the linked container's address,
+/// also when that one starts later; other containers do not know the alias; inspect shows
+/// the links; a link with a space is refused.
+#[test]
+fn links_on_a_user_network() {
+    let (r, d) = setup_both();
+    let docker = |args: &[&str]| {
+        let o = d.docker(args);
+        assert!(o.status.success(), "docker {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let ip_of = |c: &str, net: &str| {
+        r.ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{.NetworkSettings.Networks.{net}.IPAddress}}}}"),
+            c,
+        ])
+        .trim()
+        .to_string()
+    };
+    docker(&["network", "create", "lnet"]);
+    docker(&[
+        "create",
+        "--name",
+        "a",
+        "--network",
+        "lnet",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    docker(&["network", "disconnect", "lnet", "a"]);
+    docker(&["network", "connect", "--link", "upstream:bar", "lnet", "a"]);
+    docker(&["start", "a"]);
+    assert_eq!(
+        docker(&[
+            "inspect",
+            "-f",
+            "{{json .NetworkSettings.Networks.lnet.Links}}",
+            "a"
+        ]),
+        "[\"upstream:bar\"]\n"
+    );
+    // Linked before it exists: answered once it runs.
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "upstream",
+        "--network",
+        "lnet",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let out = docker(&["exec", "a", "nslookup", "bar"]);
+    assert!(
+        out.contains(&format!("Address: {}", ip_of("upstream", "lnet"))),
+        "{out}"
+    );
+    // The alias is the linking container's only.
+    let o = r.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "lnet",
+        "busybox",
+        "nslookup",
+        "bar",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("NXDOMAIN"),
+        "{o:?}"
+    );
+    // The ketch CLI, embedded: a link on a second network.
+    r.ok(&["network", "create", "lnet2"]);
+    r.ok(&["network", "connect", "lnet2", "upstream"]);
+    r.ok(&["network", "connect", "--link", "upstream:up2", "lnet2", "a"]);
+    let out = r.ok(&["exec", "a", "nslookup", "up2"]);
+    assert!(
+        out.contains(&format!("Address: {}", ip_of("upstream", "lnet2"))),
+        "{out}"
+    );
+    assert_eq!(
+        r.ok(&[
+            "inspect",
+            "-f",
+            "{{json .NetworkSettings.Networks.lnet2.Links}}",
+            "a"
+        ]),
+        "[\"upstream:up2\"]\n"
+    );
+    let (code, err) = r.fails(&[
+        "network",
+        "connect",
+        "--link",
+        "up stream:x",
+        "lnet2",
+        "upstream",
+    ]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("invalid link"), "{err}");
+    r.ok(&["rm", "-f", "a", "upstream"]);
+    r.ok(&["network", "rm", "lnet", "lnet2"]);
+}
+
 /// Legacy links: the linked container's address under the alias in /etc/hosts, its
 /// environment and ports as `ALIAS_*`, through both front doors; a link to a container that
 /// does not run fails the start; `rm --link` takes the link away.

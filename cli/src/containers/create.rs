@@ -685,6 +685,7 @@ impl CreateArgs {
             healthcheck: self.healthcheck()?,
             mac_address: self.mac_address.clone(),
             network_driver_opts: Default::default(),
+            network_links: Vec::new(),
             volume_driver: self.volume_driver.clone(),
             links: self.link.clone(),
             runtime: self.runtime.clone(),

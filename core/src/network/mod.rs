@@ -200,6 +200,10 @@ pub struct NetworkAttachment {
     /// none of its own here; `com.docker.network.*` ones are refused at create).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub driver_opts: BTreeMap<String, String>,
+    /// Links on this network (`NAME:ALIAS`): the container's name server answers ALIAS
+    /// with NAME's address on the network, for this container only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<String>,
 }
 
 /// A network and the containers on it, for `network inspect` and `network ls`.

@@ -261,10 +261,7 @@ pub const HOST_CONFIG_FIELDS: &[(&str, Field)] = &[
 /// `NetworkingConfig.EndpointsConfig`.
 pub const ENDPOINT_FIELDS: &[(&str, Field)] = &[
     ("IPAMConfig", Mapped),
-    (
-        "Links",
-        Refused("per-network links are not supported yet: use aliases (--link is)"),
-    ),
+    ("Links", Mapped),
     ("MacAddress", Mapped),
     ("Aliases", Mapped),
     // Kept and shown; Docker's own keys refused in `endpoint_of`.
@@ -587,6 +584,7 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
         network_aliases: endpoint.aliases,
         mac_address: endpoint.mac.or_else(|| text(&body["MacAddress"])),
         network_driver_opts: endpoint.driver_opts,
+        network_links: endpoint.links,
         volume_driver: text(&hc["VolumeDriver"]),
         links: strings(&hc["Links"])
             .iter()
@@ -708,12 +706,17 @@ pub fn endpoint_of(network: &str, ep: &Value) -> Result<crate::network::NetworkA
             "endpoint option {k} is not supported: the bridge driver here reads no options of its own"
         ));
     }
+    let links = strings(&ep["Links"])
+        .iter()
+        .map(|l| super::options::parse_link(l).map(|(n, a)| format!("{n}:{a}")))
+        .collect::<Result<_, _>>()?;
     Ok(crate::network::NetworkAttachment {
         network: network.to_string(),
         ip: text(&ep["IPAMConfig"]["IPv4Address"]),
         aliases: strings(&ep["Aliases"]),
         mac: text(&ep["MacAddress"]),
         driver_opts,
+        links,
     })
 }
 
@@ -728,6 +731,9 @@ pub fn endpoint_json(a: &crate::network::NetworkAttachment) -> Value {
     }
     if let Some(mac) = &a.mac {
         ep.insert("MacAddress".into(), json!(mac));
+    }
+    if !a.links.is_empty() {
+        ep.insert("Links".into(), json!(a.links));
     }
     if !a.driver_opts.is_empty() {
         ep.insert("DriverOpts".into(), json!(a.driver_opts));
@@ -882,6 +888,7 @@ pub fn create_body(opts: &CreateOptions) -> Value {
         aliases: opts.network_aliases.clone(),
         mac: opts.mac_address.clone(),
         driver_opts: opts.network_driver_opts.clone(),
+        links: opts.network_links.clone(),
     });
     let mut endpoints = Map::new();
     if !endpoint.as_object().is_some_and(Map::is_empty) {
@@ -1102,6 +1109,7 @@ mod tests {
             cgroup_parent: Some("/parent".into()),
             mac_address: Some("02:42:ac:11:00:99".into()),
             network_driver_opts: [("key1".to_string(), "a".to_string())].into(),
+            network_links: vec!["db:database".into()],
             volume_driver: Some("local".into()),
             links: vec!["db:database".into()],
             runtime: Some("runc".into()),

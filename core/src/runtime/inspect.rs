@@ -296,7 +296,7 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             .unwrap_or_default();
         json!({
             "IPAMConfig": given.and_then(|a| a.ip.as_ref()).map(|ip| json!({"IPv4Address": ip})),
-            "Links": null,
+            "Links": given.map(|a| &a.links).filter(|l| !l.is_empty()),
             "Aliases": aliases,
             "DNSNames": dns_names,
             "DriverOpts": given.map(|a| &a.driver_opts).filter(|o| !o.is_empty()),

@@ -31,6 +31,7 @@ pub use detach::{DEFAULT_DETACH_KEYS, DetachScanner, copy_until_detached, parse_
 pub use exec::{ExecOptions, exec_resize};
 pub use options::{
     Healthcheck, Resources, ThrottleDevice, Ulimit, check_platform, check_restart, key_values,
+    parse_link,
 };
 pub use security::SecurityOpts;
 use shim::{ShimMode, spawn_reporting};
@@ -257,6 +258,9 @@ pub struct CreateOptions {
     /// That endpoint's driver options (`EndpointSettings.DriverOpts`), kept and shown.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub network_driver_opts: BTreeMap<String, String>,
+    /// Links on the first network (its `EndpointSettings.Links`), as `NAME:ALIAS`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub network_links: Vec<String>,
 }
 
 impl CreateOptions {
@@ -273,6 +277,7 @@ impl CreateOptions {
                 aliases: self.network_aliases.clone(),
                 mac: self.mac_address.clone(),
                 driver_opts: self.network_driver_opts.clone(),
+                links: self.network_links.clone(),
             });
         }
         all.extend(self.extra_networks.iter().cloned());

@@ -132,12 +132,23 @@ impl Containers<'_> {
             let path = self.networks().netns_path(container_id);
             redirect_dns(&path).map_err(io_err("redirect 127.0.0.11:53 in the container"))?;
         }
+        let attachments = self.get(container_id)?.record.config.attachments();
         for ep in endpoints {
             if ep.network != "bridge" {
                 text.push_str(&format!(
                     "{}\n",
                     self.networks().dns_records_path(&ep.network_id).display()
                 ));
+                // Its links on the network: `link ALIAS NAME`, the alias answered as the
+                // name is (names and aliases hold no spaces: checked at create).
+                let given = attachments
+                    .iter()
+                    .find(|a| a.network == ep.network || a.network == ep.network_id);
+                for l in given.map(|a| a.links.as_slice()).unwrap_or_default() {
+                    if let Some((name, alias)) = l.split_once(':') {
+                        text.push_str(&format!("link {alias} {name}\n"));
+                    }
+                }
             }
         }
         let path = bundle.join("dns.list");
@@ -226,6 +237,7 @@ impl Containers<'_> {
                 cfg.network_aliases = attachment.aliases.clone();
                 cfg.mac_address = attachment.mac.clone();
                 cfg.network_driver_opts = attachment.driver_opts.clone();
+                cfg.network_links = attachment.links.clone();
             } else {
                 cfg.extra_networks.push(attachment.clone());
             }
@@ -316,6 +328,7 @@ impl Containers<'_> {
                 cfg.network_detached = true;
                 cfg.ip = None;
                 cfg.network_aliases.clear();
+                cfg.network_links.clear();
             } else {
                 cfg.extra_networks.retain(|a| !on(&a.network));
             }

@@ -294,7 +294,11 @@ pub fn parse_link(s: &str) -> Result<(String, String), String> {
     let (name, alias) = s.split_once(':').unwrap_or((s, s));
     let name = name.trim_start_matches('/');
     let alias = alias.rsplit('/').next().unwrap_or(alias);
-    if name.is_empty() || alias.is_empty() || name.contains('/') {
+    if name.is_empty()
+        || alias.is_empty()
+        || name.contains('/')
+        || s.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(format!("invalid link {s:?}: use NAME[:ALIAS]"));
     }
     Ok((name.to_string(), alias.to_string()))
