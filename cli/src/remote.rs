@@ -79,9 +79,20 @@ pub fn start_attached(
     id: &str,
     opts: &CreateOptions,
     detach_keys: &str,
+    sig_proxy: bool,
 ) -> Result<i32> {
     let keys = ketch::runtime::parse_detach_keys(detach_keys)
         .map_err(|e| crate::containers::Exit(125, e.to_string()))?;
+    // Before any thread starts, so that none takes them. The container is in no process
+    // group of ours: every signal this process gets, from the terminal too, is sent on as a
+    // kill, as Docker's CLI proxies them (without a terminal: with one, its keys go
+    // through it).
+    if sig_proxy && !opts.tty {
+        let (client, id) = (client.clone(), id.to_string());
+        crate::containers::forward_signals(move |sig, _| {
+            let _ = client.container_kill(&id, sig);
+        });
+    }
     let attach = format!(
         "/containers/{id}/attach?{}",
         ketch::client::query(&[

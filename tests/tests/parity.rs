@@ -1109,6 +1109,75 @@ fn mac_address() {
     r.ok(&["network", "rm", "macnet"]);
 }
 
+/// `--sig-proxy`: a signal sent to an attached `run` (no terminal) reaches the container's
+/// process, through the `ketch` CLI embedded and remote and the `docker` CLI; with
+/// `--sig-proxy=false` it acts on the client alone, and the container runs on.
+#[test]
+fn signals_are_proxied_unless_told_not_to() {
+    use std::os::unix::process::ExitStatusExt;
+    let (r, d) = setup_both();
+    let host = format!("unix://{}", d.socket.display());
+    let script = "trap 'echo got-usr1; exit 7' USR1; echo up; while :; do sleep 0.1; done";
+    for who in ["ketch", "ketch -H", "docker"] {
+        for proxy in [true, false] {
+            let name = format!("sp-{}-{proxy}", who.replace(' ', ""));
+            let out = r.dir.path().join(format!("{name}.out"));
+            let mut cmd = match who {
+                "docker" => {
+                    let mut c = std::process::Command::new("docker");
+                    c.env("DOCKER_HOST", &host).env(
+                        "DOCKER_CONFIG",
+                        d.socket.parent().unwrap().join("docker-config"),
+                    );
+                    c
+                }
+                "ketch -H" => {
+                    let mut c = r.cmd();
+                    c.args(["-H", &host]);
+                    c
+                }
+                _ => r.cmd(),
+            };
+            cmd.args(["run", "--name", &name, "--network", "none"]);
+            if !proxy {
+                cmd.arg("--sig-proxy=false");
+            }
+            cmd.args(["busybox", "sh", "-c", script])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::fs::File::create(&out).unwrap())
+                .stderr(std::process::Stdio::null());
+            let mut child = cmd.spawn().unwrap();
+            wait_until("the container's first line", 20, || {
+                std::fs::read_to_string(&out).is_ok_and(|t| t.contains("up"))
+            });
+            unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
+            if proxy {
+                let status = child.wait().unwrap();
+                let said = std::fs::read_to_string(&out).unwrap();
+                assert_eq!(status.code(), Some(7), "{who}: {said}");
+                assert!(said.contains("got-usr1"), "{who}: {said}");
+            } else {
+                // Not passed on: the client dies of it (ketch) or ignores it (docker); the
+                // container runs on, untouched.
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                let said = std::fs::read_to_string(&out).unwrap();
+                assert!(!said.contains("got-usr1"), "{who}: {said}");
+                assert_eq!(
+                    r.ok(&["inspect", "-f", "{{.State.Running}}", &name]),
+                    "true\n",
+                    "{who}"
+                );
+                let _ = child.kill();
+                let status = child.wait().unwrap();
+                if who != "docker" {
+                    assert_eq!(status.signal(), Some(libc::SIGUSR1), "{who}");
+                }
+            }
+            r.ok(&["rm", "-f", &name]);
+        }
+    }
+}
+
 /// Links on a user-defined network (`EndpointSettings.Links`, `network connect --link`):
 /// the container's own name server answers the alias with the linked container's address,
 /// also when that one starts later; other containers do not know the alias; inspect shows

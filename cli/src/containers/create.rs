@@ -795,6 +795,10 @@ pub struct RunArgs {
     /// Override the key sequence for detaching a container (through a daemon)
     #[arg(long, value_name = "string", default_value = "")]
     detach_keys: String,
+    /// Proxy received signals to the process (non-TTY mode only)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    sig_proxy: bool,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -813,7 +817,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
             println!("{id}");
             return Ok(ExitCode::SUCCESS);
         }
-        let code = crate::remote::start_attached(&client, &id, &opts, &a.detach_keys)?;
+        let code = crate::remote::start_attached(&client, &id, &opts, &a.detach_keys, a.sig_proxy)?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     embedded_detach_keys(&a.detach_keys)?;
@@ -830,7 +834,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let result = start_attached(&engine, &id, opts.open_stdin, opts.tty);
+    let result = start_attached(&engine, &id, opts.open_stdin, opts.tty, a.sig_proxy);
     if opts.auto_remove {
         let _ = local.remove(&id, true);
     }
@@ -851,6 +855,10 @@ pub struct StartArgs {
     /// Override the key sequence for detaching a container (through a daemon)
     #[arg(long, value_name = "string", default_value = "")]
     detach_keys: String,
+    /// Proxy received signals to the process (with --attach)
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", require_equals = true)]
+    sig_proxy: bool,
     #[arg(required = true)]
     containers: Vec<String>,
 }
@@ -885,13 +893,14 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
                 ..Default::default()
             };
             let id = c["Id"].as_str().unwrap_or(name).to_string();
-            let code = crate::remote::start_attached(&client, &id, &opts, &a.detach_keys)?;
+            let code =
+                crate::remote::start_attached(&client, &id, &opts, &a.detach_keys, a.sig_proxy)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         embedded_detach_keys(&a.detach_keys)?;
         let engine = cli.engine()?;
         let tty = engine.containers().get(name)?.record.config.tty;
-        let code = start_attached(&engine, name, a.interactive, tty)?;
+        let code = start_attached(&engine, name, a.interactive, tty, a.sig_proxy)?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     let api = cli.api()?;
@@ -908,20 +917,44 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// Starts a container attached, passing signals sent to this process on to it. Ctrl-C and
-/// other terminal signals reach the monitor directly (it shares the foreground process
-/// group), so only signals another process sent (`kill`) are forwarded: never twice.
+/// Starts a container attached, passing signals sent to this process on to it (unless
+/// `sig_proxy` is off: then they act on this process as on any). Ctrl-C and other terminal
+/// signals reach the monitor directly (it shares the foreground process group), so only
+/// signals another process sent (`kill`) are forwarded: never twice.
 pub(super) fn start_attached(
     engine: &ketch::Engine,
     id: &str,
     stdin: bool,
     tty: bool,
+    sig_proxy: bool,
 ) -> ketch::Result<i32> {
     use std::sync::Arc;
     // With a terminal on both ends, ours passes every key through untouched.
     let _raw = if tty { RawMode::enter() } else { None };
     use std::sync::atomic::{AtomicU32, Ordering};
     let shim = Arc::new(AtomicU32::new(0));
+    if sig_proxy {
+        let target = shim.clone();
+        forward_signals(move |sig, sent_by_user| {
+            let pid = shim_pid(&target);
+            if sent_by_user && pid > 0 {
+                unsafe { libc::kill(pid as i32, sig) };
+            }
+        });
+    }
+    engine
+        .containers()
+        .start_with(id, true, stdin, &|pid| shim.store(pid, Ordering::SeqCst))
+}
+
+fn shim_pid(shim: &std::sync::atomic::AtomicU32) -> u32 {
+    shim.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Blocks the signals a user sends to stop or poke a process (INT, TERM, HUP, QUIT, USR1,
+/// USR2) for this process and hands each to `forward` on a thread of its own, with whether
+/// a process sent it (`kill`) rather than the terminal.
+pub(crate) fn forward_signals(forward: impl Fn(i32, bool) + Send + 'static) {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -936,7 +969,6 @@ pub(super) fn start_attached(
             libc::sigaddset(&mut set, s);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        let target = shim.clone();
         std::thread::spawn(move || {
             loop {
                 let mut info: libc::siginfo_t = std::mem::zeroed();
@@ -944,16 +976,10 @@ pub(super) fn start_attached(
                 if sig < 0 {
                     continue;
                 }
-                let pid = target.load(Ordering::SeqCst);
-                if info.si_code == libc::SI_USER && pid > 0 {
-                    libc::kill(pid as i32, sig);
-                }
+                forward(sig, info.si_code == libc::SI_USER);
             }
         });
     }
-    engine
-        .containers()
-        .start_with(id, true, stdin, &|pid| shim.store(pid, Ordering::SeqCst))
 }
 
 /// `-v [NAME|/HOST:]/PATH[:OPTS]`.
