@@ -72,6 +72,12 @@ pub struct CreateArgs {
     /// Allocate container ip from a sub-range
     #[arg(long)]
     ip_range: Option<String>,
+    /// Auxiliary IPv4 addresses used by Network driver (NAME=IP), never given to a container
+    #[arg(long)]
+    aux_address: Vec<String>,
+    /// Enable manual container attachment (kept and shown; swarm services read it)
+    #[arg(long)]
+    attachable: bool,
     /// Restrict external access to the network
     #[arg(long)]
     internal: bool,
@@ -177,6 +183,18 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
         ip_range: a.ip_range.clone(),
         internal: a.internal,
         labels,
+        aux_addresses: a
+            .aux_address
+            .iter()
+            .map(|s| match s.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => Err(Exit(
+                    125,
+                    format!("invalid --aux-address {s:?}: use NAME=IP"),
+                )),
+            })
+            .collect::<std::result::Result<_, _>>()?,
+        attachable: a.attachable,
     };
     let id = cli.api()?.network_create(&opts).map_err(engine_exit)?;
     println!("{id}");

@@ -1178,6 +1178,95 @@ fn signals_are_proxied_unless_told_not_to() {
     }
 }
 
+/// `network create` too does what it is given or refuses it by name: auxiliary addresses
+/// are kept from the containers and shown; IPv6, driver options, swarm-only fields are
+/// refused, through the daemon and the `ketch` CLI.
+#[test]
+fn network_create_fields_are_done_or_refused() {
+    let (r, d) = setup_both();
+    let docker = |args: &[&str]| d.docker(args);
+    let o = docker(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.7.0/29",
+        "--aux-address",
+        "x=10.99.7.2",
+        "--aux-address",
+        "y=10.99.7.3",
+        "auxnet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = r.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "auxnet",
+        "busybox",
+        "ip",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(out.contains("inet 10.99.7.4/29"), "{out}");
+    let ipam = r.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .IPAM.Config}}",
+        "auxnet",
+    ]);
+    assert!(
+        ipam.contains("\"AuxiliaryAddresses\":{\"x\":\"10.99.7.2\",\"y\":\"10.99.7.3\"}"),
+        "{ipam}"
+    );
+    let (code, err) = r.fails(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.8.0/29",
+        "--aux-address",
+        "z=10.1.1.1",
+        "bad",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("invalid auxiliary address z=10.1.1.1"),
+        "{err}"
+    );
+    for (args, says) in [
+        (
+            &["network", "create", "--ipv6", "v6"][..],
+            "EnableIPv6 is not supported",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.name=br9",
+                "o1",
+            ][..],
+            "network option com.docker.network.bridge.name is not supported",
+        ),
+        (
+            &["network", "create", "--ingress", "a1"][..],
+            "Ingress is not supported",
+        ),
+        (
+            &["network", "create", "--ipam-driver", "other", "i1"][..],
+            "IPAM driver \"other\"",
+        ),
+    ] {
+        let o = docker(args);
+        assert!(!o.status.success(), "{args:?}");
+        assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
+    }
+    assert_eq!(r.ok(&["network", "ls", "-q", "--filter", "name=v6"]), "");
+    r.ok(&["network", "rm", "auxnet"]);
+}
+
 /// Links on a user-defined network (`EndpointSettings.Links`, `network connect --link`):
 /// the container's own name server answers the alias with the linked container's address,
 /// also when that one starts later; other containers do not know the alias; inspect shows

@@ -15,7 +15,54 @@ pub fn network_options(b: &Value) -> Result<crate::network::NetworkCreate, Strin
     if name.is_empty() {
         return Err("a network needs a Name".into());
     }
+    // What is not done here is refused by name, never dropped.
+    let on = |k: &str| b[k].as_bool().unwrap_or(false);
+    if on("EnableIPv6") {
+        return Err("EnableIPv6 is not supported: networks here are IPv4".into());
+    }
+    for (k, why) in [
+        ("Ingress", "the ingress network needs swarm mode"),
+        (
+            "ConfigOnly",
+            "configuration-only networks are not supported",
+        ),
+    ] {
+        if on(k) {
+            return Err(format!("{k} is not supported: {why}"));
+        }
+    }
+    if !text(&b["ConfigFrom"]["Network"])
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Err("ConfigFrom is not supported: configuration-only networks are not".into());
+    }
+    if let Some(scope) = text(&b["Scope"]).filter(|s| s != "local") {
+        return Err(format!(
+            "Scope {scope:?} is not supported: networks here are local"
+        ));
+    }
+    if let Some((k, _)) = string_map(&b["Options"]).into_iter().next() {
+        return Err(format!(
+            "network option {k} is not supported: the bridge driver here reads no options"
+        ));
+    }
+    if let Some(d) = text(&b["IPAM"]["Driver"]).filter(|d| d != "default") {
+        return Err(format!(
+            "IPAM driver {d:?} is not supported: only \"default\""
+        ));
+    }
+    if !string_map(&b["IPAM"]["Options"]).is_empty() {
+        return Err("IPAM options are not supported".into());
+    }
+    let configs = b["IPAM"]["Config"].as_array().map_or(0, Vec::len);
+    if configs > 1 {
+        return Err("one IPAM pool per network: networks here have one IPv4 subnet".into());
+    }
     let ipam = &b["IPAM"]["Config"][0];
+    if text(&ipam["Subnet"]).is_some_and(|s| s.contains(':')) {
+        return Err("IPv6 subnets are not supported: networks here are IPv4".into());
+    }
     Ok(crate::network::NetworkCreate {
         name: name.to_string(),
         driver: text(&b["Driver"]),
@@ -24,6 +71,10 @@ pub fn network_options(b: &Value) -> Result<crate::network::NetworkCreate, Strin
         ip_range: text(&ipam["IPRange"]),
         internal: b["Internal"].as_bool().unwrap_or(false),
         labels: string_map(&b["Labels"]).into_iter().collect(),
+        aux_addresses: string_map(&ipam["AuxiliaryAddresses"]),
+        // Kept and shown, as Docker does for a local network (Compose asks for it); it
+        // means something to swarm services only.
+        attachable: on("Attachable"),
     })
 }
 

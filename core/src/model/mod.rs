@@ -143,6 +143,12 @@ pub struct IpamConfig {
     pub gateway: String,
     #[serde(rename = "IPRange", skip_serializing_if = "Option::is_none")]
     pub ip_range: Option<String>,
+    #[serde(
+        rename = "AuxiliaryAddresses",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub aux_addresses: BTreeMap<String, String>,
 }
 
 /// A container on a network, as `GET /networks/{id}` lists it.

@@ -68,6 +68,8 @@ impl Networks<'_> {
                 internal: false,
                 labels: BTreeMap::new(),
                 created: crate::db::now(),
+                aux_addresses: BTreeMap::new(),
+                attachable: false,
             };
             self.st.db.write(|tx| {
                 tx.execute(
@@ -138,6 +140,19 @@ impl Networks<'_> {
         {
             return Err(invalid(format!("gateway {g} is not within subnet {s}")));
         }
+        if !opts.aux_addresses.is_empty() && requested.is_none() {
+            return Err(invalid("--aux-address needs --subnet"));
+        }
+        for (name, ip) in &opts.aux_addresses {
+            match (requested, ip.parse::<Ipv4Addr>()) {
+                (Some(s), Ok(a)) if s.contains(a) => {}
+                _ => {
+                    return Err(invalid(format!(
+                        "invalid auxiliary address {name}={ip}: not an address of the subnet"
+                    )));
+                }
+            }
+        }
         // Choosing a subnet and claiming it with the bridge's address is one step for every
         // engine on this host.
         let lock = HostLock::take().map_err(io_err("take the host's network lock"))?;
@@ -179,6 +194,8 @@ impl Networks<'_> {
             internal: opts.internal,
             labels: opts.labels.iter().cloned().collect(),
             created: crate::db::now(),
+            aux_addresses: opts.aux_addresses.clone(),
+            attachable: opts.attachable,
         };
         self.st.db.write(|tx| {
             let taken: Option<String> = tx

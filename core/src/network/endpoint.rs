@@ -303,8 +303,10 @@ impl Networks<'_> {
             .and_then(|r| r.parse::<Subnet>().ok())
             .unwrap_or(subnet);
         let gateway = rec.gateway();
+        let aux = |ip: &Ipv4Addr| rec.aux_addresses.values().any(|a| *a == ip.to_string());
         if let Some(ip) = static_ip
             && (!subnet.contains(ip)
+                || aux(&ip)
                 || Some(ip) == gateway
                 || u32::from(ip) == subnet.first()
                 || u32::from(ip) == subnet.last())
@@ -334,6 +336,7 @@ impl Networks<'_> {
                         u32::from(*ip) != subnet.first()
                             && u32::from(*ip) != subnet.last()
                             && Some(*ip) != gateway
+                            && !aux(ip)
                             && !used.contains(&ip.to_string())
                     })
                     .ok_or_else(|| NetworkError::AddressesExhausted {

@@ -98,6 +98,8 @@ fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
         ip_range: None,
         internal: false,
         labels: BTreeMap::new(),
+        aux_addresses: BTreeMap::new(),
+        attachable: false,
         created: crate::db::now(),
     };
     let (bad_name, no_ipv4, twice, kept, unplugged) = crate::testutil::in_own_netns(|| {

@@ -129,6 +129,10 @@ pub struct NetworkCreate {
     pub ip_range: Option<String>,
     pub internal: bool,
     pub labels: Vec<(String, String)>,
+    /// `--aux-address NAME=IP`: addresses of the subnet never handed to a container.
+    pub aux_addresses: BTreeMap<String, String>,
+    /// `--attachable`: kept and shown (swarm services would read it).
+    pub attachable: bool,
 }
 
 /// A stored network.
@@ -146,6 +150,11 @@ pub struct NetworkRecord {
     pub internal: bool,
     pub labels: BTreeMap<String, String>,
     pub created: String,
+    /// Addresses kept from the containers (`AuxiliaryAddresses`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aux_addresses: BTreeMap<String, String>,
+    #[serde(default)]
+    pub attachable: bool,
 }
 
 impl NetworkRecord {
@@ -241,12 +250,13 @@ impl Network {
                         subnet: s.clone(),
                         gateway: r.gateway.clone().unwrap_or_default(),
                         ip_range: r.ip_range.clone(),
+                        aux_addresses: r.aux_addresses.clone(),
                     })
                     .collect(),
                 options: None,
             },
             internal: r.internal,
-            attachable: false,
+            attachable: r.attachable,
             ingress: false,
             containers: self
                 .endpoints
