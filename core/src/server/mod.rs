@@ -56,6 +56,14 @@ impl From<crate::Error> for ApiError {
     }
 }
 
+/// An error in the API's shape, as the whole answer on a connection (the last: the
+/// connection is not kept): for handlers that answer before they take the connection over.
+fn error_reply(w: &mut dyn Conn, status: u16, message: &str) -> io::Result<()> {
+    let body = json!({ "message": message }).to_string();
+    let headers = [("Content-Type", "application/json".to_string())];
+    http::respond(w, status, &headers, body.as_bytes(), false, false)
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(400, msg.into())
 }
@@ -200,9 +208,7 @@ fn connection(engine: &Engine, stream: Box<dyn Conn>) -> io::Result<()> {
             if let Err(ApiError(status, message)) =
                 exec_start(engine, &id, &req, &mut *writer, Some(reader))
             {
-                let body = json!({"message": message}).to_string();
-                let headers = [("Content-Type", "application/json".to_string())];
-                http::respond(&mut writer, status, &headers, body.as_bytes(), false, false)?;
+                error_reply(&mut *writer, status, &message)?;
             }
             return Ok(());
         }

@@ -95,20 +95,14 @@ pub(super) fn attach_stdin(
         Ok(c) => c,
         Err(e) => {
             let ApiError(status, message) = e.into();
-            let body = json!({"message": message}).to_string();
-            let headers = [("Content-Type", "application/json".to_string())];
-            return http::respond(&mut writer, status, &headers, body.as_bytes(), false, false);
+            return error_reply(&mut *writer, status, &message);
         }
     };
     let keys = match crate::runtime::parse_detach_keys(
         req.query.get("detachKeys").map_or("", String::as_str),
     ) {
         Ok(k) => k,
-        Err(e) => {
-            let body = json!({"message": e.to_string()}).to_string();
-            let headers = [("Content-Type", "application/json".to_string())];
-            return http::respond(&mut writer, 400, &headers, body.as_bytes(), false, false);
-        }
+        Err(e) => return error_reply(&mut *writer, 400, &e.to_string()),
     };
     if !c.record.config.open_stdin {
         let _ = container_attach(engine, id, req, &mut *writer);
@@ -171,9 +165,7 @@ fn attach_running(
         Ok(i) => i,
         Err(e) => {
             let ApiError(status, message) = e.into();
-            let body = json!({"message": message}).to_string();
-            let headers = [("Content-Type", "application/json".to_string())];
-            return http::respond(&mut writer, status, &headers, body.as_bytes(), false, false);
+            return error_reply(&mut *writer, status, &message);
         }
     };
     let quit = Arc::new(std::sync::atomic::AtomicBool::new(false));

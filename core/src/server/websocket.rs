@@ -124,26 +124,21 @@ pub(super) fn attach_ws(
     mut reader: BufReader<Box<dyn Conn>>,
     mut writer: Box<dyn Conn>,
 ) -> io::Result<()> {
-    let fail = |w: &mut Box<dyn Conn>, status: u16, message: String| {
-        let body = json!({"message": message}).to_string();
-        let headers = [("Content-Type", "application/json".to_string())];
-        http::respond(w, status, &headers, body.as_bytes(), false, false)
-    };
     let c = match engine.containers().get(id) {
         Ok(c) => c,
         Err(e) => {
             let ApiError(status, message) = e.into();
-            return fail(&mut writer, status, message);
+            return error_reply(&mut *writer, status, &message);
         }
     };
     let upgrade = req
         .header("upgrade")
         .is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
     let Some(key) = req.header("sec-websocket-key").filter(|_| upgrade) else {
-        return fail(
-            &mut writer,
+        return error_reply(
+            &mut *writer,
             400,
-            "a WebSocket attach needs Upgrade: websocket and Sec-WebSocket-Key".into(),
+            "a WebSocket attach needs Upgrade: websocket and Sec-WebSocket-Key",
         );
     };
     let head = format!(
