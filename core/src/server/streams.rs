@@ -34,6 +34,14 @@ fn attach_output(
     } else {
         "application/vnd.docker.multiplexed-stream"
     };
+    // Where the output begins is taken before the head goes: a client that has the head may
+    // type at once, and what the container answers must not fall before it.
+    let path = engine.containers().log_path(id)?;
+    let from = if req.query_bool("logs") {
+        0
+    } else {
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+    };
     let head = hijack_head(req, ctype);
     w.write_all(head.as_bytes())
         .and_then(|()| w.flush())
@@ -44,12 +52,6 @@ fn attach_output(
     if req.query_bool("logs") {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let path = engine.containers().log_path(id)?;
-    let from = if req.query_bool("logs") {
-        0
-    } else {
-        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
-    };
     let until = if req.query_bool("stream") {
         // A running container: until it stops; else until a run begins and ends.
         Until::RanAndStopped((!c.is_running()).then(|| c.task.started_at.clone()))

@@ -141,6 +141,18 @@ pub(super) fn attach_ws(
             "a WebSocket attach needs Upgrade: websocket and Sec-WebSocket-Key",
         );
     };
+    // Where the output begins is taken before the head goes: a client that has it may send
+    // input at once, and the container's answer must not fall before it.
+    let from = if req.query_bool("logs") {
+        0
+    } else {
+        engine
+            .containers()
+            .log_path(id)
+            .ok()
+            .and_then(|p| std::fs::metadata(p).ok())
+            .map_or(0, |m| m.len())
+    };
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         accept_key(key)
@@ -162,16 +174,6 @@ pub(super) fn attach_ws(
     let want = |fd: u8| match fd {
         2 => req.query_bool("stderr"),
         _ => req.query_bool("stdout"),
-    };
-    let from = if req.query_bool("logs") {
-        0
-    } else {
-        engine
-            .containers()
-            .log_path(id)
-            .ok()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map_or(0, |m| m.len())
     };
     let until = if req.query_bool("stream") {
         streams::Until::RanAndStopped((!c.is_running()).then(|| c.task.started_at.clone()))
