@@ -128,11 +128,14 @@ impl Containers<'_> {
     ) -> crate::Result<()> {
         let mut text = String::new();
         let endpoints = self.networks().container_endpoints(container_id)?;
+        // The record is read (for the links given) only on a user-defined network: a start
+        // on the default bridge reads nothing more.
+        let mut attachments = Vec::new();
         if endpoints.iter().any(|e| e.network != "bridge") {
             let path = self.networks().netns_path(container_id);
             redirect_dns(&path).map_err(io_err("redirect 127.0.0.11:53 in the container"))?;
+            attachments = self.get(container_id)?.record.config.attachments();
         }
-        let attachments = self.get(container_id)?.record.config.attachments();
         for ep in endpoints {
             if ep.network != "bridge" {
                 text.push_str(&format!(

@@ -64,6 +64,12 @@ fn error_reply(w: &mut dyn Conn, status: u16, message: &str) -> io::Result<()> {
     http::respond(w, status, &headers, body.as_bytes(), false, false)
 }
 
+/// [`error_reply`] for an engine error, with the status its kind maps to.
+fn engine_error_reply(w: &mut dyn Conn, e: crate::Error) -> io::Result<()> {
+    let ApiError(status, message) = e.into();
+    error_reply(w, status, &message)
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError(400, msg.into())
 }

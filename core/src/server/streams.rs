@@ -36,12 +36,7 @@ fn attach_output(
     };
     // Where the output begins is taken before the head goes: a client that has the head may
     // type at once, and what the container answers must not fall before it.
-    let path = engine.containers().log_path(id)?;
-    let from = if req.query_bool("logs") {
-        0
-    } else {
-        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
-    };
+    let (from, until) = attach_span(engine, &c, req)?;
     let head = hijack_head(req, ctype);
     w.write_all(head.as_bytes())
         .and_then(|()| w.flush())
@@ -52,12 +47,6 @@ fn attach_output(
     if req.query_bool("logs") {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let until = if req.query_bool("stream") {
-        // A running container: until it stops; else until a run begins and ends.
-        Until::RanAndStopped((!c.is_running()).then(|| c.task.started_at.clone()))
-    } else {
-        Until::Now
-    };
     follow_log(engine, id, from, until, (tty, false), &want, w, quit);
     let _ = w.flush();
     w.shutdown_write();
@@ -95,10 +84,7 @@ pub(super) fn attach_stdin(
 ) -> io::Result<()> {
     let c = match engine.containers().get(id) {
         Ok(c) => c,
-        Err(e) => {
-            let ApiError(status, message) = e.into();
-            return error_reply(&mut *writer, status, &message);
-        }
+        Err(e) => return engine_error_reply(&mut *writer, e),
     };
     let keys = match crate::runtime::parse_detach_keys(
         req.query.get("detachKeys").map_or("", String::as_str),
@@ -152,6 +138,28 @@ pub(super) fn attach_stdin(
     Ok(())
 }
 
+/// What an attach sends of the container's log: from its start (`logs`) or its end now, to
+/// the stop of the container (`stream`: a running one's, or a run's begun after now) or to
+/// what it holds now.
+pub(super) fn attach_span(
+    engine: &Engine,
+    c: &crate::runtime::Container,
+    req: &Request,
+) -> Result<(u64, Until)> {
+    let from = if req.query_bool("logs") {
+        0
+    } else {
+        let path = engine.containers().log_path(&c.record.id)?;
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0)
+    };
+    let until = if req.query_bool("stream") {
+        Until::RanAndStopped((!c.is_running()).then(|| c.task.started_at.clone()))
+    } else {
+        Until::Now
+    };
+    Ok((from, until))
+}
+
 /// Attach with stdin to a running container with its input open: what the client sends
 /// goes to the monitor's `attach.sock` until the detach keys (or its end); the output comes
 /// from the log, as [`container_attach`] sends it.
@@ -165,10 +173,7 @@ fn attach_running(
 ) -> io::Result<()> {
     let mut input = match engine.containers().attach_input(id) {
         Ok(i) => i,
-        Err(e) => {
-            let ApiError(status, message) = e.into();
-            return error_reply(&mut *writer, status, &message);
-        }
+        Err(e) => return engine_error_reply(&mut *writer, e),
     };
     let quit = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let copier = {

@@ -126,10 +126,7 @@ pub(super) fn attach_ws(
 ) -> io::Result<()> {
     let c = match engine.containers().get(id) {
         Ok(c) => c,
-        Err(e) => {
-            let ApiError(status, message) = e.into();
-            return error_reply(&mut *writer, status, &message);
-        }
+        Err(e) => return engine_error_reply(&mut *writer, e),
     };
     let upgrade = req
         .header("upgrade")
@@ -143,15 +140,9 @@ pub(super) fn attach_ws(
     };
     // Where the output begins is taken before the head goes: a client that has it may send
     // input at once, and the container's answer must not fall before it.
-    let from = if req.query_bool("logs") {
-        0
-    } else {
-        engine
-            .containers()
-            .log_path(id)
-            .ok()
-            .and_then(|p| std::fs::metadata(p).ok())
-            .map_or(0, |m| m.len())
+    let (from, until) = match streams::attach_span(engine, &c, req) {
+        Ok(span) => span,
+        Err(ApiError(status, message)) => return error_reply(&mut *writer, status, &message),
     };
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
@@ -159,26 +150,18 @@ pub(super) fn attach_ws(
     );
     writer.write_all(head.as_bytes())?;
     writer.flush()?;
-    // Input, to a running container with its input open (or dropped: Docker reads it all
+    // Input, to a running container with its input open (else dropped: Docker reads it all
     // the same).
     if req.query_bool("stdin") {
-        let mut input: Box<dyn Write + Send> = match c.record.config.open_stdin && c.is_running() {
-            true => match engine.containers().attach_input(id) {
-                Ok(s) => Box::new(s),
-                Err(_) => Box::new(io::sink()),
-            },
-            false => Box::new(io::sink()),
+        let mut input: Box<dyn Write + Send> = match engine.containers().attach_input(id) {
+            Ok(s) => Box::new(s),
+            Err(_) => Box::new(io::sink()),
         };
         std::thread::spawn(move || read_messages(&mut reader, &mut input));
     }
     let want = |fd: u8| match fd {
         2 => req.query_bool("stderr"),
         _ => req.query_bool("stdout"),
-    };
-    let until = if req.query_bool("stream") {
-        streams::Until::RanAndStopped((!c.is_running()).then(|| c.task.started_at.clone()))
-    } else {
-        streams::Until::Now
     };
     // Raw, each record a message.
     streams::follow_log(
