@@ -13,14 +13,19 @@ fn main() {
         .to_path_buf();
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     // One directory for every build that carries the shim (the wheel's, the Node addon's,
-    // debug and check builds), beside the outer build's profiles in its target directory
-    // (the outermost marked with CACHEDIR.TAG: a build for a named triple marks its own
-    // directory too), so the shim is built once, not once per outer build; its own lock,
-    // not the outer build's. Under OUT_DIR where there is none.
+    // debug and check builds), beside the outer build's profiles in its target directory,
+    // so the shim is built once, not once per outer build; its own lock, not the outer
+    // build's. OUT_DIR is TARGET_DIR/[TRIPLE/]PROFILE/build/PKG-HASH/out (the triple there
+    // when the build named one); under OUT_DIR where the layout is not that.
+    let triple = std::env::var("TARGET").unwrap_or_default();
     let target = out
         .ancestors()
+        .nth(4)
+        .and_then(|d| match d.file_name() {
+            Some(n) if n == triple.as_str() => d.parent(),
+            _ => Some(d),
+        })
         .filter(|d| d.join("CACHEDIR.TAG").is_file())
-        .last()
         .map_or_else(|| out.join("target"), |t| t.join("embedded-shim"));
     for p in [
         "shim/src",
