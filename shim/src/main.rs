@@ -961,7 +961,12 @@ fn listen_for_attach(bundle: &Path) -> io::Result<std::os::unix::net::UnixListen
         Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let l = std::os::unix::net::UnixListener::bind(&path)?;
+    // Owner-only from the moment it exists, whatever umask the monitor was started with
+    // (it is single-threaded: no other file is made meanwhile).
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(&path);
+    unsafe { libc::umask(old) };
+    let l = bound?;
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
     l.set_nonblocking(true)?;
     Ok(l)

@@ -688,6 +688,11 @@ fn attach_over_a_websocket() {
         "cat",
     ]);
     let id = id.trim();
+    // The monitor's input socket is its owner's only.
+    let sock = r.path().join("containers").join(id).join("attach.sock");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sock).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", sock.display());
     let mut s = UnixStream::connect(&d.socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
