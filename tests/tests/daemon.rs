@@ -588,11 +588,17 @@ fn detach_keys_leave_the_container_running() {
     ketch_tests::require_tool("docker");
     ketch_tests::require_tool("script");
     let (r, d) = setup();
-    // `script` gives the client a terminal; the input comes in two parts, the keys a moment
-    // after the line, as typed.
-    let typed = |cmd: &str, line: &str, keys: &str| {
+    // `script` gives the client a terminal and keeps what it shows in a file; the line is
+    // typed, then the keys once the screen shows `shown` (a container that starts slowly on a
+    // busy machine must have answered before its client leaves).
+    let screen = d.socket.parent().unwrap().join("screen");
+    let typed = |cmd: &str, line: &str, shown: &str, keys: &str| {
+        let screen = screen.display();
         let script = format!(
-            "(printf '{line}\\n'; sleep 1; printf '{keys}'; sleep 1) | timeout 30 script -qec '{cmd}' /dev/null"
+            "rm -f {screen}; (printf '{line}\\n'; i=0; \
+             while [ $i -lt 200 ] && ! grep -qF '{shown}' {screen} 2>/dev/null; do \
+             sleep 0.1; i=$((i+1)); done; printf '{keys}'; sleep 1) \
+             | timeout 60 script -qfec '{cmd}' {screen}"
         );
         let o = std::process::Command::new("sh")
             .args(["-c", &script])
@@ -621,19 +627,29 @@ fn detach_keys_leave_the_container_running() {
             "cat",
         ],
     );
-    let out = typed("docker attach cat", "first", "\\020\\021");
+    let out = typed("docker attach cat", "first", "first", "\\020\\021");
     assert!(out.contains("first"), "{out}");
     assert!(out.contains("read escape sequence"), "{out}");
     assert_eq!(running("cat"), "true\n");
     // Its input is still open: a second attach is read by the same `cat`.
-    let out = typed("docker attach --detach-keys ctrl-x cat", "second", "\\030");
+    let out = typed(
+        "docker attach --detach-keys ctrl-x cat",
+        "second",
+        "second",
+        "\\030",
+    );
     assert!(out.contains("second"), "{out}");
     assert!(out.contains("read escape sequence"), "{out}");
     assert_eq!(running("cat"), "true\n");
     let logs = docker_ok(&d, &["logs", "cat"]);
     assert!(logs.contains("first") && logs.contains("second"), "{logs}");
     // exec: the shell runs on after the client leaves.
-    let out = typed("docker exec -it cat sh", "echo in-$((6*7))", "\\020\\021");
+    let out = typed(
+        "docker exec -it cat sh",
+        "echo in-$((6*7))",
+        "in-42",
+        "\\020\\021",
+    );
     assert!(out.contains("in-42"), "{out}");
     assert!(out.contains("read escape sequence"), "{out}");
     assert_eq!(running("cat"), "true\n");
@@ -643,6 +659,7 @@ fn detach_keys_leave_the_container_running() {
     let out = typed(
         &format!("{k} run -it --name shell --network none busybox sh"),
         "echo run-$((6*7))",
+        "run-42",
         "\\020\\021",
     );
     assert!(out.contains("run-42"), "{out}");
@@ -650,6 +667,7 @@ fn detach_keys_leave_the_container_running() {
     let out = typed(
         &format!("{k} exec -it --detach-keys ctrl-x shell sh"),
         "echo exec-$((6*7))",
+        "exec-42",
         "\\030",
     );
     assert!(out.contains("exec-42"), "{out}");
