@@ -1371,8 +1371,11 @@ struct Networks {
 
 #[pymethods]
 impl Networks {
-    /// Creates a network; `ipam` in the API's shape (`{"Config": [{"Subnet": ...}]}`).
-    #[pyo3(signature = (name, driver=None, internal=false, labels=None, ipam=None))]
+    /// Creates a network; `ipam` in the API's shape (`{"Config": [{"Subnet": ...}]}`, an
+    /// IPv4 pool and an IPv6 one at most); `enable_ipv6` gives it IPv6 (a unique local /64
+    /// without an IPv6 pool).
+    #[pyo3(signature = (name, driver=None, internal=false, labels=None, ipam=None, enable_ipv6=false))]
+    #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
         py: Python<'_>,
@@ -1381,11 +1384,13 @@ impl Networks {
         internal: bool,
         labels: Option<&Bound<'_, PyAny>>,
         ipam: Option<&Bound<'_, PyAny>>,
+        enable_ipv6: bool,
     ) -> PyResult<Network> {
         let body = serde_json::json!({
             "Name": name,
             "Driver": driver,
             "Internal": internal,
+            "EnableIPv6": enable_ipv6,
             "Labels": labels.map(from_py).transpose()?,
             "IPAM": ipam.map(from_py).transpose()?,
         });
@@ -1461,19 +1466,23 @@ impl Network {
             .to_string()
     }
 
-    #[pyo3(signature = (container, aliases=None, ipv4_address=None))]
+    #[pyo3(signature = (container, aliases=None, ipv4_address=None, ipv6_address=None, link_local_ips=None))]
     fn connect(
         &self,
         py: Python<'_>,
         container: &Bound<'_, PyAny>,
         aliases: Option<Vec<String>>,
         ipv4_address: Option<String>,
+        ipv6_address: Option<String>,
+        link_local_ips: Option<Vec<String>>,
     ) -> PyResult<()> {
         let c = container_ref(container)?;
         let aliases = aliases.unwrap_or_default();
         let ep = ketch::api::NetworkAttachment {
             network: self.id.clone(),
             ip: ipv4_address,
+            ip6: ipv6_address,
+            link_local_ips: link_local_ips.unwrap_or_default(),
             aliases,
             ..Default::default()
         };

@@ -207,6 +207,18 @@ def test_images_networks_volumes(engine, tmp_path):
     n.remove()
     with pytest.raises(ketch.NotFound, match="^network pynet not found$"):
         engine.networks.get("pynet")
+    # IPv6: a unique local /64 picked, and an address of it asked for at connect.
+    six = engine.networks.create("py6", enable_ipv6=True)
+    assert six.attrs["EnableIPv6"] is True
+    pool = six.attrs["IPAM"]["Config"][1]["Subnet"]
+    assert pool.startswith("fd") and pool.endswith("::/64"), pool
+    c = engine.containers.create("busybox", ["sleep", "100"])
+    six.connect(c, ipv6_address=pool.replace("::/64", "::9"), link_local_ips=["169.254.3.3"])
+    c.reload()
+    ipam = c.attrs["NetworkSettings"]["Networks"]["py6"]["IPAMConfig"]
+    assert ipam == {"IPv6Address": pool.replace("::/64", "::9"), "LinkLocalIPs": ["169.254.3.3"]}
+    c.remove(force=True)
+    six.remove()
     v = engine.volumes.create("pyvol", labels={"k": "v"})
     assert v.attrs["Labels"] == {"k": "v"}
     out = engine.containers.run(

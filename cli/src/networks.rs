@@ -40,6 +40,12 @@ pub struct ConnectArgs {
     /// IPv4 address (e.g., 172.30.100.104)
     #[arg(long)]
     ip: Option<String>,
+    /// IPv6 address (e.g., 2001:db8::33)
+    #[arg(long)]
+    ip6: Option<String>,
+    /// Add a link-local address for the container
+    #[arg(long)]
+    link_local_ip: Vec<String>,
     /// Add network-scoped alias for the container
     #[arg(long)]
     alias: Vec<String>,
@@ -63,15 +69,18 @@ pub struct CreateArgs {
     /// Driver to manage the Network
     #[arg(short = 'd', long, default_value = "bridge")]
     driver: String,
-    /// Subnet in CIDR format that represents a network segment
+    /// Subnet in CIDR format that represents a network segment (one IPv4, one IPv6)
     #[arg(long)]
-    subnet: Option<String>,
-    /// IPv4 Gateway for the master subnet
+    subnet: Vec<String>,
+    /// IPv4 or IPv6 Gateway for the master subnet
     #[arg(long)]
-    gateway: Option<String>,
+    gateway: Vec<String>,
     /// Allocate container ip from a sub-range
     #[arg(long)]
-    ip_range: Option<String>,
+    ip_range: Vec<String>,
+    /// Enable IPv6 networking (a unique local /64 when no IPv6 --subnet is given)
+    #[arg(long)]
+    ipv6: bool,
     /// Auxiliary IPv4 addresses used by Network driver (NAME=IP), never given to a container
     #[arg(long)]
     aux_address: Vec<String>,
@@ -138,6 +147,8 @@ pub fn run(cli: &Cli, c: &NetworkCommand) -> Result<ExitCode> {
             let ep = ketch::api::NetworkAttachment {
                 network: a.network.clone(),
                 ip: a.ip.clone(),
+                ip6: a.ip6.clone(),
+                link_local_ips: a.link_local_ip.clone(),
                 aliases: a.alias.clone(),
                 links: a
                     .link
@@ -175,12 +186,33 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
         let (k, v) = l.split_once('=').unwrap_or((l, ""));
         labels.push((k.to_string(), v.to_string()));
     }
+    // Each of --subnet, --gateway and --ip-range once per family, told apart by the address.
+    let family = |flag: &str, values: &[String]| -> Result<(Option<String>, Option<String>)> {
+        let (v6, v4): (Vec<&String>, Vec<&String>) = values.iter().partition(|v| v.contains(':'));
+        if v4.len() > 1 || v6.len() > 1 {
+            bail!(Exit(
+                125,
+                format!("--{flag} is given once per address family (one IPv4, one IPv6)")
+            ));
+        }
+        Ok((
+            v4.first().map(|s| s.to_string()),
+            v6.first().map(|s| s.to_string()),
+        ))
+    };
+    let (subnet, subnet6) = family("subnet", &a.subnet)?;
+    let (gateway, gateway6) = family("gateway", &a.gateway)?;
+    let (ip_range, ip_range6) = family("ip-range", &a.ip_range)?;
     let opts = NetworkCreate {
         name: a.name.clone(),
         driver: Some(a.driver.clone()),
-        subnet: a.subnet.clone(),
-        gateway: a.gateway.clone(),
-        ip_range: a.ip_range.clone(),
+        subnet,
+        gateway,
+        ip_range,
+        ipv6: a.ipv6,
+        subnet6,
+        gateway6,
+        ip_range6,
         internal: a.internal,
         labels,
         aux_addresses: a
@@ -264,7 +296,7 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
                 "Name": n.name,
                 "Driver": n.driver,
                 "Scope": "local",
-                "IPv6": "false",
+                "IPv6": n.enable_ipv6.to_string(),
                 "Internal": n.internal.to_string(),
                 "CreatedAt": n.created,
                 "Labels": n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),

@@ -1,7 +1,8 @@
-//! IPv4 subnets: parsing, containment, overlap, and the address pool new networks draw from.
+//! IPv4 and IPv6 subnets: parsing, containment, overlap, and the address pools new networks
+//! draw from.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 /// An IPv4 prefix, always stored with the host bits cleared.
@@ -104,6 +105,94 @@ impl FromStr for Subnet {
     }
 }
 
+/// An IPv6 prefix, always stored with the host bits cleared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet6 {
+    pub addr: Ipv6Addr,
+    pub prefix: u8,
+}
+
+impl Subnet6 {
+    pub fn new(addr: Ipv6Addr, prefix: u8) -> Subnet6 {
+        Subnet6 {
+            addr: Ipv6Addr::from(u128::from(addr) & Self::mask_of(prefix)),
+            prefix,
+        }
+    }
+
+    fn mask_of(prefix: u8) -> u128 {
+        if prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(prefix))
+        }
+    }
+
+    pub fn first(&self) -> u128 {
+        u128::from(self.addr)
+    }
+
+    pub fn last(&self) -> u128 {
+        self.first() | !Self::mask_of(self.prefix)
+    }
+
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & Self::mask_of(self.prefix) == self.first()
+    }
+
+    pub fn contains_subnet(&self, other: &Subnet6) -> bool {
+        other.prefix >= self.prefix && self.contains(other.addr)
+    }
+
+    pub fn overlaps(&self, other: &Subnet6) -> bool {
+        self.contains(other.addr) || other.contains(self.addr)
+    }
+
+    /// The `n`th address of the subnet (0 is the subnet-router anycast address).
+    pub fn nth(&self, n: u128) -> Option<Ipv6Addr> {
+        let ip = self.first().checked_add(n)?;
+        (ip <= self.last()).then(|| Ipv6Addr::from(ip))
+    }
+
+    /// A unique local /64 (RFC 4193): `fd`, a 40-bit global ID from the kernel's random
+    /// source, subnet 0. What a network asked to have IPv6 without a subnet gets.
+    pub fn random_ula() -> Subnet6 {
+        let mut id = [0u8; 5];
+        // SAFETY: getrandom fills the buffer it is given, of the length given.
+        let n = unsafe { libc::getrandom(id.as_mut_ptr().cast(), id.len(), 0) };
+        if n != id.len() as isize {
+            // Never short for five bytes once the kernel has booted; the clock otherwise.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos();
+            id.copy_from_slice(&t.to_le_bytes()[..5]);
+        }
+        let mut octets = [0u8; 16];
+        octets[0] = 0xfd;
+        octets[1..6].copy_from_slice(&id);
+        Subnet6::new(Ipv6Addr::from(octets), 64)
+    }
+}
+
+impl fmt::Display for Subnet6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Subnet6 {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Subnet6, String> {
+        let bad = || format!("invalid CIDR address: {s}");
+        let (a, p) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().ok().filter(|p| *p <= 128).ok_or_else(bad)?;
+        Ok(Subnet6::new(addr, prefix))
+    }
+}
+
 /// Reads Docker's `--default-address-pool` value: `base=CIDR,size=N`.
 pub fn parse_pool(s: &str) -> Result<(Subnet, u8), String> {
     let mut base = None;
@@ -180,6 +269,32 @@ mod tests {
         assert!(!s.overlaps(&"10.2.0.0/16".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<Subnet>().is_err());
         assert!("10.0.0/8".parse::<Subnet>().is_err());
+    }
+
+    #[test]
+    fn ipv6_subnets_parse_contain_and_overlap() {
+        let s: Subnet6 = "2001:389::f00d/64".parse().unwrap();
+        assert_eq!(s.to_string(), "2001:389::/64");
+        assert!(s.contains("2001:389::ffff".parse().unwrap()));
+        assert!(!s.contains("2001:389:0:1::1".parse().unwrap()));
+        assert_eq!(s.nth(1), Some("2001:389::1".parse().unwrap()));
+        assert_eq!(s.nth(1 << 64), None);
+        let range: Subnet6 = "2001:389::/96".parse().unwrap();
+        assert!(s.contains_subnet(&range) && !range.contains_subnet(&s));
+        assert!(s.overlaps(&range) && range.overlaps(&s));
+        assert!(!s.overlaps(&"2001:38a::/64".parse().unwrap()));
+        let all: Subnet6 = "::/0".parse().unwrap();
+        assert_eq!((all.first(), all.last()), (0, u128::MAX));
+        for bad in ["2001::/129", "2001::", "10.0.0.0/8", "2001::/x", "zz::/64"] {
+            assert_eq!(
+                bad.parse::<Subnet6>().unwrap_err(),
+                format!("invalid CIDR address: {bad}")
+            );
+        }
+        let ula = Subnet6::random_ula();
+        assert_eq!(ula.prefix, 64);
+        assert_eq!(ula.addr.octets()[0], 0xfd);
+        assert_ne!(ula, Subnet6::random_ula(), "40 random bits each");
     }
 
     #[test]

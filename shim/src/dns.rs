@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 pub const LISTEN: &str = "127.0.0.11:53953";
 
 const TYPE_A: u16 = 1;
+const TYPE_AAAA: u16 = 28;
 const CLASS_IN: u16 = 1;
 const RCODE_SERVFAIL: u8 = 2;
 const RCODE_NXDOMAIN: u8 = 3;
@@ -86,7 +87,7 @@ impl Server {
     /// The addresses of `name` on the container's networks: lines of `IP NAME [NAME...]`
     /// in each records file the list names.
     /// The list's `link ALIAS NAME` lines (the container's links) answer ALIAS as NAME.
-    fn lookup(&self, name: &str) -> Option<Vec<Ipv4Addr>> {
+    fn lookup(&self, name: &str) -> Option<Vec<IpAddr>> {
         let list = fs::read_to_string(&self.records).unwrap_or_default();
         let name = list
             .lines()
@@ -94,7 +95,7 @@ impl Server {
             .filter_map(|l| l.split_once(' '))
             .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
             .map_or(name, |(_, target)| target.trim());
-        let mut found: Option<Vec<Ipv4Addr>> = None;
+        let mut found: Option<Vec<IpAddr>> = None;
         for file in list
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.starts_with("link "))
@@ -102,7 +103,7 @@ impl Server {
             let text = fs::read_to_string(file.trim()).unwrap_or_default();
             for line in text.lines() {
                 let mut f = line.split_whitespace();
-                let Some(Ok(ip)) = f.next().map(str::parse::<Ipv4Addr>) else {
+                let Some(Ok(ip)) = f.next().map(str::parse::<IpAddr>) else {
                     continue;
                 };
                 if f.any(|n| n.eq_ignore_ascii_case(name)) {
@@ -224,11 +225,13 @@ impl Server {
         let question_end = end + 4;
         let key = name.trim_end_matches('.').to_ascii_lowercase();
         if let Some(ips) = self.lookup(&key) {
-            // Ours: A records for A queries, an empty answer for other types.
-            let ips: Vec<Ipv4Addr> = if qtype == TYPE_A && qclass == CLASS_IN {
-                ips
-            } else {
-                vec![]
+            // Ours: A records for A queries, AAAA ones for AAAA queries (a name without
+            // addresses of the family asked for has an empty answer), an empty answer for
+            // other types.
+            let ips: Vec<IpAddr> = match (qtype, qclass) {
+                (TYPE_A, CLASS_IN) => ips.into_iter().filter(IpAddr::is_ipv4).collect(),
+                (TYPE_AAAA, CLASS_IN) => ips.into_iter().filter(IpAddr::is_ipv6).collect(),
+                _ => vec![],
             };
             return Some(reply(q, question_end, 0, &ips));
         }
@@ -290,8 +293,8 @@ fn parse_name(m: &[u8], mut off: usize) -> Option<(String, usize)> {
 }
 
 /// A response to query `q` (whose question ends at `qend`): the question echoed, then an A
-/// record per address, each naming the question by a pointer.
-fn reply(q: &[u8], qend: usize, rcode: u8, ips: &[Ipv4Addr]) -> Vec<u8> {
+/// or AAAA record per address, each naming the question by a pointer.
+fn reply(q: &[u8], qend: usize, rcode: u8, ips: &[IpAddr]) -> Vec<u8> {
     let mut r = Vec::with_capacity(qend + ips.len() * 16);
     r.extend_from_slice(&q[0..2]);
     // QR, the query's opcode and RD, AA; RA; the code.
@@ -303,11 +306,15 @@ fn reply(q: &[u8], qend: usize, rcode: u8, ips: &[Ipv4Addr]) -> Vec<u8> {
     r.extend_from_slice(&q[12..qend]);
     for ip in ips {
         r.extend_from_slice(&[0xc0, 12]);
-        r.extend_from_slice(&TYPE_A.to_be_bytes());
+        let (kind, data) = match ip {
+            IpAddr::V4(ip) => (TYPE_A, ip.octets().to_vec()),
+            IpAddr::V6(ip) => (TYPE_AAAA, ip.octets().to_vec()),
+        };
+        r.extend_from_slice(&kind.to_be_bytes());
         r.extend_from_slice(&CLASS_IN.to_be_bytes());
         r.extend_from_slice(&TTL.to_be_bytes());
-        r.extend_from_slice(&4u16.to_be_bytes());
-        r.extend_from_slice(&ip.octets());
+        r.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        r.extend_from_slice(&data);
     }
     r
 }
@@ -333,7 +340,7 @@ mod tests {
         let dir = std::env::temp_dir().join(crate::sys::unique_name("ketch-dns"));
         fs::create_dir_all(&dir).unwrap();
         let records = dir.join("records");
-        fs::write(&records, "10.0.0.2 web www\n10.0.0.3 db\n").unwrap();
+        fs::write(&records, "10.0.0.2 web www\nfd00::2 web www\n10.0.0.3 db\n").unwrap();
         let list = dir.join("list");
         fs::write(&list, format!("{}\n", records.display())).unwrap();
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -349,8 +356,17 @@ mod tests {
         assert_eq!(r[3] & 0x0f, 0);
         assert_eq!(u16::from_be_bytes([r[6], r[7]]), 1);
         assert_eq!(&r[r.len() - 4..], &[10, 0, 0, 2]);
-        // Another type for a known name: no error, no answer.
-        let r = s.answer(&query("web", 28), from).unwrap();
+        // AAAA: the IPv6 address alone; a name with none has an empty answer, as has
+        // another type.
+        let r = s.answer(&query("web", TYPE_AAAA), from).unwrap();
+        assert_eq!((r[3] & 0x0f, u16::from_be_bytes([r[6], r[7]])), (0, 1));
+        assert_eq!(
+            &r[r.len() - 16..],
+            &"fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets()
+        );
+        let r = s.answer(&query("db", TYPE_AAAA), from).unwrap();
+        assert_eq!((r[3] & 0x0f, u16::from_be_bytes([r[6], r[7]])), (0, 0));
+        let r = s.answer(&query("web", 16), from).unwrap();
         assert_eq!((r[3] & 0x0f, u16::from_be_bytes([r[6], r[7]])), (0, 0));
         let r = s.answer(&query("nosuch", TYPE_A), from).unwrap();
         assert_eq!(r[3] & 0x0f, RCODE_NXDOMAIN);
@@ -506,7 +522,10 @@ mod tests {
         let mut q = query("web", TYPE_A);
         q[2] = 0x01 | 0x78 | 0x02; // RD, opcode bits, TC (not echoed)
         let qend = q.len();
-        let ips = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)];
+        let ips = [
+            IpAddr::from(Ipv4Addr::new(10, 0, 0, 2)),
+            Ipv4Addr::new(10, 0, 0, 3).into(),
+        ];
         let r = reply(&q, qend, 0, &ips);
         assert_eq!(&r[0..2], &q[0..2]);
         // QR, the opcode and RD echoed, AA; then RA and the code.
@@ -525,6 +544,16 @@ mod tests {
         assert_eq!(u32::from_be_bytes([rr[6], rr[7], rr[8], rr[9]]), TTL);
         assert_eq!(&rr[10..16], &[0, 4, 10, 0, 0, 2]);
         assert_eq!(&r[r.len() - 4..], &[10, 0, 0, 3]);
+        // An AAAA record: its type, and sixteen bytes of address.
+        let mut q = query("web", TYPE_AAAA);
+        let qend = q.len();
+        q[2] = 0x01;
+        let six: std::net::Ipv6Addr = "fd00::2".parse().unwrap();
+        let r = reply(&q, qend, 0, &[six.into()]);
+        assert_eq!(r.len(), qend + 12 + 16);
+        assert_eq!(&r[qend + 2..qend + 4], &TYPE_AAAA.to_be_bytes());
+        assert_eq!(&r[qend + 10..qend + 12], &16u16.to_be_bytes());
+        assert_eq!(&r[qend + 12..], &six.octets());
         // No question: none echoed.
         let r = reply(&q, 12, RCODE_SERVFAIL, &[]);
         assert_eq!(
@@ -556,19 +585,20 @@ mod tests {
             records: list,
             pending: HashMap::new(),
         };
+        let v4 = |a, b, c, d| IpAddr::from(Ipv4Addr::new(a, b, c, d));
         assert_eq!(
             s.lookup("web"),
-            Some(vec![Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 1, 0, 2)])
+            Some(vec![v4(10, 0, 0, 2), v4(10, 1, 0, 2)])
         );
-        assert_eq!(s.lookup("alias"), Some(vec![Ipv4Addr::new(10, 0, 0, 2)]));
+        assert_eq!(s.lookup("alias"), Some(vec![v4(10, 0, 0, 2)]));
         assert_eq!(s.lookup("bad"), None);
         // A link: its alias answered as the name it links to, in any case.
         let list = s.records.clone();
         let mut text = fs::read_to_string(&list).unwrap();
         text.push_str("link Bar other\n");
         fs::write(&list, text).unwrap();
-        assert_eq!(s.lookup("bar"), Some(vec![Ipv4Addr::new(10, 0, 0, 5)]));
-        assert_eq!(s.lookup("other"), Some(vec![Ipv4Addr::new(10, 0, 0, 5)]));
+        assert_eq!(s.lookup("bar"), Some(vec![v4(10, 0, 0, 5)]));
+        assert_eq!(s.lookup("other"), Some(vec![v4(10, 0, 0, 5)]));
         assert_eq!(s.lookup("10.0.0.2"), None);
         let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
         // Any case; the answer counts both addresses.

@@ -99,8 +99,14 @@ fn kept_apart_by_the_rules(
     ip: &str,
     page: &str,
 ) {
+    // IPv4, or IPv6 (`ip6` tables; nftables only).
+    let (family, knob) = if ip.contains(':') {
+        ("ip6", "/proc/sys/net/ipv6/conf/all/forwarding")
+    } else {
+        ("ip", "/proc/sys/net/ipv4/ip_forward")
+    };
     assert_eq!(
-        net.sh("cat /proc/sys/net/ipv4/ip_forward"),
+        net.sh(&format!("cat {knob}")),
         "1\n",
         "without forwarding the kernel keeps bridges apart by itself"
     );
@@ -124,10 +130,10 @@ fn kept_apart_by_the_rules(
     let bridge = bridge_of(r, network);
     let table = format!("ketch_{}", bridge.replace('-', "_"));
     let removed = net.sh(&format!(
-        "if nft list table ip {table} >/dev/null 2>&1; then \
-           for h in $(nft -a list chain ip {table} forward | \
+        "if nft list table {family} {table} >/dev/null 2>&1; then \
+           for h in $(nft -a list chain {family} {table} forward | \
                       sed -n 's/.*iifname != \"{bridge}\" drop # handle \\([0-9]*\\)$/\\1/p'); do \
-             nft delete rule ip {table} forward handle $h && echo nft; done; \
+             nft delete rule {family} {table} forward handle $h && echo nft; done; \
          else \
            iptables -S FORWARD | grep -e '-j DROP' | grep -F '\"ketch {bridge}\"' | sed 's/^-A/-D/' | \
            while read -r rule; do eval iptables $rule && echo iptables; done; \
@@ -737,6 +743,123 @@ fn bridges_work_behind_a_dropping_forward_chain_and_stay_apart_when_forwarding()
     // bridge does).
     let rules = net.sh("nft list chain ip filter FORWARD");
     assert!(!rules.contains("ketch br-"), "{rules}");
+}
+
+/// An IPv6 network (`--ipv6`, with a subnet or a unique local /64 picked): each container
+/// has an address of it (the next free, or `--ip6`), with the route through the gateway, in
+/// /etc/hosts, in `inspect`, and answered for AAAA by the name server; `--link-local-ip`
+/// addresses are on the interface; ports published on every address reach the container
+/// from the host's IPv6 addresses; another network cannot reach it, by ketch's rules; an
+/// IPv6 address on a network without IPv6, or a link-local one that is not, is refused.
+#[test]
+fn ipv6_networks_address_name_route_publish_and_stay_apart() {
+    let net = PrivateNet::forwarding();
+    net.sh("echo 1 > /proc/sys/net/ipv6/conf/all/forwarding");
+    let r = net.root();
+    r.ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "fd6a:1::/64",
+        "six",
+    ]);
+    r.ok(&["network", "create", "--ipv6", "other"]);
+    let ipam = r.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{.EnableIPv6}} {{json .IPAM.Config}}",
+        "other",
+    ]);
+    assert!(ipam.starts_with("true "), "{ipam}");
+    let v: serde_json::Value = serde_json::from_str(&ipam[5..]).unwrap();
+    let ula = v[1]["Subnet"].as_str().unwrap();
+    assert!(ula.starts_with("fd") && ula.ends_with("::/64"), "{ipam}");
+    web(
+        &r,
+        "srv",
+        &["--network", "six", "-p", "8066:80"],
+        "over-six",
+    );
+    let six = |c: &str, field: &str| {
+        r.ok(&[
+            "inspect",
+            "-f",
+            &format!("{{{{.NetworkSettings.Networks.six.{field}}}}}"),
+            c,
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(six("srv", "GlobalIPv6Address"), "fd6a:1::2");
+    assert_eq!(six("srv", "GlobalIPv6PrefixLen"), "64");
+    assert_eq!(six("srv", "IPv6Gateway"), "fd6a:1::1");
+    let out = sh(
+        &r,
+        &[
+            "--network",
+            "six",
+            "--ip6",
+            "fd6a:1::77",
+            "--link-local-ip",
+            "169.254.8.8",
+            "--link-local-ip",
+            "fe80::8",
+        ],
+        &format!(
+            "ip addr show eth0; ip -6 route show default; grep fd6a /etc/hosts; \
+             nslookup -type=AAAA srv 127.0.0.11; {}",
+            get("fd6a:1::2")
+        ),
+    );
+    for want in [
+        "inet6 fd6a:1::77/64",
+        "inet 169.254.8.8/16",
+        "inet6 fe80::8/64",
+        "default via fd6a:1::1 dev eth0",
+        "fd6a:1::77\t",
+        "Address: fd6a:1::2",
+        "over-six",
+    ] {
+        assert!(out.contains(want), "{want} in\n{out}");
+    }
+    // From the host's own IPv6 address (the gateway's, here) to the published port.
+    let page =
+        net.sh("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 5 fd6a:1::1 8066 | tail -1");
+    assert_eq!(page, "over-six\n");
+    kept_apart_by_the_rules(&r, &net, "other", "six", "fd6a:1::2", "over-six");
+    // The address another holds, one that is not the network's, or not link-local.
+    for (flags, says) in [
+        (
+            &["--network", "six", "--ip6", "fd6a:1::2"][..],
+            "Address already in use: fd6a:1::2",
+        ),
+        (
+            &["--network", "six", "--ip6", "fd6b::2"][..],
+            "not a free host address of subnet fd6a:1::/64",
+        ),
+        (
+            &["--network", "six", "--link-local-ip", "10.1.1.1"][..],
+            "invalid link-local IP address: 10.1.1.1",
+        ),
+        (
+            &["--network", "bridge", "--ip6", "fd6a:1::9"][..],
+            "network bridge has no IPv6",
+        ),
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["busybox", "true"]);
+        let (code, err) = r.fails(&args);
+        assert_eq!(code, 125, "{flags:?}: {err}");
+        assert!(err.contains(says), "{flags:?}: {err}");
+    }
+    let bridge = bridge_of(&r, "six");
+    r.ok(&["rm", "-f", "srv"]);
+    r.ok(&["network", "rm", "six", "other"]);
+    let tables = net.sh("nft list tables");
+    assert!(!tables.contains(&bridge.replace('-', "_")), "{tables}");
 }
 
 /// A running container on the default network, connected to a user-defined one, asks the

@@ -1179,8 +1179,8 @@ fn signals_are_proxied_unless_told_not_to() {
 }
 
 /// `network create` too does what it is given or refuses it by name: auxiliary addresses
-/// are kept from the containers and shown; IPv6, driver options, swarm-only fields are
-/// refused, through the daemon and the `ketch` CLI.
+/// are kept from the containers and shown; a second pool of a family, driver options,
+/// swarm-only fields are refused, through the daemon and the `ketch` CLI.
 #[test]
 fn network_create_fields_are_done_or_refused() {
     let (r, d) = setup_both();
@@ -1237,8 +1237,16 @@ fn network_create_fields_are_done_or_refused() {
     );
     for (args, says) in [
         (
-            &["network", "create", "--ipv6", "v6"][..],
-            "EnableIPv6 is not supported",
+            &[
+                "network",
+                "create",
+                "--subnet",
+                "fd00:1::/64",
+                "--subnet",
+                "fd00:2::/64",
+                "v6",
+            ][..],
+            "one IPAM pool per address family",
         ),
         (
             &[
@@ -1265,6 +1273,98 @@ fn network_create_fields_are_done_or_refused() {
     }
     assert_eq!(r.ok(&["network", "ls", "-q", "--filter", "name=v6"]), "");
     r.ok(&["network", "rm", "auxnet"]);
+}
+
+/// IPv6 through the docker CLI and the `ketch` CLI embedded: `network create --ipv6` with
+/// both pools, `run --ip6 --link-local-ip`, `network connect --ip6`; inspect shows what was
+/// asked and what was given, `network ls` the IPv6 column.
+#[test]
+fn ipv6_networks_through_the_docker_cli() {
+    let (r, d) = setup_both();
+    let docker = |args: &[&str]| {
+        let o = d.docker(args);
+        assert!(o.status.success(), "docker {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    docker(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.98.6.0/24",
+        "--subnet",
+        "fd98:6::/64",
+        "--gateway",
+        "fd98:6::fe",
+        "--ip-range",
+        "fd98:6::100/120",
+        "dual",
+    ]);
+    let ipam = docker(&["network", "inspect", "-f", "{{json .IPAM.Config}}", "dual"]);
+    for want in [
+        r#""Subnet":"fd98:6::/64""#,
+        r#""Gateway":"fd98:6::fe""#,
+        r#""IPRange":"fd98:6::100/120""#,
+    ] {
+        assert!(ipam.contains(want), "{ipam}");
+    }
+    assert_eq!(
+        docker(&[
+            "network",
+            "ls",
+            "--filter",
+            "name=dual",
+            "--format",
+            "{{.IPv6}}"
+        ]),
+        "true\n"
+    );
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        "d1",
+        "--network",
+        "dual",
+        "--ip6",
+        "fd98:6::1:5",
+        "--link-local-ip",
+        "169.254.9.9",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let f = "{{range .NetworkSettings.Networks}}{{.GlobalIPv6Address}} {{.IPv6Gateway}} {{json .IPAMConfig}}{{end}}";
+    assert_eq!(
+        docker(&["inspect", "-f", f, "d1"]),
+        "fd98:6::1:5 fd98:6::fe {\"IPv6Address\":\"fd98:6::1:5\",\"LinkLocalIPs\":[\"169.254.9.9\"]}\n"
+    );
+    // The next free address of the range, through the ketch CLI.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "d2",
+        "--network",
+        "dual",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let out = r.ok(&["exec", "d2", "ip", "-6", "addr", "show", "eth0"]);
+    assert!(out.contains("inet6 fd98:6::100/64"), "{out}");
+    let out = r.ok(&["exec", "d2", "ping", "-6", "-c", "1", "-W", "5", "d1"]);
+    assert!(out.contains("from fd98:6::1:5"), "{out}");
+    // Off and on again, with another address.
+    docker(&["network", "disconnect", "dual", "d1"]);
+    docker(&["network", "connect", "--ip6", "fd98:6::1:6", "dual", "d1"]);
+    assert!(
+        docker(&["inspect", "-f", f, "d1"]).starts_with("fd98:6::1:6 "),
+        "{}",
+        docker(&["inspect", "-f", f, "d1"])
+    );
+    docker(&["rm", "-f", "d1", "d2"]);
+    docker(&["network", "rm", "dual"]);
 }
 
 /// Links on a user-defined network (`EndpointSettings.Links`, `network connect --link`):

@@ -299,10 +299,10 @@ pub struct CreateArgs {
     /// GPU devices to add to the container (not supported)
     #[arg(long)]
     gpus: Option<String>,
-    /// IPv6 address (not supported: networks are IPv4)
+    /// IPv6 address (e.g., 2001:db8::33), on a network made with --ipv6
     #[arg(long)]
     ip6: Option<String>,
-    /// Container IPv4/IPv6 link-local addresses (not supported)
+    /// Container IPv4/IPv6 link-local addresses
     #[arg(long)]
     link_local_ip: Vec<String>,
     /// Limit CPU real-time period in microseconds (not supported)
@@ -376,7 +376,7 @@ pub(super) fn throttles(
 impl CreateArgs {
     /// The flags Docker has that ketch refuses, each with the API field it sets.
     fn refused(&self) -> Result<()> {
-        let set: [(&str, &str, bool); 12] = [
+        let set: [(&str, &str, bool); 10] = [
             ("gpus", "DeviceRequests", self.gpus.is_some()),
             (
                 "cpu-rt-period",
@@ -402,8 +402,6 @@ impl CreateArgs {
                 self.io_maxbandwidth.is_some(),
             ),
             ("io-maxiops", "IOMaximumIOps", self.io_maxiops.is_some()),
-            ("ip6", "", self.ip6.is_some()),
-            ("link-local-ip", "", !self.link_local_ip.is_empty()),
             ("kernel-memory", "", self.kernel_memory.is_some()),
         ];
         for (flag, field, given) in set {
@@ -411,9 +409,7 @@ impl CreateArgs {
                 continue;
             }
             let reason = match field {
-                "" if flag == "ip6" => "networks here are IPv4",
                 "" if flag == "kernel-memory" => "kernel memory limits are gone from the kernel",
-                "" => "link-local addresses are not supported",
                 f => ketch::api::create::refusal(f).unwrap_or("not supported"),
             };
             bail!(Exit(125, format!("--{flag} is not supported: {reason}")));
@@ -626,6 +622,8 @@ impl CreateArgs {
             read_only: self.read_only,
             network: self.network.clone(),
             ip: self.ip.clone(),
+            ip6: self.ip6.clone(),
+            link_local_ips: self.link_local_ip.clone(),
             network_aliases: self.network_alias.clone(),
             dns: self.dns.clone(),
             extra_hosts: self.add_host.clone(),

@@ -17,9 +17,6 @@ pub fn network_options(b: &Value) -> Result<crate::network::NetworkCreate, Strin
     }
     // What is not done here is refused by name, never dropped.
     let on = |k: &str| b[k].as_bool().unwrap_or(false);
-    if on("EnableIPv6") {
-        return Err("EnableIPv6 is not supported: networks here are IPv4".into());
-    }
     for (k, why) in [
         ("Ingress", "the ingress network needs swarm mode"),
         (
@@ -55,14 +52,23 @@ pub fn network_options(b: &Value) -> Result<crate::network::NetworkCreate, Strin
     if !string_map(&b["IPAM"]["Options"]).is_empty() {
         return Err("IPAM options are not supported".into());
     }
-    let configs = b["IPAM"]["Config"].as_array().map_or(0, Vec::len);
-    if configs > 1 {
-        return Err("one IPAM pool per network: networks here have one IPv4 subnet".into());
+    // One pool of each family at most: an IPv4 one, an IPv6 one (by its subnet; a pool
+    // that names none is IPv4's, whose subnet is picked).
+    let pools = b["IPAM"]["Config"].as_array().cloned().unwrap_or_default();
+    let (v6, v4): (Vec<&Value>, Vec<&Value>) = pools
+        .iter()
+        .partition(|p| text(&p["Subnet"]).is_some_and(|s| s.contains(':')));
+    if v4.len() > 1 || v6.len() > 1 {
+        return Err(
+            "one IPAM pool per address family: a network here has one IPv4 and one IPv6 subnet at most"
+                .into(),
+        );
     }
-    let ipam = &b["IPAM"]["Config"][0];
-    if text(&ipam["Subnet"]).is_some_and(|s| s.contains(':')) {
-        return Err("IPv6 subnets are not supported: networks here are IPv4".into());
-    }
+    let none = Value::Null;
+    let ipam = v4.first().copied().unwrap_or(&none);
+    let ipam6 = v6.first().copied().unwrap_or(&none);
+    let mut aux_addresses = string_map(&ipam["AuxiliaryAddresses"]);
+    aux_addresses.extend(string_map(&ipam6["AuxiliaryAddresses"]));
     Ok(crate::network::NetworkCreate {
         name: name.to_string(),
         driver: text(&b["Driver"]),
@@ -71,10 +77,14 @@ pub fn network_options(b: &Value) -> Result<crate::network::NetworkCreate, Strin
         ip_range: text(&ipam["IPRange"]),
         internal: b["Internal"].as_bool().unwrap_or(false),
         labels: string_map(&b["Labels"]).into_iter().collect(),
-        aux_addresses: string_map(&ipam["AuxiliaryAddresses"]),
+        aux_addresses,
         // Kept and shown, as Docker does for a local network (Compose asks for it); it
         // means something to swarm services only.
         attachable: on("Attachable"),
+        ipv6: on("EnableIPv6"),
+        subnet6: text(&ipam6["Subnet"]),
+        gateway6: text(&ipam6["Gateway"]),
+        ip_range6: text(&ipam6["IPRange"]),
     })
 }
 

@@ -631,17 +631,29 @@ impl Api for Client {
     }
 
     fn network_create(&self, opts: &NetworkCreate) -> Result<String> {
+        // A pool per family asked for, each with its auxiliary addresses.
         let mut ipam = Vec::new();
-        if opts.subnet.is_some() || opts.gateway.is_some() || opts.ip_range.is_some() {
+        for (v6, subnet, gateway, range) in [
+            (false, &opts.subnet, &opts.gateway, &opts.ip_range),
+            (true, &opts.subnet6, &opts.gateway6, &opts.ip_range6),
+        ] {
+            let aux: serde_json::Map<String, Value> = opts
+                .aux_addresses
+                .iter()
+                .filter(|(_, ip)| ip.contains(':') == v6)
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            if subnet.is_none() && gateway.is_none() && range.is_none() && aux.is_empty() {
+                continue;
+            }
             let mut c = serde_json::Map::new();
-            for (k, v) in [
-                ("Subnet", &opts.subnet),
-                ("Gateway", &opts.gateway),
-                ("IPRange", &opts.ip_range),
-            ] {
+            for (k, v) in [("Subnet", subnet), ("Gateway", gateway), ("IPRange", range)] {
                 if let Some(v) = v {
                     c.insert(k.into(), json!(v));
                 }
+            }
+            if !aux.is_empty() {
+                c.insert("AuxiliaryAddresses".into(), Value::Object(aux));
             }
             ipam.push(Value::Object(c));
         }
@@ -654,6 +666,8 @@ impl Api for Client {
             "Name": opts.name,
             "Driver": opts.driver.clone().unwrap_or_else(|| "bridge".into()),
             "Internal": opts.internal,
+            "Attachable": opts.attachable,
+            "EnableIPv6": opts.ipv6,
             "IPAM": {"Driver": "default", "Config": ipam},
             "Labels": labels,
         });

@@ -127,6 +127,10 @@ const MIGRATIONS: &[&str] = &[
         image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
     );
     CREATE INDEX build_cache_image ON build_cache(image_id);",
+    // 8: IPv6 addresses on IPv6 networks, as unique per network as the IPv4 ones (rows
+    // without one are NULL, which a unique index lets repeat).
+    "ALTER TABLE endpoints ADD COLUMN ip6 TEXT;
+    CREATE UNIQUE INDEX endpoints_ip6 ON endpoints(network_id, ip6);",
 ];
 
 pub(super) fn migrate(db: &Db) -> Result<(), DbError> {

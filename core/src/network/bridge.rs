@@ -70,6 +70,9 @@ impl Networks<'_> {
                 created: crate::db::now(),
                 aux_addresses: BTreeMap::new(),
                 attachable: false,
+                subnet6: None,
+                gateway6: None,
+                ip_range6: None,
             };
             self.st.db.write(|tx| {
                 tx.execute(
@@ -140,17 +143,20 @@ impl Networks<'_> {
         {
             return Err(invalid(format!("gateway {g} is not within subnet {s}")));
         }
-        if !opts.aux_addresses.is_empty() && requested.is_none() {
+        let v6 = Pool6::of(opts)?;
+        if !opts.aux_addresses.is_empty() && requested.is_none() && v6.subnet.is_none() {
             return Err(invalid("--aux-address needs --subnet"));
         }
         for (name, ip) in &opts.aux_addresses {
-            match (requested, ip.parse::<Ipv4Addr>()) {
-                (Some(s), Ok(a)) if s.contains(a) => {}
-                _ => {
-                    return Err(invalid(format!(
-                        "invalid auxiliary address {name}={ip}: not an address of the subnet"
-                    )));
-                }
+            let within = match ip.parse::<IpAddr>() {
+                Ok(IpAddr::V4(a)) => requested.is_some_and(|s| s.contains(a)),
+                Ok(IpAddr::V6(a)) => v6.subnet.is_some_and(|s| s.contains(a)),
+                Err(_) => false,
+            };
+            if !within {
+                return Err(invalid(format!(
+                    "invalid auxiliary address {name}={ip}: not an address of the subnet"
+                )));
             }
         }
         // Choosing a subnet and claiming it with the bridge's address is one step for every
@@ -183,6 +189,45 @@ impl Networks<'_> {
         let gateway = gateway
             .or_else(|| subnet.nth(1))
             .ok_or_else(|| invalid(format!("subnet {subnet} has no room for a gateway")))?;
+        let subnet6 = match v6.subnet {
+            Some(s) => {
+                let taken6: Vec<Subnet6> = self
+                    .load_networks()?
+                    .iter()
+                    .filter_map(NetworkRecord::subnet6)
+                    .collect();
+                if let Some(t) = taken6.iter().find(|t| t.overlaps(&s)) {
+                    return Err(invalid(format!(
+                        "Pool overlaps with other one on this address space: {s} overlaps {t}"
+                    )));
+                }
+                Some(s)
+            }
+            // 40 random bits: another network's /64 is never met in practice, but is looked
+            // for all the same.
+            None if opts.ipv6 => {
+                let taken6: Vec<Subnet6> = self
+                    .load_networks()?
+                    .iter()
+                    .filter_map(NetworkRecord::subnet6)
+                    .collect();
+                Some(
+                    std::iter::repeat_with(Subnet6::random_ula)
+                        .take(16)
+                        .find(|s| !taken6.iter().any(|t| t.overlaps(s)))
+                        .ok_or(NetworkError::PoolsExhausted)?,
+                )
+            }
+            None => None,
+        };
+        let gateway6 = match subnet6 {
+            Some(s) => Some(
+                v6.gateway
+                    .or_else(|| s.nth(1))
+                    .ok_or_else(|| invalid(format!("subnet {s} has no room for a gateway")))?,
+            ),
+            None => None,
+        };
         let rec = NetworkRecord {
             id,
             name: opts.name.clone(),
@@ -196,6 +241,9 @@ impl Networks<'_> {
             created: crate::db::now(),
             aux_addresses: opts.aux_addresses.clone(),
             attachable: opts.attachable,
+            subnet6: subnet6.map(|s| s.to_string()),
+            gateway6: gateway6.map(|g| g.to_string()),
+            ip_range6: v6.range.map(|r| r.to_string()),
         };
         self.st.db.write(|tx| {
             let taken: Option<String> = tx
@@ -274,10 +322,19 @@ impl Networks<'_> {
         let set_up = || -> crate::Result<()> {
             there_already_is_fine(nl.add_addr(index, gateway, subnet.prefix))
                 .map_err(io_err(format!("add {gateway} to {}", rec.bridge)))?;
+            if let (Some(subnet6), Some(gateway6)) = (rec.subnet6(), rec.gateway6()) {
+                // A host that turned IPv6 off by default turned it off on the new bridge.
+                let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", rec.bridge);
+                if std::fs::read_to_string(&knob).is_ok_and(|v| v.trim() != "0") {
+                    std::fs::write(&knob, "0").map_err(io_err(format!("write {knob}")))?;
+                }
+                there_already_is_fine(nl.add_addr(index, gateway6, subnet6.prefix))
+                    .map_err(io_err(format!("add {gateway6} to {}", rec.bridge)))?;
+            }
             nl.set_link(index, None, None)
                 .map_err(io_err(format!("set {} up", rec.bridge)))?;
             if made {
-                firewall::create(&rec.bridge, subnet, rec.internal)
+                firewall::create(&rec.bridge, subnet, rec.subnet6(), rec.internal)
                     .map_err(io_err(format!("set up the firewall of {}", rec.bridge)))?;
             }
             Ok(())
@@ -292,9 +349,14 @@ impl Networks<'_> {
         }
         drop(taken);
         if made && self.st.ip_forward && !rec.internal {
-            let path = "/proc/sys/net/ipv4/ip_forward";
-            if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0") {
-                std::fs::write(path, "1").map_err(io_err(format!("write {path}")))?;
+            let mut knobs = vec!["/proc/sys/net/ipv4/ip_forward"];
+            if rec.ipv6() {
+                knobs.push("/proc/sys/net/ipv6/conf/all/forwarding");
+            }
+            for path in knobs {
+                if std::fs::read_to_string(path).is_ok_and(|v| v.trim() == "0") {
+                    std::fs::write(path, "1").map_err(io_err(format!("write {path}")))?;
+                }
             }
         }
         Ok(())
@@ -310,5 +372,63 @@ impl Networks<'_> {
             .link_index(&rec.bridge)
             .map_err(io_err("look up a link"))?;
         owner::remove_bridge(&nl, &rec.bridge, index)
+    }
+}
+
+/// A network's IPv6 pool as asked for: checked against itself (the taken ones are looked at
+/// under the host's lock).
+#[derive(Default)]
+struct Pool6 {
+    subnet: Option<Subnet6>,
+    gateway: Option<Ipv6Addr>,
+    range: Option<Subnet6>,
+}
+
+impl Pool6 {
+    fn of(opts: &NetworkCreate) -> crate::Result<Pool6> {
+        let parse = |s: &Option<String>| -> crate::Result<Option<Subnet6>> {
+            s.as_deref()
+                .map(|s| s.parse::<Subnet6>().map_err(invalid))
+                .transpose()
+        };
+        let subnet = parse(&opts.subnet6)?;
+        let range = parse(&opts.ip_range6)?;
+        let gateway: Option<Ipv6Addr> = opts
+            .gateway6
+            .as_deref()
+            .map(|g| {
+                g.parse()
+                    .map_err(|_| invalid(format!("invalid gateway address: {g}")))
+            })
+            .transpose()?;
+        let Some(s) = subnet else {
+            if range.is_some() || gateway.is_some() {
+                return Err(invalid(
+                    "an IPv6 --ip-range or --gateway needs an IPv6 --subnet",
+                ));
+            }
+            return Ok(Pool6::default());
+        };
+        // Room for the subnet-router address, a gateway and a container at least.
+        if s.prefix > 126 {
+            return Err(invalid(format!(
+                "subnet {s} is too small: an IPv6 network needs a /126 or larger"
+            )));
+        }
+        if let Some(r) = range
+            && !s.contains_subnet(&r)
+        {
+            return Err(invalid(format!("ip-range {r} is not within subnet {s}")));
+        }
+        if let Some(g) = gateway
+            && !s.contains(g)
+        {
+            return Err(invalid(format!("gateway {g} is not within subnet {s}")));
+        }
+        Ok(Pool6 {
+            subnet,
+            gateway,
+            range,
+        })
     }
 }

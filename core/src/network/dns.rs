@@ -1,5 +1,6 @@
 //! The names a user-defined network's name server answers for: one records file per
 //! network, rewritten as containers join and leave it.
+//! A line per address, `IP NAME SHORT-ID ALIAS...`: IPv4, and IPv6 on an IPv6 network.
 
 use super::*;
 
@@ -51,7 +52,7 @@ impl Networks<'_> {
             let Some(c) = self.naming_of(&ep.container_id)? else {
                 continue;
             };
-            text.push_str(&format!("{} {} {}", ep.ip, c.name, &c.id[..12]));
+            let mut names = format!("{} {}", c.name, &c.id[..12]);
             let extra = c
                 .config
                 .extra_networks
@@ -64,10 +65,14 @@ impl Networks<'_> {
                 None => &Vec::new(),
             };
             for a in aliases {
-                text.push(' ');
-                text.push_str(a);
+                names.push(' ');
+                names.push_str(a);
             }
-            text.push('\n');
+            // A line per address: IPv4, and IPv6 on an IPv6 network.
+            text.push_str(&format!("{} {names}\n", ep.ip));
+            if let Some(ip6) = ep.ip6 {
+                text.push_str(&format!("{ip6} {names}\n"));
+            }
         }
         let path = self.dns_records_path(network_id);
         let dir = self.st.root.join("dns");

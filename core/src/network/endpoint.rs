@@ -9,12 +9,52 @@ pub(super) fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
-/// The addresses a container asked for on a network (`--ip`, `--mac-address`); the rest
-/// is handed out.
-#[derive(Debug, Clone, Copy, Default)]
+/// The addresses a container asked for on a network (`--ip`, `--ip6`, `--mac-address`,
+/// `--link-local-ip`); the rest is handed out.
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Given {
     pub ip: Option<Ipv4Addr>,
+    pub ip6: Option<Ipv6Addr>,
     pub mac: Option<[u8; 6]>,
+    pub link_local: Vec<IpAddr>,
+}
+
+impl Given {
+    /// What an attachment asks for, each address checked for its kind.
+    pub(crate) fn of(a: &NetworkAttachment) -> crate::Result<Given> {
+        let ip =
+            a.ip.as_deref()
+                .map(|s| {
+                    s.parse()
+                        .map_err(|_| invalid(format!("invalid IPv4 address: {s}")))
+                })
+                .transpose()?;
+        let ip6 = a
+            .ip6
+            .as_deref()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| invalid(format!("invalid IPv6 address: {s}")))
+            })
+            .transpose()?;
+        let link_local = a
+            .link_local_ips
+            .iter()
+            .map(|s| match s.parse::<IpAddr>() {
+                Ok(IpAddr::V4(ip)) if ip.is_link_local() => Ok(IpAddr::V4(ip)),
+                Ok(IpAddr::V6(ip)) if ip.is_unicast_link_local() => Ok(IpAddr::V6(ip)),
+                _ => Err(invalid(format!(
+                    "invalid link-local IP address: {s}: not in 169.254.0.0/16 or fe80::/10"
+                ))),
+            })
+            .collect::<crate::Result<_>>()?;
+        Ok(Given {
+            ip,
+            ip6,
+            mac: a.mac.as_deref().map(parse_mac).transpose()?,
+            link_local,
+        })
+    }
 }
 
 /// `02:42:ac:11:00:02`: six octets, and a unicast address (a multicast one on an
@@ -126,19 +166,11 @@ impl Networks<'_> {
             // The first network gets the default route and the published ports.
             let mut eps = Vec::new();
             for (i, a) in networks.iter().enumerate() {
-                let ip = a.ip.as_deref().map(|s| {
-                    s.parse()
-                        .map_err(|_| invalid(format!("invalid IPv4 address: {s}")))
-                });
                 let first = i == 0;
-                let mac = a.mac.as_deref().map(parse_mac).transpose()?;
                 eps.push(self.plug(
                     container_id,
                     &a.network,
-                    Given {
-                        ip: ip.transpose()?,
-                        mac,
-                    },
+                    Given::of(a)?,
                     if first { ports } else { &[] },
                     &format!("eth{i}"),
                     first,
@@ -164,7 +196,12 @@ impl Networks<'_> {
         iface: &str,
         route: bool,
     ) -> crate::Result<Endpoint> {
-        let Given { ip: static_ip, mac } = given;
+        let Given {
+            ip: static_ip,
+            ip6: static_ip6,
+            mac,
+            link_local,
+        } = given;
         let rec = self.find(network)?;
         if !ports.is_empty() && !firewall::available() {
             return Err(invalid(
@@ -177,8 +214,15 @@ impl Networks<'_> {
                 rec.name, rec.driver
             )));
         }
+        if static_ip6.is_some() && !rec.ipv6() {
+            return Err(invalid(format!(
+                "network {} has no IPv6: an IPv6 address needs a network made with --ipv6",
+                rec.name
+            )));
+        }
         self.ensure_bridge(&rec, None)?;
-        let mut ep = self.allocate(&rec, container_id, static_ip)?;
+        let mut ep = self.allocate(&rec, container_id, static_ip, static_ip6)?;
+        ep.link_local = link_local;
         let mac = mac.unwrap_or_else(|| mac_for(ep.ip));
         ep.mac = mac_string(mac);
         ep.ports = resolve_ports(ports)?;
@@ -215,6 +259,8 @@ impl Networks<'_> {
             nl.set_link(host_index, Some(bridge), None)
                 .map_err(io_err(format!("attach {} to {}", ep.veth, rec.bridge)))?;
             let (ip, prefix, gateway) = (ep.ip, ep.prefix, ep.gateway);
+            let (ip6, prefix6, gateway6) = (ep.ip6, ep.prefix6, ep.gateway6);
+            let link_local = ep.link_local.clone();
             let route = route && !rec.internal;
             let name = iface.to_string();
             netns::within(&path, move || {
@@ -225,9 +271,26 @@ impl Networks<'_> {
                 let index = nl
                     .link_index(&name)?
                     .ok_or_else(|| io::Error::other(format!("{name} is missing")))?;
+                if ip6.is_some() || link_local.iter().any(IpAddr::is_ipv6) {
+                    // The namespace's `/proc/sys/net` is the opening thread's: this one's.
+                    let knob = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+                    if std::fs::read_to_string(&knob).is_ok_and(|v| v.trim() != "0") {
+                        std::fs::write(&knob, "0")?;
+                    }
+                }
                 nl.set_link(index, None, Some(mac))?;
                 nl.add_addr(index, ip, prefix)?;
+                if let Some(ip6) = ip6 {
+                    nl.add_addr(index, ip6, prefix6)?;
+                }
+                for ll in link_local {
+                    let prefix = if ll.is_ipv4() { 16 } else { 64 };
+                    bridge::there_already_is_fine(nl.add_addr(index, ll, prefix))?;
+                }
                 if let (Some(gw), true) = (gateway, route) {
+                    nl.add_default_route(gw)?;
+                }
+                if let (Some(gw), true) = (gateway6, route) {
                     nl.add_default_route(gw)?;
                 }
                 Ok(())
@@ -235,7 +298,7 @@ impl Networks<'_> {
             .map_err(io_err(format!(
                 "configure {iface} of container {container_id}"
             )))?;
-            firewall::publish(&rec.bridge, ep.ip, &ep.ports).map_err(|e| {
+            firewall::publish(&rec.bridge, ep.ip, ep.ip6, &ep.ports).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {
                     invalid(e.to_string())
                 } else {
@@ -260,7 +323,7 @@ impl Networks<'_> {
         if let Some(rec) = &rec
             && !ep.ports.is_empty()
         {
-            let _ = firewall::withdraw(&rec.bridge, ep.ip, &ep.ports);
+            let _ = firewall::withdraw(&rec.bridge, ep.ip, ep.ip6, &ep.ports);
         }
         if !ep.veth.is_empty() {
             let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
@@ -293,6 +356,7 @@ impl Networks<'_> {
         rec: &NetworkRecord,
         container_id: &str,
         static_ip: Option<Ipv4Addr>,
+        static_ip6: Option<Ipv6Addr>,
     ) -> crate::Result<Endpoint> {
         let subnet = rec
             .subnet()
@@ -315,6 +379,28 @@ impl Networks<'_> {
                 "invalid address {ip}: it is not a free host address of subnet {subnet}"
             )));
         }
+        let subnet6 = rec.subnet6();
+        let gateway6 = rec.gateway6();
+        let range6 = rec
+            .ip_range6
+            .as_deref()
+            .and_then(|r| r.parse::<Subnet6>().ok())
+            .or(subnet6);
+        let aux6 = |ip: &Ipv6Addr| {
+            rec.aux_addresses
+                .values()
+                .any(|a| a.parse::<Ipv6Addr>().is_ok_and(|a| a == *ip))
+        };
+        if let (Some(ip), Some(subnet6)) = (static_ip6, subnet6)
+            && (!subnet6.contains(ip)
+                || aux6(&ip)
+                || Some(ip) == gateway6
+                || u128::from(ip) == subnet6.first())
+        {
+            return Err(invalid(format!(
+                "invalid address {ip}: it is not a free host address of subnet {subnet6}"
+            )));
+        }
         self.st.db.write(|tx| {
             let used: std::collections::HashSet<String> = {
                 let mut stmt = tx.prepare("SELECT ip FROM endpoints WHERE network_id = ?1")?;
@@ -324,7 +410,7 @@ impl Networks<'_> {
             let ip = match static_ip {
                 Some(ip) if used.contains(&ip.to_string()) => {
                     return Err(NetworkError::AddressInUse {
-                        ip,
+                        ip: ip.into(),
                         name: rec.name.clone(),
                     }
                     .into());
@@ -343,6 +429,43 @@ impl Networks<'_> {
                         name: rec.name.clone(),
                     })?,
             };
+            // IPv6: the one asked for, or the lowest free one of the range past the
+            // subnet-router anycast address and the gateway (the range is too large to walk:
+            // the used ones are few, so the first free is among the first of them + 1).
+            let ip6 = match (subnet6, range6) {
+                (Some(subnet6), Some(range6)) => {
+                    let used6: std::collections::HashSet<Ipv6Addr> = {
+                        let mut stmt = tx.prepare(
+                            "SELECT ip6 FROM endpoints WHERE network_id = ?1 AND ip6 IS NOT NULL",
+                        )?;
+                        stmt.query_map(params![rec.id], |r| r.get::<_, String>(0))?
+                            .filter_map(|r| r.ok()?.parse().ok())
+                            .collect()
+                    };
+                    Some(match static_ip6 {
+                        Some(ip) if used6.contains(&ip) => {
+                            return Err(NetworkError::AddressInUse {
+                                ip: ip.into(),
+                                name: rec.name.clone(),
+                            }
+                            .into());
+                        }
+                        Some(ip) => ip,
+                        None => (0..=(used6.len() as u128 + 2 + rec.aux_addresses.len() as u128))
+                            .filter_map(|n| range6.nth(n))
+                            .find(|ip| {
+                                u128::from(*ip) != subnet6.first()
+                                    && Some(*ip) != gateway6
+                                    && !aux6(ip)
+                                    && !used6.contains(ip)
+                            })
+                            .ok_or_else(|| NetworkError::AddressesExhausted {
+                                name: rec.name.clone(),
+                            })?,
+                    })
+                }
+                _ => None,
+            };
             let ep = Endpoint {
                 network_id: rec.id.clone(),
                 network: rec.name.clone(),
@@ -350,6 +473,10 @@ impl Networks<'_> {
                 ip,
                 prefix: subnet.prefix,
                 gateway,
+                ip6,
+                prefix6: subnet6.map_or(0, |s| s.prefix),
+                gateway6: ip6.and(gateway6),
+                link_local: vec![],
                 mac: mac_string(mac_for(ip)),
                 owner: (
                     std::process::id(),
@@ -360,8 +487,8 @@ impl Networks<'_> {
                 iface: String::new(),
             };
             tx.execute(
-                "INSERT INTO endpoints (network_id, container_id, ip, config) VALUES (?1, ?2, ?3, ?4)",
-                params![rec.id, container_id, ip.to_string(), serde_json::to_string(&ep).unwrap_or_default()],
+                "INSERT INTO endpoints (network_id, container_id, ip, ip6, config) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![rec.id, container_id, ip.to_string(), ip6.map(|ip| ip.to_string()), serde_json::to_string(&ep).unwrap_or_default()],
             )?;
             Ok::<_, crate::Error>(ep)
         })
@@ -374,7 +501,7 @@ impl Networks<'_> {
         let held = self.container_endpoints(container_id)?;
         for ep in held.iter().filter(|e| !e.ports.is_empty()) {
             if let Ok(rec) = self.find(&ep.network_id) {
-                let _ = firewall::withdraw(&rec.bridge, ep.ip, &ep.ports);
+                let _ = firewall::withdraw(&rec.bridge, ep.ip, ep.ip6, &ep.ports);
             }
         }
         self.st.db.write(|tx| {

@@ -312,7 +312,8 @@ fn addresses_are_the_lowest_free_hosts_of_the_range() {
     let small = format!("{}/29", s.nth(0).unwrap());
     let rec = create(&e, "small", Some(&small)).unwrap();
     let at = |n: u32| s.nth(n).unwrap();
-    let take = |c: &str, ip: Option<Ipv4Addr>| e.networks().allocate(&rec, c, ip).map(|ep| ep.ip);
+    let take =
+        |c: &str, ip: Option<Ipv4Addr>| e.networks().allocate(&rec, c, ip, None).map(|ep| ep.ip);
     let bad = |ip: Ipv4Addr| {
         let err = take("bad", Some(ip)).unwrap_err().to_string();
         assert!(err.contains(&format!("invalid address {ip}")), "{err}");
@@ -364,17 +365,17 @@ fn addresses_are_the_lowest_free_hosts_of_the_range() {
     let got: Vec<Ipv4Addr> = (0..4)
         .map(|i| {
             e.networks()
-                .allocate(&ranged, &format!("r{i}"), None)
+                .allocate(&ranged, &format!("r{i}"), None, None)
                 .unwrap()
                 .ip
         })
         .collect();
     assert_eq!(got, [at(20), at(21), at(22), at(23)]);
-    assert!(e.networks().allocate(&ranged, "r4", None).is_err());
+    assert!(e.networks().allocate(&ranged, "r4", None, None).is_err());
     // An address outside the range, inside the subnet, may still be asked for.
     assert_eq!(
         e.networks()
-            .allocate(&ranged, "r5", Some(at(30)))
+            .allocate(&ranged, "r5", Some(at(30)), None)
             .unwrap()
             .ip,
         at(30)

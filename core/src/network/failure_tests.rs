@@ -15,10 +15,10 @@ fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
     let e = engine();
     let rec = create(&e, "p", Some(&random_subnet())).unwrap();
     e.networks()
-        .allocate(&rec, "no-such-container", None)
+        .allocate(&rec, "no-such-container", None, None)
         .unwrap();
     let id = container(&e, "starting", "p");
-    let ep = e.networks().allocate(&rec, &id, None).unwrap();
+    let ep = e.networks().allocate(&rec, &id, None, None).unwrap();
     let held = |e: &Engine| -> Vec<String> {
         e.network_inspect("p")
             .unwrap()
@@ -72,7 +72,7 @@ fn endpoints_of_containers_gone_or_never_started_are_forgotten() {
     assert!(held(&e).is_empty());
     assert!(e.networks().container_endpoints(&id).unwrap().is_empty());
     // A container that has run and ended lets go, though its maker lives on (a daemon).
-    let ep = e.networks().allocate(&rec, &id, None).unwrap();
+    let ep = e.networks().allocate(&rec, &id, None, None).unwrap();
     assert_eq!(ep.owner.0, std::process::id());
     assert_eq!(held(&e), std::slice::from_ref(&id));
     std::fs::write(
@@ -101,6 +101,9 @@ fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
         aux_addresses: BTreeMap::new(),
         attachable: false,
         created: crate::db::now(),
+        subnet6: None,
+        gateway6: None,
+        ip_range6: None,
     };
     let (bad_name, no_ipv4, twice, kept, unplugged) = crate::testutil::in_own_netns(|| {
         let bad_name = e
@@ -138,6 +141,10 @@ fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
                 ip: Ipv4Addr::new(10, 0, 0, 2),
                 prefix: 24,
                 gateway: None,
+                ip6: None,
+                prefix6: 0,
+                gateway6: None,
+                link_local: vec![],
                 mac: String::new(),
                 owner: (0, 0),
                 ports: vec![],
@@ -204,7 +211,7 @@ fn prune_skips_a_network_in_use_and_reports_one_that_cannot_go() {
     let id = container(&e, "starting", "named");
     // As `network connect` during its start would: an address on a network its
     // configuration does not name (yet).
-    e.networks().allocate(&held, &id, None).unwrap();
+    e.networks().allocate(&held, &id, None, None).unwrap();
     assert!(e.network_prune().unwrap().is_empty());
     assert!(e.networks().find("held").is_ok());
 
@@ -323,7 +330,7 @@ fn an_unreadable_container_keeps_its_endpoints() {
     let e = engine();
     let rec = create(&e, "kept", Some(&random_subnet())).unwrap();
     let id = container(&e, "unreadable", "kept");
-    e.networks().allocate(&rec, &id, None).unwrap();
+    e.networks().allocate(&rec, &id, None, None).unwrap();
     e.state()
         .db
         .write(|tx| {

@@ -8,17 +8,21 @@
 //! `KETCH_FIREWALL=nft|iptables` picks one. Where neither runs, no bridge network is made:
 //! the error names what was looked for, where, and what to install.
 //!
+//! An IPv6 network has a second table, `ip6 ketch_<bridge>`, with the same rules for its
+//! IPv6 subnet; a port published on every address of the host (no host IP) is published to
+//! the container's IPv6 address there too, as Docker does. IPv6 networks need nftables.
+//!
 //! A host whose iptables FORWARD chain drops by default (as Docker leaves it) would drop the
 //! bridge's traffic whatever ketch's own table says, so while such a chain exists the
 //! network also has two accept rules there, marked with the comment `ketch <bridge>`.
 
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use super::subnet::Subnet;
+use super::subnet::{Subnet, Subnet6};
 
 /// One published port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,11 +182,28 @@ fn nft_output(args: &[&str]) -> Option<String> {
 
 /// Makes the network's rules (a no-op when they are there); an error where there is no
 /// firewall to make them with.
-pub fn create(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
+pub fn create(
+    bridge: &str,
+    subnet: Subnet,
+    subnet6: Option<Subnet6>,
+    internal: bool,
+) -> io::Result<()> {
     match require()? {
-        Backend::Nft => create_nft(bridge, subnet, internal),
-        Backend::Iptables => create_iptables(bridge, subnet, internal),
-    }?;
+        Backend::Nft => {
+            create_nft(bridge, subnet, internal)?;
+            if let Some(subnet6) = subnet6 {
+                create_nft6(bridge, subnet6, internal)?;
+            }
+        }
+        Backend::Iptables if subnet6.is_some() => {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "IPv6 networks need nftables (the `nftables` package); the firewall here is \
+                 iptables",
+            ));
+        }
+        Backend::Iptables => create_iptables(bridge, subnet, internal)?,
+    }
     // A published port reached from the host's own 127.0.0.1 is routed to the bridge with
     // that source; the bridge must accept it (it is masqueraded). Goes with the bridge.
     let _ = std::fs::write(
@@ -204,17 +225,32 @@ pub fn delete(bridge: &str) -> io::Result<()> {
     }
 }
 
-/// Publishes `ports` to the container address `ip`.
-pub fn publish(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> {
+/// Publishes `ports` to the container address `ip` (and those on every host address to
+/// `ip6`, the container's IPv6 address on an IPv6 network).
+pub fn publish(
+    bridge: &str,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+    ports: &[PortMap],
+) -> io::Result<()> {
     if ports.is_empty() {
         return Ok(());
     }
     match backend() {
-        Some(Backend::Nft) => publish_nft(bridge, ip, ports),
+        Some(Backend::Nft) => {
+            publish_nft(bridge, ip, ports)?;
+            if let Some(ip6) = ip6
+                && let Err(e) = nft(&elements6(bridge, ip6, ports, true))
+            {
+                let _ = withdraw(bridge, ip, Some(ip6), ports);
+                return Err(e);
+            }
+            Ok(())
+        }
         Some(Backend::Iptables) => {
             for c in port_rules(bridge, ip, ports, "-A") {
                 if let Err(e) = run(&c) {
-                    let _ = withdraw(bridge, ip, ports);
+                    let _ = withdraw(bridge, ip, ip6, ports);
                     return Err(e);
                 }
             }
@@ -228,25 +264,38 @@ pub fn publish(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> 
 
 /// The commands that withdraw `ports` (each safe to run when they are gone already): the
 /// monitor runs them when the container stops.
-pub fn withdraw_commands(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> Vec<Vec<String>> {
+pub fn withdraw_commands(
+    bridge: &str,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+    ports: &[PortMap],
+) -> Vec<Vec<String>> {
     if ports.is_empty() {
         return vec![];
     }
     match backend() {
         // One transaction: adding first makes each delete succeed whether or not it was
         // there.
-        Some(Backend::Nft) => vec![vec![
-            "nft".into(),
-            elements(bridge, ip, ports, false).replace('\n', "; "),
-        ]],
+        Some(Backend::Nft) => {
+            let mut script = elements(bridge, ip, ports, false);
+            if let Some(ip6) = ip6 {
+                script.push_str(&elements6(bridge, ip6, ports, false));
+            }
+            vec![vec!["nft".into(), script.trim_end().replace('\n', "; ")]]
+        }
         Some(Backend::Iptables) => port_rules(bridge, ip, ports, "-D"),
         None => vec![],
     }
 }
 
-pub fn withdraw(bridge: &str, ip: Ipv4Addr, ports: &[PortMap]) -> io::Result<()> {
+pub fn withdraw(
+    bridge: &str,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+    ports: &[PortMap],
+) -> io::Result<()> {
     let mut first = Ok(());
-    for c in withdraw_commands(bridge, ip, ports) {
+    for c in withdraw_commands(bridge, ip, ip6, ports) {
         if let Err(e) = run(&c)
             && first.is_ok()
         {
@@ -551,12 +600,23 @@ fn shell_words(s: &str) -> Vec<String> {
     out
 }
 
-/// The nftables table of a network (a no-op when it is there).
-fn create_nft(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
-    let t = table(bridge);
-    if nft_output(&["list", "table", "ip", &t]).is_some() {
-        return Ok(());
+/// A network's masquerade rule (none for an internal one): its subnet's traffic leaving
+/// by another device goes out with that device's address.
+fn masquerade(
+    family: &str,
+    subnet: &dyn std::fmt::Display,
+    bridge: &str,
+    internal: bool,
+) -> String {
+    if internal {
+        return String::new();
     }
+    format!("{family} saddr {subnet} oifname != \"{bridge}\" masquerade")
+}
+
+/// A network's forward chain, the same in either family: nothing new enters the bridge from
+/// elsewhere unless it was published; an internal network's traffic does not leave it.
+fn forward_chain(bridge: &str, internal: bool) -> String {
     let outbound = if internal {
         // No way out: nothing leaves the bridge for elsewhere, nothing enters it.
         format!(
@@ -565,11 +625,26 @@ fn create_nft(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
     } else {
         String::new()
     };
-    let masquerade = if internal {
-        String::new()
-    } else {
-        format!("ip saddr {subnet} oifname != \"{bridge}\" masquerade")
-    };
+    format!(
+        "  chain forward {{
+    type filter hook forward priority 0; policy accept;
+    {outbound}
+    oifname \"{bridge}\" iifname != \"{bridge}\" ct status dnat accept
+    oifname \"{bridge}\" iifname != \"{bridge}\" ct state established,related accept
+    oifname \"{bridge}\" iifname != \"{bridge}\" drop
+  }}
+"
+    )
+}
+
+/// The nftables table of a network (a no-op when it is there).
+fn create_nft(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
+    let t = table(bridge);
+    if nft_output(&["list", "table", "ip", &t]).is_some() {
+        return Ok(());
+    }
+    let masquerade = masquerade("ip", &subnet, bridge, internal);
+    let forward = forward_chain(bridge, internal);
     let script = format!(
         "table ip {t} {{
   map tcp_any {{ type inet_service : ipv4_addr . inet_service; }}
@@ -596,14 +671,7 @@ fn create_nft(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
     oifname \"{bridge}\" iifname \"{bridge}\" ct status dnat masquerade
     {masquerade}
   }}
-  chain forward {{
-    type filter hook forward priority 0; policy accept;
-    {outbound}
-    oifname \"{bridge}\" iifname != \"{bridge}\" ct status dnat accept
-    oifname \"{bridge}\" iifname != \"{bridge}\" ct state established,related accept
-    oifname \"{bridge}\" iifname != \"{bridge}\" drop
-  }}
-}}
+{forward}}}
 "
     );
     nft(&script)?;
@@ -614,44 +682,111 @@ fn create_nft(bridge: &str, subnet: Subnet, internal: bool) -> io::Result<()> {
 fn delete_nft(bridge: &str) -> io::Result<()> {
     remove_host_forward(bridge);
     let t = table(bridge);
-    if nft_output(&["list", "table", "ip", &t]).is_none() {
+    for family in ["ip", "ip6"] {
+        if nft_output(&["list", "table", family, &t]).is_some() {
+            nft(&format!("delete table {family} {t}\n"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The IPv6 table of a network (a no-op when it is there): the IPv4 table's rules for its
+/// IPv6 subnet. Ports published on every address reach the container from the host's IPv6
+/// addresses but `::1`, which no packet may carry off the host (IPv6 has no
+/// `route_localnet`).
+fn create_nft6(bridge: &str, subnet: Subnet6, internal: bool) -> io::Result<()> {
+    let t = table(bridge);
+    if nft_output(&["list", "table", "ip6", &t]).is_some() {
         return Ok(());
     }
-    nft(&format!("delete table ip {t}\n"))
+    let masquerade = masquerade("ip6", &subnet, bridge, internal);
+    let forward = forward_chain(bridge, internal);
+    let script = format!(
+        "table ip6 {t} {{
+  map tcp_any {{ type inet_service : ipv6_addr . inet_service; }}
+  map udp_any {{ type inet_service : ipv6_addr . inet_service; }}
+  chain prerouting {{
+    type nat hook prerouting priority -100; policy accept;
+    fib daddr type local dnat ip6 to tcp dport map @tcp_any
+    fib daddr type local dnat ip6 to udp dport map @udp_any
+  }}
+  chain output {{
+    type nat hook output priority -100; policy accept;
+    ip6 daddr != ::1 fib daddr type local dnat ip6 to tcp dport map @tcp_any
+    ip6 daddr != ::1 fib daddr type local dnat ip6 to udp dport map @udp_any
+  }}
+  chain postrouting {{
+    type nat hook postrouting priority 100; policy accept;
+    oifname \"{bridge}\" iifname \"{bridge}\" ct status dnat masquerade
+    {masquerade}
+  }}
+{forward}}}
+"
+    );
+    nft(&script)?;
+    accept_in_host_forward_of("ip6", bridge)
+}
+
+/// The script that publishes `ports` on every address to `ip6` (those of one host IPv4
+/// address are the IPv4 table's alone).
+fn elements6(bridge: &str, ip6: Ipv6Addr, ports: &[PortMap], add: bool) -> String {
+    let t = table(bridge);
+    let mut s = String::new();
+    for p in ports.iter().filter(|p| p.host_ip.is_none()) {
+        let map = format!("{}_any", p.proto);
+        s.push_str(&format!(
+            "add element ip6 {t} {map} {{ {} : {ip6} . {} }}\n",
+            p.host_port, p.container_port
+        ));
+        if !add {
+            s.push_str(&format!(
+                "delete element ip6 {t} {map} {{ {} }}\n",
+                p.host_port
+            ));
+        }
+    }
+    s
 }
 
 /// With an iptables `filter` table whose FORWARD chain exists, accept the bridge's traffic
 /// there too (the network's own table decides what that is).
 fn accept_in_host_forward(bridge: &str) -> io::Result<()> {
-    let Some(chain) = nft_output(&["list", "chain", "ip", "filter", "FORWARD"]) else {
+    accept_in_host_forward_of("ip", bridge)
+}
+
+/// [`accept_in_host_forward`] in the `family` (`ip` or `ip6`) `filter` table.
+fn accept_in_host_forward_of(family: &str, bridge: &str) -> io::Result<()> {
+    let Some(chain) = nft_output(&["list", "chain", family, "filter", "FORWARD"]) else {
         return Ok(());
     };
     if chain.contains(&format!("\"ketch {bridge}\"")) {
         return Ok(());
     }
     nft(&format!(
-        "insert rule ip filter FORWARD iifname \"{bridge}\" accept comment \"ketch {bridge}\"
-insert rule ip filter FORWARD oifname \"{bridge}\" accept comment \"ketch {bridge}\"
+        "insert rule {family} filter FORWARD iifname \"{bridge}\" accept comment \"ketch {bridge}\"
+insert rule {family} filter FORWARD oifname \"{bridge}\" accept comment \"ketch {bridge}\"
 "
     ))
 }
 
 fn remove_host_forward(bridge: &str) {
-    let Some(chain) = nft_output(&["-a", "list", "chain", "ip", "filter", "FORWARD"]) else {
-        return;
-    };
-    let mark = format!("comment \"ketch {bridge}\"");
-    let script: String = chain
-        .lines()
-        .filter(|l| l.contains(&mark))
-        .filter_map(|l| {
-            l.rsplit_once("# handle ")
-                .map(|(_, h)| h.trim().to_string())
-        })
-        .map(|h| format!("delete rule ip filter FORWARD handle {h}\n"))
-        .collect();
-    if !script.is_empty() {
-        let _ = nft(&script);
+    for family in ["ip", "ip6"] {
+        let Some(chain) = nft_output(&["-a", "list", "chain", family, "filter", "FORWARD"]) else {
+            continue;
+        };
+        let mark = format!("comment \"ketch {bridge}\"");
+        let script: String = chain
+            .lines()
+            .filter(|l| l.contains(&mark))
+            .filter_map(|l| {
+                l.rsplit_once("# handle ")
+                    .map(|(_, h)| h.trim().to_string())
+            })
+            .map(|h| format!("delete rule {family} filter FORWARD handle {h}\n"))
+            .collect();
+        if !script.is_empty() {
+            let _ = nft(&script);
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub use endpoint::parse_mac;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use rusqlite::{OptionalExtension, params};
@@ -35,7 +35,7 @@ use crate::state::State;
 use bridge::HostLock;
 pub(crate) use endpoint::redirect_dns;
 use netlink::Netlink;
-use subnet::Subnet;
+use subnet::{Subnet, Subnet6};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
@@ -56,7 +56,7 @@ pub enum NetworkError {
     #[error("no available IPv4 addresses on network {name}")]
     AddressesExhausted { name: String },
     #[error("Address already in use: {ip} on network {name}")]
-    AddressInUse { ip: Ipv4Addr, name: String },
+    AddressInUse { ip: IpAddr, name: String },
     #[error(
         "bridge {bridge} {reason}: give this root a bridge of its own (--bridge, KETCH_BRIDGE)"
     )]
@@ -133,6 +133,14 @@ pub struct NetworkCreate {
     pub aux_addresses: BTreeMap<String, String>,
     /// `--attachable`: kept and shown (swarm services would read it).
     pub attachable: bool,
+    /// `--ipv6`: the network has IPv6 too, on `subnet6` or, without one, on a unique local
+    /// /64 the engine picks. An IPv6 subnet given makes a network IPv6 without it.
+    pub ipv6: bool,
+    /// The IPv6 pool: its subnet, gateway (the subnet's first address when `None`) and the
+    /// range containers' addresses come from.
+    pub subnet6: Option<String>,
+    pub gateway6: Option<String>,
+    pub ip_range6: Option<String>,
 }
 
 /// A stored network.
@@ -155,6 +163,13 @@ pub struct NetworkRecord {
     pub aux_addresses: BTreeMap<String, String>,
     #[serde(default)]
     pub attachable: bool,
+    /// The IPv6 pool of an IPv6 network (`EnableIPv6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_range6: Option<String>,
 }
 
 impl NetworkRecord {
@@ -164,6 +179,19 @@ impl NetworkRecord {
 
     fn gateway(&self) -> Option<Ipv4Addr> {
         self.gateway.as_deref().and_then(|g| g.parse().ok())
+    }
+
+    fn subnet6(&self) -> Option<Subnet6> {
+        self.subnet6.as_deref().and_then(|s| s.parse().ok())
+    }
+
+    fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.gateway6.as_deref().and_then(|g| g.parse().ok())
+    }
+
+    /// Whether containers on it get IPv6 addresses.
+    pub fn ipv6(&self) -> bool {
+        self.subnet6().is_some()
     }
 
     pub fn predefined(&self) -> bool {
@@ -180,6 +208,16 @@ pub struct Endpoint {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Option<Ipv4Addr>,
+    /// On an IPv6 network: the address, its prefix length and the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
+    #[serde(default)]
+    pub prefix6: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<Ipv6Addr>,
+    /// Link-local addresses given (`--link-local-ip`), on the interface besides the others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub link_local: Vec<IpAddr>,
     pub mac: String,
     /// The process that made the endpoint (PID, start time): while it lives and the
     /// container has not run yet, the endpoint is in use (the container is starting).
@@ -201,6 +239,13 @@ pub struct Endpoint {
 pub struct NetworkAttachment {
     pub network: String,
     pub ip: Option<String>,
+    /// `--ip6`: the IPv6 address on an IPv6 network, instead of the next free one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    /// `--link-local-ip`: link-local addresses (IPv4 169.254.0.0/16, IPv6 fe80::/10) the
+    /// interface has too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<String>,
     pub aliases: Vec<String>,
     /// `--mac-address`: the interface's address instead of one made from its IP.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -234,13 +279,21 @@ impl Network {
         if r.driver == "bridge" && r.predefined() {
             options.insert("com.docker.network.bridge.name".into(), r.bridge.clone());
         }
+        // Each pool shows the auxiliary addresses of its family.
+        let aux = |v6: bool| -> BTreeMap<String, String> {
+            r.aux_addresses
+                .iter()
+                .filter(|(_, ip)| ip.contains(':') == v6)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
         NetworkResource {
             name: r.name.clone(),
             id: r.id.clone(),
             created: r.created.clone(),
             scope: "local".into(),
             driver: r.driver.clone(),
-            enable_ipv6: false,
+            enable_ipv6: r.ipv6(),
             ipam: Ipam {
                 driver: "default".into(),
                 config: r
@@ -250,8 +303,14 @@ impl Network {
                         subnet: s.clone(),
                         gateway: r.gateway.clone().unwrap_or_default(),
                         ip_range: r.ip_range.clone(),
-                        aux_addresses: r.aux_addresses.clone(),
+                        aux_addresses: aux(false),
                     })
+                    .chain(r.subnet6.iter().map(|s| IpamConfig {
+                        subnet: s.clone(),
+                        gateway: r.gateway6.clone().unwrap_or_default(),
+                        ip_range: r.ip_range6.clone(),
+                        aux_addresses: aux(true),
+                    }))
                     .collect(),
                 options: None,
             },
@@ -273,7 +332,10 @@ impl Network {
                             ),
                             mac_address: e.mac.clone(),
                             ipv4_address: format!("{}/{}", e.ip, e.prefix),
-                            ipv6_address: String::new(),
+                            ipv6_address: e
+                                .ip6
+                                .map(|ip| format!("{ip}/{}", e.prefix6))
+                                .unwrap_or_default(),
                         },
                     )
                 })

@@ -6,7 +6,7 @@
 //! format for these messages has been stable for two decades.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const NLMSG_ERROR: u16 = 2;
@@ -38,6 +38,8 @@ const VETH_INFO_PEER: u16 = 1;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const IFA_BROADCAST: u16 = 4;
+/// No duplicate address detection: an IPv6 address usable at once, as Docker adds them.
+const IFA_F_NODAD: u8 = 0x02;
 
 const RTA_GATEWAY: u16 = 5;
 const RT_TABLE_MAIN: u8 = 254;
@@ -440,28 +442,49 @@ impl Netlink {
         self.request(m).map(drop)
     }
 
-    /// Adds an IPv4 address; `EEXIST` when the link already has it.
-    pub fn add_addr(&self, index: i32, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+    /// Adds an address (an IPv6 one without duplicate address detection); `EEXIST` when the
+    /// link already has it.
+    pub fn add_addr(&self, index: i32, addr: impl Into<IpAddr>, prefix: u8) -> io::Result<()> {
         let mut m = Msg::new(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL);
-        m.buf
-            .extend_from_slice(&[libc::AF_INET as u8, prefix, 0, RT_SCOPE_UNIVERSE]);
-        m.buf.extend_from_slice(&(index as u32).to_ne_bytes());
-        let bcast = if prefix >= 31 {
-            addr
-        } else {
-            Ipv4Addr::from(u32::from(addr) | (u32::MAX >> prefix))
-        };
-        m.attr(IFA_LOCAL, &addr.octets())
-            .attr(IFA_ADDRESS, &addr.octets())
-            .attr(IFA_BROADCAST, &bcast.octets());
+        match addr.into() {
+            IpAddr::V4(addr) => {
+                m.buf
+                    .extend_from_slice(&[libc::AF_INET as u8, prefix, 0, RT_SCOPE_UNIVERSE]);
+                m.buf.extend_from_slice(&(index as u32).to_ne_bytes());
+                let bcast = if prefix >= 31 {
+                    addr
+                } else {
+                    Ipv4Addr::from(u32::from(addr) | (u32::MAX >> prefix))
+                };
+                m.attr(IFA_LOCAL, &addr.octets())
+                    .attr(IFA_ADDRESS, &addr.octets())
+                    .attr(IFA_BROADCAST, &bcast.octets());
+            }
+            IpAddr::V6(addr) => {
+                m.buf.extend_from_slice(&[
+                    libc::AF_INET6 as u8,
+                    prefix,
+                    IFA_F_NODAD,
+                    RT_SCOPE_UNIVERSE,
+                ]);
+                m.buf.extend_from_slice(&(index as u32).to_ne_bytes());
+                m.attr(IFA_LOCAL, &addr.octets())
+                    .attr(IFA_ADDRESS, &addr.octets());
+            }
+        }
         self.request(m).map(drop)
     }
 
-    /// Adds the default route through `gateway`.
-    pub fn add_default_route(&self, gateway: Ipv4Addr) -> io::Result<()> {
+    /// Adds the default route (of the gateway's family) through `gateway`.
+    pub fn add_default_route(&self, gateway: impl Into<IpAddr>) -> io::Result<()> {
+        let gateway = gateway.into();
+        let family = match gateway {
+            IpAddr::V4(_) => libc::AF_INET,
+            IpAddr::V6(_) => libc::AF_INET6,
+        };
         let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL);
         m.buf.extend_from_slice(&[
-            libc::AF_INET as u8,
+            family as u8,
             0, // destination prefix: the default route
             0,
             0,
@@ -471,7 +494,10 @@ impl Netlink {
             RTN_UNICAST,
         ]);
         m.buf.extend_from_slice(&0u32.to_ne_bytes());
-        m.attr(RTA_GATEWAY, &gateway.octets());
+        match gateway {
+            IpAddr::V4(g) => m.attr(RTA_GATEWAY, &g.octets()),
+            IpAddr::V6(g) => m.attr(RTA_GATEWAY, &g.octets()),
+        };
         self.request(m).map(drop)
     }
 }
@@ -542,10 +568,15 @@ mod tests {
                 nl.add_addr(index, Ipv4Addr::new(10, 7, 0, 2), 24)?;
                 nl.add_default_route(Ipv4Addr::new(10, 7, 0, 1))?;
                 let again = errno(nl.add_default_route(Ipv4Addr::new(10, 7, 0, 1)));
+                let v6: std::net::Ipv6Addr = "fd07::2".parse().unwrap();
+                nl.add_addr(index, v6, 64)?;
+                nl.add_default_route("fd07::1".parse::<std::net::Ipv6Addr>().unwrap())?;
                 Ok((
                     ip(&["-o", "link", "show", "kp1"])
                         + &ip(&["-o", "-4", "addr", "show", "kp1"])
-                        + &ip(&["route", "show", "default"]),
+                        + &ip(&["-o", "-6", "addr", "show", "kp1"])
+                        + &ip(&["route", "show", "default"])
+                        + &ip(&["-6", "route", "show", "default"]),
                     again,
                 ))
             });
@@ -581,6 +612,9 @@ mod tests {
         line(&["kl0", "inet 10.9.0.1/32 brd 10.9.0.1"]);
         line(&["kp1", "inet 10.7.0.2/24 brd 10.7.0.255"]);
         line(&["default via 10.7.0.1 dev kp1"]);
+        // IPv6: no duplicate address detection, so no tentative state to wait out.
+        line(&["kp1", "inet6 fd07::2/64", "nodad"]);
+        line(&["default via fd07::1 dev kp1"]);
         let eexist = Some(libc::EEXIST);
         assert_eq!(again, [eexist, eexist, eexist, Some(libc::ENODEV)]);
     }

@@ -442,7 +442,7 @@ mod tests {
         crate::testutil::in_own_netns(|| {
             let nl = Netlink::open()?;
             let subnet: crate::ipnet::Subnet = "10.250.0.0/24".parse().unwrap();
-            firewall::create("kogone", subnet, false)?;
+            firewall::create("kogone", subnet, None, false)?;
             remove_bridge(&nl, "kogone", Some(99_999)).unwrap();
             let listed = std::process::Command::new("nft")
                 .args(["list", "table", "ip", &firewall::table("kogone")])

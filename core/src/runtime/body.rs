@@ -581,6 +581,8 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
         read_only: hc["ReadonlyRootfs"].as_bool().unwrap_or(false),
         network,
         ip: endpoint.ip,
+        ip6: endpoint.ip6,
+        link_local_ips: endpoint.link_local_ips,
         network_aliases: endpoint.aliases,
         mac_address: endpoint.mac.or_else(|| text(&body["MacAddress"])),
         network_driver_opts: endpoint.driver_opts,
@@ -690,12 +692,6 @@ fn resources_of(hc: &Value) -> Result<Resources, String> {
 /// `EndpointConfig`): what the container asks of it there. A refused field is named.
 pub fn endpoint_of(network: &str, ep: &Value) -> Result<crate::network::NetworkAttachment, String> {
     refuse(ep, ENDPOINT_FIELDS, "EndpointsConfig.")?;
-    if is_set(&ep["IPAMConfig"]["IPv6Address"]) {
-        return Err("IPAMConfig.IPv6Address is not supported: networks here are IPv4".into());
-    }
-    if is_set(&ep["IPAMConfig"]["LinkLocalIPs"]) {
-        return Err("IPAMConfig.LinkLocalIPs is not supported".into());
-    }
     let driver_opts = string_map(&ep["DriverOpts"]);
     // Docker's own keys mean something to its drivers: none of them is done here.
     if let Some(k) = driver_opts
@@ -713,6 +709,8 @@ pub fn endpoint_of(network: &str, ep: &Value) -> Result<crate::network::NetworkA
     Ok(crate::network::NetworkAttachment {
         network: network.to_string(),
         ip: text(&ep["IPAMConfig"]["IPv4Address"]),
+        ip6: text(&ep["IPAMConfig"]["IPv6Address"]),
+        link_local_ips: strings(&ep["IPAMConfig"]["LinkLocalIPs"]),
         aliases: strings(&ep["Aliases"]),
         mac: text(&ep["MacAddress"]),
         driver_opts,
@@ -720,11 +718,26 @@ pub fn endpoint_of(network: &str, ep: &Value) -> Result<crate::network::NetworkA
     })
 }
 
+/// An endpoint's `IPAMConfig`: the addresses it asks for, `None` when it asks for none.
+pub fn ipam_json(a: &crate::network::NetworkAttachment) -> Option<Value> {
+    let mut ipam = Map::new();
+    if let Some(ip) = &a.ip {
+        ipam.insert("IPv4Address".into(), json!(ip));
+    }
+    if let Some(ip) = &a.ip6 {
+        ipam.insert("IPv6Address".into(), json!(ip));
+    }
+    if !a.link_local_ips.is_empty() {
+        ipam.insert("LinkLocalIPs".into(), json!(a.link_local_ips));
+    }
+    (!ipam.is_empty()).then_some(Value::Object(ipam))
+}
+
 /// An endpoint's `EndpointSettings`: only what it asks for.
 pub fn endpoint_json(a: &crate::network::NetworkAttachment) -> Value {
     let mut ep = Map::new();
-    if let Some(ip) = &a.ip {
-        ep.insert("IPAMConfig".into(), json!({"IPv4Address": ip}));
+    if let Some(ipam) = ipam_json(a) {
+        ep.insert("IPAMConfig".into(), ipam);
     }
     if !a.aliases.is_empty() {
         ep.insert("Aliases".into(), json!(a.aliases));
@@ -885,6 +898,8 @@ pub fn create_body(opts: &CreateOptions) -> Value {
     let endpoint = endpoint_json(&crate::network::NetworkAttachment {
         network: network.clone(),
         ip: opts.ip.clone(),
+        ip6: opts.ip6.clone(),
+        link_local_ips: opts.link_local_ips.clone(),
         aliases: opts.network_aliases.clone(),
         mac: opts.mac_address.clone(),
         driver_opts: opts.network_driver_opts.clone(),
@@ -1048,6 +1063,8 @@ mod tests {
             read_only: true,
             network: Some("appnet".into()),
             ip: Some("10.9.0.9".into()),
+            ip6: Some("fd09::9".into()),
+            link_local_ips: vec!["169.254.1.1".into(), "fe80::9".into()],
             network_aliases: vec!["db".into()],
             dns: vec!["10.0.0.2".into()],
             extra_hosts: vec!["h:10.0.0.3".into()],

@@ -47,6 +47,7 @@ fn random_name() -> String {
 pub(super) fn hosts_file(
     hostname: &str,
     ip: Option<std::net::Ipv4Addr>,
+    ip6: Option<std::net::Ipv6Addr>,
     extra: &[String],
 ) -> String {
     let own = ip.map_or_else(|| "127.0.1.1".to_string(), |ip| ip.to_string());
@@ -58,6 +59,9 @@ pub(super) fn hosts_file(
         }
     }
     s.push_str(&format!("{own}\t{hostname}\n"));
+    if let Some(ip6) = ip6 {
+        s.push_str(&format!("{ip6}\t{hostname}\n"));
+    }
     s
 }
 
@@ -248,7 +252,19 @@ impl Containers<'_> {
             NetMode::Bridge(n) => {
                 let rec = self.networks().find(n)?;
                 embedded_dns = !rec.predefined();
-                if opts.ip.is_some() && rec.predefined() {
+                if let Some(first) = opts.attachments().first() {
+                    crate::network::Given::of(first)?;
+                }
+                if opts.ip6.is_some() && !rec.ipv6() {
+                    return Err(ContainerError::Invalid {
+                        reason: format!(
+                            "network {} has no IPv6: an IPv6 address needs a network made with --ipv6",
+                            rec.name
+                        ),
+                    }
+                    .into());
+                }
+                if (opts.ip.is_some() || opts.ip6.is_some()) && rec.predefined() {
                     return Err(ContainerError::Invalid {
                         reason:
                             "user specified IP address is supported on user defined networks only"
@@ -261,7 +277,7 @@ impl Containers<'_> {
                 self.find(other)?;
             }
             NetMode::Host | NetMode::None => {
-                if opts.ip.is_some() {
+                if opts.ip.is_some() || opts.ip6.is_some() {
                     return Err(ContainerError::Invalid {
                         reason:
                             "user specified IP address is supported on user defined networks only"
@@ -404,7 +420,7 @@ impl Containers<'_> {
                 .map_err(io_err("write hostname"))?;
             fs::write(
                 staging.join("hosts"),
-                hosts_file(&hostname, None, &opts.extra_hosts),
+                hosts_file(&hostname, None, None, &opts.extra_hosts),
             )
             .map_err(io_err("write hosts"))?;
             fs::write(

@@ -295,7 +295,7 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             .or_else(|| given.and_then(|a| a.mac.clone()))
             .unwrap_or_default();
         json!({
-            "IPAMConfig": given.and_then(|a| a.ip.as_ref()).map(|ip| json!({"IPv4Address": ip})),
+            "IPAMConfig": given.and_then(super::body::ipam_json),
             "Links": given.map(|a| &a.links).filter(|l| !l.is_empty()),
             "Aliases": aliases,
             "DNSNames": dns_names,
@@ -305,6 +305,9 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             "Gateway": ep.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
             "IPAddress": ep.map(|e| e.ip.to_string()).unwrap_or_default(),
             "IPPrefixLen": ep.map_or(0, |e| e.prefix),
+            "IPv6Gateway": ep.and_then(|e| e.gateway6).map(|g| g.to_string()).unwrap_or_default(),
+            "GlobalIPv6Address": ep.and_then(|e| e.ip6).map(|ip| ip.to_string()).unwrap_or_default(),
+            "GlobalIPv6PrefixLen": ep.and_then(|e| e.ip6.map(|_| e.prefix6)).unwrap_or(0),
         })
     };
     match &mode {
@@ -444,6 +447,9 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             "IPPrefixLen": default.map_or(0, |e| e.prefix),
             "Gateway": default.and_then(|e| e.gateway).map(|g| g.to_string()).unwrap_or_default(),
             "MacAddress": default.map(|e| e.mac.clone()).unwrap_or_default(),
+            "GlobalIPv6Address": default.and_then(|e| e.ip6).map(|ip| ip.to_string()).unwrap_or_default(),
+            "GlobalIPv6PrefixLen": default.and_then(|e| e.ip6.map(|_| e.prefix6)).unwrap_or(0),
+            "IPv6Gateway": default.and_then(|e| e.gateway6).map(|g| g.to_string()).unwrap_or_default(),
             "Ports": ports,
         },
         "Config": config,

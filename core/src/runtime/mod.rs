@@ -159,6 +159,12 @@ pub struct CreateOptions {
     pub network: Option<String>,
     /// `--ip`: the address on the network, instead of the next free one.
     pub ip: Option<String>,
+    /// `--ip6`: the IPv6 address on an IPv6 network, instead of the next free one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
+    /// `--link-local-ip`: link-local addresses the interface has too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub link_local_ips: Vec<String>,
     /// `--network-alias`: more names the container answers to on its network.
     pub network_aliases: Vec<String>,
     /// `--dns`: name servers (the embedded server's upstream on user-defined networks).
@@ -274,6 +280,8 @@ impl CreateOptions {
             all.push(crate::network::NetworkAttachment {
                 network: n,
                 ip: self.ip.clone(),
+                ip6: self.ip6.clone(),
+                link_local_ips: self.link_local_ips.clone(),
                 aliases: self.network_aliases.clone(),
                 mac: self.mac_address.clone(),
                 driver_opts: self.network_driver_opts.clone(),

@@ -2,8 +2,6 @@
 //! it alone can say are no longer in use (its monitor's life), and `network connect` and
 //! `disconnect`, which change its configuration and, while it runs, its namespace.
 
-use std::net::Ipv4Addr;
-
 use super::{Containers, NetMode, io_err};
 use crate::error::ErrorKind;
 use crate::network::redirect_dns;
@@ -165,12 +163,7 @@ impl Containers<'_> {
     /// stopped one at its next start.
     pub fn connect(&self, container: &str, endpoint: &NetworkAttachment) -> crate::Result<()> {
         let rec = self.networks().find(&endpoint.network)?;
-        let ip = endpoint.ip.as_deref();
-        let mac = endpoint
-            .mac
-            .as_deref()
-            .map(crate::network::parse_mac)
-            .transpose()?;
+        let given = crate::network::Given::of(endpoint)?;
         let c = self.get(container)?;
         let mode = NetMode::of(&c.record.config);
         match &mode {
@@ -216,17 +209,16 @@ impl Containers<'_> {
             }
             .into());
         }
-        let static_ip: Option<Ipv4Addr> = match ip {
-            Some(s) => Some(
-                s.parse()
-                    .map_err(|_| invalid(format!("invalid IPv4 address: {s}")))?,
-            ),
-            None => None,
-        };
-        if static_ip.is_some() && rec.predefined() {
+        if (given.ip.is_some() || given.ip6.is_some()) && rec.predefined() {
             return Err(invalid(
                 "user specified IP address is supported on user defined networks only",
             ));
+        }
+        if given.ip6.is_some() && !rec.ipv6() {
+            return Err(invalid(format!(
+                "network {} has no IPv6: an IPv6 address needs a network made with --ipv6",
+                rec.name
+            )));
         }
         let attachment = NetworkAttachment {
             network: rec.name.clone(),
@@ -237,6 +229,8 @@ impl Containers<'_> {
             if rejoins {
                 cfg.network_detached = false;
                 cfg.ip = attachment.ip.clone();
+                cfg.ip6 = attachment.ip6.clone();
+                cfg.link_local_ips = attachment.link_local_ips.clone();
                 cfg.network_aliases = attachment.aliases.clone();
                 cfg.mac_address = attachment.mac.clone();
                 cfg.network_driver_opts = attachment.driver_opts.clone();
@@ -250,14 +244,9 @@ impl Containers<'_> {
             self.release_stale(&rec.id)?;
             let n = self.networks().container_endpoints(&c.record.id)?.len();
             // A container that had no network gets its default route from this one.
-            let plugged = self.networks().plug(
-                &c.record.id,
-                &rec.id,
-                crate::network::Given { ip: static_ip, mac },
-                &[],
-                &format!("eth{n}"),
-                first,
-            );
+            let plugged =
+                self.networks()
+                    .plug(&c.record.id, &rec.id, given, &[], &format!("eth{n}"), first);
             if let Err(e) = plugged {
                 let _ = self.update_config(&c.record.id, |cfg| {
                     if rejoins {
@@ -330,6 +319,8 @@ impl Containers<'_> {
                 // loopback only).
                 cfg.network_detached = true;
                 cfg.ip = None;
+                cfg.ip6 = None;
+                cfg.link_local_ips.clear();
                 cfg.network_aliases.clear();
                 cfg.network_links.clear();
             } else {

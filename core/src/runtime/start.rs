@@ -115,8 +115,12 @@ impl Containers<'_> {
                     let rec = self.networks().find(&ep.network_id)?;
                     fs::write(&ports, serde_json::to_vec(&ep.ports).unwrap_or_default())
                         .map_err(io_err("write ports.json"))?;
-                    let commands =
-                        crate::network::firewall::withdraw_commands(&rec.bridge, ep.ip, &ep.ports);
+                    let commands = crate::network::firewall::withdraw_commands(
+                        &rec.bridge,
+                        ep.ip,
+                        ep.ip6,
+                        &ep.ports,
+                    );
                     fs::write(&down, serde_json::to_vec(&commands).unwrap_or_default())
                         .map_err(io_err("write ports-down.json"))?;
                 } else {
@@ -130,6 +134,7 @@ impl Containers<'_> {
                     hosts_file(
                         &hostname,
                         first.map(|ep| ep.ip),
+                        first.and_then(|ep| ep.ip6),
                         &c.record.config.extra_hosts,
                     ) + &link_hosts,
                 )

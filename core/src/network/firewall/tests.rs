@@ -272,3 +272,62 @@ fn the_nft_table_isolates_publishes_and_goes_with_its_host_rules() {
     );
     assert!(!gone.contains("ketch"), "{gone}");
 }
+
+/// An IPv6 network's second table: its subnet masqueraded and kept apart as the IPv4 one,
+/// ports on every address published to the container's IPv6 address (not those of one
+/// IPv4 host address), withdrawn with the IPv4 ones, and both tables gone at delete.
+#[test]
+fn an_ipv6_network_has_an_ip6_table_published_and_deleted_with_it() {
+    let subnet: Subnet = "10.1.4.0/24".parse().unwrap();
+    let subnet6: Subnet6 = "fd01:4::/64".parse().unwrap();
+    let port = |host_ip: Option<Ipv4Addr>, host_port| PortMap {
+        proto: "tcp".into(),
+        host_ip,
+        host_port,
+        container_port: 80,
+    };
+    let ports = [port(None, 8080), port(Some(Ipv4Addr::LOCALHOST), 8081)];
+    let ip = Ipv4Addr::new(10, 1, 4, 2);
+    let ip6: Ipv6Addr = "fd01:4::2".parse().unwrap();
+    let (made, published, withdrawn, forward, gone) = in_own_netns(|| {
+        run(&argv(&["ip6tables", "-P", "FORWARD", "DROP"]))?;
+        if backend() != Some(Backend::Nft) {
+            // IPv6 networks need nftables: said so, nothing made.
+            let err = create("kn6", subnet, Some(subnet6), false).unwrap_err();
+            assert!(err.to_string().contains("need nftables"), "{err}");
+            return Ok(Default::default());
+        }
+        create("kn6", subnet, Some(subnet6), false)?;
+        create("kn6", subnet, Some(subnet6), false)?;
+        let made = sh("nft list table ip6 ketch_kn6")?;
+        publish("kn6", ip, Some(ip6), &ports)?;
+        let published = sh("nft list table ip6 ketch_kn6")?;
+        run_all(&withdraw_commands("kn6", ip, Some(ip6), &ports))?;
+        let withdrawn = sh("nft list ruleset")?;
+        let forward = sh("nft list chain ip6 filter FORWARD")?;
+        delete("kn6")?;
+        Ok((made, published, withdrawn, forward, sh("nft list ruleset")?))
+    });
+    if made.is_empty() {
+        return;
+    }
+    assert!(
+        made.contains("ip6 saddr fd01:4::/64 oifname != \"kn6\" masquerade"),
+        "{made}"
+    );
+    assert!(
+        made.contains("oifname \"kn6\" iifname != \"kn6\" drop"),
+        "{made}"
+    );
+    assert!(made.contains("ip6 daddr != ::1"), "{made}");
+    assert!(published.contains("8080 : fd01:4::2 . 80"), "{published}");
+    assert!(!published.contains("8081"), "{published}");
+    assert!(!withdrawn.contains("fd01:4::2 . 80"), "{withdrawn}");
+    assert!(!withdrawn.contains("10.1.4.2 . 80"), "{withdrawn}");
+    assert_eq!(
+        lines_with(&forward, &["comment \"ketch kn6\""]).len(),
+        2,
+        "{forward}"
+    );
+    assert!(!gone.contains("kn6"), "{gone}");
+}
