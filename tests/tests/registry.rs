@@ -367,6 +367,47 @@ fn a_multi_platform_index_gives_the_hosts_or_the_asked_platform() {
     );
     let image = format!("{}/me/multi:all", reg.addr);
 
+    // What the registry has, as the daemon tells it (`GET /distribution/{name}/json`): the
+    // index's descriptor and its platforms, a manifest's platform from its configuration.
+    let asker = Root::new();
+    let d = Daemon::start(&asker);
+    let distribution = |name: &str| {
+        let o = Command::new("curl")
+            .args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+            .arg(&d.socket)
+            .arg(format!("http://d/v1.47/distribution/{name}/json"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text:?} {:?}", o.stderr));
+        (code.to_string(), v)
+    };
+    let (code, v) = distribution(&image);
+    assert_eq!(code, "200", "{v}");
+    assert_eq!(v["Descriptor"]["digest"], digest(&index).to_string());
+    assert_eq!(v["Descriptor"]["size"], index.len());
+    assert_eq!(
+        v["Descriptor"]["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    assert_eq!(
+        v["Platforms"],
+        serde_json::json!([
+            {"architecture": "arm64", "os": "linux", "variant": "v8"},
+            {"architecture": "amd64", "os": "linux"},
+        ])
+    );
+    let (code, v) = distribution(&format!("{}/me/multi:host", reg.addr));
+    assert_eq!(code, "200", "{v}");
+    assert_eq!(v["Descriptor"]["digest"], host_digest);
+    assert_eq!(v["Platforms"][0]["architecture"], "amd64");
+    let (code, v) = distribution(&format!("{}/no/such:1", reg.addr));
+    assert_ne!(code, "200", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("not found"), "{v}");
+    drop(d);
+
     let host = Root::new();
     host.ok(&["pull", &image]);
     let arch = host.ok(&["image", "inspect", "-f", "{{.Architecture}}", &image]);

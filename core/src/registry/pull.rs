@@ -127,6 +127,94 @@ impl Registries<'_> {
         Ok(vec![self.pull_one(&ep, &r, platform.as_ref(), progress)?])
     }
 
+    /// `GET /distribution/{name}/json`: what the registry has under `reference` (its
+    /// manifest's or index's descriptor), and the platforms it is for: an index's entries,
+    /// or a manifest's configuration's. Nothing is stored.
+    pub fn distribution(
+        &self,
+        reference: &str,
+        auth: Option<AuthConfig>,
+    ) -> crate::Result<serde_json::Value> {
+        let r = Reference::parse(reference)?;
+        let r = if r.digest().is_some() {
+            r
+        } else {
+            r.with_default_tag()
+        };
+        let ep = Endpoint::connect(
+            &self.st.registry,
+            r.domain(),
+            auth.unwrap_or_default(),
+            false,
+            true,
+        )?;
+        let by = match (r.digest(), r.tag()) {
+            (Some(d), _) => d.to_string(),
+            (None, Some(t)) => t.to_string(),
+            (None, None) => "latest".into(),
+        };
+        let top = self.fetch_manifest(&ep, &r, &by, r.digest())?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&top.bytes).map_err(|e| RegistryError::Protocol {
+                registry: ep.domain.clone(),
+                reason: format!("manifest for {}: {e}", r.familiar()),
+            })?;
+        let platform = |p: &serde_json::Value| {
+            let mut out = serde_json::Map::new();
+            for (from, to) in [
+                ("architecture", "architecture"),
+                ("os", "os"),
+                ("os.version", "os.version"),
+                ("os.features", "os.features"),
+                ("variant", "variant"),
+            ] {
+                if !p[from].is_null() {
+                    out.insert(to.into(), p[from].clone());
+                }
+            }
+            serde_json::Value::Object(out)
+        };
+        let platforms: Vec<serde_json::Value> = match doc["manifests"].as_array() {
+            Some(entries) => entries
+                .iter()
+                .filter(|m| m["platform"].is_object())
+                .map(|m| platform(&m["platform"]))
+                .collect(),
+            None => {
+                // A single manifest: the platform is its configuration's.
+                let digest = doc["config"]["digest"].as_str().unwrap_or_default();
+                let scopes = [scope(r.path(), false)];
+                let mut resp = ep.send(
+                    "GET",
+                    &format!("/v2/{}/blobs/{digest}", r.path()),
+                    &scopes,
+                    &[],
+                    Body::Empty,
+                )?;
+                let status = resp.status().as_u16();
+                let body = read_small(&mut resp, &ep.domain)?;
+                let what = format!("configuration of {}", r.familiar());
+                if status != 200 {
+                    return Err(answer_error(&ep, status, &body, &what).into());
+                }
+                let config: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| RegistryError::Protocol {
+                        registry: ep.domain.clone(),
+                        reason: format!("{what}: {e}"),
+                    })?;
+                vec![platform(&config)]
+            }
+        };
+        Ok(serde_json::json!({
+            "Descriptor": {
+                "mediaType": top.media_type,
+                "digest": top.digest.to_string(),
+                "size": top.bytes.len(),
+            },
+            "Platforms": platforms,
+        }))
+    }
+
     /// The tags of a repository, every page of them.
     pub(crate) fn list_tags(&self, ep: &Endpoint, r: &Reference) -> crate::Result<Vec<String>> {
         let scopes = [scope(r.path(), false)];

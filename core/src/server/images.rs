@@ -32,6 +32,12 @@ pub(super) fn route(
                 serde_json::to_value(engine.images().list(&opts)?).unwrap_or_default(),
             )
         }
+        ("GET", ["distribution", name @ .., "json"]) if !name.is_empty() => Reply::Json(
+            200,
+            engine
+                .registries()
+                .distribution(&name.join("/"), Some(registry_auth(req)?))?,
+        ),
         ("GET", ["images", "search"]) => {
             return Err(ApiError(
                 501,

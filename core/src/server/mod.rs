@@ -319,7 +319,7 @@ fn route(
     let group = match seg.first().copied() {
         Some("containers") => containers::route,
         Some("exec") => exec::route,
-        Some("images" | "commit" | "build") => images::route,
+        Some("images" | "commit" | "build" | "distribution") => images::route,
         Some("networks") => networks::route,
         Some("volumes") => volumes::route,
         _ => system::route,
