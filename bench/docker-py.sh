@@ -8,12 +8,19 @@
 # (swarm, plugins, Windows, Docker Hub).
 #
 #   bench/docker-py.sh DOCKER_PY_SRC [FILE...]
+#   bench/docker-py.sh --venv-only      (makes the venv, for a run with no PyPI in reach)
 #
 # DOCKER_PY_SRC is a docker-py 7.1.0 source tree (its git tag 7.1.0; bring the repository
 # with `git clone` or the workplace's fetch, then `git archive 7.1.0 | tar -x -C DIR`). The
 # venv is made from PyPI with docker 7.1.0 and pytest 7.4.2 (what its dev extra pins).
 # Needs root; builds ketch (release) unless DOCKER_HOST is set.
 set -euo pipefail
+venv=/var/tmp/ketch-docker-py-venv
+if [ ! -x "$venv/bin/pytest" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q 'docker[websockets]==7.1.0' pytest==7.4.2 pytest-timeout==2.1.0 paramiko
+fi
+[ "${1:-}" = --venv-only ] && exit 0
 src=$(cd "${1:?usage: bench/docker-py.sh DOCKER_PY_SRC [FILE...]}" && pwd)
 shift
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -27,12 +34,6 @@ fi
 [ -f "$src/tests/integration/base.py" ] || { echo "$src is not a docker-py source tree" >&2; exit 2; }
 grep -q "TEST_IMG = 'alpine:3.10'" "$src/tests/integration/base.py" ||
     echo "warning: $src does not look like docker-py 7.1.0 (its test image differs)" >&2
-
-venv=/var/tmp/ketch-docker-py-venv
-if [ ! -x "$venv/bin/pytest" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q 'docker[websockets]==7.1.0' pytest==7.4.2 pytest-timeout==2.1.0 paramiko
-fi
 
 work=$(mktemp -d /var/tmp/ketch-docker-py.XXXX)
 daemon_pid=

@@ -542,6 +542,10 @@ fn unsupported_flags_are_refused_by_name() {
             text(&o)
         );
     }
+    // The CLI's own: the docker CLI does it by a bind mount of its own making.
+    let (code, err) = r.fails(&["create", "--use-api-socket", "busybox"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("--use-api-socket is not supported"), "{err}");
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
 

@@ -708,6 +708,21 @@ fn run_pulls_what_is_missing_unless_told_not_to() {
         o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("Unable"),
         "{o:?}"
     );
+    // `-q`: pulled all the same, without a word.
+    let quiet = Root::new();
+    let o = quiet.run(&[
+        "run",
+        "-q",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "echo",
+        "ran",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "");
 }
 
 #[test]

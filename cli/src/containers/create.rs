@@ -173,6 +173,12 @@ pub struct CreateArgs {
     /// Pull image before running (missing, always, never)
     #[arg(long, default_value = "missing", value_parser = ["missing", "always", "never"])]
     pull: String,
+    /// Suppress the pull output
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Bind mount the engine's API socket and credentials into the container (not supported)
+    #[arg(long)]
+    use_api_socket: bool,
     /// Set platform if server is multi-platform capable (for a pull)
     #[arg(long)]
     platform: Option<String>,
@@ -376,7 +382,7 @@ pub(super) fn throttles(
 impl CreateArgs {
     /// The flags Docker has that ketch refuses, each with the API field it sets.
     fn refused(&self) -> Result<()> {
-        let set: [(&str, &str, bool); 10] = [
+        let set: [(&str, &str, bool); 11] = [
             ("gpus", "DeviceRequests", self.gpus.is_some()),
             (
                 "cpu-rt-period",
@@ -403,6 +409,7 @@ impl CreateArgs {
             ),
             ("io-maxiops", "IOMaximumIOps", self.io_maxiops.is_some()),
             ("kernel-memory", "", self.kernel_memory.is_some()),
+            ("use-api-socket", "", self.use_api_socket),
         ];
         for (flag, field, given) in set {
             if !given {
@@ -410,6 +417,10 @@ impl CreateArgs {
             }
             let reason = match field {
                 "" if flag == "kernel-memory" => "kernel memory limits are gone from the kernel",
+                "" if flag == "use-api-socket" => {
+                    "the engine's socket and credentials are not handed to containers; \
+                     bind mount the socket with -v if the container is to drive the engine"
+                }
                 f => ketch::api::create::refusal(f).unwrap_or("not supported"),
             };
             bail!(Exit(125, format!("--{flag} is not supported: {reason}")));
@@ -723,7 +734,7 @@ pub(super) fn expand_env(e: &str) -> String {
 /// Docker: "Unable to find image ... locally", the progress on stderr).
 fn ensure_image(api: &dyn ketch::api::Api, a: &CreateArgs) -> Result<()> {
     let pull = |api: &dyn ketch::api::Api| {
-        crate::registry::pull_with(api, &a.image, false, a.platform.clone(), false, true)
+        crate::registry::pull_with(api, &a.image, false, a.platform.clone(), a.quiet, true)
             .map(|_| ())
             .map_err(|e| Exit(125, e.to_string()).into())
     };
@@ -742,7 +753,9 @@ fn ensure_image(api: &dyn ketch::api::Api, a: &CreateArgs) -> Result<()> {
                 } else {
                     r.with_default_tag().familiar()
                 };
-                eprintln!("Unable to find image '{shown}' locally");
+                if !a.quiet {
+                    eprintln!("Unable to find image '{shown}' locally");
+                }
                 pull(api)
             }
             Err(e) => Err(engine_exit(e)),
