@@ -145,6 +145,24 @@ fn commit_keeps_exactly_the_changes() {
         "running"
     );
     assert_eq!(r.ok(&["run", "--rm", "live:1", "cat", "/live"]), "live\n");
+    // A container that ends while it is committed (and paused for it) is committed as it
+    // ended: its freezer going with it is no error.
+    for i in 0..5 {
+        r.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("brief{i}"),
+            "busybox",
+            "touch",
+            "/brief",
+        ]);
+        r.ok(&["commit", &format!("brief{i}"), &format!("brief:{i}")]);
+    }
+    for i in 0..5 {
+        r.ok(&["rm", "-f", &format!("brief{i}")]);
+        r.ok(&["rmi", &format!("brief:{i}")]);
+    }
     let (code, err) = r.fails(&["commit", "nosuch"]);
     assert_eq!(code, 1);
     assert!(err.contains("No such container"), "{err}");

@@ -218,10 +218,21 @@ impl Containers<'_> {
             .map(|r| crate::reference::Reference::parse(r).map(|r| r.with_default_tag()))
             .transpose()?;
         let overrides = crate::image::apply_changes_json(&opts.changes)?;
-        let paused = opts.pause && c.status == super::Status::Running;
-        if paused {
-            self.pause(&c.record.id)?;
-        }
+        let paused = opts.pause
+            && c.status == super::Status::Running
+            && match self.pause(&c.record.id) {
+                Ok(()) => true,
+                // It ended since it was looked at (its cgroups are gone, or its record says
+                // so by now): there is nothing to hold still.
+                Err(_)
+                    if !self.get(name).is_ok_and(|c| {
+                        c.is_running() && c.task.cgroups.iter().any(|g| g.exists())
+                    }) =>
+                {
+                    false
+                }
+                Err(e) => return Err(e),
+            };
         let lease = Lease::new(&self.st.db)?;
         let res = self.commit_leased(&lease, &c, opts, reference, overrides);
         if paused {
