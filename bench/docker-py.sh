@@ -90,8 +90,9 @@ PYTHONDONTWRITEBYTECODE=1 "$venv/bin/pytest" -p no:cacheprovider --timeout 120 -
 tail -1 "$work/pytest.log"
 # Kept for reading the failures: pytest's report and the daemon's log.
 cp "$work/pytest.log" /var/tmp/ketch-docker-py.pytest.log
+cp "$work/junit.xml" /var/tmp/ketch-docker-py.junit.xml
 [ -f "$work/daemon.log" ] && cp "$work/daemon.log" /var/tmp/ketch-docker-py.daemon.log
-echo "pytest's report: /var/tmp/ketch-docker-py.pytest.log"
+echo "pytest's report: /var/tmp/ketch-docker-py.pytest.log (and .junit.xml, to compare runs)"
 "$venv/bin/python" - "$work/junit.xml" <<'EOF'
 import sys
 import xml.etree.ElementTree as ET

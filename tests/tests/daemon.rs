@@ -209,6 +209,14 @@ fn bad_requests_get_4xx_and_change_nothing() {
             404,
             "No such container: nosuch",
         ),
+        // A build that fails before a word of it is an error status, not a stream.
+        (
+            "POST",
+            "/build?t=a/b/c",
+            Some(""),
+            400,
+            "Cannot locate specified Dockerfile: Dockerfile",
+        ),
     ] {
         let (got, _, b) = request(&d, method, path, body);
         let m = json(&b)["message"].as_str().unwrap_or_default().to_string();

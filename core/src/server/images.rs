@@ -273,16 +273,20 @@ fn build(
         &mut send,
     );
     if let Err(e) = res {
+        // Before a word of the build (a context with no Dockerfile, say), the error is the
+        // answer's status, as dockerd gives it.
+        let Some(o) = out.as_mut() else {
+            return Err(e.into());
+        };
         // As dockerd: the failed command's exit code is the code the CLI exits with.
         let code = e
             .downcast_ref::<crate::build::BuildError>()
             .and_then(|b| b.exit_code())
             .map(|c| c.clamp(1, 255) as u16)
             .unwrap_or(1);
-        send(&crate::model::ProgressMessage::failure(
-            e.to_string(),
-            Some(code),
-        ));
+        let failure = crate::model::ProgressMessage::failure(e.to_string(), Some(code));
+        let line = serde_json::to_string(&failure).unwrap_or_default() + "\r\n";
+        let _ = io::Write::write_all(o, line.as_bytes());
     }
     if let Some(o) = out {
         o.finish().map_err(|e| ApiError(500, e.to_string()))?;
