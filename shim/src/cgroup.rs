@@ -327,6 +327,11 @@ impl Cgroup {
             }
         }
         if let Some(cpu) = &r.cpu
+            && (cpu.realtime_period.is_some() || cpu.realtime_runtime.is_some())
+        {
+            self.apply_realtime(cpu.realtime_period, cpu.realtime_runtime)?;
+        }
+        if let Some(cpu) = &r.cpu
             && let Some(d) = self.dir("cpuset")
         {
             if let Some(c) = cpu.cpus.as_deref().filter(|c| !c.is_empty()) {
@@ -349,6 +354,56 @@ impl Cgroup {
         }
         if let Some(b) = &r.block_io {
             self.apply_block_io(b)?;
+        }
+        Ok(())
+    }
+
+    /// Real-time CPU time (v1's `cpu.rt_period_us`, `cpu.rt_runtime_us`). A group may not
+    /// have more real-time runtime than its parent, which the kernel gives none by default:
+    /// each ancestor below the hierarchy's root that has less is raised to the runtime
+    /// asked for first (what dockerd's `--cpu-rt-runtime` does for its parent), top down.
+    fn apply_realtime(&self, period: Option<u64>, runtime: Option<i64>) -> io::Result<()> {
+        let Some(d) = self
+            .dir("cpu")
+            .filter(|d| d.join("cpu.rt_runtime_us").exists())
+        else {
+            return Err(io::Error::other(
+                "this host's cgroups have no real-time CPU time (cpu.rt_runtime_us)",
+            ));
+        };
+        let read = |f: &Path| -> Option<i64> { fs::read_to_string(f).ok()?.trim().parse().ok() };
+        if let Some(t) = runtime.filter(|t| *t > 0) {
+            // The kernel keeps each group's share (runtime over period) within its parent's.
+            let own_period = period
+                .map(|p| p as i64)
+                .or_else(|| read(&d.join("cpu.rt_period_us")))
+                .unwrap_or(1_000_000)
+                .max(1);
+            // Up to the hierarchy's root, the one group with `cgroup.sane_behavior`.
+            let mut ancestors: Vec<&Path> = d
+                .ancestors()
+                .skip(1)
+                .take_while(|a| {
+                    a.join("cpu.rt_runtime_us").exists() && !a.join("cgroup.sane_behavior").exists()
+                })
+                .collect();
+            ancestors.reverse();
+            for a in ancestors {
+                let file = a.join("cpu.rt_runtime_us");
+                let have = read(&file).unwrap_or(0);
+                let their_period = read(&a.join("cpu.rt_period_us")).unwrap_or(1_000_000);
+                let need =
+                    (t as u128 * their_period.max(0) as u128).div_ceil(own_period as u128) as i64;
+                if have >= 0 && have < need {
+                    write(&file, &need.to_string())?;
+                }
+            }
+        }
+        if let Some(p) = period.filter(|p| *p > 0) {
+            write(&d.join("cpu.rt_period_us"), &p.to_string())?;
+        }
+        if let Some(t) = runtime.filter(|t| *t != 0) {
+            write(&d.join("cpu.rt_runtime_us"), &t.to_string())?;
         }
         Ok(())
     }

@@ -195,6 +195,11 @@ pub struct Cpu {
     pub shares: Option<u64>,
     pub quota: Option<i64>,
     pub period: Option<u64>,
+    /// Real-time scheduling: the period and the runtime in it (cgroup v1 only).
+    #[serde(rename = "realtimePeriod")]
+    pub realtime_period: Option<u64>,
+    #[serde(rename = "realtimeRuntime")]
+    pub realtime_runtime: Option<i64>,
     /// cpuset's CPUs and memory nodes (`0-2,4`).
     pub cpus: Option<String>,
     pub mems: Option<String>,

@@ -244,7 +244,8 @@ fn resource_flags_reach_the_cgroups() {
         r.ok(&["rm", "-f", &id]);
         no_cgroups_left(&id);
     }
-    // A parent cgroup of the user's: the container's group is made below it.
+    // A parent cgroup of the user's: the container's group is made below it. With real-time
+    // CPU time, which the parent is given enough of for the container's share (5% here).
     let parent = format!("ketch-test-{}", ketch_tests::random_hex(6));
     let id = r
         .ok(&[
@@ -254,6 +255,10 @@ fn resource_flags_reach_the_cgroups() {
             "none",
             "--cgroup-parent",
             &parent,
+            "--cpu-rt-period",
+            "100000",
+            "--cpu-rt-runtime",
+            "5000",
             "busybox",
             "sleep",
             "100",
@@ -261,6 +266,35 @@ fn resource_flags_reach_the_cgroups() {
         .trim()
         .to_string();
     assert!(Path::new(&format!("/sys/fs/cgroup/pids/{parent}/{id}")).exists());
+    let cpu = |path: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{path}"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(cpu(&format!("{parent}/{id}/cpu.rt_period_us")), "100000");
+    assert_eq!(cpu(&format!("{parent}/{id}/cpu.rt_runtime_us")), "5000");
+    assert_eq!(cpu(&format!("{parent}/cpu.rt_runtime_us")), "50000");
+    let hc = d.docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.CpuRealtimePeriod}} {{.HostConfig.CpuRealtimeRuntime}}",
+        &id,
+    ]);
+    assert_eq!(text(&hc).trim(), "100000 5000");
+    let o = d.docker(&[
+        "create",
+        "--cpu-rt-period",
+        "1000",
+        "--cpu-rt-runtime",
+        "5000",
+        "busybox",
+    ]);
+    assert!(
+        text(&o).contains("cpu-rt-runtime cannot be higher than cpu-rt-period"),
+        "{}",
+        text(&o)
+    );
     r.ok(&["rm", "-f", &id]);
     for (_, m) in ketch_tests::cgroup_mounts() {
         assert!(!m.join(&parent).join(&id).exists());
@@ -460,14 +494,6 @@ fn log_drivers() {
 fn unsupported_flags_are_refused_by_name() {
     let (r, d) = setup_both();
     for (flags, names) in [
-        (
-            vec!["--cpu-rt-period", "1000"],
-            "CpuRealtimePeriod is not supported",
-        ),
-        (
-            vec!["--cpu-rt-runtime", "1000"],
-            "CpuRealtimeRuntime is not supported",
-        ),
         (
             vec!["--storage-opt", "size=1G"],
             "StorageOpt is not supported",

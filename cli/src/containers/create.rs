@@ -311,11 +311,11 @@ pub struct CreateArgs {
     /// Container IPv4/IPv6 link-local addresses
     #[arg(long)]
     link_local_ip: Vec<String>,
-    /// Limit CPU real-time period in microseconds (not supported)
+    /// Limit CPU real-time period in microseconds
     #[arg(long)]
-    cpu_rt_period: Option<i64>,
-    /// Limit CPU real-time runtime in microseconds (not supported)
-    #[arg(long)]
+    cpu_rt_period: Option<u64>,
+    /// Limit CPU real-time runtime in microseconds
+    #[arg(long, allow_hyphen_values = true)]
     cpu_rt_runtime: Option<i64>,
     /// Block IO weight (relative device weight) (not supported)
     #[arg(long)]
@@ -382,18 +382,8 @@ pub(super) fn throttles(
 impl CreateArgs {
     /// The flags Docker has that ketch refuses, each with the API field it sets.
     fn refused(&self) -> Result<()> {
-        let set: [(&str, &str, bool); 11] = [
+        let set: [(&str, &str, bool); 9] = [
             ("gpus", "DeviceRequests", self.gpus.is_some()),
-            (
-                "cpu-rt-period",
-                "CpuRealtimePeriod",
-                self.cpu_rt_period.is_some(),
-            ),
-            (
-                "cpu-rt-runtime",
-                "CpuRealtimeRuntime",
-                self.cpu_rt_runtime.is_some(),
-            ),
             (
                 "blkio-weight-device",
                 "BlkioWeightDevice",
@@ -622,6 +612,8 @@ impl CreateArgs {
                 device_write_bps: throttles("device-write-bps", &self.device_write_bps, true)?,
                 device_read_iops: throttles("device-read-iops", &self.device_read_iops, false)?,
                 device_write_iops: throttles("device-write-iops", &self.device_write_iops, false)?,
+                cpu_rt_period: self.cpu_rt_period.filter(|p| *p > 0),
+                cpu_rt_runtime: self.cpu_rt_runtime.filter(|t| *t != 0),
                 ..self.limits.resources()?
             },
             privileged: self.privileged,

@@ -181,14 +181,8 @@ pub const HOST_CONFIG_FIELDS: &[(&str, Field)] = &[
     ("BlkioDeviceWriteIOps", Mapped),
     ("CpuPeriod", Mapped),
     ("CpuQuota", Mapped),
-    (
-        "CpuRealtimePeriod",
-        Refused("real-time CPU scheduling is not supported"),
-    ),
-    (
-        "CpuRealtimeRuntime",
-        Refused("real-time CPU scheduling is not supported"),
-    ),
+    ("CpuRealtimePeriod", Mapped),
+    ("CpuRealtimeRuntime", Mapped),
     ("CpusetCpus", Mapped),
     ("CpusetMems", Mapped),
     ("Devices", Mapped),
@@ -677,6 +671,9 @@ fn resources_of(hc: &Value) -> Result<Resources, String> {
         cpu_shares: number(&hc["CpuShares"], "CpuShares")?.filter(|s: &u64| *s > 0),
         cpu_period: number(&hc["CpuPeriod"], "CpuPeriod")?.filter(|s: &u64| *s > 0),
         cpu_quota: hc["CpuQuota"].as_i64().filter(|q| *q > 0),
+        cpu_rt_period: number(&hc["CpuRealtimePeriod"], "CpuRealtimePeriod")?
+            .filter(|p: &u64| *p > 0),
+        cpu_rt_runtime: hc["CpuRealtimeRuntime"].as_i64().filter(|t| *t != 0),
         cpuset_cpus: text(&hc["CpusetCpus"]),
         cpuset_mems: text(&hc["CpusetMems"]),
         pids_limit: hc["PidsLimit"].as_i64().filter(|p| *p != 0),
@@ -839,6 +836,8 @@ pub fn resources_json(r: &Resources) -> Map<String, Value> {
     put("CpuShares", json!(r.cpu_shares.unwrap_or(0)));
     put("CpuPeriod", json!(r.cpu_period.unwrap_or(0)));
     put("CpuQuota", json!(r.cpu_quota.unwrap_or(0)));
+    put("CpuRealtimePeriod", json!(r.cpu_rt_period.unwrap_or(0)));
+    put("CpuRealtimeRuntime", json!(r.cpu_rt_runtime.unwrap_or(0)));
     put(
         "CpusetCpus",
         json!(r.cpuset_cpus.clone().unwrap_or_default()),
@@ -1039,6 +1038,8 @@ mod tests {
                 cpu_shares: Some(512),
                 cpu_period: Some(50_000),
                 cpu_quota: Some(25_000),
+                cpu_rt_period: Some(100_000),
+                cpu_rt_runtime: Some(5_000),
                 cpuset_cpus: Some("0".into()),
                 cpuset_mems: Some("0".into()),
                 pids_limit: Some(-1),

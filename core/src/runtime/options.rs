@@ -32,6 +32,10 @@ pub struct Resources {
     pub cpu_period: Option<u64>,
     /// `--cpu-quota`, microseconds per period.
     pub cpu_quota: Option<i64>,
+    /// `--cpu-rt-period` and `--cpu-rt-runtime`, microseconds: real-time scheduling for the
+    /// container's processes (the cgroup v1 `cpu` controller's `cpu.rt_*`).
+    pub cpu_rt_period: Option<u64>,
+    pub cpu_rt_runtime: Option<i64>,
     /// `--cpuset-cpus` (`0-2,4`).
     pub cpuset_cpus: Option<String>,
     /// `--cpuset-mems`.
@@ -388,6 +392,16 @@ impl CreateOptions {
             && q < 1000
         {
             return Err("CPU cfs quota can not be less than 1ms (i.e. 1000)".into());
+        }
+        if r.cpu_rt_period.is_some_and(|p| p > 0) || r.cpu_rt_runtime.is_some_and(|t| t != 0) {
+            if !std::path::Path::new("/sys/fs/cgroup/cpu/cpu.rt_runtime_us").exists() {
+                return Err("Your kernel does not support cgroup cpu real-time runtime".into());
+            }
+            if let (Some(p), Some(t)) = (r.cpu_rt_period, r.cpu_rt_runtime)
+                && t > p as i64
+            {
+                return Err("cpu-rt-runtime cannot be higher than cpu-rt-period".into());
+            }
         }
         for (flag, set) in [
             ("--cpuset-cpus", &r.cpuset_cpus),

@@ -557,6 +557,12 @@ pub fn limits(r: &Resources) -> Result<serde_json::Map<String, Value>, String> {
     if let Some(q) = r.cpu_quota.filter(|q| *q > 0) {
         cpu.insert("quota".into(), json!(q));
     }
+    if let Some(p) = r.cpu_rt_period.filter(|p| *p > 0) {
+        cpu.insert("realtimePeriod".into(), json!(p));
+    }
+    if let Some(t) = r.cpu_rt_runtime.filter(|t| *t != 0) {
+        cpu.insert("realtimeRuntime".into(), json!(t));
+    }
     if let Some(c) = r.cpuset_cpus.as_deref().filter(|c| !c.is_empty()) {
         cpu.insert("cpus".into(), json!(c));
     }

@@ -46,6 +46,8 @@ fn merged(r: &Resources, u: &Resources) -> Resources {
         } else {
             pick(&u.cpu_quota, &r.cpu_quota)
         },
+        cpu_rt_period: pick(&u.cpu_rt_period, &r.cpu_rt_period),
+        cpu_rt_runtime: pick(&u.cpu_rt_runtime, &r.cpu_rt_runtime),
         cpuset_cpus: pick(&u.cpuset_cpus, &r.cpuset_cpus),
         cpuset_mems: pick(&u.cpuset_mems, &r.cpuset_mems),
         pids_limit: pick(&u.pids_limit, &r.pids_limit),
