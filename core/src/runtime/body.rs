@@ -367,8 +367,60 @@ fn health_of(v: &Value) -> Result<Option<Healthcheck>, String> {
 }
 
 /// The engine's options from a create request's body; `name` from the query.
+/// `v` with its keys named as `names` name them: the API's JSON is read as Go reads it, a
+/// key naming a field whatever its case (docker-py writes `CPURealtimePeriod` for
+/// `CpuRealtimePeriod`, and dockerd takes it). A key in the field's own case wins over
+/// another spelling of it; keys that name no field are kept as they are.
+fn canonical<'n>(v: &Value, names: impl Iterator<Item = &'n str> + Clone) -> Value {
+    let Some(obj) = v.as_object() else {
+        return v.clone();
+    };
+    let mut out = Map::new();
+    for (k, val) in obj {
+        let exact = names.clone().any(|n| n == k);
+        let name = match names.clone().find(|n| n.eq_ignore_ascii_case(k)) {
+            Some(n) if !exact => {
+                if out.contains_key(n) {
+                    continue;
+                }
+                n.to_string()
+            }
+            _ => k.clone(),
+        };
+        out.insert(name, val.clone());
+    }
+    Value::Object(out)
+}
+
+/// A create body with every key of its config, host config and endpoints in the API's case.
+fn canonical_create(body: &Value) -> Value {
+    let top = CONFIG_FIELDS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(["HostConfig", "NetworkingConfig"]);
+    let mut body = canonical(body, top);
+    if body["HostConfig"].is_object() {
+        body["HostConfig"] = canonical(
+            &body["HostConfig"],
+            HOST_CONFIG_FIELDS.iter().map(|(n, _)| *n),
+        );
+    }
+    if body["NetworkingConfig"].is_object() {
+        body["NetworkingConfig"] = canonical(
+            &body["NetworkingConfig"],
+            std::iter::once("EndpointsConfig"),
+        );
+        if let Some(eps) = body["NetworkingConfig"]["EndpointsConfig"].as_object_mut() {
+            for ep in eps.values_mut() {
+                *ep = canonical(ep, ENDPOINT_FIELDS.iter().map(|(n, _)| *n));
+            }
+        }
+    }
+    body
+}
+
 pub fn create_options(body: &Value, name: Option<String>) -> Result<CreateOptions, String> {
-    let opts = read_options(body, name)?;
+    let opts = read_options(&canonical_create(body), name)?;
     opts.validate()?;
     Ok(opts)
 }
@@ -770,6 +822,13 @@ fn restart_of(rp: &Value) -> Result<Option<String>, String> {
 /// `POST /containers/{id}/update`'s body (the API's `Resources` and a `RestartPolicy`):
 /// what it gives is changed, the rest kept.
 pub fn update_options(b: &Value) -> Result<super::UpdateOptions, String> {
+    let b = &canonical(
+        b,
+        HOST_CONFIG_FIELDS
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(["RestartPolicy"]),
+    );
     if let Some(obj) = b.as_object() {
         for (name, f) in HOST_CONFIG_FIELDS {
             if let Field::Refused(reason) = f
@@ -1010,6 +1069,34 @@ pub(crate) fn string_map(v: &Value) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Keys are read whatever their case, as dockerd's decoder reads them; the field's own
+    /// spelling wins over another.
+    #[test]
+    fn keys_name_fields_whatever_their_case() {
+        let body = json!({
+            "image": "busybox",
+            "HostConfig": {"CPURealtimePeriod": 1000, "cpurealtimeruntime": 500, "memory": 1, "Memory": 64 << 20},
+            "NetworkingConfig": {"endpointsconfig": {"n": {"ipamconfig": {"IPv4Address": "10.0.0.9"}}}},
+        });
+        let o = create_options(&body, None).unwrap();
+        assert_eq!(o.image, "busybox");
+        assert_eq!(o.resources.cpu_rt_period, Some(1000));
+        assert_eq!(o.resources.cpu_rt_runtime, Some(500));
+        assert_eq!(o.resources.memory, Some(64 << 20));
+        assert_eq!(o.extra_networks.len() + usize::from(o.ip.is_some()), 1);
+        let u = update_options(&json!({"CPUShares": 512, "restartpolicy": {"Name": "always"}}))
+            .unwrap();
+        assert_eq!(u.resources.cpu_shares, Some(512));
+        assert_eq!(u.restart.as_deref(), Some("always"));
+        // A refused field is refused in any case.
+        let err = create_options(
+            &json!({"Image": "b", "HostConfig": {"storageopt": {"size": "1G"}}}),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.contains("StorageOpt is not supported"), "{err}");
+    }
 
     /// Every option the CLI can give survives the trip through the API's JSON.
     #[test]
