@@ -78,9 +78,11 @@ pub fn start_attached(
     client: &Client,
     id: &str,
     opts: &CreateOptions,
+    streams: crate::containers::Streams,
     detach_keys: &str,
     sig_proxy: bool,
 ) -> Result<i32> {
+    let flag = |on: bool| if on { "1" } else { "0" };
     let keys = ketch::runtime::parse_detach_keys(detach_keys)
         .map_err(|e| crate::containers::Exit(125, e.to_string()))?;
     // Before any thread starts, so that none takes them. The container is in no process
@@ -97,9 +99,9 @@ pub fn start_attached(
         "/containers/{id}/attach?{}",
         ketch::client::query(&[
             ("stream", "1"),
-            ("stdout", "1"),
-            ("stderr", "1"),
-            ("stdin", if opts.open_stdin { "1" } else { "0" }),
+            ("stdout", flag(streams.stdout)),
+            ("stderr", flag(streams.stderr)),
+            ("stdin", flag(opts.open_stdin && streams.stdin)),
             ("detachKeys", detach_keys),
         ])
     );
@@ -132,7 +134,7 @@ pub fn start_attached(
             Body::None,
         );
     }
-    let detached = relay(hj, opts.open_stdin, &keys)?;
+    let detached = relay(hj, opts.open_stdin && streams.stdin, &keys)?;
     drop(_raw);
     if detached {
         // The container runs on; the wait asked for is left unanswered.

@@ -1139,6 +1139,132 @@ fn mac_address() {
     r.ok(&["network", "rm", "macnet"]);
 }
 
+/// `run -a`: only the streams asked for reach the client (the log keeps them all), through
+/// the `ketch` CLI embedded and remote and the `docker` CLI; `-a stdin` with `-i` gives the
+/// container the client's input; a stream that is none, or `-a` with `-d`, is refused.
+#[test]
+fn run_attaches_to_the_streams_asked_for() {
+    let (r, d) = setup_both();
+    let host = format!("unix://{}", d.socket.display());
+    let script = "echo to-out; echo to-err >&2";
+    for who in ["ketch", "ketch -H", "docker"] {
+        let run = |args: &[&str], input: &str| {
+            let mut cmd = match who {
+                "docker" => {
+                    let mut c = std::process::Command::new("docker");
+                    c.env("DOCKER_HOST", &host).env(
+                        "DOCKER_CONFIG",
+                        d.socket.parent().unwrap().join("docker-config"),
+                    );
+                    c
+                }
+                "ketch -H" => {
+                    let mut c = r.cmd();
+                    c.args(["-H", &host]);
+                    c
+                }
+                _ => r.cmd(),
+            };
+            cmd.arg("run").args(args);
+            cmd.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            use std::io::Write;
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(input.as_bytes()).unwrap();
+            drop(stdin);
+            child.wait_with_output().unwrap()
+        };
+        let name = format!("a-{}", who.replace(' ', ""));
+        let o = run(
+            &[
+                "--name",
+                &name,
+                "--network",
+                "none",
+                "-a",
+                "STDOUT",
+                "busybox",
+                "sh",
+                "-c",
+                script,
+            ],
+            "",
+        );
+        assert!(o.status.success(), "{who}: {}", text(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "to-out\n", "{who}");
+        assert!(
+            !String::from_utf8_lossy(&o.stderr).contains("to-err"),
+            "{who}: {}",
+            text(&o)
+        );
+        let logs = d.docker(&["logs", &name]);
+        assert!(
+            text(&logs).contains("to-out") && text(&logs).contains("to-err"),
+            "{who}: {}",
+            text(&logs)
+        );
+        let o = run(
+            &[
+                "--rm",
+                "--network",
+                "none",
+                "-a",
+                "stderr",
+                "busybox",
+                "sh",
+                "-c",
+                script,
+            ],
+            "",
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "", "{who}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("to-err"),
+            "{who}: {}",
+            text(&o)
+        );
+        let o = run(
+            &[
+                "--rm",
+                "-i",
+                "--network",
+                "none",
+                "-a",
+                "stdin",
+                "-a",
+                "stdout",
+                "busybox",
+                "cat",
+            ],
+            "typed\n",
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "typed\n",
+            "{who}: {}",
+            text(&o)
+        );
+        let o = run(&["--rm", "-a", "stdwhat", "busybox", "true"], "");
+        assert_eq!(o.status.code(), Some(125), "{who}: {}", text(&o));
+        assert!(
+            text(&o).contains("valid streams are STDIN, STDOUT and STDERR"),
+            "{who}: {}",
+            text(&o)
+        );
+        let o = run(&["-d", "-a", "stdout", "busybox", "true"], "");
+        assert_eq!(o.status.code(), Some(1), "{who}: {}", text(&o));
+        assert!(
+            text(&o).contains("conflicting options: cannot specify both --attach and --detach"),
+            "{who}: {}",
+            text(&o)
+        );
+        r.ok(&["rm", &name]);
+    }
+    assert_eq!(r.ok(&["ps", "-aq"]), "");
+}
+
 /// `--sig-proxy`: a signal sent to an attached `run` (no terminal) reaches the container's
 /// process, through the `ketch` CLI embedded and remote and the `docker` CLI; with
 /// `--sig-proxy=false` it acts on the client alone, and the container runs on.

@@ -107,6 +107,9 @@ pub struct CreateArgs {
     /// Keep STDIN open even if not attached
     #[arg(short = 'i', long)]
     interactive: bool,
+    /// Attach to STDIN, STDOUT or STDERR
+    #[arg(short = 'a', long, value_name = "list")]
+    attach: Vec<String>,
     /// Give extended privileges to this container
     #[arg(long)]
     privileged: bool,
@@ -379,7 +382,46 @@ pub(super) fn throttles(
         .collect()
 }
 
+/// The streams a foreground `run` is attached to.
+#[derive(Clone, Copy)]
+pub(crate) struct Streams {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
 impl CreateArgs {
+    /// `-a STREAM...` (any case, as Docker reads them); without it, the output streams and,
+    /// with `-i`, the input. Input is attached only to a container whose input is open.
+    pub(crate) fn streams(&self) -> Result<Streams> {
+        if self.attach.is_empty() {
+            return Ok(Streams {
+                stdin: self.interactive,
+                stdout: true,
+                stderr: true,
+            });
+        }
+        let mut s = Streams {
+            stdin: false,
+            stdout: false,
+            stderr: false,
+        };
+        for a in &self.attach {
+            match a.to_ascii_lowercase().as_str() {
+                "stdin" => s.stdin = self.interactive,
+                "stdout" => s.stdout = true,
+                "stderr" => s.stderr = true,
+                _ => bail!(Exit(
+                    125,
+                    format!(
+                        "invalid argument \"{a}\" for \"-a, --attach\" flag: valid streams are STDIN, STDOUT and STDERR"
+                    )
+                )),
+            }
+        }
+        Ok(s)
+    }
+
     /// The flags Docker has that ketch refuses, each with the API field it sets.
     fn refused(&self) -> Result<()> {
         let set: [(&str, &str, bool); 9] = [
@@ -807,6 +849,13 @@ pub struct RunArgs {
 }
 
 pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
+    let streams = a.create.streams()?;
+    if a.detach && !a.create.attach.is_empty() {
+        bail!(Exit(
+            1,
+            "conflicting options: cannot specify both --attach and --detach".into()
+        ));
+    }
     let opts = a.create.options()?;
     // Checked before anything is made.
     ketch::runtime::parse_detach_keys(&a.detach_keys).map_err(|e| Exit(125, e.to_string()))?;
@@ -820,7 +869,14 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
             println!("{id}");
             return Ok(ExitCode::SUCCESS);
         }
-        let code = crate::remote::start_attached(&client, &id, &opts, &a.detach_keys, a.sig_proxy)?;
+        let code = crate::remote::start_attached(
+            &client,
+            &id,
+            &opts,
+            streams,
+            &a.detach_keys,
+            a.sig_proxy,
+        )?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     embedded_detach_keys(&a.detach_keys)?;
@@ -837,7 +893,7 @@ pub fn run(cli: &Cli, a: &RunArgs) -> Result<ExitCode> {
         println!("{id}");
         return Ok(ExitCode::SUCCESS);
     }
-    let result = start_attached(&engine, &id, opts.open_stdin, opts.tty, a.sig_proxy);
+    let result = start_attached(&engine, &id, streams, opts.tty, a.sig_proxy);
     if opts.auto_remove {
         let _ = local.remove(&id, true);
     }
@@ -887,6 +943,12 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
         if a.containers.len() > 1 {
             bail!("you cannot start and attach multiple containers at once");
         }
+        // `start -a` shows both output streams.
+        let all = Streams {
+            stdin: true,
+            stdout: true,
+            stderr: true,
+        };
         let name = &a.containers[0];
         if let Some(client) = cli.remote()? {
             let c = client.container_inspect(name)?;
@@ -896,14 +958,29 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
                 ..Default::default()
             };
             let id = c["Id"].as_str().unwrap_or(name).to_string();
-            let code =
-                crate::remote::start_attached(&client, &id, &opts, &a.detach_keys, a.sig_proxy)?;
+            let code = crate::remote::start_attached(
+                &client,
+                &id,
+                &opts,
+                all,
+                &a.detach_keys,
+                a.sig_proxy,
+            )?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
         }
         embedded_detach_keys(&a.detach_keys)?;
         let engine = cli.engine()?;
         let tty = engine.containers().get(name)?.record.config.tty;
-        let code = start_attached(&engine, name, a.interactive, tty, a.sig_proxy)?;
+        let code = start_attached(
+            &engine,
+            name,
+            Streams {
+                stdin: a.interactive,
+                ..all
+            },
+            tty,
+            a.sig_proxy,
+        )?;
         return Ok(ExitCode::from(code.clamp(0, 255) as u8));
     }
     let api = cli.api()?;
@@ -927,7 +1004,7 @@ pub fn start(cli: &Cli, a: &StartArgs) -> Result<ExitCode> {
 pub(super) fn start_attached(
     engine: &ketch::Engine,
     id: &str,
-    stdin: bool,
+    streams: Streams,
     tty: bool,
     sig_proxy: bool,
 ) -> ketch::Result<i32> {
@@ -945,9 +1022,13 @@ pub(super) fn start_attached(
             }
         });
     }
-    engine
-        .containers()
-        .start_with(id, true, stdin, &|pid| shim.store(pid, Ordering::SeqCst))
+    engine.containers().start_attached_to(
+        id,
+        streams.stdin,
+        streams.stdout,
+        streams.stderr,
+        &|pid| shim.store(pid, Ordering::SeqCst),
+    )
 }
 
 fn shim_pid(shim: &std::sync::atomic::AtomicU32) -> u32 {

@@ -52,8 +52,9 @@ fn loaded_from() -> Option<PathBuf> {
 pub(super) enum ShimMode {
     /// On its own, stdio to /dev/null.
     Detached,
-    /// Sharing this process's stdio, which waits for it.
-    Attached,
+    /// Sharing this process's stdio, which waits for it; the output streams not attached
+    /// (`run -a`) go to /dev/null (the log has them all the same).
+    Attached { stdout: bool, stderr: bool },
     /// On its own, its stdio a stream it copies to and from.
     Stream { stream: OwnedFd, framed: bool },
 }

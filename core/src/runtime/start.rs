@@ -21,11 +21,27 @@ impl Containers<'_> {
         on_spawn: &dyn Fn(u32),
     ) -> crate::Result<i32> {
         let mode = if attach {
-            ShimMode::Attached
+            ShimMode::Attached {
+                stdout: true,
+                stderr: true,
+            }
         } else {
             ShimMode::Detached
         };
         self.start_task(name, mode, stdin, on_spawn)
+    }
+
+    /// [`Containers::start_with`] attached to some of the output streams only (`run -a`):
+    /// `stdout` and `stderr` say which reach this process's; the log keeps both.
+    pub fn start_attached_to(
+        &self,
+        name: &str,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+        on_spawn: &dyn Fn(u32),
+    ) -> crate::Result<i32> {
+        self.start_task(name, ShimMode::Attached { stdout, stderr }, stdin, on_spawn)
     }
 
     /// Starts a container's task detached, its output also copied to `stream` (in Docker's
@@ -345,8 +361,14 @@ impl Containers<'_> {
         let mut cmd = Command::new(shim);
         match &mode {
             ShimMode::Detached => {}
-            ShimMode::Attached => {
+            ShimMode::Attached { stdout, stderr } => {
                 cmd.arg("--attach");
+                if !stdout {
+                    cmd.stdout(Stdio::null());
+                }
+                if !stderr {
+                    cmd.stderr(Stdio::null());
+                }
             }
             ShimMode::Stream { stream, framed } => {
                 cmd.arg("--stream");
@@ -369,7 +391,7 @@ impl Containers<'_> {
             self.event(&c.record, "start", &[]);
             return Ok(0);
         }
-        if let ShimMode::Attached = mode {
+        if let ShimMode::Attached { .. } = mode {
             self.set_running(&c.record.id, true)?;
             self.event(&c.record, "start", &[]);
             let mut child = cmd
