@@ -275,13 +275,17 @@ fn resource_flags_reach_the_cgroups() {
     assert_eq!(cpu(&format!("{parent}/{id}/cpu.rt_period_us")), "100000");
     assert_eq!(cpu(&format!("{parent}/{id}/cpu.rt_runtime_us")), "5000");
     assert_eq!(cpu(&format!("{parent}/cpu.rt_runtime_us")), "50000");
+    // Changed live, the parent raised again for the larger share.
+    r.ok(&["update", "--cpu-rt-runtime", "8000", &id]);
+    assert_eq!(cpu(&format!("{parent}/{id}/cpu.rt_runtime_us")), "8000");
+    assert_eq!(cpu(&format!("{parent}/cpu.rt_runtime_us")), "80000");
     let hc = d.docker(&[
         "inspect",
         "-f",
         "{{.HostConfig.CpuRealtimePeriod}} {{.HostConfig.CpuRealtimeRuntime}}",
         &id,
     ]);
-    assert_eq!(text(&hc).trim(), "100000 5000");
+    assert_eq!(text(&hc).trim(), "100000 8000");
     let o = d.docker(&[
         "create",
         "--cpu-rt-period",

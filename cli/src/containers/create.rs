@@ -27,6 +27,12 @@ pub struct ResourceArgs {
     /// Limit CPU CFS (Completely Fair Scheduler) quota
     #[arg(long)]
     cpu_quota: Option<i64>,
+    /// Limit CPU real-time period in microseconds
+    #[arg(long)]
+    cpu_rt_period: Option<u64>,
+    /// Limit CPU real-time runtime in microseconds
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_rt_runtime: Option<i64>,
     /// CPUs in which to allow execution (0-3, 0,1)
     #[arg(long)]
     cpuset_cpus: Option<String>,
@@ -61,6 +67,8 @@ impl ResourceArgs {
             cpu_shares: self.cpu_shares,
             cpu_period: self.cpu_period,
             cpu_quota: self.cpu_quota,
+            cpu_rt_period: self.cpu_rt_period.filter(|p| *p > 0),
+            cpu_rt_runtime: self.cpu_rt_runtime.filter(|t| *t != 0),
             cpuset_cpus: self.cpuset_cpus.clone(),
             cpuset_mems: self.cpuset_mems.clone(),
             pids_limit: self.pids_limit,
@@ -314,12 +322,6 @@ pub struct CreateArgs {
     /// Container IPv4/IPv6 link-local addresses
     #[arg(long)]
     link_local_ip: Vec<String>,
-    /// Limit CPU real-time period in microseconds
-    #[arg(long)]
-    cpu_rt_period: Option<u64>,
-    /// Limit CPU real-time runtime in microseconds
-    #[arg(long, allow_hyphen_values = true)]
-    cpu_rt_runtime: Option<i64>,
     /// Block IO weight (relative device weight) (not supported)
     #[arg(long)]
     blkio_weight_device: Vec<String>,
@@ -654,8 +656,6 @@ impl CreateArgs {
                 device_write_bps: throttles("device-write-bps", &self.device_write_bps, true)?,
                 device_read_iops: throttles("device-read-iops", &self.device_read_iops, false)?,
                 device_write_iops: throttles("device-write-iops", &self.device_write_iops, false)?,
-                cpu_rt_period: self.cpu_rt_period.filter(|p| *p > 0),
-                cpu_rt_runtime: self.cpu_rt_runtime.filter(|t| *t != 0),
                 ..self.limits.resources()?
             },
             privileged: self.privileged,
