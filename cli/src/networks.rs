@@ -203,6 +203,21 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
     let (subnet, subnet6) = family("subnet", &a.subnet)?;
     let (gateway, gateway6) = family("gateway", &a.gateway)?;
     let (ip_range, ip_range6) = family("ip-range", &a.ip_range)?;
+    let mut aux_addresses = std::collections::BTreeMap::new();
+    for s in &a.aux_address {
+        let Some((k, v)) = s.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!(Exit(
+                125,
+                format!("invalid --aux-address {s:?}: use NAME=IP")
+            ));
+        };
+        if aux_addresses.insert(k.to_string(), v.to_string()).is_some() {
+            bail!(Exit(
+                125,
+                format!("--aux-address {k} is given twice: give each address its own name")
+            ));
+        }
+    }
     let opts = NetworkCreate {
         name: a.name.clone(),
         driver: Some(a.driver.clone()),
@@ -215,17 +230,7 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
         ip_range6,
         internal: a.internal,
         labels,
-        aux_addresses: a
-            .aux_address
-            .iter()
-            .map(|s| match s.split_once('=') {
-                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-                _ => Err(Exit(
-                    125,
-                    format!("invalid --aux-address {s:?}: use NAME=IP"),
-                )),
-            })
-            .collect::<std::result::Result<_, _>>()?,
+        aux_addresses,
         attachable: a.attachable,
     };
     let id = cli.api()?.network_create(&opts).map_err(engine_exit)?;

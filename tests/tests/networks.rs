@@ -779,7 +779,7 @@ fn ipv6_networks_address_name_route_publish_and_stay_apart() {
     web(
         &r,
         "srv",
-        &["--network", "six", "-p", "8066:80"],
+        &["--network", "six", "-p", "8066:80", "-p", "0.0.0.0:8067:80"],
         "over-six",
     );
     let six = |c: &str, field: &str| {
@@ -828,7 +828,52 @@ fn ipv6_networks_address_name_route_publish_and_stay_apart() {
     let page =
         net.sh("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 5 fd6a:1::1 8066 | tail -1");
     assert_eq!(page, "over-six\n");
+    // `0.0.0.0:` keeps a port off IPv6, as in Docker.
+    let bridge = bridge_of(&r, "six");
+    let v6 = net.sh(&format!(
+        "nft list table ip6 ketch_{}",
+        bridge.replace('-', "_")
+    ));
+    assert!(
+        v6.contains("8066 : fd6a:1::2 . 80") && !v6.contains("8067"),
+        "{v6}"
+    );
+    // IPv6 where the network has it, and no router advertisements taken; the IPv6 default
+    // route from the first IPv6 network, though it is not the first.
+    r.ok(&["network", "create", "four"]);
+    let four = bridge_of(&r, "four");
+    let knobs = net.sh(&format!(
+        "cat /proc/sys/net/ipv6/conf/{four}/disable_ipv6 /proc/sys/net/ipv6/conf/{bridge}/disable_ipv6 /proc/sys/net/ipv6/conf/{bridge}/accept_ra"
+    ));
+    assert_eq!(knobs, "1\n0\n0\n");
+    r.ok(&[
+        "create",
+        "--name",
+        "dual",
+        "--network",
+        "four",
+        "busybox",
+        "sh",
+        "-c",
+        "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6 /proc/sys/net/ipv6/conf/eth1/accept_ra; ip -6 route show default",
+    ]);
+    r.ok(&["network", "connect", "six", "dual"]);
+    let out = r.ok(&["start", "-a", "dual"]);
+    assert!(
+        out.starts_with("1\n0\ndefault via fd6a:1::1 dev eth1"),
+        "{out}"
+    );
+    r.ok(&["rm", "dual"]);
     kept_apart_by_the_rules(&r, &net, "other", "six", "fd6a:1::2", "over-six");
+    for (subnet, says) in [
+        ("fe80::/64", "invalid IPv6 subnet fe80::/64"),
+        ("::/0", "invalid IPv6 subnet ::/0"),
+        ("ff05::/64", "invalid IPv6 subnet ff05::/64"),
+    ] {
+        let (code, err) = r.fails(&["network", "create", "--subnet", subnet, "bad6"]);
+        assert_eq!(code, 1, "{subnet}: {err}");
+        assert!(err.contains(says), "{subnet}: {err}");
+    }
     // The address another holds, one that is not the network's, or not link-local.
     for (flags, says) in [
         (
@@ -845,7 +890,11 @@ fn ipv6_networks_address_name_route_publish_and_stay_apart() {
         ),
         (
             &["--network", "bridge", "--ip6", "fd6a:1::9"][..],
-            "network bridge has no IPv6",
+            "user specified IP address is supported on user defined networks only",
+        ),
+        (
+            &["--network", "four", "--ip6", "fd6a:1::9"][..],
+            "network four has no IPv6",
         ),
     ] {
         let mut args = vec!["run", "--rm"];
@@ -855,9 +904,8 @@ fn ipv6_networks_address_name_route_publish_and_stay_apart() {
         assert_eq!(code, 125, "{flags:?}: {err}");
         assert!(err.contains(says), "{flags:?}: {err}");
     }
-    let bridge = bridge_of(&r, "six");
     r.ok(&["rm", "-f", "srv"]);
-    r.ok(&["network", "rm", "six", "other"]);
+    r.ok(&["network", "rm", "six", "other", "four"]);
     let tables = net.sh("nft list tables");
     assert!(!tables.contains(&bridge.replace('-', "_")), "{tables}");
 }

@@ -1432,6 +1432,20 @@ fn network_create_fields_are_done_or_refused() {
         assert!(text(&o).contains(says), "{args:?}: {}", text(&o));
     }
     assert_eq!(r.ok(&["network", "ls", "-q", "--filter", "name=v6"]), "");
+    // One name, one address: a second is refused, not kept in the first's place.
+    let (code, err) = r.fails(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.99.9.0/24",
+        "--aux-address",
+        "r=10.99.9.5",
+        "--aux-address",
+        "r=10.99.9.6",
+        "dupaux",
+    ]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("--aux-address r is given twice"), "{err}");
     r.ok(&["network", "rm", "auxnet"]);
 }
 

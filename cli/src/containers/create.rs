@@ -1165,7 +1165,8 @@ pub(super) fn parse_publish(s: &str) -> Result<PortMap> {
             _ => Err(bad(&format!("invalid port: {p:?}")).into()),
         }
     };
-    let host_ip = match host_ip.filter(|ip| !ip.is_empty() && *ip != "0.0.0.0") {
+    // `0.0.0.0` is every IPv4 address (and no IPv6 one); none is every address.
+    let host_ip = match host_ip.filter(|ip| !ip.is_empty()) {
         Some(ip) => Some(
             ip.parse::<std::net::Ipv4Addr>()
                 .map_err(|_| bad(&format!("invalid IP address: {ip}")))?,

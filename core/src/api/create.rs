@@ -17,6 +17,9 @@ pub fn network_options(b: &Value) -> Result<crate::network::NetworkCreate, Strin
     }
     // What is not done here is refused by name, never dropped.
     let on = |k: &str| b[k].as_bool().unwrap_or(false);
+    if b["EnableIPv4"].as_bool() == Some(false) {
+        return Err("EnableIPv4 false is not supported: networks here always have IPv4".into());
+    }
     for (k, why) in [
         ("Ingress", "the ingress network needs swarm mode"),
         (
@@ -68,7 +71,13 @@ pub fn network_options(b: &Value) -> Result<crate::network::NetworkCreate, Strin
     let ipam = v4.first().copied().unwrap_or(&none);
     let ipam6 = v6.first().copied().unwrap_or(&none);
     let mut aux_addresses = string_map(&ipam["AuxiliaryAddresses"]);
-    aux_addresses.extend(string_map(&ipam6["AuxiliaryAddresses"]));
+    for (k, v) in string_map(&ipam6["AuxiliaryAddresses"]) {
+        if aux_addresses.insert(k.clone(), v).is_some() {
+            return Err(format!(
+                "auxiliary address {k} is named in both pools: give each address its own name"
+            ));
+        }
+    }
     Ok(crate::network::NetworkCreate {
         name: name.to_string(),
         driver: text(&b["Driver"]),

@@ -322,12 +322,18 @@ impl Networks<'_> {
         let set_up = || -> crate::Result<()> {
             there_already_is_fine(nl.add_addr(index, gateway, subnet.prefix))
                 .map_err(io_err(format!("add {gateway} to {}", rec.bridge)))?;
-            if let (Some(subnet6), Some(gateway6)) = (rec.subnet6(), rec.gateway6()) {
-                // A host that turned IPv6 off by default turned it off on the new bridge.
-                let knob = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", rec.bridge);
-                if std::fs::read_to_string(&knob).is_ok_and(|v| v.trim() != "0") {
-                    std::fs::write(&knob, "0").map_err(io_err(format!("write {knob}")))?;
-                }
+            // IPv6 on the bridge only for an IPv6 network, whose firewall table filters it:
+            // on another, a container's IPv6 packets (a made-up address is enough) would be
+            // forwarded past the IPv4 rules. Router advertisements from containers are never
+            // taken (they would set the host's routes).
+            let (subnet6, gateway6) = (rec.subnet6(), rec.gateway6());
+            sysctl6(&rec.bridge, "accept_ra", "0")?;
+            sysctl6(
+                &rec.bridge,
+                "disable_ipv6",
+                if subnet6.is_some() { "0" } else { "1" },
+            )?;
+            if let (Some(subnet6), Some(gateway6)) = (subnet6, gateway6) {
                 there_already_is_fine(nl.add_addr(index, gateway6, subnet6.prefix))
                     .map_err(io_err(format!("add {gateway6} to {}", rec.bridge)))?;
             }
@@ -375,6 +381,17 @@ impl Networks<'_> {
     }
 }
 
+/// Sets `net.ipv6.conf.<iface>.<knob>` in the calling thread's network namespace, where
+/// the kernel has IPv6 (none to set otherwise); unchanged values are not written.
+pub(super) fn sysctl6(iface: &str, knob: &str, value: &str) -> crate::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{iface}/{knob}");
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == value => Ok(()),
+        Ok(_) => std::fs::write(&path, value).map_err(io_err(format!("write {path}"))),
+        Err(_) => Ok(()),
+    }
+}
+
 /// A network's IPv6 pool as asked for: checked against itself (the taken ones are looked at
 /// under the host's lock).
 #[derive(Default)]
@@ -409,6 +426,13 @@ impl Pool6 {
             }
             return Ok(Pool6::default());
         };
+        // A subnet of the routable unicast space: not link-local (every interface has
+        // fe80::/64), multicast, or so large it takes the host's own routes.
+        if s.prefix < 8 || s.addr.is_multicast() || s.addr.is_unicast_link_local() {
+            return Err(invalid(format!(
+                "invalid IPv6 subnet {s}: not a routable unicast prefix of /8 or longer"
+            )));
+        }
         // Room for the subnet-router address, a gateway and a container at least.
         if s.prefix > 126 {
             return Err(invalid(format!(

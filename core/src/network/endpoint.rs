@@ -261,6 +261,12 @@ impl Networks<'_> {
             let (ip, prefix, gateway) = (ep.ip, ep.prefix, ep.gateway);
             let (ip6, prefix6, gateway6) = (ep.ip6, ep.prefix6, ep.gateway6);
             let link_local = ep.link_local.clone();
+            // The IPv6 default route is the first IPv6 network's, whichever has IPv4's.
+            let route6 = !rec.internal
+                && !self
+                    .container_endpoints(container_id)?
+                    .iter()
+                    .any(|e| e.network_id != rec.id && e.ip6.is_some());
             let route = route && !rec.internal;
             let name = iface.to_string();
             netns::within(&path, move || {
@@ -271,12 +277,18 @@ impl Networks<'_> {
                 let index = nl
                     .link_index(&name)?
                     .ok_or_else(|| io::Error::other(format!("{name} is missing")))?;
-                if ip6.is_some() || link_local.iter().any(IpAddr::is_ipv6) {
-                    // The namespace's `/proc/sys/net` is the opening thread's: this one's.
-                    let knob = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
-                    if std::fs::read_to_string(&knob).is_ok_and(|v| v.trim() != "0") {
-                        std::fs::write(&knob, "0")?;
-                    }
+                // IPv6 on the interface only where the network (or a link-local address
+                // asked for) has it; router advertisements from neighbours never taken (they
+                // would set the container's routes). The namespace's `/proc/sys/net` is the
+                // opening thread's: this one's.
+                let v6 = ip6.is_some() || link_local.iter().any(IpAddr::is_ipv6);
+                let knobs: &[(&str, &str)] = if v6 {
+                    &[("accept_ra", "0"), ("autoconf", "0"), ("disable_ipv6", "0")]
+                } else {
+                    &[("disable_ipv6", "1")]
+                };
+                for (knob, value) in knobs {
+                    bridge::sysctl6(&name, knob, value).map_err(io::Error::other)?;
                 }
                 nl.set_link(index, None, Some(mac))?;
                 nl.add_addr(index, ip, prefix)?;
@@ -290,7 +302,7 @@ impl Networks<'_> {
                 if let (Some(gw), true) = (gateway, route) {
                     nl.add_default_route(gw)?;
                 }
-                if let (Some(gw), true) = (gateway6, route) {
+                if let (Some(gw), true) = (gateway6, route6) {
                     nl.add_default_route(gw)?;
                 }
                 Ok(())
@@ -426,6 +438,7 @@ impl Networks<'_> {
                             && !used.contains(&ip.to_string())
                     })
                     .ok_or_else(|| NetworkError::AddressesExhausted {
+                        family: "IPv4",
                         name: rec.name.clone(),
                     })?,
             };
@@ -460,6 +473,7 @@ impl Networks<'_> {
                                     && !used6.contains(ip)
                             })
                             .ok_or_else(|| NetworkError::AddressesExhausted {
+                                family: "IPv6",
                                 name: rec.name.clone(),
                             })?,
                     })

@@ -29,22 +29,28 @@ use super::subnet::{Subnet, Subnet6};
 pub struct PortMap {
     /// `tcp` or `udp`.
     pub proto: String,
-    /// `None`: every address of the host.
+    /// `None`: every address of the host, IPv6 ones too on an IPv6 network; `0.0.0.0`:
+    /// every IPv4 address (as Docker reads `-p 0.0.0.0:P:C`, to keep a port off IPv6).
     pub host_ip: Option<Ipv4Addr>,
     pub host_port: u16,
     pub container_port: u16,
 }
 
 impl PortMap {
+    /// The one host address it is published on, if it is one.
+    fn one_address(&self) -> Option<Ipv4Addr> {
+        self.host_ip.filter(|ip| !ip.is_unspecified())
+    }
+
     fn map(&self) -> String {
-        match self.host_ip {
+        match self.one_address() {
             Some(_) => format!("{}_addr", self.proto),
             None => format!("{}_any", self.proto),
         }
     }
 
     fn key(&self) -> String {
-        match self.host_ip {
+        match self.one_address() {
             Some(ip) => format!("{ip} . {}", self.host_port),
             None => self.host_port.to_string(),
         }
@@ -276,12 +282,17 @@ pub fn withdraw_commands(
     match backend() {
         // One transaction: adding first makes each delete succeed whether or not it was
         // there.
+        // A command per family: a missing IPv6 table does not keep the IPv4 ports.
         Some(Backend::Nft) => {
-            let mut script = elements(bridge, ip, ports, false);
+            let mut scripts = vec![elements(bridge, ip, ports, false)];
             if let Some(ip6) = ip6 {
-                script.push_str(&elements6(bridge, ip6, ports, false));
+                scripts.push(elements6(bridge, ip6, ports, false));
             }
-            vec![vec!["nft".into(), script.trim_end().replace('\n', "; ")]]
+            scripts
+                .iter()
+                .filter(|s| !s.is_empty())
+                .map(|s| vec!["nft".into(), s.trim_end().replace('\n', "; ")])
+                .collect()
         }
         Some(Backend::Iptables) => port_rules(bridge, ip, ports, "-D"),
         None => vec![],
@@ -366,7 +377,7 @@ fn port_rules(bridge: &str, ip: Ipv4Addr, ports: &[PortMap], op: &str) -> Vec<Ve
                 "-p",
                 &p.proto,
             ]);
-            if let Some(h) = p.host_ip {
+            if let Some(h) = p.one_address() {
                 c.extend(argv(&["-d", &h.to_string()]));
             }
             c.extend(argv(&[

@@ -53,8 +53,8 @@ pub enum NetworkError {
         "could not find an available, non-overlapping IPv4 address pool among the defaults to assign to the network"
     )]
     PoolsExhausted,
-    #[error("no available IPv4 addresses on network {name}")]
-    AddressesExhausted { name: String },
+    #[error("no available {family} addresses on network {name}")]
+    AddressesExhausted { family: &'static str, name: String },
     #[error("Address already in use: {ip} on network {name}")]
     AddressInUse { ip: IpAddr, name: String },
     #[error(

@@ -467,10 +467,8 @@ fn read_options(body: &Value, name: Option<String>) -> Result<CreateOptions, Str
                 list
             };
             for b in list {
-                let host_ip = match b["HostIp"]
-                    .as_str()
-                    .filter(|ip| !ip.is_empty() && *ip != "0.0.0.0")
-                {
+                // `0.0.0.0` is every IPv4 address (and no IPv6 one); none is every address.
+                let host_ip = match b["HostIp"].as_str().filter(|ip| !ip.is_empty()) {
                     Some(ip) => Some(ip.parse().map_err(|_| format!("invalid host IP {ip:?}"))?),
                     None => None,
                 };

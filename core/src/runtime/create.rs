@@ -255,20 +255,20 @@ impl Containers<'_> {
                 if let Some(first) = opts.attachments().first() {
                     crate::network::Given::of(first)?;
                 }
+                if (opts.ip.is_some() || opts.ip6.is_some()) && rec.predefined() {
+                    return Err(ContainerError::Invalid {
+                        reason:
+                            "user specified IP address is supported on user defined networks only"
+                                .into(),
+                    }
+                    .into());
+                }
                 if opts.ip6.is_some() && !rec.ipv6() {
                     return Err(ContainerError::Invalid {
                         reason: format!(
                             "network {} has no IPv6: an IPv6 address needs a network made with --ipv6",
                             rec.name
                         ),
-                    }
-                    .into());
-                }
-                if (opts.ip.is_some() || opts.ip6.is_some()) && rec.predefined() {
-                    return Err(ContainerError::Invalid {
-                        reason:
-                            "user specified IP address is supported on user defined networks only"
-                                .into(),
                     }
                     .into());
                 }
