@@ -24,11 +24,17 @@ work=$(mktemp -d /var/tmp/dockerd-py.XXXX)
 ns=dockerd-py-$$
 ip netns add "$ns"
 holder=
+# dockerd's cgroups (`docker` in each hierarchy) are the host's, not the namespaces': those
+# this run makes go after it.
+cgroups_before=$(ls -d /sys/fs/cgroup/*/docker 2>/dev/null || true)
 cleanup() {
     # The daemons' mount namespace goes with its last process; the network namespace with
     # its name.
     [ -n "$holder" ] && kill "$holder" 2>/dev/null && wait "$holder" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
+    for d in /sys/fs/cgroup/*/docker; do
+        [ -d "$d" ] && ! grep -qxF "$d" <<<"$cgroups_before" && rmdir "$d" 2>/dev/null || true
+    done
     rm -rf "$work"
 }
 trap cleanup EXIT
