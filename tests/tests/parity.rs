@@ -17,6 +17,28 @@ fn setup_both() -> (Root, Daemon) {
     (r, d)
 }
 
+/// A command of one of the clients tried: `ketch` embedded, `ketch -H` or `docker` through
+/// the daemon.
+fn client(r: &Root, d: &Daemon, who: &str) -> std::process::Command {
+    let host = format!("unix://{}", d.socket.display());
+    match who {
+        "docker" => {
+            let mut c = std::process::Command::new("docker");
+            c.env("DOCKER_HOST", &host).env(
+                "DOCKER_CONFIG",
+                d.socket.parent().unwrap().join("docker-config"),
+            );
+            c
+        }
+        "ketch -H" => {
+            let mut c = r.cmd();
+            c.args(["-H", &host]);
+            c
+        }
+        _ => r.cmd(),
+    }
+}
+
 fn text(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -1149,26 +1171,10 @@ fn mac_address() {
 #[test]
 fn run_attaches_to_the_streams_asked_for() {
     let (r, d) = setup_both();
-    let host = format!("unix://{}", d.socket.display());
     let script = "echo to-out; echo to-err >&2";
     for who in ["ketch", "ketch -H", "docker"] {
         let run = |args: &[&str], input: &str| {
-            let mut cmd = match who {
-                "docker" => {
-                    let mut c = std::process::Command::new("docker");
-                    c.env("DOCKER_HOST", &host).env(
-                        "DOCKER_CONFIG",
-                        d.socket.parent().unwrap().join("docker-config"),
-                    );
-                    c
-                }
-                "ketch -H" => {
-                    let mut c = r.cmd();
-                    c.args(["-H", &host]);
-                    c
-                }
-                _ => r.cmd(),
-            };
+            let mut cmd = client(&r, &d, who);
             cmd.arg("run").args(args);
             cmd.stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
@@ -1276,28 +1282,12 @@ fn run_attaches_to_the_streams_asked_for() {
 fn signals_are_proxied_unless_told_not_to() {
     use std::os::unix::process::ExitStatusExt;
     let (r, d) = setup_both();
-    let host = format!("unix://{}", d.socket.display());
     let script = "trap 'echo got-usr1; exit 7' USR1; echo up; while :; do sleep 0.1; done";
     for who in ["ketch", "ketch -H", "docker"] {
         for proxy in [true, false] {
             let name = format!("sp-{}-{proxy}", who.replace(' ', ""));
             let out = r.dir.path().join(format!("{name}.out"));
-            let mut cmd = match who {
-                "docker" => {
-                    let mut c = std::process::Command::new("docker");
-                    c.env("DOCKER_HOST", &host).env(
-                        "DOCKER_CONFIG",
-                        d.socket.parent().unwrap().join("docker-config"),
-                    );
-                    c
-                }
-                "ketch -H" => {
-                    let mut c = r.cmd();
-                    c.args(["-H", &host]);
-                    c
-                }
-                _ => r.cmd(),
-            };
+            let mut cmd = client(&r, &d, who);
             cmd.args(["run", "--name", &name, "--network", "none"]);
             if !proxy {
                 cmd.arg("--sig-proxy=false");

@@ -214,12 +214,7 @@ impl Networks<'_> {
                 rec.name, rec.driver
             )));
         }
-        if static_ip6.is_some() && !rec.ipv6() {
-            return Err(invalid(format!(
-                "network {} has no IPv6: an IPv6 address needs a network made with --ipv6",
-                rec.name
-            )));
-        }
+        rec.check_ip6(static_ip6.is_some())?;
         self.ensure_bridge(&rec, None)?;
         let mut ep = self.allocate(&rec, container_id, static_ip, static_ip6)?;
         ep.link_local = link_local;
@@ -262,7 +257,8 @@ impl Networks<'_> {
             let (ip6, prefix6, gateway6) = (ep.ip6, ep.prefix6, ep.gateway6);
             let link_local = ep.link_local.clone();
             // The IPv6 default route is the first IPv6 network's, whichever has IPv4's.
-            let route6 = !rec.internal
+            let route6 = gateway6.is_some()
+                && !rec.internal
                 && !self
                     .container_endpoints(container_id)?
                     .iter()

@@ -55,6 +55,8 @@ pub enum NetworkError {
     PoolsExhausted,
     #[error("no available {family} addresses on network {name}")]
     AddressesExhausted { family: &'static str, name: String },
+    #[error("network {name} has no IPv6: an IPv6 address needs a network made with --ipv6")]
+    NoIpv6 { name: String },
     #[error("Address already in use: {ip} on network {name}")]
     AddressInUse { ip: IpAddr, name: String },
     #[error(
@@ -79,7 +81,9 @@ impl NetworkError {
         match self {
             NetworkError::NotFound { .. } => ErrorKind::NotFound,
             NetworkError::NameInUse { .. } => ErrorKind::Conflict,
-            NetworkError::Invalid { .. } => ErrorKind::InvalidArgument,
+            NetworkError::Invalid { .. } | NetworkError::NoIpv6 { .. } => {
+                ErrorKind::InvalidArgument
+            }
             NetworkError::InUse { .. } | NetworkError::Predefined { .. } => {
                 ErrorKind::FailedPrecondition
             }
@@ -192,6 +196,17 @@ impl NetworkRecord {
     /// Whether containers on it get IPv6 addresses.
     pub fn ipv6(&self) -> bool {
         self.subnet6().is_some()
+    }
+
+    /// An IPv6 address asked for (`asked`) is refused on a network without IPv6.
+    pub(crate) fn check_ip6(&self, asked: bool) -> crate::Result<()> {
+        if asked && !self.ipv6() {
+            return Err(NetworkError::NoIpv6 {
+                name: self.name.clone(),
+            }
+            .into());
+        }
+        Ok(())
     }
 
     pub fn predefined(&self) -> bool {

@@ -263,15 +263,7 @@ impl Containers<'_> {
                     }
                     .into());
                 }
-                if opts.ip6.is_some() && !rec.ipv6() {
-                    return Err(ContainerError::Invalid {
-                        reason: format!(
-                            "network {} has no IPv6: an IPv6 address needs a network made with --ipv6",
-                            rec.name
-                        ),
-                    }
-                    .into());
-                }
+                rec.check_ip6(opts.ip6.is_some())?;
             }
             NetMode::Container(other) => {
                 self.find(other)?;

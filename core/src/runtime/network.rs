@@ -214,12 +214,7 @@ impl Containers<'_> {
                 "user specified IP address is supported on user defined networks only",
             ));
         }
-        if given.ip6.is_some() && !rec.ipv6() {
-            return Err(invalid(format!(
-                "network {} has no IPv6: an IPv6 address needs a network made with --ipv6",
-                rec.name
-            )));
-        }
+        rec.check_ip6(given.ip6.is_some())?;
         let attachment = NetworkAttachment {
             network: rec.name.clone(),
             ..endpoint.clone()
