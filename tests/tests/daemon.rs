@@ -1200,6 +1200,69 @@ fn fifty_clients_at_once_leave_nothing_behind() {
     );
 }
 
+/// A client waiting for a container's removal that hangs up is let go: its thread ends,
+/// though the container stays. A container to be removed once it ran (`AutoRemove`) that
+/// cannot start is removed at once, as Docker removes it, so that `docker run --rm`'s wait
+/// for `removed` ends.
+#[test]
+fn waits_end_with_their_client_and_a_failed_auto_remove_start() {
+    let (r, d) = setup();
+    let create = |body: &str| {
+        let (s, _, b) = request(&d, "POST", "/containers/create", Some(body));
+        assert_eq!(s, 201, "{}", String::from_utf8_lossy(&b));
+        json(&b)["Id"].as_str().unwrap().to_string()
+    };
+    let idle = create(r#"{"Image":"busybox","Cmd":["true"],"HostConfig":{"NetworkMode":"none"}}"#);
+    // Once through first, so that what the daemon opens once is open.
+    drop(request(
+        &d,
+        "GET",
+        &format!("/containers/{idle}/json"),
+        None,
+    ));
+    let pid = d.child.id();
+    let before = held(pid);
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        write!(
+            s,
+            "POST /containers/{idle}/wait?condition=removed HTTP/1.1\r\nHost: ketch\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut line = String::new();
+        BufReader::new(s.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains(" 200 "), "{line}");
+        waiting.push(s);
+    }
+    assert!(held(pid).0 >= before.0 + 5, "{:?} {before:?}", held(pid));
+    drop(waiting);
+    ketch_tests::wait_until(
+        &format!("the daemon's (threads, descriptors) back to at most {before:?}"),
+        10,
+        || {
+            let now = held(pid);
+            now.0 <= before.0 && now.1 <= before.1
+        },
+    );
+    let doomed = create(&format!(
+        r#"{{"Image":"busybox","Cmd":["true"],"HostConfig":{{"NetworkMode":"none","AutoRemove":true,"IpcMode":"container:{idle}"}}}}"#
+    ));
+    let (s, _, b) = request(&d, "POST", &format!("/containers/{doomed}/start"), None);
+    assert_eq!(s, 409, "{}", String::from_utf8_lossy(&b));
+    assert!(
+        String::from_utf8_lossy(&b).contains("non running container"),
+        "{}",
+        String::from_utf8_lossy(&b)
+    );
+    let (s, _, _) = request(&d, "GET", &format!("/containers/{doomed}/json"), None);
+    assert_eq!(s, 404);
+    assert_eq!(r.ok(&["ps", "-aq", "--no-trunc"]).trim(), idle);
+    r.ok(&["rm", &idle]);
+}
+
 #[test]
 fn events_of_the_daemon_and_of_embedded_users() {
     ketch_tests::require_tool("docker");

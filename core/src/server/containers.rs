@@ -34,13 +34,19 @@ pub(super) fn route(
             if c.is_running() {
                 Reply::Empty(304)
             } else {
-                match take_pending(&c.record.id) {
+                let started = match take_pending(&c.record.id) {
                     Some((stream, framed)) => engine
                         .containers()
-                        .start_streaming(id, stream, true, framed)?,
-                    None => {
-                        engine.containers().start(id, false, false)?;
+                        .start_streaming(id, stream, true, framed),
+                    None => engine.containers().start(id, false, false).map(|_| ()),
+                };
+                if let Err(e) = started {
+                    // A container that was to go once it ran goes when it cannot start too,
+                    // as Docker removes it (a client waiting for `removed` is let go).
+                    if c.record.config.auto_remove {
+                        let _ = engine.containers().remove(&c.record.id, true);
                     }
+                    return Err(e.into());
                 }
                 if c.record.config.auto_remove {
                     auto_remove(engine, c.record.id.clone());
@@ -378,7 +384,12 @@ pub(super) fn snapshot(engine: &Engine, id: &str) -> Option<(bool, String, Strin
 
 /// Waits for `condition`: `not-running` (now, if it is not), `next-exit` (the end of a run
 /// that ends after now), `removed`. Returns the exit code.
-pub(super) fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Result<i32> {
+pub(super) fn wait_for(
+    engine: &Engine,
+    id: &str,
+    condition: &str,
+    given_up: &dyn Fn() -> bool,
+) -> crate::Result<Option<i32>> {
     let first = engine.containers().get(id)?;
     let full_id = first.record.id.clone();
     let mut last = first.task.exit_code;
@@ -390,7 +401,7 @@ pub(super) fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Res
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&full_id)
                 .copied();
-            return Ok(kept.unwrap_or(last));
+            return Ok(Some(kept.unwrap_or(last)));
         };
         // An exit since the wait began: also one the restart policy follows with a
         // restart, which ends a wait as it does with Docker.
@@ -405,13 +416,16 @@ pub(super) fn wait_for(engine: &Engine, id: &str, condition: &str) -> crate::Res
             _ => false,
         };
         if ended {
-            return Ok(c.task.exit_code);
+            return Ok(Some(c.task.exit_code));
+        }
+        if given_up() {
+            return Ok(None);
         }
         last = c.task.exit_code;
         if c.is_running() {
             crate::runtime::wait_for_monitor(&c, std::time::Duration::from_millis(100));
         } else {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 }
@@ -428,9 +442,14 @@ pub(super) fn container_wait(
         return Err(bad(format!("invalid condition: {condition}")));
     }
     engine.containers().get(id)?;
+    // A client that hangs up stops the wait (one for `removed` may otherwise never end).
+    let probe = w
+        .try_clone_conn()
+        .map_err(|e| ApiError(500, format!("clone the connection: {e}")))?;
     let mut out = json_stream(w)?;
-    let body = match wait_for(engine, id, condition) {
-        Ok(code) => json!({"StatusCode": code, "Error": null}),
+    let body = match wait_for(engine, id, condition, &|| probe.hung_up()) {
+        Ok(Some(code)) => json!({"StatusCode": code, "Error": null}),
+        Ok(None) => return Ok(()),
         Err(e) => json!({"StatusCode": -1, "Error": {"Message": e.to_string()}}),
     };
     let _ = writeln!(out, "{body}");
@@ -450,7 +469,7 @@ pub(super) fn removed_codes() -> &'static std::sync::Mutex<BTreeMap<String, i32>
 pub(super) fn auto_remove(engine: &Engine, id: String) {
     let engine = engine.clone();
     std::thread::spawn(move || {
-        if let Ok(code) = wait_for(&engine, &id, "not-running") {
+        if let Ok(Some(code)) = wait_for(&engine, &id, "not-running", &|| false) {
             {
                 let mut codes = removed_codes().lock().unwrap_or_else(|p| p.into_inner());
                 if codes.len() > 512 {

@@ -84,6 +84,19 @@ pub trait Conn: io::Read + io::Write + Send {
     fn try_clone_conn(&self) -> io::Result<Box<dyn Conn>>;
     /// Ends what is written (a hijacked stream's end), leaving reading open.
     fn shutdown_write(&self);
+    /// Whether the client has closed the connection (or its writing side), so that a
+    /// reply it waits for can be given up.
+    fn hung_up(&self) -> bool;
+}
+
+/// Whether the peer of a socket has closed it or shut its writing down; nothing is read.
+fn peer_hung_up(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::RDHUP)];
+    poll(&mut fds, Some(&rustix::event::Timespec::default())).is_ok_and(|n| n > 0)
+        && fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
 }
 
 impl Conn for UnixStream {
@@ -93,6 +106,9 @@ impl Conn for UnixStream {
     fn shutdown_write(&self) {
         let _ = self.shutdown(std::net::Shutdown::Write);
     }
+    fn hung_up(&self) -> bool {
+        peer_hung_up(std::os::fd::AsFd::as_fd(self))
+    }
 }
 
 impl Conn for TcpStream {
@@ -101,6 +117,9 @@ impl Conn for TcpStream {
     }
     fn shutdown_write(&self) {
         let _ = self.shutdown(std::net::Shutdown::Write);
+    }
+    fn hung_up(&self) -> bool {
+        peer_hung_up(std::os::fd::AsFd::as_fd(self))
     }
 }
 
