@@ -5,7 +5,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -166,8 +166,31 @@ fn is_bind(kind: &str, flags: MsFlags) -> bool {
     kind == "bind" || flags.contains(MsFlags::MS_BIND)
 }
 
-fn do_mounts(spec: &Spec, root: BorrowedFd<'_>) -> Result<(), StartError> {
+/// The spec's mounts, in its order, inside `root`. `shm` is the /dev/shm of the container
+/// whose IPC namespace this one joins (`io.ketch.shm`), attached in place of the spec's.
+fn do_mounts(
+    spec: &Spec,
+    root: BorrowedFd<'_>,
+    mut shm: Option<OwnedFd>,
+) -> Result<(), StartError> {
+    let shared_shm = spec
+        .annotations
+        .get("io.ketch.shm")
+        .is_some_and(|v| v == "ipc");
     for m in &spec.mounts {
+        if shared_shm && m.destination == "/dev/shm" {
+            let tree = shm.take().ok_or_else(|| {
+                fail(
+                    125,
+                    "no /dev/shm was given of the IPC namespace's container",
+                )
+            })?;
+            let point = rootfs::create_in_root(root, &m.destination, true)
+                .map_err(ctx(|| format!("mount point {}", m.destination)))?;
+            sys::attach(tree.as_fd(), point.as_fd())
+                .map_err(ctx(|| "attach the shared /dev/shm".to_string()))?;
+            continue;
+        }
         let kind = m.kind.clone().unwrap_or_else(|| "bind".into());
         let (mut flags, data, readonly) = parse_options(&m.options);
         let is_bind = is_bind(&kind, flags);
@@ -300,9 +323,10 @@ pub fn init(
     rootfs_mounts: &[RootfsMount],
     cgroupns: bool,
     console: Option<i32>,
+    shm: Option<OwnedFd>,
     how: Launch<'_>,
 ) -> StartError {
-    match setup(spec, rootfs_mounts, cgroupns, console, how) {
+    match setup(spec, rootfs_mounts, cgroupns, console, shm, how) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -375,6 +399,7 @@ fn setup(
     rootfs_mounts: &[RootfsMount],
     cgroupns: bool,
     console: Option<i32>,
+    shm: Option<OwnedFd>,
     how: Launch<'_>,
 ) -> Result<Never, StartError> {
     if cgroupns {
@@ -447,7 +472,7 @@ fn setup(
         // (Closed at the end of this block, before anything execs.)
         let root =
             fs::File::open(&root_path).map_err(ctx(|| "open the root file system".to_string()))?;
-        do_mounts(spec, root.as_fd())?;
+        do_mounts(spec, root.as_fd(), shm)?;
         let privileged = spec
             .annotations
             .get("io.ketch.privileged")

@@ -7,15 +7,16 @@
 //! the program, or with `--init` stays as PID 1: starts the program as its child, passes
 //! signals on, reaps every orphan, and exits with the program's status.
 //!
-//!   ketch-init --setup BUNDLE MONITOR-FD REPORT-FD CONSOLE-FD|- --init|--no-init
+//!   ketch-init --setup BUNDLE MONITOR-FD REPORT-FD CONSOLE-FD|- --init|--no-init SHM-FD|-
 //!
 //! argv[0] selects this mode. The descriptors are the first process's: the monitor's pipe,
-//! the start report, the terminal socket. The environment is the program's.
+//! the start report, the terminal socket, the /dev/shm mount of the container whose IPC
+//! namespace it joins. The environment is the program's.
 
 use std::ffi::CString;
 use std::fs;
 use std::io::{Read, Write};
-use std::os::fd::{BorrowedFd, FromRawFd, RawFd};
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -32,18 +33,34 @@ pub fn selected() -> bool {
         .is_some_and(|a| a == "ketch-init")
 }
 
+/// The descriptors the first process hands to its setup (see the module's usage line).
+#[derive(Clone, Copy)]
+pub struct Handed {
+    pub monitor: RawFd,
+    pub report: RawFd,
+    pub console: Option<RawFd>,
+    pub shm: Option<RawFd>,
+}
+
 /// Execs the sealed executable `exe` to go on with the setup as `ketch-init`. Returns only
 /// on failure.
 pub fn exec_setup(
     exe: BorrowedFd<'_>,
     bundle: &Path,
-    monitor: RawFd,
-    report: RawFd,
-    console: Option<RawFd>,
+    fds: &Handed,
     env: &[String],
     reaper: bool,
 ) -> StartError {
-    for fd in [Some(monitor), Some(report), console].into_iter().flatten() {
+    let Handed {
+        monitor,
+        report,
+        console,
+        shm,
+    } = *fds;
+    for fd in [Some(monitor), Some(report), console, shm]
+        .into_iter()
+        .flatten()
+    {
         // SAFETY: descriptors this process holds; they must survive the exec.
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     }
@@ -59,6 +76,7 @@ pub fn exec_setup(
         } else {
             c"--no-init".to_owned()
         },
+        cstr(&shm.map_or("-".to_string(), |c| c.to_string())),
     ]
     .into();
     let env: Vec<CString> = env.iter().map(|e| cstr(e)).collect();
@@ -74,22 +92,28 @@ pub fn main() -> ! {
         (args.get(1).map(String::as_str), args.get(2), fd(3), fd(4))
     else {
         eprintln!(
-            "usage: ketch-init --setup BUNDLE MONITOR-FD REPORT-FD CONSOLE-FD|- --init|--no-init"
+            "usage: ketch-init --setup BUNDLE MONITOR-FD REPORT-FD CONSOLE-FD|- --init|--no-init SHM-FD|-"
         );
         std::process::exit(125);
     };
     let console = fd(5);
     let reaper = args.get(6).is_some_and(|a| a == "--init");
+    let shm = fd(7);
     // The exec made this process dumpable again; it is the helper's image in the container.
     // SAFETY: process flags; the name is NUL-terminated.
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         libc::prctl(libc::PR_SET_NAME, c"ketch-init".as_ptr(), 0, 0, 0);
-        for fd in [Some(monitor), Some(report), console].into_iter().flatten() {
+        for fd in [Some(monitor), Some(report), console, shm]
+            .into_iter()
+            .flatten()
+        {
             libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
-    let err = match setup(Path::new(bundle), monitor, console, reaper) {
+    // SAFETY: the descriptor was handed over to this process, which owns it from here.
+    let shm = shm.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let err = match setup(Path::new(bundle), monitor, console, shm, reaper) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -103,6 +127,7 @@ fn setup(
     bundle: &Path,
     monitor: RawFd,
     console: Option<RawFd>,
+    shm: Option<OwnedFd>,
     reaper: bool,
 ) -> Result<Never, StartError> {
     let spec: Spec = fs::read(bundle.join("config.json"))
@@ -123,6 +148,7 @@ fn setup(
         &rootfs,
         crate::init::new_cgroupns(&spec),
         console,
+        shm,
         how,
     ))
 }

@@ -312,12 +312,27 @@ pub(crate) struct Run {
     pub(crate) hold_input: bool,
 }
 
-/// Namespaces the container joins (`--network container:X`, a network's namespace), opened
-/// once by the monitor and kept for every restart: a path naming another process's namespace
-/// is only taken from the process recorded for it (started at `io.ketch.join.start`, in the
-/// cgroup of container `io.ketch.join.owner`), and whatever it names must be a namespace.
-fn open_joins(spec: &Spec) -> Result<Vec<(libc::c_int, OwnedFd)>, String> {
-    let mut out = Vec::new();
+/// What the container takes from others at each start: namespaces it joins (`--network
+/// container:X`, a network's namespace), and with `--ipc container:X` the mounts and root of
+/// X, to share X's /dev/shm from.
+pub(crate) struct Joins {
+    namespaces: Vec<(libc::c_int, OwnedFd)>,
+    shm: Option<sys::ShmDonor>,
+}
+
+/// Opened once by the monitor and kept for every restart: a path naming another process's
+/// namespace is only taken from the process recorded for it (started at
+/// `io.ketch.join.start`, in the cgroup of container `io.ketch.join.owner`), and whatever it
+/// names must be a namespace.
+fn open_joins(spec: &Spec) -> Result<Joins, String> {
+    let mut out = Joins {
+        namespaces: Vec::new(),
+        shm: None,
+    };
+    let shm_of_ipc = spec
+        .annotations
+        .get("io.ketch.shm")
+        .is_some_and(|v| v == "ipc");
     for ns in &spec.linux.namespaces {
         let Some(path) = &ns.path else { continue };
         let flag = match ns.kind.as_str() {
@@ -352,12 +367,26 @@ fn open_joins(spec: &Spec) -> Result<Vec<(libc::c_int, OwnedFd)>, String> {
             None => None,
         };
         let f = File::open(path).map_err(|e| what(&e))?;
+        if ns.kind == "ipc" && shm_of_ipc {
+            let (Some(pid), Some(pidfd)) = (owner, &pidfd) else {
+                return Err(what(
+                    &"its /dev/shm is another container's, and no container's process is named",
+                ));
+            };
+            out.shm = Some(
+                sys::ShmDonor::open(pid, pidfd.as_fd())
+                    .map_err(|e| format!("share the /dev/shm of container process {pid}: {e}"))?,
+            );
+        }
         if let Some(p) = &pidfd
             && !sys::pidfd_alive(p.as_fd())
         {
             return Err(what(&"its process ended"));
         }
-        out.push((flag, OwnedFd::from(f)));
+        out.namespaces.push((flag, OwnedFd::from(f)));
+    }
+    if shm_of_ipc && out.shm.is_none() {
+        return Err("its /dev/shm is the IPC namespace's container's, and it joins none".into());
     }
     Ok(out)
 }
@@ -367,7 +396,7 @@ fn start(
     spec: &Spec,
     cg: &Cgroup,
     stdin: bool,
-    joins: &[(libc::c_int, OwnedFd)],
+    joins: &Joins,
     sealed: &OwnedFd,
     reaper: bool,
 ) -> Result<Run, init::StartError> {
@@ -422,7 +451,10 @@ fn start(
     // A PID namespace is joined for the children only (`pid_for_children`): the monitor
     // enters it just for the fork, and goes back to its own right after, so that nothing
     // else it forks lands there.
-    let pid_join = joins.iter().find(|(f, _)| *f == libc::CLONE_NEWPID);
+    let pid_join = joins
+        .namespaces
+        .iter()
+        .find(|(f, _)| *f == libc::CLONE_NEWPID);
     let own_pid_ns = match pid_join {
         Some((_, fd)) => {
             let own = File::open("/proc/self/ns/pid_for_children")
@@ -498,7 +530,11 @@ fn start(
         }
         // A namespace to join that is not there must fail the start: going on would leave
         // the container in the monitor's (the host's) namespace.
-        for (flag, fd) in joins.iter().filter(|(f, _)| *f != libc::CLONE_NEWPID) {
+        for (flag, fd) in joins
+            .namespaces
+            .iter()
+            .filter(|(f, _)| *f != libc::CLONE_NEWPID)
+        {
             if let Err(err) = nix::sched::setns(fd, nix::sched::CloneFlags::from_bits_retain(*flag))
             {
                 let mut w = File::from(exec_w);
@@ -506,6 +542,20 @@ fn start(
                 unsafe { libc::_exit(125) };
             }
         }
+        // The other container's /dev/shm, cloned here (this process's own mount namespace
+        // is still the host's copy) and attached by the setup in place of a tmpfs.
+        let shm = match joins.shm.as_ref().map(sys::ShmDonor::clone_shm) {
+            Some(Err(err)) => {
+                let mut w = File::from(exec_w);
+                let _ = write!(
+                    w,
+                    "125 share the /dev/shm of the IPC namespace's container: {err}"
+                );
+                unsafe { libc::_exit(125) };
+            }
+            Some(Ok(tree)) => Some(tree),
+            None => None,
+        };
         let console_fd = console.as_ref().map(|(_, c)| c.as_raw_fd());
         // Become the sealed executable before anything else, while the host's root (with the
         // loader and libraries it needs) is still in view; it does the setup, and with
@@ -513,9 +563,12 @@ fn start(
         let err = initproc::exec_setup(
             sealed.as_fd(),
             bundle,
-            go_r.as_raw_fd(),
-            exec_w.as_raw_fd(),
-            console_fd,
+            &initproc::Handed {
+                monitor: go_r.as_raw_fd(),
+                report: exec_w.as_raw_fd(),
+                console: console_fd,
+                shm: shm.as_ref().map(|t| t.as_raw_fd()),
+            },
             &spec.process.env,
             reaper,
         );

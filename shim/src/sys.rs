@@ -294,6 +294,92 @@ pub fn bind_fd(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, recursive: bool) -> io:
     }
 }
 
+/// Attaches a detached mount (`open_tree` with `OPEN_TREE_CLONE`) onto the directory
+/// `point` names, by descriptor.
+pub fn attach(tree: BorrowedFd<'_>, point: BorrowedFd<'_>) -> io::Result<()> {
+    use rustix::mount::MoveMountFlags;
+    Ok(rustix::mount::move_mount(
+        tree,
+        c"",
+        point,
+        c"",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )?)
+}
+
+/// The container whose IPC namespace another joins (`--ipc container:X`), and whose
+/// /dev/shm it shares as Docker shares it: X's mount namespace and root, opened once by the
+/// monitor from X's process as it checked it.
+pub struct ShmDonor {
+    mntns: OwnedFd,
+    root: OwnedFd,
+}
+
+impl ShmDonor {
+    /// Opens the mount namespace and root of container process `pid`, which `pidfd` names.
+    pub fn open(pid: i32, pidfd: BorrowedFd<'_>) -> Result<Self, String> {
+        let mntns = File::open(format!("/proc/{pid}/ns/mnt"))
+            .map_err(|e| format!("open its mount namespace: {e}"))?;
+        let root = container_root(pid, pidfd)?;
+        Ok(ShmDonor {
+            mntns: mntns.into(),
+            root,
+        })
+    }
+
+    /// A detached clone of the donor's /dev/shm mount, for this process to attach in its
+    /// own mount namespace. The kernel clones a mount only from the caller's namespace, so
+    /// this process enters the donor's for the clone and goes back to its own, root and
+    /// working directory as they were. The donor's files are hostile: `/dev/shm` is
+    /// resolved in the donor's root without following any link, and must be a mount's root
+    /// (its tmpfs, or the host's /dev/shm where the donor shares the host's IPC
+    /// namespace), never a directory of its root file system; mounts inside it stay out.
+    /// The process must be single-threaded (`setns` of a mount namespace).
+    pub fn clone_shm(&self) -> io::Result<OwnedFd> {
+        use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags, StatxAttributes, StatxFlags};
+        use rustix::mount::OpenTreeFlags;
+        let here = |p: &str| -> io::Result<OwnedFd> {
+            Ok(rustix::fs::open(
+                p,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?)
+        };
+        let own = File::open("/proc/thread-self/ns/mnt")?;
+        let (root, cwd) = (here("/")?, here(".")?);
+        nix::sched::setns(&self.mntns, nix::sched::CloneFlags::CLONE_NEWNS)?;
+        let tree = (|| -> io::Result<OwnedFd> {
+            let shm = rustix::fs::openat2(
+                &self.root,
+                "dev/shm",
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+            )
+            .map_err(|e| io::Error::other(format!("open its /dev/shm: {e}")))?;
+            let st = rustix::fs::statx(&shm, c"", AtFlags::EMPTY_PATH, StatxFlags::TYPE)?;
+            if !st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT)
+                && st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT)
+            {
+                return Err(io::Error::other("its /dev/shm is not a mount of its own"));
+            }
+            Ok(rustix::mount::open_tree(
+                &shm,
+                c"",
+                OpenTreeFlags::OPEN_TREE_CLONE
+                    | OpenTreeFlags::OPEN_TREE_CLOEXEC
+                    | OpenTreeFlags::AT_EMPTY_PATH,
+            )?)
+        })();
+        // Back, whatever came of it; a process that cannot must not go on in the donor's.
+        nix::sched::setns(&own, nix::sched::CloneFlags::CLONE_NEWNS)?;
+        rustix::process::fchdir(&root)?;
+        rustix::process::chroot(".")?;
+        rustix::process::fchdir(&cwd)?;
+        tree
+    }
+}
+
 /// Forks like `clone(2)` without a new stack, making the namespaces in `flags`; with
 /// `cgroup` (a v2 group, opened as a directory) the kernel puts the child there as it makes
 /// it (`clone3` with CLONE_INTO_CGROUP, 5.7). That replaces a later move through

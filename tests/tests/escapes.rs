@@ -930,7 +930,117 @@ fn exec_and_cp_stay_in_the_container_when_the_engine_is_chrooted() {
         r.ok(&["exec", "t", "cat", &format!("/etc/{name}")]),
         "into the container\n"
     );
-    let id = r.ok(&["inspect", "-f", "{{.Id}}", "t"]);
-    r.ok(&["rm", "-f", "t"]);
-    ketch_tests::no_cgroups_left(id.trim());
+    // The /dev/shm another container shares (`--ipc container:X`) is cloned with the
+    // process in X's mount namespace for a moment; back, it is in the chroot again.
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "s",
+        "--ipc",
+        "shareable",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo shared > /dev/shm/f && exec sleep 1000",
+    ]);
+    wait_until("the donor's file", 10, || {
+        r.run(&["exec", "s", "test", "-e", "/dev/shm/f"])
+            .status
+            .success()
+    });
+    assert_eq!(
+        r.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ipc",
+            "container:s",
+            "busybox",
+            "cat",
+            "/dev/shm/f",
+            "/etc/motd",
+        ]),
+        "shared\nketch busybox fixture\n"
+    );
+    let ids = r.ok(&["inspect", "-f", "{{.Id}}", "t", "s"]);
+    r.ok(&["rm", "-f", "t", "s"]);
+    for id in ids.lines() {
+        ketch_tests::no_cgroups_left(id);
+    }
+}
+
+/// Way out 12: A container that joins another's IPC namespace shares its /dev/shm
+/// (`--ipc container:X`), and the host side takes that mount out of X's mounts. X, with
+/// CAP_SYS_ADMIN, swaps its /dev/shm for a link to a host directory (which a lookup through
+/// `/proc/PID/root` would follow to the host), or for a plain directory of its own root:
+/// the start is refused, naming /dev/shm, and the host directory is never seen or written.
+#[test]
+fn a_shared_dev_shm_comes_from_the_donors_mount_only() {
+    let r = Root::new();
+    r.busybox("busybox");
+    let outside = host_dir(&r, "host-shm");
+    let mark = format!("HOST-SECRET-{}", random_hex(6));
+    std::fs::write(outside.join("secret"), &mark).unwrap();
+    both(&r, |f| {
+        for (swap, why) in [
+            (
+                format!("ln -s {} /dev/shm", outside.display()),
+                "Too many levels of symbolic links",
+            ),
+            ("mkdir /dev/shm".to_string(), "not a mount of its own"),
+        ] {
+            let x = format!("donor-{}", random_hex(4));
+            let script = format!(
+                "umount /dev/shm && rmdir /dev/shm && {swap} && touch /tmp/ready; exec sleep 1000"
+            );
+            f.ok(&[
+                "run",
+                "-d",
+                "--name",
+                &x,
+                "--network",
+                "none",
+                "--ipc",
+                "shareable",
+                "--cap-add",
+                "SYS_ADMIN",
+                "busybox",
+                "sh",
+                "-c",
+                &script,
+            ]);
+            wait_until("the swap", 10, || {
+                f.run(&["exec", &x, "test", "-e", "/tmp/ready"])
+                    .status
+                    .success()
+            });
+            let ipc = format!("container:{x}");
+            let o = f.run(&[
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--ipc",
+                &ipc,
+                "busybox",
+                "sh",
+                "-c",
+                "cat /dev/shm/secret; touch /dev/shm/written",
+            ]);
+            let out = text(&o);
+            assert_eq!(o.status.code(), Some(125), "{}: {out}", f.name());
+            assert!(
+                out.contains("/dev/shm") && out.contains(why),
+                "{}: {out}",
+                f.name()
+            );
+            assert!(!out.contains(&mark), "{}: {out}", f.name());
+            assert_eq!(entries(&outside), vec!["secret"], "{}", f.name());
+            f.ok(&["rm", "-f", &x]);
+        }
+    });
 }

@@ -350,14 +350,68 @@ fn another_containers_namespaces_and_stop_settings() {
         "ps -o comm",
         |who, out| assert!(out.contains("sleep"), "{who}: {out}"),
     );
-    let first_ipc = r.ok(&["exec", "first", "readlink", "/proc/self/ns/ipc"]);
+    // Only a container that offered its IPC namespace is joined, as with Docker; with the
+    // namespace comes its /dev/shm.
+    let join_first = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ipc",
+        "container:first",
+        "busybox",
+        "true",
+    ];
+    for (who, o) in [
+        ("ketch", r.run(&join_first)),
+        ("docker", d.docker(&join_first)),
+    ] {
+        assert_eq!(o.status.code(), Some(125), "{who}: {}", text(&o));
+        assert!(
+            text(&o).contains("container first: non-shareable IPC"),
+            "{who}: {}",
+            text(&o)
+        );
+    }
+    assert_eq!(
+        r.ok(&["inspect", "-f", "{{.HostConfig.IpcMode}}", "first"]),
+        "private\n"
+    );
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "offers",
+        "--ipc",
+        "shareable",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "echo from-offers > /dev/shm/f && exec sleep 100",
+    ]);
+    wait_until("the file in /dev/shm", 10, || {
+        r.run(&["exec", "offers", "test", "-e", "/dev/shm/f"])
+            .status
+            .success()
+    });
+    let offers_ipc = r.ok(&["exec", "offers", "readlink", "/proc/self/ns/ipc"]);
     both(
         &r,
         &d,
-        &["--ipc", "container:first"],
-        "readlink /proc/self/ns/ipc",
-        |who, out| assert_eq!(out, first_ipc, "{who}"),
+        &["--ipc", "container:offers"],
+        "readlink /proc/self/ns/ipc; cat /dev/shm/f; mktemp /dev/shm/from-XXXXXX >/dev/null",
+        |who, out| {
+            let mut lines = out.lines();
+            assert_eq!(lines.next(), offers_ipc.lines().next(), "{who}");
+            assert_eq!(lines.next(), Some("from-offers"), "{who}");
+        },
     );
+    // What the joiners wrote is in the donor's /dev/shm.
+    let listed = r.ok(&["exec", "offers", "ls", "/dev/shm"]);
+    assert_eq!(listed.matches("from-").count(), 2, "{listed}");
+    r.ok(&["rm", "-f", "offers"]);
     r.ok(&["stop", "-t", "0", "first"]);
     let (code, err) = r.fails(&["run", "--rm", "--pid", "container:first", "busybox", "true"]);
     assert_eq!(code, 125, "{err}");

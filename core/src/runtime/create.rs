@@ -352,6 +352,11 @@ impl Containers<'_> {
             .collect();
         opts.cmd = cmd;
         opts.entrypoint = Some(entrypoint);
+        // The IPC mode in effect, as Docker records its default: a private namespace that
+        // no other container joins (`shareable` lets them).
+        if opts.ipc_mode.as_deref().is_none_or(str::is_empty) {
+            opts.ipc_mode = Some("private".into());
+        }
         opts.expose = exposed
             .iter()
             .map(|(port, proto)| format!("{port}/{proto}"))

@@ -227,6 +227,13 @@ pub fn sysctl_namespace(key: &str) -> Result<&'static str, String> {
     }
 }
 
+/// Whether other containers may join a container of IPC mode `mode` (`--ipc
+/// container:X`): one made `shareable`, one in the host's namespace, or one that joined
+/// another itself. A private one (the default) or one without /dev/shm (`none`) not.
+pub fn ipc_shareable(mode: &Option<String>) -> bool {
+    matches!(mode.as_deref(), Some("shareable" | "host")) || mode_container(mode).is_some()
+}
+
 /// The kinds of `--ipc`, `--pid`, `--uts`, `--cgroupns` and `--userns` ketch runs.
 fn check_mode(flag: &str, mode: &Option<String>, allowed: &[&str]) -> Result<(), String> {
     let Some(m) = mode.as_deref().filter(|m| !m.is_empty()) else {

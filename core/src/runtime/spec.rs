@@ -424,6 +424,11 @@ pub fn build(opts: &CreateOptions, cx: &SpecContext<'_>) -> Value {
     if !opts.group_add.is_empty() {
         annotations["io.ketch.groups"] = json!(opts.group_add.join(","));
     }
+    if options::mode_container(&opts.ipc_mode).is_some() {
+        // The /dev/shm of the container whose IPC namespace this one joins, in place of a
+        // tmpfs of its own: the monitor clones it out of that container's mounts at start.
+        annotations["io.ketch.shm"] = json!("ipc");
+    }
     for (k, v) in &opts.annotations {
         if !k.starts_with(options::RESERVED_ANNOTATIONS) {
             annotations[k] = json!(v);

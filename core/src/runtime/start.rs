@@ -335,6 +335,16 @@ impl Containers<'_> {
                 }
                 .into());
             }
+            // Only a donor that offered its IPC namespace and /dev/shm, as Docker has it
+            // (a private one's /dev/shm is its alone).
+            if kind == "ipc" && !options::ipc_shareable(&o.record.config.ipc_mode) {
+                return Err(ContainerError::Invalid {
+                    reason: format!(
+                        "container {other}: non-shareable IPC (hint: use IpcMode:shareable for the donor container)"
+                    ),
+                }
+                .into());
+            }
             let short = if kind == "network" { "net" } else { kind };
             if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
                 for ns in nss.iter_mut().filter(|ns| ns["type"] == kind) {
