@@ -61,6 +61,21 @@ pub struct Cli {
         value_delimiter = ','
     )]
     insecure_registry: Vec<String>,
+    /// The cluster store overlay networks keep their state in, as dockerd's:
+    /// etcd://HOST:PORT[,HOST:PORT...]
+    #[arg(long, global = true, env = "KETCH_CLUSTER_STORE")]
+    cluster_store: Option<String>,
+    /// This host's address on the network between the hosts: IP or interface[:port]
+    #[arg(long, global = true, env = "KETCH_CLUSTER_ADVERTISE")]
+    cluster_advertise: Option<String>,
+    /// A cluster store option (repeatable): kv.cacertfile=, kv.certfile=, kv.keyfile=
+    #[arg(
+        long = "cluster-store-opt",
+        global = true,
+        env = "KETCH_CLUSTER_STORE_OPTS",
+        value_delimiter = ','
+    )]
+    cluster_store_opt: Vec<String>,
     /// Daemon to talk to (unix:///path, tcp://HOST:PORT), before the command as Docker's
     #[arg(short = 'H', long = "host", env = "KETCH_HOST", value_delimiter = ',')]
     host: Vec<String>,
@@ -309,6 +324,13 @@ impl Cli {
         if !self.insecure_registry.is_empty() {
             opts.registry.insecure = self.insecure_registry.clone();
         }
+        if let Some(url) = &self.cluster_store {
+            opts.cluster.set_store(url)?;
+        }
+        if let Some(a) = &self.cluster_advertise {
+            opts.cluster.advertise = Some(a.clone());
+        }
+        opts.cluster.apply_options(&self.cluster_store_opt)?;
         Ok(ketch::Engine::open(&opts)?)
     }
 }

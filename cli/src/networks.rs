@@ -93,6 +93,10 @@ pub struct CreateArgs {
     /// Set metadata on a network
     #[arg(long)]
     label: Vec<String>,
+    /// Set driver specific options (KEY=VALUE): the overlay driver's
+    /// com.docker.network.driver.mtu
+    #[arg(short = 'o', long)]
+    opt: Vec<String>,
 }
 
 #[derive(Args)]
@@ -218,6 +222,13 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
             ));
         }
     }
+    let mut options = std::collections::BTreeMap::new();
+    for s in &a.opt {
+        let Some((k, v)) = s.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            bail!(Exit(125, format!("invalid --opt {s:?}: use KEY=VALUE")));
+        };
+        options.insert(k.to_string(), v.to_string());
+    }
     let opts = NetworkCreate {
         name: a.name.clone(),
         driver: Some(a.driver.clone()),
@@ -232,6 +243,7 @@ fn create(cli: &Cli, a: &CreateArgs) -> Result<ExitCode> {
         labels,
         aux_addresses,
         attachable: a.attachable,
+        options,
     };
     let id = cli.api()?.network_create(&opts).map_err(engine_exit)?;
     println!("{id}");
@@ -300,7 +312,7 @@ fn ls(cli: &Cli, a: &LsArgs) -> Result<ExitCode> {
                 "ID": id(&n.id),
                 "Name": n.name,
                 "Driver": n.driver,
-                "Scope": "local",
+                "Scope": n.scope,
                 "IPv6": n.enable_ipv6.to_string(),
                 "Internal": n.internal.to_string(),
                 "CreatedAt": n.created,

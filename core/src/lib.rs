@@ -11,7 +11,8 @@
 //!   [`ErrorKind`] and a module's own error; it knows no transport. [`http`] and [`tls`]:
 //!   codecs the daemon, its client and the registry server share.
 //! - **Stores** — [`db`] (the SQLite file: every change one transaction), [`content`] (the
-//!   blob store: a blob appears whole or not at all), [`mount`] (mounts as data).
+//!   blob store: a blob appears whole or not at all), [`mount`] (mounts as data), [`etcd`]
+//!   (the cluster store overlay networks share, spoken to through its JSON gateway).
 //! - **Layers** — [`snapshot`] (overlay and copy drivers under one contract), [`diff`]
 //!   (hostile layer tars applied inside a root, trees compared).
 //! - **State** — [`state::State`], the opened root (paths, database, content store,
@@ -45,6 +46,7 @@ pub mod diff;
 pub mod digest;
 pub mod engine;
 pub mod error;
+pub mod etcd;
 pub mod events;
 pub mod fsutil;
 #[doc(hidden)]

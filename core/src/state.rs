@@ -2,6 +2,7 @@
 //! and its ID. What every resource service works on; it has no operations of its own
 //! beyond opening, and knows nothing of images, containers or networks.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -103,6 +104,70 @@ pub struct Options {
     /// How registries are reached: mirrors of `docker.io`, registries spoken to over plain
     /// HTTP or unverified TLS, where their certificates are.
     pub registry: RegistrySettings,
+    /// The cluster this engine's overlay networks span, if any.
+    pub cluster: ClusterSettings,
+}
+
+/// The cluster overlay networks span, as dockerd's pre-swarm `--cluster-store` and
+/// `--cluster-advertise` set it: where the shared store is, and this host's address on the
+/// network between the hosts (the underlay), which its VXLAN tunnels start from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `None`: no cluster; overlay networks are refused.
+    pub store: Option<crate::etcd::StoreSettings>,
+    /// An IP address or an interface's name (its first IPv4 address), with `:PORT` or
+    /// without (the port is the daemon's, which dockerd advertised; VXLAN takes none).
+    pub advertise: Option<String>,
+}
+
+impl ClusterSettings {
+    /// `--cluster-store-opt KEY=VALUE`, taken in turn (a store given later keeps them).
+    fn set_options(&mut self, opts: &[String]) -> Result<()> {
+        if opts.is_empty() {
+            return Ok(());
+        }
+        let store = self
+            .store
+            .get_or_insert_with(crate::etcd::StoreSettings::default);
+        for o in opts {
+            store.set_option(o)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that a store comes with an address to advertise, as dockerd does.
+    fn check(&self) -> Result<()> {
+        match (&self.store, &self.advertise) {
+            (Some(s), _) if s.endpoints.is_empty() => Err(StateError::Invalid {
+                reason: "cluster store options were given without a cluster store (--cluster-store etcd://HOST:PORT)".into(),
+            }
+            .into()),
+            (Some(_), None) => Err(StateError::Invalid {
+                reason: "a cluster store needs this host's address on it (--cluster-advertise IP or interface)".into(),
+            }
+            .into()),
+            (None, Some(_)) => Err(StateError::Invalid {
+                reason: "--cluster-advertise needs a cluster store (--cluster-store etcd://HOST:PORT)".into(),
+            }
+            .into()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets the store from dockerd's `etcd://HOST:PORT[,...]`, keeping options set before.
+    pub fn set_store(&mut self, url: &str) -> Result<()> {
+        let parsed = crate::etcd::StoreSettings::parse(url)?;
+        let store = self
+            .store
+            .get_or_insert_with(crate::etcd::StoreSettings::default);
+        store.endpoints = parsed.endpoints;
+        Ok(())
+    }
+
+    /// Applies `--cluster-store-opt`s given on a command line.
+    pub fn apply_options(&mut self, opts: &[String]) -> Result<()> {
+        self.set_options(opts)
+    }
 }
 
 /// How registries are reached, as dockerd's `registry-mirrors` and `insecure-registries`.
@@ -146,6 +211,7 @@ impl Default for Options {
             shim: None,
             embedded_shim: None,
             registry: RegistrySettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -164,6 +230,9 @@ struct ConfigFile {
     bridge: Option<String>,
     ip_forward: Option<bool>,
     default_address_pools: Option<Vec<ConfigPool>>,
+    cluster_store: Option<String>,
+    cluster_advertise: Option<String>,
+    cluster_store_opts: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -176,7 +245,8 @@ struct ConfigPool {
 impl Options {
     /// Applies an engine config file (dockerd's `daemon.json` keys `registry-mirrors`,
     /// `insecure-registries`, `storage-driver`, `bridge`, `ip-forward`,
-    /// `default-address-pools`) over these options.
+    /// `default-address-pools`, `cluster-store`, `cluster-advertise`, `cluster-store-opts`)
+    /// over these options.
     pub fn apply_config_file(&mut self, path: &Path) -> Result<()> {
         let invalid = |reason: String| StateError::Invalid {
             reason: format!("config file {}: {reason}", path.display()),
@@ -199,6 +269,20 @@ impl Options {
         if let Some(f) = c.ip_forward {
             self.ip_forward = f;
         }
+        if let Some(url) = c.cluster_store {
+            self.cluster
+                .set_store(&url)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
+        if let Some(a) = c.cluster_advertise {
+            self.cluster.advertise = Some(a);
+        }
+        if let Some(opts) = c.cluster_store_opts {
+            let opts: Vec<String> = opts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            self.cluster
+                .set_options(&opts)
+                .map_err(|e| invalid(e.to_string()))?;
+        }
         if let Some(pools) = c.default_address_pools {
             self.address_pools = pools
                 .iter()
@@ -218,7 +302,8 @@ impl Options {
     /// `KETCH_IP_FORWARD` (`false`/`0`: leave the host's forwarding alone),
     /// `KETCH_DEFAULT_ADDRESS_POOL` (`base=CIDR,size=N`, `;`-separated),
     /// `KETCH_REGISTRY_MIRRORS` and `KETCH_INSECURE_REGISTRIES` (`,`-separated),
-    /// `KETCH_CERTS_D` and `KETCH_PUSH_CHUNK_SIZE`.
+    /// `KETCH_CERTS_D`, `KETCH_PUSH_CHUNK_SIZE`, `KETCH_CLUSTER_STORE`,
+    /// `KETCH_CLUSTER_ADVERTISE` and `KETCH_CLUSTER_STORE_OPTS` (`,`-separated KEY=VALUE).
     pub fn from_env() -> Result<Options> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut o = Options::default();
@@ -276,6 +361,15 @@ impl Options {
         if let Some(i) = list("KETCH_INSECURE_REGISTRIES") {
             o.registry.insecure = i;
         }
+        if let Some(url) = var("KETCH_CLUSTER_STORE") {
+            o.cluster.set_store(&url)?;
+        }
+        if let Some(a) = var("KETCH_CLUSTER_ADVERTISE") {
+            o.cluster.advertise = Some(a);
+        }
+        if let Some(opts) = list("KETCH_CLUSTER_STORE_OPTS") {
+            o.cluster.set_options(&opts)?;
+        }
         o.registry.certs_dir = var("KETCH_CERTS_D").map(PathBuf::from);
         if let Some(c) = var("KETCH_PUSH_CHUNK_SIZE") {
             o.registry.push_chunk_size =
@@ -307,6 +401,7 @@ pub struct State {
     pub(crate) registry: RegistrySettings,
     /// The root's path with every link resolved, as the marks name it.
     pub(crate) real_root: PathBuf,
+    pub(crate) cluster: ClusterSettings,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -319,6 +414,7 @@ impl State {
     /// recover (a killed process's leases, abandoned bridges) is theirs to do: the engine
     /// asks them at its open.
     pub fn open(opts: &Options) -> Result<State> {
+        opts.cluster.check()?;
         let root = &opts.root;
         std::fs::create_dir_all(root).map_err(io("create state root", root))?;
         let scratch = root.join("tmp");
@@ -357,6 +453,7 @@ impl State {
             engine_id,
             registry: opts.registry.clone(),
             real_root,
+            cluster: opts.cluster.clone(),
         };
         Ok(local)
     }
@@ -531,6 +628,58 @@ mod tests {
             .apply_config_file(&dir.path().join("missing.json"))
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+    }
+
+    #[test]
+    fn the_cluster_is_set_as_dockerd_sets_it_and_checked_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("daemon.json");
+        std::fs::write(
+            &f,
+            r#"{"cluster-store": "etcd://10.0.0.1:2379,10.0.0.2:2379", "cluster-advertise": "eth0:2376",
+                "cluster-store-opts": {"kv.cacertfile": "/ca.pem", "kv.certfile": "/c.pem", "kv.keyfile": "/k.pem"}}"#,
+        )
+        .unwrap();
+        let mut o = Options::default();
+        o.apply_config_file(&f).unwrap();
+        let store = o.cluster.store.clone().unwrap();
+        assert_eq!(store.endpoints, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(store.ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(store.key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(o.cluster.advertise.as_deref(), Some("eth0:2376"));
+        o.cluster.check().unwrap();
+        for (cluster, says) in [
+            (
+                ClusterSettings {
+                    store: Some(crate::etcd::StoreSettings::parse("etcd://h:1").unwrap()),
+                    advertise: None,
+                },
+                "--cluster-advertise",
+            ),
+            (
+                ClusterSettings {
+                    store: None,
+                    advertise: Some("10.0.0.1".into()),
+                },
+                "needs a cluster store",
+            ),
+            (
+                {
+                    let mut c = ClusterSettings::default();
+                    c.apply_options(&["kv.cacertfile=/ca.pem".into()]).unwrap();
+                    c.advertise = Some("10.0.0.1".into());
+                    c
+                },
+                "without a cluster store",
+            ),
+        ] {
+            let e = cluster.check().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        std::fs::write(&f, r#"{"cluster-store": "consul://h:8500"}"#).unwrap();
+        let e = Options::default().apply_config_file(&f).unwrap_err();
+        assert!(e.to_string().contains("etcd://"), "{e}");
     }
 
     #[test]

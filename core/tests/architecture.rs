@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "tls",
         ],
     ),
-    ("stores", &["db", "content", "mount"]),
+    ("stores", &["db", "content", "mount", "etcd"]),
     ("layers", &["snapshot", "diff"]),
     ("state", &["state", "events"]),
     ("resources", &["image", "volume", "network"]),

@@ -9,6 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use ketch::digest::Digest;
 
+pub mod cluster;
 pub mod hostile;
 pub mod registry;
 

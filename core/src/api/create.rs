@@ -37,14 +37,14 @@ pub fn network_options(b: &Value) -> Result<crate::network::NetworkCreate, Strin
     {
         return Err("ConfigFrom is not supported: configuration-only networks are not".into());
     }
-    if let Some(scope) = text(&b["Scope"]).filter(|s| s != "local") {
+    // An overlay network is the cluster's (Docker's `global`, or `swarm` in swarm mode);
+    // any other is this host's.
+    let overlay = text(&b["Driver"]).as_deref() == Some("overlay");
+    if let Some(scope) = text(&b["Scope"])
+        .filter(|s| s != if overlay { "global" } else { "local" } && !(overlay && s == "swarm"))
+    {
         return Err(format!(
-            "Scope {scope:?} is not supported: networks here are local"
-        ));
-    }
-    if let Some((k, _)) = string_map(&b["Options"]).into_iter().next() {
-        return Err(format!(
-            "network option {k} is not supported: the bridge driver here reads no options"
+            "Scope {scope:?} is not supported: an overlay network's is global, another's local"
         ));
     }
     if let Some(d) = text(&b["IPAM"]["Driver"]).filter(|d| d != "default") {
@@ -94,6 +94,7 @@ pub fn network_options(b: &Value) -> Result<crate::network::NetworkCreate, Strin
         subnet6: text(&ipam6["Subnet"]),
         gateway6: text(&ipam6["Gateway"]),
         ip_range6: text(&ipam6["IPRange"]),
+        options: string_map(&b["Options"]),
     })
 }
 

@@ -670,6 +670,7 @@ impl Api for Client {
             "EnableIPv6": opts.ipv6,
             "IPAM": {"Driver": "default", "Config": ipam},
             "Labels": labels,
+            "Options": opts.options,
         });
         let v = self.call("POST", "/networks/create", Some(&body))?;
         Ok(v["Id"].as_str().unwrap_or_default().to_string())

@@ -73,6 +73,8 @@ impl Networks<'_> {
                 subnet6: None,
                 gateway6: None,
                 ip_range6: None,
+                vni: None,
+                options: BTreeMap::new(),
             };
             self.st.db.write(|tx| {
                 tx.execute(
@@ -110,55 +112,13 @@ impl Networks<'_> {
                 "bridge name {bridge:?} is longer than 15 characters"
             )));
         }
-        let requested: Option<Subnet> = opts
-            .subnet
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(invalid)?;
-        let ip_range: Option<Subnet> = opts
-            .ip_range
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(invalid)?;
-        let gateway: Option<Ipv4Addr> = opts
-            .gateway
-            .as_deref()
-            .map(|g| {
-                g.parse()
-                    .map_err(|_| invalid(format!("invalid gateway address: {g}")))
-            })
-            .transpose()?;
-        if requested.is_none() && (ip_range.is_some() || gateway.is_some()) {
-            return Err(invalid("--ip-range and --gateway need --subnet"));
-        }
-        if let (Some(s), Some(r)) = (requested, ip_range)
-            && !s.contains_subnet(&r)
-        {
-            return Err(invalid(format!("ip-range {r} is not within subnet {s}")));
-        }
-        if let (Some(s), Some(g)) = (requested, gateway)
-            && !s.contains(g)
-        {
-            return Err(invalid(format!("gateway {g} is not within subnet {s}")));
-        }
+        let Pool4 {
+            subnet: requested,
+            gateway,
+            range: ip_range,
+        } = Pool4::of(opts)?;
         let v6 = Pool6::of(opts)?;
-        if !opts.aux_addresses.is_empty() && requested.is_none() && v6.subnet.is_none() {
-            return Err(invalid("--aux-address needs --subnet"));
-        }
-        for (name, ip) in &opts.aux_addresses {
-            let within = match ip.parse::<IpAddr>() {
-                Ok(IpAddr::V4(a)) => requested.is_some_and(|s| s.contains(a)),
-                Ok(IpAddr::V6(a)) => v6.subnet.is_some_and(|s| s.contains(a)),
-                Err(_) => false,
-            };
-            if !within {
-                return Err(invalid(format!(
-                    "invalid auxiliary address {name}={ip}: not an address of the subnet"
-                )));
-            }
-        }
+        check_aux(opts, requested, v6.subnet)?;
         // Choosing a subnet and claiming it with the bridge's address is one step for every
         // engine on this host.
         let lock = HostLock::take().map_err(io_err("take the host's network lock"))?;
@@ -244,6 +204,8 @@ impl Networks<'_> {
             subnet6: subnet6.map(|s| s.to_string()),
             gateway6: gateway6.map(|g| g.to_string()),
             ip_range6: v6.range.map(|r| r.to_string()),
+            vni: None,
+            options: BTreeMap::new(),
         };
         self.st.db.write(|tx| {
             let taken: Option<String> = tx
@@ -390,6 +352,82 @@ pub(super) fn sysctl6(iface: &str, knob: &str, value: &str) -> crate::Result<()>
         Ok(_) => std::fs::write(&path, value).map_err(io_err(format!("write {path}"))),
         Err(_) => Ok(()),
     }
+}
+
+/// A network's IPv4 pool as asked for (`--subnet`, `--gateway`, `--ip-range`): checked
+/// against itself (the taken ones are looked at under the host's lock).
+#[derive(Default)]
+pub(super) struct Pool4 {
+    pub subnet: Option<Subnet>,
+    pub gateway: Option<Ipv4Addr>,
+    pub range: Option<Subnet>,
+}
+
+impl Pool4 {
+    pub(super) fn of(opts: &NetworkCreate) -> crate::Result<Pool4> {
+        let subnet: Option<Subnet> = opts
+            .subnet
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(invalid)?;
+        let range: Option<Subnet> = opts
+            .ip_range
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(invalid)?;
+        let gateway: Option<Ipv4Addr> = opts
+            .gateway
+            .as_deref()
+            .map(|g| {
+                g.parse()
+                    .map_err(|_| invalid(format!("invalid gateway address: {g}")))
+            })
+            .transpose()?;
+        if subnet.is_none() && (range.is_some() || gateway.is_some()) {
+            return Err(invalid("--ip-range and --gateway need --subnet"));
+        }
+        if let (Some(s), Some(r)) = (subnet, range)
+            && !s.contains_subnet(&r)
+        {
+            return Err(invalid(format!("ip-range {r} is not within subnet {s}")));
+        }
+        if let (Some(s), Some(g)) = (subnet, gateway)
+            && !s.contains(g)
+        {
+            return Err(invalid(format!("gateway {g} is not within subnet {s}")));
+        }
+        Ok(Pool4 {
+            subnet,
+            gateway,
+            range,
+        })
+    }
+}
+
+/// `--aux-address NAME=IP`: each an address of the subnet of its family.
+pub(super) fn check_aux(
+    opts: &NetworkCreate,
+    subnet: Option<Subnet>,
+    subnet6: Option<Subnet6>,
+) -> crate::Result<()> {
+    if !opts.aux_addresses.is_empty() && subnet.is_none() && subnet6.is_none() {
+        return Err(invalid("--aux-address needs --subnet"));
+    }
+    for (name, ip) in &opts.aux_addresses {
+        let within = match ip.parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => subnet.is_some_and(|s| s.contains(a)),
+            Ok(IpAddr::V6(a)) => subnet6.is_some_and(|s| s.contains(a)),
+            Err(_) => false,
+        };
+        if !within {
+            return Err(invalid(format!(
+                "invalid auxiliary address {name}={ip}: not an address of the subnet"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A network's IPv6 pool as asked for: checked against itself (the taken ones are looked at

@@ -104,6 +104,8 @@ fn a_bridge_or_address_the_kernel_refuses_is_an_error() {
         subnet6: None,
         gateway6: None,
         ip_range6: None,
+        vni: None,
+        options: BTreeMap::new(),
     };
     let (bad_name, no_ipv4, twice, kept, unplugged) = crate::testutil::in_own_netns(|| {
         let bad_name = e

@@ -17,7 +17,9 @@ mod endpoint;
 pub mod firewall;
 pub mod netlink;
 pub mod netns;
+mod overlay;
 pub(crate) mod owner;
+pub mod vxlan;
 pub use crate::ipnet as subnet;
 pub(crate) use endpoint::Given;
 pub use endpoint::parse_mac;
@@ -66,6 +68,10 @@ pub enum NetworkError {
     /// Neither nftables nor iptables is here to isolate a bridge network with.
     #[error("{reason}")]
     NoFirewall { reason: String },
+    #[error(
+        "overlay networks need a cluster: start the engine with --cluster-store etcd://HOST:PORT and --cluster-advertise IP"
+    )]
+    NoCluster,
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -94,6 +100,8 @@ impl NetworkError {
                 ErrorKind::Conflict
             }
             NetworkError::NoFirewall { .. } => ErrorKind::Unavailable,
+            // As Docker answers an overlay network asked of a daemon outside a swarm.
+            NetworkError::NoCluster => ErrorKind::PermissionDenied,
             NetworkError::Io { source, .. } => crate::error::io_kind(source),
         }
     }
@@ -145,6 +153,9 @@ pub struct NetworkCreate {
     pub subnet6: Option<String>,
     pub gateway6: Option<String>,
     pub ip_range6: Option<String>,
+    /// Driver options (`--opt KEY=VALUE`): the overlay driver's MTU
+    /// (`com.docker.network.driver.mtu`).
+    pub options: BTreeMap<String, String>,
 }
 
 /// A stored network.
@@ -174,6 +185,12 @@ pub struct NetworkRecord {
     pub gateway6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_range6: Option<String>,
+    /// An overlay network's VXLAN network identifier, unique across its cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// The driver options it was made with, as Docker shows them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 impl NetworkRecord {
@@ -211,6 +228,11 @@ impl NetworkRecord {
 
     pub fn predefined(&self) -> bool {
         matches!(self.name.as_str(), "bridge" | "host" | "none")
+    }
+
+    /// Whether it spans the hosts of a cluster (its record is the cluster store's).
+    pub fn overlay(&self) -> bool {
+        self.driver == "overlay"
     }
 }
 
@@ -290,7 +312,13 @@ impl Network {
         // Options are what the network was made with, as Docker shows them: the default
         // network names its bridge; a user network (no driver options here) has none, which
         // Compose compares with its own file's.
-        let mut options = BTreeMap::new();
+        let mut options = r.options.clone();
+        if let Some(vni) = r.vni {
+            options.insert(
+                "com.docker.network.driver.overlay.vxlanid_list".into(),
+                vni.to_string(),
+            );
+        }
         if r.driver == "bridge" && r.predefined() {
             options.insert("com.docker.network.bridge.name".into(), r.bridge.clone());
         }
@@ -306,7 +334,7 @@ impl Network {
             name: r.name.clone(),
             id: r.id.clone(),
             created: r.created.clone(),
-            scope: "local".into(),
+            scope: if r.overlay() { "global" } else { "local" }.into(),
             driver: r.driver.clone(),
             enable_ipv6: r.ipv6(),
             ipam: Ipam {
@@ -409,29 +437,43 @@ impl Networks<'_> {
     ///
     /// Where the default network cannot be made (its bridge is another root's, say), the
     /// others are still found; a look-up that finds nothing says why `bridge` is missing.
+    ///
+    /// In a cluster, an overlay network found, or none, is looked for again after the
+    /// copies of the cluster's are refreshed: one made or removed on another host is seen.
     pub(crate) fn find(&self, name: &str) -> crate::Result<NetworkRecord> {
         let predefined = self.ensure_predefined();
-        let all = self.load_networks()?;
-        if let Some(n) = all.iter().find(|n| n.id == name || n.name == name) {
-            return Ok(n.clone());
-        }
-        let by_prefix: Vec<&NetworkRecord> =
-            all.iter().filter(|n| n.id.starts_with(name)).collect();
-        match by_prefix.as_slice() {
-            [one] if !name.is_empty() => Ok((*one).clone()),
-            _ => {
-                predefined?;
-                Err(NetworkError::NotFound {
-                    name: name.to_string(),
-                }
-                .into())
+        let clustered = self.st.cluster.store.is_some();
+        for pass in 0..2 {
+            let all = self.load_networks()?;
+            let found = match all.iter().find(|n| n.id == name || n.name == name) {
+                Some(n) => Some(n.clone()),
+                None => match all
+                    .iter()
+                    .filter(|n| n.id.starts_with(name))
+                    .collect::<Vec<_>>()
+                    .as_slice()
+                {
+                    [one] if !name.is_empty() => Some((*one).clone()),
+                    _ => None,
+                },
+            };
+            match found {
+                Some(n) if !n.overlay() || !clustered || pass == 1 => return Ok(n),
+                None if !clustered || pass == 1 => break,
+                _ => self.refresh_if_clustered(),
             }
         }
+        predefined?;
+        Err(NetworkError::NotFound {
+            name: name.to_string(),
+        }
+        .into())
     }
 
     /// Lists networks, with the containers running on them.
     pub fn list(&self) -> crate::Result<Vec<Network>> {
         self.ensure_predefined()?;
+        self.refresh_if_clustered();
         let mut out = Vec::new();
         for record in self.load_networks()? {
             let endpoints = self.endpoints_of(&record.id)?;
@@ -461,7 +503,14 @@ impl Networks<'_> {
             )));
         }
         match opts.driver.as_deref().unwrap_or("bridge") {
-            "bridge" => {}
+            "bridge" => {
+                if let Some(k) = opts.options.keys().next() {
+                    return Err(invalid(format!(
+                        "network option {k} is not supported: the bridge driver here reads no options"
+                    )));
+                }
+            }
+            "overlay" => return self.create_overlay(opts),
             "host" | "null" => {
                 return Err(invalid(format!(
                     "only one instance of \"{}\" network is allowed",
@@ -470,7 +519,7 @@ impl Networks<'_> {
             }
             other => {
                 return Err(invalid(format!(
-                    "plugin \"{other}\" not found: ketch has the bridge driver (host and null are predefined)"
+                    "plugin \"{other}\" not found: ketch has the bridge and overlay drivers (host and null are predefined)"
                 )));
             }
         }
@@ -489,6 +538,9 @@ impl Networks<'_> {
                 id: rec.id,
             }
             .into());
+        }
+        if rec.overlay() {
+            return self.remove_overlay(&rec);
         }
         // Devices and rules first: a kill in between leaves a network whose bridge comes
         // back at its next use, never a bridge no record names.

@@ -11,7 +11,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const RTM_NEWLINK: u16 = 16;
+pub(super) const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
@@ -19,20 +19,20 @@ const RTM_NEWROUTE: u16 = 24;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
+pub(super) const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_DUMP_INTR: u16 = 0x10;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
+pub(super) const NLM_F_EXCL: u16 = 0x200;
+pub(super) const NLM_F_CREATE: u16 = 0x400;
 
 const IFLA_ADDRESS: u16 = 1;
-const IFLA_IFNAME: u16 = 3;
-const IFLA_MTU: u16 = 4;
+pub(super) const IFLA_IFNAME: u16 = 3;
+pub(super) const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
-const IFLA_LINKINFO: u16 = 18;
+pub(super) const IFLA_LINKINFO: u16 = 18;
 const IFLA_IFALIAS: u16 = 20;
 const IFLA_NET_NS_FD: u16 = 28;
-const IFLA_INFO_KIND: u16 = 1;
-const IFLA_INFO_DATA: u16 = 2;
+pub(super) const IFLA_INFO_KIND: u16 = 1;
+pub(super) const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
 
 const IFA_ADDRESS: u16 = 1;
@@ -67,7 +67,7 @@ pub struct Link {
 }
 
 /// The attributes in `data`, as (kind without flags, payload).
-fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn attrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if data.len() < 4 {
             return None;
@@ -120,8 +120,8 @@ fn parse_link(body: &[u8]) -> Option<Link> {
 }
 
 /// A request under construction: header, fixed part, then attributes.
-struct Msg {
-    buf: Vec<u8>,
+pub(super) struct Msg {
+    pub(super) buf: Vec<u8>,
     /// Offsets of open nested attributes, closed by [`Msg::end`].
     nests: Vec<usize>,
 }
@@ -131,7 +131,7 @@ fn align(n: usize) -> usize {
 }
 
 impl Msg {
-    fn new(kind: u16, flags: u16) -> Msg {
+    pub(super) fn new(kind: u16, flags: u16) -> Msg {
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(&0u32.to_ne_bytes()); // length, filled in by `finish`
         buf.extend_from_slice(&kind.to_ne_bytes());
@@ -151,9 +151,18 @@ impl Msg {
     }
 
     /// `struct ifinfomsg`.
-    fn ifinfo(mut self, index: i32, flags: u32, change: u32) -> Msg {
+    pub(super) fn ifinfo(mut self, index: i32, flags: u32, change: u32) -> Msg {
         self.ifinfo_into(index, flags, change);
         self
+    }
+
+    /// `struct ifinfomsg` of a family's own link attributes (a bridge port's: `AF_BRIDGE`).
+    pub(super) fn ifinfo_family(&mut self, family: u8, index: i32) {
+        self.buf.extend_from_slice(&[family, 0]);
+        self.buf.extend_from_slice(&0u16.to_ne_bytes());
+        self.buf.extend_from_slice(&index.to_ne_bytes());
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+        self.buf.extend_from_slice(&0u32.to_ne_bytes());
     }
 
     fn ifinfo_into(&mut self, index: i32, flags: u32, change: u32) {
@@ -164,7 +173,7 @@ impl Msg {
         self.buf.extend_from_slice(&change.to_ne_bytes());
     }
 
-    fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Msg {
+    pub(super) fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Msg {
         let len = 4 + data.len();
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
         self.buf.extend_from_slice(&kind.to_ne_bytes());
@@ -173,17 +182,17 @@ impl Msg {
         self
     }
 
-    fn attr_str(&mut self, kind: u16, s: &str) -> &mut Msg {
+    pub(super) fn attr_str(&mut self, kind: u16, s: &str) -> &mut Msg {
         let mut data = s.as_bytes().to_vec();
         data.push(0);
         self.attr(kind, &data)
     }
 
-    fn attr_u32(&mut self, kind: u16, v: u32) -> &mut Msg {
+    pub(super) fn attr_u32(&mut self, kind: u16, v: u32) -> &mut Msg {
         self.attr(kind, &v.to_ne_bytes())
     }
 
-    fn begin(&mut self, kind: u16) -> &mut Msg {
+    pub(super) fn begin(&mut self, kind: u16) -> &mut Msg {
         self.nests.push(self.buf.len());
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
         self.buf
@@ -191,7 +200,7 @@ impl Msg {
         self
     }
 
-    fn end(&mut self) -> &mut Msg {
+    pub(super) fn end(&mut self) -> &mut Msg {
         let start = self.nests.pop().expect("an open nested attribute");
         let len = (self.buf.len() - start) as u16;
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
@@ -300,7 +309,7 @@ impl Netlink {
 
     /// Sends one request and waits for its acknowledgement; answers other than the ack
     /// (a GETLINK reply, say) are returned.
-    fn request(&self, msg: Msg) -> io::Result<Vec<Vec<u8>>> {
+    pub(super) fn request(&self, msg: Msg) -> io::Result<Vec<Vec<u8>>> {
         self.exchange(msg).map(|(replies, _)| replies)
     }
 
