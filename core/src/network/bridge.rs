@@ -127,25 +127,12 @@ impl Networks<'_> {
             .iter()
             .filter_map(NetworkRecord::subnet)
             .collect();
-        let subnet = match requested {
-            Some(s) => {
-                if let Some(t) = taken.iter().find(|t| t.overlaps(&s)) {
-                    return Err(invalid(format!(
-                        "Pool overlaps with other one on this address space: {s} overlaps {t}"
-                    )));
-                }
-                s
-            }
-            None => {
-                let routed = subnet::host_routes();
-                self.st
-                    .address_pools
-                    .iter()
-                    .flat_map(|(pool, prefix)| pool.split(*prefix).collect::<Vec<_>>())
-                    .find(|s| !taken.iter().chain(&routed).any(|t| t.overlaps(s)))
-                    .ok_or(NetworkError::PoolsExhausted)?
-            }
-        };
+        let subnet = choose_subnet(requested, &taken, subnet::host_routes, || {
+            self.st
+                .address_pools
+                .iter()
+                .flat_map(|(pool, prefix)| pool.split(*prefix).collect::<Vec<_>>())
+        })?;
         let gateway = gateway
             .or_else(|| subnet.nth(1))
             .ok_or_else(|| invalid(format!("subnet {subnet} has no room for a gateway")))?;
@@ -404,6 +391,30 @@ impl Pool4 {
             range,
         })
     }
+}
+
+/// The subnet of a new network: the one asked for, unless it overlaps one `taken`; else
+/// the first of the `pool` that overlaps neither those nor what `avoid` gives (the host's
+/// routes).
+pub(super) fn choose_subnet<P: IntoIterator<Item = Subnet>>(
+    requested: Option<Subnet>,
+    taken: &[Subnet],
+    avoid: impl FnOnce() -> Vec<Subnet>,
+    pool: impl FnOnce() -> P,
+) -> crate::Result<Subnet> {
+    if let Some(s) = requested {
+        if let Some(t) = taken.iter().find(|t| t.overlaps(&s)) {
+            return Err(invalid(format!(
+                "Pool overlaps with other one on this address space: {s} overlaps {t}"
+            )));
+        }
+        return Ok(s);
+    }
+    let avoid = avoid();
+    pool()
+        .into_iter()
+        .find(|s| !taken.iter().chain(&avoid).any(|t| t.overlaps(s)))
+        .ok_or_else(|| NetworkError::PoolsExhausted.into())
 }
 
 /// `--aux-address NAME=IP`: each an address of the subnet of its family.

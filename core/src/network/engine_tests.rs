@@ -131,8 +131,14 @@ fn create_refuses_what_docker_refuses() {
     );
     refused(
         &e,
+        opts(&|o| o.driver = Some("macvlan".into())),
+        "plugin \"macvlan\" not found",
+    );
+    // An overlay network needs a cluster, which this engine is not in.
+    refused(
+        &e,
         opts(&|o| o.driver = Some("overlay".into())),
-        "plugin \"overlay\" not found",
+        "--cluster-store etcd://",
     );
     refused(
         &e,

@@ -17,7 +17,7 @@
 //! keep it while the store is away. A network is removed from the store only while no
 //! endpoint is left under it on any host; the others' copies go at their next refresh.
 
-use super::bridge::{Pool4, check_aux};
+use super::bridge::{Pool4, check_aux, choose_subnet};
 use super::*;
 use crate::etcd::{Compare, Etcd, Op};
 
@@ -130,28 +130,24 @@ impl Networks<'_> {
                         .and_then(|s| s.replacen('-', "/", 1).parse().ok())
                 })
                 .collect();
-            let subnet = match requested {
-                Some(s) => {
-                    if let Some(t) = taken.iter().find(|t| t.overlaps(&s)) {
-                        return Err(invalid(format!(
-                            "Pool overlaps with other one on this address space: {s} overlaps {t}"
-                        )));
-                    }
-                    s
-                }
-                None => {
-                    // Not one this host's own networks or routes use either.
-                    let here: Vec<Subnet> = local
+            // Not one this host's own networks or routes use either.
+            let subnet = choose_subnet(
+                requested,
+                &taken,
+                || {
+                    local
                         .iter()
                         .filter_map(NetworkRecord::subnet)
                         .chain(subnet::host_routes())
-                        .collect();
-                    let pool: Subnet = POOL.0.parse().map_err(invalid)?;
-                    pool.split(POOL.1)
-                        .find(|s| !taken.iter().chain(&here).any(|t| t.overlaps(s)))
-                        .ok_or(NetworkError::PoolsExhausted)?
-                }
-            };
+                        .collect()
+                },
+                || {
+                    POOL.0
+                        .parse::<Subnet>()
+                        .map(|p| p.split(POOL.1).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                },
+            )?;
             let used: std::collections::BTreeSet<u32> = vnis
                 .iter()
                 .filter_map(|kv| kv.key.rsplit('/').next().and_then(|v| v.parse().ok()))
