@@ -130,6 +130,9 @@ pub fn run(cli: &Cli, a: &DaemonArgs) -> Result<ExitCode> {
             std::process::exit(0);
         });
     }
+    if engine.keep_cluster()? {
+        eprintln!("ketch daemon: keeping this host's overlay networks current");
+    }
     for (name, l) in listeners {
         eprintln!("ketch daemon: API listening on {name}");
         let engine = engine.clone();

@@ -46,6 +46,13 @@ impl Engine {
         &self.state
     }
 
+    /// Keeps this host's side of the cluster's overlay networks current, on a thread of
+    /// its own, where the engine is in a cluster (`ketch daemon` does). Returns whether it
+    /// does.
+    pub fn keep_cluster(&self) -> Result<bool> {
+        crate::cluster::keep(self.state.clone())
+    }
+
     pub fn images(&self) -> Images<'_> {
         Images::new(&self.state)
     }

@@ -29,7 +29,8 @@
 //!   out addresses or counts its users.
 //! - **Producers** — [`registry::Registries`]: pull and push over the OCI distribution API
 //!   into and out of the images, credentials, and [`registry::serve`], a registry server;
-//!   [`build`]: Dockerfiles read (the parser and word expansion so far).
+//!   [`build`]: Dockerfiles read (the parser and word expansion so far); [`cluster`]: a
+//!   daemon keeping its host's side of the overlay networks current with the cluster store.
 //! - **Facade** — [`Engine`] opens a root, recovers what a killed process left, and
 //!   composes the services; [`api::Api`] is every operation, the same over an embedded
 //!   engine and a daemon, and [`api`] names every type a front door passes through it;
@@ -40,6 +41,7 @@
 pub mod api;
 pub mod build;
 pub mod client;
+pub mod cluster;
 pub mod content;
 pub mod db;
 pub mod diff;

@@ -402,6 +402,8 @@ pub struct State {
     /// The root's path with every link resolved, as the marks name it.
     pub(crate) real_root: PathBuf,
     pub(crate) cluster: ClusterSettings,
+    /// Whether this process keeps the host's cluster state current (`ketch daemon`).
+    pub(crate) cluster_kept: std::sync::atomic::AtomicBool,
 }
 
 fn io(context: &str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -454,6 +456,7 @@ impl State {
             registry: opts.registry.clone(),
             real_root,
             cluster: opts.cluster.clone(),
+            cluster_kept: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(local)
     }

@@ -142,3 +142,127 @@ fn an_overlay_network_is_one_record_of_the_clusters() {
         ""
     );
 }
+
+/// A script for a busybox container: the body of `http://HOST/` through `nc`, tried for up
+/// to ten seconds (the other host learns of a new container within moments).
+fn fetch(host: &str) -> String {
+    format!(
+        "for i in $(seq 50); do \
+           out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80 2>&1) && \
+           case \"$out\" in *served-by-*) echo \"$out\" | tail -n 1; exit 0;; esac; \
+           sleep 0.2; \
+         done; echo \"$out\"; exit 1"
+    )
+}
+
+/// The links of a kind (`vxlan`, `bridge`) on a host whose name starts with `prefix`.
+fn links(host: &Host, kind: &str, prefix: &str) -> Vec<String> {
+    host.net
+        .sh(&format!("ip -o link show type {kind}"))
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// Containers on two hosts on one overlay network reach each other by name and by
+/// address, through VXLAN between the hosts; a container on another network does not reach
+/// them; everything of the network goes from both hosts and the store once it is removed.
+#[test]
+fn containers_on_two_hosts_talk_over_an_overlay_network() {
+    let mut u = Underlay::new();
+    let mut a = u.host();
+    let mut b = u.host();
+    // Without its daemon, a host does not put a container on an overlay network.
+    a.ok(&["network", "create", "-d", "overlay", "ov"]);
+    let (_, err) = a.fails(&["run", "--rm", "--network", "ov", "busybox", "true"]);
+    assert!(err.contains("needs `ketch daemon`"), "{err}");
+    a.start_daemon();
+    b.start_daemon();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "ov",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /www && echo served-by-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let web_ip = b
+        .ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.ov.IPAddress}}",
+            "web",
+        ])
+        .trim()
+        .to_string();
+    assert!(web_ip.starts_with("10."), "{web_ip}");
+    let web_host = b.ok(&["inspect", "-f", "{{.Config.Hostname}}", "web"]);
+    let want = format!("served-by-{}", web_host.trim());
+    for target in ["web", web_ip.as_str()] {
+        let out = a.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "ov",
+            "busybox",
+            "sh",
+            "-c",
+            &fetch(target),
+        ]);
+        assert_eq!(out.trim(), want, "{target}");
+    }
+    // On another network of the same host, the address is out of reach.
+    a.ok(&["network", "create", "local"]);
+    let o = a
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "local",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {web_ip} 80"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("served-by"),
+        "{o:?}"
+    );
+    // Both hosts carry the network while a container of it runs on each.
+    let keep = a.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "ov",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    assert!(!keep.trim().is_empty());
+    for h in [&a, &b] {
+        assert_eq!(links(h, "vxlan", "kx").len(), 1, "{}", h.ip);
+    }
+    // Everything goes.
+    a.ok(&["rm", "-f", "client"]);
+    b.ok(&["rm", "-f", "web"]);
+    a.ok(&["network", "rm", "ov", "local"]);
+    for h in [&a, &b] {
+        ketch_tests::wait_until("the network's devices to go", 10, || {
+            links(h, "vxlan", "kx").is_empty() && links(h, "bridge", "ko").is_empty()
+        });
+        let fdb = h.net.sh("bridge fdb show | grep -c ' dst ' || true");
+        assert_eq!(fdb.trim(), "0", "{}", h.ip);
+    }
+    assert_eq!(u.keys("/ketch/"), Vec::<String>::new());
+}

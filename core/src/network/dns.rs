@@ -44,36 +44,62 @@ impl Networks<'_> {
         Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
     }
 
+    /// The names a container answers to on a network: its name, its short ID and its
+    /// aliases there (`None`: it is gone).
+    pub(super) fn names_on(
+        &self,
+        container_id: &str,
+        network: &str,
+        network_id: &str,
+    ) -> crate::Result<Option<Vec<String>>> {
+        let Some(c) = self.naming_of(container_id)? else {
+            return Ok(None);
+        };
+        let mut names = vec![c.name.clone(), c.id[..12].to_string()];
+        let extra = c
+            .config
+            .extra_networks
+            .iter()
+            .find(|a| a.network == network || a.network == network_id);
+        // The mode's network may be named by an ID prefix: its aliases are the others'.
+        let aliases = match extra {
+            Some(a) => &a.aliases,
+            None if !c.config.network_detached => &c.config.network_aliases,
+            None => &Vec::new(),
+        };
+        names.extend(aliases.iter().cloned());
+        Ok(Some(names))
+    }
+
     /// Rewrites a network's records file (`IP NAME SHORT-ID ALIAS...` per running
     /// container), atomically: the monitors re-read it when it changes.
     pub(super) fn write_dns_records(&self, network_id: &str) -> crate::Result<()> {
+        // An overlay network's file holds every host's containers: written from the
+        // cluster store's places (`program_overlay`).
+        if self
+            .load_networks()?
+            .iter()
+            .any(|n| n.id == network_id && n.overlay())
+        {
+            return Ok(());
+        }
         let mut text = String::new();
         for ep in self.endpoints_of(network_id)? {
-            let Some(c) = self.naming_of(&ep.container_id)? else {
+            let Some(names) = self.names_on(&ep.container_id, &ep.network, &ep.network_id)? else {
                 continue;
             };
-            let mut names = format!("{} {}", c.name, &c.id[..12]);
-            let extra = c
-                .config
-                .extra_networks
-                .iter()
-                .find(|a| a.network == ep.network || a.network == ep.network_id);
-            // The mode's network may be named by an ID prefix: its aliases are the others'.
-            let aliases = match extra {
-                Some(a) => &a.aliases,
-                None if !c.config.network_detached => &c.config.network_aliases,
-                None => &Vec::new(),
-            };
-            for a in aliases {
-                names.push(' ');
-                names.push_str(a);
-            }
+            let names = names.join(" ");
             // A line per address: IPv4, and IPv6 on an IPv6 network.
             text.push_str(&format!("{} {names}\n", ep.ip));
             if let Some(ip6) = ep.ip6 {
                 text.push_str(&format!("{ip6} {names}\n"));
             }
         }
+        self.write_records_file(network_id, &text)
+    }
+
+    /// Replaces a network's records file with `text`, atomically.
+    pub(super) fn write_records_file(&self, network_id: &str, text: &str) -> crate::Result<()> {
         let path = self.dns_records_path(network_id);
         let dir = self.st.root.join("dns");
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;

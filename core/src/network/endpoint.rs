@@ -163,10 +163,18 @@ impl Networks<'_> {
                 })
                 .map_err(io_err("bring up lo"))?;
             }
-            // The first network gets the default route and the published ports.
+            // The first network gets the default route and the published ports; where it
+            // is an overlay network with a way out, they are the host's gateway bridge's.
+            let way_out = match networks.first() {
+                Some(a) => {
+                    let rec = self.find(&a.network)?;
+                    rec.overlay() && !rec.internal
+                }
+                None => false,
+            };
             let mut eps = Vec::new();
             for (i, a) in networks.iter().enumerate() {
-                let first = i == 0;
+                let first = i == 0 && !way_out;
                 eps.push(self.plug(
                     container_id,
                     &a.network,
@@ -175,6 +183,19 @@ impl Networks<'_> {
                     &format!("eth{i}"),
                     first,
                 )?);
+            }
+            if way_out {
+                let gw = self.gateway_bridge()?;
+                let iface = format!("eth{}", networks.len());
+                let ep = self.plug(container_id, &gw.id, Given::default(), ports, &iface, true)?;
+                // Containers of different overlay networks meet on it: each reaches the
+                // host's way out only, never another.
+                let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
+                if let Some(index) = nl.link_index(&ep.veth).map_err(io_err("look up a link"))? {
+                    nl.set_port_isolated(index)
+                        .map_err(io_err(format!("isolate {} on {}", ep.veth, gw.bridge)))?;
+                }
+                eps.push(ep);
             }
             Ok(eps)
         })();
@@ -208,16 +229,51 @@ impl Networks<'_> {
                 "publishing ports needs nftables or iptables, and neither is installed",
             ));
         }
-        if rec.driver != "bridge" {
+        if rec.driver != "bridge" && !rec.overlay() {
             return Err(invalid(format!(
                 "container cannot be attached to network {} (driver {})",
                 rec.name, rec.driver
             )));
         }
         rec.check_ip6(static_ip6.is_some())?;
-        self.ensure_bridge(&rec, None)?;
-        let mut ep = self.allocate(&rec, container_id, static_ip, static_ip6)?;
+        // On an overlay network, the place is claimed across the cluster first; the host's
+        // daemon keeps the other hosts' entries current from then on.
+        let overlay = if rec.overlay() {
+            if !self.kept() {
+                return Err(NetworkError::NotKept { name: rec.name }.into());
+            }
+            if !ports.is_empty() {
+                return Err(invalid(format!(
+                    "ports are published on a container's way out, not on overlay network {}",
+                    rec.name
+                )));
+            }
+            self.ensure_overlay(&rec)?;
+            let etcd = self.store()?;
+            let names = self
+                .names_on(container_id, &rec.name, &rec.id)?
+                .unwrap_or_default();
+            let peer = self.claim_peer(&etcd, &rec, container_id, static_ip, mac, names)?;
+            Some((etcd, peer))
+        } else {
+            self.ensure_bridge(&rec, None)?;
+            None
+        };
+        let static_ip = overlay.as_ref().map(|(_, p)| p.ip).or(static_ip);
+        let mut ep = match self.allocate(&rec, container_id, static_ip, static_ip6) {
+            Ok(ep) => ep,
+            Err(e) => {
+                if let Some((etcd, peer)) = &overlay {
+                    let _ = self.release_peer(etcd, &rec.id, container_id, peer.ip);
+                }
+                return Err(e);
+            }
+        };
         ep.link_local = link_local;
+        if overlay.is_some() {
+            // Nothing is routed through an overlay network: its way out is another's.
+            ep.gateway = None;
+        }
         let mac = mac.unwrap_or_else(|| mac_for(ep.ip));
         ep.mac = mac_string(mac);
         ep.ports = resolve_ports(ports)?;
@@ -241,7 +297,8 @@ impl Networks<'_> {
                 std::fs::File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
             let nl = Netlink::open().map_err(io_err("open a netlink socket"))?;
             use std::os::fd::AsRawFd;
-            nl.add_veth(&ep.veth, iface, ns.as_raw_fd(), 1500)
+            let mtu = if rec.overlay() { rec.mtu() } else { 1500 };
+            nl.add_veth(&ep.veth, iface, ns.as_raw_fd(), mtu)
                 .map_err(io_err(format!("create veth pair {}", ep.veth)))?;
             let bridge = nl
                 .link_index(&rec.bridge)
@@ -263,7 +320,7 @@ impl Networks<'_> {
                     .container_endpoints(container_id)?
                     .iter()
                     .any(|e| e.network_id != rec.id && e.ip6.is_some());
-            let route = route && !rec.internal;
+            let route = route && !rec.internal && !rec.overlay();
             let name = iface.to_string();
             netns::within(&path, move || {
                 let nl = Netlink::open()?;
@@ -306,6 +363,14 @@ impl Networks<'_> {
             .map_err(io_err(format!(
                 "configure {iface} of container {container_id}"
             )))?;
+            if let Some((etcd, _)) = &overlay {
+                let peers: Vec<Peer> = self
+                    .peers(etcd, &rec.id)?
+                    .into_iter()
+                    .map(|(_, p)| p)
+                    .collect();
+                return self.program_overlay(&rec, &peers);
+            }
             firewall::publish(&rec.bridge, ep.ip, ep.ip6, &ep.ports).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {
                     invalid(e.to_string())
@@ -350,10 +415,11 @@ impl Networks<'_> {
             )?;
             Ok::<_, crate::Error>(())
         })?;
-        if rec.is_some_and(|r| !r.predefined()) {
-            self.write_dns_records(&ep.network_id)?;
+        match rec {
+            Some(r) if r.overlay() => self.leave_overlay(&r, ep),
+            Some(r) if !r.predefined() => self.write_dns_records(&ep.network_id),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Hands out an address on `rec`: the one asked for, or the lowest free one in the
@@ -522,8 +588,16 @@ impl Networks<'_> {
             Ok::<_, crate::Error>(())
         })?;
         for ep in held {
-            if self.dns_records_path(&ep.network_id).exists() {
-                self.write_dns_records(&ep.network_id)?;
+            match self
+                .load_networks()?
+                .into_iter()
+                .find(|n| n.id == ep.network_id)
+            {
+                Some(r) if r.overlay() => self.leave_overlay(&r, &ep)?,
+                _ if self.dns_records_path(&ep.network_id).exists() => {
+                    self.write_dns_records(&ep.network_id)?
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -231,6 +231,38 @@ pub fn delete(bridge: &str) -> io::Result<()> {
     }
 }
 
+/// An overlay network's bridge: frames bridged between its ports (its containers', its
+/// VXLAN device) pass a host whose FORWARD chain drops by default, where bridged IPv4 is
+/// filtered there (`br_netfilter`). Nothing is routed into or out of it: it has no address.
+/// Undone by [`delete`].
+pub fn open_overlay(bridge: &str) -> io::Result<()> {
+    match backend() {
+        Some(Backend::Nft) => accept_in_host_forward(bridge),
+        Some(Backend::Iptables) => {
+            delete_iptables(bridge);
+            run(&argv(&[
+                "iptables",
+                "-t",
+                "filter",
+                "-I",
+                "FORWARD",
+                "1",
+                "-i",
+                bridge,
+                "-o",
+                bridge,
+                "-j",
+                "ACCEPT",
+                "-m",
+                "comment",
+                "--comment",
+                &format!("ketch {bridge}"),
+            ]))
+        }
+        None => Ok(()),
+    }
+}
+
 /// Publishes `ports` to the container address `ip` (and those on every host address to
 /// `ip6`, the container's IPv6 address on an IPv6 network).
 pub fn publish(

@@ -19,10 +19,14 @@ pub mod netlink;
 pub mod netns;
 mod overlay;
 pub(crate) mod owner;
+mod peers;
 pub mod vxlan;
 pub use crate::ipnet as subnet;
 pub(crate) use endpoint::Given;
 pub use endpoint::parse_mac;
+pub(crate) use overlay::ROOT as CLUSTER_ROOT;
+pub use peers::Peer;
+pub(crate) use peers::cluster_lock_path;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -72,6 +76,10 @@ pub enum NetworkError {
         "overlay networks need a cluster: start the engine with --cluster-store etcd://HOST:PORT and --cluster-advertise IP"
     )]
     NoCluster,
+    #[error(
+        "overlay network {name} needs `ketch daemon` running on this host (in the cluster, on this state root) to keep its containers reachable: start it, then try again"
+    )]
+    NotKept { name: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -102,6 +110,7 @@ impl NetworkError {
             NetworkError::NoFirewall { .. } => ErrorKind::Unavailable,
             // As Docker answers an overlay network asked of a daemon outside a swarm.
             NetworkError::NoCluster => ErrorKind::PermissionDenied,
+            NetworkError::NotKept { .. } => ErrorKind::FailedPrecondition,
             NetworkError::Io { source, .. } => crate::error::io_kind(source),
         }
     }

@@ -21,13 +21,25 @@ use super::bridge::{Pool4, check_aux, choose_subnet};
 use super::*;
 use crate::etcd::{Compare, Etcd, Op};
 
-const ROOT: &str = "/ketch/v1/";
+/// Where the cluster store keeps what ketch shares: overlay networks.
+pub(crate) const ROOT: &str = "/ketch/v1/";
 
 /// The VXLAN network identifiers handed out: libnetwork's range (24 bits, from 256).
 const VNI_FIRST: u32 = 256;
 const VNI_LAST: u32 = (1 << 24) - 1;
 
 const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+
+/// The MTU of an overlay network's devices unless its options say otherwise: 1500 less
+/// VXLAN's 50 bytes, as Docker's.
+const DEFAULT_MTU: u32 = 1450;
+
+impl NetworkRecord {
+    /// The MTU of an overlay network's devices.
+    pub(super) fn mtu(&self) -> u32 {
+        mtu_of(&self.options).ok().flatten().unwrap_or(DEFAULT_MTU)
+    }
+}
 
 /// Where overlay subnets come from unless one is given: Docker's swarm default, the /24s of
 /// 10.0.0.0/8.
@@ -317,8 +329,9 @@ impl Networks<'_> {
         Ok(())
     }
 
-    /// What this host had of an overlay network: its copy, its names file.
+    /// What this host had of an overlay network: its devices, its copy, its names file.
     fn drop_overlay_here(&self, rec: &NetworkRecord) -> crate::Result<()> {
+        self.delete_bridge(rec)?;
         self.st.db.write(|tx| {
             tx.execute(
                 "DELETE FROM endpoints WHERE network_id = ?1",

@@ -233,8 +233,11 @@ fn alive_in(proc: &Path, mark: &Mark, ours: View, sees_all: bool) -> bool {
 }
 
 /// Whether the bridge at `index` has ports: a container still uses it.
+/// Whether a bridge has ports other than an overlay network's own VXLAN device.
 fn has_ports(links: &[Link], index: i32) -> bool {
-    links.iter().any(|p| p.master == Some(index))
+    links
+        .iter()
+        .any(|p| p.master == Some(index) && p.kind != "vxlan")
 }
 
 /// What [`Networks::claim_bridge`] found under a bridge's name.
@@ -357,6 +360,17 @@ impl Networks<'_> {
 /// with it), if there is one. The device goes even where its rules cannot, and one already
 /// gone (another process was first) is no error; the first failure is the one told.
 pub(crate) fn remove_bridge(nl: &Netlink, name: &str, index: Option<i32>) -> crate::Result<()> {
+    // An overlay network's bridge carries its VXLAN device, which goes with it.
+    if let Some(vx) = super::peers::vxlan_of(name)
+        && let Some(vx_index) = nl.link_index(&vx).map_err(io_err("look up a link"))?
+    {
+        match nl.del_link(vx_index) {
+            Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
+                return Err(io_err(format!("delete VXLAN device {vx}"))(e));
+            }
+            _ => {}
+        }
+    }
     let rules = if firewall::available() {
         firewall::delete(name).map_err(io_err(format!("remove the firewall of {name}")))
     } else {

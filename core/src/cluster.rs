@@ -1,0 +1,81 @@
+//! `ketch daemon`'s part in a cluster: it keeps this host's side of every overlay network
+//! current with the cluster store. It reads the whole of the store's overlay state, brings
+//! the host in line (copies of the networks, forwarding and neighbour entries, names files,
+//! its own places that no container holds any more), then watches the store from that
+//! revision and does it again at each change. A watch that breaks (the store went away, or
+//! compacted the history) starts over with a full read, so a daemon that was down, or cut
+//! off, finds nothing stale and nothing missing once it reads again.
+//!
+//! While it runs it holds a lock on the state root (`cluster.lock`), which tells an engine
+//! embedded in another process on the same root that the host's entries are kept: a
+//! container joins an overlay network only then.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::network::Networks;
+use crate::state::State;
+
+/// Starts keeping this host current, on a thread of its own, when the engine is in a
+/// cluster. Returns whether it did.
+pub fn keep(st: Arc<State>) -> crate::Result<bool> {
+    let Some(settings) = st.cluster.store.clone() else {
+        return Ok(false);
+    };
+    let path = crate::network::cluster_lock_path(&st);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| crate::Error::io(format!("open {}", path.display()), e))?;
+    // SAFETY: flock on a descriptor this function holds.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(crate::Error::io(
+            format!(
+                "lock {} (another daemon keeps this state root's cluster state)",
+                path.display()
+            ),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    st.cluster_kept
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    std::thread::spawn(move || {
+        // Held for the life of the thread, which is the daemon's.
+        let _lock = lock;
+        let etcd = match crate::etcd::Etcd::connect(&settings) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("ketch daemon: cluster store: {e}");
+                return;
+            }
+        };
+        let networks = Networks::new(&st);
+        let mut quiet = false;
+        loop {
+            let round = (|| -> crate::Result<()> {
+                let (rev, _) = etcd.list(crate::network::CLUSTER_ROOT)?;
+                networks.sync_overlays()?;
+                let mut watch = etcd.watch(crate::network::CLUSTER_ROOT, rev + 1)?;
+                if quiet {
+                    eprintln!("ketch daemon: cluster store reached again");
+                    quiet = false;
+                }
+                loop {
+                    watch.next_batch()?;
+                    networks.sync_overlays()?;
+                }
+            })();
+            if let Err(e) = round
+                && !quiet
+            {
+                eprintln!("ketch daemon: cluster state: {e} (retrying)");
+                quiet = true;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    });
+    Ok(true)
+}
