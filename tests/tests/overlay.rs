@@ -266,3 +266,250 @@ fn containers_on_two_hosts_talk_over_an_overlay_network() {
     }
     assert_eq!(u.keys("/ketch/"), Vec::<String>::new());
 }
+
+/// `inspect -f FORMAT NAME` on a host, trimmed.
+fn field(host: &Host, format: &str, name: &str) -> String {
+    host.ok(&["inspect", "-f", format, name]).trim().to_string()
+}
+
+/// What Docker users count on across hosts: a host that joins later resolves and is
+/// resolved by name (and alias); other networks, overlay or local, stay out; an internal
+/// network has no way out and another reaches its host's gateway; ports are published on
+/// the container's host; twenty containers started at once get twenty addresses; with the
+/// store away, running containers go on and new ones are refused, and once it is back new
+/// ones work without a restart; a daemon that was down catches up, and removes what its
+/// engine left in the store; and nothing is left anywhere after.
+#[test]
+fn an_overlay_network_holds_across_hosts_outages_and_restarts() {
+    let mut u = Underlay::new();
+    let mut a = u.host();
+    let mut b = u.host();
+    let mut c = u.host();
+    a.start_daemon();
+    b.start_daemon();
+    a.ok(&["network", "create", "-d", "overlay", "ov"]);
+    a.ok(&["network", "create", "-d", "overlay", "--internal", "ovint"]);
+    b.ok(&["network", "create", "-d", "overlay", "ov2"]);
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "ov",
+        "--network-alias",
+        "site",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /www && echo served-by-web > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let web_ip = field(&b, "{{.NetworkSettings.Networks.ov.IPAddress}}", "web");
+
+    // A host that joins later: its container reaches the others by name and alias, and
+    // theirs reach it by its name.
+    c.start_daemon();
+    c.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "late",
+        "--network",
+        "ov",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    for name in ["web", "site"] {
+        let out = c.ok(&["exec", "late", "sh", "-c", &fetch(name)]);
+        assert_eq!(out.trim(), "served-by-web", "{name}");
+    }
+    let out = b.ok(&[
+        "run", "--rm", "--network", "ov", "busybox", "sh", "-c",
+        "for i in $(seq 50); do ping -c 1 -W 1 late >/dev/null 2>&1 && echo reached && exit 0; sleep 0.2; done; exit 1",
+    ]);
+    assert_eq!(out.trim(), "reached");
+
+    // Another overlay network, and a local one, stay out.
+    a.ok(&["network", "create", "local"]);
+    for net in ["ov2", "local"] {
+        let o = a
+            .cmd()
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                net,
+                "busybox",
+                "sh",
+                "-c",
+                &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {web_ip} 80"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            !String::from_utf8_lossy(&o.stdout).contains("served-by"),
+            "{net}: {o:?}"
+        );
+    }
+
+    // The way out: the host's gateway bridge for a network that has one, nothing for an
+    // internal one.
+    let gw = inspect(&a, "ketch_gwbridge")["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = a.ok(&[
+        "run", "--rm", "--network", "ov", "busybox", "sh", "-c",
+        &format!("ping -c 1 -W 2 {gw} >/dev/null && echo out; grep -c '^eth[0-9]*\t00000000' /proc/net/route"),
+    ]);
+    assert_eq!(out, "out\n1\n");
+    let o = a
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "ovint",
+            "busybox",
+            "sh",
+            "-c",
+            &format!("grep -c '^eth[0-9]*\t00000000' /proc/net/route; ping -c 1 -W 1 {gw}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().next(),
+        Some("0"),
+        "{o:?}"
+    );
+    assert!(!o.status.success(), "{o:?}");
+
+    // Published on the container's host.
+    a.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pub",
+        "--network",
+        "ov",
+        "-p",
+        "8080:80",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir /www && echo served-by-pub > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let got = a.net.sh(&format!(
+        "for i in $(seq 50); do out=$(bash -c 'exec 3<>/dev/tcp/{}/8080 && printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' 2>/dev/null) && echo \"$out\" | tail -n 1 && exit 0; sleep 0.2; done; exit 1",
+        a.ip
+    ));
+    assert_eq!(got.trim(), "served-by-pub");
+
+    // Twenty at once, over two hosts: twenty addresses.
+    let ips: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..20)
+            .map(|i| {
+                let host = if i % 2 == 0 { &a } else { &b };
+                s.spawn(move || {
+                    let name = format!("many{i}");
+                    host.ok(&[
+                        "run",
+                        "-d",
+                        "--name",
+                        &name,
+                        "--network",
+                        "ov",
+                        "busybox",
+                        "sleep",
+                        "1000",
+                    ]);
+                    field(host, "{{.NetworkSettings.Networks.ov.IPAddress}}", &name)
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let distinct: BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(distinct.len(), 20, "{ips:?}");
+    for i in 0..20 {
+        let host = if i % 2 == 0 { &a } else { &b };
+        host.ok(&["rm", "-f", &format!("many{i}")]);
+    }
+
+    // The store away: what runs goes on, nothing new joins; back, new ones do.
+    u.etcd.stop();
+    let out = c.ok(&["exec", "late", "sh", "-c", &fetch("web")]);
+    assert_eq!(out.trim(), "served-by-web");
+    let (_, err) = a.fails(&["run", "--rm", "--network", "ov", "busybox", "true"]);
+    assert!(
+        err.contains("cluster store") && err.contains("cannot be reached"),
+        "{err}"
+    );
+    u.etcd.resume();
+    let out = a.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "ov",
+        "busybox",
+        "sh",
+        "-c",
+        &fetch("web"),
+    ]);
+    assert_eq!(out.trim(), "served-by-web");
+
+    // A daemon that was down catches up at its start; what its engine left in the store
+    // (a place no container holds) goes then.
+    b.stop_daemon();
+    a.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "newcomer",
+        "--network",
+        "ov",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let ov_id = inspect(&a, "ov")["Id"].as_str().unwrap().to_string();
+    let engine = std::fs::read_to_string(b.root.path().join("engine-id")).unwrap();
+    let left = format!("/ketch/v1/endpoints/{ov_id}/10.0.0.200");
+    u.net.sh(&format!(
+        "ETCDCTL_API=3 etcdctl --endpoints {}:2379 put {left} '{}'",
+        ketch_tests::cluster::STORE_IP,
+        serde_json::json!({
+            "container_id": "0".repeat(64), "ip": "10.0.0.200", "mac": "02:42:0a:00:00:c8",
+            "vtep": b.ip, "engine": engine.trim(), "names": ["ghost"],
+            // No process has this PID (pid_max is at most 2^22).
+            "owner": [4_194_304u32, 1],
+        })
+    ));
+    b.start_daemon();
+    let out = b.ok(&[
+        "exec", "web", "sh", "-c",
+        "for i in $(seq 50); do ping -c 1 -W 1 newcomer >/dev/null 2>&1 && echo reached && exit 0; sleep 0.2; done; exit 1",
+    ]);
+    assert_eq!(out.trim(), "reached");
+    ketch_tests::wait_until("the left place to go", 10, || {
+        !u.keys("/ketch/v1/endpoints/").contains(&left)
+    });
+
+    // Nothing left, on any host or in the store.
+    a.ok(&["rm", "-f", "newcomer", "pub"]);
+    b.ok(&["rm", "-f", "web"]);
+    c.ok(&["rm", "-f", "late"]);
+    b.ok(&["network", "rm", "ov", "ovint", "ov2"]);
+    a.ok(&["network", "rm", "local"]);
+    for h in [&a, &b, &c] {
+        ketch_tests::wait_until("the networks' devices to go", 10, || {
+            links(h, "vxlan", "kx").is_empty() && links(h, "bridge", "ko").is_empty()
+        });
+        let fdb = h.net.sh("bridge fdb show | grep -c ' dst ' || true");
+        assert_eq!(fdb.trim(), "0", "{}", h.ip);
+        let rules = h.net.sh("nft list ruleset");
+        assert!(!rules.contains("\"ko"), "{}: {rules}", h.ip);
+    }
+    assert_eq!(u.keys("/ketch/"), Vec::<String>::new());
+}
