@@ -39,17 +39,53 @@ pub struct Underlay {
 
 impl Underlay {
     pub fn new() -> Underlay {
+        Underlay::start(false)
+    }
+
+    /// One whose store is spoken to over mutual TLS only: its certificates are those of
+    /// [`crate::make_certs`], in [`Underlay::certs`].
+    pub fn with_tls() -> Underlay {
+        Underlay::start(true)
+    }
+
+    fn start(tls: bool) -> Underlay {
         let net = PrivateNet::new();
         net.sh(&format!(
             "ip link set lo up && ip link add ul0 type bridge && \
              ip addr add {STORE_IP}/24 dev ul0 && ip link set ul0 up"
         ));
-        let etcd = Etcd::start(&net.0);
+        let etcd = Etcd::start(&net.0, tls);
         Underlay {
             net,
             etcd,
             hosts: 0,
         }
+    }
+
+    /// Where the store's certificates are, with TLS.
+    pub fn certs(&self) -> Option<PathBuf> {
+        self.etcd.tls.then(|| self.etcd.dir.path().join("certs"))
+    }
+
+    /// The flags of an engine in the cluster with the client certificate `client` (`client`,
+    /// `rogue`) of [`Underlay::certs`], or none.
+    pub fn tls_flags(&self, client: Option<&str>) -> Vec<String> {
+        let Some(certs) = self.certs() else {
+            return vec![];
+        };
+        let c = |n: &str| certs.join(n).display().to_string();
+        let mut flags = vec![format!("--cluster-store-opt=kv.cacertfile={}", c("ca.pem"))];
+        if let Some(client) = client {
+            flags.push(format!(
+                "--cluster-store-opt=kv.certfile={}",
+                c(&format!("{client}-cert.pem"))
+            ));
+            flags.push(format!(
+                "--cluster-store-opt=kv.keyfile={}",
+                c(&format!("{client}-key.pem"))
+            ));
+        }
+        flags
     }
 
     /// `etcd://IP:PORT` of the store, as engines are given it.
@@ -87,6 +123,7 @@ impl Underlay {
             "--cluster-advertise".into(),
             ip.clone(),
         ];
+        root.extra.extend(self.tls_flags(Some("client")));
         root.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
         Host {
             root,
@@ -96,10 +133,16 @@ impl Underlay {
         }
     }
 
+    /// `etcdctl` in the underlay, with what it needs to reach the store.
+    pub fn etcdctl(&self) -> String {
+        self.etcd.ctl()
+    }
+
     /// Every key the store holds under `prefix`.
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let out = self.net.sh(&format!(
-            "ETCDCTL_API=3 etcdctl --endpoints {STORE_IP}:2379 get --prefix --keys-only '{prefix}'"
+            "{} get --prefix --keys-only '{prefix}'",
+            self.etcdctl()
         ));
         out.lines()
             .filter(|l| !l.is_empty())
@@ -119,10 +162,11 @@ pub struct Etcd {
     net: String,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    tls: bool,
 }
 
 impl Etcd {
-    fn start(net: &str) -> Etcd {
+    fn start(net: &str, tls: bool) -> Etcd {
         let mut e = Etcd {
             net: net.to_string(),
             dir: tempfile::Builder::new()
@@ -130,20 +174,62 @@ impl Etcd {
                 .tempdir()
                 .unwrap(),
             child: None,
+            tls,
         };
+        if tls {
+            let certs = e.dir.path().join("certs");
+            std::fs::create_dir(&certs).unwrap();
+            crate::make_certs(&certs, STORE_IP);
+        }
         e.resume();
         e
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
+    }
+
+    /// `etcdctl` with the endpoint (and with TLS the client's certificate).
+    fn ctl(&self) -> String {
+        let mut c = format!(
+            "ETCDCTL_API=3 etcdctl --endpoints {}://{STORE_IP}:2379",
+            self.scheme()
+        );
+        if self.tls {
+            let certs = self.dir.path().join("certs");
+            c.push_str(&format!(
+                " --cacert {0}/ca.pem --cert {0}/client-cert.pem --key {0}/client-key.pem",
+                certs.display()
+            ));
+        }
+        c
     }
 
     /// Starts the member again on its data (after [`Etcd::stop`]); returns once it answers.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "etcd already runs");
-        let client = format!("http://{STORE_IP}:2379");
+        let client = format!("{}://{STORE_IP}:2379", self.scheme());
         let peer = "http://127.0.0.1:2380";
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net=/run/netns/{}", self.net))
-            .arg("etcd")
-            .args(["--name", "store"])
+            .arg("etcd");
+        if self.tls {
+            let certs = self.dir.path().join("certs");
+            cmd.arg("--client-cert-auth")
+                .arg(format!(
+                    "--trusted-ca-file={}",
+                    certs.join("ca.pem").display()
+                ))
+                .arg(format!(
+                    "--cert-file={}",
+                    certs.join("server-cert.pem").display()
+                ))
+                .arg(format!(
+                    "--key-file={}",
+                    certs.join("server-key.pem").display()
+                ));
+        }
+        cmd.args(["--name", "store"])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .args(["--listen-client-urls", &client])
@@ -165,9 +251,11 @@ impl Etcd {
         loop {
             let o = Command::new("nsenter")
                 .arg(format!("--net=/run/netns/{}", self.net))
-                .args(["etcdctl", "--endpoints", &format!("{STORE_IP}:2379")])
-                .args(["--command-timeout", "1s", "endpoint", "health"])
-                .env("ETCDCTL_API", "3")
+                .args(["sh", "-c"])
+                .arg(format!(
+                    "{} --command-timeout 1s endpoint health",
+                    self.ctl()
+                ))
                 .output()
                 .unwrap();
             if o.status.success() {

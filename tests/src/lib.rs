@@ -661,6 +661,75 @@ pub fn random_hex(n: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A CA (`ca.pem`), a server certificate for `ip` and a client certificate it signed
+/// (`server-cert.pem`, `client-cert.pem`, their keys `*-key.pem`), in `dir`; and a client
+/// certificate signed by another CA (`rogue-cert.pem`).
+pub fn make_certs(dir: &Path, ip: &str) {
+    require_tool("openssl");
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {o:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "rogue-ca"] {
+        let mut a = vec!["req", "-x509", "-days", "2", "-subj", "/CN=test-ca"];
+        a.extend(ec);
+        let (key, out) = (format!("{ca}-key.pem"), format!("{ca}.pem"));
+        a.extend(["-keyout", &key, "-out", &out]);
+        openssl(&a);
+    }
+    std::fs::write(
+        dir.join("server.cnf"),
+        // Client too: a server (etcd's JSON gateway) may dial itself with its own.
+        format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth,clientAuth\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, ca, ext) in [
+        ("server", "ca", "server.cnf"),
+        ("client", "ca", "client.cnf"),
+        ("rogue", "rogue-ca", "client.cnf"),
+    ] {
+        let (key, csr, cert) = (
+            format!("{name}-key.pem"),
+            format!("{name}.csr"),
+            format!("{name}-cert.pem"),
+        );
+        let mut a = vec!["req", "-subj", "/CN=ketch-test"];
+        a.extend(ec);
+        a.extend(["-keyout", &key, "-out", &csr]);
+        openssl(&a);
+        let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
+        openssl(&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-in",
+            &csr,
+            "-CA",
+            &ca_cert,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-extfile",
+            ext,
+            "-out",
+            &cert,
+        ]);
+    }
+}
+
 /// A daemon on a socket in the root's directory, killed when dropped.
 pub struct Daemon {
     pub child: std::process::Child,

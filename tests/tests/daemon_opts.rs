@@ -134,73 +134,6 @@ fn tcp_only_on_loopback_without_tls() {
     assert_eq!(r.ok(&["ps", "-aq"]), "");
 }
 
-/// A CA, a server certificate for 127.0.0.1 and a client certificate it signed, in `dir`;
-/// and a client certificate signed by another CA.
-fn make_certs(dir: &Path) {
-    ketch_tests::require_tool("openssl");
-    let openssl = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "openssl {args:?}: {o:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    for ca in ["ca", "rogue-ca"] {
-        let mut a = vec!["req", "-x509", "-days", "2", "-subj", "/CN=test-ca"];
-        a.extend(ec);
-        let (key, out) = (format!("{ca}-key.pem"), format!("{ca}.pem"));
-        a.extend(["-keyout", &key, "-out", &out]);
-        openssl(&a);
-    }
-    std::fs::write(
-        dir.join("server.cnf"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for (name, ca, ext) in [
-        ("server", "ca", "server.cnf"),
-        ("client", "ca", "client.cnf"),
-        ("rogue", "rogue-ca", "client.cnf"),
-    ] {
-        let (key, csr, cert) = (
-            format!("{name}-key.pem"),
-            format!("{name}.csr"),
-            format!("{name}-cert.pem"),
-        );
-        let mut a = vec!["req", "-subj", "/CN=ketch-test"];
-        a.extend(ec);
-        a.extend(["-keyout", &key, "-out", &csr]);
-        openssl(&a);
-        let (ca_cert, ca_key) = (format!("{ca}.pem"), format!("{ca}-key.pem"));
-        openssl(&[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_cert,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-extfile",
-            ext,
-            "-out",
-            &cert,
-        ]);
-    }
-}
-
 /// Mutual TLS: on an address others reach, with --tlsverify, the daemon serves clients whose
 /// certificate the CA signed, and no one else.
 #[test]
@@ -210,7 +143,7 @@ fn tcp_with_mutual_tls() {
     r.ok(&["import", busybox_rootfs().to_str().unwrap(), "busybox"]);
     let certs = r.dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
-    make_certs(&certs);
+    ketch_tests::make_certs(&certs, "127.0.0.1");
     let c = |n: &str| certs.join(n).display().to_string();
     let port = free_port();
     let listen = format!("tcp://0.0.0.0:{port}");
@@ -349,7 +282,7 @@ fn tls_files_from_ketch_cert_path() {
     r.ok(&["create", "--name", "viacertpath", "busybox", "true"]);
     let certs = r.dir.path().join("certs");
     std::fs::create_dir(&certs).unwrap();
-    make_certs(&certs);
+    ketch_tests::make_certs(&certs, "127.0.0.1");
     let dir = |name: &str, cert: Option<&str>| {
         let d = certs.join(name);
         std::fs::create_dir(&d).unwrap();

@@ -477,8 +477,8 @@ fn an_overlay_network_holds_across_hosts_outages_and_restarts() {
     let engine = std::fs::read_to_string(b.root.path().join("engine-id")).unwrap();
     let left = format!("/ketch/v1/endpoints/{ov_id}/10.0.0.200");
     u.net.sh(&format!(
-        "ETCDCTL_API=3 etcdctl --endpoints {}:2379 put {left} '{}'",
-        ketch_tests::cluster::STORE_IP,
+        "{} put {left} '{}'",
+        u.etcdctl(),
         serde_json::json!({
             "container_id": "0".repeat(64), "ip": "10.0.0.200", "mac": "02:42:0a:00:00:c8",
             "vtep": b.ip, "engine": engine.trim(), "names": ["ghost"],
@@ -511,5 +511,36 @@ fn an_overlay_network_holds_across_hosts_outages_and_restarts() {
         let rules = h.net.sh("nft list ruleset");
         assert!(!rules.contains("\"ko"), "{}: {rules}", h.ip);
     }
+    assert_eq!(u.keys("/ketch/"), Vec::<String>::new());
+}
+
+/// A store that takes clients over mutual TLS only: reached with the CA and a client
+/// certificate it signed (`--cluster-store-opt kv.cacertfile=,kv.certfile=,kv.keyfile=`);
+/// without one, or with another CA's, refused with an error that says where.
+#[test]
+fn the_cluster_store_is_reached_over_mutual_tls() {
+    let mut u = Underlay::with_tls();
+    let a = u.host();
+    a.ok(&["network", "create", "-d", "overlay", "secure"]);
+    assert_eq!(u.keys("/ketch/v1/names/"), ["/ketch/v1/names/secure"]);
+    for client in [None, Some("rogue")] {
+        let mut cmd = a.root.cmd_bare();
+        cmd.args([
+            "--cluster-store",
+            &u.store_url(),
+            "--cluster-advertise",
+            &a.ip,
+        ])
+        .args(u.tls_flags(client))
+        .args(["network", "create", "-d", "overlay", "other"]);
+        let o = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{client:?}: {o:?}");
+        assert!(
+            err.contains("cluster store") && err.contains("198.18.0.1:2379"),
+            "{client:?}: {err}"
+        );
+    }
+    a.ok(&["network", "rm", "secure"]);
     assert_eq!(u.keys("/ketch/"), Vec::<String>::new());
 }

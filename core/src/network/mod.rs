@@ -26,7 +26,7 @@ pub(crate) use endpoint::Given;
 pub use endpoint::parse_mac;
 pub(crate) use overlay::ROOT as CLUSTER_ROOT;
 pub use peers::Peer;
-pub(crate) use peers::cluster_lock_path;
+pub(crate) use peers::{GATEWAY_BRIDGE, cluster_lock_path};
 
 use std::collections::BTreeMap;
 use std::io;

@@ -318,7 +318,14 @@ pub(crate) fn inspect_json(c: &Container, driver: &str, endpoints: &[Endpoint]) 
             }
         }
         NetMode::Bridge(_) => {
-            for ep in endpoints {
+            // The gateway bridge an overlay network's container reaches out through is
+            // the host's, as Docker's docker_gwbridge: not one of the container's networks,
+            // unless it asked for it.
+            let asked = |n: &str| attachments.iter().any(|a| a.network == n);
+            for ep in endpoints
+                .iter()
+                .filter(|e| e.network != crate::network::GATEWAY_BRIDGE || asked(&e.network))
+            {
                 networks.insert(ep.network.clone(), entry(Some(ep), &ep.network));
             }
         }
