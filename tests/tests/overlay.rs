@@ -217,7 +217,25 @@ fn containers_on_two_hosts_talk_over_an_overlay_network() {
         ]);
         assert_eq!(out.trim(), want, "{target}");
     }
-    // On another network of the same host, the address is out of reach.
+    // Its devices' MTU leaves room for VXLAN's headers.
+    let mtu = a.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "ov",
+        "busybox",
+        "cat",
+        "/sys/class/net/eth0/mtu",
+    ]);
+    assert_eq!(mtu.trim(), "1450");
+    // Not removed while a container of another host is on it; its hosts are listed.
+    let (_, err) = a.fails(&["network", "rm", "ov"]);
+    assert!(err.contains("active endpoints"), "{err}");
+    let peers = inspect(&a, "ov")["Peers"].clone();
+    assert_eq!(peers.as_array().map(Vec::len), Some(1), "{peers}");
+    assert_eq!(peers[0]["IP"], b.ip.as_str());
+    // On another network of the same host, the address is out of reach; connected to the
+    // overlay network, it is not.
     a.ok(&["network", "create", "local"]);
     let o = a
         .cmd()
@@ -237,6 +255,22 @@ fn containers_on_two_hosts_talk_over_an_overlay_network() {
         !String::from_utf8_lossy(&o.stdout).contains("served-by"),
         "{o:?}"
     );
+    a.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "joiner",
+        "--network",
+        "local",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    a.ok(&["network", "connect", "ov", "joiner"]);
+    let out = a.ok(&["exec", "joiner", "sh", "-c", &fetch("web")]);
+    assert_eq!(out.trim(), want);
+    a.ok(&["network", "disconnect", "ov", "joiner"]);
+    a.ok(&["rm", "-f", "joiner"]);
     // Both hosts carry the network while a container of it runs on each.
     let keep = a.ok(&[
         "run",

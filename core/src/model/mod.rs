@@ -125,6 +125,18 @@ pub struct NetworkResource {
     pub containers: BTreeMap<String, NetworkContainer>,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// An overlay network's hosts with a container on it (its inspect only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerInfo>>,
+}
+
+/// A host of an overlay network: its engine's ID and its address between the hosts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct PeerInfo {
+    pub name: String,
+    #[serde(rename = "IP")]
+    pub ip: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

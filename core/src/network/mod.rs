@@ -311,6 +311,9 @@ pub struct NetworkAttachment {
 pub struct Network {
     pub record: NetworkRecord,
     pub endpoints: Vec<Endpoint>,
+    /// An overlay network's hosts with a container on it, as the cluster store says
+    /// (inspect only; `None` where not read).
+    pub peers: Option<Vec<crate::model::PeerInfo>>,
 }
 
 impl Network {
@@ -394,6 +397,7 @@ impl Network {
                 .collect(),
             options,
             labels: r.labels.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
@@ -486,7 +490,11 @@ impl Networks<'_> {
         let mut out = Vec::new();
         for record in self.load_networks()? {
             let endpoints = self.endpoints_of(&record.id)?;
-            out.push(Network { record, endpoints });
+            out.push(Network {
+                record,
+                endpoints,
+                peers: None,
+            });
         }
         Ok(out)
     }
@@ -494,7 +502,15 @@ impl Networks<'_> {
     pub fn inspect(&self, name: &str) -> crate::Result<Network> {
         let record = self.find(name)?;
         let endpoints = self.endpoints_of(&record.id)?;
-        Ok(Network { record, endpoints })
+        let peers = record
+            .overlay()
+            .then(|| self.hosts_of(&record.id))
+            .flatten();
+        Ok(Network {
+            record,
+            endpoints,
+            peers,
+        })
     }
 
     /// `network create`: a bridge network with its own Linux bridge and subnet.

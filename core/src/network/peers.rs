@@ -169,6 +169,24 @@ impl Networks<'_> {
             .collect())
     }
 
+    /// The hosts with a container on the overlay network `id` (`None`: the store is not
+    /// reached).
+    pub(super) fn hosts_of(&self, id: &str) -> Option<Vec<crate::model::PeerInfo>> {
+        let etcd = self.store().ok()?;
+        let mut hosts: Vec<crate::model::PeerInfo> = self
+            .peers(&etcd, id)
+            .ok()?
+            .into_iter()
+            .map(|(_, p)| crate::model::PeerInfo {
+                name: p.engine.chars().take(12).collect(),
+                ip: p.vtep.to_string(),
+            })
+            .collect();
+        hosts.sort_by(|a, b| (&a.ip, &a.name).cmp(&(&b.ip, &b.name)));
+        hosts.dedup();
+        Some(hosts)
+    }
+
     /// Makes this host's bridge and VXLAN device of an overlay network, if not there.
     pub(super) fn ensure_overlay(&self, rec: &NetworkRecord) -> crate::Result<()> {
         let vni = rec

@@ -180,7 +180,7 @@ impl Containers<'_> {
                 )));
             }
         }
-        if rec.driver != "bridge" {
+        if rec.driver != "bridge" && !rec.overlay() {
             return Err(invalid(format!(
                 "container cannot be connected to network {} (driver {})",
                 rec.name, rec.driver
