@@ -1373,8 +1373,9 @@ struct Networks {
 impl Networks {
     /// Creates a network; `ipam` in the API's shape (`{"Config": [{"Subnet": ...}]}`, an
     /// IPv4 pool and an IPv6 one at most); `enable_ipv6` gives it IPv6 (a unique local /64
-    /// without an IPv6 pool).
-    #[pyo3(signature = (name, driver=None, internal=false, labels=None, ipam=None, enable_ipv6=false))]
+    /// without an IPv6 pool); `options` are the driver's (an overlay network's
+    /// `com.docker.network.driver.mtu`).
+    #[pyo3(signature = (name, driver=None, internal=false, labels=None, ipam=None, enable_ipv6=false, options=None))]
     #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
@@ -1385,6 +1386,7 @@ impl Networks {
         labels: Option<&Bound<'_, PyAny>>,
         ipam: Option<&Bound<'_, PyAny>>,
         enable_ipv6: bool,
+        options: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Network> {
         let body = serde_json::json!({
             "Name": name,
@@ -1393,6 +1395,7 @@ impl Networks {
             "EnableIPv6": enable_ipv6,
             "Labels": labels.map(from_py).transpose()?,
             "IPAM": ipam.map(from_py).transpose()?,
+            "Options": options.map(from_py).transpose()?,
         });
         let opts = ketch::api::create::network_options(&body).map_err(InvalidArgument::new_err)?;
         let api = self.api.clone();
