@@ -15,7 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::network::Networks;
+use crate::runtime::Containers;
 use crate::state::State;
+
+/// How often the places of containers that ended are looked for.
+const RELEASE_EVERY: Duration = Duration::from_secs(3);
 
 /// Starts keeping this host current, on a thread of its own, when the engine is in a
 /// cluster. Returns whether it did.
@@ -42,6 +46,16 @@ pub fn keep(st: Arc<State>) -> crate::Result<bool> {
     }
     st.cluster_kept
         .store(true, std::sync::atomic::Ordering::SeqCst);
+    // A container that ended on its own holds its places until something looks: every few
+    // seconds, those of containers that no longer run are given back (the other hosts see
+    // them go through the store).
+    let ticker = st.clone();
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(RELEASE_EVERY);
+            let _ = release_ended(&ticker);
+        }
+    });
     std::thread::spawn(move || {
         // Held for the life of the thread, which is the daemon's.
         let _lock = lock;
@@ -78,4 +92,14 @@ pub fn keep(st: Arc<State>) -> crate::Result<bool> {
         }
     });
     Ok(true)
+}
+
+/// Gives back the overlay networks' places of this host's containers that no longer run.
+fn release_ended(st: &State) -> crate::Result<()> {
+    let networks = Networks::new(st);
+    let containers = Containers::new(st);
+    for rec in networks.local_overlays()? {
+        containers.release_stale(&rec.id)?;
+    }
+    Ok(())
 }

@@ -471,6 +471,26 @@ fn an_overlay_network_holds_across_hosts_outages_and_restarts() {
         host.ok(&["rm", "-f", &format!("many{i}")]);
     }
 
+    // A container that ends on its own gives its place back, for every host to see.
+    let places = || u.keys("/ketch/v1/endpoints/").len();
+    let before = places();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "brief",
+        "--network",
+        "ov",
+        "busybox",
+        "sleep",
+        "2",
+    ]);
+    assert_eq!(places(), before + 1);
+    ketch_tests::wait_until("the ended container's place to go", 20, || {
+        places() == before
+    });
+    b.ok(&["rm", "brief"]);
+
     // The store away: what runs goes on, nothing new joins; back, new ones do.
     u.etcd.stop();
     let out = c.ok(&["exec", "late", "sh", "-c", &fetch("web")]);

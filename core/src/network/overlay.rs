@@ -273,6 +273,15 @@ impl Networks<'_> {
         Ok(())
     }
 
+    /// The copies of the cluster's overlay networks this root has, as they are (no refresh).
+    pub(crate) fn local_overlays(&self) -> crate::Result<Vec<NetworkRecord>> {
+        Ok(self
+            .load_networks()?
+            .into_iter()
+            .filter(NetworkRecord::overlay)
+            .collect())
+    }
+
     /// Refreshes the overlay networks where this engine is in a cluster; a store that
     /// cannot be reached leaves the copies as they are (what runs on them goes on).
     pub(super) fn refresh_if_clustered(&self) {
