@@ -19,12 +19,16 @@ ul=kob-ul-$tag
 hosts=(kob-a-$tag kob-b-$tag)
 ips=(198.18.0.11 198.18.0.12)
 store=198.18.0.1
-in() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" "$@"; }
-# ketch on host I (0 or 1), in the cluster.
+inns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" "$@"; }
+# The environment of ketch on host I (0 or 1), in the cluster.
+kenv() {
+    echo "KETCH_ROOT=$work/root$1 KETCH_BRIDGE=kob$1$tag KETCH_IP_FORWARD=false" \
+        "KETCH_CLUSTER_STORE=etcd://$store:2379 KETCH_CLUSTER_ADVERTISE=${ips[$1]}"
+}
 k() {
     local i=$1; shift
-    in "${hosts[$i]}" env KETCH_ROOT="$work/root$i" KETCH_BRIDGE="kob$i$tag" KETCH_IP_FORWARD=false \
-        KETCH_CLUSTER_STORE=etcd://$store:2379 KETCH_CLUSTER_ADVERTISE="${ips[$i]}" "$ketch" "$@"
+    # shellcheck disable=SC2046
+    inns "${hosts[$i]}" env $(kenv "$i") "$ketch" "$@"
 }
 pids=()
 cleanup() {
@@ -40,24 +44,27 @@ cleanup() {
 trap cleanup EXIT
 
 ip netns add "$ul"
-in "$ul" sh -c "ip link set lo up && ip link add ul0 type bridge && ip addr add $store/24 dev ul0 && ip link set ul0 up"
+inns "$ul" sh -c "ip link set lo up && ip link add ul0 type bridge && ip addr add $store/24 dev ul0 && ip link set ul0 up"
 for i in 0 1; do
     ip netns add "${hosts[$i]}"
-    in "$ul" ip link add "ulp$i$tag" type veth peer name "ulh$i$tag"
-    in "$ul" ip link set "ulp$i$tag" master ul0 up
-    in "$ul" ip link set "ulh$i$tag" netns "${hosts[$i]}"
-    in "${hosts[$i]}" sh -c "ip link set lo up && ip link set ulh$i$tag name eth0 && ip addr add ${ips[$i]}/24 dev eth0 && ip link set eth0 up"
+    inns "$ul" ip link add "ulp$i$tag" type veth peer name "ulh$i$tag"
+    inns "$ul" ip link set "ulp$i$tag" master ul0 up
+    inns "$ul" ip link set "ulh$i$tag" netns "${hosts[$i]}"
+    inns "${hosts[$i]}" sh -c "ip link set lo up && ip link set ulh$i$tag name eth0 && ip addr add ${ips[$i]}/24 dev eth0 && ip link set eth0 up"
 done
-in "$ul" etcd --name store --data-dir "$work/etcd" \
+# Started by nsenter itself, not through a function (a subshell), so that $! is theirs.
+nsenter --net=/run/netns/"$ul" etcd --name store --data-dir "$work/etcd" \
     --listen-client-urls http://$store:2379 --advertise-client-urls http://$store:2379 \
     --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
     --initial-cluster store=http://127.0.0.1:2380 >"$work/etcd.log" 2>&1 &
 pids+=($!)
-until in "$ul" env ETCDCTL_API=3 etcdctl --endpoints $store:2379 endpoint health >/dev/null 2>&1; do sleep 0.1; done
+until inns "$ul" env ETCDCTL_API=3 etcdctl --endpoints $store:2379 endpoint health >/dev/null 2>&1; do sleep 0.1; done
 tests/fixtures/busybox-rootfs.sh "$work/rootfs.tar"
 for i in 0 1; do
     k "$i" import "$work/rootfs.tar" bench >/dev/null
-    k "$i" daemon -H "unix://$work/d$i.sock" 2>"$work/daemon$i.log" &
+    # shellcheck disable=SC2046
+    nsenter --net=/run/netns/"${hosts[$i]}" env $(kenv "$i") "$ketch" daemon \
+        -H "unix://$work/d$i.sock" >/dev/null 2>"$work/daemon$i.log" &
     pids+=($!)
 done
 for i in 0 1; do until [ -S "$work/d$i.sock" ]; do sleep 0.05; done; done
@@ -70,7 +77,7 @@ k 0 run -d --name near --network localnet bench sh -c "$serve" >/dev/null
 k 0 run -d --name cli --network ov bench sleep 100000 >/dev/null
 k 0 run -d --name lcli --network localnet bench sleep 100000 >/dev/null
 mkdir -p "$work/www" && truncate -s 1G "$work/www/big"
-in "${hosts[1]}" busybox httpd -f -p "${ips[1]}:15080" -h "$work/www" &
+nsenter --net=/run/netns/"${hosts[1]}" busybox httpd -f -p "${ips[1]}:15080" -h "$work/www" >/dev/null 2>&1 &
 pids+=($!)
 sleep 0.5
 k 0 exec cli sh -c 'until ping -c 1 -W 1 far >/dev/null 2>&1; do sleep 0.1; done'
@@ -78,7 +85,7 @@ k 0 exec cli sh -c 'until ping -c 1 -W 1 far >/dev/null 2>&1; do sleep 0.1; done
 ping_ms() { awk -F/ '/min\/avg/ {print $4}'; }
 overlay_lat=$(k 0 exec cli ping -c "$((n * 5))" -i 0.05 far | ping_ms)
 bridge_lat=$(k 0 exec lcli ping -c "$((n * 5))" -i 0.05 near | ping_ms)
-underlay_lat=$(in "${hosts[0]}" ping -c "$((n * 5))" -i 0.05 "${ips[1]}" | ping_ms)
+underlay_lat=$(inns "${hosts[0]}" busybox ping -c "$((n * 5))" -i 0.05 "${ips[1]}" | ping_ms)
 
 secs() { local s e; s=$(date +%s%N); "$@" >/dev/null; e=$(date +%s%N); echo "($e - $s) / 1000000000" | bc -l; }
 get="printf 'GET /big HTTP/1.0\r\n\r\n'"
@@ -86,7 +93,7 @@ t=$(secs k 0 exec cli sh -c "$get | nc far 80 | wc -c")
 overlay_mbs=$(echo "1024 / $t" | bc -l)
 t=$(secs k 0 exec lcli sh -c "$get | nc near 80 | wc -c")
 bridge_mbs=$(echo "1024 / $t" | bc -l)
-t=$(secs in "${hosts[0]}" sh -c "$get | busybox nc ${ips[1]} 15080 | wc -c")
+t=$(secs inns "${hosts[0]}" sh -c "$get | busybox nc ${ips[1]} 15080 | wc -c")
 underlay_mbs=$(echo "1024 / $t" | bc -l)
 
 # From `run -d` on A to a container on B that resolves and reaches it.
