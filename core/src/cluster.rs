@@ -21,6 +21,17 @@ use crate::state::State;
 /// How often the places of containers that ended are looked for.
 const RELEASE_EVERY: Duration = Duration::from_secs(3);
 
+/// A full sync every this many of those (30 s).
+const RESYNC_EVERY: u64 = 10;
+
+/// One sync at a time in this process: the watch's and the timer's.
+static SYNC: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn sync(networks: &Networks<'_>) -> crate::Result<()> {
+    let _lock = SYNC.lock().unwrap_or_else(|p| p.into_inner());
+    networks.sync_overlays()
+}
+
 /// Starts keeping this host current, on a thread of its own, when the engine is in a
 /// cluster. Returns whether it did.
 pub fn keep(st: Arc<State>) -> crate::Result<bool> {
@@ -49,11 +60,16 @@ pub fn keep(st: Arc<State>) -> crate::Result<bool> {
     // A container that ended on its own holds its places until something looks: every few
     // seconds, those of containers that no longer run are given back (the other hosts see
     // them go through the store).
+    // And every so often a full sync besides the watch's: a watch cut off without a word
+    // (a partition that never closes its connection) misses changes until then.
     let ticker = st.clone();
     std::thread::spawn(move || {
-        loop {
+        for tick in 1u64.. {
             std::thread::sleep(RELEASE_EVERY);
             let _ = release_ended(&ticker);
+            if tick % RESYNC_EVERY == 0 {
+                let _ = sync(&Networks::new(&ticker));
+            }
         }
     });
     std::thread::spawn(move || {
@@ -71,7 +87,7 @@ pub fn keep(st: Arc<State>) -> crate::Result<bool> {
         loop {
             let round = (|| -> crate::Result<()> {
                 let (rev, _) = etcd.list(crate::network::CLUSTER_ROOT)?;
-                networks.sync_overlays()?;
+                sync(&networks)?;
                 let mut watch = etcd.watch(crate::network::CLUSTER_ROOT, rev + 1)?;
                 if quiet {
                     eprintln!("ketch daemon: cluster store reached again");
@@ -79,7 +95,7 @@ pub fn keep(st: Arc<State>) -> crate::Result<bool> {
                 }
                 loop {
                     watch.next_batch()?;
-                    networks.sync_overlays()?;
+                    sync(&networks)?;
                 }
             })();
             if let Err(e) = round

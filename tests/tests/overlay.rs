@@ -135,7 +135,16 @@ fn an_overlay_network_is_one_record_of_the_clusters() {
     assert!(!ls.lines().any(|l| l == "ov1"), "{ls}");
     let (_, err) = a.fails(&["network", "inspect", "ov1"]);
     assert!(err.contains("not found"), "{err}");
+    // A prune leaves them (stopped containers elsewhere may name them); rm takes them.
     a.ok(&["network", "prune", "-f"]);
+    assert!(
+        a.ok(&["network", "ls", "--format", "{{.Name}}"])
+            .contains("ov3")
+    );
+    let mut rm = vec!["network", "rm", "ov3"];
+    let many: Vec<String> = (0..6).map(|i| format!("many{i}")).collect();
+    rm.extend(many.iter().map(String::as_str));
+    a.ok(&rm);
     assert_eq!(u.keys("/ketch/"), Vec::<String>::new());
     assert_eq!(
         b.ok(&["network", "ls", "-q", "--filter", "driver=overlay"]),

@@ -586,7 +586,13 @@ impl Networks<'_> {
     pub fn prune(&self, named: &std::collections::HashSet<String>) -> crate::Result<Vec<String>> {
         let mut removed = Vec::new();
         for rec in self.load_networks()? {
-            if rec.predefined() || named.contains(&rec.name) || named.contains(&rec.id) {
+            // An overlay network is the cluster's: stopped containers on other hosts may
+            // name it, which this host cannot see.
+            if rec.predefined()
+                || rec.overlay()
+                || named.contains(&rec.name)
+                || named.contains(&rec.id)
+            {
                 continue;
             }
             match self.remove(&rec.id) {

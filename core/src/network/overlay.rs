@@ -88,6 +88,31 @@ fn mtu_of(options: &BTreeMap<String, String>) -> crate::Result<Option<u32>> {
     Ok(mtu)
 }
 
+/// Whether a record read from the store is an overlay network this engine can take: a
+/// hex ID of its own kind, a name `network create` would take, a VNI of the range, and a
+/// subnet with its gateway in it.
+fn well_formed(rec: &NetworkRecord) -> bool {
+    let id_ok = (32..=64).contains(&rec.id.len())
+        && rec
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let name_ok = !rec.name.is_empty()
+        && rec.name.len() <= 255
+        && !rec.name.chars().any(|c| c == '/' || c.is_control())
+        && !rec.predefined()
+        && rec.name != super::GATEWAY_BRIDGE;
+    let pool_ok = match (rec.subnet(), rec.gateway()) {
+        (Some(s), Some(g)) => s.contains(g),
+        _ => false,
+    };
+    id_ok
+        && name_ok
+        && pool_ok
+        && rec.overlay()
+        && rec.vni.is_some_and(|v| (VNI_FIRST..=VNI_LAST).contains(&v))
+}
+
 impl Networks<'_> {
     /// The cluster store, or the error that says overlay networks need one.
     pub(super) fn store(&self) -> crate::Result<Etcd> {
@@ -114,6 +139,12 @@ impl Networks<'_> {
             ));
         }
         mtu_of(&opts.options)?;
+        if opts.name == super::GATEWAY_BRIDGE {
+            return Err(invalid(format!(
+                "{} is the name of the hosts' gateway bridge network",
+                super::GATEWAY_BRIDGE
+            )));
+        }
         let Pool4 {
             subnet: requested,
             gateway,
@@ -213,7 +244,14 @@ impl Networks<'_> {
                 self.event("create", &rec);
                 return Ok(rec);
             }
-            if etcd.get(&name)?.is_some() {
+            // A claim that reached the store before its answer was lost (a retry on
+            // another member then fails its own comparison) is ours all the same.
+            if let Some(kv) = etcd.get(&name)? {
+                if kv.value == id.as_bytes() {
+                    let rec = self.mirror(rec)?;
+                    self.event("create", &rec);
+                    return Ok(rec);
+                }
                 return Err(NetworkError::NameInUse {
                     name: opts.name.clone(),
                 }
@@ -240,7 +278,8 @@ impl Networks<'_> {
             tx.execute(
                 "INSERT INTO networks (id, name, config) VALUES (?1, ?2, ?3)
                  ON CONFLICT(id) DO UPDATE SET name = excluded.name, config = excluded.config
-                 WHERE networks.config != excluded.config",
+                 WHERE networks.config != excluded.config
+                   AND json_extract(networks.config, '$.driver') = 'overlay'",
                 params![rec.id, rec.name, json],
             )?;
             Ok::<_, crate::Error>(())
@@ -252,23 +291,32 @@ impl Networks<'_> {
     /// copied, gone ones dropped (with what this host had of them).
     pub(super) fn refresh_overlays(&self, etcd: &Etcd) -> crate::Result<()> {
         let (_, kvs) = etcd.list(&prefix("networks"))?;
-        let mut current = std::collections::HashSet::new();
+        // What the store holds is another host's word: only a well-formed overlay record,
+        // under the key its ID names, is taken.
+        let records: Vec<NetworkRecord> = kvs
+            .iter()
+            .filter_map(|kv| {
+                let rec = serde_json::from_slice::<NetworkRecord>(&kv.value).ok()?;
+                (kv.key == network_key(&rec.id) && well_formed(&rec)).then_some(rec)
+            })
+            .collect();
+        // Gone ones first: a name removed and made again elsewhere is free for the new.
+        for gone in self
+            .load_networks()?
+            .iter()
+            .filter(|n| n.overlay() && !records.iter().any(|r| r.id == n.id))
+        {
+            self.drop_overlay_here(gone)?;
+        }
         let local = self.load_networks()?;
-        for kv in kvs {
-            let Ok(rec) = serde_json::from_slice::<NetworkRecord>(&kv.value) else {
-                continue;
-            };
-            current.insert(rec.id.clone());
-            if local.iter().any(|n| n.name == rec.name && n.id != rec.id) {
+        for rec in records {
+            let clash = local.iter().any(|n| {
+                n.id != rec.id && (n.name == rec.name || (n.overlay() && n.vni == rec.vni))
+            });
+            if clash {
                 continue;
             }
             self.mirror(rec)?;
-        }
-        for gone in local
-            .iter()
-            .filter(|n| n.overlay() && !current.contains(&n.id))
-        {
-            self.drop_overlay_here(gone)?;
         }
         Ok(())
     }
@@ -371,6 +419,128 @@ mod tests {
         ] {
             let e = mtu_of(&opts(k, v)).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{k}={v}: {e}");
+        }
+    }
+
+    /// A record from the store is another host's word: one that would name a path, a
+    /// local network, or a VNI or pool out of range is not taken.
+    #[test]
+    fn only_well_formed_overlay_records_are_taken() {
+        let good = NetworkRecord {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            name: "app".into(),
+            driver: "overlay".into(),
+            bridge: String::new(),
+            subnet: Some("10.0.3.0/24".into()),
+            gateway: Some("10.0.3.1".into()),
+            ip_range: None,
+            internal: false,
+            labels: BTreeMap::new(),
+            created: String::new(),
+            aux_addresses: BTreeMap::new(),
+            attachable: false,
+            subnet6: None,
+            gateway6: None,
+            ip_range6: None,
+            vni: Some(4096),
+            options: BTreeMap::new(),
+        };
+        assert!(well_formed(&good));
+        let bad: Vec<(&str, NetworkRecord)> = vec![
+            (
+                "a path",
+                NetworkRecord {
+                    id: "/etc/shadow".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "a climb",
+                NetworkRecord {
+                    id: "../../../../etc/x".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "not hex",
+                NetworkRecord {
+                    id: "0123456789ABCDEF0123456789ABCDEF".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "a bridge",
+                NetworkRecord {
+                    driver: "bridge".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "no VNI",
+                NetworkRecord {
+                    vni: None,
+                    ..good.clone()
+                },
+            ),
+            (
+                "VNI 1",
+                NetworkRecord {
+                    vni: Some(1),
+                    ..good.clone()
+                },
+            ),
+            (
+                "VNI 2^24",
+                NetworkRecord {
+                    vni: Some(1 << 24),
+                    ..good.clone()
+                },
+            ),
+            (
+                "a slash",
+                NetworkRecord {
+                    name: "a/b".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "a newline",
+                NetworkRecord {
+                    name: "a\nb".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "predefined",
+                NetworkRecord {
+                    name: "bridge".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "gateway bridge",
+                NetworkRecord {
+                    name: "ketch_gwbridge".into(),
+                    ..good.clone()
+                },
+            ),
+            (
+                "gateway outside",
+                NetworkRecord {
+                    gateway: Some("10.0.4.1".into()),
+                    ..good.clone()
+                },
+            ),
+            (
+                "no subnet",
+                NetworkRecord {
+                    subnet: None,
+                    ..good.clone()
+                },
+            ),
+        ];
+        for (what, rec) in bad {
+            assert!(!well_formed(&rec), "{what}");
         }
     }
 

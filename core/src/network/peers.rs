@@ -129,6 +129,11 @@ impl Networks<'_> {
     pub(super) fn gateway_bridge(&self) -> crate::Result<NetworkRecord> {
         match self.find(GATEWAY_BRIDGE) {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Ok(n) if n.driver != "bridge" => {
+                return Err(invalid(format!(
+                    "network {GATEWAY_BRIDGE} is not a bridge network: the name is the hosts' gateway bridge's"
+                )));
+            }
             found => return found,
         }
         let made = self.create_bridge(
@@ -326,6 +331,12 @@ impl Networks<'_> {
             )? {
                 return Ok(peer);
             }
+            // A claim that reached the store before its answer was lost is ours.
+            if let Some(kv) = etcd.get(&key)?
+                && serde_json::from_slice::<Peer>(&kv.value).is_ok_and(|p| p == peer)
+            {
+                return Ok(peer);
+            }
         }
         Err(NetworkError::AddressesExhausted {
             family: "IPv4",
@@ -383,6 +394,11 @@ impl Networks<'_> {
             return Ok(());
         };
         let vtep = self.vtep()?;
+        // Another host's word: only addresses of the network's subnet are taken.
+        let peers: Vec<&Peer> = peers
+            .iter()
+            .filter(|p| rec.subnet().is_some_and(|s| s.contains(p.ip)))
+            .collect();
         let remote: Vec<(Ipv4Addr, [u8; 6], Ipv4Addr)> = peers
             .iter()
             .filter(|p| p.vtep != vtep)
@@ -416,14 +432,19 @@ impl Networks<'_> {
             nl.set_neighbour(index, *ip, *mac)
                 .map_err(io_err(format!("add the neighbour entry of {ip} to {vx}")))?;
         }
-        self.write_overlay_records(rec, peers)
+        self.write_overlay_records(rec, &peers)
     }
 
-    /// The names file of an overlay network: every container on it, on every host.
-    fn write_overlay_records(&self, rec: &NetworkRecord, peers: &[Peer]) -> crate::Result<()> {
+    /// The names file of an overlay network: every container on it, on every host. A name
+    /// is one word of printable characters (a line of the file per address).
+    fn write_overlay_records(&self, rec: &NetworkRecord, peers: &[&Peer]) -> crate::Result<()> {
+        let word = |n: &&String| !n.is_empty() && n.chars().all(|c| c.is_ascii_graphic());
         let text: String = peers
             .iter()
-            .map(|p| format!("{} {}\n", p.ip, p.names.join(" ")))
+            .map(|p| {
+                let names: Vec<&str> = p.names.iter().filter(word).map(String::as_str).collect();
+                format!("{} {}\n", p.ip, names.join(" "))
+            })
             .collect();
         self.write_records_file(&rec.id, &text)
     }
@@ -434,32 +455,37 @@ impl Networks<'_> {
     pub(crate) fn sync_overlays(&self) -> crate::Result<()> {
         let etcd = self.store()?;
         self.refresh_overlays(&etcd)?;
-        for rec in self
-            .load_networks()?
-            .into_iter()
-            .filter(NetworkRecord::overlay)
-        {
-            let peers = self.peers(&etcd, &rec.id)?;
-            let held: std::collections::HashSet<(String, Ipv4Addr)> = self
-                .endpoints_of(&rec.id)?
-                .into_iter()
-                .map(|e| (e.container_id, e.ip))
-                .collect();
-            let mut current = Vec::new();
-            for (rev, p) in peers {
-                let stale = p.engine == self.st.engine_id
-                    && !held.contains(&(p.container_id.clone(), p.ip))
-                    && !crate::util::process_alive(p.owner.0, p.owner.1);
-                if stale {
-                    let key = peer_key(&rec.id, p.ip);
-                    etcd.txn(&[Compare::At(&key, rev)], &[Op::Delete(&key)])?;
-                } else {
-                    current.push(p);
-                }
+        // One network's trouble does not keep the others from being brought in line.
+        let mut first_error = None;
+        for rec in self.local_overlays()? {
+            if let Err(e) = self.sync_overlay(&etcd, &rec) {
+                first_error.get_or_insert(e);
             }
-            self.program_overlay(&rec, &current)?;
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// [`Networks::sync_overlays`] of one network.
+    fn sync_overlay(&self, etcd: &Etcd, rec: &NetworkRecord) -> crate::Result<()> {
+        let peers = self.peers(etcd, &rec.id)?;
+        let held: std::collections::HashSet<(String, Ipv4Addr)> = self
+            .endpoints_of(&rec.id)?
+            .into_iter()
+            .map(|e| (e.container_id, e.ip))
+            .collect();
+        let mut current = Vec::new();
+        for (rev, p) in peers {
+            let stale = p.engine == self.st.engine_id
+                && !held.contains(&(p.container_id.clone(), p.ip))
+                && !crate::util::process_alive(p.owner.0, p.owner.1);
+            if stale {
+                let key = peer_key(&rec.id, p.ip);
+                etcd.txn(&[Compare::At(&key, rev)], &[Op::Delete(&key)])?;
+            } else {
+                current.push(p);
+            }
+        }
+        self.program_overlay(rec, &current)
     }
 }
 

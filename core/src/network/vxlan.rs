@@ -13,7 +13,6 @@ const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
 const RTM_GETNEIGH: u16 = 30;
 const NLM_F_REPLACE: u16 = 0x100;
-const NLM_F_APPEND: u16 = 0x800;
 
 const AF_BRIDGE: u8 = 7;
 const NDA_DST: u16 = 1;
@@ -143,7 +142,9 @@ impl Netlink {
 
     /// Sends frames for `mac` on the VXLAN link `index` to the tunnel end `remote`.
     pub fn add_forwarding(&self, index: i32, mac: [u8; 6], remote: Ipv4Addr) -> io::Result<()> {
-        let mut m = Msg::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND);
+        // One tunnel end per MAC: replaced, never appended (each appended one would get a
+        // copy of every frame).
+        let mut m = Msg::new(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
         ndmsg(&mut m, AF_BRIDGE, index, NUD_PERMANENT, NTF_SELF);
         m.attr(NDA_LLADDR, &mac).attr(NDA_DST, &remote.octets());
         self.request(m).map(drop)
