@@ -49,7 +49,7 @@ fn prefix(kind: &str) -> String {
     format!("{ROOT}{kind}/")
 }
 
-fn network_key(id: &str) -> String {
+pub(super) fn network_key(id: &str) -> String {
     format!("{ROOT}networks/{id}")
 }
 
@@ -300,13 +300,16 @@ impl Networks<'_> {
                 (kv.key == network_key(&rec.id) && well_formed(&rec)).then_some(rec)
             })
             .collect();
-        // Gone ones first: a name removed and made again elsewhere is free for the new.
+        // Gone ones first: a name removed and made again elsewhere is free for the new. One
+        // a container here still holds a place on stays until it lets go.
         for gone in self
             .load_networks()?
             .iter()
             .filter(|n| n.overlay() && !records.iter().any(|r| r.id == n.id))
         {
-            self.drop_overlay_here(gone)?;
+            if self.endpoints_of(&gone.id)?.is_empty() {
+                self.drop_overlay_here(gone)?;
+            }
         }
         let local = self.load_networks()?;
         for rec in records {

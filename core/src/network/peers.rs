@@ -292,7 +292,16 @@ impl Networks<'_> {
         }
         let vtep = self.vtep()?;
         let me = std::process::id();
+        let net = super::overlay::network_key(&rec.id);
         for _ in 0..64 {
+            // The claim holds only while the network is as read: never a place on a network
+            // another host removed meanwhile.
+            let Some(net_kv) = etcd.get(&net)? else {
+                return Err(NetworkError::NotFound {
+                    name: rec.name.clone(),
+                }
+                .into());
+            };
             let used: std::collections::HashSet<Ipv4Addr> = self
                 .peers(etcd, &rec.id)?
                 .into_iter()
@@ -326,7 +335,10 @@ impl Networks<'_> {
             };
             let key = peer_key(&rec.id, ip);
             if etcd.txn(
-                &[Compare::Absent(&key)],
+                &[
+                    Compare::Absent(&key),
+                    Compare::At(&net, net_kv.mod_revision),
+                ],
                 &[Op::Put(&key, serde_json::to_vec(&peer).unwrap_or_default())],
             )? {
                 return Ok(peer);
