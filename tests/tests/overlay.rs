@@ -164,6 +164,22 @@ fn fetch(host: &str) -> String {
     )
 }
 
+/// A container on `net` of `host` gets no page from the httpd at `ip`.
+fn assert_unreached(host: &Host, net: &str, ip: &str) {
+    let o = host
+        .cmd()
+        .args(["run", "--rm", "--network", net, "busybox", "sh", "-c"])
+        .arg(format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("served-by"),
+        "{net}: {o:?}"
+    );
+}
+
 /// The links of a kind (`vxlan`, `bridge`) on a host whose name starts with `prefix`.
 fn links(host: &Host, kind: &str, prefix: &str) -> Vec<String> {
     host.net
@@ -246,24 +262,7 @@ fn containers_on_two_hosts_talk_over_an_overlay_network() {
     // On another network of the same host, the address is out of reach; connected to the
     // overlay network, it is not.
     a.ok(&["network", "create", "local"]);
-    let o = a
-        .cmd()
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "local",
-            "busybox",
-            "sh",
-            "-c",
-            &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {web_ip} 80"),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&o.stdout).contains("served-by"),
-        "{o:?}"
-    );
+    assert_unreached(&a, "local", &web_ip);
     a.ok(&[
         "run",
         "-d",
@@ -376,24 +375,7 @@ fn an_overlay_network_holds_across_hosts_outages_and_restarts() {
     // Another overlay network, and a local one, stay out.
     a.ok(&["network", "create", "local"]);
     for net in ["ov2", "local"] {
-        let o = a
-            .cmd()
-            .args([
-                "run",
-                "--rm",
-                "--network",
-                net,
-                "busybox",
-                "sh",
-                "-c",
-                &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {web_ip} 80"),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            !String::from_utf8_lossy(&o.stdout).contains("served-by"),
-            "{net}: {o:?}"
-        );
+        assert_unreached(&a, net, &web_ip);
     }
 
     // The way out: the host's gateway bridge for a network that has one, nothing for an

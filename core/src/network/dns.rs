@@ -73,16 +73,9 @@ impl Networks<'_> {
 
     /// Rewrites a network's records file (`IP NAME SHORT-ID ALIAS...` per running
     /// container), atomically: the monitors re-read it when it changes.
+    /// Not for an overlay network, whose file holds every host's containers, written from
+    /// the cluster store's places (`program_overlay`).
     pub(super) fn write_dns_records(&self, network_id: &str) -> crate::Result<()> {
-        // An overlay network's file holds every host's containers: written from the
-        // cluster store's places (`program_overlay`).
-        if self
-            .load_networks()?
-            .iter()
-            .any(|n| n.id == network_id && n.overlay())
-        {
-            return Ok(());
-        }
         let mut text = String::new();
         for ep in self.endpoints_of(network_id)? {
             let Some(names) = self.names_on(&ep.container_id, &ep.network, &ep.network_id)? else {

@@ -109,6 +109,66 @@ pub(super) fn resolve_ports(ports: &[firewall::PortMap]) -> crate::Result<Vec<fi
         .collect()
 }
 
+/// A network's IPv4 host addresses: its subnet, the range containers' come from, and which
+/// may be handed out (never the network, broadcast, gateway or an auxiliary address).
+pub(super) struct Hosts4<'r> {
+    rec: &'r NetworkRecord,
+    pub subnet: Subnet,
+    range: Subnet,
+}
+
+impl<'r> Hosts4<'r> {
+    pub(super) fn of(rec: &'r NetworkRecord) -> crate::Result<Hosts4<'r>> {
+        let subnet = rec
+            .subnet()
+            .ok_or_else(|| invalid(format!("network {} has no subnet", rec.name)))?;
+        let range = rec
+            .ip_range
+            .as_deref()
+            .and_then(|r| r.parse::<Subnet>().ok())
+            .unwrap_or(subnet);
+        Ok(Hosts4 { rec, subnet, range })
+    }
+
+    /// Whether `ip` may be a container's.
+    pub(super) fn usable(&self, ip: Ipv4Addr) -> bool {
+        self.subnet.contains(ip)
+            && u32::from(ip) != self.subnet.first()
+            && u32::from(ip) != self.subnet.last()
+            && Some(ip) != self.rec.gateway()
+            && !self
+                .rec
+                .aux_addresses
+                .values()
+                .any(|a| *a == ip.to_string())
+    }
+
+    /// A static address asked for, refused unless usable.
+    pub(super) fn check(&self, ip: Option<Ipv4Addr>) -> crate::Result<()> {
+        match ip {
+            Some(ip) if !self.usable(ip) => Err(invalid(format!(
+                "invalid address {ip}: it is not a free host address of subnet {}",
+                self.subnet
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The lowest usable address of the range that `taken` does not hold.
+    pub(super) fn first_free(&self, taken: impl Fn(Ipv4Addr) -> bool) -> crate::Result<Ipv4Addr> {
+        (self.range.first()..=self.range.last())
+            .map(Ipv4Addr::from)
+            .find(|ip| self.usable(*ip) && !taken(*ip))
+            .ok_or_else(|| {
+                NetworkError::AddressesExhausted {
+                    family: "IPv4",
+                    name: self.rec.name.clone(),
+                }
+                .into()
+            })
+    }
+}
+
 impl Networks<'_> {
     pub(crate) fn netns_path(&self, container_id: &str) -> PathBuf {
         self.st.root.join("netns").join(container_id)
@@ -432,27 +492,9 @@ impl Networks<'_> {
         static_ip: Option<Ipv4Addr>,
         static_ip6: Option<Ipv6Addr>,
     ) -> crate::Result<Endpoint> {
-        let subnet = rec
-            .subnet()
-            .ok_or_else(|| invalid(format!("network {} has no subnet", rec.name)))?;
-        let range = rec
-            .ip_range
-            .as_deref()
-            .and_then(|r| r.parse::<Subnet>().ok())
-            .unwrap_or(subnet);
-        let gateway = rec.gateway();
-        let aux = |ip: &Ipv4Addr| rec.aux_addresses.values().any(|a| *a == ip.to_string());
-        if let Some(ip) = static_ip
-            && (!subnet.contains(ip)
-                || aux(&ip)
-                || Some(ip) == gateway
-                || u32::from(ip) == subnet.first()
-                || u32::from(ip) == subnet.last())
-        {
-            return Err(invalid(format!(
-                "invalid address {ip}: it is not a free host address of subnet {subnet}"
-            )));
-        }
+        let hosts = Hosts4::of(rec)?;
+        hosts.check(static_ip)?;
+        let (subnet, gateway) = (hosts.subnet, rec.gateway());
         let subnet6 = rec.subnet6();
         let gateway6 = rec.gateway6();
         let range6 = rec
@@ -490,19 +532,7 @@ impl Networks<'_> {
                     .into());
                 }
                 Some(ip) => ip,
-                None => (range.first()..=range.last())
-                    .map(Ipv4Addr::from)
-                    .find(|ip| {
-                        u32::from(*ip) != subnet.first()
-                            && u32::from(*ip) != subnet.last()
-                            && Some(*ip) != gateway
-                            && !aux(ip)
-                            && !used.contains(&ip.to_string())
-                    })
-                    .ok_or_else(|| NetworkError::AddressesExhausted {
-                        family: "IPv4",
-                        name: rec.name.clone(),
-                    })?,
+                None => hosts.first_free(|ip| used.contains(&ip.to_string()))?,
             };
             // IPv6: the one asked for, or the lowest free one of the range past the
             // subnet-router anycast address and the gateway (the range is too large to walk:
@@ -587,13 +617,10 @@ impl Networks<'_> {
             )?;
             Ok::<_, crate::Error>(())
         })?;
+        let networks = self.load_networks()?;
         for ep in held {
-            match self
-                .load_networks()?
-                .into_iter()
-                .find(|n| n.id == ep.network_id)
-            {
-                Some(r) if r.overlay() => self.leave_overlay(&r, &ep)?,
+            match networks.iter().find(|n| n.id == ep.network_id) {
+                Some(r) if r.overlay() => self.leave_overlay(r, &ep)?,
                 _ if self.dns_records_path(&ep.network_id).exists() => {
                     self.write_dns_records(&ep.network_id)?
                 }

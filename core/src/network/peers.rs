@@ -266,30 +266,8 @@ impl Networks<'_> {
         mac: Option<[u8; 6]>,
         names: Vec<String>,
     ) -> crate::Result<Peer> {
-        let subnet = rec
-            .subnet()
-            .ok_or_else(|| invalid(format!("network {} has no subnet", rec.name)))?;
-        let range = rec
-            .ip_range
-            .as_deref()
-            .and_then(|r| r.parse::<Subnet>().ok())
-            .unwrap_or(subnet);
-        let gateway = rec.gateway();
-        let aux = |ip: &Ipv4Addr| rec.aux_addresses.values().any(|a| *a == ip.to_string());
-        let free = |ip: &Ipv4Addr| {
-            subnet.contains(*ip)
-                && u32::from(*ip) != subnet.first()
-                && u32::from(*ip) != subnet.last()
-                && Some(*ip) != gateway
-                && !aux(ip)
-        };
-        if let Some(ip) = static_ip
-            && !free(&ip)
-        {
-            return Err(invalid(format!(
-                "invalid address {ip}: it is not a free host address of subnet {subnet}"
-            )));
-        }
+        let hosts = endpoint::Hosts4::of(rec)?;
+        hosts.check(static_ip)?;
         let vtep = self.vtep()?;
         let me = std::process::id();
         let net = super::overlay::network_key(&rec.id);
@@ -316,13 +294,7 @@ impl Networks<'_> {
                     .into());
                 }
                 Some(ip) => ip,
-                None => (range.first()..=range.last())
-                    .map(Ipv4Addr::from)
-                    .find(|ip| free(ip) && !used.contains(ip))
-                    .ok_or_else(|| NetworkError::AddressesExhausted {
-                        family: "IPv4",
-                        name: rec.name.clone(),
-                    })?,
+                None => hosts.first_free(|ip| used.contains(&ip))?,
             };
             let peer = Peer {
                 container_id: container_id.to_string(),
