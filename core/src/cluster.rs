@@ -3,7 +3,8 @@
 //! the host in line (copies of the networks, forwarding and neighbour entries, names files,
 //! its own places that no container holds any more), then watches the store from that
 //! revision and does it again at each change. A watch that breaks (the store went away, or
-//! compacted the history) starts over with a full read, so a daemon that was down, or cut
+//! compacted the history) or stays silent for a minute (a connection cut off without a word
+//! is silent too) starts over with a full read, so a daemon that was down, or cut
 //! off, finds nothing stale and nothing missing once it reads again.
 //!
 //! While it runs it holds a lock on the state root (`cluster.lock`), which tells an engine
@@ -93,10 +94,12 @@ pub fn keep(st: Arc<State>) -> crate::Result<bool> {
                     eprintln!("ketch daemon: cluster store reached again");
                     quiet = false;
                 }
-                loop {
-                    watch.next_batch()?;
+                // Silence for a while: a new watch, from a fresh read (a cut-off one would
+                // never say so).
+                while watch.next_batch()?.is_some() {
                     sync(&networks)?;
                 }
+                Ok(())
             })();
             if let Err(e) = round
                 && !quiet

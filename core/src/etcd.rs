@@ -155,11 +155,15 @@ pub enum Op<'a> {
     DeletePrefix(&'a str),
 }
 
+/// How long a watch waits for a word from the store before it is given up as possibly
+/// cut off (a partition that never closes the connection says nothing either).
+pub const WATCH_IDLE: Duration = Duration::from_secs(60);
+
 /// A connection to the cluster store (no I/O until the first operation).
 pub struct Etcd {
     bases: Vec<String>,
     agent: ureq::Agent,
-    /// For watches: no read timeout, a watch waits for as long as nothing changes.
+    /// For watches: a read waits [`WATCH_IDLE`] (see [`Watch::next_batch`]).
     watch_agent: ureq::Agent,
 }
 
@@ -266,6 +270,11 @@ fn tls_config(s: &StoreSettings) -> Result<TlsConfig, EtcdError> {
 
 impl Etcd {
     pub fn connect(s: &StoreSettings) -> Result<Etcd, EtcdError> {
+        Etcd::connect_idle(s, WATCH_IDLE)
+    }
+
+    /// [`Etcd::connect`], with watches given up after `idle` of silence.
+    fn connect_idle(s: &StoreSettings, idle: Duration) -> Result<Etcd, EtcdError> {
         if s.endpoints.is_empty() {
             return Err(EtcdError::Invalid {
                 value: String::new(),
@@ -293,7 +302,7 @@ impl Etcd {
                 .map(|e| format!("{scheme}://{e}"))
                 .collect(),
             agent: agent(Some(Duration::from_secs(10))),
-            watch_agent: agent(None),
+            watch_agent: agent(Some(idle)),
         })
     }
 
@@ -489,6 +498,15 @@ impl Etcd {
     }
 }
 
+/// Whether a read failed for its timeout (ureq's own error, or the socket's).
+fn timed_out(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+        || e.kind() == std::io::ErrorKind::WouldBlock
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+            .is_some_and(|u| matches!(u, ureq::Error::Timeout(_)))
+}
+
 /// The changes under a prefix, as they happen (see [`Etcd::watch`]).
 pub struct Watch {
     reader: BufReader<Box<dyn Read + Send>>,
@@ -496,17 +514,22 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// The next batch of changes; blocks until there is one. An error ends the watch.
-    pub fn next_batch(&mut self) -> Result<Vec<Event>, EtcdError> {
+    /// The next batch of changes; blocks until there is one, or for [`WATCH_IDLE`] of
+    /// silence (`None`: the connection may be dead without a word, and a new watch, from a
+    /// fresh read, is the way to know). An error ends the watch.
+    pub fn next_batch(&mut self) -> Result<Option<Vec<Event>>, EtcdError> {
         loop {
             let mut line = String::new();
-            let n = self
-                .reader
-                .read_line(&mut line)
-                .map_err(|e| EtcdError::Unreachable {
-                    endpoints: "watch".into(),
-                    reason: e.to_string(),
-                })?;
+            let n = match self.reader.read_line(&mut line) {
+                Ok(n) => n,
+                Err(e) if timed_out(&e) => return Ok(None),
+                Err(e) => {
+                    return Err(EtcdError::Unreachable {
+                        endpoints: "watch".into(),
+                        reason: e.to_string(),
+                    });
+                }
+            };
             if n == 0 {
                 return Err(EtcdError::Unreachable {
                     endpoints: "watch".into(),
@@ -562,7 +585,7 @@ impl Watch {
                     Event::Delete { revision, .. } => *revision,
                 } + 1;
             }
-            return Ok(batch);
+            return Ok(Some(batch));
         }
     }
 }
@@ -597,6 +620,40 @@ mod tests {
         assert_eq!(s.ca, Some(PathBuf::from("/ca.pem")));
         assert!(s.set_option("kv.other=1").is_err());
         assert!(s.set_option("novalue").is_err());
+    }
+
+    /// A store that answers a watch and then says nothing (a connection cut off without a
+    /// word looks the same): the watch gives up after its idle time, with no error.
+    #[test]
+    fn a_silent_watch_is_given_up() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            conn.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
+            .unwrap();
+            let created = br#"{"result":{"header":{"revision":"1"},"created":true}}"#;
+            conn.write_all(format!("{:x}\r\n", created.len() + 1).as_bytes())
+                .unwrap();
+            conn.write_all(created).unwrap();
+            conn.write_all(b"\n\r\n").unwrap();
+            // Silent, with the connection open, until the client goes (what it still sends
+            // of its request is read and dropped).
+            while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+        });
+        let s = StoreSettings::parse(&format!("etcd://127.0.0.1:{port}")).unwrap();
+        let etcd = Etcd::connect_idle(&s, Duration::from_millis(300)).unwrap();
+        let mut watch = etcd.watch("/ketch/", 2).unwrap();
+        let started = std::time::Instant::now();
+        assert!(watch.next_batch().unwrap().is_none());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(watch);
+        server.join().unwrap();
     }
 
     #[test]

@@ -39,6 +39,26 @@ pub fn copy_buf(buf: &mut [u8], r: &mut dyn Read, w: &mut dyn Write) -> io::Resu
 
 /// Start time of a process in clock ticks since boot (field 22 of `/proc/PID/stat`), which
 /// together with the PID names a process uniquely across PID reuse.
+/// Takes a `flock` on the lock file at `path` (made if missing; never through a link, and
+/// not inherited by a child). `Ok(None)`: a non-blocking `op` found it held.
+pub fn flock_file(
+    path: &std::path::Path,
+    op: rustix::fs::FlockOperation,
+) -> io::Result<Option<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        .open(path)?;
+    match rustix::fs::flock(&file, op) {
+        Ok(()) => Ok(Some(file)),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub fn process_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses; fields resume after the last ')'.

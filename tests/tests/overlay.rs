@@ -482,8 +482,25 @@ fn an_overlay_network_holds_across_hosts_outages_and_restarts() {
     });
     b.ok(&["rm", "brief"]);
 
-    // The store away: what runs goes on, nothing new joins; back, new ones do.
+    // The store away: what runs goes on, nothing new joins; back, new ones do, and the
+    // place of a container removed meanwhile goes.
+    a.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "away",
+        "--network",
+        "ov",
+        "busybox",
+        "sleep",
+        "1000",
+    ]);
+    let away_ip = field(&a, "{{.NetworkSettings.Networks.ov.IPAddress}}", "away");
+    let ov_id = inspect(&a, "ov")["Id"].as_str().unwrap().to_string();
+    let away = format!("/ketch/v1/endpoints/{ov_id}/{away_ip}");
+    assert!(u.keys("/ketch/v1/endpoints/").contains(&away));
     u.etcd.stop();
+    a.ok(&["rm", "-f", "away"]);
     let out = c.ok(&["exec", "late", "sh", "-c", &fetch("web")]);
     assert_eq!(out.trim(), "served-by-web");
     let (_, err) = a.fails(&["run", "--rm", "--network", "ov", "busybox", "true"]);
@@ -503,9 +520,14 @@ fn an_overlay_network_holds_across_hosts_outages_and_restarts() {
         &fetch("web"),
     ]);
     assert_eq!(out.trim(), "served-by-web");
+    ketch_tests::wait_until(
+        "the place of the container removed meanwhile to go",
+        10,
+        || !u.keys("/ketch/v1/endpoints/").contains(&away),
+    );
 
     // A daemon that was down catches up at its start; what its engine left in the store
-    // (a place no container holds) goes then.
+    // (a place no container holds, whoever claimed it) goes then.
     b.stop_daemon();
     a.ok(&[
         "run",
@@ -518,17 +540,26 @@ fn an_overlay_network_holds_across_hosts_outages_and_restarts() {
         "sleep",
         "1000",
     ]);
-    let ov_id = inspect(&a, "ov")["Id"].as_str().unwrap().to_string();
     let engine = std::fs::read_to_string(b.root.path().join("engine-id")).unwrap();
     let left = format!("/ketch/v1/endpoints/{ov_id}/10.0.0.200");
+    let stat = std::fs::read_to_string("/proc/1/stat").unwrap();
+    let init_start: u64 = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
     u.net.sh(&format!(
         "{} put {left} '{}'",
         u.etcdctl(),
         serde_json::json!({
             "container_id": "0".repeat(64), "ip": "10.0.0.200", "mac": "02:42:0a:00:00:c8",
             "vtep": b.ip, "engine": engine.trim(), "names": ["ghost"],
-            // No process has this PID (pid_max is at most 2^22).
-            "owner": [4_194_304u32, 1],
+            // Claimed by a process that still lives: the place is judged by its container.
+            "owner": [1, init_start],
         })
     ));
     b.start_daemon();

@@ -310,17 +310,24 @@ impl Networks<'_> {
             }
             self.ensure_overlay(&rec)?;
             let etcd = self.store()?;
+            // Held until the place is recorded as this container's endpoint here.
+            let lock = self.overlay_lock(&rec.id, peers::Hold::Claim)?;
             let names = self
                 .names_on(container_id, &rec.name, &rec.id)?
                 .unwrap_or_default();
             let peer = self.claim_peer(&etcd, &rec, container_id, static_ip, mac, names)?;
-            Some((etcd, peer))
+            Some((etcd, peer, lock))
         } else {
             self.ensure_bridge(&rec, None)?;
             None
         };
-        let static_ip = overlay.as_ref().map(|(_, p)| p.ip).or(static_ip);
-        let mut ep = match self.allocate(&rec, container_id, static_ip, static_ip6) {
+        let static_ip = overlay.as_ref().map(|(_, p, _)| p.ip).or(static_ip);
+        let allocated = self.allocate(&rec, container_id, static_ip, static_ip6);
+        let overlay = overlay.map(|(etcd, peer, lock)| {
+            drop(lock);
+            (etcd, peer)
+        });
+        let mut ep = match allocated {
             Ok(ep) => ep,
             Err(e) => {
                 if let Some((etcd, peer)) = &overlay {
@@ -424,12 +431,7 @@ impl Networks<'_> {
                 "configure {iface} of container {container_id}"
             )))?;
             if let Some((etcd, _)) = &overlay {
-                let peers: Vec<Peer> = self
-                    .peers(etcd, &rec.id)?
-                    .into_iter()
-                    .map(|(_, p)| p)
-                    .collect();
-                return self.program_overlay(&rec, &peers);
+                return self.program_overlay(etcd, &rec);
             }
             firewall::publish(&rec.bridge, ep.ip, ep.ip6, &ep.ports).map_err(|e| {
                 if e.kind() == io::ErrorKind::AddrInUse {

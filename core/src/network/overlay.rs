@@ -401,6 +401,7 @@ impl Networks<'_> {
             Ok::<_, crate::Error>(())
         })?;
         let _ = std::fs::remove_file(self.dns_records_path(&rec.id));
+        let _ = std::fs::remove_file(self.overlay_lock_path(&rec.id));
         Ok(())
     }
 }

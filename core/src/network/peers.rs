@@ -34,7 +34,7 @@ pub struct Peer {
     pub engine: String,
     /// The names it answers to on the network: name, short ID, aliases.
     pub names: Vec<String>,
-    /// The process that claimed it (PID, start time), while the container starts.
+    /// The process that claimed it (PID, start time): who made it, for a reader.
     pub owner: (u32, u64),
 }
 
@@ -105,7 +105,40 @@ pub(crate) fn cluster_lock_path(st: &State) -> PathBuf {
     st.root.join("cluster.lock")
 }
 
+/// How a process holds an overlay network's lock on this host.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// While it claims a place and records it as a container's (many at once).
+    Claim,
+    /// While it judges which of this host's places are held, or programs the entries.
+    Alone,
+}
+
 impl Networks<'_> {
+    /// Takes this host's lock of the overlay network `id`, waiting for it. Claims hold it
+    /// shared from the claim in the store until the endpoint is recorded here; a sync holds
+    /// it alone, so it never takes a claim being made for one no container holds; entries
+    /// are programmed alone, each time from the store as read under the lock, so a slower
+    /// process never writes an older view over a newer one.
+    pub(super) fn overlay_lock(&self, id: &str, hold: Hold) -> crate::Result<std::fs::File> {
+        use rustix::fs::FlockOperation;
+        let path = self.overlay_lock_path(id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
+        }
+        let op = match hold {
+            Hold::Claim => FlockOperation::LockShared,
+            Hold::Alone => FlockOperation::LockExclusive,
+        };
+        crate::util::flock_file(&path, op)
+            .map_err(io_err(format!("lock {}", path.display())))?
+            .ok_or_else(|| invalid(format!("{} was not locked", path.display())))
+    }
+
+    pub(super) fn overlay_lock_path(&self, id: &str) -> PathBuf {
+        self.st.root.join("overlay").join(format!("{id}.lock"))
+    }
+
     /// Whether a process keeps this host's cluster state current: this one, or a daemon on
     /// the root (which holds the lock).
     pub(super) fn kept(&self) -> bool {
@@ -359,17 +392,26 @@ impl Networks<'_> {
         {
             return Ok(());
         }
-        let Ok(peers) = self.peers(&etcd, &rec.id) else {
-            return Ok(());
-        };
-        let peers: Vec<Peer> = peers.into_iter().map(|(_, p)| p).collect();
-        self.program_overlay(rec, &peers)
+        self.program_overlay(&etcd, rec)
+    }
+
+    /// Programs this host's entries for an overlay network from the store, read under the
+    /// network's lock ([`Networks::overlay_lock`]).
+    pub(super) fn program_overlay(&self, etcd: &Etcd, rec: &NetworkRecord) -> crate::Result<()> {
+        let _lock = self.overlay_lock(&rec.id, Hold::Alone)?;
+        let peers: Vec<Peer> = self
+            .peers(etcd, &rec.id)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        self.program_entries(rec, &peers)
     }
 
     /// Programs this host's entries for an overlay network from its peers: a forwarding and
     /// a neighbour entry for each container on another host, none for one gone; and the
-    /// network's names file. Nothing where this host has no device of it.
-    pub(crate) fn program_overlay(&self, rec: &NetworkRecord, peers: &[Peer]) -> crate::Result<()> {
+    /// network's names file. Nothing where this host has no device of it. Called under the
+    /// network's lock, held alone.
+    fn program_entries(&self, rec: &NetworkRecord, peers: &[Peer]) -> crate::Result<()> {
         let Some(vx) = vxlan_of(&rec.bridge) else {
             return Ok(());
         };
@@ -434,8 +476,9 @@ impl Networks<'_> {
     }
 
     /// Brings this host's entries of every overlay network it has devices of up to date
-    /// from the store; removes its own places that no container holds any more (those a
-    /// killed engine left, or a release the store missed).
+    /// from the store; removes its own places that no container here holds and no claim is
+    /// being made for (those a killed engine left, or a release made while the store was
+    /// away).
     pub(crate) fn sync_overlays(&self) -> crate::Result<()> {
         let etcd = self.store()?;
         self.refresh_overlays(&etcd)?;
@@ -451,6 +494,8 @@ impl Networks<'_> {
 
     /// [`Networks::sync_overlays`] of one network.
     fn sync_overlay(&self, etcd: &Etcd, rec: &NetworkRecord) -> crate::Result<()> {
+        // Alone: every claim under way has recorded its endpoint, or not begun.
+        let _lock = self.overlay_lock(&rec.id, Hold::Alone)?;
         let peers = self.peers(etcd, &rec.id)?;
         let held: std::collections::HashSet<(String, Ipv4Addr)> = self
             .endpoints_of(&rec.id)?
@@ -459,9 +504,8 @@ impl Networks<'_> {
             .collect();
         let mut current = Vec::new();
         for (rev, p) in peers {
-            let stale = p.engine == self.st.engine_id
-                && !held.contains(&(p.container_id.clone(), p.ip))
-                && !crate::util::process_alive(p.owner.0, p.owner.1);
+            let stale =
+                p.engine == self.st.engine_id && !held.contains(&(p.container_id.clone(), p.ip));
             if stale {
                 let key = peer_key(&rec.id, p.ip);
                 etcd.txn(&[Compare::At(&key, rev)], &[Op::Delete(&key)])?;
@@ -469,7 +513,7 @@ impl Networks<'_> {
                 current.push(p);
             }
         }
-        self.program_overlay(rec, &current)
+        self.program_entries(rec, &current)
     }
 }
 

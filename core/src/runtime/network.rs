@@ -93,28 +93,16 @@ impl Containers<'_> {
         wait: bool,
     ) -> crate::Result<Option<std::fs::File>> {
         use rustix::fs::FlockOperation;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = self
             .containers_dir()
             .join(container_id)
             .join("network.lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(io_err(format!("open {}", path.display())))?;
         let op = if wait {
             FlockOperation::LockExclusive
         } else {
             FlockOperation::NonBlockingLockExclusive
         };
-        match rustix::fs::flock(&file, op) {
-            Ok(()) => Ok(Some(file)),
-            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
-            Err(e) => Err(io_err(format!("lock {}", path.display()))(e.into())),
-        }
+        crate::util::flock_file(&path, op).map_err(io_err(format!("lock {}", path.display())))
     }
 
     /// Writes the list of records files a container's name server reads: those of the
