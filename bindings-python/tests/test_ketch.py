@@ -207,6 +207,13 @@ def test_images_networks_volumes(engine, tmp_path):
     n.remove()
     with pytest.raises(ketch.NotFound, match="^network pynet not found$"):
         engine.networks.get("pynet")
+    # Driver options reach the driver, which names the one it does not read.
+    with pytest.raises(
+        ketch.InvalidArgument,
+        match="network option com.docker.network.bridge.name is not supported",
+    ):
+        engine.networks.create("pyopt", options={"com.docker.network.bridge.name": "x"})
+    assert "pyopt" not in [x.name for x in engine.networks.list()]
     # IPv6: a unique local /64 picked, and an address of it asked for at connect.
     six = engine.networks.create("py6", enable_ipv6=True)
     assert six.attrs["EnableIPv6"] is True

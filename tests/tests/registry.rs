@@ -782,71 +782,6 @@ fn the_docker_cli_pulls_pushes_and_logs_in_through_the_daemon() {
     runs(&check, &pushed);
 }
 
-/// A CA and a certificate it signed for `ip`, in `dir`: (ca.crt, server.crt, server.key).
-fn certs_for(
-    dir: &std::path::Path,
-    ip: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
-    require_tool("openssl");
-    let openssl = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "openssl {args:?}: {o:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=registry-test-ca",
-    ];
-    a.extend(ec);
-    a.extend(["-keyout", "ca.key", "-out", "ca.crt"]);
-    openssl(&a);
-    std::fs::write(
-        dir.join("ext.cnf"),
-        format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"),
-    )
-    .unwrap();
-    let mut a = vec!["req", "-subj", "/CN=registry"];
-    a.extend(ec);
-    a.extend(["-keyout", "server.key", "-out", "server.csr"]);
-    openssl(&a);
-    openssl(&[
-        "x509",
-        "-req",
-        "-days",
-        "2",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.crt",
-    ]);
-    (
-        dir.join("ca.crt"),
-        dir.join("server.crt"),
-        dir.join("server.key"),
-    )
-}
-
 #[test]
 fn tls_is_verified_against_the_registrys_ca_unless_told_otherwise() {
     // An address that is not loopback (loopback is always insecure), in a namespace of the
@@ -857,7 +792,12 @@ fn tls_is_verified_against_the_registrys_ca_unless_told_otherwise() {
         "ip link set lo up && ip link add d0 type veth peer name d1 && ip addr add {ip}/24 dev d0 && ip link set d1 up && ip link set d0 up"
     ));
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = certs_for(dir.path(), ip);
+    ketch_tests::make_certs(dir.path(), ip);
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("server-cert.pem"),
+        dir.path().join("server-key.pem"),
+    );
     let reg = Registry::ketch_under(
         &net.wrap(),
         ip,
