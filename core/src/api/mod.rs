@@ -5,6 +5,7 @@
 //! same local engine, so a front door gives the same answers embedded and remote.
 
 pub mod create;
+pub mod moving;
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub use crate::runtime::{
 };
 pub use crate::volume::{
     MountSpec, Volume, VolumeCreate, parse_tmpfs, parse_volume, volume_option,
+};
+pub use moving::{
+    Destination, MoveCheck, MoveOptions, MovePlan, MoveProgress, MoveReceipt, MoveReport,
 };
 
 /// Which log records, and whether to wait for more.
@@ -106,6 +110,28 @@ pub trait Api: Send + Sync {
     fn container_copy_out(&self, name: &str, path: &str, out: &mut dyn Write) -> Result<()>;
     /// Unpacks a tar at `path` in the container.
     fn container_copy_in(&self, name: &str, path: &str, tar: &mut (dyn Read + Send)) -> Result<()>;
+    /// `container move`: the container taken to another engine, `dest`, and removed here
+    /// only once it is whole (and runs, if it ran) there ([`moving`]).
+    fn container_move(
+        &self,
+        name: &str,
+        dest: &dyn Api,
+        opts: &MoveOptions,
+        progress: &mut dyn FnMut(&MoveProgress),
+    ) -> Result<MoveReport>;
+    /// A move's destination: whether it takes the container `plan` describes, and the
+    /// blobs it lacks.
+    fn container_move_check(&self, plan: &MovePlan) -> Result<MoveCheck>;
+    /// A move's destination: the move stream, made into a container (stopped), whole or
+    /// not at all.
+    fn container_move_in(&self, stream: &mut (dyn Read + Send)) -> Result<MoveReceipt>;
+    /// A move's destination: whether a live move can end here (CRIU works).
+    fn container_move_live_check(&self) -> Result<()>;
+    /// Where this engine is for a mover in another process (a daemon asked to move a
+    /// container here); `None` for an engine embedded in this one.
+    fn destination(&self) -> Option<Destination> {
+        None
+    }
 
     // Images.
     fn image_list(&self, opts: &ListOptions) -> Result<Vec<ImageSummary>>;
@@ -355,6 +381,29 @@ impl Api for Engine {
     }
     fn container_copy_in(&self, name: &str, path: &str, tar: &mut (dyn Read + Send)) -> Result<()> {
         self.containers().copy_in(name, path, tar)
+    }
+    fn container_move(
+        &self,
+        name: &str,
+        dest: &dyn Api,
+        opts: &MoveOptions,
+        progress: &mut dyn FnMut(&MoveProgress),
+    ) -> Result<MoveReport> {
+        self.move_container(name, dest, opts, progress)
+    }
+    fn container_move_check(&self, plan: &MovePlan) -> Result<MoveCheck> {
+        self.containers().move_check(plan)
+    }
+    fn container_move_in(&self, stream: &mut (dyn Read + Send)) -> Result<MoveReceipt> {
+        self.receive_move(stream)
+    }
+    fn container_move_live_check(&self) -> Result<()> {
+        moving::criu_check().map_err(|why| {
+            crate::Error::new(
+                crate::ErrorKind::FailedPrecondition,
+                format!("at {}, {why}", self.describe()),
+            )
+        })
     }
 
     fn image_list(&self, opts: &ListOptions) -> Result<Vec<ImageSummary>> {

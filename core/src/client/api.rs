@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 
 use super::{Body, Client, ClientError, query};
 use crate::Result;
+use crate::api::moving::{
+    Destination, MoveCheck, MoveOptions, MovePlan, MoveProgress, MoveReceipt, MoveReport,
+};
 use crate::api::{Api, LogOptions};
 use crate::image::{ImportOptions, ListOptions, LoadSource, SaveDest, SaveFormat};
 use crate::model::ProgressMessage;
@@ -44,6 +47,69 @@ impl Client {
 impl Api for Client {
     fn describe(&self) -> String {
         self.url().to_string()
+    }
+
+    fn destination(&self) -> Option<Destination> {
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let tls = self.tls();
+        Some(Destination {
+            url: self.url().to_string(),
+            tls_ca: tls.and_then(|t| path(&t.ca)),
+            tls_cert: tls.and_then(|t| path(&t.cert)),
+            tls_key: tls.and_then(|t| path(&t.key)),
+            tls_verify: tls.is_some_and(|t| t.verify),
+        })
+    }
+
+    fn container_move(
+        &self,
+        name: &str,
+        dest: &dyn Api,
+        opts: &MoveOptions,
+        progress: &mut dyn FnMut(&MoveProgress),
+    ) -> Result<MoveReport> {
+        // The daemon moves it, from its own store: it is told where to.
+        let to = dest.destination().ok_or_else(|| ClientError::Url {
+            url: dest.describe(),
+            reason: "a daemon moves containers to another daemon: give the destination as unix:///PATH or tcp://HOST:PORT".into(),
+        })?;
+        let body = json!({"Destination": to, "Options": opts});
+        let resp = self.request(
+            "POST",
+            &format!("/ketch/containers/{}/move", enc(name)),
+            Body::Json(&body),
+        )?;
+        let mut report = None;
+        progress_messages(resp, &mut |m| match &m.aux {
+            Some(a) => report = serde_json::from_value::<MoveReport>(a.clone()).ok(),
+            None => progress(&MoveProgress {
+                step: m.status.clone(),
+                bytes: m
+                    .progress_detail
+                    .as_ref()
+                    .and_then(|d| d.current)
+                    .unwrap_or(0),
+            }),
+        })?;
+        report.ok_or_else(|| {
+            ClientError::Protocol("the move's answer ended without its report".into()).into()
+        })
+    }
+    fn container_move_check(&self, plan: &MovePlan) -> Result<MoveCheck> {
+        let body = serde_json::to_value(plan).unwrap_or_default();
+        let v = self.call("POST", "/ketch/move/check", Some(&body))?;
+        serde_json::from_value(v)
+            .map_err(|e| ClientError::Protocol(format!("POST /ketch/move/check: {e}")).into())
+    }
+    fn container_move_in(&self, stream: &mut (dyn Read + Send)) -> Result<MoveReceipt> {
+        let v = self
+            .request("POST", "/ketch/move/in", Body::Stream(stream))?
+            .json()?;
+        serde_json::from_value(v)
+            .map_err(|e| ClientError::Protocol(format!("POST /ketch/move/in: {e}")).into())
+    }
+    fn container_move_live_check(&self) -> Result<()> {
+        self.empty("GET", "/ketch/move/live")
     }
 
     fn container_create(&self, opts: &CreateOptions) -> Result<String> {

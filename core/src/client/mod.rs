@@ -128,6 +128,8 @@ enum Target {
 pub struct Client {
     url: String,
     target: Target,
+    /// The TLS files it was made with: a daemon asked to reach the same engine uses them.
+    tls: Option<TlsFiles>,
 }
 
 /// What a request sends.
@@ -247,11 +249,17 @@ impl Client {
         Ok(Client {
             url: url.to_string(),
             target,
+            tls: tls.cloned(),
         })
     }
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The TLS files it reaches its daemon with.
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
     }
 
     fn dial(&self) -> Result<Stream> {

@@ -37,7 +37,7 @@ fn pipe() -> io::Result<(std::fs::File, std::fs::File)> {
 impl Containers<'_> {
     /// Streams the container's changes as a layer tar (`full`: its whole file system) to
     /// `consume`, which runs beside the writer; returns what `consume` returns.
-    fn tar<T>(
+    pub(super) fn tar<T>(
         &self,
         c: &Container,
         full: bool,

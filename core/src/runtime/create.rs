@@ -132,20 +132,43 @@ fn resolv_conf(embedded: bool, dns: &[String], search: &[String], options: &[Str
 impl Containers<'_> {
     /// Creates a container from an image: its writable snapshot, its bundle, its record.
     pub fn create(&self, opts: &CreateOptions) -> crate::Result<Container> {
+        self.create_as(opts, None)
+    }
+
+    /// [`Containers::create`], with the ID given (a moved container keeps its own where
+    /// it is free) instead of a new one.
+    pub(crate) fn create_as(
+        &self,
+        opts: &CreateOptions,
+        id: Option<&str>,
+    ) -> crate::Result<Container> {
         if let Some(n) = &opts.name
             && !crate::util::valid_name(n)
         {
             return Err(ContainerError::BadName { name: n.clone() }.into());
         }
+        if let Some(id) = id
+            && !(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(ContainerError::Invalid {
+                reason: format!("{id:?} is not a container ID"),
+            }
+            .into());
+        }
         let lease = Lease::new(&self.st.db)?;
-        let res = self.create_leased(&lease, opts);
+        let res = self.create_leased(&lease, opts, id);
         let released = self.images().release(lease);
         let c = res?;
         released?;
         Ok(c)
     }
 
-    fn create_leased(&self, lease: &Lease, opts: &CreateOptions) -> crate::Result<Container> {
+    fn create_leased(
+        &self,
+        lease: &Lease,
+        opts: &CreateOptions,
+        id: Option<&str>,
+    ) -> crate::Result<Container> {
         opts.validate()
             .map_err(|reason| ContainerError::Invalid { reason })?;
         for mode in [&opts.pid_mode, &opts.ipc_mode] {
@@ -201,7 +224,7 @@ impl Containers<'_> {
             }
             .into());
         }
-        let id = crate::util::random_hex(32);
+        let id = id.map_or_else(|| crate::util::random_hex(32), str::to_string);
         let generated = opts.name.is_none();
         let name = match &opts.name {
             Some(n) => n.clone(),

@@ -65,6 +65,17 @@ impl Containers<'_> {
     /// SIGKILL after `timeout`: when `None`, the container's `--stop-timeout` (negative:
     /// wait for as long as it takes), else 10 s.
     pub fn stop(&self, name: &str, timeout: Option<Duration>) -> crate::Result<()> {
+        self.stop_as(name, timeout, false)
+    }
+
+    /// Stops a frozen container: its stop signal is queued while it is frozen, then it is
+    /// thawed, so that it runs no further than to take the signal (a moved container's
+    /// last changes are the ones that were copied).
+    pub(crate) fn stop_frozen(&self, name: &str) -> crate::Result<()> {
+        self.stop_as(name, None, true)
+    }
+
+    fn stop_as(&self, name: &str, timeout: Option<Duration>, frozen: bool) -> crate::Result<()> {
         let c = self.get(name)?;
         if !matches!(
             c.status,
@@ -73,7 +84,8 @@ impl Containers<'_> {
             return Ok(());
         }
         let _ = fs::write(c.bundle.join("stop-requested"), b"");
-        if c.status == Status::Paused {
+        let paused = c.status == Status::Paused;
+        if paused && !frozen {
             self.thaw(&c);
         }
         let cfg = &c.record.config;
@@ -89,6 +101,9 @@ impl Containers<'_> {
             (None, None) => Some(Duration::from_secs(10)),
         };
         signal_task(&c, signal);
+        if paused && frozen {
+            self.thaw(&c);
+        }
         if self.wait(name, timeout).is_err() {
             let c = self.get(name)?;
             kill_task(&c);

@@ -18,6 +18,7 @@ mod exec;
 mod inspect;
 mod lifecycle;
 mod logs;
+pub mod moving;
 mod network;
 mod options;
 mod security;

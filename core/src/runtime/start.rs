@@ -105,6 +105,8 @@ impl Containers<'_> {
         let shim = self.shim()?;
         let _ = fs::remove_file(c.bundle.join("stop-requested"));
         let _ = fs::remove_file(c.bundle.join("state.json"));
+        // Started here again: no move under way has it.
+        let _ = fs::remove_file(c.bundle.join(super::moving::send::MARK));
         self.prepare_network(&c)?;
         let started = self.spawn_shim(&c, &shim, mode, stdin, on_spawn);
         if started.is_err() {

@@ -325,7 +325,7 @@ fn registry_auth(req: &Request) -> Result<crate::registry::AuthConfig> {
 /// Runs `op`, streaming its progress as Docker's JSON messages. An error before the first
 /// message is the answer's status (a missing image is a 404); after it, the stream's last
 /// line.
-fn progress_stream(
+pub(super) fn progress_stream(
     w: &mut dyn Conn,
     op: impl FnOnce(&mut dyn FnMut(&crate::model::ProgressMessage)) -> crate::Result<()>,
 ) -> Result<Option<Reply>> {

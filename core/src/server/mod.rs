@@ -5,6 +5,7 @@
 mod containers;
 mod exec;
 mod images;
+mod moving;
 mod networks;
 mod streams;
 mod system;
@@ -324,6 +325,7 @@ fn streaming_upload(req: &Request) -> bool {
             | ("POST", ["images", "create"])
             | ("POST", ["build"])
             | ("PUT", ["containers", _, "archive"])
+            | ("POST", ["ketch", "move", "in"])
     )
 }
 
@@ -341,6 +343,7 @@ fn route(
         Some("images" | "commit" | "build" | "distribution") => images::route,
         Some("networks") => networks::route,
         Some("volumes") => volumes::route,
+        Some("ketch") => moving::route,
         _ => system::route,
     };
     group(engine, req, w, body, m, &seg)

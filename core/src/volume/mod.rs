@@ -233,7 +233,7 @@ impl<'s> Volumes<'s> {
     /// The containers whose configuration names the volume, each with whether it runs:
     /// read from their records, whose `running` the containers keep (the engine has them
     /// look at their monitors first).
-    fn users(&self, name: &str) -> crate::Result<Vec<(String, bool)>> {
+    pub(crate) fn users(&self, name: &str) -> crate::Result<Vec<(String, bool)>> {
         /// What a container's record says of its mounts.
         #[derive(Deserialize)]
         struct Record {

@@ -1,0 +1,358 @@
+//! The destination's side of a move: what it refuses before the source stops anything,
+//! and the stream made into a container, whole or not at all.
+
+use std::io::{self, BufReader, Read, Write};
+
+use rusqlite::{OptionalExtension, params};
+
+use super::super::{ContainerError, Containers, io_err};
+use super::{ChunkReader, MAGIC, MoveCheck, MovePlan, MoveReceipt, Part, log_name_ok, read_line};
+use crate::digest::Digest;
+use crate::error::ErrorKind;
+use crate::image::lease::{Lease, Resource};
+use crate::snapshot::Snapshotter;
+
+/// What the destination keeps in a moved container's directory once it is whole: the
+/// move it came by, for a move run again.
+const MOVED: &str = "moved.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Moved {
+    move_id: String,
+    source_engine: String,
+    source_id: String,
+}
+
+fn conflict(reason: impl Into<String>) -> crate::Error {
+    ContainerError::Conflict {
+        reason: reason.into(),
+    }
+    .into()
+}
+
+fn bad(reason: impl Into<String>) -> crate::Error {
+    ContainerError::Invalid {
+        reason: format!("move stream: {}", reason.into()),
+    }
+    .into()
+}
+
+/// What a failed receive takes back, last made first.
+enum Undo {
+    Container(String),
+    Volume(String),
+    Network(String),
+}
+
+impl Containers<'_> {
+    /// The container an earlier attempt of the move `move_id` made here, whole.
+    fn moved_here(&self, move_id: &str) -> crate::Result<Option<String>> {
+        for c in self.list(true)? {
+            let Ok(b) = std::fs::read(c.bundle.join(MOVED)) else {
+                continue;
+            };
+            if serde_json::from_slice::<Moved>(&b).is_ok_and(|m| m.move_id == move_id) {
+                return Ok(Some(c.record.id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether this engine takes the container `plan` describes; the blobs it lacks.
+    pub(crate) fn move_check(&self, plan: &MovePlan) -> crate::Result<MoveCheck> {
+        if let Some(id) = self.moved_here(&plan.move_id)? {
+            return Ok(MoveCheck {
+                missing: Vec::new(),
+                done: Some(id),
+            });
+        }
+        if let Ok(c) = self.get(&plan.name)
+            && c.record.name == plan.name
+        {
+            return Err(conflict(format!(
+                "the container name \"/{}\" is already in use by container \"{}\" at the destination",
+                plan.name, c.record.id
+            )));
+        }
+        for v in &plan.volumes {
+            if self.volumes().inspect(&v.name).is_ok() {
+                return Err(conflict(format!(
+                    "volume {} already exists at the destination",
+                    v.name
+                )));
+            }
+        }
+        for n in &plan.networks {
+            match self.networks().find(&n.name) {
+                Ok(rec) if rec.driver != n.driver => {
+                    return Err(conflict(format!(
+                        "network {} at the destination is a {} network, not {}",
+                        n.name, rec.driver, n.driver
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound && n.driver == "bridge" => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let image: Digest = plan.image.id.parse()?;
+        let have_image = self
+            .st
+            .db
+            .read(|tx| crate::image::get_image(tx, &image))?
+            .is_some();
+        let missing = if have_image {
+            Vec::new()
+        } else {
+            let mut m = Vec::new();
+            for (b, _) in &plan.image.blobs {
+                if !self.st.content.contains(&b.parse()?) {
+                    m.push(b.clone());
+                }
+            }
+            m
+        };
+        Ok(MoveCheck {
+            missing,
+            done: None,
+        })
+    }
+
+    /// Reads a move stream and makes its container here (stopped): all of it, or, on any
+    /// error, nothing.
+    pub(crate) fn move_in(&self, stream: &mut (dyn Read + Send)) -> crate::Result<MoveReceipt> {
+        let mut r = BufReader::with_capacity(1 << 20, stream);
+        let mut magic = [0u8; MAGIC.len()];
+        r.read_exact(&mut magic)
+            .map_err(|e| bad(format!("reading its start: {e}")))?;
+        if magic != MAGIC {
+            return Err(bad("it is not a ketch move stream"));
+        }
+        let plan: MovePlan = read_line(&mut r, "plan")?;
+        if self.move_check(&plan)?.done.is_some() {
+            return Err(conflict(format!(
+                "container {} has already moved here",
+                plan.name
+            )));
+        }
+        let lease = Lease::new(&self.st.db)?;
+        let mut undo = Vec::new();
+        let res = self.move_in_leased(&lease, &mut r, &plan, &mut undo);
+        if res.is_err() {
+            for u in undo.into_iter().rev() {
+                let _ = match u {
+                    Undo::Container(id) => self.remove_with(&id, true, false),
+                    Undo::Volume(name) => self.volumes().remove(&name, true),
+                    Undo::Network(name) => self.networks().remove(&name),
+                };
+            }
+        }
+        let released = self.images().release(lease);
+        let receipt = res?;
+        released?;
+        Ok(receipt)
+    }
+
+    fn move_in_leased(
+        &self,
+        lease: &Lease,
+        r: &mut BufReader<&mut (dyn Read + Send)>,
+        plan: &MovePlan,
+        undo: &mut Vec<Undo>,
+    ) -> crate::Result<MoveReceipt> {
+        let mut id = None;
+        loop {
+            match read_line::<Part>(r, "next part")? {
+                Part::Blob { digest } => {
+                    if !plan.image.blobs.iter().any(|(b, _)| *b == digest) {
+                        return Err(bad(format!("{digest} is not a blob of the moved image")));
+                    }
+                    let expected: Digest = digest.parse()?;
+                    lease.add(&self.st.db, Resource::Blob(expected.clone()))?;
+                    let mut w = self.st.content.writer()?;
+                    let mut part = ChunkReader::new(r);
+                    io::copy(&mut part, &mut w).map_err(|e| bad(e.to_string()))?;
+                    let (_, size) = part.finish(Some(&expected))?;
+                    w.commit(Some(size), Some(&expected))?;
+                }
+                Part::Volume { name } => {
+                    let Some(v) = plan.volumes.iter().find(|v| v.name == name) else {
+                        return Err(bad(format!("volume {name} is not in the plan")));
+                    };
+                    if id.is_some() {
+                        return Err(bad("a volume after the container"));
+                    }
+                    self.volumes().create(&crate::volume::VolumeCreate {
+                        name: v.name.clone(),
+                        driver: Some(v.driver.clone()),
+                        options: v.options.clone(),
+                        labels: v.labels.clone(),
+                    })?;
+                    undo.push(Undo::Volume(v.name.clone()));
+                    let data = self.volumes().source(&v.name)?;
+                    let mut part = ChunkReader::new(r);
+                    crate::diff::apply(&mut part, &data, &self.st.apply)?;
+                    part.finish(None)?;
+                }
+                Part::Layer => {
+                    if id.is_some() {
+                        return Err(bad("a second writable layer"));
+                    }
+                    let made = self.make_moved(lease, plan, undo)?;
+                    let key = format!("container-{made}");
+                    let mounts = self.st.snapshots.mounts(&key)?;
+                    let mut part = ChunkReader::new(r);
+                    crate::diff::apply_to_mounts(
+                        &mut part,
+                        &mounts,
+                        &self.st.scratch,
+                        &self.st.apply,
+                    )?;
+                    part.finish(None)?;
+                    id = Some(made);
+                }
+                Part::Log { file } => {
+                    let Some(c) = id.as_ref().map(|i| self.get(i)).transpose()? else {
+                        return Err(bad("a log before the container"));
+                    };
+                    if !log_name_ok(&file) || !plan.logs.contains(&file) {
+                        return Err(bad(format!("{file:?} is not one of the logs")));
+                    }
+                    let path = c.bundle.join(&file);
+                    let tmp = c.bundle.join(format!(".{file}.moving"));
+                    let mut out = std::fs::File::create(&tmp)
+                        .map_err(io_err(format!("create {}", tmp.display())))?;
+                    let mut part = ChunkReader::new(r);
+                    let copied = io::copy(&mut part, &mut out);
+                    let finished = part.finish(None);
+                    copied.map_err(|e| bad(e.to_string()))?;
+                    finished?;
+                    out.flush()
+                        .and_then(|()| std::fs::rename(&tmp, &path))
+                        .map_err(io_err(format!("write {}", path.display())))?;
+                }
+                Part::End => break,
+            }
+        }
+        let Some(id) = id else {
+            return Err(bad("it ended without the container's layer"));
+        };
+        let c = self.get(&id)?;
+        let moved = Moved {
+            move_id: plan.move_id.clone(),
+            source_engine: plan.source_engine.clone(),
+            source_id: plan.record.id.clone(),
+        };
+        let path = c.bundle.join(MOVED);
+        std::fs::write(&path, serde_json::to_vec(&moved).unwrap_or_default())
+            .map_err(io_err(format!("write {}", path.display())))?;
+        Ok(MoveReceipt {
+            id,
+            name: c.record.name,
+        })
+    }
+
+    /// The moved container, made: its image recorded from the blobs in the store, its
+    /// bridge networks made where missing, its record with its ID where free.
+    fn make_moved(
+        &self,
+        lease: &Lease,
+        plan: &MovePlan,
+        undo: &mut Vec<Undo>,
+    ) -> crate::Result<String> {
+        let image: Digest = plan.image.id.parse()?;
+        let have = self
+            .st
+            .db
+            .read(|tx| crate::image::get_image(tx, &image))?
+            .is_some();
+        if !have {
+            let layers: Vec<(Digest, Digest)> = plan
+                .image
+                .layers
+                .iter()
+                .map(|(b, d)| Ok((b.parse()?, d.parse()?)))
+                .collect::<crate::Result<_>>()?;
+            let chains = self.images().unpack_image(lease, &plan.image.id, &layers)?;
+            // The config is the image: it names the layers the image has.
+            let config = crate::image::parse_config(&self.st.content.read(&image, 8 << 20)?)?;
+            let named: Vec<String> = config.rootfs().diff_ids().to_vec();
+            let sent: Vec<String> = layers.iter().map(|(_, d)| d.to_string()).collect();
+            if named != sent {
+                return Err(bad("the image's layers are not those its config names"));
+            }
+            self.images()
+                .commit_images(&[crate::image::import::NewImage {
+                    id: image.clone(),
+                    manifest_digest: plan.image.manifest_digest.parse()?,
+                    manifest_media_type: plan.image.manifest_media_type.clone(),
+                    created: plan.image.created.clone(),
+                    layers: layers.iter().map(|(b, _)| b.clone()).zip(chains).collect(),
+                    tags: Vec::new(),
+                    repo_digests: Vec::new(),
+                    parent: None,
+                }])?;
+        }
+        // Its tags, where no image here has them.
+        for t in &plan.image.tags {
+            let Ok(r) = crate::reference::Reference::parse(t) else {
+                continue;
+            };
+            let free = self.st.db.read(|tx| {
+                Ok::<_, crate::Error>(
+                    tx.query_row(
+                        "SELECT image_id FROM tags WHERE name = ?1",
+                        params![r.to_string()],
+                        |row| row.get::<_, String>(0),
+                    )
+                    .optional()?
+                    .is_none(),
+                )
+            })?;
+            if free {
+                self.st
+                    .db
+                    .write(|tx| crate::image::set_tag(tx, &r, &image))?;
+            }
+        }
+        for n in &plan.networks {
+            if n.driver == "bridge" && self.networks().find(&n.name).is_err() {
+                self.networks().create(&n.create)?;
+                undo.push(Undo::Network(n.name.clone()));
+            }
+        }
+        let mut opts = plan.record.config.clone();
+        opts.name = Some(plan.name.clone());
+        // Named by its reference where that is the same image here, else by its ID.
+        let same = self
+            .st
+            .db
+            .read(|tx| crate::image::resolve(tx, &opts.image).map(|r| r.image.id == image))
+            .unwrap_or(false);
+        if !same {
+            opts.image = plan.image.id.clone();
+        }
+        // On an overlay network it keeps its address.
+        for n in &plan.networks {
+            let Some(ip) = &n.ip else { continue };
+            if opts.network.as_deref() == Some(n.name.as_str()) && !opts.network_detached {
+                opts.ip = Some(ip.clone());
+            }
+            for a in opts
+                .extra_networks
+                .iter_mut()
+                .filter(|a| a.network == n.name)
+            {
+                a.ip = Some(ip.clone());
+            }
+        }
+        let keep_id = self.get(&plan.record.id).is_err();
+        if !keep_id && opts.hostname.is_none() {
+            // Its host name was its ID's start: it keeps the name.
+            opts.hostname = Some(plan.record.id[..12].to_string());
+        }
+        let c = self.create_as(&opts, keep_id.then_some(plan.record.id.as_str()))?;
+        undo.push(Undo::Container(c.record.id.clone()));
+        Ok(c.record.id)
+    }
+}
