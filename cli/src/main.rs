@@ -155,6 +155,8 @@ enum Command {
     Port(containers::PortArgs),
     /// Create a new image from a container's changes
     Commit(containers::CommitArgs),
+    /// Move a container to another engine (container move)
+    Mv(containers::MoveArgs),
     /// Inspect changes to files or directories on a container's filesystem
     Diff(containers::DiffArgs),
     /// Export a container's filesystem as a tar archive
@@ -228,6 +230,8 @@ enum ContainerCommand {
     Cp(containers::CpArgs),
     /// Update configuration of one or more containers
     Update(containers::UpdateArgs),
+    /// Move a container to another engine, with its changes, configuration and log
+    Move(containers::MoveArgs),
 }
 
 #[derive(Subcommand)]
@@ -360,6 +364,9 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Cp(a) | Command::Container(ContainerCommand::Cp(a)) => containers::cp(cli, a),
         Command::Commit(a) | Command::Container(ContainerCommand::Commit(a)) => {
             containers::commit(cli, a)
+        }
+        Command::Mv(a) | Command::Container(ContainerCommand::Move(a)) => {
+            containers::move_container(cli, a)
         }
         Command::Diff(a) | Command::Container(ContainerCommand::Diff(a)) => {
             containers::diff(cli, a)

@@ -6,12 +6,14 @@ mod changes;
 mod create;
 mod exec;
 mod lifecycle;
+mod moving;
 mod observe;
 
 pub use changes::*;
 pub use create::*;
 pub use exec::*;
 pub use lifecycle::*;
+pub use moving::*;
 pub use observe::*;
 
 use std::io::{self, BufRead, IsTerminal, Write};
