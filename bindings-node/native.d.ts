@@ -27,6 +27,13 @@ export declare class Engine {
   kill(id: string, signal?: string | undefined | null): Promise<void>
   /** Resolves to the exit code once the container is not running. */
   wait(id: string): Promise<number>
+  /**
+   * Moves a container to another engine, a daemon (`connect(...)`): its changes, its
+   * configuration, its log and, with `withVolumes`, the named volumes only it uses. It
+   * is removed here only once it is whole (and runs, if it ran) there. Resolves to its
+   * ID there.
+   */
+  moveContainer(id: string, destination: Engine, options?: MoveContainerOptions | undefined | null): Promise<string>
   remove(id: string, options?: RemoveOptions | undefined | null): Promise<void>
   /** `GET /containers/{id}/json`. */
   inspect(id: string): Promise<any>
@@ -149,6 +156,19 @@ export interface LogRecord {
   /** RFC 3339. */
   time: string
   data: Buffer
+}
+
+export interface MoveContainerOptions {
+  /** Named volumes only this container uses go with it (shared ones are refused). */
+  withVolumes?: boolean
+  /** Its name at the destination. */
+  name?: string
+  /** Not started at the destination, even if it ran. */
+  noStart?: boolean
+  /** Frozen while it is copied, stopped after. */
+  freeze?: boolean
+  /** With its memory (CRIU), where both hosts can. */
+  live?: boolean
 }
 
 export interface PullOptions {

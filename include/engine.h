@@ -203,6 +203,17 @@ engine_status engine_container_wait(const engine *e, const char *id, int *exit_c
 // anonymous volumes too).
 engine_status engine_container_remove(const engine *e, const char *id, bool force, bool volumes);
 
+// Moves a container to another engine, `dest` (a daemon, from `engine_connect`): its
+// changes, configuration and log, and with `"WithVolumes": true` the named volumes only
+// it uses. `options` is NULL or JSON: `{"Name": "...", "WithVolumes": true, "NoStart":
+// true, "Freeze": true, "Live": true}`. The container is removed here only once it is
+// whole (and runs, if it ran) at the destination; its ID there goes in `*id_out`.
+engine_status engine_container_move(const engine *e,
+                                    const char *id,
+                                    const engine *dest,
+                                    const char *options,
+                                    char **id_out);
+
 // `GET /containers/{id}/json` in `*json_out`.
 engine_status engine_container_inspect(const engine *e, const char *id, char **json_out);
 

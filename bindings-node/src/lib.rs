@@ -211,6 +211,20 @@ pub struct RemoveOptions {
 }
 
 #[napi(object)]
+pub struct MoveContainerOptions {
+    /// Named volumes only this container uses go with it (shared ones are refused).
+    pub with_volumes: Option<bool>,
+    /// Its name at the destination.
+    pub name: Option<String>,
+    /// Not started at the destination, even if it ran.
+    pub no_start: Option<bool>,
+    /// Frozen while it is copied, stopped after.
+    pub freeze: Option<bool>,
+    /// With its memory (CRIU), where both hosts can.
+    pub live: Option<bool>,
+}
+
+#[napi(object)]
 pub struct LogRecord {
     /// `stdout` or `stderr`.
     pub stream: String,
@@ -326,6 +340,41 @@ impl Engine {
     #[napi(ts_return_type = "Promise<number>")]
     pub fn wait(&self, id: String) -> AsyncTask<Call<i32>> {
         engine_call!(self, |api| api.container_wait(&id).map_err(fail))
+    }
+
+    /// Moves a container to another engine, a daemon (`connect(...)`): its changes, its
+    /// configuration, its log and, with `withVolumes`, the named volumes only it uses. It
+    /// is removed here only once it is whole (and runs, if it ran) there. Resolves to its
+    /// ID there.
+    #[napi(ts_return_type = "Promise<string>")]
+    pub fn move_container(
+        &self,
+        id: String,
+        destination: &Engine,
+        options: Option<MoveContainerOptions>,
+    ) -> AsyncTask<Call<String>> {
+        let dest = destination.target.clone();
+        let o = options.unwrap_or(MoveContainerOptions {
+            with_volumes: None,
+            name: None,
+            no_start: None,
+            freeze: None,
+            live: None,
+        });
+        let opts = ketch::api::MoveOptions {
+            with_volumes: o.with_volumes.unwrap_or(false),
+            name: o.name,
+            no_start: o.no_start.unwrap_or(false),
+            freeze: o.freeze.unwrap_or(false),
+            live: o.live.unwrap_or(false),
+        };
+        engine_call!(self, |source| {
+            let dest = api(&dest)?;
+            source
+                .container_move(&id, dest.as_ref(), &opts, &mut |_| {})
+                .map(|r| r.id)
+                .map_err(fail)
+        })
     }
 
     #[napi(ts_return_type = "Promise<void>")]

@@ -263,3 +263,37 @@ for (const mode of ['embedded', 'remote']) {
     await assert.rejects(drain(e.build(ctx, { network: 'none' })), /returned a non-zero code: 4/)
   })
 }
+
+for (const mode of ['embedded', 'remote']) {
+  const engine = () => (mode === 'embedded' ? new Engine({ root }) : connect(`unix://${sock}`))
+
+  // To a daemon on another root: the container, its changes and its labels go; it runs
+  // there, and is gone here.
+  test(`${mode}: a container moves to another engine`, GUARD, async () => {
+    const otherRoot = path.join(dir, `other-${mode}`)
+    const otherSock = path.join(dir, `other-${mode}.sock`)
+    const other = spawn(process.env.KETCH_BIN, ['--root', otherRoot, 'daemon', '-H', `unix://${otherSock}`], {
+      stdio: 'ignore',
+    })
+    try {
+      await up(otherSock)
+      const dest = connect(`unix://${otherSock}`)
+      const e = engine()
+      const body = { Image: 'busybox', Cmd: ['sh', '-c', 'echo moved > /f; exec sleep 100'], Labels: { k: 'v' }, HostConfig: NONE }
+      const id = await e.createContainer(body)
+      await e.start(id)
+      const there = await e.moveContainer(id, dest, { name: `moved-${mode}` })
+      assert.strictEqual(there, id)
+      const c = await dest.inspect(id)
+      assert.strictEqual(c.Name, `/moved-${mode}`)
+      assert.strictEqual(c.State.Running, true)
+      assert.strictEqual(c.Config.Labels.k, 'v')
+      await assert.rejects(e.inspect(id), { code: 'NOT_FOUND' })
+      await dest.remove(id, { force: true })
+    } finally {
+      other.kill('SIGKILL')
+      const o = new Engine({ root: otherRoot })
+      for (const c of await o.listContainers(true)) await o.remove(c.Id, { force: true })
+    }
+  })
+}

@@ -811,6 +811,37 @@ impl Container {
         blocking(py, || self.api.container_remove(&self.id, force, v))
     }
 
+    /// Moves it to another engine, a daemon (`ketch.connect(...)`): its changes, its
+    /// configuration, its log and, with `with_volumes`, the named volumes only it uses.
+    /// It is removed here only once it is whole (and runs, if it ran) there. Returns it
+    /// there.
+    #[pyo3(name = "move", signature = (destination, *, name=None, with_volumes=false, no_start=false, freeze=false, live=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn move_to(
+        &self,
+        py: Python<'_>,
+        destination: &Bound<'_, Engine>,
+        name: Option<String>,
+        with_volumes: bool,
+        no_start: bool,
+        freeze: bool,
+        live: bool,
+    ) -> PyResult<Container> {
+        let dest = destination.get().api.clone();
+        let opts = ketch::api::MoveOptions {
+            with_volumes,
+            name,
+            no_start,
+            freeze,
+            live,
+        };
+        let report = blocking(py, || {
+            self.api
+                .container_move(&self.id, dest.as_ref(), &opts, &mut |_| {})
+        })?;
+        Container::load(py, &dest, &report.id)
+    }
+
     fn __repr__(&self) -> String {
         format!("<Container: {}>", self.short_id())
     }

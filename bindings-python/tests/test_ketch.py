@@ -242,6 +242,45 @@ def test_images_networks_volumes(engine, tmp_path):
         engine.volumes.get("pyvol")
 
 
+def test_a_container_moves_to_another_engine(engine, tmp_path, request):
+    """To a daemon on another root: the container, its changes and its labels go; it runs
+    there, and is gone here."""
+    from conftest import Daemon, clean
+
+    other = tmp_path / "other"
+    d = Daemon(other, tmp_path / "other.sock")
+    try:
+        dest = ketch.connect(d.url)
+        c = engine.containers.run(
+            "busybox",
+            ["sh", "-c", "echo moved > /f; exec sleep 100"],
+            detach=True,
+            labels={"k": "v"},
+            **NONE,
+        )
+        moved = c.move(dest, name="moved")
+        assert moved.id == c.id and moved.name == "moved"
+        assert moved.attrs["State"]["Running"] is True
+        assert moved.labels == {"k": "v"}
+        assert moved.exec_run(["cat", "/f"]).output == b"moved\n"
+        with pytest.raises(ketch.NotFound):
+            engine.containers.get(c.id)
+        moved.remove(force=True)
+        # An engine embedded in this process: a destination for an embedded engine (two
+        # roots, one process), none for a daemon, which cannot reach it.
+        c2 = engine.containers.run("busybox", ["sleep", "100"], detach=True, **NONE)
+        local = ketch.Engine(root=str(other))
+        if request.node.callspec.params["engine"] == "embedded":
+            c2.move(local, name="moved2").remove(force=True)
+        else:
+            with pytest.raises(ketch.InvalidArgument, match="give the destination as unix://"):
+                c2.move(local, name="moved2")
+            c2.remove(force=True)
+    finally:
+        d.stop()
+        clean(other)
+
+
 def test_commit_diff_and_top(engine):
     c = engine.containers.run("busybox", ["sh", "-c", "touch /made; sleep 100"], detach=True, **NONE)
     wait_until("/made in the diff", 10, lambda: any(d["Path"] == "/made" for d in c.diff()))

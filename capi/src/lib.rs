@@ -639,6 +639,42 @@ pub extern "C" fn engine_container_remove(
     guard(|| Ok(handle(e)?.container_remove(text(id, "id")?, force, volumes)?))
 }
 
+/// Moves a container to another engine, `dest` (a daemon, from `engine_connect`): its
+/// changes, configuration and log, and with `"WithVolumes": true` the named volumes only
+/// it uses. `options` is NULL or JSON: `{"Name": "...", "WithVolumes": true, "NoStart":
+/// true, "Freeze": true, "Live": true}`. The container is removed here only once it is
+/// whole (and runs, if it ran) at the destination; its ID there goes in `*id_out`.
+#[unsafe(no_mangle)]
+pub extern "C" fn engine_container_move(
+    e: *const engine,
+    id: *const c_char,
+    dest: *const engine,
+    options: *const c_char,
+    id_out: *mut *mut c_char,
+) -> engine_status {
+    guard(|| {
+        let api = handle(e)?;
+        let to = handle(dest)?;
+        let id = text(id, "id")?;
+        let o = if options.is_null() {
+            serde_json::json!({})
+        } else {
+            json(options, "options")?
+        };
+        check_out(id_out)?;
+        let flag = |k: &str| o[k].as_bool().unwrap_or(false);
+        let opts = ketch::api::MoveOptions {
+            with_volumes: flag("WithVolumes"),
+            name: o["Name"].as_str().map(str::to_string),
+            no_start: flag("NoStart"),
+            freeze: flag("Freeze"),
+            live: flag("Live"),
+        };
+        let report = api.container_move(id, to, &opts, &mut |_| {})?;
+        give(id_out, report.id)
+    })
+}
+
 /// `GET /containers/{id}/json` in `*json_out`.
 #[unsafe(no_mangle)]
 pub extern "C" fn engine_container_inspect(

@@ -142,6 +142,16 @@ class Container:
         changes: Union[str, Sequence[str], None] = None,
     ) -> "Image": ...
     def remove(self, v: bool = False, force: bool = False) -> None: ...
+    def move(
+        self,
+        destination: "Engine",
+        *,
+        name: Optional[str] = None,
+        with_volumes: bool = False,
+        no_start: bool = False,
+        freeze: bool = False,
+        live: bool = False,
+    ) -> "Container": ...
     def __eq__(self, value: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
