@@ -13,7 +13,7 @@ pub struct MoveArgs {
     /// Do not start it at the destination, even if it ran
     #[arg(long)]
     no_start: bool,
-    /// Freeze it while it is copied, stop it after (the shortest stop)
+    /// Freeze it while it is copied, kill it after (the shortest stop)
     #[arg(long)]
     freeze: bool,
     /// Move it with its memory (CRIU checkpoint and restore) where both hosts can

@@ -7,7 +7,8 @@
 //! 2. The destination's check ([`MoveCheck`]): refused there (a name or volume it has, a
 //!    network of another kind) before anything is stopped; the blobs it lacks.
 //! 3. The container stops (its stop signal and timeout), or is frozen (`--freeze`) and
-//!    stopped after the copy. Its directory notes that it ran.
+//!    killed once copied (it runs no further than what was copied). Its directory notes
+//!    that it ran.
 //! 4. One stream, every part verified by digest on arrival; the destination makes the
 //!    container whole or not at all.
 //! 5. It starts at the destination, if it ran, and the destination says it runs.
@@ -39,8 +40,8 @@ pub struct MoveOptions {
     pub name: Option<String>,
     /// Not started at the destination, even if it ran.
     pub no_start: bool,
-    /// Frozen while it is copied, stopped after: the shortest stop, with the file system
-    /// held still.
+    /// Frozen while it is copied, killed after: the shortest stop, with the file system
+    /// held still (no stop signal: it would run on past the copy).
     pub freeze: bool,
     /// With its memory (checkpoint and restore by CRIU), where both ends can.
     pub live: bool,

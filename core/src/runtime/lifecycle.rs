@@ -68,9 +68,9 @@ impl Containers<'_> {
         self.stop_as(name, timeout, false)
     }
 
-    /// Stops a frozen container: its stop signal is queued while it is frozen, then it is
-    /// thawed, so that it runs no further than to take the signal (a moved container's
-    /// last changes are the ones that were copied).
+    /// Stops a frozen container for good: SIGKILL queued while it is frozen, then thawed,
+    /// so that it runs no further (a moved container's last changes are the ones that were
+    /// copied, and it answers no one after).
     pub(crate) fn stop_frozen(&self, name: &str) -> crate::Result<()> {
         self.stop_as(name, None, true)
     }
@@ -89,11 +89,14 @@ impl Containers<'_> {
             self.thaw(&c);
         }
         let cfg = &c.record.config;
-        let signal = cfg
-            .stop_signal
-            .as_deref()
-            .and_then(signal_number)
-            .unwrap_or(libc::SIGTERM);
+        let signal = match frozen {
+            true => libc::SIGKILL,
+            false => cfg
+                .stop_signal
+                .as_deref()
+                .and_then(signal_number)
+                .unwrap_or(libc::SIGTERM),
+        };
         let timeout = match (timeout, cfg.stop_timeout) {
             (Some(t), _) => Some(t),
             (None, Some(t)) if t < 0 => None,
