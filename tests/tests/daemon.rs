@@ -597,14 +597,19 @@ fn detach_keys_leave_the_container_running() {
     ketch_tests::require_tool("script");
     let (r, d) = setup();
     // `script` gives the client a terminal and keeps what it shows in a file; the line is
-    // typed, then the keys once the screen shows `shown` (a container that starts slowly on a
-    // busy machine must have answered before its client leaves).
+    // typed, then the keys once the screen shows `shown` `times` times (a container that
+    // starts slowly on a busy machine must have answered before its client leaves). A line
+    // typed before the client set its terminal raw is echoed by the terminal itself, so what
+    // only echoes (`cat`) must be seen twice: once more means the container has it, and the
+    // client, which reads it only once raw, reads the keys raw too (cooked, ^Q is flow control
+    // and never reaches it).
     let screen = d.socket.parent().unwrap().join("screen");
-    let typed = |cmd: &str, line: &str, shown: &str, keys: &str| {
+    let typed = |cmd: &str, line: &str, (shown, times): (&str, usize), keys: &str| {
         let screen = screen.display();
         let script = format!(
             "rm -f {screen}; (printf '{line}\\n'; i=0; \
-             while [ $i -lt 200 ] && ! grep -qF '{shown}' {screen} 2>/dev/null; do \
+             while [ $i -lt 200 ] && \
+             [ \"$(grep -oF '{shown}' {screen} 2>/dev/null | wc -l)\" -lt {times} ]; do \
              sleep 0.1; i=$((i+1)); done; printf '{keys}'; sleep 1) \
              | timeout 60 script -qfec '{cmd}' {screen}"
         );
@@ -635,7 +640,7 @@ fn detach_keys_leave_the_container_running() {
             "cat",
         ],
     );
-    let out = typed("docker attach cat", "first", "first", "\\020\\021");
+    let out = typed("docker attach cat", "first", ("first", 2), "\\020\\021");
     assert!(out.contains("first"), "{out}");
     assert!(out.contains("read escape sequence"), "{out}");
     assert_eq!(running("cat"), "true\n");
@@ -643,7 +648,7 @@ fn detach_keys_leave_the_container_running() {
     let out = typed(
         "docker attach --detach-keys ctrl-x cat",
         "second",
-        "second",
+        ("second", 2),
         "\\030",
     );
     assert!(out.contains("second"), "{out}");
@@ -655,7 +660,7 @@ fn detach_keys_leave_the_container_running() {
     let out = typed(
         "docker exec -it cat sh",
         "echo in-$((6*7))",
-        "in-42",
+        ("in-42", 1),
         "\\020\\021",
     );
     assert!(out.contains("in-42"), "{out}");
@@ -667,7 +672,7 @@ fn detach_keys_leave_the_container_running() {
     let out = typed(
         &format!("{k} run -it --name shell --network none busybox sh"),
         "echo run-$((6*7))",
-        "run-42",
+        ("run-42", 1),
         "\\020\\021",
     );
     assert!(out.contains("run-42"), "{out}");
@@ -675,7 +680,7 @@ fn detach_keys_leave_the_container_running() {
     let out = typed(
         &format!("{k} exec -it --detach-keys ctrl-x shell sh"),
         "echo exec-$((6*7))",
-        "exec-42",
+        ("exec-42", 1),
         "\\030",
     );
     assert!(out.contains("exec-42"), "{out}");
@@ -1138,6 +1143,21 @@ fn held(pid: u32) -> (usize, usize) {
     )
 }
 
+/// `held`, once the threads of connections just answered have ended: the same count twice,
+/// a fifth of a second apart (or the last count after five seconds).
+fn settled(pid: u32) -> (usize, usize) {
+    let mut last = held(pid);
+    for _ in 0..25 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = held(pid);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 /// One container's life through the API: create, start, wait (exit 0), remove.
 fn one_round(d: &Daemon) {
     let (s, _, b) = request(
@@ -1171,7 +1191,7 @@ fn fifty_clients_at_once_leave_nothing_behind() {
     // Once through first: what the engine opens once (its database, caches) is open.
     one_round(&d);
     let pid = d.child.id();
-    let before = held(pid);
+    let before = settled(pid);
     let workers: Vec<_> = (0..50)
         .map(|_| {
             let d = d.clone();
@@ -1189,7 +1209,6 @@ fn fifty_clients_at_once_leave_nothing_behind() {
     let (_, _, body) = request(&d, "GET", "/containers/json?all=1", None);
     assert_eq!(json(&body), serde_json::json!([]));
     // A connection's thread ends just after its answer is sent: waited for, never assumed.
-    // (The count taken before may hold the last warm-up connection's thread still.)
     ketch_tests::wait_until(
         &format!("the daemon's (threads, descriptors) back to at most {before:?}"),
         10,
@@ -1221,7 +1240,7 @@ fn waits_end_with_their_client_and_a_failed_auto_remove_start() {
         None,
     ));
     let pid = d.child.id();
-    let before = held(pid);
+    let before = settled(pid);
     let mut waiting = Vec::new();
     for _ in 0..5 {
         let mut s = UnixStream::connect(&d.socket).unwrap();
