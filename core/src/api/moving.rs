@@ -179,11 +179,16 @@ impl Engine {
         let plan = containers.move_plan(name, opts.with_volumes, opts.name.as_deref())?;
         say("checking the destination", 0);
         let mut check = dest.container_move_check(&plan)?;
+        let here = containers.get(&plan.record.id)?;
+        let ran_since = here.is_running()
+            && !(here.status == crate::runtime::Status::Paused
+                && containers.frozen_by_move(&plan.record.id)?);
         if let Some(stale) = &check.done
-            && containers.get(&plan.record.id)?.is_running()
+            && ran_since
         {
-            // An earlier attempt's copy, but the container ran here again since: the copy
-            // is older than it. It goes, and the move starts over.
+            // An earlier attempt's copy, but the container ran here again since (not just
+            // frozen by that attempt): the copy is older than it. It goes, and the move
+            // starts over.
             self.undo_there(dest, &plan, stale);
             check = dest.container_move_check(&plan)?;
         }
@@ -194,9 +199,21 @@ impl Engine {
                 name: plan.name.clone(),
             },
             None => {
-                let up_now = containers.get(&plan.record.id)?.is_running();
+                let now = containers.get(&plan.record.id)?;
+                let up_now = now.is_running();
+                // A paused container is held still already: it goes as a frozen one. Thawed
+                // on failure only if a move froze it (an earlier one, killed midway).
+                let paused = now.status == crate::runtime::Status::Paused;
+                let held = up_now && (paused || opts.freeze);
+                let thaw = if paused {
+                    containers.frozen_by_move(&plan.record.id)?
+                } else {
+                    held
+                };
                 if up_now {
-                    containers.mark_moving(&plan.record.id, true)?;
+                    containers.mark_moving(&plan.record.id, true, thaw)?;
+                }
+                if up_now && !paused {
                     if opts.freeze {
                         say("freezing", 0);
                         containers.pause(&plan.record.id)?;
@@ -220,15 +237,15 @@ impl Engine {
                 let receipt = match sent {
                     Ok(r) => r,
                     Err(e) => {
-                        self.restore(&plan, up_now && opts.freeze, plan.running);
+                        self.restore(&plan, thaw, plan.running);
                         return Err(e);
                     }
                 };
-                if up_now && opts.freeze {
+                if held {
                     say("stopping", bytes);
                     if let Err(e) = containers.stop_frozen(&plan.record.id) {
                         self.undo_there(dest, &plan, &receipt.id);
-                        self.restore(&plan, true, plan.running);
+                        self.restore(&plan, thaw, plan.running);
                         return Err(e);
                     }
                 }
@@ -236,6 +253,9 @@ impl Engine {
             }
         };
         stall("received");
+        // Stopped here, it gives back its addresses: on an overlay network, the one it
+        // keeps there. (Started again here if the move fails, it takes them back.)
+        containers.release_unused(&plan.record.id)?;
         let mut running = false;
         if plan.running && !opts.no_start {
             say("starting at the destination", bytes);

@@ -75,6 +75,14 @@ impl Containers<'_> {
             )));
         }
         for v in &plan.volumes {
+            // Only plain local volumes travel: their data is written in this engine's own
+            // directory, never where a driver option would point it.
+            if v.driver != "local" || !v.options.is_empty() {
+                return Err(bad(format!(
+                    "volume {} is not a plain local volume",
+                    v.name
+                )));
+            }
             if self.volumes().inspect(&v.name).is_ok() {
                 return Err(conflict(format!(
                     "volume {} already exists at the destination",
@@ -139,6 +147,19 @@ impl Containers<'_> {
         let mut undo = Vec::new();
         let res = self.move_in_leased(&lease, &mut r, &plan, &mut undo);
         if res.is_err() {
+            // A full disk is the likeliest cause: the data written goes first, so that the
+            // records can be taken back (each takes a little of the database's space).
+            for u in &undo {
+                match u {
+                    Undo::Container(id) => self.clear_layer(id),
+                    Undo::Volume(name) => {
+                        if let Ok(dir) = self.volumes().source(name) {
+                            clear_dir(&dir);
+                        }
+                    }
+                    Undo::Network(_) => {}
+                }
+            }
             for u in undo.into_iter().rev() {
                 let _ = match u {
                     Undo::Container(id) => self.remove_with(&id, true, false),
@@ -252,6 +273,24 @@ impl Containers<'_> {
         })
     }
 
+    /// Empties the writable layer of container `id`, made by a move that failed.
+    fn clear_layer(&self, id: &str) {
+        let Ok(mounts) = self.st.snapshots.mounts(&format!("container-{id}")) else {
+            return;
+        };
+        let dir = match mounts.as_slice() {
+            [m] if m.kind == "bind" => Some(m.source.clone()),
+            ms => ms
+                .iter()
+                .flat_map(|m| &m.options)
+                .find_map(|o| o.strip_prefix("upperdir="))
+                .map(str::to_string),
+        };
+        if let Some(dir) = dir {
+            clear_dir(std::path::Path::new(&dir));
+        }
+    }
+
     /// The moved container, made: its image recorded from the blobs in the store, its
     /// bridge networks made where missing, its record with its ID where free.
     fn make_moved(
@@ -354,5 +393,15 @@ impl Containers<'_> {
         let c = self.create_as(&opts, keep_id.then_some(plan.record.id.as_str()))?;
         undo.push(Undo::Container(c.record.id.clone()));
         Ok(c.record.id)
+    }
+}
+
+/// Removes what directory `dir` holds (never following a link out of it).
+fn clear_dir(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let _ = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(e.path()),
+            _ => std::fs::remove_file(e.path()),
+        };
     }
 }

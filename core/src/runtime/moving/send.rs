@@ -21,12 +21,15 @@ fn refused(reason: impl Into<String>) -> crate::Error {
 }
 
 /// What the source keeps of a move under way in the container's directory: whether it ran
-/// before the move stopped it, for a move run again after its mover was killed.
+/// before the move stopped it, and whether the move froze it, for a move run again after
+/// its mover was killed.
 pub(crate) const MARK: &str = "moving.json";
 
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(serde::Serialize, serde::Deserialize, Default)]
 struct Mark {
     running: bool,
+    #[serde(default)]
+    frozen: bool,
 }
 
 impl Containers<'_> {
@@ -212,16 +215,26 @@ impl Containers<'_> {
         })
     }
 
-    /// Notes in the container's directory that a move stopped it, and whether it ran: a
-    /// move run again knows it should run at the destination.
-    pub(crate) fn mark_moving(&self, name: &str, running: bool) -> crate::Result<()> {
+    /// Notes in the container's directory that a move stopped or froze it, and whether it
+    /// ran: a move run again knows it should run at the destination, and one that fails
+    /// thaws what a move froze (and only that: a container its user paused stays paused).
+    pub(crate) fn mark_moving(&self, name: &str, running: bool, frozen: bool) -> crate::Result<()> {
         let c = self.get(name)?;
         let path = c.bundle.join(MARK);
         let tmp = c.bundle.join(format!(".{MARK}.{}", std::process::id()));
-        let body = serde_json::to_vec(&Mark { running }).unwrap_or_default();
+        let body = serde_json::to_vec(&Mark { running, frozen }).unwrap_or_default();
         std::fs::write(&tmp, body)
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(io_err(format!("write {}", path.display())))
+    }
+
+    /// Whether an earlier move froze container `name` (its mover killed before it finished).
+    pub(crate) fn frozen_by_move(&self, name: &str) -> crate::Result<bool> {
+        let c = self.get(name)?;
+        Ok(std::fs::read(c.bundle.join(MARK))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Mark>(&b).ok())
+            .is_some_and(|m| m.frozen))
     }
 
     /// Forgets a move that did not happen: the container stays here.
