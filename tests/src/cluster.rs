@@ -96,6 +96,12 @@ impl Underlay {
     /// A new host on the underlay, its address the next (198.18.0.11, .12 ...), with a
     /// state root that has the busybox image, and no daemon yet.
     pub fn host(&mut self) -> Host {
+        self.host_with_disk(None)
+    }
+
+    /// A new host (as [`Underlay::host`]) whose state root, with `disk` bytes, is a file
+    /// system of its own: a small tmpfs, for a disk that fills up.
+    pub fn host_with_disk(&mut self, disk: Option<u64>) -> Host {
         self.hosts += 1;
         let ip = format!("198.18.0.{}", 10 + self.hosts);
         let net = PrivateNet::new();
@@ -116,6 +122,9 @@ impl Underlay {
         ));
         // Every `ketch` of the root, its cleanup too, is in the cluster.
         let mut root = Root::new();
+        if let Some(bytes) = disk {
+            root.on_tmpfs(bytes);
+        }
         root.wrap = net.wrap();
         root.extra = vec![
             "--cluster-store".into(),

@@ -200,6 +200,24 @@ impl Root {
         r
     }
 
+    /// The state root made a tmpfs of `bytes` (a disk to fill); it comes off with the
+    /// root's other mounts when dropped.
+    pub fn on_tmpfs(&self, bytes: u64) {
+        std::fs::create_dir_all(self.path()).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(self.path())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "tmpfs on {}", self.path().display());
+    }
+
     pub fn path(&self) -> PathBuf {
         self.dir.path().join("root")
     }

@@ -332,3 +332,194 @@ fn cutting_proxy(
     });
     path
 }
+
+/// Bytes used on the file system of `host`'s state root.
+fn used(host: &Host) -> u64 {
+    let o = std::process::Command::new("df")
+        .args(["-B1", "--output=used"])
+        .arg(host.root.path())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    out.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// A destination whose disk fills up midway refuses the move, and says why: the container
+/// here runs on with its data whole (frozen for the copy, the very same process thawed;
+/// stopped for it, started again), and the destination holds nothing of it, the space
+/// given back.
+#[test]
+fn a_destination_that_fills_up_holds_nothing_and_the_container_runs_on() {
+    let mut u = Underlay::new();
+    let a = u.host();
+    let mut b = u.host_with_disk(Some(32 << 20));
+    b.start_daemon();
+    a.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "big",
+        "busybox",
+        "sh",
+        "-c",
+        "[ -e /written ] || { head -c 48000000 /dev/urandom > /big && touch /written; }; \
+         exec sleep 1000",
+    ]);
+    ketch_tests::wait_until("the container to write its 48 MB", 30, || {
+        a.cmd()
+            .args(["exec", "big", "test", "-e", "/written"])
+            .status()
+            .unwrap()
+            .success()
+    });
+    let sum = a.ok(&["exec", "big", "md5sum", "/big"]);
+    let before = used(&b);
+    for freeze in [true, false] {
+        let pid = inspect(&a, "big")["State"]["Pid"].as_u64().unwrap();
+        let mut args = vec!["mv"];
+        if freeze {
+            args.push("--freeze");
+        }
+        let dest = socket(&b);
+        args.extend(["big", dest.as_str()]);
+        let (_, err) = a.fails(&args);
+        assert!(err.contains("No space left on device"), "{err}");
+        let v = inspect(&a, "big");
+        assert_eq!(v["State"]["Status"], "running", "{freeze}: {err}");
+        assert_eq!(
+            v["State"]["Pid"].as_u64() == Some(pid),
+            freeze,
+            "the same process only when frozen: {v}"
+        );
+        assert_eq!(a.ok(&["exec", "big", "md5sum", "/big"]), sum);
+        assert_eq!(holdings(&b), (String::new(), String::new()), "{err}");
+        assert!(
+            used(&b) <= before + (1 << 20),
+            "{} bytes used at the destination, {before} before",
+            used(&b)
+        );
+    }
+    a.ok(&["rm", "-f", "big"]);
+}
+
+/// `--freeze`: the container is held still while it is copied and killed after, so what
+/// arrives is what it was at the freeze: its stop signal never reaches it (the handler that
+/// writes on TERM, which a plain move runs, writes nothing). A frozen container whose mover
+/// was killed stays whole and frozen; the move run again completes.
+#[test]
+fn a_frozen_move_takes_the_container_as_it_was_at_the_freeze() {
+    let mut u = Underlay::new();
+    let a = u.host();
+    let mut b = u.host();
+    b.start_daemon();
+    let ticker = |name: &str| {
+        a.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "busybox",
+            "sh",
+            "-c",
+            "trap 'echo termed > /termed; exit 0' TERM; \
+             while true; do date +%s%N > /tick; sleep 0.05; done",
+        ]);
+    };
+    let dest = socket(&b);
+    // A plain move: the container hears its stop signal, and what it wrote then went along.
+    ticker("plain");
+    a.ok(&["mv", "plain", &dest]);
+    assert_eq!(b.ok(&["exec", "plain", "cat", "/termed"]), "termed\n");
+    // Frozen: it never heard it.
+    ticker("frozen");
+    a.ok(&["mv", "--freeze", "frozen", &dest]);
+    assert_eq!(inspect(&b, "frozen")["State"]["Running"], true);
+    let (_, err) = b.fails(&["exec", "frozen", "cat", "/termed"]);
+    assert!(err.contains("No such file"), "{err}");
+    // A mover killed while the container is frozen mid-stream: it stays here whole, frozen,
+    // and the destination holds nothing; run again, the move completes.
+    ticker("again");
+    kill_mover_at(&a, &["mv", "--freeze", "again", &dest], "sending");
+    ketch_tests::wait_until("the destination to drop the cut stream", 20, || {
+        !holdings(&b).0.lines().any(|l| l == "again")
+    });
+    assert_eq!(inspect(&a, "again")["State"]["Status"], "paused");
+    a.ok(&["mv", "--freeze", "again", &dest]);
+    assert_eq!(inspect(&b, "again")["State"]["Running"], true);
+    let (_, err) = a.fails(&["inspect", "again"]);
+    assert!(err.contains("No such"), "{err}");
+    b.ok(&["rm", "-f", "plain", "frozen", "again"]);
+}
+
+/// A container on an overlay network keeps its address there, and its name resolves to it
+/// from the other hosts, once moved.
+#[test]
+fn a_container_on_an_overlay_network_keeps_its_address_and_name() {
+    let mut u = Underlay::new();
+    let mut a = u.host();
+    let mut b = u.host();
+    let mut c = u.host();
+    for h in [&mut a, &mut b, &mut c] {
+        h.start_daemon();
+    }
+    a.ok(&["network", "create", "-d", "overlay", "ov"]);
+    a.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "ov",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo served-by-$(hostname) > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let ip = |h: &Host| {
+        h.ok(&[
+            "inspect",
+            "-f",
+            "{{.NetworkSettings.Networks.ov.IPAddress}}",
+            "web",
+        ])
+        .trim()
+        .to_string()
+    };
+    let before = ip(&a);
+    let hostname = a.ok(&["inspect", "-f", "{{.Config.Hostname}}", "web"]);
+    let want = format!("served-by-{}", hostname.trim());
+    // What a container on the third host gets from `target`, tried for up to ten seconds.
+    let fetch = |target: &str| {
+        c.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "ov",
+            "busybox",
+            "sh",
+            "-c",
+            &format!(
+                "for i in $(seq 50); do out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {target} 80 2>/dev/null | tail -n 1) && [ -n \"$out\" ] && echo \"$out\" && exit 0; sleep 0.2; done; exit 1"
+            ),
+        ])
+        .trim()
+        .to_string()
+    };
+    assert_eq!(fetch("web"), want);
+    // Moved by the first host's daemon, as a remote client asks it.
+    let mover = a.daemon.as_ref().unwrap().socket.display().to_string();
+    let o = a
+        .cmd()
+        .args(["-H", &format!("unix://{mover}"), "mv", "web", &socket(&b)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(ip(&b), before);
+    let (_, err) = a.fails(&["inspect", "web"]);
+    assert!(err.contains("No such"), "{err}");
+    for target in ["web", before.as_str()] {
+        assert_eq!(fetch(target), want, "{target}");
+    }
+    b.ok(&["rm", "-f", "web"]);
+    a.ok(&["network", "rm", "ov"]);
+}
