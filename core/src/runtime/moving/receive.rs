@@ -60,6 +60,7 @@ impl Containers<'_> {
 
     /// Whether this engine takes the container `plan` describes; the blobs it lacks.
     pub(crate) fn move_check(&self, plan: &MovePlan) -> crate::Result<MoveCheck> {
+        well_formed(plan)?;
         if let Some(id) = self.moved_here(&plan.move_id)? {
             return Ok(MoveCheck {
                 missing: Vec::new(),
@@ -396,6 +397,29 @@ impl Containers<'_> {
     }
 }
 
+/// What a plan names is refused here unless it is what this engine would name so: an ID,
+/// names that are names (a stream comes from anywhere).
+fn well_formed(plan: &MovePlan) -> crate::Result<()> {
+    let id = &plan.record.id;
+    if !(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return Err(bad(format!("{id:?} is not a container ID")));
+    }
+    if !crate::util::valid_name(&plan.name) {
+        return Err(bad(format!("{:?} is not a container name", plan.name)));
+    }
+    for v in &plan.volumes {
+        if !crate::util::valid_name(&v.name) {
+            return Err(bad(format!("{:?} is not a volume name", v.name)));
+        }
+    }
+    for n in &plan.networks {
+        if !crate::util::valid_name(&n.name) || n.create.name != n.name {
+            return Err(bad(format!("{:?} is not a network name", n.name)));
+        }
+    }
+    Ok(())
+}
+
 /// Removes what directory `dir` holds (never following a link out of it).
 fn clear_dir(dir: &std::path::Path) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
@@ -403,5 +427,228 @@ fn clear_dir(dir: &std::path::Path) {
             Ok(t) if t.is_dir() => std::fs::remove_dir_all(e.path()),
             _ => std::fs::remove_file(e.path()),
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ChunkWriter, write_line};
+    use super::*;
+    use crate::engine::Engine;
+    use crate::testutil::{created_container, scratch_engine};
+
+    /// The part `p` with `data`, as a mover writes it.
+    fn part(s: &mut Vec<u8>, p: &Part, data: &[u8]) {
+        write_line(s, p).unwrap();
+        let mut w = ChunkWriter::new(&mut *s);
+        w.write_all(data).unwrap();
+        w.finish().unwrap();
+    }
+
+    /// A stream of `plan` with the image's blobs read from `from`, then what `tail` adds.
+    fn stream(from: &Engine, plan: &MovePlan, tail: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+        let mut s = MAGIC.to_vec();
+        write_line(&mut s, plan).unwrap();
+        for (b, _) in &plan.image.blobs {
+            let data = from
+                .state()
+                .content
+                .read(&b.parse().unwrap(), 1 << 30)
+                .unwrap();
+            part(&mut s, &Part::Blob { digest: b.clone() }, &data);
+        }
+        tail(&mut s);
+        s
+    }
+
+    /// A layer (tar) of the entries `f` appends.
+    fn layer(f: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        f(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, link: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(if kind == tar::EntryType::Regular {
+            2
+        } else {
+            0
+        });
+        h.set_mode(0o755);
+        // Names a builder would refuse, written raw as a hostile mover would.
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, &b"x\n"[..h.size().unwrap() as usize]).unwrap();
+    }
+
+    /// What the destination holds: its containers and volumes.
+    fn holds(e: &Engine) -> (usize, usize) {
+        (
+            e.containers().list(true).unwrap().len(),
+            e.volumes().list().unwrap().len(),
+        )
+    }
+
+    /// A move stream is as hostile as a layer: every part that names something outside of
+    /// what was planned, or a place outside of the container, is refused by name, and the
+    /// destination is left as it was; nothing is written outside of its root.
+    #[test]
+    fn hostile_streams_are_refused_and_leave_nothing() {
+        let from = scratch_engine();
+        let to = scratch_engine();
+        let id = created_container(
+            &from,
+            crate::runtime::CreateOptions {
+                name: Some("moved".into()),
+                network: Some("none".into()),
+                ..Default::default()
+            },
+        );
+        let plan = from.containers().move_plan(&id, false, None).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let receive = |s: Vec<u8>| to.containers().move_in(&mut &s[..]);
+
+        // Through a link to a directory outside, up and out by name, a link to a host file
+        // written through.
+        let target = outside.path().display().to_string();
+        let escapes = [
+            layer(|b| {
+                entry(b, "out", tar::EntryType::Symlink, &target);
+                entry(b, "out/planted", tar::EntryType::Regular, "");
+            }),
+            layer(|b| entry(b, "../../../../planted", tar::EntryType::Regular, "")),
+            layer(|b| {
+                entry(
+                    b,
+                    "pw",
+                    tar::EntryType::Symlink,
+                    &format!("{target}/victim"),
+                );
+                entry(b, "pw", tar::EntryType::Regular, "");
+            }),
+        ];
+        std::fs::write(outside.path().join("victim"), b"host\n").unwrap();
+        for l in escapes {
+            let s = stream(&from, &plan, |s| {
+                part(s, &Part::Layer, &l);
+                write_line(s, &Part::End).unwrap();
+            });
+            // Taken or refused, nothing lands outside.
+            if receive(s).is_ok() {
+                let moved = to.containers().get("moved").unwrap();
+                to.containers()
+                    .remove_with(&moved.record.id, true, false)
+                    .unwrap();
+            }
+            assert!(!outside.path().join("planted").exists());
+            assert_eq!(
+                std::fs::read(outside.path().join("victim")).unwrap(),
+                b"host\n"
+            );
+        }
+        assert!(!to.root().parent().unwrap().join("planted").exists());
+
+        let refused = |s: Vec<u8>, why: &str| {
+            let e = receive(s).unwrap_err();
+            assert!(e.to_string().contains(why), "{e} (wanted {why})");
+            assert_eq!(holds(&to), (0, 0), "{why}");
+        };
+        let whole = |s: &mut Vec<u8>| part(s, &Part::Layer, &layer(|_| {}));
+        // A blob that is not the image's.
+        refused(
+            stream(&from, &plan, |s| {
+                let d = Digest::of(b"other").to_string();
+                part(s, &Part::Blob { digest: d }, b"other");
+            }),
+            "is not a blob of the moved image",
+        );
+        // A log named out of the container's directory.
+        refused(
+            stream(&from, &plan, |s| {
+                whole(s);
+                part(
+                    s,
+                    &Part::Log {
+                        file: "../../../planted".into(),
+                    },
+                    b"x",
+                );
+            }),
+            "is not one of the logs",
+        );
+        // A second layer, a volume not planned, a stream with no end.
+        refused(
+            stream(&from, &plan, |s| {
+                whole(s);
+                whole(s);
+            }),
+            "a second writable layer",
+        );
+        refused(
+            stream(&from, &plan, |s| {
+                part(s, &Part::Volume { name: "x".into() }, b"");
+            }),
+            "volume x is not in the plan",
+        );
+        refused(stream(&from, &plan, whole), "next part");
+        // Plans naming what this engine would not.
+        let mut bad_id = plan.clone();
+        bad_id.record.id = "../../../etc".into();
+        refused(stream(&from, &bad_id, whole), "is not a container ID");
+        let mut bad_name = plan.clone();
+        bad_name.name = "../x".into();
+        refused(stream(&from, &bad_name, whole), "is not a container name");
+        // A volume whose options point its data at the host.
+        let mut bound = plan.clone();
+        bound.volumes.push(super::super::MoveVolume {
+            name: "data".into(),
+            driver: "local".into(),
+            labels: Default::default(),
+            options: [
+                ("type".to_string(), "none".to_string()),
+                ("o".to_string(), "bind".to_string()),
+                ("device".to_string(), target.clone()),
+            ]
+            .into(),
+            anonymous: false,
+        });
+        refused(
+            stream(&from, &bound, |s| {
+                part(
+                    s,
+                    &Part::Volume {
+                        name: "data".into(),
+                    },
+                    &layer(|b| {
+                        entry(b, "planted", tar::EntryType::Regular, "");
+                    }),
+                );
+                whole(s);
+                write_line(s, &Part::End).unwrap();
+            }),
+            "is not a plain local volume",
+        );
+        assert!(!outside.path().join("planted").exists());
+        // Not a move stream at all.
+        refused(
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            "not a ketch move stream",
+        );
+
+        // The stream as the mover writes it is taken (these refusals are the stream's,
+        // not the engine's).
+        let s = stream(&from, &plan, |s| {
+            whole(s);
+            write_line(s, &Part::End).unwrap();
+        });
+        let got = receive(s).unwrap();
+        assert_eq!(got.name, "moved");
+        assert_eq!(holds(&to), (1, 0));
     }
 }
