@@ -318,6 +318,12 @@ impl Host {
         self.daemon = Some(Daemon::start(&self.root));
     }
 
+    /// Starts this host's daemon, in the cluster, also listening with `daemon_args` (`-H
+    /// tcp://...` and its TLS, say).
+    pub fn start_daemon_with(&mut self, daemon_args: &[String]) {
+        self.daemon = Some(Daemon::start_full(&self.root, |_| {}, daemon_args));
+    }
+
     pub fn stop_daemon(&mut self) {
         self.daemon = None;
     }

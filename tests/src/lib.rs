@@ -762,10 +762,20 @@ impl Daemon {
 
     /// [`Daemon::start`], with the daemon's command changed by `configure` first.
     pub fn start_with(r: &Root, configure: impl FnOnce(&mut Command)) -> Daemon {
+        Daemon::start_full(r, configure, &[])
+    }
+
+    /// [`Daemon::start_with`], with `daemon_args` after the socket (more `-H`, TLS).
+    pub fn start_full(
+        r: &Root,
+        configure: impl FnOnce(&mut Command),
+        daemon_args: &[String],
+    ) -> Daemon {
         let socket = r.dir.path().join("ketch.sock");
         let mut cmd = r.cmd();
         configure(&mut cmd);
         cmd.args(["daemon", "-H", &format!("unix://{}", socket.display())])
+            .args(daemon_args)
             .stderr(Stdio::null());
         // Gone with the test even when it fails in a way that skips the drop.
         unsafe {

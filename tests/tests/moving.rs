@@ -523,3 +523,82 @@ fn a_container_on_an_overlay_network_keeps_its_address_and_name() {
     b.ok(&["rm", "-f", "web"]);
     a.ok(&["network", "rm", "ov"]);
 }
+
+/// A daemon asked to move a container to a destination that takes only mutual TLS reaches
+/// it with what its asker has: the CA, certificate and key go with the request as text (the
+/// asker's files are on a mount only the asker sees); without them, the destination
+/// refuses the daemon before anything stops.
+#[test]
+fn a_daemon_moves_a_container_over_mutual_tls_with_its_askers_certificates() {
+    let mut u = Underlay::new();
+    let mut a = u.host();
+    let mut b = u.host();
+    let certs = b.root.dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    ketch_tests::make_certs(&certs, &b.ip);
+    let c = |n: &str| certs.join(n).display().to_string();
+    let dest = format!("tcp://{}:2376", b.ip);
+    b.start_daemon_with(&[
+        "-H".into(),
+        dest.clone(),
+        "--tlsverify".into(),
+        "--tlscacert".into(),
+        c("ca.pem"),
+        "--tlscert".into(),
+        c("server-cert.pem"),
+        "--tlskey".into(),
+        c("server-key.pem"),
+    ]);
+    a.start_daemon();
+    a.ok(&["run", "-d", "--name", "moved", "busybox", "sleep", "1000"]);
+    let mover = format!("unix://{}", a.daemon.as_ref().unwrap().socket.display());
+    // The asker: the client's files copied to a tmpfs in a mount namespace of its own.
+    let private = a.root.dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    let ask = |tls: bool| {
+        let p = private.display();
+        let flags = if tls {
+            format!(
+                "--tlsverify --tlscacert {p}/ca.pem --tlscert {p}/client-cert.pem --tlskey {p}/client-key.pem"
+            )
+        } else {
+            String::new()
+        };
+        let script = format!(
+            "mount -t tmpfs tmpfs {p} && cp {ca} {cert} {key} {p}/ && \
+             exec {ketch} --root {root} -H {mover} {flags} mv moved {dest}",
+            ca = c("ca.pem"),
+            cert = c("client-cert.pem"),
+            key = c("client-key.pem"),
+            ketch = ketch_tests::ketch_bin().display(),
+            root = a.root.path().display(),
+        );
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .unwrap()
+    };
+    let o = ask(false);
+    assert!(!o.status.success(), "{o:?}");
+    assert_eq!(inspect(&a, "moved")["State"]["Running"], true, "{o:?}");
+    let o = ask(true);
+    assert!(o.status.success(), "{o:?}");
+    assert!(
+        !private.join("ca.pem").exists(),
+        "the asker's mount is its own"
+    );
+    let (_, err) = a.fails(&["inspect", "moved"]);
+    assert!(err.contains("No such"), "{err}");
+    let there = b.ok(&["inspect", "-f", "{{.State.Running}}", "moved"]);
+    assert_eq!(there.trim(), "true");
+    // Nothing of the asker's TLS stays with the daemon.
+    let scratch = a.root.path().join("tmp");
+    let left: Vec<_> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().starts_with("move-tls-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    b.ok(&["rm", "-f", "moved"]);
+}

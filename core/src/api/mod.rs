@@ -129,8 +129,8 @@ pub trait Api: Send + Sync {
     fn container_move_live_check(&self) -> Result<()>;
     /// Where this engine is for a mover in another process (a daemon asked to move a
     /// container here); `None` for an engine embedded in this one.
-    fn destination(&self) -> Option<Destination> {
-        None
+    fn destination(&self) -> Result<Option<Destination>> {
+        Ok(None)
     }
 
     // Images.

@@ -69,8 +69,10 @@ pub struct MoveReport {
 }
 
 /// Where the destination is, for a mover that is not this process (a daemon the move is
-/// asked of): its URL and the TLS files to reach it with.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// asked of): its URL and what to reach it with over TLS, the PEM text of the CA, the
+/// certificate and the key as the asker has them (a daemon on another host has none of the
+/// asker's files).
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Destination {
     pub url: String,
     #[serde(default)]
@@ -81,6 +83,84 @@ pub struct Destination {
     pub tls_key: Option<String>,
     #[serde(default)]
     pub tls_verify: bool,
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Destination")
+            .field("url", &self.url)
+            .field("tls", &self.tls_ca.is_some())
+            .field("tls_verify", &self.tls_verify)
+            .finish()
+    }
+}
+
+impl Destination {
+    /// The destination as the engine at `url` reached with `tls`, the files read here.
+    pub fn read(url: &str, tls: Option<&crate::tls::TlsFiles>) -> Result<Destination> {
+        let read = |p: &Option<std::path::PathBuf>| {
+            p.as_ref()
+                .map(|p| {
+                    std::fs::read_to_string(p)
+                        .map_err(|e| crate::Error::io(format!("read {}", p.display()), e))
+                })
+                .transpose()
+        };
+        Ok(Destination {
+            url: url.to_string(),
+            tls_ca: tls.map(|t| read(&t.ca)).transpose()?.flatten(),
+            tls_cert: tls.map(|t| read(&t.cert)).transpose()?.flatten(),
+            tls_key: tls.map(|t| read(&t.key)).transpose()?.flatten(),
+            tls_verify: tls.is_some_and(|t| t.verify),
+        })
+    }
+
+    /// A client of the destination: its TLS text written to files of a private directory
+    /// made in `scratch`, kept for as long as the client lives (the directory returned).
+    pub(crate) fn connect(
+        &self,
+        scratch: &std::path::Path,
+    ) -> Result<(crate::client::Client, Option<PrivateDir>)> {
+        if self.tls_ca.is_none() && self.tls_cert.is_none() && !self.tls_verify {
+            return Ok((crate::client::Client::new(&self.url, None)?, None));
+        }
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let dir = PrivateDir(scratch.join(format!("move-tls-{}", crate::util::random_hex(8))));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir.0)
+            .map_err(|e| crate::Error::io(format!("create {}", dir.0.display()), e))?;
+        let write = |name: &str, text: &Option<String>| -> Result<Option<std::path::PathBuf>> {
+            let Some(text) = text else { return Ok(None) };
+            let path = dir.0.join(name);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| crate::Error::io(format!("write {}", path.display()), e))?;
+            Ok(Some(path))
+        };
+        let files = crate::tls::TlsFiles {
+            ca: write("ca.pem", &self.tls_ca)?,
+            cert: write("cert.pem", &self.tls_cert)?,
+            key: write("key.pem", &self.tls_key)?,
+            verify: self.tls_verify,
+        };
+        let client = crate::client::Client::new(&self.url, Some(&files))?;
+        Ok((client, Some(dir)))
+    }
+}
+
+/// A directory of this engine's, removed when dropped.
+pub(crate) struct PrivateDir(std::path::PathBuf);
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// What a failed write of the stream says (`send`).

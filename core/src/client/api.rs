@@ -49,16 +49,8 @@ impl Api for Client {
         self.url().to_string()
     }
 
-    fn destination(&self) -> Option<Destination> {
-        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let tls = self.tls();
-        Some(Destination {
-            url: self.url().to_string(),
-            tls_ca: tls.and_then(|t| path(&t.ca)),
-            tls_cert: tls.and_then(|t| path(&t.cert)),
-            tls_key: tls.and_then(|t| path(&t.key)),
-            tls_verify: tls.is_some_and(|t| t.verify),
-        })
+    fn destination(&self) -> Result<Option<Destination>> {
+        Destination::read(self.url(), self.tls()).map(Some)
     }
 
     fn container_move(
@@ -69,7 +61,7 @@ impl Api for Client {
         progress: &mut dyn FnMut(&MoveProgress),
     ) -> Result<MoveReport> {
         // The daemon moves it, from its own store: it is told where to.
-        let to = dest.destination().ok_or_else(|| ClientError::Url {
+        let to = dest.destination()?.ok_or_else(|| ClientError::Url {
             url: dest.describe(),
             reason: "a daemon moves containers to another daemon: give the destination as unix:///PATH or tcp://HOST:PORT".into(),
         })?;

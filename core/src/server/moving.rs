@@ -21,15 +21,8 @@ pub(super) fn route(
                     .map_err(|e| bad(format!("Destination: {e}")))?;
             let opts: crate::api::moving::MoveOptions =
                 serde_json::from_value(v["Options"].clone()).unwrap_or_default();
-            let tls = (to.tls_ca.is_some() || to.tls_cert.is_some() || to.tls_verify).then(|| {
-                crate::tls::TlsFiles {
-                    ca: to.tls_ca.as_ref().map(Into::into),
-                    cert: to.tls_cert.as_ref().map(Into::into),
-                    key: to.tls_key.as_ref().map(Into::into),
-                    verify: to.tls_verify,
-                }
-            });
-            let dest = crate::client::Client::new(&to.url, tls.as_ref())?;
+            // Its TLS files, for as long as the move lasts.
+            let (dest, _tls) = to.connect(&engine.state().scratch)?;
             return images::progress_stream(w, |p| {
                 let report = engine.move_container(id, &dest, &opts, &mut |s| {
                     p(&crate::model::ProgressMessage {

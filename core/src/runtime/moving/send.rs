@@ -260,14 +260,20 @@ impl Containers<'_> {
         progress: &mut dyn FnMut(&str, u64),
     ) -> crate::Result<()> {
         let c = self.get(&plan.record.id)?;
-        let mut out = Counting { inner: out, n: 0 };
+        let mut out = Counting {
+            inner: out,
+            n: 0,
+            progress,
+            step: String::new(),
+            reported: 0,
+        };
         out.write_all(MAGIC).map_err(broke)?;
         write_line(&mut out, plan).map_err(broke)?;
         for d in missing {
             if !plan.image.blobs.iter().any(|(b, _)| b == d) {
                 return Err(refused(format!("{d} is not a blob of the moved image")));
             }
-            progress(&format!("image blob {}", &d[..d.len().min(19)]), out.n);
+            out.step(format!("image blob {}", &d[..d.len().min(19)]));
             write_line(&mut out, &Part::Blob { digest: d.clone() }).map_err(broke)?;
             let mut blob = self.st.content.open_blob(&d.parse()?)?;
             let mut w = ChunkWriter::new(&mut out);
@@ -275,7 +281,7 @@ impl Containers<'_> {
             w.finish().map_err(broke)?;
         }
         for v in &plan.volumes {
-            progress(&format!("volume {}", v.name), out.n);
+            out.step(format!("volume {}", v.name));
             write_line(
                 &mut out,
                 &Part::Volume {
@@ -296,7 +302,7 @@ impl Containers<'_> {
             sent?;
             w.finish().map_err(broke)?;
         }
-        progress("writable layer", out.n);
+        out.step("writable layer".into());
         write_line(&mut out, &Part::Layer).map_err(broke)?;
         {
             let mut w = ChunkWriter::new(&mut out);
@@ -307,7 +313,7 @@ impl Containers<'_> {
             w.finish().map_err(broke)?;
         }
         for f in &plan.logs {
-            progress("log", out.n);
+            out.step("log".into());
             write_line(&mut out, &Part::Log { file: f.clone() }).map_err(broke)?;
             let path = c.bundle.join(f);
             let mut file = std::fs::OpenOptions::new()
@@ -321,7 +327,7 @@ impl Containers<'_> {
         }
         write_line(&mut out, &Part::End).map_err(broke)?;
         out.flush().map_err(broke)?;
-        progress("sent", out.n);
+        out.step("sent".into());
         Ok(())
     }
 }
@@ -331,16 +337,35 @@ fn broke(e: io::Error) -> crate::Error {
     io_err("send the move stream")(e)
 }
 
-/// A writer that counts what goes through it.
+/// Bytes between two reports of the same step.
+const REPORT_EVERY: u64 = 4 << 20;
+
+/// A writer that counts what goes through it and reports the step it is in: when it
+/// begins, and every [`REPORT_EVERY`] bytes of it.
 struct Counting<'a> {
     inner: &'a mut dyn Write,
     n: u64,
+    progress: &'a mut dyn FnMut(&str, u64),
+    step: String,
+    reported: u64,
+}
+
+impl Counting<'_> {
+    fn step(&mut self, step: String) {
+        (self.progress)(&step, self.n);
+        self.step = step;
+        self.reported = self.n;
+    }
 }
 
 impl Write for Counting<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
         self.n += n as u64;
+        if self.n - self.reported >= REPORT_EVERY {
+            self.reported = self.n;
+            (self.progress)(&self.step, self.n);
+        }
         Ok(n)
     }
 
