@@ -31,8 +31,10 @@ impl Engine {
         if Images::new(&state).recover()? {
             Containers::new(&state).cleanup_bundles()?;
         }
-        // The containers of a build that was killed midway.
+        // The containers of a build that was killed midway, and what a receive of a moved
+        // container whose receiver was killed made of it.
         crate::build::run::remove_orphans(&Containers::new(&state), &state)?;
+        Containers::new(&state).sweep_moves_in();
         // The host's devices that removed roots left: best effort, `network prune` says why
         // it could not.
         let _ = Networks::new(&state).sweep_bridges();

@@ -422,6 +422,7 @@ impl State {
         let scratch = root.join("tmp");
         std::fs::create_dir_all(&scratch).map_err(io("create", &scratch))?;
         Overlay::cleanup_probes(&scratch);
+        crate::api::moving::sweep_tls(&scratch);
         let db = Arc::new(Db::open(&root.join("ketch.db"))?);
         let driver = Self::driver(&db, root, &scratch, opts.storage_driver)?;
         let snapshots_root = root.join("snapshots");

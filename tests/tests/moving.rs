@@ -163,6 +163,11 @@ fn a_refused_move_leaves_the_container_running_where_it_was() {
 /// Runs `ketch ARGS` on `host` with the mover told to stall at `step`; kills it (SIGKILL)
 /// once it says it stalled there.
 fn kill_mover_at(host: &Host, args: &[&str], step: &str) {
+    kill_mover_at_after(host, args, step, || {});
+}
+
+/// [`kill_mover_at`], with `meanwhile` run while the mover is stalled.
+fn kill_mover_at_after(host: &Host, args: &[&str], step: &str, meanwhile: impl FnOnce()) {
     use std::io::BufRead;
     let mut child = host
         .cmd()
@@ -192,6 +197,7 @@ fn kill_mover_at(host: &Host, args: &[&str], step: &str) {
             }
         }
     }
+    meanwhile();
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -237,12 +243,13 @@ fn a_mover_killed_at_any_step_loses_nothing() {
         ]);
     };
     web("web", "8080");
+    let dest = socket(&b);
     let mv = |name: &str| -> Vec<String> {
         vec![
             "mv".into(),
             "--with-volumes".into(),
             name.into(),
-            socket(&b),
+            dest.clone(),
         ]
     };
     for step in ["stopped", "sending"] {
@@ -256,6 +263,20 @@ fn a_mover_killed_at_any_step_loses_nothing() {
         a.ok(&["start", "web"]);
         assert_eq!(page(&a, 8080), "web-page", "{step}");
     }
+    // The destination's daemon killed in the middle of the stream: started again, it takes
+    // back what it had made (the volume, here); the container here starts again.
+    let args = mv("web");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    kill_mover_at_after(&a, &args, "sending", || {
+        ketch_tests::wait_until("the destination to make the volume", 20, || {
+            !holdings(&b).1.is_empty()
+        });
+        b.daemon.as_mut().unwrap().kill();
+    });
+    b.start_daemon();
+    assert_eq!(holdings(&b), (String::new(), String::new()));
+    a.ok(&["start", "web"]);
+    assert_eq!(page(&a, 8080), "web-page");
     // The connection cut in the middle of the stream: the move fails, the container runs
     // here again, the destination holds nothing.
     let dir = tempfile::tempdir().unwrap();

@@ -126,7 +126,13 @@ impl Destination {
             return Ok((crate::client::Client::new(&self.url, None)?, None));
         }
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = PrivateDir(scratch.join(format!("move-tls-{}", crate::util::random_hex(8))));
+        // Named by its maker, for the sweep at open should the maker die before its drop.
+        let pid = std::process::id();
+        let dir = PrivateDir(scratch.join(format!(
+            "{TLS_PREFIX}{pid}-{}-{}",
+            crate::util::process_start_time(pid).unwrap_or(0),
+            crate::util::random_hex(6)
+        )));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir.0)
@@ -156,6 +162,23 @@ impl Destination {
 
 /// A directory of this engine's, removed when dropped.
 pub(crate) struct PrivateDir(std::path::PathBuf);
+
+/// The start of the names of the directories a move's TLS text is in, in the scratch
+/// directory, then `PID-START-...` of the process that made it.
+const TLS_PREFIX: &str = "move-tls-";
+
+/// Removes the TLS directories of movers that died before they could (at open).
+pub(crate) fn sweep_tls(scratch: &std::path::Path) {
+    for e in std::fs::read_dir(scratch).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(tail) = name.to_str().and_then(|n| n.strip_prefix(TLS_PREFIX)) else {
+            continue;
+        };
+        if !crate::util::maker_alive(tail) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
 
 impl Drop for PrivateDir {
     fn drop(&mut self) {
@@ -273,11 +296,21 @@ impl Engine {
             check = dest.container_move_check(&plan)?;
         }
         let receipt = match check.done {
-            // An earlier attempt got the container there whole: go on from there.
-            Some(id) => MoveReceipt {
-                id,
-                name: plan.name.clone(),
-            },
+            // An earlier attempt got the container there whole: go on from there (the
+            // container here, if that attempt froze it, killed as it would have been).
+            Some(id) => {
+                if here.status == crate::runtime::Status::Paused {
+                    say("stopping", 0);
+                    if let Err(e) = containers.stop_frozen(&plan.record.id) {
+                        self.restore(&plan, true, plan.running);
+                        return Err(e);
+                    }
+                }
+                MoveReceipt {
+                    id,
+                    name: plan.name.clone(),
+                }
+            }
             None => {
                 let now = containers.get(&plan.record.id)?;
                 let up_now = now.is_running();
@@ -296,7 +329,10 @@ impl Engine {
                 if up_now && !paused {
                     if opts.freeze {
                         say("freezing", 0);
-                        containers.pause(&plan.record.id)?;
+                        if let Err(e) = containers.pause(&plan.record.id) {
+                            let _ = containers.unmark_moving(&plan.record.id);
+                            return Err(e);
+                        }
                     } else {
                         say("stopping", 0);
                         if let Err(e) = containers.stop(&plan.record.id, None) {
@@ -335,7 +371,11 @@ impl Engine {
         stall("received");
         // Stopped here, it gives back its addresses: on an overlay network, the one it
         // keeps there. (Started again here if the move fails, it takes them back.)
-        containers.release_unused(&plan.record.id)?;
+        if let Err(e) = containers.release_unused(&plan.record.id) {
+            self.undo_there(dest, &plan, &receipt.id);
+            self.restore(&plan, false, plan.running);
+            return Err(e);
+        }
         let mut running = false;
         if plan.running && !opts.no_start {
             say("starting at the destination", bytes);

@@ -239,6 +239,9 @@ impl Containers<'_> {
             .into());
         }
         self.freeze(&c, false)?;
+        // Thawed by hand, it runs on: a move that froze it and was killed is over (a move
+        // run again must not take that move's copy for its state).
+        let _ = fs::remove_file(c.bundle.join(super::moving::send::MARK));
         self.event(&c.record, "unpause", &[]);
         Ok(())
     }

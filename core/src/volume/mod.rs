@@ -31,6 +31,9 @@ pub enum VolumeError {
         "create {name}: error looking up volume plugin {driver}: plugin \"{driver}\" not found"
     )]
     NoDriver { name: String, driver: String },
+    /// A volume made only if new ([`Volumes::create_new`]) that exists.
+    #[error("create {name}: volume {name} already exists")]
+    Exists { name: String },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -46,6 +49,7 @@ impl VolumeError {
         match self {
             VolumeError::NotFound { .. } | VolumeError::NoDriver { .. } => ErrorKind::NotFound,
             VolumeError::InUse { .. } => ErrorKind::Conflict,
+            VolumeError::Exists { .. } => ErrorKind::AlreadyExists,
             VolumeError::Invalid { .. } => ErrorKind::InvalidArgument,
             VolumeError::Io { source, .. } => crate::error::io_kind(source),
         }
@@ -176,6 +180,22 @@ impl<'s> Volumes<'s> {
 
     /// `volume create`: idempotent for a name that exists with the same driver, as Docker.
     pub fn create(&self, opts: &VolumeCreate) -> crate::Result<Volume> {
+        self.create_with(opts, false)
+    }
+
+    /// A new volume, never one that exists (which is refused): a volume whose data its
+    /// maker may take back.
+    pub(crate) fn create_new(&self, opts: &VolumeCreate) -> crate::Result<Volume> {
+        self.create_with(opts, true)
+    }
+
+    fn create_with(&self, opts: &VolumeCreate, new: bool) -> crate::Result<Volume> {
+        let exists = |name: &str| -> crate::Error {
+            VolumeError::Exists {
+                name: name.to_string(),
+            }
+            .into()
+        };
         let anonymous = opts.name.is_empty();
         let name = if anonymous {
             crate::util::random_hex(32)
@@ -201,7 +221,11 @@ impl<'s> Volumes<'s> {
             }
         }
         if let Some(existing) = self.load_volume(&name)? {
-            return Ok(existing);
+            return if new {
+                Err(exists(&name))
+            } else {
+                Ok(existing)
+            };
         }
         let v = Volume {
             name: name.clone(),
@@ -224,7 +248,11 @@ impl<'s> Volumes<'s> {
         })?;
         if inserted == 0 {
             // Another process made it meanwhile: theirs stands.
-            return self.inspect(&name);
+            return if new {
+                Err(exists(&name))
+            } else {
+                self.inspect(&name)
+            };
         }
         self.event("create", &name);
         Ok(v)

@@ -38,10 +38,61 @@ fn bad(reason: impl Into<String>) -> crate::Error {
 }
 
 /// What a failed receive takes back, last made first.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum Undo {
     Container(String),
     Volume(String),
     Network(String),
+}
+
+/// The directory of the journals of receives under way.
+const JOURNALS: &str = "moving-in";
+
+/// What a receive under way made (or is about to make), written down before it is made:
+/// a receiver killed midway leaves its journal, and the next open of the root takes back
+/// what it names ([`Containers::sweep_moves_in`]). Named `PID-START-...` by its receiver.
+struct Journal {
+    path: std::path::PathBuf,
+    made: Vec<Undo>,
+}
+
+impl Journal {
+    fn new(root: &std::path::Path) -> crate::Result<Journal> {
+        let dir = root.join(JOURNALS);
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let pid = std::process::id();
+        let start = crate::util::process_start_time(pid).unwrap_or(0);
+        let mut j = Journal {
+            path: dir.join(format!("{pid}-{start}-{}.json", crate::util::random_hex(6))),
+            made: Vec::new(),
+        };
+        j.write()?;
+        Ok(j)
+    }
+
+    fn write(&mut self) -> crate::Result<()> {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&self.made).unwrap_or_default())
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .map_err(io_err(format!("write {}", self.path.display())))
+    }
+
+    /// Notes what is about to be made.
+    fn intend(&mut self, u: Undo) -> crate::Result<()> {
+        self.made.push(u);
+        self.write()
+    }
+
+    /// Forgets the last intent: it was not made.
+    fn not_made(&mut self) {
+        self.made.pop();
+        let _ = self.write();
+    }
+
+    /// The receive is over: made whole, or taken back.
+    fn close(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Containers<'_> {
@@ -145,34 +196,72 @@ impl Containers<'_> {
             )));
         }
         let lease = Lease::new(&self.st.db)?;
-        let mut undo = Vec::new();
+        let mut undo = Journal::new(&self.st.root)?;
         let res = self.move_in_leased(&lease, &mut r, &plan, &mut undo);
         if res.is_err() {
-            // A full disk is the likeliest cause: the data written goes first, so that the
-            // records can be taken back (each takes a little of the database's space).
-            for u in &undo {
-                match u {
-                    Undo::Container(id) => self.clear_layer(id),
-                    Undo::Volume(name) => {
-                        if let Ok(dir) = self.volumes().source(name) {
-                            clear_dir(&dir);
-                        }
-                    }
-                    Undo::Network(_) => {}
-                }
-            }
-            for u in undo.into_iter().rev() {
-                let _ = match u {
-                    Undo::Container(id) => self.remove_with(&id, true, false),
-                    Undo::Volume(name) => self.volumes().remove(&name, true),
-                    Undo::Network(name) => self.networks().remove(&name),
-                };
-            }
+            self.take_back(std::mem::take(&mut undo.made));
         }
+        undo.close();
         let released = self.images().release(lease);
         let receipt = res?;
         released?;
         Ok(receipt)
+    }
+
+    /// Takes back what a receive made, last made first.
+    fn take_back(&self, made: Vec<Undo>) {
+        // A full disk is the likeliest cause: the data written goes first, so that the
+        // records can be taken back (each takes a little of the database's space).
+        for u in &made {
+            match u {
+                Undo::Container(id) => self.clear_layer(id),
+                Undo::Volume(name) => {
+                    if let Ok(dir) = self.volumes().source(name) {
+                        clear_dir(&dir);
+                    }
+                }
+                Undo::Network(_) => {}
+            }
+        }
+        for u in made.into_iter().rev() {
+            let _ = match u {
+                Undo::Container(id) => self.remove_with(&id, true, false),
+                Undo::Volume(name) => self.volumes().remove(&name, true),
+                Undo::Network(name) => self.networks().remove(&name),
+            };
+        }
+    }
+
+    /// Takes back what receives whose receiver died left half made (at open): a container
+    /// made whole (its move noted in it) stays.
+    pub(crate) fn sweep_moves_in(&self) {
+        let dir = self.st.root.join(JOURNALS);
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name();
+            let Some(tail) = name.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                if name.to_str().is_some_and(|n| n.ends_with(".tmp"))
+                    && !crate::util::maker_alive(&name.to_string_lossy())
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+                continue;
+            };
+            if crate::util::maker_alive(tail) {
+                continue;
+            }
+            let made: Vec<Undo> = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let whole = made.iter().any(|u| {
+                matches!(u, Undo::Container(id)
+                    if self.get(id).is_ok_and(|c| c.bundle.join(MOVED).exists()))
+            });
+            if !whole {
+                self.take_back(made);
+            }
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 
     fn move_in_leased(
@@ -180,7 +269,7 @@ impl Containers<'_> {
         lease: &Lease,
         r: &mut BufReader<&mut (dyn Read + Send)>,
         plan: &MovePlan,
-        undo: &mut Vec<Undo>,
+        undo: &mut Journal,
     ) -> crate::Result<MoveReceipt> {
         let mut id = None;
         loop {
@@ -204,13 +293,17 @@ impl Containers<'_> {
                     if id.is_some() {
                         return Err(bad("a volume after the container"));
                     }
-                    self.volumes().create(&crate::volume::VolumeCreate {
+                    undo.intend(Undo::Volume(v.name.clone()))?;
+                    let made = self.volumes().create_new(&crate::volume::VolumeCreate {
                         name: v.name.clone(),
                         driver: Some(v.driver.clone()),
                         options: v.options.clone(),
                         labels: v.labels.clone(),
-                    })?;
-                    undo.push(Undo::Volume(v.name.clone()));
+                    });
+                    if let Err(e) = made {
+                        undo.not_made();
+                        return Err(e);
+                    }
                     let data = self.volumes().source(&v.name)?;
                     let mut part = ChunkReader::new(r);
                     crate::diff::apply(&mut part, &data, &self.st.apply)?;
@@ -298,7 +391,7 @@ impl Containers<'_> {
         &self,
         lease: &Lease,
         plan: &MovePlan,
-        undo: &mut Vec<Undo>,
+        undo: &mut Journal,
     ) -> crate::Result<String> {
         let image: Digest = plan.image.id.parse()?;
         let have = self
@@ -357,8 +450,11 @@ impl Containers<'_> {
         }
         for n in &plan.networks {
             if n.driver == "bridge" && self.networks().find(&n.name).is_err() {
-                self.networks().create(&n.create)?;
-                undo.push(Undo::Network(n.name.clone()));
+                undo.intend(Undo::Network(n.name.clone()))?;
+                if let Err(e) = self.networks().create(&n.create) {
+                    undo.not_made();
+                    return Err(e);
+                }
             }
         }
         let mut opts = plan.record.config.clone();
@@ -391,9 +487,20 @@ impl Containers<'_> {
             // Its host name was its ID's start: it keeps the name.
             opts.hostname = Some(plan.record.id[..12].to_string());
         }
-        let c = self.create_as(&opts, keep_id.then_some(plan.record.id.as_str()))?;
-        undo.push(Undo::Container(c.record.id.clone()));
-        Ok(c.record.id)
+        // Its ID known before it is made, for the journal.
+        let id = if keep_id {
+            plan.record.id.clone()
+        } else {
+            crate::util::random_hex(32)
+        };
+        undo.intend(Undo::Container(id.clone()))?;
+        match self.create_as(&opts, Some(&id)) {
+            Ok(c) => Ok(c.record.id),
+            Err(e) => {
+                undo.not_made();
+                Err(e)
+            }
+        }
     }
 }
 
@@ -401,7 +508,7 @@ impl Containers<'_> {
 /// names that are names (a stream comes from anywhere).
 fn well_formed(plan: &MovePlan) -> crate::Result<()> {
     let id = &plan.record.id;
-    if !(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())) {
+    if !(id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))) {
         return Err(bad(format!("{id:?} is not a container ID")));
     }
     if !crate::util::valid_name(&plan.name) {

@@ -273,7 +273,7 @@ impl Containers<'_> {
             if !plan.image.blobs.iter().any(|(b, _)| b == d) {
                 return Err(refused(format!("{d} is not a blob of the moved image")));
             }
-            out.step(format!("image blob {}", &d[..d.len().min(19)]));
+            out.step(format!("image blob {}", &d[..d.len().min(19)]))?;
             write_line(&mut out, &Part::Blob { digest: d.clone() }).map_err(broke)?;
             let mut blob = self.st.content.open_blob(&d.parse()?)?;
             let mut w = ChunkWriter::new(&mut out);
@@ -281,7 +281,7 @@ impl Containers<'_> {
             w.finish().map_err(broke)?;
         }
         for v in &plan.volumes {
-            out.step(format!("volume {}", v.name));
+            out.step(format!("volume {}", v.name))?;
             write_line(
                 &mut out,
                 &Part::Volume {
@@ -302,7 +302,7 @@ impl Containers<'_> {
             sent?;
             w.finish().map_err(broke)?;
         }
-        out.step("writable layer".into());
+        out.step("writable layer".into())?;
         write_line(&mut out, &Part::Layer).map_err(broke)?;
         {
             let mut w = ChunkWriter::new(&mut out);
@@ -313,7 +313,7 @@ impl Containers<'_> {
             w.finish().map_err(broke)?;
         }
         for f in &plan.logs {
-            out.step("log".into());
+            out.step("log".into())?;
             write_line(&mut out, &Part::Log { file: f.clone() }).map_err(broke)?;
             let path = c.bundle.join(f);
             let mut file = std::fs::OpenOptions::new()
@@ -327,7 +327,7 @@ impl Containers<'_> {
         }
         write_line(&mut out, &Part::End).map_err(broke)?;
         out.flush().map_err(broke)?;
-        out.step("sent".into());
+        out.step("sent".into())?;
         Ok(())
     }
 }
@@ -351,10 +351,14 @@ struct Counting<'a> {
 }
 
 impl Counting<'_> {
-    fn step(&mut self, step: String) {
+    /// A new step: what went before it is sent (a destination has each part once the next
+    /// begins), then reported.
+    fn step(&mut self, step: String) -> crate::Result<()> {
+        self.inner.flush().map_err(broke)?;
         (self.progress)(&step, self.n);
         self.step = step;
         self.reported = self.n;
+        Ok(())
     }
 }
 
