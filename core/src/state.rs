@@ -77,6 +77,11 @@ impl StateError {
     }
 }
 
+/// The start of the names of the directories in the scratch directory where a daemon keeps
+/// the TLS text of a move's destination for the move's length, then `PID-START-...` of the
+/// process that made it: those of a dead daemon are removed at open.
+pub(crate) const MOVE_TLS_PREFIX: &str = "move-tls-";
+
 /// How to open a state root.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -422,7 +427,7 @@ impl State {
         let scratch = root.join("tmp");
         std::fs::create_dir_all(&scratch).map_err(io("create", &scratch))?;
         Overlay::cleanup_probes(&scratch);
-        crate::api::moving::sweep_tls(&scratch);
+        crate::util::remove_dead_makers(&scratch, MOVE_TLS_PREFIX);
         let db = Arc::new(Db::open(&root.join("ketch.db"))?);
         let driver = Self::driver(&db, root, &scratch, opts.storage_driver)?;
         let snapshots_root = root.join("snapshots");

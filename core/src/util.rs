@@ -75,6 +75,24 @@ pub fn maker_alive(tail: &str) -> bool {
     matches!((pid, start), (Some(pid), Some(start)) if process_alive(pid, start))
 }
 
+/// Removes the entries of `dir` named `PREFIX` then `PID-START-...` whose maker has ended
+/// (a directory with what it holds).
+pub fn remove_dead_makers(dir: &std::path::Path, prefix: &str) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(tail) = name.to_str().and_then(|n| n.strip_prefix(prefix)) else {
+            continue;
+        };
+        if maker_alive(tail) {
+            continue;
+        }
+        let _ = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(e.path()),
+            _ => std::fs::remove_file(e.path()),
+        };
+    }
+}
+
 /// Whether the process that recorded (`pid`, `start_time`) is still alive. A zombie is not:
 /// it has ended and only waits for its parent (an orphan's, the host's init, may take its
 /// time) to collect its status.
