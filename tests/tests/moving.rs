@@ -169,15 +169,29 @@ fn kill_mover_at(host: &Host, args: &[&str], step: &str) {
 /// [`kill_mover_at`], with `meanwhile` run while the mover is stalled.
 fn kill_mover_at_after(host: &Host, args: &[&str], step: &str, meanwhile: impl FnOnce()) {
     use std::io::BufRead;
-    let mut child = host
-        .cmd()
-        .args(args)
+    use std::os::unix::process::CommandExt;
+    /// The mover, killed when dropped: also when the test fails while it is stalled.
+    struct Mover(std::process::Child);
+    impl Drop for Mover {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut cmd = host.cmd();
+    cmd.args(args)
         .env("KETCH_TEST_MOVE_STALL", step)
         .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
+        .stdout(std::process::Stdio::null());
+    // Gone with the test even when it dies in a way that skips the drop.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut mover = Mover(cmd.spawn().unwrap());
+    let stderr = mover.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
@@ -191,15 +205,11 @@ fn kill_mover_at_after(host: &Host, args: &[&str], step: &str, meanwhile: impl F
         match rx.recv_timeout(std::time::Duration::from_secs(60)) {
             Ok(l) if l.contains(&want) => break,
             Ok(l) => seen.push(l),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the mover never stalled at {step}: {seen:?}");
-            }
+            Err(_) => panic!("the mover never stalled at {step}: {seen:?}"),
         }
     }
     meanwhile();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(mover);
 }
 
 /// The destination's containers and volumes, by name.
