@@ -22,7 +22,8 @@ tag=$$
 ul=kmb-ul-$tag
 hosts=(kmb-a-$tag kmb-b-$tag)
 ips=(198.18.1.11 198.18.1.12)
-inns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" "$@"; }
+# shellcheck source=bench/lib/hosts.sh
+. "$here/bench/lib/hosts.sh"
 kenv() { echo "KETCH_ROOT=$work/root$1 KETCH_BRIDGE=kmb$1$tag KETCH_IP_FORWARD=false"; }
 k() {
     local i=$1; shift
@@ -40,23 +41,15 @@ cleanup() {
     done
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    for ns in "$ul" "${hosts[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    remove_hosts
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-ip netns add "$ul"
-inns "$ul" sh -c "ip link set lo up && ip link add ul0 type bridge && ip addr add 198.18.1.1/24 dev ul0 && ip link set ul0 up"
-for i in 0 1; do
-    ip netns add "${hosts[$i]}"
-    inns "$ul" ip link add "ulp$i$tag" type veth peer name "ulh$i$tag"
-    inns "$ul" ip link set "ulp$i$tag" master ul0 up
-    inns "$ul" ip link set "ulh$i$tag" netns "${hosts[$i]}"
-    inns "${hosts[$i]}" sh -c "ip link set lo up && ip link set ulh$i$tag name eth0 && ip addr add ${ips[$i]}/24 dev eth0 && ip link set eth0 up"
-    # Published ports reached from the underlay are forwarded in the host's namespace (its
-    # own setting, not the machine's).
-    inns "${hosts[$i]}" sysctl -qw net.ipv4.ip_forward=1
-done
+make_hosts 198.18.1.1
+# Published ports reached from the underlay are forwarded in the hosts' namespaces (their
+# own setting, not the machine's).
+for h in "${hosts[@]}"; do inns "$h" sysctl -qw net.ipv4.ip_forward=1; done
 tests/fixtures/busybox-rootfs.sh "$work/rootfs.tar"
 for i in 0 1; do
     k "$i" import "$work/rootfs.tar" bench >/dev/null

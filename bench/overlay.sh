@@ -19,7 +19,8 @@ ul=kob-ul-$tag
 hosts=(kob-a-$tag kob-b-$tag)
 ips=(198.18.0.11 198.18.0.12)
 store=198.18.0.1
-inns() { local ns=$1; shift; nsenter --net=/run/netns/"$ns" "$@"; }
+# shellcheck source=bench/lib/hosts.sh
+. "$here/bench/lib/hosts.sh"
 # The environment of ketch on host I (0 or 1), in the cluster.
 kenv() {
     echo "KETCH_ROOT=$work/root$1 KETCH_BRIDGE=kob$1$tag KETCH_IP_FORWARD=false" \
@@ -38,20 +39,12 @@ cleanup() {
     for i in 0 1; do k "$i" network prune -f >/dev/null 2>&1 || true; done
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    for ns in "$ul" "${hosts[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+    remove_hosts
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-ip netns add "$ul"
-inns "$ul" sh -c "ip link set lo up && ip link add ul0 type bridge && ip addr add $store/24 dev ul0 && ip link set ul0 up"
-for i in 0 1; do
-    ip netns add "${hosts[$i]}"
-    inns "$ul" ip link add "ulp$i$tag" type veth peer name "ulh$i$tag"
-    inns "$ul" ip link set "ulp$i$tag" master ul0 up
-    inns "$ul" ip link set "ulh$i$tag" netns "${hosts[$i]}"
-    inns "${hosts[$i]}" sh -c "ip link set lo up && ip link set ulh$i$tag name eth0 && ip addr add ${ips[$i]}/24 dev eth0 && ip link set eth0 up"
-done
+make_hosts "$store"
 # Started by nsenter itself, not through a function (a subshell), so that $! is theirs.
 nsenter --net=/run/netns/"$ul" etcd --name store --data-dir "$work/etcd" \
     --listen-client-urls http://$store:2379 --advertise-client-urls http://$store:2379 \
