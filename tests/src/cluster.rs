@@ -364,3 +364,15 @@ impl Drop for Host {
         self.daemon = None;
     }
 }
+
+/// A script for a busybox container: the body of `http://HOST/` through `nc`, tried for up
+/// to ten seconds (the other host learns of a new container within moments).
+pub fn fetch(host: &str) -> String {
+    format!(
+        "for i in $(seq 50); do \
+           out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80 2>&1) && \
+           case \"$out\" in *served-by-*) echo \"$out\" | tail -n 1; exit 0;; esac; \
+           sleep 0.2; \
+         done; echo \"$out\"; exit 1"
+    )
+}

@@ -529,9 +529,7 @@ fn a_container_on_an_overlay_network_keeps_its_address_and_name() {
             "busybox",
             "sh",
             "-c",
-            &format!(
-                "for i in $(seq 50); do out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {target} 80 2>/dev/null | tail -n 1) && [ -n \"$out\" ] && echo \"$out\" && exit 0; sleep 0.2; done; exit 1"
-            ),
+            &ketch_tests::cluster::fetch(target),
         ])
         .trim()
         .to_string()

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use ketch_tests::cluster::{Host, Underlay};
+use ketch_tests::cluster::{Host, Underlay, fetch};
 use ketch_tests::{Root, busybox_rootfs};
 
 /// `network inspect -f '{{json .}}'` of `name` on `host`.
@@ -150,18 +150,6 @@ fn an_overlay_network_is_one_record_of_the_clusters() {
         b.ok(&["network", "ls", "-q", "--filter", "driver=overlay"]),
         ""
     );
-}
-
-/// A script for a busybox container: the body of `http://HOST/` through `nc`, tried for up
-/// to ten seconds (the other host learns of a new container within moments).
-fn fetch(host: &str) -> String {
-    format!(
-        "for i in $(seq 50); do \
-           out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80 2>&1) && \
-           case \"$out\" in *served-by-*) echo \"$out\" | tail -n 1; exit 0;; esac; \
-           sleep 0.2; \
-         done; echo \"$out\"; exit 1"
-    )
 }
 
 /// A container on `net` of `host` gets no page from the httpd at `ip`.
