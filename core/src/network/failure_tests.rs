@@ -175,6 +175,8 @@ fn forwarding_is_turned_on_for_a_bridge_made_that_leads_out() {
     let path = "/proc/sys/net/ipv4/ip_forward";
     let seen = crate::testutil::in_own_netns(|| {
         let fwd = || std::fs::read_to_string(path).map(|s| s.trim().to_string());
+        // A new namespace takes the host's setting, which is not the test's: off here.
+        std::fs::write(path, "0")?;
         let start = fwd()?;
         // The default network comes first, and turns it on.
         e.networks().find("bridge").unwrap();
